@@ -1,0 +1,82 @@
+//! The audit log: one JSON object a line for every restore, deletion, promotion and rollback.
+
+use crate::error::{Context, Result};
+use serde::Serialize;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// One audit entry (SPEC §4). Targets are stored without passwords.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    /// UTC time, RFC 3339.
+    pub time: String,
+    /// The tool that acted.
+    pub tool: String,
+    /// What it did: `restore`, `prune-delete`, `promote`, ...
+    pub action: String,
+    /// Who ran it.
+    pub user: String,
+    /// On which host.
+    pub host: String,
+    /// The backup acted on.
+    pub backup: String,
+    /// Where it went, without password.
+    pub target: String,
+    /// `success` or `failure`.
+    pub result: String,
+    /// How long it took.
+    pub duration_seconds: f64,
+    /// Anything else worth keeping.
+    pub details: serde_json::Value,
+}
+
+impl AuditEntry {
+    /// A new entry stamped now, by this user on this host.
+    pub fn new(tool: &str, action: &str, backup: &str, target: &str) -> AuditEntry {
+        AuditEntry {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            tool: tool.into(),
+            action: action.into(),
+            user: crate::fsutil::current_user(),
+            host: crate::fsutil::host_name(),
+            backup: backup.into(),
+            target: target.into(),
+            result: "success".into(),
+            duration_seconds: 0.0,
+            details: serde_json::Value::Null,
+        }
+    }
+
+    /// Appends the entry to the log at `path` durably (O_APPEND, fsync).
+    pub fn append(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                crate::fsutil::create_private_dir(dir)?;
+            }
+        }
+        let mut line = serde_json::to_vec(self).expect("audit entries serialize");
+        line.push(b'\n');
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open audit log {}", path.display()))?;
+        f.write_all(&line).context("writing the audit log")?;
+        f.sync_data().context("writing the audit log")
+    }
+}
+
+/// The audit log for stores that are not local directories (SPEC §4).
+pub fn default_log_path() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("DBSAFE_AUDIT_LOG") {
+        return p.into();
+    }
+    let state = std::env::var("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".local/state")
+        });
+    state.join("dbsafe/audit.log")
+}

@@ -1,0 +1,106 @@
+//! What to undo when a tool is interrupted: temporary files and child processes.
+//!
+//! SIGINT and SIGTERM are handled on a dedicated thread: it stops the
+//! registered child processes, removes the registered temporaries and ends
+//! the process with exit 130. A SIGKILL cannot be handled, which is why
+//! every artifact is written under a hidden temporary name first: a killed
+//! writer leaves only a temporary that no reader takes for an artifact and
+//! that `dbprune` removes once it is stale.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+static TEMPS: Mutex<BTreeMap<u64, PathBuf>> = Mutex::new(BTreeMap::new());
+static CHILDREN: Mutex<BTreeMap<u64, u32>> = Mutex::new(BTreeMap::new());
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+/// Removes a temporary path when dropped, and when the process is interrupted.
+pub struct TempGuard {
+    id: u64,
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempGuard {
+    /// Registers `path` for removal.
+    pub fn new(path: &Path) -> TempGuard {
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        TEMPS.lock().expect("cleanup lock").insert(id, path.to_path_buf());
+        TempGuard {
+            id,
+            path: path.to_path_buf(),
+            keep: false,
+        }
+    }
+    /// The guarded path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// The path was renamed into place or handed on: do not remove it.
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        TEMPS.lock().expect("cleanup lock").remove(&self.id);
+        if !self.keep {
+            remove_path(&self.path);
+        }
+    }
+}
+
+fn remove_path(p: &Path) {
+    if p.is_dir() {
+        let _ = std::fs::remove_dir_all(p);
+    } else {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Stops a child process when the tool is interrupted, while the guard lives.
+pub struct ChildGuard(u64);
+
+impl ChildGuard {
+    /// Registers a child's pid.
+    pub fn new(pid: u32) -> ChildGuard {
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        CHILDREN.lock().expect("cleanup lock").insert(id, pid);
+        ChildGuard(id)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        CHILDREN.lock().expect("cleanup lock").remove(&self.0);
+    }
+}
+
+/// Installs the SIGINT/SIGTERM policy for a tool. Call once from `main`.
+///
+/// This is the one place outside `main` that ends the process: an
+/// interrupted tool must not wait for a blocking read to return.
+pub fn install_signal_handlers(tool: &'static str) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            for pid in CHILDREN.lock().map(|c| c.values().copied().collect::<Vec<_>>()).unwrap_or_default() {
+                // SAFETY: kill has no memory preconditions; a stale pid at worst gets a signal it ignores.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+            let temps: Vec<PathBuf> = TEMPS.lock().map(|t| t.values().cloned().collect()).unwrap_or_default();
+            for t in temps {
+                remove_path(&t);
+            }
+            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+            eprintln!("{tool}: interrupted by {name}; temporary files removed");
+            std::process::exit(130);
+        }
+    });
+}

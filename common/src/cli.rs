@@ -1,0 +1,171 @@
+//! What every tool's command line shares: common flags, key flags, and the
+//! `main` wrapper that turns a result into an exit code and a message.
+
+use crate::error::{Error, ExitCode, Result};
+use crate::keys::{Encryption, Keyring};
+use clap::Args;
+use std::path::PathBuf;
+
+/// `-q`, `-v`, `--json`, `--config`.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Print nothing but errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more on stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Print the report as one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Keys to read encrypted artifacts with.
+#[derive(Debug, Clone, Args)]
+pub struct DecryptArgs {
+    /// age identity file (repeatable).
+    #[arg(short = 'i', long = "identity", value_name = "FILE", env = "DBSAFE_IDENTITY_FILE", value_delimiter = ',')]
+    pub identity: Vec<PathBuf>,
+    /// File whose first line is the passphrase.
+    #[arg(long, value_name = "FILE", env = "DBSAFE_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl DecryptArgs {
+    /// Loads the keyring, falling back to the config file's identity and passphrase.
+    pub fn keyring(&self, cfg: &crate::config::Config) -> Result<Keyring> {
+        let mut ids = self.identity.clone();
+        if ids.is_empty() {
+            ids.extend(cfg.defaults.identity_file.clone());
+        }
+        let pass = self.passphrase_file.clone().or_else(|| cfg.defaults.passphrase_file.clone());
+        Keyring::load(&ids, pass.as_deref())
+    }
+}
+
+/// Keys and compression to write artifacts with.
+#[derive(Debug, Clone, Args)]
+pub struct EncodeArgs {
+    /// Compression: zstd (default, frame checksums on), gzip or none.
+    #[arg(long, value_name = "ALGO", env = "DBSAFE_COMPRESS")]
+    pub compress: Option<String>,
+    /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+    /// zstd worker threads (0: compress on the pipeline thread).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: u32,
+    /// age recipient public key (repeatable, or comma-separated in DBSAFE_RECIPIENTS).
+    #[arg(short = 'r', long = "recipient", value_name = "AGE_PUBKEY", env = "DBSAFE_RECIPIENTS", value_delimiter = ',')]
+    pub recipients: Vec<String>,
+    /// File of age recipients, one a line.
+    #[arg(long, value_name = "FILE", env = "DBSAFE_RECIPIENTS_FILE")]
+    pub recipients_file: Option<PathBuf>,
+    /// Encrypt with the passphrase on this file's first line instead.
+    #[arg(long, value_name = "FILE", env = "DBSAFE_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl EncodeArgs {
+    /// The compression: flag or environment, else config, else zstd.
+    pub fn compression(&self, cfg: &crate::config::Config, env: &str) -> Result<crate::Compression> {
+        match &self.compress {
+            Some(c) => crate::Compression::parse(c),
+            None => Ok(cfg
+                .env(env)
+                .and_then(|e| e.compress)
+                .or(cfg.defaults.compress)
+                .unwrap_or(crate::Compression::Zstd)),
+        }
+    }
+
+    /// The encryption: flags or environment, else the config's recipients.
+    pub fn encryption(&self, cfg: &crate::config::Config, env: &str) -> Result<Encryption> {
+        let mut files: Vec<PathBuf> = self.recipients_file.iter().cloned().collect();
+        let mut inline = self.recipients.clone();
+        if files.is_empty() && inline.is_empty() && self.passphrase_file.is_none() {
+            files.extend(cfg.env(env).and_then(|e| e.recipients_file.clone()));
+            if files.is_empty() {
+                files.extend(cfg.defaults.recipients_file.clone());
+            }
+            inline.extend(cfg.defaults.recipients.clone().unwrap_or_default());
+        }
+        Encryption::from_sources(&inline, &files, self.passphrase_file.as_deref())
+    }
+}
+
+/// Prints diagnostics with the tool's prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct Log {
+    /// Tool name.
+    pub tool: &'static str,
+    /// `-q`.
+    pub quiet: bool,
+    /// `-v`.
+    pub verbose: bool,
+}
+
+impl Log {
+    /// A line of progress or summary (hidden by `-q`).
+    pub fn info(&self, msg: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("{}: {msg}", self.tool);
+        }
+    }
+    /// A detail shown with `-v`.
+    pub fn debug(&self, msg: impl std::fmt::Display) {
+        if self.verbose && !self.quiet {
+            eprintln!("{}: {msg}", self.tool);
+        }
+    }
+    /// A warning (always shown).
+    pub fn warn(&self, msg: impl std::fmt::Display) {
+        eprintln!("{}: warning: {msg}", self.tool);
+    }
+}
+
+/// Runs a tool's body and turns the outcome into an exit status.
+///
+/// Installs the interrupt policy, prints `tool: error: ...` with the hint,
+/// and treats a broken stdout pipe as a plain failure with a short message.
+pub fn main_with(tool: &'static str, body: impl FnOnce() -> Result<ExitCode>) -> std::process::ExitCode {
+    crate::cleanup::install_signal_handlers(tool);
+    let code = match body() {
+        Ok(code) => code,
+        Err(e) => {
+            if crate::error::is_broken_pipe(&e) {
+                eprintln!("{tool}: error: output closed early (broken pipe)");
+            } else {
+                eprintln!("{tool}: error: {}", e.message);
+                if let Some(h) = &e.hint {
+                    eprintln!("{tool}: hint: {h}");
+                }
+            }
+            e.code
+        }
+    };
+    std::process::ExitCode::from(code.code() as u8)
+}
+
+/// Parses `k=v` labels.
+pub fn parse_labels(items: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| Error::usage(format!("invalid label {s:?}: use key=value")))
+        })
+        .collect()
+}
+
+/// Writes a JSON report to stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Error::failed(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Engines: how a database becomes a byte stream and back.
+//!
+//! An engine knows byte streams, not stores, compression or keys. Tools ask
+//! for the engine of a URL ([`open`]), for a structural check of a payload
+//! ([`check_payload`]) or for a scratch target to rehearse a restore into
+//! ([`scratch`]); they never match on the engine themselves.
+
+mod sqlite;
+
+use crate::error::{Error, Result};
+use crate::meta::TableCount;
+use crate::name::Payload;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// What to include in a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotOptions {
+    /// Only these tables (empty: all).
+    pub tables: Vec<String>,
+    /// Leave these tables out.
+    pub exclude_tables: Vec<String>,
+    /// A physical base backup instead of a logical snapshot.
+    pub base: bool,
+    /// Where the engine may put temporary files.
+    pub tmpdir: PathBuf,
+}
+
+/// What a snapshot recorded.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotInfo {
+    /// Tables and exact row counts as they are in the snapshot.
+    pub tables: Vec<TableCount>,
+    /// Server or library version.
+    pub engine_version: String,
+    /// Engine-specific metadata.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How to restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Only these tables (empty: all).
+    pub tables: Vec<String>,
+    /// Drop existing objects first.
+    pub clean: bool,
+    /// Create the target when missing.
+    pub create: bool,
+    /// Where the engine may put temporary files.
+    pub tmpdir: PathBuf,
+}
+
+/// What a structural check of a payload found.
+#[derive(Debug, Clone, Default)]
+pub struct PayloadCheck {
+    /// The checks that ran, for the report.
+    pub checks: Vec<String>,
+    /// What was wrong (empty: fine).
+    pub problems: Vec<String>,
+    /// Tables and row counts, when the check could count them.
+    pub tables: Option<Vec<TableCount>>,
+}
+
+/// A database, as a source of snapshots or a target of restores.
+pub trait Engine: Send {
+    /// `sqlite`, `postgres`, ...
+    fn engine(&self) -> &'static str;
+    /// The payload this engine's snapshots have.
+    fn payload(&self, base: bool) -> Payload;
+    /// Database name or file stem, for artifact names.
+    fn database(&self) -> String;
+    /// The URL without password, for logs and metadata.
+    fn url(&self) -> String;
+    /// The host the database lives on.
+    fn host(&self) -> String;
+    /// Streams a consistent snapshot into `out`.
+    fn snapshot(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo>;
+    /// Whether the target exists.
+    fn exists(&self) -> Result<bool>;
+    /// Tables and exact row counts of the live database.
+    fn tables(&self) -> Result<Vec<TableCount>>;
+    /// Restores a payload stream into this target.
+    fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()>;
+    /// Removes the target (scratch databases and side files).
+    fn drop_target(&self) -> Result<()>;
+    /// Whether replacing a non-empty target needs `--clean` (servers), or is
+    /// a whole replacement anyway (files).
+    fn replace_needs_clean(&self) -> bool {
+        false
+    }
+}
+
+/// The engine of a database URL.
+pub fn open(url: &str) -> Result<Box<dyn Engine>> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        return Ok(Box::new(sqlite::Sqlite::new(sqlite::path_of(path))));
+    }
+    let scheme = url.split(':').next().unwrap_or("");
+    Err(Error::usage(format!("unsupported database URL scheme {scheme:?}"))
+        .hint("use sqlite:PATH"))
+}
+
+/// Checks a payload's structure (`dbverify --level full`).
+pub fn check_payload(payload: Payload, input: &mut dyn Read, tmpdir: &Path) -> Result<PayloadCheck> {
+    match payload {
+        Payload::Sqlite => sqlite::check(input, tmpdir),
+        other => Err(Error::usage(format!("payload {} is not supported by this build", other.ext()))),
+    }
+}
+
+/// A scratch target to restore a payload into (`dbverify --level restore`);
+/// `scratch_url` names a server for server engines.
+pub fn scratch(payload: Payload, _scratch_url: Option<&str>, tmpdir: &Path) -> Result<Box<dyn Engine>> {
+    match payload {
+        Payload::Sqlite => Ok(Box::new(sqlite::Sqlite::new(tmpdir.join("scratch.sqlite")))),
+        other => Err(Error::usage(format!("payload {} is not supported by this build", other.ext()))),
+    }
+}
+
+/// Runs a pure filter of table names through include/exclude lists.
+pub fn table_selected(name: &str, include: &[String], exclude: &[String]) -> bool {
+    let matches = |list: &[String]| {
+        list.iter()
+            .any(|t| t == name || name.rsplit_once('.').is_some_and(|(_, bare)| bare == t))
+    };
+    (include.is_empty() || matches(include)) && !matches(exclude)
+}

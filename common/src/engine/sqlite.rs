@@ -1,0 +1,279 @@
+//! SQLite: snapshots through the online backup API, consistent while writers run.
+
+use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
+use crate::cleanup::TempGuard;
+use crate::error::{Context, Error, Result};
+use crate::meta::TableCount;
+use crate::name::Payload;
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{Connection, OpenFlags};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A SQLite database file.
+pub struct Sqlite {
+    path: PathBuf,
+}
+
+/// The file path of a `sqlite:` URL's remainder (`PATH`, `//rel`, `///abs`).
+pub fn path_of(rest: &str) -> PathBuf {
+    PathBuf::from(rest.strip_prefix("//").unwrap_or(rest))
+}
+
+impl Sqlite {
+    /// The database at `path`.
+    pub fn new(path: PathBuf) -> Sqlite {
+        Sqlite { path }
+    }
+}
+
+fn sql_err(what: impl std::fmt::Display) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |e| Error::failed(format!("{what}: {e}"))
+}
+
+/// Copies `src` into `dst` in one backup step, so the copy is one consistent
+/// read transaction; retries while the source is locked by a writer.
+fn backup_into(src: &Connection, dst: &mut Connection) -> Result<()> {
+    let backup = Backup::new(src, dst).map_err(sql_err("starting the SQLite backup"))?;
+    let mut waited = Duration::ZERO;
+    loop {
+        match backup.step(-1).map_err(sql_err("SQLite backup"))? {
+            StepResult::Done => return Ok(()),
+            StepResult::More => {}
+            StepResult::Busy | StepResult::Locked => {
+                if waited > Duration::from_secs(60) {
+                    return Err(Error::failed("the SQLite database stayed locked for 60s"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                waited += Duration::from_millis(50);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Tables and exact row counts of an open database.
+fn count_tables(conn: &Connection) -> Result<Vec<TableCount>> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .map_err(sql_err("listing tables"))?;
+    let names: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(sql_err("listing tables"))?;
+    names
+        .into_iter()
+        .map(|name| {
+            let rows: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {}", quote(&name)), [], |r| r.get(0))
+                .map_err(sql_err(format!("counting rows of {name}")))?;
+            Ok(TableCount { name, rows: rows as u64 })
+        })
+        .collect()
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn integrity_problems(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(sql_err("integrity check"))?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(sql_err("integrity check"))?;
+    Ok(if lines == ["ok"] { Vec::new() } else { lines })
+}
+
+/// Writes a payload stream to a temporary file in `dir`.
+fn spool(input: &mut dyn Read, dir: &Path) -> Result<TempGuard> {
+    crate::fsutil::create_private_dir(dir)?;
+    let path = crate::fsutil::temp_name_for(&dir.join("restore.sqlite"));
+    let guard = TempGuard::new(&path);
+    let mut f = crate::fsutil::create_private_file(&path)?;
+    crate::pipeline::copy(input, &mut f)?;
+    f.sync_all().context("spooling the SQLite payload")?;
+    Ok(guard)
+}
+
+fn open_payload(path: &Path) -> Result<Connection> {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sql_err("opening the SQLite payload"))
+}
+
+/// `PRAGMA integrity_check` and row counts of a SQLite payload.
+pub fn check(input: &mut dyn Read, tmpdir: &Path) -> Result<PayloadCheck> {
+    let file = spool(input, tmpdir)?;
+    let conn = open_payload(file.path())?;
+    let mut problems = integrity_problems(&conn).unwrap_or_else(|e| vec![e.message]);
+    let tables = match count_tables(&conn) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.push(e.message);
+            None
+        }
+    };
+    Ok(PayloadCheck {
+        checks: vec!["sqlite: PRAGMA integrity_check".into()],
+        problems,
+        tables,
+    })
+}
+
+impl Engine for Sqlite {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn payload(&self, _base: bool) -> Payload {
+        Payload::Sqlite
+    }
+
+    fn database(&self) -> String {
+        let stem = self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        crate::name::sanitize_database(&stem)
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn host(&self) -> String {
+        crate::fsutil::host_name()
+    }
+
+    fn snapshot(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo> {
+        if opts.base {
+            return Err(Error::usage("--base is for PostgreSQL; SQLite snapshots are always full"));
+        }
+        if !self.path.is_file() {
+            return Err(Error::failed(format!("SQLite database {} does not exist", self.path.display())));
+        }
+        let src = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(sql_err(format!("opening {}", self.path.display())))?;
+        crate::fsutil::create_private_dir(&opts.tmpdir)?;
+        let copy_path = crate::fsutil::temp_name_for(&opts.tmpdir.join("snapshot.sqlite"));
+        let copy = TempGuard::new(&copy_path);
+        let mut dst = Connection::open(copy.path()).map_err(sql_err("creating the snapshot copy"))?;
+        backup_into(&src, &mut dst)?;
+        drop(src);
+        if !opts.tables.is_empty() || !opts.exclude_tables.is_empty() {
+            for t in count_tables(&dst)? {
+                if !super::table_selected(&t.name, &opts.tables, &opts.exclude_tables) {
+                    dst.execute_batch(&format!("DROP TABLE {}", quote(&t.name)))
+                        .map_err(sql_err(format!("leaving out table {}", t.name)))?;
+                }
+            }
+            dst.execute_batch("VACUUM").map_err(sql_err("compacting the snapshot"))?;
+        }
+        // The copy is in rollback-journal mode, so the file alone is the whole database.
+        dst.pragma_update(None, "journal_mode", "DELETE").map_err(sql_err("snapshot journal mode"))?;
+        let tables = count_tables(&dst)?;
+        dst.close().map_err(|(_, e)| Error::failed(format!("closing the snapshot copy: {e}")))?;
+        let mut f = std::fs::File::open(copy.path()).context("reading the snapshot copy")?;
+        crate::pipeline::copy(&mut f, out)?;
+        Ok(SnapshotInfo {
+            tables,
+            engine_version: rusqlite::version().to_string(),
+            extra: Default::default(),
+        })
+    }
+
+    fn exists(&self) -> Result<bool> {
+        Ok(self.path.exists())
+    }
+
+    fn tables(&self) -> Result<Vec<TableCount>> {
+        if !self.path.exists() {
+            return Ok(Vec::new());
+        }
+        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(sql_err(format!("opening {}", self.path.display())))?;
+        count_tables(&conn)
+    }
+
+    fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
+        if payload != Payload::Sqlite {
+            return Err(Error::usage(format!(
+                "cannot restore a {} payload into SQLite database {}",
+                payload.ext(),
+                self.path.display()
+            )));
+        }
+        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            if !opts.create {
+                return Err(Error::failed(format!("directory {} does not exist", dir.display()))
+                    .hint("pass --create to create it"));
+            }
+            crate::fsutil::create_private_dir(dir)?;
+        }
+        // Spool next to the target and check it whole before touching the target.
+        let file = spool(input, dir)?;
+        let problems = integrity_problems(&open_payload(file.path())?)?;
+        if !problems.is_empty() {
+            return Err(Error::failed(format!("the payload fails PRAGMA integrity_check: {}", problems.join("; "))));
+        }
+        if !self.path.exists() && opts.tables.is_empty() {
+            std::fs::rename(file.path(), &self.path).context("moving the restored database into place")?;
+            file.keep();
+            return crate::fsutil::fsync_dir(dir);
+        }
+        let mut target = Connection::open(&self.path).map_err(sql_err(format!("opening {}", self.path.display())))?;
+        target.busy_timeout(Duration::from_secs(30)).map_err(sql_err("busy timeout"))?;
+        if opts.tables.is_empty() {
+            // The backup API replaces the whole database under SQLite's own
+            // locking, so other connections never see a torn file.
+            let src = open_payload(file.path())?;
+            return backup_into(&src, &mut target);
+        }
+        restore_tables(&target, file.path(), &opts.tables)
+    }
+
+    fn drop_target(&self) -> Result<()> {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let p = PathBuf::from(format!("{}{suffix}", self.path.display()));
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(())
+    }
+}
+
+/// Replaces only the named tables (and their indexes and triggers) in one transaction.
+fn restore_tables(target: &Connection, payload: &Path, tables: &[String]) -> Result<()> {
+    target
+        .execute("ATTACH DATABASE ?1 AS payload", [payload.to_string_lossy()])
+        .map_err(sql_err("attaching the payload"))?;
+    let result = (|| {
+        target.execute_batch("BEGIN IMMEDIATE").map_err(sql_err("starting the restore transaction"))?;
+        for t in tables {
+            let mut stmt = target
+                .prepare("SELECT type, sql FROM payload.sqlite_schema WHERE tbl_name = ?1 AND sql IS NOT NULL ORDER BY type = 'table' DESC")
+                .map_err(sql_err("reading the payload schema"))?;
+            let ddl: Vec<(String, String)> = stmt
+                .query_map([t], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(sql_err("reading the payload schema"))?;
+            if !ddl.iter().any(|(kind, _)| kind == "table") {
+                return Err(Error::not_found(format!("table {t} is not in the backup")));
+            }
+            let q = quote(t);
+            let mut batch = format!("DROP TABLE IF EXISTS main.{q};");
+            for (kind, sql) in &ddl {
+                batch.push_str(sql);
+                batch.push(';');
+                if kind == "table" {
+                    batch.push_str(&format!("INSERT INTO main.{q} SELECT * FROM payload.{q};"));
+                }
+            }
+            target.execute_batch(&batch).map_err(sql_err(format!("restoring table {t}")))?;
+        }
+        target.execute_batch("COMMIT").map_err(sql_err("committing the restore"))
+    })();
+    if result.is_err() {
+        let _ = target.execute_batch("ROLLBACK");
+    }
+    let _ = target.execute("DETACH DATABASE payload", []);
+    result
+}

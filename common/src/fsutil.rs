@@ -1,0 +1,110 @@
+//! Durable, private file operations: temporary name, fsync, rename, fsync of the directory.
+
+use crate::error::{Context, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Creates a directory and its parents with mode 0700.
+pub fn create_private_dir(path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create directory {}", path.display()))
+}
+
+/// Creates a new file with mode 0600, failing if it exists.
+pub fn create_private_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// fsyncs a directory so a rename or unlink in it survives a crash.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot fsync directory {}", dir.display()))
+}
+
+/// A temporary name next to `path`, hidden (leading dot) and unique.
+pub fn temp_name_for(path: &Path) -> PathBuf {
+    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let rnd: u32 = rand::random();
+    path.with_file_name(format!(".{file}.tmp.{}.{rnd:08x}", std::process::id()))
+}
+
+/// Whether a file name is one of our temporaries.
+pub fn is_temp_name(file: &str) -> bool {
+    file.starts_with('.') && file.contains(".tmp.")
+}
+
+/// Writes a small file atomically with mode 0600.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_name_for(path);
+    let result = (|| {
+        let mut f = create_private_file(&tmp)?;
+        f.write_all(bytes).context(tmp.display())?;
+        f.sync_all().context(tmp.display())?;
+        fs::rename(&tmp, path).with_context(|| format!("cannot rename into {}", path.display()))?;
+        fsync_dir(path.parent().unwrap_or(Path::new(".")))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Free bytes on the filesystem holding `path` (for unprivileged users).
+pub fn free_space(path: &Path) -> Option<u64> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe_zeroed_statvfs();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn unsafe_zeroed_statvfs() -> libc::statvfs {
+    // SAFETY: statvfs is a plain C struct for which all-zero bytes are valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Sets mode 0600 on an existing file.
+pub fn make_private(path: &Path) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).context(path.display())
+}
+
+/// The user running the tool, for audit entries.
+pub fn current_user() -> String {
+    if let Ok(u) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        return u;
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid:{uid}"))
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}

@@ -1,0 +1,163 @@
+//! age keys: recipients to encrypt to, identities and passphrases to decrypt with.
+//!
+//! Secrets only ever come from files or the environment's file paths, never
+//! from flag values, so they stay out of argv and shell history.
+
+use crate::error::{Context, Error, Result};
+use age::secrecy::SecretString;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// How an artifact is encrypted, or not.
+pub enum Encryption {
+    /// No encryption layer.
+    None,
+    /// age to X25519 recipients; the public keys are kept for the metadata.
+    Recipients(Vec<age::x25519::Recipient>),
+    /// age with a passphrase (scrypt).
+    Passphrase(SecretString),
+}
+
+impl Encryption {
+    /// Builds the encryption from recipients given inline or in files, or a passphrase file.
+    pub fn from_sources(
+        recipients: &[String],
+        recipients_files: &[PathBuf],
+        passphrase_file: Option<&Path>,
+    ) -> Result<Encryption> {
+        let mut keys = Vec::new();
+        for r in recipients.iter().flat_map(|r| r.split(',')) {
+            let r = r.trim();
+            if !r.is_empty() {
+                keys.push(parse_recipient(r, "the recipient list")?);
+            }
+        }
+        for f in recipients_files {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| Error::usage(format!("cannot read recipients file {}: {e}", f.display())))?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                keys.push(parse_recipient(line, &format!("{}:{}", f.display(), i + 1))?);
+            }
+        }
+        match (keys.is_empty(), passphrase_file) {
+            (false, Some(_)) => Err(Error::usage(
+                "both recipients and a passphrase file were given; choose one",
+            )),
+            (false, None) => Ok(Encryption::Recipients(keys)),
+            (true, Some(p)) => Ok(Encryption::Passphrase(read_passphrase(p)?)),
+            (true, None) => Ok(Encryption::None),
+        }
+    }
+
+    /// The public keys, for the metadata (empty for passphrases and none).
+    pub fn public_keys(&self) -> Vec<String> {
+        match self {
+            Encryption::Recipients(r) => r.iter().map(|k| k.to_string()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether an age layer is written.
+    pub fn is_encrypted(&self) -> bool {
+        !matches!(self, Encryption::None)
+    }
+}
+
+fn parse_recipient(s: &str, whence: &str) -> Result<age::x25519::Recipient> {
+    age::x25519::Recipient::from_str(s).map_err(|e| {
+        Error::usage(format!("invalid age recipient in {whence}: {e}"))
+            .hint("recipients are X25519 public keys starting with age1 (age-keygen -y KEYFILE prints one)")
+    })
+}
+
+/// Reads a passphrase from the first line of a file.
+pub fn read_passphrase(path: &Path) -> Result<SecretString> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::usage(format!("cannot read passphrase file {}: {e}", path.display())))?;
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        return Err(Error::usage(format!("passphrase file {} is empty", path.display())));
+    }
+    Ok(SecretString::from(line))
+}
+
+/// What decrypts artifacts: identity files and an optional passphrase.
+#[derive(Default)]
+pub struct Keyring {
+    identities: Vec<Box<dyn age::Identity>>,
+    passphrase: Option<SecretString>,
+}
+
+impl Keyring {
+    /// Loads identity files and a passphrase file.
+    pub fn load(identity_files: &[PathBuf], passphrase_file: Option<&Path>) -> Result<Keyring> {
+        let mut identities = Vec::new();
+        for f in identity_files {
+            let file = age::IdentityFile::from_file(f.to_string_lossy().into_owned())
+                .map_err(|e| Error::usage(format!("cannot read identity file {}: {e}", f.display())))?;
+            let ids = file
+                .into_identities()
+                .map_err(|e| Error::usage(format!("invalid identity file {}: {e}", f.display())))?;
+            if ids.is_empty() {
+                return Err(Error::usage(format!("identity file {} holds no identity", f.display())));
+            }
+            identities.extend(ids);
+        }
+        let passphrase = passphrase_file.map(read_passphrase).transpose()?;
+        Ok(Keyring {
+            identities,
+            passphrase,
+        })
+    }
+
+    /// Whether nothing to decrypt with was given.
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty() && self.passphrase.is_none()
+    }
+
+    /// Opens an age stream with these keys.
+    pub fn decrypt<R: std::io::Read>(&self, input: R) -> Result<age::stream::StreamReader<R>> {
+        let dec = age::Decryptor::new(input).map_err(|e| Error::failed(format!("not a valid age file: {e}")))?;
+        if dec.is_scrypt() {
+            let pass = self.passphrase.clone().ok_or_else(|| {
+                Error::usage("the artifact is encrypted with a passphrase")
+                    .hint("pass --passphrase-file FILE or set DBSAFE_PASSPHRASE_FILE")
+            })?;
+            let id = age::scrypt::Identity::new(pass);
+            return dec
+                .decrypt(std::iter::once(&id as &dyn age::Identity))
+                .map_err(|e| Error::failed(format!("cannot decrypt: {e}")).hint("check the passphrase file"));
+        }
+        if self.identities.is_empty() {
+            return Err(Error::usage("the artifact is encrypted to age recipients and no identity was given")
+                .hint("pass -i/--identity KEYFILE or set DBSAFE_IDENTITY_FILE"));
+        }
+        dec.decrypt(self.identities.iter().map(|i| i.as_ref()))
+            .map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => Error::failed(
+                    "cannot decrypt: none of the given identities matches the artifact's recipients",
+                )
+                .hint("check -i/--identity: the artifact was encrypted to other keys"),
+                e => Error::failed(format!("cannot decrypt: {e}")),
+            })
+    }
+}
+
+/// Reads a key file's path list from the environment's comma-separated form.
+pub fn split_paths(v: &str) -> Vec<PathBuf> {
+    v.split(',').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
+}
+
+/// Generates an X25519 identity file (for tests and the demo): returns the public key.
+pub fn generate_identity(path: &Path) -> Result<String> {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let public = id.to_public().to_string();
+    let text = format!("# public key: {public}\n{}\n", id.to_string().expose_secret());
+    crate::fsutil::write_private(path, text.as_bytes()).context(path.display())?;
+    Ok(public)
+}

@@ -1,0 +1,541 @@
+//! The stream pipeline: payload → compression → encryption → sha256 → sink, and back.
+//!
+//! Layers are writers wrapped around writers (and readers around readers).
+//! Every layer with a trailer (zstd's last block and checksum, gzip's CRC,
+//! age's final chunk) is finished explicitly by [`StreamEncoder::finish`];
+//! dropping an encoder instead abandons the artifact, which is what an error
+//! path wants.
+//!
+//! Encoding runs on its own thread: the producer (a dump tool's pipe, the
+//! SQLite backup file) hands over 1 MiB buffers through a bounded channel,
+//! so reading the source overlaps with compression, encryption, hashing and
+//! writing, and memory stays at a few buffers whatever the database size.
+
+use crate::error::{Error, Result};
+use crate::keys::{Encryption, Keyring};
+use crate::name::{Compression, Payload};
+use sha2::{Digest, Sha256};
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+const CHUNK: usize = 1 << 20;
+const IN_FLIGHT: usize = 4;
+
+/// How to encode a stream.
+pub struct EncodeOptions {
+    /// The compression layer.
+    pub compression: Compression,
+    /// Compression level (zstd 1..=19, gzip 1..=9); `None` for the default.
+    pub level: Option<i32>,
+    /// zstd worker threads (0: single-threaded in the pipeline thread).
+    pub threads: u32,
+    /// The encryption layer.
+    pub encryption: Encryption,
+    /// Abort once the artifact grows past this many bytes.
+    pub max_size: Option<u64>,
+}
+
+/// What came out of an encoded stream.
+#[derive(Debug, Clone)]
+pub struct EncodeSummary {
+    /// Bytes of payload that went in.
+    pub raw_bytes: u64,
+    /// Bytes of artifact that came out.
+    pub artifact_bytes: u64,
+    /// sha256 of the artifact, hex.
+    pub sha256: String,
+}
+
+/// A writer that encodes everything written to it into `W` on a separate thread.
+pub struct StreamEncoder<W: Write + Send + 'static> {
+    tx: Option<SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+    raw: u64,
+    worker: Option<JoinHandle<io::Result<(W, EncodeSummary)>>>,
+    progress: Option<crate::progress::Progress>,
+}
+
+impl<W: Write + Send + 'static> StreamEncoder<W> {
+    /// Starts the encoding thread writing into `sink`.
+    pub fn new(sink: W, opts: EncodeOptions) -> Result<Self> {
+        let (tx, rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let chain = Chain::new(sink, &opts)?;
+        let worker = std::thread::Builder::new()
+            .name("encode".into())
+            .spawn(move || chain.run(rx))
+            .map_err(|e| Error::failed(format!("cannot start the encoding thread: {e}")))?;
+        Ok(StreamEncoder {
+            tx: Some(tx),
+            buf: Vec::with_capacity(CHUNK),
+            raw: 0,
+            worker: Some(worker),
+            progress: None,
+        })
+    }
+
+    /// Reports raw bytes to a progress display.
+    pub fn with_progress(mut self, p: crate::progress::Progress) -> Self {
+        self.progress = Some(p);
+        self
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let tx = self.tx.as_ref().expect("sender lives until finish");
+        if tx.send(full).is_err() {
+            // The worker stopped early: its error is the one to report.
+            self.tx = None;
+            return Err(match self.worker.take().map(|w| w.join()) {
+                Some(Ok(Err(e))) => e,
+                _ => io::Error::other("the encoding thread stopped"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Flushes the last buffer, finishes every layer in order and returns the sink.
+    pub fn finish(mut self) -> Result<(W, EncodeSummary)> {
+        self.send()?;
+        self.tx = None;
+        let worker = self.worker.take().ok_or_else(|| Error::failed("the encoding thread stopped"))?;
+        let (sink, mut summary) = worker
+            .join()
+            .map_err(|_| Error::failed("the encoding thread panicked"))??;
+        summary.raw_bytes = self.raw;
+        if let Some(p) = &self.progress {
+            p.finish();
+        }
+        Ok((sink, summary))
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for StreamEncoder<W> {
+    /// An encoder dropped without `finish` abandons the artifact: the worker
+    /// is joined so the sink (and the temporary behind it) is gone before
+    /// the caller goes on.
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Write for StreamEncoder<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.raw += n as u64;
+        if let Some(p) = &self.progress {
+            p.add(n as u64);
+        }
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts and hashes the artifact bytes on their way to the sink.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+    max: Option<u64>,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.hasher.update(&data[..n]);
+        self.bytes += n as u64;
+        if let Some(max) = self.max {
+            if self.bytes > max {
+                return Err(Error::failed(format!(
+                    "the artifact grew past --max-size ({}); aborted and cleaned up",
+                    crate::units::human_bytes(max)
+                ))
+                .into());
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum Encrypt<W: Write> {
+    Age(age::stream::StreamWriter<W>),
+    Plain(W),
+}
+
+impl<W: Write> Write for Encrypt<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Encrypt::Age(w) => w.write(data),
+            Encrypt::Plain(w) => w.write(data),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encrypt::Age(w) => w.flush(),
+            Encrypt::Plain(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> Encrypt<W> {
+    /// Writes age's final chunk; without it the artifact does not decrypt.
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encrypt::Age(w) => w.finish(),
+            Encrypt::Plain(w) => Ok(w),
+        }
+    }
+}
+
+enum Compress<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Gzip(flate2::write::GzEncoder<W>),
+    Plain(W),
+}
+
+impl<W: Write> Write for Compress<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Compress::Zstd(w) => w.write(data),
+            Compress::Gzip(w) => w.write(data),
+            Compress::Plain(w) => w.write(data),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compress::Zstd(w) => w.flush(),
+            Compress::Gzip(w) => w.flush(),
+            Compress::Plain(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> Compress<W> {
+    /// Ends the zstd frame (with its checksum) or writes gzip's CRC trailer.
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Compress::Zstd(w) => w.finish(),
+            Compress::Gzip(w) => w.finish(),
+            Compress::Plain(w) => Ok(w),
+        }
+    }
+}
+
+struct Chain<W: Write>(Compress<Encrypt<Hashing<W>>>);
+
+impl<W: Write> Chain<W> {
+    fn new(sink: W, opts: &EncodeOptions) -> Result<Self> {
+        let hashing = Hashing {
+            inner: sink,
+            hasher: Sha256::new(),
+            bytes: 0,
+            max: opts.max_size,
+        };
+        let encrypt = match &opts.encryption {
+            Encryption::None => Encrypt::Plain(hashing),
+            Encryption::Recipients(keys) => {
+                let enc = age::Encryptor::with_recipients(keys.iter().map(|k| k as &dyn age::Recipient))
+                    .map_err(|e| Error::usage(format!("cannot encrypt to these recipients: {e}")))?;
+                Encrypt::Age(enc.wrap_output(hashing)?)
+            }
+            Encryption::Passphrase(p) => {
+                Encrypt::Age(age::Encryptor::with_user_passphrase(p.clone()).wrap_output(hashing)?)
+            }
+        };
+        let compress = match opts.compression {
+            Compression::Zstd => {
+                let mut z = zstd::stream::write::Encoder::new(encrypt, opts.level.unwrap_or(3))?;
+                z.include_checksum(true)?;
+                if opts.threads > 0 {
+                    z.multithread(opts.threads)?;
+                }
+                Compress::Zstd(z)
+            }
+            Compression::Gzip => Compress::Gzip(flate2::write::GzEncoder::new(
+                encrypt,
+                flate2::Compression::new(opts.level.unwrap_or(6).clamp(0, 9) as u32),
+            )),
+            Compression::None => Compress::Plain(encrypt),
+        };
+        Ok(Chain(compress))
+    }
+
+    fn run(mut self, rx: Receiver<Vec<u8>>) -> io::Result<(W, EncodeSummary)> {
+        for buf in rx {
+            self.0.write_all(&buf)?;
+        }
+        let hashing = self.0.finish()?.finish()?;
+        let mut sink = hashing.inner;
+        sink.flush()?;
+        Ok((
+            sink,
+            EncodeSummary {
+                raw_bytes: 0,
+                artifact_bytes: hashing.bytes,
+                sha256: hex::encode(hashing.hasher.finalize()),
+            },
+        ))
+    }
+}
+
+/// The layers found in an artifact by their magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layers {
+    /// Whether there is an age layer.
+    pub encrypted: bool,
+    /// The compression layer.
+    pub compression: Compression,
+    /// The payload, sniffed after decompression.
+    pub payload: Option<Payload>,
+}
+
+/// A running sha256 and byte count of what a reader has read, shared with the caller.
+#[derive(Clone, Default)]
+pub struct HashTap(Arc<Mutex<(Sha256, u64)>>);
+
+impl HashTap {
+    /// Adds bytes read.
+    pub fn update(&self, data: &[u8]) {
+        let mut g = self.0.lock().expect("hash lock");
+        g.0.update(data);
+        g.1 += data.len() as u64;
+    }
+
+    /// The sha256 hex and byte count so far.
+    pub fn result(&self) -> (String, u64) {
+        let g = self.0.lock().expect("hash lock");
+        (hex::encode(g.0.clone().finalize()), g.1)
+    }
+}
+
+struct Tapped<R> {
+    inner: R,
+    tap: HashTap,
+}
+
+impl<R: Read> Read for Tapped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.tap.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads up to `n` bytes ahead without losing them.
+fn peek<R: Read + Send + 'static>(mut r: R, n: usize) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
+    let mut head = Vec::with_capacity(n);
+    (&mut r).take(n as u64).read_to_end(&mut head)?;
+    let again = io::Cursor::new(head.clone()).chain(r);
+    Ok((head, Box::new(again)))
+}
+
+const AGE_MAGIC: &[u8] = b"age-encryption.org/v1";
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xB5, 0x2F, 0xFD];
+const GZIP_MAGIC: &[u8] = &[0x1F, 0x8B];
+
+/// Sniffs the payload from its first bytes.
+pub fn sniff_payload(head: &[u8]) -> Option<Payload> {
+    if head.starts_with(b"PGDMP") {
+        Some(Payload::Pgdump)
+    } else if head.starts_with(b"SQLite format 3\0") {
+        Some(Payload::Sqlite)
+    } else if head.len() >= 12 && &head[8..12] == b"DUCK" {
+        Some(Payload::Duckdb)
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Some(Payload::Tar)
+    } else if !head.is_empty() && std::str::from_utf8(&head[..head.len().min(64)]).is_ok() {
+        Some(Payload::Sql)
+    } else {
+        None
+    }
+}
+
+/// A decoded artifact: the payload stream and the layers it came through.
+pub struct Decoded {
+    /// The payload bytes.
+    pub reader: Box<dyn Read + Send>,
+    /// The layers found.
+    pub layers: Layers,
+    /// sha256 and size of the artifact as read.
+    pub tap: HashTap,
+}
+
+/// Opens an artifact stream: sniffs and peels the age and compression layers.
+pub fn decode<R: Read + Send + 'static>(input: R, keys: &Keyring) -> Result<Decoded> {
+    let tap = HashTap::default();
+    let tapped = Tapped {
+        inner: input,
+        tap: tap.clone(),
+    };
+    let (head, mut reader) = peek(tapped, AGE_MAGIC.len())?;
+    if head.is_empty() {
+        return Err(Error::failed("the artifact is empty"));
+    }
+    let encrypted = head.starts_with(AGE_MAGIC);
+    if encrypted {
+        reader = Box::new(keys.decrypt(reader)?);
+    }
+    let (head, reader) = peek(reader, 4).map_err(|e| Error::from(e).context("decrypting"))?;
+    let (compression, reader): (Compression, Box<dyn Read + Send>) = if head.starts_with(ZSTD_MAGIC) {
+        (Compression::Zstd, Box::new(zstd::stream::read::Decoder::new(reader)?))
+    } else if head.starts_with(GZIP_MAGIC) {
+        (Compression::Gzip, Box::new(flate2::read::MultiGzDecoder::new(reader)))
+    } else {
+        (Compression::None, reader)
+    };
+    let (head, reader) = peek(reader, 512).map_err(|e| layer_error(e, compression, encrypted))?;
+    Ok(Decoded {
+        reader: Box::new(Labelled {
+            inner: reader,
+            compression,
+            encrypted,
+        }),
+        layers: Layers {
+            encrypted,
+            compression,
+            payload: sniff_payload(&head),
+        },
+        tap,
+    })
+}
+
+fn layer_error(e: io::Error, compression: Compression, encrypted: bool) -> Error {
+    let layer = match (compression, encrypted) {
+        (Compression::None, true) => "age decryption".to_string(),
+        (Compression::None, false) => "reading".to_string(),
+        (c, true) => format!("age decryption or {} decompression", c.as_str()),
+        (c, false) => format!("{} decompression", c.as_str()),
+    };
+    let e = Error::from(e);
+    if e.code == crate::ExitCode::Interrupted {
+        return e;
+    }
+    Error::failed(format!("{layer} failed: {}", e.message))
+        .hint("the artifact is corrupt or truncated")
+}
+
+/// Names the layer in read errors, so a corrupt artifact says where it broke.
+struct Labelled {
+    inner: Box<dyn Read + Send>,
+    compression: Compression,
+    encrypted: bool,
+}
+
+impl Read for Labelled {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner
+            .read(buf)
+            .map_err(|e| layer_error(e, self.compression, self.encrypted).into())
+    }
+}
+
+/// Copies a reader into a writer with a large buffer; returns the bytes copied.
+pub fn copy(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::secrecy::SecretString;
+
+    fn roundtrip(compression: Compression, encryption: Encryption, keys: &Keyring) -> (Layers, Vec<u8>) {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut enc = StreamEncoder::new(
+            Vec::new(),
+            EncodeOptions {
+                compression,
+                level: None,
+                threads: 0,
+                encryption,
+                max_size: None,
+            },
+        )
+        .unwrap();
+        enc.write_all(&data).unwrap();
+        let (artifact, summary) = enc.finish().unwrap();
+        assert_eq!(summary.raw_bytes, data.len() as u64);
+        assert_eq!(summary.artifact_bytes, artifact.len() as u64);
+        assert_eq!(summary.sha256, hex::encode(Sha256::digest(&artifact)));
+        let mut d = decode(io::Cursor::new(artifact.clone()), keys).unwrap();
+        let mut out = Vec::new();
+        d.reader.read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        assert_eq!(d.tap.result().0, summary.sha256);
+        (d.layers, artifact)
+    }
+
+    #[test]
+    fn every_compression_round_trips_and_is_sniffed() {
+        for c in [Compression::Zstd, Compression::Gzip, Compression::None] {
+            let (layers, _) = roundtrip(c, Encryption::None, &Keyring::default());
+            assert_eq!(layers.compression, c);
+            assert!(!layers.encrypted);
+        }
+    }
+
+    #[test]
+    fn passphrase_encryption_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pass");
+        std::fs::write(&p, "correct horse\n").unwrap();
+        let keys = Keyring::load(&[], Some(&p)).unwrap();
+        let (layers, _) = roundtrip(
+            Compression::Zstd,
+            Encryption::Passphrase(SecretString::from("correct horse".to_string())),
+            &keys,
+        );
+        assert!(layers.encrypted);
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_zstd_stream_is_an_error() {
+        let (_, mut artifact) = roundtrip(Compression::Zstd, Encryption::None, &Keyring::default());
+        let mid = artifact.len() / 2;
+        artifact[mid] ^= 0x01;
+        let mut d = decode(io::Cursor::new(artifact), &Keyring::default()).unwrap();
+        let mut out = Vec::new();
+        assert!(d.reader.read_to_end(&mut out).is_err());
+    }
+
+    #[test]
+    fn sniffs_payloads_by_magic() {
+        assert_eq!(sniff_payload(b"PGDMP\x01\x0e"), Some(Payload::Pgdump));
+        assert_eq!(sniff_payload(b"SQLite format 3\0rest"), Some(Payload::Sqlite));
+        let mut duck = vec![0u8; 64];
+        duck[8..12].copy_from_slice(b"DUCK");
+        assert_eq!(sniff_payload(&duck), Some(Payload::Duckdb));
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert_eq!(sniff_payload(&tar), Some(Payload::Tar));
+        assert_eq!(sniff_payload(&[0xff, 0xfe, 0x00]), None);
+    }
+}

@@ -1,0 +1,223 @@
+//! A store in a local directory: temporary name, fsync, rename, fsync of the directory.
+
+use super::{ObjectInfo, ObjectWriter, StaleTemporary, Store};
+use crate::cleanup::TempGuard;
+use crate::error::{Context, Error, Result};
+use crate::fsutil;
+use crate::lock::Lock;
+use chrono::{DateTime, Utc};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A store rooted at a local directory.
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// Opens (and with `create`, creates) the store at `root`.
+    pub fn open(root: &str, create: bool) -> Result<LocalStore> {
+        let root = PathBuf::from(root);
+        if !root.is_dir() {
+            if !create {
+                return Err(Error::not_found(format!("store {} does not exist", root.display()))
+                    .hint("check the path of --store / DBSAFE_STORE"));
+            }
+            fsutil::create_private_dir(&root)?;
+        }
+        Ok(LocalStore { root })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        if key.split('/').any(|c| c == ".." || c.is_empty()) || key.starts_with('/') {
+            return Err(Error::usage(format!("invalid store key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+struct LocalWriter {
+    out: Option<BufWriter<File>>,
+    temp: Option<TempGuard>,
+    final_path: PathBuf,
+}
+
+impl Write for LocalWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.out.as_mut().expect("open until commit").write(data)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.as_mut().expect("open until commit").flush()
+    }
+}
+
+impl ObjectWriter for LocalWriter {
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        let out = self.out.take().expect("committed once");
+        let file = out.into_inner().map_err(|e| Error::failed(format!("writing {}: {}", self.final_path.display(), e.error())))?;
+        file.sync_all().with_context(|| format!("cannot fsync {}", self.final_path.display()))?;
+        drop(file);
+        let temp = self.temp.take().expect("committed once");
+        fs::rename(temp.path(), &self.final_path)
+            .with_context(|| format!("cannot rename into {}", self.final_path.display()))?;
+        temp.keep();
+        fsutil::fsync_dir(self.final_path.parent().unwrap_or(Path::new(".")))
+    }
+}
+
+fn modified(meta: &fs::Metadata) -> DateTime<Utc> {
+    meta.modified().map(DateTime::<Utc>::from).unwrap_or_else(|_| Utc::now())
+}
+
+impl Store for LocalStore {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        let final_path = self.path(key)?;
+        if let Some(dir) = final_path.parent() {
+            fsutil::create_private_dir(dir)?;
+        }
+        let tmp = fsutil::temp_name_for(&final_path);
+        let guard = TempGuard::new(&tmp);
+        let file = fsutil::create_private_file(&tmp)?;
+        Ok(Box::new(LocalWriter {
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            temp: Some(guard),
+            final_path,
+        }))
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        let p = self.path(key)?;
+        match File::open(&p) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::not_found(format!("{} not found in store {}", key, self.describe())))
+            }
+            Err(e) => Err(Error::failed(format!("cannot open {}: {e}", p.display()))),
+        }
+    }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.path(key)?.exists())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let dir = self.path(prefix)?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::failed(format!("cannot list {}: {e}", dir.display()))),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = fs::metadata(entry.path()) else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            out.push(ObjectInfo {
+                key: format!("{prefix}/{name}"),
+                size: meta.len(),
+                modified: modified(&meta),
+            });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let p = self.path(key)?;
+        match fs::remove_file(&p) {
+            Ok(()) => fsutil::fsync_dir(p.parent().unwrap_or(Path::new("."))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::failed(format!("cannot delete {}: {e}", p.display()))),
+        }
+    }
+
+    fn set_pointer(&self, key: &str, target: &str) -> Result<()> {
+        let link = self.path(key)?;
+        let target_name = target.rsplit('/').next().unwrap_or(target);
+        let tmp = fsutil::temp_name_for(&link);
+        std::os::unix::fs::symlink(target_name, &tmp)
+            .with_context(|| format!("cannot create symlink {}", tmp.display()))?;
+        if let Err(e) = fs::rename(&tmp, &link) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::failed(format!("cannot update {}: {e}", link.display())));
+        }
+        fsutil::fsync_dir(link.parent().unwrap_or(Path::new(".")))
+    }
+
+    fn pointer(&self, key: &str) -> Result<Option<String>> {
+        let link = self.path(key)?;
+        match fs::read_link(&link) {
+            Ok(t) => {
+                let dir = key.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                Ok(Some(format!("{dir}/{}", t.to_string_lossy())))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn lock(&self, name: &str, timeout: Duration) -> Result<Lock> {
+        Lock::acquire(&self.root.join("locks").join(format!("{name}.lock")), name, timeout)
+    }
+
+    fn audit_log(&self) -> PathBuf {
+        self.root.join("audit.log")
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        fsutil::free_space(&self.root)
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+
+    fn temporaries(&self, prefix: &str) -> Result<Vec<StaleTemporary>> {
+        let dir = self.path(prefix)?;
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(&dir) else { return Ok(out) };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !fsutil::is_temp_name(&name) {
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(entry.path()) else { continue };
+            out.push(StaleTemporary {
+                id: format!("{prefix}/{name}"),
+                started: modified(&meta),
+                size: meta.len(),
+            });
+        }
+        out.sort_by_key(|t| t.started);
+        Ok(out)
+    }
+
+    fn remove_temporary(&self, id: &str) -> Result<()> {
+        self.delete(id)
+    }
+}
+
+impl LocalStore {
+    /// A file written atomically at `path`, outside any store (`dbsnap -o FILE`).
+    pub fn atomic_file(path: &Path) -> Result<Box<dyn ObjectWriter>> {
+        let tmp = fsutil::temp_name_for(path);
+        let guard = TempGuard::new(&tmp);
+        let file = fsutil::create_private_file(&tmp)?;
+        Ok(Box::new(LocalWriter {
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            temp: Some(guard),
+            final_path: path.to_path_buf(),
+        }))
+    }
+}

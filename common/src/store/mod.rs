@@ -1,0 +1,132 @@
+//! Stores: where artifacts, sidecars, WAL and release manifests live (SPEC §4).
+//!
+//! A store knows objects, not what is in them. The trait is shaped by the
+//! strictest backend: objects appear only once committed whole (S3 has no
+//! rename), a "latest" link is a pointer that may be a symlink or a small
+//! object, and listing returns final objects only, never temporaries.
+
+mod local;
+
+pub use local::LocalStore;
+
+use crate::error::{Error, Result};
+use crate::lock::Lock;
+use chrono::{DateTime, Utc};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Prefix of artifacts and their sidecars.
+pub const BACKUPS: &str = "backups";
+/// Prefix of archived WAL.
+pub const WAL: &str = "wal";
+/// Prefix of release manifests.
+pub const RELEASES: &str = "releases";
+
+/// An object in a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the store root, `/`-separated.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification.
+    pub modified: DateTime<Utc>,
+}
+
+impl ObjectInfo {
+    /// The last path component of the key.
+    pub fn file_name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or(&self.key)
+    }
+}
+
+/// An object being written; invisible under its key until [`ObjectWriter::commit`].
+///
+/// Dropping it without committing abandons the object and removes what was
+/// written so far.
+pub trait ObjectWriter: Write + Send {
+    /// Makes the object durable and visible under its key, atomically.
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// A temporary left behind by a writer that died.
+#[derive(Debug, Clone)]
+pub struct StaleTemporary {
+    /// What identifies it for removal.
+    pub id: String,
+    /// When it was started.
+    pub started: DateTime<Utc>,
+    /// Bytes written so far.
+    pub size: u64,
+}
+
+/// A place that holds artifacts.
+pub trait Store: Send + Sync {
+    /// The store's location for messages, without secrets.
+    fn describe(&self) -> String;
+    /// Starts writing the object `key`.
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
+    /// Opens the object `key` for streaming (exit 3 when it does not exist).
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
+    /// Whether `key` exists.
+    fn exists(&self, key: &str) -> Result<bool>;
+    /// Final objects under `prefix` (a directory-like prefix such as `backups`), sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// Deletes `key` (no error when it is already gone).
+    fn delete(&self, key: &str) -> Result<()>;
+    /// Points `key` at `target` (a key in the same directory).
+    fn set_pointer(&self, key: &str, target: &str) -> Result<()>;
+    /// Where `key` points, if it is a pointer.
+    fn pointer(&self, key: &str) -> Result<Option<String>>;
+    /// Takes the named lock (one per series or environment).
+    fn lock(&self, name: &str, timeout: Duration) -> Result<Lock>;
+    /// Where this store's audit log lives.
+    fn audit_log(&self) -> PathBuf;
+    /// Free bytes where the store writes, when the backend can tell.
+    fn free_space(&self) -> Option<u64>;
+    /// A local file path for `key`, for backends that have one.
+    fn local_path(&self, key: &str) -> Option<PathBuf>;
+    /// Temporaries under `prefix` left by writers, oldest first.
+    fn temporaries(&self, prefix: &str) -> Result<Vec<StaleTemporary>>;
+    /// Removes a temporary found by [`Store::temporaries`].
+    fn remove_temporary(&self, id: &str) -> Result<()>;
+
+    /// Reads a small object whole; `None` when it does not exist.
+    fn read_small(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.open(key) {
+            Ok(mut r) => {
+                let mut v = Vec::new();
+                r.read_to_end(&mut v).map_err(|e| Error::failed(format!("reading {key}: {e}")))?;
+                Ok(Some(v))
+            }
+            Err(e) if e.code == crate::ExitCode::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes a small object whole, atomically.
+    fn write_small(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let mut w = self.create(key)?;
+        w.write_all(bytes).map_err(|e| Error::failed(format!("writing {key}: {e}")))?;
+        w.commit()
+    }
+}
+
+/// Opens the store at `location`. With `create`, a missing local directory
+/// is created; without, it is an error (a mistyped path must not look empty).
+pub fn open(location: &str, create: bool) -> Result<Box<dyn Store>> {
+    if location.starts_with("s3://") {
+        return Err(Error::usage(format!("{location}: S3 stores are not supported by this build"))
+            .hint("use a local directory store"));
+    }
+    if location.contains("://") {
+        return Err(Error::usage(format!("unsupported store {location:?}: use a directory or s3://bucket/prefix")));
+    }
+    Ok(Box::new(LocalStore::open(location, create)?))
+}
+
+/// Joins key components with `/`.
+pub fn key(prefix: &str, name: &str) -> String {
+    format!("{prefix}/{name}")
+}

@@ -1,0 +1,90 @@
+//! dbrestore's command line.
+
+use clap::Parser;
+use dbsafe::cli::{CommonArgs, DecryptArgs};
+use std::path::PathBuf;
+
+/// Restore a backup into a database.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dbrestore",
+    version,
+    about = "Restore a backup into a database: verified first, with a safety backup and a typed confirmation",
+    after_help = "Before touching a non-empty target, dbrestore verifies the artifact (--skip-verify to skip),
+asks you to type the target database's name (--yes skips; without a terminal and without --yes it
+refuses with exit 4) and takes a safety backup of the target into the store's `{env}-safety` series or
+--safety-dir (--no-safety-backup to skip). After the restore it compares tables and row counts with
+the metadata and appends an entry to the audit log.
+
+Examples:
+  dbrestore -i key.txt app_default_full_20250118_010000.sqlite.zst.age --target sqlite:restored.db
+  dbrestore --store /var/backups/dbsafe --latest --database app --target sqlite:/srv/app.db --yes
+  dbrestore --store /var/backups/dbsafe --before '2025-01-18 14:35:00' --target sqlite:copy.db
+  dbrestore --store /var/backups/dbsafe --latest --target sqlite:app.db --table orders --yes
+  age -d -i key.txt X.sqlite.zst.age | dbrestore - --target sqlite:x.db
+
+Environment: DBSAFE_STORE, DBSAFE_ENV, DBSAFE_IDENTITY_FILE, DBSAFE_PASSPHRASE_FILE,
+DBSAFE_RECIPIENTS, DBSAFE_RECIPIENTS_FILE (safety backups), DBSAFE_AUDIT_LOG, DBSAFE_CONFIG.
+Exit codes: 0 ok, 1 failed (verification, restore or row counts), 2 usage (several series match),
+3 no such backup, 4 refused (no confirmation, target not empty without --clean), 130 interrupted."
+)]
+pub struct Cli {
+    /// Artifact file, or `-` for stdin.
+    #[arg(value_name = "ARTIFACT")]
+    pub artifact: Option<String>,
+    /// Pick the artifact from this store.
+    #[arg(long, value_name = "STORE", env = "DBSAFE_STORE")]
+    pub store: Option<String>,
+    /// With --store: the newest backup of the series.
+    #[arg(long)]
+    pub latest: bool,
+    /// With --store: the backup taken at exactly YYYYMMDD_HHMMSS.
+    #[arg(long, value_name = "YYYYMMDD_HHMMSS")]
+    pub timestamp: Option<String>,
+    /// With --store: the newest backup taken at or before TIME.
+    #[arg(long, value_name = "TIME")]
+    pub before: Option<String>,
+    /// With --store: the backup with this name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Narrow the series to this environment.
+    #[arg(long, value_name = "NAME", env = "DBSAFE_ENV")]
+    pub env: Option<String>,
+    /// Narrow the series to this database.
+    #[arg(long, value_name = "DB")]
+    pub database: Option<String>,
+    /// Database URL to restore into: sqlite:PATH.
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// Create the target when it does not exist.
+    #[arg(long)]
+    pub create: bool,
+    /// Drop the target's existing objects first.
+    #[arg(long)]
+    pub clean: bool,
+    /// Restore only this table (repeatable).
+    #[arg(long = "table", value_name = "T")]
+    pub tables: Vec<String>,
+    /// Do not verify the artifact before restoring.
+    #[arg(long)]
+    pub skip_verify: bool,
+    /// Do not take a safety backup of a non-empty target.
+    #[arg(long)]
+    pub no_safety_backup: bool,
+    /// Put the safety backup in this directory instead of the store.
+    #[arg(long, value_name = "DIR")]
+    pub safety_dir: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub keys: DecryptArgs,
+    /// Directory for temporary files (default: $TMPDIR).
+    #[arg(long, value_name = "DIR")]
+    pub tmpdir: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}

@@ -1,0 +1,381 @@
+//! dbrestore: restore a backup.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+
+use dbsafe::audit::AuditEntry;
+use dbsafe::catalog::{self, Selector};
+use dbsafe::cli::Log;
+use dbsafe::config::Config;
+use dbsafe::engine::{Engine, RestoreOptions, SnapshotOptions};
+use dbsafe::meta::{compare_tables, Metadata};
+use dbsafe::snapshot::{self, Destination, SnapshotRequest};
+use dbsafe::verify::{self, Level, Settings, Subject};
+use dbsafe::{pipeline, Encryption, Error, ExitCode, Keyring, Result, Store};
+use serde::Serialize;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Where the artifact comes from.
+enum Source {
+    Stdin,
+    File(PathBuf),
+    Store { store: Box<dyn Store>, entry: catalog::Entry },
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Stdin => "stdin".into(),
+            Source::File(p) => p.display().to_string(),
+            Source::Store { entry, .. } => entry.file(),
+        }
+    }
+    fn open(&self) -> Result<Box<dyn Read + Send>> {
+        match self {
+            Source::Stdin => Ok(Box::new(std::io::stdin())),
+            Source::File(p) => std::fs::File::open(p)
+                .map(|f| Box::new(f) as Box<dyn Read + Send>)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Error::not_found(format!("{}: no such file", p.display())),
+                    _ => Error::failed(format!("cannot open {}: {e}", p.display())),
+                }),
+            Source::Store { store, entry } => store.open(entry.key()),
+        }
+    }
+    fn checksum(&self) -> Result<Option<String>> {
+        match self {
+            Source::Stdin => Ok(None),
+            Source::File(p) => Ok(std::fs::read_to_string(snapshot::sidecar(p, "sha256"))
+                .ok()
+                .and_then(|l| catalog::parse_sha256_line(&l))),
+            Source::Store { store, entry } => catalog::read_checksum(store.as_ref(), entry),
+        }
+    }
+    fn meta(&self) -> Result<Option<Metadata>> {
+        match self {
+            Source::Stdin => Ok(None),
+            Source::File(p) => match std::fs::read(snapshot::sidecar(p, "meta.json")) {
+                Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::failed(format!("invalid metadata next to {}: {e}", p.display()))),
+                Err(_) => Ok(None),
+            },
+            Source::Store { store, entry } => catalog::read_meta(store.as_ref(), entry),
+        }
+    }
+}
+
+/// The plan `--dry-run` prints and `--json` reports.
+#[derive(Debug, Serialize)]
+struct Plan {
+    artifact: String,
+    target: String,
+    target_exists: bool,
+    target_tables: usize,
+    verify_first: bool,
+    safety_backup: Option<String>,
+    confirmation: bool,
+    tables: Vec<String>,
+    steps: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Outcome {
+    plan: Plan,
+    result: String,
+    safety_backup: Option<String>,
+    problems: Vec<String>,
+    duration_seconds: f64,
+}
+
+/// Runs dbrestore with parsed arguments.
+pub fn run(args: cli::Cli) -> Result<ExitCode> {
+    let log = Log { tool: "dbrestore", quiet: args.common.quiet, verbose: args.common.verbose };
+    let cfg = Config::load(args.common.config.as_deref())?;
+    let keys = args.keys.keyring(&cfg)?;
+    let tmpdir = args.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
+    let source = resolve_source(&args, &cfg)?;
+    let meta = source.meta()?;
+    let target = dbsafe::engine::open(&args.target)?;
+    let target_tables = if target.exists()? { target.tables()? } else { Vec::new() };
+    let non_empty = !target_tables.is_empty();
+    if !target.exists()? && !args.create && target.replace_needs_clean() {
+        return Err(Error::not_found(format!("target {} does not exist", target.url())).hint("pass --create to create it"));
+    }
+    if non_empty && target.replace_needs_clean() && !args.clean && args.tables.is_empty() {
+        return Err(Error::refused(format!("target {} is not empty", target.url()))
+            .hint("pass --clean to replace it or choose another --target"));
+    }
+    let safety = if non_empty && !args.no_safety_backup { Some(safety_location(&args, &cfg, &source)?) } else { None };
+    let verify_first = !args.skip_verify && !matches!(source, Source::Stdin);
+    let plan = Plan {
+        artifact: source.describe(),
+        target: target.url(),
+        target_exists: target.exists()?,
+        target_tables: target_tables.len(),
+        verify_first,
+        safety_backup: safety.as_ref().map(|s| s.describe()),
+        confirmation: non_empty && !args.yes,
+        tables: args.tables.clone(),
+        steps: plan_steps(&args, verify_first, non_empty, &safety, target.as_ref()),
+    };
+    if args.dry_run {
+        if args.common.json {
+            dbsafe::cli::print_json(&plan)?;
+        } else {
+            println!("dbrestore plan (dry run, nothing changed):");
+            for (i, s) in plan.steps.iter().enumerate() {
+                println!("  {}. {s}", i + 1);
+            }
+        }
+        return Ok(ExitCode::Success);
+    }
+
+    let clock = Instant::now();
+    let mut audit = AuditEntry::new("dbrestore", "restore", &source.describe(), &target.url());
+    let audit_path = audit_path(&source, &safety);
+    let result = execute(&args, &log, &keys, &source, meta.as_ref(), target.as_ref(), non_empty, safety.as_ref(), &tmpdir);
+    audit.duration_seconds = clock.elapsed().as_secs_f64();
+    let (safety_name, problems, err) = match result {
+        Ok((s, p)) => (s, p, None),
+        Err(e) => (None, vec![e.to_string()], Some(e)),
+    };
+    // A refusal before anything was touched is not an action worth auditing.
+    let touched = !matches!(err.as_ref().map(|e| e.code), Some(ExitCode::Refused) | Some(ExitCode::Usage));
+    if touched {
+        audit.result = if problems.is_empty() { "success" } else { "failure" }.into();
+        audit.details = serde_json::json!({
+            "tables": args.tables, "safety_backup": safety_name, "problems": problems,
+            "verified_first": verify_first,
+        });
+        if let Err(e) = audit.append(&audit_path) {
+            log.warn(format!("cannot write the audit log {}: {e}", audit_path.display()));
+        }
+    }
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if args.common.json {
+        dbsafe::cli::print_json(&Outcome {
+            plan,
+            result: if problems.is_empty() { "success" } else { "failure" }.into(),
+            safety_backup: safety_name,
+            problems: problems.clone(),
+            duration_seconds: clock.elapsed().as_secs_f64(),
+        })?;
+    }
+    if problems.is_empty() {
+        log.info(format!("restored {} into {} in {}", source.describe(), target.url(), dbsafe::units::human_duration(clock.elapsed())));
+        Ok(ExitCode::Success)
+    } else {
+        for p in &problems {
+            eprintln!("dbrestore: problem after restore: {p}");
+        }
+        Ok(ExitCode::Failure)
+    }
+}
+
+fn plan_steps(args: &cli::Cli, verify_first: bool, non_empty: bool, safety: &Option<SafetyDest>, target: &dyn Engine) -> Vec<String> {
+    let mut steps = Vec::new();
+    if verify_first {
+        steps.push("verify the artifact (level full)".to_string());
+    }
+    if non_empty {
+        steps.push(if args.yes { "confirmation skipped (--yes)".into() } else { format!("ask to type {:?} to confirm", target.database()) });
+        match safety {
+            Some(s) => steps.push(format!("safety backup of {} into {}", target.url(), s.describe())),
+            None => steps.push("no safety backup (--no-safety-backup)".into()),
+        }
+    }
+    if args.tables.is_empty() {
+        steps.push(format!("restore into {}", target.url()));
+    } else {
+        steps.push(format!("restore tables {} into {}", args.tables.join(", "), target.url()));
+    }
+    steps.push("compare tables and row counts with the metadata".into());
+    steps.push("append an audit entry".into());
+    steps
+}
+
+fn resolve_source(args: &cli::Cli, cfg: &Config) -> Result<Source> {
+    let selecting = args.latest || args.timestamp.is_some() || args.before.is_some() || args.name.is_some();
+    match (&args.artifact, selecting) {
+        (Some(_), true) => Err(Error::usage("give an artifact or a store selection (--latest, --timestamp, --before, --name), not both")),
+        (Some(a), false) if a == "-" => Ok(Source::Stdin),
+        (Some(a), false) => Ok(Source::File(PathBuf::from(a))),
+        (None, false) => Err(Error::usage("nothing to restore").hint("name an artifact, `-` for stdin, or --store STORE --latest")),
+        (None, true) => {
+            let env = args.env.clone();
+            let loc = args
+                .store
+                .clone()
+                .or_else(|| cfg.store_for(env.as_deref().unwrap_or("default")))
+                .ok_or_else(|| Error::usage("--latest, --timestamp, --before and --name need --store STORE (or DBSAFE_STORE)"))?;
+            let store = dbsafe::store::open(&loc, false)?;
+            let entries = catalog::list(store.as_ref())?;
+            let sel = Selector {
+                env,
+                database: args.database.clone(),
+                latest: args.latest,
+                timestamp: args.timestamp.clone(),
+                before: args.before.as_deref().map(dbsafe::units::parse_time).transpose()?,
+                name: args.name.clone(),
+            };
+            let entry = catalog::select_one(&entries, &sel)?;
+            Ok(Source::Store { store, entry })
+        }
+    }
+}
+
+/// Where a safety backup goes.
+enum SafetyDest {
+    Store(Box<dyn Store>),
+    Dir(PathBuf),
+}
+
+impl SafetyDest {
+    fn describe(&self) -> String {
+        match self {
+            SafetyDest::Store(s) => s.describe(),
+            SafetyDest::Dir(d) => d.display().to_string(),
+        }
+    }
+}
+
+fn safety_location(args: &cli::Cli, cfg: &Config, source: &Source) -> Result<SafetyDest> {
+    if let Some(d) = &args.safety_dir {
+        return Ok(SafetyDest::Dir(d.clone()));
+    }
+    if let Source::Store { store, .. } = source {
+        return Ok(SafetyDest::Store(dbsafe::store::open(&store.describe(), false)?));
+    }
+    let env = args.env.clone().unwrap_or_else(|| "default".into());
+    match args.store.clone().or_else(|| cfg.store_for(&env)) {
+        Some(loc) => Ok(SafetyDest::Store(dbsafe::store::open(&loc, true)?)),
+        None => Err(Error::usage("the target is not empty and there is nowhere to put its safety backup")
+            .hint("pass --store STORE or --safety-dir DIR (or --no-safety-backup to go without one)")),
+    }
+}
+
+fn audit_path(source: &Source, safety: &Option<SafetyDest>) -> PathBuf {
+    match (source, safety) {
+        (Source::Store { store, .. }, _) => store.audit_log(),
+        (_, Some(SafetyDest::Store(s))) => s.audit_log(),
+        _ => dbsafe::audit::default_log_path(),
+    }
+}
+
+/// Safety backups are encrypted to the configured recipients, else to the
+/// restored artifact's own recipients: data that was encrypted at rest stays so.
+fn safety_encryption(cfg: &Config, meta: Option<&Metadata>) -> Result<Encryption> {
+    let mut inline: Vec<String> = std::env::var("DBSAFE_RECIPIENTS").ok().into_iter().collect();
+    let mut files: Vec<PathBuf> = std::env::var_os("DBSAFE_RECIPIENTS_FILE").map(PathBuf::from).into_iter().collect();
+    if inline.is_empty() && files.is_empty() {
+        files.extend(cfg.defaults.recipients_file.clone());
+        inline.extend(cfg.defaults.recipients.clone().unwrap_or_default());
+    }
+    if inline.is_empty() && files.is_empty() {
+        inline.extend(meta.map(|m| m.recipients.clone()).unwrap_or_default());
+    }
+    Encryption::from_sources(&inline, &files, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    args: &cli::Cli,
+    log: &Log,
+    keys: &Keyring,
+    source: &Source,
+    meta: Option<&Metadata>,
+    target: &dyn Engine,
+    non_empty: bool,
+    safety: Option<&SafetyDest>,
+    tmpdir: &std::path::Path,
+) -> Result<(Option<String>, Vec<String>)> {
+    let expected = source.checksum()?;
+    if !args.skip_verify && !matches!(source, Source::Stdin) {
+        let rec = verify::verify(
+            Subject { reader: source.open()?, file: source.describe(), expected_sha256: expected.clone(), meta: meta.cloned() },
+            &Settings { level: Level::Full, keys, scratch: None, tmpdir: tmpdir.to_path_buf(), tool: "dbrestore" },
+        )?;
+        if !rec.passed() {
+            return Err(Error::failed(format!("{} failed verification: {}", source.describe(), rec.problems.join("; ")))
+                .hint("nothing was changed; pick another backup, or --skip-verify to restore it anyway"));
+        }
+        log.info(format!("verified {} (level full)", source.describe()));
+    }
+    if non_empty {
+        dbsafe::term::confirm_typed(
+            "dbrestore",
+            &format!("replace the contents of {}", target.url()),
+            &target.database(),
+            args.yes,
+        )?;
+    }
+    let safety_name = match safety {
+        Some(dest) if non_empty => {
+            let cfg = Config::load(args.common.config.as_deref())?;
+            let req = SnapshotRequest {
+                env: format!("{}{}", meta.map(|m| m.environment.clone()).or(args.env.clone()).unwrap_or_else(|| "default".into()), catalog::SAFETY_SUFFIX),
+                compression: dbsafe::Compression::Zstd,
+                level: None,
+                threads: 0,
+                encryption: safety_encryption(&cfg, meta)?,
+                max_size: None,
+                labels: [("purpose".to_string(), "safety backup before dbrestore".to_string())].into(),
+                engine: SnapshotOptions { tmpdir: tmpdir.to_path_buf(), ..Default::default() },
+                tool: "dbrestore",
+                progress: dbsafe::progress::Progress::new("dbrestore", None, args.common.quiet),
+            };
+            let report = match dest {
+                SafetyDest::Store(store) => snapshot::take(
+                    target,
+                    req,
+                    Destination::Store { store: store.as_ref(), update_latest: false, min_free: None, lock_timeout: Duration::ZERO },
+                )?,
+                SafetyDest::Dir(dir) => {
+                    dbsafe::fsutil::create_private_dir(dir)?;
+                    let name = format!("{}_{}_full_{}", req.env, target.database(), chrono::Utc::now().format("%Y%m%d_%H%M%S"));
+                    let ext = if req.encryption.is_encrypted() { ".zst.age" } else { ".zst" };
+                    let path = dir.join(format!("{name}.{}{ext}", target.payload(false).ext()));
+                    snapshot::take(target, req, Destination::File(path))?
+                }
+            };
+            log.info(format!("safety backup: {}", report.location));
+            Some(report.location)
+        }
+        _ => None,
+    };
+
+    let mut decoded = pipeline::decode(source.open()?, keys)?;
+    let payload = decoded
+        .layers
+        .payload
+        .or_else(|| meta.and_then(|m| dbsafe::Payload::from_ext(&m.payload)))
+        .ok_or_else(|| Error::failed("unrecognised payload"))?;
+    let opts = RestoreOptions { tables: args.tables.clone(), clean: args.clean, create: args.create, tmpdir: tmpdir.to_path_buf() };
+    target.restore(payload, &mut decoded.reader, &opts)?;
+    pipeline::copy(&mut decoded.reader, &mut std::io::sink())?;
+    let mut problems = Vec::new();
+    if let Some(exp) = &expected {
+        let (sha, _) = decoded.tap.result();
+        if &sha != exp {
+            problems.push(format!("the artifact's sha256 {sha} does not match the recorded {exp}"));
+        }
+    }
+    match meta {
+        Some(m) => {
+            let expected: Vec<_> = m
+                .tables
+                .iter()
+                .filter(|t| dbsafe::engine::table_selected(&t.name, &args.tables, &[]))
+                .cloned()
+                .collect();
+            let (p, _) = compare_tables(&expected, &target.tables()?);
+            problems.extend(p);
+            log.info(format!("{} tables checked against the metadata's row counts", expected.len()));
+        }
+        None => log.warn("no metadata: row counts after the restore were not compared"),
+    }
+    Ok((safety_name, problems))
+}
