@@ -360,7 +360,8 @@ pub fn sniff_payload(head: &[u8]) -> Option<Payload> {
         Some(Payload::Duckdb)
     } else if head.len() >= 262 && &head[257..262] == b"ustar" {
         Some(Payload::Tar)
-    } else if !head.is_empty() && std::str::from_utf8(&head[..head.len().min(64)]).is_ok() {
+    } else if head.starts_with(b"--") || head.starts_with(b"/*") {
+        // SQL dumps (pg_dump plain, mariadb-dump) open with a comment.
         Some(Payload::Sql)
     } else {
         None
@@ -536,6 +537,8 @@ mod tests {
         let mut tar = vec![0u8; 512];
         tar[257..262].copy_from_slice(b"ustar");
         assert_eq!(sniff_payload(&tar), Some(Payload::Tar));
+        assert_eq!(sniff_payload(b"-- MariaDB dump 10.19"), Some(Payload::Sql));
+        assert_eq!(sniff_payload(b"age-encryption.org/v2"), None);
         assert_eq!(sniff_payload(&[0xff, 0xfe, 0x00]), None);
     }
 }

@@ -1,0 +1,71 @@
+//! SQLite fixtures.
+
+use rusqlite::Connection;
+use std::path::Path;
+
+/// Creates a database with a few tables, NULLs, non-ASCII text and blobs.
+pub fn sample(path: &Path, rows: u64) {
+    let c = Connection::open(path).expect("open sample");
+    c.execute_batch(
+        "CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT, note TEXT);
+         CREATE TABLE orders(id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id), total REAL, payload BLOB);
+         CREATE INDEX orders_customer ON orders(customer_id);
+         CREATE TABLE events(id INTEGER PRIMARY KEY, at TEXT, kind TEXT);
+         CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100;",
+    )
+    .expect("schema");
+    let tx = c.unchecked_transaction().expect("tx");
+    for i in 0..rows {
+        tx.execute(
+            "INSERT INTO customers(name, email, note) VALUES (?1, ?2, ?3)",
+            rusqlite::params![format!("Zoë Ångström {i}"), format!("user{i}@example.com"), if i % 3 == 0 { None } else { Some("日本語 ✓") }],
+        )
+        .expect("insert");
+        tx.execute(
+            "INSERT INTO orders(customer_id, total, payload) VALUES (?1, ?2, randomblob(64))",
+            rusqlite::params![i + 1, (i % 250) as f64 * 1.5],
+        )
+        .expect("insert");
+    }
+    for i in 0..rows / 2 {
+        tx.execute("INSERT INTO events(at, kind) VALUES (datetime('now'), ?1)", [format!("k{}", i % 7)]).expect("insert");
+    }
+    tx.commit().expect("commit");
+}
+
+/// Row counts of every table, sorted by name.
+pub fn counts(path: &Path) -> Vec<(String, u64)> {
+    let c = Connection::open(path).expect("open");
+    let mut st = c
+        .prepare("SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .expect("prepare");
+    let names: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect();
+    names
+        .into_iter()
+        .map(|n| {
+            let k: i64 = c.query_row(&format!("SELECT count(*) FROM \"{n}\""), [], |r| r.get(0)).unwrap();
+            (n, k as u64)
+        })
+        .collect()
+}
+
+/// A digest of every table's full contents, for exact comparisons.
+pub fn contents(path: &Path) -> Vec<(String, String)> {
+    let c = Connection::open(path).expect("open");
+    counts(path)
+        .into_iter()
+        .map(|(n, _)| {
+            let mut st = c.prepare(&format!("SELECT * FROM \"{n}\" ORDER BY 1")).unwrap();
+            let cols = st.column_count();
+            let mut acc = String::new();
+            let mut rows = st.query([]).unwrap();
+            while let Some(r) = rows.next().unwrap() {
+                for i in 0..cols {
+                    acc.push_str(&format!("{:?}|", r.get_ref(i).unwrap()));
+                }
+                acc.push('\n');
+            }
+            (n, acc)
+        })
+        .collect()
+}
