@@ -325,9 +325,16 @@ impl HashTap {
     }
 }
 
-struct Tapped<R> {
+/// A reader that feeds everything it reads into a [`HashTap`].
+pub struct Tapped<R> {
     inner: R,
     tap: HashTap,
+}
+
+/// Wraps a reader so the sha256 and size of what passes through can be read off the tap.
+pub fn tap<R: Read>(inner: R) -> (Tapped<R>, HashTap) {
+    let tap = HashTap::default();
+    (Tapped { inner, tap: tap.clone() }, tap)
 }
 
 impl<R: Read> Read for Tapped<R> {
@@ -374,18 +381,13 @@ pub struct Decoded {
     pub reader: Box<dyn Read + Send>,
     /// The layers found.
     pub layers: Layers,
-    /// sha256 and size of the artifact as read.
-    pub tap: HashTap,
 }
 
 /// Opens an artifact stream: sniffs and peels the age and compression layers.
+///
+/// To know the artifact's checksum, [`tap`] the input first.
 pub fn decode<R: Read + Send + 'static>(input: R, keys: &Keyring) -> Result<Decoded> {
-    let tap = HashTap::default();
-    let tapped = Tapped {
-        inner: input,
-        tap: tap.clone(),
-    };
-    let (head, mut reader) = peek(tapped, AGE_MAGIC.len())?;
+    let (head, mut reader) = peek(input, AGE_MAGIC.len())?;
     if head.is_empty() {
         return Err(Error::failed("the artifact is empty"));
     }
@@ -393,7 +395,7 @@ pub fn decode<R: Read + Send + 'static>(input: R, keys: &Keyring) -> Result<Deco
     if encrypted {
         reader = Box::new(keys.decrypt(reader)?);
     }
-    let (head, reader) = peek(reader, 4).map_err(|e| Error::from(e).context("decrypting"))?;
+    let (head, reader) = peek(reader, 4).map_err(|e| layer_error(e, Compression::None, encrypted))?;
     let (compression, reader): (Compression, Box<dyn Read + Send>) = if head.starts_with(ZSTD_MAGIC) {
         (Compression::Zstd, Box::new(zstd::stream::read::Decoder::new(reader)?))
     } else if head.starts_with(GZIP_MAGIC) {
@@ -413,7 +415,6 @@ pub fn decode<R: Read + Send + 'static>(input: R, keys: &Keyring) -> Result<Deco
             compression,
             payload: sniff_payload(&head),
         },
-        tap,
     })
 }
 
@@ -486,11 +487,12 @@ mod tests {
         assert_eq!(summary.raw_bytes, data.len() as u64);
         assert_eq!(summary.artifact_bytes, artifact.len() as u64);
         assert_eq!(summary.sha256, hex::encode(Sha256::digest(&artifact)));
-        let mut d = decode(io::Cursor::new(artifact.clone()), keys).unwrap();
+        let (input, tap) = tap(io::Cursor::new(artifact.clone()));
+        let mut d = decode(input, keys).unwrap();
         let mut out = Vec::new();
         d.reader.read_to_end(&mut out).unwrap();
         assert_eq!(out, data);
-        assert_eq!(d.tap.result().0, summary.sha256);
+        assert_eq!(tap.result().0, summary.sha256);
         (d.layers, artifact)
     }
 

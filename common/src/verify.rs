@@ -105,34 +105,43 @@ fn check_sum(expected: &Option<String>, actual: &str, rec: &mut VerifyRecord) {
     }
 }
 
-fn quick(mut subject: Subject, rec: &mut VerifyRecord) -> Result<()> {
+fn quick(subject: Subject, rec: &mut VerifyRecord) -> Result<()> {
     let expected = subject
         .expected_sha256
         .clone()
         .ok_or_else(|| Error::usage(format!("{}: no checksum to compare against", subject.file))
             .hint("quick verification needs the .sha256 sidecar or --sha256 HEX"))?;
-    let tap = pipeline::HashTap::default();
-    let mut sink = std::io::sink();
-    let mut tapped = TapReader { inner: &mut subject.reader, tap: tap.clone() };
-    pipeline::copy(&mut tapped, &mut sink).map_err(|e| Error::failed(format!("reading {}: {e}", subject.file)))?;
+    let (mut tapped, tap) = pipeline::tap(subject.reader);
+    pipeline::copy(&mut tapped, &mut std::io::sink()).map_err(|e| Error::failed(format!("reading {}: {e}", subject.file)))?;
     check_sum(&Some(expected), &tap.result().0, rec);
     Ok(())
 }
 
-struct TapReader<'a> {
-    inner: &'a mut Box<dyn Read + Send>,
-    tap: pipeline::HashTap,
-}
+/// A reader two owners can take turns on: the decoder, then (after a
+/// decoding error) the verifier, which reads the rest to finish the checksum.
+#[derive(Clone)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Box<dyn Read + Send>>>);
 
-impl Read for TapReader<'_> {
+impl Read for Shared {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.tap.update(&buf[..n]);
-        Ok(n)
+        self.0.lock().expect("reader lock").read(buf)
     }
 }
 
 fn deep(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Result<()> {
+    let (tapped, tap) = pipeline::tap(subject.reader);
+    let shared = Shared(std::sync::Arc::new(std::sync::Mutex::new(Box::new(tapped))));
+    let expected = subject.expected_sha256.clone();
+    let result = deep_layers(Subject { reader: Box::new(shared.clone()), ..subject }, s, rec);
+    // Whatever the layers said, the checksum of the whole artifact is worth knowing.
+    let drained = pipeline::copy(&mut shared.clone(), &mut std::io::sink());
+    if drained.is_ok() {
+        check_sum(&expected, &tap.result().0, rec);
+    }
+    result
+}
+
+fn deep_layers(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Result<()> {
     let mut decoded = pipeline::decode(subject.reader, s.keys)?;
     let layers = decoded.layers;
     rec.checks.push(format!(
@@ -168,8 +177,6 @@ fn deep(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Result<()
     pipeline::copy(&mut decoded.reader, &mut std::io::sink())?;
     drop(guard);
     rec.checks.push("decrypted and decompressed to the end".into());
-    let (sha, _) = decoded.tap.result();
-    check_sum(&subject.expected_sha256, &sha, rec);
     if let Some(tables) = found_tables {
         match &subject.meta {
             Some(m) => {

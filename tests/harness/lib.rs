@@ -58,7 +58,7 @@ impl Cmd {
     pub fn tool(name: &str) -> Cmd {
         let mut c = Cmd::new(bin(name));
         // Tests never read the developer's or the machine's config.
-        c.cmd.env("DBSAFE_CONFIG", "/dev/null/none");
+        c.cmd.env("DBSAFE_CONFIG", "/dev/null");
         for v in [
             "DBSAFE_STORE", "DBSAFE_ENV", "DBSAFE_RECIPIENTS", "DBSAFE_RECIPIENTS_FILE", "DBSAFE_IDENTITY_FILE",
             "DBSAFE_PASSPHRASE_FILE", "DBSAFE_COMPRESS", "DBSAFE_AUDIT_LOG", "DBSAFE_METRICS_FILE", "DBSAFE_PUSHGATEWAY",

@@ -347,7 +347,8 @@ fn execute(
         _ => None,
     };
 
-    let mut decoded = pipeline::decode(source.open()?, keys)?;
+    let (input, tap) = pipeline::tap(source.open()?);
+    let mut decoded = pipeline::decode(input, keys)?;
     let payload = decoded
         .layers
         .payload
@@ -358,7 +359,7 @@ fn execute(
     pipeline::copy(&mut decoded.reader, &mut std::io::sink())?;
     let mut problems = Vec::new();
     if let Some(exp) = &expected {
-        let (sha, _) = decoded.tap.result();
+        let (sha, _) = tap.result();
         if &sha != exp {
             problems.push(format!("the artifact's sha256 {sha} does not match the recorded {exp}"));
         }
