@@ -6,6 +6,7 @@
 //! stdout and stderr. Tools the tests need from the system are looked up
 //! with [`require`], which fails (never skips) naming what to install.
 
+pub mod pg;
 pub mod sqlite;
 
 use std::ffi::OsStr;
@@ -50,6 +51,8 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 pub struct Cmd {
     cmd: Command,
     stdin: Option<Vec<u8>>,
+    stdin_set: bool,
+    stdout_set: bool,
     display: String,
 }
 
@@ -72,7 +75,7 @@ impl Cmd {
     /// Any program.
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
         let display = program.as_ref().to_string_lossy().into_owned();
-        Cmd { cmd: Command::new(program), stdin: None, display }
+        Cmd { cmd: Command::new(program), stdin: None, stdin_set: false, stdout_set: false, display }
     }
 
     /// A shell pipeline (`bash -o pipefail -c`).
@@ -120,18 +123,20 @@ impl Cmd {
     /// Feeds a file on stdin.
     pub fn stdin_file(mut self, path: impl AsRef<Path>) -> Cmd {
         self.cmd.stdin(std::fs::File::open(path).expect("stdin file"));
+        self.stdin_set = true;
         self
     }
 
     /// Sends stdout to a file.
     pub fn stdout_file(mut self, path: impl AsRef<Path>) -> Cmd {
         self.cmd.stdout(std::fs::File::create(path).expect("stdout file"));
+        self.stdout_set = true;
         self
     }
 
     /// Starts the command without waiting.
     pub fn spawn(mut self) -> std::process::Child {
-        if self.stdin.is_none() {
+        if self.stdin.is_none() && !self.stdin_set {
             self.cmd.stdin(Stdio::null());
         }
         self.cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.display))
@@ -140,10 +145,13 @@ impl Cmd {
     /// Runs to completion.
     pub fn run(mut self) -> Run {
         let mut child = {
-            self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            if !self.stdout_set {
+                self.cmd.stdout(Stdio::piped());
+            }
+            self.cmd.stderr(Stdio::piped());
             if self.stdin.is_some() {
                 self.cmd.stdin(Stdio::piped());
-            } else {
+            } else if !self.stdin_set {
                 self.cmd.stdin(Stdio::null());
             }
             self.cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.display))

@@ -86,7 +86,8 @@ fn integrity_problems(conn: &Connection) -> Result<Vec<String>> {
     Ok(if lines == ["ok"] { Vec::new() } else { lines })
 }
 
-/// Writes a payload stream to a temporary file in `dir`.
+/// Writes a payload stream to a temporary file in `dir` (opened read-only
+/// afterwards, so SQLite leaves no journal beside it).
 fn spool(input: &mut dyn Read, dir: &Path) -> Result<TempGuard> {
     crate::fsutil::create_private_dir(dir)?;
     let path = crate::fsutil::temp_name_for(&dir.join("restore.sqlite"));
@@ -152,10 +153,12 @@ impl Engine for Sqlite {
         }
         let src = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(sql_err(format!("opening {}", self.path.display())))?;
-        crate::fsutil::create_private_dir(&opts.tmpdir)?;
-        let copy_path = crate::fsutil::temp_name_for(&opts.tmpdir.join("snapshot.sqlite"));
-        let copy = TempGuard::new(&copy_path);
-        let mut dst = Connection::open(copy.path()).map_err(sql_err("creating the snapshot copy"))?;
+        // A private directory holds the copy and whatever journal SQLite makes beside it.
+        let dir = crate::fsutil::temp_name_for(&opts.tmpdir.join("dbsnap-sqlite"));
+        let dir_guard = TempGuard::new(&dir);
+        crate::fsutil::create_private_dir(&dir)?;
+        let copy_path = dir.join("snapshot.sqlite");
+        let mut dst = Connection::open(&copy_path).map_err(sql_err("creating the snapshot copy"))?;
         backup_into(&src, &mut dst)?;
         drop(src);
         if !opts.tables.is_empty() || !opts.exclude_tables.is_empty() {
@@ -171,8 +174,9 @@ impl Engine for Sqlite {
         dst.pragma_update(None, "journal_mode", "DELETE").map_err(sql_err("snapshot journal mode"))?;
         let tables = count_tables(&dst)?;
         dst.close().map_err(|(_, e)| Error::failed(format!("closing the snapshot copy: {e}")))?;
-        let mut f = std::fs::File::open(copy.path()).context("reading the snapshot copy")?;
+        let mut f = std::fs::File::open(&copy_path).context("reading the snapshot copy")?;
         crate::pipeline::copy(&mut f, out)?;
+        drop(dir_guard);
         Ok(SnapshotInfo {
             tables,
             engine_version: rusqlite::version().to_string(),

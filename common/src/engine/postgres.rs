@@ -1,0 +1,876 @@
+//! PostgreSQL, logical: `pg_dump` custom format out, `pg_restore` in.
+//!
+//! The client tools run as child processes and are streamed; they receive a
+//! password-free connection URI as `-d`, and the URL's password (if any) only
+//! through `PGPASSWORD`, so nothing secret is in any argv and `.pgpass` and
+//! the `PG*` variables work as libpq users expect.
+//!
+//! Row counts must be those of the dump even while writers run: a `psql`
+//! session opens a repeatable-read transaction and exports its snapshot,
+//! `pg_dump --snapshot` dumps exactly that snapshot while the same session
+//! counts the rows in it, and the transaction stays open until `pg_dump` is
+//! done.
+
+use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
+use crate::cleanup::ChildGuard;
+use crate::error::{Error, Result};
+use crate::meta::TableCount;
+use crate::name::Payload;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
+
+/// The Debian package that ships `pg_dump`, `pg_restore` and `psql`.
+const CLIENT_PACKAGE: &str = "postgresql-client";
+/// Connected to for what cannot run inside the target database itself.
+const MAINTENANCE_DBS: [&str; 2] = ["postgres", "template1"];
+
+/// A PostgreSQL database reached through a `postgres://` or `postgresql://` URL.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    conn: ConnUrl,
+    /// The database for CREATE/DROP DATABASE and existence checks, when the
+    /// user named one (a scratch server URL with a database).
+    maintenance: Option<String>,
+}
+
+/// A libpq connection URI taken apart, with the password held aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ConnUrl {
+    scheme: String,
+    /// The user as written (percent-encoded).
+    user: Option<String>,
+    /// The password, decoded; never printed.
+    password: Option<String>,
+    /// The host list as written: `host[:port][,host[:port]...]`, percent-encoded.
+    hosts: String,
+    /// The database name, decoded, as the URL gives it.
+    dbname: Option<String>,
+    /// Query parameters other than `password` and `dbname`, as written.
+    params: Vec<(String, String)>,
+}
+
+impl ConnUrl {
+    fn parse(url: &str) -> Result<ConnUrl> {
+        let bad = |why: &str| {
+            Error::usage(format!("invalid PostgreSQL URL: {why}"))
+                .hint("use postgres://user@host:port/db (percent-encode special characters)")
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected postgres://..."))?;
+        if scheme != "postgres" && scheme != "postgresql" {
+            return Err(bad("the scheme must be postgres:// or postgresql://"));
+        }
+        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = main.split_once('/').unwrap_or((main, ""));
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            Some(u) => match u.split_once(':') {
+                Some((user, pw)) => (Some(user.to_string()), Some(percent_decode(pw)?)),
+                None => (Some(u.to_string()), None),
+            },
+            None => (None, None),
+        };
+        let mut conn = ConnUrl {
+            scheme: scheme.to_string(),
+            user: user.filter(|u| !u.is_empty()),
+            password,
+            hosts: hosts.to_string(),
+            dbname: Some(percent_decode(path)?).filter(|d| !d.is_empty()),
+            params: Vec::new(),
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("query parameter {k:?} has no value", k = pair)))?;
+            match k {
+                "password" => conn.password = Some(percent_decode(v)?),
+                "dbname" => conn.dbname = Some(percent_decode(v)?),
+                _ => conn.params.push((k.to_string(), v.to_string())),
+            }
+        }
+        Ok(conn)
+    }
+
+    fn param(&self, key: &str) -> Option<String> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| percent_decode(v).unwrap_or_else(|_| v.clone()))
+    }
+
+    /// The user libpq will connect as.
+    fn effective_user(&self) -> String {
+        self.user
+            .as_deref()
+            .map(|u| percent_decode(u).unwrap_or_else(|_| u.to_string()))
+            .or_else(|| self.param("user"))
+            .or_else(|| std::env::var("PGUSER").ok())
+            .unwrap_or_else(crate::fsutil::current_user)
+    }
+
+    /// The database libpq will connect to: the URL's, else `PGDATABASE`, else the user's name.
+    fn effective_db(&self) -> String {
+        self.dbname
+            .clone()
+            .or_else(|| std::env::var("PGDATABASE").ok().filter(|d| !d.is_empty()))
+            .unwrap_or_else(|| self.effective_user())
+    }
+
+    /// A password-free URI for database `db`.
+    fn uri(&self, db: &str) -> String {
+        let mut s = format!("{}://", self.scheme);
+        if let Some(u) = &self.user {
+            s.push_str(u);
+            s.push('@');
+        }
+        s.push_str(&self.hosts);
+        s.push('/');
+        s.push_str(&percent_encode(db));
+        if !self.params.is_empty() {
+            s.push('?');
+            let pairs: Vec<String> = self
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            s.push_str(&pairs.join("&"));
+        }
+        s
+    }
+
+    /// The first host, or the local host for a unix socket.
+    fn host(&self) -> String {
+        let first = self.hosts.split(',').next().unwrap_or("");
+        let host = if let Some(bracketed) = first.strip_prefix('[') {
+            bracketed.split(']').next().unwrap_or("").to_string()
+        } else {
+            percent_decode(first.split(':').next().unwrap_or("")).unwrap_or_default()
+        };
+        let host = Some(host)
+            .filter(|h| !h.is_empty())
+            .or_else(|| self.param("host"))
+            .or_else(|| std::env::var("PGHOST").ok())
+            .unwrap_or_default();
+        let host = host.split(',').next().unwrap_or("").to_string();
+        if host.is_empty() || host.starts_with('/') || host.starts_with('@') {
+            crate::fsutil::host_name()
+        } else {
+            host
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| Error::usage("invalid PostgreSQL URL: bad percent-encoding"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| Error::usage("invalid PostgreSQL URL: percent-encoding is not UTF-8"))
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `"ident"`, quotes doubled.
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `'literal'`, quotes doubled (standard_conforming_strings is on).
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A pg_dump `-t`/`-T` pattern as (schema regex, name regex), following
+/// psql's pattern rules: unquoted letters fold to lower case, `*` and `?` are
+/// wildcards, `.` separates the schema, double quotes make everything literal.
+fn pattern_regex(pattern: &str) -> (Option<String>, String) {
+    let mut parts = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        let cur = parts.last_mut().expect("one part at least");
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(String::new()),
+            '*' if !quoted => cur.push_str(".*"),
+            '?' if !quoted => cur.push('.'),
+            '$' if !quoted => cur.push_str("\\$"),
+            c if quoted && "|*+?()[]{}.^$\\".contains(c) => {
+                cur.push('\\');
+                cur.push(c);
+            }
+            c if !quoted => cur.extend(c.to_lowercase()),
+            c => cur.push(c),
+        }
+    }
+    let name = parts.pop().unwrap_or_default();
+    (parts.pop(), name)
+}
+
+/// An SQL condition on `n` (pg_namespace) and `c` (pg_class) matching any of `patterns`.
+fn pattern_condition(patterns: &[String]) -> String {
+    let terms: Vec<String> = patterns
+        .iter()
+        .map(|p| {
+            let (schema, name) = pattern_regex(p);
+            let schema_cond = match schema {
+                Some(s) => format!("n.nspname ~ {}", quote_literal(&format!("^({s})$"))),
+                // Like pg_dump, an unqualified pattern means the tables the search path sees.
+                None => "pg_catalog.pg_table_is_visible(c.oid)".to_string(),
+            };
+            format!(
+                "(c.relname ~ {} AND {schema_cond})",
+                quote_literal(&format!("^({name})$"))
+            )
+        })
+        .collect();
+    format!("({})", terms.join(" OR "))
+}
+
+/// One query that lists the user tables (as pg_dump selects them) with exact
+/// row counts, as JSON arrays `[schema, table, rows]`, one a line.
+fn count_query(include: &[String], exclude: &[String]) -> String {
+    let mut filter = String::new();
+    if !include.is_empty() {
+        filter.push_str(&format!(" AND {}", pattern_condition(include)));
+    }
+    if !exclude.is_empty() {
+        filter.push_str(&format!(" AND NOT {}", pattern_condition(exclude)));
+    }
+    // query_to_xml runs each count inside this statement, hence inside the
+    // caller's transaction snapshot, in one round trip.
+    format!(
+        "SELECT json_build_array(n.nspname, c.relname, \
+           (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't' \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass \
+                           AND d.objid = c.oid AND d.deptype = 'e'){filter} \
+         ORDER BY n.nspname, c.relname;"
+    )
+}
+
+fn parse_counts(lines: &[String]) -> Result<Vec<TableCount>> {
+    lines
+        .iter()
+        .map(|l| {
+            let (schema, table, rows): (String, String, u64) =
+                serde_json::from_str(l).map_err(|e| {
+                    Error::failed(format!("unexpected row count line from psql {l:?}: {e}"))
+                })?;
+            Ok(TableCount {
+                name: format!("{schema}.{table}"),
+                rows,
+            })
+        })
+        .collect()
+}
+
+/// Collects a child's stderr on a thread, so a chatty child never blocks on it.
+fn collect_stderr(stderr: Option<std::process::ChildStderr>) -> Option<JoinHandle<String>> {
+    stderr.map(|mut e| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = e.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).trim().to_string()
+        })
+    })
+}
+
+/// A running client tool, stopped on interruption while it lives.
+struct Child {
+    program: &'static str,
+    child: std::process::Child,
+    stderr: Option<JoinHandle<String>>,
+    _guard: ChildGuard,
+}
+
+impl Child {
+    fn spawn(program: &'static str, mut cmd: Command) -> Result<Child> {
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::usage(format!("{program} is not installed (not found on PATH)"))
+                .hint(format!("install the Debian package {CLIENT_PACKAGE} (apt-get install {CLIENT_PACKAGE}), or put {program} on PATH")),
+            _ => Error::failed(format!("cannot run {program}: {e}")),
+        })?;
+        let guard = ChildGuard::new(child.id());
+        let stderr = collect_stderr(child.stderr.take());
+        Ok(Child {
+            program,
+            child,
+            stderr,
+            _guard: guard,
+        })
+    }
+
+    fn stderr_text(&mut self) -> String {
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+
+    /// Waits; a non-zero exit is an error carrying the child's stderr.
+    fn finish(mut self, what: &str) -> Result<()> {
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::failed(format!("waiting for {}: {e}", self.program)))?;
+        let stderr = self.stderr_text();
+        if status.success() {
+            return Ok(());
+        }
+        let detail = if stderr.is_empty() {
+            format!("{} ended with {status}", self.program)
+        } else {
+            stderr
+        };
+        Err(Error::failed(format!("{what}: {detail}")))
+    }
+
+    /// Stops the child after a failure on our side, so it commits nothing.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.stderr_text();
+    }
+}
+
+/// A `psql` coprocess: statements go to its stdin, results come back a row a line.
+struct Psql {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    marker: String,
+    what: String,
+}
+
+impl Psql {
+    /// Reads result lines up to the end-of-batch marker.
+    fn read_batch(
+        stdout: &mut BufReader<ChildStdout>,
+        marker: &str,
+    ) -> io::Result<Option<Vec<String>>> {
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line)? == 0 {
+                return Ok(None);
+            }
+            let l = line.trim_end_matches(['\n', '\r']);
+            if l == marker {
+                return Ok(Some(lines));
+            }
+            lines.push(l.to_string());
+        }
+    }
+
+    /// Sends statements followed by the marker, without reading the results.
+    fn send(&mut self, sql: &str) -> Result<()> {
+        let batch = format!("{sql}\n\\echo {}\n", self.marker);
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| Error::failed("psql's input is closed"))?;
+        match stdin
+            .write_all(batch.as_bytes())
+            .and_then(|_| stdin.flush())
+        {
+            Ok(()) => Ok(()),
+            // psql died; its stderr says why, which `died` reports.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(Error::failed(format!("writing to psql: {e}"))),
+        }
+    }
+
+    /// Runs statements and returns their output lines.
+    fn query(&mut self, sql: &str) -> Result<Vec<String>> {
+        self.send(sql)?;
+        match Self::read_batch(&mut self.stdout, &self.marker) {
+            Ok(Some(lines)) => Ok(lines),
+            Ok(None) => Err(self.died()),
+            Err(e) => Err(Error::failed(format!("reading from psql: {e}"))),
+        }
+    }
+
+    /// The error for a psql that stopped answering.
+    fn died(&mut self) -> Error {
+        self.stdin = None;
+        let _ = self.child.child.wait();
+        let stderr = self.child.stderr_text();
+        Error::failed(format!(
+            "{}: {}",
+            self.what,
+            if stderr.is_empty() {
+                "psql ended unexpectedly".into()
+            } else {
+                stderr
+            }
+        ))
+    }
+
+    /// Ends the session: closes its input and waits.
+    fn finish(mut self) -> Result<()> {
+        self.stdin = None;
+        let what = self.what.clone();
+        self.child.finish(&what)
+    }
+}
+
+/// Writes `input` into a child's stdin. A child that stops reading early
+/// (pg_restore --list needs only the table of contents) is not an error
+/// here: its exit status decides. Read errors are the input's and returned.
+fn feed(input: &mut dyn Read, stdin: &mut ChildStdin) -> Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match stdin.write_all(&buf[..n]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(Error::failed(format!("writing to the restore: {e}"))),
+        }
+    }
+}
+
+/// `pg_restore --list` of a payload: problems when it cannot read the archive.
+pub fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
+    let mut cmd = Command::new("pg_restore");
+    cmd.arg("--list")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = Child::spawn("pg_restore", cmd)?;
+    let mut stdin = child.child.stdin.take().expect("piped stdin");
+    let mut stdout = child.child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).map(|_| s)
+    });
+    let fed = feed(input, &mut stdin);
+    drop(stdin);
+    if let Err(e) = fed {
+        child.kill();
+        let _ = reader.join();
+        return Err(e);
+    }
+    let listing = reader.join().ok().and_then(|r| r.ok()).unwrap_or_default();
+    let mut problems = Vec::new();
+    if let Err(e) = child.finish("pg_restore --list cannot read the archive") {
+        problems.push(e.message);
+    }
+    let entries: Vec<&str> = listing
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+        .collect();
+    let data = entries
+        .iter()
+        .filter(|l| l.contains(" TABLE DATA "))
+        .count();
+    if problems.is_empty() && entries.is_empty() {
+        problems.push("pg_restore --list found no entries in the archive".into());
+    }
+    Ok(PayloadCheck {
+        checks: vec![format!(
+            "pg_restore --list: {} TOC entries, {data} TABLE DATA",
+            entries.len()
+        )],
+        problems,
+        tables: None,
+    })
+}
+
+impl Postgres {
+    /// The database of a `postgres://` or `postgresql://` URL.
+    pub fn new(url: &str) -> Result<Postgres> {
+        Ok(Postgres {
+            conn: ConnUrl::parse(url)?,
+            maintenance: None,
+        })
+    }
+
+    /// A fresh, empty `dbsafe_verify_<hex>` database on the server of
+    /// `server_url`, whose own database (if any) serves to create and drop it.
+    pub fn scratch(server_url: &str) -> Result<Postgres> {
+        let server = Postgres::new(server_url).map_err(|e| e.context("--scratch"))?;
+        let name = format!("dbsafe_verify_{:016x}", rand::random::<u64>());
+        let mut conn = server.conn.clone();
+        let maintenance = conn.dbname.take();
+        conn.dbname = Some(name.clone());
+        let pg = Postgres { conn, maintenance };
+        pg.create_database(&name)?;
+        Ok(pg)
+    }
+
+    fn db(&self) -> String {
+        self.conn.effective_db()
+    }
+
+    /// A client tool with the password (if any) in its environment.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        if let Some(pw) = &self.conn.password {
+            cmd.env("PGPASSWORD", pw);
+        }
+        if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+            cmd.env("PGCONNECT_TIMEOUT", "15");
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Starts a psql session on `db`.
+    fn psql(&self, db: &str) -> Result<Psql> {
+        let mut cmd = self.command("psql");
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.conn.uri(db));
+        let mut child = Child::spawn("psql", cmd)?;
+        let stdin = child.child.stdin.take();
+        let stdout = BufReader::new(child.child.stdout.take().expect("piped stdout"));
+        Ok(Psql {
+            child,
+            stdin,
+            stdout,
+            marker: format!("__dbsafe_{:016x}__", rand::random::<u64>()),
+            what: format!("PostgreSQL {}", self.conn.uri(db)),
+        })
+    }
+
+    /// Runs statements in one session on `db` and returns the output lines.
+    fn run_sql(&self, db: &str, sql: &str) -> Result<Vec<String>> {
+        let mut psql = self.psql(db)?;
+        let lines = psql.query(sql)?;
+        psql.finish()?;
+        Ok(lines)
+    }
+
+    /// Runs statements on the maintenance database (the named one, else
+    /// `postgres`, else `template1`).
+    fn run_maintenance(&self, sql: &str) -> Result<Vec<String>> {
+        if let Some(db) = &self.maintenance {
+            return self.run_sql(db, sql);
+        }
+        let mut first_err = None;
+        for db in MAINTENANCE_DBS {
+            match self.run_sql(db, sql) {
+                Ok(lines) => return Ok(lines),
+                Err(e) if e.code == crate::ExitCode::Usage => return Err(e),
+                Err(e) => {
+                    // Only a missing maintenance database is worth a second try.
+                    let missing = e.message.contains("does not exist");
+                    first_err.get_or_insert(e);
+                    if !missing {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(first_err.expect("tried at least once"))
+    }
+
+    fn create_database(&self, name: &str) -> Result<()> {
+        // template0: a restore needs an empty database, whatever template1 holds.
+        self.run_maintenance(&format!(
+            "CREATE DATABASE {} TEMPLATE template0;",
+            quote_ident(name)
+        ))
+        .map(drop)
+        .map_err(|e| e.context(format!("creating database {name}")))
+    }
+
+    fn restore_args(&self, opts: &RestoreOptions) -> Vec<String> {
+        let mut args: Vec<String> = ["--no-owner", "--exit-on-error", "--single-transaction"]
+            .map(String::from)
+            .into();
+        // A partial restore replaces the named tables, as it does for every
+        // engine; pg_restore scopes --clean to the selected tables.
+        if opts.clean || !opts.tables.is_empty() {
+            args.extend(["--clean".into(), "--if-exists".into()]);
+        }
+        let mut schemas: Vec<String> = Vec::new();
+        for t in &opts.tables {
+            // pg_restore -t takes a bare name; the schema goes to -n.
+            let (schema, table) = match t.split_once('.') {
+                Some((s, t)) => (Some(s), t),
+                None => (None, t.as_str()),
+            };
+            if let Some(s) = schema.filter(|s| !schemas.iter().any(|x| x == s)) {
+                schemas.push(s.to_string());
+            }
+            args.extend(["-t".into(), table.to_string()]);
+        }
+        for s in schemas {
+            args.extend(["-n".into(), s]);
+        }
+        args.extend(["-d".into(), self.conn.uri(&self.db())]);
+        args
+    }
+}
+
+impl Engine for Postgres {
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn payload(&self, base: bool) -> Payload {
+        if base {
+            Payload::Tar
+        } else {
+            Payload::Pgdump
+        }
+    }
+
+    fn database(&self) -> String {
+        crate::name::sanitize_database(&self.db())
+    }
+
+    fn url(&self) -> String {
+        self.conn.uri(&self.db())
+    }
+
+    fn host(&self) -> String {
+        self.conn.host()
+    }
+
+    fn snapshot(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo> {
+        if opts.base {
+            return Err(Error::usage(
+                "--base (a physical base backup with pg_basebackup) is not supported by this build",
+            )
+            .hint("take a logical snapshot without --base"));
+        }
+        let db = self.db();
+        let mut psql = self.psql(&db)?;
+        let head = psql.query(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n\
+             SELECT pg_catalog.pg_export_snapshot() || '|' || pg_catalog.current_setting('server_version');",
+        )?;
+        let (snapshot_id, server_version) = head
+            .first()
+            .and_then(|l| l.split_once('|'))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .ok_or_else(|| Error::failed(format!("unexpected answer from psql: {head:?}")))?;
+
+        let mut cmd = self.command("pg_dump");
+        cmd.stdin(Stdio::null());
+        cmd.args(["-Fc", "-Z0", "--snapshot"]).arg(&snapshot_id);
+        for t in &opts.tables {
+            cmd.arg("-t").arg(t);
+        }
+        for t in &opts.exclude_tables {
+            cmd.arg("-T").arg(t);
+        }
+        cmd.arg("-d").arg(self.conn.uri(&db));
+        let mut dump = Child::spawn("pg_dump", cmd)?;
+        let mut dump_out = dump.child.stdout.take().expect("piped stdout");
+
+        // Count inside the exported snapshot while pg_dump streams it.
+        let counted = psql.send(&count_query(&opts.tables, &opts.exclude_tables));
+        let (copied, counts) = std::thread::scope(|s| {
+            let stdout = &mut psql.stdout;
+            let marker = psql.marker.as_str();
+            let counter = s.spawn(move || Psql::read_batch(stdout, marker));
+            let copied = crate::pipeline::copy(&mut dump_out, out);
+            if copied.is_err() {
+                // Stop the session too, so the count does not run on for nothing.
+                let _ = psql.child.child.kill();
+            }
+            (copied, counter.join())
+        });
+        drop(dump_out);
+        if let Err(e) = copied {
+            dump.kill();
+            let _ = psql.child.child.kill();
+            return Err(Error::from(e).context("streaming pg_dump's output"));
+        }
+        dump.finish(&format!("pg_dump of {} failed", self.url()))?;
+        counted?;
+        let lines = match counts {
+            Ok(Ok(Some(lines))) => lines,
+            Ok(Ok(None)) => return Err(psql.died().context("counting rows")),
+            Ok(Err(e)) => return Err(Error::failed(format!("reading row counts from psql: {e}"))),
+            Err(_) => return Err(Error::failed("the row count thread panicked")),
+        };
+        let tables = parse_counts(&lines)?;
+        // Held open until now: the snapshot pg_dump imported lives as long as this transaction.
+        psql.query("COMMIT;")?;
+        psql.finish()?;
+
+        let mut extra = serde_json::Map::new();
+        extra.insert("pg_dump_format".into(), "custom".into());
+        Ok(SnapshotInfo {
+            tables,
+            engine_version: server_version,
+            extra,
+        })
+    }
+
+    fn exists(&self) -> Result<bool> {
+        let lines = self.run_maintenance(&format!(
+            "SELECT count(*) FROM pg_catalog.pg_database WHERE datname = {};",
+            quote_literal(&self.db())
+        ))?;
+        Ok(lines.first().map(|l| l.trim() != "0").unwrap_or(false))
+    }
+
+    fn tables(&self) -> Result<Vec<TableCount>> {
+        parse_counts(&self.run_sql(&self.db(), &count_query(&[], &[]))?)
+    }
+
+    fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
+        if payload != Payload::Pgdump {
+            return Err(Error::usage(format!(
+                "cannot restore a {} payload into PostgreSQL database {}",
+                payload.ext(),
+                self.url()
+            ))
+            .hint("a PostgreSQL target takes pg_dump custom-format (pgdump) artifacts"));
+        }
+        if !self.exists()? {
+            if !opts.create {
+                return Err(
+                    Error::not_found(format!("database {} does not exist", self.url()))
+                        .hint("pass --create to create it"),
+                );
+            }
+            self.create_database(&self.db())?;
+        }
+        // Reading stdin, pg_restore cannot seek, so it restores in one
+        // transaction without -j: all or nothing.
+        let mut cmd = self.command("pg_restore");
+        cmd.args(self.restore_args(opts));
+        cmd.stdout(Stdio::null());
+        let mut child = Child::spawn("pg_restore", cmd)?;
+        let mut stdin = child.child.stdin.take().expect("piped stdin");
+        let fed = feed(input, &mut stdin);
+        drop(stdin);
+        if let Err(e) = fed {
+            // Killed before it saw the end of its input, pg_restore commits nothing.
+            child.kill();
+            return Err(e.context("reading the artifact; nothing was restored"));
+        }
+        child.finish(&format!(
+            "pg_restore into {} failed (rolled back)",
+            self.url()
+        ))
+    }
+
+    fn drop_target(&self) -> Result<()> {
+        self.run_maintenance(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE);",
+            quote_ident(&self.db())
+        ))
+        .map(drop)
+        .map_err(|e| e.context(format!("dropping database {}", self.db())))
+    }
+
+    fn replace_needs_clean(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_password_is_taken_out_and_decoded() {
+        let c = ConnUrl::parse("postgres://app:p%40ss%2Fw@db.example:5433/shop?sslmode=require")
+            .expect("valid");
+        assert_eq!(c.password.as_deref(), Some("p@ss/w"));
+        assert_eq!(
+            c.uri("shop"),
+            "postgres://app@db.example:5433/shop?sslmode=require"
+        );
+        assert_eq!(c.host(), "db.example");
+        assert_eq!(c.effective_db(), "shop");
+    }
+
+    #[test]
+    fn url_query_password_and_dbname_are_taken_out() {
+        let c = ConnUrl::parse("postgresql:///?host=/run/pg&password=secret&dbname=app&port=5432")
+            .expect("valid");
+        assert_eq!(c.password.as_deref(), Some("secret"));
+        assert_eq!(c.effective_db(), "app");
+        assert_eq!(c.uri("other"), "postgresql:///other?host=/run/pg&port=5432");
+        assert_eq!(c.host(), crate::fsutil::host_name());
+    }
+
+    #[test]
+    fn url_socket_host_and_ipv6() {
+        let c = ConnUrl::parse("postgres://u@%2Ftmp%2Fsock:5432/d").expect("valid");
+        assert_eq!(c.host(), crate::fsutil::host_name());
+        assert_eq!(c.uri("x y"), "postgres://u@%2Ftmp%2Fsock:5432/x%20y");
+        let c = ConnUrl::parse("postgres://u@[::1]:5432/d").expect("valid");
+        assert_eq!(c.host(), "::1");
+    }
+
+    #[test]
+    fn url_rejects_other_schemes() {
+        assert!(ConnUrl::parse("mysql://u@h/d").is_err());
+        assert!(ConnUrl::parse("postgres://u@h/d%zz").is_err());
+    }
+
+    #[test]
+    fn patterns_follow_psql_rules() {
+        assert_eq!(pattern_regex("Orders"), (None, "orders".into()));
+        assert_eq!(
+            pattern_regex("shop.ord*"),
+            (Some("shop".into()), "ord.*".into())
+        );
+        assert_eq!(pattern_regex("\"My.Table\""), (None, "My\\.Table".into()));
+        assert_eq!(pattern_regex("a?c"), (None, "a.c".into()));
+    }
+
+    #[test]
+    fn partial_restores_replace_only_the_named_tables() {
+        let pg = Postgres::new("postgres://u@h/d").expect("valid");
+        let args = pg.restore_args(&RestoreOptions {
+            tables: vec!["shop.items".into()],
+            ..Default::default()
+        });
+        assert!(args.windows(2).any(|w| w == ["-t", "items"]));
+        assert!(args.windows(2).any(|w| w == ["-n", "shop"]));
+        assert!(args.contains(&"--clean".to_string()));
+        assert_eq!(args.last().expect("valid"), "postgres://u@h/d");
+    }
+}

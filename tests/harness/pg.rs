@@ -1,0 +1,283 @@
+//! PostgreSQL fixtures: an ephemeral PostgreSQL 15 cluster per test.
+//!
+//! Each [`Cluster`] has its own data directory, its own unix socket
+//! directory and a free TCP port on 127.0.0.1, so tests run in parallel.
+//! The superuser `postgres` is trusted on the socket; TCP connections need a
+//! password (`scram-sha-256`), which the role [`APP_ROLE`] has. PostgreSQL
+//! refuses to run as root, so as root the cluster belongs to the `postgres`
+//! system user and `initdb`/`pg_ctl` run through `runuser`. Dropping the
+//! cluster stops the server and removes every file.
+
+use crate::Cmd;
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where Debian installs the PostgreSQL 15 server binaries.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The role the password tests connect as over TCP.
+pub const APP_ROLE: &str = "app";
+
+/// A running throwaway PostgreSQL server.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    /// The unix socket directory.
+    pub sock: PathBuf,
+    /// The TCP port on 127.0.0.1 (the socket file uses it too).
+    pub port: u16,
+    /// The password of [`APP_ROLE`]; it has characters a URL must percent-encode.
+    pub password: String,
+    as_postgres: bool,
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// The path of a PostgreSQL server binary; fails naming the packages when absent.
+pub fn server_bin(name: &str) -> PathBuf {
+    let p = Path::new(PG_BIN).join(name);
+    assert!(
+        p.is_file(),
+        "{} is required by the PostgreSQL tests and is not installed: install the Debian packages \
+         postgresql-15 and postgresql-client-15 (scripts/test-deps.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Cluster {
+    /// initdb and start a fresh cluster with [`APP_ROLE`] created.
+    pub fn start() -> Cluster {
+        let initdb = server_bin("initdb");
+        server_bin("pg_ctl");
+        let dir = tempfile::Builder::new().prefix("dbsafe-pg-").tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        std::fs::create_dir(&sock).expect("socket dir");
+        let as_postgres = running_as_root();
+        let mut c = Cluster {
+            data,
+            sock,
+            port: 0,
+            password: format!("Pw-{:08x}@/:!x", std::process::id() ^ rand_u32()),
+            as_postgres,
+            dir,
+        };
+        if as_postgres {
+            Cmd::new("chown").args(["-R", "postgres:"]).arg(c.dir.path()).succeeds();
+        }
+        c.server_cmd(&initdb)
+            .arg("-D")
+            .arg(&c.data)
+            .args(["-U", "postgres", "-A", "trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .succeeds();
+        let conf = format!(
+            "\n# dbsafe tests\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nshared_buffers = 16MB\n\
+             max_connections = 40\nmax_wal_size = 256MB\n",
+            c.sock.display()
+        );
+        let conf_path = c.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
+        text.push_str(&conf);
+        std::fs::write(&conf_path, text).expect("write postgresql.conf");
+        // Another test may take the port between our probe and the server's
+        // bind: try a few.
+        let mut last = String::new();
+        for _ in 0..5 {
+            c.port = free_port();
+            let r = c
+                .server_cmd(&server_bin("pg_ctl"))
+                .arg("-D")
+                .arg(&c.data)
+                .arg("-l")
+                .arg(c.dir.path().join("server.log"))
+                .args(["-w", "-t", "60", "-o"])
+                .arg(format!("-p {}", c.port))
+                .arg("start")
+                .run();
+            if r.out.status.success() {
+                c.psql(
+                    "postgres",
+                    &format!("CREATE ROLE {APP_ROLE} LOGIN CREATEDB PASSWORD '{}';", c.password.replace('\'', "''")),
+                );
+                return c;
+            }
+            last = format!(
+                "{}\n{}\n{}",
+                r.stdout(),
+                r.stderr(),
+                std::fs::read_to_string(c.dir.path().join("server.log")).unwrap_or_default()
+            );
+        }
+        panic!("cannot start a PostgreSQL test cluster:\n{last}");
+    }
+
+    fn server_cmd(&self, program: &Path) -> Cmd {
+        if self.as_postgres {
+            Cmd::new("runuser").args(["-u", "postgres", "--"]).arg(program)
+        } else {
+            Cmd::new(program)
+        }
+    }
+
+    /// A URL for the superuser over the unix socket (no password needed).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@{}:{}/{db}", encode(&self.sock.to_string_lossy()), self.port)
+    }
+
+    /// The server URL for the superuser, without a database (for `--scratch`).
+    pub fn server_url(&self) -> String {
+        format!("postgres://postgres@{}:{}/", encode(&self.sock.to_string_lossy()), self.port)
+    }
+
+    /// A URL for [`APP_ROLE`] over TCP, with its password in it.
+    pub fn password_url(&self, db: &str) -> String {
+        format!("postgresql://{APP_ROLE}:{}@127.0.0.1:{}/{db}", encode(&self.password), self.port)
+    }
+
+    /// Runs SQL as the superuser on `db`; returns the unaligned, tuples-only output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.psql_cmd(db).stdin(sql).succeeds().stdout()
+    }
+
+    /// A psql command (superuser, socket, `-X -q -A -t`, stop on error) reading SQL on stdin.
+    pub fn psql_cmd(&self, db: &str) -> Cmd {
+        Cmd::new(server_bin("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.sock)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", "postgres", "-d", db])
+    }
+
+    /// Creates an empty database owned by the superuser.
+    pub fn create_db(&self, name: &str) {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\";"));
+    }
+
+    /// Creates an empty database owned by [`APP_ROLE`].
+    pub fn create_app_db(&self, name: &str) {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\" OWNER {APP_ROLE};"));
+    }
+
+    /// The names of the databases on the server.
+    pub fn databases(&self) -> Vec<String> {
+        self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1;").lines().map(str::to_string).collect()
+    }
+
+    /// Creates a database holding the fixture schema with `rows` customers and orders.
+    pub fn fixture_db(&self, name: &str, rows: u64) {
+        self.create_app_db(name);
+        // As the owner, so the role of the password tests can dump it all.
+        self.psql(name, &format!("SET ROLE {APP_ROLE};\n{}", fixture_sql(rows)));
+    }
+
+    /// User tables (`schema.table`) and exact row counts, sorted.
+    pub fn counts(&self, db: &str) -> Vec<(String, u64)> {
+        self.psql(
+            db,
+            "SELECT n.nspname || '.' || c.relname, \
+               (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' \
+             ORDER BY 1;",
+        )
+        .lines()
+        .map(|l| {
+            let (t, n) = l.split_once('|').expect("name|count");
+            (t.to_string(), n.parse().expect("count"))
+        })
+        .collect()
+    }
+
+    /// Row count of one table.
+    pub fn count(&self, db: &str, table: &str) -> u64 {
+        self.psql(db, &format!("SELECT count(*) FROM {table};")).trim().parse().expect("count")
+    }
+
+    /// Per table: `schema.table` and the sha256 of `COPY (SELECT * FROM t ORDER BY 1) TO STDOUT`.
+    pub fn digests(&self, db: &str) -> Vec<(String, String)> {
+        self.counts(db)
+            .into_iter()
+            .map(|(t, _)| {
+                let (schema, table) = t.split_once('.').expect("qualified");
+                let copy = self
+                    .psql_cmd(db)
+                    .stdin(format!("COPY (SELECT * FROM \"{schema}\".\"{table}\" ORDER BY 1) TO STDOUT;"))
+                    .succeeds();
+                let sum = Cmd::new("sha256sum").stdin(copy.out.stdout.clone()).succeeds().stdout();
+                (t, sum.split_whitespace().next().unwrap_or_default().to_string())
+            })
+            .collect()
+    }
+
+    /// The server's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(Path::new(PG_BIN).join("pg_ctl"));
+            c
+        } else {
+            Command::new(Path::new(PG_BIN).join("pg_ctl"))
+        };
+        let _ = cmd.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]).output();
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)
+}
+
+/// The fixture schema: tables in two schemas, a view, a sequence, an index,
+/// a foreign key, non-ASCII text, NULLs and bytea, deterministic contents.
+pub fn fixture_sql(rows: u64) -> String {
+    format!(
+        "CREATE SCHEMA shop;
+CREATE TABLE customers(id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE, note text);
+CREATE TABLE orders(id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  customer_id int NOT NULL REFERENCES customers(id), total numeric(12,2), payload bytea,
+  placed_at timestamptz NOT NULL DEFAULT '2025-01-01 00:00:00+00');
+CREATE INDEX orders_customer_idx ON orders(customer_id);
+CREATE TABLE events(id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp(), kind text);
+CREATE TABLE shop.items(sku text PRIMARY KEY, label text, price numeric(10,2), tags text[]);
+CREATE SEQUENCE invoice_no START 1000;
+CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100;
+INSERT INTO customers(name, email, note)
+  SELECT 'Zoë Ångström ' || i, 'user' || i || '@example.com', CASE WHEN i % 3 = 0 THEN NULL ELSE '日本語 ✓ ' || i END
+  FROM generate_series(1, {rows}) i;
+INSERT INTO orders(customer_id, total, payload)
+  SELECT i, (i % 250) * 1.5, CASE WHEN i % 5 = 0 THEN NULL ELSE decode(md5(i::text), 'hex') || '\\x00ff'::bytea END
+  FROM generate_series(1, {rows}) i;
+INSERT INTO events(at, kind)
+  SELECT '2025-01-01 00:00:00+00'::timestamptz + i * interval '1 minute', 'k' || (i % 7) FROM generate_series(1, {half}) i;
+INSERT INTO shop.items SELECT 'sku-' || i, 'Ärmel №' || i, i * 0.99, ARRAY['a', NULL, 'ü'] FROM generate_series(1, 20) i;
+SELECT setval('invoice_no', 1234);
+",
+        half = rows / 2
+    )
+}
