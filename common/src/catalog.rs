@@ -39,19 +39,29 @@ pub fn list(store: &dyn Store) -> Result<Vec<Entry>> {
         .list(store::BACKUPS)?
         .into_iter()
         .filter_map(|object| {
-            ArtifactName::parse(object.file_name()).ok().map(|name| Entry { name, object })
+            ArtifactName::parse(object.file_name())
+                .ok()
+                .map(|name| Entry { name, object })
         })
         .collect();
-    out.sort_by(|a, b| a.name.timestamp.cmp(&b.name.timestamp).then(a.object.key.cmp(&b.object.key)));
+    out.sort_by(|a, b| {
+        a.name
+            .timestamp
+            .cmp(&b.name.timestamp)
+            .then(a.object.key.cmp(&b.object.key))
+    });
     Ok(out)
 }
 
 /// The metadata sidecar of an entry, if present and readable.
 pub fn read_meta(store: &dyn Store, e: &Entry) -> Result<Option<Metadata>> {
     match store.read_small(&e.sidecar("meta.json"))? {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|err| Error::failed(format!("{}: invalid metadata: {err}", e.sidecar("meta.json")))),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|err| {
+            Error::failed(format!(
+                "{}: invalid metadata: {err}",
+                e.sidecar("meta.json")
+            ))
+        }),
         None => Ok(None),
     }
 }
@@ -73,7 +83,8 @@ pub fn read_checksum(store: &dyn Store, e: &Entry) -> Result<Option<String>> {
 /// The hex digest of a `sha256sum` line.
 pub fn parse_sha256_line(line: &str) -> Option<String> {
     let hex = line.split_whitespace().next()?;
-    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then(|| hex.to_ascii_lowercase())
+    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
 }
 
 /// How to pick artifacts in a store.
@@ -125,8 +136,10 @@ pub fn select_one(entries: &[Entry], sel: &Selector) -> Result<Entry> {
     match series.len() {
         0 => Err(Error::not_found(describe_miss(sel))),
         1 => Ok((*candidates.last().expect("non-empty")).clone()),
-        _ => Err(Error::usage(format!("several series match: {}", series.join(", ")))
-            .hint("narrow with --env and --database")),
+        _ => Err(
+            Error::usage(format!("several series match: {}", series.join(", ")))
+                .hint("narrow with --env and --database"),
+        ),
     }
 }
 

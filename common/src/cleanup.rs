@@ -27,7 +27,10 @@ impl TempGuard {
     /// Registers `path` for removal.
     pub fn new(path: &Path) -> TempGuard {
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        TEMPS.lock().expect("cleanup lock").insert(id, path.to_path_buf());
+        TEMPS
+            .lock()
+            .expect("cleanup lock")
+            .insert(id, path.to_path_buf());
         TempGuard {
             id,
             path: path.to_path_buf(),
@@ -90,11 +93,18 @@ pub fn install_signal_handlers(tool: &'static str) {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            for pid in CHILDREN.lock().map(|c| c.values().copied().collect::<Vec<_>>()).unwrap_or_default() {
+            for pid in CHILDREN
+                .lock()
+                .map(|c| c.values().copied().collect::<Vec<_>>())
+                .unwrap_or_default()
+            {
                 // SAFETY: kill has no memory preconditions; a stale pid at worst gets a signal it ignores.
                 unsafe { libc::kill(pid as i32, libc::SIGTERM) };
             }
-            let temps: Vec<PathBuf> = TEMPS.lock().map(|t| t.values().cloned().collect()).unwrap_or_default();
+            let temps: Vec<PathBuf> = TEMPS
+                .lock()
+                .map(|t| t.values().cloned().collect())
+                .unwrap_or_default();
             for t in temps {
                 remove_path(&t);
             }

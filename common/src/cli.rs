@@ -27,7 +27,13 @@ pub struct CommonArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DecryptArgs {
     /// age identity file (repeatable).
-    #[arg(short = 'i', long = "identity", value_name = "FILE", env = "DBSAFE_IDENTITY_FILE", value_delimiter = ',')]
+    #[arg(
+        short = 'i',
+        long = "identity",
+        value_name = "FILE",
+        env = "DBSAFE_IDENTITY_FILE",
+        value_delimiter = ','
+    )]
     pub identity: Vec<PathBuf>,
     /// File whose first line is the passphrase.
     #[arg(long, value_name = "FILE", env = "DBSAFE_PASSPHRASE_FILE")]
@@ -41,7 +47,10 @@ impl DecryptArgs {
         if ids.is_empty() {
             ids.extend(cfg.defaults.identity_file.clone());
         }
-        let pass = self.passphrase_file.clone().or_else(|| cfg.defaults.passphrase_file.clone());
+        let pass = self
+            .passphrase_file
+            .clone()
+            .or_else(|| cfg.defaults.passphrase_file.clone());
         Keyring::load(&ids, pass.as_deref())
     }
 }
@@ -59,7 +68,13 @@ pub struct EncodeArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: u32,
     /// age recipient public key (repeatable, or comma-separated in DBSAFE_RECIPIENTS).
-    #[arg(short = 'r', long = "recipient", value_name = "AGE_PUBKEY", env = "DBSAFE_RECIPIENTS", value_delimiter = ',')]
+    #[arg(
+        short = 'r',
+        long = "recipient",
+        value_name = "AGE_PUBKEY",
+        env = "DBSAFE_RECIPIENTS",
+        value_delimiter = ','
+    )]
     pub recipients: Vec<String>,
     /// File of age recipients, one a line.
     #[arg(long, value_name = "FILE", env = "DBSAFE_RECIPIENTS_FILE")]
@@ -71,7 +86,11 @@ pub struct EncodeArgs {
 
 impl EncodeArgs {
     /// The compression: flag or environment, else config, else zstd.
-    pub fn compression(&self, cfg: &crate::config::Config, env: &str) -> Result<crate::Compression> {
+    pub fn compression(
+        &self,
+        cfg: &crate::config::Config,
+        env: &str,
+    ) -> Result<crate::Compression> {
         match &self.compress {
             Some(c) => crate::Compression::parse(c),
             None => Ok(cfg
@@ -131,7 +150,10 @@ impl Log {
 ///
 /// Installs the interrupt policy, prints `tool: error: ...` with the hint,
 /// and treats a broken stdout pipe as a plain failure with a short message.
-pub fn main_with(tool: &'static str, body: impl FnOnce() -> Result<ExitCode>) -> std::process::ExitCode {
+pub fn main_with(
+    tool: &'static str,
+    body: impl FnOnce() -> Result<ExitCode>,
+) -> std::process::ExitCode {
     crate::cleanup::install_signal_handlers(tool);
     let code = match body() {
         Ok(code) => code,

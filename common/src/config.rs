@@ -25,7 +25,9 @@ impl<'de> Deserialize<'de> for ConfigDuration {
     }
 }
 
-fn compression<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<crate::Compression>, D::Error> {
+fn compression<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<crate::Compression>, D::Error> {
     let s = String::deserialize(d)?;
     crate::Compression::parse(&s)
         .map(Some)
@@ -140,8 +142,9 @@ impl Config {
         let Some(path) = path else {
             return Ok(Config::default());
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::usage(format!("cannot read config file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::usage(format!("cannot read config file {}: {e}", path.display()))
+        })?;
         let mut cfg = Config::parse(&text, &path)?;
         cfg.path = Some(path);
         Ok(cfg)
@@ -155,11 +158,20 @@ impl Config {
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
                 .map(|l| format!(":{l}"))
                 .unwrap_or_default();
-            Error::usage(format!("invalid config file {}{line}: {}", path.display(), e.message()))
+            Error::usage(format!(
+                "invalid config file {}{line}: {}",
+                path.display(),
+                e.message()
+            ))
         })?;
         for name in cfg.env.keys() {
-            crate::name::validate_env(name)
-                .map_err(|e| Error::usage(format!("invalid config file {}: [env.{name}]: {}", path.display(), e.message)))?;
+            crate::name::validate_env(name).map_err(|e| {
+                Error::usage(format!(
+                    "invalid config file {}: [env.{name}]: {}",
+                    path.display(),
+                    e.message
+                ))
+            })?;
         }
         Ok(cfg)
     }
@@ -171,7 +183,9 @@ impl Config {
 
     /// The store for an environment: its own, else the default.
     pub fn store_for(&self, env: &str) -> Option<String> {
-        self.env(env).and_then(|e| e.store.clone()).or_else(|| self.defaults.store.clone())
+        self.env(env)
+            .and_then(|e| e.store.clone())
+            .or_else(|| self.defaults.store.clone())
     }
 
     /// The retention for an environment: its own, else the default, else the runbook practice.
@@ -225,7 +239,10 @@ retention = { keep_within = "14d", keep_last = 7 }
     #[test]
     fn parses_the_spec_example() {
         let c = Config::parse(SPEC_EXAMPLE, Path::new("dbsafe.toml")).unwrap();
-        assert_eq!(c.store_for("production").unwrap(), "s3://acme-backups/production");
+        assert_eq!(
+            c.store_for("production").unwrap(),
+            "s3://acme-backups/production"
+        );
         assert_eq!(c.store_for("staging").unwrap(), "/var/backups/dbsafe");
         assert!(c.env("production").unwrap().sensitive);
         assert_eq!(
@@ -236,7 +253,11 @@ retention = { keep_within = "14d", keep_last = 7 }
 
     #[test]
     fn unknown_keys_name_file_line_and_key() {
-        let e = Config::parse("[defaults]\nstore = \"/x\"\nstroe = \"/y\"\n", Path::new("/etc/d.toml")).unwrap_err();
+        let e = Config::parse(
+            "[defaults]\nstore = \"/x\"\nstroe = \"/y\"\n",
+            Path::new("/etc/d.toml"),
+        )
+        .unwrap_err();
         assert_eq!(e.code, crate::ExitCode::Usage);
         assert!(e.message.contains("/etc/d.toml:3"), "{}", e.message);
         assert!(e.message.contains("stroe"), "{}", e.message);
@@ -244,10 +265,15 @@ retention = { keep_within = "14d", keep_last = 7 }
 
     #[test]
     fn invalid_values_name_the_line() {
-        let e = Config::parse("[defaults]\n\ncompress = \"lz4\"\n", Path::new("c.toml")).unwrap_err();
+        let e =
+            Config::parse("[defaults]\n\ncompress = \"lz4\"\n", Path::new("c.toml")).unwrap_err();
         assert!(e.message.contains("c.toml:3"), "{}", e.message);
         assert!(e.message.contains("lz4"), "{}", e.message);
-        let e = Config::parse("[env.prod]\nretention = { keep_within = \"7x\" }\n", Path::new("c.toml")).unwrap_err();
+        let e = Config::parse(
+            "[env.prod]\nretention = { keep_within = \"7x\" }\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
         assert!(e.message.contains("c.toml:2"), "{}", e.message);
     }
 }

@@ -34,7 +34,10 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 
 /// A temporary name next to `path`, hidden (leading dot) and unique.
 pub fn temp_name_for(path: &Path) -> PathBuf {
-    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let rnd: u32 = rand::random();
     path.with_file_name(format!(".{file}.tmp.{}.{rnd:08x}", std::process::id()))
 }
@@ -71,6 +74,7 @@ pub fn free_space(path: &Path) -> Option<u64> {
     if rc != 0 {
         return None;
     }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 

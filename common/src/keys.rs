@@ -33,14 +33,18 @@ impl Encryption {
             }
         }
         for f in recipients_files {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| Error::usage(format!("cannot read recipients file {}: {e}", f.display())))?;
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                Error::usage(format!("cannot read recipients file {}: {e}", f.display()))
+            })?;
             for (i, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                keys.push(parse_recipient(line, &format!("{}:{}", f.display(), i + 1))?);
+                keys.push(parse_recipient(
+                    line,
+                    &format!("{}:{}", f.display(), i + 1),
+                )?);
             }
         }
         match (keys.is_empty(), passphrase_file) {
@@ -76,11 +80,18 @@ fn parse_recipient(s: &str, whence: &str) -> Result<age::x25519::Recipient> {
 
 /// Reads a passphrase from the first line of a file.
 pub fn read_passphrase(path: &Path) -> Result<SecretString> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::usage(format!("cannot read passphrase file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::usage(format!(
+            "cannot read passphrase file {}: {e}",
+            path.display()
+        ))
+    })?;
     let line = text.lines().next().unwrap_or("").to_string();
     if line.is_empty() {
-        return Err(Error::usage(format!("passphrase file {} is empty", path.display())));
+        return Err(Error::usage(format!(
+            "passphrase file {} is empty",
+            path.display()
+        )));
     }
     Ok(SecretString::from(line))
 }
@@ -97,13 +108,18 @@ impl Keyring {
     pub fn load(identity_files: &[PathBuf], passphrase_file: Option<&Path>) -> Result<Keyring> {
         let mut identities = Vec::new();
         for f in identity_files {
-            let file = age::IdentityFile::from_file(f.to_string_lossy().into_owned())
-                .map_err(|e| Error::usage(format!("cannot read identity file {}: {e}", f.display())))?;
+            let file =
+                age::IdentityFile::from_file(f.to_string_lossy().into_owned()).map_err(|e| {
+                    Error::usage(format!("cannot read identity file {}: {e}", f.display()))
+                })?;
             let ids = file
                 .into_identities()
                 .map_err(|e| Error::usage(format!("invalid identity file {}: {e}", f.display())))?;
             if ids.is_empty() {
-                return Err(Error::usage(format!("identity file {} holds no identity", f.display())));
+                return Err(Error::usage(format!(
+                    "identity file {} holds no identity",
+                    f.display()
+                )));
             }
             identities.extend(ids);
         }
@@ -121,7 +137,8 @@ impl Keyring {
 
     /// Opens an age stream with these keys.
     pub fn decrypt<R: std::io::Read>(&self, input: R) -> Result<age::stream::StreamReader<R>> {
-        let dec = age::Decryptor::new(input).map_err(|e| Error::failed(format!("not a valid age file: {e}")))?;
+        let dec = age::Decryptor::new(input)
+            .map_err(|e| Error::failed(format!("not a valid age file: {e}")))?;
         if dec.is_scrypt() {
             let pass = self.passphrase.clone().ok_or_else(|| {
                 Error::usage("the artifact is encrypted with a passphrase")
@@ -130,11 +147,15 @@ impl Keyring {
             let id = age::scrypt::Identity::new(pass);
             return dec
                 .decrypt(std::iter::once(&id as &dyn age::Identity))
-                .map_err(|e| Error::failed(format!("cannot decrypt: {e}")).hint("check the passphrase file"));
+                .map_err(|e| {
+                    Error::failed(format!("cannot decrypt: {e}")).hint("check the passphrase file")
+                });
         }
         if self.identities.is_empty() {
-            return Err(Error::usage("the artifact is encrypted to age recipients and no identity was given")
-                .hint("pass -i/--identity KEYFILE or set DBSAFE_IDENTITY_FILE"));
+            return Err(Error::usage(
+                "the artifact is encrypted to age recipients and no identity was given",
+            )
+            .hint("pass -i/--identity KEYFILE or set DBSAFE_IDENTITY_FILE"));
         }
         dec.decrypt(self.identities.iter().map(|i| i.as_ref()))
             .map_err(|e| match e {
@@ -149,7 +170,10 @@ impl Keyring {
 
 /// Reads a key file's path list from the environment's comma-separated form.
 pub fn split_paths(v: &str) -> Vec<PathBuf> {
-    v.split(',').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
+    v.split(',')
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// Generates an X25519 identity file (for tests and the demo): returns the public key.
@@ -157,7 +181,10 @@ pub fn generate_identity(path: &Path) -> Result<String> {
     use age::secrecy::ExposeSecret;
     let id = age::x25519::Identity::generate();
     let public = id.to_public().to_string();
-    let text = format!("# public key: {public}\n{}\n", id.to_string().expose_secret());
+    let text = format!(
+        "# public key: {public}\n{}\n",
+        id.to_string().expose_secret()
+    );
     crate::fsutil::write_private(path, text.as_bytes()).context(path.display())?;
     Ok(public)
 }

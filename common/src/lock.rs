@@ -39,7 +39,12 @@ impl Lock {
             if rc == 0 {
                 let _ = file.set_len(0);
                 let _ = file.rewind();
-                let _ = write!(file, "{} {}\n", std::process::id(), crate::fsutil::host_name());
+                let _ = writeln!(
+                    file,
+                    "{} {}",
+                    std::process::id(),
+                    crate::fsutil::host_name()
+                );
                 let _ = file.sync_all();
                 return Ok(Lock { file });
             }

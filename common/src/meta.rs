@@ -154,7 +154,10 @@ pub fn compare_tables(expected: &[TableCount], found: &[TableCount]) -> (Vec<Str
     for t in expected {
         match found.get(t.name.as_str()) {
             Some(&rows) if rows == t.rows => matching += 1,
-            Some(&rows) => problems.push(format!("table {}: {} rows, expected {}", t.name, rows, t.rows)),
+            Some(&rows) => problems.push(format!(
+                "table {}: {} rows, expected {}",
+                t.name, rows, t.rows
+            )),
             None => problems.push(format!("table {}: missing", t.name)),
         }
     }
@@ -171,7 +174,10 @@ mod tests {
     use super::*;
 
     fn t(name: &str, rows: u64) -> TableCount {
-        TableCount { name: name.into(), rows }
+        TableCount {
+            name: name.into(),
+            rows,
+        }
     }
 
     #[test]

@@ -66,7 +66,9 @@ impl Compression {
             "zstd" | "zst" => Ok(Compression::Zstd),
             "gzip" | "gz" => Ok(Compression::Gzip),
             "none" => Ok(Compression::None),
-            _ => Err(Error::usage(format!("unknown compression {s:?}: use zstd, gzip or none"))),
+            _ => Err(Error::usage(format!(
+                "unknown compression {s:?}: use zstd, gzip or none"
+            ))),
         }
     }
     /// The name used in metadata.
@@ -141,7 +143,13 @@ pub fn validate_env(env: &str) -> Result<()> {
 pub fn sanitize_database(db: &str) -> String {
     let s: String = db
         .chars()
-        .map(|c| if c.is_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if s.is_empty() {
         "db".into()

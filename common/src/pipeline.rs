@@ -102,7 +102,10 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
     pub fn finish(mut self) -> Result<(W, EncodeSummary)> {
         self.send()?;
         self.tx = None;
-        let worker = self.worker.take().ok_or_else(|| Error::failed("the encoding thread stopped"))?;
+        let worker = self
+            .worker
+            .take()
+            .ok_or_else(|| Error::failed("the encoding thread stopped"))?;
         let (sink, mut summary) = worker
             .join()
             .map_err(|_| Error::failed("the encoding thread panicked"))??;
@@ -251,8 +254,11 @@ impl<W: Write> Chain<W> {
         let encrypt = match &opts.encryption {
             Encryption::None => Encrypt::Plain(hashing),
             Encryption::Recipients(keys) => {
-                let enc = age::Encryptor::with_recipients(keys.iter().map(|k| k as &dyn age::Recipient))
-                    .map_err(|e| Error::usage(format!("cannot encrypt to these recipients: {e}")))?;
+                let enc =
+                    age::Encryptor::with_recipients(keys.iter().map(|k| k as &dyn age::Recipient))
+                        .map_err(|e| {
+                            Error::usage(format!("cannot encrypt to these recipients: {e}"))
+                        })?;
                 Encrypt::Age(enc.wrap_output(hashing)?)
             }
             Encryption::Passphrase(p) => {
@@ -334,7 +340,13 @@ pub struct Tapped<R> {
 /// Wraps a reader so the sha256 and size of what passes through can be read off the tap.
 pub fn tap<R: Read>(inner: R) -> (Tapped<R>, HashTap) {
     let tap = HashTap::default();
-    (Tapped { inner, tap: tap.clone() }, tap)
+    (
+        Tapped {
+            inner,
+            tap: tap.clone(),
+        },
+        tap,
+    )
 }
 
 impl<R: Read> Read for Tapped<R> {
@@ -346,7 +358,10 @@ impl<R: Read> Read for Tapped<R> {
 }
 
 /// Reads up to `n` bytes ahead without losing them.
-fn peek<R: Read + Send + 'static>(mut r: R, n: usize) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
+fn peek<R: Read + Send + 'static>(
+    mut r: R,
+    n: usize,
+) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
     let mut head = Vec::with_capacity(n);
     (&mut r).take(n as u64).read_to_end(&mut head)?;
     let again = io::Cursor::new(head.clone()).chain(r);
@@ -395,11 +410,19 @@ pub fn decode<R: Read + Send + 'static>(input: R, keys: &Keyring) -> Result<Deco
     if encrypted {
         reader = Box::new(keys.decrypt(reader)?);
     }
-    let (head, reader) = peek(reader, 4).map_err(|e| layer_error(e, Compression::None, encrypted))?;
-    let (compression, reader): (Compression, Box<dyn Read + Send>) = if head.starts_with(ZSTD_MAGIC) {
-        (Compression::Zstd, Box::new(zstd::stream::read::Decoder::new(reader)?))
+    let (head, reader) =
+        peek(reader, 4).map_err(|e| layer_error(e, Compression::None, encrypted))?;
+    let (compression, reader): (Compression, Box<dyn Read + Send>) = if head.starts_with(ZSTD_MAGIC)
+    {
+        (
+            Compression::Zstd,
+            Box::new(zstd::stream::read::Decoder::new(reader)?),
+        )
     } else if head.starts_with(GZIP_MAGIC) {
-        (Compression::Gzip, Box::new(flate2::read::MultiGzDecoder::new(reader)))
+        (
+            Compression::Gzip,
+            Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        )
     } else {
         (Compression::None, reader)
     };
@@ -469,7 +492,11 @@ mod tests {
     use super::*;
     use age::secrecy::SecretString;
 
-    fn roundtrip(compression: Compression, encryption: Encryption, keys: &Keyring) -> (Layers, Vec<u8>) {
+    fn roundtrip(
+        compression: Compression,
+        encryption: Encryption,
+        keys: &Keyring,
+    ) -> (Layers, Vec<u8>) {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let mut enc = StreamEncoder::new(
             Vec::new(),
@@ -532,7 +559,10 @@ mod tests {
     #[test]
     fn sniffs_payloads_by_magic() {
         assert_eq!(sniff_payload(b"PGDMP\x01\x0e"), Some(Payload::Pgdump));
-        assert_eq!(sniff_payload(b"SQLite format 3\0rest"), Some(Payload::Sqlite));
+        assert_eq!(
+            sniff_payload(b"SQLite format 3\0rest"),
+            Some(Payload::Sqlite)
+        );
         let mut duck = vec![0u8; 64];
         duck[8..12].copy_from_slice(b"DUCK");
         assert_eq!(sniff_payload(&duck), Some(Payload::Duckdb));

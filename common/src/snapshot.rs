@@ -79,10 +79,18 @@ impl SnapshotReport {
     pub fn summary_line(&self) -> String {
         let m = &self.meta;
         let secs = self.elapsed.as_secs_f64().max(1e-6);
-        let ratio = if m.size_bytes > 0 { m.raw_size_bytes as f64 / m.size_bytes as f64 } else { 0.0 };
+        let ratio = if m.size_bytes > 0 {
+            m.raw_size_bytes as f64 / m.size_bytes as f64
+        } else {
+            0.0
+        };
         format!(
             "{} {} (raw {}, ratio {:.2}x) in {}, {}/s",
-            if self.location.is_empty() { &m.file } else { &self.location },
+            if self.location.is_empty() {
+                &m.file
+            } else {
+                &self.location
+            },
             crate::units::human_bytes(m.size_bytes),
             crate::units::human_bytes(m.raw_size_bytes),
             ratio,
@@ -97,14 +105,22 @@ fn sha256_line(hex: &str, file: &str) -> String {
 }
 
 /// Takes a snapshot of `engine` into `dest`.
-pub fn take(engine: &dyn Engine, req: SnapshotRequest, dest: Destination<'_>) -> Result<SnapshotReport> {
+pub fn take(
+    engine: &dyn Engine,
+    req: SnapshotRequest,
+    dest: Destination<'_>,
+) -> Result<SnapshotReport> {
     crate::name::validate_env(&req.env)?;
     let started = Utc::now();
     let clock = Instant::now();
     let name = ArtifactName {
         env: req.env.clone(),
         database: engine.database(),
-        kind: if req.engine.base { Kind::Base } else { Kind::Full },
+        kind: if req.engine.base {
+            Kind::Base
+        } else {
+            Kind::Full
+        },
         timestamp: started.with_nanosecond_zero(),
         payload: engine.payload(req.engine.base),
         compression: req.compression,
@@ -181,7 +197,10 @@ pub fn take(engine: &dyn Engine, req: SnapshotRequest, dest: Destination<'_>) ->
             let (info, summary, writer) = run(engine, &req.engine, writer, opts, &req.progress)?;
             let m = meta_for(&summary, info, file.clone());
             writer.commit()?;
-            crate::fsutil::write_private(&sidecar(&path, "sha256"), sha256_line(&m.checksum, &file).as_bytes())?;
+            crate::fsutil::write_private(
+                &sidecar(&path, "sha256"),
+                sha256_line(&m.checksum, &file).as_bytes(),
+            )?;
             crate::fsutil::write_private(&sidecar(&path, "meta.json"), &to_json(&m))?;
             Ok(SnapshotReport {
                 meta: m,
@@ -213,7 +232,10 @@ pub fn take(engine: &dyn Engine, req: SnapshotRequest, dest: Destination<'_>) ->
             let (info, summary, writer) = run(engine, &req.engine, writer, opts, &req.progress)?;
             let m = meta_for(&summary, info, file.clone());
             writer.commit()?;
-            store.write_small(&format!("{key}.sha256"), sha256_line(&m.checksum, &file).as_bytes())?;
+            store.write_small(
+                &format!("{key}.sha256"),
+                sha256_line(&m.checksum, &file).as_bytes(),
+            )?;
             store.write_small(&format!("{key}.meta.json"), &to_json(&m))?;
             if update_latest {
                 store.set_pointer(&store::key(store::BACKUPS, &name.latest_name()), &key)?;

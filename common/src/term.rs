@@ -16,8 +16,10 @@ pub fn can_prompt() -> bool {
 /// Refuses to write binary data to a terminal (exit 2).
 pub fn refuse_binary_to_terminal(what: &str) -> Result<()> {
     if stdout_is_terminal() {
-        return Err(Error::usage(format!("refusing to write {what} to a terminal"))
-            .hint("use -o FILE, --to STORE or redirect stdout"));
+        return Err(
+            Error::usage(format!("refusing to write {what} to a terminal"))
+                .hint("use -o FILE, --to STORE or redirect stdout"),
+        );
     }
     Ok(())
 }
@@ -31,17 +33,24 @@ pub fn confirm_typed(tool: &str, action: &str, expected: &str, yes: bool) -> Res
         return Ok(());
     }
     if !can_prompt() {
-        return Err(Error::refused(format!("refusing to {action} without confirmation: there is no terminal to ask on"))
-            .hint("pass --yes to confirm non-interactively"));
+        return Err(Error::refused(format!(
+            "refusing to {action} without confirmation: there is no terminal to ask on"
+        ))
+        .hint("pass --yes to confirm non-interactively"));
     }
     let mut err = std::io::stderr();
-    let _ = write!(err, "{tool}: about to {action}\n{tool}: type {expected:?} to continue: ");
+    let _ = write!(
+        err,
+        "{tool}: about to {action}\n{tool}: type {expected:?} to continue: "
+    );
     let _ = err.flush();
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     if line.trim() == expected {
         Ok(())
     } else {
-        Err(Error::refused(format!("confirmation did not match {expected:?}; nothing was changed")))
+        Err(Error::refused(format!(
+            "confirmation did not match {expected:?}; nothing was changed"
+        )))
     }
 }

@@ -8,9 +8,11 @@ use std::time::Duration;
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
     let (num, unit) = split_unit(s);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| Error::usage(format!("invalid duration {s:?}: expected e.g. 90s, 15m, 26h, 7d, 4w")))?;
+    let n: f64 = num.parse().map_err(|_| {
+        Error::usage(format!(
+            "invalid duration {s:?}: expected e.g. 90s, 15m, 26h, 7d, 4w"
+        ))
+    })?;
     let mult = match unit {
         "" | "s" => 1.0,
         "ms" => 0.001,
@@ -18,7 +20,11 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         "h" => 3600.0,
         "d" => 86400.0,
         "w" => 7.0 * 86400.0,
-        _ => return Err(Error::usage(format!("invalid duration {s:?}: unknown unit {unit:?} (use s, m, h, d or w)"))),
+        _ => {
+            return Err(Error::usage(format!(
+                "invalid duration {s:?}: unknown unit {unit:?} (use s, m, h, d or w)"
+            )))
+        }
     };
     if n < 0.0 {
         return Err(Error::usage(format!("invalid duration {s:?}: negative")));
@@ -33,13 +39,21 @@ pub fn parse_size(s: &str) -> Result<u64> {
     let n: f64 = num
         .parse()
         .map_err(|_| Error::usage(format!("invalid size {s:?}: expected e.g. 512M or 10G")))?;
-    let mult: u64 = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let mult: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 1,
         "K" => 1 << 10,
         "M" => 1 << 20,
         "G" => 1 << 30,
         "T" => 1 << 40,
-        _ => return Err(Error::usage(format!("invalid size {s:?}: unknown unit {unit:?} (use K, M, G or T)"))),
+        _ => {
+            return Err(Error::usage(format!(
+                "invalid size {s:?}: unknown unit {unit:?} (use K, M, G or T)"
+            )))
+        }
     };
     if n < 0.0 {
         return Err(Error::usage(format!("invalid size {s:?}: negative")));
@@ -60,7 +74,11 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.with_timezone(&Utc));
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y%m%d_%H%M%S"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y%m%d_%H%M%S",
+    ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(t, fmt) {
             return Ok(Utc.from_utc_datetime(&n));
         }
@@ -102,7 +120,11 @@ pub fn human_duration(d: Duration) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 
@@ -114,9 +136,18 @@ mod tests {
     fn durations_in_every_unit() {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("26h").unwrap(), Duration::from_secs(26 * 3600));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
-        assert_eq!(parse_duration("4w").unwrap(), Duration::from_secs(28 * 86400));
+        assert_eq!(
+            parse_duration("26h").unwrap(),
+            Duration::from_secs(26 * 3600)
+        );
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(
+            parse_duration("4w").unwrap(),
+            Duration::from_secs(28 * 86400)
+        );
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("7x").is_err());
         assert!(parse_duration("").is_err());

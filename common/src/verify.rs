@@ -82,7 +82,10 @@ pub fn verify(subject: Subject, s: &Settings<'_>) -> Result<VerifyRecord> {
     };
     if let Err(e) = outcome {
         // Usage errors (a missing key) are not findings about the artifact.
-        if matches!(e.code, crate::ExitCode::Usage | crate::ExitCode::Interrupted) {
+        if matches!(
+            e.code,
+            crate::ExitCode::Usage | crate::ExitCode::Interrupted
+        ) {
             return Err(e);
         }
         rec.problems.push(e.to_string());
@@ -100,19 +103,23 @@ pub fn verify(subject: Subject, s: &Settings<'_>) -> Result<VerifyRecord> {
 fn check_sum(expected: &Option<String>, actual: &str, rec: &mut VerifyRecord) {
     match expected {
         Some(e) if e.eq_ignore_ascii_case(actual) => rec.checks.push("sha256 matches".into()),
-        Some(e) => rec.problems.push(format!("sha256 mismatch: expected {e}, got {actual}")),
-        None => rec.checks.push(format!("sha256 {actual} (no recorded checksum to compare)")),
+        Some(e) => rec
+            .problems
+            .push(format!("sha256 mismatch: expected {e}, got {actual}")),
+        None => rec
+            .checks
+            .push(format!("sha256 {actual} (no recorded checksum to compare)")),
     }
 }
 
 fn quick(subject: Subject, rec: &mut VerifyRecord) -> Result<()> {
-    let expected = subject
-        .expected_sha256
-        .clone()
-        .ok_or_else(|| Error::usage(format!("{}: no checksum to compare against", subject.file))
-            .hint("quick verification needs the .sha256 sidecar or --sha256 HEX"))?;
+    let expected = subject.expected_sha256.clone().ok_or_else(|| {
+        Error::usage(format!("{}: no checksum to compare against", subject.file))
+            .hint("quick verification needs the .sha256 sidecar or --sha256 HEX")
+    })?;
     let (mut tapped, tap) = pipeline::tap(subject.reader);
-    pipeline::copy(&mut tapped, &mut std::io::sink()).map_err(|e| Error::failed(format!("reading {}: {e}", subject.file)))?;
+    pipeline::copy(&mut tapped, &mut std::io::sink())
+        .map_err(|e| Error::failed(format!("reading {}: {e}", subject.file)))?;
     check_sum(&Some(expected), &tap.result().0, rec);
     Ok(())
 }
@@ -132,7 +139,14 @@ fn deep(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Result<()
     let (tapped, tap) = pipeline::tap(subject.reader);
     let shared = Shared(std::sync::Arc::new(std::sync::Mutex::new(Box::new(tapped))));
     let expected = subject.expected_sha256.clone();
-    let result = deep_layers(Subject { reader: Box::new(shared.clone()), ..subject }, s, rec);
+    let result = deep_layers(
+        Subject {
+            reader: Box::new(shared.clone()),
+            ..subject
+        },
+        s,
+        rec,
+    );
     // Whatever the layers said, the checksum of the whole artifact is worth knowing.
     let drained = pipeline::copy(&mut shared.clone(), &mut std::io::sink());
     if drained.is_ok() {
@@ -151,21 +165,40 @@ fn deep_layers(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Re
     ));
     let payload = layers
         .payload
-        .or_else(|| subject.meta.as_ref().and_then(|m| crate::Payload::from_ext(&m.payload)))
+        .or_else(|| {
+            subject
+                .meta
+                .as_ref()
+                .and_then(|m| crate::Payload::from_ext(&m.payload))
+        })
         .ok_or_else(|| Error::failed("unrecognised payload: not a dump, database file or tar"))?;
     let tmp = tempfile::Builder::new()
         .prefix("dbsafe-verify-")
         .tempdir_in(&s.tmpdir)
-        .map_err(|e| Error::failed(format!("cannot create a temporary directory in {}: {e}", s.tmpdir.display())))?;
+        .map_err(|e| {
+            Error::failed(format!(
+                "cannot create a temporary directory in {}: {e}",
+                s.tmpdir.display()
+            ))
+        })?;
     let guard = crate::cleanup::TempGuard::new(tmp.path());
     let found_tables = if s.level == Level::Restore {
         let target = engine::scratch(payload, s.scratch.as_deref(), tmp.path())?;
         let result = target
-            .restore(payload, &mut decoded.reader, &RestoreOptions { create: true, tmpdir: tmp.path().to_path_buf(), ..Default::default() })
+            .restore(
+                payload,
+                &mut decoded.reader,
+                &RestoreOptions {
+                    create: true,
+                    tmpdir: tmp.path().to_path_buf(),
+                    ..Default::default()
+                },
+            )
             .and_then(|_| target.tables());
         let _ = target.drop_target();
         let tables = result?;
-        rec.checks.push(format!("restored into a scratch {}", target.engine()));
+        rec.checks
+            .push(format!("restored into a scratch {}", target.engine()));
         Some(tables)
     } else {
         let check = engine::check_payload(payload, &mut decoded.reader, tmp.path())?;
@@ -176,19 +209,25 @@ fn deep_layers(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Re
     // Read what the check left, so every layer's trailer is checked too.
     pipeline::copy(&mut decoded.reader, &mut std::io::sink())?;
     drop(guard);
-    rec.checks.push("decrypted and decompressed to the end".into());
+    rec.checks
+        .push("decrypted and decompressed to the end".into());
     if let Some(tables) = found_tables {
         match &subject.meta {
             Some(m) => {
                 let (problems, score) = compare_tables(&m.tables, &tables);
-                rec.checks.push(format!("{} of {} tables match the metadata's row counts", 
-                    (score * m.tables.len() as f64).round() as usize, m.tables.len()));
+                rec.checks.push(format!(
+                    "{} of {} tables match the metadata's row counts",
+                    (score * m.tables.len() as f64).round() as usize,
+                    m.tables.len()
+                ));
                 rec.problems.extend(problems);
                 if s.level == Level::Restore {
                     rec.integrity_score = score;
                 }
             }
-            None => rec.checks.push("no metadata: row counts not compared".into()),
+            None => rec
+                .checks
+                .push("no metadata: row counts not compared".into()),
         }
         rec.tables = tables;
     }

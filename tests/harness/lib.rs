@@ -18,7 +18,10 @@ use std::process::{Command, Output, Stdio};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/test-hash -> target/debug
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// The path of a built dbsafe binary; fails with a hint when it was not built.
@@ -63,8 +66,16 @@ impl Cmd {
         // Tests never read the developer's or the machine's config.
         c.cmd.env("DBSAFE_CONFIG", "/dev/null");
         for v in [
-            "DBSAFE_STORE", "DBSAFE_ENV", "DBSAFE_RECIPIENTS", "DBSAFE_RECIPIENTS_FILE", "DBSAFE_IDENTITY_FILE",
-            "DBSAFE_PASSPHRASE_FILE", "DBSAFE_COMPRESS", "DBSAFE_AUDIT_LOG", "DBSAFE_METRICS_FILE", "DBSAFE_PUSHGATEWAY",
+            "DBSAFE_STORE",
+            "DBSAFE_ENV",
+            "DBSAFE_RECIPIENTS",
+            "DBSAFE_RECIPIENTS_FILE",
+            "DBSAFE_IDENTITY_FILE",
+            "DBSAFE_PASSPHRASE_FILE",
+            "DBSAFE_COMPRESS",
+            "DBSAFE_AUDIT_LOG",
+            "DBSAFE_METRICS_FILE",
+            "DBSAFE_PUSHGATEWAY",
         ] {
             c.cmd.env_remove(v);
         }
@@ -75,7 +86,13 @@ impl Cmd {
     /// Any program.
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
         let display = program.as_ref().to_string_lossy().into_owned();
-        Cmd { cmd: Command::new(program), stdin: None, stdin_set: false, stdout_set: false, display }
+        Cmd {
+            cmd: Command::new(program),
+            stdin: None,
+            stdin_set: false,
+            stdout_set: false,
+            display,
+        }
     }
 
     /// A shell pipeline (`bash -o pipefail -c`).
@@ -122,14 +139,16 @@ impl Cmd {
 
     /// Feeds a file on stdin.
     pub fn stdin_file(mut self, path: impl AsRef<Path>) -> Cmd {
-        self.cmd.stdin(std::fs::File::open(path).expect("stdin file"));
+        self.cmd
+            .stdin(std::fs::File::open(path).expect("stdin file"));
         self.stdin_set = true;
         self
     }
 
     /// Sends stdout to a file.
     pub fn stdout_file(mut self, path: impl AsRef<Path>) -> Cmd {
-        self.cmd.stdout(std::fs::File::create(path).expect("stdout file"));
+        self.cmd
+            .stdout(std::fs::File::create(path).expect("stdout file"));
         self.stdout_set = true;
         self
     }
@@ -139,7 +158,9 @@ impl Cmd {
         if self.stdin.is_none() && !self.stdin_set {
             self.cmd.stdin(Stdio::null());
         }
-        self.cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.display))
+        self.cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.display))
     }
 
     /// Runs to completion.
@@ -154,7 +175,9 @@ impl Cmd {
             } else if !self.stdin_set {
                 self.cmd.stdin(Stdio::null());
             }
-            self.cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.display))
+            self.cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.display))
         };
         if let Some(data) = self.stdin.take() {
             let mut sin = child.stdin.take().expect("stdin");
@@ -163,7 +186,10 @@ impl Cmd {
             });
         }
         let out = child.wait_with_output().expect("wait");
-        Run { out, display: self.display }
+        Run {
+            out,
+            display: self.display,
+        }
     }
 
     /// Runs and asserts exit 0.
@@ -212,12 +238,22 @@ impl Run {
     }
     /// stdout parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.out.stdout)
-            .unwrap_or_else(|e| panic!("stdout of `{}` is not JSON ({e}):\n{}", self.display, self.stdout()))
+        serde_json::from_slice(&self.out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout of `{}` is not JSON ({e}):\n{}",
+                self.display,
+                self.stdout()
+            )
+        })
     }
     /// Asserts stderr contains `s`.
     pub fn stderr_has(self, s: &str) -> Run {
-        assert!(self.stderr().contains(s), "stderr of `{}` lacks {s:?}:\n{}", self.display, self.stderr());
+        assert!(
+            self.stderr().contains(s),
+            "stderr of `{}` lacks {s:?}:\n{}",
+            self.display,
+            self.stderr()
+        );
         self
     }
 }
@@ -237,7 +273,12 @@ impl Default for Scene {
 impl Scene {
     /// A fresh directory.
     pub fn new() -> Scene {
-        Scene { dir: tempfile::Builder::new().prefix("dbsafe-test-").tempdir().expect("tempdir") }
+        Scene {
+            dir: tempfile::Builder::new()
+                .prefix("dbsafe-test-")
+                .tempdir()
+                .expect("tempdir"),
+        }
     }
     /// A path inside the directory.
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -265,8 +306,15 @@ impl Scene {
 
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Final artifacts (not sidecars, not temporaries, not links) in a store's backups.
@@ -276,7 +324,10 @@ pub fn artifacts(store: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     v.retain(|p| {
         let n = p.file_name().unwrap().to_string_lossy().into_owned();
-        !n.starts_with('.') && !n.ends_with(".sha256") && !n.ends_with(".json") && !n.contains("_latest.")
+        !n.starts_with('.')
+            && !n.ends_with(".sha256")
+            && !n.ends_with(".json")
+            && !n.contains("_latest.")
     });
     v.sort();
     v
@@ -285,7 +336,9 @@ pub fn artifacts(store: &Path) -> Vec<PathBuf> {
 /// Every file under a directory whose name marks it as a temporary.
 pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {

@@ -18,7 +18,15 @@ pub fn sample(path: &Path, rows: u64) {
     for i in 0..rows {
         tx.execute(
             "INSERT INTO customers(name, email, note) VALUES (?1, ?2, ?3)",
-            rusqlite::params![format!("Zoë Ångström {i}"), format!("user{i}@example.com"), if i % 3 == 0 { None } else { Some("日本語 ✓") }],
+            rusqlite::params![
+                format!("Zoë Ångström {i}"),
+                format!("user{i}@example.com"),
+                if i % 3 == 0 {
+                    None
+                } else {
+                    Some("日本語 ✓")
+                }
+            ],
         )
         .expect("insert");
         tx.execute(
@@ -28,7 +36,11 @@ pub fn sample(path: &Path, rows: u64) {
         .expect("insert");
     }
     for i in 0..rows / 2 {
-        tx.execute("INSERT INTO events(at, kind) VALUES (datetime('now'), ?1)", [format!("k{}", i % 7)]).expect("insert");
+        tx.execute(
+            "INSERT INTO events(at, kind) VALUES (datetime('now'), ?1)",
+            [format!("k{}", i % 7)],
+        )
+        .expect("insert");
     }
     tx.commit().expect("commit");
 }
@@ -39,11 +51,17 @@ pub fn counts(path: &Path) -> Vec<(String, u64)> {
     let mut st = c
         .prepare("SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
         .expect("prepare");
-    let names: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect();
+    let names: Vec<String> = st
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
     names
         .into_iter()
         .map(|n| {
-            let k: i64 = c.query_row(&format!("SELECT count(*) FROM \"{n}\""), [], |r| r.get(0)).unwrap();
+            let k: i64 = c
+                .query_row(&format!("SELECT count(*) FROM \"{n}\""), [], |r| r.get(0))
+                .unwrap();
             (n, k as u64)
         })
         .collect()
@@ -55,7 +73,9 @@ pub fn contents(path: &Path) -> Vec<(String, String)> {
     counts(path)
         .into_iter()
         .map(|(n, _)| {
-            let mut st = c.prepare(&format!("SELECT * FROM \"{n}\" ORDER BY 1")).unwrap();
+            let mut st = c
+                .prepare(&format!("SELECT * FROM \"{n}\" ORDER BY 1"))
+                .unwrap();
             let cols = st.column_count();
             let mut acc = String::new();
             let mut rows = st.query([]).unwrap();

@@ -13,32 +13,64 @@ fn setup() -> Setup {
     sqlite::sample(&s.path("app.db"), 150);
     let (key, public) = s.age_key("key.txt");
     let store = s.path("store");
-    Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path("app.db").display())).arg("--to").arg(&store).args(["-r", &public]).succeeds();
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .arg("--to")
+        .arg(&store)
+        .args(["-r", &public])
+        .succeeds();
     Setup { s, key, store }
 }
 
 fn target_with_data(s: &Scene) -> std::path::PathBuf {
     let t = s.path("target.db");
     let c = rusqlite::Connection::open(&t).unwrap();
-    c.execute_batch("CREATE TABLE precious(x); INSERT INTO precious VALUES ('do not lose me');").unwrap();
+    c.execute_batch("CREATE TABLE precious(x); INSERT INTO precious VALUES ('do not lose me');")
+        .unwrap();
     t
 }
 
 fn audit_lines(store: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(store.join("audit.log")).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(store.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
 fn restores_the_latest_backup_into_a_new_file_with_identical_contents() {
     let t = setup();
     let target = t.s.path("restored.db");
-    let r = Cmd::tool("dbrestore").arg("--store").arg(&t.store).arg("--latest").arg("-i").arg(&t.key)
-        .arg("--target").arg(format!("sqlite:{}", target.display())).arg("--json").succeeds();
+    let r = Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&t.store)
+        .arg("--latest")
+        .arg("-i")
+        .arg(&t.key)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .arg("--json")
+        .succeeds();
     assert_eq!(r.json()["result"], "success");
-    assert_eq!(sqlite::contents(&target), sqlite::contents(&t.s.path("app.db")));
+    assert_eq!(
+        sqlite::contents(&target),
+        sqlite::contents(&t.s.path("app.db"))
+    );
     let audit = audit_lines(&t.store);
     assert_eq!(audit.len(), 1);
-    for k in ["time", "tool", "action", "user", "host", "backup", "target", "result", "duration_seconds", "details"] {
+    for k in [
+        "time",
+        "tool",
+        "action",
+        "user",
+        "host",
+        "backup",
+        "target",
+        "result",
+        "duration_seconds",
+        "details",
+    ] {
         assert!(!audit[0][k].is_null(), "audit lacks {k}");
     }
     assert_eq!(audit[0]["action"], "restore");
@@ -50,10 +82,22 @@ fn a_non_empty_target_without_yes_or_terminal_is_refused_and_unchanged() {
     let t = setup();
     let target = target_with_data(&t.s);
     let before = sha256_file(&target);
-    Cmd::tool("dbrestore").arg("--store").arg(&t.store).arg("--latest").arg("-i").arg(&t.key)
-        .arg("--target").arg(format!("sqlite:{}", target.display())).fails_with_code(4).stderr_has("--yes");
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&t.store)
+        .arg("--latest")
+        .arg("-i")
+        .arg(&t.key)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .fails_with_code(4)
+        .stderr_has("--yes");
     assert_eq!(sha256_file(&target), before);
-    assert_eq!(artifacts(&t.store).len(), 1, "no safety backup for a refused restore");
+    assert_eq!(
+        artifacts(&t.store).len(),
+        1,
+        "no safety backup for a refused restore"
+    );
     assert!(audit_lines(&t.store).is_empty());
 }
 
@@ -62,23 +106,57 @@ fn with_yes_a_safety_backup_is_taken_and_audited_and_itself_restores() {
     let t = setup();
     let target = target_with_data(&t.s);
     let original = sqlite::contents(&target);
-    Cmd::tool("dbrestore").arg("--store").arg(&t.store).arg("--latest").arg("-i").arg(&t.key)
-        .arg("--target").arg(format!("sqlite:{}", target.display())).arg("--yes").succeeds().stderr_has("safety backup");
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&t.store)
+        .arg("--latest")
+        .arg("-i")
+        .arg(&t.key)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .arg("--yes")
+        .succeeds()
+        .stderr_has("safety backup");
     assert_eq!(sqlite::counts(&target), sqlite::counts(&t.s.path("app.db")));
-    let safety: Vec<_> = artifacts(&t.store).into_iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("default-safety_target_full_")).collect();
+    let safety: Vec<_> = artifacts(&t.store)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("default-safety_target_full_")
+        })
+        .collect();
     assert_eq!(safety.len(), 1, "{:?}", artifacts(&t.store));
     // Encrypted like the artifact it was replaced by.
     assert!(safety[0].to_string_lossy().ends_with(".sqlite.zst.age"));
     let audit = audit_lines(&t.store);
     assert_eq!(audit.len(), 1);
-    assert!(audit[0]["details"]["safety_backup"].as_str().unwrap().contains("default-safety_target_full_"));
+    assert!(audit[0]["details"]["safety_backup"]
+        .as_str()
+        .unwrap()
+        .contains("default-safety_target_full_"));
     // The safety backup brings the old contents back.
     let back = t.s.path("back.db");
-    Cmd::tool("dbrestore").arg(&safety[0]).arg("-i").arg(&t.key).arg("--target").arg(format!("sqlite:{}", back.display())).succeeds();
+    Cmd::tool("dbrestore")
+        .arg(&safety[0])
+        .arg("-i")
+        .arg(&t.key)
+        .arg("--target")
+        .arg(format!("sqlite:{}", back.display()))
+        .succeeds();
     assert_eq!(sqlite::contents(&back), original);
     // --latest without --env still means the real series, not the safety one.
-    Cmd::tool("dbrestore").arg("--store").arg(&t.store).arg("--latest").arg("-i").arg(&t.key).arg("--dry-run")
-        .arg("--target").arg(format!("sqlite:{}", t.s.path("x.db").display())).succeeds();
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&t.store)
+        .arg("--latest")
+        .arg("-i")
+        .arg(&t.key)
+        .arg("--dry-run")
+        .arg("--target")
+        .arg(format!("sqlite:{}", t.s.path("x.db").display()))
+        .succeeds();
 }
 
 #[test]
@@ -91,8 +169,17 @@ fn a_corrupt_artifact_is_refused_before_the_target_is_touched() {
     let n = b.len() / 2;
     b[n] ^= 0x10;
     std::fs::write(art, b).unwrap();
-    Cmd::tool("dbrestore").arg("--store").arg(&t.store).arg("--latest").arg("-i").arg(&t.key)
-        .arg("--target").arg(format!("sqlite:{}", target.display())).arg("--yes").fails_with_code(1).stderr_has("failed verification");
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&t.store)
+        .arg("--latest")
+        .arg("-i")
+        .arg(&t.key)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .arg("--yes")
+        .fails_with_code(1)
+        .stderr_has("failed verification");
     assert_eq!(sha256_file(&target), before);
 }
 
@@ -101,10 +188,21 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let t = setup();
     let target = target_with_data(&t.s);
     let before = sha256_file(&target);
-    let r = Cmd::tool("dbrestore").arg("--store").arg(&t.store).arg("--latest").arg("-i").arg(&t.key)
-        .arg("--target").arg(format!("sqlite:{}", target.display())).arg("--dry-run").succeeds();
+    let r = Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&t.store)
+        .arg("--latest")
+        .arg("-i")
+        .arg(&t.key)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .arg("--dry-run")
+        .succeeds();
     let out = r.stdout();
-    assert!(out.contains("safety backup") && out.contains("verify") && out.contains("confirm"), "{out}");
+    assert!(
+        out.contains("safety backup") && out.contains("verify") && out.contains("confirm"),
+        "{out}"
+    );
     assert_eq!(sha256_file(&target), before);
     assert_eq!(artifacts(&t.store).len(), 1);
     assert!(audit_lines(&t.store).is_empty());
@@ -118,16 +216,39 @@ fn table_restores_only_that_table() {
     let c = rusqlite::Connection::open(&target).unwrap();
     c.execute_batch("DELETE FROM orders; UPDATE customers SET name = 'changed'; CREATE TABLE extra(y); INSERT INTO extra VALUES (1);").unwrap();
     drop(c);
-    Cmd::tool("dbrestore").arg("--store").arg(&t.store).arg("--latest").arg("-i").arg(&t.key).args(["--table", "orders", "--yes"])
-        .arg("--target").arg(format!("sqlite:{}", target.display())).succeeds();
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&t.store)
+        .arg("--latest")
+        .arg("-i")
+        .arg(&t.key)
+        .args(["--table", "orders", "--yes"])
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .succeeds();
     let counts: std::collections::BTreeMap<_, _> = sqlite::counts(&target).into_iter().collect();
     assert_eq!(counts["orders"], 150, "orders restored");
-    let changed: i64 = rusqlite::Connection::open(&target).unwrap()
-        .query_row("SELECT count(*) FROM customers WHERE name = 'changed'", [], |r| r.get(0)).unwrap();
+    let changed: i64 = rusqlite::Connection::open(&target)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM customers WHERE name = 'changed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(changed, 150, "customers untouched");
     assert_eq!(counts["extra"], 1, "other tables untouched");
-    Cmd::tool("dbrestore").arg("--store").arg(&t.store).arg("--latest").arg("-i").arg(&t.key).args(["--table", "nosuch", "--yes", "--no-safety-backup"])
-        .arg("--target").arg(format!("sqlite:{}", target.display())).fails_with_code(3).stderr_has("nosuch");
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&t.store)
+        .arg("--latest")
+        .arg("-i")
+        .arg(&t.key)
+        .args(["--table", "nosuch", "--yes", "--no-safety-backup"])
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .fails_with_code(3)
+        .stderr_has("nosuch");
 }
 
 #[test]
@@ -138,27 +259,85 @@ fn selection_by_timestamp_before_and_name() {
     let mut names = vec![];
     for extra_rows in [1, 2] {
         let c = rusqlite::Connection::open(s.path("app.db")).unwrap();
-        c.execute("INSERT INTO events(kind) VALUES (?1)", [format!("{extra_rows}")]).unwrap();
+        c.execute(
+            "INSERT INTO events(kind) VALUES (?1)",
+            [format!("{extra_rows}")],
+        )
+        .unwrap();
         drop(c);
-        Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path("app.db").display())).arg("--to").arg(&store).succeeds();
-        names.push(artifacts(&store).last().unwrap().file_name().unwrap().to_string_lossy().into_owned());
+        Cmd::tool("dbsnap")
+            .arg(format!("sqlite:{}", s.path("app.db").display()))
+            .arg("--to")
+            .arg(&store)
+            .succeeds();
+        names.push(
+            artifacts(&store)
+                .last()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        );
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     let ts = &names[0]["default_app_full_".len().."default_app_full_".len() + 15];
-    let events = |p: &std::path::Path| sqlite::counts(p).into_iter().find(|t| t.0 == "events").unwrap().1;
+    let events = |p: &std::path::Path| {
+        sqlite::counts(p)
+            .into_iter()
+            .find(|t| t.0 == "events")
+            .unwrap()
+            .1
+    };
     let t1 = s.path("t1.db");
-    Cmd::tool("dbrestore").arg("--store").arg(&store).args(["--timestamp", ts]).arg("--target").arg(format!("sqlite:{}", t1.display())).succeeds();
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .args(["--timestamp", ts])
+        .arg("--target")
+        .arg(format!("sqlite:{}", t1.display()))
+        .succeeds();
     assert_eq!(events(&t1), 3);
-    let before = format!("{}-{}-{} {}:{}:{}", &ts[0..4], &ts[4..6], &ts[6..8], &ts[9..11], &ts[11..13], &ts[13..15]);
+    let before = format!(
+        "{}-{}-{} {}:{}:{}",
+        &ts[0..4],
+        &ts[4..6],
+        &ts[6..8],
+        &ts[9..11],
+        &ts[11..13],
+        &ts[13..15]
+    );
     let t2 = s.path("t2.db");
-    Cmd::tool("dbrestore").arg("--store").arg(&store).args(["--before", &before]).arg("--target").arg(format!("sqlite:{}", t2.display())).succeeds();
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .args(["--before", &before])
+        .arg("--target")
+        .arg(format!("sqlite:{}", t2.display()))
+        .succeeds();
     assert_eq!(events(&t2), 3);
     let t3 = s.path("t3.db");
-    Cmd::tool("dbrestore").arg("--store").arg(&store).args(["--name", &names[1]]).arg("--target").arg(format!("sqlite:{}", t3.display())).succeeds();
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .args(["--name", &names[1]])
+        .arg("--target")
+        .arg(format!("sqlite:{}", t3.display()))
+        .succeeds();
     assert_eq!(events(&t3), 4);
-    Cmd::tool("dbrestore").arg("--store").arg(&store).args(["--before", "2001-01-01 00:00:00"]).arg("--target").arg(format!("sqlite:{}", s.path("t4.db").display()))
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .args(["--before", "2001-01-01 00:00:00"])
+        .arg("--target")
+        .arg(format!("sqlite:{}", s.path("t4.db").display()))
         .fails_with_code(3);
-    Cmd::tool("dbrestore").arg("--store").arg(&store).args(["--name", "nope"]).arg("--target").arg(format!("sqlite:{}", s.path("t4.db").display()))
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .args(["--name", "nope"])
+        .arg("--target")
+        .arg(format!("sqlite:{}", s.path("t4.db").display()))
         .fails_with_code(3);
 }
 
@@ -169,11 +348,27 @@ fn latest_over_several_series_is_an_error_listing_them() {
     sqlite::sample(&s.path("crm.db"), 5);
     let store = s.path("store");
     for db in ["app.db", "crm.db"] {
-        Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path(db).display())).arg("--to").arg(&store).succeeds();
+        Cmd::tool("dbsnap")
+            .arg(format!("sqlite:{}", s.path(db).display()))
+            .arg("--to")
+            .arg(&store)
+            .succeeds();
     }
-    Cmd::tool("dbrestore").arg("--store").arg(&store).arg("--latest").arg("--target").arg(format!("sqlite:{}", s.path("t.db").display()))
-        .fails_with_code(2).stderr_has("default_app_full").stderr_has("default_crm_full");
-    Cmd::tool("dbrestore").arg("--store").arg(&store).args(["--latest", "--database", "crm"]).arg("--target").arg(format!("sqlite:{}", s.path("t.db").display()))
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .arg("--latest")
+        .arg("--target")
+        .arg(format!("sqlite:{}", s.path("t.db").display()))
+        .fails_with_code(2)
+        .stderr_has("default_app_full")
+        .stderr_has("default_crm_full");
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .args(["--latest", "--database", "crm"])
+        .arg("--target")
+        .arg(format!("sqlite:{}", s.path("t.db").display()))
         .succeeds();
 }
 
@@ -182,9 +377,19 @@ fn stdin_restores_need_no_format_flags() {
     let t = setup();
     let art = &artifacts(&t.store)[0];
     let target = t.s.path("from-stdin.db");
-    Cmd::tool("dbrestore").arg("-").arg("-i").arg(&t.key).arg("--target").arg(format!("sqlite:{}", target.display())).stdin_file(art)
-        .succeeds().stderr_has("row counts after the restore were not compared");
-    assert_eq!(sqlite::contents(&target), sqlite::contents(&t.s.path("app.db")));
+    Cmd::tool("dbrestore")
+        .arg("-")
+        .arg("-i")
+        .arg(&t.key)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .stdin_file(art)
+        .succeeds()
+        .stderr_has("row counts after the restore were not compared");
+    assert_eq!(
+        sqlite::contents(&target),
+        sqlite::contents(&t.s.path("app.db"))
+    );
 }
 
 #[test]
@@ -192,12 +397,22 @@ fn row_count_mismatch_after_restore_exits_1_and_is_audited() {
     let t = setup();
     let art = &artifacts(&t.store)[0];
     let meta_path = format!("{}.meta.json", art.display());
-    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
     meta["tables"][0]["rows"] = serde_json::json!(7);
     std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
     let target = t.s.path("r.db");
-    Cmd::tool("dbrestore").arg("--store").arg(&t.store).arg("--latest").arg("-i").arg(&t.key).arg("--skip-verify")
-        .arg("--target").arg(format!("sqlite:{}", target.display())).fails_with_code(1).stderr_has("expected 7");
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&t.store)
+        .arg("--latest")
+        .arg("-i")
+        .arg(&t.key)
+        .arg("--skip-verify")
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .fails_with_code(1)
+        .stderr_has("expected 7");
     assert_eq!(audit_lines(&t.store)[0]["result"], "failure");
 }
 
@@ -206,11 +421,38 @@ fn a_target_that_is_not_empty_needs_somewhere_for_its_safety_backup() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 5);
     let art = s.path("a.sqlite.zst");
-    Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path("app.db").display())).arg("-o").arg(&art).succeeds();
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .arg("-o")
+        .arg(&art)
+        .succeeds();
     let target = target_with_data(&s);
-    Cmd::tool("dbrestore").arg(&art).arg("--target").arg(format!("sqlite:{}", target.display())).arg("--yes").fails_with_code(2).stderr_has("--safety-dir");
-    Cmd::tool("dbrestore").arg(&art).arg("--target").arg(format!("sqlite:{}", target.display())).arg("--yes").arg("--safety-dir").arg(s.path("safety"))
-        .env("DBSAFE_AUDIT_LOG", s.path("audit.log")).succeeds();
-    assert_eq!(std::fs::read_dir(s.path("safety")).unwrap().count(), 3, "artifact and two sidecars");
-    assert_eq!(std::fs::read_to_string(s.path("audit.log")).unwrap().lines().count(), 1);
+    Cmd::tool("dbrestore")
+        .arg(&art)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .arg("--yes")
+        .fails_with_code(2)
+        .stderr_has("--safety-dir");
+    Cmd::tool("dbrestore")
+        .arg(&art)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .arg("--yes")
+        .arg("--safety-dir")
+        .arg(s.path("safety"))
+        .env("DBSAFE_AUDIT_LOG", s.path("audit.log"))
+        .succeeds();
+    assert_eq!(
+        std::fs::read_dir(s.path("safety")).unwrap().count(),
+        3,
+        "artifact and two sidecars"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.path("audit.log"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
 }

@@ -25,38 +25,91 @@ fn metadata_and_sidecars_describe_the_snapshot() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 120);
     let (_, public) = s.age_key("key.txt");
-    let r = Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--to").arg(s.path("store"))
-        .args(["-r", &public, "--env", "production", "--label", "ticket=OPS-1", "--json"]).succeeds();
+    let r = Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .arg("--to")
+        .arg(s.path("store"))
+        .args([
+            "-r",
+            &public,
+            "--env",
+            "production",
+            "--label",
+            "ticket=OPS-1",
+            "--json",
+        ])
+        .succeeds();
     assert!(r.stderr().contains("ratio"), "summary line: {}", r.stderr());
     let report = r.json();
     let m = &report["metadata"];
     let arts = artifacts(&s.path("store"));
     assert_eq!(arts.len(), 1);
     let file = arts[0].file_name().unwrap().to_string_lossy().into_owned();
-    assert!(file.starts_with("production_app_full_") && file.ends_with(".sqlite.zst.age"), "{file}");
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{}.meta.json", arts[0].display())).unwrap()).unwrap();
+    assert!(
+        file.starts_with("production_app_full_") && file.ends_with(".sqlite.zst.age"),
+        "{file}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.meta.json", arts[0].display())).unwrap())
+            .unwrap();
     assert_eq!(&meta, m);
-    for (k, v) in [("format", "dbsafe/1"), ("backup_type", "full"), ("engine", "sqlite"), ("payload", "sqlite"), ("environment", "production"),
-        ("database", "app"), ("compression", "zstd"), ("encryption", "age"), ("checksum_algorithm", "sha256")] {
+    for (k, v) in [
+        ("format", "dbsafe/1"),
+        ("backup_type", "full"),
+        ("engine", "sqlite"),
+        ("payload", "sqlite"),
+        ("environment", "production"),
+        ("database", "app"),
+        ("compression", "zstd"),
+        ("encryption", "age"),
+        ("checksum_algorithm", "sha256"),
+    ] {
         assert_eq!(meta[k], v, "{k}");
     }
     assert_eq!(meta["file"], file.as_str());
-    assert_eq!(meta["checksum"].as_str().unwrap(), dbsafe_tests::sha256_file(&arts[0]));
-    assert_eq!(meta["size_bytes"].as_u64().unwrap(), std::fs::metadata(&arts[0]).unwrap().len());
+    assert_eq!(
+        meta["checksum"].as_str().unwrap(),
+        dbsafe_tests::sha256_file(&arts[0])
+    );
+    assert_eq!(
+        meta["size_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&arts[0]).unwrap().len()
+    );
     assert!(meta["raw_size_bytes"].as_u64().unwrap() > 0);
     assert_eq!(meta["recipients"][0], public.as_str());
     assert_eq!(meta["labels"]["ticket"], "OPS-1");
     assert_eq!(meta["tool"]["name"], "dbsnap");
-    for k in ["engine_version", "host", "source", "timestamp", "started_at", "finished_at", "duration_seconds"] {
+    for k in [
+        "engine_version",
+        "host",
+        "source",
+        "timestamp",
+        "started_at",
+        "finished_at",
+        "duration_seconds",
+    ] {
         assert!(!meta[k].is_null(), "{k} missing");
     }
-    let tables: Vec<(String, u64)> = meta["tables"].as_array().unwrap().iter()
-        .map(|t| (t["name"].as_str().unwrap().to_string(), t["rows"].as_u64().unwrap())).collect();
+    let tables: Vec<(String, u64)> = meta["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(tables, sqlite::counts(&s.path("app.db")));
     // Files 0600, directories 0700, and the latest link points at the artifact.
     for p in [&arts[0], &s.path("store/backups")] {
         let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert!(mode == 0o600 || mode == 0o700, "{} has mode {mode:o}", p.display());
+        assert!(
+            mode == 0o600 || mode == 0o700,
+            "{} has mode {mode:o}",
+            p.display()
+        );
     }
     let link = s.path("store/backups/production_app_full_latest.sqlite.zst.age");
     assert_eq!(std::fs::read_link(link).unwrap().to_string_lossy(), file);
@@ -80,20 +133,45 @@ fn a_snapshot_under_concurrent_writes_restores_to_the_metadata_counts() {
     let before = sqlite::counts(&s.path("app.db"));
     let (key, public) = s.age_key("key.txt");
     for i in 0..3 {
-        Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("-o").arg(s.path(&format!("snap{i}.sqlite.zst.age"))).args(["-r", &public]).succeeds();
+        Cmd::tool("dbsnap")
+            .arg(url(&s, "app.db"))
+            .arg("-o")
+            .arg(s.path(&format!("snap{i}.sqlite.zst.age")))
+            .args(["-r", &public])
+            .succeeds();
     }
     let after = sqlite::counts(&s.path("app.db"));
     writer.kill().ok();
     writer.wait().ok();
     let ticks = |v: &[(String, u64)]| v.iter().find(|t| t.0 == "ticks").unwrap().1;
-    assert!(ticks(&after) > ticks(&before), "the writer did not insert during the snapshots");
+    assert!(
+        ticks(&after) > ticks(&before),
+        "the writer did not insert during the snapshots"
+    );
     for i in 0..3 {
         let art = s.path(&format!("snap{i}.sqlite.zst.age"));
         let target = s.path(&format!("restored{i}.db"));
-        Cmd::tool("dbrestore").arg(&art).arg("-i").arg(&key).arg("--target").arg(format!("sqlite:{}", target.display())).succeeds();
-        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{}.meta.json", art.display())).unwrap()).unwrap();
-        let expected: Vec<(String, u64)> = meta["tables"].as_array().unwrap().iter()
-            .map(|t| (t["name"].as_str().unwrap().to_string(), t["rows"].as_u64().unwrap())).collect();
+        Cmd::tool("dbrestore")
+            .arg(&art)
+            .arg("-i")
+            .arg(&key)
+            .arg("--target")
+            .arg(format!("sqlite:{}", target.display()))
+            .succeeds();
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(format!("{}.meta.json", art.display())).unwrap())
+                .unwrap();
+        let expected: Vec<(String, u64)> = meta["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["name"].as_str().unwrap().to_string(),
+                    t["rows"].as_u64().unwrap(),
+                )
+            })
+            .collect();
         assert_eq!(sqlite::counts(&target), expected);
     }
 }
@@ -101,7 +179,10 @@ fn a_snapshot_under_concurrent_writes_restores_to_the_metadata_counts() {
 fn wait_for_temporary(dir: &std::path::Path) {
     let start = Instant::now();
     while temporaries(dir).is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(60), "dbsnap never started writing");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "dbsnap never started writing"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -111,16 +192,34 @@ fn sigkill_mid_stream_leaves_no_artifact_and_does_not_block_the_next_run() {
     let s = Scene::new();
     big(&s, 48);
     let store = s.path("store");
-    let mut child = Cmd::tool("dbsnap").arg(url(&s, "big.db")).arg("--to").arg(&store).args(["--compress", "none", "--tmpdir"]).arg(s.path("tmp")).spawn();
+    let mut child = Cmd::tool("dbsnap")
+        .arg(url(&s, "big.db"))
+        .arg("--to")
+        .arg(&store)
+        .args(["--compress", "none", "--tmpdir"])
+        .arg(s.path("tmp"))
+        .spawn();
     wait_for_temporary(&store.join("backups"));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(artifacts(&store).is_empty(), "a final artifact appeared: {:?}", artifacts(&store));
-    assert!(!std::fs::read_dir(store.join("backups")).unwrap().flatten().any(|e| {
-        let n = e.file_name().to_string_lossy().into_owned();
-        n.ends_with(".sha256") || n.ends_with(".meta.json") || n.contains("_latest")
-    }));
-    Cmd::tool("dbsnap").arg(url(&s, "big.db")).arg("--to").arg(&store).args(["--compress", "none"]).succeeds();
+    assert!(
+        artifacts(&store).is_empty(),
+        "a final artifact appeared: {:?}",
+        artifacts(&store)
+    );
+    assert!(!std::fs::read_dir(store.join("backups"))
+        .unwrap()
+        .flatten()
+        .any(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".sha256") || n.ends_with(".meta.json") || n.contains("_latest")
+        }));
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "big.db"))
+        .arg("--to")
+        .arg(&store)
+        .args(["--compress", "none"])
+        .succeeds();
     assert_eq!(artifacts(&store).len(), 1);
 }
 
@@ -130,14 +229,28 @@ fn sigint_exits_130_and_removes_temporaries() {
     big(&s, 48);
     let store = s.path("store");
     std::fs::create_dir_all(s.path("tmp")).unwrap();
-    let child = Cmd::tool("dbsnap").arg(url(&s, "big.db")).arg("--to").arg(&store).args(["--compress", "none", "--tmpdir"]).arg(s.path("tmp")).spawn();
+    let child = Cmd::tool("dbsnap")
+        .arg(url(&s, "big.db"))
+        .arg("--to")
+        .arg(&store)
+        .args(["--compress", "none", "--tmpdir"])
+        .arg(s.path("tmp"))
+        .spawn();
     wait_for_temporary(&store.join("backups"));
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
-    assert!(temporaries(&store).is_empty(), "left: {:?}", temporaries(&store));
-    let left: Vec<_> = std::fs::read_dir(s.path("tmp")).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(
+        temporaries(&store).is_empty(),
+        "left: {:?}",
+        temporaries(&store)
+    );
+    let left: Vec<_> = std::fs::read_dir(s.path("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(left.is_empty(), "temporary snapshot copy left: {left:?}");
     assert!(artifacts(&store).is_empty());
 }
@@ -152,17 +265,35 @@ fn a_held_lock_is_refused_with_exit_4_and_the_holder_pid() {
     let lock = store.join("locks/default_app_full.lock");
     let mut holder = Cmd::new("flock").arg(&lock).args(["sleep", "3"]).spawn();
     std::thread::sleep(Duration::from_millis(300));
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--to").arg(&store).fails_with_code(4).stderr_has("locked by another process");
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .arg("--to")
+        .arg(&store)
+        .fails_with_code(4)
+        .stderr_has("locked by another process");
     // Waiting with --lock-timeout gets the lock once the holder is done.
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--to").arg(&store).args(["--lock-timeout", "20s"]).succeeds();
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .arg("--to")
+        .arg(&store)
+        .args(["--lock-timeout", "20s"])
+        .succeeds();
     holder.wait().unwrap();
     // A holder killed with SIGKILL does not wedge the lock.
-    let mut holder = Cmd::new("flock").arg("-o").arg(&lock).args(["sleep", "60"]).spawn();
+    let mut holder = Cmd::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .spawn();
     std::thread::sleep(Duration::from_millis(300));
     holder.kill().unwrap();
     holder.wait().unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--to").arg(&store).succeeds();
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .arg("--to")
+        .arg(&store)
+        .succeeds();
 }
 
 #[test]
@@ -170,11 +301,22 @@ fn max_size_aborts_and_cleans_up() {
     let s = Scene::new();
     big(&s, 4);
     let store = s.path("store");
-    Cmd::tool("dbsnap").arg(url(&s, "big.db")).arg("--to").arg(&store).args(["--max-size", "1M"]).fails_with_code(1).stderr_has("--max-size");
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "big.db"))
+        .arg("--to")
+        .arg(&store)
+        .args(["--max-size", "1M"])
+        .fails_with_code(1)
+        .stderr_has("--max-size");
     assert!(artifacts(&store).is_empty());
     assert!(temporaries(&store).is_empty(), "{:?}", temporaries(&store));
     let out = s.path("x.sqlite.zst");
-    Cmd::tool("dbsnap").arg(url(&s, "big.db")).arg("-o").arg(&out).args(["--max-size", "1M"]).fails_with_code(1);
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "big.db"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--max-size", "1M"])
+        .fails_with_code(1);
     assert!(!out.exists());
     assert!(temporaries(s.dir.path()).is_empty());
 }
@@ -183,7 +325,13 @@ fn max_size_aborts_and_cleans_up() {
 fn min_free_refuses_to_start() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 10);
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--to").arg(s.path("store")).args(["--min-free", "1000000T"]).fails_with_code(4).stderr_has("--min-free");
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .arg("--to")
+        .arg(s.path("store"))
+        .args(["--min-free", "1000000T"])
+        .fails_with_code(4)
+        .stderr_has("--min-free");
     assert!(artifacts(&s.path("store")).is_empty());
 }
 
@@ -192,9 +340,20 @@ fn binary_output_to_a_terminal_is_refused() {
     require("script", "the Debian package bsdutils");
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 10);
-    let r = Cmd::new("script").args(["-qec"]).arg(format!("{} {}; echo rc=$?", dbsafe_tests::bin("dbsnap").display(), url(&s, "app.db"))).arg("/dev/null").succeeds();
+    let r = Cmd::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} {}; echo rc=$?",
+            dbsafe_tests::bin("dbsnap").display(),
+            url(&s, "app.db")
+        ))
+        .arg("/dev/null")
+        .succeeds();
     let out = r.stdout();
-    assert!(out.contains("refusing to write") && out.contains("rc=2"), "{out}");
+    assert!(
+        out.contains("refusing to write") && out.contains("rc=2"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -202,25 +361,77 @@ fn stdout_streaming_with_meta_file() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 25);
     let art = s.path("out.bin");
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--meta").arg(s.path("m.json")).stdout_file(&art).succeeds();
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("m.json")).unwrap()).unwrap();
-    assert_eq!(meta["checksum"].as_str().unwrap(), dbsafe_tests::sha256_file(&art));
-    Cmd::tool("dbverify").arg("-").arg("--meta").arg(s.path("m.json")).args(["--level", "restore"]).stdin_file(&art).succeeds();
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .arg("--meta")
+        .arg(s.path("m.json"))
+        .stdout_file(&art)
+        .succeeds();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("m.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["checksum"].as_str().unwrap(),
+        dbsafe_tests::sha256_file(&art)
+    );
+    Cmd::tool("dbverify")
+        .arg("-")
+        .arg("--meta")
+        .arg(s.path("m.json"))
+        .args(["--level", "restore"])
+        .stdin_file(&art)
+        .succeeds();
 }
 
 #[test]
 fn usage_errors_exit_2_with_what_is_wrong() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 5);
-    Cmd::tool("dbsnap").arg("oracle://db/x").fails_with_code(2).stderr_has("unsupported database URL");
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).args(["-r", "notakey", "-o"]).arg(s.path("x")).fails_with_code(2).stderr_has("invalid age recipient");
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).args(["--compress", "lz4", "-o"]).arg(s.path("x")).fails_with_code(2).stderr_has("lz4");
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).args(["--env", "bad_env", "-o"]).arg(s.path("x")).fails_with_code(2).stderr_has("invalid environment");
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).args(["--max-size", "lots", "-o"]).arg(s.path("x")).fails_with_code(2);
-    let cfg = s.write("dbsafe.toml", "[defaults]\nstore = \"/tmp/x\"\ncompresion = \"zstd\"\n");
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).env("DBSAFE_CONFIG", &cfg).fails_with_code(2).stderr_has("dbsafe.toml:3").stderr_has("compresion");
-    Cmd::tool("dbsnap").arg("--definitely-not-a-flag").fails_with_code(2);
-    Cmd::tool("dbsnap").arg(url(&s, "missing.db")).arg("-o").arg(s.path("x")).fails_with_code(1).stderr_has("does not exist");
+    Cmd::tool("dbsnap")
+        .arg("oracle://db/x")
+        .fails_with_code(2)
+        .stderr_has("unsupported database URL");
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .args(["-r", "notakey", "-o"])
+        .arg(s.path("x"))
+        .fails_with_code(2)
+        .stderr_has("invalid age recipient");
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .args(["--compress", "lz4", "-o"])
+        .arg(s.path("x"))
+        .fails_with_code(2)
+        .stderr_has("lz4");
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .args(["--env", "bad_env", "-o"])
+        .arg(s.path("x"))
+        .fails_with_code(2)
+        .stderr_has("invalid environment");
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .args(["--max-size", "lots", "-o"])
+        .arg(s.path("x"))
+        .fails_with_code(2);
+    let cfg = s.write(
+        "dbsafe.toml",
+        "[defaults]\nstore = \"/tmp/x\"\ncompresion = \"zstd\"\n",
+    );
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .env("DBSAFE_CONFIG", &cfg)
+        .fails_with_code(2)
+        .stderr_has("dbsafe.toml:3")
+        .stderr_has("compresion");
+    Cmd::tool("dbsnap")
+        .arg("--definitely-not-a-flag")
+        .fails_with_code(2);
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "missing.db"))
+        .arg("-o")
+        .arg(s.path("x"))
+        .fails_with_code(1)
+        .stderr_has("does not exist");
     assert!(!s.path("x").exists());
 }
 
@@ -230,19 +441,48 @@ fn config_and_environment_supply_the_cron_settings() {
     sqlite::sample(&s.path("app.db"), 5);
     let (key, public) = s.age_key("key.txt");
     let recipients = s.write("recipients.txt", &format!("# ops team\n{public}\n"));
-    let cfg = s.write("dbsafe.toml", &format!(
-        "[defaults]\nstore = \"{}\"\nrecipients_file = \"{}\"\ncompress = \"gzip\"\n",
-        s.path("store").display(), recipients.display()));
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).env("DBSAFE_CONFIG", &cfg).env("DBSAFE_ENV", "staging").succeeds();
+    let cfg = s.write(
+        "dbsafe.toml",
+        &format!(
+            "[defaults]\nstore = \"{}\"\nrecipients_file = \"{}\"\ncompress = \"gzip\"\n",
+            s.path("store").display(),
+            recipients.display()
+        ),
+    );
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .env("DBSAFE_CONFIG", &cfg)
+        .env("DBSAFE_ENV", "staging")
+        .succeeds();
     let arts = artifacts(&s.path("store"));
     assert_eq!(arts.len(), 1);
     let name = arts[0].file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with("staging_app_full_") && name.ends_with(".sqlite.gz.age"), "{name}");
+    assert!(
+        name.starts_with("staging_app_full_") && name.ends_with(".sqlite.gz.age"),
+        "{name}"
+    );
     // The environment beats the config file, and flags beat the environment.
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).env("DBSAFE_CONFIG", &cfg).env("DBSAFE_COMPRESS", "none").arg("-o").arg(s.path("a.sqlite.age")).succeeds();
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).env("DBSAFE_CONFIG", &cfg).env("DBSAFE_COMPRESS", "none").args(["--compress", "zstd", "-o"]).arg(s.path("b.sqlite.zst.age")).succeeds();
-    let meta = |p: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(s.path(p)).unwrap()).unwrap() };
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .env("DBSAFE_CONFIG", &cfg)
+        .env("DBSAFE_COMPRESS", "none")
+        .arg("-o")
+        .arg(s.path("a.sqlite.age"))
+        .succeeds();
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .env("DBSAFE_CONFIG", &cfg)
+        .env("DBSAFE_COMPRESS", "none")
+        .args(["--compress", "zstd", "-o"])
+        .arg(s.path("b.sqlite.zst.age"))
+        .succeeds();
+    let meta = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(s.path(p)).unwrap()).unwrap()
+    };
     assert_eq!(meta("a.sqlite.age.meta.json")["compression"], "none");
     assert_eq!(meta("b.sqlite.zst.age.meta.json")["compression"], "zstd");
-    Cmd::tool("dbverify").arg(s.path("b.sqlite.zst.age")).env("DBSAFE_IDENTITY_FILE", &key).succeeds();
+    Cmd::tool("dbverify")
+        .arg(s.path("b.sqlite.zst.age"))
+        .env("DBSAFE_IDENTITY_FILE", &key)
+        .succeeds();
 }

@@ -6,11 +6,17 @@ use std::path::PathBuf;
 fn tiny_artifact(s: &Scene, extra: &[&str]) -> (PathBuf, PathBuf) {
     let db = s.path("tiny.db");
     let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), ('three');").unwrap();
+    c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), ('three');")
+        .unwrap();
     drop(c);
     let (key, public) = s.age_key("key.txt");
     let out = s.path("tiny.sqlite.zst.age");
-    Cmd::tool("dbsnap").arg(format!("sqlite:{}", db.display())).args(["-r", &public, "-o"]).arg(&out).args(extra).succeeds();
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", db.display()))
+        .args(["-r", &public, "-o"])
+        .arg(&out)
+        .args(extra)
+        .succeeds();
     (out, key)
 }
 
@@ -20,9 +26,18 @@ fn a_good_artifact_passes_every_level() {
     sqlite::sample(&s.path("app.db"), 100);
     let (key, public) = s.age_key("key.txt");
     let art = s.path("a.sqlite.zst.age");
-    Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path("app.db").display())).args(["-r", &public, "-o"]).arg(&art).succeeds();
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .args(["-r", &public, "-o"])
+        .arg(&art)
+        .succeeds();
     for level in ["quick", "full", "restore"] {
-        let r = Cmd::tool("dbverify").arg(&art).arg("-i").arg(&key).args(["--level", level, "--json"]).succeeds();
+        let r = Cmd::tool("dbverify")
+            .arg(&art)
+            .arg("-i")
+            .arg(&key)
+            .args(["--level", level, "--json"])
+            .succeeds();
         let rec = &r.json()[0];
         assert_eq!(rec["result"], "pass");
         assert_eq!(rec["level"], level);
@@ -39,17 +54,40 @@ fn flipping_any_single_byte_fails_full_verification() {
     let s = Scene::new();
     let (art, key) = tiny_artifact(&s, &[]);
     let good = std::fs::read(&art).unwrap();
-    assert!(good.len() < 2000, "the tiny artifact is {} bytes", good.len());
+    assert!(
+        good.len() < 2000,
+        "the tiny artifact is {} bytes",
+        good.len()
+    );
     let bad = s.path("bad.sqlite.zst.age");
-    std::fs::copy(art.with_extension("age.sha256"), s.path("bad.sqlite.zst.age.sha256")).ok();
+    std::fs::copy(
+        art.with_extension("age.sha256"),
+        s.path("bad.sqlite.zst.age.sha256"),
+    )
+    .ok();
     for i in 0..good.len() {
         let mut b = good.clone();
         b[i] ^= 0x5a;
         std::fs::write(&bad, &b).unwrap();
         // Without any sidecar: the layers themselves must catch it.
-        let r = Cmd::tool("dbverify").arg("-").arg("-i").arg(&key).stdin(b.clone()).run();
-        assert_eq!(r.out.status.code(), Some(1), "byte {i} of {} flipped, stdin: {}", good.len(), r.stderr());
-        assert!(r.stderr().contains("FAIL") && r.stderr().contains("problem:"), "byte {i}: {}", r.stderr());
+        let r = Cmd::tool("dbverify")
+            .arg("-")
+            .arg("-i")
+            .arg(&key)
+            .stdin(b.clone())
+            .run();
+        assert_eq!(
+            r.out.status.code(),
+            Some(1),
+            "byte {i} of {} flipped, stdin: {}",
+            good.len(),
+            r.stderr()
+        );
+        assert!(
+            r.stderr().contains("FAIL") && r.stderr().contains("problem:"),
+            "byte {i}: {}",
+            r.stderr()
+        );
     }
 }
 
@@ -61,8 +99,19 @@ fn a_flipped_byte_is_reported_as_a_checksum_mismatch_with_the_sidecar() {
     let n = b.len();
     b[n / 2] ^= 1;
     std::fs::write(&art, &b).unwrap();
-    Cmd::tool("dbverify").arg(&art).arg("-i").arg(&key).args(["--level", "quick"]).fails_with_code(1).stderr_has("sha256 mismatch");
-    Cmd::tool("dbverify").arg(&art).arg("-i").arg(&key).fails_with_code(1).stderr_has("sha256 mismatch");
+    Cmd::tool("dbverify")
+        .arg(&art)
+        .arg("-i")
+        .arg(&key)
+        .args(["--level", "quick"])
+        .fails_with_code(1)
+        .stderr_has("sha256 mismatch");
+    Cmd::tool("dbverify")
+        .arg(&art)
+        .arg("-i")
+        .arg(&key)
+        .fails_with_code(1)
+        .stderr_has("sha256 mismatch");
 }
 
 #[test]
@@ -70,20 +119,43 @@ fn truncation_fails_at_every_layer() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 200);
     let (key, public) = s.age_key("key.txt");
-    for (compress, enc) in [("zstd", true), ("gzip", true), ("zstd", false), ("gzip", false), ("none", false)] {
+    for (compress, enc) in [
+        ("zstd", true),
+        ("gzip", true),
+        ("zstd", false),
+        ("gzip", false),
+        ("none", false),
+    ] {
         let art = s.path(&format!("a-{compress}-{enc}"));
-        let mut cmd = Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path("app.db").display())).args(["--compress", compress, "-o"]).arg(&art);
+        let mut cmd = Cmd::tool("dbsnap")
+            .arg(format!("sqlite:{}", s.path("app.db").display()))
+            .args(["--compress", compress, "-o"])
+            .arg(&art);
         if enc {
             cmd = cmd.args(["-r", &public]);
         }
         cmd.succeeds();
         let b = std::fs::read(&art).unwrap();
         let cut = b[..b.len() * 2 / 3].to_vec();
-        let r = Cmd::tool("dbverify").arg("-").arg("-i").arg(&key).stdin(cut).fails_with_code(1);
-        assert!(r.stderr().contains("problem:"), "{compress}/{enc}: {}", r.stderr());
+        let r = Cmd::tool("dbverify")
+            .arg("-")
+            .arg("-i")
+            .arg(&key)
+            .stdin(cut)
+            .fails_with_code(1);
+        assert!(
+            r.stderr().contains("problem:"),
+            "{compress}/{enc}: {}",
+            r.stderr()
+        );
         // And with the sidecar: a truncated file is a checksum mismatch too.
         std::fs::write(&art, &b[..b.len() - 1]).unwrap();
-        Cmd::tool("dbverify").arg(&art).arg("-i").arg(&key).fails_with_code(1).stderr_has("sha256 mismatch");
+        Cmd::tool("dbverify")
+            .arg(&art)
+            .arg("-i")
+            .arg(&key)
+            .fails_with_code(1)
+            .stderr_has("sha256 mismatch");
     }
 }
 
@@ -92,15 +164,27 @@ fn a_wrong_identity_says_the_keys_do_not_match() {
     let s = Scene::new();
     let (art, _) = tiny_artifact(&s, &[]);
     let (other, _) = s.age_key("other.txt");
-    Cmd::tool("dbverify").arg(&art).arg("-i").arg(&other).fails_with_code(1).stderr_has("none of the given identities matches");
+    Cmd::tool("dbverify")
+        .arg(&art)
+        .arg("-i")
+        .arg(&other)
+        .fails_with_code(1)
+        .stderr_has("none of the given identities matches");
 }
 
 #[test]
 fn a_missing_identity_is_a_usage_error_naming_the_flag() {
     let s = Scene::new();
     let (art, _) = tiny_artifact(&s, &[]);
-    Cmd::tool("dbverify").arg(&art).fails_with_code(2).stderr_has("-i/--identity");
-    Cmd::tool("dbverify").arg(&art).args(["-i", "/nonexistent/key.txt"]).fails_with_code(2).stderr_has("cannot read identity file");
+    Cmd::tool("dbverify")
+        .arg(&art)
+        .fails_with_code(2)
+        .stderr_has("-i/--identity");
+    Cmd::tool("dbverify")
+        .arg(&art)
+        .args(["-i", "/nonexistent/key.txt"])
+        .fails_with_code(2)
+        .stderr_has("cannot read identity file");
 }
 
 #[test]
@@ -108,18 +192,38 @@ fn quick_without_a_checksum_is_a_usage_error() {
     let s = Scene::new();
     let (art, key) = tiny_artifact(&s, &[]);
     let b = std::fs::read(&art).unwrap();
-    Cmd::tool("dbverify").args(["-", "--level", "quick"]).arg("-i").arg(&key).stdin(b.clone()).fails_with_code(2).stderr_has("--sha256");
+    Cmd::tool("dbverify")
+        .args(["-", "--level", "quick"])
+        .arg("-i")
+        .arg(&key)
+        .stdin(b.clone())
+        .fails_with_code(2)
+        .stderr_has("--sha256");
     let sum = dbsafe_tests::sha256_file(&art);
-    Cmd::tool("dbverify").args(["-", "--level", "quick", "--sha256", &sum]).stdin(b).succeeds();
+    Cmd::tool("dbverify")
+        .args(["-", "--level", "quick", "--sha256", &sum])
+        .stdin(b)
+        .succeeds();
 }
 
 #[test]
 fn a_missing_artifact_is_not_found() {
-    Cmd::tool("dbverify").arg("/nonexistent/x.sqlite.zst").fails_with_code(3);
+    Cmd::tool("dbverify")
+        .arg("/nonexistent/x.sqlite.zst")
+        .fails_with_code(3);
     let s = Scene::new();
     std::fs::create_dir_all(s.path("store/backups")).unwrap();
-    Cmd::tool("dbverify").arg("--store").arg(s.path("store")).arg("--latest").fails_with_code(3);
-    Cmd::tool("dbverify").arg("--store").arg(s.path("nostore")).arg("--latest").fails_with_code(3).stderr_has("does not exist");
+    Cmd::tool("dbverify")
+        .arg("--store")
+        .arg(s.path("store"))
+        .arg("--latest")
+        .fails_with_code(3);
+    Cmd::tool("dbverify")
+        .arg("--store")
+        .arg(s.path("nostore"))
+        .arg("--latest")
+        .fails_with_code(3)
+        .stderr_has("does not exist");
 }
 
 #[test]
@@ -129,15 +233,39 @@ fn store_verification_records_verify_json_for_each_artifact() {
     sqlite::sample(&s.path("crm.db"), 30);
     let (key, public) = s.age_key("key.txt");
     for db in ["app.db", "app.db", "crm.db"] {
-        Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path(db).display())).arg("--to").arg(s.path("store")).args(["-r", &public]).succeeds();
+        Cmd::tool("dbsnap")
+            .arg(format!("sqlite:{}", s.path(db).display()))
+            .arg("--to")
+            .arg(s.path("store"))
+            .args(["-r", &public])
+            .succeeds();
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
-    let latest = Cmd::tool("dbverify").arg("--store").arg(s.path("store")).arg("--latest").arg("-i").arg(&key).arg("--json").succeeds().json();
+    let latest = Cmd::tool("dbverify")
+        .arg("--store")
+        .arg(s.path("store"))
+        .arg("--latest")
+        .arg("-i")
+        .arg(&key)
+        .arg("--json")
+        .succeeds()
+        .json();
     assert_eq!(latest.as_array().unwrap().len(), 2, "one per series");
-    let all = Cmd::tool("dbverify").arg("--store").arg(s.path("store")).arg("--all").arg("-i").arg(&key).arg("--json").succeeds().json();
+    let all = Cmd::tool("dbverify")
+        .arg("--store")
+        .arg(s.path("store"))
+        .arg("--all")
+        .arg("-i")
+        .arg(&key)
+        .arg("--json")
+        .succeeds()
+        .json();
     assert_eq!(all.as_array().unwrap().len(), 3);
     for art in dbsafe_tests::artifacts(&s.path("store")) {
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{}.verify.json", art.display())).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(format!("{}.verify.json", art.display())).unwrap(),
+        )
+        .unwrap();
         assert_eq!(v["result"], "pass");
     }
     // A corrupted one fails and its record says so.
@@ -146,8 +274,17 @@ fn store_verification_records_verify_json_for_each_artifact() {
     let n = b.len() - 10;
     b[n] ^= 0xff;
     std::fs::write(victim, b).unwrap();
-    Cmd::tool("dbverify").arg("--store").arg(s.path("store")).arg("--all").arg("-i").arg(&key).fails_with_code(1);
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{}.verify.json", victim.display())).unwrap()).unwrap();
+    Cmd::tool("dbverify")
+        .arg("--store")
+        .arg(s.path("store"))
+        .arg("--all")
+        .arg("-i")
+        .arg(&key)
+        .fails_with_code(1);
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("{}.verify.json", victim.display())).unwrap(),
+    )
+    .unwrap();
     assert_eq!(v["result"], "fail");
     assert!(!v["problems"].as_array().unwrap().is_empty());
 }
@@ -157,15 +294,26 @@ fn restore_level_compares_row_counts_with_the_metadata() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 40);
     let art = s.path("a.sqlite.zst");
-    Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path("app.db").display())).arg("-o").arg(&art).succeeds();
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .arg("-o")
+        .arg(&art)
+        .succeeds();
     // Metadata that disagrees with the payload lowers the integrity score.
     let meta_path = s.path("a.sqlite.zst.meta.json");
-    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
     meta["tables"][0]["rows"] = serde_json::json!(999);
     std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
-    let r = Cmd::tool("dbverify").arg(&art).args(["--level", "restore", "--json"]).fails_with_code(1);
+    let r = Cmd::tool("dbverify")
+        .arg(&art)
+        .args(["--level", "restore", "--json"])
+        .fails_with_code(1);
     let rec = &r.json()[0];
     let score = rec["integrity_score"].as_f64().unwrap();
     assert!((score - 2.0 / 3.0).abs() < 1e-9, "score {score}");
-    assert!(rec["problems"][0].as_str().unwrap().contains("expected 999"));
+    assert!(rec["problems"][0]
+        .as_str()
+        .unwrap()
+        .contains("expected 999"));
 }

@@ -4,11 +4,20 @@ use dbsafe_tests::{require, sqlite, Cmd, Scene};
 
 fn restored_counts_match(scene: &Scene, pipeline: &str) {
     let out = scene.path("x.db");
-    Cmd::sh(&format!("{pipeline} > {}", out.display())).current_dir(scene.dir.path()).succeeds();
+    Cmd::sh(&format!("{pipeline} > {}", out.display()))
+        .current_dir(scene.dir.path())
+        .succeeds();
     require("sqlite3", "the Debian package sqlite3");
-    let check = Cmd::new("sqlite3").arg(&out).arg("PRAGMA integrity_check; SELECT count(*) FROM customers; SELECT count(*) FROM orders;").succeeds();
+    let check = Cmd::new("sqlite3")
+        .arg(&out)
+        .arg("PRAGMA integrity_check; SELECT count(*) FROM customers; SELECT count(*) FROM orders;")
+        .succeeds();
     let lines: Vec<String> = check.stdout().lines().map(str::to_string).collect();
-    assert_eq!(lines, vec!["ok", "300", "300"], "sqlite3 read back something else");
+    assert_eq!(
+        lines,
+        vec!["ok", "300", "300"],
+        "sqlite3 read back something else"
+    );
     assert_eq!(sqlite::counts(&out), sqlite::counts(&scene.path("app.db")));
 }
 
@@ -19,8 +28,15 @@ fn age_and_zstd_clis_restore_a_dbsnap_artifact() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 300);
     let (key, public) = s.age_key("key.txt");
-    Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path("app.db").display())).args(["-r", &public, "-o"]).arg(s.path("a.sqlite.zst.age")).succeeds();
-    restored_counts_match(&s, &format!("age -d -i {} a.sqlite.zst.age | zstd -d", key.display()));
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .args(["-r", &public, "-o"])
+        .arg(s.path("a.sqlite.zst.age"))
+        .succeeds();
+    restored_counts_match(
+        &s,
+        &format!("age -d -i {} a.sqlite.zst.age | zstd -d", key.display()),
+    );
 }
 
 #[test]
@@ -29,8 +45,15 @@ fn age_and_gzip_clis_restore_a_gzip_artifact() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 300);
     let (key, public) = s.age_key("key.txt");
-    Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path("app.db").display())).args(["--compress", "gzip", "-r", &public, "-o"]).arg(s.path("a.sqlite.gz.age")).succeeds();
-    restored_counts_match(&s, &format!("age -d -i {} a.sqlite.gz.age | gzip -d", key.display()));
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .args(["--compress", "gzip", "-r", &public, "-o"])
+        .arg(s.path("a.sqlite.gz.age"))
+        .succeeds();
+    restored_counts_match(
+        &s,
+        &format!("age -d -i {} a.sqlite.gz.age | gzip -d", key.display()),
+    );
 }
 
 #[test]
@@ -40,7 +63,13 @@ fn age_cli_decrypts_a_passphrase_artifact() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 300);
     let pass = s.write("pass.txt", "tr0ub4dor & three\n");
-    Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path("app.db").display())).arg("--passphrase-file").arg(&pass).arg("-o").arg(s.path("a.sqlite.zst.age")).succeeds();
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("-o")
+        .arg(s.path("a.sqlite.zst.age"))
+        .succeeds();
     // age reads passphrases from the terminal only: give it one with script(1).
     Cmd::sh("(sleep 1; printf 'tr0ub4dor & three\\n'; sleep 2) | script -qec 'age -d -o a.sqlite.zst a.sqlite.zst.age' /dev/null")
         .current_dir(s.dir.path())
@@ -54,13 +83,31 @@ fn sha256sum_accepts_every_sidecar_in_a_store() {
     sqlite::sample(&s.path("app.db"), 50);
     sqlite::sample(&s.path("other.db"), 20);
     let (_, public) = s.age_key("key.txt");
-    for (db, extra) in [("app.db", vec![]), ("other.db", vec!["--compress", "gzip"]), ("app.db", vec!["--compress", "none", "--env", "staging"])] {
-        Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path(db).display())).args(["--to"]).arg(s.path("store")).args(["-r", &public]).args(extra).succeeds();
+    for (db, extra) in [
+        ("app.db", vec![]),
+        ("other.db", vec!["--compress", "gzip"]),
+        ("app.db", vec!["--compress", "none", "--env", "staging"]),
+    ] {
+        Cmd::tool("dbsnap")
+            .arg(format!("sqlite:{}", s.path(db).display()))
+            .args(["--to"])
+            .arg(s.path("store"))
+            .args(["-r", &public])
+            .args(extra)
+            .succeeds();
     }
-    let sums: Vec<_> = std::fs::read_dir(s.path("store/backups")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".sha256")).collect();
+    let sums: Vec<_> = std::fs::read_dir(s.path("store/backups"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sha256"))
+        .collect();
     assert_eq!(sums.len(), 3);
     for e in sums {
-        Cmd::new("sha256sum").arg("-c").arg(e.file_name()).current_dir(s.path("store/backups")).succeeds();
+        Cmd::new("sha256sum")
+            .arg("-c")
+            .arg(e.file_name())
+            .current_dir(s.path("store/backups"))
+            .succeeds();
     }
 }
 
@@ -68,6 +115,10 @@ fn sha256sum_accepts_every_sidecar_in_a_store() {
 fn sqlite3_reads_an_unencrypted_uncompressed_artifact_directly() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 300);
-    Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path("app.db").display())).args(["--compress", "none", "-o"]).arg(s.path("a.sqlite")).succeeds();
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .args(["--compress", "none", "-o"])
+        .arg(s.path("a.sqlite"))
+        .succeeds();
     restored_counts_match(&s, "cat a.sqlite");
 }

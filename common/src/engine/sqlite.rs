@@ -66,9 +66,14 @@ fn count_tables(conn: &Connection) -> Result<Vec<TableCount>> {
         .into_iter()
         .map(|name| {
             let rows: i64 = conn
-                .query_row(&format!("SELECT count(*) FROM {}", quote(&name)), [], |r| r.get(0))
+                .query_row(&format!("SELECT count(*) FROM {}", quote(&name)), [], |r| {
+                    r.get(0)
+                })
                 .map_err(sql_err(format!("counting rows of {name}")))?;
-            Ok(TableCount { name, rows: rows as u64 })
+            Ok(TableCount {
+                name,
+                rows: rows as u64,
+            })
         })
         .collect()
 }
@@ -78,7 +83,9 @@ fn quote(ident: &str) -> String {
 }
 
 fn integrity_problems(conn: &Connection) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(sql_err("integrity check"))?;
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(sql_err("integrity check"))?;
     let lines: Vec<String> = stmt
         .query_map([], |r| r.get(0))
         .and_then(|rows| rows.collect())
@@ -132,7 +139,11 @@ impl Engine for Sqlite {
     }
 
     fn database(&self) -> String {
-        let stem = self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         crate::name::sanitize_database(&stem)
     }
 
@@ -146,10 +157,15 @@ impl Engine for Sqlite {
 
     fn snapshot(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo> {
         if opts.base {
-            return Err(Error::usage("--base is for PostgreSQL; SQLite snapshots are always full"));
+            return Err(Error::usage(
+                "--base is for PostgreSQL; SQLite snapshots are always full",
+            ));
         }
         if !self.path.is_file() {
-            return Err(Error::failed(format!("SQLite database {} does not exist", self.path.display())));
+            return Err(Error::failed(format!(
+                "SQLite database {} does not exist",
+                self.path.display()
+            )));
         }
         let src = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(sql_err(format!("opening {}", self.path.display())))?;
@@ -158,7 +174,8 @@ impl Engine for Sqlite {
         let dir_guard = TempGuard::new(&dir);
         crate::fsutil::create_private_dir(&dir)?;
         let copy_path = dir.join("snapshot.sqlite");
-        let mut dst = Connection::open(&copy_path).map_err(sql_err("creating the snapshot copy"))?;
+        let mut dst =
+            Connection::open(&copy_path).map_err(sql_err("creating the snapshot copy"))?;
         backup_into(&src, &mut dst)?;
         drop(src);
         if !opts.tables.is_empty() || !opts.exclude_tables.is_empty() {
@@ -168,12 +185,15 @@ impl Engine for Sqlite {
                         .map_err(sql_err(format!("leaving out table {}", t.name)))?;
                 }
             }
-            dst.execute_batch("VACUUM").map_err(sql_err("compacting the snapshot"))?;
+            dst.execute_batch("VACUUM")
+                .map_err(sql_err("compacting the snapshot"))?;
         }
         // The copy is in rollback-journal mode, so the file alone is the whole database.
-        dst.pragma_update(None, "journal_mode", "DELETE").map_err(sql_err("snapshot journal mode"))?;
+        dst.pragma_update(None, "journal_mode", "DELETE")
+            .map_err(sql_err("snapshot journal mode"))?;
         let tables = count_tables(&dst)?;
-        dst.close().map_err(|(_, e)| Error::failed(format!("closing the snapshot copy: {e}")))?;
+        dst.close()
+            .map_err(|(_, e)| Error::failed(format!("closing the snapshot copy: {e}")))?;
         let mut f = std::fs::File::open(&copy_path).context("reading the snapshot copy")?;
         crate::pipeline::copy(&mut f, out)?;
         drop(dir_guard);
@@ -205,11 +225,17 @@ impl Engine for Sqlite {
                 self.path.display()
             )));
         }
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !dir.is_dir() {
             if !opts.create {
-                return Err(Error::failed(format!("directory {} does not exist", dir.display()))
-                    .hint("pass --create to create it"));
+                return Err(
+                    Error::failed(format!("directory {} does not exist", dir.display()))
+                        .hint("pass --create to create it"),
+                );
             }
             crate::fsutil::create_private_dir(dir)?;
         }
@@ -217,15 +243,22 @@ impl Engine for Sqlite {
         let file = spool(input, dir)?;
         let problems = integrity_problems(&open_payload(file.path())?)?;
         if !problems.is_empty() {
-            return Err(Error::failed(format!("the payload fails PRAGMA integrity_check: {}", problems.join("; "))));
+            return Err(Error::failed(format!(
+                "the payload fails PRAGMA integrity_check: {}",
+                problems.join("; ")
+            )));
         }
         if !self.path.exists() && opts.tables.is_empty() {
-            std::fs::rename(file.path(), &self.path).context("moving the restored database into place")?;
+            std::fs::rename(file.path(), &self.path)
+                .context("moving the restored database into place")?;
             file.keep();
             return crate::fsutil::fsync_dir(dir);
         }
-        let mut target = Connection::open(&self.path).map_err(sql_err(format!("opening {}", self.path.display())))?;
-        target.busy_timeout(Duration::from_secs(30)).map_err(sql_err("busy timeout"))?;
+        let mut target = Connection::open(&self.path)
+            .map_err(sql_err(format!("opening {}", self.path.display())))?;
+        target
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(sql_err("busy timeout"))?;
         if opts.tables.is_empty() {
             // The backup API replaces the whole database under SQLite's own
             // locking, so other connections never see a torn file.
@@ -250,7 +283,9 @@ fn restore_tables(target: &Connection, payload: &Path, tables: &[String]) -> Res
         .execute("ATTACH DATABASE ?1 AS payload", [payload.to_string_lossy()])
         .map_err(sql_err("attaching the payload"))?;
     let result = (|| {
-        target.execute_batch("BEGIN IMMEDIATE").map_err(sql_err("starting the restore transaction"))?;
+        target
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(sql_err("starting the restore transaction"))?;
         for t in tables {
             let mut stmt = target
                 .prepare("SELECT type, sql FROM payload.sqlite_schema WHERE tbl_name = ?1 AND sql IS NOT NULL ORDER BY type = 'table' DESC")
@@ -271,9 +306,13 @@ fn restore_tables(target: &Connection, payload: &Path, tables: &[String]) -> Res
                     batch.push_str(&format!("INSERT INTO main.{q} SELECT * FROM payload.{q};"));
                 }
             }
-            target.execute_batch(&batch).map_err(sql_err(format!("restoring table {t}")))?;
+            target
+                .execute_batch(&batch)
+                .map_err(sql_err(format!("restoring table {t}")))?;
         }
-        target.execute_batch("COMMIT").map_err(sql_err("committing the restore"))
+        target
+            .execute_batch("COMMIT")
+            .map_err(sql_err("committing the restore"))
     })();
     if result.is_err() {
         let _ = target.execute_batch("ROLLBACK");

@@ -22,8 +22,10 @@ impl LocalStore {
         let root = PathBuf::from(root);
         if !root.is_dir() {
             if !create {
-                return Err(Error::not_found(format!("store {} does not exist", root.display()))
-                    .hint("check the path of --store / DBSAFE_STORE"));
+                return Err(
+                    Error::not_found(format!("store {} does not exist", root.display()))
+                        .hint("check the path of --store / DBSAFE_STORE"),
+                );
             }
             fsutil::create_private_dir(&root)?;
         }
@@ -56,8 +58,15 @@ impl Write for LocalWriter {
 impl ObjectWriter for LocalWriter {
     fn commit(mut self: Box<Self>) -> Result<()> {
         let out = self.out.take().expect("committed once");
-        let file = out.into_inner().map_err(|e| Error::failed(format!("writing {}: {}", self.final_path.display(), e.error())))?;
-        file.sync_all().with_context(|| format!("cannot fsync {}", self.final_path.display()))?;
+        let file = out.into_inner().map_err(|e| {
+            Error::failed(format!(
+                "writing {}: {}",
+                self.final_path.display(),
+                e.error()
+            ))
+        })?;
+        file.sync_all()
+            .with_context(|| format!("cannot fsync {}", self.final_path.display()))?;
         drop(file);
         let temp = self.temp.take().expect("committed once");
         fs::rename(temp.path(), &self.final_path)
@@ -68,7 +77,9 @@ impl ObjectWriter for LocalWriter {
 }
 
 fn modified(meta: &fs::Metadata) -> DateTime<Utc> {
-    meta.modified().map(DateTime::<Utc>::from).unwrap_or_else(|_| Utc::now())
+    meta.modified()
+        .map(DateTime::<Utc>::from)
+        .unwrap_or_else(|_| Utc::now())
 }
 
 impl Store for LocalStore {
@@ -95,9 +106,11 @@ impl Store for LocalStore {
         let p = self.path(key)?;
         match File::open(&p) {
             Ok(f) => Ok(Box::new(f)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(Error::not_found(format!("{} not found in store {}", key, self.describe())))
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::not_found(format!(
+                "{} not found in store {}",
+                key,
+                self.describe()
+            ))),
             Err(e) => Err(Error::failed(format!("cannot open {}: {e}", p.display()))),
         }
     }
@@ -120,7 +133,9 @@ impl Store for LocalStore {
             if name.starts_with('.') {
                 continue;
             }
-            let Ok(meta) = fs::metadata(entry.path()) else { continue };
+            let Ok(meta) = fs::metadata(entry.path()) else {
+                continue;
+            };
             if !meta.is_file() {
                 continue;
             }
@@ -151,7 +166,10 @@ impl Store for LocalStore {
             .with_context(|| format!("cannot create symlink {}", tmp.display()))?;
         if let Err(e) = fs::rename(&tmp, &link) {
             let _ = fs::remove_file(&tmp);
-            return Err(Error::failed(format!("cannot update {}: {e}", link.display())));
+            return Err(Error::failed(format!(
+                "cannot update {}: {e}",
+                link.display()
+            )));
         }
         fsutil::fsync_dir(link.parent().unwrap_or(Path::new(".")))
     }
@@ -168,7 +186,11 @@ impl Store for LocalStore {
     }
 
     fn lock(&self, name: &str, timeout: Duration) -> Result<Lock> {
-        Lock::acquire(&self.root.join("locks").join(format!("{name}.lock")), name, timeout)
+        Lock::acquire(
+            &self.root.join("locks").join(format!("{name}.lock")),
+            name,
+            timeout,
+        )
     }
 
     fn audit_log(&self) -> PathBuf {
@@ -186,13 +208,17 @@ impl Store for LocalStore {
     fn temporaries(&self, prefix: &str) -> Result<Vec<StaleTemporary>> {
         let dir = self.path(prefix)?;
         let mut out = Vec::new();
-        let Ok(entries) = fs::read_dir(&dir) else { return Ok(out) };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(out);
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !fsutil::is_temp_name(&name) {
                 continue;
             }
-            let Ok(meta) = fs::symlink_metadata(entry.path()) else { continue };
+            let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
             out.push(StaleTemporary {
                 id: format!("{prefix}/{name}"),
                 started: modified(&meta),

@@ -97,7 +97,8 @@ pub trait Store: Send + Sync {
         match self.open(key) {
             Ok(mut r) => {
                 let mut v = Vec::new();
-                r.read_to_end(&mut v).map_err(|e| Error::failed(format!("reading {key}: {e}")))?;
+                r.read_to_end(&mut v)
+                    .map_err(|e| Error::failed(format!("reading {key}: {e}")))?;
                 Ok(Some(v))
             }
             Err(e) if e.code == crate::ExitCode::NotFound => Ok(None),
@@ -108,7 +109,8 @@ pub trait Store: Send + Sync {
     /// Writes a small object whole, atomically.
     fn write_small(&self, key: &str, bytes: &[u8]) -> Result<()> {
         let mut w = self.create(key)?;
-        w.write_all(bytes).map_err(|e| Error::failed(format!("writing {key}: {e}")))?;
+        w.write_all(bytes)
+            .map_err(|e| Error::failed(format!("writing {key}: {e}")))?;
         w.commit()
     }
 }
@@ -117,11 +119,15 @@ pub trait Store: Send + Sync {
 /// is created; without, it is an error (a mistyped path must not look empty).
 pub fn open(location: &str, create: bool) -> Result<Box<dyn Store>> {
     if location.starts_with("s3://") {
-        return Err(Error::usage(format!("{location}: S3 stores are not supported by this build"))
-            .hint("use a local directory store"));
+        return Err(Error::usage(format!(
+            "{location}: S3 stores are not supported by this build"
+        ))
+        .hint("use a local directory store"));
     }
     if location.contains("://") {
-        return Err(Error::usage(format!("unsupported store {location:?}: use a directory or s3://bucket/prefix")));
+        return Err(Error::usage(format!(
+            "unsupported store {location:?}: use a directory or s3://bucket/prefix"
+        )));
     }
     Ok(Box::new(LocalStore::open(location, create)?))
 }

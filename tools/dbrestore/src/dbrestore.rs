@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 enum Source {
     Stdin,
     File(PathBuf),
-    Store { store: Box<dyn Store>, entry: catalog::Entry },
+    Store {
+        store: Box<dyn Store>,
+        entry: catalog::Entry,
+    },
 }
 
 impl Source {
@@ -38,7 +41,9 @@ impl Source {
             Source::File(p) => std::fs::File::open(p)
                 .map(|f| Box::new(f) as Box<dyn Read + Send>)
                 .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => Error::not_found(format!("{}: no such file", p.display())),
+                    std::io::ErrorKind::NotFound => {
+                        Error::not_found(format!("{}: no such file", p.display()))
+                    }
                     _ => Error::failed(format!("cannot open {}: {e}", p.display())),
                 }),
             Source::Store { store, entry } => store.open(entry.key()),
@@ -57,7 +62,9 @@ impl Source {
         match self {
             Source::Stdin => Ok(None),
             Source::File(p) => match std::fs::read(snapshot::sidecar(p, "meta.json")) {
-                Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::failed(format!("invalid metadata next to {}: {e}", p.display()))),
+                Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                    Error::failed(format!("invalid metadata next to {}: {e}", p.display()))
+                }),
                 Err(_) => Ok(None),
             },
             Source::Store { store, entry } => catalog::read_meta(store.as_ref(), entry),
@@ -90,23 +97,40 @@ struct Outcome {
 
 /// Runs dbrestore with parsed arguments.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
-    let log = Log { tool: "dbrestore", quiet: args.common.quiet, verbose: args.common.verbose };
+    let log = Log {
+        tool: "dbrestore",
+        quiet: args.common.quiet,
+        verbose: args.common.verbose,
+    };
     let cfg = Config::load(args.common.config.as_deref())?;
     let keys = args.keys.keyring(&cfg)?;
     let tmpdir = args.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
     let source = resolve_source(&args, &cfg)?;
     let meta = source.meta()?;
     let target = dbsafe::engine::open(&args.target)?;
-    let target_tables = if target.exists()? { target.tables()? } else { Vec::new() };
+    let target_tables = if target.exists()? {
+        target.tables()?
+    } else {
+        Vec::new()
+    };
     let non_empty = !target_tables.is_empty();
     if !target.exists()? && !args.create && target.replace_needs_clean() {
-        return Err(Error::not_found(format!("target {} does not exist", target.url())).hint("pass --create to create it"));
+        return Err(
+            Error::not_found(format!("target {} does not exist", target.url()))
+                .hint("pass --create to create it"),
+        );
     }
     if non_empty && target.replace_needs_clean() && !args.clean && args.tables.is_empty() {
-        return Err(Error::refused(format!("target {} is not empty", target.url()))
-            .hint("pass --clean to replace it or choose another --target"));
+        return Err(
+            Error::refused(format!("target {} is not empty", target.url()))
+                .hint("pass --clean to replace it or choose another --target"),
+        );
     }
-    let safety = if non_empty && !args.no_safety_backup { Some(safety_location(&args, &cfg, &source)?) } else { None };
+    let safety = if non_empty && !args.no_safety_backup {
+        Some(safety_location(&args, &cfg, &source)?)
+    } else {
+        None
+    };
     let verify_first = !args.skip_verify && !matches!(source, Source::Stdin);
     let plan = Plan {
         artifact: source.describe(),
@@ -134,22 +158,43 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let clock = Instant::now();
     let mut audit = AuditEntry::new("dbrestore", "restore", &source.describe(), &target.url());
     let audit_path = audit_path(&source, &safety);
-    let result = execute(&args, &log, &keys, &source, meta.as_ref(), target.as_ref(), non_empty, safety.as_ref(), &tmpdir);
+    let result = execute(
+        &args,
+        &log,
+        &keys,
+        &source,
+        meta.as_ref(),
+        target.as_ref(),
+        non_empty,
+        safety.as_ref(),
+        &tmpdir,
+    );
     audit.duration_seconds = clock.elapsed().as_secs_f64();
     let (safety_name, problems, err) = match result {
         Ok((s, p)) => (s, p, None),
         Err(e) => (None, vec![e.to_string()], Some(e)),
     };
     // A refusal before anything was touched is not an action worth auditing.
-    let touched = !matches!(err.as_ref().map(|e| e.code), Some(ExitCode::Refused) | Some(ExitCode::Usage));
+    let touched = !matches!(
+        err.as_ref().map(|e| e.code),
+        Some(ExitCode::Refused) | Some(ExitCode::Usage)
+    );
     if touched {
-        audit.result = if problems.is_empty() { "success" } else { "failure" }.into();
+        audit.result = if problems.is_empty() {
+            "success"
+        } else {
+            "failure"
+        }
+        .into();
         audit.details = serde_json::json!({
             "tables": args.tables, "safety_backup": safety_name, "problems": problems,
             "verified_first": verify_first,
         });
         if let Err(e) = audit.append(&audit_path) {
-            log.warn(format!("cannot write the audit log {}: {e}", audit_path.display()));
+            log.warn(format!(
+                "cannot write the audit log {}: {e}",
+                audit_path.display()
+            ));
         }
     }
     if let Some(e) = err {
@@ -158,14 +203,24 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     if args.common.json {
         dbsafe::cli::print_json(&Outcome {
             plan,
-            result: if problems.is_empty() { "success" } else { "failure" }.into(),
+            result: if problems.is_empty() {
+                "success"
+            } else {
+                "failure"
+            }
+            .into(),
             safety_backup: safety_name,
             problems: problems.clone(),
             duration_seconds: clock.elapsed().as_secs_f64(),
         })?;
     }
     if problems.is_empty() {
-        log.info(format!("restored {} into {} in {}", source.describe(), target.url(), dbsafe::units::human_duration(clock.elapsed())));
+        log.info(format!(
+            "restored {} into {} in {}",
+            source.describe(),
+            target.url(),
+            dbsafe::units::human_duration(clock.elapsed())
+        ));
         Ok(ExitCode::Success)
     } else {
         for p in &problems {
@@ -175,22 +230,40 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     }
 }
 
-fn plan_steps(args: &cli::Cli, verify_first: bool, non_empty: bool, safety: &Option<SafetyDest>, target: &dyn Engine) -> Vec<String> {
+fn plan_steps(
+    args: &cli::Cli,
+    verify_first: bool,
+    non_empty: bool,
+    safety: &Option<SafetyDest>,
+    target: &dyn Engine,
+) -> Vec<String> {
     let mut steps = Vec::new();
     if verify_first {
         steps.push("verify the artifact (level full)".to_string());
     }
     if non_empty {
-        steps.push(if args.yes { "confirmation skipped (--yes)".into() } else { format!("ask to type {:?} to confirm", target.database()) });
+        steps.push(if args.yes {
+            "confirmation skipped (--yes)".into()
+        } else {
+            format!("ask to type {:?} to confirm", target.database())
+        });
         match safety {
-            Some(s) => steps.push(format!("safety backup of {} into {}", target.url(), s.describe())),
+            Some(s) => steps.push(format!(
+                "safety backup of {} into {}",
+                target.url(),
+                s.describe()
+            )),
             None => steps.push("no safety backup (--no-safety-backup)".into()),
         }
     }
     if args.tables.is_empty() {
         steps.push(format!("restore into {}", target.url()));
     } else {
-        steps.push(format!("restore tables {} into {}", args.tables.join(", "), target.url()));
+        steps.push(format!(
+            "restore tables {} into {}",
+            args.tables.join(", "),
+            target.url()
+        ));
     }
     steps.push("compare tables and row counts with the metadata".into());
     steps.push("append an audit entry".into());
@@ -198,7 +271,8 @@ fn plan_steps(args: &cli::Cli, verify_first: bool, non_empty: bool, safety: &Opt
 }
 
 fn resolve_source(args: &cli::Cli, cfg: &Config) -> Result<Source> {
-    let selecting = args.latest || args.timestamp.is_some() || args.before.is_some() || args.name.is_some();
+    let selecting =
+        args.latest || args.timestamp.is_some() || args.before.is_some() || args.name.is_some();
     match (&args.artifact, selecting) {
         (Some(_), true) => Err(Error::usage("give an artifact or a store selection (--latest, --timestamp, --before, --name), not both")),
         (Some(a), false) if a == "-" => Ok(Source::Stdin),
@@ -247,13 +321,18 @@ fn safety_location(args: &cli::Cli, cfg: &Config, source: &Source) -> Result<Saf
         return Ok(SafetyDest::Dir(d.clone()));
     }
     if let Source::Store { store, .. } = source {
-        return Ok(SafetyDest::Store(dbsafe::store::open(&store.describe(), false)?));
+        return Ok(SafetyDest::Store(dbsafe::store::open(
+            &store.describe(),
+            false,
+        )?));
     }
     let env = args.env.clone().unwrap_or_else(|| "default".into());
     match args.store.clone().or_else(|| cfg.store_for(&env)) {
         Some(loc) => Ok(SafetyDest::Store(dbsafe::store::open(&loc, true)?)),
-        None => Err(Error::usage("the target is not empty and there is nowhere to put its safety backup")
-            .hint("pass --store STORE or --safety-dir DIR (or --no-safety-backup to go without one)")),
+        None => Err(Error::usage(
+            "the target is not empty and there is nowhere to put its safety backup",
+        )
+        .hint("pass --store STORE or --safety-dir DIR (or --no-safety-backup to go without one)")),
     }
 }
 
@@ -268,8 +347,14 @@ fn audit_path(source: &Source, safety: &Option<SafetyDest>) -> PathBuf {
 /// Safety backups are encrypted to the configured recipients, else to the
 /// restored artifact's own recipients: data that was encrypted at rest stays so.
 fn safety_encryption(cfg: &Config, meta: Option<&Metadata>) -> Result<Encryption> {
-    let mut inline: Vec<String> = std::env::var("DBSAFE_RECIPIENTS").ok().into_iter().collect();
-    let mut files: Vec<PathBuf> = std::env::var_os("DBSAFE_RECIPIENTS_FILE").map(PathBuf::from).into_iter().collect();
+    let mut inline: Vec<String> = std::env::var("DBSAFE_RECIPIENTS")
+        .ok()
+        .into_iter()
+        .collect();
+    let mut files: Vec<PathBuf> = std::env::var_os("DBSAFE_RECIPIENTS_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
     if inline.is_empty() && files.is_empty() {
         files.extend(cfg.defaults.recipients_file.clone());
         inline.extend(cfg.defaults.recipients.clone().unwrap_or_default());
@@ -295,12 +380,29 @@ fn execute(
     let expected = source.checksum()?;
     if !args.skip_verify && !matches!(source, Source::Stdin) {
         let rec = verify::verify(
-            Subject { reader: source.open()?, file: source.describe(), expected_sha256: expected.clone(), meta: meta.cloned() },
-            &Settings { level: Level::Full, keys, scratch: None, tmpdir: tmpdir.to_path_buf(), tool: "dbrestore" },
+            Subject {
+                reader: source.open()?,
+                file: source.describe(),
+                expected_sha256: expected.clone(),
+                meta: meta.cloned(),
+            },
+            &Settings {
+                level: Level::Full,
+                keys,
+                scratch: None,
+                tmpdir: tmpdir.to_path_buf(),
+                tool: "dbrestore",
+            },
         )?;
         if !rec.passed() {
-            return Err(Error::failed(format!("{} failed verification: {}", source.describe(), rec.problems.join("; ")))
-                .hint("nothing was changed; pick another backup, or --skip-verify to restore it anyway"));
+            return Err(Error::failed(format!(
+                "{} failed verification: {}",
+                source.describe(),
+                rec.problems.join("; ")
+            ))
+            .hint(
+                "nothing was changed; pick another backup, or --skip-verify to restore it anyway",
+            ));
         }
         log.info(format!("verified {} (level full)", source.describe()));
     }
@@ -316,14 +418,27 @@ fn execute(
         Some(dest) if non_empty => {
             let cfg = Config::load(args.common.config.as_deref())?;
             let req = SnapshotRequest {
-                env: format!("{}{}", meta.map(|m| m.environment.clone()).or(args.env.clone()).unwrap_or_else(|| "default".into()), catalog::SAFETY_SUFFIX),
+                env: format!(
+                    "{}{}",
+                    meta.map(|m| m.environment.clone())
+                        .or(args.env.clone())
+                        .unwrap_or_else(|| "default".into()),
+                    catalog::SAFETY_SUFFIX
+                ),
                 compression: dbsafe::Compression::Zstd,
                 level: None,
                 threads: 0,
                 encryption: safety_encryption(&cfg, meta)?,
                 max_size: None,
-                labels: [("purpose".to_string(), "safety backup before dbrestore".to_string())].into(),
-                engine: SnapshotOptions { tmpdir: tmpdir.to_path_buf(), ..Default::default() },
+                labels: [(
+                    "purpose".to_string(),
+                    "safety backup before dbrestore".to_string(),
+                )]
+                .into(),
+                engine: SnapshotOptions {
+                    tmpdir: tmpdir.to_path_buf(),
+                    ..Default::default()
+                },
                 tool: "dbrestore",
                 progress: dbsafe::progress::Progress::new("dbrestore", None, args.common.quiet),
             };
@@ -331,12 +446,26 @@ fn execute(
                 SafetyDest::Store(store) => snapshot::take(
                     target,
                     req,
-                    Destination::Store { store: store.as_ref(), update_latest: false, min_free: None, lock_timeout: Duration::ZERO },
+                    Destination::Store {
+                        store: store.as_ref(),
+                        update_latest: false,
+                        min_free: None,
+                        lock_timeout: Duration::ZERO,
+                    },
                 )?,
                 SafetyDest::Dir(dir) => {
                     dbsafe::fsutil::create_private_dir(dir)?;
-                    let name = format!("{}_{}_full_{}", req.env, target.database(), chrono::Utc::now().format("%Y%m%d_%H%M%S"));
-                    let ext = if req.encryption.is_encrypted() { ".zst.age" } else { ".zst" };
+                    let name = format!(
+                        "{}_{}_full_{}",
+                        req.env,
+                        target.database(),
+                        chrono::Utc::now().format("%Y%m%d_%H%M%S")
+                    );
+                    let ext = if req.encryption.is_encrypted() {
+                        ".zst.age"
+                    } else {
+                        ".zst"
+                    };
                     let path = dir.join(format!("{name}.{}{ext}", target.payload(false).ext()));
                     snapshot::take(target, req, Destination::File(path))?
                 }
@@ -354,14 +483,21 @@ fn execute(
         .payload
         .or_else(|| meta.and_then(|m| dbsafe::Payload::from_ext(&m.payload)))
         .ok_or_else(|| Error::failed("unrecognised payload"))?;
-    let opts = RestoreOptions { tables: args.tables.clone(), clean: args.clean, create: args.create, tmpdir: tmpdir.to_path_buf() };
+    let opts = RestoreOptions {
+        tables: args.tables.clone(),
+        clean: args.clean,
+        create: args.create,
+        tmpdir: tmpdir.to_path_buf(),
+    };
     target.restore(payload, &mut decoded.reader, &opts)?;
     pipeline::copy(&mut decoded.reader, &mut std::io::sink())?;
     let mut problems = Vec::new();
     if let Some(exp) = &expected {
         let (sha, _) = tap.result();
         if &sha != exp {
-            problems.push(format!("the artifact's sha256 {sha} does not match the recorded {exp}"));
+            problems.push(format!(
+                "the artifact's sha256 {sha} does not match the recorded {exp}"
+            ));
         }
     }
     match meta {
@@ -374,7 +510,10 @@ fn execute(
                 .collect();
             let (p, _) = compare_tables(&expected, &target.tables()?);
             problems.extend(p);
-            log.info(format!("{} tables checked against the metadata's row counts", expected.len()));
+            log.info(format!(
+                "{} tables checked against the metadata's row counts",
+                expected.len()
+            ));
         }
         None => log.warn("no metadata: row counts after the restore were not compared"),
     }

@@ -13,18 +13,35 @@ use std::time::Duration;
 
 /// Runs dbsnap with parsed arguments.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
-    let log = Log { tool: "dbsnap", quiet: args.common.quiet, verbose: args.common.verbose };
+    let log = Log {
+        tool: "dbsnap",
+        quiet: args.common.quiet,
+        verbose: args.common.verbose,
+    };
     let cfg = Config::load(args.common.config.as_deref())?;
-    let env = args.env.clone().or_else(|| cfg.defaults.env.clone()).unwrap_or_else(|| "default".into());
+    let env = args
+        .env
+        .clone()
+        .or_else(|| cfg.defaults.env.clone())
+        .unwrap_or_else(|| "default".into());
     let engine = dbsafe::engine::open(&args.source)?;
     let compression = args.encode.compression(&cfg, &env)?;
     let encryption = args.encode.encryption(&cfg, &env)?;
     if !encryption.is_encrypted() {
         log.debug("no recipients or passphrase: the artifact is not encrypted");
     }
-    let lock_timeout = match args.lock_timeout.as_deref().map(units::parse_duration).transpose()? {
+    let lock_timeout = match args
+        .lock_timeout
+        .as_deref()
+        .map(units::parse_duration)
+        .transpose()?
+    {
         Some(d) => d,
-        None => cfg.defaults.lock_timeout.map(|d| d.0).unwrap_or(Duration::ZERO),
+        None => cfg
+            .defaults
+            .lock_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::ZERO),
     };
     let tmpdir = args.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
     let req = SnapshotRequest {
@@ -33,7 +50,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         level: args.encode.level.or(cfg.defaults.level),
         threads: args.encode.threads,
         encryption,
-        max_size: args.max_size.as_deref().map(units::parse_size).transpose()?,
+        max_size: args
+            .max_size
+            .as_deref()
+            .map(units::parse_size)
+            .transpose()?,
         labels: dbsafe::cli::parse_labels(&args.labels)?,
         engine: SnapshotOptions {
             tables: args.tables.clone(),
@@ -44,25 +65,41 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         tool: "dbsnap",
         progress: Progress::new("dbsnap", None, args.common.quiet),
     };
-    let store_loc = args.to.clone().or_else(|| if args.output.is_none() { cfg.store_for(&env) } else { None });
+    let store_loc = args.to.clone().or_else(|| {
+        if args.output.is_none() {
+            cfg.store_for(&env)
+        } else {
+            None
+        }
+    });
     let store;
     let dest = match (&args.output, &store_loc) {
-        (Some(p), _) if p.as_os_str() == "-" => Destination::Stdout { meta: args.meta.clone() },
+        (Some(p), _) if p.as_os_str() == "-" => Destination::Stdout {
+            meta: args.meta.clone(),
+        },
         (Some(p), _) => Destination::File(p.clone()),
         (None, Some(loc)) => {
             store = dbsafe::store::open(loc, true)?;
             Destination::Store {
                 store: store.as_ref(),
                 update_latest: true,
-                min_free: args.min_free.as_deref().map(units::parse_size).transpose()?,
+                min_free: args
+                    .min_free
+                    .as_deref()
+                    .map(units::parse_size)
+                    .transpose()?,
                 lock_timeout,
             }
         }
-        (None, None) => Destination::Stdout { meta: args.meta.clone() },
+        (None, None) => Destination::Stdout {
+            meta: args.meta.clone(),
+        },
     };
     if args.common.json && matches!(dest, Destination::Stdout { .. }) {
-        return Err(dbsafe::Error::usage("--json prints the report on stdout, which already carries the artifact")
-            .hint("use -o FILE or --to STORE with --json"));
+        return Err(dbsafe::Error::usage(
+            "--json prints the report on stdout, which already carries the artifact",
+        )
+        .hint("use -o FILE or --to STORE with --json"));
     }
     let report = snapshot::take(engine.as_ref(), req, dest)?;
     log.info(report.summary_line());

@@ -13,7 +13,11 @@ use std::path::Path;
 
 /// Runs dbverify with parsed arguments.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
-    let log = Log { tool: "dbverify", quiet: args.common.quiet, verbose: args.common.verbose };
+    let log = Log {
+        tool: "dbverify",
+        quiet: args.common.quiet,
+        verbose: args.common.verbose,
+    };
     let cfg = Config::load(args.common.config.as_deref())?;
     let keys = args.keys.keyring(&cfg)?;
     let settings = Settings {
@@ -23,12 +27,16 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         tmpdir: args.tmpdir.clone().unwrap_or_else(std::env::temp_dir),
         tool: "dbverify",
     };
-    let explicit_store = args.store.is_some() && (args.latest || args.all || !args.artifacts.is_empty());
+    let explicit_store =
+        args.store.is_some() && (args.latest || args.all || !args.artifacts.is_empty());
     let records = if args.artifacts.is_empty() && !explicit_store {
         if args.store.is_none() {
-            return Err(Error::usage("nothing to verify").hint("name artifact files, `-` for stdin, or --store STORE --latest|--all"));
+            return Err(Error::usage("nothing to verify")
+                .hint("name artifact files, `-` for stdin, or --store STORE --latest|--all"));
         }
-        return Err(Error::usage("--store needs --latest, --all or backup names"));
+        return Err(Error::usage(
+            "--store needs --latest, --all or backup names",
+        ));
     } else if explicit_store {
         verify_store(&args, &settings, &log)?
     } else {
@@ -40,7 +48,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     if args.common.json {
         dbsafe::cli::print_json(&records)?;
     }
-    Ok(if records.iter().all(VerifyRecord::passed) { ExitCode::Success } else { ExitCode::Failure })
+    Ok(if records.iter().all(VerifyRecord::passed) {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    })
 }
 
 fn report(log: &Log, rec: &VerifyRecord) {
@@ -66,32 +78,56 @@ fn read_meta_file(path: &Path) -> Result<Option<Metadata>> {
             .map(Some)
             .map_err(|e| Error::failed(format!("{}: invalid metadata: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::failed(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(Error::failed(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 
-fn verify_file(artifact: &str, args: &cli::Cli, s: &Settings<'_>, log: &Log) -> Result<VerifyRecord> {
-    let (reader, file, mut expected, mut meta): (Box<dyn std::io::Read + Send>, String, _, _) = if artifact == "-" {
-        (Box::new(std::io::stdin()), "-".to_string(), None, None)
-    } else {
-        let path = Path::new(artifact);
-        let f = std::fs::File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::not_found(format!("{artifact}: no such file")),
-            _ => Error::failed(format!("cannot open {artifact}: {e}")),
-        })?;
-        let sidecar = dbsafe::snapshot::sidecar(path, "sha256");
-        let expected = std::fs::read_to_string(&sidecar).ok().and_then(|l| catalog::parse_sha256_line(&l));
-        let meta = read_meta_file(&dbsafe::snapshot::sidecar(path, "meta.json"))?;
-        let name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        (Box::new(f), name, expected, meta)
-    };
+fn verify_file(
+    artifact: &str,
+    args: &cli::Cli,
+    s: &Settings<'_>,
+    log: &Log,
+) -> Result<VerifyRecord> {
+    let (reader, file, mut expected, mut meta): (Box<dyn std::io::Read + Send>, String, _, _) =
+        if artifact == "-" {
+            (Box::new(std::io::stdin()), "-".to_string(), None, None)
+        } else {
+            let path = Path::new(artifact);
+            let f = std::fs::File::open(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    Error::not_found(format!("{artifact}: no such file"))
+                }
+                _ => Error::failed(format!("cannot open {artifact}: {e}")),
+            })?;
+            let sidecar = dbsafe::snapshot::sidecar(path, "sha256");
+            let expected = std::fs::read_to_string(&sidecar)
+                .ok()
+                .and_then(|l| catalog::parse_sha256_line(&l));
+            let meta = read_meta_file(&dbsafe::snapshot::sidecar(path, "meta.json"))?;
+            let name = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (Box::new(f), name, expected, meta)
+        };
     if let Some(h) = &args.sha256 {
         expected = Some(h.to_ascii_lowercase());
     }
     if let Some(m) = &args.meta {
         meta = read_meta_file(m)?;
     }
-    let rec = verify::verify(Subject { reader, file, expected_sha256: expected, meta }, s)?;
+    let rec = verify::verify(
+        Subject {
+            reader,
+            file,
+            expected_sha256: expected,
+            meta,
+        },
+        s,
+    )?;
     report(log, &rec);
     Ok(rec)
 }
@@ -113,14 +149,26 @@ fn verify_store(args: &cli::Cli, s: &Settings<'_>, log: &Log) -> Result<Vec<Veri
         args.artifacts
             .iter()
             .map(|n| {
-                catalog::select_one(&filtered, &catalog::Selector { name: Some(n.clone()), ..Default::default() })
+                catalog::select_one(
+                    &filtered,
+                    &catalog::Selector {
+                        name: Some(n.clone()),
+                        ..Default::default()
+                    },
+                )
             })
             .collect::<Result<_>>()?
     };
     if chosen.is_empty() {
-        return Err(Error::not_found(format!("no backup to verify in store {}", store.describe())));
+        return Err(Error::not_found(format!(
+            "no backup to verify in store {}",
+            store.describe()
+        )));
     }
-    chosen.iter().map(|e| verify_entry(store.as_ref(), e, s, log)).collect()
+    chosen
+        .iter()
+        .map(|e| verify_entry(store.as_ref(), e, s, log))
+        .collect()
 }
 
 fn verify_entry(store: &dyn Store, e: &Entry, s: &Settings<'_>, log: &Log) -> Result<VerifyRecord> {

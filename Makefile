@@ -1,0 +1,51 @@
+# dbsafe: the two commands of the README are `make demo` and `make test`.
+PREFIX ?= /usr/local
+CARGO ?= cargo
+TOOLS := dbsnap dbverify dbrestore
+SCRIPTS := $(wildcard scripts/*.sh)
+
+.PHONY: all build release demo test test-deps lint man install bench clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --bins
+
+release:
+	$(CARGO) build --release --workspace --bins
+
+## demo: the main job on a sample SQLite database, end to end
+demo: release
+	DBSAFE_BIN_DIR=$(CURDIR)/target/release scripts/demo.sh
+
+test-deps:
+	scripts/test-deps.sh
+
+## test: install what the tests need, build once, run everything
+test: test-deps build
+	$(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	shellcheck $(SCRIPTS) .ci/run
+
+## man: regenerate man pages and shell completions from the clap definitions
+man:
+	$(CARGO) run -q -p xtask -- man
+
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	for t in $(TOOLS); do install -m 0755 target/release/$$t $(DESTDIR)$(PREFIX)/bin/$$t; done
+	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	for t in $(TOOLS); do \
+		install -m 0644 completions/$$t.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$t; \
+		install -m 0644 completions/_$$t $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$t; \
+		install -m 0644 completions/$$t.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$t.fish; \
+	done
+
+clean:
+	$(CARGO) clean

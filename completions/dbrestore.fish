@@ -1,0 +1,25 @@
+complete -c dbrestore -l store -d 'Pick the artifact from this store' -r
+complete -c dbrestore -l timestamp -d 'With --store: the backup taken at exactly YYYYMMDD_HHMMSS' -r
+complete -c dbrestore -l before -d 'With --store: the newest backup taken at or before TIME' -r
+complete -c dbrestore -l name -d 'With --store: the backup with this name' -r
+complete -c dbrestore -l env -d 'Narrow the series to this environment' -r
+complete -c dbrestore -l database -d 'Narrow the series to this database' -r
+complete -c dbrestore -l target -d 'Database URL to restore into: sqlite:PATH' -r
+complete -c dbrestore -l table -d 'Restore only this table (repeatable)' -r
+complete -c dbrestore -l safety-dir -d 'Put the safety backup in this directory instead of the store' -r -F
+complete -c dbrestore -s i -l identity -d 'age identity file (repeatable)' -r -F
+complete -c dbrestore -l passphrase-file -d 'File whose first line is the passphrase' -r -F
+complete -c dbrestore -l tmpdir -d 'Directory for temporary files (default: $TMPDIR)' -r -F
+complete -c dbrestore -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c dbrestore -l latest -d 'With --store: the newest backup of the series'
+complete -c dbrestore -l create -d 'Create the target when it does not exist'
+complete -c dbrestore -l clean -d 'Drop the target\'s existing objects first'
+complete -c dbrestore -l skip-verify -d 'Do not verify the artifact before restoring'
+complete -c dbrestore -l no-safety-backup -d 'Do not take a safety backup of a non-empty target'
+complete -c dbrestore -s y -l yes -d 'Do not ask for confirmation'
+complete -c dbrestore -l dry-run -d 'Print the plan and change nothing'
+complete -c dbrestore -s q -l quiet -d 'Print nothing but errors on stderr'
+complete -c dbrestore -s v -l verbose -d 'Print more on stderr'
+complete -c dbrestore -l json -d 'Print the report as one JSON document on stdout'
+complete -c dbrestore -s h -l help -d 'Print help'
+complete -c dbrestore -s V -l version -d 'Print version'

@@ -1,0 +1,24 @@
+complete -c dbsnap -s o -l output -d 'Write the artifact to FILE (plus FILE.sha256 and FILE.meta.json); `-` is stdout' -r -F
+complete -c dbsnap -l to -d 'Write the artifact into a store, named, with sidecars and the series\' _latest link' -r
+complete -c dbsnap -l compress -d 'Compression: zstd (default, frame checksums on), gzip or none' -r
+complete -c dbsnap -l level -d 'Compression level (zstd 1-19, default 3; gzip 1-9, default 6)' -r
+complete -c dbsnap -l threads -d 'zstd worker threads (0: compress on the pipeline thread)' -r
+complete -c dbsnap -s r -l recipient -d 'age recipient public key (repeatable, or comma-separated in DBSAFE_RECIPIENTS)' -r
+complete -c dbsnap -l recipients-file -d 'File of age recipients, one a line' -r -F
+complete -c dbsnap -l passphrase-file -d 'Encrypt with the passphrase on this file\'s first line instead' -r -F
+complete -c dbsnap -l env -d 'Environment name used in the artifact name' -r
+complete -c dbsnap -l label -d 'Label recorded in the metadata (repeatable)' -r
+complete -c dbsnap -l table -d 'Only this table (repeatable)' -r
+complete -c dbsnap -l exclude-table -d 'Leave this table out (repeatable)' -r
+complete -c dbsnap -l meta -d 'With stdout output, write the metadata to FILE' -r -F
+complete -c dbsnap -l max-size -d 'Abort and clean up once the artifact grows past SIZE (e.g. 10G)' -r
+complete -c dbsnap -l min-free -d 'Refuse to start when the store\'s filesystem has less than SIZE free' -r
+complete -c dbsnap -l lock-timeout -d 'Wait this long for the series lock (default 0: fail at once with exit 4)' -r
+complete -c dbsnap -l tmpdir -d 'Directory for temporary files (default: $TMPDIR)' -r -F
+complete -c dbsnap -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c dbsnap -l base -d 'Take a physical base backup (PostgreSQL) instead of a logical snapshot'
+complete -c dbsnap -s q -l quiet -d 'Print nothing but errors on stderr'
+complete -c dbsnap -s v -l verbose -d 'Print more on stderr'
+complete -c dbsnap -l json -d 'Print the report as one JSON document on stdout'
+complete -c dbsnap -s h -l help -d 'Print help'
+complete -c dbsnap -s V -l version -d 'Print version'

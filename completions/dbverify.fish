@@ -1,0 +1,20 @@
+complete -c dbverify -l level -d 'How deep to check' -r -f -a "quick\t'sha256 against the sidecar or --sha256'
+full\t'quick, plus decrypt and decompress to the end, plus a structural check of the payload'
+restore\t'full, plus a restore into a scratch target and a comparison of row counts'"
+complete -c dbverify -l sha256 -d 'The sha256 the artifact must have (for stdin or a file without sidecar)' -r
+complete -c dbverify -l meta -d 'Metadata for an artifact on stdin (dbsnap --meta)' -r -F
+complete -c dbverify -l store -d 'Verify artifacts in this store' -r
+complete -c dbverify -l env -d 'With --store: only this environment' -r
+complete -c dbverify -l database -d 'With --store: only this database' -r
+complete -c dbverify -l scratch -d 'Server URL for scratch databases at --level restore' -r
+complete -c dbverify -s i -l identity -d 'age identity file (repeatable)' -r -F
+complete -c dbverify -l passphrase-file -d 'File whose first line is the passphrase' -r -F
+complete -c dbverify -l tmpdir -d 'Directory for temporary files (default: $TMPDIR)' -r -F
+complete -c dbverify -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c dbverify -l latest -d 'With --store: the newest artifact of each series'
+complete -c dbverify -l all -d 'With --store: every artifact'
+complete -c dbverify -s q -l quiet -d 'Print nothing but errors on stderr'
+complete -c dbverify -s v -l verbose -d 'Print more on stderr'
+complete -c dbverify -l json -d 'Print the report as one JSON document on stdout'
+complete -c dbverify -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dbverify -s V -l version -d 'Print version'

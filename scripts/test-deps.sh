@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs when it is missing: Debian packages
+# (as root, or through sudo), and nothing when everything is already there.
+# Idempotent: safe to run before every `make test`.
+set -euo pipefail
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+have age || need_apt+=(age)
+have zstd || need_apt+=(zstd)
+have sqlite3 || need_apt+=(sqlite3)
+have shellcheck || need_apt+=(shellcheck)
+have python3 || need_apt+=(python3)
+have flock || need_apt+=(util-linux)
+have script || need_apt+=(bsdutils)
+have sha256sum || need_apt+=(coreutils)
+have pg_dump || need_apt+=(postgresql-client)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
+have runuser || need_apt+=(util-linux)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test-deps: installing ${need_apt[*]}"
+  if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+  elif have sudo; then
+    SUDO=(sudo)
+  else
+    echo "test-deps: need root (or sudo) to install: ${need_apt[*]}" >&2
+    exit 2
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# PostgreSQL refuses to run as root: the test harness runs it as `postgres`.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+echo "test-deps: all test dependencies present"
