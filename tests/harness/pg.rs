@@ -33,7 +33,9 @@ pub struct Cluster {
 }
 
 fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// The path of a PostgreSQL server binary; fails naming the packages when absent.
@@ -49,14 +51,20 @@ pub fn server_bin(name: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// Percent-encodes everything but unreserved characters.
 pub fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -67,7 +75,10 @@ impl Cluster {
     pub fn start() -> Cluster {
         let initdb = server_bin("initdb");
         server_bin("pg_ctl");
-        let dir = tempfile::Builder::new().prefix("dbsafe-pg-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("dbsafe-pg-")
+            .tempdir()
+            .expect("tempdir");
         let data = dir.path().join("data");
         let sock = dir.path().join("sock");
         std::fs::create_dir(&sock).expect("socket dir");
@@ -81,12 +92,25 @@ impl Cluster {
             dir,
         };
         if as_postgres {
-            Cmd::new("chown").args(["-R", "postgres:"]).arg(c.dir.path()).succeeds();
+            Cmd::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(c.dir.path())
+                .succeeds();
         }
         c.server_cmd(&initdb)
             .arg("-D")
             .arg(&c.data)
-            .args(["-U", "postgres", "-A", "trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
             .succeeds();
         let conf = format!(
             "\n# dbsafe tests\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
@@ -116,7 +140,10 @@ impl Cluster {
             if r.out.status.success() {
                 c.psql(
                     "postgres",
-                    &format!("CREATE ROLE {APP_ROLE} LOGIN CREATEDB PASSWORD '{}';", c.password.replace('\'', "''")),
+                    &format!(
+                        "CREATE ROLE {APP_ROLE} LOGIN CREATEDB PASSWORD '{}';",
+                        c.password.replace('\'', "''")
+                    ),
                 );
                 return c;
             }
@@ -132,7 +159,9 @@ impl Cluster {
 
     fn server_cmd(&self, program: &Path) -> Cmd {
         if self.as_postgres {
-            Cmd::new("runuser").args(["-u", "postgres", "--"]).arg(program)
+            Cmd::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(program)
         } else {
             Cmd::new(program)
         }
@@ -140,17 +169,29 @@ impl Cluster {
 
     /// A URL for the superuser over the unix socket (no password needed).
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@{}:{}/{db}", encode(&self.sock.to_string_lossy()), self.port)
+        format!(
+            "postgres://postgres@{}:{}/{db}",
+            encode(&self.sock.to_string_lossy()),
+            self.port
+        )
     }
 
     /// The server URL for the superuser, without a database (for `--scratch`).
     pub fn server_url(&self) -> String {
-        format!("postgres://postgres@{}:{}/", encode(&self.sock.to_string_lossy()), self.port)
+        format!(
+            "postgres://postgres@{}:{}/",
+            encode(&self.sock.to_string_lossy()),
+            self.port
+        )
     }
 
     /// A URL for [`APP_ROLE`] over TCP, with its password in it.
     pub fn password_url(&self, db: &str) -> String {
-        format!("postgresql://{APP_ROLE}:{}@127.0.0.1:{}/{db}", encode(&self.password), self.port)
+        format!(
+            "postgresql://{APP_ROLE}:{}@127.0.0.1:{}/{db}",
+            encode(&self.password),
+            self.port
+        )
     }
 
     /// Runs SQL as the superuser on `db`; returns the unaligned, tuples-only output.
@@ -175,19 +216,28 @@ impl Cluster {
 
     /// Creates an empty database owned by [`APP_ROLE`].
     pub fn create_app_db(&self, name: &str) {
-        self.psql("postgres", &format!("CREATE DATABASE \"{name}\" OWNER {APP_ROLE};"));
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE \"{name}\" OWNER {APP_ROLE};"),
+        );
     }
 
     /// The names of the databases on the server.
     pub fn databases(&self) -> Vec<String> {
-        self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1;").lines().map(str::to_string).collect()
+        self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1;")
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Creates a database holding the fixture schema with `rows` customers and orders.
     pub fn fixture_db(&self, name: &str, rows: u64) {
         self.create_app_db(name);
         // As the owner, so the role of the password tests can dump it all.
-        self.psql(name, &format!("SET ROLE {APP_ROLE};\n{}", fixture_sql(rows)));
+        self.psql(
+            name,
+            &format!("SET ROLE {APP_ROLE};\n{}", fixture_sql(rows)),
+        );
     }
 
     /// User tables (`schema.table`) and exact row counts, sorted.
@@ -208,9 +258,16 @@ impl Cluster {
         .collect()
     }
 
-    /// Row count of one table.
+    /// The single value a query returns.
+    pub fn scalar(&self, db: &str, sql: &str) -> String {
+        self.psql(db, sql).trim().to_string()
+    }
+
+    /// Row count of one table, or of `table WHERE ...`.
     pub fn count(&self, db: &str, table: &str) -> u64 {
-        self.psql(db, &format!("SELECT count(*) FROM {table};")).trim().parse().expect("count")
+        self.scalar(db, &format!("SELECT count(*) FROM {table};"))
+            .parse()
+            .expect("count")
     }
 
     /// Per table: `schema.table` and the sha256 of `COPY (SELECT * FROM t ORDER BY 1) TO STDOUT`.
@@ -221,10 +278,21 @@ impl Cluster {
                 let (schema, table) = t.split_once('.').expect("qualified");
                 let copy = self
                     .psql_cmd(db)
-                    .stdin(format!("COPY (SELECT * FROM \"{schema}\".\"{table}\" ORDER BY 1) TO STDOUT;"))
+                    .stdin(format!(
+                        "COPY (SELECT * FROM \"{schema}\".\"{table}\" ORDER BY 1) TO STDOUT;"
+                    ))
                     .succeeds();
-                let sum = Cmd::new("sha256sum").stdin(copy.out.stdout.clone()).succeeds().stdout();
-                (t, sum.split_whitespace().next().unwrap_or_default().to_string())
+                let sum = Cmd::new("sha256sum")
+                    .stdin(copy.out.stdout.clone())
+                    .succeeds()
+                    .stdout();
+                (
+                    t,
+                    sum.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
             })
             .collect()
     }
@@ -239,17 +307,24 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(Path::new(PG_BIN).join("pg_ctl"));
+            c.args(["-u", "postgres", "--"])
+                .arg(Path::new(PG_BIN).join("pg_ctl"));
             c
         } else {
             Command::new(Path::new(PG_BIN).join("pg_ctl"))
         };
-        let _ = cmd.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]).output();
+        let _ = cmd
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
     }
 }
 
 fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)
 }
 

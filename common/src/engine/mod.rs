@@ -100,22 +100,35 @@ pub fn open(url: &str) -> Result<Box<dyn Engine>> {
         return Ok(Box::new(postgres::Postgres::new(url)?));
     }
     let scheme = url.split(':').next().unwrap_or("");
-    Err(Error::usage(format!("unsupported database URL scheme {scheme:?}"))
-        .hint("use postgres://user@host:port/db (or postgresql://...) or sqlite:PATH"))
+    Err(
+        Error::usage(format!("unsupported database URL scheme {scheme:?}"))
+            .hint("use postgres://user@host:port/db (or postgresql://...) or sqlite:PATH"),
+    )
 }
 
 /// Checks a payload's structure (`dbverify --level full`).
-pub fn check_payload(payload: Payload, input: &mut dyn Read, tmpdir: &Path) -> Result<PayloadCheck> {
+pub fn check_payload(
+    payload: Payload,
+    input: &mut dyn Read,
+    tmpdir: &Path,
+) -> Result<PayloadCheck> {
     match payload {
         Payload::Sqlite => sqlite::check(input, tmpdir),
         Payload::Pgdump => postgres::check(input),
-        other => Err(Error::usage(format!("payload {} is not supported by this build", other.ext()))),
+        other => Err(Error::usage(format!(
+            "payload {} is not supported by this build",
+            other.ext()
+        ))),
     }
 }
 
 /// A scratch target to restore a payload into (`dbverify --level restore`);
 /// `scratch_url` names a server for server engines.
-pub fn scratch(payload: Payload, scratch_url: Option<&str>, tmpdir: &Path) -> Result<Box<dyn Engine>> {
+pub fn scratch(
+    payload: Payload,
+    scratch_url: Option<&str>,
+    tmpdir: &Path,
+) -> Result<Box<dyn Engine>> {
     match payload {
         Payload::Sqlite => Ok(Box::new(sqlite::Sqlite::new(tmpdir.join("scratch.sqlite")))),
         Payload::Pgdump => {
@@ -124,12 +137,17 @@ pub fn scratch(payload: Payload, scratch_url: Option<&str>, tmpdir: &Path) -> Re
                     .hint("pass --scratch URL, e.g. --scratch postgres://postgres@localhost:5432/")
             })?;
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(Error::usage(format!("--scratch {url:?} is not a PostgreSQL URL"))
-                    .hint("pass --scratch postgres://user@host:port/"));
+                return Err(
+                    Error::usage(format!("--scratch {url:?} is not a PostgreSQL URL"))
+                        .hint("pass --scratch postgres://user@host:port/"),
+                );
             }
             Ok(Box::new(postgres::Postgres::scratch(url)?))
         }
-        other => Err(Error::usage(format!("payload {} is not supported by this build", other.ext()))),
+        other => Err(Error::usage(format!(
+            "payload {} is not supported by this build",
+            other.ext()
+        ))),
     }
 }
 

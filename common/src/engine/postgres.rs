@@ -310,6 +310,52 @@ fn collect_stderr(stderr: Option<std::process::ChildStderr>) -> Option<JoinHandl
     })
 }
 
+/// The error for a client tool that is not installed.
+fn missing_tool(program: &str) -> Error {
+    Error::usage(format!("{program} is not installed (not found on PATH)")).hint(format!(
+        "install the Debian package {CLIENT_PACKAGE} (apt-get install {CLIENT_PACKAGE}), or put {program} on PATH"
+    ))
+}
+
+/// Fails early, before connecting anywhere, when a client tool is missing.
+fn require_tools(programs: &[&str]) -> Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for program in programs {
+        if !std::env::split_paths(&path).any(|d| d.join(program).is_file()) {
+            return Err(missing_tool(program));
+        }
+    }
+    Ok(())
+}
+
+/// `--table` names as pg_restore takes them: bare names for `-t`, and the
+/// schema for `-n` when they are qualified. pg_restore matches `-n` and `-t`
+/// together, so qualified names must all be in one schema, and cannot be
+/// mixed with bare ones.
+fn table_selection(tables: &[String]) -> Result<(Option<String>, Vec<String>)> {
+    let split: Vec<(Option<&str>, &str)> = tables
+        .iter()
+        .map(|t| match t.split_once('.') {
+            Some((s, t)) => (Some(s), t),
+            None => (None, t.as_str()),
+        })
+        .collect();
+    let mut schemas: Vec<Option<&str>> = split.iter().map(|(s, _)| *s).collect();
+    schemas.dedup();
+    if schemas.len() > 1 {
+        return Err(Error::usage(format!(
+            "cannot restore tables {} in one go: pg_restore selects qualified tables by one schema",
+            tables.join(", ")
+        ))
+        .hint("give tables of one schema (schema.table) or only unqualified names, and restore the others in another run"));
+    }
+    let schema = schemas.into_iter().next().flatten().map(str::to_string);
+    Ok((
+        schema,
+        split.into_iter().map(|(_, t)| t.to_string()).collect(),
+    ))
+}
+
 /// A running client tool, stopped on interruption while it lives.
 struct Child {
     program: &'static str,
@@ -321,8 +367,7 @@ struct Child {
 impl Child {
     fn spawn(program: &'static str, mut cmd: Command) -> Result<Child> {
         let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::usage(format!("{program} is not installed (not found on PATH)"))
-                .hint(format!("install the Debian package {CLIENT_PACKAGE} (apt-get install {CLIENT_PACKAGE}), or put {program} on PATH")),
+            io::ErrorKind::NotFound => missing_tool(program),
             _ => Error::failed(format!("cannot run {program}: {e}")),
         })?;
         let guard = ChildGuard::new(child.id());
@@ -617,7 +662,40 @@ impl Postgres {
         .map_err(|e| e.context(format!("creating database {name}")))
     }
 
-    fn restore_args(&self, opts: &RestoreOptions) -> Vec<String> {
+    /// Streams the payload into pg_restore. Reading stdin, pg_restore cannot
+    /// seek, so it restores in one transaction without -j: all or nothing.
+    fn run_restore(
+        &self,
+        args: Vec<String>,
+        input: &mut dyn Read,
+        opts: &RestoreOptions,
+    ) -> Result<()> {
+        if let (Some(schema), false) = (table_selection(&opts.tables)?.0, opts.tables.is_empty()) {
+            // The schema is not part of a table's own entries in the archive.
+            self.run_sql(
+                &self.db(),
+                &format!("CREATE SCHEMA IF NOT EXISTS {};", quote_ident(&schema)),
+            )?;
+        }
+        let mut cmd = self.command("pg_restore");
+        cmd.args(args);
+        cmd.stdout(Stdio::null());
+        let mut child = Child::spawn("pg_restore", cmd)?;
+        let mut stdin = child.child.stdin.take().expect("piped stdin");
+        let fed = feed(input, &mut stdin);
+        drop(stdin);
+        if let Err(e) = fed {
+            // Killed before it saw the end of its input, pg_restore commits nothing.
+            child.kill();
+            return Err(e.context("reading the artifact; nothing was restored"));
+        }
+        child.finish(&format!(
+            "pg_restore into {} failed (rolled back)",
+            self.url()
+        ))
+    }
+
+    fn restore_args(&self, opts: &RestoreOptions) -> Result<Vec<String>> {
         let mut args: Vec<String> = ["--no-owner", "--exit-on-error", "--single-transaction"]
             .map(String::from)
             .into();
@@ -626,23 +704,15 @@ impl Postgres {
         if opts.clean || !opts.tables.is_empty() {
             args.extend(["--clean".into(), "--if-exists".into()]);
         }
-        let mut schemas: Vec<String> = Vec::new();
-        for t in &opts.tables {
-            // pg_restore -t takes a bare name; the schema goes to -n.
-            let (schema, table) = match t.split_once('.') {
-                Some((s, t)) => (Some(s), t),
-                None => (None, t.as_str()),
-            };
-            if let Some(s) = schema.filter(|s| !schemas.iter().any(|x| x == s)) {
-                schemas.push(s.to_string());
-            }
-            args.extend(["-t".into(), table.to_string()]);
+        let (schema, tables) = table_selection(&opts.tables)?;
+        for t in tables {
+            args.extend(["-t".into(), t]);
         }
-        for s in schemas {
+        if let Some(s) = schema {
             args.extend(["-n".into(), s]);
         }
         args.extend(["-d".into(), self.conn.uri(&self.db())]);
-        args
+        Ok(args)
     }
 }
 
@@ -678,6 +748,7 @@ impl Engine for Postgres {
             )
             .hint("take a logical snapshot without --base"));
         }
+        require_tools(&["psql", "pg_dump"])?;
         let db = self.db();
         let mut psql = self.psql(&db)?;
         let head = psql.query(
@@ -704,7 +775,10 @@ impl Engine for Postgres {
         let mut dump_out = dump.child.stdout.take().expect("piped stdout");
 
         // Count inside the exported snapshot while pg_dump streams it.
-        let counted = psql.send(&count_query(&opts.tables, &opts.exclude_tables));
+        if let Err(e) = psql.send(&count_query(&opts.tables, &opts.exclude_tables)) {
+            dump.kill();
+            return Err(e);
+        }
         let (copied, counts) = std::thread::scope(|s| {
             let stdout = &mut psql.stdout;
             let marker = psql.marker.as_str();
@@ -723,7 +797,6 @@ impl Engine for Postgres {
             return Err(Error::from(e).context("streaming pg_dump's output"));
         }
         dump.finish(&format!("pg_dump of {} failed", self.url()))?;
-        counted?;
         let lines = match counts {
             Ok(Ok(Some(lines))) => lines,
             Ok(Ok(None)) => return Err(psql.died().context("counting rows")),
@@ -765,7 +838,10 @@ impl Engine for Postgres {
             ))
             .hint("a PostgreSQL target takes pg_dump custom-format (pgdump) artifacts"));
         }
-        if !self.exists()? {
+        require_tools(&["psql", "pg_restore"])?;
+        let args = self.restore_args(opts)?;
+        let created = !self.exists()?;
+        if created {
             if !opts.create {
                 return Err(
                     Error::not_found(format!("database {} does not exist", self.url()))
@@ -774,24 +850,12 @@ impl Engine for Postgres {
             }
             self.create_database(&self.db())?;
         }
-        // Reading stdin, pg_restore cannot seek, so it restores in one
-        // transaction without -j: all or nothing.
-        let mut cmd = self.command("pg_restore");
-        cmd.args(self.restore_args(opts));
-        cmd.stdout(Stdio::null());
-        let mut child = Child::spawn("pg_restore", cmd)?;
-        let mut stdin = child.child.stdin.take().expect("piped stdin");
-        let fed = feed(input, &mut stdin);
-        drop(stdin);
-        if let Err(e) = fed {
-            // Killed before it saw the end of its input, pg_restore commits nothing.
-            child.kill();
-            return Err(e.context("reading the artifact; nothing was restored"));
+        let result = self.run_restore(args, input, opts);
+        if result.is_err() && created {
+            // Leave the server as it was: no half-made database behind a failure.
+            let _ = self.drop_target();
         }
-        child.finish(&format!(
-            "pg_restore into {} failed (rolled back)",
-            self.url()
-        ))
+        result
     }
 
     fn drop_target(&self) -> Result<()> {
@@ -864,13 +928,17 @@ mod tests {
     #[test]
     fn partial_restores_replace_only_the_named_tables() {
         let pg = Postgres::new("postgres://u@h/d").expect("valid");
-        let args = pg.restore_args(&RestoreOptions {
-            tables: vec!["shop.items".into()],
-            ..Default::default()
-        });
+        let args = pg
+            .restore_args(&RestoreOptions {
+                tables: vec!["shop.items".into(), "shop.stock".into()],
+                ..Default::default()
+            })
+            .expect("one schema");
         assert!(args.windows(2).any(|w| w == ["-t", "items"]));
         assert!(args.windows(2).any(|w| w == ["-n", "shop"]));
         assert!(args.contains(&"--clean".to_string()));
+        assert!(table_selection(&["shop.items".into(), "customers".into()]).is_err());
+        assert!(table_selection(&["a.x".into(), "b.y".into()]).is_err());
         assert_eq!(args.last().expect("valid"), "postgres://u@h/d");
     }
 }
