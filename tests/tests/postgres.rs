@@ -722,3 +722,59 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         .stderr_has("--create");
     assert!(!pg.databases().contains(&"fresh".to_string()));
 }
+
+#[test]
+fn sigint_during_a_snapshot_stops_the_client_tools_and_leaves_no_output() {
+    let s = Scene::new();
+    let pg = Cluster::start();
+    pg.fixture_db("shop", 200);
+    // A session holding an exclusive lock keeps pg_dump waiting, so the
+    // interrupt surely comes while the client tools run.
+    let mut locker = pg
+        .psql_cmd("shop")
+        .arg("-c")
+        .arg("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);")
+        .spawn();
+    wait_until("the lock", || {
+        pg.count(
+            "shop",
+            "pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'events'::regclass",
+        ) == 1
+    });
+    let out = s.path("shop.pgdump.zst");
+    let mut snap = Cmd::tool("dbsnap")
+        .arg(pg.url("shop"))
+        .arg("-o")
+        .arg(&out)
+        .spawn();
+    let own_argv = format!(
+        "{}\0{}\0-o\0{}\0",
+        bin("dbsnap").display(),
+        pg.url("shop"),
+        out.display()
+    );
+    let client = format!("-d {}", pg.url("shop"));
+    wait_until("pg_dump to start", || {
+        argv_containing(&client, own_argv.as_bytes())
+            .iter()
+            .any(|a| a.contains("--snapshot"))
+    });
+
+    Cmd::new("kill")
+        .arg("-INT")
+        .arg(snap.id().to_string())
+        .succeeds();
+    let status = snap.wait().expect("dbsnap");
+    assert_eq!(status.code(), Some(130), "dbsnap ended with {status:?}");
+    wait_until("pg_dump and psql to end", || {
+        argv_containing(&client, own_argv.as_bytes()).is_empty()
+    });
+    assert!(
+        !out.exists(),
+        "an interrupted snapshot left {}",
+        out.display()
+    );
+    assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
+    let _ = locker.kill();
+    let _ = locker.wait();
+}
