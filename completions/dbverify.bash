@@ -23,7 +23,7 @@ _dbverify() {
 
     case "${cmd}" in
         dbverify)
-            opts="-i -q -v -h -V --level --sha256 --meta --store --latest --all --env --database --scratch --identity --passphrase-file --tmpdir --quiet --verbose --json --config --help --version"
+            opts="-i -q -v -h -V --level --sha256 --meta --store --latest --all --env --database --status --max-age --min-count --max-wal-lag --scratch --identity --passphrase-file --tmpdir --quiet --verbose --json --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -50,6 +50,18 @@ _dbverify() {
                     return 0
                     ;;
                 --database)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-wal-lag)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -6,6 +6,9 @@ complete -c dbverify -l meta -d 'Metadata for an artifact on stdin (dbsnap --met
 complete -c dbverify -l store -d 'Verify artifacts in this store' -r
 complete -c dbverify -l env -d 'With --store: only this environment' -r
 complete -c dbverify -l database -d 'With --store: only this database' -r
+complete -c dbverify -l max-age -d 'With --status: the newest backup, and the newest verified one, of each series must be younger' -r
+complete -c dbverify -l min-count -d 'With --status: each series must hold at least this many backups' -r
+complete -c dbverify -l max-wal-lag -d 'With --status: the newest archived WAL segment must be younger' -r
 complete -c dbverify -l scratch -d 'Server URL for scratch databases at --level restore' -r
 complete -c dbverify -s i -l identity -d 'age identity file (repeatable)' -r -F
 complete -c dbverify -l passphrase-file -d 'File whose first line is the passphrase' -r -F
@@ -13,6 +16,7 @@ complete -c dbverify -l tmpdir -d 'Directory for temporary files (default: $TMPD
 complete -c dbverify -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c dbverify -l latest -d 'With --store: the newest artifact of each series'
 complete -c dbverify -l all -d 'With --store: every artifact'
+complete -c dbverify -l status -d 'Report store health instead of verifying (needs --store); exit 1 unless good'
 complete -c dbverify -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c dbverify -s v -l verbose -d 'Print more on stderr'
 complete -c dbverify -l json -d 'Print the report as one JSON document on stdout'

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, SQLite: a sample database, an
-# encrypted backup into a local store, verification at every level, store
-# health, a restore over the live database (with its safety backup), and the
-# audit trail. Everything happens under ./demo-out.
+# encrypted backup into a local store, verification at every level,
+# rotation, store health, a restore over the live database (with its safety
+# backup), and the audit trail. Everything happens under ./demo-out.
 set -euo pipefail
 
 bin=${DBSAFE_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target/release}
@@ -56,15 +56,20 @@ dbverify --store "$DBSAFE_STORE" --latest --level quick
 dbverify --store "$DBSAFE_STORE" --latest --level full
 dbverify --store "$DBSAFE_STORE" --latest --level restore -v
 
-step "6. Disaster: someone deletes most orders"
+step "6. Three more backups, then rotate: keep the newest two (the verified one is protected)"
+for _ in 1 2 3; do sleep 1; dbsnap sqlite:app.db --env demo -q; done
+dbprune --store "$DBSAFE_STORE" --keep-last 2 -v
+dbverify --status --store "$DBSAFE_STORE"
+
+step "7. Disaster: someone deletes most orders"
 python3 -c 'import sqlite3; c=sqlite3.connect("app.db"); c.execute("DELETE FROM orders WHERE id > 100"); c.commit()'
 python3 -c 'import sqlite3; c=sqlite3.connect("app.db"); print("orders now:", c.execute("SELECT count(*) FROM orders").fetchone()[0])'
 
-step "7. Restore the latest backup over the live database (safety backup first)"
+step "8. Restore the latest backup over the live database (safety backup first)"
 dbrestore --latest --env demo --target sqlite:app.db --yes
 python3 -c 'import sqlite3; c=sqlite3.connect("app.db"); print("orders after restore:", c.execute("SELECT count(*) FROM orders").fetchone()[0])'
 
-step "8. What the store holds, and the audit trail"
+step "9. What the store holds, and the audit trail"
 ls -l store/backups
 cat store/audit.log
 

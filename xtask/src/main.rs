@@ -12,6 +12,7 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         dbsnap::cli::Cli::command(),
         dbverify::cli::Cli::command(),
         dbrestore::cli::Cli::command(),
+        dbprune::cli::Cli::command(),
     ];
     let mut out = Vec::new();
     for cmd in commands {

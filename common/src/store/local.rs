@@ -120,31 +120,8 @@ impl Store for LocalStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let dir = self.path(prefix)?;
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::failed(format!("cannot list {}: {e}", dir.display()))),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            let Ok(meta) = fs::metadata(entry.path()) else {
-                continue;
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            out.push(ObjectInfo {
-                key: format!("{prefix}/{name}"),
-                size: meta.len(),
-                modified: modified(&meta),
-            });
-        }
+        self.walk(prefix, &mut out)?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -235,6 +212,36 @@ impl Store for LocalStore {
 }
 
 impl LocalStore {
+    fn walk(&self, prefix: &str, out: &mut Vec<ObjectInfo>) -> Result<()> {
+        let dir = self.path(prefix)?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::failed(format!("cannot list {}: {e}", dir.display()))),
+        };
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = fs::metadata(entry.path()) else {
+                continue;
+            };
+            let key = format!("{prefix}/{name}");
+            if meta.is_dir() {
+                self.walk(&key, out)?;
+            } else if meta.is_file() {
+                out.push(ObjectInfo {
+                    key,
+                    size: meta.len(),
+                    modified: modified(&meta),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// A file written atomically at `path`, outside any store (`dbsnap -o FILE`).
     pub fn atomic_file(path: &Path) -> Result<Box<dyn ObjectWriter>> {
         let tmp = fsutil::temp_name_for(path);

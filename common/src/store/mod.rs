@@ -71,7 +71,8 @@ pub trait Store: Send + Sync {
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
     /// Whether `key` exists.
     fn exists(&self, key: &str) -> Result<bool>;
-    /// Final objects under `prefix` (a directory-like prefix such as `backups`), sorted by key.
+    /// Final objects under `prefix` (a directory-like prefix such as `backups`), at any
+    /// depth, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     /// Deletes `key` (no error when it is already gone).
     fn delete(&self, key: &str) -> Result<()>;

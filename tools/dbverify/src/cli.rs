@@ -23,9 +23,14 @@ Examples:
   dbsnap sqlite:app.db | dbverify -
   dbverify --store /var/backups/dbsafe --latest --level restore -i key.txt
   dbverify --store /var/backups/dbsafe --all --json
+  dbverify --status --store /var/backups/dbsafe --max-age 26h --min-count 3   # for cron and monitoring
+
+Status readiness: critical (no backups, a series' newest backup older than --max-age, a WAL gap),
+degraded (fewer than --min-count, no recent verified backup, WAL older than --max-wal-lag), good.
 
 Environment: DBSAFE_STORE, DBSAFE_IDENTITY_FILE, DBSAFE_PASSPHRASE_FILE, DBSAFE_CONFIG.
-Exit codes: 0 all good, 1 a check failed, 2 usage (e.g. missing key), 3 not found."
+Exit codes: 0 all good, 1 a check failed or the store is not healthy, 2 usage (e.g. missing key),
+3 not found."
 )]
 pub struct Cli {
     /// Artifact files, `-` for stdin; with --store, backup names.
@@ -55,6 +60,18 @@ pub struct Cli {
     /// With --store: only this database.
     #[arg(long, value_name = "DB")]
     pub database: Option<String>,
+    /// Report store health instead of verifying (needs --store); exit 1 unless good.
+    #[arg(long)]
+    pub status: bool,
+    /// With --status: the newest backup, and the newest verified one, of each series must be younger.
+    #[arg(long, value_name = "DURATION", default_value = "26h")]
+    pub max_age: String,
+    /// With --status: each series must hold at least this many backups.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub min_count: usize,
+    /// With --status: the newest archived WAL segment must be younger.
+    #[arg(long, value_name = "DURATION")]
+    pub max_wal_lag: Option<String>,
     /// Server URL for scratch databases at --level restore.
     #[arg(long, value_name = "URL")]
     pub scratch: Option<String>,

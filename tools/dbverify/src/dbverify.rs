@@ -27,6 +27,9 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         tmpdir: args.tmpdir.clone().unwrap_or_else(std::env::temp_dir),
         tool: "dbverify",
     };
+    if args.status {
+        return status(&args, &log);
+    }
     let explicit_store =
         args.store.is_some() && (args.latest || args.all || !args.artifacts.is_empty());
     let records = if args.artifacts.is_empty() && !explicit_store {
@@ -184,4 +187,61 @@ fn verify_entry(store: &dyn Store, e: &Entry, s: &Settings<'_>, log: &Log) -> Re
     store.write_small(&e.sidecar("verify.json"), &json)?;
     report(log, &rec);
     Ok(rec)
+}
+
+fn status(args: &cli::Cli, log: &Log) -> Result<ExitCode> {
+    let loc = args
+        .store
+        .as_deref()
+        .ok_or_else(|| Error::usage("--status needs --store STORE (or DBSAFE_STORE)"))?;
+    let store = dbsafe::store::open(loc, false)?;
+    let t = dbsafe::health::Thresholds {
+        max_age: dbsafe::units::parse_duration(&args.max_age)?,
+        min_count: args.min_count,
+        max_wal_lag: args
+            .max_wal_lag
+            .as_deref()
+            .map(dbsafe::units::parse_duration)
+            .transpose()?,
+    };
+    let h = dbsafe::health::assess(store.as_ref(), &t, chrono::Utc::now())?;
+    if args.common.json {
+        dbsafe::cli::print_json(&h)?;
+    } else {
+        println!("store {}: {}", h.store, h.readiness);
+        for s in &h.series {
+            println!(
+                "  {}: {} backups, {}, newest {} ({} old), {} verified{}",
+                s.series,
+                s.count,
+                dbsafe::units::human_bytes(s.total_bytes),
+                s.newest,
+                dbsafe::units::human_duration(std::time::Duration::from_secs(
+                    s.newest_age_seconds.max(0) as u64
+                )),
+                s.verified_count,
+                s.newest_verification
+                    .as_deref()
+                    .map(|v| format!(", last verification {v}"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(w) = &h.wal {
+            println!(
+                "  WAL: {} segments, newest {} ({}s old), {} gaps",
+                w.segments,
+                w.newest.as_deref().unwrap_or("-"),
+                w.newest_age_seconds.unwrap_or(0),
+                w.gaps.len()
+            );
+        }
+        for p in &h.problems {
+            log.warn(p);
+        }
+    }
+    Ok(if h.readiness == "good" {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    })
 }

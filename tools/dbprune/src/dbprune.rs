@@ -1,0 +1,343 @@
+//! dbprune: rotate backups.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+
+use chrono::Utc;
+use dbsafe::audit::AuditEntry;
+use dbsafe::catalog::{self, Entry};
+use dbsafe::cli::Log;
+use dbsafe::config::{Config, Retention};
+use dbsafe::retention::{self, Candidate, Decision, Policy};
+use dbsafe::wal::{self, WalName};
+use dbsafe::{store, units, Error, ExitCode, Result, Store};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+#[derive(Debug, Serialize)]
+struct Report {
+    store: String,
+    dry_run: bool,
+    backups: Vec<Decision>,
+    deleted: usize,
+    deleted_bytes: u64,
+    temporaries_removed: Vec<String>,
+    orphan_sidecars_removed: Vec<String>,
+    wal_deleted: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Runs dbprune with parsed arguments.
+pub fn run(args: cli::Cli) -> Result<ExitCode> {
+    let log = Log {
+        tool: "dbprune",
+        quiet: args.common.quiet,
+        verbose: args.common.verbose,
+    };
+    let cfg = Config::load(args.common.config.as_deref())?;
+    let store = store::open(&args.store, false)?;
+    let _lock = store.lock("dbprune", Duration::ZERO)?;
+    let now = Utc::now();
+    let flags = flag_policy(&args)?;
+    let entries: Vec<Entry> = catalog::list(store.as_ref())?
+        .into_iter()
+        .filter(|e| args.env.as_ref().is_none_or(|v| &e.name.env == v))
+        .filter(|e| args.database.as_ref().is_none_or(|d| &e.name.database == d))
+        .collect();
+    let pins = pinned_names(store.as_ref())?;
+    let mut decisions = Vec::new();
+    let mut by_env: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    for e in &entries {
+        let verified = catalog::read_verify(store.as_ref(), e)?.is_some_and(|v| v.passed());
+        by_env
+            .entry(e.name.env.clone())
+            .or_default()
+            .push(Candidate {
+                id: e.file(),
+                series: e.name.series(),
+                time: e.name.timestamp,
+                verified,
+                pinned: pins.contains(&e.file()) || pins.contains(&e.name.backup_name()),
+                size: e.object.size,
+            });
+    }
+    for (env, candidates) in by_env {
+        let policy = match &flags {
+            Some(p) => p.clone(),
+            None => policy_of(&cfg.retention_for(env.trim_end_matches(catalog::SAFETY_SUFFIX))),
+        };
+        decisions.extend(retention::decide(&candidates, &policy, now));
+    }
+    let mut warnings = Vec::new();
+    if let Some(max) = args
+        .max_total
+        .as_deref()
+        .map(units::parse_size)
+        .transpose()?
+    {
+        let total: u64 = decisions.iter().map(|d| d.size).sum();
+        if !retention::make_room(&mut decisions, "--max-total", |freed| {
+            total.saturating_sub(freed) > max
+        }) {
+            warnings.push(format!(
+                "--max-total {}: protected backups alone exceed it",
+                units::human_bytes(max)
+            ));
+        }
+    }
+    if let Some(min) = args
+        .min_free
+        .as_deref()
+        .map(units::parse_size)
+        .transpose()?
+    {
+        match store.free_space() {
+            Some(free) => {
+                if !retention::make_room(&mut decisions, "--min-free", |freed| free + freed < min) {
+                    warnings.push(format!(
+                        "--min-free {}: protected backups stop further deletion; the filesystem will have less free",
+                        units::human_bytes(min)
+                    ));
+                }
+            }
+            None => warnings.push("--min-free: this store cannot report free space".into()),
+        }
+    }
+    decisions.sort_by(|a, b| a.series.cmp(&b.series).then(a.time.cmp(&b.time)));
+
+    let stale = units::parse_duration(&args.stale_tmp)?;
+    let mut report = Report {
+        store: store.describe(),
+        dry_run: args.dry_run,
+        deleted: decisions.iter().filter(|d| !d.keep).count(),
+        deleted_bytes: decisions.iter().filter(|d| !d.keep).map(|d| d.size).sum(),
+        temporaries_removed: Vec::new(),
+        orphan_sidecars_removed: Vec::new(),
+        wal_deleted: Vec::new(),
+        warnings,
+        backups: decisions,
+    };
+    let by_file: BTreeMap<String, &Entry> = entries.iter().map(|e| (e.file(), e)).collect();
+    for d in report.backups.iter().filter(|d| !d.keep) {
+        let e = by_file[&d.id];
+        if args.dry_run {
+            log.info(format!("would delete {} ({})", d.id, d.reasons.join("; ")));
+            continue;
+        }
+        delete_backup(store.as_ref(), e, d)?;
+        log.info(format!("deleted {} ({})", d.id, d.reasons.join("; ")));
+    }
+    for d in report.backups.iter().filter(|d| d.keep) {
+        log.debug(format!("keep {} ({})", d.id, d.reasons.join("; ")));
+    }
+    report.temporaries_removed = remove_stale(store.as_ref(), stale, now, args.dry_run)?;
+    report.orphan_sidecars_removed = remove_orphans(store.as_ref(), args.dry_run)?;
+    if args.wal {
+        let (deleted, warn) = prune_wal(store.as_ref(), &report.backups, &entries, args.dry_run)?;
+        report.wal_deleted = deleted;
+        report.warnings.extend(warn);
+    }
+    for w in &report.warnings {
+        log.warn(w);
+    }
+    log.info(format!(
+        "{} {} backups ({}), kept {}; {} temporaries, {} WAL files",
+        if args.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        },
+        report.deleted,
+        units::human_bytes(report.deleted_bytes),
+        report.backups.len() - report.deleted,
+        report.temporaries_removed.len(),
+        report.wal_deleted.len()
+    ));
+    if args.common.json {
+        dbsafe::cli::print_json(&report)?;
+    }
+    Ok(
+        if report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("--min-free") || w.starts_with("--max-total"))
+        {
+            ExitCode::Failure
+        } else {
+            ExitCode::Success
+        },
+    )
+}
+
+fn flag_policy(args: &cli::Cli) -> Result<Option<Policy>> {
+    let p = Policy {
+        keep_last: args.keep_last,
+        keep_within: args
+            .keep_within
+            .as_deref()
+            .map(units::parse_duration)
+            .transpose()?,
+        keep_hourly: args.keep_hourly,
+        keep_daily: args.keep_daily,
+        keep_weekly: args.keep_weekly,
+        keep_monthly: args.keep_monthly,
+    };
+    Ok((!p.is_empty()).then_some(p))
+}
+
+fn policy_of(r: &Retention) -> Policy {
+    Policy {
+        keep_last: r.keep_last,
+        keep_within: r.keep_within.map(|d| d.0),
+        keep_hourly: r.keep_hourly,
+        keep_daily: r.keep_daily,
+        keep_weekly: r.keep_weekly,
+        keep_monthly: r.keep_monthly,
+    }
+}
+
+/// Every string in every release manifest: a backup named anywhere in one is pinned.
+fn pinned_names(store: &dyn Store) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for key in store
+        .list(store::RELEASES)?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with(".json"))
+    {
+        if let Some(bytes) = store.read_small(&key)? {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::failed(format!("release manifest {key} is not valid JSON: {e}"))
+                    .hint("fix or remove it; pins cannot be read")
+            })?;
+            collect_strings(&v, &mut out);
+        }
+    }
+    Ok(out)
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::String(s) => {
+            out.insert(s.rsplit('/').next().unwrap_or(s).to_string());
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
+}
+
+/// Deletes the artifact first, then its sidecars: a crash in between leaves
+/// only orphan sidecars, which the next run removes.
+fn delete_backup(store: &dyn Store, e: &Entry, d: &Decision) -> Result<()> {
+    let clock = std::time::Instant::now();
+    let mut audit = AuditEntry::new("dbprune", "prune-delete", &e.file(), &store.describe());
+    let result = store.delete(e.key()).and_then(|_| {
+        for s in ["sha256", "meta.json", "verify.json"] {
+            store.delete(&e.sidecar(s))?;
+        }
+        Ok(())
+    });
+    audit.duration_seconds = clock.elapsed().as_secs_f64();
+    audit.result = if result.is_ok() { "success" } else { "failure" }.into();
+    audit.details =
+        serde_json::json!({ "reasons": d.reasons, "size_bytes": d.size, "series": d.series });
+    audit.append(&store.audit_log())?;
+    result
+}
+
+fn remove_stale(
+    store: &dyn Store,
+    older_than: Duration,
+    now: chrono::DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let cutoff = now - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let mut removed = Vec::new();
+    for prefix in [store::BACKUPS, store::WAL] {
+        for t in store.temporaries(prefix)? {
+            if t.started < cutoff {
+                if !dry_run {
+                    store.remove_temporary(&t.id)?;
+                }
+                removed.push(t.id);
+            }
+        }
+    }
+    Ok(removed)
+}
+
+fn remove_orphans(store: &dyn Store, dry_run: bool) -> Result<Vec<String>> {
+    let objects = store.list(store::BACKUPS)?;
+    let keys: BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    let mut removed = Vec::new();
+    for o in &objects {
+        let artifact = ["sha256", "meta.json", "verify.json"]
+            .iter()
+            .find_map(|s| o.key.strip_suffix(&format!(".{s}")));
+        if let Some(a) = artifact {
+            if !keys.contains(a) && catalog_name(a) {
+                if !dry_run {
+                    store.delete(&o.key)?;
+                }
+                removed.push(o.key.clone());
+            }
+        }
+    }
+    Ok(removed)
+}
+
+fn catalog_name(key: &str) -> bool {
+    dbsafe::ArtifactName::parse(key.rsplit('/').next().unwrap_or(key)).is_ok()
+}
+
+/// Deletes archived WAL older than the oldest kept base backup's start.
+fn prune_wal(
+    store: &dyn Store,
+    decisions: &[Decision],
+    entries: &[Entry],
+    dry_run: bool,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let kept: BTreeSet<&str> = decisions
+        .iter()
+        .filter(|d| d.keep)
+        .map(|d| d.id.as_str())
+        .collect();
+    let mut oldest: Option<u64> = None;
+    for e in entries
+        .iter()
+        .filter(|e| e.name.kind == dbsafe::Kind::Base && kept.contains(e.file().as_str()))
+    {
+        let start = catalog::read_meta(store, e)?
+            .and_then(|m| m.wal)
+            .and_then(|w| WalName::parse(&w.start_wal))
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "{}: no WAL start in its metadata; refusing to prune WAL",
+                    e.file()
+                ))
+            })?;
+        oldest = Some(oldest.map_or(start.segno, |o| o.min(start.segno)));
+    }
+    let Some(oldest) = oldest else {
+        return Ok((
+            Vec::new(),
+            vec!["--wal: no kept base backup; no WAL deleted".into()],
+        ));
+    };
+    let mut deleted = Vec::new();
+    for o in store.list(store::WAL)? {
+        let file = o.file_name().to_string();
+        let Some(n) = WalName::parse(wal::strip_layers(file.trim_end_matches(".sha256"))) else {
+            continue;
+        };
+        if wal::prunable(&n, oldest) {
+            if !dry_run {
+                store.delete(&o.key)?;
+            }
+            deleted.push(file);
+        }
+    }
+    Ok((deleted, Vec::new()))
+}
