@@ -476,15 +476,18 @@ impl Psql {
         self.stdin = None;
         let _ = self.child.child.wait();
         let stderr = self.child.stderr_text();
-        Error::failed(format!(
-            "{}: {}",
-            self.what,
-            if stderr.is_empty() {
-                "psql ended unexpectedly".into()
-            } else {
-                stderr
-            }
-        ))
+        let detail = stderr.strip_prefix("psql: error: ").unwrap_or(&stderr);
+        if detail.is_empty() {
+            return Error::failed(format!("{}: psql ended unexpectedly", self.what));
+        }
+        let err = Error::failed(format!("{}: {detail}", self.what));
+        if detail.contains("connection to server") || detail.contains("could not connect") {
+            return err.hint(
+                "check that the server is running and the URL's host, port, user and database; \
+                 a password comes from the URL, PGPASSWORD or ~/.pgpass",
+            );
+        }
+        err
     }
 
     /// Ends the session: closes its input and waits.
@@ -616,7 +619,7 @@ impl Postgres {
             stdin,
             stdout,
             marker: format!("__dbsafe_{:016x}__", rand::random::<u64>()),
-            what: format!("PostgreSQL {}", self.conn.uri(db)),
+            what: format!("psql on {}", self.conn.uri(db)),
         })
     }
 
