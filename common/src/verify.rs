@@ -156,6 +156,7 @@ fn deep(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Result<()
 }
 
 fn deep_layers(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Result<()> {
+    let origin = engine::Origin::of(subject.meta.as_ref());
     let mut decoded = pipeline::decode(subject.reader, s.keys)?;
     let layers = decoded.layers;
     rec.checks.push(format!(
@@ -183,7 +184,7 @@ fn deep_layers(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Re
         })?;
     let guard = crate::cleanup::TempGuard::new(tmp.path());
     let found_tables = if s.level == Level::Restore {
-        let target = engine::scratch(payload, s.scratch.as_deref(), tmp.path())?;
+        let target = engine::scratch(payload, &origin, s.scratch.as_deref(), tmp.path())?;
         let result = target
             .restore(
                 payload,
@@ -201,7 +202,7 @@ fn deep_layers(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Re
             .push(format!("restored into a scratch {}", target.engine()));
         Some(tables)
     } else {
-        let check = engine::check_payload(payload, &mut decoded.reader, tmp.path())?;
+        let check = engine::check_payload(payload, &origin, &mut decoded.reader, tmp.path())?;
         rec.checks.extend(check.checks);
         rec.problems.extend(check.problems);
         check.tables

@@ -51,6 +51,48 @@ pub struct RestoreOptions {
     pub tmpdir: PathBuf,
 }
 
+/// What produced a payload, as its metadata says (all unknown for a bare stream).
+///
+/// A tar payload is a directory tree or a PostgreSQL base backup; the
+/// engine named here tells which.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The engine that took the snapshot (`postgres`, `dir`, ...).
+    pub engine: Option<String>,
+    /// full or base.
+    pub kind: Option<crate::Kind>,
+    /// The database it came from.
+    pub database: Option<String>,
+    /// The source URL (without password).
+    pub source: Option<String>,
+}
+
+impl Origin {
+    /// The origin recorded in an artifact's metadata.
+    pub fn of(meta: Option<&crate::meta::Metadata>) -> Origin {
+        match meta {
+            None => Origin::default(),
+            Some(m) => Origin {
+                engine: Some(m.engine.clone()),
+                kind: Some(if m.backup_type == "base" { crate::Kind::Base } else { crate::Kind::Full }),
+                database: Some(m.database.clone()),
+                source: Some(m.source.clone()),
+            },
+        }
+    }
+}
+
+/// Where a restored PostgreSQL base backup fetches its WAL from.
+#[derive(Debug, Clone, Default)]
+pub struct WalSource {
+    /// The store holding the WAL archive.
+    pub store: String,
+    /// age identity files for encrypted WAL.
+    pub identity_files: Vec<PathBuf>,
+    /// Passphrase file for passphrase-encrypted WAL.
+    pub passphrase_file: Option<PathBuf>,
+}
+
 /// What a structural check of a payload found.
 #[derive(Debug, Clone, Default)]
 pub struct PayloadCheck {
@@ -109,6 +151,7 @@ pub fn open(url: &str) -> Result<Box<dyn Engine>> {
 /// Checks a payload's structure (`dbverify --level full`).
 pub fn check_payload(
     payload: Payload,
+    _origin: &Origin,
     input: &mut dyn Read,
     tmpdir: &Path,
 ) -> Result<PayloadCheck> {
@@ -126,6 +169,7 @@ pub fn check_payload(
 /// `scratch_url` names a server for server engines.
 pub fn scratch(
     payload: Payload,
+    _origin: &Origin,
     scratch_url: Option<&str>,
     tmpdir: &Path,
 ) -> Result<Box<dyn Engine>> {

@@ -488,6 +488,7 @@ fn execute(
         clean: args.clean,
         create: args.create,
         tmpdir: tmpdir.to_path_buf(),
+        wal: None,
     };
     target.restore(payload, &mut decoded.reader, &opts)?;
     pipeline::copy(&mut decoded.reader, &mut std::io::sink())?;
