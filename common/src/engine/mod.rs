@@ -49,6 +49,8 @@ pub struct RestoreOptions {
     pub create: bool,
     /// Where the engine may put temporary files.
     pub tmpdir: PathBuf,
+    /// For base backups: where WAL comes from.
+    pub wal: Option<WalSource>,
 }
 
 /// What produced a payload, as its metadata says (all unknown for a bare stream).
