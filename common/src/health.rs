@@ -167,8 +167,13 @@ fn fmt_age(d: chrono::Duration) -> String {
     crate::units::human_duration(d.to_std().unwrap_or_default())
 }
 
-fn wal_health(store: &dyn Store, now: DateTime<Utc>) -> Result<Option<WalHealth>> {
-    let objects = store.list(store::WAL)?;
+/// The WAL archive's newest segment, its age and gaps; `None` when the store has no WAL.
+pub fn wal_health(store: &dyn Store, now: DateTime<Utc>) -> Result<Option<WalHealth>> {
+    let objects: Vec<_> = store
+        .list(store::WAL)?
+        .into_iter()
+        .filter(|o| !o.key.ends_with(".sha256") && !o.key.ends_with(".meta.json"))
+        .collect();
     let mut names = Vec::new();
     let mut newest: Option<(WalName, &str, DateTime<Utc>)> = None;
     for o in &objects {

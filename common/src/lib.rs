@@ -37,6 +37,7 @@ pub mod term;
 pub mod units;
 pub mod verify;
 pub mod wal;
+pub mod walarchive;
 
 pub use engine::Engine;
 pub use error::{Context, Error, ExitCode, Result};

@@ -168,7 +168,7 @@ pub fn take(
             tables: info.tables,
             tool: ToolInfo::this(req.tool),
             labels: req.labels.clone(),
-            wal: None,
+            wal: info.wal.clone(),
             extra: info.extra,
         }
     };
@@ -230,6 +230,10 @@ pub fn take(
             let key = store::key(store::BACKUPS, &file);
             let writer = store.create(&key)?;
             let (info, summary, writer) = run(engine, &req.engine, writer, opts, &req.progress)?;
+            if let Some(w) = &info.wal {
+                // A base backup is only worth keeping with the WAL that makes it consistent.
+                wait_for_wal(store, &w.stop_wal, Duration::from_secs(120))?;
+            }
             let m = meta_for(&summary, info, file.clone());
             writer.commit()?;
             store.write_small(
@@ -246,6 +250,24 @@ pub fn take(
                 elapsed: clock.elapsed(),
             })
         }
+    }
+}
+
+fn wait_for_wal(store: &dyn Store, segment: &str, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if crate::walarchive::find(store, segment)?.is_some() {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::failed(format!(
+                "the base backup needs WAL segment {segment}, which did not reach store {} within {}s; the backup was discarded",
+                store.describe(),
+                timeout.as_secs()
+            ))
+            .hint("check that archive_command = 'walship push %p %f' archives into this store"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Settings<'a> {
     pub tmpdir: PathBuf,
     /// The tool verifying.
     pub tool: &'static str,
+    /// The WAL archive, for restoring base backups.
+    pub wal: Option<engine::WalSource>,
 }
 
 /// Verifies one artifact; problems are in the record, errors are for what stopped the check itself.
@@ -192,6 +194,7 @@ fn deep_layers(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Re
                 &RestoreOptions {
                     create: true,
                     tmpdir: tmp.path().to_path_buf(),
+                    wal: s.wal.clone(),
                     ..Default::default()
                 },
             )

@@ -297,6 +297,51 @@ impl Cluster {
             .collect()
     }
 
+    /// Turns on archiving into `store` with scripts/postgres-wal-config.sh
+    /// (walship push, recipients from `recipients_file` when given) and restarts.
+    pub fn archive_to(&self, store: &Path, recipients_file: Option<&Path>) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres-wal-config.sh");
+        let mut cmd = Cmd::new(script)
+            .arg(self.url("postgres"))
+            .arg(store)
+            .arg("60s")
+            .env("WALSHIP", crate::bin("walship"))
+            .env("PATH", format!("{PG_BIN}:{}", std::env::var("PATH").unwrap_or_default()));
+        if let Some(r) = recipients_file {
+            cmd = cmd.env("DBSAFE_RECIPIENTS_FILE", r);
+        }
+        cmd.succeeds();
+        self.psql("postgres", "ALTER SYSTEM SET full_page_writes = on;");
+        self.restart();
+    }
+
+    /// Restarts the server (for settings that need it).
+    pub fn restart(&self) {
+        self.server_cmd(&server_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-p {}", self.port))
+            .arg("restart")
+            .succeeds();
+    }
+
+    /// Switches to a new WAL segment and waits until the finished one is archived.
+    pub fn switch_and_wait_archived(&self) {
+        let seg = self.scalar("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
+        let start = std::time::Instant::now();
+        loop {
+            let last = self.scalar("postgres", "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;");
+            if last.as_str() >= seg.as_str() && !last.is_empty() {
+                return;
+            }
+            assert!(start.elapsed().as_secs() < 60, "WAL {seg} was not archived (last {last}):\n{}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// The server's log so far, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
@@ -319,6 +364,58 @@ impl Drop for Cluster {
             .args(["-m", "immediate", "-w", "stop"])
             .output();
     }
+}
+
+/// Makes a test directory usable by the `postgres` system user (archive_command
+/// and restore_command run as the server's user), when running as root.
+pub fn share_with_server(dir: &Path) {
+    if running_as_root() {
+        Cmd::new("chown").args(["-R", "postgres:"]).arg(dir).succeeds();
+    }
+}
+
+/// A server that dbrestore started in a data directory; stopped on drop.
+pub struct Restored {
+    /// The data directory (also the socket directory).
+    pub data: PathBuf,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Restored {
+    /// Runs SQL as `postgres` on the restored server.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        Cmd::new(server_bin("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.data)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", "postgres", "-d", db])
+            .stdin(sql)
+            .succeeds()
+            .stdout()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let pg_ctl = Path::new(PG_BIN).join("pg_ctl");
+        let mut cmd = if running_as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(pg_ctl);
+            c
+        } else {
+            Command::new(pg_ctl)
+        };
+        let _ = cmd.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]).output();
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn port() -> u16 {
+    free_port()
 }
 
 fn rand_u32() -> u32 {

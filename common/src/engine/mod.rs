@@ -5,6 +5,7 @@
 //! ([`check_payload`]) or for a scratch target to rehearse a restore into
 //! ([`scratch`]); they never match on the engine themselves.
 
+pub mod pgdata;
 mod postgres;
 mod sqlite;
 
@@ -36,6 +37,8 @@ pub struct SnapshotInfo {
     pub engine_version: String,
     /// Engine-specific metadata.
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// For base backups: the WAL range the backup needs.
+    pub wal: Option<crate::meta::WalInfo>,
 }
 
 /// How to restore.
@@ -67,6 +70,10 @@ pub struct Origin {
     pub database: Option<String>,
     /// The source URL (without password).
     pub source: Option<String>,
+    /// For base backups: the WAL range they need.
+    pub wal: Option<crate::meta::WalInfo>,
+    /// The engine's version, e.g. `15.8`.
+    pub engine_version: Option<String>,
 }
 
 impl Origin {
@@ -79,6 +86,8 @@ impl Origin {
                 kind: Some(if m.backup_type == "base" { crate::Kind::Base } else { crate::Kind::Full }),
                 database: Some(m.database.clone()),
                 source: Some(m.source.clone()),
+                wal: m.wal.clone(),
+                engine_version: Some(m.engine_version.clone()),
             },
         }
     }
@@ -153,13 +162,15 @@ pub fn open(url: &str) -> Result<Box<dyn Engine>> {
 /// Checks a payload's structure (`dbverify --level full`).
 pub fn check_payload(
     payload: Payload,
-    _origin: &Origin,
+    origin: &Origin,
     input: &mut dyn Read,
     tmpdir: &Path,
 ) -> Result<PayloadCheck> {
     match payload {
         Payload::Sqlite => sqlite::check(input, tmpdir),
         Payload::Pgdump => postgres::check(input),
+        Payload::Tar if origin.engine.as_deref() == Some("postgres") => pgdata::check(input, origin, tmpdir),
+        Payload::Tar => tar_is_tree(origin).and_then(|()| dir::check(input)),
         other => Err(Error::usage(format!(
             "payload {} is not supported by this build",
             other.ext()
@@ -171,12 +182,19 @@ pub fn check_payload(
 /// `scratch_url` names a server for server engines.
 pub fn scratch(
     payload: Payload,
-    _origin: &Origin,
+    origin: &Origin,
     scratch_url: Option<&str>,
     tmpdir: &Path,
 ) -> Result<Box<dyn Engine>> {
     match payload {
         Payload::Sqlite => Ok(Box::new(sqlite::Sqlite::new(tmpdir.join("scratch.sqlite")))),
+        Payload::Tar if origin.engine.as_deref() == Some("postgres") => {
+            Ok(Box::new(pgdata::PgData::scratch(tmpdir, origin.clone())?))
+        }
+        Payload::Tar => {
+            tar_is_tree(origin)?;
+            Ok(Box::new(dir::Dir::new(tmpdir.join("scratch-tree"))))
+        }
         Payload::Pgdump => {
             let url = scratch_url.ok_or_else(|| {
                 Error::usage("restoring a pgdump payload needs a PostgreSQL server to restore into")

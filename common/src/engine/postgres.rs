@@ -11,6 +11,9 @@
 //! counts the rows in it, and the transaction stays open until `pg_dump` is
 //! done.
 
+#[path = "pgbase.rs"]
+mod base;
+
 use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
 use crate::cleanup::ChildGuard;
 use crate::error::{Error, Result};
@@ -187,7 +190,7 @@ fn percent_decode(s: &str) -> Result<String> {
         .map_err(|_| Error::usage("invalid PostgreSQL URL: percent-encoding is not UTF-8"))
 }
 
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -204,7 +207,7 @@ fn quote_ident(s: &str) -> String {
 }
 
 /// `'literal'`, quotes doubled (standard_conforming_strings is on).
-fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -746,10 +749,7 @@ impl Engine for Postgres {
 
     fn snapshot(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo> {
         if opts.base {
-            return Err(Error::usage(
-                "--base (a physical base backup with pg_basebackup) is not supported by this build",
-            )
-            .hint("take a logical snapshot without --base"));
+            return self.base_backup(opts, out);
         }
         require_tools(&["psql", "pg_dump"])?;
         let db = self.db();
@@ -817,6 +817,7 @@ impl Engine for Postgres {
             tables,
             engine_version: server_version,
             extra,
+            ..Default::default()
         })
     }
 

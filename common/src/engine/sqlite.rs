@@ -201,6 +201,7 @@ impl Engine for Sqlite {
             tables,
             engine_version: rusqlite::version().to_string(),
             extra: Default::default(),
+            ..Default::default()
         })
     }
 

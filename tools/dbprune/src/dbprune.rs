@@ -134,7 +134,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     report.temporaries_removed = remove_stale(store.as_ref(), stale, now, args.dry_run)?;
     report.orphan_sidecars_removed = remove_orphans(store.as_ref(), args.dry_run)?;
     if args.wal {
-        let (deleted, warn) = prune_wal(store.as_ref(), &report.backups, &entries, args.dry_run)?;
+        let (deleted, warn) = prune_wal(store.as_ref(), &report.backups, args.dry_run)?;
         report.wal_deleted = deleted;
         report.warnings.extend(warn);
     }
@@ -293,50 +293,19 @@ fn catalog_name(key: &str) -> bool {
 }
 
 /// Deletes archived WAL older than the oldest kept base backup's start.
-fn prune_wal(
-    store: &dyn Store,
-    decisions: &[Decision],
-    entries: &[Entry],
-    dry_run: bool,
-) -> Result<(Vec<String>, Vec<String>)> {
-    let kept: BTreeSet<&str> = decisions
-        .iter()
-        .filter(|d| d.keep)
-        .map(|d| d.id.as_str())
-        .collect();
-    let mut oldest: Option<u64> = None;
-    for e in entries
-        .iter()
-        .filter(|e| e.name.kind == dbsafe::Kind::Base && kept.contains(e.file().as_str()))
-    {
-        let start = catalog::read_meta(store, e)?
-            .and_then(|m| m.wal)
-            .and_then(|w| WalName::parse(&w.start_wal))
-            .ok_or_else(|| {
-                Error::failed(format!(
-                    "{}: no WAL start in its metadata; refusing to prune WAL",
-                    e.file()
-                ))
-            })?;
-        oldest = Some(oldest.map_or(start.segno, |o| o.min(start.segno)));
-    }
-    let Some(oldest) = oldest else {
-        return Ok((
-            Vec::new(),
-            vec!["--wal: no kept base backup; no WAL deleted".into()],
-        ));
+fn prune_wal(store: &dyn Store, decisions: &[Decision], dry_run: bool) -> Result<(Vec<String>, Vec<String>)> {
+    let kept: BTreeSet<String> = decisions.iter().filter(|d| d.keep).map(|d| d.id.clone()).collect();
+    let Some(oldest) = dbsafe::walarchive::oldest_needed(store, Some(&kept))? else {
+        return Ok((Vec::new(), vec!["--wal: no kept base backup; no WAL deleted".into()]));
     };
     let mut deleted = Vec::new();
-    for o in store.list(store::WAL)? {
-        let file = o.file_name().to_string();
-        let Some(n) = WalName::parse(wal::strip_layers(file.trim_end_matches(".sha256"))) else {
-            continue;
-        };
+    for f in dbsafe::walarchive::list(store)? {
+        let Some(n) = WalName::parse(&f.wal_file) else { continue };
         if wal::prunable(&n, oldest) {
             if !dry_run {
-                store.delete(&o.key)?;
+                dbsafe::walarchive::delete(store, &f.key)?;
             }
-            deleted.push(file);
+            deleted.push(f.wal_file);
         }
     }
     Ok((deleted, Vec::new()))

@@ -22,6 +22,8 @@ Examples:
   dbrestore --store /var/backups/dbsafe --before '2025-01-18 14:35:00' --target sqlite:copy.db
   dbrestore --store /var/backups/dbsafe --latest --target sqlite:app.db --table orders --yes
   age -d -i key.txt X.sqlite.zst.age | dbrestore - --target sqlite:x.db
+  dbrestore --store /var/backups/dbsafe --target-time '2025-01-18 14:35:00' --pgdata /srv/pg-recovered \
+      --start --port 5433 -i key.txt       # point in time: base backup + archived WAL
 
 Environment: DBSAFE_STORE, DBSAFE_ENV, DBSAFE_IDENTITY_FILE, DBSAFE_PASSPHRASE_FILE,
 DBSAFE_RECIPIENTS, DBSAFE_RECIPIENTS_FILE (safety backups), DBSAFE_AUDIT_LOG, DBSAFE_CONFIG.
@@ -54,8 +56,32 @@ pub struct Cli {
     #[arg(long, value_name = "DB")]
     pub database: Option<String>,
     /// Database URL to restore into: sqlite:PATH.
-    #[arg(long, value_name = "URL")]
-    pub target: String,
+    #[arg(long, value_name = "URL", required_unless_present = "pgdata")]
+    pub target: Option<String>,
+    /// Point in time (PostgreSQL): restore a base backup into this new or empty data directory
+    /// and configure recovery from the store's WAL archive.
+    #[arg(long, value_name = "DIR", requires = "target_time", conflicts_with = "target")]
+    pub pgdata: Option<std::path::PathBuf>,
+    /// With --pgdata: recover up to TIME (RFC 3339 or "YYYY-MM-DD HH:MM:SS" UTC), or `latest` to
+    /// replay every archived WAL file.
+    #[arg(long, value_name = "TIME|latest")]
+    pub target_time: Option<String>,
+    /// With --pgdata: start the server, wait for recovery to reach the target, promote, report.
+    #[arg(long)]
+    pub start: bool,
+    /// With --pgdata: the restored server's port (a recovery copy can run next to the damaged one).
+    #[arg(long, value_name = "N", default_value_t = 5433)]
+    pub port: u16,
+    /// With --pgdata: where the restored server puts its socket (default: the data directory).
+    #[arg(long, value_name = "DIR")]
+    pub socket_dir: Option<std::path::PathBuf>,
+    /// With --pgdata: turn WAL archiving off in the restored copy (default: it archives its new
+    /// timeline into the store like the original).
+    #[arg(long)]
+    pub no_archive: bool,
+    /// With --pgdata --start: how long to wait for recovery.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub recovery_timeout: String,
     /// Create the target when it does not exist.
     #[arg(long)]
     pub create: bool,

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+mod pitr;
 
 use dbsafe::audit::AuditEntry;
 use dbsafe::catalog::{self, Selector};
@@ -105,9 +106,12 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let cfg = Config::load(args.common.config.as_deref())?;
     let keys = args.keys.keyring(&cfg)?;
     let tmpdir = args.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
+    if args.pgdata.is_some() {
+        return pitr::run(&args, &log, &cfg);
+    }
     let source = resolve_source(&args, &cfg)?;
     let meta = source.meta()?;
-    let target = dbsafe::engine::open(&args.target)?;
+    let target = dbsafe::engine::open(args.target.as_deref().expect("clap requires --target without --pgdata"))?;
     let target_tables = if target.exists()? {
         target.tables()?
     } else {
@@ -392,7 +396,8 @@ fn execute(
                 scratch: None,
                 tmpdir: tmpdir.to_path_buf(),
                 tool: "dbrestore",
-            },
+                wal: None,
+                },
         )?;
         if !rec.passed() {
             return Err(Error::failed(format!(

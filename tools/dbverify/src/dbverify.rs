@@ -26,6 +26,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         scratch: args.scratch.clone(),
         tmpdir: args.tmpdir.clone().unwrap_or_else(std::env::temp_dir),
         tool: "dbverify",
+        wal: args.store.as_ref().map(|store| dbsafe::engine::WalSource {
+            store: store.clone(),
+            identity_files: args.keys.identity.clone(),
+            passphrase_file: args.keys.passphrase_file.clone(),
+        }),
     };
     if args.status {
         return status(&args, &log);

@@ -1,0 +1,493 @@
+//! A PostgreSQL data directory restored from a base backup: unpacked,
+//! configured for recovery from the WAL archive, and optionally started.
+//!
+//! Serves `dbrestore --pgdata` (point in time) and `dbverify --level
+//! restore` of base backups (a throwaway server that recovers to the end of
+//! the backup, is counted, stopped and removed). PostgreSQL refuses to run
+//! as root: as root, the directory is handed to the `postgres` system user
+//! and the server runs as that user.
+
+use super::{Engine, Origin, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions, WalSource};
+use crate::error::{Error, Result};
+use crate::meta::TableCount;
+use crate::name::Payload;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where recovery should stop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecoveryTarget {
+    /// The end of the base backup (consistency), as verification wants.
+    Immediate,
+    /// A moment in time (UTC).
+    Time(chrono::DateTime<chrono::Utc>),
+    /// Replay every archived WAL file.
+    Latest,
+}
+
+/// How to bring a restored data directory up.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// Where recovery stops.
+    pub target: RecoveryTarget,
+    /// Start the server and wait for the promotion.
+    pub start: bool,
+    /// The server's port.
+    pub port: u16,
+    /// Where the server puts its socket (default: the data directory).
+    pub socket_dir: Option<PathBuf>,
+    /// Keep the backup's archive_command (a promoted copy archives its new timeline).
+    pub archive: bool,
+    /// How long to wait for recovery.
+    pub timeout: Duration,
+}
+
+/// A data directory to restore a base backup into.
+pub struct PgData {
+    dir: PathBuf,
+    recovery: Recovery,
+    origin: Origin,
+    /// A scratch directory is ours to remove; a user's is not.
+    scratch: bool,
+}
+
+/// What a recovery reached.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reached {
+    /// The last transaction replayed, as the server logged it.
+    pub last_transaction: Option<String>,
+    /// The server log's recovery lines.
+    pub log: Vec<String>,
+}
+
+fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::failed(format!("cannot find a free port: {e}")))
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// The directory of the server binaries (pg_ctl) for a major version.
+fn server_bindir(version: Option<&str>) -> Result<PathBuf> {
+    let major = version.and_then(|v| v.split(['.', ' ']).next()).unwrap_or("");
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if !major.is_empty() {
+        candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")));
+    }
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path().join("bin")).collect();
+        dirs.sort();
+        candidates.extend(dirs.into_iter().rev());
+    }
+    if let Some(p) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&p));
+    }
+    candidates
+        .into_iter()
+        .find(|d| d.join("pg_ctl").is_file())
+        .ok_or_else(|| Error::usage(format!("pg_ctl is not installed: install the Debian package postgresql-{}", if major.is_empty() { "15" } else { major })))
+}
+
+impl PgData {
+    /// A user's data directory (`dbrestore --pgdata`).
+    pub fn new(dir: PathBuf, recovery: Recovery, origin: Origin) -> PgData {
+        PgData { dir, recovery, origin, scratch: false }
+    }
+
+    /// A throwaway server under `tmpdir` that recovers to the end of the backup.
+    pub fn scratch(tmpdir: &Path, origin: Origin) -> Result<PgData> {
+        Ok(PgData {
+            dir: tmpdir.join("pgdata"),
+            recovery: Recovery {
+                target: RecoveryTarget::Immediate,
+                start: true,
+                port: free_port()?,
+                socket_dir: None,
+                archive: false,
+                timeout: Duration::from_secs(600),
+            },
+            origin,
+            scratch: true,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn owner(&self) -> Option<&'static str> {
+        running_as_root().then_some("postgres")
+    }
+
+    fn as_owner(&self, program: &Path) -> Command {
+        match self.owner() {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.recovery.socket_dir.clone().unwrap_or_else(|| self.dir.clone())
+    }
+
+    fn pg_ctl(&self) -> Result<PathBuf> {
+        Ok(server_bindir(self.origin.engine_version.as_deref())?.join("pg_ctl"))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("log").join("dbsafe-recovery.log")
+    }
+
+    /// Unpacks a base backup tar into the (empty or missing) directory.
+    fn unpack(&self, input: &mut dyn Read) -> Result<()> {
+        if self.dir.exists() && std::fs::read_dir(&self.dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            return Err(Error::refused(format!("{} is not empty", self.dir.display()))
+                .hint("restore into an empty or new directory"));
+        }
+        crate::fsutil::create_private_dir(&self.dir)?;
+        let mut child = Command::new("tar")
+            .args(["-x", "--no-same-owner", "-f", "-", "-C"])
+            .arg(&self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::failed(format!("cannot run tar: {e}")).hint("install the Debian package tar"))?;
+        let _guard = crate::cleanup::ChildGuard::new(child.id());
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let fed = crate::pipeline::copy(input, &mut stdin);
+        drop(stdin);
+        let out = child.wait_with_output().map_err(|e| Error::failed(format!("waiting for tar: {e}")))?;
+        fed.map_err(|e| Error::from(e).context("unpacking the base backup"))?;
+        if !out.status.success() {
+            return Err(Error::failed(format!("tar could not unpack the base backup: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        if !self.dir.join("PG_VERSION").is_file() {
+            return Err(Error::failed("the tar is not a PostgreSQL base backup (no PG_VERSION)"));
+        }
+        Ok(())
+    }
+
+    /// Copies the WAL a backup needs into pg_wal, for a recovery that needs no store access.
+    fn prefetch_wal(&self, wal: &WalSource) -> Result<()> {
+        let info = self.origin.wal.as_ref().ok_or_else(|| Error::failed("the base backup's metadata has no WAL range"))?;
+        let store = crate::store::open(&wal.store, false)?;
+        let keys = crate::keys::Keyring::load(&wal.identity_files, wal.passphrase_file.as_deref())?;
+        let start = crate::wal::WalName::parse(&info.start_wal).ok_or_else(|| Error::failed("bad start_wal"))?;
+        let stop = crate::wal::WalName::parse(&info.stop_wal).ok_or_else(|| Error::failed("bad stop_wal"))?;
+        let pg_wal = self.dir.join("pg_wal");
+        crate::fsutil::create_private_dir(&pg_wal)?;
+        for tli in 2..=info.timeline {
+            let f = format!("{tli:08X}.history");
+            let _ = crate::walarchive::fetch(store.as_ref(), &f, &pg_wal.join(&f), &keys)?;
+        }
+        for segno in start.segno..=stop.segno {
+            let f = crate::wal::WalName::segment_name(info.timeline, segno);
+            match crate::walarchive::fetch(store.as_ref(), &f, &pg_wal.join(&f), &keys)? {
+                crate::walarchive::Fetched::Restored => {}
+                crate::walarchive::Fetched::Missing => {
+                    return Err(Error::failed(format!("WAL segment {f}, which the base backup needs, is not in store {}", store.describe())))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_command(&self, wal: &WalSource) -> String {
+        let walship = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("walship")))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("walship"));
+        let mut env = String::from("DBSAFE_CONFIG=/dev/null ");
+        if !wal.identity_files.is_empty() {
+            let ids: Vec<String> = wal.identity_files.iter().map(|p| absolute(p).display().to_string()).collect();
+            env.push_str(&format!("DBSAFE_IDENTITY_FILE={} ", shell_quote(&ids.join(","))));
+        }
+        if let Some(p) = &wal.passphrase_file {
+            env.push_str(&format!("DBSAFE_PASSPHRASE_FILE={} ", shell_quote(&absolute(p).display().to_string())));
+        }
+        format!(
+            "{env}{} fetch %f %p --from {}",
+            shell_quote(&walship.display().to_string()),
+            shell_quote(&absolute(Path::new(&wal.store)).display().to_string())
+        )
+    }
+
+    /// Writes the recovery settings and `recovery.signal`.
+    fn configure(&self, wal: Option<&WalSource>) -> Result<()> {
+        let mut conf = String::from("\n# dbsafe: recovery from a base backup\n");
+        let restore_command = match (self.scratch, wal) {
+            // The scratch server recovers from WAL already copied into pg_wal.
+            (true, _) => "false".to_string(),
+            (false, Some(w)) => self.restore_command(w),
+            (false, None) => return Err(Error::usage("point-in-time recovery needs the store holding the WAL archive")),
+        };
+        conf.push_str(&format!("restore_command = {}\n", crate::engine::postgres::quote_literal(&restore_command)));
+        match &self.recovery.target {
+            RecoveryTarget::Immediate => conf.push_str("recovery_target = 'immediate'\n"),
+            RecoveryTarget::Time(t) => conf.push_str(&format!(
+                "recovery_target_time = '{}'\nrecovery_target_inclusive = on\n",
+                t.format("%Y-%m-%d %H:%M:%S%.6f+00")
+            )),
+            RecoveryTarget::Latest => {}
+        }
+        conf.push_str("recovery_target_action = 'promote'\nrecovery_target_timeline = 'latest'\n");
+        conf.push_str(&format!("port = {}\n", self.recovery.port));
+        conf.push_str(&format!("unix_socket_directories = {}\n", crate::engine::postgres::quote_literal(&self.socket_dir().display().to_string())));
+        if self.scratch {
+            conf.push_str("listen_addresses = ''\narchive_mode = off\n");
+            // Private socket, private server: trust whoever can reach it.
+            std::fs::write(self.dir.join("pg_hba.conf"), "local all all trust\n")
+                .map_err(|e| Error::failed(format!("writing pg_hba.conf: {e}")))?;
+        } else if !self.recovery.archive {
+            conf.push_str("archive_mode = off\n");
+        }
+        let auto = self.dir.join("postgresql.auto.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&auto)
+            .map_err(|e| Error::failed(format!("cannot write {}: {e}", auto.display())))?;
+        f.write_all(conf.as_bytes()).map_err(|e| Error::failed(format!("cannot write {}: {e}", auto.display())))?;
+        std::fs::write(self.dir.join("recovery.signal"), b"").map_err(|e| Error::failed(format!("cannot write recovery.signal: {e}")))?;
+        std::fs::create_dir_all(self.dir.join("log")).map_err(|e| Error::failed(format!("cannot create log dir: {e}")))?;
+        Ok(())
+    }
+
+    fn hand_over(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::failed(format!("chmod {}: {e}", self.dir.display())))?;
+        if let Some(user) = self.owner() {
+            let st = Command::new("chown")
+                .args(["-R", &format!("{user}:")])
+                .arg(&self.dir)
+                .status()
+                .map_err(|e| Error::failed(format!("cannot run chown: {e}")))?;
+            if !st.success() {
+                return Err(Error::failed(format!("cannot hand {} to the {user} user", self.dir.display()))
+                    .hint("PostgreSQL refuses to run as root; create the postgres system user"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the server and waits until recovery has promoted it.
+    pub fn start_and_wait(&self) -> Result<Reached> {
+        let pg_ctl = self.pg_ctl()?;
+        let out = self
+            .as_owner(&pg_ctl)
+            .arg("-D")
+            .arg(&self.dir)
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-w", "-t", "600", "start"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::failed(format!("cannot run pg_ctl: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::failed(format!("the restored server did not start: {}", self.log_tail())));
+        }
+        let start = Instant::now();
+        loop {
+            if !self.dir.join("recovery.signal").exists() {
+                break;
+            }
+            if !self.dir.join("postmaster.pid").exists() {
+                return Err(Error::failed(format!("recovery failed and the server stopped: {}", self.log_tail())));
+            }
+            if start.elapsed() > self.recovery.timeout {
+                return Err(Error::failed(format!("recovery did not finish within {}s: {}", self.recovery.timeout.as_secs(), self.log_tail())));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // Promotion removes recovery.signal just before the server accepts writes.
+        self.wait_ready()?;
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("recovery") || l.contains("last completed transaction") || l.contains("selected new timeline") || l.contains("consistent"))
+            .map(str::to_string)
+            .collect();
+        let last = log.lines().rev().find_map(|l| {
+            l.split("last completed transaction was at log time ")
+                .nth(1)
+                .or_else(|| l.split(", time ").nth(1).filter(|_| l.contains("recovery stopping")))
+                .map(|s| s.trim().to_string())
+        });
+        Ok(Reached { last_transaction: last, log: lines })
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let bindir = server_bindir(self.origin.engine_version.as_deref())?;
+        let start = Instant::now();
+        loop {
+            let ok = Command::new(bindir.join("pg_isready"))
+                .arg("-h")
+                .arg(self.socket_dir())
+                .arg("-p")
+                .arg(self.recovery.port.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(Error::failed(format!("the recovered server does not accept connections: {}", self.log_tail())));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
+    }
+
+    /// Stops the server (fast), if it runs.
+    pub fn stop(&self) -> Result<()> {
+        if !self.dir.join("postmaster.pid").exists() {
+            return Ok(());
+        }
+        let pg_ctl = self.pg_ctl()?;
+        let _ = self
+            .as_owner(&pg_ctl)
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "fast", "-w", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        Ok(())
+    }
+
+    fn client(&self) -> Result<super::postgres::Postgres> {
+        let user = self
+            .origin
+            .source
+            .as_deref()
+            .and_then(|s| s.split("://").nth(1))
+            .and_then(|rest| rest.split_once('@').map(|(u, _)| u.split(':').next().unwrap_or(u).to_string()))
+            .unwrap_or_else(|| "postgres".into());
+        let db = self.origin.database.clone().unwrap_or_else(|| "postgres".into());
+        super::postgres::Postgres::new(&format!(
+            "postgres://{user}@{}:{}/{}",
+            super::postgres::percent_encode(&self.socket_dir().display().to_string()),
+            self.recovery.port,
+            super::postgres::percent_encode(&db)
+        ))
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-,=:".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Restores a base backup: unpack, configure, and (when asked) start and wait.
+pub fn restore_base(pg: &PgData, input: &mut dyn Read, wal: Option<&WalSource>) -> Result<Option<Reached>> {
+    pg.unpack(input)?;
+    if pg.scratch {
+        pg.prefetch_wal(wal.ok_or_else(|| {
+            Error::usage("verifying a base backup by restoring it needs the store with its WAL archive")
+                .hint("verify it from its store: dbverify --store STORE ... --level restore")
+        })?)?;
+    }
+    pg.configure(wal)?;
+    pg.hand_over()?;
+    if pg.recovery.start {
+        return pg.start_and_wait().map(Some);
+    }
+    Ok(None)
+}
+
+impl Engine for PgData {
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+    fn payload(&self, _base: bool) -> Payload {
+        Payload::Tar
+    }
+    fn database(&self) -> String {
+        self.origin.database.clone().unwrap_or_else(|| "postgres".into())
+    }
+    fn url(&self) -> String {
+        format!("pgdata:{}", self.dir.display())
+    }
+    fn host(&self) -> String {
+        crate::fsutil::host_name()
+    }
+    fn snapshot(&self, _opts: &SnapshotOptions, _out: &mut dyn Write) -> Result<SnapshotInfo> {
+        Err(Error::usage("snapshots of a data directory are taken from its server: dbsnap --base postgres://..."))
+    }
+    fn exists(&self) -> Result<bool> {
+        Ok(self.dir.join("PG_VERSION").exists())
+    }
+    fn tables(&self) -> Result<Vec<TableCount>> {
+        self.client()?.tables()
+    }
+    fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
+        if payload != Payload::Tar {
+            return Err(Error::usage(format!("a data directory restores base backups (tar), not {}", payload.ext())));
+        }
+        restore_base(self, input, opts.wal.as_ref()).map(drop)
+    }
+    fn drop_target(&self) -> Result<()> {
+        self.stop()?;
+        if self.scratch {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        Ok(())
+    }
+}
+
+/// `dbverify --level full` of a base backup: unpacked and checked against its backup_manifest.
+pub fn check(input: &mut dyn Read, origin: &Origin, tmpdir: &Path) -> Result<PayloadCheck> {
+    let dir = tmpdir.join("base");
+    let pg = PgData { dir: dir.clone(), recovery: Recovery { target: RecoveryTarget::Immediate, start: false, port: 0, socket_dir: None, archive: false, timeout: Duration::ZERO }, origin: origin.clone(), scratch: true };
+    pg.unpack(input)?;
+    let mut checks = vec!["tar unpacked; PG_VERSION present".to_string()];
+    let mut problems = Vec::new();
+    if !dir.join("backup_manifest").is_file() {
+        problems.push("the base backup has no backup_manifest".into());
+    } else {
+        let bin = server_bindir(origin.engine_version.as_deref())?.join("pg_verifybackup");
+        let out = Command::new(&bin)
+            .args(["-n", "-q"])
+            .arg(&dir)
+            .output()
+            .map_err(|e| Error::failed(format!("cannot run {}: {e}", bin.display())))?;
+        if out.status.success() {
+            checks.push("pg_verifybackup: every file matches backup_manifest".into());
+        } else {
+            problems.push(format!("pg_verifybackup: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(PayloadCheck { checks, problems, tables: None })
+}

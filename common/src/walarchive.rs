@@ -1,0 +1,270 @@
+//! The WAL archive in a store: what `walship push` and `walship fetch` do.
+//!
+//! A WAL file `F` is stored as `wal/F[.zst|.gz][.age]`, with `F....sha256`
+//! (the stored object's checksum, `sha256sum -c` format) and
+//! `F....meta.json` (the checksum of the original bytes, so a repeated push
+//! can be recognised as identical without a key to decrypt with). The
+//! metadata is written first and the object second: an object under its
+//! final name always has its metadata.
+
+use crate::error::{Error, Result};
+use crate::keys::Keyring;
+use crate::pipeline::{self, EncodeOptions, StreamEncoder};
+use crate::store::{self, Store};
+use crate::wal::WalName;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// What is recorded next to each archived WAL file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WalMeta {
+    /// `dbsafe/1`.
+    pub format: String,
+    /// The PostgreSQL file name.
+    pub wal_file: String,
+    /// The stored object's file name.
+    pub object: String,
+    /// sha256 of the original bytes.
+    pub raw_sha256: String,
+    /// Size of the original bytes.
+    pub raw_size_bytes: u64,
+    /// `zstd`, `gzip` or `none`.
+    pub compression: String,
+    /// `age` or `none`.
+    pub encryption: String,
+    /// RFC 3339.
+    pub archived_at: String,
+    /// Which host pushed it.
+    pub host: String,
+}
+
+/// How a push ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// Written now.
+    Archived {
+        /// The object key.
+        key: String,
+        /// Its size.
+        size: u64,
+    },
+    /// Already there with identical bytes.
+    AlreadyArchived,
+}
+
+/// The layer suffixes an archived file may carry, most likely first.
+const SUFFIXES: [&str; 6] = [".zst.age", ".zst", ".gz.age", ".gz", ".age", ""];
+
+fn validate(file: &str) -> Result<()> {
+    if WalName::parse(file).is_none() {
+        return Err(Error::usage(format!("{file:?} is not a WAL file name (segment, .history, .backup or .partial)")));
+    }
+    Ok(())
+}
+
+/// Finds the archived object of `file`, whatever layers it was stored with.
+pub fn find(store: &dyn Store, file: &str) -> Result<Option<String>> {
+    for s in SUFFIXES {
+        let key = store::key(store::WAL, &format!("{file}{s}"));
+        if store.exists(&key)? {
+            return Ok(Some(key));
+        }
+    }
+    Ok(None)
+}
+
+fn read_meta(store: &dyn Store, key: &str) -> Result<Option<WalMeta>> {
+    match store.read_small(&format!("{key}.meta.json"))? {
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::failed(format!("{key}.meta.json is not valid: {e}"))),
+        None => Ok(None),
+    }
+}
+
+fn sha256_of(path: &Path) -> Result<(String, u64)> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(|e| Error::failed(format!("reading {}: {e}", path.display())))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+/// Archives the WAL file at `path` under the name `file` (archive_command).
+///
+/// Returns only once the object and its sidecars are durable. A file of that
+/// name already archived with the same bytes is success; with other bytes it
+/// is an error and the archived copy is kept.
+pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> Result<Pushed> {
+    validate(file)?;
+    let (raw_sha, raw_size) = sha256_of(path)?;
+    if let Some(existing) = find(store, file)? {
+        return match read_meta(store, &existing)? {
+            Some(m) if m.raw_sha256 == raw_sha => Ok(Pushed::AlreadyArchived),
+            Some(m) => Err(Error::failed(format!(
+                "{file} is already archived as {existing} with different contents (sha256 {} there, {raw_sha} here); the archived copy is kept",
+                m.raw_sha256
+            ))
+            .hint("two clusters may be archiving into one store: give each its own store or prefix")),
+            None => Err(Error::failed(format!("{file} is already archived as {existing}, without metadata to compare with; the archived copy is kept"))),
+        };
+    }
+    let compression = opts.compression;
+    let encrypted = opts.encryption.is_encrypted();
+    let object = format!(
+        "{file}{}{}",
+        match compression {
+            crate::Compression::Zstd => ".zst",
+            crate::Compression::Gzip => ".gz",
+            crate::Compression::None => "",
+        },
+        if encrypted { ".age" } else { "" }
+    );
+    let key = store::key(store::WAL, &object);
+    let meta = WalMeta {
+        format: crate::meta::FORMAT.into(),
+        wal_file: file.into(),
+        object: object.clone(),
+        raw_sha256: raw_sha,
+        raw_size_bytes: raw_size,
+        compression: compression.as_str().into(),
+        encryption: if encrypted { "age" } else { "none" }.into(),
+        archived_at: chrono::Utc::now().to_rfc3339(),
+        host: crate::fsutil::host_name(),
+    };
+    let mut json = serde_json::to_vec_pretty(&meta).expect("WAL metadata serializes");
+    json.push(b'\n');
+    store.write_small(&format!("{key}.meta.json"), &json)?;
+    let writer = store.create(&key)?;
+    let mut enc = StreamEncoder::new(writer, opts)?;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;
+    pipeline::copy(&mut f, &mut enc).map_err(|e| Error::from(e).context(format!("archiving {file}")))?;
+    let (writer, summary) = enc.finish()?;
+    writer.commit()?;
+    store.write_small(&format!("{key}.sha256"), format!("{}  {object}\n", summary.sha256).as_bytes())?;
+    Ok(Pushed::Archived { key, size: summary.artifact_bytes })
+}
+
+/// How a fetch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// Written to the destination.
+    Restored,
+    /// Not in the archive.
+    Missing,
+}
+
+/// Restores the archived `file` to `dest` (restore_command): verified, decrypted,
+/// decompressed, written atomically. Every error other than "not archived" is an Err.
+pub fn fetch(store: &dyn Store, file: &str, dest: &Path, keys: &Keyring) -> Result<Fetched> {
+    validate(file)?;
+    let Some(key) = find(store, file)? else {
+        return Ok(Fetched::Missing);
+    };
+    let expected = store
+        .read_small(&format!("{key}.sha256"))?
+        .and_then(|b| crate::catalog::parse_sha256_line(&String::from_utf8_lossy(&b)));
+    let meta = read_meta(store, &key)?;
+    let (input, tap) = pipeline::tap(store.open(&key)?);
+    let mut decoded = pipeline::decode(input, keys)?;
+    let tmp = crate::fsutil::temp_name_for(dest);
+    let guard = crate::cleanup::TempGuard::new(&tmp);
+    let mut out = crate::fsutil::create_private_file(&tmp)?;
+    let mut raw = RawHash { inner: &mut out, hasher: Sha256::new() };
+    pipeline::copy(&mut decoded.reader, &mut raw).map_err(|e| Error::from(e).context(format!("fetching {file}")))?;
+    let raw_sha = hex::encode(raw.hasher.finalize());
+    let (sha, _) = tap.result();
+    if let Some(exp) = expected {
+        if exp != sha {
+            return Err(Error::failed(format!("{key}: sha256 mismatch (expected {exp}, got {sha}): the archived copy is corrupt")));
+        }
+    }
+    if let Some(m) = meta {
+        if m.raw_sha256 != raw_sha {
+            return Err(Error::failed(format!("{key}: restored bytes do not match the recorded sha256")));
+        }
+    }
+    out.sync_all().map_err(|e| Error::failed(format!("cannot fsync {}: {e}", tmp.display())))?;
+    drop(out);
+    std::fs::rename(&tmp, dest).map_err(|e| Error::failed(format!("cannot move {file} into {}: {e}", dest.display())))?;
+    guard.keep();
+    Ok(Fetched::Restored)
+}
+
+struct RawHash<'a> {
+    inner: &'a mut std::fs::File,
+    hasher: Sha256,
+}
+
+impl Write for RawHash<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// An archived WAL file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Archived {
+    /// PostgreSQL name.
+    pub wal_file: String,
+    /// Object key.
+    pub key: String,
+    /// Stored size.
+    pub size: u64,
+    /// When it was stored.
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every archived WAL file (objects, not sidecars), in name order.
+pub fn list(store: &dyn Store) -> Result<Vec<Archived>> {
+    let mut out: Vec<Archived> = store
+        .list(store::WAL)?
+        .into_iter()
+        .filter(|o| !o.key.ends_with(".sha256") && !o.key.ends_with(".meta.json"))
+        .filter_map(|o| {
+            let f = crate::wal::strip_layers(o.file_name()).to_string();
+            WalName::parse(&f).map(|_| Archived { wal_file: f, key: o.key.clone(), size: o.size, modified: o.modified })
+        })
+        .collect();
+    out.sort_by(|a, b| a.wal_file.cmp(&b.wal_file));
+    Ok(out)
+}
+
+/// Deletes an archived WAL file and its sidecars (object first).
+pub fn delete(store: &dyn Store, key: &str) -> Result<()> {
+    store.delete(key)?;
+    store.delete(&format!("{key}.sha256"))?;
+    store.delete(&format!("{key}.meta.json"))
+}
+
+/// The oldest WAL segment position any base backup in the store needs
+/// (`keep` narrows to the base backups being kept); `None` without base backups.
+pub fn oldest_needed(store: &dyn Store, keep: Option<&std::collections::BTreeSet<String>>) -> Result<Option<u64>> {
+    let mut oldest: Option<u64> = None;
+    for e in crate::catalog::list(store)?.iter().filter(|e| e.name.kind == crate::Kind::Base) {
+        if keep.is_some_and(|k| !k.contains(&e.file())) {
+            continue;
+        }
+        let start = crate::catalog::read_meta(store, e)?
+            .and_then(|m| m.wal)
+            .and_then(|w| WalName::parse(&w.start_wal))
+            .ok_or_else(|| Error::failed(format!("{}: no WAL start in its metadata; refusing to prune WAL", e.file())))?;
+        oldest = Some(oldest.map_or(start.segno, |o| o.min(start.segno)));
+    }
+    Ok(oldest)
+}

@@ -1,0 +1,99 @@
+//! walship's command line.
+
+use clap::{Parser, Subcommand};
+use dbsafe::cli::{CommonArgs, DecryptArgs, EncodeArgs};
+use std::path::PathBuf;
+
+/// Ship PostgreSQL WAL to a store and back.
+#[derive(Debug, Parser)]
+#[command(
+    name = "walship",
+    version,
+    about = "Ship PostgreSQL WAL into a store (archive_command) and back (restore_command)",
+    after_help = "In postgresql.conf (the store, keys and compression come from DBSAFE_* variables in the
+server's environment, or from the config file):
+  archive_mode = on
+  archive_command = 'walship push %p %f'
+  restore_command = 'walship fetch %f %p'
+
+Exit codes follow PostgreSQL's contract:
+  push   0 once the file is safe in the store, or already archived with identical bytes;
+         1 on any failure, including the name already archived with different bytes (never overwritten)
+  fetch  0 restored; 1 not in the archive (quietly); 255 any other failure (store unreachable or
+         missing, checksum mismatch, wrong key), so recovery stops instead of ending early
+  status 1 when the archive lags (--max-lag) or has gaps
+
+Examples:
+  walship push pg_wal/000000010000000000000003 000000010000000000000003 --to /var/backups/dbsafe
+  walship fetch 000000010000000000000003 pg_wal/RECOVERYXLOG --from /var/backups/dbsafe -i key.txt
+  walship status --from /var/backups/dbsafe --max-lag 15m
+  walship prune --from /var/backups/dbsafe --keep-for-backups --dry-run
+
+Environment: DBSAFE_STORE, DBSAFE_RECIPIENTS, DBSAFE_RECIPIENTS_FILE, DBSAFE_IDENTITY_FILE,
+DBSAFE_PASSPHRASE_FILE, DBSAFE_COMPRESS, DBSAFE_CONFIG."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive a WAL file (archive_command = 'walship push %p %f').
+    Push {
+        /// Path of the file to archive (%p).
+        path: PathBuf,
+        /// Its file name (%f).
+        file: String,
+        /// The store.
+        #[arg(long, value_name = "STORE", env = "DBSAFE_STORE")]
+        to: Option<String>,
+        #[command(flatten)]
+        encode: EncodeArgs,
+    },
+    /// Restore an archived WAL file (restore_command = 'walship fetch %f %p').
+    Fetch {
+        /// The file name wanted (%f).
+        file: String,
+        /// Where to write it (%p).
+        path: PathBuf,
+        /// The store.
+        #[arg(long, value_name = "STORE", env = "DBSAFE_STORE")]
+        from: Option<String>,
+        #[command(flatten)]
+        keys: DecryptArgs,
+    },
+    /// List archived WAL files.
+    List {
+        /// The store.
+        #[arg(long, value_name = "STORE", env = "DBSAFE_STORE")]
+        from: Option<String>,
+    },
+    /// Newest segment, its age, gaps per timeline; exit 1 when lagging or gapped.
+    Status {
+        /// The store.
+        #[arg(long, value_name = "STORE", env = "DBSAFE_STORE")]
+        from: Option<String>,
+        /// The newest segment must be younger than this.
+        #[arg(long, value_name = "DURATION")]
+        max_lag: Option<String>,
+    },
+    /// Delete archived WAL that is no longer needed (.history files always stay).
+    Prune {
+        /// The store.
+        #[arg(long, value_name = "STORE", env = "DBSAFE_STORE")]
+        from: Option<String>,
+        /// Delete files before this segment.
+        #[arg(long, value_name = "SEGMENT", conflicts_with = "keep_for_backups")]
+        before: Option<String>,
+        /// Delete what no base backup in the store needs.
+        #[arg(long)]
+        keep_for_backups: bool,
+        /// Print what would go; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}

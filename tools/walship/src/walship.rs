@@ -1,0 +1,155 @@
+//! walship: ship PostgreSQL WAL.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+
+use cli::{Cli, Command};
+use dbsafe::cli::Log;
+use dbsafe::config::Config;
+use dbsafe::pipeline::EncodeOptions;
+use dbsafe::walarchive::{self, Fetched, Pushed};
+use dbsafe::wal::WalName;
+use dbsafe::{Error, ExitCode, Result};
+
+/// Runs walship and turns the outcome into an exit status, with `fetch`'s
+/// PostgreSQL-specific codes: 1 only for "not archived", 255 for anything else.
+pub fn main(cli: Cli) -> std::process::ExitCode {
+    if let Command::Fetch { .. } = cli.command {
+        dbsafe::cleanup::install_signal_handlers("walship");
+        return match run(cli) {
+            Ok(ExitCode::Success) => std::process::ExitCode::SUCCESS,
+            Ok(ExitCode::NotFound) => std::process::ExitCode::from(1),
+            Ok(_) => std::process::ExitCode::from(255),
+            Err(e) => {
+                eprintln!("walship: error: {e}");
+                std::process::ExitCode::from(255)
+            }
+        };
+    }
+    dbsafe::cli::main_with("walship", || run(cli))
+}
+
+fn store_of(loc: Option<String>, cfg: &Config, create: bool) -> Result<Box<dyn dbsafe::Store>> {
+    let loc = loc
+        .or_else(|| cfg.defaults.store.clone())
+        .ok_or_else(|| Error::usage("no store: pass --to/--from STORE or set DBSAFE_STORE"))?;
+    dbsafe::store::open(&loc, create)
+}
+
+/// Runs walship with parsed arguments.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let log = Log { tool: "walship", quiet: cli.common.quiet, verbose: cli.common.verbose };
+    let cfg = Config::load(cli.common.config.as_deref())?;
+    let env = cfg.defaults.env.clone().unwrap_or_else(|| "default".into());
+    match cli.command {
+        Command::Push { path, file, to, encode } => {
+            let store = store_of(to, &cfg, true)?;
+            let opts = EncodeOptions {
+                compression: encode.compression(&cfg, &env)?,
+                level: encode.level.or(cfg.defaults.level),
+                threads: encode.threads,
+                encryption: encode.encryption(&cfg, &env)?,
+                max_size: None,
+            };
+            let clock = std::time::Instant::now();
+            match walarchive::push(store.as_ref(), &path, &file, opts)? {
+                Pushed::Archived { key, size } => log.debug(format!(
+                    "archived {file} as {key} ({}) in {:.0} ms",
+                    dbsafe::units::human_bytes(size),
+                    clock.elapsed().as_secs_f64() * 1000.0
+                )),
+                Pushed::AlreadyArchived => log.info(format!("{file} is already archived with identical contents")),
+            }
+            Ok(ExitCode::Success)
+        }
+        Command::Fetch { file, path, from, keys } => {
+            // A store that does not exist is an error (255), never "not archived".
+            let store = store_of(from, &cfg, false)?;
+            let keyring = keys.keyring(&cfg)?;
+            match walarchive::fetch(store.as_ref(), &file, &path, &keyring)? {
+                Fetched::Restored => {
+                    log.debug(format!("restored {file}"));
+                    Ok(ExitCode::Success)
+                }
+                Fetched::Missing => Ok(ExitCode::NotFound),
+            }
+        }
+        Command::List { from } => {
+            let store = store_of(from, &cfg, false)?;
+            let files = walarchive::list(store.as_ref())?;
+            if cli.common.json {
+                dbsafe::cli::print_json(&files)?;
+            } else {
+                for f in &files {
+                    println!("{}\t{}\t{}", f.wal_file, f.size, f.modified.to_rfc3339());
+                }
+            }
+            Ok(ExitCode::Success)
+        }
+        Command::Status { from, max_lag } => {
+            let store = store_of(from, &cfg, false)?;
+            let health = dbsafe::health::wal_health(store.as_ref(), chrono::Utc::now())?;
+            let max_lag = max_lag.as_deref().map(dbsafe::units::parse_duration).transpose()?;
+            let mut problems = Vec::new();
+            match &health {
+                None => problems.push("the WAL archive is empty".to_string()),
+                Some(h) => {
+                    if !h.gaps.is_empty() {
+                        problems.push(format!("gaps: {}", h.gaps.join(", ")));
+                    }
+                    if let (Some(max), Some(age)) = (max_lag, h.newest_age_seconds) {
+                        if age as f64 > max.as_secs_f64() {
+                            problems.push(format!("newest segment is {age}s old, more than --max-lag"));
+                        }
+                    }
+                }
+            }
+            if cli.common.json {
+                dbsafe::cli::print_json(&serde_json::json!({"wal": health, "problems": problems, "ok": problems.is_empty()}))?;
+            } else if let Some(h) = &health {
+                println!(
+                    "{} segments, newest {} ({}s old), {} gaps",
+                    h.segments,
+                    h.newest.as_deref().unwrap_or("-"),
+                    h.newest_age_seconds.unwrap_or(0),
+                    h.gaps.len()
+                );
+            }
+            for p in &problems {
+                log.warn(p);
+            }
+            Ok(if problems.is_empty() { ExitCode::Success } else { ExitCode::Failure })
+        }
+        Command::Prune { from, before, keep_for_backups, dry_run } => {
+            let store = store_of(from, &cfg, false)?;
+            let cutoff = match (before, keep_for_backups) {
+                (Some(seg), _) => WalName::parse(&seg)
+                    .ok_or_else(|| Error::usage(format!("--before {seg:?} is not a WAL segment name")))?
+                    .segno,
+                (None, true) => match dbsafe::walarchive::oldest_needed(store.as_ref(), None)? {
+                    Some(s) => s,
+                    None => {
+                        log.warn("no base backup in the store: nothing can be pruned safely");
+                        return Ok(ExitCode::Success);
+                    }
+                },
+                (None, false) => return Err(Error::usage("walship prune needs --before SEGMENT or --keep-for-backups")),
+            };
+            let mut n = 0;
+            for f in walarchive::list(store.as_ref())? {
+                let name = WalName::parse(&f.wal_file).expect("listed names parse");
+                if dbsafe::wal::prunable(&name, cutoff) {
+                    if dry_run {
+                        log.info(format!("would delete {}", f.wal_file));
+                    } else {
+                        walarchive::delete(store.as_ref(), &f.key)?;
+                        log.debug(format!("deleted {}", f.wal_file));
+                    }
+                    n += 1;
+                }
+            }
+            log.info(format!("{} {n} WAL files before {}", if dry_run { "would delete" } else { "deleted" }, WalName::segment_name(1, cutoff).get(8..).unwrap_or("")));
+            Ok(ExitCode::Success)
+        }
+    }
+}
