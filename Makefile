@@ -1,7 +1,7 @@
 # dbsafe: the two commands of the README are `make demo` and `make test`.
 PREFIX ?= /usr/local
 CARGO ?= cargo
-TOOLS := dbsnap dbverify dbrestore dbprune
+TOOLS := dbsnap dbverify dbrestore dbprune walship
 SCRIPTS := $(wildcard scripts/*.sh)
 
 .PHONY: all build release demo test test-deps lint man install bench clean

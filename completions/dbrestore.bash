@@ -23,7 +23,7 @@ _dbrestore() {
 
     case "${cmd}" in
         dbrestore)
-            opts="-y -i -q -v -h -V --store --latest --timestamp --before --name --env --database --target --create --clean --table --skip-verify --no-safety-backup --safety-dir --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --help --version"
+            opts="-y -i -q -v -h -V --store --latest --timestamp --before --name --env --database --target --pgdata --target-time --start --port --socket-dir --no-archive --recovery-timeout --create --clean --table --skip-verify --no-safety-backup --safety-dir --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -54,6 +54,26 @@ _dbrestore() {
                     return 0
                     ;;
                 --target)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pgdata)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target-time)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --recovery-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -5,6 +5,11 @@ complete -c dbrestore -l name -d 'With --store: the backup with this name' -r
 complete -c dbrestore -l env -d 'Narrow the series to this environment' -r
 complete -c dbrestore -l database -d 'Narrow the series to this database' -r
 complete -c dbrestore -l target -d 'Database URL to restore into: sqlite:PATH' -r
+complete -c dbrestore -l pgdata -d 'Point in time (PostgreSQL): restore a base backup into this new or empty data directory and configure recovery from the store\'s WAL archive' -r -F
+complete -c dbrestore -l target-time -d 'With --pgdata: recover up to TIME (RFC 3339 or "YYYY-MM-DD HH:MM:SS" UTC), or `latest` to replay every archived WAL file' -r
+complete -c dbrestore -l port -d 'With --pgdata: the restored server\'s port (a recovery copy can run next to the damaged one)' -r
+complete -c dbrestore -l socket-dir -d 'With --pgdata: where the restored server puts its socket (default: the data directory)' -r -F
+complete -c dbrestore -l recovery-timeout -d 'With --pgdata --start: how long to wait for recovery' -r
 complete -c dbrestore -l table -d 'Restore only this table (repeatable)' -r
 complete -c dbrestore -l safety-dir -d 'Put the safety backup in this directory instead of the store' -r -F
 complete -c dbrestore -s i -l identity -d 'age identity file (repeatable)' -r -F
@@ -12,6 +17,8 @@ complete -c dbrestore -l passphrase-file -d 'File whose first line is the passph
 complete -c dbrestore -l tmpdir -d 'Directory for temporary files (default: $TMPDIR)' -r -F
 complete -c dbrestore -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c dbrestore -l latest -d 'With --store: the newest backup of the series'
+complete -c dbrestore -l start -d 'With --pgdata: start the server, wait for recovery to reach the target, promote, report'
+complete -c dbrestore -l no-archive -d 'With --pgdata: turn WAL archiving off in the restored copy (default: it archives its new timeline into the store like the original)'
 complete -c dbrestore -l create -d 'Create the target when it does not exist'
 complete -c dbrestore -l clean -d 'Drop the target\'s existing objects first'
 complete -c dbrestore -l skip-verify -d 'Do not verify the artifact before restoring'

@@ -13,6 +13,7 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         dbverify::cli::Cli::command(),
         dbrestore::cli::Cli::command(),
         dbprune::cli::Cli::command(),
+        walship::cli::Cli::command(),
     ];
     let mut out = Vec::new();
     for cmd in commands {

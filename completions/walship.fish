@@ -1,0 +1,86 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_walship_global_optspecs
+    string join \n q/quiet v/verbose json config= h/help V/version
+end
+
+function __fish_walship_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_walship_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_walship_using_subcommand
+    set -l cmd (__fish_walship_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c walship -n "__fish_walship_needs_command" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_needs_command" -s q -l quiet -d 'Print nothing but errors on stderr'
+complete -c walship -n "__fish_walship_needs_command" -s v -l verbose -d 'Print more on stderr'
+complete -c walship -n "__fish_walship_needs_command" -l json -d 'Print the report as one JSON document on stdout'
+complete -c walship -n "__fish_walship_needs_command" -s h -l help -d 'Print help'
+complete -c walship -n "__fish_walship_needs_command" -s V -l version -d 'Print version'
+complete -c walship -n "__fish_walship_needs_command" -f -a "push" -d 'Archive a WAL file (archive_command = \'walship push %p %f\')'
+complete -c walship -n "__fish_walship_needs_command" -f -a "fetch" -d 'Restore an archived WAL file (restore_command = \'walship fetch %f %p\')'
+complete -c walship -n "__fish_walship_needs_command" -f -a "list" -d 'List archived WAL files'
+complete -c walship -n "__fish_walship_needs_command" -f -a "status" -d 'Newest segment, its age, gaps per timeline; exit 1 when lagging or gapped'
+complete -c walship -n "__fish_walship_needs_command" -f -a "prune" -d 'Delete archived WAL that is no longer needed (.history files always stay)'
+complete -c walship -n "__fish_walship_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c walship -n "__fish_walship_using_subcommand push" -l to -d 'The store' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l compress -d 'Compression: zstd (default, frame checksums on), gzip or none' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l level -d 'Compression level (zstd 1-19, default 3; gzip 1-9, default 6)' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l threads -d 'zstd worker threads (0: compress on the pipeline thread)' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -s r -l recipient -d 'age recipient public key (repeatable, or comma-separated in DBSAFE_RECIPIENTS)' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l recipients-file -d 'File of age recipients, one a line' -r -F
+complete -c walship -n "__fish_walship_using_subcommand push" -l passphrase-file -d 'Encrypt with the passphrase on this file\'s first line instead' -r -F
+complete -c walship -n "__fish_walship_using_subcommand push" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand push" -s q -l quiet -d 'Print nothing but errors on stderr'
+complete -c walship -n "__fish_walship_using_subcommand push" -s v -l verbose -d 'Print more on stderr'
+complete -c walship -n "__fish_walship_using_subcommand push" -l json -d 'Print the report as one JSON document on stdout'
+complete -c walship -n "__fish_walship_using_subcommand push" -s h -l help -d 'Print help'
+complete -c walship -n "__fish_walship_using_subcommand fetch" -l from -d 'The store' -r
+complete -c walship -n "__fish_walship_using_subcommand fetch" -s i -l identity -d 'age identity file (repeatable)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand fetch" -l passphrase-file -d 'File whose first line is the passphrase' -r -F
+complete -c walship -n "__fish_walship_using_subcommand fetch" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand fetch" -s q -l quiet -d 'Print nothing but errors on stderr'
+complete -c walship -n "__fish_walship_using_subcommand fetch" -s v -l verbose -d 'Print more on stderr'
+complete -c walship -n "__fish_walship_using_subcommand fetch" -l json -d 'Print the report as one JSON document on stdout'
+complete -c walship -n "__fish_walship_using_subcommand fetch" -s h -l help -d 'Print help'
+complete -c walship -n "__fish_walship_using_subcommand list" -l from -d 'The store' -r
+complete -c walship -n "__fish_walship_using_subcommand list" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand list" -s q -l quiet -d 'Print nothing but errors on stderr'
+complete -c walship -n "__fish_walship_using_subcommand list" -s v -l verbose -d 'Print more on stderr'
+complete -c walship -n "__fish_walship_using_subcommand list" -l json -d 'Print the report as one JSON document on stdout'
+complete -c walship -n "__fish_walship_using_subcommand list" -s h -l help -d 'Print help'
+complete -c walship -n "__fish_walship_using_subcommand status" -l from -d 'The store' -r
+complete -c walship -n "__fish_walship_using_subcommand status" -l max-lag -d 'The newest segment must be younger than this' -r
+complete -c walship -n "__fish_walship_using_subcommand status" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand status" -s q -l quiet -d 'Print nothing but errors on stderr'
+complete -c walship -n "__fish_walship_using_subcommand status" -s v -l verbose -d 'Print more on stderr'
+complete -c walship -n "__fish_walship_using_subcommand status" -l json -d 'Print the report as one JSON document on stdout'
+complete -c walship -n "__fish_walship_using_subcommand status" -s h -l help -d 'Print help'
+complete -c walship -n "__fish_walship_using_subcommand prune" -l from -d 'The store' -r
+complete -c walship -n "__fish_walship_using_subcommand prune" -l before -d 'Delete files before this segment' -r
+complete -c walship -n "__fish_walship_using_subcommand prune" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand prune" -l keep-for-backups -d 'Delete what no base backup in the store needs'
+complete -c walship -n "__fish_walship_using_subcommand prune" -l dry-run -d 'Print what would go; delete nothing'
+complete -c walship -n "__fish_walship_using_subcommand prune" -s q -l quiet -d 'Print nothing but errors on stderr'
+complete -c walship -n "__fish_walship_using_subcommand prune" -s v -l verbose -d 'Print more on stderr'
+complete -c walship -n "__fish_walship_using_subcommand prune" -l json -d 'Print the report as one JSON document on stdout'
+complete -c walship -n "__fish_walship_using_subcommand prune" -s h -l help -d 'Print help'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "push" -d 'Archive a WAL file (archive_command = \'walship push %p %f\')'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "fetch" -d 'Restore an archived WAL file (restore_command = \'walship fetch %f %p\')'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "list" -d 'List archived WAL files'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "status" -d 'Newest segment, its age, gaps per timeline; exit 1 when lagging or gapped'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "prune" -d 'Delete archived WAL that is no longer needed (.history files always stay)'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
