@@ -111,9 +111,9 @@ pub fn take(
     dest: Destination<'_>,
 ) -> Result<SnapshotReport> {
     crate::name::validate_env(&req.env)?;
-    let started = Utc::now();
+    let mut started = Utc::now();
     let clock = Instant::now();
-    let name = ArtifactName {
+    let mut name = ArtifactName {
         env: req.env.clone(),
         database: engine.database(),
         kind: if req.engine.base {
@@ -126,6 +126,21 @@ pub fn take(
         compression: req.compression,
         encrypted: req.encryption.is_encrypted(),
     };
+    // Writers of a series queue on its lock; one that finds its name taken
+    // (two snapshots in one second) waits for the next second, never overwrites.
+    let _lock = match &dest {
+        Destination::Store { store, lock_timeout, .. } => {
+            let lock = store.lock(&name.series(), *lock_timeout)?;
+            while store.exists(&store::key(store::BACKUPS, &name.to_string()))? {
+                std::thread::sleep(Duration::from_millis(100));
+                started = Utc::now();
+                name.timestamp = started.with_nanosecond_zero();
+            }
+            Some(lock)
+        }
+        _ => None,
+    };
+    let name = name;
     let recipients = req.encryption.public_keys();
     let opts = EncodeOptions {
         compression: req.compression,
@@ -212,7 +227,7 @@ pub fn take(
             store,
             update_latest,
             min_free,
-            lock_timeout,
+            lock_timeout: _,
         } => {
             if let (Some(min), Some(free)) = (min_free, store.free_space()) {
                 if free < min {
@@ -225,7 +240,6 @@ pub fn take(
                     .hint("free space (dbprune) or lower --min-free"));
                 }
             }
-            let _lock = store.lock(&name.series(), lock_timeout)?;
             let file = name.to_string();
             let key = store::key(store::BACKUPS, &file);
             let writer = store.create(&key)?;

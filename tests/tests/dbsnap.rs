@@ -486,3 +486,22 @@ fn config_and_environment_supply_the_cron_settings() {
         .env("DBSAFE_IDENTITY_FILE", &key)
         .succeeds();
 }
+
+#[test]
+fn two_snapshots_in_one_second_get_two_names_never_one_overwritten() {
+    let s = Scene::new();
+    sqlite::sample(&s.path("app.db"), 3);
+    let store = s.path("store");
+    let a = Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--to").arg(&store).args(["--lock-timeout", "30s"]).spawn();
+    let b = Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--to").arg(&store).args(["--lock-timeout", "30s"]).spawn();
+    assert!(a.wait_with_output().unwrap().status.success());
+    assert!(b.wait_with_output().unwrap().status.success());
+    Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--to").arg(&store).succeeds();
+    assert_eq!(artifacts(&store).len(), 3);
+    for e in std::fs::read_dir(store.join("backups")).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.ends_with(".sha256") {
+            Cmd::new("sha256sum").args(["-c", &n]).current_dir(store.join("backups")).succeeds();
+        }
+    }
+}
