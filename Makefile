@@ -25,6 +25,10 @@ test-deps:
 test: test-deps build
 	$(CARGO) test --workspace --no-fail-fast
 
+## bench: dbsafe against the dump tools and shell pipelines it replaces (not a test)
+bench: release
+	DBSAFE_BIN_DIR=$(CURDIR)/target/release scripts/bench.sh
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# make bench: dbsafe against the tools and shell pipelines it replaces, on
+# this machine, from one run. A benchmark, not a test: nothing here asserts.
+#
+#   BENCH_ROWS   rows of the PostgreSQL dataset (default 3500000, about 1 GB)
+#   BENCH_SQLITE_MB  size of the SQLite database (default 1024)
+#   BENCH_SEGMENTS   WAL segments pushed (default 16)
+#   BENCH_DIR    where to work (default a new directory under /var/tmp)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${DBSAFE_BIN_DIR:-$root/target/release}
+rows=${BENCH_ROWS:-3500000}
+sqlite_mb=${BENCH_SQLITE_MB:-1024}
+segments=${BENCH_SEGMENTS:-16}
+pgbin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -1)
+work=${BENCH_DIR:-$(mktemp -d /var/tmp/dbsafe-bench.XXXXXX)}
+mkdir -p "$work"
+chmod 755 "$work"
+export DBSAFE_CONFIG=/dev/null PATH="$bin:$pgbin:$PATH"
+
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); chown postgres: "$work"; fi
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+data=$work/pgdata
+cleanup() {
+  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"${as_pg[@]}" "$pgbin/initdb" -D "$data" -U postgres -A trust --no-sync >/dev/null
+cat >> "$data/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$work'
+port = $port
+fsync = off
+synchronous_commit = off
+max_wal_size = 4GB
+shared_buffers = 256MB
+CONF
+"${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -l "$work/pg.log" -w start >/dev/null
+url="postgres://postgres@$(python3 -c 'import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1], safe=""))' "$work"):$port/bench"
+psql_() { "$pgbin/psql" -X -q -h "$work" -p "$port" -U postgres "$@"; }
+
+echo "bench: building a PostgreSQL dataset of $rows rows (text, numbers, JSON, incompressible bytea)..." >&2
+psql_ -d postgres -c "CREATE DATABASE bench"
+psql_ -d bench <<SQL
+CREATE TABLE events(
+  id bigserial PRIMARY KEY, at timestamptz NOT NULL, kind text NOT NULL, amount numeric(12,2),
+  attrs jsonb, note text, blob bytea);
+INSERT INTO events(at, kind, amount, attrs, note, blob)
+SELECT '2025-01-01'::timestamptz + i * interval '1 second',
+       (ARRAY['order','refund','login','logout','transfer'])[1 + i % 5],
+       (i % 100000) / 7.0,
+       jsonb_build_object('user', 'user' || (i % 5000), 'region', (ARRAY['eu','us','ap'])[1 + i % 3],
+                          'tags', jsonb_build_array('a' || (i % 17), 'b' || (i % 29)), 'score', i % 1000),
+       'customer note ' || (i % 1000) || ' lorem ipsum dolor sit amet, consectetur adipiscing elit',
+       decode(md5(i::text) || md5((i * 7)::text) || md5((i * 13)::text), 'hex')
+FROM generate_series(1, $rows) i;
+CREATE INDEX events_at ON events(at);
+VACUUM ANALYZE events;
+SQL
+dbsize=$(psql_ -d bench -At -c "SELECT pg_database_size('bench')")
+echo "bench: database size $((dbsize / 1048576)) MiB" >&2
+
+age-keygen -o "$work/key.txt" 2>/dev/null
+pub=$(age-keygen -y "$work/key.txt")
+head -c 32 /dev/urandom | base64 > "$work/pass.txt"
+
+results=()
+floor=""
+# measure NAME OUTFILE CMD...: wall seconds, peak RSS of the whole pipeline (MiB), artifact size
+measure() {
+  local name=$1 out=$2; shift 2
+  sync
+  local start end rss
+  start=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$work/time.txt" bash -o pipefail -c "$*"
+  end=$(date +%s.%N)
+  rss=$(( $(cat "$work/time.txt") / 1024 ))
+  local secs size
+  secs=$(python3 -c "print(f'{$end - $start:.2f}')")
+  size="-"
+  if [ -n "$out" ] && [ -f "$out" ]; then size=$(( $(stat -c %s "$out") / 1048576 )); fi
+  [ -z "$floor" ] && floor=$secs
+  last_secs=$secs
+  local ratio; ratio=$(python3 -c "print(f'{$secs / $floor:.2f}x')")
+  results+=("$(printf '%-58s %9s %10s %11s %8s' "$name" "$secs" "$rss" "$size" "$ratio")")
+  printf '%s\n' "${results[-1]}" >&2
+}
+
+echo >&2
+printf '%-58s %9s %10s %11s %8s\n' "what" "seconds" "peakRSS MB" "artifact MB" "vs floor" >&2
+measure "pg_dump -Fc -Z0 > /dev/null (the floor)" "" "pg_dump -Fc -Z0 -d '$url' > /dev/null"
+measure "dbsnap (defaults: zstd -3, age, sha256)" "$work/snap.pgdump.zst.age" "dbsnap '$url' -q -r '$pub' -o '$work/snap.pgdump.zst.age'"
+measure "dbsnap --threads 2" "$work/snapt.pgdump.zst.age" "dbsnap '$url' -q --threads 2 -r '$pub' -o '$work/snapt.pgdump.zst.age'"
+measure "pg_dump -Fc -Z0 | zstd -3 | age | tee | sha256sum" "$work/shell.pgdump.zst.age" "pg_dump -Fc -Z0 -d '$url' | zstd -q -3 | age -r '$pub' | tee '$work/shell.pgdump.zst.age' | sha256sum > /dev/null"
+measure "runbook: pg_dump | gzip | openssl enc | tee | sha256sum" "$work/runbook.sql.gz.enc" "pg_dump -d '$url' | gzip | openssl enc -aes-256-cbc -pbkdf2 -pass file:'$work/pass.txt' | tee '$work/runbook.sql.gz.enc' | sha256sum > /dev/null"
+artifact_mb=$(( $(stat -c %s "$work/snap.pgdump.zst.age") / 1048576 ))
+measure "dbverify --level full" "" "dbverify -q -i '$work/key.txt' '$work/snap.pgdump.zst.age'"
+verify_secs=$last_secs
+pg_dump -Fc -Z0 -d "$url" > "$work/plain.pgdump"
+psql_ -d postgres -c "CREATE DATABASE r1" -c "CREATE DATABASE r2"
+measure "pg_restore of an uncompressed dump (--single-transaction)" "" "pg_restore --no-owner --single-transaction -d '${url%/bench}/r1' '$work/plain.pgdump'"
+measure "dbrestore of the dbsnap artifact (verify first)" "" "dbrestore -q -i '$work/key.txt' '$work/snap.pgdump.zst.age' --target '${url%/bench}/r2'"
+psql_ -d postgres -c "CREATE DATABASE r3"
+measure "dbrestore --skip-verify" "" "dbrestore -q --skip-verify -i '$work/key.txt' '$work/snap.pgdump.zst.age' --target '${url%/bench}/r3'"
+
+echo >&2
+echo "bench: SQLite, ${sqlite_mb} MB" >&2
+python3 - "$work/app.db" "$sqlite_mb" <<'PY'
+import os, sqlite3, sys
+c = sqlite3.connect(sys.argv[1]); mb = int(sys.argv[2])
+c.execute("PRAGMA journal_mode=WAL")
+c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, n REAL, blob BLOB)")
+rows = mb * 1024 * 1024 // 600
+batch = [(f"name {i} " * 20, i / 3.0, os.urandom(128)) for i in range(10000)]
+for _ in range(rows // 10000):
+    c.executemany("INSERT INTO t(name, n, blob) VALUES (?, ?, ?)", batch)
+c.commit()
+PY
+floor=""
+measure "sqlite3 .backup (the floor)" "$work/copy.db" "sqlite3 '$work/app.db' \".backup '$work/copy.db'\""
+measure "dbsnap sqlite (zstd -3, age)" "$work/app.sqlite.zst.age" "dbsnap sqlite:'$work/app.db' -q -r '$pub' --tmpdir '$work' -o '$work/app.sqlite.zst.age'"
+measure "dbverify --level full (sqlite)" "" "dbverify -q -i '$work/key.txt' --tmpdir '$work' '$work/app.sqlite.zst.age'"
+
+echo >&2
+echo "bench: WAL, $segments segments of 16 MiB" >&2
+psql_ -d bench -c "ALTER SYSTEM SET wal_level = replica" >/dev/null
+mkdir -p "$work/segs"
+# Real WAL: the segments the dataset load wrote.
+find "$data/pg_wal" -maxdepth 1 -regex '.*/[0-9A-F]\{24\}' | sort | head -n "$segments" | while read -r f; do cp "$f" "$work/segs/"; done
+n=$(find "$work/segs" -type f | wc -l)
+floor=""
+start=$(date +%s.%N)
+for f in "$work/segs"/*; do walship push "$f" "$(basename "$f")" --to "$work/walstore" -r "$pub"; done
+end=$(date +%s.%N)
+walship_ms=$(python3 -c "print(f'{($end - $start) * 1000 / $n:.0f}')")
+echo "walship push (zstd, age, fsync): $walship_ms ms/segment" >&2
+pgbr_ms="n/a (pgbackrest not installed)"
+if command -v pgbackrest >/dev/null 2>&1; then
+  mkdir -p "$work/pgbr/repo" "$work/pgbr/log" "$work/pgbr/spool"
+  cat > "$work/pgbr/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$work/pgbr/repo
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=$(cat "$work/pass.txt")
+compress-type=zst
+compress-level=3
+log-path=$work/pgbr/log
+spool-path=$work/pgbr/spool
+lock-path=$work/pgbr/lock
+
+[bench]
+pg1-path=$data
+pg1-socket-path=$work
+pg1-port=$port
+pg1-user=postgres
+CONF
+  [ "$(id -u)" -eq 0 ] && chown -R postgres: "$work/pgbr" "$work/segs"
+  "${as_pg[@]}" pgbackrest --config="$work/pgbr/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+  start=$(date +%s.%N)
+  for f in "$work/segs"/*; do
+    "${as_pg[@]}" pgbackrest --config="$work/pgbr/pgbackrest.conf" --stanza=bench archive-push "$f" >/dev/null
+  done
+  end=$(date +%s.%N)
+  pgbr_ms=$(python3 -c "print(f'{($end - $start) * 1000 / $n:.0f}')")
+fi
+echo "pgbackrest archive-push (zst, aes-256-cbc): $pgbr_ms ms/segment" >&2
+
+cat <<REPORT
+
+dbsafe bench on $(nproc) cores: PostgreSQL database $((dbsize / 1048576)) MiB ($rows rows), SQLite ${sqlite_mb} MB, $n WAL segments
+$(printf '%-58s %9s %10s %11s %8s' "what" "seconds" "peakRSS MB" "artifact MB" "vs floor")
+$(printf '%s\n' "${results[@]}")
+dbverify --level full throughput: $(python3 -c "print(f'{$dbsize / 1048576 / $verify_secs:.0f}')") MiB/s of database ($artifact_mb MiB artifact)
+walship push: $walship_ms ms/segment; pgbackrest archive-push: $pgbr_ms ms/segment
+REPORT
