@@ -18,6 +18,8 @@ have sha256sum || need_apt+=(coreutils)
 have pg_dump || need_apt+=(postgresql-client)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
 have runuser || need_apt+=(util-linux)
+have promtool || need_apt+=(prometheus)
+have prometheus-pushgateway || need_apt+=(prometheus-pushgateway)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"
@@ -32,6 +34,21 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   "${SUDO[@]}" apt-get update -qq
   "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The S3 tests run a real S3 server (s3s-fs, which verifies SigV4 signatures)
+# and check the layout with the aws CLI.
+if ! have s3s-fs; then
+  echo "test-deps: installing s3s-fs 0.14.1 (cargo install; takes a few minutes)"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet
+fi
+if ! have aws; then
+  echo "test-deps: installing the aws CLI (pip install awscli)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "test-deps: pip is missing: install python3-pip, then run this again" >&2
+    exit 2
+  fi
+  python3 -m pip install --quiet awscli
 fi
 
 # PostgreSQL refuses to run as root: the test harness runs it as `postgres`.

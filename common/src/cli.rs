@@ -21,6 +21,22 @@ pub struct CommonArgs {
     /// Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Merge Prometheus metrics into this textfile (node_exporter textfile collector).
+    #[arg(long, global = true, value_name = "FILE", env = "DBSAFE_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Push metrics to this Pushgateway (http://host:port); a failed push only warns.
+    #[arg(long, global = true, value_name = "URL", env = "DBSAFE_PUSHGATEWAY")]
+    pub pushgateway: Option<String>,
+}
+
+impl CommonArgs {
+    /// Where metrics go: flags and environment, else the config file.
+    pub fn metrics(&self, cfg: &crate::config::Config) -> crate::metrics::Sink {
+        crate::metrics::Sink {
+            file: self.metrics_file.clone().or_else(|| cfg.defaults.metrics_file.clone()),
+            pushgateway: self.pushgateway.clone().or_else(|| cfg.defaults.pushgateway.clone()),
+        }
+    }
 }
 
 /// Keys to read encrypted artifacts with.

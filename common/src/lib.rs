@@ -27,6 +27,7 @@ pub mod health;
 pub mod keys;
 pub mod lock;
 pub mod meta;
+pub mod metrics;
 pub mod name;
 pub mod pipeline;
 pub mod progress;

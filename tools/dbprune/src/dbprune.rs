@@ -154,6 +154,20 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         report.temporaries_removed.len(),
         report.wal_deleted.len()
     ));
+    if !args.dry_run {
+        let mut per_series: BTreeMap<String, f64> = BTreeMap::new();
+        for d in &report.backups {
+            *per_series.entry(d.series.clone()).or_default() += if d.keep { 0.0 } else { 1.0 };
+        }
+        let samples: Vec<_> = per_series
+            .into_iter()
+            .filter_map(|(series, n)| {
+                let e = entries.iter().find(|e| e.name.series() == series)?;
+                Some(dbsafe::metrics::Sample::new("dbsafe_prune_deleted_total", "Backups dbprune deleted.", &e.name.env, &e.name.database, n))
+            })
+            .collect();
+        args.common.metrics(&cfg).record("dbprune", &samples);
+    }
     if args.common.json {
         dbsafe::cli::print_json(&report)?;
     }

@@ -7,26 +7,44 @@ use dbsafe::cli::Log;
 use dbsafe::config::Config;
 use dbsafe::engine::SnapshotOptions;
 use dbsafe::progress::Progress;
+use dbsafe::metrics::Sample;
 use dbsafe::snapshot::{self, Destination, SnapshotRequest};
 use dbsafe::{units, ExitCode, Result};
 use std::time::Duration;
 
-/// Runs dbsnap with parsed arguments.
+/// Runs dbsnap with parsed arguments, recording the outcome in the metrics.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
-    let log = Log {
-        tool: "dbsnap",
-        quiet: args.common.quiet,
-        verbose: args.common.verbose,
-    };
     let cfg = Config::load(args.common.config.as_deref())?;
-    let env = args
-        .env
-        .clone()
-        .or_else(|| cfg.defaults.env.clone())
-        .unwrap_or_else(|| "default".into());
+    let env = args.env.clone().or_else(|| cfg.defaults.env.clone()).unwrap_or_else(|| "default".into());
     let engine = dbsafe::engine::open(&args.source)?;
-    let compression = args.encode.compression(&cfg, &env)?;
-    let encryption = args.encode.encryption(&cfg, &env)?;
+    let sink = args.common.metrics(&cfg);
+    let database = engine.database();
+    let result = snap(&args, &cfg, &env, engine.as_ref());
+    let sample = |name, help, v| Sample::new(name, help, &env, &database, v);
+    match &result {
+        Ok(m) => sink.record(
+            "dbsnap",
+            &[
+                sample(
+                    "dbsafe_backup_last_success_timestamp_seconds",
+                    "When the last successful backup finished (Unix time).",
+                    chrono::DateTime::parse_from_rfc3339(&m.finished_at).map(|t| t.timestamp() as f64).unwrap_or(0.0),
+                ),
+                sample("dbsafe_backup_duration_seconds", "How long the last successful backup took.", m.duration_seconds),
+                sample("dbsafe_backup_size_bytes", "Size of the last successful backup's artifact.", m.size_bytes as f64),
+                sample("dbsafe_backup_failures_total", "Backups that failed.", 0.0),
+            ],
+        ),
+        Err(_) => sink.record("dbsnap", &[sample("dbsafe_backup_failures_total", "Backups that failed.", 1.0)]),
+    }
+    result.map(|_| ExitCode::Success)
+}
+
+fn snap(args: &cli::Cli, cfg: &Config, env: &str, engine: &dyn dbsafe::Engine) -> Result<dbsafe::meta::Metadata> {
+    let log = Log { tool: "dbsnap", quiet: args.common.quiet, verbose: args.common.verbose };
+    let env = env.to_string();
+    let compression = args.encode.compression(cfg, &env)?;
+    let encryption = args.encode.encryption(cfg, &env)?;
     if !encryption.is_encrypted() {
         log.debug("no recipients or passphrase: the artifact is not encrypted");
     }
@@ -101,7 +119,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         )
         .hint("use -o FILE or --to STORE with --json"));
     }
-    let report = snapshot::take(engine.as_ref(), req, dest)?;
+    let report = snapshot::take(engine, req, dest)?;
     log.info(report.summary_line());
     if args.common.json {
         dbsafe::cli::print_json(&serde_json::json!({
@@ -109,5 +127,5 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             "metadata": report.meta,
         }))?;
     }
-    Ok(ExitCode::Success)
+    Ok(report.meta)
 }

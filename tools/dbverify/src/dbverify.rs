@@ -56,6 +56,18 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     if args.common.json {
         dbsafe::cli::print_json(&records)?;
     }
+    let mut samples = Vec::new();
+    for rec in &records {
+        // Metrics are per series: artifacts whose names say which.
+        let Ok(name) = dbsafe::ArtifactName::parse(&rec.file) else { continue };
+        let sample = |n, h, v| dbsafe::metrics::Sample::new(n, h, &name.env, &name.database, v);
+        samples.push(sample("dbsafe_verify_integrity_score", "Integrity score of the last verification (matching tables / tables).", rec.integrity_score));
+        if rec.passed() {
+            let when = chrono::DateTime::parse_from_rfc3339(&rec.verified_at).map(|t| t.timestamp() as f64).unwrap_or(0.0);
+            samples.push(sample("dbsafe_verify_last_success_timestamp_seconds", "When a verification last passed (Unix time).", when));
+        }
+    }
+    args.common.metrics(&cfg).record("dbverify", &samples);
     Ok(if records.iter().all(VerifyRecord::passed) {
         ExitCode::Success
     } else {

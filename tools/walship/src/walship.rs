@@ -40,7 +40,7 @@ fn store_of(loc: Option<String>, cfg: &Config, create: bool) -> Result<Box<dyn d
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let log = Log { tool: "walship", quiet: cli.common.quiet, verbose: cli.common.verbose };
     let cfg = Config::load(cli.common.config.as_deref())?;
-    let env = cfg.defaults.env.clone().unwrap_or_else(|| "default".into());
+    let env = std::env::var("DBSAFE_ENV").ok().or_else(|| cfg.defaults.env.clone()).unwrap_or_else(|| "default".into());
     match cli.command {
         Command::Push { path, file, to, encode } => {
             let store = store_of(to, &cfg, true)?;
@@ -52,7 +52,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 max_size: None,
             };
             let clock = std::time::Instant::now();
-            match walarchive::push(store.as_ref(), &path, &file, opts)? {
+            let sink = cli.common.metrics(&cfg);
+            let database = std::env::var("DBSAFE_DATABASE").unwrap_or_else(|_| "cluster".into());
+            let pushed = walarchive::push(store.as_ref(), &path, &file, opts);
+            let sample = |n, h, v| dbsafe::metrics::Sample::new(n, h, &env, &database, v);
+            match &pushed {
+                Ok(_) => sink.record("walship", &[
+                    sample("dbsafe_wal_last_archived_timestamp_seconds", "When walship last archived a WAL file (Unix time).", chrono::Utc::now().timestamp() as f64),
+                    sample("dbsafe_wal_push_failures_total", "WAL pushes that failed.", 0.0),
+                ]),
+                Err(_) => sink.record("walship", &[sample("dbsafe_wal_push_failures_total", "WAL pushes that failed.", 1.0)]),
+            }
+            match pushed? {
                 Pushed::Archived { key, size } => log.debug(format!(
                     "archived {file} as {key} ({}) in {:.0} ms",
                     dbsafe::units::human_bytes(size),
