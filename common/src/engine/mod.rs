@@ -6,6 +6,7 @@
 //! ([`scratch`]); they never match on the engine themselves.
 
 pub mod pgdata;
+mod dir;
 mod postgres;
 mod sqlite;
 
@@ -152,10 +153,13 @@ pub fn open(url: &str) -> Result<Box<dyn Engine>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Box::new(postgres::Postgres::new(url)?));
     }
+    if let Some(path) = url.strip_prefix("dir:") {
+        return Ok(Box::new(dir::Dir::new(dir::path_of(path))));
+    }
     let scheme = url.split(':').next().unwrap_or("");
     Err(
         Error::usage(format!("unsupported database URL scheme {scheme:?}"))
-            .hint("use postgres://user@host:port/db (or postgresql://...) or sqlite:PATH"),
+            .hint("use postgres://user@host:port/db (or postgresql://...), sqlite:PATH or dir:PATH"),
     )
 }
 
@@ -211,6 +215,21 @@ pub fn scratch(
         other => Err(Error::usage(format!(
             "payload {} is not supported by this build",
             other.ext()
+        ))),
+    }
+}
+
+/// Whether a tar payload is a directory tree: made by `dir:`, or a bare
+/// tar stream without metadata. PostgreSQL base backups are tar too; they
+/// are matched before this and never reach the directory engine.
+fn tar_is_tree(origin: &Origin) -> Result<()> {
+    match origin.engine.as_deref() {
+        None | Some("dir") => Ok(()),
+        Some("postgres") => Err(Error::usage(
+            "base backups are handled by the PostgreSQL base-backup engine (engine::pgdata), not the directory engine",
+        )),
+        Some(other) => Err(Error::usage(format!(
+            "a tar payload from engine {other:?} is not supported by this build"
         ))),
     }
 }
