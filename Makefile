@@ -42,9 +42,14 @@ install: release
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
-		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
+		$(DESTDIR)$(PREFIX)/share/dbsafe/systemd
 	for t in $(TOOLS); do install -m 0755 target/release/$$t $(DESTDIR)$(PREFIX)/bin/$$t; done
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0755 scripts/backup.sh scripts/verify.sh scripts/restore.sh scripts/pitr.sh \
+		scripts/postgres-wal-config.sh $(DESTDIR)$(PREFIX)/share/dbsafe/
+	install -m 0644 scripts/crontab.example $(DESTDIR)$(PREFIX)/share/dbsafe/
+	install -m 0644 scripts/systemd/* $(DESTDIR)$(PREFIX)/share/dbsafe/systemd/
 	for t in $(TOOLS); do \
 		install -m 0644 completions/$$t.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$t; \
 		install -m 0644 completions/_$$t $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$t; \

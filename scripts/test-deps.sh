@@ -18,8 +18,12 @@ have sha256sum || need_apt+=(coreutils)
 have pg_dump || need_apt+=(postgresql-client)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
 have runuser || need_apt+=(util-linux)
+have mariadb || need_apt+=(mariadb-client)
+have mariadb-dump || need_apt+=(mariadb-client)
+[ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 have promtool || need_apt+=(prometheus)
 have prometheus-pushgateway || need_apt+=(prometheus-pushgateway)
+have systemd-analyze || need_apt+=(systemd)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"
@@ -49,6 +53,24 @@ if ! have aws; then
     exit 2
   fi
   python3 -m pip install --quiet awscli
+fi
+
+# DuckDB: the CLI binary ships inside the PyPI package duckdb-cli. It goes
+# into a directory of its own and is linked as /usr/local/bin/duckdb, so
+# `duckdb` is the binary itself, not a Python wrapper (a wrapper starts
+# slower and leaves the real process running when it is killed).
+if ! have duckdb; then
+  echo "test-deps: installing the DuckDB CLI (pip install duckdb-cli)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "test-deps: pip is missing: install python3-pip, then run this again" >&2
+    exit 2
+  fi
+  if [ "$(id -u)" -eq 0 ]; then AS_ROOT=(); elif have sudo; then AS_ROOT=(sudo); else
+    echo "test-deps: need root (or sudo) to install the DuckDB CLI into /opt/duckdb-cli" >&2
+    exit 2
+  fi
+  "${AS_ROOT[@]}" python3 -m pip install --quiet --upgrade --target /opt/duckdb-cli duckdb-cli==1.5.6
+  "${AS_ROOT[@]}" ln -sf /opt/duckdb-cli/duckdb_cli/duckdb /usr/local/bin/duckdb
 fi
 
 # PostgreSQL refuses to run as root: the test harness runs it as `postgres`.
