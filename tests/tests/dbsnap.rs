@@ -505,3 +505,31 @@ fn two_snapshots_in_one_second_get_two_names_never_one_overwritten() {
         }
     }
 }
+
+#[test]
+fn progress_shows_on_a_terminal_and_never_otherwise() {
+    require("script", "the Debian package bsdutils");
+    let s = Scene::new();
+    big(&s, 64);
+    let out = s.path("x.sqlite");
+    // Under a pseudo-terminal: a progress line with bytes and a rate.
+    let r = Cmd::new("script")
+        .arg("-qec")
+        .arg(format!("{} {} --compress none -o {}", dbsafe_tests::bin("dbsnap").display(), url(&s, "big.db"), out.display()))
+        .arg("/dev/null")
+        .env("DBSAFE_CONFIG", "/dev/null")
+        .succeeds();
+    let tty = r.stdout();
+    assert!(tty.contains("MiB") && (tty.contains('\r') || tty.contains("\x1b[")), "no progress drawn on the terminal:\n{tty:?}");
+    // Through pipes: the summary line and nothing else.
+    std::fs::remove_file(&out).ok();
+    let r = Cmd::tool("dbsnap").arg(url(&s, "big.db")).args(["--compress", "none", "-o"]).arg(&out).succeeds();
+    let err = r.stderr();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("dbsnap: ") && !r.stderr().contains('\r') && !r.stderr().contains("\x1b["));
+    // -q silences even the summary.
+    std::fs::remove_file(&out).ok();
+    let r = Cmd::tool("dbsnap").arg(url(&s, "big.db")).args(["-q", "--compress", "none", "-o"]).arg(&out).succeeds();
+    assert!(r.stderr().is_empty());
+}
