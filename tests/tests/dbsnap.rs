@@ -533,3 +533,13 @@ fn progress_shows_on_a_terminal_and_never_otherwise() {
     let r = Cmd::tool("dbsnap").arg(url(&s, "big.db")).args(["-q", "--compress", "none", "-o"]).arg(&out).succeeds();
     assert!(r.stderr().is_empty());
 }
+
+#[test]
+fn the_source_url_can_come_from_the_config_file() {
+    let s = Scene::new();
+    sqlite::sample(&s.path("app.db"), 4);
+    let cfg = s.write("dbsafe.toml", &format!("[env.production]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n", s.path("app.db").display(), s.path("store").display()));
+    Cmd::tool("dbsnap").args(["--env", "production"]).env("DBSAFE_CONFIG", &cfg).succeeds();
+    assert_eq!(artifacts(&s.path("store")).len(), 1);
+    Cmd::tool("dbsnap").args(["--env", "staging"]).env("DBSAFE_CONFIG", &cfg).fails_with_code(2).stderr_has("no url for environment");
+}

@@ -22,8 +22,10 @@ Exit codes: 0 ok, 1 failed, 2 usage, 4 refused (lock held, --min-free), 130 inte
 )]
 pub struct Cli {
     /// Database URL: sqlite:PATH.
+    /// (Without it, the `url` of the environment's `[env.NAME]` table in the config file,
+    /// which keeps a password out of the process list.)
     #[arg(value_name = "SOURCE_URL")]
-    pub source: String,
+    pub source: Option<String>,
     /// Write the artifact to FILE (plus FILE.sha256 and FILE.meta.json); `-` is stdout.
     #[arg(short, long, value_name = "FILE", conflicts_with = "to")]
     pub output: Option<PathBuf>,

@@ -16,7 +16,14 @@ use std::time::Duration;
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let cfg = Config::load(args.common.config.as_deref())?;
     let env = args.env.clone().or_else(|| cfg.defaults.env.clone()).unwrap_or_else(|| "default".into());
-    let engine = dbsafe::engine::open(&args.source)?;
+    let source = match &args.source {
+        Some(s) => s.clone(),
+        None => cfg.env(&env).and_then(|e| e.url.clone()).ok_or_else(|| {
+            dbsafe::Error::usage(format!("no SOURCE_URL, and the config file has no url for environment {env:?}"))
+                .hint("name the database URL, or set url in [env.NAME] of the config file and pass --env NAME")
+        })?,
+    };
+    let engine = dbsafe::engine::open(&source)?;
     let sink = args.common.metrics(&cfg);
     let database = engine.database();
     let result = snap(&args, &cfg, &env, engine.as_ref());
