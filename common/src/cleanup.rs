@@ -1,4 +1,5 @@
-//! What to undo when a tool is interrupted: temporary files and child processes.
+//! What to undo when a tool is interrupted: temporary files, child processes
+//! and other undo actions (an S3 upload to abort).
 //!
 //! SIGINT and SIGTERM are handled on a dedicated thread: it stops the
 //! registered child processes, removes the registered temporaries and ends
@@ -14,6 +15,7 @@ use std::sync::Mutex;
 
 static TEMPS: Mutex<BTreeMap<u64, PathBuf>> = Mutex::new(BTreeMap::new());
 static CHILDREN: Mutex<BTreeMap<u64, u32>> = Mutex::new(BTreeMap::new());
+static ACTIONS: Mutex<BTreeMap<u64, Box<dyn FnOnce() + Send>>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
 /// Removes a temporary path when dropped, and when the process is interrupted.
@@ -82,6 +84,31 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Runs an undo action when the tool is interrupted, while the guard lives:
+/// for temporaries that are not local paths, such as an S3 multipart upload
+/// to abort.
+pub struct ActionGuard(u64);
+
+impl ActionGuard {
+    /// Registers `action`; it runs at most once, on SIGINT/SIGTERM.
+    pub fn new(action: impl FnOnce() + Send + 'static) -> ActionGuard {
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        ACTIONS
+            .lock()
+            .expect("cleanup lock")
+            .insert(id, Box::new(action));
+        ActionGuard(id)
+    }
+}
+
+impl Drop for ActionGuard {
+    fn drop(&mut self) {
+        if let Ok(mut actions) = ACTIONS.lock() {
+            actions.remove(&self.0);
+        }
+    }
+}
+
 /// Installs the SIGINT/SIGTERM policy for a tool. Call once from `main`.
 ///
 /// This is the one place outside `main` that ends the process: an
@@ -107,6 +134,10 @@ pub fn install_signal_handlers(tool: &'static str) {
                 .unwrap_or_default();
             for t in temps {
                 remove_path(&t);
+            }
+            let actions = ACTIONS.lock().map(|mut a| std::mem::take(&mut *a));
+            for action in actions.unwrap_or_default().into_values() {
+                action();
             }
             let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
             eprintln!("{tool}: interrupted by {name}; temporary files removed");

@@ -6,7 +6,9 @@
 //! stdout and stderr. Tools the tests need from the system are looked up
 //! with [`require`], which fails (never skips) naming what to install.
 
+pub mod faultproxy;
 pub mod pg;
+pub mod s3;
 pub mod sqlite;
 
 use std::ffi::OsStr;
@@ -122,6 +124,12 @@ impl Cmd {
     /// Sets an environment variable.
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Cmd {
         self.cmd.env(k, v);
+        self
+    }
+
+    /// Removes an environment variable.
+    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Cmd {
+        self.cmd.env_remove(k);
         self
     }
 

@@ -6,8 +6,10 @@
 //! object, and listing returns final objects only, never temporaries.
 
 mod local;
+mod s3;
 
 pub use local::LocalStore;
+pub use s3::S3Store;
 
 use crate::error::{Error, Result};
 use crate::lock::Lock;
@@ -120,10 +122,7 @@ pub trait Store: Send + Sync {
 /// is created; without, it is an error (a mistyped path must not look empty).
 pub fn open(location: &str, create: bool) -> Result<Box<dyn Store>> {
     if location.starts_with("s3://") {
-        return Err(Error::usage(format!(
-            "{location}: S3 stores are not supported by this build"
-        ))
-        .hint("use a local directory store"));
+        return Ok(Box::new(S3Store::open(location, create)?));
     }
     if location.contains("://") {
         return Err(Error::usage(format!(

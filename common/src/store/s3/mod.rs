@@ -1,0 +1,529 @@
+//! A store in an S3-compatible bucket: `s3://bucket/prefix`.
+//!
+//! Store keys map to `prefix/key`. S3 has no rename, so atomicity comes
+//! from S3 itself: an object appears only once its single PUT or its
+//! multipart upload completed ([`writer`]), and a reader never sees a
+//! partial artifact under a final name. Reads stream ([`reader`]).
+//!
+//! Configuration is the aws CLI's ([`config`]): `AWS_ENDPOINT_URL`,
+//! `AWS_REGION`, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/
+//! `AWS_SESSION_TOKEN` or `AWS_PROFILE` with `~/.aws/credentials`, plus
+//! `DBSAFE_S3_PATH_STYLE`, `DBSAFE_S3_PART_SIZE` (default 16M),
+//! `DBSAFE_S3_PARTS_IN_FLIGHT` (default 2), `DBSAFE_S3_RETRIES` (attempts
+//! per request, default 5) and `DBSAFE_S3_TIMEOUT` (default 60s).
+//!
+//! Incomplete uploads are the S3 store's temporaries. They are found with
+//! ListMultipartUploads and, for servers without it, through a marker
+//! object `prefix/.dbsafe-uploads/HEX(UPLOAD-ID)/KEY` that a writer puts
+//! next to each multipart upload it starts and deletes once the upload is
+//! completed or aborted. Their age is that of their newest part, so a
+//! long upload still in progress does not look stale.
+//!
+//! Locks are local files (SPEC §4): they serialise writers on this host,
+//! keyed by a hash of the store URL.
+
+mod config;
+mod http;
+mod reader;
+mod writer;
+mod xml;
+
+use super::{ObjectInfo, ObjectWriter, StaleTemporary, Store};
+use crate::error::{Error, Result};
+use crate::lock::Lock;
+use chrono::{DateTime, Utc};
+use http::{Client, Op};
+use rusty_s3::S3Action;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where upload markers live, under the store's prefix.
+const UPLOADS: &str = ".dbsafe-uploads";
+/// Separates key and upload id in a temporary's id.
+const UPLOAD_ID: &str = "?uploadId=";
+
+/// A listed object: key, size, last modification.
+type Listed = (String, u64, DateTime<Utc>);
+/// An incomplete upload: full key, upload id, initiation.
+type Pending = (String, String, DateTime<Utc>);
+
+/// A store in an S3 bucket.
+pub struct S3Store {
+    inner: Arc<Inner>,
+}
+
+/// What writers share with the store.
+struct Inner {
+    client: Arc<Client>,
+}
+
+impl S3Store {
+    /// Opens `s3://bucket/prefix` with settings from the environment.
+    ///
+    /// Without `create`, a prefix with no object is an error (exit 3), as a
+    /// missing local directory is: a mistyped store must not look empty.
+    pub fn open(location: &str, create: bool) -> Result<S3Store> {
+        let loc = config::Location::parse(location)?;
+        let settings = config::settings(&|k| std::env::var(k).ok())?;
+        let store = S3Store {
+            inner: Arc::new(Inner {
+                client: Arc::new(Client::new(loc, settings)?),
+            }),
+        };
+        if !create {
+            let (objects, _) = store.inner.list_page("", None, 1)?;
+            if objects.is_empty() && !store.inner.client.location.prefix.is_empty() {
+                return Err(Error::not_found(format!(
+                    "store {} does not exist (no object under that prefix)",
+                    store.describe()
+                ))
+                .hint("check the store URL (--store / DBSAFE_STORE)"));
+            }
+        }
+        Ok(store)
+    }
+}
+
+impl Inner {
+    fn loc(&self) -> &config::Location {
+        &self.client.location
+    }
+
+    /// The full key of the marker of upload `upload_id` of store key `key`.
+    fn marker_key(&self, key: &str, upload_id: &str) -> String {
+        self.loc()
+            .object_key(&format!("{UPLOADS}/{}/{key}", hex::encode(upload_id)))
+    }
+
+    /// Deletes a full object key (no error when it is already gone).
+    fn delete_object(&self, key: &str) -> Result<()> {
+        let c = &self.client;
+        c.call(
+            &Op {
+                verb: "delete",
+                key: Some(key),
+            },
+            || {
+                let action = c.bucket.delete_object(Some(&c.credentials), key);
+                match c.send("DELETE", &c.sign(&action), &[], None) {
+                    Ok(_) => Ok(()),
+                    Err(f) if f.status() == Some(404) => Ok(()),
+                    Err(f) => Err(f),
+                }
+            },
+        )
+    }
+
+    /// The ETag of a full object key, unquoted, if it exists.
+    fn etag(&self, key: &str) -> Option<String> {
+        let c = &self.client;
+        let action = c.bucket.head_object(Some(&c.credentials), key);
+        c.send("HEAD", &c.sign(&action), &[], None)
+            .ok()
+            .and_then(|r| r.header("etag").map(|e| e.trim_matches('"').to_string()))
+    }
+
+    fn head(&self, key: &str) -> Result<bool> {
+        let c = &self.client;
+        c.call(
+            &Op {
+                verb: "look up",
+                key: Some(key),
+            },
+            || {
+                let action = c.bucket.head_object(Some(&c.credentials), key);
+                match c.send("HEAD", &c.sign(&action), &[], None) {
+                    Ok(_) => Ok(true),
+                    Err(f) if f.status() == Some(404) => Ok(false),
+                    Err(f) => Err(f),
+                }
+            },
+        )
+    }
+
+    /// One page of ListObjectsV2 under the full key prefix `prefix`.
+    fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+        max_keys: usize,
+    ) -> Result<(Vec<Listed>, Option<String>)> {
+        let c = &self.client;
+        let full = self.loc().object_key(prefix);
+        let full = if full.is_empty() || full.ends_with('/') {
+            full
+        } else {
+            format!("{full}/")
+        };
+        c.call(
+            &Op {
+                verb: "list",
+                key: Some(&full),
+            },
+            || {
+                let mut action = c.bucket.list_objects_v2(Some(&c.credentials));
+                // Keys come back as XML text; url-encoding is optional and
+                // not every server applies it when asked.
+                action.query_mut().remove("encoding-type");
+                if !full.is_empty() {
+                    action.with_prefix(full.as_str());
+                }
+                action.with_max_keys(max_keys);
+                if let Some(t) = token {
+                    action.with_continuation_token(t);
+                }
+                let body = writer::read_text(c.send("GET", &c.sign(&action), &[], None)?)?;
+                let objects = xml::elements(&body, "Contents")
+                    .into_iter()
+                    .filter_map(|o| {
+                        let key = xml::text(o, "Key")?;
+                        let size = xml::text(o, "Size")?.parse().ok()?;
+                        let modified = xml::text(o, "LastModified")
+                            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                            .map(|t| t.with_timezone(&Utc))
+                            .unwrap_or_else(Utc::now);
+                        Some((key, size, modified))
+                    })
+                    .collect();
+                let next = (xml::text(&body, "IsTruncated").as_deref() == Some("true"))
+                    .then(|| xml::text(&body, "NextContinuationToken"))
+                    .flatten()
+                    .filter(|t| !t.is_empty());
+                Ok((objects, next))
+            },
+        )
+    }
+
+    /// Every object under the store key prefix `prefix`, as (store key, size, modified).
+    fn list_all(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let (page, next) = self.list_page(prefix, token.as_deref(), 1000)?;
+            out.extend(page.into_iter().filter_map(|(k, size, modified)| {
+                self.loc()
+                    .store_key(&k)
+                    .map(|k| (k.to_string(), size, modified))
+            }));
+            match next {
+                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Incomplete uploads under a full key prefix, per ListMultipartUploads:
+    /// (full key, upload id, initiated); `None` when the server lacks the call.
+    fn list_uploads(&self, prefix: &str) -> Result<Option<Vec<Pending>>> {
+        let c = &self.client;
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (String::new(), String::new());
+        loop {
+            let page = c.call(
+                &Op {
+                    verb: "list the incomplete uploads under",
+                    key: Some(prefix),
+                },
+                || {
+                    let mut query = vec![("uploads", ""), ("prefix", prefix)];
+                    if !key_marker.is_empty() {
+                        query.push(("key-marker", &key_marker));
+                        query.push(("upload-id-marker", &id_marker));
+                    }
+                    match c.send("GET", &c.sign_bucket_get(&query), &[], None) {
+                        Ok(r) => writer::read_text(r).map(Some),
+                        Err(f) if f.status() == Some(501) || f.code() == "NotImplemented" => {
+                            Ok(None)
+                        }
+                        Err(f) => Err(f),
+                    }
+                },
+            )?;
+            let Some(body) = page else {
+                return Ok(None);
+            };
+            for u in xml::elements(&body, "Upload") {
+                if let (Some(key), Some(id)) = (xml::text(u, "Key"), xml::text(u, "UploadId")) {
+                    let started = xml::text(u, "Initiated")
+                        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or_else(Utc::now);
+                    out.push((key, id, started));
+                }
+            }
+            let truncated = xml::text(&body, "IsTruncated").as_deref() == Some("true");
+            let next_key = xml::text(&body, "NextKeyMarker").unwrap_or_default();
+            if !truncated || next_key.is_empty() {
+                return Ok(Some(out));
+            }
+            id_marker = xml::text(&body, "NextUploadIdMarker").unwrap_or_default();
+            key_marker = next_key;
+        }
+    }
+
+    /// Bytes uploaded so far and the time of the newest part, per ListParts.
+    fn parts_of(&self, key: &str, upload_id: &str) -> Result<Option<(u64, Option<DateTime<Utc>>)>> {
+        let c = &self.client;
+        c.call(
+            &Op {
+                verb: "list the parts of",
+                key: Some(key),
+            },
+            || {
+                let action = c.bucket.list_parts(Some(&c.credentials), key, upload_id);
+                let body = match c.send("GET", &c.sign(&action), &[], None) {
+                    Ok(r) => writer::read_text(r)?,
+                    Err(f) if f.status() == Some(404) => return Ok(None),
+                    Err(f) => Err(f)?,
+                };
+                let mut size = 0;
+                let mut newest: Option<DateTime<Utc>> = None;
+                for p in xml::elements(&body, "Part") {
+                    size += xml::text(p, "Size")
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    let t = xml::text(p, "LastModified")
+                        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                        .map(|t| t.with_timezone(&Utc));
+                    newest = newest.max(t);
+                }
+                Ok(Some((size, newest)))
+            },
+        )
+    }
+}
+
+fn invalid_key(key: &str) -> bool {
+    key.is_empty()
+        || key.starts_with('/')
+        || key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == ".." || c == UPLOADS)
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if invalid_key(key) {
+        return Err(Error::usage(format!("invalid store key {key:?}")));
+    }
+    Ok(())
+}
+
+/// A warning on stderr, prefixed like the tool's own (`dbsnap: warning: ...`).
+fn warn(msg: impl std::fmt::Display) {
+    let tool = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "dbsafe".into());
+    eprintln!("{tool}: warning: {msg}");
+}
+
+impl Store for S3Store {
+    fn describe(&self) -> String {
+        self.inner.loc().url()
+    }
+
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        check_key(key)?;
+        Ok(Box::new(writer::S3Writer::new(
+            Arc::clone(&self.inner),
+            key,
+        )))
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        check_key(key)?;
+        let full = self.inner.loc().object_key(key);
+        match reader::S3Reader::open(Arc::clone(&self.inner.client), full) {
+            Ok(r) => Ok(Box::new(r)),
+            Err(e) if e.code == crate::ExitCode::NotFound && !e.message.contains("bucket") => Err(
+                Error::not_found(format!("{key} not found in store {}", self.describe())),
+            ),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        self.inner.head(&self.inner.loc().object_key(key))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        check_key(prefix)?;
+        let mut out: Vec<ObjectInfo> = self
+            .inner
+            .list_all(prefix)?
+            .into_iter()
+            .map(|(key, size, modified)| ObjectInfo {
+                key,
+                size,
+                modified,
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        self.inner.delete_object(&self.inner.loc().object_key(key))
+    }
+
+    /// A small object holding the target's key: S3 has no symlinks.
+    fn set_pointer(&self, key: &str, target: &str) -> Result<()> {
+        check_key(key)?;
+        check_key(target)?;
+        self.write_small(key, format!("{target}\n").as_bytes())
+    }
+
+    fn pointer(&self, key: &str) -> Result<Option<String>> {
+        let Some(bytes) = self.read_small(key)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(bytes).unwrap_or_default();
+        let target = text.trim_end_matches('\n');
+        Ok(
+            (!invalid_key(target) && target.len() < 1024 && !target.contains('\n'))
+                .then(|| target.to_string()),
+        )
+    }
+
+    fn lock(&self, name: &str, timeout: Duration) -> Result<Lock> {
+        Lock::acquire(&self.lock_path(name)?, name, timeout)
+    }
+
+    fn audit_log(&self) -> PathBuf {
+        crate::audit::default_log_path()
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
+
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+
+    fn temporaries(&self, prefix: &str) -> Result<Vec<StaleTemporary>> {
+        check_key(prefix)?;
+        let s = &self.inner;
+        let full_prefix = format!("{}/", s.loc().object_key(prefix));
+        // (store key, upload id) -> initiated
+        let mut uploads: std::collections::BTreeMap<(String, String), DateTime<Utc>> =
+            Default::default();
+        for (key, id, started) in s.list_uploads(&full_prefix)?.unwrap_or_default() {
+            if let Some(k) = s.loc().store_key(&key) {
+                uploads.insert((k.to_string(), id), started);
+            }
+        }
+        for (marker, _, modified) in s.list_all(UPLOADS)? {
+            let Some((hex_id, key)) = marker
+                .strip_prefix(UPLOADS)
+                .and_then(|m| m.strip_prefix('/'))
+                .and_then(|m| m.split_once('/'))
+            else {
+                continue;
+            };
+            let Some(id) = hex::decode(hex_id)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+            else {
+                continue;
+            };
+            if key.starts_with(&format!("{prefix}/")) {
+                uploads
+                    .entry((key.to_string(), id))
+                    .and_modify(|t| *t = (*t).min(modified))
+                    .or_insert(modified);
+            }
+        }
+        let mut out = Vec::new();
+        for ((key, id), initiated) in uploads {
+            let full = s.loc().object_key(&key);
+            let (size, newest_part) = s.parts_of(&full, &id)?.unwrap_or((0, None));
+            out.push(StaleTemporary {
+                id: format!("{key}{UPLOAD_ID}{id}"),
+                started: newest_part.map_or(initiated, |p| p.max(initiated)),
+                size,
+            });
+        }
+        out.sort_by_key(|t| t.started);
+        Ok(out)
+    }
+
+    /// Aborts the upload and removes its marker.
+    fn remove_temporary(&self, id: &str) -> Result<()> {
+        let (key, upload_id) = id.rsplit_once(UPLOAD_ID).ok_or_else(|| {
+            Error::usage(format!("{id:?} is not an incomplete upload of this store"))
+        })?;
+        check_key(key)?;
+        let s = &self.inner;
+        writer::abort_upload(&s.client, &s.loc().object_key(key), upload_id, true)?;
+        s.delete_object(&s.marker_key(key, upload_id))
+    }
+}
+
+impl S3Store {
+    /// A local lock file per store and name: `$XDG_RUNTIME_DIR/dbsafe-locks`
+    /// or `/tmp/dbsafe-locks-UID`, which must be ours and private.
+    fn lock_path(&self, name: &str) -> Result<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+            Some(d) if d.is_absolute() && d.is_dir() => d.join("dbsafe-locks"),
+            _ => {
+                // SAFETY: getuid has no preconditions and cannot fail.
+                let uid = unsafe { libc::getuid() };
+                PathBuf::from(format!("/tmp/dbsafe-locks-{uid}"))
+            }
+        };
+        crate::fsutil::create_private_dir(&dir)?;
+        let meta = std::fs::symlink_metadata(&dir).map_err(|e| {
+            Error::failed(format!("cannot use lock directory {}: {e}", dir.display()))
+        })?;
+        // SAFETY: as above.
+        let uid = unsafe { libc::getuid() };
+        if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+            return Err(Error::refused(format!(
+                "lock directory {} is not a private directory of this user",
+                dir.display()
+            ))
+            .hint("remove it, or set XDG_RUNTIME_DIR"));
+        }
+        // The store URL, not the endpoint: the same bucket reached through
+        // two endpoints must still be one lock.
+        let id = Sha256::digest(self.describe());
+        let safe: String = name
+            .chars()
+            .map(|ch| {
+                if ch.is_ascii_alphanumeric() || "-_.".contains(ch) {
+                    ch
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Ok(dir.join(format!("{}-{safe}.lock", &hex::encode(id)[..16])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_keys_are_checked() {
+        for bad in ["", "/a", "a//b", "a/../b", ".dbsafe-uploads/x", "a/"] {
+            assert!(invalid_key(bad), "{bad:?}");
+        }
+        for good in [
+            "backups",
+            "backups/x.sqlite.zst",
+            "wal/000000010000000000000001",
+        ] {
+            assert!(!invalid_key(good), "{good:?}");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! A real S3 server per test: `s3s-fs` (which verifies SigV4) on a free
+//! 127.0.0.1 port, storing into the test's own directory, with its own
+//! credentials; stopped when dropped.
+//!
+//! `server.tool("dbsnap")` is a dbsafe command with the environment that
+//! reaches the server (endpoint, credentials, path style), and nothing from
+//! the developer's own AWS configuration; `server.aws()` is the aws CLI
+//! with the same.
+
+use crate::{require, Cmd, Scene};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The bucket every test server starts with.
+pub const BUCKET: &str = "dbsafe";
+
+/// A running s3s-fs.
+pub struct S3Server {
+    child: Child,
+    /// Where s3s-fs keeps the buckets (`root/BUCKET/KEY`) and its upload state.
+    pub root: PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The access key id it accepts.
+    pub access_key: String,
+    /// The secret key it accepts.
+    pub secret_key: String,
+    home: PathBuf,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl S3Server {
+    /// Starts s3s-fs in `scene`'s directory with an empty bucket [`BUCKET`].
+    pub fn start(scene: &Scene) -> S3Server {
+        let bin = require(
+            "s3s-fs",
+            "s3s-fs: cargo install s3s-fs --version 0.14.1 --features binary --locked",
+        );
+        let root = scene.path("s3");
+        std::fs::create_dir_all(root.join(BUCKET)).expect("s3 root");
+        let home = scene.path("s3-home");
+        std::fs::create_dir_all(&home).expect("s3 home");
+        let access_key = format!("DBSAFETEST{:08X}", rand_u32());
+        let secret_key = format!("secret-{:016x}{:016x}", rand_u64(), rand_u64());
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let log = scene.path(&format!("s3s-fs-{port}.log"));
+            let mut child = Command::new(&bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", &access_key, "--secret-key", &secret_key])
+                .arg(&root)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).expect("log"))
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return S3Server {
+                        child,
+                        root,
+                        port,
+                        access_key,
+                        secret_key,
+                        home,
+                    };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // the port was taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last_log = std::fs::read_to_string(&log).unwrap_or_default();
+        }
+        panic!("s3s-fs did not start:\n{last_log}");
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `s3://BUCKET/prefix`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{BUCKET}/{prefix}")
+    }
+
+    /// The environment that reaches this server through `endpoint`.
+    pub fn env_via(&self, endpoint: &str) -> Vec<(String, String)> {
+        let none = self.home.join("none");
+        [
+            ("AWS_ENDPOINT_URL", endpoint.to_string()),
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ("DBSAFE_S3_PATH_STYLE", "1".into()),
+            ("AWS_CONFIG_FILE", none.display().to_string()),
+            ("AWS_SHARED_CREDENTIALS_FILE", none.display().to_string()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            // Locks and the audit log stay inside the test's directory.
+            ("XDG_RUNTIME_DIR", self.home.display().to_string()),
+            (
+                "DBSAFE_AUDIT_LOG",
+                self.home.join("audit.log").display().to_string(),
+            ),
+            ("HOME", self.home.display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Applies [`S3Server::env_via`] to a command, removing what could leak in.
+    pub fn apply(&self, cmd: Cmd, endpoint: &str) -> Cmd {
+        let mut cmd = cmd;
+        for k in [
+            "AWS_PROFILE",
+            "AWS_DEFAULT_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT_URL_S3",
+            "DBSAFE_S3_PART_SIZE",
+            "DBSAFE_S3_PARTS_IN_FLIGHT",
+            "DBSAFE_S3_RETRIES",
+            "DBSAFE_S3_TIMEOUT",
+        ] {
+            cmd = cmd.env_remove(k);
+        }
+        for (k, v) in self.env_via(endpoint) {
+            cmd = cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// A dbsafe tool that talks to this server.
+    pub fn tool(&self, name: &str) -> Cmd {
+        self.apply(Cmd::tool(name), &self.endpoint())
+    }
+
+    /// A dbsafe tool that talks to this server through another endpoint (a proxy).
+    pub fn tool_via(&self, name: &str, endpoint: &str) -> Cmd {
+        self.apply(Cmd::tool(name), endpoint)
+    }
+
+    /// The aws CLI, talking to this server.
+    pub fn aws(&self) -> Cmd {
+        require("aws", "the aws CLI: pip install awscli");
+        self.apply(Cmd::new("aws"), &self.endpoint())
+            .args(["--endpoint-url", &self.endpoint()])
+    }
+
+    /// The file of an object, as s3s-fs stores it.
+    pub fn object_path(&self, key: &str) -> PathBuf {
+        self.root.join(BUCKET).join(key)
+    }
+
+    /// Every object key under `prefix/`, from s3s-fs's files, sorted.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let key = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if e.path().is_dir() {
+                    walk(&e.path(), &key, out);
+                } else {
+                    out.push(key);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root.join(BUCKET).join(prefix), prefix, &mut out);
+        out.sort();
+        out
+    }
+
+    /// Ids of the multipart uploads s3s-fs holds open (it has no ListMultipartUploads).
+    pub fn pending_uploads(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.strip_prefix(".upload-")
+                            .and_then(|n| n.strip_suffix(".json"))
+                            .map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Parts s3s-fs holds for open uploads.
+    pub fn pending_parts(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(".upload_id-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+fn rand_u32() -> u32 {
+    rand_u64() as u32
+}

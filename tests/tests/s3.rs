@@ -1,0 +1,662 @@
+//! S3 stores against a real S3 server (s3s-fs, which verifies SigV4): the
+//! same guarantees as local stores, multipart uploads, interrupted writers,
+//! faults on the wire and credentials errors.
+
+use dbsafe_tests::faultproxy::{Fault, FaultProxy};
+use dbsafe_tests::s3::{S3Server, BUCKET};
+use dbsafe_tests::{require, sqlite, Cmd, Scene};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "prod";
+
+fn db_url(path: &Path) -> String {
+    format!("sqlite:{}", path.display())
+}
+
+/// A database of incompressible blobs, `mb` MiB of them.
+fn big_db(s: &Scene, name: &str, mb: u64) -> std::path::PathBuf {
+    let path = s.path(name);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(&format!(
+        "CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < {})
+         INSERT INTO blobs(b) SELECT randomblob(65536) FROM n;",
+        mb * 16
+    ))
+    .unwrap();
+    path
+}
+
+/// Artifact keys (no sidecars, no pointers) the server holds under `prefix/backups`.
+fn artifact_keys(server: &S3Server, prefix: &str) -> Vec<String> {
+    server
+        .keys(&format!("{prefix}/backups"))
+        .into_iter()
+        .filter(|k| !k.ends_with(".sha256") && !k.ends_with(".json") && !k.contains("_latest."))
+        .collect()
+}
+
+fn markers(server: &S3Server, prefix: &str) -> Vec<String> {
+    server.keys(&format!("{prefix}/.dbsafe-uploads"))
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn snapshot_verify_prune_restore_round_trip_on_s3_keeps_the_layout_and_standard_tools_work() {
+    require("sha256sum", "coreutils");
+    require("zstd", "the Debian package zstd");
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let (key, public) = s.age_key("key.txt");
+    let db = s.path("app.db");
+    sqlite::sample(&db, 300);
+    let store = server.url(PREFIX);
+    let snap = || {
+        server
+            .tool("dbsnap")
+            .arg(db_url(&db))
+            .args(["--to", &store, "-r", &public])
+            .succeeds()
+    };
+    snap();
+
+    let ls = server
+        .aws()
+        .args([
+            "s3",
+            "ls",
+            "--recursive",
+            &format!("s3://{BUCKET}/{PREFIX}/"),
+        ])
+        .succeeds()
+        .stdout();
+    let keys: Vec<&str> = ls
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    let artifact = keys
+        .iter()
+        .find(|k| k.ends_with(".sqlite.zst.age") && !k.contains("_latest"))
+        .unwrap_or_else(|| panic!("no artifact in:\n{ls}"))
+        .to_string();
+    let name = artifact.rsplit('/').next().unwrap().to_string();
+    assert!(name.starts_with("default_app_full_"), "{name}");
+    for k in [
+        format!("{PREFIX}/backups/{name}"),
+        format!("{PREFIX}/backups/{name}.sha256"),
+        format!("{PREFIX}/backups/{name}.meta.json"),
+        format!("{PREFIX}/backups/default_app_full_latest.sqlite.zst.age"),
+    ] {
+        assert!(keys.contains(&k.as_str()), "{k} missing from:\n{ls}");
+    }
+    assert_eq!(keys.len(), 4, "unexpected objects:\n{ls}");
+    let pointer = server
+        .aws()
+        .args([
+            "s3",
+            "cp",
+            &format!("s3://{BUCKET}/{PREFIX}/backups/default_app_full_latest.sqlite.zst.age"),
+            "-",
+        ])
+        .succeeds()
+        .stdout();
+    assert_eq!(pointer.trim(), format!("backups/{name}"));
+
+    for level in ["quick", "full", "restore"] {
+        server
+            .tool("dbverify")
+            .args(["--store", &store, "--latest", "--level", level, "-i"])
+            .arg(&key)
+            .succeeds()
+            .stderr_has("PASS");
+    }
+    assert!(server
+        .object_path(&format!("{PREFIX}/backups/{name}.verify.json"))
+        .exists());
+    let status = server
+        .tool("dbverify")
+        .args(["--status", "--store", &store])
+        .succeeds()
+        .stdout();
+    assert!(status.contains("good"), "{status}");
+
+    // A second snapshot, verified, lets dbprune delete the first.
+    std::thread::sleep(Duration::from_millis(1100));
+    snap();
+    server
+        .tool("dbverify")
+        .args(["--store", &store, "--latest", "-i"])
+        .arg(&key)
+        .succeeds();
+    let report = server
+        .tool("dbprune")
+        .args(["--store", &store, "--keep-last", "1", "--json"])
+        .succeeds()
+        .json();
+    assert_eq!(report["deleted"], 1, "{report}");
+    let left = artifact_keys(&server, PREFIX);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        !left[0].ends_with(&name),
+        "the older artifact was kept: {left:?}"
+    );
+    assert!(!server
+        .object_path(&format!("{PREFIX}/backups/{name}.sha256"))
+        .exists());
+
+    let target = s.path("restored.db");
+    server
+        .tool("dbrestore")
+        .args(["--store", &store, "--latest", "--yes", "-i"])
+        .arg(&key)
+        .arg("--target")
+        .arg(db_url(&target))
+        .succeeds();
+    assert_eq!(sqlite::counts(&target), sqlite::counts(&db));
+
+    // Without dbsafe: aws, age, zstd and sha256sum alone.
+    let newest = left[0].rsplit('/').next().unwrap().to_string();
+    let plain = s.path("plain.db");
+    server
+        .apply(
+            Cmd::sh(&format!(
+                "aws --endpoint-url {} s3 cp s3://{BUCKET}/{PREFIX}/backups/{newest} - | age -d -i {} | zstd -d > {}",
+                server.endpoint(),
+                key.display(),
+                plain.display()
+            )),
+            &server.endpoint(),
+        )
+        .succeeds();
+    assert_eq!(sqlite::counts(&plain), sqlite::counts(&db));
+    let dl = s.path("download");
+    std::fs::create_dir(&dl).unwrap();
+    for suffix in ["", ".sha256"] {
+        server
+            .aws()
+            .args([
+                "s3",
+                "cp",
+                &format!("s3://{BUCKET}/{PREFIX}/backups/{newest}{suffix}"),
+            ])
+            .arg(dl.join(format!("{newest}{suffix}")))
+            .succeeds();
+    }
+    Cmd::new("sha256sum")
+        .args(["-c", &format!("{newest}.sha256")])
+        .current_dir(&dl)
+        .succeeds();
+}
+
+#[test]
+fn a_multipart_artifact_uploads_in_parts_verifies_and_leaves_no_upload_behind() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let db = big_db(&s, "big.db", 23);
+    let store = server.url(PREFIX);
+    server
+        .tool("dbsnap")
+        .arg(db_url(&db))
+        .args(["--to", &store, "--compress", "none"])
+        .env("DBSAFE_S3_PART_SIZE", "5M")
+        .succeeds();
+    let keys = artifact_keys(&server, PREFIX);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let head = server
+        .aws()
+        .args([
+            "s3api",
+            "head-object",
+            "--bucket",
+            BUCKET,
+            "--key",
+            &keys[0],
+        ])
+        .succeeds()
+        .json();
+    let etag = head["ETag"].as_str().unwrap().trim_matches('"').to_string();
+    let size = head["ContentLength"].as_u64().unwrap();
+    let parts = size.div_ceil(5 << 20);
+    assert!(parts >= 5, "{size} bytes");
+    assert!(
+        etag.ends_with(&format!("-{parts}")),
+        "not a {parts}-part upload: ETag {etag}"
+    );
+    let sidecar =
+        std::fs::read_to_string(server.object_path(&format!("{}.sha256", keys[0]))).unwrap();
+    assert_eq!(
+        sidecar.split_whitespace().next().unwrap(),
+        dbsafe_tests::sha256_file(&server.object_path(&keys[0]))
+    );
+    server
+        .tool("dbverify")
+        .args(["--store", &store, "--latest", "--level", "full"])
+        .succeeds();
+    assert!(server.pending_uploads().is_empty());
+    assert!(markers(&server, PREFIX).is_empty());
+}
+
+/// 1,100 keys (s3s-fs serves its directory, so they are written there
+/// directly): listing them takes two pages.
+#[test]
+fn listing_more_than_a_thousand_keys_follows_continuation_tokens() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let dir = server.object_path(&format!("{PREFIX}/backups"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z").unwrap();
+    for i in 0..1100 {
+        let t = start + chrono::Duration::minutes(i);
+        let name = format!("default_db_full_{}.sqlite.zst", t.format("%Y%m%d_%H%M%S"));
+        std::fs::write(dir.join(format!("{name}.sha256")), format!("00  {name}\n")).unwrap();
+    }
+    let report = server
+        .tool("dbprune")
+        .args(["--store", &server.url(PREFIX), "--dry-run", "--json"])
+        .succeeds()
+        .json();
+    let orphans = report["orphan_sidecars_removed"].as_array().unwrap();
+    assert_eq!(orphans.len(), 1100, "listing stopped after one page");
+    server
+        .tool("dbprune")
+        .args(["--store", &server.url(PREFIX)])
+        .succeeds();
+    assert!(server.keys(PREFIX).is_empty(), "{:?}", server.keys(PREFIX));
+}
+
+/// A child process killed when the test ends, whatever way it ends.
+struct Running(Option<std::process::Child>);
+
+impl Running {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("running")
+    }
+    fn take(mut self) -> std::process::Child {
+        self.0.take().expect("running")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A writer slowed down by a proxy, so that it is caught mid-upload.
+fn slow_snapshot(s: &Scene, server: &S3Server, proxy: &FaultProxy) -> Running {
+    let db = big_db(s, "big.db", 40);
+    Running(Some(
+        server
+            .tool_via("dbsnap", &proxy.endpoint())
+            .arg(db_url(&db))
+            .args(["--to", &server.url(PREFIX), "--compress", "none"])
+            .env("DBSAFE_S3_PART_SIZE", "5M")
+            .env("DBSAFE_S3_PARTS_IN_FLIGHT", "1")
+            .spawn(),
+    ))
+}
+
+fn wait_for_a_part(server: &S3Server, child: &mut std::process::Child) {
+    wait_until("a part is uploaded", Duration::from_secs(60), || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "dbsnap ended before it was interrupted"
+        );
+        !server.pending_parts().is_empty()
+    });
+}
+
+#[test]
+fn sigkill_mid_upload_leaves_no_object_and_dbprune_aborts_the_stale_upload() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let proxy = FaultProxy::start(
+        server.port,
+        Fault::Delay {
+            by: Duration::from_millis(15),
+            connections: usize::MAX,
+        },
+    );
+    let mut running = slow_snapshot(&s, &server, &proxy);
+    wait_for_a_part(&server, running.child());
+    let mut child = running.take();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(artifact_keys(&server, PREFIX).is_empty());
+    assert!(server.keys(&format!("{PREFIX}/backups")).is_empty());
+    assert_eq!(server.pending_uploads().len(), 1);
+    assert_eq!(markers(&server, PREFIX).len(), 1);
+
+    let store = server.url(PREFIX);
+    let young = server
+        .tool("dbprune")
+        .args(["--store", &store, "--json"])
+        .succeeds()
+        .json();
+    assert_eq!(young["temporaries_removed"], serde_json::json!([]));
+    assert_eq!(
+        server.pending_uploads().len(),
+        1,
+        "a young upload was aborted"
+    );
+
+    let report = server
+        .tool("dbprune")
+        .args(["--store", &store, "--stale-tmp", "0s", "--json"])
+        .succeeds()
+        .json();
+    let removed = report["temporaries_removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "{report}");
+    assert!(removed[0]
+        .as_str()
+        .unwrap()
+        .starts_with("backups/default_big_full_"));
+    assert!(server.pending_uploads().is_empty());
+    assert!(server.pending_parts().is_empty());
+    assert!(markers(&server, PREFIX).is_empty());
+
+    // The local lock died with the writer: the next run is not blocked.
+    server
+        .tool("dbsnap")
+        .arg(db_url(&s.path("big.db")))
+        .args(["--to", &store, "--compress", "none"])
+        .succeeds();
+    assert_eq!(artifact_keys(&server, PREFIX).len(), 1);
+}
+
+#[test]
+fn sigint_mid_upload_aborts_the_upload_and_exits_130() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let proxy = FaultProxy::start(
+        server.port,
+        Fault::Delay {
+            by: Duration::from_millis(15),
+            connections: usize::MAX,
+        },
+    );
+    let mut running = slow_snapshot(&s, &server, &proxy);
+    wait_for_a_part(&server, running.child());
+    let child = running.take();
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(artifact_keys(&server, PREFIX).is_empty());
+    wait_until(
+        "s3s-fs has dropped the aborted upload",
+        Duration::from_secs(5),
+        || server.pending_uploads().is_empty(),
+    );
+    assert!(
+        markers(&server, PREFIX).is_empty(),
+        "{:?}",
+        markers(&server, PREFIX)
+    );
+}
+
+#[test]
+fn a_second_writer_of_the_series_is_refused_with_exit_4() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let proxy = FaultProxy::start(
+        server.port,
+        Fault::Delay {
+            by: Duration::from_millis(15),
+            connections: usize::MAX,
+        },
+    );
+    let mut running = slow_snapshot(&s, &server, &proxy);
+    wait_for_a_part(&server, running.child());
+    let pid = running.child().id();
+    // Reached directly, not through the proxy: still the same store, the same lock.
+    server
+        .tool("dbsnap")
+        .arg(db_url(&s.path("big.db")))
+        .args(["--to", &server.url(PREFIX), "--compress", "none"])
+        .fails_with_code(4)
+        .stderr_has(&format!("pid {pid}"));
+}
+
+#[test]
+fn a_connection_reset_mid_part_is_retried_and_the_artifact_verifies() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let proxy = FaultProxy::start(server.port, Fault::DropAfter(7 << 20));
+    let db = big_db(&s, "big.db", 16);
+    let store = server.url(PREFIX);
+    server
+        .tool_via("dbsnap", &proxy.endpoint())
+        .arg(db_url(&db))
+        .args(["--to", &store, "--compress", "none"])
+        .env("DBSAFE_S3_PART_SIZE", "5M")
+        .succeeds()
+        .stderr_has("failed: Network Error")
+        .stderr_has("retrying");
+    assert_eq!(
+        proxy.stats.drops.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    server
+        .tool("dbverify")
+        .args(["--store", &store, "--latest", "--level", "full"])
+        .succeeds();
+    assert!(server.pending_uploads().is_empty());
+}
+
+#[test]
+fn a_download_cut_mid_body_resumes_with_a_range_request() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let db = big_db(&s, "big.db", 12);
+    let store = server.url(PREFIX);
+    server
+        .tool("dbsnap")
+        .arg(db_url(&db))
+        .args(["--to", &store, "--compress", "none"])
+        .succeeds();
+    let proxy = FaultProxy::start(server.port, Fault::DropReplyAfter(6 << 20));
+    server
+        .tool_via("dbverify", &proxy.endpoint())
+        .args(["--store", &store, "--latest", "--level", "full"])
+        .succeeds()
+        .stderr_has("resuming");
+    assert_eq!(
+        proxy.stats.drops.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[test]
+fn a_stalled_answer_times_out_and_is_retried() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let proxy = FaultProxy::start(
+        server.port,
+        Fault::Delay {
+            by: Duration::from_secs(3),
+            connections: 1,
+        },
+    );
+    let db = s.path("app.db");
+    sqlite::sample(&db, 50);
+    server
+        .tool_via("dbsnap", &proxy.endpoint())
+        .arg(db_url(&db))
+        .args(["--to", &server.url(PREFIX)])
+        .env("DBSAFE_S3_TIMEOUT", "1s")
+        .succeeds()
+        .stderr_has("retrying");
+    server
+        .tool("dbverify")
+        .args(["--store", &server.url(PREFIX), "--latest"])
+        .succeeds();
+}
+
+#[test]
+fn service_unavailable_forever_fails_with_exit_1_naming_bucket_key_and_status() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let proxy = FaultProxy::start(server.port, Fault::Unavailable(String::new()));
+    let db = s.path("app.db");
+    sqlite::sample(&db, 50);
+    let r = server
+        .tool_via("dbsnap", &proxy.endpoint())
+        .arg(db_url(&db))
+        .args(["--to", &server.url(PREFIX)])
+        .fails_with_code(1);
+    let err = r.stderr();
+    let last = err
+        .lines()
+        .find(|l| l.starts_with("dbsnap: error:"))
+        .unwrap_or_default();
+    assert!(
+        last.contains(&format!(
+            "upload s3://{BUCKET}/{PREFIX}/backups/default_app_full_"
+        )) && last.contains("failed after 5 attempts; last answer: HTTP 503 SlowDown"),
+        "{err}"
+    );
+    assert_eq!(
+        proxy
+            .stats
+            .refused
+            .load(std::sync::atomic::Ordering::SeqCst),
+        5
+    );
+    assert!(server.keys(PREFIX).is_empty(), "{:?}", server.keys(PREFIX));
+}
+
+#[test]
+fn parts_refused_forever_abort_the_multipart_upload() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let proxy = FaultProxy::start(server.port, Fault::Unavailable("partNumber=".into()));
+    let db = big_db(&s, "big.db", 12);
+    server
+        .tool_via("dbsnap", &proxy.endpoint())
+        .arg(db_url(&db))
+        .args(["--to", &server.url(PREFIX), "--compress", "none"])
+        .env("DBSAFE_S3_PART_SIZE", "5M")
+        .env("DBSAFE_S3_RETRIES", "2")
+        .fails_with_code(1)
+        .stderr_has("upload part 1 of")
+        .stderr_has("after 2 attempts");
+    assert!(server.keys(PREFIX).is_empty(), "{:?}", server.keys(PREFIX));
+    assert!(server.pending_uploads().is_empty());
+}
+
+#[test]
+fn a_wrong_secret_fails_with_exit_1_naming_the_key_id_and_never_the_secret() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let db = s.path("app.db");
+    sqlite::sample(&db, 20);
+    let wrong = "wrong-secret-7f3a9c0d2b";
+    let r = server
+        .tool("dbsnap")
+        .arg(db_url(&db))
+        .args(["--to", &server.url(PREFIX)])
+        .env("AWS_SECRET_ACCESS_KEY", wrong)
+        .fails_with_code(1);
+    let err = r.stderr();
+    assert!(
+        err.contains(&server.access_key) && err.contains("SignatureDoesNotMatch"),
+        "{err}"
+    );
+    assert!(!err.contains(wrong) && !r.stdout().contains(wrong));
+    // Readers too, with an unknown key id.
+    server
+        .tool("dbsnap")
+        .arg(db_url(&db))
+        .args(["--to", &server.url(PREFIX)])
+        .succeeds();
+    let r = server
+        .tool("dbverify")
+        .args(["--store", &server.url(PREFIX), "--latest"])
+        .env("AWS_ACCESS_KEY_ID", "NOSUCHKEYID")
+        .env("AWS_SECRET_ACCESS_KEY", wrong)
+        .fails_with_code(1);
+    assert!(r.stderr().contains("NOSUCHKEYID"), "{}", r.stderr());
+    assert!(!r.stderr().contains(wrong));
+    // Nothing written anywhere holds it: metadata, audit log, locks, the server's files.
+    let mut stack = vec![s.dir.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                assert!(
+                    !bytes.windows(wrong.len()).any(|w| w == wrong.as_bytes()),
+                    "{} holds the secret",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_bucket_or_an_empty_prefix_is_not_found() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    server
+        .tool("dbverify")
+        .args(["--store", "s3://no-such-bucket/x", "--latest"])
+        .fails_with_code(3)
+        .stderr_has("bucket no-such-bucket does not exist");
+    server
+        .tool("dbverify")
+        .args(["--store", &server.url("mistyped"), "--latest"])
+        .fails_with_code(3)
+        .stderr_has("does not exist");
+    server
+        .tool("dbverify")
+        .args(["--store", "s3://Bad_Bucket/x", "--latest"])
+        .fails_with_code(2);
+}
+
+#[test]
+fn credentials_come_from_an_aws_profile_as_the_aws_cli_reads_them() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let creds = s.write(
+        "credentials",
+        &format!(
+            "[default]\naws_access_key_id = WRONG\naws_secret_access_key = wrong\n\n[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            server.access_key, server.secret_key
+        ),
+    );
+    let db = s.path("app.db");
+    sqlite::sample(&db, 20);
+    server
+        .tool("dbsnap")
+        .arg(db_url(&db))
+        .args(["--to", &server.url(PREFIX)])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .env("AWS_PROFILE", "backup")
+        .succeeds();
+    assert_eq!(artifact_keys(&server, PREFIX).len(), 1);
+    server
+        .tool("dbverify")
+        .args(["--store", &server.url(PREFIX), "--latest"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .env("AWS_PROFILE", "nobody")
+        .fails_with_code(2)
+        .stderr_has("profile nobody");
+}
