@@ -49,3 +49,28 @@ impl Progress {
         }
     }
 }
+
+/// A reader that reports the bytes it reads to a [`Progress`].
+pub struct ProgressReader<R> {
+    inner: R,
+    progress: Progress,
+}
+
+impl<R> ProgressReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R, progress: Progress) -> ProgressReader<R> {
+        ProgressReader { inner, progress }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            self.progress.finish();
+        } else {
+            self.progress.add(n as u64);
+        }
+        Ok(n)
+    }
+}

@@ -50,6 +50,13 @@ impl Source {
             Source::Store { store, entry } => store.open(entry.key()),
         }
     }
+    fn size(&self) -> Option<u64> {
+        match self {
+            Source::Stdin => None,
+            Source::File(p) => std::fs::metadata(p).map(|m| m.len()).ok(),
+            Source::Store { entry, .. } => Some(entry.object.size),
+        }
+    }
     fn checksum(&self) -> Result<Option<String>> {
         match self {
             Source::Stdin => Ok(None),
@@ -481,7 +488,8 @@ fn execute(
         _ => None,
     };
 
-    let (input, tap) = pipeline::tap(source.open()?);
+    let progress = dbsafe::progress::Progress::new("dbrestore", source.size(), args.common.quiet);
+    let (input, tap) = pipeline::tap(dbsafe::progress::ProgressReader::new(source.open()?, progress));
     let mut decoded = pipeline::decode(input, keys)?;
     let payload = decoded
         .layers

@@ -131,7 +131,9 @@ fn verify_file(
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            (Box::new(f), name, expected, meta)
+            let size = f.metadata().map(|m| m.len()).ok();
+            let progress = dbsafe::progress::Progress::new("dbverify", size, log.quiet);
+            (Box::new(dbsafe::progress::ProgressReader::new(f, progress)), name, expected, meta)
         };
     if let Some(h) = &args.sha256 {
         expected = Some(h.to_ascii_lowercase());
@@ -192,8 +194,9 @@ fn verify_store(args: &cli::Cli, s: &Settings<'_>, log: &Log) -> Result<Vec<Veri
 }
 
 fn verify_entry(store: &dyn Store, e: &Entry, s: &Settings<'_>, log: &Log) -> Result<VerifyRecord> {
+    let progress = dbsafe::progress::Progress::new("dbverify", Some(e.object.size), log.quiet);
     let subject = Subject {
-        reader: store.open(e.key())?,
+        reader: Box::new(dbsafe::progress::ProgressReader::new(store.open(e.key())?, progress)),
         file: e.file(),
         expected_sha256: catalog::read_checksum(store, e)?,
         meta: catalog::read_meta(store, e)?,
