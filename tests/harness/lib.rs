@@ -6,7 +6,9 @@
 //! stdout and stderr. Tools the tests need from the system are looked up
 //! with [`require`], which fails (never skips) naming what to install.
 
+pub mod duckdb;
 pub mod faultproxy;
+pub mod mariadb;
 pub mod pg;
 pub mod s3;
 pub mod sqlite;

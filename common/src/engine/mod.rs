@@ -6,7 +6,10 @@
 //! ([`scratch`]); they never match on the engine themselves.
 
 pub mod pgdata;
+mod child;
 mod dir;
+mod duckdb;
+mod mysql;
 mod postgres;
 mod sqlite;
 
@@ -153,13 +156,19 @@ pub fn open(url: &str) -> Result<Box<dyn Engine>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Box::new(postgres::Postgres::new(url)?));
     }
+    if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        return Ok(Box::new(mysql::Mysql::new(url)?));
+    }
+    if let Some(path) = url.strip_prefix("duckdb:") {
+        return Ok(Box::new(duckdb::Duckdb::new(duckdb::path_of(path))));
+    }
     if let Some(path) = url.strip_prefix("dir:") {
         return Ok(Box::new(dir::Dir::new(dir::path_of(path))));
     }
     let scheme = url.split(':').next().unwrap_or("");
     Err(
         Error::usage(format!("unsupported database URL scheme {scheme:?}"))
-            .hint("use postgres://user@host:port/db (or postgresql://...), sqlite:PATH or dir:PATH"),
+            .hint("use postgres://user@host:port/db (or postgresql://...), mysql://user@host:port/db (or mariadb://...), sqlite:PATH, duckdb:PATH or dir:PATH"),
     )
 }
 
@@ -175,10 +184,8 @@ pub fn check_payload(
         Payload::Pgdump => postgres::check(input),
         Payload::Tar if origin.engine.as_deref() == Some("postgres") => pgdata::check(input, origin, tmpdir),
         Payload::Tar => tar_is_tree(origin).and_then(|()| dir::check(input)),
-        other => Err(Error::usage(format!(
-            "payload {} is not supported by this build",
-            other.ext()
-        ))),
+        Payload::Duckdb => duckdb::check(input, tmpdir),
+        Payload::Sql => sql_is_mysql(origin).and_then(|()| mysql::check(input)),
     }
 }
 
@@ -199,6 +206,21 @@ pub fn scratch(
             tar_is_tree(origin)?;
             Ok(Box::new(dir::Dir::new(tmpdir.join("scratch-tree"))))
         }
+        Payload::Duckdb => Ok(Box::new(duckdb::Duckdb::new(tmpdir.join("scratch.duckdb")))),
+        Payload::Sql => {
+            sql_is_mysql(origin)?;
+            let url = scratch_url.ok_or_else(|| {
+                Error::usage("restoring a sql payload needs a MySQL/MariaDB server to restore into")
+                    .hint("pass --scratch URL, e.g. --scratch mysql://root@localhost:3306/")
+            })?;
+            if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
+                return Err(
+                    Error::usage(format!("--scratch {url:?} is not a MySQL/MariaDB URL"))
+                        .hint("pass --scratch mysql://user@host:port/ (or mariadb://...)"),
+                );
+            }
+            Ok(Box::new(mysql::Mysql::scratch(url)?))
+        }
         Payload::Pgdump => {
             let url = scratch_url.ok_or_else(|| {
                 Error::usage("restoring a pgdump payload needs a PostgreSQL server to restore into")
@@ -212,10 +234,6 @@ pub fn scratch(
             }
             Ok(Box::new(postgres::Postgres::scratch(url)?))
         }
-        other => Err(Error::usage(format!(
-            "payload {} is not supported by this build",
-            other.ext()
-        ))),
     }
 }
 
@@ -230,6 +248,17 @@ fn tar_is_tree(origin: &Origin) -> Result<()> {
         )),
         Some(other) => Err(Error::usage(format!(
             "a tar payload from engine {other:?} is not supported by this build"
+        ))),
+    }
+}
+
+/// Whether a sql payload is a MySQL/MariaDB dump (the only engine writing
+/// sql payloads; a bare stream without metadata is taken for one).
+fn sql_is_mysql(origin: &Origin) -> Result<()> {
+    match origin.engine.as_deref() {
+        None | Some("mysql") | Some("mariadb") => Ok(()),
+        Some(other) => Err(Error::usage(format!(
+            "a sql payload from engine {other:?} is not supported by this build"
         ))),
     }
 }

@@ -1,0 +1,143 @@
+//! Client tools run as child processes: found on PATH or named with their
+//! package, stderr collected on a thread, stopped on interruption.
+
+use crate::cleanup::ChildGuard;
+use crate::error::{Error, Result};
+use std::io::{self, Read, Write};
+use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
+
+/// The error for a client tool that is not installed.
+pub fn missing_tool(program: &str, package: &str) -> Error {
+    Error::usage(format!("{program} is not installed (not found on PATH)"))
+        .hint(format!("install {package}, or put {program} on PATH"))
+}
+
+/// The first of `programs` found on PATH.
+pub fn find(programs: &[&'static str]) -> Option<&'static str> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    programs
+        .iter()
+        .copied()
+        .find(|p| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
+}
+
+/// The first of `programs` on PATH, or the error naming `package`.
+pub fn require(programs: &[&'static str], package: &str) -> Result<&'static str> {
+    find(programs).ok_or_else(|| missing_tool(programs[0], package))
+}
+
+/// A running client tool, stopped on interruption while it lives.
+pub struct Child {
+    program: &'static str,
+    /// The process.
+    pub child: std::process::Child,
+    stderr: Option<JoinHandle<String>>,
+    _guard: ChildGuard,
+}
+
+impl Child {
+    /// Starts `cmd` (stdin, stdout and stderr as the caller set them;
+    /// stderr should be piped so errors can be reported).
+    pub fn spawn(program: &'static str, package: &str, mut cmd: Command) -> Result<Child> {
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => missing_tool(program, package),
+            _ => Error::failed(format!("cannot run {program}: {e}")),
+        })?;
+        let guard = ChildGuard::new(child.id());
+        let stderr = child.stderr.take().map(|mut e| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = e.read_to_end(&mut buf);
+                String::from_utf8_lossy(&buf).trim().to_string()
+            })
+        });
+        Ok(Child {
+            program,
+            child,
+            stderr,
+            _guard: guard,
+        })
+    }
+
+    /// Everything the child wrote on stderr (waits for it to close stderr).
+    pub fn stderr_text(&mut self) -> String {
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+
+    /// Waits; a non-zero exit is an error carrying the child's stderr.
+    pub fn finish(mut self, what: &str) -> Result<()> {
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::failed(format!("waiting for {}: {e}", self.program)))?;
+        let stderr = self.stderr_text();
+        if status.success() {
+            return Ok(());
+        }
+        let detail = if stderr.is_empty() {
+            format!("{} ended with {status}", self.program)
+        } else {
+            stderr
+        };
+        Err(Error::failed(format!("{what}: {detail}")))
+    }
+
+    /// Stops the child after a failure on our side, so it commits nothing.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.stderr_text();
+    }
+}
+
+/// Runs `cmd` with `input` on its stdin and returns its stdout; a non-zero
+/// exit is an error carrying its stderr.
+pub fn run(
+    program: &'static str,
+    package: &str,
+    mut cmd: Command,
+    input: &[u8],
+    what: &str,
+) -> Result<String> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = Child::spawn(program, package, cmd)?;
+    let mut stdin = child.child.stdin.take().expect("piped stdin");
+    let mut stdout = child.child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).map(|_| buf)
+    });
+    // A child that fails early closes its stdin; its stderr says why.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    let out = reader
+        .join()
+        .map_err(|_| Error::failed(format!("reading {program}'s output")))?
+        .map_err(|e| Error::failed(format!("reading {program}'s output: {e}")))?;
+    child.finish(what)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Copies `input` into a child's stdin, telling our read errors (the
+/// artifact) from its write errors (the child died: its stderr says why).
+pub fn feed(input: &mut dyn Read, stdin: &mut dyn Write) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::from(e)),
+        };
+        if stdin.write_all(&buf[..n]).is_err() {
+            // The child stopped reading; `finish` reports its error.
+            return Ok(());
+        }
+    }
+}
