@@ -133,6 +133,7 @@ impl Server {
                     "--character-set-server=utf8mb4",
                     "--collation-server=utf8mb4_general_ci",
                     "--performance-schema=OFF",
+                    "--default-time-zone=+00:00",
                     "--max-connections=60",
                 ])
                 .args(INNODB)
@@ -181,7 +182,7 @@ impl Server {
     pub fn url(&self, db: &str) -> String {
         format!(
             "mysql://root@/{db}?socket={}",
-            encode(&self.sock.to_string_lossy())
+            encode(&self.sock.to_string_lossy()).replace("%2F", "/")
         )
     }
 
