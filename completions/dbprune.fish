@@ -11,6 +11,8 @@ complete -c dbprune -l min-free -d 'Delete further unprotected backups, oldest f
 complete -c dbprune -l max-total -d 'Delete further unprotected backups, oldest first, until the backups total at most SIZE' -r
 complete -c dbprune -l stale-tmp -d 'Remove temporaries from crashed writers older than this' -r
 complete -c dbprune -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c dbprune -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
+complete -c dbprune -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
 complete -c dbprune -l wal -d 'Also delete archived WAL that no kept base backup needs (history files stay)'
 complete -c dbprune -l dry-run -d 'Print what would be deleted and why; delete nothing'
 complete -c dbprune -s q -l quiet -d 'Print nothing but errors on stderr'

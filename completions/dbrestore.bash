@@ -23,7 +23,7 @@ _dbrestore() {
 
     case "${cmd}" in
         dbrestore)
-            opts="-y -i -q -v -h -V --store --latest --timestamp --before --name --env --database --target --pgdata --target-time --start --port --socket-dir --no-archive --recovery-timeout --create --clean --table --skip-verify --no-safety-backup --safety-dir --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --help --version"
+            opts="-y -i -q -v -h -V --store --latest --timestamp --before --name --env --database --target --pgdata --target-time --start --port --socket-dir --no-archive --recovery-timeout --create --clean --table --skip-verify --no-safety-backup --safety-dir --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --pushgateway --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -102,6 +102,14 @@ _dbrestore() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pushgateway)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

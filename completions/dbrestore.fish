@@ -4,7 +4,7 @@ complete -c dbrestore -l before -d 'With --store: the newest backup taken at or 
 complete -c dbrestore -l name -d 'With --store: the backup with this name' -r
 complete -c dbrestore -l env -d 'Narrow the series to this environment' -r
 complete -c dbrestore -l database -d 'Narrow the series to this database' -r
-complete -c dbrestore -l target -d 'Database URL to restore into: sqlite:PATH' -r
+complete -c dbrestore -l target -d 'Database URL to restore into: postgres://user@host:port/db (postgresql://), mysql://user@host:port/db (mariadb://, ?socket=PATH), sqlite:PATH, duckdb:PATH or dir:PATH' -r
 complete -c dbrestore -l pgdata -d 'Point in time (PostgreSQL): restore a base backup into this new or empty data directory and configure recovery from the store\'s WAL archive' -r -F
 complete -c dbrestore -l target-time -d 'With --pgdata: recover up to TIME (RFC 3339 or "YYYY-MM-DD HH:MM:SS" UTC), or `latest` to replay every archived WAL file' -r
 complete -c dbrestore -l port -d 'With --pgdata: the restored server\'s port (a recovery copy can run next to the damaged one)' -r
@@ -16,6 +16,8 @@ complete -c dbrestore -s i -l identity -d 'age identity file (repeatable)' -r -F
 complete -c dbrestore -l passphrase-file -d 'File whose first line is the passphrase' -r -F
 complete -c dbrestore -l tmpdir -d 'Directory for temporary files (default: $TMPDIR)' -r -F
 complete -c dbrestore -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c dbrestore -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
+complete -c dbrestore -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
 complete -c dbrestore -l latest -d 'With --store: the newest backup of the series'
 complete -c dbrestore -l start -d 'With --pgdata: start the server, wait for recovery to reach the target, promote, report'
 complete -c dbrestore -l no-archive -d 'With --pgdata: turn WAL archiving off in the restored copy (default: it archives its new timeline into the store like the original)'

@@ -16,6 +16,8 @@ complete -c dbsnap -l min-free -d 'Refuse to start when the store\'s filesystem 
 complete -c dbsnap -l lock-timeout -d 'Wait this long for the series lock (default 0: fail at once with exit 4)' -r
 complete -c dbsnap -l tmpdir -d 'Directory for temporary files (default: $TMPDIR)' -r -F
 complete -c dbsnap -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c dbsnap -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
+complete -c dbsnap -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
 complete -c dbsnap -l base -d 'Take a physical base backup (PostgreSQL) instead of a logical snapshot'
 complete -c dbsnap -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c dbsnap -s v -l verbose -d 'Print more on stderr'

@@ -23,7 +23,7 @@ _dbverify() {
 
     case "${cmd}" in
         dbverify)
-            opts="-i -q -v -h -V --level --sha256 --meta --store --latest --all --env --database --status --max-age --min-count --max-wal-lag --scratch --identity --passphrase-file --tmpdir --quiet --verbose --json --config --help --version"
+            opts="-i -q -v -h -V --level --sha256 --meta --store --latest --all --env --database --status --max-age --min-count --max-wal-lag --scratch --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --pushgateway --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -86,6 +86,14 @@ _dbverify() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pushgateway)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

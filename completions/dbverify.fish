@@ -14,6 +14,8 @@ complete -c dbverify -s i -l identity -d 'age identity file (repeatable)' -r -F
 complete -c dbverify -l passphrase-file -d 'File whose first line is the passphrase' -r -F
 complete -c dbverify -l tmpdir -d 'Directory for temporary files (default: $TMPDIR)' -r -F
 complete -c dbverify -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c dbverify -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
+complete -c dbverify -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
 complete -c dbverify -l latest -d 'With --store: the newest artifact of each series'
 complete -c dbverify -l all -d 'With --store: every artifact'
 complete -c dbverify -l status -d 'Report store health instead of verifying (needs --store); exit 1 unless good'

@@ -59,13 +59,21 @@ _walship() {
 
     case "${cmd}" in
         walship)
-            opts="-q -v -h -V --quiet --verbose --json --config --help --version push fetch list status prune help"
+            opts="-q -v -h -V --quiet --verbose --json --config --metrics-file --pushgateway --help --version push fetch list status prune help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pushgateway)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -77,7 +85,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__fetch)
-            opts="-i -q -v -h --from --identity --passphrase-file --quiet --verbose --json --config --help"
+            opts="-i -q -v -h --from --identity --passphrase-file --quiet --verbose --json --config --metrics-file --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -100,6 +108,14 @@ _walship() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pushgateway)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -209,7 +225,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__list)
-            opts="-q -v -h --from --quiet --verbose --json --config --help"
+            opts="-q -v -h --from --quiet --verbose --json --config --metrics-file --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -223,6 +239,14 @@ _walship() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pushgateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -231,7 +255,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__prune)
-            opts="-q -v -h --from --before --keep-for-backups --dry-run --quiet --verbose --json --config --help"
+            opts="-q -v -h --from --before --keep-for-backups --dry-run --quiet --verbose --json --config --metrics-file --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -249,6 +273,14 @@ _walship() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pushgateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -257,7 +289,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__push)
-            opts="-r -q -v -h --to --compress --level --threads --recipient --recipients-file --passphrase-file --quiet --verbose --json --config --help"
+            opts="-r -q -v -h --to --compress --level --threads --recipient --recipients-file --passphrase-file --quiet --verbose --json --config --metrics-file --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -299,6 +331,14 @@ _walship() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pushgateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -307,7 +347,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__status)
-            opts="-q -v -h --from --max-lag --quiet --verbose --json --config --help"
+            opts="-q -v -h --from --max-lag --quiet --verbose --json --config --metrics-file --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -322,6 +362,14 @@ _walship() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pushgateway)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_walship_global_optspecs
-    string join \n q/quiet v/verbose json config= h/help V/version
+    string join \n q/quiet v/verbose json config= metrics-file= pushgateway= h/help V/version
 end
 
 function __fish_walship_needs_command
@@ -25,6 +25,8 @@ function __fish_walship_using_subcommand
 end
 
 complete -c walship -n "__fish_walship_needs_command" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_needs_command" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
+complete -c walship -n "__fish_walship_needs_command" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
 complete -c walship -n "__fish_walship_needs_command" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_needs_command" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_needs_command" -l json -d 'Print the report as one JSON document on stdout'
@@ -44,6 +46,8 @@ complete -c walship -n "__fish_walship_using_subcommand push" -s r -l recipient 
 complete -c walship -n "__fish_walship_using_subcommand push" -l recipients-file -d 'File of age recipients, one a line' -r -F
 complete -c walship -n "__fish_walship_using_subcommand push" -l passphrase-file -d 'Encrypt with the passphrase on this file\'s first line instead' -r -F
 complete -c walship -n "__fish_walship_using_subcommand push" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand push" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand push" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand push" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand push" -l json -d 'Print the report as one JSON document on stdout'
@@ -52,12 +56,16 @@ complete -c walship -n "__fish_walship_using_subcommand fetch" -l from -d 'The s
 complete -c walship -n "__fish_walship_using_subcommand fetch" -s i -l identity -d 'age identity file (repeatable)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand fetch" -l passphrase-file -d 'File whose first line is the passphrase' -r -F
 complete -c walship -n "__fish_walship_using_subcommand fetch" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand fetch" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand fetch" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand fetch" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand fetch" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand fetch" -l json -d 'Print the report as one JSON document on stdout'
 complete -c walship -n "__fish_walship_using_subcommand fetch" -s h -l help -d 'Print help'
 complete -c walship -n "__fish_walship_using_subcommand list" -l from -d 'The store' -r
 complete -c walship -n "__fish_walship_using_subcommand list" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand list" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand list" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand list" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand list" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand list" -l json -d 'Print the report as one JSON document on stdout'
@@ -65,6 +73,8 @@ complete -c walship -n "__fish_walship_using_subcommand list" -s h -l help -d 'P
 complete -c walship -n "__fish_walship_using_subcommand status" -l from -d 'The store' -r
 complete -c walship -n "__fish_walship_using_subcommand status" -l max-lag -d 'The newest segment must be younger than this' -r
 complete -c walship -n "__fish_walship_using_subcommand status" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand status" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand status" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand status" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand status" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand status" -l json -d 'Print the report as one JSON document on stdout'
@@ -72,6 +82,8 @@ complete -c walship -n "__fish_walship_using_subcommand status" -s h -l help -d 
 complete -c walship -n "__fish_walship_using_subcommand prune" -l from -d 'The store' -r
 complete -c walship -n "__fish_walship_using_subcommand prune" -l before -d 'Delete files before this segment' -r
 complete -c walship -n "__fish_walship_using_subcommand prune" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand prune" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand prune" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand prune" -l keep-for-backups -d 'Delete what no base backup in the store needs'
 complete -c walship -n "__fish_walship_using_subcommand prune" -l dry-run -d 'Print what would go; delete nothing'
 complete -c walship -n "__fish_walship_using_subcommand prune" -s q -l quiet -d 'Print nothing but errors on stderr'

@@ -438,11 +438,9 @@ impl Screen {
         let Some(rel) = self.admit(raw) else { return };
         let root = rel == Path::new(".");
         match kind {
-            tar::EntryType::Directory => {
-                if !root {
-                    self.counts.directories += 1;
-                }
-            }
+            // The root is the target itself, not a directory in it.
+            tar::EntryType::Directory if root => {}
+            tar::EntryType::Directory => self.counts.directories += 1,
             tar::EntryType::Regular | tar::EntryType::Continuous => self.counts.files += 1,
             tar::EntryType::Symlink => {
                 self.counts.symlinks += 1;

@@ -55,7 +55,8 @@ pub struct Cli {
     /// Narrow the series to this database.
     #[arg(long, value_name = "DB")]
     pub database: Option<String>,
-    /// Database URL to restore into: sqlite:PATH.
+    /// Database URL to restore into: postgres://user@host:port/db (postgresql://),
+    /// mysql://user@host:port/db (mariadb://, ?socket=PATH), sqlite:PATH, duckdb:PATH or dir:PATH.
     #[arg(long, value_name = "URL", required_unless_present = "pgdata")]
     pub target: Option<String>,
     /// Point in time (PostgreSQL): restore a base backup into this new or empty data directory

@@ -21,7 +21,8 @@ DBSAFE_PASSPHRASE_FILE, DBSAFE_COMPRESS, DBSAFE_CONFIG.
 Exit codes: 0 ok, 1 failed, 2 usage, 4 refused (lock held, --min-free), 130 interrupted."
 )]
 pub struct Cli {
-    /// Database URL: sqlite:PATH.
+    /// Database URL: postgres://user@host:port/db (postgresql://), mysql://user@host:port/db
+    /// (mariadb://, ?socket=PATH), sqlite:PATH, duckdb:PATH or dir:PATH (a directory tree).
     /// (Without it, the `url` of the environment's `[env.NAME]` table in the config file,
     /// which keeps a password out of the process list.)
     #[arg(value_name = "SOURCE_URL")]
