@@ -6,10 +6,12 @@
 //! dropping an encoder instead abandons the artifact, which is what an error
 //! path wants.
 //!
-//! Encoding runs on its own thread: the producer (a dump tool's pipe, the
-//! SQLite backup file) hands over 1 MiB buffers through a bounded channel,
-//! so reading the source overlaps with compression, encryption, hashing and
-//! writing, and memory stays at a few buffers whatever the database size.
+//! Encoding runs on two threads of its own: the producer (a dump tool's
+//! pipe, the SQLite backup file) hands 1 MiB buffers through a bounded
+//! channel to the compressor, which hands its output through another to the
+//! thread that encrypts, hashes and writes. Reading the source, compressing
+//! and encrypting overlap, as the stages of a shell pipeline do, and memory
+//! stays at a few buffers per stage whatever the database size.
 
 use crate::error::{Error, Result};
 use crate::keys::{Encryption, Keyring};
@@ -48,29 +50,40 @@ pub struct EncodeSummary {
     pub sha256: String,
 }
 
-/// A writer that encodes everything written to it into `W` on a separate thread.
+/// A writer that encodes everything written to it into `W` on two threads:
+/// one compresses, the other encrypts, hashes and writes. The caller's own
+/// thread only reads the source, so the three overlap.
 pub struct StreamEncoder<W: Write + Send + 'static> {
     tx: Option<SyncSender<Vec<u8>>>,
     buf: Vec<u8>,
     raw: u64,
-    worker: Option<JoinHandle<io::Result<(W, EncodeSummary)>>>,
+    compressor: Option<JoinHandle<io::Result<()>>>,
+    writer: Option<JoinHandle<io::Result<(W, EncodeSummary)>>>,
     progress: Option<crate::progress::Progress>,
 }
 
 impl<W: Write + Send + 'static> StreamEncoder<W> {
-    /// Starts the encoding thread writing into `sink`.
+    /// Starts the encoding threads writing into `sink`.
     pub fn new(sink: W, opts: EncodeOptions) -> Result<Self> {
         let (tx, rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
-        let chain = Chain::new(sink, &opts)?;
-        let worker = std::thread::Builder::new()
-            .name("encode".into())
-            .spawn(move || chain.run(rx))
-            .map_err(|e| Error::failed(format!("cannot start the encoding thread: {e}")))?;
+        let (ctx, crx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let back = back_layers(sink, &opts)?;
+        let front = front_layer(ChannelWriter::new(ctx), &opts)?;
+        let spawn_err = |e: io::Error| Error::failed(format!("cannot start an encoding thread: {e}"));
+        let writer = std::thread::Builder::new()
+            .name("encrypt-write".into())
+            .spawn(move || write_stage(back, crx))
+            .map_err(spawn_err)?;
+        let compressor = std::thread::Builder::new()
+            .name("compress".into())
+            .spawn(move || compress_stage(front, rx))
+            .map_err(spawn_err)?;
         Ok(StreamEncoder {
             tx: Some(tx),
             buf: Vec::with_capacity(CHUNK),
             raw: 0,
-            worker: Some(worker),
+            compressor: Some(compressor),
+            writer: Some(writer),
             progress: None,
         })
     }
@@ -81,6 +94,27 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
         self
     }
 
+    /// Joins both stages; the writer's error comes first, since a failed
+    /// write (a full disk, --max-size) is why the compressor stopped.
+    fn join(&mut self) -> io::Result<(W, EncodeSummary)> {
+        self.tx = None;
+        let compressed = match self.compressor.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the compression thread panicked")),
+            None => Ok(()),
+        };
+        let written = match self.writer.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the encryption thread panicked")),
+            None => Err(io::Error::other("the encoding threads stopped")),
+        };
+        match (compressed, written) {
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(()), Ok(done)) => Ok(done),
+        }
+    }
+
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -88,12 +122,8 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         let tx = self.tx.as_ref().expect("sender lives until finish");
         if tx.send(full).is_err() {
-            // The worker stopped early: its error is the one to report.
-            self.tx = None;
-            return Err(match self.worker.take().map(|w| w.join()) {
-                Some(Ok(Err(e))) => e,
-                _ => io::Error::other("the encoding thread stopped"),
-            });
+            // A stage stopped early: its error is the one to report.
+            return Err(self.join().err().unwrap_or_else(|| io::Error::other("the encoding threads stopped")));
         }
         Ok(())
     }
@@ -101,14 +131,7 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
     /// Flushes the last buffer, finishes every layer in order and returns the sink.
     pub fn finish(mut self) -> Result<(W, EncodeSummary)> {
         self.send()?;
-        self.tx = None;
-        let worker = self
-            .worker
-            .take()
-            .ok_or_else(|| Error::failed("the encoding thread stopped"))?;
-        let (sink, mut summary) = worker
-            .join()
-            .map_err(|_| Error::failed("the encoding thread panicked"))??;
+        let (sink, mut summary) = self.join()?;
         summary.raw_bytes = self.raw;
         if let Some(p) = &self.progress {
             p.finish();
@@ -118,15 +141,67 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
 }
 
 impl<W: Write + Send + 'static> Drop for StreamEncoder<W> {
-    /// An encoder dropped without `finish` abandons the artifact: the worker
-    /// is joined so the sink (and the temporary behind it) is gone before
+    /// An encoder dropped without `finish` abandons the artifact: the stages
+    /// are joined so the sink (and the temporary behind it) is gone before
     /// the caller goes on.
     fn drop(&mut self) {
-        self.tx = None;
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
+        let _ = self.join();
     }
+}
+
+/// Hands compressed bytes to the next stage in 1 MiB buffers.
+struct ChannelWriter {
+    tx: SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn new(tx: SyncSender<Vec<u8>>) -> ChannelWriter {
+        ChannelWriter { tx, buf: Vec::with_capacity(CHUNK) }
+    }
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx.send(full).map_err(|_| io::Error::other("the encryption thread stopped"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = (CHUNK - self.buf.len()).min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    /// Sends what is buffered: called once, after the compressor's trailer.
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+fn compress_stage(mut front: Compress<ChannelWriter>, rx: Receiver<Vec<u8>>) -> io::Result<()> {
+    for buf in rx {
+        front.write_all(&buf)?;
+    }
+    let mut channel = front.finish()?;
+    channel.flush()
+}
+
+fn write_stage<W: Write>(mut back: Encrypt<Hashing<W>>, rx: Receiver<Vec<u8>>) -> io::Result<(W, EncodeSummary)> {
+    for buf in rx {
+        back.write_all(&buf)?;
+    }
+    let hashing = back.finish()?;
+    let mut sink = hashing.inner;
+    sink.flush()?;
+    Ok((
+        sink,
+        EncodeSummary { raw_bytes: 0, artifact_bytes: hashing.bytes, sha256: hex::encode(hashing.hasher.finalize()) },
+    ))
 }
 
 impl<W: Write + Send + 'static> Write for StreamEncoder<W> {
@@ -241,64 +316,35 @@ impl<W: Write> Compress<W> {
     }
 }
 
-struct Chain<W: Write>(Compress<Encrypt<Hashing<W>>>);
-
-impl<W: Write> Chain<W> {
-    fn new(sink: W, opts: &EncodeOptions) -> Result<Self> {
-        let hashing = Hashing {
-            inner: sink,
-            hasher: Sha256::new(),
-            bytes: 0,
-            max: opts.max_size,
-        };
-        let encrypt = match &opts.encryption {
-            Encryption::None => Encrypt::Plain(hashing),
-            Encryption::Recipients(keys) => {
-                let enc =
-                    age::Encryptor::with_recipients(keys.iter().map(|k| k as &dyn age::Recipient))
-                        .map_err(|e| {
-                            Error::usage(format!("cannot encrypt to these recipients: {e}"))
-                        })?;
-                Encrypt::Age(enc.wrap_output(hashing)?)
-            }
-            Encryption::Passphrase(p) => {
-                Encrypt::Age(age::Encryptor::with_user_passphrase(p.clone()).wrap_output(hashing)?)
-            }
-        };
-        let compress = match opts.compression {
-            Compression::Zstd => {
-                let mut z = zstd::stream::write::Encoder::new(encrypt, opts.level.unwrap_or(3))?;
-                z.include_checksum(true)?;
-                if opts.threads > 0 {
-                    z.multithread(opts.threads)?;
-                }
-                Compress::Zstd(z)
-            }
-            Compression::Gzip => Compress::Gzip(flate2::write::GzEncoder::new(
-                encrypt,
-                flate2::Compression::new(opts.level.unwrap_or(6).clamp(0, 9) as u32),
-            )),
-            Compression::None => Compress::Plain(encrypt),
-        };
-        Ok(Chain(compress))
-    }
-
-    fn run(mut self, rx: Receiver<Vec<u8>>) -> io::Result<(W, EncodeSummary)> {
-        for buf in rx {
-            self.0.write_all(&buf)?;
+fn back_layers<W: Write>(sink: W, opts: &EncodeOptions) -> Result<Encrypt<Hashing<W>>> {
+    let hashing = Hashing { inner: sink, hasher: Sha256::new(), bytes: 0, max: opts.max_size };
+    Ok(match &opts.encryption {
+        Encryption::None => Encrypt::Plain(hashing),
+        Encryption::Recipients(keys) => {
+            let enc = age::Encryptor::with_recipients(keys.iter().map(|k| k as &dyn age::Recipient))
+                .map_err(|e| Error::usage(format!("cannot encrypt to these recipients: {e}")))?;
+            Encrypt::Age(enc.wrap_output(hashing)?)
         }
-        let hashing = self.0.finish()?.finish()?;
-        let mut sink = hashing.inner;
-        sink.flush()?;
-        Ok((
-            sink,
-            EncodeSummary {
-                raw_bytes: 0,
-                artifact_bytes: hashing.bytes,
-                sha256: hex::encode(hashing.hasher.finalize()),
-            },
-        ))
-    }
+        Encryption::Passphrase(p) => Encrypt::Age(age::Encryptor::with_user_passphrase(p.clone()).wrap_output(hashing)?),
+    })
+}
+
+fn front_layer<W: Write>(next: W, opts: &EncodeOptions) -> Result<Compress<W>> {
+    Ok(match opts.compression {
+        Compression::Zstd => {
+            let mut z = zstd::stream::write::Encoder::new(next, opts.level.unwrap_or(3))?;
+            z.include_checksum(true)?;
+            if opts.threads > 0 {
+                z.multithread(opts.threads)?;
+            }
+            Compress::Zstd(z)
+        }
+        Compression::Gzip => Compress::Gzip(flate2::write::GzEncoder::new(
+            next,
+            flate2::Compression::new(opts.level.unwrap_or(6).clamp(0, 9) as u32),
+        )),
+        Compression::None => Compress::Plain(next),
+    })
 }
 
 /// The layers found in an artifact by their magic bytes.
