@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod name;
 pub mod pipeline;
 pub mod progress;
+pub mod release;
 pub mod retention;
 pub mod snapshot;
 pub mod store;

@@ -6,6 +6,7 @@
 //! ([`scratch`]); they never match on the engine themselves.
 
 pub mod pgdata;
+pub mod side;
 mod child;
 mod dir;
 mod duckdb;

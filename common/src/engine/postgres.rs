@@ -13,6 +13,8 @@
 
 #[path = "pgbase.rs"]
 mod base;
+#[path = "pgside.rs"]
+pub(super) mod side;
 
 use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
 use crate::cleanup::ChildGuard;

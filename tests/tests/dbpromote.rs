@@ -1,0 +1,942 @@
+//! dbpromote against real PostgreSQL clusters: three databases on one
+//! throwaway cluster stand for development, staging and production, each
+//! environment with its own store, and a config file per test.
+
+use dbsafe_tests::pg::Cluster;
+use dbsafe_tests::{artifacts, require, sqlite, Cmd, Scene};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ENVS: [&str; 3] = ["development", "staging", "production"];
+
+/// A real migration per version: v1 adds customers.tier and backfills it,
+/// v2 adds orders.total_cents and backfills it.
+const MIGRATE: &str = r#"#!/bin/sh
+set -eu
+case "$DBPROMOTE_VERSION" in
+  v1) sql="ALTER TABLE customers ADD COLUMN tier text;
+           UPDATE customers SET tier = CASE WHEN id % 2 = 0 THEN 'gold' ELSE 'basic' END;
+           ALTER TABLE customers ALTER COLUMN tier SET NOT NULL;" ;;
+  v2) sql="ALTER TABLE orders ADD COLUMN total_cents bigint;
+           UPDATE orders SET total_cents = (total * 100)::bigint;" ;;
+  *) sql="SELECT 1;" ;;
+esac
+echo "migrating $DBPROMOTE_PHASE to $DBPROMOTE_VERSION"
+exec psql -X -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$sql"
+"#;
+
+/// Checks what the migration of each version promises.
+const HEALTH: &str = r#"#!/bin/sh
+set -eu
+q() { psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$1"; }
+case "$DBPROMOTE_VERSION" in
+  v1) test "$(q "SELECT count(*) FROM customers WHERE tier IS NULL")" = 0 ;;
+  v2) test "$(q "SELECT count(*) FROM orders WHERE total IS NOT NULL AND total_cents IS NULL")" = 0 ;;
+esac
+"#;
+
+fn executable(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// One cluster holding `app_development`, `app_staging` and `app_production`.
+struct World {
+    s: Scene,
+    pg: Cluster,
+    cfg: PathBuf,
+}
+
+impl World {
+    /// The three databases (production over TCP with a password, the others
+    /// over the socket), the migration and health scripts, and a config file;
+    /// `extra` is appended to each environment's table.
+    fn new(extra: &[(&str, &str)]) -> World {
+        require("psql", "postgresql-client");
+        let s = Scene::new();
+        let pg = Cluster::start();
+        for (i, env) in ENVS.iter().enumerate() {
+            pg.fixture_db(&format!("app_{env}"), 40 + 10 * i as u64);
+        }
+        executable(&s.path("migrate.sh"), MIGRATE);
+        executable(&s.path("health.sh"), HEALTH);
+        let cfg = s.path("dbsafe.toml");
+        let w = World { s, pg, cfg };
+        w.write_config(extra);
+        w
+    }
+
+    fn url(&self, env: &str) -> String {
+        if env == "production" {
+            self.pg.password_url("app_production")
+        } else {
+            self.pg.url(&format!("app_{env}"))
+        }
+    }
+
+    fn write_config(&self, extra: &[(&str, &str)]) {
+        let mut text =
+            String::from("[defaults]\nchain = [\"development\", \"staging\", \"production\"]\n");
+        for env in ENVS {
+            text.push_str(&format!(
+                "\n[env.{env}]\nurl = {:?}\nstore = {:?}\nmigrate = {:?}\nhealth_check = {:?}\n",
+                self.url(env),
+                self.store(env).display().to_string(),
+                self.s.path("migrate.sh").display().to_string(),
+                self.s.path("health.sh").display().to_string(),
+            ));
+            for (e, line) in extra {
+                if *e == env {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        std::fs::write(&self.cfg, text).expect("config");
+    }
+
+    fn store(&self, env: &str) -> PathBuf {
+        self.s.path(&format!("store-{env}"))
+    }
+
+    fn promote(&self) -> Cmd {
+        Cmd::tool("dbpromote").env("DBSAFE_CONFIG", &self.cfg)
+    }
+
+    fn release(&self, from: &str, to: &str, version: &str) -> Cmd {
+        self.promote()
+            .args(["--from", from, "--to", to, "--version", version, "--yes"])
+    }
+
+    fn manifest(&self, env: &str, version: &str) -> Value {
+        let p = self
+            .store(env)
+            .join(format!("releases/{env}/{version}.json"));
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        serde_json::from_str(&text).expect("manifest is JSON")
+    }
+
+    fn columns(&self, env: &str, table: &str) -> Vec<String> {
+        self.pg
+            .psql(
+                &format!("app_{env}"),
+                &format!("SELECT column_name FROM information_schema.columns WHERE table_name = '{table}' ORDER BY 1;"),
+            )
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn sides(&self) -> Vec<String> {
+        self.pg
+            .databases()
+            .into_iter()
+            .filter(|d| d.contains("_dbpromote_"))
+            .collect()
+    }
+}
+
+fn step_names(m: &Value) -> Vec<String> {
+    m["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name").to_string())
+        .collect()
+}
+
+fn step<'a>(m: &'a Value, name: &str) -> &'a Value {
+    m["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {m:#}"))
+}
+
+fn names(paths: Vec<PathBuf>) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn releases_climb_the_chain_and_v2_cannot_skip_staging() {
+    let w = World::new(&[]);
+    w.release("development", "staging", "v1").succeeds();
+    assert!(w
+        .columns("staging", "customers")
+        .contains(&"tier".to_string()));
+    assert!(!w
+        .columns("production", "customers")
+        .contains(&"tier".to_string()));
+    w.release("staging", "production", "v1").succeeds();
+    assert!(w
+        .columns("production", "customers")
+        .contains(&"tier".to_string()));
+    assert_eq!(
+        w.pg.count("app_production", "customers WHERE tier = 'gold'"),
+        30
+    );
+
+    // v2 has not reached staging: production is refused, and nothing changes.
+    let before = w.pg.digests("app_production");
+    let backups_before = artifacts(&w.store("production"));
+    w.release("staging", "production", "v2")
+        .fails_with_code(4)
+        .stderr_has("version v2 has not been promoted to staging")
+        .stderr_has("releases/staging/v2.json");
+    assert_eq!(w.pg.digests("app_production"), before);
+    assert_eq!(artifacts(&w.store("production")), backups_before);
+    assert!(!w
+        .store("production")
+        .join("releases/production/v2.json")
+        .exists());
+    // Nor may a release jump from development straight to production.
+    w.release("development", "production", "v2")
+        .fails_with_code(4)
+        .stderr_has("the next environment is staging");
+
+    // A dry run prints every step and changes nothing.
+    let plan = w
+        .release("development", "staging", "v2")
+        .arg("--dry-run")
+        .succeeds()
+        .stdout();
+    assert!(
+        plan.contains(
+            "rehearsal: restore it into the side database app_staging_dbpromote_rehearsal_"
+        ),
+        "{plan}"
+    );
+    assert!(plan.contains("dry run, nothing changed"), "{plan}");
+    assert!(!w.store("staging").join("releases/staging/v2.json").exists());
+    assert!(!w
+        .columns("staging", "orders")
+        .contains(&"total_cents".to_string()));
+
+    // Without a terminal and without --yes, the confirmation refuses.
+    w.promote()
+        .args([
+            "--from",
+            "development",
+            "--to",
+            "staging",
+            "--version",
+            "v2",
+        ])
+        .fails_with_code(4)
+        .stderr_has("no terminal to ask on");
+
+    w.release("development", "staging", "v2").succeeds();
+    w.release("staging", "production", "v2").succeeds();
+    assert!(w
+        .columns("production", "orders")
+        .contains(&"total_cents".to_string()));
+    assert_eq!(
+        w.pg.count(
+            "app_production",
+            "orders WHERE total_cents = (total * 100)::bigint"
+        ),
+        w.pg.count("app_production", "orders")
+    );
+    assert_eq!(
+        w.manifest("production", "v2")["gate"]
+            .as_str()
+            .map(|g| g.starts_with("releases/staging/v2.json (success")),
+        Some(true)
+    );
+    assert!(w.sides().is_empty(), "side databases left: {:?}", w.sides());
+}
+
+#[test]
+fn manifests_record_every_step_pin_their_backups_and_show_in_history_and_audit() {
+    require("promtool", "prometheus (promtool)");
+    let w = World::new(&[]);
+    // An older, unpinned backup of production that pruning may take.
+    Cmd::tool("dbsnap")
+        .arg(w.url("production"))
+        .args(["--env", "production", "--to"])
+        .arg(w.store("production"))
+        .succeeds();
+    std::thread::sleep(Duration::from_millis(1100));
+    w.release("development", "staging", "v1").succeeds();
+    let metrics = w.s.path("metrics/dbsafe.prom");
+    let out = w
+        .release("staging", "production", "v1")
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .succeeds()
+        .stdout();
+    assert!(
+        out.contains("release v1: staging → production: success"),
+        "{out}"
+    );
+
+    let m = w.manifest("production", "v1");
+    assert_eq!(m["format"], "dbsafe-release/1");
+    assert_eq!(m["kind"], "release");
+    assert_eq!(m["version"], "v1");
+    assert_eq!(m["from"], "staging");
+    assert_eq!(m["to"], "production");
+    assert_eq!(m["database"], "app_production");
+    assert_eq!(m["status"], "success");
+    let target = m["target"].as_str().expect("target");
+    assert!(
+        target.starts_with("postgresql://app@127.0.0.1:") && target.ends_with("/app_production"),
+        "{target}"
+    );
+    let text = std::fs::read_to_string(w.store("production").join("releases/production/v1.json"))
+        .expect("manifest");
+    assert!(
+        !text.contains(&w.pg.password),
+        "the manifest holds the password"
+    );
+    assert!(
+        m["gate"]
+            .as_str()
+            .expect("gate")
+            .starts_with("releases/staging/v1.json (success"),
+        "{m:#}"
+    );
+    assert_eq!(m["source_backup"], Value::Null);
+    let pre = &m["pre_release_backup"];
+    let pre_name = pre["name"]
+        .as_str()
+        .expect("pre-release backup name")
+        .to_string();
+    assert!(
+        pre_name.starts_with("production_app_production_full_"),
+        "{pre_name}"
+    );
+    let pre_path = w.store("production").join("backups").join(&pre_name);
+    assert_eq!(
+        pre["checksum"].as_str(),
+        Some(dbsafe_tests::sha256_file(&pre_path).as_str())
+    );
+    assert_eq!(pre["verified"], true);
+    assert_eq!(pre["environment"], "production");
+    assert!(w
+        .store("production")
+        .join("backups")
+        .join(format!("{pre_name}.verify.json"))
+        .exists());
+    assert_eq!(
+        m["commands"]["migrate"],
+        w.s.path("migrate.sh").display().to_string()
+    );
+    assert!(!m["user"].as_str().expect("user").is_empty());
+    assert!(!m["host"].as_str().expect("host").is_empty());
+    assert!(m["started_at"].as_str().expect("started").ends_with('Z'));
+    assert!(m["finished_at"].as_str().expect("finished").ends_with('Z'));
+    assert!(m["duration_seconds"].as_f64().expect("duration") > 0.0);
+    assert_eq!(
+        step_names(&m),
+        [
+            "gate",
+            "backup",
+            "verify",
+            "rehearsal-restore",
+            "rehearsal-migrate",
+            "rehearsal-health-check",
+            "rehearsal-drop",
+            "confirm",
+            "migrate",
+            "health-check"
+        ]
+    );
+    for s in m["steps"].as_array().expect("steps") {
+        assert_eq!(s["result"], "ok", "{s}");
+        assert!(s["duration_seconds"].as_f64().is_some(), "{s}");
+        assert!(s["started_at"].as_str().is_some(), "{s}");
+    }
+    assert!(step(&m, "rehearsal-restore")["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("row counts match"));
+
+    // The audit log has the promotion with every step.
+    let audit =
+        std::fs::read_to_string(w.store("production").join("audit.log")).expect("audit log");
+    let entries: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit JSON"))
+        .collect();
+    let promote: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "promote")
+        .collect();
+    assert_eq!(promote.len(), 1, "{audit}");
+    assert_eq!(promote[0]["tool"], "dbpromote");
+    assert_eq!(promote[0]["result"], "success");
+    assert_eq!(promote[0]["backup"], pre_name.as_str());
+    assert_eq!(promote[0]["target"], target);
+    assert_eq!(
+        promote[0]["details"]["steps"].as_array().map(Vec::len),
+        Some(10)
+    );
+    assert!(!audit.contains(&w.pg.password));
+
+    // Metrics: promtool accepts them.
+    let prom = std::fs::read_to_string(&metrics).expect("metrics file");
+    assert!(
+        prom.contains("dbsafe_release_promoted_total{database=\"app_production\",env=\"production\",status=\"success\"} 1"),
+        "{prom}"
+    );
+    assert!(prom.contains("dbsafe_release_step_duration_seconds{database=\"app_production\",env=\"production\",step=\"rehearsal-migrate\"}"), "{prom}");
+    Cmd::new("promtool")
+        .args(["check", "metrics"])
+        .stdin_file(&metrics)
+        .succeeds();
+
+    // History lists it; --json too.
+    let h = w
+        .promote()
+        .args(["--history", "--to", "production"])
+        .succeeds()
+        .stdout();
+    assert!(
+        h.lines()
+            .any(|l| l.starts_with("v1") && l.contains("success") && l.contains(&pre_name)),
+        "{h}"
+    );
+    let hj = w
+        .promote()
+        .args(["--history", "--to", "production", "--json"])
+        .succeeds()
+        .json();
+    assert_eq!(hj.as_array().map(Vec::len), Some(1));
+    assert_eq!(hj[0]["version"], "v1");
+
+    // Pruning to one backup keeps the pinned pre-release backups of both environments.
+    let staging_pre = w.manifest("staging", "v1")["pre_release_backup"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    for env in ["production", "staging"] {
+        Cmd::tool("dbprune")
+            .arg("--store")
+            .arg(w.store(env))
+            .args(["--keep-last", "1"])
+            .succeeds();
+    }
+    assert_eq!(names(artifacts(&w.store("production"))), [pre_name]);
+    assert_eq!(names(artifacts(&w.store("staging"))), [staging_pre]);
+}
+
+#[test]
+fn a_failed_rehearsal_leaves_production_untouched_and_drops_the_side_database() {
+    let w = World::new(&[]);
+    w.release("development", "staging", "v1").succeeds();
+    let before = w.pg.digests("app_production");
+    let bad = w.s.path("bad-migrate.sh");
+    executable(
+        &bad,
+        "#!/bin/sh\nset -eu\npsql -X -q -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\" -c 'ALTER TABLE customers ADD COLUMN half_done int'\n\
+         psql -X -q -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\" -c 'UPDATE no_such_table SET x = 1'\n",
+    );
+    let r = w
+        .release("staging", "production", "v1")
+        .arg("--migrate")
+        .arg(&bad)
+        .fails_with_code(1)
+        .stderr_has("the rehearsal failed; production was not changed")
+        .stderr_has("no_such_table");
+    assert_eq!(w.pg.digests("app_production"), before, "{}", r.stderr());
+    assert!(!w
+        .columns("production", "customers")
+        .contains(&"half_done".to_string()));
+    assert!(w.sides().is_empty(), "side databases left: {:?}", w.sides());
+    let m = w.manifest("production", "v1");
+    assert_eq!(m["status"], "failed");
+    assert_eq!(step(&m, "rehearsal-migrate")["result"], "failed");
+    assert_eq!(step(&m, "rehearsal-drop")["result"], "ok");
+    assert!(!step_names(&m).contains(&"migrate".to_string()), "{m:#}");
+    // The failed attempt stays on record when the version is promoted again.
+    w.release("staging", "production", "v1").succeeds();
+    let m = w.manifest("production", "v1");
+    assert_eq!(m["status"], "success");
+    assert_eq!(m["previous_attempts"][0]["status"], "failed");
+}
+
+#[test]
+fn a_health_check_failing_on_the_target_runs_the_downgrade_and_reports() {
+    let w = World::new(&[]);
+    w.release("development", "staging", "v1").succeeds();
+    // Healthy in the rehearsal, unhealthy on production itself.
+    let health = w.s.path("flaky-health.sh");
+    executable(&health, "#!/bin/sh\ntest \"$DBPROMOTE_PHASE\" = rehearsal || { echo 'checkout page returns 500' >&2; exit 1; }\n");
+    let down = w.s.path("downgrade.sh");
+    executable(
+        &down,
+        "#!/bin/sh\nset -eu\nexec psql -X -q -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\" -c 'ALTER TABLE customers DROP COLUMN tier'\n",
+    );
+    let before = w.pg.digests("app_production");
+    let r = w
+        .release("staging", "production", "v1")
+        .arg("--health-check")
+        .arg(&health)
+        .arg("--downgrade")
+        .arg(&down)
+        .fails_with_code(1)
+        .stderr_has("the health-check step failed on production")
+        .stderr_has("checkout page returns 500")
+        .stderr_has("the downgrade ran and succeeded")
+        .stderr_has("dbrestore --store ");
+    let m = w.manifest("production", "v1");
+    let pre = m["pre_release_backup"]["name"]
+        .as_str()
+        .expect("pre-release backup")
+        .to_string();
+    assert!(
+        r.stderr().contains(&format!(
+            "--name {pre} --target postgresql://app@127.0.0.1:"
+        )),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(m["status"], "failed");
+    assert_eq!(step(&m, "rehearsal-health-check")["result"], "ok");
+    assert_eq!(step(&m, "migrate")["result"], "ok");
+    assert_eq!(step(&m, "health-check")["result"], "failed");
+    assert_eq!(step(&m, "downgrade")["result"], "ok");
+    assert!(!w
+        .columns("production", "customers")
+        .contains(&"tier".to_string()));
+    assert_eq!(w.pg.digests("app_production"), before);
+}
+
+#[test]
+fn a_refresh_brings_masked_production_data_down_and_rolls_back_exactly() {
+    let w = World::new(&[("production", "sensitive = true")]);
+    let mask = w.s.write(
+        "mask.sql",
+        "UPDATE customers SET email = 'customer' || id || '@masked.invalid', name = 'Customer ' || id;\n",
+    );
+    let staging_before = w.pg.digests("app_staging");
+    let refresh = || {
+        w.promote()
+            .args([
+                "--refresh",
+                "--from",
+                "production",
+                "--to",
+                "staging",
+                "--yes",
+                "--sanitize",
+            ])
+            .arg(&mask)
+    };
+    // A sensitive source without --sanitize is refused before anything happens.
+    w.promote()
+        .args([
+            "--refresh",
+            "--from",
+            "production",
+            "--to",
+            "staging",
+            "--yes",
+        ])
+        .fails_with_code(4)
+        .stderr_has("production is marked sensitive");
+    assert_eq!(w.pg.digests("app_staging"), staging_before);
+    assert!(artifacts(&w.store("production")).is_empty());
+    // Data never flows up.
+    w.promote()
+        .args([
+            "--refresh",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "--yes",
+        ])
+        .fails_with_code(4)
+        .stderr_has("data must never flow up");
+
+    let out = refresh().succeeds().stdout();
+    assert!(out.contains("refresh refresh-"), "{out}");
+    assert_eq!(w.pg.counts("app_staging"), w.pg.counts("app_production"));
+    assert_eq!(w.pg.count("app_staging", "customers"), 60);
+    assert_eq!(
+        w.pg.count("app_staging", "customers WHERE email LIKE '%@example.com'"),
+        0
+    );
+    assert_eq!(
+        w.pg.count("app_staging", "customers WHERE name LIKE 'Zo%'"),
+        0
+    );
+    assert_eq!(
+        w.pg.count(
+            "app_production",
+            "customers WHERE email LIKE '%@example.com'"
+        ),
+        60
+    );
+    // Everything but the masked table is production's, byte for byte.
+    let prod = w.pg.digests("app_production");
+    let staged = w.pg.digests("app_staging");
+    for ((t, a), (_, b)) in prod.iter().zip(&staged) {
+        assert_eq!(a == b, t != "public.customers", "{t}");
+    }
+
+    let history = std::fs::read_dir(w.store("staging").join("releases/staging"))
+        .expect("releases")
+        .count();
+    assert_eq!(history, 1);
+    let version = w
+        .promote()
+        .args(["--history", "--to", "staging", "--json"])
+        .succeeds()
+        .json()[0]["version"]
+        .as_str()
+        .expect("version")
+        .to_string();
+    let m = w.manifest("staging", &version);
+    assert_eq!(m["kind"], "refresh");
+    assert_eq!(m["from"], "production");
+    assert_eq!(m["status"], "success");
+    let prev = m["previous_database"]
+        .as_str()
+        .expect("previous database")
+        .to_string();
+    assert!(prev.starts_with("app_staging_dbpromote_prev_"), "{prev}");
+    assert_eq!(
+        w.pg.digests(&prev),
+        staging_before,
+        "the old staging database is kept as it was"
+    );
+    let src = m["source_backup"]["name"].as_str().expect("source backup");
+    assert!(w.store("production").join("backups").join(src).exists());
+    // The source's store holds the manifest too, so the backup is pinned where it lives.
+    assert!(w
+        .store("production")
+        .join(format!("releases/staging/{version}.json"))
+        .exists());
+    assert!(m["sanitize"]
+        .as_str()
+        .expect("sanitize")
+        .contains("mask.sql (sha256 "));
+    assert!(m["swap_ms"].as_u64().is_some());
+    assert_eq!(
+        step_names(&m),
+        [
+            "backup",
+            "verify",
+            "restore",
+            "sanitize",
+            "migrate",
+            "health-check",
+            "confirm",
+            "swap",
+            "cleanup"
+        ]
+    );
+
+    w.promote()
+        .args(["--rollback", "--to", "staging", "--yes"])
+        .succeeds();
+    assert_eq!(
+        w.pg.digests("app_staging"),
+        staging_before,
+        "rollback brings the old staging back exactly"
+    );
+    let m = w.manifest("staging", &version);
+    assert_eq!(m["status"], "rolled-back");
+    assert_eq!(m["rollback"]["method"], "swap-previous");
+    let kept = m["rollback"]["kept_database"].as_str().expect("kept");
+    assert_eq!(
+        w.pg.count(kept, "customers WHERE email LIKE '%@masked.invalid'"),
+        60
+    );
+    let audit = std::fs::read_to_string(w.store("staging").join("audit.log")).expect("audit");
+    assert!(
+        audit.contains("\"action\":\"refresh\"") && audit.contains("\"action\":\"rollback\""),
+        "{audit}"
+    );
+    // Nothing is left to roll back.
+    w.promote()
+        .args(["--rollback", "--to", "staging", "--yes"])
+        .fails_with_code(3);
+}
+
+#[test]
+fn a_session_on_staging_is_ended_after_the_grace_period_or_refuses_the_swap() {
+    let w = World::new(&[]);
+    // A client holding a session open on staging; its complaint when it is
+    // thrown out is expected, so its output is not shown.
+    let mut client = Command::new(dbsafe_tests::pg::server_bin("psql"))
+        .args(["-X", "-q", "-h"])
+        .arg(&w.pg.sock)
+        .arg("-p")
+        .arg(w.pg.port.to_string())
+        .args([
+            "-U",
+            "postgres",
+            "-d",
+            "app_staging",
+            "-c",
+            "SELECT pg_sleep(600)",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start psql");
+    let sessions = || {
+        w.pg.scalar(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'app_staging';",
+        )
+    };
+    let start = Instant::now();
+    while sessions() != "1" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the client never connected"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = w.pg.digests("app_staging");
+    let refresh = || {
+        w.promote().args([
+            "--refresh",
+            "--from",
+            "production",
+            "--to",
+            "staging",
+            "--yes",
+        ])
+    };
+    refresh()
+        .fails_with_code(4)
+        .stderr_has("1 session(s) connected to app_staging")
+        .stderr_has("--grace");
+    assert_eq!(w.pg.digests("app_staging"), before);
+    assert!(w.sides().is_empty(), "{:?}", w.sides());
+    assert!(
+        client.try_wait().expect("client").is_none(),
+        "the client was disconnected without --grace"
+    );
+
+    let out = refresh().args(["--grace", "1s"]).succeeds().stdout();
+    let status = client.wait().expect("client");
+    assert!(!status.success(), "the client's session was ended");
+    assert_eq!(w.pg.counts("app_staging"), w.pg.counts("app_production"));
+    let swap = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("swap:"))
+        .expect("swap line")
+        .trim()
+        .to_string();
+    let step = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("swap "))
+        .expect("swap step")
+        .to_string();
+    assert!(step.contains("ended 1 session(s) on app_staging"), "{step}");
+    eprintln!("refresh with a connected client: {swap} ({step})");
+    let ms: u64 = swap
+        .trim_start_matches("swap:")
+        .trim()
+        .trim_end_matches(" ms")
+        .parse()
+        .expect("ms");
+    assert!(ms < 10_000, "{ms}");
+}
+
+#[test]
+fn two_promotions_of_one_environment_never_run_at_once() {
+    let w = World::new(&[]);
+    let slow = w.s.path("slow-migrate.sh");
+    executable(
+        &slow,
+        &format!(
+            "#!/bin/sh\nsleep 3\nexec {}\n",
+            w.s.path("migrate.sh").display()
+        ),
+    );
+    let first = Command::new(dbsafe_tests::bin("dbpromote"))
+        .env("DBSAFE_CONFIG", &w.cfg)
+        .args([
+            "--from",
+            "development",
+            "--to",
+            "staging",
+            "--version",
+            "v1",
+            "--yes",
+            "--migrate",
+        ])
+        .arg(&slow)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dbpromote");
+    let manifest = w.store("staging").join("releases/staging/v1.json");
+    let start = Instant::now();
+    while !manifest.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the first promotion never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.release("development", "staging", "v1")
+        .fails_with_code(4)
+        .stderr_has("promote-staging is locked by another process (pid ");
+    let status = first.wait_with_output().expect("first");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(w.manifest("staging", "v1")["status"], "success");
+    // Once done, the version is on record and a second run refuses to repeat it.
+    w.release("development", "staging", "v1")
+        .fails_with_code(4)
+        .stderr_has("already promoted");
+}
+
+#[test]
+fn sqlite_refreshes_swap_side_files_and_roll_back() {
+    let s = Scene::new();
+    let prod = s.path("prod/app.db");
+    let staging = s.path("staging/app.db");
+    std::fs::create_dir_all(prod.parent().expect("dir")).expect("mkdir");
+    std::fs::create_dir_all(staging.parent().expect("dir")).expect("mkdir");
+    sqlite::sample(&prod, 30);
+    sqlite::sample(&staging, 5);
+    let mask = s.write(
+        "mask.sql",
+        "UPDATE customers SET email = 'c' || id || '@masked.invalid';",
+    );
+    let cfg = s.write(
+        "dbsafe.toml",
+        &format!(
+            "[defaults]\nchain = [\"staging\", \"production\"]\n\n[env.production]\nurl = \"sqlite:{}\"\nstore = \"{}\"\nsensitive = true\n\n\
+             [env.staging]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n",
+            prod.display(),
+            s.path("store-prod").display(),
+            staging.display(),
+            s.path("store-staging").display()
+        ),
+    );
+    let count = |path: &Path, sql: &str| -> i64 {
+        rusqlite::Connection::open(path)
+            .expect("open")
+            .query_row(sql, [], |r| r.get(0))
+            .expect("query")
+    };
+    let old = std::fs::read(&staging).expect("staging bytes");
+    Cmd::tool("dbpromote")
+        .env("DBSAFE_CONFIG", &cfg)
+        .args([
+            "--refresh",
+            "--from",
+            "production",
+            "--to",
+            "staging",
+            "--yes",
+            "--sanitize",
+        ])
+        .arg(&mask)
+        .succeeds();
+    assert_eq!(count(&staging, "SELECT count(*) FROM customers"), 30);
+    assert_eq!(
+        count(
+            &staging,
+            "SELECT count(*) FROM customers WHERE email LIKE '%@example.com'"
+        ),
+        0
+    );
+    let kept: Vec<String> = std::fs::read_dir(staging.parent().expect("dir"))
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("app_dbpromote_prev_") && n.ends_with(".db"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        std::fs::read(staging.parent().expect("dir").join(&kept[0])).expect("kept"),
+        old
+    );
+
+    // A release on SQLite: rehearsed on a side file, then applied.
+    let migrate =
+        "sqlite3 \"${DATABASE_URL#sqlite:}\" 'ALTER TABLE customers ADD COLUMN tier TEXT'";
+    if dbsafe_tests::which("sqlite3").is_some() {
+        Cmd::tool("dbpromote")
+            .env("DBSAFE_CONFIG", &cfg)
+            .args([
+                "--from",
+                "staging",
+                "--to",
+                "production",
+                "--version",
+                "v1",
+                "--yes",
+                "--migrate",
+                migrate,
+            ])
+            .succeeds();
+        assert_eq!(
+            count(
+                &prod,
+                "SELECT count(*) FROM pragma_table_info('customers') WHERE name = 'tier'"
+            ),
+            1
+        );
+    }
+
+    Cmd::tool("dbpromote")
+        .env("DBSAFE_CONFIG", &cfg)
+        .args(["--rollback", "--to", "staging", "--yes"])
+        .succeeds();
+    assert_eq!(std::fs::read(&staging).expect("staging bytes"), old);
+}
+
+#[test]
+fn the_release_script_runs_the_runbook_from_development_to_production() {
+    require("shellcheck", "the Debian package shellcheck");
+    let w = World::new(&[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/release.sh");
+    Cmd::new("shellcheck").arg(&script).succeeds();
+    let log = w.s.path("hooks.log");
+    let r = Cmd::new(&script)
+        .arg("v1")
+        .env("DBSAFE_CONFIG", &w.cfg)
+        .env("DBSAFE_BIN_DIR", dbsafe_tests::bin_dir())
+        .env("RELEASE_HOOK_LOG", &log)
+        .env("RELEASE_YES", "1")
+        .succeeds();
+    for env in ["staging", "production"] {
+        assert_eq!(w.manifest(env, "v1")["status"], "success", "{}", r.stderr());
+        assert!(w.columns(env, "customers").contains(&"tier".to_string()));
+    }
+    let hooks = std::fs::read_to_string(&log).expect("hook log");
+    let order: Vec<&str> = hooks.lines().collect();
+    assert_eq!(
+        order,
+        [
+            "build_image v1",
+            "deploy_app staging v1",
+            "warm_caches staging",
+            "deploy_app production v1",
+            "warm_caches production",
+        ],
+        "{hooks}"
+    );
+    // A second run of the same version stops at the first refusal.
+    Cmd::new(&script)
+        .arg("v1")
+        .env("DBSAFE_CONFIG", &w.cfg)
+        .env("DBSAFE_BIN_DIR", dbsafe_tests::bin_dir())
+        .env("RELEASE_YES", "1")
+        .fails_with_code(4);
+}

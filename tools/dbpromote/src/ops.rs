@@ -1,0 +1,407 @@
+//! The pieces a promotion is made of: backups taken and verified in a
+//! store, restores into side databases, and the operator's shell commands.
+
+use crate::Ctx;
+use dbsafe::catalog::{self, Selector};
+use dbsafe::cleanup::{ActionGuard, ChildGuard};
+use dbsafe::engine::side::Home;
+use dbsafe::engine::{Engine, RestoreOptions, SnapshotOptions};
+use dbsafe::meta::{compare_tables, Metadata};
+use dbsafe::release::BackupRef;
+use dbsafe::snapshot::{self, Destination, SnapshotRequest};
+use dbsafe::verify::{self, Level, Settings, Subject};
+use dbsafe::{pipeline, store, Error, Result, Store};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// A backup in a store that a promotion uses.
+pub(crate) struct Backup {
+    pub r: BackupRef,
+    pub key: String,
+    pub meta: Option<Metadata>,
+}
+
+/// Takes a snapshot of `engine` into `store` as environment `env`.
+pub(crate) fn take_backup(
+    ctx: &Ctx,
+    engine: &dyn Engine,
+    store: &dyn Store,
+    env: &str,
+    labels: BTreeMap<String, String>,
+) -> Result<Backup> {
+    let req = SnapshotRequest {
+        env: env.into(),
+        compression: ctx.compression(env)?,
+        level: ctx.cfg.defaults.level,
+        threads: 0,
+        encryption: ctx.encryption(env)?,
+        max_size: None,
+        labels,
+        engine: SnapshotOptions {
+            tmpdir: ctx.tmpdir.clone(),
+            ..Default::default()
+        },
+        tool: "dbpromote",
+        progress: dbsafe::progress::Progress::new("dbpromote", None, ctx.args.common.quiet),
+    };
+    let report = snapshot::take(
+        engine,
+        req,
+        Destination::Store {
+            store,
+            update_latest: true,
+            min_free: None,
+            lock_timeout: ctx.lock_timeout,
+        },
+    )?;
+    ctx.log.debug(report.summary_line());
+    Ok(Backup {
+        r: BackupRef {
+            name: report.meta.file.clone(),
+            store: store.describe(),
+            environment: env.into(),
+            checksum: report.meta.checksum.clone(),
+            taken_at: report.meta.started_at.clone(),
+            verified: false,
+        },
+        key: report.location,
+        meta: Some(report.meta),
+    })
+}
+
+/// A backup already in `store`: by name, or the newest verified one of `env`'s `database`.
+pub(crate) fn existing_backup(
+    store: &dyn Store,
+    env: &str,
+    database: &str,
+    name: Option<&str>,
+) -> Result<Backup> {
+    let entries = catalog::list(store)?;
+    let entry = match name {
+        Some(n) => catalog::select_one(
+            &entries,
+            &Selector {
+                name: Some(n.into()),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.context(format!("store {}", store.describe())))?,
+        None => {
+            let mut found = None;
+            for e in entries.iter().rev().filter(|e| {
+                e.name.env == env
+                    && e.name.database == database
+                    && e.name.kind == dbsafe::Kind::Full
+            }) {
+                if catalog::read_verify(store, e)?.is_some_and(|v| v.passed()) {
+                    found = Some(e.clone());
+                    break;
+                }
+            }
+            found.ok_or_else(|| {
+                Error::not_found(format!(
+                    "store {} has no verified backup of {env}'s database {database}",
+                    store.describe()
+                ))
+                .hint(format!("verify one (dbverify --store {} --latest), or leave out --latest-verified to take a new snapshot", store.describe()))
+            })?
+        }
+    };
+    let meta = catalog::read_meta(store, &entry)?;
+    let checksum = match catalog::read_checksum(store, &entry)? {
+        Some(c) => c,
+        None => meta.as_ref().map(|m| m.checksum.clone()).ok_or_else(|| {
+            Error::failed(format!(
+                "{} has neither a .sha256 nor a .meta.json sidecar",
+                entry.file()
+            ))
+        })?,
+    };
+    Ok(Backup {
+        r: BackupRef {
+            name: entry.file(),
+            store: store.describe(),
+            environment: entry.name.env.clone(),
+            checksum,
+            taken_at: entry.name.timestamp.to_rfc3339(),
+            verified: false,
+        },
+        key: entry.key().to_string(),
+        meta,
+    })
+}
+
+/// Verifies a backup in its store at level full and records `.verify.json`;
+/// a failed verification is an error.
+pub(crate) fn verify_backup(ctx: &Ctx, store: &dyn Store, b: &Backup) -> Result<String> {
+    let rec = verify::verify(
+        Subject {
+            reader: store.open(&b.key)?,
+            file: b.r.name.clone(),
+            expected_sha256: Some(b.r.checksum.clone()),
+            meta: b.meta.clone(),
+        },
+        &Settings {
+            level: Level::Full,
+            keys: &ctx.keys,
+            scratch: None,
+            tmpdir: ctx.tmpdir.clone(),
+            tool: "dbpromote",
+            wal: None,
+        },
+    )?;
+    let mut json = serde_json::to_vec_pretty(&rec).map_err(|e| Error::failed(e.to_string()))?;
+    json.push(b'\n');
+    store.write_small(&format!("{}.verify.json", b.key), &json)?;
+    if !rec.passed() {
+        return Err(Error::failed(format!(
+            "{} failed verification: {}",
+            b.r.name,
+            rec.problems.join("; ")
+        )));
+    }
+    Ok(format!("{}: level full, pass", b.r.name))
+}
+
+/// Restores a backup into `side` (created), checks the artifact's checksum
+/// and the row counts against the metadata.
+pub(crate) fn restore_into(
+    ctx: &Ctx,
+    store: &dyn Store,
+    b: &Backup,
+    side: &dyn Engine,
+) -> Result<String> {
+    let (input, tap) = pipeline::tap(store.open(&b.key)?);
+    let mut decoded = pipeline::decode(input, &ctx.keys)?;
+    let payload = decoded
+        .layers
+        .payload
+        .or_else(|| {
+            b.meta
+                .as_ref()
+                .and_then(|m| dbsafe::Payload::from_ext(&m.payload))
+        })
+        .ok_or_else(|| Error::failed(format!("{}: unrecognised payload", b.r.name)))?;
+    side.restore(
+        payload,
+        &mut decoded.reader,
+        &RestoreOptions {
+            create: true,
+            tmpdir: ctx.tmpdir.clone(),
+            ..Default::default()
+        },
+    )?;
+    pipeline::copy(&mut decoded.reader, &mut std::io::sink())?;
+    let (sha, _) = tap.result();
+    if !sha.eq_ignore_ascii_case(&b.r.checksum) {
+        return Err(Error::failed(format!(
+            "{}: sha256 {sha} does not match the recorded {}",
+            b.r.name, b.r.checksum
+        )));
+    }
+    let tables = side.tables()?;
+    match &b.meta {
+        Some(m) => {
+            let (problems, _) = compare_tables(&m.tables, &tables);
+            if !problems.is_empty() {
+                return Err(Error::failed(format!(
+                    "the restored copy does not match {}: {}",
+                    b.r.name,
+                    problems.join("; ")
+                )));
+            }
+            Ok(format!(
+                "{} restored into {}: {} tables, row counts match",
+                b.r.name,
+                side.url(),
+                tables.len()
+            ))
+        }
+        None => Ok(format!(
+            "{} restored into {}: {} tables",
+            b.r.name,
+            side.url(),
+            tables.len()
+        )),
+    }
+}
+
+/// A side database this run made; removed on drop (and on interruption)
+/// unless it was swapped in.
+pub(crate) struct SideDb<'a> {
+    home: &'a dyn Home,
+    pub name: String,
+    engine: Box<dyn Engine>,
+    _on_interrupt: ActionGuard,
+    done: bool,
+}
+
+impl<'a> SideDb<'a> {
+    /// A side `name` of `home` (not created yet: a restore creates it).
+    pub fn new(home: &'a dyn Home, name: String) -> Result<SideDb<'a>> {
+        let engine = home.engine_of(&name)?;
+        let doomed = home.engine_of(&name)?;
+        Ok(SideDb {
+            home,
+            name,
+            engine,
+            _on_interrupt: ActionGuard::new(move || {
+                let _ = doomed.drop_target();
+            }),
+            done: false,
+        })
+    }
+
+    pub fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
+    }
+
+    /// Removes it now.
+    pub fn remove(mut self) -> Result<String> {
+        self.done = true;
+        self.home.remove(&self.name)?;
+        Ok(format!("dropped {}", self.name))
+    }
+
+    /// It is no longer a side (it was swapped in).
+    pub fn keep(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for SideDb<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.home.remove(&self.name);
+        }
+    }
+}
+
+/// The environment of a command run against database `name` of `home`.
+pub(crate) fn command_env(
+    home: &dyn Home,
+    name: &str,
+    env: &str,
+    version: &str,
+    phase: &str,
+) -> Vec<(String, String)> {
+    let mut v = home.child_env(name);
+    v.push(("DBPROMOTE_ENV".into(), env.into()));
+    v.push(("DBPROMOTE_VERSION".into(), version.into()));
+    v.push(("DBPROMOTE_PHASE".into(), phase.into()));
+    v
+}
+
+/// How many lines of a failed command's output the error keeps.
+const TAIL: usize = 8;
+
+/// Runs `cmd` with `sh -c`; its output goes to stderr, prefixed with `label`.
+pub(crate) fn shell(ctx: &Ctx, label: &str, cmd: &str, env: &[(String, String)]) -> Result<String> {
+    ctx.log.info(format!("{label}: running `{cmd}`"));
+    let clock = std::time::Instant::now();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::failed(format!("cannot run sh for {label}: {e}")))?;
+    let _guard = ChildGuard::new(child.id());
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let quiet = ctx.args.common.quiet;
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| {
+        let tail = Arc::clone(&tail);
+        let label = label.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(|l| l.ok()) {
+                if !quiet {
+                    eprintln!("dbpromote: [{label}] {line}");
+                }
+                let mut t = tail.lock().expect("tail lock");
+                if t.len() == TAIL {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        })
+    })
+    .collect();
+    let status = child
+        .wait()
+        .map_err(|e| Error::failed(format!("waiting for {label}: {e}")))?;
+    for r in readers {
+        let _ = r.join();
+    }
+    let took = dbsafe::units::human_duration(clock.elapsed());
+    if status.success() {
+        return Ok(format!("`{cmd}` succeeded in {took}"));
+    }
+    let lines: Vec<String> = tail.lock().expect("tail lock").iter().cloned().collect();
+    let mut msg = format!("{label} `{cmd}` failed ({status}) after {took}");
+    if !lines.is_empty() {
+        msg.push_str(&format!("; last output: {}", lines.join(" | ")));
+    }
+    Err(Error::failed(msg))
+}
+
+/// Opens a store; in a dry run a missing local store is no error (`None`).
+pub(crate) fn open_store(location: &str, dry_run: bool) -> Result<Option<Box<dyn Store>>> {
+    match store::open(location, !dry_run) {
+        Ok(s) => Ok(Some(s)),
+        Err(_) if dry_run && !location.contains("://") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `'word'` for a shell, unless it needs no quoting.
+pub(crate) fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// sha256 of a file, hex, for the manifest's record of a script.
+pub(crate) fn file_sha256(path: &std::path::Path) -> Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_leaves_plain_words_alone() {
+        assert_eq!(shell_quote("/var/backups/x"), "/var/backups/x");
+        assert_eq!(
+            shell_quote("postgres://app@db:5432/app"),
+            "postgres://app@db:5432/app"
+        );
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

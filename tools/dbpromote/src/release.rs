@@ -1,0 +1,370 @@
+//! A release: a schema version moves one step up the chain, rehearsed on a
+//! restored copy of the target before it touches the target.
+
+use crate::ops::{self, Backup, SideDb};
+use crate::record::Recorder;
+use crate::{Ctx, EnvSpec, Plan};
+use dbsafe::engine::side::{self, Home};
+use dbsafe::engine::Engine;
+use dbsafe::release::{self as rel, Kind, Manifest, Status};
+use dbsafe::{Error, ExitCode, Result, Store};
+
+pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
+    let version = ctx
+        .args
+        .version
+        .clone()
+        .expect("checked: releases have --version");
+    rel::validate_version(&version)?;
+    let source = ctx.source()?;
+    let target = ctx.target()?;
+    let gated = rel::release_route(&ctx.chain(), &source.name, &target.name)?;
+    let migrate = target.migrate.clone().ok_or_else(|| {
+        Error::usage(format!("no migrate command for {}", target.name)).hint(format!(
+            "set migrate in [env.{}] or pass --migrate CMD",
+            target.name
+        ))
+    })?;
+    let engine = dbsafe::engine::open(&target.url)?;
+    let home = side::home(&target.url)?;
+    if ctx.encryption(&target.name)?.is_encrypted() && ctx.keys.is_empty() {
+        return Err(Error::usage(format!(
+            "backups of {} are encrypted, and the rehearsal must restore one: no identity to decrypt it with",
+            target.name
+        ))
+        .hint("pass -i/--identity FILE (or DBSAFE_IDENTITY_FILE, or identity_file in [defaults])"));
+    }
+    ctx.require_confirmation_possible(&target.name)?;
+    let store = ops::open_store(&target.store, ctx.args.dry_run)?;
+    let _lock = match (&store, ctx.args.dry_run) {
+        (Some(s), false) => Some(s.lock(&format!("promote-{}", target.name), ctx.lock_timeout)?),
+        _ => None,
+    };
+    let gate = if gated {
+        let s = dbsafe::store::open(&source.store, false)
+            .map_err(|e| e.context(format!("{}'s store, for the release gate", source.name)))?;
+        Some(rel::check_gate(
+            rel::read(s.as_ref(), &source.name, &version)?.as_ref(),
+            &source.name,
+            &version,
+            &s.describe(),
+        )?)
+    } else {
+        None
+    };
+    let existing = match &store {
+        Some(s) => rel::read(s.as_ref(), &target.name, &version)?,
+        None => None,
+    };
+    if let Some(m) = &existing {
+        if m.status == Status::Success {
+            return Err(Error::refused(format!(
+                "version {version} was already promoted to {} (finished {})",
+                target.name,
+                m.finished_at.as_deref().unwrap_or("?")
+            ))
+            .hint(format!(
+                "release a new version, or roll this one back first: dbpromote --rollback --to {}",
+                target.name
+            )));
+        }
+    }
+    if !engine.exists()? {
+        return Err(Error::not_found(format!(
+            "the target database {} does not exist",
+            engine.url()
+        ))
+        .hint("a release migrates an existing database; create it (or restore it) first"));
+    }
+    if ctx.args.dry_run {
+        return plan(
+            ctx,
+            &version,
+            &source,
+            &target,
+            engine.as_ref(),
+            home.as_ref(),
+            gate.as_deref(),
+        )
+        .print(ctx);
+    }
+    let store = store.expect("opened with create outside dry runs");
+    let mut m = Manifest::new(
+        Kind::Release,
+        &version,
+        &source.name,
+        &target.name,
+        &engine.database(),
+        &engine.url(),
+    );
+    m.gate = gate.clone();
+    m.commands.insert("migrate".into(), migrate.clone());
+    if let Some(h) = &target.health_check {
+        m.commands.insert("health_check".into(), h.clone());
+    }
+    if let Some(d) = &target.downgrade {
+        m.commands.insert("downgrade".into(), d.clone());
+    }
+    if let Some(prev) = existing {
+        m.previous_attempts = prev.previous_attempts.clone();
+        m.previous_attempts
+            .push(serde_json::to_value(&prev).map_err(|e| Error::failed(e.to_string()))?);
+    }
+    let mut rec = Recorder::new(ctx, m, vec![store.as_ref()], "promote");
+    rec.step("gate", |d| {
+        *d = gate.unwrap_or_else(|| {
+            format!("{} is the chain's first environment: no gate", source.name)
+        });
+        Ok(())
+    })?;
+    let outcome = execute(
+        ctx,
+        &mut rec,
+        &version,
+        &target,
+        &migrate,
+        engine.as_ref(),
+        home.as_ref(),
+        store.as_ref(),
+    );
+    rec.conclude(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    ctx: &Ctx,
+    rec: &mut Recorder<'_>,
+    version: &str,
+    target: &EnvSpec,
+    migrate: &str,
+    engine: &dyn Engine,
+    home: &dyn Home,
+    store: &dyn Store,
+) -> Result<()> {
+    let b = &target.name;
+    let backup = rec.step("backup", |d| {
+        let labels = [
+            (
+                "purpose".to_string(),
+                "pre-release backup (dbpromote)".to_string(),
+            ),
+            ("release".to_string(), version.to_string()),
+        ]
+        .into();
+        let taken = ops::take_backup(ctx, engine, store, b, labels)?;
+        *d = taken.r.name.clone();
+        Ok(taken)
+    })?;
+    rec.m.pre_release_backup = Some(backup.r.clone());
+    rec.step("verify", |d| {
+        *d = ops::verify_backup(ctx, store, &backup)?;
+        Ok(())
+    })?;
+    if let Some(r) = &mut rec.m.pre_release_backup {
+        r.verified = true;
+    }
+
+    rehearse(ctx, rec, version, target, migrate, home, store, &backup)
+        .map_err(|e| e.context(format!("the rehearsal failed; {b} was not changed")))?;
+
+    rec.step("confirm", |d| {
+        dbsafe::term::confirm_typed(
+            "dbpromote",
+            &format!("migrate {b} ({}) to version {version}", engine.url()),
+            b,
+            ctx.args.yes,
+        )?;
+        *d = if ctx.args.yes {
+            "--yes"
+        } else {
+            "typed on the terminal"
+        }
+        .into();
+        Ok(())
+    })?;
+
+    let env = ops::command_env(home, &home.target(), b, version, "target");
+    let failed_at = match rec.step("migrate", |d| {
+        *d = ops::shell(ctx, "migrate", migrate, &env)?;
+        Ok(())
+    }) {
+        Err(e) => Some(("migrate", e)),
+        Ok(()) => match &target.health_check {
+            Some(h) => rec
+                .step("health-check", |d| {
+                    *d = ops::shell(ctx, "health check", h, &env)?;
+                    Ok(())
+                })
+                .err()
+                .map(|e| ("health-check", e)),
+            None => {
+                rec.skip("health-check", "no health_check command");
+                None
+            }
+        },
+    };
+    let Some((step, err)) = failed_at else {
+        return Ok(());
+    };
+    let downgraded = match &target.downgrade {
+        Some(cmd) => {
+            let env = ops::command_env(home, &home.target(), b, version, "downgrade");
+            Some(rec.step("downgrade", |d| {
+                *d = ops::shell(ctx, "downgrade", cmd, &env)?;
+                Ok(())
+            }))
+        }
+        None => {
+            rec.skip("downgrade", "no downgrade command");
+            None
+        }
+    };
+    let state = match (step, &downgraded) {
+        (_, Some(Ok(()))) => "the downgrade ran and succeeded: it should be back on its previous schema; check it".to_string(),
+        (_, Some(Err(e))) => format!("the downgrade failed too ({}): its state is unknown", e.message),
+        ("migrate", None) => "the migration failed part-way and there is no downgrade command: it is in whatever state the migration left".to_string(),
+        _ => "the migration ran but the health check failed, and there is no downgrade command: it is on the new schema".to_string(),
+    };
+    let pre = rec
+        .m
+        .pre_release_backup
+        .as_ref()
+        .map(|r| r.name.clone())
+        .unwrap_or_default();
+    let restore = format!(
+        "dbrestore --store {} --name {} --target {} --clean --yes",
+        ops::shell_quote(&store.describe()),
+        ops::shell_quote(&pre),
+        ops::shell_quote(&engine.url())
+    );
+    Err(Error::failed(format!(
+        "the {step} step failed on {b}: {}. State of {b}: {state}",
+        err.message
+    ))
+    .hint(format!(
+        "to restore the pre-release backup: {restore}   (or: dbpromote --rollback --to {b} --restore-backup, which restores it into a side database and swaps it in)"
+    )))
+}
+
+/// The rehearsal: the pre-release backup restored into a side database,
+/// migrated and health-checked there, then dropped whatever happened.
+#[allow(clippy::too_many_arguments)]
+fn rehearse(
+    ctx: &Ctx,
+    rec: &mut Recorder<'_>,
+    version: &str,
+    target: &EnvSpec,
+    migrate: &str,
+    home: &dyn Home,
+    store: &dyn Store,
+    backup: &Backup,
+) -> Result<()> {
+    let side = SideDb::new(home, home.side_name(&side::random_tag("rehearsal")))?;
+    let env = ops::command_env(home, &side.name, &target.name, version, "rehearsal");
+    let result = (|| -> Result<()> {
+        rec.step("rehearsal-restore", |d| {
+            *d = ops::restore_into(ctx, store, backup, side.engine())?;
+            Ok(())
+        })?;
+        rec.step("rehearsal-migrate", |d| {
+            *d = ops::shell(ctx, "rehearsal migrate", migrate, &env)?;
+            Ok(())
+        })?;
+        match &target.health_check {
+            Some(h) => rec.step("rehearsal-health-check", |d| {
+                *d = ops::shell(ctx, "rehearsal health check", h, &env)?;
+                Ok(())
+            }),
+            None => {
+                rec.skip("rehearsal-health-check", "no health_check command");
+                Ok(())
+            }
+        }
+    })();
+    let dropped = rec.step("rehearsal-drop", |d| {
+        *d = side.remove()?;
+        Ok(())
+    });
+    result?;
+    dropped.map_err(|e| e.hint("drop the rehearsal database by hand; the target was not changed"))
+}
+
+fn plan(
+    ctx: &Ctx,
+    version: &str,
+    source: &EnvSpec,
+    target: &EnvSpec,
+    engine: &dyn Engine,
+    home: &dyn Home,
+    gate: Option<&str>,
+) -> Plan {
+    let b = &target.name;
+    let mut steps = vec![match gate {
+        Some(g) => format!(
+            "gate: {version} was promoted successfully to {} ({g})",
+            source.name
+        ),
+        None => format!(
+            "gate: none ({} is the chain's first environment)",
+            source.name
+        ),
+    }];
+    steps.push(format!(
+        "take a lock on promotions of {b} in store {}",
+        target.store
+    ));
+    steps.push(format!(
+        "pre-release backup of {} into store {} (pinned by the manifest)",
+        engine.url(),
+        target.store
+    ));
+    steps.push("verify it (level full)".into());
+    let side = home.side_name("rehearsal_XXXXXXXX");
+    steps.push(format!(
+        "rehearsal: restore it into the side database {side}"
+    ));
+    steps.push(format!(
+        "rehearsal: run `{}` with DATABASE_URL set to {side}",
+        target.migrate.as_deref().unwrap_or("")
+    ));
+    steps.push(match &target.health_check {
+        Some(h) => format!("rehearsal: run `{h}` against {side}"),
+        None => "rehearsal: no health check command".into(),
+    });
+    steps.push(format!(
+        "rehearsal: drop {side} (a failure so far leaves {b} untouched)"
+    ));
+    steps.push(if ctx.args.yes {
+        "confirmation skipped (--yes)".into()
+    } else {
+        format!("ask to type {b:?} to confirm")
+    });
+    steps.push(format!(
+        "run `{}` on {}",
+        target.migrate.as_deref().unwrap_or(""),
+        engine.url()
+    ));
+    steps.push(match &target.health_check {
+        Some(h) => format!("run `{h}` against {}", engine.url()),
+        None => "no health check command".into(),
+    });
+    steps.push(match &target.downgrade {
+        Some(d) => format!("on failure: run `{d}`, report {b}'s state and how to restore the pre-release backup"),
+        None => format!("on failure: report {b}'s state and how to restore the pre-release backup (no downgrade command)"),
+    });
+    steps.push(format!(
+        "write {} in store {}, the audit log and the metrics",
+        rel::manifest_key(b, version),
+        target.store
+    ));
+    Plan {
+        dry_run: true,
+        kind: "release".into(),
+        version: version.into(),
+        from: Some(source.name.clone()),
+        to: b.clone(),
+        target: engine.url(),
+        store: target.store.clone(),
+        steps,
+    }
+}

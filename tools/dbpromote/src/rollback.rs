@@ -1,0 +1,369 @@
+//! Rollback: undo the last successful promotion of an environment.
+//!
+//! A refresh is undone by swapping the previous database back in; a release
+//! by its downgrade command, or by restoring its pre-release backup into a
+//! side database and swapping that in. Whatever was live before the swap is
+//! kept as `<db>_dbpromote_rolledback_<stamp>`, so the writes a rollback
+//! undoes are set aside, not destroyed.
+
+use crate::ops::{self, SideDb};
+use crate::record::Recorder;
+use crate::refresh::swap_detail;
+use crate::{Ctx, EnvSpec, Plan};
+use dbsafe::engine::side::{self, Home};
+use dbsafe::engine::Engine;
+use dbsafe::meta::TableCount;
+use dbsafe::release::{self as rel, Kind, Manifest, Rollback};
+use dbsafe::{Error, ExitCode, Result, Store};
+
+/// How a promotion is undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    SwapPrevious,
+    Downgrade,
+    RestoreBackup,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::SwapPrevious => "swap-previous",
+            Method::Downgrade => "downgrade",
+            Method::RestoreBackup => "restore-backup",
+        }
+    }
+}
+
+pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
+    let a = &ctx.args;
+    let target = ctx.target()?;
+    let b = target.name.clone();
+    let engine = dbsafe::engine::open(&target.url)?;
+    let home = side::home(&target.url)?;
+    let store = dbsafe::store::open(&target.store, false)?;
+    ctx.require_confirmation_possible(&b)?;
+    let _lock = if a.dry_run {
+        None
+    } else {
+        Some(store.lock(&format!("promote-{b}"), ctx.lock_timeout)?)
+    };
+    let history = rel::history(store.as_ref(), &b)?;
+    let m = rel::rollback_candidate(&history, a.version.as_deref(), &b)?.clone();
+    let method = match m.kind {
+        Kind::Refresh => Method::SwapPrevious,
+        Kind::Release if !a.restore_backup && target.downgrade.is_some() => Method::Downgrade,
+        Kind::Release => Method::RestoreBackup,
+    };
+    if m.kind == Kind::Refresh && (a.restore_backup || a.downgrade.is_some()) {
+        return Err(Error::usage(format!(
+            "{} was a refresh: it is rolled back by swapping the previous database back, not by --restore-backup or --downgrade",
+            m.version
+        )));
+    }
+    let kept = home.side_name(&format!(
+        "rolledback_{}",
+        chrono::Utc::now().format("%Y%m%d_%H%M%S")
+    ));
+    let backup = match method {
+        Method::SwapPrevious => {
+            let prev = m.previous_database.clone().ok_or_else(|| {
+                Error::failed(format!(
+                    "the manifest of {} names no previous database",
+                    m.version
+                ))
+            })?;
+            if !home.exists(&prev)? {
+                return Err(Error::not_found(format!(
+                    "the previous database {prev} of refresh {} no longer exists",
+                    m.version
+                ))
+                .hint("restore a backup of the environment instead (dbrestore)"));
+            }
+            None
+        }
+        Method::RestoreBackup => {
+            let pre = m.pre_release_backup.clone().ok_or_else(|| {
+                Error::failed(format!(
+                    "the manifest of {} names no pre-release backup",
+                    m.version
+                ))
+            })?;
+            Some(ops::existing_backup(
+                store.as_ref(),
+                &b,
+                &engine.database(),
+                Some(&pre.name),
+            )?)
+        }
+        Method::Downgrade => None,
+    };
+    let loss = match method {
+        Method::Downgrade => None,
+        Method::SwapPrevious => Some(format!(
+            "writes to {b} since the refresh {} finished ({}) will not be in the database swapped back in",
+            m.version,
+            m.finished_at.as_deref().unwrap_or("?")
+        )),
+        Method::RestoreBackup => {
+            let bk = backup.as_ref().expect("restore-backup has a backup");
+            let now = engine.tables().unwrap_or_default();
+            let then = bk.meta.as_ref().map(|m| m.tables.clone()).unwrap_or_default();
+            Some(format!(
+                "writes to {b} since the pre-release backup {} was taken ({}) will be lost from the live database{}",
+                bk.r.name,
+                bk.r.taken_at,
+                table_changes(&then, &now)
+            ))
+        }
+    };
+    if let Some(l) = &loss {
+        ctx.log
+            .warn(format!("{l}; the current database will be kept as {kept}"));
+    }
+    if a.dry_run {
+        return plan(
+            ctx,
+            &m,
+            method,
+            &target,
+            engine.as_ref(),
+            &kept,
+            loss.as_deref(),
+        )
+        .print(ctx);
+    }
+    let mut m = m;
+    m.rollback = Some(Rollback {
+        method: method.as_str().into(),
+        user: dbsafe::fsutil::current_user(),
+        host: dbsafe::fsutil::host_name(),
+        started_at: rel::now(),
+        finished_at: String::new(),
+        status: "running".into(),
+        steps: Vec::new(),
+        kept_database: None,
+    });
+    let mut rec = Recorder::new(ctx, m, vec![store.as_ref()], "rollback");
+    let outcome = execute(
+        ctx,
+        &mut rec,
+        method,
+        &target,
+        home.as_ref(),
+        store.as_ref(),
+        backup,
+        &kept,
+        loss.as_deref(),
+    );
+    rec.conclude_rollback(outcome)
+}
+
+/// How row counts moved between the backup and now, for the warning.
+fn table_changes(then: &[TableCount], now: &[TableCount]) -> String {
+    let mut changes = Vec::new();
+    for t in now {
+        match then.iter().find(|x| x.name == t.name) {
+            Some(x) if x.rows != t.rows => {
+                changes.push(format!("{} {} → {} rows", t.name, x.rows, t.rows))
+            }
+            Some(_) => {}
+            None => changes.push(format!("{} is new ({} rows)", t.name, t.rows)),
+        }
+    }
+    for t in then
+        .iter()
+        .filter(|t| !now.iter().any(|x| x.name == t.name))
+    {
+        changes.push(format!("{} is gone", t.name));
+    }
+    if changes.is_empty() {
+        " (row counts are unchanged since then)".into()
+    } else {
+        format!(" (since then: {})", changes.join(", "))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    ctx: &Ctx,
+    rec: &mut Recorder<'_>,
+    method: Method,
+    target: &EnvSpec,
+    home: &dyn Home,
+    store: &dyn Store,
+    backup: Option<ops::Backup>,
+    kept: &str,
+    loss: Option<&str>,
+) -> Result<()> {
+    let b = &target.name;
+    let version = rec.m.version.clone();
+    let action = match (method, loss) {
+        (Method::Downgrade, _) => format!(
+            "roll {b} back from {version} with `{}`",
+            target.downgrade.as_deref().unwrap_or("")
+        ),
+        (_, Some(l)) => {
+            format!("roll {b} back from {version}: {l}; the current database is kept as {kept}")
+        }
+        (_, None) => format!("roll {b} back from {version}"),
+    };
+    rec.step("confirm", |d| {
+        dbsafe::term::confirm_typed("dbpromote", &action, b, ctx.args.yes)?;
+        *d = if ctx.args.yes {
+            "--yes"
+        } else {
+            "typed on the terminal"
+        }
+        .into();
+        Ok(())
+    })?;
+    match method {
+        Method::Downgrade => {
+            let env = ops::command_env(home, &home.target(), b, &version, "rollback");
+            let cmd = target.downgrade.clone().unwrap_or_default();
+            rec.step("downgrade", |d| {
+                *d = ops::shell(ctx, "downgrade", &cmd, &env)?;
+                Ok(())
+            })?;
+            match &target.health_check {
+                Some(h) => rec.step("health-check", |d| {
+                    *d = ops::shell(ctx, "health check", h, &env)?;
+                    Ok(())
+                }),
+                None => {
+                    rec.skip("health-check", "no health_check command");
+                    Ok(())
+                }
+            }
+        }
+        Method::SwapPrevious => {
+            let prev = rec.m.previous_database.clone().unwrap_or_default();
+            let swap = rec.step("swap", |d| {
+                let s = home.swap(&prev, kept, ctx.grace)?;
+                *d = swap_detail(&s, &home.target(), kept);
+                Ok(s)
+            })?;
+            if let Some(r) = &mut rec.m.rollback {
+                r.kept_database = Some(kept.to_string());
+            }
+            ctx.log.info(format!(
+                "swapped {prev} back in as {} in {} ms",
+                home.target(),
+                swap.duration.as_millis()
+            ));
+            Ok(())
+        }
+        Method::RestoreBackup => {
+            let backup = backup.expect("restore-backup has a backup");
+            rec.step("verify", |d| {
+                *d = ops::verify_backup(ctx, store, &backup)?;
+                Ok(())
+            })?;
+            let side = SideDb::new(home, home.side_name(&side::random_tag("restore")))?;
+            let swapped = (|| {
+                rec.step("restore", |d| {
+                    *d = ops::restore_into(ctx, store, &backup, side.engine())?;
+                    Ok(())
+                })?;
+                rec.step("swap", |d| {
+                    let s = home.swap(&side.name, kept, ctx.grace)?;
+                    *d = swap_detail(&s, &home.target(), kept);
+                    Ok(s)
+                })
+            })();
+            match swapped {
+                Ok(_) => {
+                    side.keep();
+                    if let Some(r) = &mut rec.m.rollback {
+                        r.kept_database = Some(kept.to_string());
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = rec.step("drop-side", |d| {
+                        *d = side.remove()?;
+                        Ok(())
+                    });
+                    Err(e.context(format!("{b} was not changed")))
+                }
+            }
+        }
+    }
+}
+
+fn plan(
+    ctx: &Ctx,
+    m: &Manifest,
+    method: Method,
+    target: &EnvSpec,
+    engine: &dyn Engine,
+    kept: &str,
+    loss: Option<&str>,
+) -> Plan {
+    let b = &target.name;
+    let mut steps = vec![format!(
+        "roll back the {} {} of {b} (status {}, finished {}) by {}",
+        m.kind.as_str(),
+        m.version,
+        m.status.as_str(),
+        m.finished_at.as_deref().unwrap_or("?"),
+        method.as_str()
+    )];
+    if let Some(l) = loss {
+        steps.push(format!("warn: {l}"));
+    }
+    steps.push(if ctx.args.yes {
+        "confirmation skipped (--yes)".into()
+    } else {
+        format!("ask to type {b:?} to confirm")
+    });
+    match method {
+        Method::Downgrade => {
+            steps.push(format!(
+                "run `{}` on {}",
+                target.downgrade.as_deref().unwrap_or(""),
+                engine.url()
+            ));
+            if let Some(h) = &target.health_check {
+                steps.push(format!("run `{h}`"));
+            }
+        }
+        Method::SwapPrevious => steps.push(format!(
+            "swap: rename {} to {kept} and {} back to {}",
+            engine.database(),
+            m.previous_database.as_deref().unwrap_or("?"),
+            engine.database()
+        )),
+        Method::RestoreBackup => {
+            let name = m
+                .pre_release_backup
+                .as_ref()
+                .map(|r| r.name.as_str())
+                .unwrap_or("?");
+            steps.push(format!("verify {name} (level full)"));
+            steps.push(format!(
+                "restore {name} into a side database next to {}",
+                engine.database()
+            ));
+            steps.push(format!(
+                "swap: rename {} to {kept} and the side database to {}",
+                engine.database(),
+                engine.database()
+            ));
+        }
+    }
+    steps.push(format!(
+        "record the rollback in {} and the audit log",
+        m.key()
+    ));
+    Plan {
+        dry_run: true,
+        kind: format!("rollback ({})", method.as_str()),
+        version: m.version.clone(),
+        from: None,
+        to: b.clone(),
+        target: engine.url(),
+        store: target.store.clone(),
+        steps,
+    }
+}
