@@ -14,6 +14,7 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         dbrestore::cli::Cli::command(),
         dbprune::cli::Cli::command(),
         walship::cli::Cli::command(),
+        dbpromote::cli::Cli::command(),
     ];
     let mut out = Vec::new();
     for cmd in commands {

@@ -43,6 +43,9 @@ Commands run with `sh -c`, with DATABASE_URL (the password too, when the environ
 PGPASSWORD, DBPROMOTE_ENV, DBPROMOTE_VERSION and DBPROMOTE_PHASE (rehearsal, target, rollback) set;
 their output goes to stderr.
 
+`--version V` names the release (a manifest name); `--version` without a value, or -V, prints
+dbpromote's own version.
+
 Examples:
   dbpromote --from development --to staging --version v42
   dbpromote --from staging --to production --version v42 --dry-run
