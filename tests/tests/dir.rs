@@ -530,3 +530,28 @@ fn a_missing_source_directory_fails_and_leaves_nothing() {
     assert!(!out.exists());
     assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn a_link_to_the_tree_is_followed_at_the_root_only() {
+    let s = Scene::new();
+    let src = s.path("volume");
+    std::fs::create_dir(&src).expect("mkdir");
+    sample_tree(&src);
+    let via = s.path("mounted");
+    std::os::unix::fs::symlink(&src, &via).expect("symlink");
+    let direct = s.path("direct.tar");
+    let linked = s.path("linked.tar");
+    for (root, out) in [(&src, &direct), (&via, &linked)] {
+        Cmd::tool("dbsnap")
+            .arg(url(root))
+            .args(["--compress", "none", "-o"])
+            .arg(out)
+            .succeeds();
+    }
+    assert_eq!(
+        meta_of(&linked)["extra"]["manifest_sha256"],
+        meta_of(&direct)["extra"]["manifest_sha256"]
+    );
+    // Links inside the tree stay links.
+    assert_eq!(meta_of(&linked)["extra"]["symlinks"], 5);
+}

@@ -287,11 +287,16 @@ impl Dir {
                 self.append_file(&mut builder, abs, &rel, &mut stats)?;
                 continue;
             }
-            let m = entry
-                .metadata()
-                .map_err(|e| Error::failed(format!("cannot stat {}: {e}", abs.display())))?;
+            // The root may be a followed link: its own metadata, not the link's.
+            let m = if entry.depth() == 0 {
+                fs::metadata(abs).map_err(|e| e.to_string())
+            } else {
+                entry.metadata().map_err(|e| e.to_string())
+            }
+            .map_err(|e| Error::failed(format!("cannot stat {}: {e}", abs.display())))?;
             let rel_bytes = rel.as_os_str().as_bytes().to_vec();
-            if ft.is_dir() {
+            // The root is a directory, even when reached through a link.
+            if ft.is_dir() || entry.depth() == 0 {
                 let mut h = header_for(tar::EntryType::Directory, &m, 0);
                 let name = if entry.depth() == 0 {
                     PathBuf::from("./")
@@ -726,7 +731,9 @@ impl Engine for Dir {
             )
             .hint("snapshot the subdirectory you want with dir:PATH/SUBDIR"));
         }
-        match fs::symlink_metadata(&self.path) {
+        // A link to a directory as the root is followed (volumes are often
+        // mounted through one); links inside the tree never are.
+        match fs::metadata(&self.path) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 return Err(Error::failed(format!(
@@ -787,7 +794,7 @@ impl Engine for Dir {
     }
 
     fn tables(&self) -> Result<Vec<TableCount>> {
-        match fs::symlink_metadata(&self.path) {
+        match fs::metadata(&self.path) {
             Ok(m) if m.is_dir() => Ok(count_tree(&self.path)?.tables()),
             Ok(_) => Err(Error::failed(format!(
                 "{} is not a directory",
