@@ -222,7 +222,7 @@ impl PgData {
         format!(
             "{env}{} fetch %f %p --from {}",
             shell_quote(&walship.display().to_string()),
-            shell_quote(&absolute(Path::new(&wal.store)).display().to_string())
+            shell_quote(&if wal.store.contains("://") { wal.store.clone() } else { absolute(Path::new(&wal.store)).display().to_string() })
         )
     }
 
