@@ -186,3 +186,47 @@ fn prune_keeps_the_wal_a_kept_base_backup_needs_and_pitr_still_works() {
     let (restored, _) = d.restore("latest", "restored");
     assert_eq!(batches(&restored), "1:100,2:100,3:100");
 }
+
+#[test]
+fn pitr_drill_with_base_backups_and_wal_on_s3() {
+    use dbsafe_tests::s3::S3Server;
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    pg::share_with_server(s.dir.path());
+    let store = server.url("pitr");
+    let c = Cluster::start();
+    // The server's archive_command reaches the S3 service with the environment
+    // an operator would give the postgres service (here: written into the command).
+    let env: String = server
+        .env_via(&server.endpoint())
+        .into_iter()
+        .map(|(k, v)| format!("{k}='{v}' "))
+        .collect();
+    let command = format!("{env}DBSAFE_CONFIG=/dev/null {} push %p %f --to {store}", dbsafe_tests::bin("walship").display());
+    c.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET wal_level = 'replica'; ALTER SYSTEM SET archive_mode = 'on'; ALTER SYSTEM SET archive_command = '{}';",
+            command.replace('\'', "''")
+        ),
+    );
+    c.restart();
+    c.psql("postgres", "CREATE TABLE ledger(id serial PRIMARY KEY, batch int NOT NULL, note text);");
+    c.psql("postgres", "INSERT INTO ledger(batch, note) SELECT 1, 'row ' || i FROM generate_series(1, 400) i;");
+    server.tool("dbsnap").arg("--base").arg(c.url("postgres")).arg("--to").arg(&store).succeeds();
+    c.psql("postgres", "INSERT INTO ledger(batch, note) SELECT 2, 'row ' || i FROM generate_series(1, 100) i;");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let t = c.scalar("postgres", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    c.psql("postgres", "DELETE FROM ledger;");
+    c.switch_and_wait_archived();
+    let keys = server.keys("pitr/wal");
+    assert!(keys.iter().any(|k| k.ends_with(".zst")), "WAL is on S3: {keys:?}");
+    let data = s.path("restored");
+    let port = pg::port();
+    server.tool("dbrestore").arg("--store").arg(&store).args(["--target-time", &t, "--start"]).arg("--pgdata").arg(&data)
+        .args(["--port", &port.to_string()]).succeeds();
+    let restored = Restored { data, port };
+    assert_eq!(batches(&restored), "1:400,2:100");
+    server.tool("dbverify").arg("--store").arg(&store).args(["--latest", "--level", "restore"]).succeeds();
+}
