@@ -5,6 +5,7 @@
 #   BENCH_ROWS   rows of the PostgreSQL dataset (default 3500000, about 1 GB)
 #   BENCH_SQLITE_MB  size of the SQLite database (default 1024)
 #   BENCH_SEGMENTS   WAL segments pushed (default 16)
+#   BENCH_PGBENCH_SCALE  pgbench scale of the second dataset (default 50)
 #   BENCH_DIR    where to work (default a new directory under /var/tmp)
 set -euo pipefail
 
@@ -107,6 +108,20 @@ measure "pg_restore of an uncompressed dump (--single-transaction)" "" "pg_resto
 measure "dbrestore of the dbsnap artifact (verify first)" "" "dbrestore -q -i '$work/key.txt' '$work/snap.pgdump.zst.age' --target '${url%/bench}/r2'"
 psql_ -d postgres -c "CREATE DATABASE r3"
 measure "dbrestore --skip-verify" "" "dbrestore -q --skip-verify -i '$work/key.txt' '$work/snap.pgdump.zst.age' --target '${url%/bench}/r3'"
+
+echo >&2
+scale=${BENCH_PGBENCH_SCALE:-50}
+echo "bench: pgbench scale $scale" >&2
+psql_ -d postgres -c "CREATE DATABASE pgb" -c "CREATE DATABASE pgb_r1" -c "CREATE DATABASE pgb_r2"
+"$pgbin/pgbench" -q -i -s "$scale" -h "$work" -p "$port" -U postgres pgb >/dev/null 2>&1
+pgb="${url%/bench}/pgb"
+floor=""
+measure "pgbench: pg_dump -Fc -Z0 > /dev/null (the floor)" "" "pg_dump -Fc -Z0 -d '$pgb' > /dev/null"
+measure "pgbench: dbsnap (zstd -3, age, sha256)" "$work/pgb.pgdump.zst.age" "dbsnap '$pgb' -q -r '$pub' -o '$work/pgb.pgdump.zst.age'"
+measure "pgbench: runbook pipeline (gzip, openssl, tee, sha256sum)" "$work/pgb.sql.gz.enc" "pg_dump -d '$pgb' | gzip | openssl enc -aes-256-cbc -pbkdf2 -pass file:'$work/pass.txt' | tee '$work/pgb.sql.gz.enc' | sha256sum > /dev/null"
+pg_dump -Fc -Z0 -d "$pgb" > "$work/pgb.plain.pgdump"
+measure "pgbench: pg_restore of an uncompressed dump" "" "pg_restore --no-owner --single-transaction -d '${url%/bench}/pgb_r1' '$work/pgb.plain.pgdump'"
+measure "pgbench: dbrestore (verify first)" "" "dbrestore -q -i '$work/key.txt' '$work/pgb.pgdump.zst.age' --target '${url%/bench}/pgb_r2'"
 
 echo >&2
 echo "bench: SQLite, ${sqlite_mb} MB" >&2
