@@ -508,33 +508,43 @@ fn a_stalled_answer_times_out_and_is_retried() {
 fn service_unavailable_forever_fails_with_exit_1_naming_bucket_key_and_status() {
     let s = Scene::new();
     let server = S3Server::start(&s);
-    let proxy = FaultProxy::start(server.port, Fault::Unavailable(String::new()));
     let db = s.path("app.db");
     sqlite::sample(&db, 50);
-    let r = server
-        .tool_via("dbsnap", &proxy.endpoint())
-        .arg(db_url(&db))
-        .args(["--to", &server.url(PREFIX)])
-        .fails_with_code(1);
-    let err = r.stderr();
-    let last = err
-        .lines()
-        .find(|l| l.starts_with("dbsnap: error:"))
-        .unwrap_or_default();
-    assert!(
-        last.contains(&format!(
-            "upload s3://{BUCKET}/{PREFIX}/backups/default_app_full_"
-        )) && last.contains("failed after 5 attempts; last answer: HTTP 503 SlowDown"),
-        "{err}"
-    );
-    assert_eq!(
-        proxy
-            .stats
-            .refused
-            .load(std::sync::atomic::Ordering::SeqCst),
-        5
-    );
-    assert!(server.keys(PREFIX).is_empty(), "{:?}", server.keys(PREFIX));
+    // Every request refused, then only the uploads (PUT).
+    for (filter, verb, answer) in [
+        ("", "look up", "HTTP 503 (Slow Down)"),
+        (
+            "PUT ",
+            "upload",
+            "HTTP 503 SlowDown (Please reduce your request rate.)",
+        ),
+    ] {
+        let proxy = FaultProxy::start(server.port, Fault::Unavailable(filter.into()));
+        let r = server
+            .tool_via("dbsnap", &proxy.endpoint())
+            .arg(db_url(&db))
+            .args(["--to", &server.url(PREFIX)])
+            .fails_with_code(1);
+        let err = r.stderr();
+        let last = err
+            .lines()
+            .find(|l| l.starts_with("dbsnap: error:"))
+            .unwrap_or_default();
+        assert!(
+            last.contains(&format!(
+                "{verb} s3://{BUCKET}/{PREFIX}/backups/default_app_full_"
+            )) && last.contains(&format!("failed after 5 attempts; last answer: {answer}")),
+            "{err}"
+        );
+        assert_eq!(
+            proxy
+                .stats
+                .refused
+                .load(std::sync::atomic::Ordering::SeqCst),
+            5
+        );
+        assert!(server.keys(PREFIX).is_empty(), "{:?}", server.keys(PREFIX));
+    }
 }
 
 #[test]

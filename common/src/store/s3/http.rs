@@ -356,12 +356,14 @@ fn backoff(attempt: u32) -> Duration {
 
 fn status_failure(status: u16, resp: ureq::Response) -> Failure {
     let bucket_region = resp.header("x-amz-bucket-region").map(str::to_string);
+    let reason = resp.status_text().to_string();
     let mut body = String::new();
     let _ = resp.into_reader().take(64 << 10).read_to_string(&mut body);
     Failure::Status {
         status,
         code: super::xml::text(&body, "Code").unwrap_or_default(),
-        message: super::xml::text(&body, "Message").unwrap_or_default(),
+        // A HEAD answer has no body: the reason phrase is all there is.
+        message: super::xml::text(&body, "Message").unwrap_or(reason),
         bucket_region,
     }
 }

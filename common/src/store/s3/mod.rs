@@ -138,6 +138,17 @@ impl Inner {
                 match c.send("HEAD", &c.sign(&action), &[], None) {
                     Ok(_) => Ok(true),
                     Err(f) if f.status() == Some(404) => Ok(false),
+                    // HEAD answers carry no error code: ask again with a GET
+                    // of one byte, whose answer says why (wrong secret, ...).
+                    Err(f) if f.status() == Some(403) && f.code().is_empty() => {
+                        let mut action = c.bucket.get_object(Some(&c.credentials), key);
+                        action.headers_mut().insert("range", "bytes=0-0");
+                        match c.send("GET", &c.sign(&action), &[("range", "bytes=0-0")], None) {
+                            Ok(_) => Ok(true),
+                            Err(g) if !g.code().is_empty() => Err(g),
+                            Err(_) => Err(f),
+                        }
+                    }
                     Err(f) => Err(f),
                 }
             },
@@ -238,6 +249,15 @@ impl Inner {
                         Err(f) if f.status() == Some(501) || f.code() == "NotImplemented" => {
                             Ok(None)
                         }
+                        // A key without s3:ListBucketMultipartUploads still
+                        // finds the uploads of dbsafe writers by their markers.
+                        Err(f) if f.status() == Some(403) && f.code() == "AccessDenied" => {
+                            warn(format!(
+                                "{}: not allowed to list incomplete uploads; only those with a dbsafe marker are found",
+                                c.object_url(Some(prefix))
+                            ));
+                            Ok(None)
+                        }
                         Err(f) => Err(f),
                     }
                 },
@@ -277,6 +297,10 @@ impl Inner {
                 let body = match c.send("GET", &c.sign(&action), &[], None) {
                     Ok(r) => writer::read_text(r)?,
                     Err(f) if f.status() == Some(404) => return Ok(None),
+                    // Without s3:ListMultipartUploadParts the age is the initiation time.
+                    Err(f) if f.status() == Some(403) && f.code() == "AccessDenied" => {
+                        return Ok(None)
+                    }
                     Err(f) => Err(f)?,
                 };
                 let mut size = 0;
@@ -337,13 +361,10 @@ impl Store for S3Store {
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
         check_key(key)?;
         let full = self.inner.loc().object_key(key);
-        match reader::S3Reader::open(Arc::clone(&self.inner.client), full) {
-            Ok(r) => Ok(Box::new(r)),
-            Err(e) if e.code == crate::ExitCode::NotFound && !e.message.contains("bucket") => Err(
-                Error::not_found(format!("{key} not found in store {}", self.describe())),
-            ),
-            Err(e) => Err(e),
-        }
+        Ok(Box::new(reader::S3Reader::open(
+            Arc::clone(&self.inner.client),
+            full,
+        )?))
     }
 
     fn exists(&self, key: &str) -> Result<bool> {

@@ -5,7 +5,8 @@
 //! Memory is bounded by the part size × (parts in flight + 1): each upload
 //! thread holds the part it is sending and the writer holds the part it is
 //! filling; the hand-over channel has no buffer, so a writer faster than
-//! the network waits instead of queueing parts. With the defaults (16 MiB
+//! the network waits instead of queueing parts, and the buffers of sent
+//! parts are filled again rather than reallocated. With the defaults (16 MiB
 //! parts, 2 in flight) that is 48 MiB for artifacts up to 1,000 parts
 //! (16 GiB). S3 allows 10,000 parts, so the part size doubles after each
 //! 1,000 parts (up to S3's 5 GiB limit): 10,000 parts hold more than
@@ -164,6 +165,13 @@ impl Write for S3Writer {
             return Ok(0);
         }
         let size = self.next_part_size();
+        if self.buf.capacity() == 0 {
+            if let Some(up) = &self.upload {
+                if let Some(b) = up.shared.free.lock().expect("upload state").pop() {
+                    self.buf = b;
+                }
+            }
+        }
         let n = (size - self.buf.len()).min(data.len());
         let needed = self.buf.len() + n;
         if needed > self.buf.capacity() && (needed > GROW_EXACT_ABOVE || self.upload.is_some()) {
@@ -208,6 +216,9 @@ struct Shared {
     parts: Mutex<BTreeMap<u32, (String, [u8; 16])>>,
     /// The first failure.
     error: Mutex<Option<Error>>,
+    /// Buffers of uploaded parts, for the writer to fill again: the same
+    /// parts-in-flight + 1 buffers serve the whole upload.
+    free: Mutex<Vec<Vec<u8>>>,
 }
 
 /// A multipart upload in progress; aborted on drop unless completed.
@@ -405,50 +416,56 @@ fn upload_parts(
     shared: &Shared,
 ) {
     loop {
-        let part = match rx.lock().map(|r| r.recv()) {
+        let mut part = match rx.lock().map(|r| r.recv()) {
             Ok(Ok(part)) => part,
             _ => return,
         };
-        if shared.cancel.load(Ordering::Relaxed) {
-            continue;
+        if !shared.cancel.load(Ordering::Relaxed) {
+            upload_part(client, key, upload_id, &part, shared);
         }
-        let (digest, md5) = content_md5(&part.data);
-        let verb = format!("upload part {} of", part.number);
-        let result = client.call_until(
-            &Op {
-                verb: &verb,
-                key: Some(key),
-            },
-            Some(&shared.cancel),
-            || {
-                let mut action = client.bucket.upload_part(
-                    Some(&client.credentials),
-                    key,
-                    part.number as u16,
-                    upload_id,
-                );
-                action.headers_mut().insert("content-md5", md5.clone());
-                let url = client.sign(&action);
-                let resp = client.send("PUT", &url, &[("content-md5", &md5)], Some(&part.data))?;
-                resp.header("etag")
-                    .map(str::to_string)
-                    .ok_or_else(|| Failure::Transport("no ETag in the answer".into()))
-            },
-        );
-        match result {
-            Ok(etag) => {
-                shared
-                    .parts
-                    .lock()
-                    .expect("upload state")
-                    .insert(part.number, (etag, digest));
-            }
-            Err(e) => {
-                shared.cancel.store(true, Ordering::Relaxed);
-                let mut slot = shared.error.lock().expect("upload state");
-                if slot.is_none() {
-                    *slot = Some(e);
-                }
+        part.data.clear();
+        shared.free.lock().expect("upload state").push(part.data);
+    }
+}
+
+/// Sends one part (retried: its bytes are in memory) and records its ETag or the failure.
+fn upload_part(client: &Client, key: &str, upload_id: &str, part: &Part, shared: &Shared) {
+    let (digest, md5) = content_md5(&part.data);
+    let verb = format!("upload part {} of", part.number);
+    let result = client.call_until(
+        &Op {
+            verb: &verb,
+            key: Some(key),
+        },
+        Some(&shared.cancel),
+        || {
+            let mut action = client.bucket.upload_part(
+                Some(&client.credentials),
+                key,
+                part.number as u16,
+                upload_id,
+            );
+            action.headers_mut().insert("content-md5", md5.clone());
+            let url = client.sign(&action);
+            let resp = client.send("PUT", &url, &[("content-md5", &md5)], Some(&part.data))?;
+            resp.header("etag")
+                .map(str::to_string)
+                .ok_or_else(|| Failure::Transport("no ETag in the answer".into()))
+        },
+    );
+    match result {
+        Ok(etag) => {
+            shared
+                .parts
+                .lock()
+                .expect("upload state")
+                .insert(part.number, (etag, digest));
+        }
+        Err(e) => {
+            shared.cancel.store(true, Ordering::Relaxed);
+            let mut slot = shared.error.lock().expect("upload state");
+            if slot.is_none() {
+                *slot = Some(e);
             }
         }
     }
