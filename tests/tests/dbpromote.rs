@@ -466,7 +466,19 @@ fn a_failed_rehearsal_leaves_production_untouched_and_drops_the_side_database() 
 #[test]
 fn a_health_check_failing_on_the_target_runs_the_downgrade_and_reports() {
     let w = World::new(&[]);
-    w.release("development", "staging", "v1").succeeds();
+    // Backups encrypted to an age key: the rehearsal decrypts with the identity.
+    let (key, public) = w.s.age_key("key.txt");
+    let release = |from: &str, to: &str| {
+        w.release(from, to, "v1")
+            .env("DBSAFE_RECIPIENTS", &public)
+            .arg("-i")
+            .arg(&key)
+    };
+    release("development", "staging").succeeds();
+    w.release("staging", "production", "v1")
+        .env("DBSAFE_RECIPIENTS", &public)
+        .fails_with_code(2)
+        .stderr_has("no identity to decrypt it with");
     // Healthy in the rehearsal, unhealthy on production itself.
     let health = w.s.path("flaky-health.sh");
     executable(&health, "#!/bin/sh\ntest \"$DBPROMOTE_PHASE\" = rehearsal || { echo 'checkout page returns 500' >&2; exit 1; }\n");
@@ -476,8 +488,7 @@ fn a_health_check_failing_on_the_target_runs_the_downgrade_and_reports() {
         "#!/bin/sh\nset -eu\nexec psql -X -q -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\" -c 'ALTER TABLE customers DROP COLUMN tier'\n",
     );
     let before = w.pg.digests("app_production");
-    let r = w
-        .release("staging", "production", "v1")
+    let r = release("staging", "production")
         .arg("--health-check")
         .arg(&health)
         .arg("--downgrade")
@@ -499,6 +510,7 @@ fn a_health_check_failing_on_the_target_runs_the_downgrade_and_reports() {
         "{}",
         r.stderr()
     );
+    assert!(pre.ends_with(".pgdump.zst.age"), "{pre}");
     assert_eq!(m["status"], "failed");
     assert_eq!(step(&m, "rehearsal-health-check")["result"], "ok");
     assert_eq!(step(&m, "migrate")["result"], "ok");
@@ -516,6 +528,31 @@ fn a_refresh_brings_masked_production_data_down_and_rolls_back_exactly() {
     let mask = w.s.write(
         "mask.sql",
         "UPDATE customers SET email = 'customer' || id || '@masked.invalid', name = 'Customer ' || id;\n",
+    );
+    // Database-level settings and grants belong to the database, not the dump:
+    // the swap carries them over, with the owner.
+    w.pg.psql(
+        "postgres",
+        "ALTER DATABASE app_staging SET work_mem = '8MB';\n\
+         REVOKE CONNECT ON DATABASE app_staging FROM PUBLIC;\n\
+         GRANT CONNECT ON DATABASE app_staging TO app;",
+    );
+    let db_facts = |db: &str| {
+        w.pg.scalar(
+            "postgres",
+            &format!(
+                "SELECT pg_get_userbyid(d.datdba) || ' ' || coalesce(array_to_string(s.setconfig, ','), '') || ' ' || \
+                 (SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END || ':' || a.privilege_type AS x \
+                  FROM aclexplode(d.datacl) a) q) \
+                 FROM pg_database d LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0 \
+                 WHERE d.datname = '{db}';"
+            ),
+        )
+    };
+    let facts_before = db_facts("app_staging");
+    assert!(
+        facts_before.starts_with("app work_mem=8MB "),
+        "{facts_before}"
     );
     let staging_before = w.pg.digests("app_staging");
     let refresh = || {
@@ -558,8 +595,19 @@ fn a_refresh_brings_masked_production_data_down_and_rolls_back_exactly() {
         .fails_with_code(4)
         .stderr_has("data must never flow up");
 
+    // A dry run plans and changes nothing.
+    let plan = refresh().arg("--dry-run").succeeds().stdout();
+    assert!(
+        plan.contains("run ") && plan.contains("mask.sql on app_staging_dbpromote_refresh_"),
+        "{plan}"
+    );
+    assert_eq!(w.pg.digests("app_staging"), staging_before);
+    assert!(artifacts(&w.store("production")).is_empty());
+
     let out = refresh().succeeds().stdout();
     assert!(out.contains("refresh refresh-"), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+    assert_eq!(db_facts("app_staging"), facts_before);
     assert_eq!(w.pg.counts("app_staging"), w.pg.counts("app_production"));
     assert_eq!(w.pg.count("app_staging", "customers"), 60);
     assert_eq!(
@@ -801,6 +849,80 @@ fn two_promotions_of_one_environment_never_run_at_once() {
     w.release("development", "staging", "v1")
         .fails_with_code(4)
         .stderr_has("already promoted");
+}
+
+#[test]
+fn releases_roll_back_by_downgrade_or_by_restoring_the_pre_release_backup() {
+    let w = World::new(&[]);
+    let original = w.pg.digests("app_staging");
+    let down = w.s.path("downgrade.sh");
+    executable(
+        &down,
+        "#!/bin/sh\nset -eu\ntest \"$DBPROMOTE_PHASE\" = rollback\n\
+         exec psql -X -q -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\" -c 'ALTER TABLE customers DROP COLUMN tier'\n",
+    );
+    w.release("development", "staging", "v1").succeeds();
+    let plan = w
+        .promote()
+        .args(["--rollback", "--to", "staging", "--dry-run", "--downgrade"])
+        .arg(&down)
+        .succeeds()
+        .stdout();
+    assert!(plan.contains("by downgrade"), "{plan}");
+    assert!(w
+        .columns("staging", "customers")
+        .contains(&"tier".to_string()));
+    w.promote()
+        .args(["--rollback", "--to", "staging", "--yes", "--downgrade"])
+        .arg(&down)
+        .succeeds();
+    assert!(!w
+        .columns("staging", "customers")
+        .contains(&"tier".to_string()));
+    let m = w.manifest("staging", "v1");
+    assert_eq!(m["status"], "rolled-back");
+    assert_eq!(m["rollback"]["method"], "downgrade");
+    assert_eq!(m["rollback"]["status"], "success");
+    assert_eq!(m["rollback"]["steps"][1]["name"], "downgrade");
+
+    // Released again, then written to, then rolled back from the pre-release backup.
+    w.release("development", "staging", "v1").succeeds();
+    assert_eq!(
+        w.manifest("staging", "v1")["previous_attempts"][0]["status"],
+        "rolled-back"
+    );
+    w.pg.psql(
+        "app_staging",
+        "INSERT INTO events(kind) VALUES ('after the release');",
+    );
+    let r = w
+        .promote()
+        .args(["--rollback", "--to", "staging", "--yes", "--restore-backup"])
+        .succeeds()
+        .stderr_has("will be lost from the live database")
+        .stderr_has("public.events 25 → 26 rows");
+    assert_eq!(w.pg.digests("app_staging"), original, "{}", r.stderr());
+    let m = w.manifest("staging", "v1");
+    assert_eq!(m["status"], "rolled-back");
+    assert_eq!(m["rollback"]["method"], "restore-backup");
+    let kept = m["rollback"]["kept_database"]
+        .as_str()
+        .expect("kept database");
+    assert!(
+        kept.starts_with("app_staging_dbpromote_rolledback_"),
+        "{kept}"
+    );
+    assert_eq!(
+        w.pg.count(kept, "events WHERE kind = 'after the release'"),
+        1
+    );
+    let audit = std::fs::read_to_string(w.store("staging").join("audit.log")).expect("audit");
+    assert_eq!(
+        audit.matches("\"action\":\"rollback\"").count(),
+        2,
+        "{audit}"
+    );
+    assert!(w.sides().iter().all(|d| d == kept), "{:?}", w.sides());
 }
 
 #[test]

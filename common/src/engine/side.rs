@@ -62,6 +62,8 @@ pub struct Swap {
     /// How long the target was unavailable: from refusing new connections
     /// (or taking the file's lock) to the renamed database accepting them.
     pub duration: Duration,
+    /// What the swap could not do fully (settings or grants not carried over).
+    pub notes: Vec<String>,
 }
 
 /// Where a target database lives, and where its side databases go.
@@ -341,6 +343,7 @@ impl Home for FileHome {
             waited,
             ended: Vec::new(),
             duration: clock.elapsed(),
+            notes: Vec::new(),
         })
     }
 }

@@ -40,8 +40,9 @@ the pre-release backup into a side database and swapping it in, after saying whi
 The database that was live is kept as <db>_dbpromote_rolledback_<stamp>.
 
 Commands run with `sh -c`, with DATABASE_URL (the password too, when the environment's URL has one),
-PGPASSWORD, DBPROMOTE_ENV, DBPROMOTE_VERSION and DBPROMOTE_PHASE (rehearsal, target, rollback) set;
-their output goes to stderr.
+PGPASSWORD, DBPROMOTE_ENV, DBPROMOTE_VERSION and DBPROMOTE_PHASE (rehearsal, target, downgrade,
+rollback) set; their output goes to stderr. A rollback's downgrade gets the version it undoes, the
+health check after it the version the environment is back on (empty if none).
 
 `--version V` names the release (a manifest name); `--version` without a value, or -V, prints
 dbpromote's own version.

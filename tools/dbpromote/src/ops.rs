@@ -360,7 +360,8 @@ pub(crate) fn shell(ctx: &Ctx, label: &str, cmd: &str, env: &[(String, String)])
     Err(Error::failed(msg))
 }
 
-/// Opens a store; in a dry run a missing local store is no error (`None`).
+/// Opens a store, creating a missing one; in a dry run it creates nothing,
+/// and a missing local store is no error (`None`).
 pub(crate) fn open_store(location: &str, dry_run: bool) -> Result<Option<Box<dyn Store>>> {
     match store::open(location, !dry_run) {
         Ok(s) => Ok(Some(s)),

@@ -56,11 +56,13 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     }
     ctx.require_confirmation_possible(&target.name)?;
     let store = ops::open_store(&target.store, a.dry_run)?;
-    let src_store = dbsafe::store::open(
-        &source.store,
-        a.backup.is_none() && !a.latest_verified && !a.dry_run,
-    )
-    .map_err(|e| e.context(format!("{}'s store", source.name)))?;
+    let take_snapshot = a.backup.is_none() && !a.latest_verified;
+    let src_store = match dbsafe::store::open(&source.store, take_snapshot && !a.dry_run) {
+        Ok(s) => Some(s),
+        // A dry run of a refresh whose snapshot would be the store's first.
+        Err(_) if a.dry_run && take_snapshot => None,
+        Err(e) => return Err(e.context(format!("{}'s store", source.name))),
+    };
     let _lock = match (&store, a.dry_run) {
         (Some(s), false) => Some(s.lock(&format!("promote-{}", target.name), ctx.lock_timeout)?),
         _ => None,
@@ -101,6 +103,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         .print(ctx);
     }
     let store = store.expect("opened with create outside dry runs");
+    let src_store = src_store.expect("opened with create outside dry runs");
     let mut m = Manifest::new(
         Kind::Refresh,
         &version,
@@ -290,6 +293,9 @@ pub(crate) fn swap_detail(s: &side::Swap, target: &str, kept: &str) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+    }
+    for n in &s.notes {
+        d.push_str(&format!("; warning: {n}"));
     }
     d
 }

@@ -13,7 +13,7 @@ use crate::{Ctx, EnvSpec, Plan};
 use dbsafe::engine::side::{self, Home};
 use dbsafe::engine::Engine;
 use dbsafe::meta::TableCount;
-use dbsafe::release::{self as rel, Kind, Manifest, Rollback};
+use dbsafe::release::{self as rel, Kind, Manifest, Rollback, Status};
 use dbsafe::{Error, ExitCode, Result, Store};
 
 /// How a promotion is undone.
@@ -49,6 +49,17 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     };
     let history = rel::history(store.as_ref(), &b)?;
     let m = rel::rollback_candidate(&history, a.version.as_deref(), &b)?.clone();
+    // After the rollback the environment is back on the release before this one.
+    let previous = history
+        .iter()
+        .rfind(|h| {
+            h.kind == Kind::Release
+                && h.status == Status::Success
+                && h.version != m.version
+                && h.started() < m.started()
+        })
+        .map(|h| h.version.clone())
+        .unwrap_or_default();
     let method = match m.kind {
         Kind::Refresh => Method::SwapPrevious,
         Kind::Release if !a.restore_backup && target.downgrade.is_some() => Method::Downgrade,
@@ -154,6 +165,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         backup,
         &kept,
         loss.as_deref(),
+        &previous,
     );
     rec.conclude_rollback(outcome)
 }
@@ -194,6 +206,7 @@ fn execute(
     backup: Option<ops::Backup>,
     kept: &str,
     loss: Option<&str>,
+    previous: &str,
 ) -> Result<()> {
     let b = &target.name;
     let version = rec.m.version.clone();
@@ -225,6 +238,8 @@ fn execute(
                 *d = ops::shell(ctx, "downgrade", &cmd, &env)?;
                 Ok(())
             })?;
+            // The health check checks the version the environment is back on.
+            let env = ops::command_env(home, &home.target(), b, previous, "rollback");
             match &target.health_check {
                 Some(h) => rec.step("health-check", |d| {
                     *d = ops::shell(ctx, "health check", h, &env)?;
