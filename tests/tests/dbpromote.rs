@@ -1062,3 +1062,97 @@ fn the_release_script_runs_the_runbook_from_development_to_production() {
         .env("RELEASE_YES", "1")
         .fails_with_code(4);
 }
+
+#[test]
+fn on_s3_stores_manifests_pin_the_source_backup_and_list_in_history() {
+    let s = Scene::new();
+    let server = dbsafe_tests::s3::S3Server::start(&s);
+    let prod = s.path("prod/app.db");
+    let staging = s.path("staging/app.db");
+    for p in [&prod, &staging] {
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+    }
+    sqlite::sample(&prod, 20);
+    sqlite::sample(&staging, 3);
+    let cfg = s.write(
+        "dbsafe.toml",
+        &format!(
+            "[defaults]\nchain = [\"staging\", \"production\"]\n\n\
+             [env.production]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n\n\
+             [env.staging]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n",
+            prod.display(),
+            server.url("production"),
+            staging.display(),
+            server.url("staging")
+        ),
+    );
+    let tool = |name: &str| server.tool(name).env("DBSAFE_CONFIG", &cfg);
+    tool("dbpromote")
+        .args([
+            "--refresh",
+            "--from",
+            "production",
+            "--to",
+            "staging",
+            "--yes",
+        ])
+        .succeeds();
+    let history = tool("dbpromote")
+        .args(["--history", "--to", "staging", "--json"])
+        .succeeds()
+        .json();
+    let version = history[0]["version"].as_str().expect("version").to_string();
+    let source = history[0]["source_backup"]["name"]
+        .as_str()
+        .expect("source backup")
+        .to_string();
+    let key = format!("releases/staging/{version}.json");
+    assert!(server
+        .keys("staging/releases")
+        .contains(&format!("staging/{key}")));
+    assert!(server
+        .keys("production/releases")
+        .contains(&format!("production/{key}")));
+
+    // A newer, verified backup of production: only the manifest keeps the refresh's source.
+    tool("dbsnap")
+        .arg(format!("sqlite:{}", prod.display()))
+        .args(["--env", "production", "--to", &server.url("production")])
+        .succeeds();
+    tool("dbverify")
+        .args(["--store", &server.url("production"), "--latest"])
+        .succeeds();
+    tool("dbprune")
+        .args(["--store", &server.url("production"), "--keep-last", "1"])
+        .succeeds();
+    let left: Vec<String> = server
+        .keys("production/backups")
+        .into_iter()
+        .filter(|k| k.ends_with(".sqlite.zst") && !k.contains("_latest."))
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.contains(&format!("production/backups/{source}")),
+        "{left:?}"
+    );
+
+    tool("dbpromote")
+        .args(["--rollback", "--to", "staging", "--yes"])
+        .succeeds();
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(server.object_path(&format!("staging/{key}"))).expect("manifest object"),
+    )
+    .expect("JSON");
+    assert_eq!(m["status"], "rolled-back");
+    let audit_log = server
+        .env_via(&server.endpoint())
+        .into_iter()
+        .find(|(k, _)| k == "DBSAFE_AUDIT_LOG")
+        .map(|(_, v)| v)
+        .expect("audit log path");
+    let audit = std::fs::read_to_string(audit_log).expect("audit log");
+    assert!(
+        audit.contains("\"action\":\"refresh\"") && audit.contains("\"action\":\"rollback\""),
+        "{audit}"
+    );
+}
