@@ -13,6 +13,8 @@
 
 #[path = "pgbase.rs"]
 mod base;
+#[path = "pgcount.rs"]
+mod count;
 #[path = "pgside.rs"]
 pub(super) mod side;
 
@@ -779,22 +781,10 @@ impl Engine for Postgres {
         let mut dump = Child::spawn("pg_dump", cmd)?;
         let mut dump_out = dump.child.stdout.take().expect("piped stdout");
 
-        // Count inside the exported snapshot while pg_dump streams it.
-        if let Err(e) = psql.send(&count_query(&opts.tables, &opts.exclude_tables)) {
-            dump.kill();
-            return Err(e);
-        }
-        let (copied, counts) = std::thread::scope(|s| {
-            let stdout = &mut psql.stdout;
-            let marker = psql.marker.as_str();
-            let counter = s.spawn(move || Psql::read_batch(stdout, marker));
-            let copied = crate::pipeline::copy(&mut dump_out, out);
-            if copied.is_err() {
-                // Stop the session too, so the count does not run on for nothing.
-                let _ = psql.child.child.kill();
-            }
-            (copied, counter.join())
-        });
+        // Rows are counted off the dump stream as it passes: exactly what
+        // the dump holds, without scanning the tables a second time.
+        let mut counter = count::DumpCounter::new(out);
+        let copied = crate::pipeline::copy(&mut dump_out, &mut counter);
         drop(dump_out);
         if let Err(e) = copied {
             dump.kill();
@@ -802,19 +792,18 @@ impl Engine for Postgres {
             return Err(Error::from(e).context("streaming pg_dump's output"));
         }
         dump.finish(&format!("pg_dump of {} failed", self.url()))?;
-        let lines = match counts {
-            Ok(Ok(Some(lines))) => lines,
-            Ok(Ok(None)) => return Err(psql.died().context("counting rows")),
-            Ok(Err(e)) => return Err(Error::failed(format!("reading row counts from psql: {e}"))),
-            Err(_) => return Err(Error::failed("the row count thread panicked")),
+        let (tables, counted) = match counter.counts() {
+            Some(t) => (t, "from the dump stream"),
+            // A dump format this build does not read: count in the dump's
+            // snapshot, held open until now for exactly this.
+            None => (parse_counts(&psql.query(&count_query(&opts.tables, &opts.exclude_tables))?)?, "in the dump's snapshot"),
         };
-        let tables = parse_counts(&lines)?;
-        // Held open until now: the snapshot pg_dump imported lives as long as this transaction.
         psql.query("COMMIT;")?;
         psql.finish()?;
 
         let mut extra = serde_json::Map::new();
         extra.insert("pg_dump_format".into(), "custom".into());
+        extra.insert("row_counts".into(), counted.into());
         Ok(SnapshotInfo {
             tables,
             engine_version: server_version,
