@@ -21,6 +21,8 @@ pub enum Fault {
     DropAfter(u64),
     /// Once: cut the connection that carries the server's N-th byte.
     DropReplyAfter(u64),
+    /// Once: flip the bits of the client's N-th byte (counted over all connections).
+    CorruptAfter(u64),
     /// Hold every chunk, both ways, back by `by` on the first `connections` connections.
     Delay {
         /// How long each chunk waits.
@@ -44,6 +46,8 @@ pub struct Stats {
     pub server_bytes: AtomicU64,
     /// Connections cut by [`Fault::DropAfter`] or [`Fault::DropReplyAfter`].
     pub drops: AtomicUsize,
+    /// Bytes flipped by [`Fault::CorruptAfter`].
+    pub corrupted: AtomicUsize,
     /// Requests answered with 503.
     pub refused: AtomicUsize,
 }
@@ -115,33 +119,61 @@ fn serve(
         Fault::Delay { by, connections } if conn_no < *connections => Some(*by),
         _ => None,
     };
-    let (drop_request_at, drop_reply_at) = match fault {
-        Fault::DropAfter(n) => (Some(*n), None),
-        Fault::DropReplyAfter(n) => (None, Some(*n)),
-        _ => (None, None),
+    let (drop_request_at, drop_reply_at, corrupt_at) = match fault {
+        Fault::DropAfter(n) => (Some(*n), None, None),
+        Fault::DropReplyAfter(n) => (None, Some(*n), None),
+        Fault::CorruptAfter(n) => (None, None, Some(*n)),
+        _ => (None, None, None),
     };
-    // Counts a chunk; false when it crosses the cut-off and the fault has not fired yet.
-    let cut =
-        |counter: &AtomicU64, at: Option<u64>, chunk: usize, stats: &Stats, fired: &AtomicBool| {
-            let before = counter.fetch_add(chunk as u64, Ordering::SeqCst);
-            match at {
-                Some(n) if before + chunk as u64 >= n && !fired.swap(true, Ordering::SeqCst) => {
-                    stats.drops.fetch_add(1, Ordering::SeqCst);
-                    false
-                }
-                _ => true,
+    // Counts a chunk and applies the fault when the chunk holds its byte:
+    // flips it (corrupt_at), or says stop (drop_at).
+    let fault_in = |counter: &AtomicU64,
+                    drop_at: Option<u64>,
+                    corrupt_at: Option<u64>,
+                    chunk: &mut [u8],
+                    stats: &Stats,
+                    fired: &AtomicBool| {
+        let before = counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        let end = before + chunk.len() as u64;
+        let holds = |n: u64| n >= before && n < end;
+        if let Some(n) = corrupt_at.filter(|n| holds(*n)) {
+            if !fired.swap(true, Ordering::SeqCst) {
+                chunk[(n - before) as usize] ^= 0xff;
+                stats.corrupted.fetch_add(1, Ordering::SeqCst);
             }
-        };
+        }
+        match drop_at {
+            Some(n) if holds(n) && !fired.swap(true, Ordering::SeqCst) => {
+                stats.drops.fetch_add(1, Ordering::SeqCst);
+                false
+            }
+            _ => true,
+        }
+    };
     let (c2, s2) = (client.try_clone()?, server.try_clone()?);
     let (stats2, fired2) = (Arc::clone(&stats), Arc::clone(&fired));
     let back = std::thread::spawn(move || {
         let _ = pump(s2, c2, delay, |chunk| {
-            cut(&stats2.server_bytes, drop_reply_at, chunk, &stats2, &fired2)
+            fault_in(
+                &stats2.server_bytes,
+                drop_reply_at,
+                None,
+                chunk,
+                &stats2,
+                &fired2,
+            )
         });
     });
     let (c3, s3) = (client.try_clone()?, server.try_clone()?);
     let _ = pump(client, server, delay, |chunk| {
-        cut(&stats.client_bytes, drop_request_at, chunk, &stats, &fired)
+        fault_in(
+            &stats.client_bytes,
+            drop_request_at,
+            corrupt_at,
+            chunk,
+            &stats,
+            &fired,
+        )
     });
     let _ = back.join();
     let _ = c3.shutdown(Shutdown::Both);
@@ -149,12 +181,12 @@ fn serve(
     Ok(())
 }
 
-/// Copies `from` to `to` until EOF, or until `go_on(chunk length)` says stop.
+/// Copies `from` to `to` until EOF, or until `go_on(chunk)` says stop; it may alter the chunk.
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     delay: Option<Duration>,
-    mut go_on: impl FnMut(usize) -> bool,
+    mut go_on: impl FnMut(&mut [u8]) -> bool,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -166,7 +198,7 @@ fn pump(
         if let Some(d) = delay {
             std::thread::sleep(d);
         }
-        if !go_on(n) {
+        if !go_on(&mut buf[..n]) {
             // Forward half of the chunk, then cut: the server sees a truncated body.
             let _ = to.write_all(&buf[..n / 2]);
             let _ = from.shutdown(Shutdown::Both);

@@ -455,6 +455,38 @@ fn a_connection_reset_mid_part_is_retried_and_the_artifact_verifies() {
     assert!(server.pending_uploads().is_empty());
 }
 
+/// One flipped byte on the wire, in a single PUT (s3s-fs checks its
+/// Content-MD5) and in a part (the client checks the part's ETag).
+#[test]
+fn a_byte_damaged_on_the_way_is_caught_by_its_md5_and_sent_again() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    for (prefix, mb) in [("single", 3), ("multi", 12)] {
+        let db = big_db(&s, &format!("{prefix}.db"), mb);
+        let proxy = FaultProxy::start(server.port, Fault::CorruptAfter(1 << 20));
+        let store = server.url(prefix);
+        server
+            .tool_via("dbsnap", &proxy.endpoint())
+            .arg(db_url(&db))
+            .args(["--to", &store, "--compress", "none"])
+            .env("DBSAFE_S3_PART_SIZE", "5M")
+            .succeeds()
+            .stderr_has("BadDigest")
+            .stderr_has("retrying");
+        assert_eq!(
+            proxy
+                .stats
+                .corrupted
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        server
+            .tool("dbverify")
+            .args(["--store", &store, "--latest", "--level", "quick"])
+            .succeeds();
+    }
+}
+
 #[test]
 fn a_download_cut_mid_body_resumes_with_a_range_request() {
     let s = Scene::new();

@@ -44,7 +44,12 @@ impl Failure {
                 matches!(status, 429 | 500 | 502 | 503 | 504)
                     || matches!(
                         code.as_str(),
-                        "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable"
+                        "SlowDown"
+                            | "RequestTimeout"
+                            | "InternalError"
+                            | "ServiceUnavailable"
+                            // The bytes were damaged on the way; ours are intact.
+                            | "BadDigest"
                     )
             }
         }

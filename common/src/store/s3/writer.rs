@@ -14,7 +14,8 @@
 //! need it (32 MiB parts from 16 GiB on, 64 MiB from 47 GiB on, ...).
 //!
 //! Every part and every single PUT carries its Content-MD5, which S3
-//! verifies before it stores the bytes. The object appears under its key
+//! verifies before it stores the bytes; the ETag of the answer is checked
+//! too, for servers that skip that check. The object appears under its key
 //! only when CompleteMultipartUpload (or the single PUT) succeeds; a writer
 //! dropped without commit aborts the upload, and so does an interrupted
 //! tool (through [`crate::cleanup::ActionGuard`]). A writer killed outright
@@ -53,9 +54,47 @@ pub(super) fn content_md5(data: &[u8]) -> ([u8; 16], String) {
     (digest, b64)
 }
 
+/// The ETag of an upload's answer, or a (retryable) `BadDigest` failure when
+/// the ETag shows the server stored other bytes than were sent.
+///
+/// The server checks Content-MD5 itself; this also covers servers that do
+/// not (s3s-fs ignores it on UploadPart). An ETag is the MD5 of the bytes
+/// except under SSE-KMS or SSE-C, which the answer's headers announce.
+fn checked_etag(
+    resp: &ureq::Response,
+    digest: &[u8; 16],
+    what: &str,
+) -> std::result::Result<String, Failure> {
+    let etag = resp
+        .header("etag")
+        .map(str::to_string)
+        .ok_or_else(|| Failure::Transport("no ETag in the answer".into()))?;
+    let not_md5 = resp
+        .header("x-amz-server-side-encryption")
+        .is_some_and(|v| v.starts_with("aws:kms"))
+        || resp
+            .header("x-amz-server-side-encryption-customer-algorithm")
+            .is_some();
+    let stored = etag.trim_matches('"');
+    let sent = hex::encode(digest);
+    if !not_md5
+        && stored.len() == 32
+        && stored.chars().all(|c| c.is_ascii_hexdigit())
+        && !stored.eq_ignore_ascii_case(&sent)
+    {
+        return Err(Failure::Status {
+            status: 400,
+            code: "BadDigest".into(),
+            message: format!("the server stored {what} with MD5 {stored}, not {sent}"),
+            bucket_region: None,
+        });
+    }
+    Ok(etag)
+}
+
 /// Uploads `data` as the whole object `key` with one PUT (retried: the bytes are in memory).
 pub(super) fn put_object(client: &Client, key: &str, data: &[u8]) -> Result<()> {
-    let (_, md5) = content_md5(data);
+    let (digest, md5) = content_md5(data);
     client.call(
         &Op {
             verb: "upload",
@@ -65,9 +104,8 @@ pub(super) fn put_object(client: &Client, key: &str, data: &[u8]) -> Result<()> 
             let mut action = client.bucket.put_object(Some(&client.credentials), key);
             action.headers_mut().insert("content-md5", md5.clone());
             let url = client.sign(&action);
-            client
-                .send("PUT", &url, &[("content-md5", &md5)], Some(data))
-                .map(drop)
+            let resp = client.send("PUT", &url, &[("content-md5", &md5)], Some(data))?;
+            checked_etag(&resp, &digest, "the object").map(drop)
         },
     )
 }
@@ -448,9 +486,7 @@ fn upload_part(client: &Client, key: &str, upload_id: &str, part: &Part, shared:
             action.headers_mut().insert("content-md5", md5.clone());
             let url = client.sign(&action);
             let resp = client.send("PUT", &url, &[("content-md5", &md5)], Some(&part.data))?;
-            resp.header("etag")
-                .map(str::to_string)
-                .ok_or_else(|| Failure::Transport("no ETag in the answer".into()))
+            checked_etag(&resp, &digest, &format!("part {}", part.number))
         },
     );
     match result {
