@@ -1156,3 +1156,113 @@ fn on_s3_stores_manifests_pin_the_source_backup_and_list_in_history() {
         "{audit}"
     );
 }
+
+#[test]
+fn duckdb_refreshes_refuse_a_database_held_open_and_roll_back() {
+    use dbsafe_tests::duckdb;
+    let s = Scene::new();
+    let prod = s.path("prod/app.duckdb");
+    let staging = s.path("staging/app.duckdb");
+    for p in [&prod, &staging] {
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+    }
+    duckdb::fixture(&prod, 30);
+    duckdb::fixture(&staging, 5);
+    let mask = s.write("mask.sql", "UPDATE customers SET name = 'Customer ' || id;");
+    let cfg = s.write(
+        "dbsafe.toml",
+        &format!(
+            "[defaults]\nchain = [\"staging\", \"production\"]\n\n\
+             [env.production]\nurl = \"duckdb:{}\"\nstore = \"{}\"\nsensitive = true\n\n\
+             [env.staging]\nurl = \"duckdb:{}\"\nstore = \"{}\"\n",
+            prod.display(),
+            s.path("store-prod").display(),
+            staging.display(),
+            s.path("store-staging").display()
+        ),
+    );
+    let digest = |p: &Path| duckdb::sql(p, "SELECT count(*), sum(hash(name)) FROM customers;");
+    let refresh = || {
+        Cmd::tool("dbpromote")
+            .env("DBSAFE_CONFIG", &cfg)
+            .args([
+                "--refresh",
+                "--from",
+                "production",
+                "--to",
+                "staging",
+                "--yes",
+                "--sanitize",
+            ])
+            .arg(&mask)
+    };
+    let before = digest(&staging);
+
+    // Another process holding staging open refuses the swap, even after a grace period.
+    let mut holder = Command::new(duckdb::cli())
+        .args(["-batch", "-init", "/dev/null"])
+        .arg(&staging)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start duckdb");
+    // Opened once it has a descriptor on the file (probing by opening it
+    // ourselves could take the lock first and make it give up).
+    let holds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == staging))
+            })
+            .unwrap_or(false)
+    };
+    let start = Instant::now();
+    while !holds(holder.id()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "duckdb never opened staging"
+        );
+        assert!(
+            holder.try_wait().expect("holder").is_none(),
+            "duckdb exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    refresh()
+        .fails_with_code(4)
+        .stderr_has("1 session(s) connected to app.duckdb: pid ");
+    refresh()
+        .args(["--grace", "1s"])
+        .fails_with_code(4)
+        .stderr_has("past the grace period");
+    drop(holder.stdin.take());
+    holder.wait().expect("duckdb ends");
+    assert_eq!(digest(&staging), before);
+    let leftovers: Vec<String> = std::fs::read_dir(staging.parent().expect("dir"))
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("_dbpromote_"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    refresh().succeeds();
+    assert_eq!(
+        duckdb::sql(&staging, "SELECT count(*) FROM customers;").trim(),
+        "30"
+    );
+    assert_eq!(
+        duckdb::sql(
+            &staging,
+            "SELECT count(*) FROM customers WHERE name NOT LIKE 'Customer %';"
+        )
+        .trim(),
+        "0"
+    );
+    Cmd::tool("dbpromote")
+        .env("DBSAFE_CONFIG", &cfg)
+        .args(["--rollback", "--to", "staging", "--yes"])
+        .succeeds();
+    assert_eq!(digest(&staging), before);
+}

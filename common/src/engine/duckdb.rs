@@ -35,6 +35,9 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "duckside.rs"]
+pub(super) mod side;
+
 /// Where the `duckdb` CLI comes from.
 const PACKAGE: &str =
     "the DuckDB CLI (`pip install duckdb-cli`, or the duckdb binary from duckdb.org)";

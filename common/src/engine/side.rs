@@ -2,8 +2,8 @@
 //!
 //! A promotion never rebuilds a target in place when it can avoid it: it
 //! restores into a *side* database next to the target (a new database on
-//! the same PostgreSQL server, a file in the same directory for SQLite),
-//! works on that, and swaps it in by renaming, keeping the old database
+//! the same PostgreSQL server, a file in the same directory for SQLite and
+//! DuckDB), works on that, and swaps it in by renaming, keeping the old database
 //! under another name as the rollback point. A [`Home`] is where a target
 //! lives and where its sides go; [`home`] gives the one of a URL, so tools
 //! never match on the engine.
@@ -41,7 +41,11 @@ pub struct Session {
 
 impl fmt::Display for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pid {} ({}@{}", self.pid, self.user, self.database)?;
+        write!(f, "pid {} (", self.pid)?;
+        if !self.user.is_empty() {
+            write!(f, "{}@", self.user)?;
+        }
+        f.write_str(&self.database)?;
         if !self.application.is_empty() {
             write!(f, ", {}", self.application)?;
         }
@@ -109,6 +113,9 @@ pub fn home(url: &str) -> Result<Box<dyn Home>> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         return Ok(Box::new(FileHome::new(super::sqlite::path_of(path))?));
     }
+    if let Some(path) = url.strip_prefix("duckdb:") {
+        return super::duckdb::side::home(super::duckdb::path_of(path));
+    }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return super::postgres::side::home(url);
     }
@@ -116,7 +123,7 @@ pub fn home(url: &str) -> Result<Box<dyn Home>> {
     Err(Error::usage(format!(
         "side databases and swaps are not supported for {scheme:?} URLs"
     ))
-    .hint("dbpromote works with postgres:// and sqlite: targets"))
+    .hint("dbpromote works with postgres://, sqlite: and duckdb: targets"))
 }
 
 /// `<db>_dbpromote_<tag>`, with `db` shortened (never the tag) to fit `max` bytes.
@@ -148,14 +155,18 @@ pub(crate) fn wait_for(limit: Duration, mut cond: impl FnMut() -> Result<bool>) 
     }
 }
 
-/// A SQLite database file; its sides are files in the same directory.
-struct FileHome {
-    dir: PathBuf,
-    file: String,
+/// A database file and its directory, where its sides go as files named
+/// `<stem>_dbpromote_<tag><ext>`.
+pub(crate) struct FilePlace {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The target's file name.
+    pub file: String,
 }
 
-impl FileHome {
-    fn new(path: PathBuf) -> Result<FileHome> {
+impl FilePlace {
+    /// The place of the file at `path`.
+    pub fn new(path: PathBuf) -> Result<FilePlace> {
         let file = path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -165,10 +176,11 @@ impl FileHome {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        Ok(FileHome { dir, file })
+        Ok(FilePlace { dir, file })
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    /// The path of the file `name` in the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
@@ -177,6 +189,67 @@ impl FileHome {
             Some(i) if i > 0 => (&self.file[..i], &self.file[i..]),
             _ => (&self.file, ""),
         }
+    }
+
+    /// [`Home::side_name`] for files.
+    pub fn side_name(&self, tag: &str) -> String {
+        let (stem, ext) = self.stem_ext();
+        format!("{stem}{MARK}{tag}{ext}")
+    }
+
+    /// [`Home::sides`] for files.
+    pub fn sides(&self, kind: &str) -> Result<Vec<String>> {
+        let (stem, ext) = self.stem_ext();
+        let prefix = format!("{stem}{MARK}{kind}");
+        let mut out: Vec<String> = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::failed(format!("listing {}: {e}", self.dir.display())))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix) && n.ends_with(ext))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Checks a file swap's preconditions: the side and the target exist, `keep_as` does not.
+    pub fn check_swap(&self, side: &str, keep_as: &str) -> Result<()> {
+        let (target, side, keep) = (self.path(&self.file), self.path(side), self.path(keep_as));
+        if !side.is_file() {
+            return Err(Error::not_found(format!(
+                "{} does not exist",
+                side.display()
+            )));
+        }
+        if keep.exists() {
+            return Err(Error::refused(format!(
+                "{} already exists; nothing was changed",
+                keep.display()
+            )));
+        }
+        if !target.is_file() {
+            return Err(Error::not_found(format!(
+                "{} does not exist",
+                target.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A SQLite database file; its sides are files in the same directory.
+struct FileHome {
+    place: FilePlace,
+}
+
+impl FileHome {
+    fn new(path: PathBuf) -> Result<FileHome> {
+        Ok(FileHome {
+            place: FilePlace::new(path)?,
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.place.path(name)
     }
 
     fn open(&self, name: &str) -> Result<rusqlite::Connection> {
@@ -198,12 +271,11 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 
 impl Home for FileHome {
     fn target(&self) -> String {
-        self.file.clone()
+        self.place.file.clone()
     }
 
     fn side_name(&self, tag: &str) -> String {
-        let (stem, ext) = self.stem_ext();
-        format!("{stem}{MARK}{tag}{ext}")
+        self.place.side_name(tag)
     }
 
     fn engine_of(&self, name: &str) -> Result<Box<dyn Engine>> {
@@ -222,16 +294,7 @@ impl Home for FileHome {
     }
 
     fn sides(&self, kind: &str) -> Result<Vec<String>> {
-        let (stem, ext) = self.stem_ext();
-        let prefix = format!("{stem}{MARK}{kind}");
-        let mut out: Vec<String> = std::fs::read_dir(&self.dir)
-            .map_err(|e| Error::failed(format!("listing {}: {e}", self.dir.display())))?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(&prefix) && n.ends_with(ext))
-            .collect();
-        out.sort();
-        Ok(out)
+        self.place.sides(kind)
     }
 
     fn run_sql_file(&self, name: &str, file: &Path) -> Result<()> {
@@ -261,24 +324,10 @@ impl Home for FileHome {
     }
 
     fn swap(&self, side: &str, keep_as: &str, grace: Option<Duration>) -> Result<Swap> {
-        let (target, side_path, keep) =
-            (self.path(&self.file), self.path(side), self.path(keep_as));
-        if !side_path.is_file() {
-            return Err(Error::not_found(format!(
-                "{} does not exist",
-                side_path.display()
-            )));
-        }
-        if keep.exists() {
-            return Err(Error::refused(format!("{} already exists", keep.display())));
-        }
-        if !target.is_file() {
-            return Err(Error::not_found(format!(
-                "{} does not exist",
-                target.display()
-            )));
-        }
-        let conn = self.open(&self.file)?;
+        self.place.check_swap(side, keep_as)?;
+        let file = &self.place.file;
+        let (target, side_path, keep) = (self.path(file), self.path(side), self.path(keep_as));
+        let conn = self.open(file)?;
         let wait = grace.unwrap_or(Duration::ZERO);
         conn.busy_timeout(wait)
             .map_err(sqlite_err("busy timeout"))?;
@@ -331,7 +380,7 @@ impl Home for FileHome {
                 side_path.display()
             )));
         }
-        crate::fsutil::fsync_dir(&self.dir)?;
+        crate::fsutil::fsync_dir(&self.place.dir)?;
         drop(conn);
         // The old file's empty WAL and index must not be taken for the new one's.
         let wal = PathBuf::from(format!("{}-wal", target.display()));

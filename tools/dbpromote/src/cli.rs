@@ -44,6 +44,10 @@ PGPASSWORD, DBPROMOTE_ENV, DBPROMOTE_VERSION and DBPROMOTE_PHASE (rehearsal, tar
 rollback) set; their output goes to stderr. A rollback's downgrade gets the version it undoes, the
 health check after it the version the environment is back on (empty if none).
 
+Engines: PostgreSQL (side databases on the target's server; connect as the role that owns the
+application's objects, since a restore gives them to the connecting role), SQLite and DuckDB (side
+files next to the target; a process holding a DuckDB file open is waited for up to --grace).
+
 `--version V` names the release (a manifest name); `--version` without a value, or -V, prints
 dbpromote's own version.
 

@@ -87,7 +87,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
-        .hint("stop the clients, or pass --grace D to end their sessions after D"));
+        .hint("stop the clients, or pass --grace D: PostgreSQL sessions are ended after D, a process holding a file is waited for up to D"));
     }
     let version = rel::refresh_version(chrono::Utc::now());
     if a.dry_run {

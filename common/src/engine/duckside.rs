@@ -1,0 +1,175 @@
+//! DuckDB side files: sides are files next to the target, swapped in by
+//! rename under the target's write lock.
+//!
+//! DuckDB lets no other process open a database while one has it open for
+//! writing, and takes its locks with `fcntl`: holding the target's write
+//! lock proves nobody has it open, and keeps it so while the files move.
+//! The old database keeps its WAL under its new name; the side is
+//! checkpointed first, so it is one file.
+
+use super::{cli, holder_text, wal_of, Duckdb, FileLock, Open};
+use crate::engine::side::{FilePlace, Home, Session, Swap};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A DuckDB database file; its sides are files in the same directory.
+struct DuckHome {
+    place: FilePlace,
+}
+
+/// The home of a `duckdb:` target.
+pub(crate) fn home(path: PathBuf) -> Result<Box<dyn Home>> {
+    Ok(Box::new(DuckHome {
+        place: FilePlace::new(path)?,
+    }))
+}
+
+fn in_use(path: &Path, pid: Option<i32>, waited: bool) -> Error {
+    Error::refused(format!(
+        "DuckDB database {} is held open by {}{}; it cannot be swapped while another process has it open, and nothing was changed",
+        path.display(),
+        holder_text(pid),
+        if waited { " past the grace period" } else { "" }
+    ))
+    .hint("stop the application's use of it (or have it DETACH the database), or pass --grace D to wait for that")
+}
+
+impl Home for DuckHome {
+    fn target(&self) -> String {
+        self.place.file.clone()
+    }
+
+    fn side_name(&self, tag: &str) -> String {
+        self.place.side_name(tag)
+    }
+
+    fn engine_of(&self, name: &str) -> Result<Box<dyn Engine>> {
+        Ok(Box::new(Duckdb::new(self.place.path(name))))
+    }
+
+    fn child_env(&self, name: &str) -> Vec<(String, String)> {
+        vec![(
+            "DATABASE_URL".into(),
+            format!("duckdb:{}", self.place.path(name).display()),
+        )]
+    }
+
+    fn exists(&self, name: &str) -> Result<bool> {
+        Ok(self.place.path(name).is_file())
+    }
+
+    fn sides(&self, kind: &str) -> Result<Vec<String>> {
+        self.place.sides(kind)
+    }
+
+    fn run_sql_file(&self, name: &str, file: &Path) -> Result<()> {
+        let sql = std::fs::read_to_string(file)
+            .map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))?;
+        let path = self.place.path(name);
+        // -bail stops at the first error, before COMMIT: the CLI's exit rolls it all back.
+        cli(
+            Open::ReadWrite(&path),
+            &format!("BEGIN TRANSACTION;\n{sql}\n;\nCOMMIT;\n"),
+            &format!(
+                "{} failed on {} (rolled back)",
+                file.display(),
+                path.display()
+            ),
+        )
+        .map(drop)
+    }
+
+    fn sessions(&self, names: &[&str]) -> Result<Vec<Session>> {
+        let mut out = Vec::new();
+        for name in names {
+            let path = self.place.path(name);
+            if !path.is_file() {
+                continue;
+            }
+            if let Err(pid) = FileLock::take(&path, true)? {
+                out.push(Session {
+                    pid: pid.map(i64::from).unwrap_or(0),
+                    database: name.to_string(),
+                    user: String::new(),
+                    application: pid
+                        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+                        .map(|c| c.trim().to_string())
+                        .unwrap_or_default(),
+                    client: String::new(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn swap(&self, side: &str, keep_as: &str, grace: Option<Duration>) -> Result<Swap> {
+        self.place.check_swap(side, keep_as)?;
+        let file = &self.place.file;
+        let (target, side_path, keep) = (
+            self.place.path(file),
+            self.place.path(side),
+            self.place.path(keep_as),
+        );
+        if wal_of(&side_path).exists() {
+            cli(
+                Open::ReadWrite(&side_path),
+                "CHECKPOINT;",
+                &format!("checkpointing {}", side_path.display()),
+            )?;
+        }
+        let start = Instant::now();
+        let lock = loop {
+            match FileLock::take(&target, true)? {
+                Ok(lock) => break lock,
+                Err(pid) => match grace {
+                    Some(g) if start.elapsed() < g => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    _ => return Err(in_use(&target, pid, grace.is_some())),
+                },
+            }
+        };
+        let waited = start.elapsed();
+        let clock = Instant::now();
+        std::fs::hard_link(&target, &keep).map_err(|e| {
+            Error::failed(format!(
+                "keeping {} as {}: {e}",
+                target.display(),
+                keep.display()
+            ))
+        })?;
+        // The old WAL belongs to the old database: it goes with it.
+        let (wal, keep_wal) = (wal_of(&target), wal_of(&keep));
+        let wal_moved = match std::fs::rename(&wal, &keep_wal) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                let _ = std::fs::remove_file(&keep);
+                return Err(Error::failed(format!(
+                    "moving {} aside: {e}; nothing was changed",
+                    wal.display()
+                )));
+            }
+        };
+        if let Err(e) = std::fs::rename(&side_path, &target) {
+            if wal_moved {
+                let _ = std::fs::rename(&keep_wal, &wal);
+            }
+            let _ = std::fs::remove_file(&keep);
+            return Err(Error::failed(format!(
+                "moving {} into place: {e}; nothing was changed",
+                side_path.display()
+            )));
+        }
+        crate::fsutil::fsync_dir(&self.place.dir)?;
+        drop(lock);
+        Ok(Swap {
+            waited,
+            ended: Vec::new(),
+            duration: clock.elapsed(),
+            notes: Vec::new(),
+        })
+    }
+}
