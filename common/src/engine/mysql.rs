@@ -497,69 +497,126 @@ impl DumpScanner {
         self.state = State::Line;
     }
 
-    /// Feeds the next bytes of the dump.
-    pub fn feed(&mut self, buf: &[u8]) {
-        for &b in buf {
-            match self.state {
-                State::Values {
-                    table,
-                    mut depth,
-                    mut quote,
-                    mut escape,
-                    mut closed,
-                } => {
-                    if quote != 0 {
-                        if escape {
-                            escape = false;
-                        } else if b == b'\\' {
+    /// Keeps the last non-blank bytes of `bytes` in `tail`.
+    fn note_tail_slice(&mut self, bytes: &[u8]) {
+        let mut last: Vec<u8> = bytes
+            .iter()
+            .rev()
+            .filter(|b| !b.is_ascii_whitespace())
+            .take(8)
+            .copied()
+            .collect();
+        last.reverse();
+        self.tail.extend_from_slice(&last);
+        let excess = self.tail.len().saturating_sub(8);
+        self.tail.drain(..excess);
+    }
+
+    /// Scans an INSERT's VALUES from `buf[start..]`; returns where it stopped
+    /// (the end of `buf`, or just past the statement's end).
+    ///
+    /// The hot loop of the whole scanner: it jumps from one byte that
+    /// matters to the next instead of looking at every byte.
+    fn scan_values(&mut self, buf: &[u8], start: usize) -> usize {
+        let State::Values {
+            table,
+            mut depth,
+            mut quote,
+            mut escape,
+            mut closed,
+        } = self.state
+        else {
+            return start;
+        };
+        let special = |b: &u8| matches!(b, b'(' | b')' | b'\'' | b'"' | b';');
+        let mut i = start;
+        while i < buf.len() {
+            if quote != 0 {
+                if escape {
+                    escape = false;
+                    i += 1;
+                    continue;
+                }
+                match buf[i..].iter().position(|&b| b == b'\\' || b == quote) {
+                    None => i = buf.len(),
+                    Some(p) => {
+                        i += p;
+                        if buf[i] == b'\\' {
                             escape = true;
-                        } else if b == quote {
+                        } else {
                             closed = quote;
                             quote = 0;
                         }
-                    } else if closed != 0 && b == closed {
-                        // '' inside a string: still the same string.
-                        quote = closed;
-                        closed = 0;
-                    } else {
-                        closed = 0;
-                        match b {
-                            b'(' => {
-                                if depth == 0 {
-                                    self.tables[table].1 += 1;
-                                }
-                                depth += 1;
-                            }
-                            b')' => {
-                                depth -= 1;
-                                if depth < 0 {
-                                    self.problems.push(format!(
-                                        "unbalanced parentheses in an INSERT into `{}`",
-                                        self.tables[table].0
-                                    ));
-                                    self.state = State::Skip;
-                                    continue;
-                                }
-                            }
-                            b'\'' | b'"' => quote = b,
-                            b';' if depth == 0 => {
-                                self.tail.clear();
-                                self.tail.push(b';');
-                                self.state = State::Skip;
-                                continue;
-                            }
-                            _ => {}
-                        }
+                        i += 1;
                     }
-                    self.state = State::Values {
-                        table,
-                        depth,
-                        quote,
-                        escape,
-                        closed,
-                    };
                 }
+                continue;
+            }
+            if closed != 0 {
+                // '' inside a string: still the same string.
+                if buf[i] == closed {
+                    quote = closed;
+                    i += 1;
+                }
+                closed = 0;
+                continue;
+            }
+            match buf[i..].iter().position(special) {
+                None => {
+                    i = buf.len();
+                    continue;
+                }
+                Some(p) => i += p,
+            }
+            let b = buf[i];
+            i += 1;
+            match b {
+                b'(' => {
+                    if depth == 0 {
+                        self.tables[table].1 += 1;
+                    }
+                    depth += 1;
+                }
+                b')' => {
+                    depth -= 1;
+                    if depth < 0 {
+                        self.problems.push(format!(
+                            "unbalanced parentheses in an INSERT into `{}`",
+                            self.tables[table].0
+                        ));
+                        self.state = State::Skip;
+                        return i;
+                    }
+                }
+                b';' if depth == 0 => {
+                    self.tail.clear();
+                    self.tail.push(b';');
+                    self.state = State::Skip;
+                    return i;
+                }
+                b';' => {}
+                q => quote = q,
+            }
+        }
+        self.state = State::Values {
+            table,
+            depth,
+            quote,
+            escape,
+            closed,
+        };
+        i
+    }
+
+    /// Feeds the next bytes of the dump.
+    pub fn feed(&mut self, buf: &[u8]) {
+        let mut i = 0;
+        while i < buf.len() {
+            match self.state {
+                State::Values { .. } => i = self.scan_values(buf, i),
                 State::Line => {
+                    let b = buf[i];
+                    i += 1;
                     if b == b'\n' {
                         self.end_of_line();
                         continue;
@@ -568,13 +625,17 @@ impl DumpScanner {
                     self.line.push(b);
                     self.classify();
                 }
-                State::Skip => {
-                    if b == b'\n' {
+                State::Skip => match buf[i..].iter().position(|&b| b == b'\n') {
+                    Some(p) => {
+                        self.note_tail_slice(&buf[i..i + p]);
+                        i += p + 1;
                         self.end_of_line();
-                    } else {
-                        self.note_tail(b);
                     }
-                }
+                    None => {
+                        self.note_tail_slice(&buf[i..]);
+                        i = buf.len();
+                    }
+                },
             }
         }
     }
