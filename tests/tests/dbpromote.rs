@@ -795,6 +795,92 @@ fn a_session_on_staging_is_ended_after_the_grace_period_or_refuses_the_swap() {
         .parse()
         .expect("ms");
     assert!(ms < 10_000, "{ms}");
+
+    // The next refresh keeps only its own rollback point (--keep-previous 1).
+    let prevs = || -> Vec<String> {
+        w.sides()
+            .into_iter()
+            .filter(|d| d.starts_with("app_staging_dbpromote_prev_"))
+            .collect()
+    };
+    let first = prevs();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let out = refresh().succeeds().stdout();
+    let second = prevs();
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(first, second);
+    assert!(
+        out.contains(&format!("dropped older previous databases {}", first[0])),
+        "{out}"
+    );
+    let swap = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("swap:"))
+        .expect("swap line");
+    eprintln!("refresh without sessions: {}", swap.trim());
+}
+
+#[test]
+fn an_interrupted_rehearsal_drops_its_side_database_and_leaves_the_target_alone() {
+    let w = World::new(&[]);
+    let before = w.pg.digests("app_staging");
+    let run = Command::new(dbsafe_tests::bin("dbpromote"))
+        .env("DBSAFE_CONFIG", &w.cfg)
+        .args([
+            "--from",
+            "development",
+            "--to",
+            "staging",
+            "--version",
+            "v1",
+            "--yes",
+        ])
+        .args(["--migrate", "exec sleep 60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dbpromote");
+    let start = Instant::now();
+    let manifest = w.store("staging").join("releases/staging/v1.json");
+    while !std::fs::read_to_string(&manifest).is_ok_and(|m| m.contains("\"rehearsal-restore\"")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the rehearsal never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(w.sides().len(), 1, "{:?}", w.sides());
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let out = run.wait_with_output().expect("dbpromote ends");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    while !w.sides().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "side database left: {:?}",
+            w.sides()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(w.pg.digests("app_staging"), before);
+    assert!(!w
+        .columns("staging", "customers")
+        .contains(&"tier".to_string()));
+    // The manifest shows how far it got; the next attempt keeps it on record.
+    assert_eq!(w.manifest("staging", "v1")["status"], "running");
+    w.release("development", "staging", "v1").succeeds();
+    assert_eq!(
+        w.manifest("staging", "v1")["previous_attempts"][0]["status"],
+        "running"
+    );
 }
 
 #[test]

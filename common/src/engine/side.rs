@@ -141,6 +141,16 @@ pub fn random_tag(kind: &str) -> String {
     format!("{kind}_{:08x}", rand::random::<u32>())
 }
 
+/// A tag that sorts by time (UTC) and does not collide within a second:
+/// `<kind>_YYYYMMDD_HHMMSS_<hex>`, for the sides that are kept.
+pub fn stamped_tag(kind: &str) -> String {
+    format!(
+        "{kind}_{}_{:04x}",
+        chrono::Utc::now().format("%Y%m%d_%H%M%S"),
+        rand::random::<u16>()
+    )
+}
+
 /// Waits until `cond` holds, polling, for at most `limit`; says whether it held.
 pub(crate) fn wait_for(limit: Duration, mut cond: impl FnMut() -> Result<bool>) -> Result<bool> {
     let start = Instant::now();

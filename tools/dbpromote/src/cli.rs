@@ -30,14 +30,14 @@ reports B's state and the dbrestore command that restores the pre-release backup
 Refresh (--refresh --from A --to B): a verified backup of A (a new snapshot, --backup NAME or
 --latest-verified), restored into a side database next to B, --sanitize FILE.sql run on it (required
 when A is `sensitive`), migrate and health check, typed confirmation, then the side database is swapped
-in by rename and B's old database is kept as <db>_dbpromote_prev_<stamp>, the rollback point. Sessions
+in by rename and B's old database is kept as <db>_dbpromote_prev_<stamp>_<hex>, the rollback point. Sessions
 on B are ended after --grace D (pg_terminate_backend), else the swap is refused with exit 4 and nothing
 changes. A failure before the swap drops the side database and leaves B untouched.
 
 Rollback (--rollback --to B) undoes B's last successful promotion: a refresh by swapping the previous
 database back; a release by the downgrade command, or (no downgrade, or --restore-backup) by restoring
 the pre-release backup into a side database and swapping it in, after saying which writes it undoes.
-The database that was live is kept as <db>_dbpromote_rolledback_<stamp>.
+The database that was live is kept as <db>_dbpromote_rolledback_<stamp>_<hex>.
 
 Commands run with `sh -c`, with DATABASE_URL (the password too, when the environment's URL has one),
 PGPASSWORD, DBPROMOTE_ENV, DBPROMOTE_VERSION and DBPROMOTE_PHASE (rehearsal, target, downgrade,

@@ -104,6 +104,14 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     }
     let store = store.expect("opened with create outside dry runs");
     let src_store = src_store.expect("opened with create outside dry runs");
+    // Two refreshes in one second must not share a manifest.
+    let mut version = version;
+    let base = version.clone();
+    let mut n = 1;
+    while rel::read(store.as_ref(), &target.name, &version)?.is_some() {
+        n += 1;
+        version = format!("{base}-{n}");
+    }
     let mut m = Manifest::new(
         Kind::Refresh,
         &version,
@@ -232,10 +240,7 @@ fn execute(
             .into();
             Ok(())
         })?;
-        let prev = home.side_name(&format!(
-            "prev_{}",
-            chrono::Utc::now().format("%Y%m%d_%H%M%S")
-        ));
+        let prev = home.side_name(&side::stamped_tag("prev"));
         let swap = rec.step("swap", |d| {
             let s = home.swap(&side.name, &prev, ctx.grace)?;
             *d = swap_detail(&s, &home.target(), &prev);
@@ -344,7 +349,7 @@ fn plan(
     } else {
         format!("ask to type {b:?} to confirm")
     });
-    let prev = home.side_name("prev_YYYYMMDD_HHMMSS");
+    let prev = home.side_name("prev_YYYYMMDD_HHMMSS_XXXX");
     steps.push(match (sessions, ctx.grace) {
         (0, _) => format!("swap: rename {} to {prev} and {side} to {} (no sessions connected now)", home.target(), home.target()),
         (n, Some(g)) => format!(

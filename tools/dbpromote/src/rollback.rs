@@ -71,10 +71,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
             m.version
         )));
     }
-    let kept = home.side_name(&format!(
-        "rolledback_{}",
-        chrono::Utc::now().format("%Y%m%d_%H%M%S")
-    ));
+    let kept = home.side_name(&side::stamped_tag("rolledback"));
     let backup = match method {
         Method::SwapPrevious => {
             let prev = m.previous_database.clone().ok_or_else(|| {
