@@ -310,7 +310,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY-free: a plain SIGTERM through kill(1) asks for a clean shutdown.
+            // SIGTERM (through kill(1)) asks for a clean shutdown; SIGKILL after 30s.
             let _ = Command::new("kill")
                 .arg("-TERM")
                 .arg(child.id().to_string())
