@@ -23,6 +23,9 @@ Examples:
   dbprune --store /var/backups/dbsafe --min-free 50G --wal
 
 Environment: DBSAFE_STORE, DBSAFE_CONFIG.
+S3 stores (s3://bucket/prefix): AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/
+AWS_SESSION_TOKEN or AWS_PROFILE, DBSAFE_S3_PATH_STYLE, DBSAFE_S3_PART_SIZE, DBSAFE_S3_PARTS_IN_FLIGHT,
+DBSAFE_S3_RETRIES, DBSAFE_S3_TIMEOUT.
 Exit codes: 0 ok, 1 failed (or --min-free/--max-total could not be met), 2 usage, 3 no such store,
 4 another dbprune holds the store's prune lock."
 )]
