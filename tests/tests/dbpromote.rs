@@ -874,12 +874,14 @@ fn an_interrupted_rehearsal_drops_its_side_database_and_leaves_the_target_alone(
     assert!(!w
         .columns("staging", "customers")
         .contains(&"tier".to_string()));
-    // The manifest shows how far it got; the next attempt keeps it on record.
-    assert_eq!(w.manifest("staging", "v1")["status"], "running");
+    // The manifest shows how far it got (still running if the signal handler
+    // ended the process first); the next attempt keeps it on record.
+    let status = w.manifest("staging", "v1")["status"].clone();
+    assert!(status == "running" || status == "failed", "{status}");
     w.release("development", "staging", "v1").succeeds();
     assert_eq!(
         w.manifest("staging", "v1")["previous_attempts"][0]["status"],
-        "running"
+        status
     );
 }
 

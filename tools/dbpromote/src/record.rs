@@ -9,6 +9,20 @@ use dbsafe::release::{self, Manifest, Status, Step};
 use dbsafe::{Error, ExitCode, Result, Store};
 use std::time::Instant;
 
+/// An interrupted run ends as interrupted (exit 130), whatever its step made of it.
+fn interruption(outcome: Result<()>) -> Result<()> {
+    if !crate::interrupted() {
+        return outcome;
+    }
+    Err(Error::new(
+        ExitCode::Interrupted,
+        match outcome {
+            Ok(()) => "interrupted".to_string(),
+            Err(e) => format!("interrupted: {}", e.message),
+        },
+    ))
+}
+
 /// A promotion or rollback under way.
 pub(crate) struct Recorder<'a> {
     ctx: &'a Ctx,
@@ -122,6 +136,7 @@ impl<'a> Recorder<'a> {
 
     /// Ends a promotion: status, manifest, audit entry, metrics, report.
     pub fn conclude(mut self, outcome: Result<()>) -> Result<ExitCode> {
+        let outcome = interruption(outcome);
         let status = match &outcome {
             Ok(()) => Status::Success,
             Err(e) if e.code == ExitCode::Refused => Status::Refused,
@@ -177,6 +192,7 @@ impl<'a> Recorder<'a> {
 
     /// Ends a rollback: the rollback record, the manifest's status, audit, metrics, report.
     pub fn conclude_rollback(mut self, outcome: Result<()>) -> Result<ExitCode> {
+        let outcome = interruption(outcome);
         let ok = outcome.is_ok();
         if let Some(r) = &mut self.m.rollback {
             r.finished_at = release::now();
