@@ -13,6 +13,7 @@ mod duckdb;
 mod mysql;
 mod postgres;
 mod sqlite;
+mod urlenc;
 
 use crate::error::{Error, Result};
 use crate::meta::TableCount;

@@ -52,38 +52,7 @@ struct ConnUrl {
     db: String,
 }
 
-fn percent_decode(s: &str) -> Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let v = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| Error::usage("invalid MySQL URL: bad percent-encoding"))?;
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| Error::usage("invalid MySQL URL: percent-encoding is not UTF-8"))
-}
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 impl ConnUrl {
     fn parse(url: &str) -> Result<ConnUrl> {
@@ -1116,4 +1085,12 @@ DELIMITER ;\n\
         assert!(ConnUrl::parse("mysql://u@h/d?sslmode=x").is_err());
         assert!(ConnUrl::parse("postgres://u@h/d").is_err());
     }
+}
+
+fn percent_decode(s: &str) -> Result<String> {
+    super::urlenc::decode(s, "MySQL URL")
+}
+
+fn percent_encode(s: &str) -> String {
+    super::urlenc::encode(s, b"/")
 }
