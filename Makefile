@@ -1,7 +1,7 @@
 # dbsafe: the two commands of the README are `make demo` and `make test`.
 PREFIX ?= /usr/local
 CARGO ?= cargo
-TOOLS := dbsnap dbverify dbrestore dbprune walship
+TOOLS := dbsnap dbverify dbrestore dbprune walship dbpromote
 SCRIPTS := $(wildcard scripts/*.sh)
 
 .PHONY: all build release demo test test-deps lint man install bench clean
@@ -47,7 +47,7 @@ install: release
 	for t in $(TOOLS); do install -m 0755 target/release/$$t $(DESTDIR)$(PREFIX)/bin/$$t; done
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 0755 scripts/backup.sh scripts/verify.sh scripts/restore.sh scripts/pitr.sh \
-		scripts/postgres-wal-config.sh $(DESTDIR)$(PREFIX)/share/dbsafe/
+		scripts/release.sh scripts/postgres-wal-config.sh $(DESTDIR)$(PREFIX)/share/dbsafe/
 	install -m 0644 scripts/crontab.example $(DESTDIR)$(PREFIX)/share/dbsafe/
 	install -m 0644 scripts/systemd/* $(DESTDIR)$(PREFIX)/share/dbsafe/systemd/
 	for t in $(TOOLS); do \

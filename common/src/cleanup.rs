@@ -17,6 +17,13 @@ static TEMPS: Mutex<BTreeMap<u64, PathBuf>> = Mutex::new(BTreeMap::new());
 static CHILDREN: Mutex<BTreeMap<u64, u32>> = Mutex::new(BTreeMap::new());
 static ACTIONS: Mutex<BTreeMap<u64, Box<dyn FnOnce() + Send>>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(1);
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether SIGINT or SIGTERM arrived: the work that failed meanwhile failed
+/// because its children were stopped, and the exit status is 130.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 /// Removes a temporary path when dropped, and when the process is interrupted.
 pub struct TempGuard {
@@ -120,6 +127,7 @@ pub fn install_signal_handlers(tool: &'static str) {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            INTERRUPTED.store(true, Ordering::SeqCst);
             for pid in CHILDREN
                 .lock()
                 .map(|c| c.values().copied().collect::<Vec<_>>())

@@ -33,8 +33,14 @@ impl CommonArgs {
     /// Where metrics go: flags and environment, else the config file.
     pub fn metrics(&self, cfg: &crate::config::Config) -> crate::metrics::Sink {
         crate::metrics::Sink {
-            file: self.metrics_file.clone().or_else(|| cfg.defaults.metrics_file.clone()),
-            pushgateway: self.pushgateway.clone().or_else(|| cfg.defaults.pushgateway.clone()),
+            file: self
+                .metrics_file
+                .clone()
+                .or_else(|| cfg.defaults.metrics_file.clone()),
+            pushgateway: self
+                .pushgateway
+                .clone()
+                .or_else(|| cfg.defaults.pushgateway.clone()),
         }
     }
 }
@@ -173,6 +179,12 @@ pub fn main_with(
     crate::cleanup::install_signal_handlers(tool);
     let code = match body() {
         Ok(code) => code,
+        Err(_) if crate::cleanup::interrupted() => {
+            // The signal handler is removing temporaries and ends the
+            // process with 130; let it finish rather than race it.
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            ExitCode::Interrupted
+        }
         Err(e) => {
             if crate::error::is_broken_pipe(&e) {
                 eprintln!("{tool}: error: output closed early (broken pipe)");

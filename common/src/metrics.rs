@@ -26,9 +26,24 @@ pub struct Sample {
 
 impl Sample {
     /// A sample labelled with env and database.
-    pub fn new(name: &'static str, help: &'static str, env: &str, database: &str, value: f64) -> Sample {
-        let labels = [("env".to_string(), env.to_string()), ("database".to_string(), database.to_string())].into();
-        Sample { name, help, labels, value }
+    pub fn new(
+        name: &'static str,
+        help: &'static str,
+        env: &str,
+        database: &str,
+        value: f64,
+    ) -> Sample {
+        let labels = [
+            ("env".to_string(), env.to_string()),
+            ("database".to_string(), database.to_string()),
+        ]
+        .into();
+        Sample {
+            name,
+            help,
+            labels,
+            value,
+        }
     }
     /// Adds a label.
     pub fn label(mut self, k: &str, v: &str) -> Sample {
@@ -41,11 +56,16 @@ impl Sample {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn series_key(name: &str, labels: &BTreeMap<String, String>) -> String {
-    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let l: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     if l.is_empty() {
         name.to_string()
     } else {
@@ -84,7 +104,10 @@ fn render(f: &Families) -> String {
         if series.is_empty() {
             continue;
         }
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {}\n", if kind.is_empty() { "gauge" } else { kind }));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {}\n",
+            if kind.is_empty() { "gauge" } else { kind }
+        ));
         for (k, v) in series {
             out.push_str(&format!("{k} {v}\n"));
         }
@@ -100,7 +123,10 @@ fn merge(existing: &str, samples: &[Sample]) -> String {
         e.1 = if s.is_counter() { "counter" } else { "gauge" }.into();
         let key = series_key(s.name, &s.labels);
         let value = if s.is_counter() {
-            e.2.get(&key).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + s.value
+            e.2.get(&key)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                + s.value
         } else {
             s.value
         };
@@ -123,8 +149,17 @@ pub fn write_textfile(path: &Path, samples: &[Sample]) -> Result<()> {
         crate::fsutil::create_private_dir(dir)?;
     }
     // One writer at a time, so two jobs sharing a file never lose each other's series.
-    let lock_path = path.with_file_name(format!(".{}.lock", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    let _lock = crate::lock::Lock::acquire(&lock_path, "the metrics file", std::time::Duration::from_secs(30))?;
+    let lock_path = path.with_file_name(format!(
+        ".{}.lock",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let _lock = crate::lock::Lock::acquire(
+        &lock_path,
+        "the metrics file",
+        std::time::Duration::from_secs(30),
+    )?;
     let existing = std::fs::read_to_string(path).unwrap_or_default();
     let text = merge(&existing, samples);
     crate::fsutil::write_private(path, text.as_bytes())?;
@@ -136,16 +171,34 @@ pub fn write_textfile(path: &Path, samples: &[Sample]) -> Result<()> {
 
 /// Pushes samples to a Pushgateway (`http://host:port`), grouped by job, env and database.
 pub fn push(url: &str, job: &str, samples: &[Sample]) -> Result<()> {
-    let Some(first) = samples.first() else { return Ok(()) };
+    let Some(first) = samples.first() else {
+        return Ok(());
+    };
     let rest = url.strip_prefix("http://").ok_or_else(|| {
-        Error::usage(format!("--pushgateway {url}: only http:// URLs are supported")).hint("run the Pushgateway on a local or internal address")
+        Error::usage(format!(
+            "--pushgateway {url}: only http:// URLs are supported"
+        ))
+        .hint("run the Pushgateway on a local or internal address")
     })?;
-    let (hostport, base) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, String::new()));
-    let hostport = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:80") };
+    let (hostport, base) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, String::new()));
+    let hostport = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
     let group = |k: &str| first.labels.get(k).cloned().unwrap_or_default();
     let enc = |s: &str| -> String {
         s.bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
             .collect()
     };
     let path = format!(
@@ -175,19 +228,24 @@ pub fn push(url: &str, job: &str, samples: &[Sample]) -> Result<()> {
         .ok_or_else(|| Error::failed(format!("pushgateway {hostport}: no address")))?;
     let mut conn = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
         .map_err(|e| Error::failed(format!("pushgateway {hostport}: {e}")))?;
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok();
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    conn.write_all(req.as_bytes()).map_err(|e| Error::failed(format!("pushgateway {hostport}: {e}")))?;
+    conn.write_all(req.as_bytes())
+        .map_err(|e| Error::failed(format!("pushgateway {hostport}: {e}")))?;
     let mut resp = String::new();
     let _ = conn.read_to_string(&mut resp);
     let status = resp.split_whitespace().nth(1).unwrap_or("");
     if status.starts_with('2') {
         Ok(())
     } else {
-        Err(Error::failed(format!("pushgateway {hostport} answered {:?}", resp.lines().next().unwrap_or("nothing"))))
+        Err(Error::failed(format!(
+            "pushgateway {hostport} answered {:?}",
+            resp.lines().next().unwrap_or("nothing")
+        )))
     }
 }
 
@@ -205,7 +263,10 @@ impl Sink {
     pub fn record(&self, job: &str, samples: &[Sample]) {
         if let Some(f) = &self.file {
             if let Err(e) = write_textfile(f, samples) {
-                eprintln!("{job}: warning: cannot write metrics to {}: {e}", f.display());
+                eprintln!(
+                    "{job}: warning: cannot write metrics to {}: {e}",
+                    f.display()
+                );
             }
         }
         if let Some(u) = &self.pushgateway {
@@ -222,16 +283,53 @@ mod tests {
 
     #[test]
     fn merging_replaces_same_series_keeps_others_and_counts_on() {
-        let a = vec![Sample::new("dbsafe_backup_size_bytes", "Size.", "prod", "app", 10.0), Sample::new("dbsafe_backup_failures_total", "Failures.", "prod", "app", 1.0)];
+        let a = vec![
+            Sample::new("dbsafe_backup_size_bytes", "Size.", "prod", "app", 10.0),
+            Sample::new(
+                "dbsafe_backup_failures_total",
+                "Failures.",
+                "prod",
+                "app",
+                1.0,
+            ),
+        ];
         let t1 = merge("", &a);
-        let b = vec![Sample::new("dbsafe_backup_size_bytes", "Size.", "prod", "crm", 7.0), Sample::new("dbsafe_backup_failures_total", "Failures.", "prod", "app", 1.0)];
+        let b = vec![
+            Sample::new("dbsafe_backup_size_bytes", "Size.", "prod", "crm", 7.0),
+            Sample::new(
+                "dbsafe_backup_failures_total",
+                "Failures.",
+                "prod",
+                "app",
+                1.0,
+            ),
+        ];
         let t2 = merge(&t1, &b);
-        assert!(t2.contains("dbsafe_backup_size_bytes{database=\"app\",env=\"prod\"} 10\n"), "{t2}");
-        assert!(t2.contains("dbsafe_backup_size_bytes{database=\"crm\",env=\"prod\"} 7\n"), "{t2}");
-        assert!(t2.contains("dbsafe_backup_failures_total{database=\"app\",env=\"prod\"} 2\n"), "{t2}");
-        assert_eq!(t2.matches("# TYPE dbsafe_backup_size_bytes gauge").count(), 1);
+        assert!(
+            t2.contains("dbsafe_backup_size_bytes{database=\"app\",env=\"prod\"} 10\n"),
+            "{t2}"
+        );
+        assert!(
+            t2.contains("dbsafe_backup_size_bytes{database=\"crm\",env=\"prod\"} 7\n"),
+            "{t2}"
+        );
+        assert!(
+            t2.contains("dbsafe_backup_failures_total{database=\"app\",env=\"prod\"} 2\n"),
+            "{t2}"
+        );
+        assert_eq!(
+            t2.matches("# TYPE dbsafe_backup_size_bytes gauge").count(),
+            1
+        );
         assert!(t2.contains("# TYPE dbsafe_backup_failures_total counter"));
-        let c = vec![Sample::new("dbsafe_backup_size_bytes", "Size.", "prod", "app", 12.5)];
-        assert!(merge(&t2, &c).contains("dbsafe_backup_size_bytes{database=\"app\",env=\"prod\"} 12.5\n"));
+        let c = vec![Sample::new(
+            "dbsafe_backup_size_bytes",
+            "Size.",
+            "prod",
+            "app",
+            12.5,
+        )];
+        assert!(merge(&t2, &c)
+            .contains("dbsafe_backup_size_bytes{database=\"app\",env=\"prod\"} 12.5\n"));
     }
 }

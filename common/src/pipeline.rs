@@ -69,7 +69,8 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
         let (ctx, crx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
         let back = back_layers(sink, &opts)?;
         let front = front_layer(ChannelWriter::new(ctx), &opts)?;
-        let spawn_err = |e: io::Error| Error::failed(format!("cannot start an encoding thread: {e}"));
+        let spawn_err =
+            |e: io::Error| Error::failed(format!("cannot start an encoding thread: {e}"));
         let writer = std::thread::Builder::new()
             .name("encrypt-write".into())
             .spawn(move || write_stage(back, crx))
@@ -123,7 +124,10 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
         let tx = self.tx.as_ref().expect("sender lives until finish");
         if tx.send(full).is_err() {
             // A stage stopped early: its error is the one to report.
-            return Err(self.join().err().unwrap_or_else(|| io::Error::other("the encoding threads stopped")));
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the encoding threads stopped")));
         }
         Ok(())
     }
@@ -157,14 +161,19 @@ struct ChannelWriter {
 
 impl ChannelWriter {
     fn new(tx: SyncSender<Vec<u8>>) -> ChannelWriter {
-        ChannelWriter { tx, buf: Vec::with_capacity(CHUNK) }
+        ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        }
     }
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx.send(full).map_err(|_| io::Error::other("the encryption thread stopped"))
+        self.tx
+            .send(full)
+            .map_err(|_| io::Error::other("the encryption thread stopped"))
     }
 }
 
@@ -191,7 +200,10 @@ fn compress_stage(mut front: Compress<ChannelWriter>, rx: Receiver<Vec<u8>>) -> 
     channel.flush()
 }
 
-fn write_stage<W: Write>(mut back: Encrypt<Hashing<W>>, rx: Receiver<Vec<u8>>) -> io::Result<(W, EncodeSummary)> {
+fn write_stage<W: Write>(
+    mut back: Encrypt<Hashing<W>>,
+    rx: Receiver<Vec<u8>>,
+) -> io::Result<(W, EncodeSummary)> {
     for buf in rx {
         back.write_all(&buf)?;
     }
@@ -200,7 +212,11 @@ fn write_stage<W: Write>(mut back: Encrypt<Hashing<W>>, rx: Receiver<Vec<u8>>) -
     sink.flush()?;
     Ok((
         sink,
-        EncodeSummary { raw_bytes: 0, artifact_bytes: hashing.bytes, sha256: hex::encode(hashing.hasher.finalize()) },
+        EncodeSummary {
+            raw_bytes: 0,
+            artifact_bytes: hashing.bytes,
+            sha256: hex::encode(hashing.hasher.finalize()),
+        },
     ))
 }
 
@@ -317,15 +333,25 @@ impl<W: Write> Compress<W> {
 }
 
 fn back_layers<W: Write>(sink: W, opts: &EncodeOptions) -> Result<Encrypt<Hashing<W>>> {
-    let hashing = Hashing { inner: sink, hasher: Sha256::new(), bytes: 0, max: opts.max_size };
+    let hashing = Hashing {
+        inner: sink,
+        hasher: Sha256::new(),
+        bytes: 0,
+        max: opts.max_size,
+    };
     Ok(match &opts.encryption {
         Encryption::None => Encrypt::Plain(hashing),
         Encryption::Recipients(keys) => {
-            let enc = age::Encryptor::with_recipients(keys.iter().map(|k| k as &dyn age::Recipient))
-                .map_err(|e| Error::usage(format!("cannot encrypt to these recipients: {e}")))?;
+            let enc =
+                age::Encryptor::with_recipients(keys.iter().map(|k| k as &dyn age::Recipient))
+                    .map_err(|e| {
+                        Error::usage(format!("cannot encrypt to these recipients: {e}"))
+                    })?;
             Encrypt::Age(enc.wrap_output(hashing)?)
         }
-        Encryption::Passphrase(p) => Encrypt::Age(age::Encryptor::with_user_passphrase(p.clone()).wrap_output(hashing)?),
+        Encryption::Passphrase(p) => {
+            Encrypt::Age(age::Encryptor::with_user_passphrase(p.clone()).wrap_output(hashing)?)
+        }
     })
 }
 

@@ -129,7 +129,11 @@ pub fn take(
     // Writers of a series queue on its lock; one that finds its name taken
     // (two snapshots in one second) waits for the next second, never overwrites.
     let _lock = match &dest {
-        Destination::Store { store, lock_timeout, .. } => {
+        Destination::Store {
+            store,
+            lock_timeout,
+            ..
+        } => {
             let lock = store.lock(&name.series(), *lock_timeout)?;
             while store.exists(&store::key(store::BACKUPS, &name.to_string()))? {
                 std::thread::sleep(Duration::from_millis(100));

@@ -59,7 +59,9 @@ const SUFFIXES: [&str; 6] = [".zst.age", ".zst", ".gz.age", ".gz", ".age", ""];
 
 fn validate(file: &str) -> Result<()> {
     if WalName::parse(file).is_none() {
-        return Err(Error::usage(format!("{file:?} is not a WAL file name (segment, .history, .backup or .partial)")));
+        return Err(Error::usage(format!(
+            "{file:?} is not a WAL file name (segment, .history, .backup or .partial)"
+        )));
     }
     Ok(())
 }
@@ -85,12 +87,15 @@ fn read_meta(store: &dyn Store, key: &str) -> Result<Option<WalMeta>> {
 }
 
 fn sha256_of(path: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = f.read(&mut buf).map_err(|e| Error::failed(format!("reading {}: {e}", path.display())))?;
+        let k = f
+            .read(&mut buf)
+            .map_err(|e| Error::failed(format!("reading {}: {e}", path.display())))?;
         if k == 0 {
             break;
         }
@@ -147,12 +152,20 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
     store.write_small(&format!("{key}.meta.json"), &json)?;
     let writer = store.create(&key)?;
     let mut enc = StreamEncoder::new(writer, opts)?;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;
-    pipeline::copy(&mut f, &mut enc).map_err(|e| Error::from(e).context(format!("archiving {file}")))?;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;
+    pipeline::copy(&mut f, &mut enc)
+        .map_err(|e| Error::from(e).context(format!("archiving {file}")))?;
     let (writer, summary) = enc.finish()?;
     writer.commit()?;
-    store.write_small(&format!("{key}.sha256"), format!("{}  {object}\n", summary.sha256).as_bytes())?;
-    Ok(Pushed::Archived { key, size: summary.artifact_bytes })
+    store.write_small(
+        &format!("{key}.sha256"),
+        format!("{}  {object}\n", summary.sha256).as_bytes(),
+    )?;
+    Ok(Pushed::Archived {
+        key,
+        size: summary.artifact_bytes,
+    })
 }
 
 /// How a fetch ended.
@@ -180,23 +193,33 @@ pub fn fetch(store: &dyn Store, file: &str, dest: &Path, keys: &Keyring) -> Resu
     let tmp = crate::fsutil::temp_name_for(dest);
     let guard = crate::cleanup::TempGuard::new(&tmp);
     let mut out = crate::fsutil::create_private_file(&tmp)?;
-    let mut raw = RawHash { inner: &mut out, hasher: Sha256::new() };
-    pipeline::copy(&mut decoded.reader, &mut raw).map_err(|e| Error::from(e).context(format!("fetching {file}")))?;
+    let mut raw = RawHash {
+        inner: &mut out,
+        hasher: Sha256::new(),
+    };
+    pipeline::copy(&mut decoded.reader, &mut raw)
+        .map_err(|e| Error::from(e).context(format!("fetching {file}")))?;
     let raw_sha = hex::encode(raw.hasher.finalize());
     let (sha, _) = tap.result();
     if let Some(exp) = expected {
         if exp != sha {
-            return Err(Error::failed(format!("{key}: sha256 mismatch (expected {exp}, got {sha}): the archived copy is corrupt")));
+            return Err(Error::failed(format!(
+                "{key}: sha256 mismatch (expected {exp}, got {sha}): the archived copy is corrupt"
+            )));
         }
     }
     if let Some(m) = meta {
         if m.raw_sha256 != raw_sha {
-            return Err(Error::failed(format!("{key}: restored bytes do not match the recorded sha256")));
+            return Err(Error::failed(format!(
+                "{key}: restored bytes do not match the recorded sha256"
+            )));
         }
     }
-    out.sync_all().map_err(|e| Error::failed(format!("cannot fsync {}: {e}", tmp.display())))?;
+    out.sync_all()
+        .map_err(|e| Error::failed(format!("cannot fsync {}: {e}", tmp.display())))?;
     drop(out);
-    std::fs::rename(&tmp, dest).map_err(|e| Error::failed(format!("cannot move {file} into {}: {e}", dest.display())))?;
+    std::fs::rename(&tmp, dest)
+        .map_err(|e| Error::failed(format!("cannot move {file} into {}: {e}", dest.display())))?;
     guard.keep();
     Ok(Fetched::Restored)
 }
@@ -238,7 +261,12 @@ pub fn list(store: &dyn Store) -> Result<Vec<Archived>> {
         .filter(|o| !o.key.ends_with(".sha256") && !o.key.ends_with(".meta.json"))
         .filter_map(|o| {
             let f = crate::wal::strip_layers(o.file_name()).to_string();
-            WalName::parse(&f).map(|_| Archived { wal_file: f, key: o.key.clone(), size: o.size, modified: o.modified })
+            WalName::parse(&f).map(|_| Archived {
+                wal_file: f,
+                key: o.key.clone(),
+                size: o.size,
+                modified: o.modified,
+            })
         })
         .collect();
     out.sort_by(|a, b| a.wal_file.cmp(&b.wal_file));
@@ -254,16 +282,27 @@ pub fn delete(store: &dyn Store, key: &str) -> Result<()> {
 
 /// The oldest WAL segment position any base backup in the store needs
 /// (`keep` narrows to the base backups being kept); `None` without base backups.
-pub fn oldest_needed(store: &dyn Store, keep: Option<&std::collections::BTreeSet<String>>) -> Result<Option<u64>> {
+pub fn oldest_needed(
+    store: &dyn Store,
+    keep: Option<&std::collections::BTreeSet<String>>,
+) -> Result<Option<u64>> {
     let mut oldest: Option<u64> = None;
-    for e in crate::catalog::list(store)?.iter().filter(|e| e.name.kind == crate::Kind::Base) {
+    for e in crate::catalog::list(store)?
+        .iter()
+        .filter(|e| e.name.kind == crate::Kind::Base)
+    {
         if keep.is_some_and(|k| !k.contains(&e.file())) {
             continue;
         }
         let start = crate::catalog::read_meta(store, e)?
             .and_then(|m| m.wal)
             .and_then(|w| WalName::parse(&w.start_wal))
-            .ok_or_else(|| Error::failed(format!("{}: no WAL start in its metadata; refusing to prune WAL", e.file())))?;
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "{}: no WAL start in its metadata; refusing to prune WAL",
+                    e.file()
+                ))
+            })?;
         oldest = Some(oldest.map_or(start.segno, |o| o.min(start.segno)));
     }
     Ok(oldest)

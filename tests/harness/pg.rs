@@ -300,13 +300,17 @@ impl Cluster {
     /// Turns on archiving into `store` with scripts/postgres-wal-config.sh
     /// (walship push, recipients from `recipients_file` when given) and restarts.
     pub fn archive_to(&self, store: &Path, recipients_file: Option<&Path>) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres-wal-config.sh");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres-wal-config.sh");
         let mut cmd = Cmd::new(script)
             .arg(self.url("postgres"))
             .arg(store)
             .arg("60s")
             .env("WALSHIP", crate::bin("walship"))
-            .env("PATH", format!("{PG_BIN}:{}", std::env::var("PATH").unwrap_or_default()));
+            .env(
+                "PATH",
+                format!("{PG_BIN}:{}", std::env::var("PATH").unwrap_or_default()),
+            );
         if let Some(r) = recipients_file {
             cmd = cmd.env("DBSAFE_RECIPIENTS_FILE", r);
         }
@@ -333,11 +337,18 @@ impl Cluster {
         let seg = self.scalar("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
         let start = std::time::Instant::now();
         loop {
-            let last = self.scalar("postgres", "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;");
+            let last = self.scalar(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
+            );
             if last.as_str() >= seg.as_str() && !last.is_empty() {
                 return;
             }
-            assert!(start.elapsed().as_secs() < 60, "WAL {seg} was not archived (last {last}):\n{}", self.log());
+            assert!(
+                start.elapsed().as_secs() < 60,
+                "WAL {seg} was not archived (last {last}):\n{}",
+                self.log()
+            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
@@ -370,7 +381,10 @@ impl Drop for Cluster {
 /// and restore_command run as the server's user), when running as root.
 pub fn share_with_server(dir: &Path) {
     if running_as_root() {
-        Cmd::new("chown").args(["-R", "postgres:"]).arg(dir).succeeds();
+        Cmd::new("chown")
+            .args(["-R", "postgres:"])
+            .arg(dir)
+            .succeeds();
     }
 }
 
@@ -409,7 +423,11 @@ impl Drop for Restored {
         } else {
             Command::new(pg_ctl)
         };
-        let _ = cmd.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]).output();
+        let _ = cmd
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
     }
 }
 

@@ -492,16 +492,33 @@ fn two_snapshots_in_one_second_get_two_names_never_one_overwritten() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 3);
     let store = s.path("store");
-    let a = Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--to").arg(&store).args(["--lock-timeout", "30s"]).spawn();
-    let b = Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--to").arg(&store).args(["--lock-timeout", "30s"]).spawn();
+    let a = Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .arg("--to")
+        .arg(&store)
+        .args(["--lock-timeout", "30s"])
+        .spawn();
+    let b = Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .arg("--to")
+        .arg(&store)
+        .args(["--lock-timeout", "30s"])
+        .spawn();
     assert!(a.wait_with_output().unwrap().status.success());
     assert!(b.wait_with_output().unwrap().status.success());
-    Cmd::tool("dbsnap").arg(url(&s, "app.db")).arg("--to").arg(&store).succeeds();
+    Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .arg("--to")
+        .arg(&store)
+        .succeeds();
     assert_eq!(artifacts(&store).len(), 3);
     for e in std::fs::read_dir(store.join("backups")).unwrap().flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         if n.ends_with(".sha256") {
-            Cmd::new("sha256sum").args(["-c", &n]).current_dir(store.join("backups")).succeeds();
+            Cmd::new("sha256sum")
+                .args(["-c", &n])
+                .current_dir(store.join("backups"))
+                .succeeds();
         }
     }
 }
@@ -515,22 +532,42 @@ fn progress_shows_on_a_terminal_and_never_otherwise() {
     // Under a pseudo-terminal: a progress line with bytes and a rate.
     let r = Cmd::new("script")
         .arg("-qec")
-        .arg(format!("{} {} --compress none -o {}", dbsafe_tests::bin("dbsnap").display(), url(&s, "big.db"), out.display()))
+        .arg(format!(
+            "{} {} --compress none -o {}",
+            dbsafe_tests::bin("dbsnap").display(),
+            url(&s, "big.db"),
+            out.display()
+        ))
         .arg("/dev/null")
         .env("DBSAFE_CONFIG", "/dev/null")
         .succeeds();
     let tty = r.stdout();
-    assert!(tty.contains("MiB") && (tty.contains('\r') || tty.contains("\x1b[")), "no progress drawn on the terminal:\n{tty:?}");
+    assert!(
+        tty.contains("MiB") && (tty.contains('\r') || tty.contains("\x1b[")),
+        "no progress drawn on the terminal:\n{tty:?}"
+    );
     // Through pipes: the summary line and nothing else.
     std::fs::remove_file(&out).ok();
-    let r = Cmd::tool("dbsnap").arg(url(&s, "big.db")).args(["--compress", "none", "-o"]).arg(&out).succeeds();
+    let r = Cmd::tool("dbsnap")
+        .arg(url(&s, "big.db"))
+        .args(["--compress", "none", "-o"])
+        .arg(&out)
+        .succeeds();
     let err = r.stderr();
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with("dbsnap: ") && !r.stderr().contains('\r') && !r.stderr().contains("\x1b["));
+    assert!(
+        lines[0].starts_with("dbsnap: ")
+            && !r.stderr().contains('\r')
+            && !r.stderr().contains("\x1b[")
+    );
     // -q silences even the summary.
     std::fs::remove_file(&out).ok();
-    let r = Cmd::tool("dbsnap").arg(url(&s, "big.db")).args(["-q", "--compress", "none", "-o"]).arg(&out).succeeds();
+    let r = Cmd::tool("dbsnap")
+        .arg(url(&s, "big.db"))
+        .args(["-q", "--compress", "none", "-o"])
+        .arg(&out)
+        .succeeds();
     assert!(r.stderr().is_empty());
 }
 
@@ -538,8 +575,22 @@ fn progress_shows_on_a_terminal_and_never_otherwise() {
 fn the_source_url_can_come_from_the_config_file() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 4);
-    let cfg = s.write("dbsafe.toml", &format!("[env.production]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n", s.path("app.db").display(), s.path("store").display()));
-    Cmd::tool("dbsnap").args(["--env", "production"]).env("DBSAFE_CONFIG", &cfg).succeeds();
+    let cfg = s.write(
+        "dbsafe.toml",
+        &format!(
+            "[env.production]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n",
+            s.path("app.db").display(),
+            s.path("store").display()
+        ),
+    );
+    Cmd::tool("dbsnap")
+        .args(["--env", "production"])
+        .env("DBSAFE_CONFIG", &cfg)
+        .succeeds();
     assert_eq!(artifacts(&s.path("store")).len(), 1);
-    Cmd::tool("dbsnap").args(["--env", "staging"]).env("DBSAFE_CONFIG", &cfg).fails_with_code(2).stderr_has("no url for environment");
+    Cmd::tool("dbsnap")
+        .args(["--env", "staging"])
+        .env("DBSAFE_CONFIG", &cfg)
+        .fails_with_code(2)
+        .stderr_has("no url for environment");
 }

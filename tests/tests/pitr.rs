@@ -27,8 +27,17 @@ impl Drill {
         pg::share_with_server(s.dir.path());
         let c = Cluster::start();
         c.archive_to(&store, recipients.as_deref());
-        c.psql("postgres", "CREATE TABLE ledger(id serial PRIMARY KEY, batch int NOT NULL, note text);");
-        Drill { s, store, key, public, c }
+        c.psql(
+            "postgres",
+            "CREATE TABLE ledger(id serial PRIMARY KEY, batch int NOT NULL, note text);",
+        );
+        Drill {
+            s,
+            store,
+            key,
+            public,
+            c,
+        }
     }
 
     fn insert(&self, batch: u32, n: u32) {
@@ -36,7 +45,11 @@ impl Drill {
     }
 
     fn base_backup(&self) {
-        let mut cmd = Cmd::tool("dbsnap").arg("--base").arg(self.c.url("postgres")).arg("--to").arg(&self.store);
+        let mut cmd = Cmd::tool("dbsnap")
+            .arg("--base")
+            .arg(self.c.url("postgres"))
+            .arg("--to")
+            .arg(&self.store);
         if let Some(p) = &self.public {
             cmd = cmd.args(["-r", p]);
         }
@@ -47,8 +60,13 @@ impl Drill {
     fn restore(&self, time: &str, dir: &str) -> (Restored, dbsafe_tests::Run) {
         let data = self.s.path(dir);
         let port = pg::port();
-        let mut cmd = Cmd::tool("dbrestore").arg("--store").arg(&self.store).args(["--target-time", time, "--start", "--json"])
-            .arg("--pgdata").arg(&data).args(["--port", &port.to_string()]);
+        let mut cmd = Cmd::tool("dbrestore")
+            .arg("--store")
+            .arg(&self.store)
+            .args(["--target-time", time, "--start", "--json"])
+            .arg("--pgdata")
+            .arg(&data)
+            .args(["--port", &port.to_string()]);
         if let Some(k) = &self.key {
             cmd = cmd.arg("-i").arg(k);
         }
@@ -57,7 +75,10 @@ impl Drill {
     }
 
     fn now(&self) -> String {
-        self.c.scalar("postgres", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');")
+        self.c.scalar(
+            "postgres",
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');",
+        )
     }
 }
 
@@ -77,29 +98,73 @@ fn drill(encrypted: bool) {
     d.c.switch_and_wait_archived();
     let clock = std::time::Instant::now();
     let (restored, run) = d.restore(&t, "restored");
-    eprintln!("PITR drill restore (encrypted={encrypted}) took {:.1}s", clock.elapsed().as_secs_f64());
-    assert_eq!(batches(&restored), "1:1000,2:500", "exactly batches 1 and 2");
+    eprintln!(
+        "PITR drill restore (encrypted={encrypted}) took {:.1}s",
+        clock.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        batches(&restored),
+        "1:1000,2:500",
+        "exactly batches 1 and 2"
+    );
     let report = run.json();
-    assert!(report["reached"].as_str().is_some(), "the reached time is reported: {report}");
-    assert_eq!(restored.psql("postgres", "SELECT pg_is_in_recovery();"), "f", "promoted");
+    assert!(
+        report["reached"].as_str().is_some(),
+        "the reached time is reported: {report}"
+    );
+    assert_eq!(
+        restored.psql("postgres", "SELECT pg_is_in_recovery();"),
+        "f",
+        "promoted"
+    );
 
     // A second drill on the restored server: it runs on a new timeline and archives it.
-    restored.psql("postgres", "INSERT INTO ledger(batch, note) SELECT 3, 'row ' || i FROM generate_series(1, 200) i;");
+    restored.psql(
+        "postgres",
+        "INSERT INTO ledger(batch, note) SELECT 3, 'row ' || i FROM generate_series(1, 200) i;",
+    );
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let t2 = restored.psql("postgres", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');");
+    let t2 = restored.psql(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');",
+    );
     std::thread::sleep(std::time::Duration::from_millis(1100));
     restored.psql("postgres", "DELETE FROM ledger;");
     let seg = restored.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
-    assert!(seg.starts_with("00000002"), "the restored server is on timeline 2: {seg}");
+    assert!(
+        seg.starts_with("00000002"),
+        "the restored server is on timeline 2: {seg}"
+    );
     let start = std::time::Instant::now();
-    while restored.psql("postgres", "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;").as_str() < seg.as_str() {
-        assert!(start.elapsed().as_secs() < 60, "timeline 2 WAL was not archived");
+    while restored
+        .psql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
+        )
+        .as_str()
+        < seg.as_str()
+    {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "timeline 2 WAL was not archived"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let wal: Vec<String> = std::fs::read_dir(d.store.join("wal")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert!(wal.iter().any(|f| f.starts_with("00000002.history")), "{wal:?}");
+    let wal: Vec<String> = std::fs::read_dir(d.store.join("wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        wal.iter().any(|f| f.starts_with("00000002.history")),
+        "{wal:?}"
+    );
     let (again, _) = d.restore(&t2, "restored2");
-    assert_eq!(batches(&again), "1:1000,2:500,3:200", "recovery followed timeline 2");
+    assert_eq!(
+        batches(&again),
+        "1:1000,2:500,3:200",
+        "recovery followed timeline 2"
+    );
 }
 
 #[test]
@@ -119,7 +184,11 @@ fn base_backups_verify_at_every_level_and_refusals() {
     d.base_backup();
     let key = d.key.clone().unwrap();
     let meta: serde_json::Value = {
-        let f = std::fs::read_dir(d.store.join("backups")).unwrap().flatten().find(|e| e.file_name().to_string_lossy().ends_with(".meta.json")).unwrap();
+        let f = std::fs::read_dir(d.store.join("backups"))
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".meta.json"))
+            .unwrap();
         serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap()
     };
     assert_eq!(meta["backup_type"], "base");
@@ -128,24 +197,51 @@ fn base_backups_verify_at_every_level_and_refusals() {
         assert!(!meta["wal"][k].is_null(), "wal.{k} missing: {meta}");
     }
     for level in ["quick", "full", "restore"] {
-        let r = Cmd::tool("dbverify").arg("--store").arg(&d.store).args(["--latest", "--level", level, "--json"]).arg("-i").arg(&key).succeeds();
+        let r = Cmd::tool("dbverify")
+            .arg("--store")
+            .arg(&d.store)
+            .args(["--latest", "--level", level, "--json"])
+            .arg("-i")
+            .arg(&key)
+            .succeeds();
         assert_eq!(r.json()[0]["result"], "pass", "{level}");
         if level == "restore" {
             assert_eq!(r.json()[0]["integrity_score"], 1.0);
         }
     }
     // A time before the oldest base backup: exit 3, naming the range there is.
-    Cmd::tool("dbrestore").arg("--store").arg(&d.store).args(["--target-time", "2001-01-01 00:00:00"]).arg("--pgdata").arg(d.s.path("early"))
-        .arg("-i").arg(&key).fails_with_code(3).stderr_has("can recover from");
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&d.store)
+        .args(["--target-time", "2001-01-01 00:00:00"])
+        .arg("--pgdata")
+        .arg(d.s.path("early"))
+        .arg("-i")
+        .arg(&key)
+        .fails_with_code(3)
+        .stderr_has("can recover from");
     // A data directory that is not empty: exit 4, untouched.
     std::fs::create_dir_all(d.s.path("busy")).unwrap();
     std::fs::write(d.s.path("busy/precious"), "x").unwrap();
-    Cmd::tool("dbrestore").arg("--store").arg(&d.store).args(["--target-time", "latest"]).arg("--pgdata").arg(d.s.path("busy"))
-        .arg("-i").arg(&key).fails_with_code(4);
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&d.store)
+        .args(["--target-time", "latest"])
+        .arg("--pgdata")
+        .arg(d.s.path("busy"))
+        .arg("-i")
+        .arg(&key)
+        .fails_with_code(4);
     assert_eq!(std::fs::read_dir(d.s.path("busy")).unwrap().count(), 1);
     // Without archiving, a base backup is refused: it could never be restored.
     let plain = Cluster::start();
-    Cmd::tool("dbsnap").arg("--base").arg(plain.url("postgres")).arg("--to").arg(d.s.path("other")).fails_with_code(2).stderr_has("archive_mode");
+    Cmd::tool("dbsnap")
+        .arg("--base")
+        .arg(plain.url("postgres"))
+        .arg("--to")
+        .arg(d.s.path("other"))
+        .fails_with_code(2)
+        .stderr_has("archive_mode");
 }
 
 #[test]
@@ -160,27 +256,56 @@ fn prune_keeps_the_wal_a_kept_base_backup_needs_and_pitr_still_works() {
     d.insert(3, 100);
     d.c.switch_and_wait_archived();
     let wal_files = |store: &Path| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(store.join("wal")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.contains(".sha256") && !n.contains(".meta.json")).collect();
+        let mut v: Vec<String> = std::fs::read_dir(store.join("wal"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.contains(".sha256") && !n.contains(".meta.json"))
+            .collect();
         v.sort();
         v
     };
     let metas: Vec<serde_json::Value> = {
-        let mut v: Vec<_> = std::fs::read_dir(d.store.join("backups")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".meta.json"))
-            .map(|e| serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).unwrap()).unwrap()).collect();
+        let mut v: Vec<_> = std::fs::read_dir(d.store.join("backups"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".meta.json"))
+            .map(|e| {
+                serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).unwrap())
+                    .unwrap()
+            })
+            .collect();
         v.sort_by_key(|m| m["timestamp"].as_str().unwrap().to_string());
         v
     };
     let first_start = metas[0]["wal"]["start_wal"].as_str().unwrap().to_string();
     let second_start = metas[1]["wal"]["start_wal"].as_str().unwrap().to_string();
     assert!(first_start < second_start);
-    let needed = |files: &[String], from: &str| -> Vec<String> { files.iter().filter(|f| &f[..24] >= from).cloned().collect() };
+    let needed = |files: &[String], from: &str| -> Vec<String> {
+        files.iter().filter(|f| &f[..24] >= from).cloned().collect()
+    };
     let before = wal_files(&d.store);
-    Cmd::tool("dbprune").arg("--store").arg(&d.store).args(["--keep-last", "5", "--wal"]).succeeds();
-    assert_eq!(wal_files(&d.store), needed(&before, &first_start), "both base backups kept: everything from the oldest one's start stays");
-    Cmd::tool("dbprune").arg("--store").arg(&d.store).args(["--keep-last", "1", "--wal"]).succeeds();
+    Cmd::tool("dbprune")
+        .arg("--store")
+        .arg(&d.store)
+        .args(["--keep-last", "5", "--wal"])
+        .succeeds();
+    assert_eq!(
+        wal_files(&d.store),
+        needed(&before, &first_start),
+        "both base backups kept: everything from the oldest one's start stays"
+    );
+    Cmd::tool("dbprune")
+        .arg("--store")
+        .arg(&d.store)
+        .args(["--keep-last", "1", "--wal"])
+        .succeeds();
     let after = wal_files(&d.store);
-    assert_eq!(after, needed(&before, &second_start), "WAL only the pruned base backup needed is gone");
+    assert_eq!(
+        after,
+        needed(&before, &second_start),
+        "WAL only the pruned base backup needed is gone"
+    );
     assert!(after.len() < before.len());
     pg::share_with_server(&d.store);
     let (restored, _) = d.restore("latest", "restored");
@@ -202,7 +327,10 @@ fn pitr_drill_with_base_backups_and_wal_on_s3() {
         .into_iter()
         .map(|(k, v)| format!("{k}='{v}' "))
         .collect();
-    let command = format!("{env}DBSAFE_CONFIG=/dev/null {} push %p %f --to {store}", dbsafe_tests::bin("walship").display());
+    let command = format!(
+        "{env}DBSAFE_CONFIG=/dev/null {} push %p %f --to {store}",
+        dbsafe_tests::bin("walship").display()
+    );
     c.psql(
         "postgres",
         &format!(
@@ -211,22 +339,55 @@ fn pitr_drill_with_base_backups_and_wal_on_s3() {
         ),
     );
     c.restart();
-    c.psql("postgres", "CREATE TABLE ledger(id serial PRIMARY KEY, batch int NOT NULL, note text);");
-    c.psql("postgres", "INSERT INTO ledger(batch, note) SELECT 1, 'row ' || i FROM generate_series(1, 400) i;");
-    server.tool("dbsnap").arg("--base").arg(c.url("postgres")).arg("--to").arg(&store).succeeds();
-    c.psql("postgres", "INSERT INTO ledger(batch, note) SELECT 2, 'row ' || i FROM generate_series(1, 100) i;");
+    c.psql(
+        "postgres",
+        "CREATE TABLE ledger(id serial PRIMARY KEY, batch int NOT NULL, note text);",
+    );
+    c.psql(
+        "postgres",
+        "INSERT INTO ledger(batch, note) SELECT 1, 'row ' || i FROM generate_series(1, 400) i;",
+    );
+    server
+        .tool("dbsnap")
+        .arg("--base")
+        .arg(c.url("postgres"))
+        .arg("--to")
+        .arg(&store)
+        .succeeds();
+    c.psql(
+        "postgres",
+        "INSERT INTO ledger(batch, note) SELECT 2, 'row ' || i FROM generate_series(1, 100) i;",
+    );
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let t = c.scalar("postgres", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');");
+    let t = c.scalar(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');",
+    );
     std::thread::sleep(std::time::Duration::from_millis(1100));
     c.psql("postgres", "DELETE FROM ledger;");
     c.switch_and_wait_archived();
     let keys = server.keys("pitr/wal");
-    assert!(keys.iter().any(|k| k.ends_with(".zst")), "WAL is on S3: {keys:?}");
+    assert!(
+        keys.iter().any(|k| k.ends_with(".zst")),
+        "WAL is on S3: {keys:?}"
+    );
     let data = s.path("restored");
     let port = pg::port();
-    server.tool("dbrestore").arg("--store").arg(&store).args(["--target-time", &t, "--start"]).arg("--pgdata").arg(&data)
-        .args(["--port", &port.to_string()]).succeeds();
+    server
+        .tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .args(["--target-time", &t, "--start"])
+        .arg("--pgdata")
+        .arg(&data)
+        .args(["--port", &port.to_string()])
+        .succeeds();
     let restored = Restored { data, port };
     assert_eq!(batches(&restored), "1:400,2:100");
-    server.tool("dbverify").arg("--store").arg(&store).args(["--latest", "--level", "restore"]).succeeds();
+    server
+        .tool("dbverify")
+        .arg("--store")
+        .arg(&store)
+        .args(["--latest", "--level", "restore"])
+        .succeeds();
 }

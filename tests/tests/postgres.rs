@@ -222,7 +222,10 @@ fn recorded_row_counts_are_those_of_the_dump_while_a_writer_inserts() {
     assert!(status.success(), "the writer failed");
 
     let meta = meta_of(&art);
-    assert_eq!(meta["extra"]["row_counts"], "from the dump stream", "counted off the stream, not by a second scan");
+    assert_eq!(
+        meta["extra"]["row_counts"], "from the dump stream",
+        "counted off the stream, not by a second scan"
+    );
     let during = pg.count(
         "shop",
         &format!(

@@ -120,17 +120,37 @@ fn systemd_units_pass_systemd_analyze_verify() {
             continue;
         }
         // Point ExecStart at this checkout's scripts, which verify requires to exist.
-        let text = std::fs::read_to_string(e.path()).unwrap().replace("/usr/local/share/dbsafe/", &format!("{}/", scripts.display()));
-        for hardening in ["NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectSystem=strict", "User=dbsafe"] {
-            assert!(name.ends_with(".timer") || text.contains(hardening), "{name} lacks {hardening}");
+        let text = std::fs::read_to_string(e.path()).unwrap().replace(
+            "/usr/local/share/dbsafe/",
+            &format!("{}/", scripts.display()),
+        );
+        for hardening in [
+            "NoNewPrivileges=yes",
+            "PrivateTmp=yes",
+            "ProtectSystem=strict",
+            "User=dbsafe",
+        ] {
+            assert!(
+                name.ends_with(".timer") || text.contains(hardening),
+                "{name} lacks {hardening}"
+            );
         }
         std::fs::write(s.path(&name), text).unwrap();
         units.push(name);
     }
     units.sort();
     assert_eq!(units.len(), 4, "{units:?}");
-    let r = Cmd::new(analyze).args(["verify", "--man=no"]).args(&units).current_dir(s.dir.path()).succeeds();
-    assert!(r.stderr().trim().is_empty() && r.stdout().trim().is_empty(), "systemd-analyze complained:\n{}{}", r.stdout(), r.stderr());
+    let r = Cmd::new(analyze)
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .current_dir(s.dir.path())
+        .succeeds();
+    assert!(
+        r.stderr().trim().is_empty() && r.stdout().trim().is_empty(),
+        "systemd-analyze complained:\n{}{}",
+        r.stdout(),
+        r.stderr()
+    );
 }
 
 #[test]
@@ -138,18 +158,44 @@ fn verify_restore_and_pitr_scripts_run_end_to_end() {
     let s = Scene::new();
     dbsafe_tests::sqlite::sample(&s.path("app.db"), 20);
     let store = s.path("store");
-    Cmd::tool("dbsnap").arg(format!("sqlite:{}", s.path("app.db").display())).arg("--to").arg(&store).succeeds();
-    let with_env = |c: Cmd| c.env("BIN_DIR", bin_dir()).env("DBSAFE_CONFIG", "/dev/null").env("DBSAFE_STORE", &store);
-    with_env(Cmd::new(script("verify.sh"))).succeeds().stderr_has("PASS");
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .arg("--to")
+        .arg(&store)
+        .succeeds();
+    let with_env = |c: Cmd| {
+        c.env("BIN_DIR", bin_dir())
+            .env("DBSAFE_CONFIG", "/dev/null")
+            .env("DBSAFE_STORE", &store)
+    };
+    with_env(Cmd::new(script("verify.sh")))
+        .succeeds()
+        .stderr_has("PASS");
     // Unhealthy: a stale store fails the check.
-    with_env(Cmd::new(script("verify.sh"))).env("MAX_AGE", "0s").fails_with_code(1);
+    with_env(Cmd::new(script("verify.sh")))
+        .env("MAX_AGE", "0s")
+        .fails_with_code(1);
     let target = s.path("restored.db");
-    let r = with_env(Cmd::new(script("restore.sh"))).arg(format!("sqlite:{}", target.display())).succeeds();
+    let r = with_env(Cmd::new(script("restore.sh")))
+        .arg(format!("sqlite:{}", target.display()))
+        .succeeds();
     assert!(r.stderr().contains("dry run"), "{}", r.stderr());
-    assert_eq!(dbsafe_tests::sqlite::counts(&target), dbsafe_tests::sqlite::counts(&s.path("app.db")));
+    assert_eq!(
+        dbsafe_tests::sqlite::counts(&target),
+        dbsafe_tests::sqlite::counts(&s.path("app.db"))
+    );
     // Over a non-empty target without --yes and without a terminal: refused.
-    with_env(Cmd::new(script("restore.sh"))).arg(format!("sqlite:{}", target.display())).fails_with_code(4);
-    with_env(Cmd::new(script("restore.sh"))).arg(format!("sqlite:{}", target.display())).arg("--yes").succeeds();
+    with_env(Cmd::new(script("restore.sh")))
+        .arg(format!("sqlite:{}", target.display()))
+        .fails_with_code(4);
+    with_env(Cmd::new(script("restore.sh")))
+        .arg(format!("sqlite:{}", target.display()))
+        .arg("--yes")
+        .succeeds();
     // pitr.sh hands its arguments to dbrestore: a store without base backups is exit 3.
-    with_env(Cmd::new(script("pitr.sh"))).args(["latest"]).arg(s.path("pgdata")).fails_with_code(3).stderr_has("no base backup");
+    with_env(Cmd::new(script("pitr.sh")))
+        .args(["latest"])
+        .arg(s.path("pgdata"))
+        .fails_with_code(3)
+        .stderr_has("no base backup");
 }

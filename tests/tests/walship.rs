@@ -6,23 +6,43 @@ use std::path::Path;
 const SEG: &str = "000000010000000000000003";
 
 fn segment(s: &Scene, name: &str, seed: u8) -> std::path::PathBuf {
-    let data: Vec<u8> = (0..16u32 << 20).map(|i| ((i.wrapping_mul(2654435761) >> 13) as u8) ^ seed).collect();
+    let data: Vec<u8> = (0..16u32 << 20)
+        .map(|i| ((i.wrapping_mul(2654435761) >> 13) as u8) ^ seed)
+        .collect();
     let p = s.path(name);
     std::fs::write(&p, data).unwrap();
     p
 }
 
 fn push(store: &Path, path: &Path, file: &str) -> Cmd {
-    Cmd::tool("walship").arg("push").arg(path).arg(file).arg("--to").arg(store)
+    Cmd::tool("walship")
+        .arg("push")
+        .arg(path)
+        .arg(file)
+        .arg("--to")
+        .arg(store)
 }
 
 fn fetch(store: &Path, file: &str, dest: &Path) -> Cmd {
-    Cmd::tool("walship").arg("fetch").arg(file).arg(dest).arg("--from").arg(store)
+    Cmd::tool("walship")
+        .arg("fetch")
+        .arg(file)
+        .arg(dest)
+        .arg("--from")
+        .arg(store)
 }
 
 fn wal_dir_listing(store: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(store.join("wal")).unwrap().flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())).collect();
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(store.join("wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
     v.sort();
     v
 }
@@ -35,14 +55,33 @@ fn push_is_idempotent_for_identical_bytes_and_never_overwrites_different_ones() 
     let a = segment(&s, "a", 1);
     push(&store, &a, SEG).args(["-r", &public]).succeeds();
     let archived = wal_dir_listing(&store);
-    assert_eq!(archived.len(), 3, "object, .sha256, .meta.json: {:?}", archived.iter().map(|x| &x.0).collect::<Vec<_>>());
+    assert_eq!(
+        archived.len(),
+        3,
+        "object, .sha256, .meta.json: {:?}",
+        archived.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
     push(&store, &a, SEG).args(["-r", &public]).succeeds();
-    assert_eq!(wal_dir_listing(&store), archived, "an identical re-push changes nothing");
+    assert_eq!(
+        wal_dir_listing(&store),
+        archived,
+        "an identical re-push changes nothing"
+    );
     let b = segment(&s, "b", 2);
-    push(&store, &b, SEG).args(["-r", &public]).fails_with_code(1).stderr_has("different contents");
-    assert_eq!(wal_dir_listing(&store), archived, "the archived copy is kept");
+    push(&store, &b, SEG)
+        .args(["-r", &public])
+        .fails_with_code(1)
+        .stderr_has("different contents");
+    assert_eq!(
+        wal_dir_listing(&store),
+        archived,
+        "the archived copy is kept"
+    );
     // sha256sum -c accepts the WAL sidecar too.
-    Cmd::new("sha256sum").args(["-c", &format!("{SEG}.zst.age.sha256")]).current_dir(store.join("wal")).succeeds();
+    Cmd::new("sha256sum")
+        .args(["-c", &format!("{SEG}.zst.age.sha256")])
+        .current_dir(store.join("wal"))
+        .succeeds();
 }
 
 #[test]
@@ -51,7 +90,9 @@ fn sigkill_during_push_leaves_nothing_visible_and_a_repush_succeeds() {
     let store = s.path("store");
     let big = s.path("big");
     // A "segment" large enough to catch the push in the middle.
-    let data: Vec<u8> = (0..400u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+    let data: Vec<u8> = (0..400u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
     std::fs::write(&big, data).unwrap();
     let mut child = push(&store, &big, SEG).args(["--compress", "none"]).spawn();
     let start = std::time::Instant::now();
@@ -61,12 +102,24 @@ fn sigkill_during_push_leaves_nothing_visible_and_a_repush_succeeds() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let visible: Vec<String> = std::fs::read_dir(store.join("wal")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.')).collect();
-    assert!(!visible.iter().any(|n| n == SEG || n.ends_with(".sha256")), "a partial segment is visible: {visible:?}");
-    push(&store, &big, SEG).args(["--compress", "none"]).succeeds();
+    let visible: Vec<String> = std::fs::read_dir(store.join("wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(
+        !visible.iter().any(|n| n == SEG || n.ends_with(".sha256")),
+        "a partial segment is visible: {visible:?}"
+    );
+    push(&store, &big, SEG)
+        .args(["--compress", "none"])
+        .succeeds();
     fetch(&store, SEG, &s.path("back")).succeeds();
-    assert_eq!(dbsafe_tests::sha256_file(&s.path("back")), dbsafe_tests::sha256_file(&big));
+    assert_eq!(
+        dbsafe_tests::sha256_file(&s.path("back")),
+        dbsafe_tests::sha256_file(&big)
+    );
 }
 
 #[test]
@@ -80,17 +133,35 @@ fn fetch_exits_1_for_missing_and_255_for_every_other_failure() {
     // Good.
     let out = s.path("out");
     fetch(&store, SEG, &out).arg("-i").arg(&key).succeeds();
-    assert_eq!(dbsafe_tests::sha256_file(&out), dbsafe_tests::sha256_file(&a));
+    assert_eq!(
+        dbsafe_tests::sha256_file(&out),
+        dbsafe_tests::sha256_file(&a)
+    );
     // Missing: 1, quietly.
-    let r = fetch(&store, "000000010000000000000004", &s.path("x")).arg("-i").arg(&key).fails_with_code(1);
+    let r = fetch(&store, "000000010000000000000004", &s.path("x"))
+        .arg("-i")
+        .arg(&key)
+        .fails_with_code(1);
     assert!(r.stderr().is_empty(), "quiet: {}", r.stderr());
-    fetch(&store, "00000002.history", &s.path("x")).arg("-i").arg(&key).fails_with_code(1);
+    fetch(&store, "00000002.history", &s.path("x"))
+        .arg("-i")
+        .arg(&key)
+        .fails_with_code(1);
     // Wrong key, no key: 255.
-    fetch(&store, SEG, &s.path("x")).arg("-i").arg(&other).fails_with_code(255);
+    fetch(&store, SEG, &s.path("x"))
+        .arg("-i")
+        .arg(&other)
+        .fails_with_code(255);
     fetch(&store, SEG, &s.path("x")).fails_with_code(255);
     // A store that does not exist, or is not a directory: 255, never "missing".
-    fetch(&s.path("no-such-store"), SEG, &s.path("x")).arg("-i").arg(&key).fails_with_code(255);
-    fetch(&a, SEG, &s.path("x")).arg("-i").arg(&key).fails_with_code(255);
+    fetch(&s.path("no-such-store"), SEG, &s.path("x"))
+        .arg("-i")
+        .arg(&key)
+        .fails_with_code(255);
+    fetch(&a, SEG, &s.path("x"))
+        .arg("-i")
+        .arg(&key)
+        .fails_with_code(255);
     // Corrupted archived copy: 255, and nothing written at %p.
     let obj = store.join("wal").join(format!("{SEG}.zst.age"));
     let mut b = std::fs::read(&obj).unwrap();
@@ -98,7 +169,10 @@ fn fetch_exits_1_for_missing_and_255_for_every_other_failure() {
     b[n] ^= 0xff;
     std::fs::write(&obj, b).unwrap();
     let dest = s.path("corrupt-dest");
-    fetch(&store, SEG, &dest).arg("-i").arg(&key).fails_with_code(255);
+    fetch(&store, SEG, &dest)
+        .arg("-i")
+        .arg(&key)
+        .fails_with_code(255);
     assert!(!dest.exists());
     assert!(dbsafe_tests::temporaries(s.dir.path()).is_empty());
 }
@@ -108,22 +182,67 @@ fn list_status_and_prune() {
     let s = Scene::new();
     let store = s.path("store");
     let a = segment(&s, "a", 1);
-    for seg in ["000000010000000000000001", "000000010000000000000002", "000000010000000000000004"] {
+    for seg in [
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "000000010000000000000004",
+    ] {
         push(&store, &a, seg).succeeds();
     }
     let small = s.write("h", "1\t0/3000000\tno recovery target specified\n");
     push(&store, &small, "00000002.history").succeeds();
-    let list = Cmd::tool("walship").args(["list", "--json", "--from"]).arg(&store).succeeds().json();
+    let list = Cmd::tool("walship")
+        .args(["list", "--json", "--from"])
+        .arg(&store)
+        .succeeds()
+        .json();
     assert_eq!(list.as_array().unwrap().len(), 4);
-    let st = Cmd::tool("walship").args(["status", "--json", "--from"]).arg(&store).fails_with_code(1).json();
-    assert_eq!(st["wal"]["gaps"][0], "000000010000000000000003..000000010000000000000003");
+    let st = Cmd::tool("walship")
+        .args(["status", "--json", "--from"])
+        .arg(&store)
+        .fails_with_code(1)
+        .json();
+    assert_eq!(
+        st["wal"]["gaps"][0],
+        "000000010000000000000003..000000010000000000000003"
+    );
     push(&store, &a, "000000010000000000000003").succeeds();
-    Cmd::tool("walship").args(["status", "--from"]).arg(&store).succeeds();
+    Cmd::tool("walship")
+        .args(["status", "--from"])
+        .arg(&store)
+        .succeeds();
     std::thread::sleep(std::time::Duration::from_millis(1200));
-    Cmd::tool("walship").args(["status", "--max-lag", "500ms", "--from"]).arg(&store).fails_with_code(1).stderr_has("--max-lag");
-    Cmd::tool("walship").args(["prune", "--before", "000000010000000000000003", "--from"]).arg(&store).succeeds();
-    let left = Cmd::tool("walship").args(["list", "--json", "--from"]).arg(&store).succeeds().json();
-    let names: Vec<&str> = left.as_array().unwrap().iter().map(|f| f["wal_file"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["000000010000000000000003", "000000010000000000000004", "00000002.history"]);
-    Cmd::tool("walship").args(["push", "a", "not-a-wal-name", "--to"]).arg(&store).current_dir(s.dir.path()).fails_with_code(2);
+    Cmd::tool("walship")
+        .args(["status", "--max-lag", "500ms", "--from"])
+        .arg(&store)
+        .fails_with_code(1)
+        .stderr_has("--max-lag");
+    Cmd::tool("walship")
+        .args(["prune", "--before", "000000010000000000000003", "--from"])
+        .arg(&store)
+        .succeeds();
+    let left = Cmd::tool("walship")
+        .args(["list", "--json", "--from"])
+        .arg(&store)
+        .succeeds()
+        .json();
+    let names: Vec<&str> = left
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["wal_file"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "000000010000000000000003",
+            "000000010000000000000004",
+            "00000002.history"
+        ]
+    );
+    Cmd::tool("walship")
+        .args(["push", "a", "not-a-wal-name", "--to"])
+        .arg(&store)
+        .current_dir(s.dir.path())
+        .fails_with_code(2);
 }

@@ -5,13 +5,13 @@
 //! ([`check_payload`]) or for a scratch target to rehearse a restore into
 //! ([`scratch`]); they never match on the engine themselves.
 
-pub mod pgdata;
-pub mod side;
 mod child;
 mod dir;
 mod duckdb;
 mod mysql;
+pub mod pgdata;
 mod postgres;
+pub mod side;
 mod sqlite;
 mod urlenc;
 
@@ -89,7 +89,11 @@ impl Origin {
             None => Origin::default(),
             Some(m) => Origin {
                 engine: Some(m.engine.clone()),
-                kind: Some(if m.backup_type == "base" { crate::Kind::Base } else { crate::Kind::Full }),
+                kind: Some(if m.backup_type == "base" {
+                    crate::Kind::Base
+                } else {
+                    crate::Kind::Full
+                }),
                 database: Some(m.database.clone()),
                 source: Some(m.source.clone()),
                 wal: m.wal.clone(),
@@ -184,7 +188,9 @@ pub fn check_payload(
     match payload {
         Payload::Sqlite => sqlite::check(input, tmpdir),
         Payload::Pgdump => postgres::check(input),
-        Payload::Tar if origin.engine.as_deref() == Some("postgres") => pgdata::check(input, origin, tmpdir),
+        Payload::Tar if origin.engine.as_deref() == Some("postgres") => {
+            pgdata::check(input, origin, tmpdir)
+        }
         Payload::Tar => tar_is_tree(origin).and_then(|()| dir::check(input)),
         Payload::Duckdb => duckdb::check(input, tmpdir),
         Payload::Sql => sql_is_mysql(origin).and_then(|()| mysql::check(input)),

@@ -52,8 +52,6 @@ struct ConnUrl {
     db: String,
 }
 
-
-
 impl ConnUrl {
     fn parse(url: &str) -> Result<ConnUrl> {
         let bad = |why: &str| {
@@ -955,6 +953,14 @@ impl Engine for Mysql {
     }
 }
 
+fn percent_decode(s: &str) -> Result<String> {
+    super::urlenc::decode(s, "MySQL URL")
+}
+
+fn percent_encode(s: &str) -> String {
+    super::urlenc::encode(s, b"/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1085,12 +1091,4 @@ DELIMITER ;\n\
         assert!(ConnUrl::parse("mysql://u@h/d?sslmode=x").is_err());
         assert!(ConnUrl::parse("postgres://u@h/d").is_err());
     }
-}
-
-fn percent_decode(s: &str) -> Result<String> {
-    super::urlenc::decode(s, "MySQL URL")
-}
-
-fn percent_encode(s: &str) -> String {
-    super::urlenc::encode(s, b"/")
 }

@@ -24,7 +24,12 @@ pub fn wal_file(timeline: u32, lsn: u64, segment_size: u64, prev: bool) -> Strin
     let pos = if prev && lsn > 0 { lsn - 1 } else { lsn };
     let segno = pos / segment_size;
     let per_log = 0x1_0000_0000 / segment_size;
-    format!("{:08X}{:08X}{:08X}", timeline, segno / per_log, segno % per_log)
+    format!(
+        "{:08X}{:08X}{:08X}",
+        timeline,
+        segno / per_log,
+        segno % per_log
+    )
 }
 
 /// Reads the timeline and start and end LSNs from the backup_manifest's `WAL-Ranges`.
@@ -34,9 +39,18 @@ fn parse_points(manifest: &[u8]) -> Option<(String, u32, String)> {
     let field = |name: &str| -> Option<String> {
         let rest = ranges.split(&format!("\"{name}\"")).nth(1)?;
         let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-        Some(rest.trim_start_matches('"').split(['"', ',', ' ', '}']).next()?.to_string())
+        Some(
+            rest.trim_start_matches('"')
+                .split(['"', ',', ' ', '}'])
+                .next()?
+                .to_string(),
+        )
     };
-    Some((field("Start-LSN")?, field("Timeline")?.parse().ok()?, field("End-LSN")?))
+    Some((
+        field("Start-LSN")?,
+        field("Timeline")?.parse().ok()?,
+        field("End-LSN")?,
+    ))
 }
 
 /// Passes a tar stream through, keeping the tail of `backup_manifest`.
@@ -58,7 +72,9 @@ impl ManifestTap<'_> {
         let h = &self.header;
         let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
         let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
-        let size_field = String::from_utf8_lossy(&h[124..136]).trim_matches(|c: char| c == '\0' || c == ' ').to_string();
+        let size_field = String::from_utf8_lossy(&h[124..136])
+            .trim_matches(|c: char| c == '\0' || c == ' ')
+            .to_string();
         let size = u64::from_str_radix(&size_field, 8).unwrap_or(0);
         self.data_left = size;
         self.left = size.div_ceil(512) * 512;
@@ -105,7 +121,11 @@ impl Write for ManifestTap<'_> {
 
 impl Postgres {
     /// Streams a base backup (tar, with its backup_manifest) into `out`.
-    pub(super) fn base_backup(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo> {
+    pub(super) fn base_backup(
+        &self,
+        opts: &SnapshotOptions,
+        out: &mut dyn Write,
+    ) -> Result<SnapshotInfo> {
         if !opts.tables.is_empty() || !opts.exclude_tables.is_empty() {
             return Err(Error::usage("--table and --exclude-table do not apply to --base: a base backup is the whole cluster"));
         }
@@ -116,9 +136,14 @@ impl Postgres {
             "SELECT current_setting('server_version') || '|' || current_setting('wal_segment_size') || '|' || \
              current_setting('archive_mode') || '|' || current_setting('wal_level');",
         )?;
-        let parts: Vec<&str> = settings.first().map(|l| l.split('|').collect()).unwrap_or_default();
+        let parts: Vec<&str> = settings
+            .first()
+            .map(|l| l.split('|').collect())
+            .unwrap_or_default();
         let [version, segsize, archive_mode, wal_level] = parts[..] else {
-            return Err(Error::failed(format!("unexpected answer from psql: {settings:?}")));
+            return Err(Error::failed(format!(
+                "unexpected answer from psql: {settings:?}"
+            )));
         };
         if archive_mode == "off" || wal_level == "minimal" {
             return Err(Error::usage(format!(
@@ -130,18 +155,43 @@ impl Postgres {
         let segment_size = crate::units::parse_size(segsize)?;
         let mut cmd = self.command("pg_basebackup");
         cmd.stdin(Stdio::null());
-        cmd.args(["-D", "-", "-F", "t", "-X", "none", "--checkpoint=fast", "-v", "-d"]).arg(self.conn.uri(&db));
+        cmd.args([
+            "-D",
+            "-",
+            "-F",
+            "t",
+            "-X",
+            "none",
+            "--checkpoint=fast",
+            "-v",
+            "-d",
+        ])
+        .arg(self.conn.uri(&db));
         let mut child = Child::spawn("pg_basebackup", cmd)?;
         let mut stdout = child.child.stdout.take().expect("piped stdout");
-        let mut tap = ManifestTap { out, header: Vec::new(), left: 0, data_left: 0, capturing: false, manifest: Vec::new() };
+        let mut tap = ManifestTap {
+            out,
+            header: Vec::new(),
+            left: 0,
+            data_left: 0,
+            capturing: false,
+            manifest: Vec::new(),
+        };
         if let Err(e) = crate::pipeline::copy(&mut stdout, &mut tap) {
             child.kill();
             return Err(Error::from(e).context("streaming pg_basebackup's output"));
         }
-        let status = child.child.wait().map_err(|e| Error::failed(format!("waiting for pg_basebackup: {e}")))?;
+        let status = child
+            .child
+            .wait()
+            .map_err(|e| Error::failed(format!("waiting for pg_basebackup: {e}")))?;
         let stderr = child.stderr_text();
         if !status.success() {
-            return Err(Error::failed(format!("pg_basebackup of {} failed: {}", self.url(), stderr.trim())));
+            return Err(Error::failed(format!(
+                "pg_basebackup of {} failed: {}",
+                self.url(),
+                stderr.trim()
+            )));
         }
         let (start, timeline, stop) = parse_points(&tap.manifest).ok_or_else(|| {
             Error::failed("the base backup's backup_manifest has no WAL-Ranges; is this pg_basebackup 13 or newer?")
@@ -161,9 +211,17 @@ impl Postgres {
         // nothing wrote meanwhile, which the metadata says it assumes.
         let tables = parse_counts(&self.run_sql(&db, &count_query(&[], &[]))?)?;
         let mut extra = serde_json::Map::new();
-        extra.insert("row_counts".into(), "counted on the live server when the backup ended".into());
+        extra.insert(
+            "row_counts".into(),
+            "counted on the live server when the backup ended".into(),
+        );
         extra.insert("wal_segment_size".into(), segment_size.into());
-        Ok(SnapshotInfo { tables, engine_version: version.to_string(), extra, wal: Some(wal) })
+        Ok(SnapshotInfo {
+            tables,
+            engine_version: version.to_string(),
+            extra,
+            wal: Some(wal),
+        })
     }
 }
 
@@ -175,10 +233,19 @@ mod tests {
     fn lsns_name_their_segments() {
         let seg = 16 << 20;
         assert_eq!(parse_lsn("0/2000028"), Some(0x2000028));
-        assert_eq!(wal_file(1, 0x2000028, seg, false), "000000010000000000000002");
+        assert_eq!(
+            wal_file(1, 0x2000028, seg, false),
+            "000000010000000000000002"
+        );
         // A backup ending exactly on a boundary ends in the previous segment.
-        assert_eq!(wal_file(1, 0x3000000, seg, true), "000000010000000000000002");
-        assert_eq!(wal_file(2, 0x1_0000_0000, seg, false), "000000020000000100000000");
+        assert_eq!(
+            wal_file(1, 0x3000000, seg, true),
+            "000000010000000000000002"
+        );
+        assert_eq!(
+            wal_file(2, 0x1_0000_0000, seg, false),
+            "000000020000000100000000"
+        );
     }
 
     #[test]
@@ -189,6 +256,9 @@ mod tests {
 { "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }
 ],
 "Manifest-Checksum": "abc"}"#;
-        assert_eq!(parse_points(m), Some(("0/2000028".into(), 1, "0/2000100".into())));
+        assert_eq!(
+            parse_points(m),
+            Some(("0/2000028".into(), 1, "0/2000100".into()))
+        );
     }
 }

@@ -74,7 +74,10 @@ impl<'a> DumpCounter<'a> {
         let mut v: Vec<TableCount> = self
             .tables
             .iter()
-            .map(|(id, name)| TableCount { name: name.clone(), rows: self.rows.get(id).copied().unwrap_or(0) })
+            .map(|(id, name)| TableCount {
+                name: name.clone(),
+                rows: self.rows.get(id).copied().unwrap_or(0),
+            })
             .collect();
         v.sort();
         Some(v)
@@ -96,7 +99,9 @@ impl<'a> DumpCounter<'a> {
     /// The COPY data ends with the `\.` end marker and blank lines, which are not rows.
     fn end_of_table(&mut self) {
         let at_line_start = |marker: &[u8]| {
-            self.tail == marker || (self.tail.ends_with(marker) && self.tail[self.tail.len() - marker.len() - 1] == b'\n')
+            self.tail == marker
+                || (self.tail.ends_with(marker)
+                    && self.tail[self.tail.len() - marker.len() - 1] == b'\n')
         };
         let marker_lines = if at_line_start(b"\\.\n\n\n") {
             3
@@ -119,7 +124,11 @@ impl<'a> DumpCounter<'a> {
                     buf.extend_from_slice(data);
                     data = &[];
                     match parse_prefix(buf) {
-                        Parse::Done { used, int_size, tables } => {
+                        Parse::Done {
+                            used,
+                            int_size,
+                            tables,
+                        } => {
                             let rest = buf.split_off(used);
                             self.int_size = int_size;
                             self.tables = tables;
@@ -177,7 +186,8 @@ impl<'a> DumpCounter<'a> {
                         if let Some(id) = self.current {
                             *self.rows.entry(id).or_default() += lines;
                         }
-                        self.tail.extend_from_slice(&data[take.saturating_sub(8)..take]);
+                        self.tail
+                            .extend_from_slice(&data[take.saturating_sub(8)..take]);
                         let excess = self.tail.len().saturating_sub(8);
                         self.tail.drain(..excess);
                     }
@@ -185,7 +195,11 @@ impl<'a> DumpCounter<'a> {
                     let (done, is_data) = (*left == 0, *is_data);
                     data = &data[take..];
                     if done {
-                        self.state = State::Int(if is_data { Then::DataChunkLen } else { Then::BlobChunkLen });
+                        self.state = State::Int(if is_data {
+                            Then::DataChunkLen
+                        } else {
+                            Then::BlobChunkLen
+                        });
                     }
                 }
             }
@@ -205,7 +219,11 @@ impl Write for DumpCounter<'_> {
 }
 
 enum Parse {
-    Done { used: usize, int_size: usize, tables: BTreeMap<i64, String> },
+    Done {
+        used: usize,
+        int_size: usize,
+        tables: BTreeMap<i64, String>,
+    },
     More,
     Unknown,
 }
@@ -256,12 +274,21 @@ fn parse_prefix(b: &[u8]) -> Parse {
     if major != 1 || !(12..=16).contains(&minor) || b[10] != 1 {
         return Parse::Unknown;
     }
-    let mut c = Cur { b, pos: 11, int_size: b[8] as usize, off_size: b[9] as usize };
+    let mut c = Cur {
+        b,
+        pos: 11,
+        int_size: b[8] as usize,
+        off_size: b[9] as usize,
+    };
     if c.int_size == 0 || c.int_size > 8 {
         return Parse::Unknown;
     }
     match parse_toc(&mut c, minor) {
-        Some(Some(tables)) => Parse::Done { used: c.pos, int_size: c.int_size, tables },
+        Some(Some(tables)) => Parse::Done {
+            used: c.pos,
+            int_size: c.int_size,
+            tables,
+        },
         Some(None) => Parse::Unknown,
         None => Parse::More,
     }
@@ -302,7 +329,7 @@ fn parse_toc(c: &mut Cur<'_>, minor: u8) -> Option<Option<BTreeMap<i64, String>>
         c.string()?; // owner
         c.string()?; // with oids
         while c.string()?.is_some() {} // dependencies
-        // The custom format's extra TOC data: a data offset.
+                                       // The custom format's extra TOC data: a data offset.
         c.byte()?;
         for _ in 0..c.off_size {
             c.byte()?;

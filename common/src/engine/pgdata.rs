@@ -7,7 +7,9 @@
 //! as root: as root, the directory is handed to the `postgres` system user
 //! and the server runs as that user.
 
-use super::{Engine, Origin, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions, WalSource};
+use super::{
+    Engine, Origin, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions, WalSource,
+};
 use crate::error::{Error, Result};
 use crate::meta::TableCount;
 use crate::name::Payload;
@@ -71,12 +73,16 @@ fn free_port() -> Result<u16> {
 }
 
 fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// The directory of the server binaries (pg_ctl) for a major version.
 fn server_bindir(version: Option<&str>) -> Result<PathBuf> {
-    let major = version.and_then(|v| v.split(['.', ' ']).next()).unwrap_or("");
+    let major = version
+        .and_then(|v| v.split(['.', ' ']).next())
+        .unwrap_or("");
     let mut candidates: Vec<PathBuf> = Vec::new();
     if !major.is_empty() {
         candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")));
@@ -92,13 +98,23 @@ fn server_bindir(version: Option<&str>) -> Result<PathBuf> {
     candidates
         .into_iter()
         .find(|d| d.join("pg_ctl").is_file())
-        .ok_or_else(|| Error::usage(format!("pg_ctl is not installed: install the Debian package postgresql-{}", if major.is_empty() { "15" } else { major })))
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "pg_ctl is not installed: install the Debian package postgresql-{}",
+                if major.is_empty() { "15" } else { major }
+            ))
+        })
 }
 
 impl PgData {
     /// A user's data directory (`dbrestore --pgdata`).
     pub fn new(dir: PathBuf, recovery: Recovery, origin: Origin) -> PgData {
-        PgData { dir, recovery, origin, scratch: false }
+        PgData {
+            dir,
+            recovery,
+            origin,
+            scratch: false,
+        }
     }
 
     /// A throwaway server under `tmpdir` that recovers to the end of the backup.
@@ -139,7 +155,10 @@ impl PgData {
     }
 
     fn socket_dir(&self) -> PathBuf {
-        self.recovery.socket_dir.clone().unwrap_or_else(|| self.dir.clone())
+        self.recovery
+            .socket_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.clone())
     }
 
     fn pg_ctl(&self) -> Result<PathBuf> {
@@ -152,9 +171,15 @@ impl PgData {
 
     /// Unpacks a base backup tar into the (empty or missing) directory.
     fn unpack(&self, input: &mut dyn Read) -> Result<()> {
-        if self.dir.exists() && std::fs::read_dir(&self.dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-            return Err(Error::refused(format!("{} is not empty", self.dir.display()))
-                .hint("restore into an empty or new directory"));
+        if self.dir.exists()
+            && std::fs::read_dir(&self.dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            return Err(
+                Error::refused(format!("{} is not empty", self.dir.display()))
+                    .hint("restore into an empty or new directory"),
+            );
         }
         crate::fsutil::create_private_dir(&self.dir)?;
         let mut child = Command::new("tar")
@@ -164,29 +189,44 @@ impl PgData {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::failed(format!("cannot run tar: {e}")).hint("install the Debian package tar"))?;
+            .map_err(|e| {
+                Error::failed(format!("cannot run tar: {e}")).hint("install the Debian package tar")
+            })?;
         let _guard = crate::cleanup::ChildGuard::new(child.id());
         let mut stdin = child.stdin.take().expect("piped stdin");
         let fed = crate::pipeline::copy(input, &mut stdin);
         drop(stdin);
-        let out = child.wait_with_output().map_err(|e| Error::failed(format!("waiting for tar: {e}")))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::failed(format!("waiting for tar: {e}")))?;
         fed.map_err(|e| Error::from(e).context("unpacking the base backup"))?;
         if !out.status.success() {
-            return Err(Error::failed(format!("tar could not unpack the base backup: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(Error::failed(format!(
+                "tar could not unpack the base backup: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
         if !self.dir.join("PG_VERSION").is_file() {
-            return Err(Error::failed("the tar is not a PostgreSQL base backup (no PG_VERSION)"));
+            return Err(Error::failed(
+                "the tar is not a PostgreSQL base backup (no PG_VERSION)",
+            ));
         }
         Ok(())
     }
 
     /// Copies the WAL a backup needs into pg_wal, for a recovery that needs no store access.
     fn prefetch_wal(&self, wal: &WalSource) -> Result<()> {
-        let info = self.origin.wal.as_ref().ok_or_else(|| Error::failed("the base backup's metadata has no WAL range"))?;
+        let info = self
+            .origin
+            .wal
+            .as_ref()
+            .ok_or_else(|| Error::failed("the base backup's metadata has no WAL range"))?;
         let store = crate::store::open(&wal.store, false)?;
         let keys = crate::keys::Keyring::load(&wal.identity_files, wal.passphrase_file.as_deref())?;
-        let start = crate::wal::WalName::parse(&info.start_wal).ok_or_else(|| Error::failed("bad start_wal"))?;
-        let stop = crate::wal::WalName::parse(&info.stop_wal).ok_or_else(|| Error::failed("bad stop_wal"))?;
+        let start = crate::wal::WalName::parse(&info.start_wal)
+            .ok_or_else(|| Error::failed("bad start_wal"))?;
+        let stop = crate::wal::WalName::parse(&info.stop_wal)
+            .ok_or_else(|| Error::failed("bad stop_wal"))?;
         let pg_wal = self.dir.join("pg_wal");
         crate::fsutil::create_private_dir(&pg_wal)?;
         for tli in 2..=info.timeline {
@@ -198,7 +238,10 @@ impl PgData {
             match crate::walarchive::fetch(store.as_ref(), &f, &pg_wal.join(&f), &keys)? {
                 crate::walarchive::Fetched::Restored => {}
                 crate::walarchive::Fetched::Missing => {
-                    return Err(Error::failed(format!("WAL segment {f}, which the base backup needs, is not in store {}", store.describe())))
+                    return Err(Error::failed(format!(
+                        "WAL segment {f}, which the base backup needs, is not in store {}",
+                        store.describe()
+                    )))
                 }
             }
         }
@@ -213,16 +256,30 @@ impl PgData {
             .unwrap_or_else(|| PathBuf::from("walship"));
         let mut env = String::from("DBSAFE_CONFIG=/dev/null ");
         if !wal.identity_files.is_empty() {
-            let ids: Vec<String> = wal.identity_files.iter().map(|p| absolute(p).display().to_string()).collect();
-            env.push_str(&format!("DBSAFE_IDENTITY_FILE={} ", shell_quote(&ids.join(","))));
+            let ids: Vec<String> = wal
+                .identity_files
+                .iter()
+                .map(|p| absolute(p).display().to_string())
+                .collect();
+            env.push_str(&format!(
+                "DBSAFE_IDENTITY_FILE={} ",
+                shell_quote(&ids.join(","))
+            ));
         }
         if let Some(p) = &wal.passphrase_file {
-            env.push_str(&format!("DBSAFE_PASSPHRASE_FILE={} ", shell_quote(&absolute(p).display().to_string())));
+            env.push_str(&format!(
+                "DBSAFE_PASSPHRASE_FILE={} ",
+                shell_quote(&absolute(p).display().to_string())
+            ));
         }
         format!(
             "{env}{} fetch %f %p --from {}",
             shell_quote(&walship.display().to_string()),
-            shell_quote(&if wal.store.contains("://") { wal.store.clone() } else { absolute(Path::new(&wal.store)).display().to_string() })
+            shell_quote(&if wal.store.contains("://") {
+                wal.store.clone()
+            } else {
+                absolute(Path::new(&wal.store)).display().to_string()
+            })
         )
     }
 
@@ -233,9 +290,16 @@ impl PgData {
             // The scratch server recovers from WAL already copied into pg_wal.
             (true, _) => "false".to_string(),
             (false, Some(w)) => self.restore_command(w),
-            (false, None) => return Err(Error::usage("point-in-time recovery needs the store holding the WAL archive")),
+            (false, None) => {
+                return Err(Error::usage(
+                    "point-in-time recovery needs the store holding the WAL archive",
+                ))
+            }
         };
-        conf.push_str(&format!("restore_command = {}\n", crate::engine::postgres::quote_literal(&restore_command)));
+        conf.push_str(&format!(
+            "restore_command = {}\n",
+            crate::engine::postgres::quote_literal(&restore_command)
+        ));
         match &self.recovery.target {
             RecoveryTarget::Immediate => conf.push_str("recovery_target = 'immediate'\n"),
             RecoveryTarget::Time(t) => conf.push_str(&format!(
@@ -246,7 +310,10 @@ impl PgData {
         }
         conf.push_str("recovery_target_action = 'promote'\nrecovery_target_timeline = 'latest'\n");
         conf.push_str(&format!("port = {}\n", self.recovery.port));
-        conf.push_str(&format!("unix_socket_directories = {}\n", crate::engine::postgres::quote_literal(&self.socket_dir().display().to_string())));
+        conf.push_str(&format!(
+            "unix_socket_directories = {}\n",
+            crate::engine::postgres::quote_literal(&self.socket_dir().display().to_string())
+        ));
         if self.scratch {
             conf.push_str("listen_addresses = ''\narchive_mode = off\n");
             // Private socket, private server: trust whoever can reach it.
@@ -261,9 +328,12 @@ impl PgData {
             .create(true)
             .open(&auto)
             .map_err(|e| Error::failed(format!("cannot write {}: {e}", auto.display())))?;
-        f.write_all(conf.as_bytes()).map_err(|e| Error::failed(format!("cannot write {}: {e}", auto.display())))?;
-        std::fs::write(self.dir.join("recovery.signal"), b"").map_err(|e| Error::failed(format!("cannot write recovery.signal: {e}")))?;
-        std::fs::create_dir_all(self.dir.join("log")).map_err(|e| Error::failed(format!("cannot create log dir: {e}")))?;
+        f.write_all(conf.as_bytes())
+            .map_err(|e| Error::failed(format!("cannot write {}: {e}", auto.display())))?;
+        std::fs::write(self.dir.join("recovery.signal"), b"")
+            .map_err(|e| Error::failed(format!("cannot write recovery.signal: {e}")))?;
+        std::fs::create_dir_all(self.dir.join("log"))
+            .map_err(|e| Error::failed(format!("cannot create log dir: {e}")))?;
         Ok(())
     }
 
@@ -278,8 +348,11 @@ impl PgData {
                 .status()
                 .map_err(|e| Error::failed(format!("cannot run chown: {e}")))?;
             if !st.success() {
-                return Err(Error::failed(format!("cannot hand {} to the {user} user", self.dir.display()))
-                    .hint("PostgreSQL refuses to run as root; create the postgres system user"));
+                return Err(Error::failed(format!(
+                    "cannot hand {} to the {user} user",
+                    self.dir.display()
+                ))
+                .hint("PostgreSQL refuses to run as root; create the postgres system user"));
             }
         }
         Ok(())
@@ -299,7 +372,10 @@ impl PgData {
             .output()
             .map_err(|e| Error::failed(format!("cannot run pg_ctl: {e}")))?;
         if !out.status.success() {
-            return Err(Error::failed(format!("the restored server did not start: {}", self.log_tail())));
+            return Err(Error::failed(format!(
+                "the restored server did not start: {}",
+                self.log_tail()
+            )));
         }
         let start = Instant::now();
         loop {
@@ -307,10 +383,17 @@ impl PgData {
                 break;
             }
             if !self.dir.join("postmaster.pid").exists() {
-                return Err(Error::failed(format!("recovery failed and the server stopped: {}", self.log_tail())));
+                return Err(Error::failed(format!(
+                    "recovery failed and the server stopped: {}",
+                    self.log_tail()
+                )));
             }
             if start.elapsed() > self.recovery.timeout {
-                return Err(Error::failed(format!("recovery did not finish within {}s: {}", self.recovery.timeout.as_secs(), self.log_tail())));
+                return Err(Error::failed(format!(
+                    "recovery did not finish within {}s: {}",
+                    self.recovery.timeout.as_secs(),
+                    self.log_tail()
+                )));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -319,16 +402,28 @@ impl PgData {
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<String> = log
             .lines()
-            .filter(|l| l.contains("recovery") || l.contains("last completed transaction") || l.contains("selected new timeline") || l.contains("consistent"))
+            .filter(|l| {
+                l.contains("recovery")
+                    || l.contains("last completed transaction")
+                    || l.contains("selected new timeline")
+                    || l.contains("consistent")
+            })
             .map(str::to_string)
             .collect();
         let last = log.lines().rev().find_map(|l| {
             l.split("last completed transaction was at log time ")
                 .nth(1)
-                .or_else(|| l.split(", time ").nth(1).filter(|_| l.contains("recovery stopping")))
+                .or_else(|| {
+                    l.split(", time ")
+                        .nth(1)
+                        .filter(|_| l.contains("recovery stopping"))
+                })
                 .map(|s| s.trim().to_string())
         });
-        Ok(Reached { last_transaction: last, log: lines })
+        Ok(Reached {
+            last_transaction: last,
+            log: lines,
+        })
     }
 
     fn wait_ready(&self) -> Result<()> {
@@ -349,7 +444,10 @@ impl PgData {
                 return Ok(());
             }
             if start.elapsed() > Duration::from_secs(60) {
-                return Err(Error::failed(format!("the recovered server does not accept connections: {}", self.log_tail())));
+                return Err(Error::failed(format!(
+                    "the recovered server does not accept connections: {}",
+                    self.log_tail()
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -385,9 +483,16 @@ impl PgData {
             .source
             .as_deref()
             .and_then(|s| s.split("://").nth(1))
-            .and_then(|rest| rest.split_once('@').map(|(u, _)| u.split(':').next().unwrap_or(u).to_string()))
+            .and_then(|rest| {
+                rest.split_once('@')
+                    .map(|(u, _)| u.split(':').next().unwrap_or(u).to_string())
+            })
             .unwrap_or_else(|| "postgres".into());
-        let db = self.origin.database.clone().unwrap_or_else(|| "postgres".into());
+        let db = self
+            .origin
+            .database
+            .clone()
+            .unwrap_or_else(|| "postgres".into());
         super::postgres::Postgres::new(&format!(
             "postgres://{user}@{}:{}/{}",
             super::postgres::percent_encode(&self.socket_dir().display().to_string()),
@@ -402,7 +507,9 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 fn shell_quote(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-,=:".contains(c)) {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-,=:".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -410,12 +517,18 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Restores a base backup: unpack, configure, and (when asked) start and wait.
-pub fn restore_base(pg: &PgData, input: &mut dyn Read, wal: Option<&WalSource>) -> Result<Option<Reached>> {
+pub fn restore_base(
+    pg: &PgData,
+    input: &mut dyn Read,
+    wal: Option<&WalSource>,
+) -> Result<Option<Reached>> {
     pg.unpack(input)?;
     if pg.scratch {
         pg.prefetch_wal(wal.ok_or_else(|| {
-            Error::usage("verifying a base backup by restoring it needs the store with its WAL archive")
-                .hint("verify it from its store: dbverify --store STORE ... --level restore")
+            Error::usage(
+                "verifying a base backup by restoring it needs the store with its WAL archive",
+            )
+            .hint("verify it from its store: dbverify --store STORE ... --level restore")
         })?)?;
     }
     pg.configure(wal)?;
@@ -434,7 +547,10 @@ impl Engine for PgData {
         Payload::Tar
     }
     fn database(&self) -> String {
-        self.origin.database.clone().unwrap_or_else(|| "postgres".into())
+        self.origin
+            .database
+            .clone()
+            .unwrap_or_else(|| "postgres".into())
     }
     fn url(&self) -> String {
         format!("pgdata:{}", self.dir.display())
@@ -443,7 +559,9 @@ impl Engine for PgData {
         crate::fsutil::host_name()
     }
     fn snapshot(&self, _opts: &SnapshotOptions, _out: &mut dyn Write) -> Result<SnapshotInfo> {
-        Err(Error::usage("snapshots of a data directory are taken from its server: dbsnap --base postgres://..."))
+        Err(Error::usage(
+            "snapshots of a data directory are taken from its server: dbsnap --base postgres://...",
+        ))
     }
     fn exists(&self) -> Result<bool> {
         Ok(self.dir.join("PG_VERSION").exists())
@@ -453,7 +571,10 @@ impl Engine for PgData {
     }
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
         if payload != Payload::Tar {
-            return Err(Error::usage(format!("a data directory restores base backups (tar), not {}", payload.ext())));
+            return Err(Error::usage(format!(
+                "a data directory restores base backups (tar), not {}",
+                payload.ext()
+            )));
         }
         restore_base(self, input, opts.wal.as_ref()).map(drop)
     }
@@ -469,7 +590,19 @@ impl Engine for PgData {
 /// `dbverify --level full` of a base backup: unpacked and checked against its backup_manifest.
 pub fn check(input: &mut dyn Read, origin: &Origin, tmpdir: &Path) -> Result<PayloadCheck> {
     let dir = tmpdir.join("base");
-    let pg = PgData { dir: dir.clone(), recovery: Recovery { target: RecoveryTarget::Immediate, start: false, port: 0, socket_dir: None, archive: false, timeout: Duration::ZERO }, origin: origin.clone(), scratch: true };
+    let pg = PgData {
+        dir: dir.clone(),
+        recovery: Recovery {
+            target: RecoveryTarget::Immediate,
+            start: false,
+            port: 0,
+            socket_dir: None,
+            archive: false,
+            timeout: Duration::ZERO,
+        },
+        origin: origin.clone(),
+        scratch: true,
+    };
     pg.unpack(input)?;
     let mut checks = vec!["tar unpacked; PG_VERSION present".to_string()];
     let mut problems = Vec::new();
@@ -485,9 +618,16 @@ pub fn check(input: &mut dyn Read, origin: &Origin, tmpdir: &Path) -> Result<Pay
         if out.status.success() {
             checks.push("pg_verifybackup: every file matches backup_manifest".into());
         } else {
-            problems.push(format!("pg_verifybackup: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            problems.push(format!(
+                "pg_verifybackup: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(PayloadCheck { checks, problems, tables: None })
+    Ok(PayloadCheck {
+        checks,
+        problems,
+        tables: None,
+    })
 }

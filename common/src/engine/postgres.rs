@@ -172,8 +172,6 @@ impl ConnUrl {
     }
 }
 
-
-
 fn percent_decode(s: &str) -> Result<String> {
     super::urlenc::decode(s, "PostgreSQL URL")
 }
@@ -773,7 +771,10 @@ impl Engine for Postgres {
             Some(t) => (t, "from the dump stream"),
             // A dump format this build does not read: count in the dump's
             // snapshot, held open until now for exactly this.
-            None => (parse_counts(&psql.query(&count_query(&opts.tables, &opts.exclude_tables))?)?, "in the dump's snapshot"),
+            None => (
+                parse_counts(&psql.query(&count_query(&opts.tables, &opts.exclude_tables))?)?,
+                "in the dump's snapshot",
+            ),
         };
         psql.query("COMMIT;")?;
         psql.finish()?;

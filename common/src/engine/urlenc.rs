@@ -21,14 +21,17 @@ pub fn decode(s: &str, what: &str) -> Result<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| Error::usage(format!("invalid {what}: percent-encoding is not UTF-8")))
+    String::from_utf8(out)
+        .map_err(|_| Error::usage(format!("invalid {what}: percent-encoding is not UTF-8")))
 }
 
 /// Encodes everything but unreserved characters (and those in `keep`).
 pub fn encode(s: &str, keep: &[u8]) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             b if keep.contains(&b) => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })

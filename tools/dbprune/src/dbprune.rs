@@ -163,7 +163,13 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             .into_iter()
             .filter_map(|(series, n)| {
                 let e = entries.iter().find(|e| e.name.series() == series)?;
-                Some(dbsafe::metrics::Sample::new("dbsafe_prune_deleted_total", "Backups dbprune deleted.", &e.name.env, &e.name.database, n))
+                Some(dbsafe::metrics::Sample::new(
+                    "dbsafe_prune_deleted_total",
+                    "Backups dbprune deleted.",
+                    &e.name.env,
+                    &e.name.database,
+                    n,
+                ))
             })
             .collect();
         args.common.metrics(&cfg).record("dbprune", &samples);
@@ -307,14 +313,27 @@ fn catalog_name(key: &str) -> bool {
 }
 
 /// Deletes archived WAL older than the oldest kept base backup's start.
-fn prune_wal(store: &dyn Store, decisions: &[Decision], dry_run: bool) -> Result<(Vec<String>, Vec<String>)> {
-    let kept: BTreeSet<String> = decisions.iter().filter(|d| d.keep).map(|d| d.id.clone()).collect();
+fn prune_wal(
+    store: &dyn Store,
+    decisions: &[Decision],
+    dry_run: bool,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let kept: BTreeSet<String> = decisions
+        .iter()
+        .filter(|d| d.keep)
+        .map(|d| d.id.clone())
+        .collect();
     let Some(oldest) = dbsafe::walarchive::oldest_needed(store, Some(&kept))? else {
-        return Ok((Vec::new(), vec!["--wal: no kept base backup; no WAL deleted".into()]));
+        return Ok((
+            Vec::new(),
+            vec!["--wal: no kept base backup; no WAL deleted".into()],
+        ));
     };
     let mut deleted = Vec::new();
     for f in dbsafe::walarchive::list(store)? {
-        let Some(n) = WalName::parse(&f.wal_file) else { continue };
+        let Some(n) = WalName::parse(&f.wal_file) else {
+            continue;
+        };
         if wal::prunable(&n, oldest) {
             if !dry_run {
                 dbsafe::walarchive::delete(store, &f.key)?;

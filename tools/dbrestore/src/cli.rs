@@ -64,7 +64,12 @@ pub struct Cli {
     pub target: Option<String>,
     /// Point in time (PostgreSQL): restore a base backup into this new or empty data directory
     /// and configure recovery from the store's WAL archive.
-    #[arg(long, value_name = "DIR", requires = "target_time", conflicts_with = "target")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "target_time",
+        conflicts_with = "target"
+    )]
     pub pgdata: Option<std::path::PathBuf>,
     /// With --pgdata: recover up to TIME (RFC 3339 or "YYYY-MM-DD HH:MM:SS" UTC), or `latest` to
     /// replay every archived WAL file.

@@ -118,7 +118,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     }
     let source = resolve_source(&args, &cfg)?;
     let meta = source.meta()?;
-    let target = dbsafe::engine::open(args.target.as_deref().expect("clap requires --target without --pgdata"))?;
+    let target = dbsafe::engine::open(
+        args.target
+            .as_deref()
+            .expect("clap requires --target without --pgdata"),
+    )?;
     let target_tables = if target.exists()? {
         target.tables()?
     } else {
@@ -404,7 +408,7 @@ fn execute(
                 tmpdir: tmpdir.to_path_buf(),
                 tool: "dbrestore",
                 wal: None,
-                },
+            },
         )?;
         if !rec.passed() {
             return Err(Error::failed(format!(
@@ -489,7 +493,10 @@ fn execute(
     };
 
     let progress = dbsafe::progress::Progress::new("dbrestore", source.size(), args.common.quiet);
-    let (input, tap) = pipeline::tap(dbsafe::progress::ProgressReader::new(source.open()?, progress));
+    let (input, tap) = pipeline::tap(dbsafe::progress::ProgressReader::new(
+        source.open()?,
+        progress,
+    ));
     let mut decoded = pipeline::decode(input, keys)?;
     let payload = decoded
         .layers

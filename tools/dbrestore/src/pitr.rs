@@ -19,8 +19,15 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
         .or_else(|| cfg.store_for(args.env.as_deref().unwrap_or("default")))
         .ok_or_else(|| Error::usage("--pgdata needs --store STORE (or DBSAFE_STORE): base backups and WAL come from a store"))?;
     let store = dbsafe::store::open(&loc, false)?;
-    let spec = args.target_time.as_deref().expect("clap requires --target-time with --pgdata");
-    let target = if spec == "latest" { RecoveryTarget::Latest } else { RecoveryTarget::Time(units::parse_time(spec)?) };
+    let spec = args
+        .target_time
+        .as_deref()
+        .expect("clap requires --target-time with --pgdata");
+    let target = if spec == "latest" {
+        RecoveryTarget::Latest
+    } else {
+        RecoveryTarget::Time(units::parse_time(spec)?)
+    };
     let keys = args.keys.keyring(cfg)?;
 
     // Base backups of the selected series, with their metadata.
@@ -28,12 +35,19 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
     for e in catalog::list(store.as_ref())? {
         if e.name.kind != Kind::Base
             || args.env.as_ref().is_some_and(|v| &e.name.env != v)
-            || args.database.as_ref().is_some_and(|d| &e.name.database != d)
+            || args
+                .database
+                .as_ref()
+                .is_some_and(|d| &e.name.database != d)
         {
             continue;
         }
-        let meta = catalog::read_meta(store.as_ref(), &e)?
-            .ok_or_else(|| Error::failed(format!("{} has no metadata; cannot tell when it finished", e.file())))?;
+        let meta = catalog::read_meta(store.as_ref(), &e)?.ok_or_else(|| {
+            Error::failed(format!(
+                "{} has no metadata; cannot tell when it finished",
+                e.file()
+            ))
+        })?;
         let finished = units::parse_time(&meta.finished_at)?;
         bases.push((finished, e, meta));
     }
@@ -42,10 +56,17 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
     series.sort();
     series.dedup();
     if series.len() > 1 {
-        return Err(Error::usage(format!("several base backup series match: {}", series.join(", "))).hint("narrow with --env and --database"));
+        return Err(Error::usage(format!(
+            "several base backup series match: {}",
+            series.join(", ")
+        ))
+        .hint("narrow with --env and --database"));
     }
     let Some(oldest) = bases.first().map(|b| b.0) else {
-        return Err(Error::not_found(format!("no base backup in store {}", store.describe())).hint("take one with dbsnap --base"));
+        return Err(
+            Error::not_found(format!("no base backup in store {}", store.describe()))
+                .hint("take one with dbsnap --base"),
+        );
     };
     let chosen = match &target {
         RecoveryTarget::Time(t) => bases.iter().rev().find(|b| b.0 <= *t).ok_or_else(|| {
@@ -58,10 +79,19 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
         _ => bases.last().expect("non-empty"),
     };
     let (finished, entry, meta) = chosen;
-    if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(Error::refused(format!("{} is not empty", dir.display())).hint("restore into an empty or new directory; nothing was changed"));
+    if dir.exists()
+        && std::fs::read_dir(&dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(Error::refused(format!("{} is not empty", dir.display()))
+            .hint("restore into an empty or new directory; nothing was changed"));
     }
-    let wal = WalSource { store: loc.clone(), identity_files: args.keys.identity.clone(), passphrase_file: args.keys.passphrase_file.clone() };
+    let wal = WalSource {
+        store: loc.clone(),
+        identity_files: args.keys.identity.clone(),
+        passphrase_file: args.keys.passphrase_file.clone(),
+    };
     let recovery = Recovery {
         target: target.clone(),
         start: args.start,
@@ -77,21 +107,37 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
     };
     if args.dry_run {
         println!("dbrestore plan (dry run, nothing changed):");
-        println!("  1. base backup {} (finished {})", entry.file(), finished.to_rfc3339());
-        println!("  2. verify its sha256 while unpacking it into {}", dir.display());
+        println!(
+            "  1. base backup {} (finished {})",
+            entry.file(),
+            finished.to_rfc3339()
+        );
+        println!(
+            "  2. verify its sha256 while unpacking it into {}",
+            dir.display()
+        );
         println!("  3. configure recovery to {target_desc} with WAL from {} (restore_command walship fetch)", store.describe());
         if args.start {
             println!("  4. start the server on port {}, wait for recovery, promote, report the time reached", args.port);
         }
         return Ok(ExitCode::Success);
     }
-    log.info(format!("base backup {} (finished {}), recovering to {target_desc}", entry.file(), finished.to_rfc3339()));
+    log.info(format!(
+        "base backup {} (finished {}), recovering to {target_desc}",
+        entry.file(),
+        finished.to_rfc3339()
+    ));
     let clock = Instant::now();
     let mut origin = Origin::of(Some(meta));
     origin.wal = meta.wal.clone();
     let pg = PgData::new(dir.clone(), recovery, origin);
     let expected = catalog::read_checksum(store.as_ref(), entry)?;
-    let mut audit = AuditEntry::new("dbrestore", "pitr", &entry.file(), &format!("pgdata:{}", dir.display()));
+    let mut audit = AuditEntry::new(
+        "dbrestore",
+        "pitr",
+        &entry.file(),
+        &format!("pgdata:{}", dir.display()),
+    );
     let result = (|| {
         let (input, tap) = pipeline::tap(store.open(entry.key())?);
         let mut decoded = pipeline::decode(input, &keys)?;
@@ -102,7 +148,10 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
         if let Some(exp) = &expected {
             let (sha, _) = tap.result();
             if &sha != exp {
-                return Err(Error::failed(format!("{}: sha256 mismatch (expected {exp}, got {sha})", entry.file())));
+                return Err(Error::failed(format!(
+                    "{}: sha256 mismatch (expected {exp}, got {sha})",
+                    entry.file()
+                )));
             }
         }
         Ok(reached)
@@ -131,7 +180,10 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
             log.info(format!(
                 "recovered and promoted in {}; last transaction replayed: {}",
                 units::human_duration(clock.elapsed()),
-                reached.last_transaction.as_deref().unwrap_or("none recorded")
+                reached
+                    .last_transaction
+                    .as_deref()
+                    .unwrap_or("none recorded")
             ));
             if args.common.json {
                 dbsafe::cli::print_json(&serde_json::json!({

@@ -6,8 +6,8 @@ pub mod cli;
 use dbsafe::cli::Log;
 use dbsafe::config::Config;
 use dbsafe::engine::SnapshotOptions;
-use dbsafe::progress::Progress;
 use dbsafe::metrics::Sample;
+use dbsafe::progress::Progress;
 use dbsafe::snapshot::{self, Destination, SnapshotRequest};
 use dbsafe::{units, ExitCode, Result};
 use std::time::Duration;
@@ -15,7 +15,11 @@ use std::time::Duration;
 /// Runs dbsnap with parsed arguments, recording the outcome in the metrics.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let cfg = Config::load(args.common.config.as_deref())?;
-    let env = args.env.clone().or_else(|| cfg.defaults.env.clone()).unwrap_or_else(|| "default".into());
+    let env = args
+        .env
+        .clone()
+        .or_else(|| cfg.defaults.env.clone())
+        .unwrap_or_else(|| "default".into());
     let source = match &args.source {
         Some(s) => s.clone(),
         None => cfg.env(&env).and_then(|e| e.url.clone()).ok_or_else(|| {
@@ -35,20 +39,46 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
                 sample(
                     "dbsafe_backup_last_success_timestamp_seconds",
                     "When the last successful backup finished (Unix time).",
-                    chrono::DateTime::parse_from_rfc3339(&m.finished_at).map(|t| t.timestamp() as f64).unwrap_or(0.0),
+                    chrono::DateTime::parse_from_rfc3339(&m.finished_at)
+                        .map(|t| t.timestamp() as f64)
+                        .unwrap_or(0.0),
                 ),
-                sample("dbsafe_backup_duration_seconds", "How long the last successful backup took.", m.duration_seconds),
-                sample("dbsafe_backup_size_bytes", "Size of the last successful backup's artifact.", m.size_bytes as f64),
+                sample(
+                    "dbsafe_backup_duration_seconds",
+                    "How long the last successful backup took.",
+                    m.duration_seconds,
+                ),
+                sample(
+                    "dbsafe_backup_size_bytes",
+                    "Size of the last successful backup's artifact.",
+                    m.size_bytes as f64,
+                ),
                 sample("dbsafe_backup_failures_total", "Backups that failed.", 0.0),
             ],
         ),
-        Err(_) => sink.record("dbsnap", &[sample("dbsafe_backup_failures_total", "Backups that failed.", 1.0)]),
+        Err(_) => sink.record(
+            "dbsnap",
+            &[sample(
+                "dbsafe_backup_failures_total",
+                "Backups that failed.",
+                1.0,
+            )],
+        ),
     }
     result.map(|_| ExitCode::Success)
 }
 
-fn snap(args: &cli::Cli, cfg: &Config, env: &str, engine: &dyn dbsafe::Engine) -> Result<dbsafe::meta::Metadata> {
-    let log = Log { tool: "dbsnap", quiet: args.common.quiet, verbose: args.common.verbose };
+fn snap(
+    args: &cli::Cli,
+    cfg: &Config,
+    env: &str,
+    engine: &dyn dbsafe::Engine,
+) -> Result<dbsafe::meta::Metadata> {
+    let log = Log {
+        tool: "dbsnap",
+        quiet: args.common.quiet,
+        verbose: args.common.verbose,
+    };
     let env = env.to_string();
     let compression = args.encode.compression(cfg, &env)?;
     let encryption = args.encode.encryption(cfg, &env)?;

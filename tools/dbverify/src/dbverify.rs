@@ -59,12 +59,24 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let mut samples = Vec::new();
     for rec in &records {
         // Metrics are per series: artifacts whose names say which.
-        let Ok(name) = dbsafe::ArtifactName::parse(&rec.file) else { continue };
+        let Ok(name) = dbsafe::ArtifactName::parse(&rec.file) else {
+            continue;
+        };
         let sample = |n, h, v| dbsafe::metrics::Sample::new(n, h, &name.env, &name.database, v);
-        samples.push(sample("dbsafe_verify_integrity_score", "Integrity score of the last verification (matching tables / tables).", rec.integrity_score));
+        samples.push(sample(
+            "dbsafe_verify_integrity_score",
+            "Integrity score of the last verification (matching tables / tables).",
+            rec.integrity_score,
+        ));
         if rec.passed() {
-            let when = chrono::DateTime::parse_from_rfc3339(&rec.verified_at).map(|t| t.timestamp() as f64).unwrap_or(0.0);
-            samples.push(sample("dbsafe_verify_last_success_timestamp_seconds", "When a verification last passed (Unix time).", when));
+            let when = chrono::DateTime::parse_from_rfc3339(&rec.verified_at)
+                .map(|t| t.timestamp() as f64)
+                .unwrap_or(0.0);
+            samples.push(sample(
+                "dbsafe_verify_last_success_timestamp_seconds",
+                "When a verification last passed (Unix time).",
+                when,
+            ));
         }
     }
     args.common.metrics(&cfg).record("dbverify", &samples);
@@ -133,7 +145,12 @@ fn verify_file(
                 .unwrap_or_default();
             let size = f.metadata().map(|m| m.len()).ok();
             let progress = dbsafe::progress::Progress::new("dbverify", size, log.quiet);
-            (Box::new(dbsafe::progress::ProgressReader::new(f, progress)), name, expected, meta)
+            (
+                Box::new(dbsafe::progress::ProgressReader::new(f, progress)),
+                name,
+                expected,
+                meta,
+            )
         };
     if let Some(h) = &args.sha256 {
         expected = Some(h.to_ascii_lowercase());
@@ -196,7 +213,10 @@ fn verify_store(args: &cli::Cli, s: &Settings<'_>, log: &Log) -> Result<Vec<Veri
 fn verify_entry(store: &dyn Store, e: &Entry, s: &Settings<'_>, log: &Log) -> Result<VerifyRecord> {
     let progress = dbsafe::progress::Progress::new("dbverify", Some(e.object.size), log.quiet);
     let subject = Subject {
-        reader: Box::new(dbsafe::progress::ProgressReader::new(store.open(e.key())?, progress)),
+        reader: Box::new(dbsafe::progress::ProgressReader::new(
+            store.open(e.key())?,
+            progress,
+        )),
         file: e.file(),
         expected_sha256: catalog::read_checksum(store, e)?,
         meta: catalog::read_meta(store, e)?,

@@ -7,8 +7,8 @@ use cli::{Cli, Command};
 use dbsafe::cli::Log;
 use dbsafe::config::Config;
 use dbsafe::pipeline::EncodeOptions;
-use dbsafe::walarchive::{self, Fetched, Pushed};
 use dbsafe::wal::WalName;
+use dbsafe::walarchive::{self, Fetched, Pushed};
 use dbsafe::{Error, ExitCode, Result};
 
 /// Runs walship and turns the outcome into an exit status, with `fetch`'s
@@ -38,11 +38,23 @@ fn store_of(loc: Option<String>, cfg: &Config, create: bool) -> Result<Box<dyn d
 
 /// Runs walship with parsed arguments.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let log = Log { tool: "walship", quiet: cli.common.quiet, verbose: cli.common.verbose };
+    let log = Log {
+        tool: "walship",
+        quiet: cli.common.quiet,
+        verbose: cli.common.verbose,
+    };
     let cfg = Config::load(cli.common.config.as_deref())?;
-    let env = std::env::var("DBSAFE_ENV").ok().or_else(|| cfg.defaults.env.clone()).unwrap_or_else(|| "default".into());
+    let env = std::env::var("DBSAFE_ENV")
+        .ok()
+        .or_else(|| cfg.defaults.env.clone())
+        .unwrap_or_else(|| "default".into());
     match cli.command {
-        Command::Push { path, file, to, encode } => {
+        Command::Push {
+            path,
+            file,
+            to,
+            encode,
+        } => {
             let store = store_of(to, &cfg, true)?;
             let opts = EncodeOptions {
                 compression: encode.compression(&cfg, &env)?,
@@ -57,11 +69,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let pushed = walarchive::push(store.as_ref(), &path, &file, opts);
             let sample = |n, h, v| dbsafe::metrics::Sample::new(n, h, &env, &database, v);
             match &pushed {
-                Ok(_) => sink.record("walship", &[
-                    sample("dbsafe_wal_last_archived_timestamp_seconds", "When walship last archived a WAL file (Unix time).", chrono::Utc::now().timestamp() as f64),
-                    sample("dbsafe_wal_push_failures_total", "WAL pushes that failed.", 0.0),
-                ]),
-                Err(_) => sink.record("walship", &[sample("dbsafe_wal_push_failures_total", "WAL pushes that failed.", 1.0)]),
+                Ok(_) => sink.record(
+                    "walship",
+                    &[
+                        sample(
+                            "dbsafe_wal_last_archived_timestamp_seconds",
+                            "When walship last archived a WAL file (Unix time).",
+                            chrono::Utc::now().timestamp() as f64,
+                        ),
+                        sample(
+                            "dbsafe_wal_push_failures_total",
+                            "WAL pushes that failed.",
+                            0.0,
+                        ),
+                    ],
+                ),
+                Err(_) => sink.record(
+                    "walship",
+                    &[sample(
+                        "dbsafe_wal_push_failures_total",
+                        "WAL pushes that failed.",
+                        1.0,
+                    )],
+                ),
             }
             match pushed? {
                 Pushed::Archived { key, size } => log.debug(format!(
@@ -69,11 +99,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     dbsafe::units::human_bytes(size),
                     clock.elapsed().as_secs_f64() * 1000.0
                 )),
-                Pushed::AlreadyArchived => log.info(format!("{file} is already archived with identical contents")),
+                Pushed::AlreadyArchived => log.info(format!(
+                    "{file} is already archived with identical contents"
+                )),
             }
             Ok(ExitCode::Success)
         }
-        Command::Fetch { file, path, from, keys } => {
+        Command::Fetch {
+            file,
+            path,
+            from,
+            keys,
+        } => {
             // A store that does not exist is an error (255), never "not archived".
             let store = store_of(from, &cfg, false)?;
             let keyring = keys.keyring(&cfg)?;
@@ -100,7 +137,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { from, max_lag } => {
             let store = store_of(from, &cfg, false)?;
             let health = dbsafe::health::wal_health(store.as_ref(), chrono::Utc::now())?;
-            let max_lag = max_lag.as_deref().map(dbsafe::units::parse_duration).transpose()?;
+            let max_lag = max_lag
+                .as_deref()
+                .map(dbsafe::units::parse_duration)
+                .transpose()?;
             let mut problems = Vec::new();
             match &health {
                 None => problems.push("the WAL archive is empty".to_string()),
@@ -110,13 +150,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     if let (Some(max), Some(age)) = (max_lag, h.newest_age_seconds) {
                         if age as f64 > max.as_secs_f64() {
-                            problems.push(format!("newest segment is {age}s old, more than --max-lag"));
+                            problems
+                                .push(format!("newest segment is {age}s old, more than --max-lag"));
                         }
                     }
                 }
             }
             if cli.common.json {
-                dbsafe::cli::print_json(&serde_json::json!({"wal": health, "problems": problems, "ok": problems.is_empty()}))?;
+                dbsafe::cli::print_json(
+                    &serde_json::json!({"wal": health, "problems": problems, "ok": problems.is_empty()}),
+                )?;
             } else if let Some(h) = &health {
                 println!(
                     "{} segments, newest {} ({}s old), {} gaps",
@@ -129,14 +172,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             for p in &problems {
                 log.warn(p);
             }
-            Ok(if problems.is_empty() { ExitCode::Success } else { ExitCode::Failure })
+            Ok(if problems.is_empty() {
+                ExitCode::Success
+            } else {
+                ExitCode::Failure
+            })
         }
-        Command::Prune { from, before, keep_for_backups, dry_run } => {
+        Command::Prune {
+            from,
+            before,
+            keep_for_backups,
+            dry_run,
+        } => {
             let store = store_of(from, &cfg, false)?;
             let cutoff = match (before, keep_for_backups) {
-                (Some(seg), _) => WalName::parse(&seg)
-                    .ok_or_else(|| Error::usage(format!("--before {seg:?} is not a WAL segment name")))?
-                    .segno,
+                (Some(seg), _) => {
+                    WalName::parse(&seg)
+                        .ok_or_else(|| {
+                            Error::usage(format!("--before {seg:?} is not a WAL segment name"))
+                        })?
+                        .segno
+                }
                 (None, true) => match dbsafe::walarchive::oldest_needed(store.as_ref(), None)? {
                     Some(s) => s,
                     None => {
@@ -144,7 +200,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         return Ok(ExitCode::Success);
                     }
                 },
-                (None, false) => return Err(Error::usage("walship prune needs --before SEGMENT or --keep-for-backups")),
+                (None, false) => {
+                    return Err(Error::usage(
+                        "walship prune needs --before SEGMENT or --keep-for-backups",
+                    ))
+                }
             };
             let mut n = 0;
             for f in walarchive::list(store.as_ref())? {
@@ -159,7 +219,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     n += 1;
                 }
             }
-            log.info(format!("{} {n} WAL files before {}", if dry_run { "would delete" } else { "deleted" }, WalName::segment_name(1, cutoff).get(8..).unwrap_or("")));
+            log.info(format!(
+                "{} {n} WAL files before {}",
+                if dry_run { "would delete" } else { "deleted" },
+                WalName::segment_name(1, cutoff).get(8..).unwrap_or("")
+            ));
             Ok(ExitCode::Success)
         }
     }
