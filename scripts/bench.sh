@@ -78,9 +78,12 @@ measure() {
   sync
   local start end rss
   start=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$work/time.txt" bash -o pipefail -c "$*"
+  /usr/bin/time -f "%M %U %S" -o "$work/time.txt" bash -o pipefail -c "$*"
   end=$(date +%s.%N)
-  rss=$(( $(cat "$work/time.txt") / 1024 ))
+  local kb user sys
+  read -r kb user sys < "$work/time.txt"
+  rss=$(( kb / 1024 ))
+  local cpu; cpu=$(python3 -c "print(f'{$user + $sys:.1f}')")
   local secs size
   secs=$(python3 -c "print(f'{$end - $start:.2f}')")
   size="-"
@@ -88,12 +91,12 @@ measure() {
   [ -z "$floor" ] && floor=$secs
   last_secs=$secs
   local ratio; ratio=$(python3 -c "print(f'{$secs / $floor:.2f}x')")
-  results+=("$(printf '%-58s %9s %10s %11s %8s' "$name" "$secs" "$rss" "$size" "$ratio")")
+  results+=("$(printf '%-58s %9s %8s %10s %11s %8s' "$name" "$secs" "$cpu" "$rss" "$size" "$ratio")")
   printf '%s\n' "${results[-1]}" >&2
 }
 
 echo >&2
-printf '%-58s %9s %10s %11s %8s\n' "what" "seconds" "peakRSS MB" "artifact MB" "vs floor" >&2
+printf '%-58s %9s %8s %10s %11s %8s\n' "what" "seconds" "CPU s" "peakRSS MB" "artifact MB" "vs floor" >&2
 measure "pg_dump -Fc -Z0 > /dev/null (the floor)" "" "pg_dump -Fc -Z0 -d '$url' > /dev/null"
 measure "dbsnap (defaults: zstd -3, age, sha256)" "$work/snap.pgdump.zst.age" "dbsnap '$url' -q -r '$pub' -o '$work/snap.pgdump.zst.age'"
 measure "dbsnap --threads 2" "$work/snapt.pgdump.zst.age" "dbsnap '$url' -q --threads 2 -r '$pub' -o '$work/snapt.pgdump.zst.age'"
@@ -146,7 +149,7 @@ echo "bench: WAL, $segments segments of 16 MiB" >&2
 psql_ -d bench -c "ALTER SYSTEM SET wal_level = replica" >/dev/null
 mkdir -p "$work/segs"
 # Real WAL: the segments the dataset load wrote.
-find "$data/pg_wal" -maxdepth 1 -regex '.*/[0-9A-F]\{24\}' | sort | head -n "$segments" | while read -r f; do cp "$f" "$work/segs/"; done
+find "$data/pg_wal" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' | sort | head -n "$segments" | while read -r f; do cp "$f" "$work/segs/"; done
 n=$(find "$work/segs" -type f | wc -l)
 floor=""
 start=$(date +%s.%N)
@@ -188,7 +191,8 @@ echo "pgbackrest archive-push (zst, aes-256-cbc): $pgbr_ms ms/segment" >&2
 cat <<REPORT
 
 dbsafe bench on $(nproc) cores: PostgreSQL database $((dbsize / 1048576)) MiB ($rows rows), SQLite ${sqlite_mb} MB, $n WAL segments
-$(printf '%-58s %9s %10s %11s %8s' "what" "seconds" "peakRSS MB" "artifact MB" "vs floor")
+$(printf '%-58s %9s %8s %10s %11s %8s' "what" "seconds" "CPU s" "peakRSS MB" "artifact MB" "vs floor")
+(CPU s: user + system time of every process of the command, the database server's excluded)
 $(printf '%s\n' "${results[@]}")
 dbverify --level full throughput: $(python3 -c "print(f'{$dbsize / 1048576 / $verify_secs:.0f}')") MiB/s of database ($artifact_mb MiB artifact)
 walship push: $walship_ms ms/segment; pgbackrest archive-push: $pgbr_ms ms/segment
