@@ -167,7 +167,7 @@ impl Postgres {
             "-d",
         ])
         .arg(self.conn.uri(&db));
-        let mut child = Child::spawn("pg_basebackup", cmd)?;
+        let mut child = Child::spawn("pg_basebackup", super::CLIENT_PACKAGE_HINT, cmd)?;
         let mut stdout = child.child.stdout.take().expect("piped stdout");
         let mut tap = ManifestTap {
             out,

@@ -260,7 +260,7 @@ impl Home for PgHome {
         .arg(file)
         .arg("-d")
         .arg(db.conn.uri(name));
-        Child::spawn("psql", cmd)?.finish(&format!(
+        Child::spawn("psql", super::CLIENT_PACKAGE_HINT, cmd)?.finish(&format!(
             "{} failed on {} (rolled back)",
             file.display(),
             db.url()

@@ -18,17 +18,18 @@ mod count;
 #[path = "pgside.rs"]
 pub(super) mod side;
 
+use super::child::Child;
 use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
-use crate::cleanup::ChildGuard;
 use crate::error::{Error, Result};
 use crate::meta::TableCount;
 use crate::name::Payload;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
-use std::thread::JoinHandle;
 
-/// The Debian package that ships `pg_dump`, `pg_restore` and `psql`.
-const CLIENT_PACKAGE: &str = "postgresql-client";
+/// The Debian package that ships `pg_dump`, `pg_restore` and `psql`, as
+/// missing-tool errors name it.
+const CLIENT_PACKAGE_HINT: &str =
+    "the Debian package postgresql-client (apt-get install postgresql-client)";
 /// Connected to for what cannot run inside the target database itself.
 const MAINTENANCE_DBS: [&str; 2] = ["postgres", "template1"];
 
@@ -281,22 +282,9 @@ fn parse_counts(lines: &[String]) -> Result<Vec<TableCount>> {
         .collect()
 }
 
-/// Collects a child's stderr on a thread, so a chatty child never blocks on it.
-fn collect_stderr(stderr: Option<std::process::ChildStderr>) -> Option<JoinHandle<String>> {
-    stderr.map(|mut e| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = e.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).trim().to_string()
-        })
-    })
-}
-
 /// The error for a client tool that is not installed.
 fn missing_tool(program: &str) -> Error {
-    Error::usage(format!("{program} is not installed (not found on PATH)")).hint(format!(
-        "install the Debian package {CLIENT_PACKAGE} (apt-get install {CLIENT_PACKAGE}), or put {program} on PATH"
-    ))
+    super::child::missing_tool(program, CLIENT_PACKAGE_HINT)
 }
 
 /// Fails early, before connecting anywhere, when a client tool is missing.
@@ -336,63 +324,6 @@ fn table_selection(tables: &[String]) -> Result<(Option<String>, Vec<String>)> {
         schema,
         split.into_iter().map(|(_, t)| t.to_string()).collect(),
     ))
-}
-
-/// A running client tool, stopped on interruption while it lives.
-struct Child {
-    program: &'static str,
-    child: std::process::Child,
-    stderr: Option<JoinHandle<String>>,
-    _guard: ChildGuard,
-}
-
-impl Child {
-    fn spawn(program: &'static str, mut cmd: Command) -> Result<Child> {
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => missing_tool(program),
-            _ => Error::failed(format!("cannot run {program}: {e}")),
-        })?;
-        let guard = ChildGuard::new(child.id());
-        let stderr = collect_stderr(child.stderr.take());
-        Ok(Child {
-            program,
-            child,
-            stderr,
-            _guard: guard,
-        })
-    }
-
-    fn stderr_text(&mut self) -> String {
-        self.stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default()
-    }
-
-    /// Waits; a non-zero exit is an error carrying the child's stderr.
-    fn finish(mut self, what: &str) -> Result<()> {
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| Error::failed(format!("waiting for {}: {e}", self.program)))?;
-        let stderr = self.stderr_text();
-        if status.success() {
-            return Ok(());
-        }
-        let detail = if stderr.is_empty() {
-            format!("{} ended with {status}", self.program)
-        } else {
-            stderr
-        };
-        Err(Error::failed(format!("{what}: {detail}")))
-    }
-
-    /// Stops the child after a failure on our side, so it commits nothing.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = self.stderr_text();
-    }
 }
 
 /// A `psql` coprocess: statements go to its stdin, results come back a row a line.
@@ -507,7 +438,7 @@ pub fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = Child::spawn("pg_restore", cmd)?;
+    let mut child = Child::spawn("pg_restore", CLIENT_PACKAGE_HINT, cmd)?;
     let mut stdin = child.child.stdin.take().expect("piped stdin");
     let mut stdout = child.child.stdout.take().expect("piped stdout");
     let reader = std::thread::spawn(move || {
@@ -593,7 +524,7 @@ impl Postgres {
         let mut cmd = self.command("psql");
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(self.conn.uri(db));
-        let mut child = Child::spawn("psql", cmd)?;
+        let mut child = Child::spawn("psql", CLIENT_PACKAGE_HINT, cmd)?;
         let stdin = child.child.stdin.take();
         let stdout = BufReader::new(child.child.stdout.take().expect("piped stdout"));
         Ok(Psql {
@@ -665,7 +596,7 @@ impl Postgres {
         let mut cmd = self.command("pg_restore");
         cmd.args(args);
         cmd.stdout(Stdio::null());
-        let mut child = Child::spawn("pg_restore", cmd)?;
+        let mut child = Child::spawn("pg_restore", CLIENT_PACKAGE_HINT, cmd)?;
         let mut stdin = child.child.stdin.take().expect("piped stdin");
         let fed = feed(input, &mut stdin);
         drop(stdin);
@@ -753,7 +684,7 @@ impl Engine for Postgres {
             cmd.arg("-T").arg(t);
         }
         cmd.arg("-d").arg(self.conn.uri(&db));
-        let mut dump = Child::spawn("pg_dump", cmd)?;
+        let mut dump = Child::spawn("pg_dump", CLIENT_PACKAGE_HINT, cmd)?;
         let mut dump_out = dump.child.stdout.take().expect("piped stdout");
 
         // Rows are counted off the dump stream as it passes: exactly what
