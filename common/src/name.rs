@@ -158,6 +158,15 @@ pub fn sanitize_database(db: &str) -> String {
     }
 }
 
+/// The database name of a file-backed database: its file stem, sanitized.
+pub fn file_database(path: &std::path::Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    sanitize_database(&stem)
+}
+
 impl ArtifactName {
     /// The series this artifact belongs to: `{env}_{database}_{kind}`.
     pub fn series(&self) -> String {

@@ -139,12 +139,7 @@ impl Engine for Sqlite {
     }
 
     fn database(&self) -> String {
-        let stem = self
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        crate::name::sanitize_database(&stem)
+        crate::name::file_database(&self.path)
     }
 
     fn url(&self) -> String {
