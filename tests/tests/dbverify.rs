@@ -317,3 +317,65 @@ fn restore_level_compares_row_counts_with_the_metadata() {
         .unwrap()
         .contains("expected 999"));
 }
+
+#[test]
+fn dbverify_and_dbrestore_show_progress_on_a_terminal_only() {
+    dbsafe_tests::require("script", "the Debian package bsdutils");
+    let s = Scene::new();
+    let db = s.path("big.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("CREATE TABLE b(x BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 1024) INSERT INTO b SELECT randomblob(65536) FROM n;").unwrap();
+    drop(c);
+    let art = s.path("big.sqlite");
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", db.display()))
+        .args(["--compress", "none", "-o"])
+        .arg(&art)
+        .succeeds();
+    let under_pty = |cmdline: String| {
+        Cmd::new("script")
+            .arg("-qec")
+            .arg(cmdline)
+            .arg("/dev/null")
+            .env("DBSAFE_CONFIG", "/dev/null")
+            .succeeds()
+            .stdout()
+    };
+    let drawn = |out: &str| out.contains("MiB") && (out.contains('\r') || out.contains("\x1b["));
+    let verify = under_pty(format!(
+        "{} {}",
+        dbsafe_tests::bin("dbverify").display(),
+        art.display()
+    ));
+    assert!(
+        drawn(&verify),
+        "no progress from dbverify on a terminal: {verify:?}"
+    );
+    let restore = under_pty(format!(
+        "{} {} --target sqlite:{}",
+        dbsafe_tests::bin("dbrestore").display(),
+        art.display(),
+        s.path("r.db").display()
+    ));
+    assert!(
+        drawn(&restore),
+        "no progress from dbrestore on a terminal: {restore:?}"
+    );
+    // Without a terminal: only the report lines, no drawing.
+    let r = Cmd::tool("dbverify").arg(&art).succeeds();
+    assert!(
+        !r.stderr().contains('\r') && !r.stderr().contains("\x1b["),
+        "{:?}",
+        r.stderr()
+    );
+    let r = Cmd::tool("dbrestore")
+        .arg(&art)
+        .arg("--target")
+        .arg(format!("sqlite:{}", s.path("r2.db").display()))
+        .succeeds();
+    assert!(
+        !r.stderr().contains('\r') && !r.stderr().contains("\x1b["),
+        "{:?}",
+        r.stderr()
+    );
+}
