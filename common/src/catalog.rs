@@ -9,6 +9,9 @@ use chrono::{DateTime, Utc};
 /// Suffix of the environment that safety backups taken before a restore go to.
 pub const SAFETY_SUFFIX: &str = "-safety";
 
+/// The sidecars an artifact may have, by suffix.
+pub const SIDECARS: [&str; 3] = ["sha256", "meta.json", "verify.json"];
+
 /// An artifact in a store.
 #[derive(Debug, Clone)]
 pub struct Entry {

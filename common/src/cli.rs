@@ -30,6 +30,15 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The diagnostics printer for `tool`, honouring `-q` and `-v`.
+    pub fn log(&self, tool: &'static str) -> Log {
+        Log {
+            tool,
+            quiet: self.quiet,
+            verbose: self.verbose,
+        }
+    }
+
     /// Where metrics go: flags and environment, else the config file.
     pub fn metrics(&self, cfg: &crate::config::Config) -> crate::metrics::Sink {
         crate::metrics::Sink {
@@ -198,6 +207,17 @@ pub fn main_with(
         }
     };
     std::process::ExitCode::from(code.code() as u8)
+}
+
+/// How long to wait for a lock: the flag, else the config file, else not at all.
+pub fn lock_timeout(
+    flag: Option<&str>,
+    cfg: &crate::config::Config,
+) -> Result<std::time::Duration> {
+    match flag {
+        Some(d) => crate::units::parse_duration(d),
+        None => Ok(cfg.defaults.lock_timeout.map(|d| d.0).unwrap_or_default()),
+    }
 }
 
 /// Parses `k=v` labels.

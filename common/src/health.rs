@@ -2,7 +2,7 @@
 
 use crate::catalog::{self, Entry};
 use crate::error::Result;
-use crate::store::{self, Store};
+use crate::store::Store;
 use crate::wal::{self, WalName};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -169,23 +169,19 @@ fn fmt_age(d: chrono::Duration) -> String {
 
 /// The WAL archive's newest segment, its age and gaps; `None` when the store has no WAL.
 pub fn wal_health(store: &dyn Store, now: DateTime<Utc>) -> Result<Option<WalHealth>> {
-    let objects: Vec<_> = store
-        .list(store::WAL)?
-        .into_iter()
-        .filter(|o| !o.key.ends_with(".sha256") && !o.key.ends_with(".meta.json"))
-        .collect();
+    let archived = crate::walarchive::list(store)?;
     let mut names = Vec::new();
-    let mut newest: Option<(WalName, &str, DateTime<Utc>)> = None;
-    for o in &objects {
-        let Some(n) = WalName::parse(wal::strip_layers(o.file_name())) else {
+    let mut newest: Option<(WalName, &crate::walarchive::Archived)> = None;
+    for a in &archived {
+        let Some(n) = WalName::parse(&a.wal_file) else {
             continue;
         };
         if n.kind == wal::WalKind::Segment
             && newest
                 .as_ref()
-                .is_none_or(|(m, _, _)| (n.timeline, n.segno) > (m.timeline, m.segno))
+                .is_none_or(|(m, _)| (n.timeline, n.segno) > (m.timeline, m.segno))
         {
-            newest = Some((n, o.file_name(), o.modified));
+            newest = Some((n, a));
         }
         names.push(n);
     }
@@ -209,8 +205,8 @@ pub fn wal_health(store: &dyn Store, now: DateTime<Utc>) -> Result<Option<WalHea
             .iter()
             .filter(|n| n.kind == wal::WalKind::Segment)
             .count(),
-        newest: newest.as_ref().map(|n| wal::strip_layers(n.1).to_string()),
-        newest_age_seconds: newest.map(|n| (now - n.2).num_seconds()),
+        newest: newest.map(|(_, a)| a.wal_file.clone()),
+        newest_age_seconds: newest.map(|(_, a)| (now - a.modified).num_seconds()),
         gaps,
     }))
 }

@@ -194,27 +194,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let Some(to) = args.to.clone() else {
         return Err(Error::usage("--to ENV is required").hint("name the environment to promote to"));
     };
-    let log = Log {
-        tool: "dbpromote",
-        quiet: args.common.quiet,
-        verbose: args.common.verbose,
-    };
+    let log = args.common.log("dbpromote");
     let cfg = Config::load(args.common.config.as_deref())?;
     let keys = args.keys.keyring(&cfg)?;
     let tmpdir = args.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
-    let lock_timeout = match args
-        .lock_timeout
-        .as_deref()
-        .map(units::parse_duration)
-        .transpose()?
-    {
-        Some(d) => d,
-        None => cfg
-            .defaults
-            .lock_timeout
-            .map(|d| d.0)
-            .unwrap_or(Duration::ZERO),
-    };
+    let lock_timeout = dbsafe::cli::lock_timeout(args.lock_timeout.as_deref(), &cfg)?;
     let grace = args
         .grace
         .as_deref()

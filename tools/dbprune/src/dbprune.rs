@@ -6,7 +6,6 @@ pub mod cli;
 use chrono::Utc;
 use dbsafe::audit::AuditEntry;
 use dbsafe::catalog::{self, Entry};
-use dbsafe::cli::Log;
 use dbsafe::config::{Config, Retention};
 use dbsafe::retention::{self, Candidate, Decision, Policy};
 use dbsafe::wal::{self, WalName};
@@ -30,11 +29,7 @@ struct Report {
 
 /// Runs dbprune with parsed arguments.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
-    let log = Log {
-        tool: "dbprune",
-        quiet: args.common.quiet,
-        verbose: args.common.verbose,
-    };
+    let log = args.common.log("dbprune");
     let cfg = Config::load(args.common.config.as_deref())?;
     let store = store::open(&args.store, false)?;
     let _lock = store.lock("dbprune", Duration::ZERO)?;
@@ -254,7 +249,7 @@ fn delete_backup(store: &dyn Store, e: &Entry, d: &Decision) -> Result<()> {
     let clock = std::time::Instant::now();
     let mut audit = AuditEntry::new("dbprune", "prune-delete", &e.file(), &store.describe());
     let result = store.delete(e.key()).and_then(|_| {
-        for s in ["sha256", "meta.json", "verify.json"] {
+        for s in catalog::SIDECARS {
             store.delete(&e.sidecar(s))?;
         }
         Ok(())
@@ -293,7 +288,7 @@ fn remove_orphans(store: &dyn Store, dry_run: bool) -> Result<Vec<String>> {
     let keys: BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let mut removed = Vec::new();
     for o in &objects {
-        let artifact = ["sha256", "meta.json", "verify.json"]
+        let artifact = catalog::SIDECARS
             .iter()
             .find_map(|s| o.key.strip_suffix(&format!(".{s}")));
         if let Some(a) = artifact {

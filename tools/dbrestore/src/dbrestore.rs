@@ -105,11 +105,7 @@ struct Outcome {
 
 /// Runs dbrestore with parsed arguments.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
-    let log = Log {
-        tool: "dbrestore",
-        quiet: args.common.quiet,
-        verbose: args.common.verbose,
-    };
+    let log = args.common.log("dbrestore");
     let cfg = Config::load(args.common.config.as_deref())?;
     let keys = args.keys.keyring(&cfg)?;
     let tmpdir = args.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
@@ -175,6 +171,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let audit_path = audit_path(&source, &safety);
     let result = execute(
         &args,
+        &cfg,
         &log,
         &keys,
         &source,
@@ -383,6 +380,7 @@ fn safety_encryption(cfg: &Config, meta: Option<&Metadata>) -> Result<Encryption
 #[allow(clippy::too_many_arguments)]
 fn execute(
     args: &cli::Cli,
+    cfg: &Config,
     log: &Log,
     keys: &Keyring,
     source: &Source,
@@ -432,7 +430,6 @@ fn execute(
     }
     let safety_name = match safety {
         Some(dest) if non_empty => {
-            let cfg = Config::load(args.common.config.as_deref())?;
             let req = SnapshotRequest {
                 env: format!(
                     "{}{}",
@@ -444,7 +441,7 @@ fn execute(
                 compression: dbsafe::Compression::Zstd,
                 level: None,
                 threads: 0,
-                encryption: safety_encryption(&cfg, meta)?,
+                encryption: safety_encryption(cfg, meta)?,
                 max_size: None,
                 labels: [(
                     "purpose".to_string(),

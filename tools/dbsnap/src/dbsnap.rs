@@ -3,14 +3,12 @@
 
 pub mod cli;
 
-use dbsafe::cli::Log;
 use dbsafe::config::Config;
 use dbsafe::engine::SnapshotOptions;
 use dbsafe::metrics::Sample;
 use dbsafe::progress::Progress;
 use dbsafe::snapshot::{self, Destination, SnapshotRequest};
 use dbsafe::{units, ExitCode, Result};
-use std::time::Duration;
 
 /// Runs dbsnap with parsed arguments, recording the outcome in the metrics.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
@@ -74,30 +72,14 @@ fn snap(
     env: &str,
     engine: &dyn dbsafe::Engine,
 ) -> Result<dbsafe::meta::Metadata> {
-    let log = Log {
-        tool: "dbsnap",
-        quiet: args.common.quiet,
-        verbose: args.common.verbose,
-    };
+    let log = args.common.log("dbsnap");
     let env = env.to_string();
     let compression = args.encode.compression(cfg, &env)?;
     let encryption = args.encode.encryption(cfg, &env)?;
     if !encryption.is_encrypted() {
         log.debug("no recipients or passphrase: the artifact is not encrypted");
     }
-    let lock_timeout = match args
-        .lock_timeout
-        .as_deref()
-        .map(units::parse_duration)
-        .transpose()?
-    {
-        Some(d) => d,
-        None => cfg
-            .defaults
-            .lock_timeout
-            .map(|d| d.0)
-            .unwrap_or(Duration::ZERO),
-    };
+    let lock_timeout = dbsafe::cli::lock_timeout(args.lock_timeout.as_deref(), cfg)?;
     let tmpdir = args.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
     let req = SnapshotRequest {
         env: env.clone(),

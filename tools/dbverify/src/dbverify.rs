@@ -13,11 +13,7 @@ use std::path::Path;
 
 /// Runs dbverify with parsed arguments.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
-    let log = Log {
-        tool: "dbverify",
-        quiet: args.common.quiet,
-        verbose: args.common.verbose,
-    };
+    let log = args.common.log("dbverify");
     let cfg = Config::load(args.common.config.as_deref())?;
     let keys = args.keys.keyring(&cfg)?;
     let settings = Settings {

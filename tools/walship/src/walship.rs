@@ -4,7 +4,6 @@
 pub mod cli;
 
 use cli::{Cli, Command};
-use dbsafe::cli::Log;
 use dbsafe::config::Config;
 use dbsafe::pipeline::EncodeOptions;
 use dbsafe::wal::WalName;
@@ -38,11 +37,7 @@ fn store_of(loc: Option<String>, cfg: &Config, create: bool) -> Result<Box<dyn d
 
 /// Runs walship with parsed arguments.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let log = Log {
-        tool: "walship",
-        quiet: cli.common.quiet,
-        verbose: cli.common.verbose,
-    };
+    let log = cli.common.log("walship");
     let cfg = Config::load(cli.common.config.as_deref())?;
     let env = std::env::var("DBSAFE_ENV")
         .ok()
