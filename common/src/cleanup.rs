@@ -17,7 +17,10 @@ static TEMPS: Mutex<BTreeMap<u64, PathBuf>> = Mutex::new(BTreeMap::new());
 static CHILDREN: Mutex<BTreeMap<u64, u32>> = Mutex::new(BTreeMap::new());
 static ACTIONS: Mutex<BTreeMap<u64, Box<dyn FnOnce() + Send>>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(1);
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set inside the signal handler itself, so a thread that sees its child
+/// die of our SIGTERM already sees the flag.
+static INTERRUPTED: std::sync::LazyLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// Whether SIGINT or SIGTERM arrived: the work that failed meanwhile failed
 /// because its children were stopped, and the exit status is 130.
@@ -122,6 +125,9 @@ impl Drop for ActionGuard {
 /// interrupted tool must not wait for a blocking read to return.
 pub fn install_signal_handlers(tool: &'static str) {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        let _ = signal_hook::flag::register(sig, std::sync::Arc::clone(&INTERRUPTED));
+    }
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
     };
@@ -148,7 +154,12 @@ pub fn install_signal_handlers(tool: &'static str) {
                 action();
             }
             let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
-            eprintln!("{tool}: interrupted by {name}; temporary files removed");
+            crate::output::init(crate::output::Log {
+                tool,
+                quiet: false,
+                verbose: false,
+            })
+            .always(format!("interrupted by {name}; temporary files removed"));
             std::process::exit(130);
         }
     });

@@ -32,11 +32,11 @@ pub struct CommonArgs {
 impl CommonArgs {
     /// The diagnostics printer for `tool`, honouring `-q` and `-v`.
     pub fn log(&self, tool: &'static str) -> Log {
-        Log {
+        crate::output::init(Log {
             tool,
             quiet: self.quiet,
             verbose: self.verbose,
-        }
+        })
     }
 
     /// Where metrics go: flags and environment, else the config file.
@@ -147,35 +147,7 @@ impl EncodeArgs {
     }
 }
 
-/// Prints diagnostics with the tool's prefix.
-#[derive(Debug, Clone, Copy)]
-pub struct Log {
-    /// Tool name.
-    pub tool: &'static str,
-    /// `-q`.
-    pub quiet: bool,
-    /// `-v`.
-    pub verbose: bool,
-}
-
-impl Log {
-    /// A line of progress or summary (hidden by `-q`).
-    pub fn info(&self, msg: impl std::fmt::Display) {
-        if !self.quiet {
-            eprintln!("{}: {msg}", self.tool);
-        }
-    }
-    /// A detail shown with `-v`.
-    pub fn debug(&self, msg: impl std::fmt::Display) {
-        if self.verbose && !self.quiet {
-            eprintln!("{}: {msg}", self.tool);
-        }
-    }
-    /// A warning (always shown).
-    pub fn warn(&self, msg: impl std::fmt::Display) {
-        eprintln!("{}: warning: {msg}", self.tool);
-    }
-}
+pub use crate::output::Log;
 
 /// Runs a tool's body and turns the outcome into an exit status.
 ///
@@ -195,15 +167,17 @@ pub fn main_with(
             ExitCode::Interrupted
         }
         Err(e) => {
-            if crate::error::is_broken_pipe(&e) {
-                eprintln!("{tool}: error: output closed early (broken pipe)");
+            let log = crate::output::init(Log {
+                tool,
+                quiet: false,
+                verbose: false,
+            });
+            if e.is_broken_pipe() {
+                log.always("error: output closed early (broken pipe)");
             } else {
-                eprintln!("{tool}: error: {}", e.message);
-                if let Some(h) = &e.hint {
-                    eprintln!("{tool}: hint: {h}");
-                }
+                log.error(&e);
             }
-            e.code
+            e.code()
         }
     };
     std::process::ExitCode::from(code.code() as u8)
@@ -233,9 +207,4 @@ pub fn parse_labels(items: &[String]) -> Result<std::collections::BTreeMap<Strin
         .collect()
 }
 
-/// Writes a JSON report to stdout.
-pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| Error::failed(e.to_string()))?;
-    println!("{s}");
-    Ok(())
-}
+pub use crate::output::print_json;

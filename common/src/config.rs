@@ -258,7 +258,7 @@ retention = { keep_within = "14d", keep_last = 7 }
             Path::new("/etc/d.toml"),
         )
         .unwrap_err();
-        assert_eq!(e.code, crate::ExitCode::Usage);
+        assert_eq!(e.code(), crate::ExitCode::Usage);
         assert!(e.message.contains("/etc/d.toml:3"), "{}", e.message);
         assert!(e.message.contains("stroe"), "{}", e.message);
     }

@@ -65,22 +65,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Free bytes on the filesystem holding `path` (for unprivileged users).
 pub fn free_space(path: &Path) -> Option<u64> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe_zeroed_statvfs();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return None;
-    }
-    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-fn unsafe_zeroed_statvfs() -> libc::statvfs {
-    // SAFETY: statvfs is a plain C struct for which all-zero bytes are valid.
-    unsafe { std::mem::zeroed() }
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Sets mode 0600 on an existing file.
@@ -93,17 +79,26 @@ pub fn current_user() -> String {
     if let Ok(u) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
         return u;
     }
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
-            })
-        })
+    let uid = rustix::process::getuid().as_raw();
+    uzers::get_user_by_uid(uid)
+        .map(|u| u.name().to_string_lossy().into_owned())
         .unwrap_or_else(|| format!("uid:{uid}"))
+}
+
+/// Whether the tool runs as root (PostgreSQL then runs as `postgres`,
+/// and restored files keep their recorded owners).
+pub fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `word` quoted for a POSIX shell (`''` for the empty string).
+pub fn shell_quote(s: &str) -> String {
+    if s.is_empty() {
+        return "''".into();
+    }
+    shlex::try_quote(s)
+        .map(|q| q.into_owned())
+        .unwrap_or_else(|_| format!("'{}'", s.replace('\'', "'\\''")))
 }
 
 /// This machine's host name.
@@ -111,4 +106,21 @@ pub fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod quote_tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quote_survives_a_shell() {
+        for word in ["", "plain", "it's", "a b", "$HOME", "\"q\"", "x;rm -rf /"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_quote(word)))
+                .output()
+                .expect("sh runs");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), word, "{word:?}");
+        }
+    }
 }

@@ -29,6 +29,7 @@ pub mod lock;
 pub mod meta;
 pub mod metrics;
 pub mod name;
+pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod release;

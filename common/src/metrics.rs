@@ -263,15 +263,15 @@ impl Sink {
     pub fn record(&self, job: &str, samples: &[Sample]) {
         if let Some(f) = &self.file {
             if let Err(e) = write_textfile(f, samples) {
-                eprintln!(
-                    "{job}: warning: cannot write metrics to {}: {e}",
+                crate::output::warn(format!(
+                    "cannot write metrics to {}: {e}",
                     f.display()
-                );
+                ));
             }
         }
         if let Some(u) = &self.pushgateway {
             if let Err(e) = push(u, job, samples) {
-                eprintln!("{job}: warning: cannot push metrics: {e}");
+                crate::output::warn(format!("cannot push metrics: {e}"));
             }
         }
     }

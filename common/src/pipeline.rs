@@ -521,7 +521,7 @@ fn layer_error(e: io::Error, compression: Compression, encrypted: bool) -> Error
         (c, false) => format!("{} decompression", c.as_str()),
     };
     let e = Error::from(e);
-    if e.code == crate::ExitCode::Interrupted {
+    if e.code() == crate::ExitCode::Interrupted {
         return e;
     }
     Error::failed(format!("{layer} failed: {}", e.message))

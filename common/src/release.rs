@@ -440,7 +440,7 @@ mod tests {
         assert!(!release_route(&chain(), "development", "staging").unwrap());
         assert!(release_route(&chain(), "staging", "production").unwrap());
         let e = release_route(&chain(), "development", "production").unwrap_err();
-        assert_eq!(e.code, crate::ExitCode::Refused);
+        assert_eq!(e.code(), crate::ExitCode::Refused);
         assert!(
             e.message.contains("next environment is staging"),
             "{}",
@@ -449,15 +449,15 @@ mod tests {
         assert_eq!(
             release_route(&chain(), "production", "staging")
                 .unwrap_err()
-                .code,
+                .code(),
             crate::ExitCode::Refused
         );
         assert_eq!(
-            release_route(&chain(), "qa", "staging").unwrap_err().code,
+            release_route(&chain(), "qa", "staging").unwrap_err().code(),
             crate::ExitCode::Usage
         );
         assert_eq!(
-            release_route(&[], "a", "b").unwrap_err().code,
+            release_route(&[], "a", "b").unwrap_err().code(),
             crate::ExitCode::Usage
         );
     }
@@ -470,13 +470,13 @@ mod tests {
         assert_eq!(
             refresh_route(&chain(), "staging", "production")
                 .unwrap_err()
-                .code,
+                .code(),
             crate::ExitCode::Refused
         );
         assert_eq!(
             refresh_route(&chain(), "staging", "staging")
                 .unwrap_err()
-                .code,
+                .code(),
             crate::ExitCode::Usage
         );
     }
@@ -489,10 +489,10 @@ mod tests {
             .starts_with("releases/staging/v1.json"));
         let failed = manifest("v1", Status::Failed, "2025-01-18T01:00:00Z");
         let e = check_gate(Some(&failed), "staging", "v1", "/s").unwrap_err();
-        assert_eq!(e.code, crate::ExitCode::Refused);
+        assert_eq!(e.code(), crate::ExitCode::Refused);
         assert!(e.message.contains("says failed"), "{}", e.message);
         let e = check_gate(None, "staging", "v2", "/s").unwrap_err();
-        assert_eq!(e.code, crate::ExitCode::Refused);
+        assert_eq!(e.code(), crate::ExitCode::Refused);
         assert!(
             e.message.contains("releases/staging/v2.json"),
             "{}",
@@ -525,13 +525,13 @@ mod tests {
         assert_eq!(
             rollback_candidate(&h, Some("v9"), "production")
                 .unwrap_err()
-                .code,
+                .code(),
             crate::ExitCode::NotFound
         );
         assert_eq!(
             rollback_candidate(&[], None, "production")
                 .unwrap_err()
-                .code,
+                .code(),
             crate::ExitCode::NotFound
         );
     }

@@ -85,7 +85,7 @@ pub fn verify(subject: Subject, s: &Settings<'_>) -> Result<VerifyRecord> {
     if let Err(e) = outcome {
         // Usage errors (a missing key) are not findings about the artifact.
         if matches!(
-            e.code,
+            e.code(),
             crate::ExitCode::Usage | crate::ExitCode::Interrupted
         ) {
             return Err(e);

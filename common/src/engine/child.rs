@@ -15,11 +15,7 @@ pub fn missing_tool(program: &str, package: &str) -> Error {
 
 /// The first of `programs` found on PATH.
 pub fn find(programs: &[&'static str]) -> Option<&'static str> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    programs
-        .iter()
-        .copied()
-        .find(|p| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
+    programs.iter().copied().find(|p| which::which(p).is_ok())
 }
 
 /// The first of `programs` on PATH, or the error naming `package`.

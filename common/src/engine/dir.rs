@@ -484,7 +484,7 @@ pub fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
     })();
     if let Err(e) = listing {
         let e = Error::from(e);
-        if e.code == crate::ExitCode::Interrupted {
+        if e.code() == crate::ExitCode::Interrupted {
             return Err(e);
         }
         screen
@@ -536,10 +536,6 @@ fn set_mtime(path: &Path, secs: u64) -> io::Result<()> {
     }
 }
 
-fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Removes whatever non-directory is at `p`, so a new entry can take its place.
 fn clear_spot(p: &Path) -> Result<()> {
@@ -558,7 +554,7 @@ fn clear_spot(p: &Path) -> Result<()> {
 /// Every entry is screened before it is written; a refused entry stops the
 /// unpacking with an error, and nothing was written outside `dest`.
 fn unpack(input: &mut dyn Read, dest: &Path) -> Result<()> {
-    let root = running_as_root();
+    let root = crate::fsutil::running_as_root();
     let mut screen = Screen::new();
     // Directory modes and mtimes are set last: creating entries in a
     // directory changes its mtime, and a read-only mode would stop them.

@@ -298,7 +298,7 @@ pub fn check(input: &mut dyn Read, tmpdir: &Path) -> Result<PayloadCheck> {
     let file = spool(input, &tmpdir.join("check.duckdb"))?;
     let (tables, problems) = match inspect(file.path(), "the DuckDB payload cannot be read") {
         Ok(t) => (Some(t), Vec::new()),
-        Err(e) if e.code == crate::ExitCode::Usage => return Err(e),
+        Err(e) if e.code() == crate::ExitCode::Usage => return Err(e),
         Err(e) => (None, vec![e.message]),
     };
     Ok(PayloadCheck {
@@ -630,8 +630,8 @@ mod tests {
     #[test]
     fn a_held_database_is_named_with_its_holder() {
         let e = held_error(Path::new("/x/app.duckdb"), Some(1), true);
-        assert_eq!(e.code, crate::ExitCode::Refused);
+        assert_eq!(e.code(), crate::ExitCode::Refused);
         assert!(e.message.contains("process 1"), "{e}");
-        assert!(held_error(Path::new("a"), None, false).code == crate::ExitCode::Failure);
+        assert!(held_error(Path::new("a"), None, false).code() == crate::ExitCode::Failure);
     }
 }

@@ -72,11 +72,6 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::failed(format!("cannot find a free port: {e}")))
 }
 
-fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
 
 /// The directory of the server binaries (pg_ctl) for a major version.
 fn server_bindir(version: Option<&str>) -> Result<PathBuf> {
@@ -140,7 +135,7 @@ impl PgData {
     }
 
     fn owner(&self) -> Option<&'static str> {
-        running_as_root().then_some("postgres")
+        crate::fsutil::running_as_root().then_some("postgres")
     }
 
     fn as_owner(&self, program: &Path) -> Command {
@@ -263,19 +258,19 @@ impl PgData {
                 .collect();
             env.push_str(&format!(
                 "DBSAFE_IDENTITY_FILE={} ",
-                shell_quote(&ids.join(","))
+                crate::fsutil::shell_quote(&ids.join(","))
             ));
         }
         if let Some(p) = &wal.passphrase_file {
             env.push_str(&format!(
                 "DBSAFE_PASSPHRASE_FILE={} ",
-                shell_quote(&absolute(p).display().to_string())
+                crate::fsutil::shell_quote(&absolute(p).display().to_string())
             ));
         }
         format!(
             "{env}{} fetch %f %p --from {}",
-            shell_quote(&walship.display().to_string()),
-            shell_quote(&if wal.store.contains("://") {
+            crate::fsutil::shell_quote(&walship.display().to_string()),
+            crate::fsutil::shell_quote(&if wal.store.contains("://") {
                 wal.store.clone()
             } else {
                 absolute(Path::new(&wal.store)).display().to_string()
@@ -506,15 +501,6 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-,=:".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
 
 /// Restores a base backup: unpack, configure, and (when asked) start and wait.
 pub fn restore_base(

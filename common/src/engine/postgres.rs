@@ -554,7 +554,7 @@ impl Postgres {
         for db in MAINTENANCE_DBS {
             match self.run_sql(db, sql) {
                 Ok(lines) => return Ok(lines),
-                Err(e) if e.code == crate::ExitCode::Usage => return Err(e),
+                Err(e) if e.code() == crate::ExitCode::Usage => return Err(e),
                 Err(e) => {
                     // Only a missing maintenance database is worth a second try.
                     let missing = e.message.contains("does not exist");

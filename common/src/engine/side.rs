@@ -458,7 +458,7 @@ mod tests {
         let e = h
             .swap("app_dbpromote_side.db", "app_dbpromote_prev.db", None)
             .unwrap_err();
-        assert_eq!(e.code, crate::ExitCode::Refused, "{e}");
+        assert_eq!(e.code(), crate::ExitCode::Refused, "{e}");
         drop(holder);
         h.swap("app_dbpromote_side.db", "app_dbpromote_prev.db", None)
             .expect("swap");

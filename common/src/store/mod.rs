@@ -104,7 +104,7 @@ pub trait Store: Send + Sync {
                     .map_err(|e| Error::failed(format!("reading {key}: {e}")))?;
                 Ok(Some(v))
             }
-            Err(e) if e.code == crate::ExitCode::NotFound => Ok(None),
+            Err(e) if e.code() == crate::ExitCode::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }

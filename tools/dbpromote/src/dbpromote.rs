@@ -23,8 +23,6 @@ use dbsafe::cli::{EncodeArgs, Log};
 use dbsafe::config::Config;
 use dbsafe::{units, Encryption, Error, ExitCode, Keyring, Result};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// An environment, as the config file and the flags define it.
@@ -167,26 +165,15 @@ impl Ctx {
     }
 }
 
-/// Set once SIGINT or SIGTERM arrives. The library's handler stops the
+/// Whether the run was interrupted: the library's handler stops the
 /// children, removes side databases and exits 130; meanwhile the step whose
 /// child it stopped fails, and the run must not end as an ordinary failure.
-static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-
-/// Whether the run was interrupted.
 pub(crate) fn interrupted() -> bool {
-    INTERRUPTED.get().is_some_and(|f| f.load(Ordering::SeqCst))
-}
-
-fn watch_interrupts() {
-    let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register(sig, Arc::clone(flag));
-    }
+    dbsafe::cleanup::interrupted()
 }
 
 /// Runs dbpromote with parsed arguments.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
-    watch_interrupts();
     if args.wants_tool_version() {
         println!("dbpromote {}", env!("CARGO_PKG_VERSION"));
         return Ok(ExitCode::Success);

@@ -370,17 +370,6 @@ pub(crate) fn open_store(location: &str, dry_run: bool) -> Result<Option<Box<dyn
     }
 }
 
-/// `'word'` for a shell, unless it needs no quoting.
-pub(crate) fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
 
 /// sha256 of a file, hex, for the manifest's record of a script.
 pub(crate) fn file_sha256(path: &std::path::Path) -> Result<String> {
@@ -388,21 +377,4 @@ pub(crate) fn file_sha256(path: &std::path::Path) -> Result<String> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
     Ok(hex::encode(sha2::Sha256::digest(&bytes)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_quoting_leaves_plain_words_alone() {
-        assert_eq!(shell_quote("/var/backups/x"), "/var/backups/x");
-        assert_eq!(
-            shell_quote("postgres://app@db:5432/app"),
-            "postgres://app@db:5432/app"
-        );
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
-        assert_eq!(shell_quote(""), "''");
-    }
 }

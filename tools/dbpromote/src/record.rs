@@ -139,7 +139,7 @@ impl<'a> Recorder<'a> {
         let outcome = interruption(outcome);
         let status = match &outcome {
             Ok(()) => Status::Success,
-            Err(e) if e.code == ExitCode::Refused => Status::Refused,
+            Err(e) if e.code() == ExitCode::Refused => Status::Refused,
             Err(_) => Status::Failed,
         };
         self.m.status = status;
@@ -202,7 +202,7 @@ impl<'a> Recorder<'a> {
             self.m.status = Status::RolledBack;
         }
         let saved = self.save();
-        let refused = matches!(&outcome, Err(e) if e.code == ExitCode::Refused);
+        let refused = matches!(&outcome, Err(e) if e.code() == ExitCode::Refused);
         self.audit(
             if ok {
                 "success"

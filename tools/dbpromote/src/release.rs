@@ -233,9 +233,9 @@ fn execute(
         .unwrap_or_default();
     let restore = format!(
         "dbrestore --store {} --name {} --target {} --clean --yes",
-        ops::shell_quote(&store.describe()),
-        ops::shell_quote(&pre),
-        ops::shell_quote(&engine.url())
+        dbsafe::fsutil::shell_quote(&store.describe()),
+        dbsafe::fsutil::shell_quote(&pre),
+        dbsafe::fsutil::shell_quote(&engine.url())
     );
     Err(Error::failed(format!(
         "the {step} step failed on {b}: {}. State of {b}: {state}",

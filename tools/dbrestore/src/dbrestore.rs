@@ -188,7 +188,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     };
     // A refusal before anything was touched is not an action worth auditing.
     let touched = !matches!(
-        err.as_ref().map(|e| e.code),
+        err.as_ref().map(|e| e.code()),
         Some(ExitCode::Refused) | Some(ExitCode::Usage)
     );
     if touched {

@@ -399,7 +399,7 @@ mod tests {
             ("AWS_PROFILE", "nope"),
         ]))
         .unwrap_err();
-        assert_eq!(e.code, crate::ExitCode::Usage);
+        assert_eq!(e.code(), crate::ExitCode::Usage);
         assert!(settings(&env_of(&[("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")])).is_err());
     }
 

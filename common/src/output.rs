@@ -1,0 +1,83 @@
+//! The one place library and tools print diagnostics.
+//!
+//! A tool sets its name and `-q`/`-v` once ([`init`], done by
+//! [`crate::cli::CommonArgs::log`]); library code that has something to say
+//! that is not an error (a warning, a note on a fallback) calls [`warn`] or
+//! [`info`] here rather than printing, so every line carries the tool's
+//! prefix and `-q` silences what it should.
+
+use std::sync::OnceLock;
+
+/// Prints diagnostics with the tool's prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct Log {
+    /// Tool name.
+    pub tool: &'static str,
+    /// `-q`.
+    pub quiet: bool,
+    /// `-v`.
+    pub verbose: bool,
+}
+
+impl Log {
+    /// A line of progress or summary (hidden by `-q`).
+    pub fn info(&self, msg: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("{}: {msg}", self.tool);
+        }
+    }
+    /// A detail shown with `-v`.
+    pub fn debug(&self, msg: impl std::fmt::Display) {
+        if self.verbose && !self.quiet {
+            eprintln!("{}: {msg}", self.tool);
+        }
+    }
+    /// A warning (always shown).
+    pub fn warn(&self, msg: impl std::fmt::Display) {
+        eprintln!("{}: warning: {msg}", self.tool);
+    }
+    /// An error line and its hint, as `main` reports a failed run.
+    pub fn error(&self, e: &crate::Error) {
+        eprintln!("{}: error: {}", self.tool, e.message);
+        if let Some(h) = &e.hint {
+            eprintln!("{}: hint: {h}", self.tool);
+        }
+    }
+    /// A line printed whatever `-q` says (the interruption notice).
+    pub fn always(&self, msg: impl std::fmt::Display) {
+        eprintln!("{}: {msg}", self.tool);
+    }
+}
+
+static LOG: OnceLock<Log> = OnceLock::new();
+
+/// Sets the tool's logger; the first call wins (a tool has one name).
+pub fn init(log: Log) -> Log {
+    *LOG.get_or_init(|| log)
+}
+
+/// The tool's logger (`dbsafe`, not quiet, when no tool set one: unit tests).
+pub fn log() -> Log {
+    LOG.get().copied().unwrap_or(Log {
+        tool: "dbsafe",
+        quiet: false,
+        verbose: false,
+    })
+}
+
+/// A warning through the tool's logger.
+pub fn warn(msg: impl std::fmt::Display) {
+    log().warn(msg)
+}
+
+/// A line of progress through the tool's logger (hidden by `-q`).
+pub fn info(msg: impl std::fmt::Display) {
+    log().info(msg)
+}
+
+/// Writes a JSON report to stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> crate::Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| crate::Error::failed(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
