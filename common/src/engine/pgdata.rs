@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 use crate::meta::TableCount;
 use crate::name::Payload;
 use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
