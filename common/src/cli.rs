@@ -157,6 +157,25 @@ pub fn main_with(
     tool: &'static str,
     body: impl FnOnce() -> Result<ExitCode>,
 ) -> std::process::ExitCode {
+    run_body(tool, body)
+}
+
+/// Parses the command line of `C` (clap's errors carry the tool's prefix and
+/// exit 2), then runs the tool's body as [`main_with`] does.
+pub fn main_parsed<C: clap::Parser>(
+    tool: &'static str,
+    body: impl FnOnce(C) -> Result<ExitCode>,
+) -> std::process::ExitCode {
+    match C::try_parse() {
+        Ok(cli) => run_body(tool, || body(cli)),
+        Err(e) => std::process::ExitCode::from(crate::output::clap_error(tool, &e).code() as u8),
+    }
+}
+
+fn run_body(
+    tool: &'static str,
+    body: impl FnOnce() -> Result<ExitCode>,
+) -> std::process::ExitCode {
     crate::cleanup::install_signal_handlers(tool);
     let code = match body() {
         Ok(code) => code,

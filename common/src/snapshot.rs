@@ -111,6 +111,7 @@ pub fn take(
     dest: Destination<'_>,
 ) -> Result<SnapshotReport> {
     crate::name::validate_env(&req.env)?;
+    crate::pipeline::check_level(req.compression, req.level)?;
     let mut started = Utc::now();
     let clock = Instant::now();
     let mut name = ArtifactName {
