@@ -25,6 +25,9 @@ pub struct Thresholds {
 pub struct SeriesHealth {
     /// `env_database_kind`.
     pub series: String,
+    /// The payload its artifacts carry (`pgdump`, `sqlite`, ...): part of
+    /// what makes a series.
+    pub payload: String,
     /// Backups held.
     pub count: usize,
     /// Newest backup's file.
@@ -65,6 +68,9 @@ pub struct Health {
     pub problems: Vec<String>,
     /// Per series.
     pub series: Vec<SeriesHealth>,
+    /// Safety backups taken before restores, per series: listed apart and
+    /// never a reason for `degraded` or `critical`.
+    pub safety: Vec<SeriesHealth>,
     /// Bytes in all backups.
     pub total_bytes: u64,
     /// WAL archive, when the store has one.
@@ -73,17 +79,18 @@ pub struct Health {
 
 /// Computes the health of a store.
 pub fn assess(store: &dyn Store, t: &Thresholds, now: DateTime<Utc>) -> Result<Health> {
-    let entries = catalog::list(store)?;
     let mut by_series: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-    for e in entries {
-        by_series.entry(e.name.series()).or_default().push(e);
+    for e in catalog::list(store)? {
+        by_series.entry(e.name.series_id()).or_default().push(e);
     }
     let mut critical = Vec::new();
     let mut degraded = Vec::new();
     let mut series = Vec::new();
+    let mut safety = Vec::new();
     let max_age = chrono::Duration::from_std(t.max_age).unwrap_or(chrono::Duration::MAX);
-    for (name, list) in &by_series {
+    for list in by_series.values() {
         let newest = list.last().expect("non-empty series");
+        let name = newest.name.series();
         let mut verified = Vec::new();
         for e in list {
             if let Some(v) = catalog::read_verify(store, e)? {
@@ -94,6 +101,22 @@ pub fn assess(store: &dyn Store, t: &Thresholds, now: DateTime<Utc>) -> Result<H
         }
         let newest_verified = verified.iter().max_by_key(|v| v.0);
         let age = now - newest.name.timestamp;
+        let health = SeriesHealth {
+            series: name.clone(),
+            payload: newest.name.payload.ext().to_string(),
+            count: list.len(),
+            newest: newest.file(),
+            newest_age_seconds: age.num_seconds(),
+            total_bytes: list.iter().map(|e| e.object.size).sum(),
+            verified_count: verified.len(),
+            newest_verification: verified.iter().map(|v| v.1.clone()).max(),
+            newest_verified_age_seconds: newest_verified.map(|v| (now - v.0).num_seconds()),
+        };
+        if newest.name.is_safety() {
+            safety.push(health);
+            continue;
+        }
+        series.push(health);
         if age > max_age {
             critical.push(format!(
                 "{name}: newest backup is {} old (max {})",
@@ -116,18 +139,8 @@ pub fn assess(store: &dyn Store, t: &Thresholds, now: DateTime<Utc>) -> Result<H
             )),
             _ => {}
         }
-        series.push(SeriesHealth {
-            series: name.clone(),
-            count: list.len(),
-            newest: newest.file(),
-            newest_age_seconds: age.num_seconds(),
-            total_bytes: list.iter().map(|e| e.object.size).sum(),
-            verified_count: verified.len(),
-            newest_verification: verified.iter().map(|v| v.1.clone()).max(),
-            newest_verified_age_seconds: newest_verified.map(|v| (now - v.0).num_seconds()),
-        });
     }
-    if by_series.is_empty() {
+    if series.is_empty() {
         critical.push("the store holds no backups".into());
     }
     let wal = wal_health(store, now)?;
@@ -157,8 +170,9 @@ pub fn assess(store: &dyn Store, t: &Thresholds, now: DateTime<Utc>) -> Result<H
         store: store.describe(),
         readiness: readiness.into(),
         problems: critical,
-        total_bytes: series.iter().map(|s| s.total_bytes).sum(),
+        total_bytes: series.iter().chain(&safety).map(|s| s.total_bytes).sum(),
         series,
+        safety,
         wal,
     })
 }
@@ -209,4 +223,61 @@ pub fn wal_health(store: &dyn Store, now: DateTime<Utc>) -> Result<Option<WalHea
         newest_age_seconds: newest.map(|(_, a)| (now - a.modified).num_seconds()),
         gaps,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::VerifyRecord;
+
+    fn put(store: &dyn Store, file: &str, verified: bool) {
+        store
+            .write_small(&crate::store::key(crate::store::BACKUPS, file), b"x")
+            .expect("artifact");
+        if verified {
+            let rec = VerifyRecord {
+                file: file.into(),
+                verified_at: "2026-12-01T00:00:00Z".into(),
+                level: "full".into(),
+                result: "pass".into(),
+                integrity_score: 1.0,
+                problems: vec![],
+                checks: vec![],
+                tables: vec![],
+                duration_seconds: 0.0,
+                tool: crate::meta::ToolInfo::this("dbverify"),
+            };
+            store
+                .write_small(
+                    &crate::store::key(crate::store::BACKUPS, &format!("{file}.verify.json")),
+                    &serde_json::to_vec(&rec).expect("json"),
+                )
+                .expect("record");
+        }
+    }
+
+    #[test]
+    fn engines_make_separate_series_and_safety_backups_never_degrade_a_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::open(&dir.path().display().to_string(), true).expect("store");
+        put(store.as_ref(), "production_app_full_20261201_100000.sqlite.zst", true);
+        put(store.as_ref(), "production_app_full_20261201_100000.pgdump.zst", true);
+        put(store.as_ref(), "production-safety_app_full_20261201_110000.sqlite.zst", false);
+        let now = "2026-12-01T12:00:00Z".parse().expect("time");
+        let t = Thresholds {
+            max_age: Duration::from_secs(86400),
+            min_count: 1,
+            max_wal_lag: None,
+        };
+        let h = assess(store.as_ref(), &t, now).expect("assess");
+        assert_eq!(h.readiness, "good", "{:?}", h.problems);
+        let payloads: Vec<&str> = h.series.iter().map(|s| s.payload.as_str()).collect();
+        assert_eq!(payloads, ["pgdump", "sqlite"]);
+        assert_eq!(h.safety.len(), 1);
+        assert_eq!(h.safety[0].series, "production-safety_app_full");
+        // A day later the unverified safety backup is old: still not a problem.
+        let later = "2026-12-03T12:00:00Z".parse().expect("time");
+        let h = assess(store.as_ref(), &t, later).expect("assess");
+        assert!(h.problems.iter().all(|p| !p.contains("safety")), "{:?}", h.problems);
+    }
 }
