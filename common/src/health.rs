@@ -202,7 +202,8 @@ pub fn wal_health(store: &dyn Store, now: DateTime<Utc>) -> Result<Option<WalHea
     if names.is_empty() {
         return Ok(None);
     }
-    let gaps = wal::gaps(&names)
+    let size = crate::walarchive::segment_size(store, &archived)?;
+    let gaps = wal::gaps(&names, size)
         .into_iter()
         .flat_map(|(tli, ranges)| {
             ranges.into_iter().map(move |(a, b)| {

@@ -273,6 +273,20 @@ pub fn list(store: &dyn Store) -> Result<Vec<Archived>> {
     Ok(out)
 }
 
+/// The cluster's WAL segment size, as the archive records it: the original
+/// size of the newest archived segment (16 MiB when nothing says otherwise).
+pub fn segment_size(store: &dyn Store, archived: &[Archived]) -> Result<crate::wal::SegSize> {
+    let newest = archived.iter().rev().find(|a| {
+        WalName::parse(&a.wal_file).is_some_and(|n| n.kind == crate::wal::WalKind::Segment)
+    });
+    Ok(match newest {
+        Some(a) => read_meta(store, &a.key)?
+            .and_then(|m| crate::wal::SegSize::new(m.raw_size_bytes))
+            .unwrap_or_default(),
+        None => crate::wal::SegSize::default(),
+    })
+}
+
 /// Deletes an archived WAL file and its sidecars (object first).
 pub fn delete(store: &dyn Store, key: &str) -> Result<()> {
     store.delete(key)?;
