@@ -172,10 +172,7 @@ pub fn main_parsed<C: clap::Parser>(
     }
 }
 
-fn run_body(
-    tool: &'static str,
-    body: impl FnOnce() -> Result<ExitCode>,
-) -> std::process::ExitCode {
+fn run_body(tool: &'static str, body: impl FnOnce() -> Result<ExitCode>) -> std::process::ExitCode {
     crate::cleanup::install_signal_handlers(tool);
     let code = match body() {
         Ok(code) => code,

@@ -126,8 +126,14 @@ pub fn host_name() -> String {
 mod bare_name_tests {
     #[test]
     fn a_bare_file_name_lives_in_the_current_directory() {
-        assert_eq!(super::parent_dir(std::path::Path::new("x.zst")), std::path::Path::new("."));
-        assert_eq!(super::parent_dir(std::path::Path::new("d/x")), std::path::Path::new("d"));
+        assert_eq!(
+            super::parent_dir(std::path::Path::new("x.zst")),
+            std::path::Path::new(".")
+        );
+        assert_eq!(
+            super::parent_dir(std::path::Path::new("d/x")),
+            std::path::Path::new("d")
+        );
         super::fsync_dir(std::path::Path::new("")).expect("fsync of the current directory");
     }
 }

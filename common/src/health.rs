@@ -261,9 +261,21 @@ mod tests {
     fn engines_make_separate_series_and_safety_backups_never_degrade_a_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = crate::store::open(&dir.path().display().to_string(), true).expect("store");
-        put(store.as_ref(), "production_app_full_20261201_100000.sqlite.zst", true);
-        put(store.as_ref(), "production_app_full_20261201_100000.pgdump.zst", true);
-        put(store.as_ref(), "production-safety_app_full_20261201_110000.sqlite.zst", false);
+        put(
+            store.as_ref(),
+            "production_app_full_20261201_100000.sqlite.zst",
+            true,
+        );
+        put(
+            store.as_ref(),
+            "production_app_full_20261201_100000.pgdump.zst",
+            true,
+        );
+        put(
+            store.as_ref(),
+            "production-safety_app_full_20261201_110000.sqlite.zst",
+            false,
+        );
         let now = "2026-12-01T12:00:00Z".parse().expect("time");
         let t = Thresholds {
             max_age: Duration::from_secs(86400),
@@ -279,6 +291,10 @@ mod tests {
         // A day later the unverified safety backup is old: still not a problem.
         let later = "2026-12-03T12:00:00Z".parse().expect("time");
         let h = assess(store.as_ref(), &t, later).expect("assess");
-        assert!(h.problems.iter().all(|p| !p.contains("safety")), "{:?}", h.problems);
+        assert!(
+            h.problems.iter().all(|p| !p.contains("safety")),
+            "{:?}",
+            h.problems
+        );
     }
 }

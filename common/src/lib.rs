@@ -37,6 +37,7 @@ pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod term;
+pub mod timeline;
 pub mod units;
 pub mod verify;
 pub mod wal;

@@ -212,7 +212,12 @@ mod tests {
             assert_eq!(e.code(), crate::ExitCode::Usage, "{d}: {e}");
         }
         assert!(parse_duration("5200w").is_ok());
-        for s in ["99999999999999999999T", "1e30G", "18446744073709551615K", "-1M"] {
+        for s in [
+            "99999999999999999999T",
+            "1e30G",
+            "18446744073709551615K",
+            "-1M",
+        ] {
             let e = parse_size(s).unwrap_err();
             assert_eq!(e.code(), crate::ExitCode::Usage, "{s}: {e}");
         }

@@ -250,7 +250,10 @@ mod tests {
             n("000000010000000100000000"),
             n("000000010000000100000001"),
         ];
-        assert!(gaps(&names, big).is_empty(), "no false gap at a 64 MiB log boundary");
+        assert!(
+            gaps(&names, big).is_empty(),
+            "no false gap at a 64 MiB log boundary"
+        );
         // With 16 MiB the same names miss 0x40..0xFF of log 0.
         let g = gaps(&names, SegSize::DEFAULT);
         assert_eq!(
