@@ -11,6 +11,7 @@ mod duckdb;
 mod mysql;
 pub mod pgdata;
 mod postgres;
+pub use postgres::roles as postgres_roles;
 pub mod side;
 mod sqlite;
 mod urlenc;

@@ -15,6 +15,7 @@
 mod base;
 #[path = "pgcount.rs"]
 mod count;
+pub mod roles;
 #[path = "pgside.rs"]
 pub(super) mod side;
 
