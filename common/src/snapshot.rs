@@ -216,12 +216,15 @@ pub fn take(
             let writer = store::LocalStore::atomic_file(&path)?;
             let (info, summary, writer) = run(engine, &req.engine, writer, opts, &req.progress)?;
             let m = meta_for(&summary, info, file.clone());
-            writer.commit()?;
+            // Sidecars first, the artifact last: running out of space or
+            // inodes on the way leaves no artifact under its final name,
+            // only sidecars that readers ignore and dbprune removes.
             crate::fsutil::write_private(
                 &sidecar(&path, "sha256"),
                 sha256_line(&m.checksum, &file).as_bytes(),
             )?;
             crate::fsutil::write_private(&sidecar(&path, "meta.json"), &to_json(&m))?;
+            writer.commit()?;
             Ok(SnapshotReport {
                 meta: m,
                 location: path.display().to_string(),
@@ -254,12 +257,13 @@ pub fn take(
                 wait_for_wal(store, &w.stop_wal, Duration::from_secs(120))?;
             }
             let m = meta_for(&summary, info, file.clone());
-            writer.commit()?;
+            // Sidecars first, the artifact last (see above).
             store.write_small(
                 &format!("{key}.sha256"),
                 sha256_line(&m.checksum, &file).as_bytes(),
             )?;
             store.write_small(&format!("{key}.meta.json"), &to_json(&m))?;
+            writer.commit()?;
             if update_latest {
                 store.set_pointer(&store::key(store::BACKUPS, &name.latest_name()), &key)?;
             }
