@@ -1,10 +1,12 @@
 # dbsafe: the two commands of the README are `make demo` and `make test`.
 PREFIX ?= /usr/local
 CARGO ?= cargo
+# Where cargo puts its builds: CARGO_TARGET_DIR when set, as cargo itself does.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 TOOLS := dbsnap dbverify dbrestore dbprune walship dbpromote
 SCRIPTS := $(wildcard scripts/*.sh)
 
-.PHONY: all build release demo test test-deps lint man install bench clean
+.PHONY: all build release demo test test-deps lint man install uninstall bench clean
 
 all: build
 
@@ -16,7 +18,7 @@ release:
 
 ## demo: the main job on a sample SQLite database, end to end
 demo: release
-	DBSAFE_BIN_DIR=$(CURDIR)/target/release scripts/demo.sh
+	DBSAFE_BIN_DIR=$(TARGET_DIR)/release scripts/demo.sh
 
 test-deps:
 	scripts/test-deps.sh
@@ -27,7 +29,7 @@ test: test-deps build
 
 ## bench: dbsafe against the dump tools and shell pipelines it replaces (not a test)
 bench: release
-	DBSAFE_BIN_DIR=$(CURDIR)/target/release scripts/bench.sh
+	DBSAFE_BIN_DIR=$(TARGET_DIR)/release scripts/bench.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -38,13 +40,17 @@ lint:
 man:
 	$(CARGO) run -q -p xtask -- man
 
-install: release
+## install: copies what `make release` built (run that first, as yourself:
+## installing as root never builds, so root never writes into your checkout)
+install:
+	@for t in $(TOOLS); do [ -x $(TARGET_DIR)/release/$$t ] || { \
+		echo "make install: $(TARGET_DIR)/release/$$t is missing: run 'make release' first (not as root)" >&2; exit 2; }; done
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
 		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
 		$(DESTDIR)$(PREFIX)/share/dbsafe/systemd
-	for t in $(TOOLS); do install -m 0755 target/release/$$t $(DESTDIR)$(PREFIX)/bin/$$t; done
+	for t in $(TOOLS); do install -m 0755 $(TARGET_DIR)/release/$$t $(DESTDIR)$(PREFIX)/bin/$$t; done
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 0755 scripts/backup.sh scripts/verify.sh scripts/restore.sh scripts/pitr.sh \
 		scripts/release.sh scripts/postgres-wal-config.sh $(DESTDIR)$(PREFIX)/share/dbsafe/
@@ -55,6 +61,16 @@ install: release
 		install -m 0644 completions/_$$t $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$t; \
 		install -m 0644 completions/$$t.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$t.fish; \
 	done
+
+## uninstall: removes exactly what install put there
+uninstall:
+	for t in $(TOOLS); do \
+		rm -f $(DESTDIR)$(PREFIX)/bin/$$t $(DESTDIR)$(PREFIX)/share/man/man1/$$t.1 \
+			$(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$t \
+			$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$t \
+			$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$t.fish; \
+	done
+	rm -rf $(DESTDIR)$(PREFIX)/share/dbsafe
 
 clean:
 	$(CARGO) clean
