@@ -62,7 +62,7 @@ fn every_tool_merges_its_series_into_one_promtool_clean_textfile() {
         "dbsafe_backup_failures_total{database=\"missing\",env=\"production\"} 2",
         "dbsafe_backup_failures_total{database=\"app\",env=\"production\"} 0",
         "dbsafe_verify_last_success_timestamp_seconds{database=\"app\",env=\"production\"}",
-        "dbsafe_verify_integrity_score{database=\"app\",env=\"production\"} 1",
+        "dbsafe_verify_integrity_score{database=\"app\",env=\"production\",level=\"full\"} 1",
         "dbsafe_prune_deleted_total{database=\"app\",env=\"production\"} 0",
         "dbsafe_wal_last_archived_timestamp_seconds{database=\"cluster\",env=\"production\"}",
     ] {

@@ -59,11 +59,14 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             continue;
         };
         let sample = |n, h, v| dbsafe::metrics::Sample::new(n, h, &name.env, &name.database, v);
-        samples.push(sample(
-            "dbsafe_verify_integrity_score",
-            "Integrity score of the last verification (matching tables / tables).",
-            rec.integrity_score,
-        ));
+        samples.push(
+            sample(
+                "dbsafe_verify_integrity_score",
+                "Integrity score of the last verification (matching tables / tables).",
+                rec.integrity_score,
+            )
+            .label("level", &rec.level),
+        );
         if rec.passed() {
             let when = chrono::DateTime::parse_from_rfc3339(&rec.verified_at)
                 .map(|t| t.timestamp() as f64)
