@@ -45,13 +45,14 @@ man:
 install:
 	@for t in $(TOOLS); do [ -x $(TARGET_DIR)/release/$$t ] || { \
 		echo "make install: $(TARGET_DIR)/release/$$t is missing: run 'make release' first (not as root)" >&2; exit 2; }; done
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
 		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
 		$(DESTDIR)$(PREFIX)/share/dbsafe/systemd
 	for t in $(TOOLS); do install -m 0755 $(TARGET_DIR)/release/$$t $(DESTDIR)$(PREFIX)/bin/$$t; done
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 0755 scripts/backup.sh scripts/verify.sh scripts/restore.sh scripts/pitr.sh \
 		scripts/release.sh scripts/postgres-wal-config.sh $(DESTDIR)$(PREFIX)/share/dbsafe/
 	install -m 0644 scripts/crontab.example $(DESTDIR)$(PREFIX)/share/dbsafe/
@@ -70,6 +71,7 @@ uninstall:
 			$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$t \
 			$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$t.fish; \
 	done
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man5/dbsafe.toml.5
 	rm -rf $(DESTDIR)$(PREFIX)/share/dbsafe
 
 clean:

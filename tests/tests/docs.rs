@@ -1,8 +1,9 @@
-//! The README is the first thing a user runs: its code fences balance (a
-//! stray fence turns the rest of the page into one code block) and every
-//! flag its examples give to a dbsafe tool exists.
+//! The documentation users read: the README (its code fences balance, a
+//! stray fence turning the rest of the page into one code block, and every
+//! flag its examples give to a dbsafe tool exists) and the man pages (they
+//! render without a warning and have the sections operators look for).
 
-use dbsafe_tests::Cmd;
+use dbsafe_tests::{require, Cmd};
 use std::collections::BTreeSet;
 
 const TOOLS: [&str; 6] = [
@@ -125,5 +126,65 @@ fn every_flag_the_readme_shows_exists() {
         missing.is_empty(),
         "the README shows flags the tools do not have:\n{}",
         missing.join("\n")
+    );
+}
+
+#[test]
+fn the_man_pages_render_without_warnings_and_have_the_operator_sections() {
+    require("man", "the Debian package man-db");
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../man"));
+    let mut pages: Vec<_> = std::fs::read_dir(dir)
+        .expect("man/")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    pages.sort();
+    let names: Vec<String> = pages
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for t in TOOLS {
+        assert!(
+            names.contains(&format!("{t}.1")),
+            "no page for {t}: {names:?}"
+        );
+    }
+    assert!(
+        names.contains(&"dbsafe.toml.5".to_string()),
+        "no page for the config file"
+    );
+    for page in &pages {
+        let r = Cmd::new("man")
+            .args(["--warnings", "-l"])
+            .arg(page)
+            .env("MANWIDTH", "80")
+            .env("LC_ALL", "C.UTF-8")
+            .succeeds();
+        assert!(
+            r.stderr().trim().is_empty(),
+            "{}: {}",
+            page.display(),
+            r.stderr()
+        );
+        if page.extension().is_some_and(|e| e == "1") {
+            for section in ["EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"] {
+                assert!(
+                    r.stdout().contains(section),
+                    "{} has no {section}",
+                    page.display()
+                );
+            }
+        }
+    }
+    // Examples keep their lines: a path is never broken or hyphenated.
+    let snap = Cmd::new("man")
+        .args(["-l"])
+        .arg(dir.join("dbsnap.1"))
+        .env("MANWIDTH", "80")
+        .succeeds()
+        .stdout();
+    assert!(
+        snap.lines().any(|l| l.trim() == "dbsnap sqlite:app.db --to /var/backups/dbsafe --env production --recipients-file keys.txt"),
+        "the example is reflowed:\n{snap}"
     );
 }
