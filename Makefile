@@ -49,14 +49,20 @@ install:
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
 		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
-		$(DESTDIR)$(PREFIX)/share/dbsafe/systemd
+		$(DESTDIR)$(PREFIX)/share/dbsafe/systemd $(DESTDIR)$(PREFIX)/lib/systemd/system \
+		$(DESTDIR)$(PREFIX)/lib/sysusers.d
 	for t in $(TOOLS); do install -m 0755 $(TARGET_DIR)/release/$$t $(DESTDIR)$(PREFIX)/bin/$$t; done
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 0644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 0755 scripts/backup.sh scripts/verify.sh scripts/restore.sh scripts/pitr.sh \
 		scripts/release.sh scripts/postgres-wal-config.sh $(DESTDIR)$(PREFIX)/share/dbsafe/
 	install -m 0644 scripts/crontab.example $(DESTDIR)$(PREFIX)/share/dbsafe/
-	install -m 0644 scripts/systemd/* $(DESTDIR)$(PREFIX)/share/dbsafe/systemd/
+	# Units name the scripts under this PREFIX, and go where systemd looks for them.
+	for u in scripts/systemd/*.service scripts/systemd/*.timer; do \
+		sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
+		chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
+	done
+	install -m 0644 scripts/systemd/dbsafe.sysusers.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/dbsafe.conf
 	for t in $(TOOLS); do \
 		install -m 0644 completions/$$t.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$t; \
 		install -m 0644 completions/_$$t $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$t; \
@@ -71,7 +77,10 @@ uninstall:
 			$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$t \
 			$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$t.fish; \
 	done
-	rm -f $(DESTDIR)$(PREFIX)/share/man/man5/dbsafe.toml.5
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man5/dbsafe.toml.5 $(DESTDIR)$(PREFIX)/lib/sysusers.d/dbsafe.conf
+	for u in scripts/systemd/*.service scripts/systemd/*.timer; do \
+		rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
+	done
 	rm -rf $(DESTDIR)$(PREFIX)/share/dbsafe
 
 clean:
