@@ -8,6 +8,7 @@
 //! final name always has its metadata.
 
 use crate::error::{Error, Result};
+use crate::fsutil::shell_quote;
 use crate::keys::Keyring;
 use crate::pipeline::{self, EncodeOptions, StreamEncoder};
 use crate::store::{self, Store};
@@ -15,7 +16,7 @@ use crate::wal::WalName;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What is recorded next to each archived WAL file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +65,54 @@ fn validate(file: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The `restore_command` (PostgreSQL's `%f`/`%p` placeholders) that fetches
+/// WAL from `store` with `walship fetch`, for a restored base backup's
+/// postgresql.conf. Keys go in its environment as absolute paths (the server
+/// runs it from its data directory); no configuration file applies.
+pub fn restore_command(
+    store: &str,
+    identity_files: &[PathBuf],
+    passphrase_file: Option<&Path>,
+) -> Result<String> {
+    let absolute = |p: &Path| {
+        std::path::absolute(p)
+            .map_err(|e| Error::io(format!("resolving {}", p.display()), e))
+            .map(|p| p.display().to_string())
+    };
+    let walship = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("walship")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("walship"));
+    let mut env = String::from("DBSAFE_CONFIG=/dev/null ");
+    if !identity_files.is_empty() {
+        let ids = identity_files
+            .iter()
+            .map(|p| absolute(p))
+            .collect::<Result<Vec<_>>>()?;
+        env.push_str(&format!(
+            "DBSAFE_IDENTITY_FILE={} ",
+            shell_quote(&ids.join(","))
+        ));
+    }
+    if let Some(p) = passphrase_file {
+        env.push_str(&format!(
+            "DBSAFE_PASSPHRASE_FILE={} ",
+            shell_quote(&absolute(p)?)
+        ));
+    }
+    let from = if store.contains("://") {
+        store.to_string()
+    } else {
+        absolute(Path::new(store))?
+    };
+    Ok(format!(
+        "{env}{} fetch %f %p --from {}",
+        shell_quote(&walship.display().to_string()),
+        shell_quote(&from)
+    ))
 }
 
 /// Finds the archived object of `file`, whatever layers it was stored with.

@@ -9,8 +9,7 @@
 //! database that anyone (itself included) is connected to.
 
 use super::{
-    percent_encode, quote_ident, quote_literal, require_tools, Child, Postgres, Psql,
-    MAINTENANCE_DBS,
+    no_session, quote_ident, quote_literal, require_tools, Child, Postgres, Psql, MAINTENANCE_DBS,
 };
 use crate::cleanup::ActionGuard;
 use crate::engine::side::{self, Home, Session, Swap};
@@ -65,7 +64,7 @@ impl PgHome {
             match attempt {
                 Ok(p) => return Ok(p),
                 Err(e) => {
-                    let missing = e.message.contains("does not exist");
+                    let missing = e.is_undefined_object() || no_session(&e);
                     first_err.get_or_insert(e);
                     if !missing {
                         break;
@@ -198,18 +197,11 @@ impl Home for PgHome {
 
     fn child_env(&self, name: &str) -> Vec<(String, String)> {
         let conn = &self.at(name).conn;
-        let mut url = conn.uri(name);
         let mut env = Vec::new();
         if let Some(pw) = &conn.password {
-            if let Some(user) = &conn.user {
-                let plain = format!("{}://{user}@", conn.scheme);
-                if let Some(rest) = url.strip_prefix(&plain) {
-                    url = format!("{}://{user}:{}@{rest}", conn.scheme, percent_encode(pw));
-                }
-            }
             env.push(("PGPASSWORD".to_string(), pw.clone()));
         }
-        env.push(("DATABASE_URL".to_string(), url));
+        env.push(("DATABASE_URL".to_string(), conn.uri_with_password(name)));
         env.push(("PGDATABASE".to_string(), name.to_string()));
         env
     }

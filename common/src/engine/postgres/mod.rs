@@ -11,19 +11,20 @@
 //! counts the rows in it, and the transaction stays open until `pg_dump` is
 //! done.
 
-#[path = "pgbase.rs"]
 mod base;
-#[path = "pgcount.rs"]
 mod count;
-#[path = "pgside.rs"]
+pub mod data;
 pub(super) mod side;
+mod url;
 
-use super::child::Child;
-use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
+use self::url::ConnUrl;
+use super::child::{feed, Child};
+use super::{Engine, Origin, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
 use crate::error::{Error, Result};
 use crate::meta::TableCount;
 use crate::name::Payload;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 
 /// The Debian package that ships `pg_dump`, `pg_restore` and `psql`, as
@@ -42,143 +43,26 @@ pub struct Postgres {
     maintenance: Option<String>,
 }
 
-/// A libpq connection URI taken apart, with the password held aside.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ConnUrl {
-    scheme: String,
-    /// The user as written (percent-encoded).
-    user: Option<String>,
-    /// The password, decoded; never printed.
-    password: Option<String>,
-    /// The host list as written: `host[:port][,host[:port]...]`, percent-encoded.
-    hosts: String,
-    /// The database name, decoded, as the URL gives it.
-    dbname: Option<String>,
-    /// Query parameters other than `password` and `dbname`, as written.
-    params: Vec<(String, String)>,
+/// The SQLSTATE of the first error in psql's stderr, as `VERBOSITY=verbose`
+/// prints it: `ERROR:  42P01: relation ...` (the severity word may be in
+/// any language; the code after it is not).
+fn sqlstate(stderr: &str) -> Option<crate::error::ServerCode> {
+    stderr.lines().find_map(|line| {
+        let (_, rest) = line.split_once(":  ")?;
+        let code = rest.split(':').next()?;
+        (code.len() == 5
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+        .then(|| crate::error::ServerCode::Sqlstate(code.to_string()))
+    })
 }
 
-impl ConnUrl {
-    fn parse(url: &str) -> Result<ConnUrl> {
-        let bad = |why: &str| {
-            Error::usage(format!("invalid PostgreSQL URL: {why}"))
-                .hint("use postgres://user@host:port/db (percent-encode special characters)")
-        };
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected postgres://..."))?;
-        if scheme != "postgres" && scheme != "postgresql" {
-            return Err(bad("the scheme must be postgres:// or postgresql://"));
-        }
-        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = main.split_once('/').unwrap_or((main, ""));
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let (user, password) = match userinfo {
-            Some(u) => match u.split_once(':') {
-                Some((user, pw)) => (Some(user.to_string()), Some(percent_decode(pw)?)),
-                None => (Some(u.to_string()), None),
-            },
-            None => (None, None),
-        };
-        let mut conn = ConnUrl {
-            scheme: scheme.to_string(),
-            user: user.filter(|u| !u.is_empty()),
-            password,
-            hosts: hosts.to_string(),
-            dbname: Some(percent_decode(path)?).filter(|d| !d.is_empty()),
-            params: Vec::new(),
-        };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| bad(&format!("query parameter {k:?} has no value", k = pair)))?;
-            match k {
-                "password" => conn.password = Some(percent_decode(v)?),
-                "dbname" => conn.dbname = Some(percent_decode(v)?),
-                _ => conn.params.push((k.to_string(), v.to_string())),
-            }
-        }
-        Ok(conn)
-    }
-
-    fn param(&self, key: &str) -> Option<String> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| percent_decode(v).unwrap_or_else(|_| v.clone()))
-    }
-
-    /// The user libpq will connect as.
-    fn effective_user(&self) -> String {
-        self.user
-            .as_deref()
-            .map(|u| percent_decode(u).unwrap_or_else(|_| u.to_string()))
-            .or_else(|| self.param("user"))
-            .or_else(|| std::env::var("PGUSER").ok())
-            .unwrap_or_else(crate::fsutil::current_user)
-    }
-
-    /// The database libpq will connect to: the URL's, else `PGDATABASE`, else the user's name.
-    fn effective_db(&self) -> String {
-        self.dbname
-            .clone()
-            .or_else(|| std::env::var("PGDATABASE").ok().filter(|d| !d.is_empty()))
-            .unwrap_or_else(|| self.effective_user())
-    }
-
-    /// A password-free URI for database `db`.
-    fn uri(&self, db: &str) -> String {
-        let mut s = format!("{}://", self.scheme);
-        if let Some(u) = &self.user {
-            s.push_str(u);
-            s.push('@');
-        }
-        s.push_str(&self.hosts);
-        s.push('/');
-        s.push_str(&percent_encode(db));
-        if !self.params.is_empty() {
-            s.push('?');
-            let pairs: Vec<String> = self
-                .params
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            s.push_str(&pairs.join("&"));
-        }
-        s
-    }
-
-    /// The first host, or the local host for a unix socket.
-    fn host(&self) -> String {
-        let first = self.hosts.split(',').next().unwrap_or("");
-        let host = if let Some(bracketed) = first.strip_prefix('[') {
-            bracketed.split(']').next().unwrap_or("").to_string()
-        } else {
-            percent_decode(first.split(':').next().unwrap_or("")).unwrap_or_default()
-        };
-        let host = Some(host)
-            .filter(|h| !h.is_empty())
-            .or_else(|| self.param("host"))
-            .or_else(|| std::env::var("PGHOST").ok())
-            .unwrap_or_default();
-        let host = host.split(',').next().unwrap_or("").to_string();
-        if host.is_empty() || host.starts_with('/') || host.starts_with('@') {
-            crate::fsutil::host_name()
-        } else {
-            host
-        }
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String> {
-    super::urlenc::decode(s, "PostgreSQL URL")
-}
-
-pub(crate) fn percent_encode(s: &str) -> String {
-    super::urlenc::encode(s, &[])
+/// Whether psql could not open (or lost) its session: it exits 2 then.
+/// libpq reports connection failures without a SQLSTATE, so a missing
+/// database at connection time is one of these.
+fn no_session(e: &Error) -> bool {
+    e.kind == crate::error::Kind::Child(Some(2))
 }
 
 /// `"ident"`, quotes doubled.
@@ -370,7 +254,7 @@ impl Psql {
             Ok(()) => Ok(()),
             // psql died; its stderr says why, which `died` reports.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            Err(e) => Err(Error::failed(format!("writing to psql: {e}"))),
+            Err(e) => Err(Error::io("writing to psql", e)),
         }
     }
 
@@ -380,21 +264,26 @@ impl Psql {
         match Self::read_batch(&mut self.stdout, &self.marker) {
             Ok(Some(lines)) => Ok(lines),
             Ok(None) => Err(self.died()),
-            Err(e) => Err(Error::failed(format!("reading from psql: {e}"))),
+            Err(e) => Err(Error::io("reading from psql", e)),
         }
     }
 
     /// The error for a psql that stopped answering.
     fn died(&mut self) -> Error {
         self.stdin = None;
-        let _ = self.child.child.wait();
+        let status = self.child.child.wait().ok().and_then(|s| s.code());
         let stderr = self.child.stderr_text();
         let detail = stderr.strip_prefix("psql: error: ").unwrap_or(&stderr);
         if detail.is_empty() {
-            return Error::failed(format!("{}: psql ended unexpectedly", self.what));
+            return Error::child(status, format!("{}: psql ended unexpectedly", self.what));
         }
-        let err = Error::failed(format!("{}: {detail}", self.what));
-        if detail.contains("connection to server") || detail.contains("could not connect") {
+        let err = super::child::failure(
+            status,
+            format!("{}: {detail}", self.what),
+            &stderr,
+            Some(sqlstate),
+        );
+        if no_session(&err) {
             return err.hint(
                 "check that the server is running and the URL's host, port, user and database; \
                  a password comes from the URL, PGPASSWORD or ~/.pgpass",
@@ -406,33 +295,53 @@ impl Psql {
     /// Ends the session: closes its input and waits.
     fn finish(mut self) -> Result<()> {
         self.stdin = None;
-        let what = self.what.clone();
-        self.child.finish(&what)
+        self.child.finish(&self.what)
     }
 }
 
-/// Writes `input` into a child's stdin. A child that stops reading early
-/// (pg_restore --list needs only the table of contents) is not an error
-/// here: its exit status decides. Read errors are the input's and returned.
-fn feed(input: &mut dyn Read, stdin: &mut ChildStdin) -> Result<()> {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        match stdin.write_all(&buf[..n]) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(Error::failed(format!("writing to the restore: {e}"))),
+/// The database of a `postgres://` or `postgresql://` URL.
+pub(crate) fn open(url: &str) -> Result<Box<dyn Engine>> {
+    Ok(Box::new(Postgres::new(url)?))
+}
+
+/// `dbverify --level full`: a dump's table of contents, or a base backup
+/// checked against its manifest.
+pub(crate) fn check_payload(
+    payload: Payload,
+    origin: &Origin,
+    input: &mut dyn Read,
+    tmpdir: &Path,
+) -> Result<PayloadCheck> {
+    match payload {
+        Payload::Tar => data::check(input, origin, tmpdir),
+        _ => check(input),
+    }
+}
+
+/// `dbverify --level restore`: a throwaway server for a base backup, a
+/// fresh database on the `--scratch` server for a dump.
+pub(crate) fn scratch(
+    payload: Payload,
+    origin: &Origin,
+    url: Option<&str>,
+    tmpdir: &Path,
+) -> Result<Box<dyn Engine>> {
+    match payload {
+        Payload::Tar => Ok(Box::new(data::PgData::scratch(tmpdir, origin.clone())?)),
+        _ => {
+            let url = super::registry::scratch_server("postgres", payload, url)?;
+            Ok(Box::new(Postgres::scratch(url)?))
         }
     }
 }
 
+/// The home of a `postgres://` target: sides are databases on its server.
+pub(crate) fn home(url: &str) -> Result<Box<dyn super::side::Home>> {
+    side::home(url)
+}
+
 /// `pg_restore --list` of a payload: problems when it cannot read the archive.
-pub fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
+fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
     let mut cmd = Command::new("pg_restore");
     cmd.arg("--list")
         .stdin(Stdio::piped())
@@ -522,9 +431,10 @@ impl Postgres {
     /// Starts a psql session on `db`.
     fn psql(&self, db: &str) -> Result<Psql> {
         let mut cmd = self.command("psql");
-        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-v", "VERBOSITY=verbose", "-d"])
             .arg(self.conn.uri(db));
-        let mut child = Child::spawn("psql", CLIENT_PACKAGE_HINT, cmd)?;
+        let mut child = Child::spawn("psql", CLIENT_PACKAGE_HINT, cmd)?.classify(Some(sqlstate));
         let stdin = child.child.stdin.take();
         let stdout = BufReader::new(child.child.stdout.take().expect("piped stdout"));
         Ok(Psql {
@@ -557,7 +467,7 @@ impl Postgres {
                 Err(e) if e.code() == crate::ExitCode::Usage => return Err(e),
                 Err(e) => {
                     // Only a missing maintenance database is worth a second try.
-                    let missing = e.message.contains("does not exist");
+                    let missing = e.is_undefined_object() || no_session(&e);
                     first_err.get_or_insert(e);
                     if !missing {
                         break;
@@ -779,44 +689,6 @@ impl Engine for Postgres {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_password_is_taken_out_and_decoded() {
-        let c = ConnUrl::parse("postgres://app:p%40ss%2Fw@db.example:5433/shop?sslmode=require")
-            .expect("valid");
-        assert_eq!(c.password.as_deref(), Some("p@ss/w"));
-        assert_eq!(
-            c.uri("shop"),
-            "postgres://app@db.example:5433/shop?sslmode=require"
-        );
-        assert_eq!(c.host(), "db.example");
-        assert_eq!(c.effective_db(), "shop");
-    }
-
-    #[test]
-    fn url_query_password_and_dbname_are_taken_out() {
-        let c = ConnUrl::parse("postgresql:///?host=/run/pg&password=secret&dbname=app&port=5432")
-            .expect("valid");
-        assert_eq!(c.password.as_deref(), Some("secret"));
-        assert_eq!(c.effective_db(), "app");
-        assert_eq!(c.uri("other"), "postgresql:///other?host=/run/pg&port=5432");
-        assert_eq!(c.host(), crate::fsutil::host_name());
-    }
-
-    #[test]
-    fn url_socket_host_and_ipv6() {
-        let c = ConnUrl::parse("postgres://u@%2Ftmp%2Fsock:5432/d").expect("valid");
-        assert_eq!(c.host(), crate::fsutil::host_name());
-        assert_eq!(c.uri("x y"), "postgres://u@%2Ftmp%2Fsock:5432/x%20y");
-        let c = ConnUrl::parse("postgres://u@[::1]:5432/d").expect("valid");
-        assert_eq!(c.host(), "::1");
-    }
-
-    #[test]
-    fn url_rejects_other_schemes() {
-        assert!(ConnUrl::parse("mysql://u@h/d").is_err());
-        assert!(ConnUrl::parse("postgres://u@h/d%zz").is_err());
-    }
 
     #[test]
     fn patterns_follow_psql_rules() {
