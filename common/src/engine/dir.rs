@@ -30,7 +30,7 @@
 //! there (see [`super::untar`]).
 
 use super::untar::{io_err, unpack, Counts, Screen};
-use super::{Engine, Origin, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
+use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
 use crate::cleanup::TempGuard;
 use crate::error::{Context, Error, Result};
 use crate::meta::TableCount;
@@ -48,21 +48,6 @@ const MAX_LISTED_CHANGES: usize = 100;
 /// A directory tree.
 pub struct Dir {
     path: PathBuf,
-}
-
-/// The tree of a `dir:PATH` URL.
-pub(crate) fn open(url: &str) -> Result<Box<dyn Engine>> {
-    Ok(Box::new(Dir::new(super::file::path_of(url))))
-}
-
-/// A scratch tree under `tmpdir`.
-pub(crate) fn scratch(
-    _payload: Payload,
-    _origin: &Origin,
-    _url: Option<&str>,
-    tmpdir: &Path,
-) -> Result<Box<dyn Engine>> {
-    Ok(Box::new(Dir::new(tmpdir.join("scratch-tree"))))
 }
 
 impl Dir {
@@ -491,14 +476,12 @@ impl Engine for Dir {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Tar {
-            return Err(Error::usage(format!(
-                "cannot restore a {} payload into directory {}",
-                payload.ext(),
-                self.path.display()
-            ))
-            .hint("a dir: target takes tar artifacts"));
-        }
+        super::expect_payload(
+            payload,
+            Payload::Tar,
+            format_args!("directory {}", self.path.display()),
+            "a dir: target takes tar artifacts",
+        )?;
         if !opts.tables.is_empty() {
             return Err(Error::usage("--table does not apply to directory trees")
                 .hint("restore the whole tree into another directory and copy what you need"));

@@ -76,6 +76,38 @@ pub fn snapshot_dir(opts: &SnapshotOptions, engine: &str) -> Result<TempGuard> {
     Ok(guard)
 }
 
+/// The [`Engine`](super::Engine) methods a database file answers alike
+/// (name, payload, database name, URL, host, existence), for an engine
+/// type with a `path` field, in its `impl Engine`.
+macro_rules! file_engine {
+    ($name:literal, $payload:expr) => {
+        fn engine(&self) -> &'static str {
+            $name
+        }
+
+        fn payload(&self, _base: bool) -> $crate::name::Payload {
+            $payload
+        }
+
+        fn database(&self) -> String {
+            $crate::name::file_database(&self.path)
+        }
+
+        fn url(&self) -> String {
+            format!("{}:{}", $name, self.path.display())
+        }
+
+        fn host(&self) -> String {
+            $crate::fsutil::host_name()
+        }
+
+        fn exists(&self) -> $crate::error::Result<bool> {
+            Ok(self.path.exists())
+        }
+    };
+}
+pub(crate) use file_engine;
+
 #[cfg(test)]
 mod tests {
     use super::*;

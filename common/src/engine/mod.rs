@@ -55,6 +55,23 @@ pub struct SnapshotInfo {
     pub wal: Option<crate::meta::WalInfo>,
 }
 
+impl SnapshotInfo {
+    /// What a logical snapshot recorded: its tables, the engine's version and
+    /// engine-specific notes for the metadata.
+    pub fn new<const N: usize>(
+        tables: Vec<TableCount>,
+        engine_version: impl Into<String>,
+        extra: [(&str, serde_json::Value); N],
+    ) -> SnapshotInfo {
+        SnapshotInfo {
+            tables,
+            engine_version: engine_version.into(),
+            extra: extra.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            wal: None,
+        }
+    }
+}
+
 /// How to restore.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -174,7 +191,7 @@ pub fn check_payload(
     input: &mut dyn Read,
     tmpdir: &Path,
 ) -> Result<PayloadCheck> {
-    registry::check_payload(payload, origin, input, tmpdir)
+    (registry::reader(payload, origin)?.check)(payload, origin, input, tmpdir)
 }
 
 /// A scratch target to restore a payload into (`dbverify --level restore`);
@@ -185,7 +202,31 @@ pub fn scratch(
     scratch_url: Option<&str>,
     tmpdir: &Path,
 ) -> Result<Box<dyn Engine>> {
-    registry::scratch(payload, origin, scratch_url, tmpdir)
+    (registry::reader(payload, origin)?.scratch)(payload, origin, scratch_url, tmpdir)
+}
+
+/// Refuses to restore `payload` into `target` unless it is `want`; `takes`
+/// says what the target takes.
+fn expect_payload(
+    payload: Payload,
+    want: Payload,
+    target: impl std::fmt::Display,
+    takes: &str,
+) -> Result<()> {
+    if payload == want {
+        return Ok(());
+    }
+    Err(crate::Error::usage(format!(
+        "cannot restore a {} payload into {target}",
+        payload.ext()
+    ))
+    .hint(takes))
+}
+
+/// The error for a target database that does not exist, without `--create`.
+fn missing_target(url: &str) -> crate::Error {
+    crate::Error::not_found(format!("database {url} does not exist"))
+        .hint("pass --create to create it")
 }
 
 /// Runs a pure filter of table names through include/exclude lists.

@@ -4,8 +4,8 @@
 //!
 //! Adding an engine is a folder under `engine/` and a line in [`ENGINES`].
 
-use super::side::Home;
-use super::{dir, duckdb, mysql, postgres, sqlite};
+use super::side::{FileHome, Home};
+use super::{dir, duckdb, file, mysql, postgres, sqlite};
 use super::{Engine, Origin, PayloadCheck};
 use crate::error::{Error, Result};
 use crate::name::Payload;
@@ -55,8 +55,14 @@ pub(crate) static ENGINES: &[Entry] = &[
         payloads: &[Payload::Pgdump, Payload::Tar],
         bare: &[Payload::Pgdump],
         open: postgres::open,
-        check: postgres::check_payload,
-        scratch: postgres::scratch,
+        check: |payload, origin, input, tmpdir| match payload {
+            Payload::Tar => postgres::data::check(input, origin, tmpdir),
+            _ => postgres::check(input),
+        },
+        scratch: |payload, origin, url, tmpdir| match payload {
+            Payload::Tar => postgres::data::PgData::scratch(tmpdir, origin.clone()).map(box_engine),
+            _ => postgres::scratch_dump(payload, url),
+        },
         home: Some(postgres::home),
     },
     Entry {
@@ -78,10 +84,10 @@ pub(crate) static ENGINES: &[Entry] = &[
         form: "sqlite:PATH",
         payloads: &[Payload::Sqlite],
         bare: &[Payload::Sqlite],
-        open: sqlite::open,
+        open: |url| Ok(Box::new(sqlite::Sqlite::new(file::path_of(url)))),
         check: |_, _, input, tmpdir| sqlite::check(input, tmpdir),
-        scratch: sqlite::scratch,
-        home: Some(sqlite::home),
+        scratch: |_, _, _, tmpdir| Ok(Box::new(sqlite::Sqlite::new(tmpdir.join("scratch.sqlite")))),
+        home: Some(FileHome::<sqlite::Sqlite>::boxed),
     },
     Entry {
         name: "duckdb",
@@ -90,10 +96,10 @@ pub(crate) static ENGINES: &[Entry] = &[
         form: "duckdb:PATH",
         payloads: &[Payload::Duckdb],
         bare: &[Payload::Duckdb],
-        open: duckdb::open,
+        open: |url| Ok(Box::new(duckdb::Duckdb::new(file::path_of(url)))),
         check: |_, _, input, tmpdir| duckdb::check(input, tmpdir),
-        scratch: duckdb::scratch,
-        home: Some(duckdb::home),
+        scratch: |_, _, _, tmpdir| Ok(Box::new(duckdb::Duckdb::new(tmpdir.join("scratch.duckdb")))),
+        home: Some(FileHome::<duckdb::Duckdb>::boxed),
     },
     Entry {
         name: "dir",
@@ -102,12 +108,16 @@ pub(crate) static ENGINES: &[Entry] = &[
         form: "dir:PATH",
         payloads: &[Payload::Tar],
         bare: &[Payload::Tar],
-        open: dir::open,
+        open: |url| Ok(Box::new(dir::Dir::new(file::path_of(url)))),
         check: |_, _, input, _| dir::check(input),
-        scratch: dir::scratch,
+        scratch: |_, _, _, tmpdir| Ok(Box::new(dir::Dir::new(tmpdir.join("scratch-tree")))),
         home: None,
     },
 ];
+
+fn box_engine(e: impl Engine + 'static) -> Box<dyn Engine> {
+    Box::new(e)
+}
 
 /// The scheme of a URL: what comes before its first `:`.
 fn scheme_of(url: &str) -> &str {
@@ -149,7 +159,7 @@ pub(crate) fn open(url: &str) -> Result<Box<dyn Engine>> {
 
 /// The engine that reads `payload` made by `origin`'s engine: the one
 /// the metadata names, or for a bare stream the one that owns such payloads.
-fn reader(payload: Payload, origin: &Origin) -> Result<&'static Entry> {
+pub(crate) fn reader(payload: Payload, origin: &Origin) -> Result<&'static Entry> {
     let found = match origin.engine.as_deref() {
         Some(name) => of_name(name).filter(|e| e.payloads.contains(&payload)),
         None => ENGINES.iter().find(|e| e.bare.contains(&payload)),
@@ -161,26 +171,6 @@ fn reader(payload: Payload, origin: &Origin) -> Result<&'static Entry> {
             origin.engine.as_deref().unwrap_or("unknown")
         ))
     })
-}
-
-/// Checks a payload's structure with the engine that made it.
-pub(crate) fn check_payload(
-    payload: Payload,
-    origin: &Origin,
-    input: &mut dyn Read,
-    tmpdir: &Path,
-) -> Result<PayloadCheck> {
-    (reader(payload, origin)?.check)(payload, origin, input, tmpdir)
-}
-
-/// A scratch target of the engine that made the payload.
-pub(crate) fn scratch(
-    payload: Payload,
-    origin: &Origin,
-    scratch_url: Option<&str>,
-    tmpdir: &Path,
-) -> Result<Box<dyn Engine>> {
-    (reader(payload, origin)?.scratch)(payload, origin, scratch_url, tmpdir)
 }
 
 /// The `--scratch` server URL a server engine (`name`) restores `payload`

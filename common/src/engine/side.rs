@@ -204,6 +204,19 @@ impl FilePlace {
         Ok(out)
     }
 
+    /// Keeps the target under the name `keep_as` too (a hard link), so
+    /// renaming a side over the target never leaves the path missing.
+    pub fn link_target_as(&self, keep_as: &Path) -> Result<()> {
+        let target = self.path(&self.file);
+        std::fs::hard_link(&target, keep_as).map_err(|e| {
+            Error::failed(format!(
+                "keeping {} as {}: {e}",
+                target.display(),
+                keep_as.display()
+            ))
+        })
+    }
+
     /// Checks a file swap's preconditions: the side and the target exist, `keep_as` does not.
     pub fn check_swap(&self, side: &str, keep_as: &str) -> Result<()> {
         let (target, side, keep) = (self.path(&self.file), self.path(side), self.path(keep_as));

@@ -24,7 +24,7 @@
 //! Row counts are `count(*)` on the snapshot file itself.
 
 use super::{child, file};
-use super::{Engine, Origin, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
+use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
 use crate::cleanup::TempGuard;
 use crate::error::{Context, Error, Result};
 use crate::meta::TableCount;
@@ -46,26 +46,6 @@ const PAYLOAD_ALIAS: &str = "dbsafe_payload";
 /// A DuckDB database file.
 pub struct Duckdb {
     path: PathBuf,
-}
-
-/// The database of a `duckdb:PATH` URL.
-pub(crate) fn open(url: &str) -> Result<Box<dyn Engine>> {
-    Ok(Box::new(Duckdb::new(file::path_of(url))))
-}
-
-/// The home of a `duckdb:` target: sides are files next to it.
-pub(crate) fn home(url: &str) -> Result<Box<dyn super::side::Home>> {
-    side::DuckHome::boxed(url)
-}
-
-/// A scratch database file under `tmpdir`.
-pub(crate) fn scratch(
-    _payload: Payload,
-    _origin: &Origin,
-    _url: Option<&str>,
-    tmpdir: &Path,
-) -> Result<Box<dyn Engine>> {
-    Ok(Box::new(Duckdb::new(tmpdir.join("scratch.duckdb"))))
 }
 
 impl Duckdb {
@@ -460,25 +440,7 @@ impl Duckdb {
 }
 
 impl Engine for Duckdb {
-    fn engine(&self) -> &'static str {
-        "duckdb"
-    }
-
-    fn payload(&self, _base: bool) -> Payload {
-        Payload::Duckdb
-    }
-
-    fn database(&self) -> String {
-        crate::name::file_database(&self.path)
-    }
-
-    fn url(&self) -> String {
-        format!("duckdb:{}", self.path.display())
-    }
-
-    fn host(&self) -> String {
-        crate::fsutil::host_name()
-    }
+    file::file_engine!("duckdb", Payload::Duckdb);
 
     fn snapshot(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo> {
         file::check_snapshot(opts, "DuckDB", &self.path)?;
@@ -531,15 +493,7 @@ impl Engine for Duckdb {
         let mut f = File::open(&file).context("reading the snapshot copy")?;
         crate::pipeline::copy(&mut f, out)?;
         drop(dir_guard);
-        Ok(SnapshotInfo {
-            tables: counts,
-            engine_version: version,
-            ..Default::default()
-        })
-    }
-
-    fn exists(&self) -> Result<bool> {
-        Ok(self.path.exists())
+        Ok(SnapshotInfo::new(counts, version, []))
     }
 
     fn tables(&self) -> Result<Vec<TableCount>> {
@@ -556,14 +510,12 @@ impl Engine for Duckdb {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Duckdb {
-            return Err(Error::usage(format!(
-                "cannot restore a {} payload into DuckDB database {}",
-                payload.ext(),
-                self.path.display()
-            ))
-            .hint("a duckdb: target takes duckdb artifacts"));
-        }
+        super::expect_payload(
+            payload,
+            Payload::Duckdb,
+            format_args!("DuckDB database {}", self.path.display()),
+            "a duckdb: target takes duckdb artifacts",
+        )?;
         child::require(&["duckdb"], PACKAGE)?;
         let dir = file::restore_dir(&self.path, opts.create)?;
         // Spooled next to the target and read whole before the target is touched.

@@ -8,14 +8,11 @@
 //! checkpointed first, so it is one file.
 
 use super::{cli, holder_text, wal_of, Duckdb, FileLock, Open};
-use crate::engine::side::{FileHome, FilePlace, FileSides, Session, Swap};
+use crate::engine::side::{FilePlace, FileSides, Session, Swap};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// A DuckDB database file; its sides are files in the same directory.
-pub(crate) type DuckHome = FileHome<Duckdb>;
 
 fn in_use(path: &Path, pid: Option<i32>, waited: bool) -> Error {
     Error::refused(format!(
@@ -98,13 +95,7 @@ impl FileSides for Duckdb {
         };
         let waited = start.elapsed();
         let clock = Instant::now();
-        std::fs::hard_link(&target, &keep).map_err(|e| {
-            Error::failed(format!(
-                "keeping {} as {}: {e}",
-                target.display(),
-                keep.display()
-            ))
-        })?;
+        place.link_target_as(&keep)?;
         // The old WAL belongs to the old database: it goes with it.
         let (wal, keep_wal) = (wal_of(&target), wal_of(&keep));
         let wal_moved = match std::fs::rename(&wal, &keep_wal) {

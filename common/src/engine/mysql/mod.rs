@@ -70,6 +70,9 @@ pub(crate) fn scratch(
     Ok(Box::new(Mysql::scratch(url)?))
 }
 
+/// What a restore target of this engine takes.
+const TAKES: &str = "a MySQL/MariaDB target takes sql dumps made by mariadb-dump or mysqldump";
+
 /// `` `ident` ``, backticks doubled.
 fn quote_ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
@@ -273,14 +276,11 @@ impl Engine for Mysql {
                 problems.join("; ")
             )));
         }
-        let mut extra = serde_json::Map::new();
-        extra.insert("dump_tool".into(), dump_tool.into());
-        Ok(SnapshotInfo {
+        Ok(SnapshotInfo::new(
             tables,
-            engine_version: version,
-            extra,
-            ..Default::default()
-        })
+            version,
+            [("dump_tool", dump_tool.into())],
+        ))
     }
 
     fn exists(&self) -> Result<bool> {
@@ -343,23 +343,14 @@ impl Engine for Mysql {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Sql {
-            return Err(Error::usage(format!(
-                "cannot restore a {} payload into MySQL database {}",
-                payload.ext(),
-                self.url()
-            ))
-            .hint("a MySQL/MariaDB target takes sql dumps made by mariadb-dump or mysqldump"));
-        }
+        let target = format!("MySQL database {}", self.url());
+        super::expect_payload(payload, Payload::Sql, target, TAKES)?;
         self.require_db()?;
         let client = child::require(&CLIENT_TOOLS, PACKAGE)?;
         let created = !self.exists()?;
         if created {
             if !opts.create {
-                return Err(
-                    Error::not_found(format!("database {} does not exist", self.url()))
-                        .hint("pass --create to create it"),
-                );
+                return Err(super::missing_target(&self.url()));
             }
             self.create_database()?;
         } else if opts.clean && opts.tables.is_empty() {

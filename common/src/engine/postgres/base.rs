@@ -207,17 +207,17 @@ impl Postgres {
         // Counted on the live server just after the backup ended: exact when
         // nothing wrote meanwhile, which the metadata says it assumes.
         let tables = parse_counts(&self.run_sql(&db, &count_query(&[], &[]))?)?;
-        let mut extra = serde_json::Map::new();
-        extra.insert(
-            "row_counts".into(),
-            "counted on the live server when the backup ended".into(),
-        );
-        extra.insert("wal_segment_size".into(), segment_size.into());
+        let counted = "counted on the live server when the backup ended";
         Ok(SnapshotInfo {
-            tables,
-            engine_version: version.to_string(),
-            extra,
             wal: Some(wal),
+            ..SnapshotInfo::new(
+                tables,
+                version,
+                [
+                    ("row_counts", counted.into()),
+                    ("wal_segment_size", segment_size.into()),
+                ],
+            )
         })
     }
 }

@@ -523,12 +523,12 @@ impl Engine for PgData {
         self.client()?.tables()
     }
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Tar {
-            return Err(Error::usage(format!(
-                "a data directory restores base backups (tar), not {}",
-                payload.ext()
-            )));
-        }
+        crate::engine::expect_payload(
+            payload,
+            Payload::Tar,
+            format_args!("data directory {}", self.dir.display()),
+            "a data directory restores base backups (tar)",
+        )?;
         restore_base(self, input, opts.wal.as_ref()).map(drop)
     }
     fn drop_target(&self) -> Result<()> {

@@ -19,18 +19,19 @@ mod url;
 
 use self::url::ConnUrl;
 use super::child::{feed, Child};
-use super::{Engine, Origin, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
+use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
 use crate::error::{Error, Result};
 use crate::meta::TableCount;
 use crate::name::Payload;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::Path;
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 
 /// The Debian package that ships `pg_dump`, `pg_restore` and `psql`, as
 /// missing-tool errors name it.
 const CLIENT_PACKAGE_HINT: &str =
     "the Debian package postgresql-client (apt-get install postgresql-client)";
+/// What a restore target of this engine takes.
+const TAKES: &str = "a PostgreSQL target takes pg_dump custom-format (pgdump) artifacts";
 /// Connected to for what cannot run inside the target database itself.
 const MAINTENANCE_DBS: [&str; 2] = ["postgres", "template1"];
 
@@ -304,35 +305,10 @@ pub(crate) fn open(url: &str) -> Result<Box<dyn Engine>> {
     Ok(Box::new(Postgres::new(url)?))
 }
 
-/// `dbverify --level full`: a dump's table of contents, or a base backup
-/// checked against its manifest.
-pub(crate) fn check_payload(
-    payload: Payload,
-    origin: &Origin,
-    input: &mut dyn Read,
-    tmpdir: &Path,
-) -> Result<PayloadCheck> {
-    match payload {
-        Payload::Tar => data::check(input, origin, tmpdir),
-        _ => check(input),
-    }
-}
-
-/// `dbverify --level restore`: a throwaway server for a base backup, a
-/// fresh database on the `--scratch` server for a dump.
-pub(crate) fn scratch(
-    payload: Payload,
-    origin: &Origin,
-    url: Option<&str>,
-    tmpdir: &Path,
-) -> Result<Box<dyn Engine>> {
-    match payload {
-        Payload::Tar => Ok(Box::new(data::PgData::scratch(tmpdir, origin.clone())?)),
-        _ => {
-            let url = super::registry::scratch_server("postgres", payload, url)?;
-            Ok(Box::new(Postgres::scratch(url)?))
-        }
-    }
+/// A fresh database on the `--scratch` server, to restore a dump into.
+pub(crate) fn scratch_dump(payload: Payload, url: Option<&str>) -> Result<Box<dyn Engine>> {
+    let url = super::registry::scratch_server("postgres", payload, url)?;
+    Ok(Box::new(Postgres::scratch(url)?))
 }
 
 /// The home of a `postgres://` target: sides are databases on its server.
@@ -341,7 +317,7 @@ pub(crate) fn home(url: &str) -> Result<Box<dyn super::side::Home>> {
 }
 
 /// `pg_restore --list` of a payload: problems when it cannot read the archive.
-fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
+pub(crate) fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
     let mut cmd = Command::new("pg_restore");
     cmd.arg("--list")
         .stdin(Stdio::piped())
@@ -454,16 +430,17 @@ impl Postgres {
         Ok(lines)
     }
 
-    /// Runs statements on the maintenance database (the named one, else
-    /// `postgres`, else `template1`).
-    fn run_maintenance(&self, sql: &str) -> Result<Vec<String>> {
+    /// Runs `f` on the maintenance database: the named one, else
+    /// `postgres`, else `template1` when `postgres` is missing (or cannot
+    /// be connected to: libpq does not say why by code).
+    fn on_maintenance<T>(&self, mut f: impl FnMut(&str) -> Result<T>) -> Result<T> {
         if let Some(db) = &self.maintenance {
-            return self.run_sql(db, sql);
+            return f(db);
         }
         let mut first_err = None;
         for db in MAINTENANCE_DBS {
-            match self.run_sql(db, sql) {
-                Ok(lines) => return Ok(lines),
+            match f(db) {
+                Ok(v) => return Ok(v),
                 Err(e) if e.code() == crate::ExitCode::Usage => return Err(e),
                 Err(e) => {
                     // Only a missing maintenance database is worth a second try.
@@ -476,6 +453,11 @@ impl Postgres {
             }
         }
         Err(first_err.expect("tried at least once"))
+    }
+
+    /// Runs statements on the maintenance database.
+    fn run_maintenance(&self, sql: &str) -> Result<Vec<String>> {
+        self.on_maintenance(|db| self.run_sql(db, sql))
     }
 
     fn create_database(&self, name: &str) -> Result<()> {
@@ -620,15 +602,14 @@ impl Engine for Postgres {
         psql.query("COMMIT;")?;
         psql.finish()?;
 
-        let mut extra = serde_json::Map::new();
-        extra.insert("pg_dump_format".into(), "custom".into());
-        extra.insert("row_counts".into(), counted.into());
-        Ok(SnapshotInfo {
+        Ok(SnapshotInfo::new(
             tables,
-            engine_version: server_version,
-            extra,
-            ..Default::default()
-        })
+            server_version,
+            [
+                ("pg_dump_format", "custom".into()),
+                ("row_counts", counted.into()),
+            ],
+        ))
     }
 
     fn exists(&self) -> Result<bool> {
@@ -644,23 +625,14 @@ impl Engine for Postgres {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Pgdump {
-            return Err(Error::usage(format!(
-                "cannot restore a {} payload into PostgreSQL database {}",
-                payload.ext(),
-                self.url()
-            ))
-            .hint("a PostgreSQL target takes pg_dump custom-format (pgdump) artifacts"));
-        }
+        let target = format!("PostgreSQL database {}", self.url());
+        super::expect_payload(payload, Payload::Pgdump, target, TAKES)?;
         require_tools(&["psql", "pg_restore"])?;
         let args = self.restore_args(opts)?;
         let created = !self.exists()?;
         if created {
             if !opts.create {
-                return Err(
-                    Error::not_found(format!("database {} does not exist", self.url()))
-                        .hint("pass --create to create it"),
-                );
+                return Err(super::missing_target(&self.url()));
             }
             self.create_database(&self.db())?;
         }

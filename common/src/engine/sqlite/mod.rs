@@ -3,7 +3,7 @@
 mod side;
 
 use super::file;
-use super::{Engine, Origin, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
+use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
 use crate::error::{Context, Error, Result};
 use crate::meta::TableCount;
 use crate::name::Payload;
@@ -16,26 +16,6 @@ use std::time::Duration;
 /// A SQLite database file.
 pub struct Sqlite {
     path: PathBuf,
-}
-
-/// The database of a `sqlite:PATH` URL.
-pub(crate) fn open(url: &str) -> Result<Box<dyn Engine>> {
-    Ok(Box::new(Sqlite::new(file::path_of(url))))
-}
-
-/// A scratch database file under `tmpdir`.
-pub(crate) fn scratch(
-    _payload: Payload,
-    _origin: &Origin,
-    _url: Option<&str>,
-    tmpdir: &Path,
-) -> Result<Box<dyn Engine>> {
-    Ok(Box::new(Sqlite::new(tmpdir.join("scratch.sqlite"))))
-}
-
-/// The home of a `sqlite:` target: sides are files next to it.
-pub(crate) fn home(url: &str) -> Result<Box<dyn super::side::Home>> {
-    side::SqliteHome::boxed(url)
 }
 
 impl Sqlite {
@@ -137,25 +117,7 @@ pub fn check(input: &mut dyn Read, tmpdir: &Path) -> Result<PayloadCheck> {
 }
 
 impl Engine for Sqlite {
-    fn engine(&self) -> &'static str {
-        "sqlite"
-    }
-
-    fn payload(&self, _base: bool) -> Payload {
-        Payload::Sqlite
-    }
-
-    fn database(&self) -> String {
-        crate::name::file_database(&self.path)
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite:{}", self.path.display())
-    }
-
-    fn host(&self) -> String {
-        crate::fsutil::host_name()
-    }
+    file::file_engine!("sqlite", Payload::Sqlite);
 
     fn snapshot(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo> {
         file::check_snapshot(opts, "SQLite", &self.path)?;
@@ -187,16 +149,7 @@ impl Engine for Sqlite {
         let mut f = std::fs::File::open(&copy_path).context("reading the snapshot copy")?;
         crate::pipeline::copy(&mut f, out)?;
         drop(dir_guard);
-        Ok(SnapshotInfo {
-            tables,
-            engine_version: rusqlite::version().to_string(),
-            extra: Default::default(),
-            ..Default::default()
-        })
-    }
-
-    fn exists(&self) -> Result<bool> {
-        Ok(self.path.exists())
+        Ok(SnapshotInfo::new(tables, rusqlite::version(), []))
     }
 
     fn tables(&self) -> Result<Vec<TableCount>> {
@@ -209,13 +162,12 @@ impl Engine for Sqlite {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Sqlite {
-            return Err(Error::usage(format!(
-                "cannot restore a {} payload into SQLite database {}",
-                payload.ext(),
-                self.path.display()
-            )));
-        }
+        super::expect_payload(
+            payload,
+            Payload::Sqlite,
+            format_args!("SQLite database {}", self.path.display()),
+            "a sqlite: target takes sqlite artifacts",
+        )?;
         let dir = file::restore_dir(&self.path, opts.create)?;
         // Spool next to the target and check it whole before touching the target.
         let file = file::spool(input, &self.path)?;

@@ -2,15 +2,12 @@
 //! rename while SQLite's own write lock on the target is held.
 
 use super::Sqlite;
-use crate::engine::side::{FileHome, FilePlace, FileSides, Session, Swap};
+use crate::engine::side::{FilePlace, FileSides, Session, Swap};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// A SQLite database file; its sides are files in the same directory.
-pub(crate) type SqliteHome = FileHome<Sqlite>;
 
 fn open(path: &Path) -> Result<rusqlite::Connection> {
     rusqlite::Connection::open(path)
@@ -104,13 +101,7 @@ impl FileSides for Sqlite {
         let clock = Instant::now();
         // A hard link keeps the old database under its new name while the
         // rename replaces the target in one step: the path never goes missing.
-        std::fs::hard_link(&target, &keep).map_err(|e| {
-            Error::failed(format!(
-                "keeping {} as {}: {e}",
-                target.display(),
-                keep.display()
-            ))
-        })?;
+        place.link_target_as(&keep)?;
         if let Err(e) = std::fs::rename(&side_path, &target) {
             let _ = std::fs::remove_file(&keep);
             return Err(Error::failed(format!(
@@ -138,7 +129,9 @@ impl FileSides for Sqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::side::Home;
+    use crate::engine::side::{FileHome, Home};
+
+    type SqliteHome = FileHome<Sqlite>;
 
     #[test]
     fn file_sides_sit_next_to_the_target_with_its_extension() {
