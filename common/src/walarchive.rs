@@ -356,3 +356,42 @@ pub fn oldest_needed(
     }
     Ok(oldest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restore_command_names_absolute_keys_and_store_and_survives_a_shell() {
+        let cmd = restore_command(
+            "rel store",
+            &[PathBuf::from("k's.txt")],
+            Some(Path::new("/p/pass")),
+        )
+        .expect("built");
+        assert!(cmd.starts_with("DBSAFE_CONFIG=/dev/null "), "{cmd}");
+        assert!(cmd.contains(" fetch %f %p --from "), "{cmd}");
+        let cwd = std::env::current_dir().expect("cwd");
+        // The shell sees each path as one word, absolute.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf '%s\\n' {}",
+                cmd.split_once(" fetch ").expect("fetch").0
+            ))
+            .output()
+            .expect("sh runs");
+        let words = String::from_utf8_lossy(&out.stdout).into_owned();
+        let want = format!(
+            "DBSAFE_CONFIG=/dev/null\nDBSAFE_IDENTITY_FILE={}\nDBSAFE_PASSPHRASE_FILE=/p/pass\n",
+            cwd.join("k's.txt").display()
+        );
+        assert!(words.starts_with(&want), "{words:?}");
+        assert!(
+            cmd.ends_with(&shell_quote(&cwd.join("rel store").display().to_string())),
+            "{cmd}"
+        );
+        let s3 = restore_command("s3://b/p", &[], None).expect("built");
+        assert!(s3.ends_with("--from s3://b/p"), "{s3}");
+    }
+}

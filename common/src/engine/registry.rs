@@ -139,6 +139,11 @@ fn of_name(name: &str) -> Option<&'static Entry> {
         .find(|e| e.name == name || e.schemes.contains(&name))
 }
 
+/// Whether the engine `name` answers to the scheme of `url`.
+pub(crate) fn answers(name: &str, url: &str) -> bool {
+    of_url(url).is_some_and(|e| e.name == name)
+}
+
 /// The URL forms of the engines that `has` holds for, for hints.
 fn forms(has: impl Fn(&Entry) -> bool) -> String {
     let forms: Vec<&str> = ENGINES.iter().filter(|e| has(e)).map(|e| e.form).collect();
@@ -189,7 +194,7 @@ pub(crate) fn scratch_server<'a>(
         ))
         .hint(format!("pass --scratch URL, e.g. --scratch {}", entry.form))
     })?;
-    if !of_url(url).is_some_and(|e| std::ptr::eq(e, entry)) {
+    if !answers(entry.name, url) {
         return Err(Error::usage(format!(
             "--scratch {:?} is not a {} URL",
             super::url::without_password(url),
@@ -322,6 +327,20 @@ mod tests {
             scratch_server("mysql", Payload::Sql, Some("mariadb://r@h/")).expect("fits"),
             "mariadb://r@h/"
         );
+    }
+
+    #[test]
+    fn urls_that_do_not_parse_are_refused_without_their_password() {
+        for bad in [
+            "postgres://u:s3cret@h:port/d",
+            "postgres://u:s3cret@h/d%zz",
+            "mysql://u:s3cret@h/d?sslmode=x",
+            "mariadb://u:s3cret@h1,h2/d",
+        ] {
+            let e = open(bad).err().expect("refused");
+            assert_eq!(e.code(), crate::ExitCode::Usage, "{bad}");
+            assert!(!e.to_string().contains("s3cret"), "{bad}: {e}");
+        }
     }
 
     #[test]

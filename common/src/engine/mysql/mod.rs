@@ -415,3 +415,19 @@ impl Engine for Mysql {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_are_classified_by_error_number() {
+        let client = "ERROR 1049 (42000) at line 1: Base de datos desconocida 'nope'";
+        assert_eq!(error_number(client), Some(ServerCode::Mysql(1049)));
+        let dump = "mariadb-dump: Got error: 1045: \"Access denied\" when trying to connect";
+        assert_eq!(error_number(dump), Some(ServerCode::Mysql(1045)));
+        assert_eq!(error_number("mariadb: unknown option '--x'"), None);
+        let e = child::failure(Some(1), "m".into(), client, Some(error_number));
+        assert!(e.is_undefined_object());
+    }
+}

@@ -25,10 +25,10 @@ impl ConnUrl {
                 "use mysql://user@host:port/db or mariadb://user@host/db?socket=/run/mysqld/mysqld.sock (percent-encode special characters)",
             )
         };
-        let u = ServerUrl::parse(url).map_err(|why| bad(&why))?;
-        if u.scheme != "mysql" && u.scheme != "mariadb" {
+        if !crate::engine::registry::answers("mysql", url) {
             return Err(bad("the scheme must be mysql:// or mariadb://"));
         }
+        let u = ServerUrl::parse(url).map_err(|why| bad(&why))?;
         if u.hosts.contains(',') {
             return Err(bad("a MySQL URL names one host"));
         }

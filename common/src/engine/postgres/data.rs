@@ -68,7 +68,7 @@ fn free_port() -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| Error::failed(format!("cannot find a free port: {e}")))
+        .map_err(|e| Error::io("cannot find a free port", e))
 }
 
 /// The directory of the server binaries (pg_ctl) for a major version.
@@ -254,7 +254,7 @@ impl PgData {
             conf.push_str("listen_addresses = ''\narchive_mode = off\n");
             // Private socket, private server: trust whoever can reach it.
             std::fs::write(self.dir.join("pg_hba.conf"), "local all all trust\n")
-                .map_err(|e| Error::failed(format!("writing pg_hba.conf: {e}")))?;
+                .map_err(|e| Error::io("writing pg_hba.conf", e))?;
         } else if !self.recovery.archive {
             conf.push_str("archive_mode = off\n");
         }
@@ -263,20 +263,20 @@ impl PgData {
             .append(true)
             .create(true)
             .open(&auto)
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", auto.display())))?;
+            .map_err(|e| Error::io(format!("cannot write {}", auto.display()), e))?;
         f.write_all(conf.as_bytes())
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", auto.display())))?;
+            .map_err(|e| Error::io(format!("cannot write {}", auto.display()), e))?;
         std::fs::write(self.dir.join("recovery.signal"), b"")
-            .map_err(|e| Error::failed(format!("cannot write recovery.signal: {e}")))?;
+            .map_err(|e| Error::io("cannot write recovery.signal", e))?;
         std::fs::create_dir_all(self.dir.join("log"))
-            .map_err(|e| Error::failed(format!("cannot create log dir: {e}")))?;
+            .map_err(|e| Error::io("cannot create log dir", e))?;
         Ok(())
     }
 
     fn hand_over(&self) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::failed(format!("chmod {}: {e}", self.dir.display())))?;
+            .map_err(|e| Error::io(format!("chmod {}", self.dir.display()), e))?;
         if let Some(user) = self.owner() {
             let st = Command::new("chown")
                 .args(["-R", &format!("{user}:")])
@@ -284,10 +284,10 @@ impl PgData {
                 .status()
                 .map_err(|e| Error::failed(format!("cannot run chown: {e}")))?;
             if !st.success() {
-                return Err(Error::failed(format!(
-                    "cannot hand {} to the {user} user",
-                    self.dir.display()
-                ))
+                return Err(Error::child(
+                    st.code(),
+                    format!("cannot hand {} to the {user} user", self.dir.display()),
+                )
                 .hint("PostgreSQL refuses to run as root; create the postgres system user"));
             }
         }
@@ -308,10 +308,10 @@ impl PgData {
             .output()
             .map_err(|e| Error::failed(format!("cannot run pg_ctl: {e}")))?;
         if !out.status.success() {
-            return Err(Error::failed(format!(
-                "the restored server did not start: {}",
-                self.log_tail()
-            )));
+            return Err(Error::child(
+                out.status.code(),
+                format!("the restored server did not start: {}", self.log_tail()),
+            ));
         }
         let start = Instant::now();
         loop {
@@ -455,7 +455,7 @@ fn run_restore_command(command: &str, file: &str, dest: &Path) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| Error::io("cannot run sh for the restore_command", e))?;
+        .map_err(|e| Error::failed(format!("cannot run sh for the restore_command: {e}")))?;
     if out.status.success() {
         return Ok(());
     }

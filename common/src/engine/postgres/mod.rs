@@ -663,6 +663,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn server_errors_are_classified_by_sqlstate_in_any_language() {
+        use crate::error::ServerCode;
+        let de = "psql:<stdin>:1: FEHLER:  42P01: Relation »nope« existiert nicht\n\
+                  ZEILE 1: SELECT * FROM nope;\n\
+                  ORT:  parserOpenTable, parse_relation.c:1392";
+        assert_eq!(sqlstate(de), Some(ServerCode::Sqlstate("42P01".into())));
+        let e = super::super::child::failure(Some(3), "psql".into(), de, Some(sqlstate));
+        assert!(e.is_undefined_object(), "{e:?}");
+        // Without a code (a connection refused by libpq) it stays a child error.
+        let refused = "psql: error: connection to server on socket \"/s/.s.PGSQL.1\" failed: \
+                       FATAL:  database \"x\" does not exist";
+        assert_eq!(sqlstate(refused), None);
+        let e = super::super::child::failure(Some(2), "psql".into(), refused, Some(sqlstate));
+        assert!(no_session(&e) && !e.is_undefined_object(), "{e:?}");
+        assert_eq!(
+            sqlstate("LOCATION:  parserOpenTable, parse_relation.c:1392"),
+            None
+        );
+    }
+
+    #[test]
     fn patterns_follow_psql_rules() {
         assert_eq!(pattern_regex("Orders"), (None, "orders".into()));
         assert_eq!(

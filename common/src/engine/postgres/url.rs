@@ -25,10 +25,10 @@ impl ConnUrl {
             Error::usage(format!("invalid PostgreSQL URL: {why}"))
                 .hint("use postgres://user@host:port/db (percent-encode special characters)")
         };
-        let u = ServerUrl::parse(url).map_err(|why| bad(&why))?;
-        if u.scheme != "postgres" && u.scheme != "postgresql" {
+        if !crate::engine::registry::answers("postgres", url) {
             return Err(bad("the scheme must be postgres:// or postgresql://"));
         }
+        let u = ServerUrl::parse(url).map_err(|why| bad(&why))?;
         let mut conn = ConnUrl {
             scheme: u.scheme,
             user: u.user,
