@@ -27,7 +27,7 @@
 //! Restores unpack into a hidden staging directory next to the target, then
 //! swap it in by rename, so the target is never half-written. Entries that
 //! would land outside the target are refused before anything is written
-//! there (see [`super::untar`]).
+//! there (see `untar.rs`).
 
 use super::untar::{io_err, unpack, Counts, Screen};
 use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};

@@ -4,10 +4,11 @@
 //! for the engine of a URL ([`open`]), for a structural check of a payload
 //! ([`check_payload`]), for a scratch target to rehearse a restore into
 //! ([`scratch`]) or for the home of a target's side databases
-//! ([`side::home`]); each is a lookup in the [`registry`], so they never
-//! match on the engine themselves. Each engine is a folder (or a file) of
-//! its own; [`file`] holds what the file-backed ones share, [`url`] the
-//! parser of server URLs and [`untar`] the one tar unpacker.
+//! ([`side::home`]); each is a lookup in the engine registry
+//! (`registry.rs`, one entry per engine), so they never match on the
+//! engine themselves. Each engine is a folder (or a file) of its own;
+//! `file.rs` holds what the file-backed ones share, `url.rs` the parser of
+//! server URLs and `untar.rs` the one tar unpacker.
 
 mod child;
 mod dir;
