@@ -47,6 +47,18 @@ pub struct WalInfo {
     pub start_wal: String,
     /// WAL file holding the stop LSN.
     pub stop_wal: String,
+    /// The cluster's WAL segment size in bytes (absent in older metadata: 16 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_size: Option<u64>,
+}
+
+impl WalInfo {
+    /// The cluster's WAL segment size.
+    pub fn seg_size(&self) -> crate::wal::SegSize {
+        self.segment_size
+            .and_then(crate::wal::SegSize::new)
+            .unwrap_or_default()
+    }
 }
 
 /// Everything known about an artifact (SPEC §3).

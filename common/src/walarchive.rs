@@ -8,6 +8,7 @@
 //! final name always has its metadata.
 
 use crate::error::{Error, Result};
+use crate::fsutil::shell_quote;
 use crate::keys::Keyring;
 use crate::pipeline::{self, EncodeOptions, StreamEncoder};
 use crate::store::{self, Store};
@@ -15,7 +16,7 @@ use crate::wal::WalName;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What is recorded next to each archived WAL file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +65,54 @@ fn validate(file: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The `restore_command` (PostgreSQL's `%f`/`%p` placeholders) that fetches
+/// WAL from `store` with `walship fetch`, for a restored base backup's
+/// postgresql.conf. Keys go in its environment as absolute paths (the server
+/// runs it from its data directory); no configuration file applies.
+pub fn restore_command(
+    store: &str,
+    identity_files: &[PathBuf],
+    passphrase_file: Option<&Path>,
+) -> Result<String> {
+    let absolute = |p: &Path| {
+        std::path::absolute(p)
+            .map_err(|e| Error::io(format!("resolving {}", p.display()), e))
+            .map(|p| p.display().to_string())
+    };
+    let walship = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("walship")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("walship"));
+    let mut env = String::from("DBSAFE_CONFIG=/dev/null ");
+    if !identity_files.is_empty() {
+        let ids = identity_files
+            .iter()
+            .map(|p| absolute(p))
+            .collect::<Result<Vec<_>>>()?;
+        env.push_str(&format!(
+            "DBSAFE_IDENTITY_FILE={} ",
+            shell_quote(&ids.join(","))
+        ));
+    }
+    if let Some(p) = passphrase_file {
+        env.push_str(&format!(
+            "DBSAFE_PASSPHRASE_FILE={} ",
+            shell_quote(&absolute(p)?)
+        ));
+    }
+    let from = if store.contains("://") {
+        store.to_string()
+    } else {
+        absolute(Path::new(store))?
+    };
+    Ok(format!(
+        "{env}{} fetch %f %p --from {}",
+        shell_quote(&walship.display().to_string()),
+        shell_quote(&from)
+    ))
 }
 
 /// Finds the archived object of `file`, whatever layers it was stored with.
@@ -320,4 +369,43 @@ pub fn oldest_needed(
         oldest = Some(oldest.map_or(start.segno, |o| o.min(start.segno)));
     }
     Ok(oldest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restore_command_names_absolute_keys_and_store_and_survives_a_shell() {
+        let cmd = restore_command(
+            "rel store",
+            &[PathBuf::from("k's.txt")],
+            Some(Path::new("/p/pass")),
+        )
+        .expect("built");
+        assert!(cmd.starts_with("DBSAFE_CONFIG=/dev/null "), "{cmd}");
+        assert!(cmd.contains(" fetch %f %p --from "), "{cmd}");
+        let cwd = std::env::current_dir().expect("cwd");
+        // The shell sees each path as one word, absolute.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf '%s\\n' {}",
+                cmd.split_once(" fetch ").expect("fetch").0
+            ))
+            .output()
+            .expect("sh runs");
+        let words = String::from_utf8_lossy(&out.stdout).into_owned();
+        let want = format!(
+            "DBSAFE_CONFIG=/dev/null\nDBSAFE_IDENTITY_FILE={}\nDBSAFE_PASSPHRASE_FILE=/p/pass\n",
+            cwd.join("k's.txt").display()
+        );
+        assert!(words.starts_with(&want), "{words:?}");
+        assert!(
+            cmd.ends_with(&shell_quote(&cwd.join("rel store").display().to_string())),
+            "{cmd}"
+        );
+        let s3 = restore_command("s3://b/p", &[], None).expect("built");
+        assert!(s3.ends_with("--from s3://b/p"), "{s3}");
+    }
 }

@@ -2,21 +2,30 @@
 //!
 //! An engine knows byte streams, not stores, compression or keys. Tools ask
 //! for the engine of a URL ([`open`]), for a structural check of a payload
-//! ([`check_payload`]) or for a scratch target to rehearse a restore into
-//! ([`scratch`]); they never match on the engine themselves.
+//! ([`check_payload`]), for a scratch target to rehearse a restore into
+//! ([`scratch`]) or for the home of a target's side databases
+//! ([`side::home`]); each is a lookup in the engine registry
+//! (`registry.rs`, one entry per engine), so they never match on the
+//! engine themselves. Each engine is a folder (or a file) of its own;
+//! `file.rs` holds what the file-backed ones share, `url.rs` the parser of
+//! server URLs and `untar.rs` the one tar unpacker.
 
 mod child;
 mod dir;
 mod duckdb;
+mod file;
 mod mysql;
-pub mod pgdata;
 mod postgres;
 pub use postgres::roles as postgres_roles;
+mod registry;
 pub mod side;
 mod sqlite;
-mod urlenc;
+mod untar;
+mod url;
 
-use crate::error::{Error, Result};
+pub use postgres::data as pgdata;
+
+use crate::error::Result;
 use crate::meta::TableCount;
 use crate::name::Payload;
 use std::io::{Read, Write};
@@ -46,6 +55,23 @@ pub struct SnapshotInfo {
     pub extra: serde_json::Map<String, serde_json::Value>,
     /// For base backups: the WAL range the backup needs.
     pub wal: Option<crate::meta::WalInfo>,
+}
+
+impl SnapshotInfo {
+    /// What a logical snapshot recorded: its tables, the engine's version and
+    /// engine-specific notes for the metadata.
+    pub fn new<const N: usize>(
+        tables: Vec<TableCount>,
+        engine_version: impl Into<String>,
+        extra: [(&str, serde_json::Value); N],
+    ) -> SnapshotInfo {
+        SnapshotInfo {
+            tables,
+            engine_version: engine_version.into(),
+            extra: extra.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            wal: None,
+        }
+    }
 }
 
 /// How to restore.
@@ -104,15 +130,14 @@ impl Origin {
     }
 }
 
-/// Where a restored PostgreSQL base backup fetches its WAL from.
+/// Where a restored PostgreSQL base backup fetches its WAL from: the
+/// `restore_command` for its postgresql.conf (`%f`, `%p` placeholders), as
+/// [`crate::walarchive::restore_command`] builds it. The engine runs it and
+/// knows nothing of the store or keys behind it.
 #[derive(Debug, Clone, Default)]
 pub struct WalSource {
-    /// The store holding the WAL archive.
-    pub store: String,
-    /// age identity files for encrypted WAL.
-    pub identity_files: Vec<PathBuf>,
-    /// Passphrase file for passphrase-encrypted WAL.
-    pub passphrase_file: Option<PathBuf>,
+    /// The shell command that copies WAL file `%f` to path `%p`.
+    pub restore_command: String,
 }
 
 /// What a structural check of a payload found.
@@ -157,45 +182,18 @@ pub trait Engine: Send {
 
 /// The engine of a database URL.
 pub fn open(url: &str) -> Result<Box<dyn Engine>> {
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        return Ok(Box::new(sqlite::Sqlite::new(sqlite::path_of(path))));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Box::new(postgres::Postgres::new(url)?));
-    }
-    if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-        return Ok(Box::new(mysql::Mysql::new(url)?));
-    }
-    if let Some(path) = url.strip_prefix("duckdb:") {
-        return Ok(Box::new(duckdb::Duckdb::new(duckdb::path_of(path))));
-    }
-    if let Some(path) = url.strip_prefix("dir:") {
-        return Ok(Box::new(dir::Dir::new(dir::path_of(path))));
-    }
-    let scheme = url.split(':').next().unwrap_or("");
-    Err(
-        Error::usage(format!("unsupported database URL scheme {scheme:?}"))
-            .hint("use postgres://user@host:port/db (or postgresql://...), mysql://user@host:port/db (or mariadb://...), sqlite:PATH, duckdb:PATH or dir:PATH"),
-    )
+    registry::open(url)
 }
 
-/// Checks a payload's structure (`dbverify --level full`).
+/// Checks a payload's structure (`dbverify --level full`) with the engine
+/// that made it (its `origin`; for a bare stream, the payload's own engine).
 pub fn check_payload(
     payload: Payload,
     origin: &Origin,
     input: &mut dyn Read,
     tmpdir: &Path,
 ) -> Result<PayloadCheck> {
-    match payload {
-        Payload::Sqlite => sqlite::check(input, tmpdir),
-        Payload::Pgdump => postgres::check(input),
-        Payload::Tar if origin.engine.as_deref() == Some("postgres") => {
-            pgdata::check(input, origin, tmpdir)
-        }
-        Payload::Tar => tar_is_tree(origin).and_then(|()| dir::check(input)),
-        Payload::Duckdb => duckdb::check(input, tmpdir),
-        Payload::Sql => sql_is_mysql(origin).and_then(|()| mysql::check(input)),
-    }
+    (registry::reader(payload, origin)?.check)(payload, origin, input, tmpdir)
 }
 
 /// A scratch target to restore a payload into (`dbverify --level restore`);
@@ -206,70 +204,31 @@ pub fn scratch(
     scratch_url: Option<&str>,
     tmpdir: &Path,
 ) -> Result<Box<dyn Engine>> {
-    match payload {
-        Payload::Sqlite => Ok(Box::new(sqlite::Sqlite::new(tmpdir.join("scratch.sqlite")))),
-        Payload::Tar if origin.engine.as_deref() == Some("postgres") => {
-            Ok(Box::new(pgdata::PgData::scratch(tmpdir, origin.clone())?))
-        }
-        Payload::Tar => {
-            tar_is_tree(origin)?;
-            Ok(Box::new(dir::Dir::new(tmpdir.join("scratch-tree"))))
-        }
-        Payload::Duckdb => Ok(Box::new(duckdb::Duckdb::new(tmpdir.join("scratch.duckdb")))),
-        Payload::Sql => {
-            sql_is_mysql(origin)?;
-            let url = scratch_url.ok_or_else(|| {
-                Error::usage("restoring a sql payload needs a MySQL/MariaDB server to restore into")
-                    .hint("pass --scratch URL, e.g. --scratch mysql://root@localhost:3306/")
-            })?;
-            if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
-                return Err(
-                    Error::usage(format!("--scratch {url:?} is not a MySQL/MariaDB URL"))
-                        .hint("pass --scratch mysql://user@host:port/ (or mariadb://...)"),
-                );
-            }
-            Ok(Box::new(mysql::Mysql::scratch(url)?))
-        }
-        Payload::Pgdump => {
-            let url = scratch_url.ok_or_else(|| {
-                Error::usage("restoring a pgdump payload needs a PostgreSQL server to restore into")
-                    .hint("pass --scratch URL, e.g. --scratch postgres://postgres@localhost:5432/")
-            })?;
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(
-                    Error::usage(format!("--scratch {url:?} is not a PostgreSQL URL"))
-                        .hint("pass --scratch postgres://user@host:port/"),
-                );
-            }
-            Ok(Box::new(postgres::Postgres::scratch(url)?))
-        }
-    }
+    (registry::reader(payload, origin)?.scratch)(payload, origin, scratch_url, tmpdir)
 }
 
-/// Whether a tar payload is a directory tree: made by `dir:`, or a bare
-/// tar stream without metadata. PostgreSQL base backups are tar too; they
-/// are matched before this and never reach the directory engine.
-fn tar_is_tree(origin: &Origin) -> Result<()> {
-    match origin.engine.as_deref() {
-        None | Some("dir") => Ok(()),
-        Some("postgres") => Err(Error::usage(
-            "base backups are handled by the PostgreSQL base-backup engine (engine::pgdata), not the directory engine",
-        )),
-        Some(other) => Err(Error::usage(format!(
-            "a tar payload from engine {other:?} is not supported by this build"
-        ))),
+/// Refuses to restore `payload` into `target` unless it is `want`; `takes`
+/// says what the target takes.
+fn expect_payload(
+    payload: Payload,
+    want: Payload,
+    target: impl std::fmt::Display,
+    takes: &str,
+) -> Result<()> {
+    if payload == want {
+        return Ok(());
     }
+    Err(crate::Error::usage(format!(
+        "cannot restore a {} payload into {target}",
+        payload.ext()
+    ))
+    .hint(takes))
 }
 
-/// Whether a sql payload is a MySQL/MariaDB dump (the only engine writing
-/// sql payloads; a bare stream without metadata is taken for one).
-fn sql_is_mysql(origin: &Origin) -> Result<()> {
-    match origin.engine.as_deref() {
-        None | Some("mysql") | Some("mariadb") => Ok(()),
-        Some(other) => Err(Error::usage(format!(
-            "a sql payload from engine {other:?} is not supported by this build"
-        ))),
-    }
+/// The error for a target database that does not exist, without `--create`.
+fn missing_target(url: &str) -> crate::Error {
+    crate::Error::not_found(format!("database {url} does not exist"))
+        .hint("pass --create to create it")
 }
 
 /// Runs a pure filter of table names through include/exclude lists.

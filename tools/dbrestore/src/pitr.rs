@@ -88,9 +88,11 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
             .hint("restore into an empty or new directory; nothing was changed"));
     }
     let wal = WalSource {
-        store: loc.clone(),
-        identity_files: args.keys.identity.clone(),
-        passphrase_file: args.keys.passphrase_file.clone(),
+        restore_command: dbsafe::walarchive::restore_command(
+            &loc,
+            &args.keys.identity,
+            args.keys.passphrase_file.as_deref(),
+        )?,
     };
     let recovery = Recovery {
         target: target.clone(),

@@ -22,11 +22,16 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         scratch: args.scratch.clone(),
         tmpdir: args.tmpdir.clone().unwrap_or_else(std::env::temp_dir),
         tool: "dbverify",
-        wal: args.store.as_ref().map(|store| dbsafe::engine::WalSource {
-            store: store.clone(),
-            identity_files: args.keys.identity.clone(),
-            passphrase_file: args.keys.passphrase_file.clone(),
-        }),
+        wal: match &args.store {
+            Some(store) => Some(dbsafe::engine::WalSource {
+                restore_command: dbsafe::walarchive::restore_command(
+                    store,
+                    &args.keys.identity,
+                    args.keys.passphrase_file.as_deref(),
+                )?,
+            }),
+            None => None,
+        },
     };
     if args.status {
         return status(&args, &log);

@@ -11,15 +11,15 @@
 //! counts the rows in it, and the transaction stays open until `pg_dump` is
 //! done.
 
-#[path = "pgbase.rs"]
 mod base;
-#[path = "pgcount.rs"]
 mod count;
+pub mod data;
 pub mod roles;
-#[path = "pgside.rs"]
 pub(super) mod side;
+mod url;
 
-use super::child::Child;
+use self::url::ConnUrl;
+use super::child::{feed, Child};
 use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
 use crate::error::{Error, Result};
 use crate::meta::TableCount;
@@ -31,6 +31,8 @@ use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 /// missing-tool errors name it.
 const CLIENT_PACKAGE_HINT: &str =
     "the Debian package postgresql-client (apt-get install postgresql-client)";
+/// What a restore target of this engine takes.
+const TAKES: &str = "a PostgreSQL target takes pg_dump custom-format (pgdump) artifacts";
 /// Connected to for what cannot run inside the target database itself.
 const MAINTENANCE_DBS: [&str; 2] = ["postgres", "template1"];
 
@@ -43,143 +45,26 @@ pub struct Postgres {
     maintenance: Option<String>,
 }
 
-/// A libpq connection URI taken apart, with the password held aside.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ConnUrl {
-    scheme: String,
-    /// The user as written (percent-encoded).
-    user: Option<String>,
-    /// The password, decoded; never printed.
-    password: Option<String>,
-    /// The host list as written: `host[:port][,host[:port]...]`, percent-encoded.
-    hosts: String,
-    /// The database name, decoded, as the URL gives it.
-    dbname: Option<String>,
-    /// Query parameters other than `password` and `dbname`, as written.
-    params: Vec<(String, String)>,
+/// The SQLSTATE of the first error in psql's stderr, as `VERBOSITY=verbose`
+/// prints it: `ERROR:  42P01: relation ...` (the severity word may be in
+/// any language; the code after it is not).
+fn sqlstate(stderr: &str) -> Option<crate::error::ServerCode> {
+    stderr.lines().find_map(|line| {
+        let (_, rest) = line.split_once(":  ")?;
+        let code = rest.split(':').next()?;
+        (code.len() == 5
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+        .then(|| crate::error::ServerCode::Sqlstate(code.to_string()))
+    })
 }
 
-impl ConnUrl {
-    fn parse(url: &str) -> Result<ConnUrl> {
-        let bad = |why: &str| {
-            Error::usage(format!("invalid PostgreSQL URL: {why}"))
-                .hint("use postgres://user@host:port/db (percent-encode special characters)")
-        };
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected postgres://..."))?;
-        if scheme != "postgres" && scheme != "postgresql" {
-            return Err(bad("the scheme must be postgres:// or postgresql://"));
-        }
-        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = main.split_once('/').unwrap_or((main, ""));
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let (user, password) = match userinfo {
-            Some(u) => match u.split_once(':') {
-                Some((user, pw)) => (Some(user.to_string()), Some(percent_decode(pw)?)),
-                None => (Some(u.to_string()), None),
-            },
-            None => (None, None),
-        };
-        let mut conn = ConnUrl {
-            scheme: scheme.to_string(),
-            user: user.filter(|u| !u.is_empty()),
-            password,
-            hosts: hosts.to_string(),
-            dbname: Some(percent_decode(path)?).filter(|d| !d.is_empty()),
-            params: Vec::new(),
-        };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| bad(&format!("query parameter {k:?} has no value", k = pair)))?;
-            match k {
-                "password" => conn.password = Some(percent_decode(v)?),
-                "dbname" => conn.dbname = Some(percent_decode(v)?),
-                _ => conn.params.push((k.to_string(), v.to_string())),
-            }
-        }
-        Ok(conn)
-    }
-
-    fn param(&self, key: &str) -> Option<String> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| percent_decode(v).unwrap_or_else(|_| v.clone()))
-    }
-
-    /// The user libpq will connect as.
-    fn effective_user(&self) -> String {
-        self.user
-            .as_deref()
-            .map(|u| percent_decode(u).unwrap_or_else(|_| u.to_string()))
-            .or_else(|| self.param("user"))
-            .or_else(|| std::env::var("PGUSER").ok())
-            .unwrap_or_else(crate::fsutil::current_user)
-    }
-
-    /// The database libpq will connect to: the URL's, else `PGDATABASE`, else the user's name.
-    fn effective_db(&self) -> String {
-        self.dbname
-            .clone()
-            .or_else(|| std::env::var("PGDATABASE").ok().filter(|d| !d.is_empty()))
-            .unwrap_or_else(|| self.effective_user())
-    }
-
-    /// A password-free URI for database `db`.
-    fn uri(&self, db: &str) -> String {
-        let mut s = format!("{}://", self.scheme);
-        if let Some(u) = &self.user {
-            s.push_str(u);
-            s.push('@');
-        }
-        s.push_str(&self.hosts);
-        s.push('/');
-        s.push_str(&percent_encode(db));
-        if !self.params.is_empty() {
-            s.push('?');
-            let pairs: Vec<String> = self
-                .params
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            s.push_str(&pairs.join("&"));
-        }
-        s
-    }
-
-    /// The first host, or the local host for a unix socket.
-    fn host(&self) -> String {
-        let first = self.hosts.split(',').next().unwrap_or("");
-        let host = if let Some(bracketed) = first.strip_prefix('[') {
-            bracketed.split(']').next().unwrap_or("").to_string()
-        } else {
-            percent_decode(first.split(':').next().unwrap_or("")).unwrap_or_default()
-        };
-        let host = Some(host)
-            .filter(|h| !h.is_empty())
-            .or_else(|| self.param("host"))
-            .or_else(|| std::env::var("PGHOST").ok())
-            .unwrap_or_default();
-        let host = host.split(',').next().unwrap_or("").to_string();
-        if host.is_empty() || host.starts_with('/') || host.starts_with('@') {
-            crate::fsutil::host_name()
-        } else {
-            host
-        }
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String> {
-    super::urlenc::decode(s, "PostgreSQL URL")
-}
-
-pub(crate) fn percent_encode(s: &str) -> String {
-    super::urlenc::encode(s, &[])
+/// Whether psql could not open (or lost) its session: it exits 2 then.
+/// libpq reports connection failures without a SQLSTATE, so a missing
+/// database at connection time is one of these.
+fn no_session(e: &Error) -> bool {
+    e.kind == crate::error::Kind::Child(Some(2))
 }
 
 /// `"ident"`, quotes doubled.
@@ -371,7 +256,7 @@ impl Psql {
             Ok(()) => Ok(()),
             // psql died; its stderr says why, which `died` reports.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            Err(e) => Err(Error::failed(format!("writing to psql: {e}"))),
+            Err(e) => Err(Error::io("writing to psql", e)),
         }
     }
 
@@ -381,21 +266,26 @@ impl Psql {
         match Self::read_batch(&mut self.stdout, &self.marker) {
             Ok(Some(lines)) => Ok(lines),
             Ok(None) => Err(self.died()),
-            Err(e) => Err(Error::failed(format!("reading from psql: {e}"))),
+            Err(e) => Err(Error::io("reading from psql", e)),
         }
     }
 
     /// The error for a psql that stopped answering.
     fn died(&mut self) -> Error {
         self.stdin = None;
-        let _ = self.child.child.wait();
+        let status = self.child.child.wait().ok().and_then(|s| s.code());
         let stderr = self.child.stderr_text();
         let detail = stderr.strip_prefix("psql: error: ").unwrap_or(&stderr);
         if detail.is_empty() {
-            return Error::failed(format!("{}: psql ended unexpectedly", self.what));
+            return Error::child(status, format!("{}: psql ended unexpectedly", self.what));
         }
-        let err = Error::failed(format!("{}: {detail}", self.what));
-        if detail.contains("connection to server") || detail.contains("could not connect") {
+        let err = super::child::failure(
+            status,
+            format!("{}: {detail}", self.what),
+            &stderr,
+            Some(sqlstate),
+        );
+        if no_session(&err) {
             return err.hint(
                 "check that the server is running and the URL's host, port, user and database; \
                  a password comes from the URL, PGPASSWORD or ~/.pgpass",
@@ -407,33 +297,28 @@ impl Psql {
     /// Ends the session: closes its input and waits.
     fn finish(mut self) -> Result<()> {
         self.stdin = None;
-        let what = self.what.clone();
-        self.child.finish(&what)
+        self.child.finish(&self.what)
     }
 }
 
-/// Writes `input` into a child's stdin. A child that stops reading early
-/// (pg_restore --list needs only the table of contents) is not an error
-/// here: its exit status decides. Read errors are the input's and returned.
-fn feed(input: &mut dyn Read, stdin: &mut ChildStdin) -> Result<()> {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        match stdin.write_all(&buf[..n]) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(Error::failed(format!("writing to the restore: {e}"))),
-        }
-    }
+/// The database of a `postgres://` or `postgresql://` URL.
+pub(crate) fn open(url: &str) -> Result<Box<dyn Engine>> {
+    Ok(Box::new(Postgres::new(url)?))
+}
+
+/// A fresh database on the `--scratch` server, to restore a dump into.
+pub(crate) fn scratch_dump(payload: Payload, url: Option<&str>) -> Result<Box<dyn Engine>> {
+    let url = super::registry::scratch_server("postgres", payload, url)?;
+    Ok(Box::new(Postgres::scratch(url)?))
+}
+
+/// The home of a `postgres://` target: sides are databases on its server.
+pub(crate) fn home(url: &str) -> Result<Box<dyn super::side::Home>> {
+    side::home(url)
 }
 
 /// `pg_restore --list` of a payload: problems when it cannot read the archive.
-pub fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
+pub(crate) fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
     let mut cmd = Command::new("pg_restore");
     cmd.arg("--list")
         .stdin(Stdio::piped())
@@ -523,9 +408,10 @@ impl Postgres {
     /// Starts a psql session on `db`.
     fn psql(&self, db: &str) -> Result<Psql> {
         let mut cmd = self.command("psql");
-        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-v", "VERBOSITY=verbose", "-d"])
             .arg(self.conn.uri(db));
-        let mut child = Child::spawn("psql", CLIENT_PACKAGE_HINT, cmd)?;
+        let mut child = Child::spawn("psql", CLIENT_PACKAGE_HINT, cmd)?.classify(Some(sqlstate));
         let stdin = child.child.stdin.take();
         let stdout = BufReader::new(child.child.stdout.take().expect("piped stdout"));
         Ok(Psql {
@@ -545,20 +431,21 @@ impl Postgres {
         Ok(lines)
     }
 
-    /// Runs statements on the maintenance database (the named one, else
-    /// `postgres`, else `template1`).
-    fn run_maintenance(&self, sql: &str) -> Result<Vec<String>> {
+    /// Runs `f` on the maintenance database: the named one, else
+    /// `postgres`, else `template1` when `postgres` is missing (or cannot
+    /// be connected to: libpq does not say why by code).
+    fn on_maintenance<T>(&self, mut f: impl FnMut(&str) -> Result<T>) -> Result<T> {
         if let Some(db) = &self.maintenance {
-            return self.run_sql(db, sql);
+            return f(db);
         }
         let mut first_err = None;
         for db in MAINTENANCE_DBS {
-            match self.run_sql(db, sql) {
-                Ok(lines) => return Ok(lines),
+            match f(db) {
+                Ok(v) => return Ok(v),
                 Err(e) if e.code() == crate::ExitCode::Usage => return Err(e),
                 Err(e) => {
                     // Only a missing maintenance database is worth a second try.
-                    let missing = e.message.contains("does not exist");
+                    let missing = e.is_undefined_object() || no_session(&e);
                     first_err.get_or_insert(e);
                     if !missing {
                         break;
@@ -567,6 +454,11 @@ impl Postgres {
             }
         }
         Err(first_err.expect("tried at least once"))
+    }
+
+    /// Runs statements on the maintenance database.
+    fn run_maintenance(&self, sql: &str) -> Result<Vec<String>> {
+        self.on_maintenance(|db| self.run_sql(db, sql))
     }
 
     fn create_database(&self, name: &str) -> Result<()> {
@@ -711,15 +603,14 @@ impl Engine for Postgres {
         psql.query("COMMIT;")?;
         psql.finish()?;
 
-        let mut extra = serde_json::Map::new();
-        extra.insert("pg_dump_format".into(), "custom".into());
-        extra.insert("row_counts".into(), counted.into());
-        Ok(SnapshotInfo {
+        Ok(SnapshotInfo::new(
             tables,
-            engine_version: server_version,
-            extra,
-            ..Default::default()
-        })
+            server_version,
+            [
+                ("pg_dump_format", "custom".into()),
+                ("row_counts", counted.into()),
+            ],
+        ))
     }
 
     fn exists(&self) -> Result<bool> {
@@ -735,23 +626,14 @@ impl Engine for Postgres {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Pgdump {
-            return Err(Error::usage(format!(
-                "cannot restore a {} payload into PostgreSQL database {}",
-                payload.ext(),
-                self.url()
-            ))
-            .hint("a PostgreSQL target takes pg_dump custom-format (pgdump) artifacts"));
-        }
+        let target = format!("PostgreSQL database {}", self.url());
+        super::expect_payload(payload, Payload::Pgdump, target, TAKES)?;
         require_tools(&["psql", "pg_restore"])?;
         let args = self.restore_args(opts)?;
         let created = !self.exists()?;
         if created {
             if !opts.create {
-                return Err(
-                    Error::not_found(format!("database {} does not exist", self.url()))
-                        .hint("pass --create to create it"),
-                );
+                return Err(super::missing_target(&self.url()));
             }
             self.create_database(&self.db())?;
         }
@@ -782,41 +664,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn url_password_is_taken_out_and_decoded() {
-        let c = ConnUrl::parse("postgres://app:p%40ss%2Fw@db.example:5433/shop?sslmode=require")
-            .expect("valid");
-        assert_eq!(c.password.as_deref(), Some("p@ss/w"));
+    fn server_errors_are_classified_by_sqlstate_in_any_language() {
+        use crate::error::ServerCode;
+        let de = "psql:<stdin>:1: FEHLER:  42P01: Relation »nope« existiert nicht\n\
+                  ZEILE 1: SELECT * FROM nope;\n\
+                  ORT:  parserOpenTable, parse_relation.c:1392";
+        assert_eq!(sqlstate(de), Some(ServerCode::Sqlstate("42P01".into())));
+        let e = super::super::child::failure(Some(3), "psql".into(), de, Some(sqlstate));
+        assert!(e.is_undefined_object(), "{e:?}");
+        // Without a code (a connection refused by libpq) it stays a child error.
+        let refused = "psql: error: connection to server on socket \"/s/.s.PGSQL.1\" failed: \
+                       FATAL:  database \"x\" does not exist";
+        assert_eq!(sqlstate(refused), None);
+        let e = super::super::child::failure(Some(2), "psql".into(), refused, Some(sqlstate));
+        assert!(no_session(&e) && !e.is_undefined_object(), "{e:?}");
         assert_eq!(
-            c.uri("shop"),
-            "postgres://app@db.example:5433/shop?sslmode=require"
+            sqlstate("LOCATION:  parserOpenTable, parse_relation.c:1392"),
+            None
         );
-        assert_eq!(c.host(), "db.example");
-        assert_eq!(c.effective_db(), "shop");
-    }
-
-    #[test]
-    fn url_query_password_and_dbname_are_taken_out() {
-        let c = ConnUrl::parse("postgresql:///?host=/run/pg&password=secret&dbname=app&port=5432")
-            .expect("valid");
-        assert_eq!(c.password.as_deref(), Some("secret"));
-        assert_eq!(c.effective_db(), "app");
-        assert_eq!(c.uri("other"), "postgresql:///other?host=/run/pg&port=5432");
-        assert_eq!(c.host(), crate::fsutil::host_name());
-    }
-
-    #[test]
-    fn url_socket_host_and_ipv6() {
-        let c = ConnUrl::parse("postgres://u@%2Ftmp%2Fsock:5432/d").expect("valid");
-        assert_eq!(c.host(), crate::fsutil::host_name());
-        assert_eq!(c.uri("x y"), "postgres://u@%2Ftmp%2Fsock:5432/x%20y");
-        let c = ConnUrl::parse("postgres://u@[::1]:5432/d").expect("valid");
-        assert_eq!(c.host(), "::1");
-    }
-
-    #[test]
-    fn url_rejects_other_schemes() {
-        assert!(ConnUrl::parse("mysql://u@h/d").is_err());
-        assert!(ConnUrl::parse("postgres://u@h/d%zz").is_err());
     }
 
     #[test]

@@ -8,10 +8,7 @@
 //! connected to a maintenance database, since PostgreSQL renames no
 //! database that anyone (itself included) is connected to.
 
-use super::{
-    percent_encode, quote_ident, quote_literal, require_tools, Child, Postgres, Psql,
-    MAINTENANCE_DBS,
-};
+use super::{quote_ident, quote_literal, require_tools, Child, Postgres, Psql, MAINTENANCE_DBS};
 use crate::cleanup::ActionGuard;
 use crate::engine::side::{self, Home, Session, Swap};
 use crate::engine::Engine;
@@ -50,30 +47,13 @@ impl PgHome {
         pg
     }
 
-    /// A session on a maintenance database: the named one, else `postgres`, else `template1`.
+    /// A session on a maintenance database.
     fn maintenance_session(&self) -> Result<Psql> {
-        let candidates: Vec<String> = match &self.pg.maintenance {
-            Some(db) => vec![db.clone()],
-            None => MAINTENANCE_DBS.iter().map(|s| s.to_string()).collect(),
-        };
-        let mut first_err = None;
-        for db in candidates {
-            let attempt = self
-                .pg
-                .psql(&db)
-                .and_then(|mut p| p.query("SELECT 1;").map(|_| p));
-            match attempt {
-                Ok(p) => return Ok(p),
-                Err(e) => {
-                    let missing = e.message.contains("does not exist");
-                    first_err.get_or_insert(e);
-                    if !missing {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(first_err.expect("tried at least once"))
+        self.pg.on_maintenance(|db| {
+            let mut p = self.pg.psql(db)?;
+            p.query("SELECT 1;")?;
+            Ok(p)
+        })
     }
 }
 
@@ -198,18 +178,11 @@ impl Home for PgHome {
 
     fn child_env(&self, name: &str) -> Vec<(String, String)> {
         let conn = &self.at(name).conn;
-        let mut url = conn.uri(name);
         let mut env = Vec::new();
         if let Some(pw) = &conn.password {
-            if let Some(user) = &conn.user {
-                let plain = format!("{}://{user}@", conn.scheme);
-                if let Some(rest) = url.strip_prefix(&plain) {
-                    url = format!("{}://{user}:{}@{rest}", conn.scheme, percent_encode(pw));
-                }
-            }
             env.push(("PGPASSWORD".to_string(), pw.clone()));
         }
-        env.push(("DATABASE_URL".to_string(), url));
+        env.push(("DATABASE_URL".to_string(), conn.uri_with_password(name)));
         env.push(("PGDATABASE".to_string(), name.to_string()));
         env
     }

@@ -7,7 +7,7 @@
 //! as root: as root, the directory is handed to the `postgres` system user
 //! and the server runs as that user.
 
-use super::{
+use crate::engine::{
     Engine, Origin, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions, WalSource,
 };
 use crate::error::{Error, Result};
@@ -68,7 +68,7 @@ fn free_port() -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| Error::failed(format!("cannot find a free port: {e}")))
+        .map_err(|e| Error::io("cannot find a free port", e))
 }
 
 /// The directory of the server binaries (pg_ctl) for a major version.
@@ -175,30 +175,8 @@ impl PgData {
             );
         }
         crate::fsutil::create_private_dir(&self.dir)?;
-        let mut child = Command::new("tar")
-            .args(["-x", "--no-same-owner", "-f", "-", "-C"])
-            .arg(&self.dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                Error::failed(format!("cannot run tar: {e}")).hint("install the Debian package tar")
-            })?;
-        let _guard = crate::cleanup::ChildGuard::new(child.id());
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let fed = crate::pipeline::copy(input, &mut stdin);
-        drop(stdin);
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Error::failed(format!("waiting for tar: {e}")))?;
-        fed.map_err(|e| Error::from(e).context("unpacking the base backup"))?;
-        if !out.status.success() {
-            return Err(Error::failed(format!(
-                "tar could not unpack the base backup: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        crate::engine::untar::unpack(input, &self.dir)
+            .map_err(|e| e.context("unpacking the base backup"))?;
         if !self.dir.join("PG_VERSION").is_file() {
             return Err(Error::failed(
                 "the tar is not a PostgreSQL base backup (no PG_VERSION)",
@@ -207,15 +185,15 @@ impl PgData {
         Ok(())
     }
 
-    /// Copies the WAL a backup needs into pg_wal, for a recovery that needs no store access.
+    /// Copies the WAL a backup needs into pg_wal with the restore command,
+    /// run here (not by the server), so the throwaway server recovers with
+    /// no access to the archive and nothing it fetches outlives it.
     fn prefetch_wal(&self, wal: &WalSource) -> Result<()> {
         let info = self
             .origin
             .wal
             .as_ref()
             .ok_or_else(|| Error::failed("the base backup's metadata has no WAL range"))?;
-        let store = crate::store::open(&wal.store, false)?;
-        let keys = crate::keys::Keyring::load(&wal.identity_files, wal.passphrase_file.as_deref())?;
         let start = crate::wal::WalName::parse(&info.start_wal)
             .ok_or_else(|| Error::failed("bad start_wal"))?;
         let stop = crate::wal::WalName::parse(&info.stop_wal)
@@ -224,56 +202,21 @@ impl PgData {
         crate::fsutil::create_private_dir(&pg_wal)?;
         for tli in 2..=info.timeline {
             let f = format!("{tli:08X}.history");
-            let _ = crate::walarchive::fetch(store.as_ref(), &f, &pg_wal.join(&f), &keys)?;
-        }
-        for segno in start.segno..=stop.segno {
-            let f = crate::wal::WalName::segment_name(info.timeline, segno);
-            match crate::walarchive::fetch(store.as_ref(), &f, &pg_wal.join(&f), &keys)? {
-                crate::walarchive::Fetched::Restored => {}
-                crate::walarchive::Fetched::Missing => {
-                    return Err(Error::failed(format!(
-                        "WAL segment {f}, which the base backup needs, is not in store {}",
-                        store.describe()
-                    )))
-                }
+            match run_restore_command(&wal.restore_command, &f, &pg_wal.join(&f)) {
+                // A timeline's history file need not be archived.
+                Err(e) if e.code() == crate::ExitCode::NotFound => {}
+                other => other?,
             }
         }
+        for segno in info.seg_size().range(start.segno, stop.segno) {
+            let f = crate::wal::WalName::segment_name(info.timeline, segno);
+            run_restore_command(&wal.restore_command, &f, &pg_wal.join(&f)).map_err(|e| {
+                e.context(format!(
+                    "fetching WAL segment {f}, which the base backup needs"
+                ))
+            })?;
+        }
         Ok(())
-    }
-
-    fn restore_command(&self, wal: &WalSource) -> String {
-        let walship = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("walship")))
-            .filter(|p| p.is_file())
-            .unwrap_or_else(|| PathBuf::from("walship"));
-        let mut env = String::from("DBSAFE_CONFIG=/dev/null ");
-        if !wal.identity_files.is_empty() {
-            let ids: Vec<String> = wal
-                .identity_files
-                .iter()
-                .map(|p| absolute(p).display().to_string())
-                .collect();
-            env.push_str(&format!(
-                "DBSAFE_IDENTITY_FILE={} ",
-                crate::fsutil::shell_quote(&ids.join(","))
-            ));
-        }
-        if let Some(p) = &wal.passphrase_file {
-            env.push_str(&format!(
-                "DBSAFE_PASSPHRASE_FILE={} ",
-                crate::fsutil::shell_quote(&absolute(p).display().to_string())
-            ));
-        }
-        format!(
-            "{env}{} fetch %f %p --from {}",
-            crate::fsutil::shell_quote(&walship.display().to_string()),
-            crate::fsutil::shell_quote(&if wal.store.contains("://") {
-                wal.store.clone()
-            } else {
-                absolute(Path::new(&wal.store)).display().to_string()
-            })
-        )
     }
 
     /// Writes the recovery settings and `recovery.signal`.
@@ -282,7 +225,7 @@ impl PgData {
         let restore_command = match (self.scratch, wal) {
             // The scratch server recovers from WAL already copied into pg_wal.
             (true, _) => "false".to_string(),
-            (false, Some(w)) => self.restore_command(w),
+            (false, Some(w)) => w.restore_command.clone(),
             (false, None) => {
                 return Err(Error::usage(
                     "point-in-time recovery needs the store holding the WAL archive",
@@ -291,7 +234,7 @@ impl PgData {
         };
         conf.push_str(&format!(
             "restore_command = {}\n",
-            crate::engine::postgres::quote_literal(&restore_command)
+            super::quote_literal(&restore_command)
         ));
         match &self.recovery.target {
             RecoveryTarget::Immediate => conf.push_str("recovery_target = 'immediate'\n"),
@@ -305,13 +248,13 @@ impl PgData {
         conf.push_str(&format!("port = {}\n", self.recovery.port));
         conf.push_str(&format!(
             "unix_socket_directories = {}\n",
-            crate::engine::postgres::quote_literal(&self.socket_dir().display().to_string())
+            super::quote_literal(&self.socket_dir().display().to_string())
         ));
         if self.scratch {
             conf.push_str("listen_addresses = ''\narchive_mode = off\n");
             // Private socket, private server: trust whoever can reach it.
             std::fs::write(self.dir.join("pg_hba.conf"), "local all all trust\n")
-                .map_err(|e| Error::failed(format!("writing pg_hba.conf: {e}")))?;
+                .map_err(|e| Error::io("writing pg_hba.conf", e))?;
         } else if !self.recovery.archive {
             conf.push_str("archive_mode = off\n");
         }
@@ -320,20 +263,20 @@ impl PgData {
             .append(true)
             .create(true)
             .open(&auto)
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", auto.display())))?;
+            .map_err(|e| Error::io(format!("cannot write {}", auto.display()), e))?;
         f.write_all(conf.as_bytes())
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", auto.display())))?;
+            .map_err(|e| Error::io(format!("cannot write {}", auto.display()), e))?;
         std::fs::write(self.dir.join("recovery.signal"), b"")
-            .map_err(|e| Error::failed(format!("cannot write recovery.signal: {e}")))?;
+            .map_err(|e| Error::io("cannot write recovery.signal", e))?;
         std::fs::create_dir_all(self.dir.join("log"))
-            .map_err(|e| Error::failed(format!("cannot create log dir: {e}")))?;
+            .map_err(|e| Error::io("cannot create log dir", e))?;
         Ok(())
     }
 
     fn hand_over(&self) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::failed(format!("chmod {}: {e}", self.dir.display())))?;
+            .map_err(|e| Error::io(format!("chmod {}", self.dir.display()), e))?;
         if let Some(user) = self.owner() {
             let st = Command::new("chown")
                 .args(["-R", &format!("{user}:")])
@@ -341,10 +284,10 @@ impl PgData {
                 .status()
                 .map_err(|e| Error::failed(format!("cannot run chown: {e}")))?;
             if !st.success() {
-                return Err(Error::failed(format!(
-                    "cannot hand {} to the {user} user",
-                    self.dir.display()
-                ))
+                return Err(Error::child(
+                    st.code(),
+                    format!("cannot hand {} to the {user} user", self.dir.display()),
+                )
                 .hint("PostgreSQL refuses to run as root; create the postgres system user"));
             }
         }
@@ -365,10 +308,10 @@ impl PgData {
             .output()
             .map_err(|e| Error::failed(format!("cannot run pg_ctl: {e}")))?;
         if !out.status.success() {
-            return Err(Error::failed(format!(
-                "the restored server did not start: {}",
-                self.log_tail()
-            )));
+            return Err(Error::child(
+                out.status.code(),
+                format!("the restored server did not start: {}", self.log_tail()),
+            ));
         }
         let start = Instant::now();
         loop {
@@ -470,33 +413,60 @@ impl PgData {
         Ok(())
     }
 
-    fn client(&self) -> Result<super::postgres::Postgres> {
+    fn client(&self) -> Result<super::Postgres> {
         let user = self
             .origin
             .source
             .as_deref()
-            .and_then(|s| s.split("://").nth(1))
-            .and_then(|rest| {
-                rest.split_once('@')
-                    .map(|(u, _)| u.split(':').next().unwrap_or(u).to_string())
-            })
+            .and_then(|s| super::url::ConnUrl::parse(s).ok())
+            .and_then(|c| c.user)
             .unwrap_or_else(|| "postgres".into());
         let db = self
             .origin
             .database
             .clone()
             .unwrap_or_else(|| "postgres".into());
-        super::postgres::Postgres::new(&format!(
-            "postgres://{user}@{}:{}/{}",
-            super::postgres::percent_encode(&self.socket_dir().display().to_string()),
+        let encode = crate::engine::url::encode;
+        super::Postgres::new(&format!(
+            "postgres://{}@{}:{}/{}",
+            encode(&user),
+            encode(&self.socket_dir().display().to_string()),
             self.recovery.port,
-            super::postgres::percent_encode(&db)
+            encode(&db)
         ))
     }
 }
 
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+/// Runs a `restore_command` for WAL file `file` into `dest`, as the server
+/// would (`%f`, `%p`, `%%`); exit 3 from it (not archived) is not found.
+fn run_restore_command(command: &str, file: &str, dest: &Path) -> Result<()> {
+    let line = command
+        .replace("%%", "\0")
+        .replace("%f", &crate::fsutil::shell_quote(file))
+        .replace(
+            "%p",
+            &crate::fsutil::shell_quote(&dest.display().to_string()),
+        )
+        .replace("\0", "%");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&line)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Error::failed(format!("cannot run sh for the restore_command: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let message = format!(
+        "restore_command for {file}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Err(match out.status.code() {
+        Some(3) => Error::not_found(message),
+        code => Error::child(code, message),
+    })
 }
 
 /// Restores a base backup: unpack, configure, and (when asked) start and wait.
@@ -553,12 +523,12 @@ impl Engine for PgData {
         self.client()?.tables()
     }
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Tar {
-            return Err(Error::usage(format!(
-                "a data directory restores base backups (tar), not {}",
-                payload.ext()
-            )));
-        }
+        crate::engine::expect_payload(
+            payload,
+            Payload::Tar,
+            format_args!("data directory {}", self.dir.display()),
+            "a data directory restores base backups (tar)",
+        )?;
         restore_base(self, input, opts.wal.as_ref()).map(drop)
     }
     fn drop_target(&self) -> Result<()> {
