@@ -195,6 +195,11 @@ fn deep_layers(subject: Subject, s: &Settings<'_>, rec: &mut VerifyRecord) -> Re
                     create: true,
                     tmpdir: tmp.path().to_path_buf(),
                     wal: s.wal.clone(),
+                    recorded: subject
+                        .meta
+                        .as_ref()
+                        .map(|m| m.extra.clone())
+                        .unwrap_or_default(),
                     ..Default::default()
                 },
             )

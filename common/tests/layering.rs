@@ -176,7 +176,15 @@ fn errors_are_decided_by_kind_never_by_message_text() {
 #[test]
 fn engines_are_told_apart_by_the_registry_only() {
     let mut banned = Vec::new();
-    for name in ["postgres", "postgresql", "mysql", "mariadb", "sqlite", "duckdb", "dir"] {
+    for name in [
+        "postgres",
+        "postgresql",
+        "mysql",
+        "mariadb",
+        "sqlite",
+        "duckdb",
+        "dir",
+    ] {
         banned.push(format!("== \"{name}\""));
         banned.push(format!("Some(\"{name}\")"));
         banned.push(format!("starts_with(\"{name}:"));
@@ -185,5 +193,8 @@ fn engines_are_told_apart_by_the_registry_only() {
     let banned: Vec<&str> = banned.iter().map(String::as_str).collect();
     let mut found = offences("common/src", &banned, &["common/src/engine/registry.rs"]);
     found.extend(offences("tools", &banned, &[]));
-    assert_none("an engine is recognised by its name outside the registry", found);
+    assert_none(
+        "an engine is recognised by its name outside the registry",
+        found,
+    );
 }

@@ -87,6 +87,15 @@ pub struct RestoreOptions {
     pub tmpdir: PathBuf,
     /// For base backups: where WAL comes from.
     pub wal: Option<WalSource>,
+    /// Restore objects owned by the restoring role, not their recorded
+    /// owners (PostgreSQL `--no-owner`); owners are kept by default.
+    pub no_owner: bool,
+    /// Do not create the roles the snapshot recorded (PostgreSQL).
+    pub no_roles: bool,
+    /// What the engine recorded when it took the snapshot (the metadata's
+    /// `extra`): the roles and database properties a PostgreSQL restore
+    /// recreates, the header settings a SQLite restore puts back.
+    pub recorded: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What produced a payload, as its metadata says (all unknown for a bare stream).

@@ -506,6 +506,9 @@ fn execute(
         create: args.create,
         tmpdir: tmpdir.to_path_buf(),
         wal: None,
+        no_owner: args.no_owner,
+        no_roles: args.no_roles,
+        recorded: meta.map(|m| m.extra.clone()).unwrap_or_default(),
     };
     target.restore(payload, &mut decoded.reader, &opts)?;
     pipeline::copy(&mut decoded.reader, &mut std::io::sink())?;

@@ -14,6 +14,7 @@
 mod base;
 mod count;
 pub mod data;
+mod database;
 pub mod roles;
 pub(super) mod side;
 mod url;
@@ -301,6 +302,16 @@ impl Psql {
     }
 }
 
+/// The roles answer of [`roles::QUERY`]: one line of JSON.
+fn roles_of(lines: &[String]) -> Result<roles::Globals> {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| Error::failed(format!("unexpected answer to the roles query: {lines:?}")))?;
+    serde_json::from_str(line)
+        .map_err(|e| Error::failed(format!("unexpected answer to the roles query: {e}")))
+}
+
 /// The database of a `postgres://` or `postgresql://` URL.
 pub(crate) fn open(url: &str) -> Result<Box<dyn Engine>> {
     Ok(Box::new(Postgres::new(url)?))
@@ -461,6 +472,84 @@ impl Postgres {
         self.on_maintenance(|db| self.run_sql(db, sql))
     }
 
+    /// The statements that recreate this database's own properties, read
+    /// in `snapshot`: a `pg_dump --create` that selects no schema.
+    fn database_properties(&self, snapshot: &str) -> Result<Vec<String>> {
+        let mut cmd = self.command("pg_dump");
+        cmd.stdin(Stdio::null());
+        cmd.args([
+            "-Fp",
+            "--create",
+            "--schema-only",
+            "-n",
+            "pg_toast",
+            "--snapshot",
+        ])
+        .arg(snapshot)
+        .arg("-d")
+        .arg(self.conn.uri(&self.db()));
+        let mut dump = Child::spawn("pg_dump", CLIENT_PACKAGE_HINT, cmd)?;
+        let mut text = String::new();
+        let mut out = dump.child.stdout.take().expect("piped stdout");
+        let read = out.read_to_string(&mut text);
+        drop(out);
+        dump.finish("pg_dump of the database's properties failed")?;
+        read.map_err(|e| Error::io("reading pg_dump's output", e))?;
+        Ok(database::statements(&text))
+    }
+
+    /// Runs SQL on the maintenance database, stopping at the first error.
+    fn run_script(&self, sql: &str, what: &str) -> Result<()> {
+        self.run_maintenance(sql)
+            .map(drop)
+            .map_err(|e| e.context(what))
+    }
+
+    /// Creates the roles the snapshot recorded that this server lacks.
+    fn create_roles(&self, opts: &RestoreOptions) -> Result<()> {
+        if opts.no_roles {
+            return Ok(());
+        }
+        match opts.recorded.get("roles_sql").and_then(|v| v.as_str()) {
+            Some(script) => self.run_script(script, "creating the roles the backup needs"),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates the target with the recorded owner, encoding, locale,
+    /// settings, privileges and comment (a plain database when the snapshot
+    /// recorded none).
+    fn create_target(&self, opts: &RestoreOptions) -> Result<()> {
+        let recorded: Vec<String> = opts
+            .recorded
+            .get("database_sql")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let source = opts.recorded.get("database_name").and_then(|v| v.as_str());
+        let (Some(source), false) = (source, recorded.is_empty()) else {
+            return self.create_database(&self.db());
+        };
+        let mut statements = database::for_target(&recorded, source, &self.db());
+        if opts.no_owner {
+            statements.retain(|s| !(s.starts_with("ALTER DATABASE ") && s.contains(" OWNER TO ")));
+        }
+        let (create, rest): (Vec<String>, Vec<String>) = statements
+            .into_iter()
+            .partition(|s| s.starts_with("CREATE DATABASE "));
+        match create.first() {
+            Some(c) => self.run_script(c, &format!("creating database {}", self.db()))?,
+            None => self.create_database(&self.db())?,
+        }
+        if !rest.is_empty() {
+            let script = rest.join("\n");
+            if let Err(e) = self.run_script(&script, "restoring the database's properties") {
+                let _ = self.drop_target();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     fn create_database(&self, name: &str) -> Result<()> {
         // template0: a restore needs an empty database, whatever template1 holds.
         self.run_maintenance(&format!(
@@ -505,9 +594,13 @@ impl Postgres {
     }
 
     fn restore_args(&self, opts: &RestoreOptions) -> Result<Vec<String>> {
-        let mut args: Vec<String> = ["--no-owner", "--exit-on-error", "--single-transaction"]
+        let mut args: Vec<String> = ["--exit-on-error", "--single-transaction"]
             .map(String::from)
             .into();
+        // Owners are part of the database; --no-owner is the caller's choice.
+        if opts.no_owner {
+            args.push("--no-owner".into());
+        }
         // A partial restore replaces the named tables, as it does for every
         // engine; pg_restore scopes --clean to the selected tables.
         if opts.clean || !opts.tables.is_empty() {
@@ -569,7 +662,10 @@ impl Engine for Postgres {
 
         let mut cmd = self.command("pg_dump");
         cmd.stdin(Stdio::null());
-        cmd.args(["-Fc", "-Z0", "--snapshot"]).arg(&snapshot_id);
+        // --create: the archive carries the database's own properties, for
+        // `pg_restore --create` without dbsafe (a restore without it skips them).
+        cmd.args(["-Fc", "-Z0", "--create", "--snapshot"])
+            .arg(&snapshot_id);
         for t in &opts.tables {
             cmd.arg("-t").arg(t);
         }
@@ -600,17 +696,29 @@ impl Engine for Postgres {
                 "in the dump's snapshot",
             ),
         };
+        // What the dump needs from outside the database, read in the same
+        // snapshot: the roles it names and the database's own properties.
+        let globals = roles_of(&psql.query(roles::QUERY)?)?;
+        let properties = self.database_properties(&snapshot_id)?;
         psql.query("COMMIT;")?;
         psql.finish()?;
 
-        Ok(SnapshotInfo::new(
+        let mut info = SnapshotInfo::new(
             tables,
             server_version,
             [
                 ("pg_dump_format", "custom".into()),
                 ("row_counts", counted.into()),
+                ("database_name", db.clone().into()),
+                ("database_sql", properties.into()),
+                ("roles_sql", globals.script(&db).into()),
             ],
-        ))
+        );
+        info.extra.insert(
+            "roles".into(),
+            serde_json::to_value(&globals).map_err(|e| Error::failed(e.to_string()))?,
+        );
+        Ok(info)
     }
 
     fn exists(&self) -> Result<bool> {
@@ -631,11 +739,12 @@ impl Engine for Postgres {
         require_tools(&["psql", "pg_restore"])?;
         let args = self.restore_args(opts)?;
         let created = !self.exists()?;
+        if created && !opts.create {
+            return Err(super::missing_target(&self.url()));
+        }
+        self.create_roles(opts)?;
         if created {
-            if !opts.create {
-                return Err(super::missing_target(&self.url()));
-            }
-            self.create_database(&self.db())?;
+            self.create_target(opts)?;
         }
         let result = self.run_restore(args, input, opts);
         if result.is_err() && created {

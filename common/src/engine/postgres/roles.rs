@@ -97,7 +97,7 @@ needed(oid) AS (
 roles AS (
     SELECT r.* FROM pg_roles r JOIN needed n ON n.oid = r.oid WHERE r.rolname !~ '^pg_'
 )
-SELECT json_build_object(
+SELECT jsonb_build_object(
     'roles', coalesce((SELECT json_agg(json_build_object(
         'name', rolname, 'superuser', rolsuper, 'inherit', rolinherit,
         'createrole', rolcreaterole, 'createdb', rolcreatedb, 'login', rolcanlogin,
@@ -110,7 +110,7 @@ SELECT json_build_object(
         FROM pg_auth_members a
         JOIN roles r ON r.oid = a.roleid
         JOIN roles m ON m.oid = a.member), '[]'::json)
-)
+)::text;
 "#;
 
 /// `"name"` quoted as a PostgreSQL identifier.
