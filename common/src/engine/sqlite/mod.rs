@@ -10,6 +10,7 @@ use crate::name::Payload;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -123,6 +124,15 @@ impl Engine for Sqlite {
         file::check_snapshot(opts, "SQLite", &self.path)?;
         let src = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(sql_err(format!("opening {}", self.path.display())))?;
+        // What the copy does not carry: the copy is made in rollback mode
+        // and written by this process, so the source's journal mode and
+        // file mode are recorded and put back by the restore.
+        let journal_mode: String = src
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(sql_err("reading the journal mode"))?;
+        let file_mode = std::fs::metadata(&self.path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+            .context(self.path.display())?;
         // A private directory holds the copy and whatever journal SQLite makes beside it.
         let dir_guard = file::snapshot_dir(opts, "sqlite")?;
         let copy_path = dir_guard.path().join("snapshot.sqlite");
@@ -149,7 +159,14 @@ impl Engine for Sqlite {
         let mut f = std::fs::File::open(&copy_path).context("reading the snapshot copy")?;
         crate::pipeline::copy(&mut f, out)?;
         drop(dir_guard);
-        Ok(SnapshotInfo::new(tables, rusqlite::version(), []))
+        Ok(SnapshotInfo::new(
+            tables,
+            rusqlite::version(),
+            [
+                ("journal_mode", journal_mode.to_ascii_lowercase().into()),
+                ("file_mode", format!("{file_mode:04o}").into()),
+            ],
+        ))
     }
 
     fn tables(&self) -> Result<Vec<TableCount>> {
@@ -179,10 +196,15 @@ impl Engine for Sqlite {
             )));
         }
         if !self.path.exists() && opts.tables.is_empty() {
+            if let Some(mode) = recorded_mode(opts) {
+                std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode))
+                    .context(file.path().display())?;
+            }
             std::fs::rename(file.path(), &self.path)
                 .context("moving the restored database into place")?;
             file.keep();
-            return crate::fsutil::fsync_dir(dir);
+            crate::fsutil::fsync_dir(dir)?;
+            return self.restore_journal_mode(opts);
         }
         let mut target = Connection::open(&self.path)
             .map_err(sql_err(format!("opening {}", self.path.display())))?;
@@ -193,7 +215,9 @@ impl Engine for Sqlite {
             // The backup API replaces the whole database under SQLite's own
             // locking, so other connections never see a torn file.
             let src = open_payload(file.path())?;
-            return backup_into(&src, &mut target);
+            backup_into(&src, &mut target)?;
+            drop(target);
+            return self.restore_journal_mode(opts);
         }
         restore_tables(&target, file.path(), &opts.tables)
     }
@@ -205,6 +229,39 @@ impl Engine for Sqlite {
         }
         Ok(())
     }
+}
+
+impl Sqlite {
+    /// Puts back the journal mode the snapshot recorded (WAL is a property
+    /// of the file; the copy was made in rollback mode).
+    fn restore_journal_mode(&self, opts: &RestoreOptions) -> Result<()> {
+        let Some(mode) = opts.recorded.get("journal_mode").and_then(|v| v.as_str()) else {
+            return Ok(());
+        };
+        if !matches!(mode, "wal" | "delete" | "truncate" | "persist") {
+            return Ok(());
+        }
+        let conn = Connection::open(&self.path)
+            .map_err(sql_err(format!("opening {}", self.path.display())))?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(sql_err("busy timeout"))?;
+        let now: String = conn
+            .pragma_update_and_check(None, "journal_mode", mode, |r| r.get(0))
+            .map_err(sql_err(format!("setting journal_mode={mode}")))?;
+        if !now.eq_ignore_ascii_case(mode) {
+            crate::output::warn(format!(
+                "{}: journal mode is {now}, the backup's was {mode}",
+                self.path.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The file mode the snapshot recorded, if it did.
+fn recorded_mode(opts: &RestoreOptions) -> Option<u32> {
+    let m = opts.recorded.get("file_mode")?.as_str()?;
+    u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o7777)
 }
 
 /// Replaces only the named tables (and their indexes and triggers) in one transaction.
