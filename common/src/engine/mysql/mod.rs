@@ -150,20 +150,60 @@ impl Mysql {
     }
 
     fn create_database(&self) -> Result<()> {
+        self.create_database_as(&serde_json::Map::new())
+    }
+
+    /// Creates the database with the default character set and collation
+    /// the snapshot recorded (utf8mb4 when it recorded none).
+    fn create_database_as(
+        &self,
+        recorded: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
         self.run_sql(
             None,
             &format!(
-                "CREATE DATABASE {} CHARACTER SET utf8mb4;",
-                quote_ident(&self.conn.db)
+                "CREATE DATABASE {}{};",
+                quote_ident(&self.conn.db),
+                charset_clause(recorded).unwrap_or_else(|| " CHARACTER SET utf8mb4".into())
             ),
             &format!("creating database {}", self.conn.db),
         )
         .map(drop)
     }
 
-    /// Drops and recreates the database with its own character set and collation.
-    fn recreate_database(&self) -> Result<()> {
+    /// The database's default character set and collation.
+    fn charset(&self) -> Result<(String, String)> {
+        let lines = self.run_sql(
+            None,
+            &format!(
+                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};",
+                quote_literal(&self.conn.db)
+            ),
+            &format!("reading the character set of {}", self.url()),
+        )?;
+        lines
+            .first()
+            .and_then(|l| l.split_once('\t'))
+            .map(|(c, o)| (c.to_string(), o.to_string()))
+            .ok_or_else(|| Error::failed(format!("no character set for {}", self.url())))
+    }
+
+    /// Drops and recreates the database: with the character set and
+    /// collation the snapshot recorded, else with its own.
+    fn recreate_database(
+        &self,
+        recorded: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
         let db = quote_ident(&self.conn.db);
+        if let Some(clause) = charset_clause(recorded) {
+            return self
+                .run_sql(
+                    None,
+                    &format!("DROP DATABASE {db};\nCREATE DATABASE {db}{clause};"),
+                    &format!("dropping and recreating {}", self.url()),
+                )
+                .map(drop);
+        }
         let lines = self.run_sql(
             None,
             &format!("SHOW CREATE DATABASE {db};"),
@@ -189,6 +229,22 @@ impl Mysql {
             &format!("connecting to {}", self.url()),
         )?;
         Ok(lines.first().cloned().unwrap_or_default())
+    }
+}
+
+/// ` CHARACTER SET cs COLLATE co` from what a snapshot recorded (names are
+/// plain words; anything else is not used).
+fn charset_clause(recorded: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let word = |k: &str| {
+        recorded
+            .get(k)
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    };
+    match (word("charset"), word("collation")) {
+        (Some(c), Some(o)) => Some(format!(" CHARACTER SET {c} COLLATE {o}")),
+        (Some(c), None) => Some(format!(" CHARACTER SET {c}")),
+        _ => None,
     }
 }
 
@@ -276,10 +332,15 @@ impl Engine for Mysql {
                 problems.join("; ")
             )));
         }
+        let (charset, collation) = self.charset()?;
         Ok(SnapshotInfo::new(
             tables,
             version,
-            [("dump_tool", dump_tool.into())],
+            [
+                ("dump_tool", dump_tool.into()),
+                ("charset", charset.into()),
+                ("collation", collation.into()),
+            ],
         ))
     }
 
@@ -352,9 +413,9 @@ impl Engine for Mysql {
             if !opts.create {
                 return Err(super::missing_target(&self.url()));
             }
-            self.create_database()?;
+            self.create_database_as(&opts.recorded)?;
         } else if opts.clean && opts.tables.is_empty() {
-            self.recreate_database()?;
+            self.recreate_database(&opts.recorded)?;
         }
         let mut cmd = self.command(client);
         cmd.args(["--batch", "--connect-timeout=15"])
