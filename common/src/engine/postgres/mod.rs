@@ -505,6 +505,44 @@ impl Postgres {
             .map_err(|e| e.context(what))
     }
 
+    /// `--clean` of a whole database: the backup is restored into a new
+    /// database beside the target, which replaces the target by rename only
+    /// once the restore succeeded; the old target is then dropped. Objects
+    /// the backup does not have are gone with it, and a failed restore
+    /// leaves the target as it was. Refused while clients are connected.
+    fn restore_by_swap(&self, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
+        let db = self.db();
+        let home = side::PgHome { pg: self.clone() };
+        let side_db = super::side::side_name(&db, &super::side::random_tag("restore"), 63);
+        let keep = super::side::side_name(&db, &super::side::random_tag("replaced"), 63);
+        let side_pg = home.at(&side_db);
+        side_pg.create_target(opts)?;
+        let restored = (|| {
+            let _drop_side = crate::cleanup::ActionGuard::new({
+                let pg = side_pg.clone();
+                move || {
+                    let _ = pg.drop_target();
+                }
+            });
+            let args = side_pg.restore_args(&RestoreOptions {
+                clean: false,
+                ..opts.clone()
+            })?;
+            side_pg.run_restore(args, input, opts)
+        })();
+        if let Err(e) = restored {
+            let _ = side_pg.drop_target();
+            return Err(e.context(format!("{} was not changed", self.url())));
+        }
+        // Without recorded properties, the target's own stay (owner, settings, grants).
+        let carry = !opts.recorded.contains_key("database_sql");
+        if let Err(e) = home.swap_carrying(&side_db, &keep, None, carry) {
+            let _ = side_pg.drop_target();
+            return Err(e);
+        }
+        home.at(&keep).drop_target()
+    }
+
     /// Creates the roles the snapshot recorded that this server lacks.
     fn create_roles(&self, opts: &RestoreOptions) -> Result<()> {
         if opts.no_roles {
@@ -737,12 +775,15 @@ impl Engine for Postgres {
         let target = format!("PostgreSQL database {}", self.url());
         super::expect_payload(payload, Payload::Pgdump, target, TAKES)?;
         require_tools(&["psql", "pg_restore"])?;
-        let args = self.restore_args(opts)?;
         let created = !self.exists()?;
         if created && !opts.create {
             return Err(super::missing_target(&self.url()));
         }
         self.create_roles(opts)?;
+        if opts.clean && opts.tables.is_empty() && !created {
+            return self.restore_by_swap(input, opts);
+        }
+        let args = self.restore_args(opts)?;
         if created {
             self.create_target(opts)?;
         }

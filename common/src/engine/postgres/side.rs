@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 const TERMINATE_WAIT: Duration = Duration::from_secs(15);
 
 /// A PostgreSQL server holding the target; sides are databases on it.
-struct PgHome {
-    pg: Postgres,
+pub(super) struct PgHome {
+    pub(super) pg: Postgres,
 }
 
 /// The home of a `postgres://` target.
@@ -41,7 +41,7 @@ pub(crate) fn home(url: &str) -> Result<Box<dyn Home>> {
 
 impl PgHome {
     /// The database `name` on the same server, with the same credentials.
-    fn at(&self, name: &str) -> Postgres {
+    pub(super) fn at(&self, name: &str) -> Postgres {
         let mut pg = self.pg.clone();
         pg.conn.dbname = Some(name.to_string());
         pg
@@ -248,6 +248,22 @@ impl Home for PgHome {
     }
 
     fn swap(&self, side: &str, keep_as: &str, grace: Option<Duration>) -> Result<Swap> {
+        self.swap_carrying(side, keep_as, grace, true)
+    }
+}
+
+impl PgHome {
+    /// Swaps `side` in for the target, keeping the target as `keep_as`;
+    /// with `carry`, the side first gets the target's owner, settings and
+    /// grants (a refresh), without it the side keeps its own (a restore that
+    /// recreated the backup's).
+    pub(super) fn swap_carrying(
+        &self,
+        side: &str,
+        keep_as: &str,
+        grace: Option<Duration>,
+        carry: bool,
+    ) -> Result<Swap> {
         let target = self.pg.db();
         if !self.exists(side)? {
             return Err(Error::not_found(format!("database {side} does not exist")));
@@ -257,7 +273,11 @@ impl Home for PgHome {
                 "database {keep_as} already exists; nothing was changed"
             )));
         }
-        let notes = self.carry_over(&target, side);
+        let notes = if carry {
+            self.carry_over(&target, side)
+        } else {
+            Vec::new()
+        };
         let mut m = self.maintenance_session()?;
         let start = Instant::now();
         let present = sessions_in(&mut m, &[&target])?;
