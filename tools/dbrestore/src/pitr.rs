@@ -96,6 +96,9 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
     };
     let recovery = Recovery {
         target: target.clone(),
+        exclusive: false,
+        action: pgdata::TargetAction::Promote,
+        timeline: "latest".into(),
         start: args.start,
         port: args.port,
         socket_dir: args.socket_dir.clone(),
@@ -106,6 +109,9 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
         RecoveryTarget::Time(t) => t.to_rfc3339(),
         RecoveryTarget::Latest => "the end of the archived WAL".into(),
         RecoveryTarget::Immediate => "the end of the backup".into(),
+        RecoveryTarget::Lsn(l) => format!("position {l}"),
+        RecoveryTarget::Xid(x) => format!("transaction {x}"),
+        RecoveryTarget::Name(n) => format!("restore point {n}"),
     };
     if args.dry_run {
         println!("dbrestore plan (dry run, nothing changed):");

@@ -155,6 +155,25 @@ impl Postgres {
             .hint("turn on WAL archiving with walship (scripts/postgres-wal-config.sh) and restart the server"));
         }
         let segment_size = crate::units::parse_size(segsize)?;
+        // Recovery settings left in the server's configuration travel in
+        // the backup to every restore of it (dbrestore strips them; other
+        // tools may not).
+        let leftover = self.run_sql(
+            &db,
+            "SELECT name FROM pg_catalog.pg_settings WHERE source NOT IN ('default', 'override')              AND (name LIKE 'recovery_target%' OR name = 'restore_command') ORDER BY name;",
+        )?;
+        let leftover: Vec<&str> = leftover
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        if !leftover.is_empty() {
+            crate::output::warn(format!(
+                "{} has recovery settings configured ({}); this base backup carries them: remove them with ALTER SYSTEM RESET",
+                self.url(),
+                leftover.join(", ")
+            ));
+        }
         let mut cmd = self.command("pg_basebackup");
         cmd.stdin(Stdio::null());
         cmd.args([

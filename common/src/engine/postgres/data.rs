@@ -25,8 +25,88 @@ pub enum RecoveryTarget {
     Immediate,
     /// A moment in time (UTC).
     Time(chrono::DateTime<chrono::Utc>),
+    /// A WAL position (`0/3000158`).
+    Lsn(crate::timeline::Lsn),
+    /// A transaction id.
+    Xid(u64),
+    /// A restore point made with `pg_create_restore_point`.
+    Name(String),
     /// Replay every archived WAL file.
     Latest,
+}
+
+/// What the server does once it reaches the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TargetAction {
+    /// End recovery and accept writes.
+    #[default]
+    Promote,
+    /// Stay in recovery, read-only, for inspection: `SELECT
+    /// pg_wal_replay_resume()` or `pg_ctl promote` moves on.
+    Pause,
+    /// Stop the server.
+    Shutdown,
+}
+
+impl TargetAction {
+    /// The `recovery_target_action` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetAction::Promote => "promote",
+            TargetAction::Pause => "pause",
+            TargetAction::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The start and end of the block of settings dbsafe writes into
+/// `postgresql.auto.conf`; the block is removed once recovery is over, so
+/// no recovery setting outlives it (a base backup of the recovered server
+/// would carry it to every restore of that backup).
+const BLOCK_START: &str = "# dbsafe: recovery from a base backup";
+const BLOCK_END: &str = "# dbsafe: end of recovery settings";
+
+/// Settings that only mean something during recovery: a restored backup
+/// may carry them from a server that was itself recovered.
+const RECOVERY_SETTINGS: [&str; 11] = [
+    "restore_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_xid",
+    "recovery_target_name",
+    "recovery_target_inclusive",
+    "recovery_target_action",
+    "recovery_target_timeline",
+    "recovery_end_command",
+    "archive_cleanup_command",
+];
+
+/// `postgresql.auto.conf` without dbsafe's recovery block and without any
+/// recovery setting a restored backup carried.
+pub fn without_recovery_settings(conf: &str) -> String {
+    let mut out = String::new();
+    let mut in_block = false;
+    for line in conf.lines() {
+        let t = line.trim();
+        if t == BLOCK_START {
+            in_block = true;
+            continue;
+        }
+        if in_block {
+            if t == BLOCK_END {
+                in_block = false;
+            }
+            continue;
+        }
+        let name = t.split(['=', ' ']).next().unwrap_or("");
+        if RECOVERY_SETTINGS.contains(&name) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// How to bring a restored data directory up.
@@ -34,6 +114,13 @@ pub enum RecoveryTarget {
 pub struct Recovery {
     /// Where recovery stops.
     pub target: RecoveryTarget,
+    /// Stop just before the target instead of just after it.
+    pub exclusive: bool,
+    /// What to do at the target.
+    pub action: TargetAction,
+    /// `recovery_target_timeline`: a number, `current` or `latest`; the
+    /// caller works it out from the archive's history files.
+    pub timeline: String,
     /// Start the server and wait for the promotion.
     pub start: bool,
     /// The server's port.
@@ -116,6 +203,9 @@ impl PgData {
             dir: tmpdir.join("pgdata"),
             recovery: Recovery {
                 target: RecoveryTarget::Immediate,
+                exclusive: false,
+                action: TargetAction::Promote,
+                timeline: "current".into(),
                 start: true,
                 port: free_port()?,
                 socket_dir: None,
@@ -221,7 +311,7 @@ impl PgData {
 
     /// Writes the recovery settings and `recovery.signal`.
     fn configure(&self, wal: Option<&WalSource>) -> Result<()> {
-        let mut conf = String::from("\n# dbsafe: recovery from a base backup\n");
+        let mut conf = format!("{BLOCK_START}\n");
         let restore_command = match (self.scratch, wal) {
             // The scratch server recovers from WAL already copied into pg_wal.
             (true, _) => "false".to_string(),
@@ -232,23 +322,37 @@ impl PgData {
                 ))
             }
         };
-        conf.push_str(&format!(
-            "restore_command = {}\n",
-            super::quote_literal(&restore_command)
-        ));
+        let q = super::quote_literal;
+        conf.push_str(&format!("restore_command = {}\n", q(&restore_command)));
+        let inclusive = if self.recovery.exclusive { "off" } else { "on" };
         match &self.recovery.target {
             RecoveryTarget::Immediate => conf.push_str("recovery_target = 'immediate'\n"),
             RecoveryTarget::Time(t) => conf.push_str(&format!(
-                "recovery_target_time = '{}'\nrecovery_target_inclusive = on\n",
+                "recovery_target_time = '{}'\n",
                 t.format("%Y-%m-%d %H:%M:%S%.6f+00")
             )),
+            RecoveryTarget::Lsn(l) => conf.push_str(&format!("recovery_target_lsn = '{l}'\n")),
+            RecoveryTarget::Xid(x) => conf.push_str(&format!("recovery_target_xid = '{x}'\n")),
+            RecoveryTarget::Name(n) => conf.push_str(&format!("recovery_target_name = {}\n", q(n))),
             RecoveryTarget::Latest => {}
         }
-        conf.push_str("recovery_target_action = 'promote'\nrecovery_target_timeline = 'latest'\n");
+        if !matches!(
+            self.recovery.target,
+            RecoveryTarget::Immediate | RecoveryTarget::Latest
+        ) {
+            conf.push_str(&format!("recovery_target_inclusive = {inclusive}\n"));
+        }
+        conf.push_str(&format!(
+            "recovery_target_action = '{}'\nrecovery_target_timeline = {}\n",
+            self.recovery.action.as_str(),
+            q(&self.recovery.timeline)
+        ));
+        conf.push_str(&format!("{BLOCK_END}\n"));
+        // Settings of the recovered server itself, which stay.
         conf.push_str(&format!("port = {}\n", self.recovery.port));
         conf.push_str(&format!(
             "unix_socket_directories = {}\n",
-            super::quote_literal(&self.socket_dir().display().to_string())
+            q(&self.socket_dir().display().to_string())
         ));
         if self.scratch {
             conf.push_str("listen_addresses = ''\narchive_mode = off\n");
@@ -256,21 +360,42 @@ impl PgData {
             std::fs::write(self.dir.join("pg_hba.conf"), "local all all trust\n")
                 .map_err(|e| Error::io("writing pg_hba.conf", e))?;
         } else if !self.recovery.archive {
+            // A drill or an inspection copy: its new timeline stays out of
+            // the store (--archive turns archiving on for a new primary).
             conf.push_str("archive_mode = off\n");
         }
         let auto = self.dir.join("postgresql.auto.conf");
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&auto)
-            .map_err(|e| Error::io(format!("cannot write {}", auto.display()), e))?;
-        f.write_all(conf.as_bytes())
+        let carried = std::fs::read_to_string(&auto).unwrap_or_default();
+        let text = format!("{}{conf}", without_recovery_settings(&carried));
+        std::fs::write(&auto, text)
             .map_err(|e| Error::io(format!("cannot write {}", auto.display()), e))?;
         std::fs::write(self.dir.join("recovery.signal"), b"")
             .map_err(|e| Error::io("cannot write recovery.signal", e))?;
         std::fs::create_dir_all(self.dir.join("log"))
             .map_err(|e| Error::io("cannot create log dir", e))?;
         Ok(())
+    }
+
+    /// Removes the recovery block once recovery is over; the running
+    /// server keeps what it loaded, a later start or base backup has none.
+    fn forget_recovery_settings(&self) -> Result<()> {
+        let auto = self.dir.join("postgresql.auto.conf");
+        let text = std::fs::read_to_string(&auto)
+            .map_err(|e| Error::io(format!("cannot read {}", auto.display()), e))?;
+        let tmp = self.dir.join("postgresql.auto.conf.dbsafe-tmp");
+        std::fs::write(&tmp, without_recovery_settings(&text))
+            .and_then(|_| {
+                // The server owns its configuration file.
+                let meta = std::fs::metadata(&auto)?;
+                std::os::unix::fs::chown(
+                    &tmp,
+                    Some(std::os::unix::fs::MetadataExt::uid(&meta)),
+                    Some(std::os::unix::fs::MetadataExt::gid(&meta)),
+                )?;
+                std::fs::set_permissions(&tmp, meta.permissions())?;
+                std::fs::rename(&tmp, &auto)
+            })
+            .map_err(|e| Error::io(format!("cannot rewrite {}", auto.display()), e))
     }
 
     fn hand_over(&self) -> Result<()> {
@@ -315,7 +440,16 @@ impl PgData {
         }
         let start = Instant::now();
         loop {
-            if !self.dir.join("recovery.signal").exists() {
+            let log = || std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let reached = match self.recovery.action {
+                TargetAction::Promote => !self.dir.join("recovery.signal").exists(),
+                TargetAction::Pause => log().contains("recovery has paused"),
+                TargetAction::Shutdown => {
+                    !self.dir.join("postmaster.pid").exists()
+                        && log().contains("shutdown at recovery target")
+                }
+            };
+            if reached {
                 break;
             }
             if !self.dir.join("postmaster.pid").exists() {
@@ -333,8 +467,15 @@ impl PgData {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        // Promotion removes recovery.signal just before the server accepts writes.
-        self.wait_ready()?;
+        match self.recovery.action {
+            // Promotion removes recovery.signal just before the server accepts writes.
+            TargetAction::Promote => {
+                self.wait_ready()?;
+                self.forget_recovery_settings()?;
+            }
+            TargetAction::Pause => self.wait_ready()?,
+            TargetAction::Shutdown => {}
+        }
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<String> = log
             .lines()
@@ -547,6 +688,9 @@ pub fn check(input: &mut dyn Read, origin: &Origin, tmpdir: &Path) -> Result<Pay
         dir: dir.clone(),
         recovery: Recovery {
             target: RecoveryTarget::Immediate,
+            exclusive: false,
+            action: TargetAction::Promote,
+            timeline: "current".into(),
             start: false,
             port: 0,
             socket_dir: None,
@@ -583,4 +727,23 @@ pub fn check(input: &mut dyn Read, origin: &Origin, tmpdir: &Path) -> Result<Pay
         problems,
         tables: None,
     })
+}
+
+#[cfg(test)]
+mod recovery_settings_tests {
+    use super::*;
+
+    #[test]
+    fn inherited_and_own_recovery_settings_are_removed_and_nothing_else() {
+        let carried = "# Do not edit this file manually!\nshared_buffers = '256MB'\n\
+                       recovery_target_time = '2026-01-01 00:00:00+00'\nrestore_command = 'cp x %p'\n\
+                       # dbsafe: recovery from a base backup\nrecovery_target_name = 'x'\n\
+                       recovery_target_action = 'promote'\n# dbsafe: end of recovery settings\n\
+                       port = 5433\narchive_mode = off\n";
+        let kept = without_recovery_settings(carried);
+        assert_eq!(
+            kept,
+            "# Do not edit this file manually!\nshared_buffers = '256MB'\nport = 5433\narchive_mode = off\n"
+        );
+    }
 }
