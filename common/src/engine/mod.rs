@@ -182,6 +182,16 @@ pub trait Engine: Send {
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()>;
     /// Removes the target (scratch databases and side files).
     fn drop_target(&self) -> Result<()>;
+    /// Creates a named restore point in the WAL and switches to a new
+    /// segment so it is archived at once; returns its WAL position.
+    /// PostgreSQL only.
+    fn restore_point(&self, name: &str) -> Result<String> {
+        let _ = name;
+        Err(crate::Error::usage(format!(
+            "restore points are PostgreSQL's; {} has none",
+            self.url()
+        )))
+    }
     /// Whether replacing a non-empty target needs `--clean` (servers), or is
     /// a whole replacement anyway (files).
     fn replace_needs_clean(&self) -> bool {

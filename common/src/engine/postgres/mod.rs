@@ -807,6 +807,25 @@ impl Engine for Postgres {
     fn replace_needs_clean(&self) -> bool {
         true
     }
+
+    fn restore_point(&self, name: &str) -> Result<String> {
+        if name.is_empty() || name.len() >= 64 {
+            return Err(Error::usage(format!(
+                "restore point name {name:?}: 1 to 63 characters"
+            )));
+        }
+        let lines = self.run_sql(
+            &self.db(),
+            &format!(
+                "SELECT pg_catalog.pg_create_restore_point({})::text;\nSELECT pg_catalog.pg_switch_wal()::text;",
+                quote_literal(name)
+            ),
+        )?;
+        lines
+            .first()
+            .map(|l| l.trim().to_string())
+            .ok_or_else(|| Error::failed("pg_create_restore_point answered nothing"))
+    }
 }
 
 #[cfg(test)]
