@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A WAL position (`16/B374D848`).
+/// A WAL position (`16/B374D848`), written as PostgreSQL writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);
 
@@ -27,6 +27,30 @@ impl Lsn {
     }
 }
 
+impl serde::Serialize for Lsn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Lsn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Lsn, D::Error> {
+        let s = String::deserialize(d)?;
+        Lsn::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a WAL position: {s}")))
+    }
+}
+
+impl Lsn {
+    /// The start of segment position `pos` (see [`crate::wal`]).
+    pub fn of_segment(pos: u64, size: crate::wal::SegSize) -> Lsn {
+        let (log, seg) = (
+            pos / crate::wal::POSITIONS_PER_LOG,
+            pos % crate::wal::POSITIONS_PER_LOG,
+        );
+        Lsn((log << 32) + seg * size.bytes())
+    }
+}
+
 impl fmt::Display for Lsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
@@ -34,7 +58,7 @@ impl fmt::Display for Lsn {
 }
 
 /// One ancestor line of a history file: the timeline `parent` was left at `switch`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Switch {
     /// The ancestor timeline.
     pub parent: u32,

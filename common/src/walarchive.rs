@@ -39,6 +39,10 @@ pub struct WalMeta {
     pub archived_at: String,
     /// Which host pushed it.
     pub host: String,
+    /// For a timeline history file: its ancestors, so the archive's
+    /// timelines can be told apart without a key to decrypt the file with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::timeline::Switch>,
 }
 
 /// How a push ended.
@@ -185,6 +189,15 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
         if encrypted { ".age" } else { "" }
     );
     let key = store::key(store::WAL, &object);
+    let history = match WalName::parse(file) {
+        Some(n) if n.kind == crate::wal::WalKind::History => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            crate::timeline::parse_history(&text)
+                .map_err(|e| Error::failed(format!("{file} is not a timeline history file: {e}")))?
+        }
+        _ => Vec::new(),
+    };
     let meta = WalMeta {
         format: crate::meta::FORMAT.into(),
         wal_file: file.into(),
@@ -195,6 +208,7 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
         encryption: if encrypted { "age" } else { "none" }.into(),
         archived_at: chrono::Utc::now().to_rfc3339(),
         host: crate::fsutil::host_name(),
+        history,
     };
     let mut json = serde_json::to_vec_pretty(&meta).expect("WAL metadata serializes");
     json.push(b'\n');
@@ -334,6 +348,48 @@ pub fn segment_size(store: &dyn Store, archived: &[Archived]) -> Result<crate::w
             .unwrap_or_default(),
         None => crate::wal::SegSize::default(),
     })
+}
+
+/// The archive's timelines: ancestry from the history files' metadata,
+/// when each began (its history file was archived), its newest segment and
+/// where its archived WAL ends.
+pub fn timelines(
+    store: &dyn Store,
+    archived: &[Archived],
+    size: crate::wal::SegSize,
+) -> Result<crate::timeline::Timelines> {
+    use crate::timeline::{Lsn, Timeline};
+    let mut map: std::collections::BTreeMap<u32, Timeline> = std::collections::BTreeMap::new();
+    let blank = |id| Timeline {
+        id,
+        ancestors: Vec::new(),
+        created: None,
+        newest: None,
+        end: None,
+    };
+    for a in archived {
+        let Some(n) = WalName::parse(&a.wal_file) else {
+            continue;
+        };
+        let t = map.entry(n.timeline).or_insert_with(|| blank(n.timeline));
+        match n.kind {
+            crate::wal::WalKind::History => {
+                t.created = Some(a.modified);
+                if let Some(m) = read_meta(store, &a.key)? {
+                    t.ancestors = m.history;
+                }
+            }
+            crate::wal::WalKind::Segment => {
+                let end = Lsn::of_segment(size.next(n.segno), size);
+                if t.end.is_none_or(|e| end > e) {
+                    t.end = Some(end);
+                    t.newest = Some((a.wal_file.clone(), a.modified));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(crate::timeline::Timelines(map))
 }
 
 /// Deletes an archived WAL file and its sidecars (object first).

@@ -184,6 +184,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     h.newest_age_seconds.unwrap_or(0),
                     h.gaps.len()
                 );
+                for t in &h.timelines {
+                    println!(
+                        "  timeline {} ({}){}: newest {} ({}s old), {} gaps",
+                        t.timeline,
+                        t.role,
+                        match (t.parent, &t.branched_at) {
+                            (Some(p), Some(at)) => format!(", branched from {p} at {at}"),
+                            _ => String::new(),
+                        },
+                        t.newest.as_deref().unwrap_or("-"),
+                        t.newest_age_seconds.unwrap_or(0),
+                        t.gaps.len()
+                    );
+                }
             }
             for p in &problems {
                 log.warn(p);
