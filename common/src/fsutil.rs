@@ -53,7 +53,10 @@ pub fn temp_name_for(path: &Path) -> PathBuf {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let rnd: u32 = rand::random();
-    path.with_file_name(format!(".{file}.tmp.{}.{rnd:08x}", std::process::id()))
+    path.with_file_name(format!(
+        ".{file}.tmp.{}.{rnd:08x}",
+        crate::cleanup::owner_tag()
+    ))
 }
 
 /// Whether a file name is one of our temporaries.

@@ -17,9 +17,7 @@ pub fn path_of(url: &str) -> PathBuf {
 
 /// The directory `path` lives in (`.` for a bare name).
 pub fn parent(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
+    crate::fsutil::parent_dir(path)
 }
 
 /// The directory a restore to `path` writes into; created (private) when
@@ -41,6 +39,7 @@ pub fn restore_dir(path: &Path, create: bool) -> Result<&Path> {
 /// Writes a payload stream to a private hidden file next to `near`,
 /// synced; the guard removes it unless kept.
 pub fn spool(input: &mut dyn Read, near: &Path) -> Result<TempGuard> {
+    crate::cleanup::sweep(parent(near));
     let path = crate::fsutil::temp_name_for(near);
     let guard = TempGuard::new(&path);
     let mut f = crate::fsutil::create_private_file(&path)?;
@@ -70,6 +69,8 @@ pub fn check_snapshot(opts: &SnapshotOptions, label: &str, path: &Path) -> Resul
 /// A private working directory for a snapshot under `--tmpdir`, removed
 /// with its guard (the copy and whatever journal the engine makes beside it).
 pub fn snapshot_dir(opts: &SnapshotOptions, engine: &str) -> Result<TempGuard> {
+    // Copies left by a killed run hold plaintext data: the next run removes them.
+    crate::cleanup::sweep(&opts.tmpdir);
     let dir = crate::fsutil::temp_name_for(&opts.tmpdir.join(format!("dbsnap-{engine}")));
     let guard = TempGuard::new(&dir);
     crate::fsutil::create_private_dir(&dir)?;
