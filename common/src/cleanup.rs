@@ -150,6 +150,7 @@ impl Drop for ChildGuard {
 /// Runs an undo action when the tool is interrupted, while the guard lives:
 /// for temporaries that are not local paths, such as an S3 multipart upload
 /// to abort.
+#[derive(Debug)]
 pub struct ActionGuard(u64);
 
 impl ActionGuard {

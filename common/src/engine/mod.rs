@@ -250,6 +250,40 @@ fn missing_target(url: &str) -> crate::Error {
         .hint("pass --create to create it")
 }
 
+/// Prefix of the scratch databases `dbverify --level restore` makes on a server.
+pub(crate) const SCRATCH_PREFIX: &str = "dbsafe_verify_";
+
+/// A scratch database name that says who made it: this host (a short hash
+/// of its name), the process and its start time, and a random part.
+pub(crate) fn scratch_name() -> String {
+    format!(
+        "{SCRATCH_PREFIX}{}_{}_{:08x}",
+        host_mark(),
+        crate::cleanup::owner_tag().replace('-', "_"),
+        rand::random::<u32>()
+    )
+}
+
+fn host_mark() -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(crate::fsutil::host_name().as_bytes())[..4])
+}
+
+/// Whether a scratch database was left by a run of this host that is gone
+/// (killed, or the machine restarted); another host's are never judged.
+pub(crate) fn scratch_is_stale(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(SCRATCH_PREFIX) else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('_').collect();
+    match parts[..] {
+        [host, pid, start, _rnd] if host == host_mark() => {
+            !crate::cleanup::owner_alive(&format!("{pid}-{start}"))
+        }
+        _ => false,
+    }
+}
+
 /// Runs a pure filter of table names through include/exclude lists.
 pub fn table_selected(name: &str, include: &[String], exclude: &[String]) -> bool {
     let matches = |list: &[String]| {
@@ -257,4 +291,35 @@ pub fn table_selected(name: &str, include: &[String], exclude: &[String]) -> boo
             .any(|t| t == name || name.rsplit_once('.').is_some_and(|(_, bare)| bare == t))
     };
     (include.is_empty() || matches(include)) && !matches(exclude)
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    #[test]
+    fn scratch_names_say_whose_they_are() {
+        let mine = super::scratch_name();
+        assert!(mine.len() < 64, "{mine}");
+        assert!(
+            !super::scratch_is_stale(&mine),
+            "this run's own scratch is not stale"
+        );
+        let mut dead = std::process::Command::new("true").spawn().expect("true");
+        let pid = dead.id();
+        dead.wait().unwrap();
+        let parts: Vec<&str> = mine
+            .trim_start_matches(super::SCRATCH_PREFIX)
+            .split('_')
+            .collect();
+        let stale = format!("{}{}_{pid}_1_0000abcd", super::SCRATCH_PREFIX, parts[0]);
+        assert!(super::scratch_is_stale(&stale));
+        let other_host = format!("{}ffffffff_{pid}_1_0000abcd", super::SCRATCH_PREFIX);
+        assert!(
+            !super::scratch_is_stale(&other_host),
+            "another host's are left alone"
+        );
+        assert!(
+            !super::scratch_is_stale("dbsafe_verify_0123456789abcdef"),
+            "old-style names are left alone"
+        );
+    }
 }

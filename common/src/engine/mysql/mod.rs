@@ -86,12 +86,15 @@ fn quote_literal(s: &str) -> String {
 /// A MySQL/MariaDB database reached through a `mysql://` or `mariadb://` URL.
 pub struct Mysql {
     conn: ConnUrl,
+    /// A scratch database is dropped if the tool is interrupted.
+    _scratch: Option<crate::cleanup::ActionGuard>,
 }
 
 impl Mysql {
     /// The database of a URL.
     pub fn new(url: &str) -> Result<Mysql> {
         Ok(Mysql {
+            _scratch: None,
             conn: ConnUrl::parse(url)?,
         })
     }
@@ -99,10 +102,42 @@ impl Mysql {
     /// A fresh, empty `dbsafe_verify_<hex>` database on the server of `server_url`.
     pub fn scratch(server_url: &str) -> Result<Mysql> {
         let mut conn = ConnUrl::parse(server_url).map_err(|e| e.context("--scratch"))?;
-        conn.db = format!("dbsafe_verify_{:016x}", rand::random::<u64>());
-        let m = Mysql { conn };
+        conn.db = super::scratch_name();
+        let mut m = Mysql {
+            conn,
+            _scratch: None,
+        };
+        m.drop_stale_scratch();
         m.create_database()?;
+        let dropper = Mysql {
+            conn: m.conn.clone(),
+            _scratch: None,
+        };
+        m._scratch = Some(crate::cleanup::ActionGuard::new(move || {
+            let _ = dropper.drop_target();
+        }));
         Ok(m)
+    }
+
+    /// Drops the scratch databases that runs of this host left when killed.
+    fn drop_stale_scratch(&self) {
+        let listed = self.run_sql(
+            None,
+            &format!(
+                "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE {};",
+                quote_literal(&format!("{}%", super::SCRATCH_PREFIX))
+            ),
+            "listing scratch databases",
+        );
+        for name in listed.unwrap_or_default() {
+            if super::scratch_is_stale(name.trim()) {
+                let _ = self.run_sql(
+                    None,
+                    &format!("DROP DATABASE IF EXISTS {};", quote_ident(name.trim())),
+                    "dropping a stale scratch database",
+                );
+            }
+        }
     }
 
     fn require_db(&self) -> Result<()> {

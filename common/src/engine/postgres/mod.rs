@@ -44,6 +44,8 @@ pub struct Postgres {
     /// The database for CREATE/DROP DATABASE and existence checks, when the
     /// user named one (a scratch server URL with a database).
     maintenance: Option<String>,
+    /// A scratch database is dropped if the tool is interrupted.
+    _scratch: Option<std::sync::Arc<crate::cleanup::ActionGuard>>,
 }
 
 /// The SQLSTATE of the first error in psql's stderr, as `VERBOSITY=verbose`
@@ -381,6 +383,7 @@ impl Postgres {
         Ok(Postgres {
             conn: ConnUrl::parse(url)?,
             maintenance: None,
+            _scratch: None,
         })
     }
 
@@ -388,13 +391,41 @@ impl Postgres {
     /// `server_url`, whose own database (if any) serves to create and drop it.
     pub fn scratch(server_url: &str) -> Result<Postgres> {
         let server = Postgres::new(server_url).map_err(|e| e.context("--scratch"))?;
-        let name = format!("dbsafe_verify_{:016x}", rand::random::<u64>());
+        let name = super::scratch_name();
         let mut conn = server.conn.clone();
         let maintenance = conn.dbname.take();
         conn.dbname = Some(name.clone());
-        let pg = Postgres { conn, maintenance };
+        let mut pg = Postgres {
+            conn,
+            maintenance,
+            _scratch: None,
+        };
+        pg.drop_stale_scratch();
         pg.create_database(&name)?;
+        let dropper = pg.clone();
+        pg._scratch = Some(std::sync::Arc::new(crate::cleanup::ActionGuard::new(
+            move || {
+                let _ = dropper.drop_target();
+            },
+        )));
         Ok(pg)
+    }
+
+    /// Drops the scratch databases that runs of this host left when killed.
+    fn drop_stale_scratch(&self) {
+        let listed = self.run_maintenance(&format!(
+            "SELECT datname FROM pg_catalog.pg_database WHERE starts_with(datname, {});",
+            quote_literal(super::SCRATCH_PREFIX)
+        ));
+        for name in listed.unwrap_or_default() {
+            let name = name.trim();
+            if super::scratch_is_stale(name) {
+                let _ = self.run_maintenance(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE);",
+                    quote_ident(name)
+                ));
+            }
+        }
     }
 
     fn db(&self) -> String {
