@@ -7,6 +7,7 @@
 //! characters a URL must percent-encode, for TCP. As root the server runs
 //! with `--user=root`. Dropping the server stops it and removes every file.
 
+use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb};
 use crate::Cmd;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
@@ -301,6 +302,17 @@ impl Server {
             .collect()
     }
 
+    /// Routines, triggers, events and views of a database, for comparisons.
+    pub fn objects(&self, db: &str) -> String {
+        self.sql(
+            db,
+            "SELECT routine_type, routine_name FROM information_schema.routines WHERE routine_schema = DATABASE() ORDER BY 2;\n\
+             SELECT 'TRIGGER', trigger_name FROM information_schema.triggers WHERE trigger_schema = DATABASE() ORDER BY 2;\n\
+             SELECT 'EVENT', event_name FROM information_schema.events WHERE event_schema = DATABASE() ORDER BY 2;\n\
+             SELECT 'VIEW', table_name FROM information_schema.views WHERE table_schema = DATABASE() ORDER BY 2;\n",
+        )
+    }
+
     /// The server's error log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
@@ -315,12 +327,10 @@ impl Drop for Server {
                 .arg("-TERM")
                 .arg(child.id().to_string())
                 .status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(30) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if crate::poll_until(Duration::from_secs(30), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            }) {
+                return;
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -376,4 +386,100 @@ INSERT INTO `odd name, (x)` VALUES ('a', 'x''y'), ('b', ');'), ('c', NULL);
     ,
         half = rows / 2
     )
+}
+
+/// The writer of the concurrent-writes scenario: a row in `events` (and
+/// one in `orders`) per statement, autocommitted, until `writer_control.stop`.
+const WRITER_SQL: &str = "CREATE PROCEDURE writer() BEGIN
+  DECLARE deadline DATETIME DEFAULT NOW() + INTERVAL 60 SECOND;
+  REPEAT
+    INSERT INTO events(kind) VALUES ('writer');
+    INSERT INTO orders(customer_id, total) VALUES (1, 1);
+    DO SLEEP(0.002);
+  UNTIL NOW() > deadline OR (SELECT stop FROM writer_control) END REPEAT;
+END";
+
+impl TestDb for Server {
+    const ENGINE: Engine = Engine {
+        name: "mysql",
+        payload: "sql",
+        server: true,
+    };
+    fn url(&self, db: &str) -> String {
+        Server::url(self, db)
+    }
+    fn fixture(&self, db: &str, rows: u64) {
+        self.fixture_db(db, rows);
+    }
+    fn alter(&self, db: &str) {
+        self.sql(db, "CREATE TABLE only_here(x INT);");
+    }
+    fn counts(&self, db: &str) -> Vec<(String, u64)> {
+        Server::counts(self, db)
+    }
+    fn contents(&self, db: &str) -> Vec<(String, String)> {
+        let mut v = self.digests(db);
+        v.extend(self.checksums(db));
+        v.push(("objects".to_string(), self.objects(db)));
+        v
+    }
+    fn scratch_url(&self) -> String {
+        self.server_url()
+    }
+    fn databases(&self) -> Vec<String> {
+        Server::databases(self)
+    }
+    fn plain_restore(&self, db: &str) -> String {
+        self.sql("", &format!("CREATE DATABASE `{db}`;"));
+        format!(
+            "'{}' --no-defaults --socket='{}' -uroot '{db}'",
+            client_bin("mariadb").display(),
+            self.sock.display()
+        )
+    }
+}
+
+impl ConcurrentWrites for Server {
+    fn writer_table(&self) -> &'static str {
+        "events"
+    }
+    fn start_writer(&self, db: &str) -> Child {
+        self.sql(
+            db,
+            &format!(
+                "CREATE TABLE writer_control(stop BOOLEAN NOT NULL);\nINSERT INTO writer_control VALUES (false);\n\
+                 DELIMITER //\n{WRITER_SQL}//\nDELIMITER ;\n"
+            ),
+        );
+        self.client(db).arg("-e").arg("CALL writer();").spawn()
+    }
+    fn stop_writer(&self, db: &str, mut writer: Child) {
+        self.sql(db, "UPDATE writer_control SET stop = true;");
+        let status = writer.wait().expect("writer");
+        assert!(status.success(), "the writer failed");
+    }
+    fn busy_rows(&self) -> u64 {
+        30_000
+    }
+}
+
+impl Passwords for Server {
+    fn password(&self) -> &str {
+        &self.password
+    }
+    fn password_url(&self, db: &str) -> String {
+        Server::password_url(self, db)
+    }
+    fn client_tools(&self) -> &'static [&'static str] {
+        &["mariadb-dump", "mariadb"]
+    }
+    fn password_env(&self) -> &'static str {
+        "MYSQL_PWD"
+    }
+    fn dumping(&self, _db: &str) -> String {
+        "--single-transaction".to_string()
+    }
+    fn wrong_password_message(&self) -> &'static str {
+        "Access denied"
+    }
 }

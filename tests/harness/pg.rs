@@ -8,11 +8,12 @@
 //! system user and `initdb`/`pg_ctl` run through `runuser`. Dropping the
 //! cluster stops the server and removes every file.
 
+use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb};
 use crate::Cmd;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 
 /// Where Debian installs the PostgreSQL 15 server binaries.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -335,22 +336,18 @@ impl Cluster {
     /// Switches to a new WAL segment and waits until the finished one is archived.
     pub fn switch_and_wait_archived(&self) {
         let seg = self.scalar("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
-        let start = std::time::Instant::now();
-        loop {
+        let archived = || {
             let last = self.scalar(
                 "postgres",
                 "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
             );
-            if last.as_str() >= seg.as_str() && !last.is_empty() {
-                return;
-            }
-            assert!(
-                start.elapsed().as_secs() < 60,
-                "WAL {seg} was not archived (last {last}):\n{}",
-                self.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+            !last.is_empty() && last.as_str() >= seg.as_str()
+        };
+        assert!(
+            crate::poll_until(std::time::Duration::from_secs(60), archived),
+            "WAL {seg} was not archived:\n{}",
+            self.log()
+        );
     }
 
     /// The server's log so far, for failure messages.
@@ -470,4 +467,107 @@ SELECT setval('invoice_no', 1234);
 ",
         half = rows / 2
     )
+}
+
+/// The writer of the concurrent-writes scenario: a row in `events` (and
+/// one in `orders`) per transaction until `writer_control.stop`.
+const WRITER_SQL: &str = "DO $$
+DECLARE deadline timestamptz := clock_timestamp() + interval '60 seconds';
+BEGIN
+  LOOP
+    INSERT INTO events(kind) VALUES ('writer');
+    INSERT INTO orders(customer_id, total) VALUES (1, 1);
+    COMMIT;
+    EXIT WHEN clock_timestamp() > deadline OR (SELECT stop FROM writer_control);
+    PERFORM pg_sleep(0.002);
+  END LOOP;
+END $$;";
+
+impl TestDb for Cluster {
+    const ENGINE: Engine = Engine {
+        name: "postgres",
+        payload: "pgdump",
+        server: true,
+    };
+    fn url(&self, db: &str) -> String {
+        Cluster::url(self, db)
+    }
+    fn fixture(&self, db: &str, rows: u64) {
+        self.fixture_db(db, rows);
+    }
+    fn alter(&self, db: &str) {
+        self.psql(
+            db,
+            "INSERT INTO shop.items VALUES ('only-here', 'x', 1, NULL);",
+        );
+    }
+    fn counts(&self, db: &str) -> Vec<(String, u64)> {
+        Cluster::counts(self, db)
+    }
+    fn contents(&self, db: &str) -> Vec<(String, String)> {
+        let mut v = self.digests(db);
+        v.push((
+            "invoice_no".to_string(),
+            self.scalar(db, "SELECT last_value FROM invoice_no;"),
+        ));
+        v
+    }
+    fn scratch_url(&self) -> String {
+        self.server_url()
+    }
+    fn databases(&self) -> Vec<String> {
+        Cluster::databases(self)
+    }
+    fn plain_restore(&self, db: &str) -> String {
+        let pg_restore = crate::require("pg_restore", "the Debian package postgresql-client");
+        self.create_db(db);
+        format!("'{}' -d '{}'", pg_restore.display(), self.url(db))
+    }
+}
+
+impl ConcurrentWrites for Cluster {
+    fn writer_table(&self) -> &'static str {
+        "public.events"
+    }
+    fn start_writer(&self, db: &str) -> Child {
+        self.psql(
+            db,
+            "CREATE TABLE writer_control(stop boolean NOT NULL); INSERT INTO writer_control VALUES (false);",
+        );
+        self.psql_cmd(db).arg("-c").arg(WRITER_SQL).spawn()
+    }
+    fn stop_writer(&self, db: &str, mut writer: Child) {
+        self.psql(db, "UPDATE writer_control SET stop = true;");
+        let status = writer.wait().expect("writer");
+        assert!(status.success(), "the writer failed");
+    }
+    fn busy_rows(&self) -> u64 {
+        20_000
+    }
+}
+
+impl Passwords for Cluster {
+    fn password(&self) -> &str {
+        &self.password
+    }
+    fn password_url(&self, db: &str) -> String {
+        Cluster::password_url(self, db)
+    }
+    fn client_tools(&self) -> &'static [&'static str] {
+        &["pg_dump", "pg_restore", "psql"]
+    }
+    fn password_env(&self) -> &'static str {
+        "PGPASSWORD"
+    }
+    fn dumping(&self, db: &str) -> String {
+        // How the clients are told where to connect.
+        format!("postgresql://{APP_ROLE}@127.0.0.1:{}/{db}", self.port)
+    }
+    fn connects(&self, argv: &str) -> bool {
+        // `pg_restore --list` reads a dump and connects nowhere.
+        argv.contains(" -d ")
+    }
+    fn wrong_password_message(&self) -> &'static str {
+        "password authentication failed"
+    }
 }

@@ -3,12 +3,13 @@
 //! environment with its own store, and a config file per test.
 
 use dbsafe_tests::pg::Cluster;
-use dbsafe_tests::{artifacts, require, sqlite, Cmd, Scene};
+use dbsafe_tests::{
+    artifacts, executable, has_open, next_second, require, sqlite, wait_until, Cmd, Scene,
+};
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ENVS: [&str; 3] = ["development", "staging", "production"];
 
@@ -37,11 +38,6 @@ case "$DBPROMOTE_VERSION" in
   v2) test "$(q "SELECT count(*) FROM orders WHERE total IS NOT NULL AND total_cents IS NULL")" = 0 ;;
 esac
 "#;
-
-fn executable(path: &Path, text: &str) {
-    std::fs::write(path, text).expect("write script");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
 
 /// One cluster holding `app_development`, `app_staging` and `app_production`.
 struct World {
@@ -263,7 +259,8 @@ fn manifests_record_every_step_pin_their_backups_and_show_in_history_and_audit()
         .args(["--env", "production", "--to"])
         .arg(w.store("production"))
         .succeeds();
-    std::thread::sleep(Duration::from_millis(1100));
+    // Backup names are stamped to the second.
+    next_second();
     w.release("development", "staging", "v1").succeeds();
     let metrics = w.s.path("metrics/dbsafe.prom");
     let out = w
@@ -741,14 +738,9 @@ fn a_session_on_staging_is_ended_after_the_grace_period_or_refuses_the_swap() {
             "SELECT count(*) FROM pg_stat_activity WHERE datname = 'app_staging';",
         )
     };
-    let start = Instant::now();
-    while sessions() != "1" {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the client never connected"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the client to connect", Duration::from_secs(30), || {
+        sessions() == "1"
+    });
     let before = w.pg.digests("app_staging");
     let refresh = || {
         w.promote().args([
@@ -824,6 +816,7 @@ fn a_session_on_staging_is_ended_after_the_grace_period_or_refuses_the_swap() {
 fn an_interrupted_rehearsal_drops_its_side_database_and_leaves_the_target_alone() {
     let w = World::new(&[]);
     let before = w.pg.digests("app_staging");
+    let migrating = w.s.path("migrating");
     let run = Command::new(dbsafe_tests::bin("dbpromote"))
         .env("DBSAFE_CONFIG", &w.cfg)
         .args([
@@ -835,23 +828,20 @@ fn an_interrupted_rehearsal_drops_its_side_database_and_leaves_the_target_alone(
             "v1",
             "--yes",
         ])
-        .args(["--migrate", "exec sleep 60"])
+        .arg("--migrate")
+        .arg(format!("touch '{}' && exec sleep 60", migrating.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start dbpromote");
-    let start = Instant::now();
-    let manifest = w.store("staging").join("releases/staging/v1.json");
-    while !std::fs::read_to_string(&manifest).is_ok_and(|m| m.contains("\"rehearsal-restore\"")) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the rehearsal never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The migration runs on the side database: interrupt it there.
+    wait_until(
+        "the rehearsal's migration to start",
+        Duration::from_secs(60),
+        || migrating.exists(),
+    );
     assert_eq!(w.sides().len(), 1, "{:?}", w.sides());
-    std::thread::sleep(Duration::from_millis(300));
     // SAFETY: kill has no memory preconditions; the pid is our own child's.
     unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
     let out = run.wait_with_output().expect("dbpromote ends");
@@ -861,15 +851,11 @@ fn an_interrupted_rehearsal_drops_its_side_database_and_leaves_the_target_alone(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let start = Instant::now();
-    while !w.sides().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "side database left: {:?}",
-            w.sides()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the side database to be dropped",
+        Duration::from_secs(10),
+        || w.sides().is_empty(),
+    );
     assert_eq!(w.pg.digests("app_staging"), before);
     assert!(!w
         .columns("staging", "customers")
@@ -889,10 +875,12 @@ fn an_interrupted_rehearsal_drops_its_side_database_and_leaves_the_target_alone(
 fn two_promotions_of_one_environment_never_run_at_once() {
     let w = World::new(&[]);
     let slow = w.s.path("slow-migrate.sh");
+    let go = w.s.path("go");
     executable(
         &slow,
         &format!(
-            "#!/bin/sh\nsleep 3\nexec {}\n",
+            "#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.05; done\nexec {}\n",
+            go.display(),
             w.s.path("migrate.sh").display()
         ),
     );
@@ -915,17 +903,19 @@ fn two_promotions_of_one_environment_never_run_at_once() {
         .spawn()
         .expect("start dbpromote");
     let manifest = w.store("staging").join("releases/staging/v1.json");
-    let start = Instant::now();
-    while !manifest.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the first promotion never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the first promotion to start",
+        Duration::from_secs(60),
+        || manifest.exists(),
+    );
     w.release("development", "staging", "v1")
         .fails_with_code(4)
-        .stderr_has("promote-staging is locked by another process (pid ");
+        .stderr_has(&format!(
+            "promote-staging is locked by another process (pid {};",
+            first.id()
+        ));
+    // The first one's migration goes on only now that the second was refused.
+    std::fs::write(&go, "").expect("go");
     let status = first.wait_with_output().expect("first");
     assert!(
         status.status.success(),
@@ -1297,26 +1287,13 @@ fn duckdb_refreshes_refuse_a_database_held_open_and_roll_back() {
         .expect("start duckdb");
     // Opened once it has a descriptor on the file (probing by opening it
     // ourselves could take the lock first and make it give up).
-    let holds = |pid: u32| {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|rd| {
-                rd.flatten()
-                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == staging))
-            })
-            .unwrap_or(false)
-    };
-    let start = Instant::now();
-    while !holds(holder.id()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "duckdb never opened staging"
-        );
+    wait_until("duckdb to open staging", Duration::from_secs(30), || {
         assert!(
             holder.try_wait().expect("holder").is_none(),
             "duckdb exited"
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        has_open(holder.id(), &staging)
+    });
     refresh()
         .fails_with_code(4)
         .stderr_has("1 session(s) connected to app.duckdb: pid ");

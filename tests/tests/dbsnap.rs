@@ -1,8 +1,9 @@
 //! dbsnap: consistent snapshots, nothing partial left behind, refusals with the right codes.
 
-use dbsafe_tests::{artifacts, require, sqlite, temporaries, Cmd, Scene};
+use dbsafe_tests::sqlite::{self, SqliteDb};
+use dbsafe_tests::{artifacts, has_open, require, temporaries, wait_until, Cmd, LockHolder, Scene};
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn url(s: &Scene, db: &str) -> String {
     format!("sqlite:{}", s.path(db).display())
@@ -115,76 +116,14 @@ fn metadata_and_sidecars_describe_the_snapshot() {
     assert_eq!(std::fs::read_link(link).unwrap().to_string_lossy(), file);
 }
 
-#[test]
-fn a_snapshot_under_concurrent_writes_restores_to_the_metadata_counts() {
-    require("python3", "python3");
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 2000);
-    big(&s, 0);
-    let c = rusqlite::Connection::open(s.path("app.db")).unwrap();
-    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE ticks(id INTEGER PRIMARY KEY, pad BLOB); INSERT INTO ticks(pad) SELECT randomblob(4096) FROM orders;").unwrap();
-    drop(c);
-    let writer_script = format!(
-        "import sqlite3, time\nc = sqlite3.connect('{}', timeout=30, isolation_level=None)\nend = time.time() + 8\nwhile time.time() < end:\n    c.execute('INSERT INTO ticks(pad) VALUES (randomblob(4096))')\n",
-        s.path("app.db").display()
-    );
-    let mut writer = Cmd::new("python3").arg("-c").arg(writer_script).spawn();
-    std::thread::sleep(Duration::from_millis(500));
-    let before = sqlite::counts(&s.path("app.db"));
-    let (key, public) = s.age_key("key.txt");
-    for i in 0..3 {
-        Cmd::tool("dbsnap")
-            .arg(url(&s, "app.db"))
-            .arg("-o")
-            .arg(s.path(&format!("snap{i}.sqlite.zst.age")))
-            .args(["-r", &public])
-            .succeeds();
-    }
-    let after = sqlite::counts(&s.path("app.db"));
-    writer.kill().ok();
-    writer.wait().ok();
-    let ticks = |v: &[(String, u64)]| v.iter().find(|t| t.0 == "ticks").unwrap().1;
-    assert!(
-        ticks(&after) > ticks(&before),
-        "the writer did not insert during the snapshots"
-    );
-    for i in 0..3 {
-        let art = s.path(&format!("snap{i}.sqlite.zst.age"));
-        let target = s.path(&format!("restored{i}.db"));
-        Cmd::tool("dbrestore")
-            .arg(&art)
-            .arg("-i")
-            .arg(&key)
-            .arg("--target")
-            .arg(format!("sqlite:{}", target.display()))
-            .succeeds();
-        let meta: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(format!("{}.meta.json", art.display())).unwrap())
-                .unwrap();
-        let expected: Vec<(String, u64)> = meta["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                (
-                    t["name"].as_str().unwrap().to_string(),
-                    t["rows"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(sqlite::counts(&target), expected);
-    }
-}
+dbsafe_tests::scenarios!(SqliteDb::start() =>
+    snapshot_under_concurrent_writes_records_the_counts_it_restores,
+);
 
 fn wait_for_temporary(dir: &std::path::Path) {
-    let start = Instant::now();
-    while temporaries(dir).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "dbsnap never started writing"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("dbsnap to start writing", Duration::from_secs(60), || {
+        !temporaries(dir).is_empty()
+    });
 }
 
 #[test]
@@ -257,43 +196,43 @@ fn sigint_exits_130_and_removes_temporaries() {
 
 #[test]
 fn a_held_lock_is_refused_with_exit_4_and_the_holder_pid() {
-    require("flock", "the Debian package util-linux");
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 10);
     let store = s.path("store");
-    std::fs::create_dir_all(store.join("locks")).unwrap();
     let lock = store.join("locks/default_app_full.lock");
-    let mut holder = Cmd::new("flock").arg(&lock).args(["sleep", "3"]).spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
+    let snap = || {
+        Cmd::tool("dbsnap")
+            .arg(url(&s, "app.db"))
+            .arg("--to")
+            .arg(&store)
+    };
+    let holder = LockHolder::take(&lock);
+    snap()
         .fails_with_code(4)
-        .stderr_has("locked by another process");
-    // Waiting with --lock-timeout gets the lock once the holder is done.
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
-        .args(["--lock-timeout", "20s"])
-        .succeeds();
-    holder.wait().unwrap();
-    // A holder killed with SIGKILL does not wedge the lock.
-    let mut holder = Cmd::new("flock")
-        .arg("-o")
-        .arg(&lock)
-        .args(["sleep", "60"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    holder.kill().unwrap();
-    holder.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
+        .stderr_has("locked by another process")
+        .stderr_has(&format!("(pid {};", holder.pid()));
+    assert!(artifacts(&store).is_empty(), "a refused snapshot wrote");
+
+    // Waiting with --lock-timeout gets the lock once the holder is done:
+    // the waiter is seen holding the lock file open before the holder goes.
+    let waiter = snap().args(["--lock-timeout", "60s"]).spawn();
+    wait_until(
+        "the second dbsnap to wait on the lock",
+        Duration::from_secs(30),
+        || has_open(waiter.id(), &lock),
+    );
+    let mut waiter = waiter;
+    assert!(
+        waiter.try_wait().expect("waiter").is_none(),
+        "dbsnap did not wait for the lock"
+    );
+    // SIGKILL: a killed holder does not wedge the lock.
+    holder.kill();
+    assert!(
+        waiter.wait().expect("waiter").success(),
+        "the waiter failed"
+    );
+    assert_eq!(artifacts(&store).len(), 1);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! dbverify: good artifacts pass, every corruption fails with a message that says what is wrong.
 
-use dbsafe_tests::{sqlite, Cmd, Scene};
+use dbsafe_tests::sqlite::{self, SqliteDb};
+use dbsafe_tests::{next_second, scenarios, Cmd, Scene};
 use std::path::PathBuf;
 
 fn tiny_artifact(s: &Scene, extra: &[&str]) -> (PathBuf, PathBuf) {
@@ -21,32 +22,12 @@ fn tiny_artifact(s: &Scene, extra: &[&str]) -> (PathBuf, PathBuf) {
 }
 
 #[test]
-fn a_good_artifact_passes_every_level() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 100);
-    let (key, public) = s.age_key("key.txt");
-    let art = s.path("a.sqlite.zst.age");
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
-        .args(["-r", &public, "-o"])
-        .arg(&art)
-        .succeeds();
-    for level in ["quick", "full", "restore"] {
-        let r = Cmd::tool("dbverify")
-            .arg(&art)
-            .arg("-i")
-            .arg(&key)
-            .args(["--level", level, "--json"])
-            .succeeds();
-        let rec = &r.json()[0];
-        assert_eq!(rec["result"], "pass");
-        assert_eq!(rec["level"], level);
-        assert_eq!(rec["integrity_score"], 1.0);
-        if level == "restore" {
-            let tables = rec["tables"].as_array().unwrap();
-            assert_eq!(tables.len(), 3, "{rec}");
-        }
-    }
+fn a_good_artifact_passes_every_level_and_restores_identically() {
+    scenarios::backup_verifies_at_every_level_and_restores_identically(
+        &SqliteDb::start(),
+        "app",
+        100,
+    );
 }
 
 #[test]
@@ -239,7 +220,8 @@ fn store_verification_records_verify_json_for_each_artifact() {
             .arg(s.path("store"))
             .args(["-r", &public])
             .succeeds();
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        // Artifact names are stamped to the second.
+        next_second();
     }
     let latest = Cmd::tool("dbverify")
         .arg("--store")

@@ -1,6 +1,7 @@
 //! Prometheus metrics: a textfile every tool merges into, promtool-clean, and a real Pushgateway.
 
-use dbsafe_tests::{require, sqlite, Cmd, Scene};
+use dbsafe_tests::{require, sqlite, wait_until, Cmd, Scene};
+use std::time::Duration;
 
 fn promtool_accepts(path: &std::path::Path) {
     require("promtool", "the Debian package prometheus");
@@ -87,14 +88,9 @@ fn a_push_reaches_a_real_pushgateway_and_a_dead_one_only_warns() {
     let get = || {
         Cmd::new("python3").arg("-c").arg(format!("import urllib.request; print(urllib.request.urlopen('{url}/metrics').read().decode())")).run()
     };
-    let start = std::time::Instant::now();
-    while !get().out.status.success() {
-        assert!(
-            start.elapsed().as_secs() < 20,
-            "the pushgateway did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_until("the pushgateway to start", Duration::from_secs(20), || {
+        get().out.status.success()
+    });
     Cmd::tool("dbsnap")
         .arg(format!("sqlite:{}", s.path("app.db").display()))
         .arg("-o")

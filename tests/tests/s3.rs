@@ -4,9 +4,9 @@
 
 use dbsafe_tests::faultproxy::{Fault, FaultProxy};
 use dbsafe_tests::s3::{S3Server, BUCKET};
-use dbsafe_tests::{require, sqlite, Cmd, Scene};
+use dbsafe_tests::{next_second, require, sqlite, wait_until, Cmd, Scene};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PREFIX: &str = "prod";
 
@@ -39,14 +39,6 @@ fn artifact_keys(server: &S3Server, prefix: &str) -> Vec<String> {
 
 fn markers(server: &S3Server, prefix: &str) -> Vec<String> {
     server.keys(&format!("{prefix}/.dbsafe-uploads"))
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -129,7 +121,8 @@ fn snapshot_verify_prune_restore_round_trip_on_s3_keeps_the_layout_and_standard_
     assert!(status.contains("good"), "{status}");
 
     // A second snapshot, verified, lets dbprune delete the first.
-    std::thread::sleep(Duration::from_millis(1100));
+    // Artifact names are stamped to the second.
+    next_second();
     snap();
     server
         .tool("dbverify")

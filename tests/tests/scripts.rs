@@ -1,6 +1,6 @@
 //! The shell scripts under scripts/ run end to end against the built binaries.
 
-use dbsafe_tests::{bin_dir, require, Cmd, Scene};
+use dbsafe_tests::{bin_dir, next_second, require, Cmd, LockHolder, Scene};
 
 fn script(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,7 +79,8 @@ fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
     };
     for _ in 0..3 {
         run().succeeds().stderr_has("dbverify: PASS");
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        // Artifact names are stamped to the second.
+        next_second();
     }
     assert_eq!(
         dbsafe_tests::artifacts(&s.path("store")).len(),
@@ -94,15 +95,9 @@ fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
         .find(|e| e.file_name().to_string_lossy().starts_with("backup.sh-"))
         .unwrap()
         .path();
-    let mut holder = Cmd::new("flock")
-        .arg("-o")
-        .arg(&lock)
-        .args(["sleep", "5"])
-        .spawn();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let holder = LockHolder::take(&lock);
     run().fails_with_code(4).stderr_has("another backup");
-    holder.kill().ok();
-    holder.wait().ok();
+    holder.kill();
     // A failing step fails the job: a wrong identity cannot verify.
     let (other, _) = s.age_key("other.txt");
     run().env("DBSAFE_IDENTITY_FILE", &other).fails_with_code(1);

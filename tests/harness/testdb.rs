@@ -1,0 +1,107 @@
+//! What the shared scenarios need of an engine's test database.
+//!
+//! Each engine's harness implements [`TestDb`] once (a PostgreSQL cluster,
+//! a MariaDB server, a directory of SQLite or DuckDB files, a directory of
+//! trees); the scenarios in [`crate::scenarios`] are written against it and
+//! instantiated for every engine with [`crate::scenarios!`]. A database is
+//! named by a short name (`shop`, `prod`): a database on a server, a file
+//! or a directory beside the others on the file-backed engines.
+
+use std::path::PathBuf;
+use std::process::Child;
+
+/// What the scenarios expect of an engine's artifacts and targets.
+pub struct Engine {
+    /// The engine's name in metadata.
+    pub name: &'static str,
+    /// The payload kind in metadata, also the file extension of an
+    /// uncompressed, unencrypted artifact.
+    pub payload: &'static str,
+    /// Whether databases live on a server: a new one needs `--create`, a
+    /// non-empty one `--clean`, and `--level restore` a `--scratch` server.
+    pub server: bool,
+}
+
+/// A directory of file-backed databases (or trees), removed on drop.
+pub struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    /// An empty directory for the databases of `engine`.
+    pub fn new(engine: &str) -> Files {
+        Files {
+            dir: tempfile::Builder::new()
+                .prefix(&format!("dbsafe-{engine}-"))
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+    /// A path in the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// A place to create databases of one engine; stopped and removed on drop.
+pub trait TestDb {
+    /// The engine.
+    const ENGINE: Engine;
+    /// The URL of database `db`, as dbsafe takes it.
+    fn url(&self, db: &str) -> String;
+    /// Creates database `db` holding the engine's sample schema and `rows` rows.
+    fn fixture(&self, db: &str, rows: u64);
+    /// Adds to `db` something no backup of the sample has, so that a
+    /// replaced database is told apart from a merged one.
+    fn alter(&self, db: &str);
+    /// The tables (or entry kinds) and their row counts, as metadata lists them.
+    fn counts(&self, db: &str) -> Vec<(String, u64)>;
+    /// Everything a restore must reproduce, per table (or entry), for equality.
+    fn contents(&self, db: &str) -> Vec<(String, String)>;
+    /// The `--scratch` URL for restore-level verification (server engines).
+    fn scratch_url(&self) -> String {
+        unreachable!("{} has no scratch server", Self::ENGINE.name)
+    }
+    /// The databases on the server (server engines), to find leftovers.
+    fn databases(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// A shell command that restores a decrypted, decompressed payload read
+    /// on stdin into the new database `db` with the engine's own tools.
+    fn plain_restore(&self, db: &str) -> String;
+    /// Checks what is particular to the engine after `db` was replaced by a restore.
+    fn check_replaced(&self, _db: &str) {}
+}
+
+/// An engine whose databases take writers while a snapshot runs.
+pub trait ConcurrentWrites: TestDb {
+    /// The table the writer inserts into.
+    fn writer_table(&self) -> &'static str;
+    /// Starts a writer inserting into [`Self::writer_table`] of `db`, one
+    /// row per transaction, until [`Self::stop_writer`].
+    fn start_writer(&self, db: &str) -> Child;
+    /// Tells the writer to stop and waits for it; fails if it failed.
+    fn stop_writer(&self, db: &str, writer: Child);
+    /// How many sample rows make a snapshot last long enough to overlap writes.
+    fn busy_rows(&self) -> u64;
+}
+
+/// An engine whose URLs carry passwords, which dbsafe must keep out of sight.
+pub trait Passwords: TestDb {
+    /// The password of the role the password URLs log in as.
+    fn password(&self) -> &str;
+    /// A URL for that role over TCP with the password in it (empty `db`: the server).
+    fn password_url(&self, db: &str) -> String;
+    /// The client tools dbsafe runs, which the scenario wraps to record their argv.
+    fn client_tools(&self) -> &'static [&'static str];
+    /// The environment variable that hands the password to the client tools.
+    fn password_env(&self) -> &'static str;
+    /// A part of a client tool's argv that shows a dump of `db` is running.
+    fn dumping(&self, db: &str) -> String;
+    /// Whether a recorded client command line connects to a server (and so needs the password).
+    fn connects(&self, _argv: &str) -> bool {
+        true
+    }
+    /// What the server says to a wrong password.
+    fn wrong_password_message(&self) -> &'static str;
+}
