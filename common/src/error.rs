@@ -223,7 +223,8 @@ impl Error {
     }
     /// Whether a database server said the object does not exist.
     pub fn is_undefined_object(&self) -> bool {
-        self.server_code().is_some_and(ServerCode::is_undefined_object)
+        self.server_code()
+            .is_some_and(ServerCode::is_undefined_object)
     }
     /// Whether this is a broken pipe: the reader of our output went away.
     pub fn is_broken_pipe(&self) -> bool {

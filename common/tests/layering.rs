@@ -44,7 +44,11 @@ fn offences(dir: &str, banned: &[&str], except: &[&str]) -> Vec<String> {
     let root = root();
     let mut found = Vec::new();
     for file in rust_files(&root.join(dir)) {
-        let rel = file.strip_prefix(&root).expect("under root").display().to_string();
+        let rel = file
+            .strip_prefix(&root)
+            .expect("under root")
+            .display()
+            .to_string();
         if except.iter().any(|x| rel.ends_with(x)) {
             continue;
         }
@@ -159,6 +163,10 @@ fn errors_are_decided_by_kind_never_by_message_text() {
     );
     assert_none(
         "an error is recognised by its text",
-        offences("tools", &["message.contains(", "to_string().contains("], &[]),
+        offences(
+            "tools",
+            &["message.contains(", "to_string().contains("],
+            &[],
+        ),
     );
 }

@@ -536,7 +536,6 @@ fn set_mtime(path: &Path, secs: u64) -> io::Result<()> {
     }
 }
 
-
 /// Removes whatever non-directory is at `p`, so a new entry can take its place.
 fn clear_spot(p: &Path) -> Result<()> {
     match fs::symlink_metadata(p) {

@@ -71,7 +71,6 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::failed(format!("cannot find a free port: {e}")))
 }
 
-
 /// The directory of the server binaries (pg_ctl) for a major version.
 fn server_bindir(version: Option<&str>) -> Result<PathBuf> {
     let major = version
@@ -499,7 +498,6 @@ impl PgData {
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
-
 
 /// Restores a base backup: unpack, configure, and (when asked) start and wait.
 pub fn restore_base(

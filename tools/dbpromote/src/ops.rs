@@ -370,7 +370,6 @@ pub(crate) fn open_store(location: &str, dry_run: bool) -> Result<Option<Box<dyn
     }
 }
 
-
 /// sha256 of a file, hex, for the manifest's record of a script.
 pub(crate) fn file_sha256(path: &std::path::Path) -> Result<String> {
     use sha2::Digest;
