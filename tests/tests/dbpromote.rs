@@ -1003,63 +1003,111 @@ fn releases_roll_back_by_downgrade_or_by_restoring_the_pre_release_backup() {
     assert!(w.sides().iter().all(|d| d == kept), "{:?}", w.sides());
 }
 
+/// A production and a staging database file of one engine (`scheme`,
+/// files `app.EXT`), each environment with its own store, in a config file.
+struct FileChain {
+    _scene: Scene,
+    prod: PathBuf,
+    staging: PathBuf,
+    cfg: PathBuf,
+    mask: PathBuf,
+}
+
+impl FileChain {
+    fn new(scheme: &str, ext: &str, mask: &str) -> FileChain {
+        let s = Scene::new();
+        let prod = s.path(&format!("prod/app.{ext}"));
+        let staging = s.path(&format!("staging/app.{ext}"));
+        for p in [&prod, &staging] {
+            std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+        }
+        let mask = s.write("mask.sql", mask);
+        let cfg = s.write(
+            "dbsafe.toml",
+            &format!(
+                "[defaults]\nchain = [\"staging\", \"production\"]\n\n\
+                 [env.production]\nurl = \"{scheme}:{}\"\nstore = \"{}\"\nsensitive = true\n\n\
+                 [env.staging]\nurl = \"{scheme}:{}\"\nstore = \"{}\"\n",
+                prod.display(),
+                s.path("store-prod").display(),
+                staging.display(),
+                s.path("store-staging").display()
+            ),
+        );
+        FileChain {
+            _scene: s,
+            prod,
+            staging,
+            cfg,
+            mask,
+        }
+    }
+
+    fn promote(&self) -> Cmd {
+        Cmd::tool("dbpromote").env("DBSAFE_CONFIG", &self.cfg)
+    }
+
+    /// A sanitized refresh of staging from production.
+    fn refresh(&self) -> Cmd {
+        self.promote()
+            .args([
+                "--refresh",
+                "--from",
+                "production",
+                "--to",
+                "staging",
+                "--yes",
+                "--sanitize",
+            ])
+            .arg(&self.mask)
+    }
+
+    fn rollback(&self) -> Cmd {
+        self.promote()
+            .args(["--rollback", "--to", "staging", "--yes"])
+    }
+
+    /// The names of the files beside staging that contain `part`.
+    fn beside_staging(&self, part: &str) -> Vec<String> {
+        std::fs::read_dir(self.staging.parent().expect("dir"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(part))
+            .collect()
+    }
+}
+
 #[test]
 fn sqlite_refreshes_swap_side_files_and_roll_back() {
-    let s = Scene::new();
-    let prod = s.path("prod/app.db");
-    let staging = s.path("staging/app.db");
-    std::fs::create_dir_all(prod.parent().expect("dir")).expect("mkdir");
-    std::fs::create_dir_all(staging.parent().expect("dir")).expect("mkdir");
-    sqlite::sample(&prod, 30);
-    sqlite::sample(&staging, 5);
-    let mask = s.write(
-        "mask.sql",
+    let c = FileChain::new(
+        "sqlite",
+        "db",
         "UPDATE customers SET email = 'c' || id || '@masked.invalid';",
     );
-    let cfg = s.write(
-        "dbsafe.toml",
-        &format!(
-            "[defaults]\nchain = [\"staging\", \"production\"]\n\n[env.production]\nurl = \"sqlite:{}\"\nstore = \"{}\"\nsensitive = true\n\n\
-             [env.staging]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n",
-            prod.display(),
-            s.path("store-prod").display(),
-            staging.display(),
-            s.path("store-staging").display()
-        ),
-    );
+    let (prod, staging) = (&c.prod, &c.staging);
+    sqlite::sample(prod, 30);
+    sqlite::sample(staging, 5);
     let count = |path: &Path, sql: &str| -> i64 {
         rusqlite::Connection::open(path)
             .expect("open")
             .query_row(sql, [], |r| r.get(0))
             .expect("query")
     };
-    let old = std::fs::read(&staging).expect("staging bytes");
-    Cmd::tool("dbpromote")
-        .env("DBSAFE_CONFIG", &cfg)
-        .args([
-            "--refresh",
-            "--from",
-            "production",
-            "--to",
-            "staging",
-            "--yes",
-            "--sanitize",
-        ])
-        .arg(&mask)
-        .succeeds();
-    assert_eq!(count(&staging, "SELECT count(*) FROM customers"), 30);
+    let old = std::fs::read(staging).expect("staging bytes");
+    c.refresh().succeeds();
+    assert_eq!(count(staging, "SELECT count(*) FROM customers"), 30);
     assert_eq!(
         count(
-            &staging,
+            staging,
             "SELECT count(*) FROM customers WHERE email LIKE '%@example.com'"
         ),
         0
     );
-    let kept: Vec<String> = std::fs::read_dir(staging.parent().expect("dir"))
-        .expect("list")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("app_dbpromote_prev_") && n.ends_with(".db"))
+    let kept: Vec<String> = c
+        .beside_staging("app_dbpromote_prev_")
+        .into_iter()
+        .filter(|n| n.ends_with(".db"))
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(
@@ -1071,8 +1119,7 @@ fn sqlite_refreshes_swap_side_files_and_roll_back() {
     let migrate =
         "sqlite3 \"${DATABASE_URL#sqlite:}\" 'ALTER TABLE customers ADD COLUMN tier TEXT'";
     if dbsafe_tests::which("sqlite3").is_some() {
-        Cmd::tool("dbpromote")
-            .env("DBSAFE_CONFIG", &cfg)
+        c.promote()
             .args([
                 "--from",
                 "staging",
@@ -1087,18 +1134,15 @@ fn sqlite_refreshes_swap_side_files_and_roll_back() {
             .succeeds();
         assert_eq!(
             count(
-                &prod,
+                prod,
                 "SELECT count(*) FROM pragma_table_info('customers') WHERE name = 'tier'"
             ),
             1
         );
     }
 
-    Cmd::tool("dbpromote")
-        .env("DBSAFE_CONFIG", &cfg)
-        .args(["--rollback", "--to", "staging", "--yes"])
-        .succeeds();
-    assert_eq!(std::fs::read(&staging).expect("staging bytes"), old);
+    c.rollback().succeeds();
+    assert_eq!(std::fs::read(staging).expect("staging bytes"), old);
 }
 
 #[test]
@@ -1238,48 +1282,22 @@ fn on_s3_stores_manifests_pin_the_source_backup_and_list_in_history() {
 #[test]
 fn duckdb_refreshes_refuse_a_database_held_open_and_roll_back() {
     use dbsafe_tests::duckdb;
-    let s = Scene::new();
-    let prod = s.path("prod/app.duckdb");
-    let staging = s.path("staging/app.duckdb");
-    for p in [&prod, &staging] {
-        std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
-    }
-    duckdb::fixture(&prod, 30);
-    duckdb::fixture(&staging, 5);
-    let mask = s.write("mask.sql", "UPDATE customers SET name = 'Customer ' || id;");
-    let cfg = s.write(
-        "dbsafe.toml",
-        &format!(
-            "[defaults]\nchain = [\"staging\", \"production\"]\n\n\
-             [env.production]\nurl = \"duckdb:{}\"\nstore = \"{}\"\nsensitive = true\n\n\
-             [env.staging]\nurl = \"duckdb:{}\"\nstore = \"{}\"\n",
-            prod.display(),
-            s.path("store-prod").display(),
-            staging.display(),
-            s.path("store-staging").display()
-        ),
+    let c = FileChain::new(
+        "duckdb",
+        "duckdb",
+        "UPDATE customers SET name = 'Customer ' || id;",
     );
+    let staging = &c.staging;
+    duckdb::fixture(&c.prod, 30);
+    duckdb::fixture(staging, 5);
     let digest = |p: &Path| duckdb::sql(p, "SELECT count(*), sum(hash(name)) FROM customers;");
-    let refresh = || {
-        Cmd::tool("dbpromote")
-            .env("DBSAFE_CONFIG", &cfg)
-            .args([
-                "--refresh",
-                "--from",
-                "production",
-                "--to",
-                "staging",
-                "--yes",
-                "--sanitize",
-            ])
-            .arg(&mask)
-    };
-    let before = digest(&staging);
+    let refresh = || c.refresh();
+    let before = digest(staging);
 
     // Another process holding staging open refuses the swap, even after a grace period.
     let mut holder = Command::new(duckdb::cli())
         .args(["-batch", "-init", "/dev/null"])
-        .arg(&staging)
+        .arg(staging)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -1292,42 +1310,35 @@ fn duckdb_refreshes_refuse_a_database_held_open_and_roll_back() {
             holder.try_wait().expect("holder").is_none(),
             "duckdb exited"
         );
-        has_open(holder.id(), &staging)
+        has_open(holder.id(), staging)
     });
-    refresh()
-        .fails_with_code(4)
-        .stderr_has("1 session(s) connected to app.duckdb: pid ");
+    refresh().fails_with_code(4).stderr_has(&format!(
+        "1 session(s) connected to app.duckdb: pid {}",
+        holder.id()
+    ));
     refresh()
         .args(["--grace", "1s"])
         .fails_with_code(4)
         .stderr_has("past the grace period");
     drop(holder.stdin.take());
     holder.wait().expect("duckdb ends");
-    assert_eq!(digest(&staging), before);
-    let leftovers: Vec<String> = std::fs::read_dir(staging.parent().expect("dir"))
-        .expect("list")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("_dbpromote_"))
-        .collect();
+    assert_eq!(digest(staging), before);
+    let leftovers = c.beside_staging("_dbpromote_");
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     refresh().succeeds();
     assert_eq!(
-        duckdb::sql(&staging, "SELECT count(*) FROM customers;").trim(),
+        duckdb::sql(staging, "SELECT count(*) FROM customers;").trim(),
         "30"
     );
     assert_eq!(
         duckdb::sql(
-            &staging,
+            staging,
             "SELECT count(*) FROM customers WHERE name NOT LIKE 'Customer %';"
         )
         .trim(),
         "0"
     );
-    Cmd::tool("dbpromote")
-        .env("DBSAFE_CONFIG", &cfg)
-        .args(["--rollback", "--to", "staging", "--yes"])
-        .succeeds();
-    assert_eq!(digest(&staging), before);
+    c.rollback().succeeds();
+    assert_eq!(digest(staging), before);
 }
