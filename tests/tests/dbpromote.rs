@@ -817,24 +817,13 @@ fn an_interrupted_rehearsal_drops_its_side_database_and_leaves_the_target_alone(
     let w = World::new(&[]);
     let before = w.pg.digests("app_staging");
     let migrating = w.s.path("migrating");
-    let run = Command::new(dbsafe_tests::bin("dbpromote"))
-        .env("DBSAFE_CONFIG", &w.cfg)
-        .args([
-            "--from",
-            "development",
-            "--to",
-            "staging",
-            "--version",
-            "v1",
-            "--yes",
-        ])
+    let stderr = w.s.path("dbpromote.stderr");
+    let mut run = w
+        .release("development", "staging", "v1")
         .arg("--migrate")
         .arg(format!("touch '{}' && exec sleep 60", migrating.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dbpromote");
+        .stderr_file(&stderr)
+        .spawn();
     // The migration runs on the side database: interrupt it there.
     wait_until(
         "the rehearsal's migration to start",
@@ -844,12 +833,12 @@ fn an_interrupted_rehearsal_drops_its_side_database_and_leaves_the_target_alone(
     assert_eq!(w.sides().len(), 1, "{:?}", w.sides());
     // SAFETY: kill has no memory preconditions; the pid is our own child's.
     unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
-    let out = run.wait_with_output().expect("dbpromote ends");
+    let status = run.wait().expect("dbpromote ends");
     assert_eq!(
-        out.status.code(),
+        status.code(),
         Some(130),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        std::fs::read_to_string(&stderr).unwrap_or_default()
     );
     wait_until(
         "the side database to be dropped",
@@ -884,24 +873,13 @@ fn two_promotions_of_one_environment_never_run_at_once() {
             w.s.path("migrate.sh").display()
         ),
     );
-    let first = Command::new(dbsafe_tests::bin("dbpromote"))
-        .env("DBSAFE_CONFIG", &w.cfg)
-        .args([
-            "--from",
-            "development",
-            "--to",
-            "staging",
-            "--version",
-            "v1",
-            "--yes",
-            "--migrate",
-        ])
+    let stderr = w.s.path("first.stderr");
+    let mut first = w
+        .release("development", "staging", "v1")
+        .arg("--migrate")
         .arg(&slow)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dbpromote");
+        .stderr_file(&stderr)
+        .spawn();
     let manifest = w.store("staging").join("releases/staging/v1.json");
     wait_until(
         "the first promotion to start",
@@ -916,11 +894,10 @@ fn two_promotions_of_one_environment_never_run_at_once() {
         ));
     // The first one's migration goes on only now that the second was refused.
     std::fs::write(&go, "").expect("go");
-    let status = first.wait_with_output().expect("first");
     assert!(
-        status.status.success(),
+        first.wait().expect("first").success(),
         "{}",
-        String::from_utf8_lossy(&status.stderr)
+        std::fs::read_to_string(&stderr).unwrap_or_default()
     );
     assert_eq!(w.manifest("staging", "v1")["status"], "success");
     // Once done, the version is on record and a second run refuses to repeat it.
