@@ -621,3 +621,16 @@ impl Drop for LockHolder {
         let _ = self.child.wait();
     }
 }
+
+/// `dbsnap SOURCE -o OUT`: a snapshot of `source` into a file.
+pub fn snap_to_file(source: impl AsRef<OsStr>, out: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbsnap").arg(source).arg("-o").arg(out)
+}
+
+/// `dbrestore ARTIFACT --target TARGET`: a restore of an artifact file (or `-`).
+pub fn restore_file(artifact: impl AsRef<OsStr>, target: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbrestore")
+        .arg(artifact)
+        .arg("--target")
+        .arg(target)
+}

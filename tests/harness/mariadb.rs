@@ -179,26 +179,9 @@ impl Server {
         panic!("cannot start a MariaDB test server:\n{last}");
     }
 
-    /// A URL for root over the unix socket (no password).
-    pub fn url(&self, db: &str) -> String {
-        format!(
-            "mysql://root@/{db}?socket={}",
-            encode(&self.sock.to_string_lossy()).replace("%2F", "/")
-        )
-    }
-
     /// The server URL for root, without a database (for `--scratch`).
     pub fn server_url(&self) -> String {
         self.url("")
-    }
-
-    /// A URL for [`APP_USER`] over TCP, with its password in it.
-    pub fn password_url(&self, db: &str) -> String {
-        format!(
-            "mariadb://{APP_USER}:{}@127.0.0.1:{}/{db}",
-            encode(&self.password),
-            self.port
-        )
     }
 
     /// A `mariadb` client command as root on `db` (empty: none), reading SQL on stdin.
@@ -226,31 +209,6 @@ impl Server {
     /// The single value a query returns.
     pub fn scalar(&self, db: &str, sql: &str) -> String {
         self.sql(db, sql).trim().to_string()
-    }
-
-    /// The databases on the server.
-    pub fn databases(&self) -> Vec<String> {
-        self.sql("", "SHOW DATABASES;")
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Creates database `db` with the fixture schema and `rows` customers and orders.
-    pub fn fixture_db(&self, db: &str, rows: u64) {
-        self.sql("", &format!("CREATE DATABASE `{db}`;"));
-        self.sql(db, &fixture_sql(rows));
-    }
-
-    /// Base tables and exact row counts, sorted.
-    pub fn counts(&self, db: &str) -> Vec<(String, u64)> {
-        self.tables(db)
-            .into_iter()
-            .map(|t| {
-                let n = self.scalar(db, &format!("SELECT COUNT(*) FROM `{t}`;"));
-                (t, n.parse().expect("count"))
-            })
-            .collect()
     }
 
     /// The base tables of `db`, sorted.
@@ -406,16 +364,26 @@ impl TestDb for Server {
         server: true,
     };
     fn url(&self, db: &str) -> String {
-        Server::url(self, db)
+        format!(
+            "mysql://root@/{db}?socket={}",
+            encode(&self.sock.to_string_lossy()).replace("%2F", "/")
+        )
     }
     fn fixture(&self, db: &str, rows: u64) {
-        self.fixture_db(db, rows);
+        self.sql("", &format!("CREATE DATABASE `{db}`;"));
+        self.sql(db, &fixture_sql(rows));
     }
     fn alter(&self, db: &str) {
         self.sql(db, "CREATE TABLE only_here(x INT);");
     }
     fn counts(&self, db: &str) -> Vec<(String, u64)> {
-        Server::counts(self, db)
+        self.tables(db)
+            .into_iter()
+            .map(|t| {
+                let n = self.scalar(db, &format!("SELECT COUNT(*) FROM `{t}`;"));
+                (t, n.parse().expect("count"))
+            })
+            .collect()
     }
     fn contents(&self, db: &str) -> Vec<(String, String)> {
         let mut v = self.digests(db);
@@ -427,7 +395,10 @@ impl TestDb for Server {
         self.server_url()
     }
     fn databases(&self) -> Vec<String> {
-        Server::databases(self)
+        self.sql("", "SHOW DATABASES;")
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
     fn plain_restore(&self, db: &str) -> String {
         self.sql("", &format!("CREATE DATABASE `{db}`;"));
@@ -440,9 +411,8 @@ impl TestDb for Server {
 }
 
 impl ConcurrentWrites for Server {
-    fn writer_table(&self) -> &'static str {
-        "events"
-    }
+    const WRITER_TABLE: &'static str = "events";
+    const BUSY_ROWS: u64 = 30_000;
     fn start_writer(&self, db: &str) -> Child {
         self.sql(
             db,
@@ -453,33 +423,24 @@ impl ConcurrentWrites for Server {
         );
         self.client(db).arg("-e").arg("CALL writer();").spawn()
     }
-    fn stop_writer(&self, db: &str, mut writer: Child) {
+    fn stop_writer(&self, db: &str) {
         self.sql(db, "UPDATE writer_control SET stop = true;");
-        let status = writer.wait().expect("writer");
-        assert!(status.success(), "the writer failed");
-    }
-    fn busy_rows(&self) -> u64 {
-        30_000
     }
 }
 
 impl Passwords for Server {
+    const CLIENT_TOOLS: &'static [&'static str] = &["mariadb-dump", "mariadb"];
+    const PASSWORD_ENV: &'static str = "MYSQL_PWD";
+    const WRONG_PASSWORD: &'static str = "Access denied";
+    const SCHEME: &'static str = "mariadb";
+    const ROLE: &'static str = APP_USER;
     fn password(&self) -> &str {
         &self.password
     }
-    fn password_url(&self, db: &str) -> String {
-        Server::password_url(self, db)
-    }
-    fn client_tools(&self) -> &'static [&'static str] {
-        &["mariadb-dump", "mariadb"]
-    }
-    fn password_env(&self) -> &'static str {
-        "MYSQL_PWD"
+    fn port(&self) -> u16 {
+        self.port
     }
     fn dumping(&self, _db: &str) -> String {
         "--single-transaction".to_string()
-    }
-    fn wrong_password_message(&self) -> &'static str {
-        "Access denied"
     }
 }

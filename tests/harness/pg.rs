@@ -168,29 +168,11 @@ impl Cluster {
         }
     }
 
-    /// A URL for the superuser over the unix socket (no password needed).
-    pub fn url(&self, db: &str) -> String {
-        format!(
-            "postgres://postgres@{}:{}/{db}",
-            encode(&self.sock.to_string_lossy()),
-            self.port
-        )
-    }
-
     /// The server URL for the superuser, without a database (for `--scratch`).
     pub fn server_url(&self) -> String {
         format!(
             "postgres://postgres@{}:{}/",
             encode(&self.sock.to_string_lossy()),
-            self.port
-        )
-    }
-
-    /// A URL for [`APP_ROLE`] over TCP, with its password in it.
-    pub fn password_url(&self, db: &str) -> String {
-        format!(
-            "postgresql://{APP_ROLE}:{}@127.0.0.1:{}/{db}",
-            encode(&self.password),
             self.port
         )
     }
@@ -221,42 +203,6 @@ impl Cluster {
             "postgres",
             &format!("CREATE DATABASE \"{name}\" OWNER {APP_ROLE};"),
         );
-    }
-
-    /// The names of the databases on the server.
-    pub fn databases(&self) -> Vec<String> {
-        self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1;")
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Creates a database holding the fixture schema with `rows` customers and orders.
-    pub fn fixture_db(&self, name: &str, rows: u64) {
-        self.create_app_db(name);
-        // As the owner, so the role of the password tests can dump it all.
-        self.psql(
-            name,
-            &format!("SET ROLE {APP_ROLE};\n{}", fixture_sql(rows)),
-        );
-    }
-
-    /// User tables (`schema.table`) and exact row counts, sorted.
-    pub fn counts(&self, db: &str) -> Vec<(String, u64)> {
-        self.psql(
-            db,
-            "SELECT n.nspname || '.' || c.relname, \
-               (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' \
-             ORDER BY 1;",
-        )
-        .lines()
-        .map(|l| {
-            let (t, n) = l.split_once('|').expect("name|count");
-            (t.to_string(), n.parse().expect("count"))
-        })
-        .collect()
     }
 
     /// The single value a query returns.
@@ -490,10 +436,16 @@ impl TestDb for Cluster {
         server: true,
     };
     fn url(&self, db: &str) -> String {
-        Cluster::url(self, db)
+        format!(
+            "postgres://postgres@{}:{}/{db}",
+            encode(&self.sock.to_string_lossy()),
+            self.port
+        )
     }
     fn fixture(&self, db: &str, rows: u64) {
-        self.fixture_db(db, rows);
+        self.create_app_db(db);
+        // As the owner, so the role of the password tests can dump it all.
+        self.psql(db, &format!("SET ROLE {APP_ROLE};\n{}", fixture_sql(rows)));
     }
     fn alter(&self, db: &str) {
         self.psql(
@@ -502,7 +454,20 @@ impl TestDb for Cluster {
         );
     }
     fn counts(&self, db: &str) -> Vec<(String, u64)> {
-        Cluster::counts(self, db)
+        self.psql(
+            db,
+            "SELECT n.nspname || '.' || c.relname, \
+               (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' \
+             ORDER BY 1;",
+        )
+        .lines()
+        .map(|l| {
+            let (t, n) = l.split_once('|').expect("name|count");
+            (t.to_string(), n.parse().expect("count"))
+        })
+        .collect()
     }
     fn contents(&self, db: &str) -> Vec<(String, String)> {
         let mut v = self.digests(db);
@@ -516,7 +481,10 @@ impl TestDb for Cluster {
         self.server_url()
     }
     fn databases(&self) -> Vec<String> {
-        Cluster::databases(self)
+        self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1;")
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
     fn plain_restore(&self, db: &str) -> String {
         let pg_restore = crate::require("pg_restore", "the Debian package postgresql-client");
@@ -526,9 +494,8 @@ impl TestDb for Cluster {
 }
 
 impl ConcurrentWrites for Cluster {
-    fn writer_table(&self) -> &'static str {
-        "public.events"
-    }
+    const WRITER_TABLE: &'static str = "public.events";
+    const BUSY_ROWS: u64 = 20_000;
     fn start_writer(&self, db: &str) -> Child {
         self.psql(
             db,
@@ -536,28 +503,22 @@ impl ConcurrentWrites for Cluster {
         );
         self.psql_cmd(db).arg("-c").arg(WRITER_SQL).spawn()
     }
-    fn stop_writer(&self, db: &str, mut writer: Child) {
+    fn stop_writer(&self, db: &str) {
         self.psql(db, "UPDATE writer_control SET stop = true;");
-        let status = writer.wait().expect("writer");
-        assert!(status.success(), "the writer failed");
-    }
-    fn busy_rows(&self) -> u64 {
-        20_000
     }
 }
 
 impl Passwords for Cluster {
+    const CLIENT_TOOLS: &'static [&'static str] = &["pg_dump", "pg_restore", "psql"];
+    const PASSWORD_ENV: &'static str = "PGPASSWORD";
+    const WRONG_PASSWORD: &'static str = "password authentication failed";
+    const SCHEME: &'static str = "postgresql";
+    const ROLE: &'static str = APP_ROLE;
     fn password(&self) -> &str {
         &self.password
     }
-    fn password_url(&self, db: &str) -> String {
-        Cluster::password_url(self, db)
-    }
-    fn client_tools(&self) -> &'static [&'static str] {
-        &["pg_dump", "pg_restore", "psql"]
-    }
-    fn password_env(&self) -> &'static str {
-        "PGPASSWORD"
+    fn port(&self) -> u16 {
+        self.port
     }
     fn dumping(&self, db: &str) -> String {
         // How the clients are told where to connect.
@@ -566,8 +527,5 @@ impl Passwords for Cluster {
     fn connects(&self, argv: &str) -> bool {
         // `pg_restore --list` reads a dump and connects nowhere.
         argv.contains(" -d ")
-    }
-    fn wrong_password_message(&self) -> &'static str {
-        "password authentication failed"
     }
 }

@@ -12,8 +12,8 @@
 
 use crate::testdb::{ConcurrentWrites, Passwords, TestDb};
 use crate::{
-    artifacts, audit_entries, bin, executable, meta_counts, meta_of, require, rows_of,
-    store_artifact, temporaries, wait_until, Cmd, Scene,
+    artifacts, audit_entries, bin, executable, meta_counts, meta_of, require, restore_file,
+    rows_of, snap_to_file, store_artifact, temporaries, wait_until, Cmd, Scene,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -61,10 +61,7 @@ pub fn backup_verifies_at_every_level_and_restores_identically<D: TestDb>(
     db.fixture(name, rows);
     let (key, public) = s.age_key("key.txt");
     let art = s.path(&format!("{name}.{}.zst.age", D::ENGINE.payload));
-    Cmd::tool("dbsnap")
-        .arg(db.url(name))
-        .arg("-o")
-        .arg(&art)
+    snap_to_file(db.url(name), &art)
         .arg("-r")
         .arg(&public)
         .succeeds();
@@ -146,10 +143,7 @@ pub fn artifact_restores_with_age_zstd_and_the_engine_tools_alone<D: TestDb>(db:
     db.fixture("shop", 200);
     let (key, public) = s.age_key("key.txt");
     let art = s.path(&format!("shop.{}.zst.age", D::ENGINE.payload));
-    Cmd::tool("dbsnap")
-        .arg(db.url("shop"))
-        .arg("-o")
-        .arg(&art)
+    snap_to_file(db.url("shop"), &art)
         .arg("-r")
         .arg(&public)
         .succeeds();
@@ -276,39 +270,44 @@ pub fn restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_ba
 
 /// A snapshot taken while a writer commits row after row records the row
 /// counts of one consistent moment: no fewer than were committed when it
-/// started, no more than when it ended, and the restore has exactly those.
+/// started, no more than when it ended (and the writer did commit in
+/// between), and the restore has exactly those.
 /// Returns the metadata for engine-specific checks.
 pub fn snapshot_under_concurrent_writes_records_the_counts_it_restores<D: ConcurrentWrites>(
     db: &D,
 ) -> Value {
     let s = Scene::new();
-    db.fixture("shop", db.busy_rows());
-    let table = db.writer_table();
+    db.fixture("shop", D::BUSY_ROWS);
+    let table = D::WRITER_TABLE;
     let written = || rows_in(&db.counts("shop"), table);
-    let writer = db.start_writer("shop");
+    let mut writer = db.start_writer("shop");
     wait_until("the writer to start", Duration::from_secs(60), || {
         written() > 20
     });
 
-    let before = written();
-    let art = s.path(&format!("shop.{}.zst", D::ENGINE.payload));
-    let snap = Cmd::tool("dbsnap")
-        .arg(db.url("shop"))
-        .arg("-o")
-        .arg(&art)
-        .run();
-    let after = written();
-    db.stop_writer("shop", writer);
+    // Snapshots until one overlaps a commit: on a busy machine the writer
+    // may get no turn during a short snapshot.
+    let (art, before, after) = (1..=20)
+        .map(|attempt| {
+            let art = s.path(&format!("shop{attempt}.{}.zst", D::ENGINE.payload));
+            let before = written();
+            let snap = snap_to_file(db.url("shop"), &art).run();
+            let after = written();
+            assert!(
+                snap.out.status.success(),
+                "dbsnap failed:\n{}",
+                snap.stderr()
+            );
+            (art, before, after)
+        })
+        .find(|(_, before, after)| after > before)
+        .expect("in 20 snapshots, the writer never committed while dbsnap ran");
+    db.stop_writer("shop");
+    assert!(
+        writer.wait().expect("writer").success(),
+        "the writer failed"
+    );
     let last = written();
-    assert!(
-        snap.out.status.success(),
-        "dbsnap failed:\n{}",
-        snap.stderr()
-    );
-    assert!(
-        after > before,
-        "the writer inserted nothing while dbsnap ran"
-    );
 
     let meta = meta_of(&art);
     let recorded = rows_of(&meta, table);
@@ -318,10 +317,7 @@ pub fn snapshot_under_concurrent_writes_records_the_counts_it_restores<D: Concur
     );
     assert!(recorded < last, "the writer went on after the snapshot");
 
-    let mut restore = Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(db.url("copy"));
+    let mut restore = restore_file(&art, db.url("copy"));
     if D::ENGINE.server {
         restore = restore.arg("--create");
     }
@@ -359,7 +355,7 @@ pub fn a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message<D: Pa
     let shims = s.path("shims");
     std::fs::create_dir(&shims).expect("shims");
     let argv_log = s.path("argv.log");
-    for tool in db.client_tools() {
+    for tool in D::CLIENT_TOOLS {
         let real = require(tool, "the database's client tools");
         executable(
             &shims.join(tool),
@@ -367,7 +363,7 @@ pub fn a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message<D: Pa
                 "#!/bin/sh\nline=\"{tool} password=${{{env}:+set}} argv: $*\"\nprintf '%s\\n' \"$line\" >> '{}'\nexec '{}' \"$@\"\n",
                 argv_log.display(),
                 real.display(),
-                env = db.password_env(),
+                env = D::PASSWORD_ENV,
             ),
         );
     }
@@ -442,15 +438,15 @@ pub fn a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message<D: Pa
         .arg("--create")
         .succeeds();
     assert_eq!(db.contents("copy"), db.contents("shop"));
-    let wrong = Cmd::tool("dbsnap")
-        .arg(
-            db.password_url("shop")
-                .replace(&encoded, &format!("Wrong-{}", &password[3..11])),
-        )
-        .arg("-o")
-        .arg(s.path(&format!("wrong.{}.zst", D::ENGINE.payload)))
-        .fails_with_code(1)
-        .stderr_has(db.wrong_password_message());
+    let wrong_url = db
+        .password_url("shop")
+        .replace(&encoded, &format!("Wrong-{}", &password[3..11]));
+    let wrong = snap_to_file(
+        wrong_url,
+        s.path(&format!("wrong.{}.zst", D::ENGINE.payload)),
+    )
+    .fails_with_code(1)
+    .stderr_has(D::WRONG_PASSWORD);
     assert!(
         !wrong.stderr().contains("Wrong-"),
         "the wrong password is in the message:\n{}",
@@ -458,7 +454,7 @@ pub fn a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message<D: Pa
     );
 
     let argv = std::fs::read_to_string(&argv_log).expect("argv log");
-    for tool in db.client_tools() {
+    for tool in D::CLIENT_TOOLS {
         assert!(
             argv.lines().any(|l| l.starts_with(&format!("{tool} "))),
             "{tool} never ran through the shim:\n{argv}"
@@ -469,7 +465,7 @@ pub fn a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message<D: Pa
             .filter(|l| db.connects(l))
             .all(|l| l.contains("password=set")),
         "a client connected without {}:\n{argv}",
-        db.password_env()
+        D::PASSWORD_ENV
     );
 
     let art = store_artifact(&store, "default_shop_full_");

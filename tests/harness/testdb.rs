@@ -76,32 +76,46 @@ pub trait TestDb {
 /// An engine whose databases take writers while a snapshot runs.
 pub trait ConcurrentWrites: TestDb {
     /// The table the writer inserts into.
-    fn writer_table(&self) -> &'static str;
-    /// Starts a writer inserting into [`Self::writer_table`] of `db`, one
-    /// row per transaction, until [`Self::stop_writer`].
-    fn start_writer(&self, db: &str) -> Child;
-    /// Tells the writer to stop and waits for it; fails if it failed.
-    fn stop_writer(&self, db: &str, writer: Child);
+    const WRITER_TABLE: &'static str;
     /// How many sample rows make a snapshot last long enough to overlap writes.
-    fn busy_rows(&self) -> u64;
+    const BUSY_ROWS: u64;
+    /// Starts a writer inserting into [`Self::WRITER_TABLE`] of `db`, one
+    /// row per transaction, until told to stop; it then exits 0.
+    fn start_writer(&self, db: &str) -> Child;
+    /// Tells the writer of `db` to stop.
+    fn stop_writer(&self, db: &str);
 }
 
 /// An engine whose URLs carry passwords, which dbsafe must keep out of sight.
 pub trait Passwords: TestDb {
-    /// The password of the role the password URLs log in as.
-    fn password(&self) -> &str;
-    /// A URL for that role over TCP with the password in it (empty `db`: the server).
-    fn password_url(&self, db: &str) -> String;
     /// The client tools dbsafe runs, which the scenario wraps to record their argv.
-    fn client_tools(&self) -> &'static [&'static str];
+    const CLIENT_TOOLS: &'static [&'static str];
     /// The environment variable that hands the password to the client tools.
-    fn password_env(&self) -> &'static str;
+    const PASSWORD_ENV: &'static str;
+    /// What the server says to a wrong password.
+    const WRONG_PASSWORD: &'static str;
+    /// The URL scheme of [`Passwords::password_url`].
+    const SCHEME: &'static str;
+    /// The role the password URLs log in as.
+    const ROLE: &'static str;
+    /// The role's password; it has characters a URL must percent-encode.
+    fn password(&self) -> &str;
+    /// The server's TCP port on 127.0.0.1.
+    fn port(&self) -> u16;
+    /// A URL for the role over TCP with the password in it (empty `db`: the server).
+    fn password_url(&self, db: &str) -> String {
+        format!(
+            "{}://{}:{}@127.0.0.1:{}/{db}",
+            Self::SCHEME,
+            Self::ROLE,
+            crate::pg::encode(self.password()),
+            self.port()
+        )
+    }
     /// A part of a client tool's argv that shows a dump of `db` is running.
     fn dumping(&self, db: &str) -> String;
     /// Whether a recorded client command line connects to a server (and so needs the password).
     fn connects(&self, _argv: &str) -> bool {
         true
     }
-    /// What the server says to a wrong password.
-    fn wrong_password_message(&self) -> &'static str;
 }

@@ -3,6 +3,7 @@
 //! environment with its own store, and a config file per test.
 
 use dbsafe_tests::pg::Cluster;
+use dbsafe_tests::testdb::{Passwords, TestDb};
 use dbsafe_tests::{
     artifacts, executable, has_open, next_second, require, sqlite, wait_until, Cmd, Scene,
 };
@@ -55,7 +56,7 @@ impl World {
         let s = Scene::new();
         let pg = Cluster::start();
         for (i, env) in ENVS.iter().enumerate() {
-            pg.fixture_db(&format!("app_{env}"), 40 + 10 * i as u64);
+            pg.fixture(&format!("app_{env}"), 40 + 10 * i as u64);
         }
         executable(&s.path("migrate.sh"), MIGRATE);
         executable(&s.path("health.sh"), HEALTH);

@@ -1,6 +1,8 @@
 //! dbprune and dbverify --status over real stores.
 
-use dbsafe_tests::{artifacts, sqlite, temporaries, wait_until, Cmd, LockHolder, Scene};
+use dbsafe_tests::{
+    artifacts, snap_to_file, sqlite, temporaries, wait_until, Cmd, LockHolder, Scene,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,11 +32,7 @@ impl Fixture {
         }
         let out = self.s.path(&format!("{db}.tpl.sqlite.zst"));
         if !out.exists() {
-            Cmd::tool("dbsnap")
-                .arg(format!("sqlite:{}", path.display()))
-                .arg("-o")
-                .arg(&out)
-                .succeeds();
+            snap_to_file(format!("sqlite:{}", path.display()), &out).succeeds();
         }
         let meta =
             serde_json::from_slice(&std::fs::read(format!("{}.meta.json", out.display())).unwrap())

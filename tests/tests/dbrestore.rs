@@ -2,7 +2,8 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, audit_entries, next_second, sha256_file, store_artifact, Cmd, Scene,
+    artifacts, audit_entries, next_second, restore_file, sha256_file, snap_to_file, store_artifact,
+    Cmd, Scene,
 };
 use std::path::{Path, PathBuf};
 
@@ -351,23 +352,13 @@ fn a_target_that_is_not_empty_needs_somewhere_for_its_safety_backup() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 5);
     let art = s.path("a.sqlite.zst");
-    Cmd::tool("dbsnap")
-        .arg(sqlite_url(&s.path("app.db")))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(sqlite_url(&s.path("app.db")), &art).succeeds();
     let target = target_with_data(&s);
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(sqlite_url(&target))
+    restore_file(&art, sqlite_url(&target))
         .arg("--yes")
         .fails_with_code(2)
         .stderr_has("--safety-dir");
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(sqlite_url(&target))
+    restore_file(&art, sqlite_url(&target))
         .arg("--yes")
         .arg("--safety-dir")
         .arg(s.path("safety"))

@@ -1,7 +1,9 @@
 //! dbsnap: consistent snapshots, nothing partial left behind, refusals with the right codes.
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
-use dbsafe_tests::{artifacts, has_open, require, temporaries, wait_until, Cmd, LockHolder, Scene};
+use dbsafe_tests::{
+    artifacts, has_open, require, snap_to_file, temporaries, wait_until, Cmd, LockHolder, Scene,
+};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -250,10 +252,7 @@ fn max_size_aborts_and_cleans_up() {
     assert!(artifacts(&store).is_empty());
     assert!(temporaries(&store).is_empty(), "{:?}", temporaries(&store));
     let out = s.path("x.sqlite.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "big.db"))
-        .arg("-o")
-        .arg(&out)
+    snap_to_file(url(&s, "big.db"), &out)
         .args(["--max-size", "1M"])
         .fails_with_code(1);
     assert!(!out.exists());
@@ -365,10 +364,7 @@ fn usage_errors_exit_2_with_what_is_wrong() {
     Cmd::tool("dbsnap")
         .arg("--definitely-not-a-flag")
         .fails_with_code(2);
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "missing.db"))
-        .arg("-o")
-        .arg(s.path("x"))
+    snap_to_file(url(&s, "missing.db"), s.path("x"))
         .fails_with_code(1)
         .stderr_has("does not exist");
     assert!(!s.path("x").exists());

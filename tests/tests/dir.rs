@@ -3,7 +3,9 @@
 //! outside the target.
 
 use dbsafe_tests::dir::{describe, diff_r, sample_tree, Trees};
-use dbsafe_tests::{artifacts, meta_of, scenarios, temporaries, Cmd, Scene};
+use dbsafe_tests::{
+    artifacts, meta_of, restore_file, scenarios, snap_to_file, temporaries, Cmd, Scene,
+};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -175,10 +177,7 @@ fn archives_that_would_write_outside_the_target_are_refused_by_dbverify_and_dbre
             r.stdout()
         );
         let target = jail.join(name);
-        Cmd::tool("dbrestore")
-            .arg(&art)
-            .arg("--target")
-            .arg(url(&target))
+        restore_file(&art, url(&target))
             .fails_with_code(1)
             .stderr_has("failed verification");
         Cmd::tool("dbrestore")
@@ -270,11 +269,7 @@ fn a_file_that_changes_while_it_is_read_is_reported() {
         })
     };
     let art = s.path("volume.tar.zst");
-    let r = Cmd::tool("dbsnap")
-        .arg(url(&src))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    let r = snap_to_file(url(&src), &art).succeeds();
     stop.store(true, Ordering::Relaxed);
     let appended = appender.join().expect("appender");
     assert!(appended > 0);
@@ -298,10 +293,7 @@ fn a_file_that_changes_while_it_is_read_is_reported() {
 fn a_missing_source_directory_fails_and_leaves_nothing() {
     let s = Scene::new();
     let out = s.path("x.tar.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&s.path("nope")))
-        .arg("-o")
-        .arg(&out)
+    snap_to_file(url(&s.path("nope")), &out)
         .fails_with_code(1)
         .stderr_has("cannot be read");
     assert!(!out.exists());

@@ -4,7 +4,8 @@
 
 use dbsafe_tests::duckdb::{self as duck, checksums, fixture, wal, DuckDb};
 use dbsafe_tests::{
-    artifacts, meta_counts, meta_of, rows_of, scenarios, temporaries, wait_until, Cmd, Scene,
+    artifacts, meta_counts, meta_of, restore_file, rows_of, scenarios, snap_to_file, temporaries,
+    wait_until, Cmd, Scene,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -119,11 +120,7 @@ fn writes_still_only_in_the_wal_are_in_the_snapshot() {
     let db_before = std::fs::read(&db).expect("db");
 
     let art = s.path("wal.duckdb.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&db))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(url(&db), &art).succeeds();
     // A snapshot reads; it neither checkpoints nor touches the source.
     assert_eq!(std::fs::read(&db).expect("db"), db_before);
     assert_eq!(
@@ -163,18 +160,11 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     let other = s.path("other.duckdb");
     fixture(&other, 10);
     let art = s.path("other.duckdb.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&other))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(url(&other), &art).succeeds();
 
     let writer = Writer::start(&db);
     let out = s.path("held.duckdb.zst");
-    let r = Cmd::tool("dbsnap")
-        .arg(url(&db))
-        .arg("-o")
-        .arg(&out)
+    let r = snap_to_file(url(&db), &out)
         .fails_with_code(1)
         .stderr_has("held open for writing")
         .stderr_has(&format!("process {}", writer.pid()))
@@ -188,10 +178,7 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     );
 
     let before = std::fs::read(&db).expect("db");
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(url(&db))
+    restore_file(&art, url(&db))
         .args(["--yes", "--no-safety-backup"])
         .fails_with_code(4)
         .stderr_has("held open for writing");
@@ -199,11 +186,7 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     drop(writer);
 
     // Once the writer is gone, its committed insert is in the next snapshot.
-    Cmd::tool("dbsnap")
-        .arg(url(&db))
-        .arg("-o")
-        .arg(&out)
-        .succeeds();
+    snap_to_file(url(&db), &out).succeeds();
     assert_eq!(rows_of(&meta_of(&out), "main.customers"), 101);
 }
 
@@ -213,20 +196,13 @@ fn table_option_restores_only_that_table() {
     let db = s.path("shop.duckdb");
     fixture(&db, 200);
     let art = s.path("shop.duckdb.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&db))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(url(&db), &art).succeeds();
     let target = s.path("target.duckdb");
     fixture(&target, 20);
     duck::sql(&target, "DELETE FROM inventory.items;\n");
     let before = checksums(&target);
 
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(url(&target))
+    restore_file(&art, url(&target))
         .args(["--table", "inventory.items", "--yes", "--no-safety-backup"])
         .succeeds();
     let after = checksums(&target);
@@ -239,10 +215,7 @@ fn table_option_restores_only_that_table() {
         assert_eq!(of(&after, t), of(&before, t), "{t} was touched");
     }
 
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(url(&target))
+    restore_file(&art, url(&target))
         .args(["--table", "nope", "--yes", "--no-safety-backup"])
         .fails_with_code(3)
         .stderr_has("not in the backup");
@@ -306,10 +279,7 @@ fn a_missing_duckdb_cli_is_named_with_its_package() {
 fn a_missing_source_fails_and_leaves_nothing() {
     let s = Scene::new();
     let out = s.path("x.duckdb.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&s.path("nope.duckdb")))
-        .arg("-o")
-        .arg(&out)
+    snap_to_file(url(&s.path("nope.duckdb")), &out)
         .fails_with_code(1)
         .stderr_has("does not exist");
     assert!(!out.exists());

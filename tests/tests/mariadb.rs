@@ -2,7 +2,10 @@
 //! `mariadbd` per test (see `harness/mariadb.rs`).
 
 use dbsafe_tests::mariadb::Server;
-use dbsafe_tests::{meta_counts, rows_of, scenarios, temporaries, Cmd, Scene};
+use dbsafe_tests::testdb::TestDb;
+use dbsafe_tests::{
+    meta_counts, restore_file, rows_of, scenarios, snap_to_file, temporaries, Cmd, Scene,
+};
 use std::path::PathBuf;
 
 dbsafe_tests::scenarios!(Server::start() =>
@@ -44,19 +47,12 @@ fn recorded_row_counts_are_those_of_the_dump_while_a_writer_inserts() {
 fn table_option_restores_only_that_table() {
     let s = Scene::new();
     let m = Server::start();
-    m.fixture_db("shop", 200);
+    m.fixture("shop", 200);
     let art = s.path("shop.sql.zst");
-    Cmd::tool("dbsnap")
-        .arg(m.url("shop"))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(m.url("shop"), &art).succeeds();
     let of = |v: Vec<(String, String)>, t: &str| v.into_iter().find(|(n, _)| n == t);
 
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(m.url("part"))
+    restore_file(&art, m.url("part"))
         .args(["--create", "--table", "customers"])
         .succeeds();
     assert_eq!(m.counts("part"), vec![("customers".to_string(), 200)]);
@@ -68,10 +64,7 @@ fn table_option_restores_only_that_table() {
     // Into a non-empty database: only the named table is replaced.
     m.sql("part", "DELETE FROM customers WHERE id > 10;");
     m.sql("shop", "CREATE TABLE untouched(x INT);");
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(m.url("part"))
+    restore_file(&art, m.url("part"))
         .args(["--table", "odd name, (x)", "--yes", "--no-safety-backup"])
         .succeeds();
     assert_eq!(
@@ -82,10 +75,7 @@ fn table_option_restores_only_that_table() {
         ]
     );
 
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(m.url("part"))
+    restore_file(&art, m.url("part"))
         .args(["--table", "nope", "--yes", "--no-safety-backup"])
         .fails_with_code(3)
         .stderr_has("not in the backup");
@@ -95,7 +85,7 @@ fn table_option_restores_only_that_table() {
 fn a_truncated_dump_fails_verification_and_is_not_restored() {
     let s = Scene::new();
     let m = Server::start();
-    m.fixture_db("shop", 2000);
+    m.fixture("shop", 2000);
     let full = s.path("shop.sql");
     Cmd::tool("dbsnap")
         .arg(m.url("shop"))
@@ -114,10 +104,7 @@ fn a_truncated_dump_fails_verification_and_is_not_restored() {
         "the report does not say the dump is incomplete:\n{}",
         r.stdout()
     );
-    Cmd::tool("dbrestore")
-        .arg(&cut)
-        .arg("--target")
-        .arg(m.url("cut"))
+    restore_file(&cut, m.url("cut"))
         .arg("--create")
         .fails_with_code(1)
         .stderr_has("failed verification");
@@ -128,25 +115,15 @@ fn a_truncated_dump_fails_verification_and_is_not_restored() {
 fn a_missing_database_is_not_found_without_create() {
     let s = Scene::new();
     let m = Server::start();
-    m.fixture_db("shop", 10);
+    m.fixture("shop", 10);
     let art = s.path("shop.sql.zst");
-    Cmd::tool("dbsnap")
-        .arg(m.url("shop"))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(m.url("fresh"))
+    snap_to_file(m.url("shop"), &art).succeeds();
+    restore_file(&art, m.url("fresh"))
         .fails_with_code(3)
         .stderr_has("--create");
     assert!(!m.databases().contains(&"fresh".to_string()));
     let out = s.path("nope.sql.zst");
-    Cmd::tool("dbsnap")
-        .arg(m.url("nope"))
-        .arg("-o")
-        .arg(&out)
+    snap_to_file(m.url("nope"), &out)
         .fails_with_code(1)
         .stderr_has("Unknown database");
     assert!(!out.exists());

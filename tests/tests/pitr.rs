@@ -1,6 +1,7 @@
 //! Base backups, WAL archiving with walship and point-in-time recovery, against real clusters.
 
 use dbsafe_tests::pg::{self, Cluster, Restored};
+use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{next_second, wait_until, Cmd, Scene};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,9 +2,10 @@
 //! cluster per test (see `harness/pg.rs`).
 
 use dbsafe_tests::pg::Cluster;
+use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{
-    argv_containing, artifacts, bin, closed_port, meta_counts, require, scenarios, temporaries,
-    wait_until, Cmd, Scene,
+    argv_containing, artifacts, bin, closed_port, meta_counts, require, restore_file, scenarios,
+    snap_to_file, temporaries, wait_until, Cmd, Scene,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,10 +63,7 @@ fn an_unreachable_server_fails_with_the_connection_error() {
     let port = closed_port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/shop");
     let out = s.path("x.pgdump.zst");
-    Cmd::tool("dbsnap")
-        .arg(&url)
-        .arg("-o")
-        .arg(&out)
+    snap_to_file(&url, &out)
         .fails_with_code(1)
         .stderr_has("Connection refused")
         .stderr_has(&port.to_string());
@@ -73,10 +71,7 @@ fn an_unreachable_server_fails_with_the_connection_error() {
     assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
 
     s.write("a.pgdump", "PGDMP");
-    Cmd::tool("dbrestore")
-        .arg(s.path("a.pgdump"))
-        .arg("--target")
-        .arg(&url)
+    restore_file(s.path("a.pgdump"), &url)
         .arg("--create")
         .fails_with_code(1)
         .stderr_has("Connection refused");
@@ -120,18 +115,11 @@ fn a_missing_client_tool_is_named_with_its_package() {
 fn table_option_restores_only_that_table() {
     let s = Scene::new();
     let pg = Cluster::start();
-    pg.fixture_db("shop", 200);
+    pg.fixture("shop", 200);
     let art = s.path("shop.pgdump.zst");
-    Cmd::tool("dbsnap")
-        .arg(pg.url("shop"))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(pg.url("shop"), &art).succeeds();
 
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(pg.url("part"))
+    restore_file(&art, pg.url("part"))
         .args(["--create", "--table", "customers"])
         .succeeds();
     assert_eq!(
@@ -146,10 +134,7 @@ fn table_option_restores_only_that_table() {
     assert_eq!(customers("part"), customers("shop"));
 
     // A table in another schema, into the same (now non-empty) database.
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(pg.url("part"))
+    restore_file(&art, pg.url("part"))
         .args(["--table", "shop.items", "--yes", "--no-safety-backup"])
         .succeeds();
     assert_eq!(
@@ -165,8 +150,8 @@ fn table_option_restores_only_that_table() {
 fn dry_run_prints_the_plan_and_changes_nothing() {
     let s = Scene::new();
     let pg = Cluster::start();
-    pg.fixture_db("shop", 200);
-    pg.fixture_db("prod", 50);
+    pg.fixture("shop", 200);
+    pg.fixture("prod", 50);
     let store = s.path("store");
     Cmd::tool("dbsnap")
         .arg(pg.url("shop"))
@@ -218,7 +203,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
 fn sigint_during_a_snapshot_stops_the_client_tools_and_leaves_no_output() {
     let s = Scene::new();
     let pg = Cluster::start();
-    pg.fixture_db("shop", 200);
+    pg.fixture("shop", 200);
     // A session holding an exclusive lock keeps pg_dump waiting, so the
     // interrupt surely comes while the client tools run.
     let mut locker = pg
@@ -233,11 +218,7 @@ fn sigint_during_a_snapshot_stops_the_client_tools_and_leaves_no_output() {
         ) == 1
     });
     let out = s.path("shop.pgdump.zst");
-    let mut snap = Cmd::tool("dbsnap")
-        .arg(pg.url("shop"))
-        .arg("-o")
-        .arg(&out)
-        .spawn();
+    let mut snap = snap_to_file(pg.url("shop"), &out).spawn();
     let own_argv = format!(
         "{}\0{}\0-o\0{}\0",
         bin("dbsnap").display(),
