@@ -2,7 +2,8 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, has_open, require, snap_to_file, temporaries, wait_until, Cmd, LockHolder, Scene,
+    artifacts, has_open, next_second, require, snap_to_file, temporaries, wait_until, Cmd,
+    LockHolder, Scene,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -350,7 +351,8 @@ fn usage_errors_exit_2_with_what_is_wrong() {
         .arg(url(&s, "app.db"))
         .args(["--max-size", "lots", "-o"])
         .arg(s.path("x"))
-        .fails_with_code(2);
+        .fails_with_code(2)
+        .stderr_has("lots");
     let cfg = s.write(
         "dbsafe.toml",
         "[defaults]\nstore = \"/tmp/x\"\ncompresion = \"zstd\"\n",
@@ -363,7 +365,8 @@ fn usage_errors_exit_2_with_what_is_wrong() {
         .stderr_has("compresion");
     Cmd::tool("dbsnap")
         .arg("--definitely-not-a-flag")
-        .fails_with_code(2);
+        .fails_with_code(2)
+        .stderr_has("--definitely-not-a-flag");
     snap_to_file(url(&s, "missing.db"), s.path("x"))
         .fails_with_code(1)
         .stderr_has("does not exist");
@@ -427,25 +430,38 @@ fn two_snapshots_in_one_second_get_two_names_never_one_overwritten() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 3);
     let store = s.path("store");
-    let a = Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
-        .args(["--lock-timeout", "30s"])
-        .spawn();
-    let b = Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
-        .args(["--lock-timeout", "30s"])
-        .spawn();
-    assert!(a.wait_with_output().unwrap().status.success());
-    assert!(b.wait_with_output().unwrap().status.success());
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
+    let snap = || {
+        Cmd::tool("dbsnap")
+            .arg(url(&s, "app.db"))
+            .arg("--to")
+            .arg(&store)
+    };
+    // Both start at the beginning of a second, so their names would be the same.
+    next_second();
+    let second = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
+    let runs = [
+        snap().args(["--lock-timeout", "30s"]).spawn(),
+        snap().args(["--lock-timeout", "30s"]).spawn(),
+    ];
+    assert_eq!(
+        chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string(),
+        second,
+        "the two snapshots did not start in one second"
+    );
+    for run in runs {
+        assert!(run.wait_with_output().unwrap().status.success());
+    }
+    let stamps: Vec<String> = artifacts(&store)
+        .iter()
+        .map(|p| {
+            p.file_name().unwrap().to_string_lossy()["default_app_full_".len()..][..15].to_string()
+        })
+        .collect();
+    // One is named for the second both started in; the other waited for a later one.
+    assert_eq!(stamps.len(), 2, "{stamps:?}");
+    assert_eq!(stamps[0], second, "{stamps:?}");
+    assert!(stamps[1] > second, "{stamps:?}");
+    snap().succeeds();
     assert_eq!(artifacts(&store).len(), 3);
     for e in std::fs::read_dir(store.join("backups")).unwrap().flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
