@@ -165,3 +165,17 @@ impl SqliteDb {
         self.0.path(&format!("{db}.stop"))
     }
 }
+
+/// Creates a database of `mb` MiB of incompressible blobs, big enough that
+/// a snapshot of it takes a while.
+pub fn blobs(path: &Path, mb: u64) {
+    Connection::open(path)
+        .expect("open")
+        .execute_batch(&format!(
+            "CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < {})
+             INSERT INTO blobs(b) SELECT randomblob(65536) FROM n;",
+            mb * 16
+        ))
+        .expect("blobs");
+}

@@ -276,9 +276,7 @@ fn prune_never_touches_an_artifact_being_written() {
     for d in 1..5 {
         f.add("default", "big", now() - days(d), false);
     }
-    let c = rusqlite::Connection::open(f.s.path("big.db")).unwrap();
-    c.execute_batch("CREATE TABLE b(x BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 1200) INSERT INTO b SELECT randomblob(65536) FROM n;").unwrap();
-    drop(c);
+    sqlite::blobs(&f.s.path("big.db"), 75);
     let child = Cmd::tool("dbsnap")
         .arg(format!("sqlite:{}", f.s.path("big.db").display()))
         .arg("--to")

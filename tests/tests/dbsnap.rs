@@ -14,14 +14,7 @@ fn url(s: &Scene, db: &str) -> String {
 
 /// A database big enough that a snapshot takes a while: incompressible blobs.
 fn big(s: &Scene, mb: u64) {
-    let c = rusqlite::Connection::open(s.path("big.db")).unwrap();
-    c.execute_batch(&format!(
-        "CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < {})
-         INSERT INTO blobs(b) SELECT randomblob(65536) FROM n;",
-        mb * 16
-    ))
-    .unwrap();
+    sqlite::blobs(&s.path("big.db"), mb);
 }
 
 #[test]
@@ -329,30 +322,17 @@ fn usage_errors_exit_2_with_what_is_wrong() {
         .arg("oracle://db/x")
         .fails_with_code(2)
         .stderr_has("unsupported database URL");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .args(["-r", "notakey", "-o"])
-        .arg(s.path("x"))
-        .fails_with_code(2)
-        .stderr_has("invalid age recipient");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .args(["--compress", "lz4", "-o"])
-        .arg(s.path("x"))
-        .fails_with_code(2)
-        .stderr_has("lz4");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .args(["--env", "bad_env", "-o"])
-        .arg(s.path("x"))
-        .fails_with_code(2)
-        .stderr_has("invalid environment");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .args(["--max-size", "lots", "-o"])
-        .arg(s.path("x"))
-        .fails_with_code(2)
-        .stderr_has("lots");
+    for (args, says) in [
+        (["-r", "notakey"], "invalid age recipient"),
+        (["--compress", "lz4"], "lz4"),
+        (["--env", "bad_env"], "invalid environment"),
+        (["--max-size", "lots"], "lots"),
+    ] {
+        snap_to_file(url(&s, "app.db"), s.path("x"))
+            .args(args)
+            .fails_with_code(2)
+            .stderr_has(says);
+    }
     let cfg = s.write(
         "dbsafe.toml",
         "[defaults]\nstore = \"/tmp/x\"\ncompresion = \"zstd\"\n",

@@ -305,9 +305,7 @@ fn dbverify_and_dbrestore_show_progress_on_a_terminal_only() {
     dbsafe_tests::require("script", "the Debian package bsdutils");
     let s = Scene::new();
     let db = s.path("big.db");
-    let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch("CREATE TABLE b(x BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 1024) INSERT INTO b SELECT randomblob(65536) FROM n;").unwrap();
-    drop(c);
+    sqlite::blobs(&db, 64);
     let art = s.path("big.sqlite");
     Cmd::tool("dbsnap")
         .arg(format!("sqlite:{}", db.display()))

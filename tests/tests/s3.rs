@@ -23,14 +23,7 @@ fn snap_uncompressed(cmd: Cmd, db: &Path, store: &str) -> Cmd {
 
 fn big_db(s: &Scene, name: &str, mb: u64) -> std::path::PathBuf {
     let path = s.path(name);
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(&format!(
-        "CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < {})
-         INSERT INTO blobs(b) SELECT randomblob(65536) FROM n;",
-        mb * 16
-    ))
-    .unwrap();
+    sqlite::blobs(&path, mb);
     path
 }
 
