@@ -564,8 +564,8 @@ pub fn executable(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
-/// A TCP port on 127.0.0.1 that nothing listens on.
-pub fn closed_port() -> u16 {
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -633,4 +633,19 @@ pub fn restore_file(artifact: impl AsRef<OsStr>, target: impl AsRef<OsStr>) -> C
         .arg(artifact)
         .arg("--target")
         .arg(target)
+}
+
+/// A number that differs from run to run and process to process, for
+/// names and credentials that must not collide.
+pub fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }

@@ -9,7 +9,6 @@
 
 use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb};
 use crate::Cmd;
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,14 +67,6 @@ pub fn client_bin(name: &str) -> PathBuf {
     crate::require(name, CLIENT_PACKAGE)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
 /// Percent-encodes everything but unreserved characters.
 pub fn encode(s: &str) -> String {
     crate::pg::encode(s)
@@ -104,14 +95,17 @@ impl Server {
         let mut s = Server {
             sock: dir.path().join("mysqld.sock"),
             port: 0,
-            password: format!("Pw-{:08x}@/:!x'\"", std::process::id() ^ rand_u32()),
+            password: format!(
+                "Pw-{:08x}@/:!x'\"",
+                std::process::id() ^ (crate::rand_u64() as u32)
+            ),
             child: None,
             dir,
         };
         let mut last = String::new();
         // Another test may take the port between our probe and the bind: try a few.
         for _ in 0..5 {
-            s.port = free_port();
+            s.port = crate::free_port();
             let log = s.dir.path().join("server.log");
             let _ = std::fs::remove_file(&log);
             let mut cmd = Command::new(server_bin("mariadbd"));
@@ -294,13 +288,6 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
-}
-
-fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)
 }
 
 /// The fixture schema: strings with commas, parentheses, quotes,

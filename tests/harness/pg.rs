@@ -10,7 +10,6 @@
 
 use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb};
 use crate::Cmd;
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -51,14 +50,6 @@ pub fn server_bin(name: &str) -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
 /// Percent-encodes everything but unreserved characters.
 pub fn encode(s: &str) -> String {
     s.bytes()
@@ -88,7 +79,10 @@ impl Cluster {
             data,
             sock,
             port: 0,
-            password: format!("Pw-{:08x}@/:!x", std::process::id() ^ rand_u32()),
+            password: format!(
+                "Pw-{:08x}@/:!x",
+                std::process::id() ^ (crate::rand_u64() as u32)
+            ),
             as_postgres,
             dir,
         };
@@ -127,7 +121,7 @@ impl Cluster {
         // bind: try a few.
         let mut last = String::new();
         for _ in 0..5 {
-            c.port = free_port();
+            c.port = crate::free_port();
             let r = c
                 .server_cmd(&server_bin("pg_ctl"))
                 .arg("-D")
@@ -372,18 +366,6 @@ impl Drop for Restored {
             .args(["-m", "immediate", "-w", "stop"])
             .output();
     }
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn port() -> u16 {
-    free_port()
-}
-
-fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)
 }
 
 /// The fixture schema: tables in two schemas, a view, a sequence, an index,

@@ -8,7 +8,7 @@
 //! with the same.
 
 use crate::{require, Cmd, Scene};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,14 +30,6 @@ pub struct S3Server {
     home: PathBuf,
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl S3Server {
     /// Starts s3s-fs in `scene`'s directory with an empty bucket [`BUCKET`].
     pub fn start(scene: &Scene) -> S3Server {
@@ -49,11 +41,15 @@ impl S3Server {
         std::fs::create_dir_all(root.join(BUCKET)).expect("s3 root");
         let home = scene.path("s3-home");
         std::fs::create_dir_all(&home).expect("s3 home");
-        let access_key = format!("DBSAFETEST{:08X}", rand_u32());
-        let secret_key = format!("secret-{:016x}{:016x}", rand_u64(), rand_u64());
+        let access_key = format!("DBSAFETEST{:08X}", (crate::rand_u64() as u32));
+        let secret_key = format!(
+            "secret-{:016x}{:016x}",
+            crate::rand_u64(),
+            crate::rand_u64()
+        );
         let mut last_log = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = crate::free_port();
             let log = scene.path(&format!("s3s-fs-{port}.log"));
             let mut child = Command::new(&bin)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -229,21 +225,4 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-fn rand_u32() -> u32 {
-    rand_u64() as u32
 }

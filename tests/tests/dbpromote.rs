@@ -555,41 +555,20 @@ fn a_refresh_brings_masked_production_data_down_and_rolls_back_exactly() {
     let staging_before = w.pg.digests("app_staging");
     let refresh = || {
         w.promote()
-            .args([
-                "--refresh",
-                "--from",
-                "production",
-                "--to",
-                "staging",
-                "--yes",
-                "--sanitize",
-            ])
+            .args(refresh_args("production", "staging"))
+            .arg("--sanitize")
             .arg(&mask)
     };
     // A sensitive source without --sanitize is refused before anything happens.
     w.promote()
-        .args([
-            "--refresh",
-            "--from",
-            "production",
-            "--to",
-            "staging",
-            "--yes",
-        ])
+        .args(refresh_args("production", "staging"))
         .fails_with_code(4)
         .stderr_has("production is marked sensitive");
     assert_eq!(w.pg.digests("app_staging"), staging_before);
     assert!(artifacts(&w.store("production")).is_empty());
     // Data never flows up.
     w.promote()
-        .args([
-            "--refresh",
-            "--from",
-            "staging",
-            "--to",
-            "production",
-            "--yes",
-        ])
+        .args(refresh_args("staging", "production"))
         .fails_with_code(4)
         .stderr_has("data must never flow up");
 
@@ -743,16 +722,7 @@ fn a_session_on_staging_is_ended_after_the_grace_period_or_refuses_the_swap() {
         sessions() == "1"
     });
     let before = w.pg.digests("app_staging");
-    let refresh = || {
-        w.promote().args([
-            "--refresh",
-            "--from",
-            "production",
-            "--to",
-            "staging",
-            "--yes",
-        ])
-    };
+    let refresh = || w.promote().args(refresh_args("production", "staging"));
     refresh()
         .fails_with_code(4)
         .stderr_has("1 session(s) connected to app_staging")
@@ -981,6 +951,11 @@ fn releases_roll_back_by_downgrade_or_by_restoring_the_pre_release_backup() {
     assert!(w.sides().iter().all(|d| d == kept), "{:?}", w.sides());
 }
 
+/// The arguments of a confirmed refresh of `to` from `from`.
+fn refresh_args<'a>(from: &'a str, to: &'a str) -> [&'a str; 6] {
+    ["--refresh", "--from", from, "--to", to, "--yes"]
+}
+
 /// A production and a staging database file of one engine (`scheme`,
 /// files `app.EXT`), each environment with its own store, in a config file.
 struct FileChain {
@@ -1028,15 +1003,8 @@ impl FileChain {
     /// A sanitized refresh of staging from production.
     fn refresh(&self) -> Cmd {
         self.promote()
-            .args([
-                "--refresh",
-                "--from",
-                "production",
-                "--to",
-                "staging",
-                "--yes",
-                "--sanitize",
-            ])
+            .args(refresh_args("production", "staging"))
+            .arg("--sanitize")
             .arg(&self.mask)
     }
 
@@ -1188,14 +1156,7 @@ fn on_s3_stores_manifests_pin_the_source_backup_and_list_in_history() {
     );
     let tool = |name: &str| server.tool(name).env("DBSAFE_CONFIG", &cfg);
     tool("dbpromote")
-        .args([
-            "--refresh",
-            "--from",
-            "production",
-            "--to",
-            "staging",
-            "--yes",
-        ])
+        .args(refresh_args("production", "staging"))
         .succeeds();
     let history = tool("dbpromote")
         .args(["--history", "--to", "staging", "--json"])

@@ -80,7 +80,7 @@ fn a_push_reaches_a_real_pushgateway_and_a_dead_one_only_warns() {
     );
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 10);
-    let port = dbsafe_tests::pg::port();
+    let port = dbsafe_tests::free_port();
     let mut child = Cmd::new(gw)
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .spawn();

@@ -61,7 +61,7 @@ impl Drill {
 
     fn restore(&self, time: &str, dir: &str) -> (Restored, dbsafe_tests::Run) {
         let data = self.s.path(dir);
-        let port = pg::port();
+        let port = dbsafe_tests::free_port();
         let mut cmd = Cmd::tool("dbrestore")
             .arg("--store")
             .arg(&self.store)
@@ -375,7 +375,7 @@ fn pitr_drill_with_base_backups_and_wal_on_s3() {
         "WAL is on S3: {keys:?}"
     );
     let data = s.path("restored");
-    let port = pg::port();
+    let port = dbsafe_tests::free_port();
     server
         .tool("dbrestore")
         .arg("--store")

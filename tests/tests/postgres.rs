@@ -4,7 +4,7 @@
 use dbsafe_tests::pg::Cluster;
 use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{
-    argv_containing, artifacts, bin, closed_port, meta_counts, require, restore_file, scenarios,
+    argv_containing, artifacts, bin, free_port, meta_counts, require, restore_file, scenarios,
     snap_to_file, temporaries, wait_until, Cmd, Scene,
 };
 use std::path::PathBuf;
@@ -60,7 +60,7 @@ fn recorded_row_counts_are_those_of_the_dump_while_a_writer_inserts() {
 #[test]
 fn an_unreachable_server_fails_with_the_connection_error() {
     let s = Scene::new();
-    let port = closed_port();
+    let port = free_port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/shop");
     let out = s.path("x.pgdump.zst");
     snap_to_file(&url, &out)
@@ -88,7 +88,7 @@ fn a_missing_client_tool_is_named_with_its_package() {
         only_psql.join("psql"),
     )
     .expect("symlink");
-    let url = format!("postgres://postgres@127.0.0.1:{}/shop", closed_port());
+    let url = format!("postgres://postgres@127.0.0.1:{}/shop", free_port());
     Cmd::tool("dbsnap")
         .env("PATH", &only_psql)
         .arg(&url)
