@@ -140,11 +140,7 @@ impl Trees {
 }
 
 impl TestDb for Trees {
-    const ENGINE: Engine = Engine {
-        name: "dir",
-        payload: "tar",
-        server: false,
-    };
+    const ENGINE: Engine = Engine::files("dir", "tar");
     fn url(&self, db: &str) -> String {
         format!("dir:{}", self.path(db).display())
     }

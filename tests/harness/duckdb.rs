@@ -140,11 +140,7 @@ impl DuckDb {
 }
 
 impl TestDb for DuckDb {
-    const ENGINE: Engine = Engine {
-        name: "duckdb",
-        payload: "duckdb",
-        server: false,
-    };
+    const ENGINE: Engine = Engine::files("duckdb", "duckdb");
     fn url(&self, db: &str) -> String {
         format!("duckdb:{}", self.path(db).display())
     }

@@ -649,3 +649,8 @@ pub fn rand_u64() -> u64 {
     h.write_u32(std::process::id());
     h.finish()
 }
+
+/// `dbsnap SOURCE --to STORE`: a snapshot of `source` into a store.
+pub fn snap_to_store(source: impl AsRef<OsStr>, store: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbsnap").arg(source).arg("--to").arg(store)
+}

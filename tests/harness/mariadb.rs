@@ -345,11 +345,7 @@ const WRITER_SQL: &str = "CREATE PROCEDURE writer() BEGIN
 END";
 
 impl TestDb for Server {
-    const ENGINE: Engine = Engine {
-        name: "mysql",
-        payload: "sql",
-        server: true,
-    };
+    const ENGINE: Engine = Engine::server("mysql", "sql");
     fn url(&self, db: &str) -> String {
         format!(
             "mysql://root@/{db}?socket={}",

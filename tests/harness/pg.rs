@@ -412,11 +412,7 @@ BEGIN
 END $$;";
 
 impl TestDb for Cluster {
-    const ENGINE: Engine = Engine {
-        name: "postgres",
-        payload: "pgdump",
-        server: true,
-    };
+    const ENGINE: Engine = Engine::server("postgres", "pgdump");
     fn url(&self, db: &str) -> String {
         format!(
             "postgres://postgres@{}:{}/{db}",

@@ -13,7 +13,7 @@
 use crate::testdb::{ConcurrentWrites, Passwords, TestDb};
 use crate::{
     artifacts, audit_entries, bin, executable, meta_counts, meta_of, require, restore_file,
-    rows_of, snap_to_file, store_artifact, temporaries, wait_until, Cmd, Scene,
+    rows_of, snap_to_file, snap_to_store, store_artifact, temporaries, wait_until, Cmd, Scene,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -175,10 +175,7 @@ pub fn restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_ba
     let before = db.contents("prod");
     let (key, public) = s.age_key("key.txt");
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(db.url("shop"))
-        .arg("--to")
-        .arg(&store)
+    snap_to_store(db.url("shop"), &store)
         .arg("-r")
         .arg(&public)
         .succeeds();

@@ -108,11 +108,7 @@ impl SqliteDb {
 }
 
 impl TestDb for SqliteDb {
-    const ENGINE: Engine = Engine {
-        name: "sqlite",
-        payload: "sqlite",
-        server: false,
-    };
+    const ENGINE: Engine = Engine::files("sqlite", "sqlite");
     fn url(&self, db: &str) -> String {
         format!("sqlite:{}", self.path(db).display())
     }

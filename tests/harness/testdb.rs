@@ -22,6 +22,25 @@ pub struct Engine {
     pub server: bool,
 }
 
+impl Engine {
+    /// An engine whose databases live on a server.
+    pub const fn server(name: &'static str, payload: &'static str) -> Engine {
+        Engine {
+            name,
+            payload,
+            server: true,
+        }
+    }
+    /// An engine whose databases are files (or trees).
+    pub const fn files(name: &'static str, payload: &'static str) -> Engine {
+        Engine {
+            name,
+            payload,
+            server: false,
+        }
+    }
+}
+
 /// A directory of file-backed databases (or trees), removed on drop.
 pub struct Files {
     dir: tempfile::TempDir,

@@ -1,7 +1,7 @@
 //! dbprune and dbverify --status over real stores.
 
 use dbsafe_tests::{
-    artifacts, snap_to_file, sqlite, temporaries, wait_until, Cmd, LockHolder, Scene,
+    artifacts, snap_to_file, snap_to_store, sqlite, temporaries, wait_until, Cmd, LockHolder, Scene,
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -277,10 +277,7 @@ fn prune_never_touches_an_artifact_being_written() {
         f.add("default", "big", now() - days(d), false);
     }
     sqlite::blobs(&f.s.path("big.db"), 75);
-    let child = Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", f.s.path("big.db").display()))
-        .arg("--to")
-        .arg(&f.store)
+    let child = snap_to_store(format!("sqlite:{}", f.s.path("big.db").display()), &f.store)
         .args(["--compress", "none"])
         .spawn();
     wait_until("dbsnap to start writing", Duration::from_secs(60), || {

@@ -2,8 +2,8 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, audit_entries, next_second, restore_file, sha256_file, snap_to_file, store_artifact,
-    Cmd, Scene,
+    artifacts, audit_entries, next_second, restore_file, sha256_file, snap_to_file, snap_to_store,
+    store_artifact, Cmd, Scene,
 };
 use std::path::{Path, PathBuf};
 
@@ -18,10 +18,7 @@ fn setup() -> Setup {
     sqlite::sample(&s.path("app.db"), 150);
     let (key, public) = s.age_key("key.txt");
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(sqlite_url(&s.path("app.db")))
-        .arg("--to")
-        .arg(&store)
+    snap_to_store(sqlite_url(&s.path("app.db")), &store)
         .args(["-r", &public])
         .succeeds();
     Setup { s, key, store }
@@ -200,11 +197,7 @@ fn selection_by_timestamp_before_and_name() {
         )
         .unwrap();
         drop(c);
-        Cmd::tool("dbsnap")
-            .arg(sqlite_url(&s.path("app.db")))
-            .arg("--to")
-            .arg(&store)
-            .succeeds();
+        snap_to_store(sqlite_url(&s.path("app.db")), &store).succeeds();
         names.push(
             artifacts(&store)
                 .last()
@@ -284,11 +277,7 @@ fn latest_over_several_series_is_an_error_listing_them() {
     sqlite::sample(&s.path("crm.db"), 5);
     let store = s.path("store");
     for db in ["app.db", "crm.db"] {
-        Cmd::tool("dbsnap")
-            .arg(sqlite_url(&s.path(db)))
-            .arg("--to")
-            .arg(&store)
-            .succeeds();
+        snap_to_store(sqlite_url(&s.path(db)), &store).succeeds();
     }
     Cmd::tool("dbrestore")
         .arg("--store")

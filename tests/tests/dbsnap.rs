@@ -2,8 +2,8 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, has_open, next_second, require, snap_to_file, temporaries, wait_until, Cmd,
-    LockHolder, Scene,
+    artifacts, has_open, next_second, require, snap_to_file, snap_to_store, temporaries,
+    wait_until, Cmd, LockHolder, Scene,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -22,10 +22,7 @@ fn metadata_and_sidecars_describe_the_snapshot() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 120);
     let (_, public) = s.age_key("key.txt");
-    let r = Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(s.path("store"))
+    let r = snap_to_store(url(&s, "app.db"), s.path("store"))
         .args([
             "-r",
             &public,
@@ -127,10 +124,7 @@ fn sigkill_mid_stream_leaves_no_artifact_and_does_not_block_the_next_run() {
     let s = Scene::new();
     big(&s, 48);
     let store = s.path("store");
-    let mut child = Cmd::tool("dbsnap")
-        .arg(url(&s, "big.db"))
-        .arg("--to")
-        .arg(&store)
+    let mut child = snap_to_store(url(&s, "big.db"), &store)
         .args(["--compress", "none", "--tmpdir"])
         .arg(s.path("tmp"))
         .spawn();
@@ -149,10 +143,7 @@ fn sigkill_mid_stream_leaves_no_artifact_and_does_not_block_the_next_run() {
             let n = e.file_name().to_string_lossy().into_owned();
             n.ends_with(".sha256") || n.ends_with(".meta.json") || n.contains("_latest")
         }));
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "big.db"))
-        .arg("--to")
-        .arg(&store)
+    snap_to_store(url(&s, "big.db"), &store)
         .args(["--compress", "none"])
         .succeeds();
     assert_eq!(artifacts(&store).len(), 1);
@@ -164,10 +155,7 @@ fn sigint_exits_130_and_removes_temporaries() {
     big(&s, 48);
     let store = s.path("store");
     std::fs::create_dir_all(s.path("tmp")).unwrap();
-    let child = Cmd::tool("dbsnap")
-        .arg(url(&s, "big.db"))
-        .arg("--to")
-        .arg(&store)
+    let child = snap_to_store(url(&s, "big.db"), &store)
         .args(["--compress", "none", "--tmpdir"])
         .arg(s.path("tmp"))
         .spawn();
@@ -196,12 +184,7 @@ fn a_held_lock_is_refused_with_exit_4_and_the_holder_pid() {
     sqlite::sample(&s.path("app.db"), 10);
     let store = s.path("store");
     let lock = store.join("locks/default_app_full.lock");
-    let snap = || {
-        Cmd::tool("dbsnap")
-            .arg(url(&s, "app.db"))
-            .arg("--to")
-            .arg(&store)
-    };
+    let snap = || snap_to_store(url(&s, "app.db"), &store);
     let holder = LockHolder::take(&lock);
     snap()
         .fails_with_code(4)
@@ -236,10 +219,7 @@ fn max_size_aborts_and_cleans_up() {
     let s = Scene::new();
     big(&s, 4);
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "big.db"))
-        .arg("--to")
-        .arg(&store)
+    snap_to_store(url(&s, "big.db"), &store)
         .args(["--max-size", "1M"])
         .fails_with_code(1)
         .stderr_has("--max-size");
@@ -257,10 +237,7 @@ fn max_size_aborts_and_cleans_up() {
 fn min_free_refuses_to_start() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 10);
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(s.path("store"))
+    snap_to_store(url(&s, "app.db"), s.path("store"))
         .args(["--min-free", "1000000T"])
         .fails_with_code(4)
         .stderr_has("--min-free");
@@ -410,12 +387,7 @@ fn two_snapshots_in_one_second_get_two_names_never_one_overwritten() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 3);
     let store = s.path("store");
-    let snap = || {
-        Cmd::tool("dbsnap")
-            .arg(url(&s, "app.db"))
-            .arg("--to")
-            .arg(&store)
-    };
+    let snap = || snap_to_store(url(&s, "app.db"), &store);
     // Both start at the beginning of a second, so their names would be the same.
     next_second();
     let second = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();

@@ -1,8 +1,13 @@
 //! dbverify: good artifacts pass, every corruption fails with a message that says what is wrong.
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
-use dbsafe_tests::{next_second, scenarios, Cmd, Scene};
+use dbsafe_tests::{next_second, scenarios, snap_to_store, Cmd, Scene};
 use std::path::PathBuf;
+
+/// `dbverify ARTIFACT -i KEY`.
+fn verify_with(artifact: impl AsRef<std::ffi::OsStr>, key: &std::path::Path) -> Cmd {
+    Cmd::tool("dbverify").arg(artifact).arg("-i").arg(key)
+}
 
 fn tiny_artifact(s: &Scene, extra: &[&str]) -> (PathBuf, PathBuf) {
     let db = s.path("tiny.db");
@@ -51,12 +56,7 @@ fn flipping_any_single_byte_fails_full_verification() {
         b[i] ^= 0x5a;
         std::fs::write(&bad, &b).unwrap();
         // Without any sidecar: the layers themselves must catch it.
-        let r = Cmd::tool("dbverify")
-            .arg("-")
-            .arg("-i")
-            .arg(&key)
-            .stdin(b.clone())
-            .run();
+        let r = verify_with("-", &key).stdin(b.clone()).run();
         assert_eq!(
             r.out.status.code(),
             Some(1),
@@ -80,17 +80,11 @@ fn a_flipped_byte_is_reported_as_a_checksum_mismatch_with_the_sidecar() {
     let n = b.len();
     b[n / 2] ^= 1;
     std::fs::write(&art, &b).unwrap();
-    Cmd::tool("dbverify")
-        .arg(&art)
-        .arg("-i")
-        .arg(&key)
+    verify_with(&art, &key)
         .args(["--level", "quick"])
         .fails_with_code(1)
         .stderr_has("sha256 mismatch");
-    Cmd::tool("dbverify")
-        .arg(&art)
-        .arg("-i")
-        .arg(&key)
+    verify_with(&art, &key)
         .fails_with_code(1)
         .stderr_has("sha256 mismatch");
 }
@@ -118,12 +112,7 @@ fn truncation_fails_at_every_layer() {
         cmd.succeeds();
         let b = std::fs::read(&art).unwrap();
         let cut = b[..b.len() * 2 / 3].to_vec();
-        let r = Cmd::tool("dbverify")
-            .arg("-")
-            .arg("-i")
-            .arg(&key)
-            .stdin(cut)
-            .fails_with_code(1);
+        let r = verify_with("-", &key).stdin(cut).fails_with_code(1);
         assert!(
             r.stderr().contains("problem:"),
             "{compress}/{enc}: {}",
@@ -131,10 +120,7 @@ fn truncation_fails_at_every_layer() {
         );
         // And with the sidecar: a truncated file is a checksum mismatch too.
         std::fs::write(&art, &b[..b.len() - 1]).unwrap();
-        Cmd::tool("dbverify")
-            .arg(&art)
-            .arg("-i")
-            .arg(&key)
+        verify_with(&art, &key)
             .fails_with_code(1)
             .stderr_has("sha256 mismatch");
     }
@@ -145,10 +131,7 @@ fn a_wrong_identity_says_the_keys_do_not_match() {
     let s = Scene::new();
     let (art, _) = tiny_artifact(&s, &[]);
     let (other, _) = s.age_key("other.txt");
-    Cmd::tool("dbverify")
-        .arg(&art)
-        .arg("-i")
-        .arg(&other)
+    verify_with(&art, &other)
         .fails_with_code(1)
         .stderr_has("none of the given identities matches");
 }
@@ -214,10 +197,7 @@ fn store_verification_records_verify_json_for_each_artifact() {
     sqlite::sample(&s.path("crm.db"), 30);
     let (key, public) = s.age_key("key.txt");
     for db in ["app.db", "app.db", "crm.db"] {
-        Cmd::tool("dbsnap")
-            .arg(format!("sqlite:{}", s.path(db).display()))
-            .arg("--to")
-            .arg(s.path("store"))
+        snap_to_store(format!("sqlite:{}", s.path(db).display()), s.path("store"))
             .args(["-r", &public])
             .succeeds();
         // Artifact names are stamped to the second.

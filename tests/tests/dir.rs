@@ -4,7 +4,8 @@
 
 use dbsafe_tests::dir::{describe, diff_r, sample_tree, Trees};
 use dbsafe_tests::{
-    artifacts, meta_of, restore_file, scenarios, snap_to_file, temporaries, Cmd, Scene,
+    artifacts, meta_of, restore_file, scenarios, snap_to_file, snap_to_store, temporaries, Cmd,
+    Scene,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -74,11 +75,7 @@ fn backup_verifies_at_every_level_restores_identically_and_rotates() {
     // newest and the newest verified (the first) stay.
     let store = s.path("store");
     for i in 0..3 {
-        Cmd::tool("dbsnap")
-            .arg(url(&src))
-            .arg("--to")
-            .arg(&store)
-            .succeeds();
+        snap_to_store(url(&src), &store).succeeds();
         if i == 0 {
             Cmd::tool("dbverify")
                 .arg("--store")
@@ -220,11 +217,7 @@ fn an_empty_directory_is_an_empty_target_needing_no_confirmation_or_safety_backu
     std::fs::create_dir(&src).expect("mkdir");
     sample_tree(&src);
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(url(&src))
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
+    snap_to_store(url(&src), &store).succeeds();
     let empty = s.path("empty-target");
     std::fs::create_dir(&empty).expect("mkdir");
     Cmd::tool("dbrestore")

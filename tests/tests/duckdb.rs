@@ -4,8 +4,8 @@
 
 use dbsafe_tests::duckdb::{self as duck, checksums, fixture, wal, DuckDb};
 use dbsafe_tests::{
-    artifacts, meta_counts, meta_of, restore_file, rows_of, scenarios, snap_to_file, temporaries,
-    wait_until, Cmd, Scene,
+    artifacts, meta_counts, meta_of, restore_file, rows_of, scenarios, snap_to_file, snap_to_store,
+    temporaries, wait_until, Cmd, Scene,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -228,11 +228,7 @@ fn snapshots_of_a_store_are_verified_and_pruned() {
     fixture(&db, 50);
     let store = s.path("store");
     for _ in 0..3 {
-        Cmd::tool("dbsnap")
-            .arg(url(&db))
-            .arg("--to")
-            .arg(&store)
-            .succeeds();
+        snap_to_store(url(&db), &store).succeeds();
     }
     assert_eq!(artifacts(&store).len(), 3);
     Cmd::tool("dbverify")

@@ -1,6 +1,6 @@
 //! Prometheus metrics: a textfile every tool merges into, promtool-clean, and a real Pushgateway.
 
-use dbsafe_tests::{require, sqlite, wait_until, Cmd, Scene};
+use dbsafe_tests::{require, snap_to_store, sqlite, wait_until, Cmd, Scene};
 use std::time::Duration;
 
 fn promtool_accepts(path: &std::path::Path) {
@@ -15,10 +15,7 @@ fn every_tool_merges_its_series_into_one_promtool_clean_textfile() {
     let store = s.path("store");
     let prom = s.path("textfile/dbsafe.prom");
     let snap = |db: &str| {
-        Cmd::tool("dbsnap")
-            .arg(format!("sqlite:{}", s.path(db).display()))
-            .arg("--to")
-            .arg(&store)
+        snap_to_store(format!("sqlite:{}", s.path(db).display()), &store)
             .env("DBSAFE_METRICS_FILE", &prom)
     };
     snap("app.db").args(["--env", "production"]).succeeds();

@@ -5,7 +5,7 @@ use dbsafe_tests::pg::Cluster;
 use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{
     argv_containing, artifacts, bin, free_port, meta_counts, require, restore_file, scenarios,
-    snap_to_file, temporaries, wait_until, Cmd, Scene,
+    snap_to_file, snap_to_store, temporaries, wait_until, Cmd, Scene,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -153,11 +153,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     pg.fixture("shop", 200);
     pg.fixture("prod", 50);
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(pg.url("shop"))
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
+    snap_to_store(pg.url("shop"), &store).succeeds();
     let select = |c: Cmd| {
         c.arg("--store")
             .arg(&store)

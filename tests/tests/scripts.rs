@@ -1,6 +1,6 @@
 //! The shell scripts under scripts/ run end to end against the built binaries.
 
-use dbsafe_tests::{bin_dir, next_second, require, Cmd, LockHolder, Scene};
+use dbsafe_tests::{bin_dir, next_second, require, snap_to_store, Cmd, LockHolder, Scene};
 
 fn script(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -153,11 +153,7 @@ fn verify_restore_and_pitr_scripts_run_end_to_end() {
     let s = Scene::new();
     dbsafe_tests::sqlite::sample(&s.path("app.db"), 20);
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
+    snap_to_store(format!("sqlite:{}", s.path("app.db").display()), &store).succeeds();
     let with_env = |c: Cmd| {
         c.env("BIN_DIR", bin_dir())
             .env("DBSAFE_CONFIG", "/dev/null")
