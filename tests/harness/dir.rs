@@ -1,10 +1,10 @@
 //! Directory trees for the `dir:` engine: a sample tree with what volumes
 //! hold, and an exact description of a tree for comparisons.
 
-use crate::testdb::{Engine, Files, TestDb};
+use crate::testdb::{Engine, TestDb};
 use crate::{require, Cmd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
@@ -125,19 +125,12 @@ pub fn entry_counts(root: &Path) -> Vec<(String, u64)> {
     ]
 }
 
-/// Trees, each a directory `NAME` in a directory of their own.
-pub struct Trees(Files);
-
-impl Trees {
-    /// An empty directory for databases.
-    pub fn start() -> Trees {
-        Trees(Files::new("dir"))
-    }
-    /// The file of database `db`.
-    pub fn path(&self, db: &str) -> PathBuf {
-        self.0.path(db)
-    }
-}
+crate::file_db!(
+    /// Trees, each a directory `NAME` in a directory of their own.
+    Trees,
+    "dir",
+    ""
+);
 
 impl TestDb for Trees {
     const ENGINE: Engine = Engine::files("dir", "tar");

@@ -1,6 +1,6 @@
 //! DuckDB fixtures, driven through the real `duckdb` CLI.
 
-use crate::testdb::{Engine, Files, TestDb};
+use crate::testdb::{Engine, TestDb};
 use crate::{require, Cmd};
 use std::path::{Path, PathBuf};
 
@@ -125,19 +125,12 @@ pub fn wal(db: &Path) -> PathBuf {
     PathBuf::from(format!("{}.wal", db.display()))
 }
 
-/// DuckDB databases `NAME.duckdb` in a directory of their own.
-pub struct DuckDb(Files);
-
-impl DuckDb {
-    /// An empty directory for databases.
-    pub fn start() -> DuckDb {
-        DuckDb(Files::new("duckdb"))
-    }
-    /// The file of database `db`.
-    pub fn path(&self, db: &str) -> PathBuf {
-        self.0.path(&format!("{db}.duckdb"))
-    }
-}
+crate::file_db!(
+    /// DuckDB databases `NAME.duckdb` in a directory of their own.
+    DuckDb,
+    "duckdb",
+    ".duckdb"
+);
 
 impl TestDb for DuckDb {
     const ENGINE: Engine = Engine::files("duckdb", "duckdb");

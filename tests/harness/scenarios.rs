@@ -33,6 +33,31 @@ macro_rules! scenarios {
     };
 }
 
+/// The scenarios of every engine whose databases live on a server with
+/// password logins, as tests on databases from `$start`.
+#[macro_export]
+macro_rules! server_scenarios {
+    ($start:expr) => {
+        $crate::scenarios!($start =>
+            artifact_restores_with_age_zstd_and_the_engine_tools_alone,
+            restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_backup_and_audit,
+            a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message,
+            a_restore_into_a_missing_database_needs_create,
+        );
+    };
+}
+
+/// The scenarios of every file-backed engine that has its own tools.
+#[macro_export]
+macro_rules! file_scenarios {
+    ($start:expr) => {
+        $crate::scenarios!($start =>
+            artifact_restores_with_age_zstd_and_the_engine_tools_alone,
+            restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_backup_and_audit,
+        );
+    };
+}
+
 /// An encrypted backup that passed the scenario, for engine-specific checks.
 pub struct Backup {
     /// The test's directory.
@@ -490,4 +515,23 @@ pub fn a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message<D: Pa
             );
         }
     }
+}
+
+/// On a server, a restore into a database that does not exist is refused
+/// as not found (exit 3, naming `--create`) and creates nothing; with
+/// `--create` it creates and fills it.
+pub fn a_restore_into_a_missing_database_needs_create<D: TestDb>(db: &D) {
+    assert!(D::ENGINE.server, "file-backed targets need no --create");
+    let s = Scene::new();
+    db.fixture("shop", 10);
+    let art = s.path(&format!("shop.{}.zst", D::ENGINE.payload));
+    snap_to_file(db.url("shop"), &art).succeeds();
+    restore_file(&art, db.url("fresh"))
+        .fails_with_code(3)
+        .stderr_has("--create");
+    assert!(!db.databases().contains(&"fresh".to_string()));
+    restore_file(&art, db.url("fresh"))
+        .arg("--create")
+        .succeeds();
+    assert_eq!(db.contents("fresh"), db.contents("shop"));
 }

@@ -1,6 +1,6 @@
 //! SQLite fixtures.
 
-use crate::testdb::{ConcurrentWrites, Engine, Files, TestDb};
+use crate::testdb::{ConcurrentWrites, Engine, TestDb};
 use crate::Cmd;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -93,19 +93,12 @@ pub fn contents(path: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// SQLite databases `NAME.db` in a directory of their own.
-pub struct SqliteDb(Files);
-
-impl SqliteDb {
-    /// An empty directory for databases.
-    pub fn start() -> SqliteDb {
-        SqliteDb(Files::new("sqlite"))
-    }
-    /// The file of database `db`.
-    pub fn path(&self, db: &str) -> PathBuf {
-        self.0.path(&format!("{db}.db"))
-    }
-}
+crate::file_db!(
+    /// SQLite databases `NAME.db` in a directory of their own.
+    SqliteDb,
+    "sqlite",
+    ".db"
+);
 
 impl TestDb for SqliteDb {
     const ENGINE: Engine = Engine::files("sqlite", "sqlite");

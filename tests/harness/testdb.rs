@@ -62,6 +62,27 @@ impl Files {
     }
 }
 
+/// Declares a file-backed engine's test database: a [`Files`] directory
+/// whose database `db` is the path `db` + `suffix`.
+#[macro_export]
+macro_rules! file_db {
+    ($(#[$doc:meta])* $name:ident, $engine:literal, $suffix:literal) => {
+        $(#[$doc])*
+        pub struct $name($crate::testdb::Files);
+
+        impl $name {
+            /// An empty directory for databases.
+            pub fn start() -> $name {
+                $name($crate::testdb::Files::new($engine))
+            }
+            /// The path of database `db`.
+            pub fn path(&self, db: &str) -> std::path::PathBuf {
+                self.0.path(&format!("{db}{}", $suffix))
+            }
+        }
+    };
+}
+
 /// A place to create databases of one engine; stopped and removed on drop.
 pub trait TestDb {
     /// The engine.

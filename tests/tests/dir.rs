@@ -16,10 +16,7 @@ fn url(p: &Path) -> String {
     format!("dir:{}", p.display())
 }
 
-dbsafe_tests::scenarios!(Trees::start() =>
-    artifact_restores_with_age_zstd_and_the_engine_tools_alone,
-    restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_backup_and_audit,
-);
+dbsafe_tests::file_scenarios!(Trees::start());
 
 #[test]
 fn backup_verifies_at_every_level_restores_identically_and_rotates() {

@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-dbsafe_tests::scenarios!(DuckDb::start() =>
-    artifact_restores_with_age_zstd_and_the_engine_tools_alone,
-    restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_backup_and_audit,
-);
+dbsafe_tests::file_scenarios!(DuckDb::start());
 
 fn url(p: &Path) -> String {
     format!("duckdb:{}", p.display())
