@@ -70,6 +70,28 @@ fn build_workspace_bins() -> Result<PathBuf, String> {
     .arg("--target-dir")
     .arg(target_dir)
     .stdin(Stdio::null());
+    // What cargo sets for the test process describes the test package, not
+    // this build; a build script that reads it (ring reads
+    // CARGO_MANIFEST_DIR) would be rerun, and everything above it rebuilt,
+    // each time the binaries are built from a test and then from outside.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&k.as_ref())
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
     let shown = format!("{cmd:?}");
     let out = cmd
         .output()
