@@ -12,7 +12,7 @@ use crate::Cmd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The user the password tests connect as over TCP.
 pub const APP_USER: &str = "app";
@@ -139,35 +139,34 @@ impl Server {
                 cmd.arg("--user=root");
             }
             let mut child = cmd.spawn().expect("start mariadbd");
-            let start = Instant::now();
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                let ping = Command::new(client_bin("mariadb-admin"))
+            let ping = || {
+                Command::new(client_bin("mariadb-admin"))
                     .arg("--no-defaults")
                     .arg(format!("--socket={}", s.sock.display()))
                     .args(["-uroot", "ping"])
-                    .output();
-                if ping.is_ok_and(|o| o.status.success()) {
-                    s.child = Some(child);
-                    s.sql(
-                        "",
-                        &format!(
-                            "CREATE USER '{APP_USER}'@'127.0.0.1' IDENTIFIED BY '{pw}';\n\
-                             GRANT ALL ON *.* TO '{APP_USER}'@'127.0.0.1';",
-                            pw = s.password.replace('\\', "\\\\").replace('\'', "''")
-                        ),
-                    );
-                    return s;
-                }
-                if start.elapsed() > Duration::from_secs(60) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            let mut up = false;
+            // Ends early when mariadbd exits: the port was taken meanwhile, try another.
+            crate::poll_until(Duration::from_secs(60), || {
+                up = ping();
+                up || matches!(child.try_wait(), Ok(Some(_)))
+            });
+            if up {
+                s.child = Some(child);
+                s.sql(
+                    "",
+                    &format!(
+                        "CREATE USER '{APP_USER}'@'127.0.0.1' IDENTIFIED BY '{pw}';\n\
+                         GRANT ALL ON *.* TO '{APP_USER}'@'127.0.0.1';",
+                        pw = s.password.replace('\\', "\\\\").replace('\'', "''")
+                    ),
+                );
+                return s;
             }
+            let _ = child.kill();
+            let _ = child.wait();
             last = std::fs::read_to_string(&log).unwrap_or_default();
         }
         panic!("cannot start a MariaDB test server:\n{last}");

@@ -11,7 +11,7 @@ use crate::{require, Cmd, Scene};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The bucket every test server starts with.
 pub const BUCKET: &str = "dbsafe";
@@ -60,22 +60,21 @@ impl S3Server {
                 .stderr(std::fs::File::create(&log).expect("log"))
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(20) {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return S3Server {
-                        child,
-                        root,
-                        port,
-                        access_key,
-                        secret_key,
-                        home,
-                    };
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    break; // the port was taken meanwhile: try another
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let mut up = false;
+            // Ends early when s3s-fs exits: the port was taken meanwhile, try another.
+            crate::poll_until(Duration::from_secs(20), || {
+                up = TcpStream::connect(("127.0.0.1", port)).is_ok();
+                up || child.try_wait().ok().flatten().is_some()
+            });
+            if up {
+                return S3Server {
+                    child,
+                    root,
+                    port,
+                    access_key,
+                    secret_key,
+                    home,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
