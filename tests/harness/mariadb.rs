@@ -416,11 +416,8 @@ impl Passwords for Server {
     const WRONG_PASSWORD: &'static str = "Access denied";
     const SCHEME: &'static str = "mariadb";
     const ROLE: &'static str = APP_USER;
-    fn password(&self) -> &str {
-        &self.password
-    }
-    fn port(&self) -> u16 {
-        self.port
+    fn login(&self) -> (u16, &str) {
+        (self.port, &self.password)
     }
     fn dumping(&self, _db: &str) -> String {
         "--single-transaction".to_string()

@@ -492,11 +492,8 @@ impl Passwords for Cluster {
     const WRONG_PASSWORD: &'static str = "password authentication failed";
     const SCHEME: &'static str = "postgresql";
     const ROLE: &'static str = APP_ROLE;
-    fn password(&self) -> &str {
-        &self.password
-    }
-    fn port(&self) -> u16 {
-        self.port
+    fn login(&self) -> (u16, &str) {
+        (self.port, &self.password)
     }
     fn dumping(&self, db: &str) -> String {
         // How the clients are told where to connect.

@@ -33,27 +33,26 @@ macro_rules! scenarios {
     };
 }
 
-/// The scenarios of every engine whose databases live on a server with
-/// password logins, as tests on databases from `$start`.
+/// The scenarios of every engine whose artifacts its own tools restore, as
+/// tests on databases from `$start`.
 #[macro_export]
-macro_rules! server_scenarios {
+macro_rules! engine_scenarios {
     ($start:expr) => {
         $crate::scenarios!($start =>
             artifact_restores_with_age_zstd_and_the_engine_tools_alone,
             restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_backup_and_audit,
-            a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message,
-            a_restore_into_a_missing_database_needs_create,
         );
     };
 }
 
-/// The scenarios of every file-backed engine that has its own tools.
+/// [`engine_scenarios!`] and those of engines on a server with password logins.
 #[macro_export]
-macro_rules! file_scenarios {
+macro_rules! server_scenarios {
     ($start:expr) => {
+        $crate::engine_scenarios!($start);
         $crate::scenarios!($start =>
-            artifact_restores_with_age_zstd_and_the_engine_tools_alone,
-            restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_backup_and_audit,
+            a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message,
+            a_restore_into_a_missing_database_needs_create,
         );
     };
 }

@@ -138,10 +138,13 @@ pub trait Passwords: TestDb {
     const SCHEME: &'static str;
     /// The role the password URLs log in as.
     const ROLE: &'static str;
-    /// The role's password; it has characters a URL must percent-encode.
-    fn password(&self) -> &str;
-    /// The server's TCP port on 127.0.0.1.
-    fn port(&self) -> u16;
+    /// The server's TCP port on 127.0.0.1 and the role's password (which
+    /// has characters a URL must percent-encode).
+    fn login(&self) -> (u16, &str);
+    /// The role's password.
+    fn password(&self) -> &str {
+        self.login().1
+    }
     /// A URL for the role over TCP with the password in it (empty `db`: the server).
     fn password_url(&self, db: &str) -> String {
         format!(
@@ -149,7 +152,7 @@ pub trait Passwords: TestDb {
             Self::SCHEME,
             Self::ROLE,
             crate::pg::encode(self.password()),
-            self.port()
+            self.login().0
         )
     }
     /// A part of a client tool's argv that shows a dump of `db` is running.

@@ -16,7 +16,7 @@ fn url(p: &Path) -> String {
     format!("dir:{}", p.display())
 }
 
-dbsafe_tests::file_scenarios!(Trees::start());
+dbsafe_tests::engine_scenarios!(Trees::start());
 
 #[test]
 fn backup_verifies_at_every_level_restores_identically_and_rotates() {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-dbsafe_tests::file_scenarios!(DuckDb::start());
+dbsafe_tests::engine_scenarios!(DuckDb::start());
 
 fn url(p: &Path) -> String {
     format!("duckdb:{}", p.display())

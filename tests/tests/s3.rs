@@ -298,18 +298,23 @@ fn upload_under_way(s: &Scene) -> (S3Server, FaultProxy, Running) {
     (server, proxy, running)
 }
 
+/// `dbsnap` of `db` through `proxy` to the store, uploading in 5 MB parts.
+fn snap_in_parts(server: &S3Server, proxy: &FaultProxy, db: &Path) -> Cmd {
+    snap_uncompressed(
+        server.tool_via("dbsnap", &proxy.endpoint()),
+        db,
+        &server.url(PREFIX),
+    )
+    .env("DBSAFE_S3_PART_SIZE", "5M")
+}
+
 /// A writer slowed down by a proxy, so that it is caught mid-upload.
 fn slow_snapshot(s: &Scene, server: &S3Server, proxy: &FaultProxy) -> Running {
     let db = big_db(s, "big.db", 40);
     Running(Some(
-        snap_uncompressed(
-            server.tool_via("dbsnap", &proxy.endpoint()),
-            &db,
-            &server.url(PREFIX),
-        )
-        .env("DBSAFE_S3_PART_SIZE", "5M")
-        .env("DBSAFE_S3_PARTS_IN_FLIGHT", "1")
-        .spawn(),
+        snap_in_parts(server, proxy, &db)
+            .env("DBSAFE_S3_PARTS_IN_FLIGHT", "1")
+            .spawn(),
     ))
 }
 
@@ -550,16 +555,11 @@ fn parts_refused_forever_abort_the_multipart_upload() {
     let server = S3Server::start(&s);
     let proxy = FaultProxy::start(server.port, Fault::Unavailable("partNumber=".into()));
     let db = big_db(&s, "big.db", 12);
-    snap_uncompressed(
-        server.tool_via("dbsnap", &proxy.endpoint()),
-        &db,
-        &server.url(PREFIX),
-    )
-    .env("DBSAFE_S3_PART_SIZE", "5M")
-    .env("DBSAFE_S3_RETRIES", "2")
-    .fails_with_code(1)
-    .stderr_has("upload part 1 of")
-    .stderr_has("after 2 attempts");
+    snap_in_parts(&server, &proxy, &db)
+        .env("DBSAFE_S3_RETRIES", "2")
+        .fails_with_code(1)
+        .stderr_has("upload part 1 of")
+        .stderr_has("after 2 attempts");
     assert!(server.keys(PREFIX).is_empty(), "{:?}", server.keys(PREFIX));
     assert!(server.pending_uploads().is_empty());
 }
