@@ -227,3 +227,65 @@ fn sqlite_restores_keep_the_journal_mode_header_and_file_mode() {
     };
     assert_eq!(mode(&restored), 0o644);
 }
+
+/// `mariadb-dump` of a database: schema, routines, triggers and events.
+fn mariadb_dump(m: &dbsafe_tests::mariadb::Server, db: &str) -> String {
+    Cmd::new(dbsafe_tests::mariadb::client_bin("mariadb-dump"))
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", m.sock.display()))
+        .args([
+            "-uroot",
+            "--routines",
+            "--triggers",
+            "--events",
+            "--skip-dump-date",
+            "--databases",
+        ])
+        .arg(db)
+        .succeeds()
+        .stdout()
+        .replace(db, "DB")
+}
+
+#[test]
+fn a_mariadb_database_comes_back_with_its_charset_routines_triggers_events_and_views() {
+    let m = dbsafe_tests::mariadb::Server::start();
+    m.sql(
+        "",
+        "CREATE DATABASE shop CHARACTER SET latin1 COLLATE latin1_swedish_ci;\n\
+         USE shop;\n\
+         CREATE TABLE item (id INT PRIMARY KEY AUTO_INCREMENT, name VARCHAR(40), price DECIMAL(8,2), FULLTEXT (name)) ENGINE=InnoDB;\n\
+         CREATE TABLE log (at DATETIME, what VARCHAR(80));\n\
+         CREATE TRIGGER item_log AFTER INSERT ON item FOR EACH ROW INSERT INTO log VALUES (NOW(), NEW.name);\n\
+         CREATE FUNCTION with_tax(p DECIMAL(8,2)) RETURNS DECIMAL(8,2) DETERMINISTIC RETURN p * 1.2;\n\
+         CREATE PROCEDURE add_item(n VARCHAR(40)) INSERT INTO item(name, price) VALUES (n, 1);\n\
+         CREATE EVENT nightly ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM log;\n\
+         CREATE VIEW dear AS SELECT name, with_tax(price) AS gross FROM item WHERE price > 10;\n\
+         INSERT INTO item(name, price) VALUES ('kaffe', 12.5), ('te', 3);\n",
+    );
+    let s = Scene::new();
+    let artifact = s.path("shop.sql.zst");
+    Cmd::tool("dbsnap")
+        .arg(m.url("shop"))
+        .arg("-o")
+        .arg(&artifact)
+        .succeeds();
+    Cmd::tool("dbrestore")
+        .arg(&artifact)
+        .arg("--target")
+        .arg(m.url("shop_copy"))
+        .arg("--create")
+        .succeeds();
+    assert_eq!(
+        m.scalar(
+            "",
+            "SELECT CONCAT(DEFAULT_CHARACTER_SET_NAME, ' ', DEFAULT_COLLATION_NAME) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_copy';"
+        ),
+        "latin1 latin1_swedish_ci"
+    );
+    assert_eq!(mariadb_dump(&m, "shop"), mariadb_dump(&m, "shop_copy"));
+    // Used as the application would: a routine, the trigger, the view.
+    m.sql("shop_copy", "CALL add_item('bröd');");
+    assert_eq!(m.scalar("shop_copy", "SELECT COUNT(*) FROM log;"), "1");
+    assert_eq!(m.scalar("shop_copy", "SELECT gross FROM dear;"), "15.00");
+}
