@@ -97,13 +97,48 @@ pub fn read_passphrase(path: &Path) -> Result<SecretString> {
 }
 
 /// What decrypts artifacts: identity files and an optional passphrase.
+///
+/// Loaded once per run ([`Keyring::for_run`]) and handed down: the same
+/// keyring decrypts base backups and builds the restore command that
+/// fetches their WAL, so both see the same keys.
 #[derive(Default)]
 pub struct Keyring {
     identities: Vec<Box<dyn age::Identity>>,
     passphrase: Option<SecretString>,
+    identity_files: Vec<PathBuf>,
+    passphrase_file: Option<PathBuf>,
 }
 
 impl Keyring {
+    /// The keys of a run, by the one rule every tool follows: the flags
+    /// (whose values clap already took from the environment when absent),
+    /// else the config file's `identity_file` and `passphrase_file`.
+    pub fn for_run(
+        identity_files: &[PathBuf],
+        passphrase_file: Option<&Path>,
+        cfg: &crate::config::Config,
+    ) -> Result<Keyring> {
+        let ids = if identity_files.is_empty() {
+            cfg.defaults.identity_file.iter().cloned().collect()
+        } else {
+            identity_files.to_vec()
+        };
+        let pass = passphrase_file
+            .map(Path::to_path_buf)
+            .or_else(|| cfg.defaults.passphrase_file.clone());
+        Keyring::load(&ids, pass.as_deref())
+    }
+
+    /// Where the WAL of a base backup restored with these keys comes from:
+    /// the archive in `store`, decrypted with the same identity and passphrase files.
+    pub fn wal_source(&self, store: &str) -> crate::engine::WalSource {
+        crate::engine::WalSource {
+            store: store.to_string(),
+            identity_files: self.identity_files.clone(),
+            passphrase_file: self.passphrase_file.clone(),
+        }
+    }
+
     /// Loads identity files and a passphrase file.
     pub fn load(identity_files: &[PathBuf], passphrase_file: Option<&Path>) -> Result<Keyring> {
         let mut identities = Vec::new();
@@ -127,6 +162,8 @@ impl Keyring {
         Ok(Keyring {
             identities,
             passphrase,
+            identity_files: identity_files.to_vec(),
+            passphrase_file: passphrase_file.map(Path::to_path_buf),
         })
     }
 
