@@ -409,10 +409,21 @@ struct Pins {
     previous_attempts: Vec<Pins>,
 }
 
-/// The name of a [`BackupRef`].
+/// A backup reference as a manifest holds it: a [`BackupRef`], or (written
+/// by hand) the artifact's key or file name alone.
 #[derive(Deserialize)]
-struct PinnedRef {
-    name: String,
+#[serde(untagged)]
+enum PinnedRef {
+    Ref { name: String },
+    Name(String),
+}
+
+impl PinnedRef {
+    /// The artifact's file name.
+    fn file(&self) -> &str {
+        let (PinnedRef::Ref { name } | PinnedRef::Name(name)) = self;
+        name.rsplit('/').next().unwrap_or(name)
+    }
 }
 
 impl Pins {
@@ -421,7 +432,7 @@ impl Pins {
             .into_iter()
             .flatten()
         {
-            out.insert(r.name.rsplit('/').next().unwrap_or(&r.name).to_string());
+            out.insert(r.file().to_string());
         }
         for p in &self.previous_attempts {
             p.collect(out);
@@ -528,6 +539,13 @@ mod tests {
         );
         r.source_backup = Some(backup("production_app_full_20240103_000000.pgdump.zst"));
         write(store.as_ref(), &r).unwrap();
+        store
+            .write_small(
+                &manifest_key("staging", "by-hand"),
+                br#"{"pre_release_backup": "backups/staging_app_full_20240104_000000.pgdump.zst",
+                     "note": "staging_app_full_20230101_000000.pgdump.zst"}"#,
+            )
+            .unwrap();
         let pins: Vec<String> = pinned(store.as_ref()).unwrap().into_iter().collect();
         assert_eq!(
             pins,
@@ -535,6 +553,7 @@ mod tests {
                 "production_app_full_20240101_000000.pgdump.zst",
                 "production_app_full_20240102_000000.pgdump.zst",
                 "production_app_full_20240103_000000.pgdump.zst",
+                "staging_app_full_20240104_000000.pgdump.zst",
             ]
         );
     }
