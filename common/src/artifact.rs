@@ -325,18 +325,7 @@ mod tests {
     use super::*;
 
     fn record(file: &str) -> VerifyRecord {
-        VerifyRecord {
-            file: file.into(),
-            verified_at: "2024-01-01T00:00:00Z".into(),
-            level: "full".into(),
-            result: "pass".into(),
-            integrity_score: 1.0,
-            problems: vec![],
-            checks: vec![],
-            tables: vec![],
-            duration_seconds: 0.0,
-            tool: crate::meta::ToolInfo::this("test"),
-        }
+        VerifyRecord::start(file.into(), "full", "test")
     }
 
     #[test]

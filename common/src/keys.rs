@@ -225,3 +225,38 @@ pub fn generate_identity(path: &Path) -> Result<String> {
     crate::fsutil::write_private(path, text.as_bytes()).context(path.display())?;
     Ok(public)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_files_keys_decrypt_base_backups_and_reach_their_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("id.txt");
+        generate_identity(&id).unwrap();
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "secret\n").unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.defaults.identity_file = Some(id.clone());
+        cfg.defaults.passphrase_file = Some(pass.clone());
+        let keys = Keyring::for_run(&[], None, &cfg).unwrap();
+        assert!(!keys.is_empty());
+        let wal = keys.wal_source("/store");
+        assert_eq!(wal.store, "/store");
+        assert_eq!(wal.identity_files, vec![id]);
+        assert_eq!(wal.passphrase_file, Some(pass));
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (flag_id, cfg_id) = (dir.path().join("flag.txt"), dir.path().join("cfg.txt"));
+        generate_identity(&flag_id).unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.defaults.identity_file = Some(cfg_id);
+        let keys = Keyring::for_run(std::slice::from_ref(&flag_id), None, &cfg).unwrap();
+        assert_eq!(keys.wal_source("s").identity_files, vec![flag_id]);
+        assert_eq!(keys.wal_source("s").passphrase_file, None);
+    }
+}

@@ -8,7 +8,7 @@ use crate::artifact::Artifact;
 use crate::engine::{self, RestoreOptions};
 use crate::error::{Error, Result};
 use crate::keys::Keyring;
-use crate::meta::{ToolInfo, VerifyRecord};
+use crate::meta::VerifyRecord;
 use crate::pipeline;
 use crate::progress::{Progress, ProgressReader};
 use crate::restore::{Flow, Target};
@@ -60,18 +60,7 @@ pub fn verify(
     progress: Progress,
 ) -> Result<VerifyRecord> {
     let clock = Instant::now();
-    let mut rec = VerifyRecord {
-        file: artifact.file_name(),
-        verified_at: chrono::Utc::now().to_rfc3339(),
-        level: s.level.as_str().into(),
-        result: "pass".into(),
-        integrity_score: 1.0,
-        problems: vec![],
-        checks: vec![],
-        tables: vec![],
-        duration_seconds: 0.0,
-        tool: ToolInfo::this(s.tool),
-    };
+    let mut rec = VerifyRecord::start(artifact.file_name(), s.level.as_str(), s.tool);
     match s.level {
         Level::Quick => quick(artifact, progress, &mut rec)?,
         _ => deep(artifact, s, progress, &mut rec)?,
