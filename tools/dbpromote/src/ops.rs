@@ -109,7 +109,10 @@ pub(crate) fn existing_backup(
                     && e.name.database == database
                     && e.name.kind == dbsafe::Kind::Full
             }) {
-                if catalog::read_verify(store, e)?.is_some_and(|v| v.passed()) {
+                if Artifact::entry(store, e)
+                    .verify_record()?
+                    .is_some_and(|v| v.passed())
+                {
                     found = Some(e.clone());
                     break;
                 }
@@ -123,8 +126,9 @@ pub(crate) fn existing_backup(
             })?
         }
     };
-    let meta = catalog::read_meta(store, &entry)?;
-    let checksum = match catalog::read_checksum(store, &entry)? {
+    let artifact = Artifact::entry(store, &entry);
+    let meta = artifact.meta()?;
+    let checksum = match artifact.expected_sha256()? {
         Some(c) => c,
         None => meta.as_ref().map(|m| m.checksum.clone()).ok_or_else(|| {
             Error::failed(format!(
