@@ -72,17 +72,9 @@ pub struct DecryptArgs {
 }
 
 impl DecryptArgs {
-    /// Loads the keyring, falling back to the config file's identity and passphrase.
+    /// Loads the keyring of the run ([`Keyring::for_run`]).
     pub fn keyring(&self, cfg: &crate::config::Config) -> Result<Keyring> {
-        let mut ids = self.identity.clone();
-        if ids.is_empty() {
-            ids.extend(cfg.defaults.identity_file.clone());
-        }
-        let pass = self
-            .passphrase_file
-            .clone()
-            .or_else(|| cfg.defaults.passphrase_file.clone());
-        Keyring::load(&ids, pass.as_deref())
+        Keyring::for_run(&self.identity, self.passphrase_file.as_deref(), cfg)
     }
 }
 

@@ -97,13 +97,51 @@ pub fn read_passphrase(path: &Path) -> Result<SecretString> {
 }
 
 /// What decrypts artifacts: identity files and an optional passphrase.
+///
+/// Loaded once per run ([`Keyring::for_run`]) and handed down: the same
+/// keyring decrypts base backups and builds the restore command that
+/// fetches their WAL, so both see the same keys.
 #[derive(Default)]
 pub struct Keyring {
     identities: Vec<Box<dyn age::Identity>>,
     passphrase: Option<SecretString>,
+    identity_files: Vec<PathBuf>,
+    passphrase_file: Option<PathBuf>,
 }
 
 impl Keyring {
+    /// The keys of a run, by the one rule every tool follows: the flags
+    /// (whose values clap already took from the environment when absent),
+    /// else the config file's `identity_file` and `passphrase_file`.
+    pub fn for_run(
+        identity_files: &[PathBuf],
+        passphrase_file: Option<&Path>,
+        cfg: &crate::config::Config,
+    ) -> Result<Keyring> {
+        let ids = if identity_files.is_empty() {
+            cfg.defaults.identity_file.iter().cloned().collect()
+        } else {
+            identity_files.to_vec()
+        };
+        let pass = passphrase_file
+            .map(Path::to_path_buf)
+            .or_else(|| cfg.defaults.passphrase_file.clone());
+        Keyring::load(&ids, pass.as_deref())
+    }
+
+    /// Where the WAL of a base backup restored with these keys comes from:
+    /// the archive in `store`, fetched by `walship fetch` with the same
+    /// identity and passphrase files.
+    pub fn wal_source(&self, store: &str) -> Result<crate::engine::WalSource> {
+        Ok(crate::engine::WalSource {
+            restore_command: crate::walarchive::restore_command(
+                store,
+                &self.identity_files,
+                self.passphrase_file.as_deref(),
+            )?,
+        })
+    }
+
     /// Loads identity files and a passphrase file.
     pub fn load(identity_files: &[PathBuf], passphrase_file: Option<&Path>) -> Result<Keyring> {
         let mut identities = Vec::new();
@@ -127,6 +165,8 @@ impl Keyring {
         Ok(Keyring {
             identities,
             passphrase,
+            identity_files: identity_files.to_vec(),
+            passphrase_file: passphrase_file.map(Path::to_path_buf),
         })
     }
 
@@ -187,4 +227,52 @@ pub fn generate_identity(path: &Path) -> Result<String> {
     );
     crate::fsutil::write_private(path, text.as_bytes()).context(path.display())?;
     Ok(public)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_files_keys_decrypt_base_backups_and_reach_their_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("id.txt");
+        generate_identity(&id).unwrap();
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "secret\n").unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.defaults.identity_file = Some(id.clone());
+        cfg.defaults.passphrase_file = Some(pass.clone());
+        let keys = Keyring::for_run(&[], None, &cfg).unwrap();
+        assert!(!keys.is_empty());
+        let wal = keys.wal_source("/store").unwrap().restore_command;
+        assert!(
+            wal.contains(&format!("DBSAFE_IDENTITY_FILE={}", id.display())),
+            "{wal}"
+        );
+        assert!(
+            wal.contains(&format!("DBSAFE_PASSPHRASE_FILE={}", pass.display())),
+            "{wal}"
+        );
+        assert!(wal.ends_with("fetch %f %p --from /store"), "{wal}");
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (flag_id, cfg_id) = (dir.path().join("flag.txt"), dir.path().join("cfg.txt"));
+        generate_identity(&flag_id).unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.defaults.identity_file = Some(cfg_id);
+        let keys = Keyring::for_run(std::slice::from_ref(&flag_id), None, &cfg).unwrap();
+        let wal = keys.wal_source("/s").unwrap().restore_command;
+        assert!(
+            wal.contains(&format!("DBSAFE_IDENTITY_FILE={}", flag_id.display())),
+            "{wal}"
+        );
+        assert!(
+            !wal.contains("cfg.txt") && !wal.contains("DBSAFE_PASSPHRASE_FILE"),
+            "{wal}"
+        );
+    }
 }

@@ -15,6 +15,7 @@
 //! carry their exit code ([`ExitCode`], the table of SPEC §1).
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod audit;
 pub mod catalog;
 pub mod cleanup;
@@ -33,6 +34,7 @@ pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod release;
+pub mod restore;
 pub mod retention;
 pub mod snapshot;
 pub mod store;
