@@ -170,6 +170,44 @@ impl Keyring {
         })
     }
 
+    /// The encryption of a new artifact protected exactly as one these keys
+    /// read: to `recipients` when it names them, else (a passphrase
+    /// artifact) with the same passphrase, else to the public keys of the
+    /// identities that decrypt it; `None` only for an unencrypted one.
+    pub fn encryption_like(&self, encrypted: bool, recipients: &[String]) -> Result<Encryption> {
+        if !encrypted {
+            return Ok(Encryption::None);
+        }
+        if !recipients.is_empty() {
+            return Encryption::from_sources(recipients, &[], None);
+        }
+        if let Some(p) = &self.passphrase {
+            return Ok(Encryption::Passphrase(p.clone()));
+        }
+        let mut publics = Vec::new();
+        for f in &self.identity_files {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                Error::usage(format!("cannot read identity file {}: {e}", f.display()))
+            })?;
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("AGE-SECRET-KEY-"))
+            {
+                if let Ok(id) = age::x25519::Identity::from_str(line) {
+                    publics.push(id.to_public().to_string());
+                }
+            }
+        }
+        if publics.is_empty() {
+            return Err(Error::usage(
+                "cannot tell whom to encrypt the safety backup to: the artifact is encrypted but names no recipients",
+            )
+            .hint("pass -r/--recipients-file for the safety backup, or --passphrase-file"));
+        }
+        Encryption::from_sources(&publics, &[], None)
+    }
+
     /// Whether nothing to decrypt with was given.
     pub fn is_empty(&self) -> bool {
         self.identities.is_empty() && self.passphrase.is_none()
@@ -255,6 +293,37 @@ mod tests {
             "{wal}"
         );
         assert!(wal.ends_with("fetch %f %p --from /store"), "{wal}");
+    }
+
+    #[test]
+    fn new_artifacts_are_encrypted_like_the_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("id.txt");
+        let public = generate_identity(&id).unwrap();
+        let keys = Keyring::load(std::slice::from_ref(&id), None).unwrap();
+        assert!(!keys.encryption_like(false, &[]).unwrap().is_encrypted());
+        assert_eq!(
+            keys.encryption_like(true, &[]).unwrap().public_keys(),
+            vec![public.clone()]
+        );
+        let other = generate_identity(&dir.path().join("other.txt")).unwrap();
+        assert_eq!(
+            keys.encryption_like(true, &[other.clone()])
+                .unwrap()
+                .public_keys(),
+            vec![other]
+        );
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "secret\n").unwrap();
+        let by_pass = Keyring::load(&[], Some(&pass)).unwrap();
+        assert!(matches!(
+            by_pass.encryption_like(true, &[]).unwrap(),
+            Encryption::Passphrase(_)
+        ));
+        assert!(
+            Keyring::default().encryption_like(true, &[]).is_err(),
+            "never silently plain"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 pub mod cli;
 mod pitr;
 
-use dbsafe::artifact::Artifact;
+use dbsafe::artifact::{Artifact, Sidecar};
 use dbsafe::audit::AuditEntry;
 use dbsafe::catalog::{self, Selector};
 use dbsafe::cli::Log;
@@ -322,7 +322,25 @@ fn audit_path(source: &Source, safety: &Option<SafetyDest>) -> PathBuf {
 
 /// Safety backups are encrypted to the configured recipients, else to the
 /// restored artifact's own recipients: data that was encrypted at rest stays so.
-fn safety_encryption(cfg: &Config, meta: Option<&Metadata>) -> Result<Encryption> {
+fn safety_encryption(
+    cfg: &Config,
+    keys: &Keyring,
+    meta: Option<&Metadata>,
+    artifact: &Artifact<'_>,
+) -> Result<Encryption> {
+    // Exactly as the artifact being restored: its recipients, or the same
+    // passphrase; never weaker.
+    let encrypted = meta
+        .map(|m| m.encryption == "age")
+        .unwrap_or_else(|| artifact.file_name().ends_with(".age"));
+    let like = keys.encryption_like(
+        encrypted,
+        meta.map(|m| m.recipients.as_slice()).unwrap_or(&[]),
+    )?;
+    if like.is_encrypted() {
+        return Ok(like);
+    }
+    // A plain artifact: the environment's own recipients, when it has some.
     let mut inline: Vec<String> = std::env::var("DBSAFE_RECIPIENTS")
         .ok()
         .into_iter()
@@ -334,9 +352,6 @@ fn safety_encryption(cfg: &Config, meta: Option<&Metadata>) -> Result<Encryption
     if inline.is_empty() && files.is_empty() {
         files.extend(cfg.defaults.recipients_file.clone());
         inline.extend(cfg.defaults.recipients.clone().unwrap_or_default());
-    }
-    if inline.is_empty() && files.is_empty() {
-        inline.extend(meta.map(|m| m.recipients.clone()).unwrap_or_default());
     }
     Encryption::from_sources(&inline, &files, None)
 }
@@ -388,7 +403,9 @@ fn execute(
         )?;
     }
     let safety_name = match safety {
-        Some(dest) if non_empty => Some(safety_backup(args, cfg, log, meta, target, dest, tmpdir)?),
+        Some(dest) if non_empty => Some(safety_backup(
+            args, cfg, log, keys, artifact, meta, target, dest, tmpdir,
+        )?),
         _ => None,
     };
     let flow = Flow {
@@ -418,10 +435,13 @@ fn execute(
 }
 
 /// Takes the safety backup of the target about to be replaced; returns where it went.
+#[allow(clippy::too_many_arguments)]
 fn safety_backup(
     args: &cli::Cli,
     cfg: &Config,
     log: &Log,
+    keys: &Keyring,
+    artifact: &Artifact<'_>,
     meta: Option<&Metadata>,
     target: &dyn Engine,
     dest: &SafetyDest,
@@ -438,7 +458,7 @@ fn safety_backup(
         compression: dbsafe::Compression::Zstd,
         level: None,
         threads: 0,
-        encryption: safety_encryption(cfg, meta)?,
+        encryption: safety_encryption(cfg, keys, meta, artifact)?,
         max_size: None,
         labels: [(
             "purpose".to_string(),
@@ -465,7 +485,7 @@ fn safety_backup(
         )?,
         SafetyDest::Dir(dir) => {
             dbsafe::fsutil::create_private_dir(dir)?;
-            let name = ArtifactName {
+            let mut name = ArtifactName {
                 env: req.env.clone(),
                 database: target.database(),
                 kind: dbsafe::Kind::Full,
@@ -474,6 +494,13 @@ fn safety_backup(
                 compression: req.compression,
                 encrypted: req.encryption.is_encrypted(),
             };
+            // Two restores in one second never share a name: the second waits for the next.
+            while dir.join(name.to_string()).exists()
+                || dir.join(Sidecar::Meta.of(&name.to_string())).exists()
+            {
+                std::thread::sleep(Duration::from_millis(100));
+                name.timestamp = chrono::Utc::now();
+            }
             snapshot::take(target, req, Destination::File(dir.join(name.to_string())))?
         }
     };
