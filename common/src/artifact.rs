@@ -263,10 +263,15 @@ impl<'a> Artifact<'a> {
         if let Some(h) = self.sha256.get() {
             return Ok(h.clone());
         }
-        let h = self
+        let h = match self
             .read_sidecar(Sidecar::Sha256)?
             .map(|(what, b)| parse_checksum(&what, &b))
-            .transpose()?;
+            .transpose()?
+        {
+            Some(h) => Some(h),
+            // Without the .sha256 sidecar, the checksum the metadata recorded.
+            None => self.meta()?.map(|m| m.checksum).filter(|c| !c.is_empty()),
+        };
         Ok(self.sha256.get_or_init(|| h).clone())
     }
 

@@ -114,6 +114,10 @@ pub enum Kind {
     /// Another process holds what this one needs (a lock, an open database
     /// file): exit 4, refused rather than waited for.
     Busy,
+    /// What a check needs is missing or out of reach: no key, a key that
+    /// does not open the artifact, a scratch server that does not answer.
+    /// The artifact could not be judged (exit 2): never a finding about it.
+    Unavailable,
 }
 
 impl Kind {
@@ -121,7 +125,7 @@ impl Kind {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Kind::Failed | Kind::Child(_) => ExitCode::Failure,
-            Kind::Usage => ExitCode::Usage,
+            Kind::Usage | Kind::Unavailable => ExitCode::Usage,
             Kind::NotFound | Kind::Io(io::ErrorKind::NotFound) => ExitCode::NotFound,
             // A server's "does not exist" in the middle of an operation is
             // the operation failing; "no such backup" is said explicitly.
@@ -193,6 +197,10 @@ impl Error {
     /// Exit 4: another process holds what this one needs.
     pub fn busy(message: impl Into<String>) -> Self {
         Self::of(Kind::Busy, message)
+    }
+    /// Exit 2: what a check needs is missing or out of reach.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::of(Kind::Unavailable, message)
     }
     /// Exit 130: interrupted.
     pub fn interrupted() -> Self {

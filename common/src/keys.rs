@@ -219,25 +219,26 @@ impl Keyring {
             .map_err(|e| Error::failed(format!("not a valid age file: {e}")))?;
         if dec.is_scrypt() {
             let pass = self.passphrase.clone().ok_or_else(|| {
-                Error::usage("the artifact is encrypted with a passphrase")
+                Error::unavailable("the artifact is encrypted with a passphrase")
                     .hint("pass --passphrase-file FILE or set DBSAFE_PASSPHRASE_FILE")
             })?;
             let id = age::scrypt::Identity::new(pass);
             return dec
                 .decrypt(std::iter::once(&id as &dyn age::Identity))
                 .map_err(|e| {
-                    Error::failed(format!("cannot decrypt: {e}")).hint("check the passphrase file")
+                    Error::unavailable(format!("cannot decrypt with the passphrase: {e}"))
+                        .hint("check the passphrase file")
                 });
         }
         if self.identities.is_empty() {
-            return Err(Error::usage(
+            return Err(Error::unavailable(
                 "the artifact is encrypted to age recipients and no identity was given",
             )
             .hint("pass -i/--identity KEYFILE or set DBSAFE_IDENTITY_FILE"));
         }
         dec.decrypt(self.identities.iter().map(|i| i.as_ref()))
             .map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys => Error::failed(
+                age::DecryptError::NoMatchingKeys => Error::unavailable(
                     "cannot decrypt: none of the given identities matches the artifact's recipients",
                 )
                 .hint("check -i/--identity: the artifact was encrypted to other keys"),

@@ -168,11 +168,31 @@ impl VerifyRecord {
         }
     }
 
+    /// A record of a verification that could not judge the artifact (no
+    /// key, a key that does not fit, no scratch server): not a failure of
+    /// the artifact, and never recorded over an earlier pass.
+    pub fn unverified(file: String, level: &str, tool: &str, why: String) -> VerifyRecord {
+        VerifyRecord {
+            result: UNVERIFIED.into(),
+            integrity_score: 0.0,
+            problems: vec![why],
+            ..VerifyRecord::start(file, level, tool)
+        }
+    }
+
     /// Whether the verification passed.
     pub fn passed(&self) -> bool {
         self.result == "pass"
     }
+
+    /// Whether the artifact could not be judged at all.
+    pub fn is_unverified(&self) -> bool {
+        self.result == UNVERIFIED
+    }
 }
+
+/// The `result` of a record that could not judge its artifact.
+pub const UNVERIFIED: &str = "could-not-verify";
 
 /// Compares row counts found with those expected; returns the problems and the score.
 pub fn compare_tables(expected: &[TableCount], found: &[TableCount]) -> (Vec<String>, f64) {

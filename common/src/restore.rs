@@ -132,7 +132,8 @@ impl<'a> Flow<'a> {
                     engine.tables().map(Some)
                 }
                 Target::Scratch { url, tmpdir } => {
-                    let engine = engine::scratch(payload, origin, url, tmpdir)?;
+                    let engine = engine::scratch(payload, origin, url, tmpdir)
+                        .map_err(scratch_unavailable)?;
                     let found = engine
                         .restore(payload, input, opts)
                         .and_then(|()| engine.tables());
@@ -167,6 +168,21 @@ impl<'a> Flow<'a> {
         let found = self.through_layers(Box::new(shared.clone()), meta.as_ref(), &mut report, step);
         let found = match found {
             Ok(found) => found,
+            Err(e) if e.kind == crate::error::Kind::Unavailable => {
+                // A key that does not open the artifact, or a damaged
+                // artifact whose header no key opens: the checksum tells.
+                let drained = pipeline::copy(&mut shared.clone(), &mut std::io::sink());
+                let sha = tap.result().0;
+                match expected.as_deref() {
+                    Some(x) if drained.is_ok() && !x.eq_ignore_ascii_case(&sha) => {
+                        check_sum(Some(x), &sha, &mut report);
+                        report.sha256 = Some(sha);
+                        report.stopped = Some(Error::failed(e.message.clone()));
+                        return Ok(report);
+                    }
+                    _ => return Err(e),
+                }
+            }
             Err(e) if is_not_a_finding(&e) => return Err(e),
             Err(e) => {
                 report.stopped = Some(e);
@@ -255,6 +271,15 @@ impl<'a> Flow<'a> {
 /// A missing key or an interruption says nothing about the artifact.
 fn is_not_a_finding(e: &Error) -> bool {
     matches!(e.code(), ExitCode::Usage | ExitCode::Interrupted)
+}
+
+/// A scratch target that cannot be had (the server does not answer) says
+/// nothing about the artifact.
+fn scratch_unavailable(e: Error) -> Error {
+    if is_not_a_finding(&e) {
+        return e;
+    }
+    Error::unavailable(format!("no scratch target to restore into: {}", e.message)).with_source(e)
 }
 
 fn check_sum(expected: Option<&str>, actual: &str, report: &mut Report) {

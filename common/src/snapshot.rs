@@ -216,12 +216,18 @@ pub fn take(
             // Sidecars first, the artifact last: running out of space or
             // inodes on the way leaves no artifact under its final name,
             // only sidecars that readers ignore and dbprune removes.
-            crate::fsutil::write_private(
-                &Sidecar::Sha256.next_to(&path),
-                sha256_line(&m.checksum, &file).as_bytes(),
-            )?;
-            crate::fsutil::write_private(&Sidecar::Meta.next_to(&path), &to_json(&m))?;
-            writer.commit()?;
+            let (sha, meta) = (Sidecar::Sha256.next_to(&path), Sidecar::Meta.next_to(&path));
+            let committed = (|| {
+                crate::fsutil::write_private(&sha, sha256_line(&m.checksum, &file).as_bytes())?;
+                crate::fsutil::write_private(&meta, &to_json(&m))?;
+                writer.commit()
+            })();
+            if let Err(e) = committed {
+                // No artifact: its sidecars go too.
+                let _ = std::fs::remove_file(&sha);
+                let _ = std::fs::remove_file(&meta);
+                return Err(e);
+            }
             Ok(SnapshotReport {
                 meta: m,
                 location: path.display().to_string(),
@@ -255,12 +261,18 @@ pub fn take(
             }
             let m = meta_for(&summary, info, file.clone());
             // Sidecars first, the artifact last (see above).
-            store.write_small(
-                &Sidecar::Sha256.of(&key),
-                sha256_line(&m.checksum, &file).as_bytes(),
-            )?;
-            store.write_small(&Sidecar::Meta.of(&key), &to_json(&m))?;
-            writer.commit()?;
+            let (sha, meta) = (Sidecar::Sha256.of(&key), Sidecar::Meta.of(&key));
+            let committed = (|| {
+                store.write_small(&sha, sha256_line(&m.checksum, &file).as_bytes())?;
+                store.write_small(&meta, &to_json(&m))?;
+                writer.commit()
+            })();
+            if let Err(e) = committed {
+                // No artifact: its sidecars go too.
+                let _ = store.delete(&sha);
+                let _ = store.delete(&meta);
+                return Err(e);
+            }
             if update_latest {
                 store.set_pointer(&store::key(store::BACKUPS, &name.latest_name()), &key)?;
             }

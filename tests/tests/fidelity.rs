@@ -291,3 +291,21 @@ fn a_mariadb_database_comes_back_with_its_charset_routines_triggers_events_and_v
     assert_eq!(logged(), "3", "the trigger fired for the routine's insert");
     assert_eq!(m.scalar("shop_copy", "SELECT gross FROM dear;"), "15.00");
 }
+
+#[test]
+fn an_unreachable_scratch_server_is_could_not_verify_not_a_broken_backup() {
+    let (_s, _src, artifact) = rich_source();
+    Cmd::tool("dbverify").arg(&artifact).succeeds();
+    let port = dbsafe_tests::free_port();
+    Cmd::tool("dbverify")
+        .arg(&artifact)
+        .args(["--level", "restore", "--scratch"])
+        .arg(format!("postgres://postgres@127.0.0.1:{port}/"))
+        .fails_with_code(2)
+        .stderr_has("could not verify");
+    let rec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("{}.verify.json", artifact.display())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["result"], "pass", "the earlier pass stays on record");
+}

@@ -145,3 +145,109 @@ fn safety_backups_with_a_passphrase_are_encrypted_with_it_and_never_share_a_name
             .succeeds();
     }
 }
+
+/// A SQLite artifact with its sidecars, encrypted to a new key; returns (artifact, key).
+fn encrypted_artifact(s: &Scene) -> (PathBuf, PathBuf) {
+    let (key, public) = s.age_key("key.txt");
+    let db = s.path("app.db");
+    sqlite::sample(&db, 10);
+    let artifact = s.path("app.sqlite.zst.age");
+    Cmd::tool("dbsnap")
+        .arg(db_url(&db))
+        .arg("-o")
+        .arg(&artifact)
+        .args(["-r", &public])
+        .succeeds();
+    (artifact, key)
+}
+
+fn record_of(artifact: &Path) -> serde_json::Value {
+    let p = PathBuf::from(format!("{}.verify.json", artifact.display()));
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+#[test]
+fn verifying_a_file_with_sidecars_records_the_result_next_to_it() {
+    let s = Scene::new();
+    let (artifact, key) = encrypted_artifact(&s);
+    Cmd::tool("dbverify")
+        .arg(&artifact)
+        .arg("-i")
+        .arg(&key)
+        .succeeds();
+    let rec = record_of(&artifact);
+    assert_eq!(rec["result"], "pass");
+    assert_eq!(rec["level"], "full");
+}
+
+#[test]
+fn a_wrong_or_missing_key_is_recorded_as_could_not_verify_and_never_replaces_a_pass() {
+    let s = Scene::new();
+    let (artifact, key) = encrypted_artifact(&s);
+    let (other, _) = s.age_key("other.txt");
+    // Never verified: the record says it could not be verified, not that it is broken.
+    Cmd::tool("dbverify")
+        .arg(&artifact)
+        .arg("-i")
+        .arg(&other)
+        .fails_with_code(2)
+        .stderr_has("could not verify");
+    assert_eq!(record_of(&artifact)["result"], "could-not-verify");
+    Cmd::tool("dbverify")
+        .arg(&artifact)
+        .arg("-i")
+        .arg(&key)
+        .succeeds();
+    let pass = record_of(&artifact);
+    assert_eq!(pass["result"], "pass");
+    for wrong in [vec!["-i".to_string(), other.display().to_string()], vec![]] {
+        Cmd::tool("dbverify")
+            .arg(&artifact)
+            .args(&wrong)
+            .env_remove("DBSAFE_IDENTITY_FILE")
+            .fails_with_code(2);
+        assert_eq!(
+            record_of(&artifact),
+            pass,
+            "the earlier pass stays on record ({wrong:?})"
+        );
+    }
+}
+
+#[test]
+fn a_metadata_checksum_that_does_not_match_fails_full_verification_without_a_sha256_sidecar() {
+    let s = Scene::new();
+    let (artifact, key) = encrypted_artifact(&s);
+    std::fs::remove_file(format!("{}.sha256", artifact.display())).unwrap();
+    Cmd::tool("dbverify")
+        .arg(&artifact)
+        .arg("-i")
+        .arg(&key)
+        .succeeds();
+    let meta_path = format!("{}.meta.json", artifact.display());
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta["checksum"] = serde_json::json!("0".repeat(64));
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    Cmd::tool("dbverify")
+        .arg(&artifact)
+        .arg("-i")
+        .arg(&key)
+        .fails_with_code(1)
+        .stderr_has("sha256 mismatch");
+}
+
+#[test]
+fn a_good_artifact_whose_record_cannot_be_written_still_verifies() {
+    let s = Scene::new();
+    let (artifact, key) = encrypted_artifact(&s);
+    // Something in the way of the record: the verification itself stands.
+    std::fs::create_dir(format!("{}.verify.json", artifact.display())).unwrap();
+    Cmd::tool("dbverify")
+        .arg(&artifact)
+        .arg("-i")
+        .arg(&key)
+        .succeeds()
+        .stderr_has("could not be recorded");
+}

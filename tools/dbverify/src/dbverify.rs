@@ -54,7 +54,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         dbsafe::cli::print_json(&records)?;
     }
     let mut samples = Vec::new();
-    for rec in &records {
+    for rec in records.iter().filter(|r| !r.is_unverified()) {
         // Metrics are per series: artifacts whose names say which.
         let Ok(name) = dbsafe::ArtifactName::parse(&rec.file) else {
             continue;
@@ -82,8 +82,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     args.common.metrics(&cfg).record("dbverify", &samples);
     Ok(if records.iter().all(VerifyRecord::passed) {
         ExitCode::Success
-    } else {
+    } else if records.iter().any(|r| !r.passed() && !r.is_unverified()) {
         ExitCode::Failure
+    } else {
+        // Nothing failed; something could not be judged (a key, a scratch server).
+        ExitCode::Usage
     })
 }
 
@@ -93,6 +96,14 @@ fn report(log: &Log, rec: &VerifyRecord) {
             "PASS {} (level {}, integrity {:.2}, {:.1}s)",
             rec.file, rec.level, rec.integrity_score, rec.duration_seconds
         ));
+    } else if rec.is_unverified() {
+        eprintln!(
+            "dbverify: COULD NOT VERIFY {} (level {})",
+            rec.file, rec.level
+        );
+        for p in &rec.problems {
+            eprintln!("dbverify:   because: {p}");
+        }
     } else {
         eprintln!("dbverify: FAIL {} (level {})", rec.file, rec.level);
         for p in &rec.problems {
@@ -119,18 +130,51 @@ fn verify_file(
             a = a.with_meta(meta);
         }
     }
-    verify_one(&a, s, log)
+    let rec = verify_one(&a, s, log)?;
+    keep_record(&a, &rec, log);
+    Ok(rec)
 }
 
+/// Verifies one artifact; what stops the check without judging the
+/// artifact (no key, a key that does not fit, no scratch server) is a
+/// record of its own.
 fn verify_one(a: &Artifact<'_>, s: &Settings<'_>, log: &Log) -> Result<VerifyRecord> {
     let progress = if a.is_stdin() {
         Progress::hidden()
     } else {
         Progress::new("dbverify", a.size(), log.quiet)
     };
-    let rec = verify::verify(a, s, progress)?;
+    let rec = match verify::verify(a, s, progress) {
+        Ok(rec) => rec,
+        Err(e) if e.kind == dbsafe::error::Kind::Unavailable => {
+            log.warn(format!("could not verify {}: {e}", a.describe()));
+            VerifyRecord::unverified(a.file_name(), s.level.as_str(), s.tool, e.to_string())
+        }
+        Err(e) => return Err(e),
+    };
     report(log, &rec);
     Ok(rec)
+}
+
+/// Records a verification next to its artifact (a file with sidecars, a
+/// store entry). A record that could not judge the artifact never replaces
+/// an earlier pass; a place that cannot be written to only warns.
+fn keep_record(a: &Artifact<'_>, rec: &VerifyRecord, log: &Log) {
+    if rec.is_unverified() && a.verify_record().ok().flatten().is_some_and(|r| r.passed()) {
+        log.info(format!(
+            "{}: the earlier passing verification stays on record",
+            a.describe()
+        ));
+        return;
+    }
+    match a.write_verify_record(rec) {
+        Ok(true) => log.debug(format!("recorded the verification of {}", a.describe())),
+        Ok(false) => {}
+        Err(e) => log.warn(format!(
+            "the verification of {} could not be recorded: {e}",
+            a.describe()
+        )),
+    }
 }
 
 fn verify_store(args: &cli::Cli, s: &Settings<'_>, log: &Log) -> Result<Vec<VerifyRecord>> {
@@ -171,7 +215,7 @@ fn verify_store(args: &cli::Cli, s: &Settings<'_>, log: &Log) -> Result<Vec<Veri
         .map(|e| {
             let a = Artifact::entry(store.as_ref(), e);
             let rec = verify_one(&a, s, log)?;
-            a.write_verify_record(&rec)?;
+            keep_record(&a, &rec, log);
             Ok(rec)
         })
         .collect()
