@@ -432,53 +432,38 @@ mod tests {
     fn profiles_are_profile_x_in_the_config_file_and_x_in_the_credentials_file() {
         let dir = tempfile::tempdir().unwrap();
         let (config, creds) = (dir.path().join("config"), dir.path().join("credentials"));
-        // The wrong spelling in each file is not the profile.
-        std::fs::write(
-            &config,
-            "[ops]\naws_access_key_id = WRONG\naws_secret_access_key = S\nregion = ap-south-1\n",
-        )
-        .unwrap();
-        std::fs::write(
-            &creds,
-            "[profile ops]\naws_access_key_id = WRONG\naws_secret_access_key = S\n",
-        )
-        .unwrap();
+        let write = |config_text: &str, creds_text: &str| {
+            std::fs::write(&config, config_text).unwrap();
+            std::fs::write(&creds, creds_text).unwrap();
+        };
         let env = [
             ("AWS_CONFIG_FILE", config.to_str().unwrap()),
             ("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap()),
             ("AWS_PROFILE", "ops"),
         ];
-        assert_eq!(
-            settings(&env_of(&env)).unwrap_err().code(),
-            crate::ExitCode::Usage
+        // The wrong spelling in each file is not the profile.
+        write(
+            "[ops]\naws_access_key_id = WRONG\naws_secret_access_key = S\nregion = ap-south-1\n",
+            "[profile ops]\naws_access_key_id = WRONG\naws_secret_access_key = S\n",
         );
-        std::fs::write(
-            &config,
+        let e = settings(&env_of(&env)).unwrap_err();
+        assert_eq!(e.code(), crate::ExitCode::Usage);
+        write(
             "[profile ops]\nregion = ap-south-1\n[default]\nregion = eu-north-1\n",
-        )
-        .unwrap();
-        std::fs::write(
-            &creds,
             "[ops]\naws_access_key_id = OPS\naws_secret_access_key = S\n",
-        )
-        .unwrap();
-        let s = settings(&env_of(&env)).unwrap();
-        assert_eq!(
-            (s.credentials.key_id.as_str(), s.region.as_str()),
-            ("OPS", "ap-south-1")
         );
+        let s = settings(&env_of(&env)).unwrap();
+        let got = (s.credentials.key_id.as_str(), s.region.as_str());
+        assert_eq!(got, ("OPS", "ap-south-1"));
         assert!(s.credentials.source.starts_with("profile ops in "));
         // The default profile is `[default]` in both files.
-        std::fs::write(
-            &creds,
+        write(
+            "[profile ops]\nregion = ap-south-1\n[default]\nregion = eu-north-1\n",
             "[default]\naws_access_key_id = DEF\naws_secret_access_key = S\n",
-        )
-        .unwrap();
-        let s = settings(&env_of(&env[..2])).unwrap();
-        assert_eq!(
-            (s.credentials.key_id.as_str(), s.region.as_str()),
-            ("DEF", "eu-north-1")
         );
+        let s = settings(&env_of(&env[..2])).unwrap();
+        let got = (s.credentials.key_id.as_str(), s.region.as_str());
+        assert_eq!(got, ("DEF", "eu-north-1"));
     }
 
     #[test]
