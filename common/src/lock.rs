@@ -77,7 +77,7 @@ impl Lock {
                 let _ = file.rewind();
                 let _ = file.read_to_string(&mut holder);
                 let pid = holder.split_whitespace().next().unwrap_or("unknown");
-                return Err(Error::refused(format!(
+                return Err(Error::busy(format!(
                     "{what} is locked by another process (pid {pid}; lock {})",
                     path.display()
                 ))
