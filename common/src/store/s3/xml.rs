@@ -319,5 +319,9 @@ mod tests {
 <HostId>Uuag1LuByRx9e6j5Onimru9pO4ZVKnJ2Qz7/C1NPcfTWAtRPfTaOFg==</HostId>
 </Error>"#;
         assert_eq!(error(failed).unwrap().code, "InternalError");
+        // S3 keeps a slow completion alive with whitespace before the document.
+        let padded = format!("   \n  \n{failed}");
+        assert_eq!(error(&padded).unwrap().code, "InternalError");
+        assert_eq!(error(&format!("  \n{done}")), None);
     }
 }
