@@ -290,36 +290,52 @@ impl Inner {
         }
     }
 
-    /// Bytes uploaded so far and the time of the newest part, per ListParts.
+    /// Bytes uploaded so far and the time of the newest part, per ListParts
+    /// (all its pages: an upload has up to 10,000 parts, a page 1,000).
     fn parts_of(&self, key: &str, upload_id: &str) -> Result<Option<(u64, Option<DateTime<Utc>>)>> {
         let c = &self.client;
-        call(
-            c,
-            &Op {
-                verb: "list the parts of",
-                key: Some(key),
-            },
-            || {
-                let action = c.bucket.list_parts(Some(&c.credentials), key, upload_id);
-                let body = match c.send("GET", &c.sign(&action), &[], None) {
-                    Ok(r) => writer::read_text(r)?,
-                    Err(f) if f.status() == Some(404) => return Ok(None),
-                    // Without s3:ListMultipartUploadParts the age is the initiation time.
-                    Err(f) if f.status() == Some(403) && f.code() == "AccessDenied" => {
-                        return Ok(None)
+        let (mut size, mut newest, mut marker) = (0, None, None::<u16>);
+        loop {
+            let page = call(
+                c,
+                &Op {
+                    verb: "list the parts of",
+                    key: Some(key),
+                },
+                || {
+                    let mut action = c.bucket.list_parts(Some(&c.credentials), key, upload_id);
+                    if let Some(m) = marker {
+                        action.set_part_number_marker(m);
                     }
-                    Err(f) => Err(f)?,
-                };
-                let list: xml::ListPartsResult = xml::parse(&body).map_err(Failure::Transport)?;
-                let size = list.parts.iter().map(|p| p.size).sum();
-                let newest = list
-                    .parts
-                    .iter()
-                    .filter_map(|p| xml::time(p.last_modified.as_deref()))
-                    .max();
-                Ok(Some((size, newest)))
-            },
-        )
+                    let body = match c.send("GET", &c.sign(&action), &[], None) {
+                        Ok(r) => writer::read_text(r)?,
+                        Err(f) if f.status() == Some(404) => return Ok(None),
+                        // Without s3:ListMultipartUploadParts the age is the initiation time.
+                        Err(f) if f.status() == Some(403) && f.code() == "AccessDenied" => {
+                            return Ok(None)
+                        }
+                        Err(f) => Err(f)?,
+                    };
+                    let page: xml::ListPartsResult =
+                        xml::parse(&body).map_err(Failure::Transport)?;
+                    Ok(Some(page))
+                },
+            )?;
+            let Some(page) = page else {
+                return Ok(None);
+            };
+            size += page.parts.iter().map(|p| p.size).sum::<u64>();
+            let page_newest = page
+                .parts
+                .iter()
+                .filter_map(|p| xml::time(p.last_modified.as_deref()))
+                .max();
+            newest = newest.max(page_newest);
+            match page.next_marker() {
+                Some(m) if Some(m) != marker => marker = Some(m),
+                _ => return Ok(Some((size, newest))),
+            }
+        }
     }
 }
 

@@ -72,13 +72,28 @@ pub(super) struct Upload {
     pub initiated: Option<String>,
 }
 
-/// ListParts.
+/// One page of ListParts.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(super) struct ListPartsResult {
-    /// The parts uploaded so far.
+    /// The parts of the page.
     #[serde(default, rename = "Part")]
     pub parts: Vec<Part>,
+    /// Whether more pages follow.
+    #[serde(default)]
+    pub is_truncated: bool,
+    /// The part number the next page starts after.
+    pub next_part_number_marker: Option<String>,
+}
+
+impl ListPartsResult {
+    /// Where the next page starts, if there is one.
+    pub fn next_marker(&self) -> Option<u16> {
+        let marker = self.next_part_number_marker.as_deref()?;
+        self.is_truncated
+            .then(|| marker.trim().parse().ok())
+            .flatten()
+    }
 }
 
 /// An uploaded part.
@@ -292,12 +307,19 @@ mod tests {
 </ListPartsResult>"#;
         let p: ListPartsResult = parse(parts).unwrap();
         assert_eq!(p.parts.iter().map(|p| p.size).sum::<u64>(), 20971521);
+        assert_eq!(p.next_marker(), Some(3));
         let newest = p
             .parts
             .iter()
             .filter_map(|p| time(p.last_modified.as_deref()))
             .max();
         assert_eq!(newest.unwrap().to_rfc3339(), "2010-11-10T20:48:34+00:00");
+        let last: ListPartsResult = parse(
+            "<ListPartsResult><NextPartNumberMarker></NextPartNumberMarker><IsTruncated>false</IsTruncated></ListPartsResult>",
+        )
+        .unwrap();
+        assert!(last.parts.is_empty());
+        assert_eq!(last.next_marker(), None);
     }
 
     #[test]
