@@ -156,7 +156,10 @@ echo "bench: WAL, $segments segments of 16 MiB" >&2
 psql_ -d bench -c "ALTER SYSTEM SET wal_level = replica" >/dev/null
 mkdir -p "$work/segs"
 # Real WAL: the segments the dataset load wrote.
-find "$data/pg_wal" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' | sort | head -n "$segments" | while read -r f; do cp "$f" "$work/segs/"; done
+# The list is read whole before the first few are taken, so no writer of the
+# pipeline dies of SIGPIPE (pipefail would end the bench with 141).
+mapfile -t all_segments < <(find "$data/pg_wal" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' | sort)
+for f in "${all_segments[@]:0:$segments}"; do cp "$f" "$work/segs/"; done
 n=$(find "$work/segs" -type f | wc -l)
 floor=""
 start=$(date +%s.%N)

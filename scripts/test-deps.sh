@@ -24,6 +24,7 @@ have mariadb-dump || need_apt+=(mariadb-client)
 have promtool || need_apt+=(prometheus)
 have prometheus-pushgateway || need_apt+=(prometheus-pushgateway)
 have systemd-analyze || need_apt+=(systemd)
+have man || need_apt+=(man-db)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"

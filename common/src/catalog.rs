@@ -1,5 +1,6 @@
 //! What a store holds: artifacts grouped in series, their sidecars, and selection.
 
+use crate::artifact::{Artifact, Sidecar};
 use crate::error::{Error, Result};
 use crate::meta::{Metadata, VerifyRecord};
 use crate::name::ArtifactName;
@@ -9,8 +10,7 @@ use chrono::{DateTime, Utc};
 /// Suffix of the environment that safety backups taken before a restore go to.
 pub const SAFETY_SUFFIX: &str = "-safety";
 
-/// The sidecars an artifact may have, by suffix.
-pub const SIDECARS: [&str; 3] = ["sha256", "meta.json", "verify.json"];
+pub use crate::artifact::parse_sha256_line;
 
 /// An artifact in a store.
 #[derive(Debug, Clone)]
@@ -26,9 +26,9 @@ impl Entry {
     pub fn key(&self) -> &str {
         &self.object.key
     }
-    /// The key of one of its sidecars (`sha256`, `meta.json`, `verify.json`).
-    pub fn sidecar(&self, suffix: &str) -> String {
-        format!("{}.{suffix}", self.object.key)
+    /// The key of one of its sidecars.
+    pub fn sidecar(&self, s: Sidecar) -> String {
+        s.of(&self.object.key)
     }
     /// The file name.
     pub fn file(&self) -> String {
@@ -56,38 +56,19 @@ pub fn list(store: &dyn Store) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// The metadata sidecar of an entry, if present and readable.
+/// The metadata sidecar of an entry, if present.
 pub fn read_meta(store: &dyn Store, e: &Entry) -> Result<Option<Metadata>> {
-    match store.read_small(&e.sidecar("meta.json"))? {
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|err| {
-            Error::failed(format!(
-                "{}: invalid metadata: {err}",
-                e.sidecar("meta.json")
-            ))
-        }),
-        None => Ok(None),
-    }
+    Artifact::entry(store, e).meta()
 }
 
 /// The verification record of an entry, if any.
 pub fn read_verify(store: &dyn Store, e: &Entry) -> Result<Option<VerifyRecord>> {
-    Ok(store
-        .read_small(&e.sidecar("verify.json"))?
-        .and_then(|b| serde_json::from_slice(&b).ok()))
+    Artifact::entry(store, e).verify_record()
 }
 
 /// The checksum recorded in an entry's `.sha256` sidecar.
 pub fn read_checksum(store: &dyn Store, e: &Entry) -> Result<Option<String>> {
-    Ok(store
-        .read_small(&e.sidecar("sha256"))?
-        .and_then(|b| parse_sha256_line(&String::from_utf8_lossy(&b))))
-}
-
-/// The hex digest of a `sha256sum` line.
-pub fn parse_sha256_line(line: &str) -> Option<String> {
-    let hex = line.split_whitespace().next()?;
-    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
-        .then(|| hex.to_ascii_lowercase())
+    Artifact::entry(store, e).expected_sha256()
 }
 
 /// How to pick artifacts in a store.

@@ -28,6 +28,59 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// This process as temporaries name their owner: `PID-START`, the start
+/// time (clock ticks since boot) telling a live owner from a reused pid.
+pub fn owner_tag() -> String {
+    let pid = std::process::id();
+    format!("{pid}-{}", start_time(pid).unwrap_or(0))
+}
+
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the owner a tag names is still running (a tag without a start
+/// time counts as alive while its pid is).
+pub fn owner_alive(tag: &str) -> bool {
+    let (pid, start) = tag.split_once('-').unwrap_or((tag, "0"));
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+        return true;
+    };
+    match start_time(pid) {
+        None => false,
+        Some(_) if start == 0 => true,
+        Some(s) => s == start,
+    }
+}
+
+/// The owner tag in one of our temporary names (`.NAME.tmp.TAG.RANDOM`).
+pub fn owner_of(file: &str) -> Option<&str> {
+    let (_, rest) = file.rsplit_once(".tmp.")?;
+    rest.split('.').next()
+}
+
+/// Removes the temporaries in `dir` whose owner is dead (a killed run's
+/// plaintext copies, spools, half-written files); returns what went.
+pub fn sweep(dir: &Path) -> Vec<PathBuf> {
+    let mut gone = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return gone;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let dead = name.starts_with('.') && owner_of(&name).is_some_and(|o| !owner_alive(o));
+        if dead {
+            remove_path(&e.path());
+            gone.push(e.path());
+        }
+    }
+    gone
+}
+
 /// Removes a temporary path when dropped, and when the process is interrupted.
 pub struct TempGuard {
     id: u64,
@@ -97,6 +150,7 @@ impl Drop for ChildGuard {
 /// Runs an undo action when the tool is interrupted, while the guard lives:
 /// for temporaries that are not local paths, such as an S3 multipart upload
 /// to abort.
+#[derive(Debug)]
 pub struct ActionGuard(u64);
 
 impl ActionGuard {
@@ -163,4 +217,37 @@ pub fn install_signal_handlers(tool: &'static str) {
             std::process::exit(130);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_owners_temporaries_are_swept_and_a_live_ones_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mine = crate::fsutil::temp_name_for(&dir.path().join("copy.sqlite"));
+        std::fs::write(&mine, b"mine").unwrap();
+        assert_eq!(
+            owner_of(&mine.file_name().unwrap().to_string_lossy()),
+            Some(owner_tag().as_str())
+        );
+        // A child that has exited: its pid and start time name a dead owner.
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let pid = child.id();
+        let tag = format!("{pid}-{}", start_time(pid).unwrap_or(1));
+        child.wait().unwrap();
+        let dead = dir.path().join(format!(".copy.sqlite.tmp.{tag}.0000abcd"));
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join("data"), b"plaintext").unwrap();
+        let gone = sweep(dir.path());
+        assert_eq!(gone, vec![dead.clone()]);
+        assert!(!dead.exists());
+        assert!(mine.exists(), "a live owner's temporary stays");
+        assert!(owner_alive(&owner_tag()));
+        assert!(
+            !owner_alive(&format!("{}-1", std::process::id())),
+            "a reused pid is not the owner"
+        );
+    }
 }

@@ -72,17 +72,9 @@ pub struct DecryptArgs {
 }
 
 impl DecryptArgs {
-    /// Loads the keyring, falling back to the config file's identity and passphrase.
+    /// Loads the keyring of the run ([`Keyring::for_run`]).
     pub fn keyring(&self, cfg: &crate::config::Config) -> Result<Keyring> {
-        let mut ids = self.identity.clone();
-        if ids.is_empty() {
-            ids.extend(cfg.defaults.identity_file.clone());
-        }
-        let pass = self
-            .passphrase_file
-            .clone()
-            .or_else(|| cfg.defaults.passphrase_file.clone());
-        Keyring::load(&ids, pass.as_deref())
+        Keyring::for_run(&self.identity, self.passphrase_file.as_deref(), cfg)
     }
 }
 
@@ -157,6 +149,22 @@ pub fn main_with(
     tool: &'static str,
     body: impl FnOnce() -> Result<ExitCode>,
 ) -> std::process::ExitCode {
+    run_body(tool, body)
+}
+
+/// Parses the command line of `C` (clap's errors carry the tool's prefix and
+/// exit 2), then runs the tool's body as [`main_with`] does.
+pub fn main_parsed<C: clap::Parser>(
+    tool: &'static str,
+    body: impl FnOnce(C) -> Result<ExitCode>,
+) -> std::process::ExitCode {
+    match C::try_parse() {
+        Ok(cli) => run_body(tool, || body(cli)),
+        Err(e) => std::process::ExitCode::from(crate::output::clap_error(tool, &e).code() as u8),
+    }
+}
+
+fn run_body(tool: &'static str, body: impl FnOnce() -> Result<ExitCode>) -> std::process::ExitCode {
     crate::cleanup::install_signal_handlers(tool);
     let code = match body() {
         Ok(code) => code,

@@ -109,7 +109,7 @@ pub enum Kind {
     Io(io::ErrorKind),
     /// A child process ended with this exit status (`None`: killed by a signal).
     Child(Option<i32>),
-    /// A database server error with its code (exit 3 for missing objects, else 1).
+    /// A database server error with its code (exit 1).
     Server(ServerCode),
     /// Another process holds what this one needs (a lock, an open database
     /// file): exit 4, refused rather than waited for.
@@ -123,9 +123,9 @@ impl Kind {
             Kind::Failed | Kind::Child(_) => ExitCode::Failure,
             Kind::Usage => ExitCode::Usage,
             Kind::NotFound | Kind::Io(io::ErrorKind::NotFound) => ExitCode::NotFound,
-            Kind::Io(_) => ExitCode::Failure,
-            Kind::Server(c) if c.is_undefined_object() => ExitCode::NotFound,
-            Kind::Server(_) => ExitCode::Failure,
+            // A server's "does not exist" in the middle of an operation is
+            // the operation failing; "no such backup" is said explicitly.
+            Kind::Io(_) | Kind::Server(_) => ExitCode::Failure,
             Kind::Refused | Kind::Busy => ExitCode::Refused,
             Kind::Interrupted => ExitCode::Interrupted,
         }
@@ -223,7 +223,8 @@ impl Error {
     }
     /// Whether a database server said the object does not exist.
     pub fn is_undefined_object(&self) -> bool {
-        self.server_code().is_some_and(ServerCode::is_undefined_object)
+        self.server_code()
+            .is_some_and(ServerCode::is_undefined_object)
     }
     /// Whether this is a broken pipe: the reader of our output went away.
     pub fn is_broken_pipe(&self) -> bool {
@@ -318,7 +319,7 @@ mod tests {
         assert_eq!(pipe.code(), ExitCode::Failure);
         let missing_table = Error::server(ServerCode::Sqlstate("42P01".into()), "relación");
         assert!(missing_table.is_undefined_object());
-        assert_eq!(missing_table.code(), ExitCode::NotFound);
+        assert_eq!(missing_table.code(), ExitCode::Failure);
         let denied = Error::server(ServerCode::Mysql(1045), "Zugriff verweigert");
         assert!(!denied.is_undefined_object());
         assert_eq!(denied.code(), ExitCode::Failure);

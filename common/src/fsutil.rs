@@ -25,8 +25,22 @@ pub fn create_private_file(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot create {}", path.display()))
 }
 
-/// fsyncs a directory so a rename or unlink in it survives a crash.
+/// The directory a path's file lives in: `.` for a bare file name.
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// fsyncs a directory so a rename or unlink in it survives a crash (the
+/// empty path, the parent of a bare file name, is the current directory).
 pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot fsync directory {}", dir.display()))
@@ -39,7 +53,10 @@ pub fn temp_name_for(path: &Path) -> PathBuf {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let rnd: u32 = rand::random();
-    path.with_file_name(format!(".{file}.tmp.{}.{rnd:08x}", std::process::id()))
+    path.with_file_name(format!(
+        ".{file}.tmp.{}.{rnd:08x}",
+        crate::cleanup::owner_tag()
+    ))
 }
 
 /// Whether a file name is one of our temporaries.
@@ -55,7 +72,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes).context(tmp.display())?;
         f.sync_all().context(tmp.display())?;
         fs::rename(&tmp, path).with_context(|| format!("cannot rename into {}", path.display()))?;
-        fsync_dir(path.parent().unwrap_or(Path::new(".")))
+        fsync_dir(parent_dir(path))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -106,6 +123,22 @@ pub fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod bare_name_tests {
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_directory() {
+        assert_eq!(
+            super::parent_dir(std::path::Path::new("x.zst")),
+            std::path::Path::new(".")
+        );
+        assert_eq!(
+            super::parent_dir(std::path::Path::new("d/x")),
+            std::path::Path::new("d")
+        );
+        super::fsync_dir(std::path::Path::new("")).expect("fsync of the current directory");
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub struct Thresholds {
 pub struct SeriesHealth {
     /// `env_database_kind`.
     pub series: String,
+    /// The payload its artifacts carry (`pgdump`, `sqlite`, ...): part of
+    /// what makes a series.
+    pub payload: String,
     /// Backups held.
     pub count: usize,
     /// Newest backup's file.
@@ -52,6 +55,29 @@ pub struct WalHealth {
     pub newest_age_seconds: Option<i64>,
     /// Missing ranges per timeline (`first..last` segment names).
     pub gaps: Vec<String>,
+    /// Each timeline: where it branched, its newest segment, its gaps.
+    pub timelines: Vec<TimelineHealth>,
+}
+
+/// One timeline of the WAL archive.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineHealth {
+    /// Its number.
+    pub timeline: u32,
+    /// `live` (the timeline archiving now), `ancestor` (of the live one) or
+    /// `branch` (a recovery that did not become the primary: a drill, a
+    /// copy promoted beside the primary).
+    pub role: String,
+    /// The timeline it branched from, and where.
+    pub parent: Option<u32>,
+    /// The position it branched at.
+    pub branched_at: Option<String>,
+    /// Its newest archived segment.
+    pub newest: Option<String>,
+    /// Seconds since that segment was archived.
+    pub newest_age_seconds: Option<i64>,
+    /// Missing ranges (`first..last` segment names).
+    pub gaps: Vec<String>,
 }
 
 /// The whole report.
@@ -65,6 +91,9 @@ pub struct Health {
     pub problems: Vec<String>,
     /// Per series.
     pub series: Vec<SeriesHealth>,
+    /// Safety backups taken before restores, per series: listed apart and
+    /// never a reason for `degraded` or `critical`.
+    pub safety: Vec<SeriesHealth>,
     /// Bytes in all backups.
     pub total_bytes: u64,
     /// WAL archive, when the store has one.
@@ -73,17 +102,18 @@ pub struct Health {
 
 /// Computes the health of a store.
 pub fn assess(store: &dyn Store, t: &Thresholds, now: DateTime<Utc>) -> Result<Health> {
-    let entries = catalog::list(store)?;
     let mut by_series: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-    for e in entries {
-        by_series.entry(e.name.series()).or_default().push(e);
+    for e in catalog::list(store)? {
+        by_series.entry(e.name.series_id()).or_default().push(e);
     }
     let mut critical = Vec::new();
     let mut degraded = Vec::new();
     let mut series = Vec::new();
+    let mut safety = Vec::new();
     let max_age = chrono::Duration::from_std(t.max_age).unwrap_or(chrono::Duration::MAX);
-    for (name, list) in &by_series {
+    for list in by_series.values() {
         let newest = list.last().expect("non-empty series");
+        let name = newest.name.series();
         let mut verified = Vec::new();
         for e in list {
             if let Some(v) = catalog::read_verify(store, e)? {
@@ -94,6 +124,22 @@ pub fn assess(store: &dyn Store, t: &Thresholds, now: DateTime<Utc>) -> Result<H
         }
         let newest_verified = verified.iter().max_by_key(|v| v.0);
         let age = now - newest.name.timestamp;
+        let health = SeriesHealth {
+            series: name.clone(),
+            payload: newest.name.payload.ext().to_string(),
+            count: list.len(),
+            newest: newest.file(),
+            newest_age_seconds: age.num_seconds(),
+            total_bytes: list.iter().map(|e| e.object.size).sum(),
+            verified_count: verified.len(),
+            newest_verification: verified.iter().map(|v| v.1.clone()).max(),
+            newest_verified_age_seconds: newest_verified.map(|v| (now - v.0).num_seconds()),
+        };
+        if newest.name.is_safety() {
+            safety.push(health);
+            continue;
+        }
+        series.push(health);
         if age > max_age {
             critical.push(format!(
                 "{name}: newest backup is {} old (max {})",
@@ -116,18 +162,8 @@ pub fn assess(store: &dyn Store, t: &Thresholds, now: DateTime<Utc>) -> Result<H
             )),
             _ => {}
         }
-        series.push(SeriesHealth {
-            series: name.clone(),
-            count: list.len(),
-            newest: newest.file(),
-            newest_age_seconds: age.num_seconds(),
-            total_bytes: list.iter().map(|e| e.object.size).sum(),
-            verified_count: verified.len(),
-            newest_verification: verified.iter().map(|v| v.1.clone()).max(),
-            newest_verified_age_seconds: newest_verified.map(|v| (now - v.0).num_seconds()),
-        });
     }
-    if by_series.is_empty() {
+    if series.is_empty() {
         critical.push("the store holds no backups".into());
     }
     let wal = wal_health(store, now)?;
@@ -157,8 +193,9 @@ pub fn assess(store: &dyn Store, t: &Thresholds, now: DateTime<Utc>) -> Result<H
         store: store.describe(),
         readiness: readiness.into(),
         problems: critical,
-        total_bytes: series.iter().map(|s| s.total_bytes).sum(),
+        total_bytes: series.iter().chain(&safety).map(|s| s.total_bytes).sum(),
         series,
+        safety,
         wal,
     })
 }
@@ -167,46 +204,200 @@ fn fmt_age(d: chrono::Duration) -> String {
     crate::units::human_duration(d.to_std().unwrap_or_default())
 }
 
-/// The WAL archive's newest segment, its age and gaps; `None` when the store has no WAL.
+/// The WAL archive per timeline; the store's newest segment is the live
+/// timeline's (the one that archived last); `None` when the store has no WAL.
 pub fn wal_health(store: &dyn Store, now: DateTime<Utc>) -> Result<Option<WalHealth>> {
     let archived = crate::walarchive::list(store)?;
-    let mut names = Vec::new();
-    let mut newest: Option<(WalName, &crate::walarchive::Archived)> = None;
-    for a in &archived {
-        let Some(n) = WalName::parse(&a.wal_file) else {
-            continue;
-        };
-        if n.kind == wal::WalKind::Segment
-            && newest
-                .as_ref()
-                .is_none_or(|(m, _)| (n.timeline, n.segno) > (m.timeline, m.segno))
-        {
-            newest = Some((n, a));
-        }
-        names.push(n);
-    }
+    let names: Vec<WalName> = archived
+        .iter()
+        .filter_map(|a| WalName::parse(&a.wal_file))
+        .collect();
     if names.is_empty() {
         return Ok(None);
     }
-    let gaps = wal::gaps(&names)
-        .into_iter()
-        .flat_map(|(tli, ranges)| {
-            ranges.into_iter().map(move |(a, b)| {
+    let size = crate::walarchive::segment_size(store, &archived)?;
+    let timelines = crate::walarchive::timelines(store, &archived, size)?;
+    let gaps = wal::gaps(&names, size);
+    let gap_names = |tli: u32| -> Vec<String> {
+        gaps.get(&tli)
+            .into_iter()
+            .flatten()
+            .map(|&(a, b)| {
                 format!(
                     "{}..{}",
                     WalName::segment_name(tli, a),
                     WalName::segment_name(tli, b)
                 )
             })
+            .collect()
+    };
+    let live = timelines
+        .0
+        .values()
+        .filter_map(|t| t.newest.as_ref().map(|n| (n.1, t.id)))
+        .max()
+        .map(|(_, id)| id);
+    let live_line = live.and_then(|id| timelines.0.get(&id));
+    let per: Vec<TimelineHealth> = timelines
+        .0
+        .values()
+        .map(|t| TimelineHealth {
+            timeline: t.id,
+            role: if Some(t.id) == live {
+                "live"
+            } else if live_line.is_some_and(|l| l.descends_from(t.id)) {
+                "ancestor"
+            } else {
+                "branch"
+            }
+            .into(),
+            parent: t.parent().map(|p| p.parent),
+            branched_at: t.parent().map(|p| p.switch.to_string()),
+            newest: t.newest.as_ref().map(|n| n.0.clone()),
+            newest_age_seconds: t.newest.as_ref().map(|n| (now - n.1).num_seconds()),
+            gaps: gap_names(t.id),
         })
         .collect();
+    let newest = live_line.and_then(|t| t.newest.clone());
     Ok(Some(WalHealth {
         segments: names
             .iter()
             .filter(|n| n.kind == wal::WalKind::Segment)
             .count(),
-        newest: newest.map(|(_, a)| a.wal_file.clone()),
-        newest_age_seconds: newest.map(|(_, a)| (now - a.modified).num_seconds()),
-        gaps,
+        newest: newest.as_ref().map(|n| n.0.clone()),
+        newest_age_seconds: newest.as_ref().map(|n| (now - n.1).num_seconds()),
+        gaps: per.iter().flat_map(|t| t.gaps.clone()).collect(),
+        timelines: per,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::VerifyRecord;
+
+    fn put(store: &dyn Store, file: &str, verified: bool) {
+        store
+            .write_small(&crate::store::key(crate::store::BACKUPS, file), b"x")
+            .expect("artifact");
+        if verified {
+            let rec = VerifyRecord {
+                file: file.into(),
+                verified_at: "2026-12-01T00:00:00Z".into(),
+                level: "full".into(),
+                result: "pass".into(),
+                integrity_score: 1.0,
+                problems: vec![],
+                checks: vec![],
+                tables: vec![],
+                duration_seconds: 0.0,
+                tool: crate::meta::ToolInfo::this("dbverify"),
+            };
+            store
+                .write_small(
+                    &crate::store::key(crate::store::BACKUPS, &format!("{file}.verify.json")),
+                    &serde_json::to_vec(&rec).expect("json"),
+                )
+                .expect("record");
+        }
+    }
+
+    #[test]
+    fn each_timeline_has_its_role_its_branch_point_and_its_own_gaps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            crate::store::open(&dir.path().join("s").display().to_string(), true).expect("store");
+        let push = |name: &str, bytes: &[u8], at: &str| {
+            let f = dir.path().join(name);
+            std::fs::write(&f, bytes).expect("segment");
+            crate::walarchive::push(
+                store.as_ref(),
+                &f,
+                name,
+                crate::pipeline::EncodeOptions {
+                    compression: crate::Compression::None,
+                    level: None,
+                    threads: 0,
+                    encryption: crate::Encryption::None,
+                    max_size: None,
+                },
+            )
+            .expect("push");
+            let t: DateTime<Utc> = at.parse().expect("time");
+            let obj = dir.path().join("s/wal").join(name);
+            std::fs::File::options()
+                .write(true)
+                .open(&obj)
+                .and_then(|f| f.set_modified(t.into()))
+                .expect("mtime");
+        };
+        let seg = vec![0u8; 1 << 20];
+        push("000000010000000000000001", &seg, "2026-12-01T10:00:00Z");
+        push("000000010000000000000002", &seg, "2026-12-01T10:10:00Z");
+        push("000000010000000000000004", &seg, "2026-12-01T12:00:00Z");
+        push(
+            "00000002.history",
+            b"1\t0/2000120\tbefore 2026-12-01 10:05:00+00\n",
+            "2026-12-01T10:30:00Z",
+        );
+        push("000000020000000000000002", &seg, "2026-12-01T10:40:00Z");
+        let h = wal_health(store.as_ref(), "2026-12-01T12:05:00Z".parse().unwrap())
+            .expect("health")
+            .expect("archive");
+        let roles: Vec<(u32, &str)> = h
+            .timelines
+            .iter()
+            .map(|t| (t.timeline, t.role.as_str()))
+            .collect();
+        assert_eq!(roles, [(1, "live"), (2, "branch")]);
+        assert_eq!(h.newest.as_deref(), Some("000000010000000000000004"));
+        assert_eq!(h.timelines[1].parent, Some(1));
+        assert_eq!(h.timelines[1].branched_at.as_deref(), Some("0/2000120"));
+        assert_eq!(
+            h.timelines[0].gaps,
+            ["000000010000000000000003..000000010000000000000003"]
+        );
+        assert!(h.timelines[1].gaps.is_empty());
+    }
+
+    #[test]
+    fn engines_make_separate_series_and_safety_backups_never_degrade_a_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::open(&dir.path().display().to_string(), true).expect("store");
+        put(
+            store.as_ref(),
+            "production_app_full_20261201_100000.sqlite.zst",
+            true,
+        );
+        put(
+            store.as_ref(),
+            "production_app_full_20261201_100000.pgdump.zst",
+            true,
+        );
+        put(
+            store.as_ref(),
+            "production-safety_app_full_20261201_110000.sqlite.zst",
+            false,
+        );
+        let now = "2026-12-01T12:00:00Z".parse().expect("time");
+        let t = Thresholds {
+            max_age: Duration::from_secs(86400),
+            min_count: 1,
+            max_wal_lag: None,
+        };
+        let h = assess(store.as_ref(), &t, now).expect("assess");
+        assert_eq!(h.readiness, "good", "{:?}", h.problems);
+        let payloads: Vec<&str> = h.series.iter().map(|s| s.payload.as_str()).collect();
+        assert_eq!(payloads, ["pgdump", "sqlite"]);
+        assert_eq!(h.safety.len(), 1);
+        assert_eq!(h.safety[0].series, "production-safety_app_full");
+        // A day later the unverified safety backup is old: still not a problem.
+        let later = "2026-12-03T12:00:00Z".parse().expect("time");
+        let h = assess(store.as_ref(), &t, later).expect("assess");
+        assert!(
+            h.problems.iter().all(|p| !p.contains("safety")),
+            "{:?}",
+            h.problems
+        );
+    }
 }

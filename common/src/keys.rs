@@ -97,13 +97,51 @@ pub fn read_passphrase(path: &Path) -> Result<SecretString> {
 }
 
 /// What decrypts artifacts: identity files and an optional passphrase.
+///
+/// Loaded once per run ([`Keyring::for_run`]) and handed down: the same
+/// keyring decrypts base backups and builds the restore command that
+/// fetches their WAL, so both see the same keys.
 #[derive(Default)]
 pub struct Keyring {
     identities: Vec<Box<dyn age::Identity>>,
     passphrase: Option<SecretString>,
+    identity_files: Vec<PathBuf>,
+    passphrase_file: Option<PathBuf>,
 }
 
 impl Keyring {
+    /// The keys of a run, by the one rule every tool follows: the flags
+    /// (whose values clap already took from the environment when absent),
+    /// else the config file's `identity_file` and `passphrase_file`.
+    pub fn for_run(
+        identity_files: &[PathBuf],
+        passphrase_file: Option<&Path>,
+        cfg: &crate::config::Config,
+    ) -> Result<Keyring> {
+        let ids = if identity_files.is_empty() {
+            cfg.defaults.identity_file.iter().cloned().collect()
+        } else {
+            identity_files.to_vec()
+        };
+        let pass = passphrase_file
+            .map(Path::to_path_buf)
+            .or_else(|| cfg.defaults.passphrase_file.clone());
+        Keyring::load(&ids, pass.as_deref())
+    }
+
+    /// Where the WAL of a base backup restored with these keys comes from:
+    /// the archive in `store`, fetched by `walship fetch` with the same
+    /// identity and passphrase files.
+    pub fn wal_source(&self, store: &str) -> Result<crate::engine::WalSource> {
+        Ok(crate::engine::WalSource {
+            restore_command: crate::walarchive::restore_command(
+                store,
+                &self.identity_files,
+                self.passphrase_file.as_deref(),
+            )?,
+        })
+    }
+
     /// Loads identity files and a passphrase file.
     pub fn load(identity_files: &[PathBuf], passphrase_file: Option<&Path>) -> Result<Keyring> {
         let mut identities = Vec::new();
@@ -127,7 +165,47 @@ impl Keyring {
         Ok(Keyring {
             identities,
             passphrase,
+            identity_files: identity_files.to_vec(),
+            passphrase_file: passphrase_file.map(Path::to_path_buf),
         })
+    }
+
+    /// The encryption of a new artifact protected exactly as one these keys
+    /// read: to `recipients` when it names them, else (a passphrase
+    /// artifact) with the same passphrase, else to the public keys of the
+    /// identities that decrypt it; `None` only for an unencrypted one.
+    pub fn encryption_like(&self, encrypted: bool, recipients: &[String]) -> Result<Encryption> {
+        if !encrypted {
+            return Ok(Encryption::None);
+        }
+        if !recipients.is_empty() {
+            return Encryption::from_sources(recipients, &[], None);
+        }
+        if let Some(p) = &self.passphrase {
+            return Ok(Encryption::Passphrase(p.clone()));
+        }
+        let mut publics = Vec::new();
+        for f in &self.identity_files {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                Error::usage(format!("cannot read identity file {}: {e}", f.display()))
+            })?;
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("AGE-SECRET-KEY-"))
+            {
+                if let Ok(id) = age::x25519::Identity::from_str(line) {
+                    publics.push(id.to_public().to_string());
+                }
+            }
+        }
+        if publics.is_empty() {
+            return Err(Error::usage(
+                "cannot tell whom to encrypt the safety backup to: the artifact is encrypted but names no recipients",
+            )
+            .hint("pass -r/--recipients-file for the safety backup, or --passphrase-file"));
+        }
+        Encryption::from_sources(&publics, &[], None)
     }
 
     /// Whether nothing to decrypt with was given.
@@ -187,4 +265,83 @@ pub fn generate_identity(path: &Path) -> Result<String> {
     );
     crate::fsutil::write_private(path, text.as_bytes()).context(path.display())?;
     Ok(public)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_files_keys_decrypt_base_backups_and_reach_their_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("id.txt");
+        generate_identity(&id).unwrap();
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "secret\n").unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.defaults.identity_file = Some(id.clone());
+        cfg.defaults.passphrase_file = Some(pass.clone());
+        let keys = Keyring::for_run(&[], None, &cfg).unwrap();
+        assert!(!keys.is_empty());
+        let wal = keys.wal_source("/store").unwrap().restore_command;
+        assert!(
+            wal.contains(&format!("DBSAFE_IDENTITY_FILE={}", id.display())),
+            "{wal}"
+        );
+        assert!(
+            wal.contains(&format!("DBSAFE_PASSPHRASE_FILE={}", pass.display())),
+            "{wal}"
+        );
+        assert!(wal.ends_with("fetch %f %p --from /store"), "{wal}");
+    }
+
+    #[test]
+    fn new_artifacts_are_encrypted_like_the_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("id.txt");
+        let public = generate_identity(&id).unwrap();
+        let keys = Keyring::load(std::slice::from_ref(&id), None).unwrap();
+        assert!(!keys.encryption_like(false, &[]).unwrap().is_encrypted());
+        assert_eq!(
+            keys.encryption_like(true, &[]).unwrap().public_keys(),
+            vec![public.clone()]
+        );
+        let other = generate_identity(&dir.path().join("other.txt")).unwrap();
+        assert_eq!(
+            keys.encryption_like(true, &[other.clone()])
+                .unwrap()
+                .public_keys(),
+            vec![other]
+        );
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "secret\n").unwrap();
+        let by_pass = Keyring::load(&[], Some(&pass)).unwrap();
+        assert!(matches!(
+            by_pass.encryption_like(true, &[]).unwrap(),
+            Encryption::Passphrase(_)
+        ));
+        assert!(
+            Keyring::default().encryption_like(true, &[]).is_err(),
+            "never silently plain"
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (flag_id, cfg_id) = (dir.path().join("flag.txt"), dir.path().join("cfg.txt"));
+        generate_identity(&flag_id).unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.defaults.identity_file = Some(cfg_id);
+        let keys = Keyring::for_run(std::slice::from_ref(&flag_id), None, &cfg).unwrap();
+        let wal = keys.wal_source("/s").unwrap().restore_command;
+        assert!(
+            wal.contains(&format!("DBSAFE_IDENTITY_FILE={}", flag_id.display())),
+            "{wal}"
+        );
+        assert!(
+            !wal.contains("cfg.txt") && !wal.contains("DBSAFE_PASSPHRASE_FILE"),
+            "{wal}"
+        );
+    }
 }

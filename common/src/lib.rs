@@ -15,6 +15,7 @@
 //! carry their exit code ([`ExitCode`], the table of SPEC §1).
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod audit;
 pub mod catalog;
 pub mod cleanup;
@@ -33,10 +34,12 @@ pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod release;
+pub mod restore;
 pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod term;
+pub mod timeline;
 pub mod units;
 pub mod verify;
 pub mod wal;

@@ -47,6 +47,18 @@ pub struct WalInfo {
     pub start_wal: String,
     /// WAL file holding the stop LSN.
     pub stop_wal: String,
+    /// The cluster's WAL segment size in bytes (absent in older metadata: 16 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_size: Option<u64>,
+}
+
+impl WalInfo {
+    /// The cluster's WAL segment size.
+    pub fn seg_size(&self) -> crate::wal::SegSize {
+        self.segment_size
+            .and_then(crate::wal::SegSize::new)
+            .unwrap_or_default()
+    }
 }
 
 /// Everything known about an artifact (SPEC §3).
@@ -140,6 +152,22 @@ pub struct VerifyRecord {
 }
 
 impl VerifyRecord {
+    /// A passing record of `file` at `level`, stamped now, that checks and problems are added to.
+    pub fn start(file: String, level: &str, tool: &str) -> VerifyRecord {
+        VerifyRecord {
+            file,
+            verified_at: chrono::Utc::now().to_rfc3339(),
+            level: level.into(),
+            result: "pass".into(),
+            integrity_score: 1.0,
+            problems: vec![],
+            checks: vec![],
+            tables: vec![],
+            duration_seconds: 0.0,
+            tool: ToolInfo::this(tool),
+        }
+    }
+
     /// Whether the verification passed.
     pub fn passed(&self) -> bool {
         self.result == "pass"

@@ -263,10 +263,7 @@ impl Sink {
     pub fn record(&self, job: &str, samples: &[Sample]) {
         if let Some(f) = &self.file {
             if let Err(e) = write_textfile(f, samples) {
-                crate::output::warn(format!(
-                    "cannot write metrics to {}: {e}",
-                    f.display()
-                ));
+                crate::output::warn(format!("cannot write metrics to {}: {e}", f.display()));
             }
         }
         if let Some(u) = &self.pushgateway {

@@ -167,10 +167,23 @@ pub fn file_database(path: &std::path::Path) -> String {
     sanitize_database(&stem)
 }
 
+/// Suffix of the environment that safety backups taken before a restore go to.
+pub const SAFETY_SUFFIX: &str = "-safety";
+
 impl ArtifactName {
-    /// The series this artifact belongs to: `{env}_{database}_{kind}`.
+    /// The series this artifact belongs to as people read it: `{env}_{database}_{kind}`.
     pub fn series(&self) -> String {
         format!("{}_{}_{}", self.env, self.database, self.kind.as_str())
+    }
+    /// What makes two artifacts one series: the environment, the database,
+    /// the kind and the engine's payload, so a SQLite and a PostgreSQL
+    /// database of the same name never share `--latest`, retention or health.
+    pub fn series_id(&self) -> String {
+        format!("{}.{}", self.series(), self.payload.ext())
+    }
+    /// Whether this is a safety backup taken before a restore overwrote a target.
+    pub fn is_safety(&self) -> bool {
+        self.env.ends_with(SAFETY_SUFFIX)
     }
     /// The layer extensions: `.pgdump.zst.age`.
     pub fn extension(&self) -> String {

@@ -81,3 +81,22 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> crate::Result<()> {
     println!("{s}");
     Ok(())
 }
+
+/// Reports a command-line parsing error from clap with the tool's prefix
+/// (`dbsnap: error: unexpected argument ...`), or prints help and version
+/// as clap would; returns the exit status (2 for errors, 0 for help).
+pub fn clap_error(tool: &'static str, e: &clap::Error) -> crate::ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return crate::ExitCode::Success;
+    }
+    let text = e.render().to_string();
+    for line in text.trim_end().lines() {
+        if line.starts_with("error:") {
+            eprintln!("{tool}: {line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    crate::ExitCode::Usage
+}

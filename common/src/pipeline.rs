@@ -355,7 +355,26 @@ fn back_layers<W: Write>(sink: W, opts: &EncodeOptions) -> Result<Encrypt<Hashin
     })
 }
 
+/// The levels each codec accepts (SPEC §1: zstd 1-19, gzip 1-9).
+pub fn check_level(compression: Compression, level: Option<i32>) -> Result<()> {
+    let range = match compression {
+        Compression::Zstd => 1..=19,
+        Compression::Gzip => 1..=9,
+        Compression::None => return Ok(()),
+    };
+    match level {
+        Some(l) if !range.contains(&l) => Err(Error::usage(format!(
+            "--level {l} is out of range for {}: use {} to {}",
+            compression.as_str(),
+            range.start(),
+            range.end()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn front_layer<W: Write>(next: W, opts: &EncodeOptions) -> Result<Compress<W>> {
+    check_level(opts.compression, opts.level)?;
     Ok(match opts.compression {
         Compression::Zstd => {
             let mut z = zstd::stream::write::Encoder::new(next, opts.level.unwrap_or(3))?;
@@ -367,7 +386,7 @@ fn front_layer<W: Write>(next: W, opts: &EncodeOptions) -> Result<Compress<W>> {
         }
         Compression::Gzip => Compress::Gzip(flate2::write::GzEncoder::new(
             next,
-            flate2::Compression::new(opts.level.unwrap_or(6).clamp(0, 9) as u32),
+            flate2::Compression::new(opts.level.unwrap_or(6).unsigned_abs()),
         )),
         Compression::None => Compress::Plain(next),
     })

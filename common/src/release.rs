@@ -15,6 +15,7 @@ use crate::meta::ToolInfo;
 use crate::store::{self, Store};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// The manifest format version.
 pub const FORMAT: &str = "dbsafe-release/1";
@@ -373,6 +374,72 @@ pub fn history(store: &dyn Store, env: &str) -> Result<Vec<Manifest>> {
     Ok(out)
 }
 
+/// The backups the release manifests in `store` rely on, by artifact file
+/// name: the pins `dbprune` never deletes.
+///
+/// A manifest pins its source backup, its pre-release backup and those of
+/// the earlier attempts it keeps; nothing else it mentions is a pin.
+pub fn pinned(store: &dyn Store) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for o in store.list(store::RELEASES)? {
+        if !o.key.ends_with(".json") {
+            continue;
+        }
+        if let Some(bytes) = store.read_small(&o.key)? {
+            let pins: Pins = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::failed(format!("release manifest {} is not valid JSON: {e}", o.key))
+                    .hint("fix or remove it; pins cannot be read")
+                    .with_source(e)
+            })?;
+            pins.collect(&mut out);
+        }
+    }
+    Ok(out)
+}
+
+/// The part of a [`Manifest`] that pins backups, read on its own so that
+/// a manifest of an older format still pins what it names.
+#[derive(Deserialize)]
+struct Pins {
+    #[serde(default)]
+    source_backup: Option<PinnedRef>,
+    #[serde(default)]
+    pre_release_backup: Option<PinnedRef>,
+    #[serde(default)]
+    previous_attempts: Vec<Pins>,
+}
+
+/// A backup reference as a manifest holds it: a [`BackupRef`], or (written
+/// by hand) the artifact's key or file name alone.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PinnedRef {
+    Ref { name: String },
+    Name(String),
+}
+
+impl PinnedRef {
+    /// The artifact's file name.
+    fn file(&self) -> &str {
+        let (PinnedRef::Ref { name } | PinnedRef::Name(name)) = self;
+        name.rsplit('/').next().unwrap_or(name)
+    }
+}
+
+impl Pins {
+    fn collect(&self, out: &mut BTreeSet<String>) {
+        for r in [&self.source_backup, &self.pre_release_backup]
+            .into_iter()
+            .flatten()
+        {
+            out.insert(r.file().to_string());
+        }
+        for p in &self.previous_attempts {
+            p.collect(out);
+        }
+    }
+}
+
 /// Oldest first, by start time, then version.
 pub fn sort_history(list: &mut [Manifest]) {
     list.sort_by(|a, b| {
@@ -433,6 +500,73 @@ mod tests {
         m.status = status;
         m.started_at = started.into();
         m
+    }
+
+    fn backup(name: &str) -> BackupRef {
+        BackupRef {
+            name: name.into(),
+            store: "/s".into(),
+            environment: "production".into(),
+            checksum: "00".into(),
+            taken_at: "2024-01-01T00:00:00Z".into(),
+            verified: true,
+        }
+    }
+
+    #[test]
+    fn pins_are_the_backups_manifests_and_their_earlier_attempts_rely_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::open(&dir.path().display().to_string(), true).unwrap();
+        let mut earlier = manifest("1.0", Status::Failed, "2024-01-01T00:00:00Z");
+        earlier.pre_release_backup = Some(backup("production_app_full_20240101_000000.pgdump.zst"));
+        let mut m = manifest("1.0", Status::Success, "2024-01-02T00:00:00Z");
+        m.pre_release_backup = Some(backup("production_app_full_20240102_000000.pgdump.zst"));
+        m.previous_attempts = vec![serde_json::to_value(&earlier).unwrap()];
+        // Other strings that look like backup names are not pins.
+        m.commands.insert(
+            "migrate".into(),
+            "echo production_app_full_20230101_000000.pgdump.zst".into(),
+        );
+        m.previous_database = Some("production_app_full_20230102_000000.pgdump.zst".into());
+        write(store.as_ref(), &m).unwrap();
+        let mut r = Manifest::new(
+            Kind::Refresh,
+            "refresh-1",
+            "production",
+            "staging",
+            "app",
+            "x",
+        );
+        r.source_backup = Some(backup("production_app_full_20240103_000000.pgdump.zst"));
+        write(store.as_ref(), &r).unwrap();
+        store
+            .write_small(
+                &manifest_key("staging", "by-hand"),
+                br#"{"pre_release_backup": "backups/staging_app_full_20240104_000000.pgdump.zst",
+                     "note": "staging_app_full_20230101_000000.pgdump.zst"}"#,
+            )
+            .unwrap();
+        let pins: Vec<String> = pinned(store.as_ref()).unwrap().into_iter().collect();
+        assert_eq!(
+            pins,
+            [
+                "production_app_full_20240101_000000.pgdump.zst",
+                "production_app_full_20240102_000000.pgdump.zst",
+                "production_app_full_20240103_000000.pgdump.zst",
+                "staging_app_full_20240104_000000.pgdump.zst",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_manifest_stops_the_pin_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::open(&dir.path().display().to_string(), true).unwrap();
+        store
+            .write_small(&manifest_key("production", "1.0"), b"{not json")
+            .unwrap();
+        let e = pinned(store.as_ref()).unwrap_err();
+        assert!(e.to_string().contains("is not valid JSON"), "{e}");
     }
 
     #[test]

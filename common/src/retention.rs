@@ -48,6 +48,14 @@ impl Policy {
     pub fn is_empty(&self) -> bool {
         *self == Policy::default()
     }
+    /// The rule for safety backups when none is configured: seven days,
+    /// and (as for every series) at least the newest.
+    pub fn safety_default() -> Policy {
+        Policy {
+            keep_within: Some(Duration::from_secs(7 * 86400)),
+            ..Policy::default()
+        }
+    }
 }
 
 /// The verdict on one backup.

@@ -3,6 +3,7 @@
 //! Shared by `dbsnap` and by every tool that takes a safety backup before it
 //! changes a database.
 
+use crate::artifact::{sha256_line, Sidecar};
 use crate::engine::{Engine, SnapshotOptions};
 use crate::error::{Error, Result};
 use crate::keys::Encryption;
@@ -14,7 +15,7 @@ use crate::store::{self, Store};
 use chrono::Utc;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Where a snapshot goes.
@@ -100,10 +101,6 @@ impl SnapshotReport {
     }
 }
 
-fn sha256_line(hex: &str, file: &str) -> String {
-    format!("{hex}  {file}\n")
-}
-
 /// Takes a snapshot of `engine` into `dest`.
 pub fn take(
     engine: &dyn Engine,
@@ -111,6 +108,7 @@ pub fn take(
     dest: Destination<'_>,
 ) -> Result<SnapshotReport> {
     crate::name::validate_env(&req.env)?;
+    crate::pipeline::check_level(req.compression, req.level)?;
     let mut started = Utc::now();
     let clock = Instant::now();
     let mut name = ArtifactName {
@@ -215,12 +213,15 @@ pub fn take(
             let writer = store::LocalStore::atomic_file(&path)?;
             let (info, summary, writer) = run(engine, &req.engine, writer, opts, &req.progress)?;
             let m = meta_for(&summary, info, file.clone());
-            writer.commit()?;
+            // Sidecars first, the artifact last: running out of space or
+            // inodes on the way leaves no artifact under its final name,
+            // only sidecars that readers ignore and dbprune removes.
             crate::fsutil::write_private(
-                &sidecar(&path, "sha256"),
+                &Sidecar::Sha256.next_to(&path),
                 sha256_line(&m.checksum, &file).as_bytes(),
             )?;
-            crate::fsutil::write_private(&sidecar(&path, "meta.json"), &to_json(&m))?;
+            crate::fsutil::write_private(&Sidecar::Meta.next_to(&path), &to_json(&m))?;
+            writer.commit()?;
             Ok(SnapshotReport {
                 meta: m,
                 location: path.display().to_string(),
@@ -253,12 +254,13 @@ pub fn take(
                 wait_for_wal(store, &w.stop_wal, Duration::from_secs(120))?;
             }
             let m = meta_for(&summary, info, file.clone());
-            writer.commit()?;
+            // Sidecars first, the artifact last (see above).
             store.write_small(
-                &format!("{key}.sha256"),
+                &Sidecar::Sha256.of(&key),
                 sha256_line(&m.checksum, &file).as_bytes(),
             )?;
-            store.write_small(&format!("{key}.meta.json"), &to_json(&m))?;
+            store.write_small(&Sidecar::Meta.of(&key), &to_json(&m))?;
+            writer.commit()?;
             if update_latest {
                 store.set_pointer(&store::key(store::BACKUPS, &name.latest_name()), &key)?;
             }
@@ -302,11 +304,6 @@ impl ZeroNanos for chrono::DateTime<Utc> {
         use chrono::Timelike;
         self.with_nanosecond(0).unwrap_or(self)
     }
-}
-
-/// The path of a sidecar next to an artifact file.
-pub fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    PathBuf::from(format!("{}.{suffix}", path.display()))
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {

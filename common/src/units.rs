@@ -4,7 +4,15 @@ use crate::error::{Error, Result};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use std::time::Duration;
 
-/// Parses `90s`, `15m`, `26h`, `7d`, `4w` (a bare number is seconds).
+/// The longest duration any flag accepts: beyond it, time arithmetic on
+/// today's date leaves the calendar.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 366 * 86400);
+
+/// The largest size any flag accepts (8 EiB).
+pub const MAX_SIZE: u64 = 1 << 63;
+
+/// Parses `90s`, `15m`, `26h`, `7d`, `4w` (a bare number is seconds), up to
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
     let (num, unit) = split_unit(s);
@@ -26,19 +34,21 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
             )))
         }
     };
-    if n < 0.0 {
-        return Err(Error::usage(format!("invalid duration {s:?}: negative")));
+    let secs = n * mult;
+    if !secs.is_finite() || secs > MAX_DURATION.as_secs_f64() {
+        return Err(Error::usage(format!(
+            "invalid duration {s:?}: longer than the 100 years any setting allows"
+        )));
     }
-    Ok(Duration::from_secs_f64(n * mult))
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| Error::usage(format!("invalid duration {s:?}: out of range")))
 }
 
-/// Parses sizes like `512M`, `10G`, `1.5T`, `4096` (bytes), binary multiples.
+/// Parses sizes like `512M`, `10G`, `1.5T`, `4096` (bytes), binary
+/// multiples, up to [`MAX_SIZE`].
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let (num, unit) = split_unit(t);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| Error::usage(format!("invalid size {s:?}: expected e.g. 512M or 10G")))?;
     let mult: u64 = match unit
         .to_ascii_uppercase()
         .trim_end_matches("IB")
@@ -55,10 +65,34 @@ pub fn parse_size(s: &str) -> Result<u64> {
             )))
         }
     };
-    if n < 0.0 {
-        return Err(Error::usage(format!("invalid size {s:?}: negative")));
+    let too_large = || Error::usage(format!("invalid size {s:?}: larger than 8 EiB"));
+    let bytes = match num.parse::<u64>() {
+        Ok(n) => n.checked_mul(mult).ok_or_else(too_large)?,
+        Err(_) => {
+            let n: f64 = num.parse().map_err(|_| {
+                Error::usage(format!("invalid size {s:?}: expected e.g. 512M or 10G"))
+            })?;
+            let b = n * mult as f64;
+            if !b.is_finite() || b >= MAX_SIZE as f64 {
+                return Err(too_large());
+            }
+            b as u64
+        }
+    };
+    if bytes > MAX_SIZE {
+        return Err(too_large());
     }
-    Ok((n * mult as f64) as u64)
+    Ok(bytes)
+}
+
+/// Parses a duration flag, naming the flag in the error (exit 2).
+pub fn duration_flag(flag: &str, value: &str) -> Result<Duration> {
+    parse_duration(value).map_err(|e| e.context(flag))
+}
+
+/// Parses a size flag, naming the flag in the error (exit 2).
+pub fn size_flag(flag: &str, value: &str) -> Result<u64> {
+    parse_size(value).map_err(|e| e.context(flag))
 }
 
 fn split_unit(s: &str) -> (&str, &str) {
@@ -160,6 +194,35 @@ mod tests {
         assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("ten").is_err());
+        assert_eq!(parse_size("1.5K").unwrap(), 1536);
+    }
+
+    #[test]
+    fn absurd_values_are_usage_errors_not_panics() {
+        for d in [
+            "99999999999999999999w",
+            "9999999999999w",
+            "1e300s",
+            "inf",
+            "NaN",
+            "-5s",
+            "101w00",
+        ] {
+            let e = parse_duration(d).unwrap_err();
+            assert_eq!(e.code(), crate::ExitCode::Usage, "{d}: {e}");
+        }
+        assert!(parse_duration("5200w").is_ok());
+        for s in [
+            "99999999999999999999T",
+            "1e30G",
+            "18446744073709551615K",
+            "-1M",
+        ] {
+            let e = parse_size(s).unwrap_err();
+            assert_eq!(e.code(), crate::ExitCode::Usage, "{s}: {e}");
+        }
+        let e = duration_flag("--keep-within", "9999999999999w").unwrap_err();
+        assert!(e.message.starts_with("--keep-within: "), "{e}");
     }
 
     #[test]

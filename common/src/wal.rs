@@ -1,18 +1,69 @@
 //! PostgreSQL WAL file names and their arithmetic, as pure functions.
 //!
 //! A segment name is 24 hex digits: timeline, log and segment
-//! (`000000010000000A000000FF`). With the default 16 MiB segments there are
-//! 256 segments per log, so the position of a segment is `log * 256 + seg`.
+//! (`000000010000000A000000FF`). How many segments a log holds depends on
+//! the cluster's segment size (`initdb --wal-segsize`, 1 MiB to 1 GiB):
+//! 256 for the default 16 MiB, 64 for 64 MiB. A [`WalName`] keeps a
+//! position that orders segments whatever the size; whether two positions
+//! are neighbours, and so where the gaps are, needs the [`SegSize`].
 
 use std::collections::BTreeMap;
 
-/// Segments per log file number for 16 MiB segments.
-pub const SEGMENTS_PER_LOG: u64 = 0x100;
+/// Positions reserved per log: enough for the smallest segment size (1 MiB,
+/// 4096 segments a log), so a position is exact for every size.
+pub const POSITIONS_PER_LOG: u64 = 0x1000;
+
+/// A cluster's WAL segment size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegSize(u64);
+
+impl Default for SegSize {
+    fn default() -> SegSize {
+        SegSize::DEFAULT
+    }
+}
+
+impl SegSize {
+    /// PostgreSQL's default, 16 MiB.
+    pub const DEFAULT: SegSize = SegSize(16 << 20);
+
+    /// A segment size in bytes: a power of two from 1 MiB to 1 GiB.
+    pub fn new(bytes: u64) -> Option<SegSize> {
+        (bytes.is_power_of_two() && ((1 << 20)..=(1 << 30)).contains(&bytes))
+            .then_some(SegSize(bytes))
+    }
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+    /// Segments in one log file number (`0x1_0000_0000 / size`).
+    pub fn per_log(self) -> u64 {
+        0x1_0000_0000 / self.0
+    }
+    /// The position of the segment after `pos`.
+    pub fn next(self, pos: u64) -> u64 {
+        let (log, seg) = (pos / POSITIONS_PER_LOG, pos % POSITIONS_PER_LOG);
+        if seg + 1 >= self.per_log() {
+            (log + 1) * POSITIONS_PER_LOG
+        } else {
+            pos + 1
+        }
+    }
+    /// Every segment position from `first` to `last`, both included.
+    pub fn range(self, first: u64, last: u64) -> impl Iterator<Item = u64> {
+        std::iter::successors(Some(first), move |&p| Some(self.next(p)))
+            .take_while(move |&p| p <= last)
+    }
+    /// Whether a segment position can exist with this size.
+    pub fn holds(self, pos: u64) -> bool {
+        pos % POSITIONS_PER_LOG < self.per_log()
+    }
+}
 
 /// What a file in the WAL archive is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum WalKind {
-    /// A 16 MiB segment.
+    /// A segment.
     Segment,
     /// A partial segment left at a timeline switch (`.partial`).
     Partial,
@@ -27,7 +78,7 @@ pub enum WalKind {
 pub struct WalName {
     /// Timeline.
     pub timeline: u32,
-    /// Position: `log * 256 + seg` (0 for history files).
+    /// Position: `log * POSITIONS_PER_LOG + seg` (0 for history files).
     pub segno: u64,
     /// What it is.
     pub kind: WalKind,
@@ -61,12 +112,13 @@ impl WalName {
         let tli = hex(&base[0..8])? as u32;
         let log = hex(&base[8..16])?;
         let seg = hex(&base[16..24])?;
-        if seg >= SEGMENTS_PER_LOG {
+        // The smallest segment size (1 MiB) has 4096 segments a log.
+        if seg >= POSITIONS_PER_LOG {
             return None;
         }
         Some(WalName {
             timeline: tli,
-            segno: log * SEGMENTS_PER_LOG + seg,
+            segno: log * POSITIONS_PER_LOG + seg,
             kind,
         })
     }
@@ -76,8 +128,8 @@ impl WalName {
         format!(
             "{:08X}{:08X}{:08X}",
             timeline,
-            segno / SEGMENTS_PER_LOG,
-            segno % SEGMENTS_PER_LOG
+            segno / POSITIONS_PER_LOG,
+            segno % POSITIONS_PER_LOG
         )
     }
 }
@@ -93,7 +145,7 @@ pub fn strip_layers(file: &str) -> &str {
 
 /// Missing segments per timeline: for each timeline, the ranges between the
 /// first and the last archived segment that are not in the archive.
-pub fn gaps(names: &[WalName]) -> BTreeMap<u32, Vec<(u64, u64)>> {
+pub fn gaps(names: &[WalName], size: SegSize) -> BTreeMap<u32, Vec<(u64, u64)>> {
     let mut per: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
     for n in names.iter().filter(|n| n.kind == WalKind::Segment) {
         per.entry(n.timeline).or_default().push(n.segno);
@@ -104,8 +156,15 @@ pub fn gaps(names: &[WalName]) -> BTreeMap<u32, Vec<(u64, u64)>> {
         segs.dedup();
         let missing: Vec<(u64, u64)> = segs
             .windows(2)
-            .filter(|w| w[1] > w[0] + 1)
-            .map(|w| (w[0] + 1, w[1] - 1))
+            .filter(|w| size.next(w[0]) != w[1])
+            .map(|w| {
+                let last = size
+                    .range(size.next(w[0]), w[1])
+                    .take_while(|&p| p < w[1])
+                    .last()
+                    .unwrap_or(w[0]);
+                (size.next(w[0]), last)
+            })
             .collect();
         if !missing.is_empty() {
             out.insert(tli, missing);
@@ -129,14 +188,14 @@ mod tests {
         let s = WalName::parse("000000010000000A000000FF").unwrap();
         assert_eq!(
             (s.timeline, s.segno, s.kind),
-            (1, 0xA * 256 + 0xFF, WalKind::Segment)
+            (1, 0xA * POSITIONS_PER_LOG + 0xFF, WalKind::Segment)
         );
         assert_eq!(
-            WalName::segment_name(1, 0xA * 256 + 0xFF),
+            WalName::segment_name(1, 0xA * POSITIONS_PER_LOG + 0xFF),
             "000000010000000A000000FF"
         );
         let next = WalName::parse("000000010000000B00000000").unwrap();
-        assert_eq!(next.segno, s.segno + 1, "log boundary");
+        assert_eq!(SegSize::DEFAULT.next(s.segno), next.segno, "log boundary");
         assert_eq!(
             WalName::parse("00000002.history").unwrap().kind,
             WalKind::History
@@ -154,8 +213,8 @@ mod tests {
             WalKind::Partial
         );
         assert!(
-            WalName::parse("000000010000000000000100").is_none(),
-            "segment 0x100 does not exist"
+            WalName::parse("000000010000000000001000").is_none(),
+            "no segment size has segment 0x1000"
         );
         assert!(WalName::parse("nonsense").is_none());
         assert_eq!(
@@ -175,9 +234,46 @@ mod tests {
             n("000000020000000000000006"),
             n("00000002.history"),
         ];
-        let g = gaps(&names);
+        let g = gaps(&names, SegSize::DEFAULT);
         assert_eq!(g.get(&1), Some(&vec![(3, 4)]));
         assert!(!g.contains_key(&2));
+    }
+
+    #[test]
+    fn segment_size_decides_where_a_log_ends() {
+        let n = |s: &str| WalName::parse(s).unwrap();
+        // 64 MiB segments: 64 a log, so ...0000003F is followed by the next log's 0.
+        let big = SegSize::new(64 << 20).unwrap();
+        let names = vec![
+            n("00000001000000000000003E"),
+            n("00000001000000000000003F"),
+            n("000000010000000100000000"),
+            n("000000010000000100000001"),
+        ];
+        assert!(
+            gaps(&names, big).is_empty(),
+            "no false gap at a 64 MiB log boundary"
+        );
+        // With 16 MiB the same names miss 0x40..0xFF of log 0.
+        let g = gaps(&names, SegSize::DEFAULT);
+        assert_eq!(
+            g[&1]
+                .iter()
+                .map(|&(a, b)| (WalName::segment_name(1, a), WalName::segment_name(1, b)))
+                .collect::<Vec<_>>(),
+            vec![(
+                "000000010000000000000040".to_string(),
+                "0000000100000000000000FF".to_string()
+            )]
+        );
+        let gap = vec![n("000000010000000000000001"), n("000000010000000000000004")];
+        assert_eq!(gaps(&gap, big)[&1], vec![(2, 3)]);
+        assert_eq!(big.range(0x3E, POSITIONS_PER_LOG + 1).count(), 4);
+        assert_eq!(SegSize::new(1 << 20).unwrap().per_log(), 4096);
+        assert_eq!(SegSize::new(1 << 30).unwrap().per_log(), 4);
+        assert!(SegSize::new(3 << 20).is_none());
+        assert!(SegSize::new(2 << 30).is_none());
+        assert!(big.holds(0x3F) && !big.holds(0x40));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! final name always has its metadata.
 
 use crate::error::{Error, Result};
+use crate::fsutil::shell_quote;
 use crate::keys::Keyring;
 use crate::pipeline::{self, EncodeOptions, StreamEncoder};
 use crate::store::{self, Store};
@@ -15,7 +16,7 @@ use crate::wal::WalName;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What is recorded next to each archived WAL file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,10 @@ pub struct WalMeta {
     pub archived_at: String,
     /// Which host pushed it.
     pub host: String,
+    /// For a timeline history file: its ancestors, so the archive's
+    /// timelines can be told apart without a key to decrypt the file with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::timeline::Switch>,
 }
 
 /// How a push ended.
@@ -64,6 +69,54 @@ fn validate(file: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The `restore_command` (PostgreSQL's `%f`/`%p` placeholders) that fetches
+/// WAL from `store` with `walship fetch`, for a restored base backup's
+/// postgresql.conf. Keys go in its environment as absolute paths (the server
+/// runs it from its data directory); no configuration file applies.
+pub fn restore_command(
+    store: &str,
+    identity_files: &[PathBuf],
+    passphrase_file: Option<&Path>,
+) -> Result<String> {
+    let absolute = |p: &Path| {
+        std::path::absolute(p)
+            .map_err(|e| Error::io(format!("resolving {}", p.display()), e))
+            .map(|p| p.display().to_string())
+    };
+    let walship = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("walship")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("walship"));
+    let mut env = String::from("DBSAFE_CONFIG=/dev/null ");
+    if !identity_files.is_empty() {
+        let ids = identity_files
+            .iter()
+            .map(|p| absolute(p))
+            .collect::<Result<Vec<_>>>()?;
+        env.push_str(&format!(
+            "DBSAFE_IDENTITY_FILE={} ",
+            shell_quote(&ids.join(","))
+        ));
+    }
+    if let Some(p) = passphrase_file {
+        env.push_str(&format!(
+            "DBSAFE_PASSPHRASE_FILE={} ",
+            shell_quote(&absolute(p)?)
+        ));
+    }
+    let from = if store.contains("://") {
+        store.to_string()
+    } else {
+        absolute(Path::new(store))?
+    };
+    Ok(format!(
+        "{env}{} fetch %f %p --from {}",
+        shell_quote(&walship.display().to_string()),
+        shell_quote(&from)
+    ))
 }
 
 /// Finds the archived object of `file`, whatever layers it was stored with.
@@ -136,6 +189,15 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
         if encrypted { ".age" } else { "" }
     );
     let key = store::key(store::WAL, &object);
+    let history = match WalName::parse(file) {
+        Some(n) if n.kind == crate::wal::WalKind::History => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            crate::timeline::parse_history(&text)
+                .map_err(|e| Error::failed(format!("{file} is not a timeline history file: {e}")))?
+        }
+        _ => Vec::new(),
+    };
     let meta = WalMeta {
         format: crate::meta::FORMAT.into(),
         wal_file: file.into(),
@@ -146,6 +208,7 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
         encryption: if encrypted { "age" } else { "none" }.into(),
         archived_at: chrono::Utc::now().to_rfc3339(),
         host: crate::fsutil::host_name(),
+        history,
     };
     let mut json = serde_json::to_vec_pretty(&meta).expect("WAL metadata serializes");
     json.push(b'\n');
@@ -273,6 +336,62 @@ pub fn list(store: &dyn Store) -> Result<Vec<Archived>> {
     Ok(out)
 }
 
+/// The cluster's WAL segment size, as the archive records it: the original
+/// size of the newest archived segment (16 MiB when nothing says otherwise).
+pub fn segment_size(store: &dyn Store, archived: &[Archived]) -> Result<crate::wal::SegSize> {
+    let newest = archived.iter().rev().find(|a| {
+        WalName::parse(&a.wal_file).is_some_and(|n| n.kind == crate::wal::WalKind::Segment)
+    });
+    Ok(match newest {
+        Some(a) => read_meta(store, &a.key)?
+            .and_then(|m| crate::wal::SegSize::new(m.raw_size_bytes))
+            .unwrap_or_default(),
+        None => crate::wal::SegSize::default(),
+    })
+}
+
+/// The archive's timelines: ancestry from the history files' metadata,
+/// when each began (its history file was archived), its newest segment and
+/// where its archived WAL ends.
+pub fn timelines(
+    store: &dyn Store,
+    archived: &[Archived],
+    size: crate::wal::SegSize,
+) -> Result<crate::timeline::Timelines> {
+    use crate::timeline::{Lsn, Timeline};
+    let mut map: std::collections::BTreeMap<u32, Timeline> = std::collections::BTreeMap::new();
+    let blank = |id| Timeline {
+        id,
+        ancestors: Vec::new(),
+        created: None,
+        newest: None,
+        end: None,
+    };
+    for a in archived {
+        let Some(n) = WalName::parse(&a.wal_file) else {
+            continue;
+        };
+        let t = map.entry(n.timeline).or_insert_with(|| blank(n.timeline));
+        match n.kind {
+            crate::wal::WalKind::History => {
+                t.created = Some(a.modified);
+                if let Some(m) = read_meta(store, &a.key)? {
+                    t.ancestors = m.history;
+                }
+            }
+            crate::wal::WalKind::Segment => {
+                let end = Lsn::of_segment(size.next(n.segno), size);
+                if t.end.is_none_or(|e| end > e) {
+                    t.end = Some(end);
+                    t.newest = Some((a.wal_file.clone(), a.modified));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(crate::timeline::Timelines(map))
+}
+
 /// Deletes an archived WAL file and its sidecars (object first).
 pub fn delete(store: &dyn Store, key: &str) -> Result<()> {
     store.delete(key)?;
@@ -306,4 +425,43 @@ pub fn oldest_needed(
         oldest = Some(oldest.map_or(start.segno, |o| o.min(start.segno)));
     }
     Ok(oldest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restore_command_names_absolute_keys_and_store_and_survives_a_shell() {
+        let cmd = restore_command(
+            "rel store",
+            &[PathBuf::from("k's.txt")],
+            Some(Path::new("/p/pass")),
+        )
+        .expect("built");
+        assert!(cmd.starts_with("DBSAFE_CONFIG=/dev/null "), "{cmd}");
+        assert!(cmd.contains(" fetch %f %p --from "), "{cmd}");
+        let cwd = std::env::current_dir().expect("cwd");
+        // The shell sees each path as one word, absolute.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf '%s\\n' {}",
+                cmd.split_once(" fetch ").expect("fetch").0
+            ))
+            .output()
+            .expect("sh runs");
+        let words = String::from_utf8_lossy(&out.stdout).into_owned();
+        let want = format!(
+            "DBSAFE_CONFIG=/dev/null\nDBSAFE_IDENTITY_FILE={}\nDBSAFE_PASSPHRASE_FILE=/p/pass\n",
+            cwd.join("k's.txt").display()
+        );
+        assert!(words.starts_with(&want), "{words:?}");
+        assert!(
+            cmd.ends_with(&shell_quote(&cwd.join("rel store").display().to_string())),
+            "{cmd}"
+        );
+        let s3 = restore_command("s3://b/p", &[], None).expect("built");
+        assert!(s3.ends_with("--from s3://b/p"), "{s3}");
+    }
 }

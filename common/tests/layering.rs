@@ -44,7 +44,11 @@ fn offences(dir: &str, banned: &[&str], except: &[&str]) -> Vec<String> {
     let root = root();
     let mut found = Vec::new();
     for file in rust_files(&root.join(dir)) {
-        let rel = file.strip_prefix(&root).expect("under root").display().to_string();
+        let rel = file
+            .strip_prefix(&root)
+            .expect("under root")
+            .display()
+            .to_string();
         if except.iter().any(|x| rel.ends_with(x)) {
             continue;
         }
@@ -162,6 +166,36 @@ fn errors_are_decided_by_kind_never_by_message_text() {
     );
     assert_none(
         "an error is recognised by its text",
-        offences("tools", &["message.contains(", "to_string().contains("], &[]),
+        offences(
+            "tools",
+            &["message.contains(", "to_string().contains("],
+            &[],
+        ),
+    );
+}
+
+#[test]
+fn engines_are_told_apart_by_the_registry_only() {
+    let mut banned = Vec::new();
+    for name in [
+        "postgres",
+        "postgresql",
+        "mysql",
+        "mariadb",
+        "sqlite",
+        "duckdb",
+        "dir",
+    ] {
+        banned.push(format!("== \"{name}\""));
+        banned.push(format!("Some(\"{name}\")"));
+        banned.push(format!("starts_with(\"{name}:"));
+        banned.push(format!("strip_prefix(\"{name}:"));
+    }
+    let banned: Vec<&str> = banned.iter().map(String::as_str).collect();
+    let mut found = offences("common/src", &banned, &["common/src/engine/registry.rs"]);
+    found.extend(offences("tools", &banned, &[]));
+    assert_none(
+        "an engine is recognised by its name outside the registry",
+        found,
     );
 }

@@ -1,5 +1,6 @@
 //! DuckDB fixtures, driven through the real `duckdb` CLI.
 
+use crate::testdb::{Engine, TestDb};
 use crate::{require, Cmd};
 use std::path::{Path, PathBuf};
 
@@ -117,4 +118,50 @@ pub fn checksums(db: &Path) -> Vec<(String, String)> {
             (t, sum.trim().to_string())
         })
         .collect()
+}
+
+/// The write-ahead log beside a database file.
+pub fn wal(db: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.wal", db.display()))
+}
+
+crate::file_db!(
+    /// DuckDB databases `NAME.duckdb` in a directory of their own.
+    DuckDb,
+    "duckdb",
+    ".duckdb"
+);
+
+impl TestDb for DuckDb {
+    const ENGINE: Engine = Engine::files("duckdb", "duckdb");
+    fn url(&self, db: &str) -> String {
+        format!("duckdb:{}", self.path(db).display())
+    }
+    fn fixture(&self, db: &str, rows: u64) {
+        fixture(&self.path(db), rows);
+    }
+    /// A row left in the WAL (no checkpoint at exit), which a restore must
+    /// not replay onto the file it puts in place.
+    fn alter(&self, db: &str) {
+        sql(
+            &self.path(db),
+            "PRAGMA disable_checkpoint_on_shutdown;\nINSERT INTO inventory.items VALUES ('only-here', 'x', 1);\n",
+        );
+        assert!(wal(&self.path(db)).exists(), "the row is not in a WAL");
+    }
+    fn counts(&self, db: &str) -> Vec<(String, u64)> {
+        counts(&self.path(db))
+    }
+    fn contents(&self, db: &str) -> Vec<(String, String)> {
+        checksums(&self.path(db))
+    }
+    fn plain_restore(&self, db: &str) -> String {
+        format!("cat > '{}'", self.path(db).display())
+    }
+    fn check_replaced(&self, db: &str) {
+        assert!(
+            !wal(&self.path(db)).exists(),
+            "the old WAL was left beside the new file"
+        );
+    }
 }

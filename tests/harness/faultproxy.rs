@@ -196,6 +196,7 @@ fn pump(
             return Ok(());
         }
         if let Some(d) = delay {
+            // The injected fault itself: a slow network, not a wait.
             std::thread::sleep(d);
         }
         if !go_on(&mut buf[..n]) {

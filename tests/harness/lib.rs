@@ -6,37 +6,155 @@
 //! stdout and stderr. Tools the tests need from the system are looked up
 //! with [`require`], which fails (never skips) naming what to install.
 
+pub mod dir;
 pub mod duckdb;
 pub mod faultproxy;
 pub mod mariadb;
 pub mod pg;
 pub mod s3;
+pub mod scenarios;
 pub mod sqlite;
+pub mod testdb;
 
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-/// The directory holding the built binaries (`target/debug`).
+/// The directory holding the built binaries, fresh.
+///
+/// `DBSAFE_BIN_DIR`, when set, names binaries built elsewhere (a release
+/// build, an installed copy): they are used as they are. Otherwise the
+/// binaries are those next to the test executable (`target/debug`), and the
+/// first call in a test process runs `cargo build --workspace --bins` into
+/// that directory, so `cargo test -p dbsafe-tests` alone never runs binaries
+/// older than the sources. A failed build fails the test, with cargo's output.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/test-hash -> target/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| match std::env::var_os("DBSAFE_BIN_DIR") {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => build_workspace_bins(),
+    })
+    .clone()
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The path of a built dbsafe binary; fails with a hint when it was not built.
+/// Builds every binary of the workspace into the profile directory the test
+/// executable was built in (`<target>/<profile>/deps/<test>`); returns that directory.
+fn build_workspace_bins() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("test executable path: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the test executable is not in <target>/<profile>/deps")?;
+    let target_dir = profile_dir.parent().ok_or("no target directory")?;
+    let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
+        Some("debug") | None => "dev".to_string(),
+        Some(p) => p.to_string(),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "build",
+        "--workspace",
+        "--bins",
+        "--quiet",
+        "--profile",
+        &profile,
+    ])
+    .arg("--manifest-path")
+    .arg(&manifest)
+    .arg("--target-dir")
+    .arg(target_dir)
+    .stdin(Stdio::null());
+    // What cargo sets for the test process describes the test package, not
+    // this build; a build script that reads it (ring reads
+    // CARGO_MANIFEST_DIR) would be rerun, and everything above it rebuilt,
+    // each time the binaries are built from a test and then from outside.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&k.as_ref())
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {shown} to build the binaries under test: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the binaries under test failed ({}): {shown}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(profile_dir.to_path_buf())
+}
+
+/// The path of a built dbsafe binary; fails naming what is missing.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
         p.exists(),
-        "{} is not built: run `cargo build --workspace --bins` (make test does) before the tests",
+        "{} does not exist (DBSAFE_BIN_DIR names a directory without it?)",
         p.display()
     );
     p
+}
+
+/// Polls `cond` until it holds; fails naming `what` after `timeout`.
+///
+/// The one way tests wait for something another process does: never a
+/// fixed sleep, which is either too short on a busy machine or wasted time.
+pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, cond),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+/// Polls `cond` until it holds (true) or `timeout` passes (false), for
+/// callers that say more than [`wait_until`] when it does not.
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Waits until the wall clock enters its next second.
+///
+/// Artifact names, metadata times and recovery targets are stamped to the
+/// second: this is what makes two of them differ, at less cost than a
+/// fixed sleep of a second.
+pub fn next_second() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs()
+    };
+    let start = now();
+    wait_until("the next second", Duration::from_secs(5), || now() > start);
 }
 
 /// Fails the test unless `tool` is on PATH, naming the package that provides it.
@@ -160,6 +278,13 @@ impl Cmd {
         self.cmd
             .stdout(std::fs::File::create(path).expect("stdout file"));
         self.stdout_set = true;
+        self
+    }
+
+    /// Sends stderr to a file (for [`Cmd::spawn`]; [`Cmd::run`] captures it).
+    pub fn stderr_file(mut self, path: impl AsRef<Path>) -> Cmd {
+        self.cmd
+            .stderr(std::fs::File::create(path).expect("stderr file"));
         self
     }
 
@@ -358,4 +483,196 @@ pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// An artifact's `.meta.json` sidecar, parsed.
+pub fn meta_of(artifact: &Path) -> serde_json::Value {
+    let path = format!("{}.meta.json", artifact.display());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    serde_json::from_str(&text).expect("metadata is JSON")
+}
+
+/// The tables and row counts a metadata record lists, in its order.
+pub fn meta_counts(meta: &serde_json::Value) -> Vec<(String, u64)> {
+    meta["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().expect("name").to_string(),
+                t["rows"].as_u64().expect("rows"),
+            )
+        })
+        .collect()
+}
+
+/// The row count a metadata record gives `table`.
+pub fn rows_of(meta: &serde_json::Value, table: &str) -> u64 {
+    meta_counts(meta)
+        .into_iter()
+        .find(|(t, _)| t == table)
+        .unwrap_or_else(|| panic!("{table} is not in the metadata"))
+        .1
+}
+
+/// The one artifact in a store whose name starts with `prefix`.
+pub fn store_artifact(store: &Path, prefix: &str) -> PathBuf {
+    let found: Vec<PathBuf> = artifacts(store)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {prefix}* artifact in {}: {found:?}",
+        store.display()
+    );
+    found.into_iter().next().expect("one")
+}
+
+/// The entries of a store's audit log (none when there is no log).
+pub fn audit_entries(store: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(store.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
+        .collect()
+}
+
+/// Every running process's argv (NULs shown as spaces) that contains
+/// `needle`, but the one whose raw argv is `except`.
+pub fn argv_containing(needle: &str, except: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in rd.flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(raw) = std::fs::read(e.path().join("cmdline")) {
+            let argv = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if raw != except && argv.contains(needle) {
+                found.push(argv);
+            }
+        }
+    }
+    found
+}
+
+/// Whether process `pid` has `path` open.
+pub fn has_open(pid: u32, path: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == path))
+        })
+        .unwrap_or(false)
+}
+
+/// Writes an executable script.
+pub fn executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A process holding an `flock` on `lock` the way a dbsafe tool does: the
+/// lock file names the holder's pid. Killed (and so released) on drop.
+pub struct LockHolder {
+    child: std::process::Child,
+}
+
+impl LockHolder {
+    /// Takes the lock and returns once it is held.
+    pub fn take(lock: &Path) -> LockHolder {
+        require("flock", "the Debian package util-linux");
+        std::fs::create_dir_all(lock.parent().expect("lock dir")).expect("lock dir");
+        // The shell's pid stays the holder's through `exec sleep`.
+        let child = Cmd::new("sh")
+            .arg("-c")
+            .arg("exec 9>>\"$1\" && flock 9 && echo \"$$ testhost\" > \"$1\" && exec sleep 600")
+            .arg("holder")
+            .arg(lock)
+            .spawn();
+        let pid = child.id().to_string();
+        wait_until(
+            "the lock holder to take the lock",
+            Duration::from_secs(30),
+            || {
+                std::fs::read_to_string(lock)
+                    .is_ok_and(|t| t.split_whitespace().next() == Some(&pid))
+            },
+        );
+        LockHolder { child }
+    }
+
+    /// The holder's pid, as the lock file records it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the holder with SIGKILL, which releases the lock.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `dbsnap SOURCE -o OUT`: a snapshot of `source` into a file.
+pub fn snap_to_file(source: impl AsRef<OsStr>, out: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbsnap").arg(source).arg("-o").arg(out)
+}
+
+/// `dbrestore ARTIFACT --target TARGET`: a restore of an artifact file (or `-`).
+pub fn restore_file(artifact: impl AsRef<OsStr>, target: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbrestore")
+        .arg(artifact)
+        .arg("--target")
+        .arg(target)
+}
+
+/// A number that differs from run to run and process to process, for
+/// names and credentials that must not collide.
+pub fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// `dbsnap SOURCE --to STORE`: a snapshot of `source` into a store.
+pub fn snap_to_store(source: impl AsRef<OsStr>, store: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbsnap").arg(source).arg("--to").arg(store)
 }

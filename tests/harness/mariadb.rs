@@ -7,12 +7,12 @@
 //! characters a URL must percent-encode, for TCP. As root the server runs
 //! with `--user=root`. Dropping the server stops it and removes every file.
 
+use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb};
 use crate::Cmd;
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The user the password tests connect as over TCP.
 pub const APP_USER: &str = "app";
@@ -67,14 +67,6 @@ pub fn client_bin(name: &str) -> PathBuf {
     crate::require(name, CLIENT_PACKAGE)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
 /// Percent-encodes everything but unreserved characters.
 pub fn encode(s: &str) -> String {
     crate::pg::encode(s)
@@ -103,14 +95,17 @@ impl Server {
         let mut s = Server {
             sock: dir.path().join("mysqld.sock"),
             port: 0,
-            password: format!("Pw-{:08x}@/:!x'\"", std::process::id() ^ rand_u32()),
+            password: format!(
+                "Pw-{:08x}@/:!x'\"",
+                std::process::id() ^ (crate::rand_u64() as u32)
+            ),
             child: None,
             dir,
         };
         let mut last = String::new();
         // Another test may take the port between our probe and the bind: try a few.
         for _ in 0..5 {
-            s.port = free_port();
+            s.port = crate::free_port();
             let log = s.dir.path().join("server.log");
             let _ = std::fs::remove_file(&log);
             let mut cmd = Command::new(server_bin("mariadbd"));
@@ -144,60 +139,42 @@ impl Server {
                 cmd.arg("--user=root");
             }
             let mut child = cmd.spawn().expect("start mariadbd");
-            let start = Instant::now();
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                let ping = Command::new(client_bin("mariadb-admin"))
+            let ping = || {
+                Command::new(client_bin("mariadb-admin"))
                     .arg("--no-defaults")
                     .arg(format!("--socket={}", s.sock.display()))
                     .args(["-uroot", "ping"])
-                    .output();
-                if ping.is_ok_and(|o| o.status.success()) {
-                    s.child = Some(child);
-                    s.sql(
-                        "",
-                        &format!(
-                            "CREATE USER '{APP_USER}'@'127.0.0.1' IDENTIFIED BY '{pw}';\n\
-                             GRANT ALL ON *.* TO '{APP_USER}'@'127.0.0.1';",
-                            pw = s.password.replace('\\', "\\\\").replace('\'', "''")
-                        ),
-                    );
-                    return s;
-                }
-                if start.elapsed() > Duration::from_secs(60) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            let mut up = false;
+            // Ends early when mariadbd exits: the port was taken meanwhile, try another.
+            crate::poll_until(Duration::from_secs(60), || {
+                up = ping();
+                up || matches!(child.try_wait(), Ok(Some(_)))
+            });
+            if up {
+                s.child = Some(child);
+                s.sql(
+                    "",
+                    &format!(
+                        "CREATE USER '{APP_USER}'@'127.0.0.1' IDENTIFIED BY '{pw}';\n\
+                         GRANT ALL ON *.* TO '{APP_USER}'@'127.0.0.1';",
+                        pw = s.password.replace('\\', "\\\\").replace('\'', "''")
+                    ),
+                );
+                return s;
             }
+            let _ = child.kill();
+            let _ = child.wait();
             last = std::fs::read_to_string(&log).unwrap_or_default();
         }
         panic!("cannot start a MariaDB test server:\n{last}");
     }
 
-    /// A URL for root over the unix socket (no password).
-    pub fn url(&self, db: &str) -> String {
-        format!(
-            "mysql://root@/{db}?socket={}",
-            encode(&self.sock.to_string_lossy()).replace("%2F", "/")
-        )
-    }
-
     /// The server URL for root, without a database (for `--scratch`).
     pub fn server_url(&self) -> String {
         self.url("")
-    }
-
-    /// A URL for [`APP_USER`] over TCP, with its password in it.
-    pub fn password_url(&self, db: &str) -> String {
-        format!(
-            "mariadb://{APP_USER}:{}@127.0.0.1:{}/{db}",
-            encode(&self.password),
-            self.port
-        )
     }
 
     /// A `mariadb` client command as root on `db` (empty: none), reading SQL on stdin.
@@ -225,31 +202,6 @@ impl Server {
     /// The single value a query returns.
     pub fn scalar(&self, db: &str, sql: &str) -> String {
         self.sql(db, sql).trim().to_string()
-    }
-
-    /// The databases on the server.
-    pub fn databases(&self) -> Vec<String> {
-        self.sql("", "SHOW DATABASES;")
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Creates database `db` with the fixture schema and `rows` customers and orders.
-    pub fn fixture_db(&self, db: &str, rows: u64) {
-        self.sql("", &format!("CREATE DATABASE `{db}`;"));
-        self.sql(db, &fixture_sql(rows));
-    }
-
-    /// Base tables and exact row counts, sorted.
-    pub fn counts(&self, db: &str) -> Vec<(String, u64)> {
-        self.tables(db)
-            .into_iter()
-            .map(|t| {
-                let n = self.scalar(db, &format!("SELECT COUNT(*) FROM `{t}`;"));
-                (t, n.parse().expect("count"))
-            })
-            .collect()
     }
 
     /// The base tables of `db`, sorted.
@@ -301,6 +253,17 @@ impl Server {
             .collect()
     }
 
+    /// Routines, triggers, events and views of a database, for comparisons.
+    pub fn objects(&self, db: &str) -> String {
+        self.sql(
+            db,
+            "SELECT routine_type, routine_name FROM information_schema.routines WHERE routine_schema = DATABASE() ORDER BY 2;\n\
+             SELECT 'TRIGGER', trigger_name FROM information_schema.triggers WHERE trigger_schema = DATABASE() ORDER BY 2;\n\
+             SELECT 'EVENT', event_name FROM information_schema.events WHERE event_schema = DATABASE() ORDER BY 2;\n\
+             SELECT 'VIEW', table_name FROM information_schema.views WHERE table_schema = DATABASE() ORDER BY 2;\n",
+        )
+    }
+
     /// The server's error log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
@@ -315,24 +278,15 @@ impl Drop for Server {
                 .arg("-TERM")
                 .arg(child.id().to_string())
                 .status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(30) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if crate::poll_until(Duration::from_secs(30), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            }) {
+                return;
             }
             let _ = child.kill();
             let _ = child.wait();
         }
     }
-}
-
-fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)
 }
 
 /// The fixture schema: strings with commas, parentheses, quotes,
@@ -376,4 +330,96 @@ INSERT INTO `odd name, (x)` VALUES ('a', 'x''y'), ('b', ');'), ('c', NULL);
     ,
         half = rows / 2
     )
+}
+
+/// The writer of the concurrent-writes scenario: a row in `events` (and
+/// one in `orders`) per statement, autocommitted, until `writer_control.stop`.
+const WRITER_SQL: &str = "CREATE PROCEDURE writer() BEGIN
+  DECLARE deadline DATETIME DEFAULT NOW() + INTERVAL 60 SECOND;
+  REPEAT
+    INSERT INTO events(kind) VALUES ('writer');
+    INSERT INTO orders(customer_id, total) VALUES (1, 1);
+    DO SLEEP(0.002);
+  UNTIL NOW() > deadline OR (SELECT stop FROM writer_control) END REPEAT;
+END";
+
+impl TestDb for Server {
+    const ENGINE: Engine = Engine::server("mysql", "sql");
+    fn url(&self, db: &str) -> String {
+        format!(
+            "mysql://root@/{db}?socket={}",
+            encode(&self.sock.to_string_lossy()).replace("%2F", "/")
+        )
+    }
+    fn fixture(&self, db: &str, rows: u64) {
+        self.sql("", &format!("CREATE DATABASE `{db}`;"));
+        self.sql(db, &fixture_sql(rows));
+    }
+    fn alter(&self, db: &str) {
+        self.sql(db, "CREATE TABLE only_here(x INT);");
+    }
+    fn counts(&self, db: &str) -> Vec<(String, u64)> {
+        self.tables(db)
+            .into_iter()
+            .map(|t| {
+                let n = self.scalar(db, &format!("SELECT COUNT(*) FROM `{t}`;"));
+                (t, n.parse().expect("count"))
+            })
+            .collect()
+    }
+    fn contents(&self, db: &str) -> Vec<(String, String)> {
+        let mut v = self.digests(db);
+        v.extend(self.checksums(db));
+        v.push(("objects".to_string(), self.objects(db)));
+        v
+    }
+    fn scratch_url(&self) -> String {
+        self.server_url()
+    }
+    fn databases(&self) -> Vec<String> {
+        self.sql("", "SHOW DATABASES;")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+    fn plain_restore(&self, db: &str) -> String {
+        self.sql("", &format!("CREATE DATABASE `{db}`;"));
+        format!(
+            "'{}' --no-defaults --socket='{}' -uroot '{db}'",
+            client_bin("mariadb").display(),
+            self.sock.display()
+        )
+    }
+}
+
+impl ConcurrentWrites for Server {
+    const WRITER_TABLE: &'static str = "events";
+    const BUSY_ROWS: u64 = 30_000;
+    fn start_writer(&self, db: &str) -> Child {
+        self.sql(
+            db,
+            &format!(
+                "CREATE TABLE writer_control(stop BOOLEAN NOT NULL);\nINSERT INTO writer_control VALUES (false);\n\
+                 DELIMITER //\n{WRITER_SQL}//\nDELIMITER ;\n"
+            ),
+        );
+        self.client(db).arg("-e").arg("CALL writer();").spawn()
+    }
+    fn stop_writer(&self, db: &str) {
+        self.sql(db, "UPDATE writer_control SET stop = true;");
+    }
+}
+
+impl Passwords for Server {
+    const CLIENT_TOOLS: &'static [&'static str] = &["mariadb-dump", "mariadb"];
+    const PASSWORD_ENV: &'static str = "MYSQL_PWD";
+    const WRONG_PASSWORD: &'static str = "Access denied";
+    const SCHEME: &'static str = "mariadb";
+    const ROLE: &'static str = APP_USER;
+    fn login(&self) -> (u16, &str) {
+        (self.port, &self.password)
+    }
+    fn dumping(&self, _db: &str) -> String {
+        "--single-transaction".to_string()
+    }
 }

@@ -8,11 +8,11 @@
 //! system user and `initdb`/`pg_ctl` run through `runuser`. Dropping the
 //! cluster stops the server and removes every file.
 
+use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb};
 use crate::Cmd;
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 
 /// Where Debian installs the PostgreSQL 15 server binaries.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -50,14 +50,6 @@ pub fn server_bin(name: &str) -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
 /// Percent-encodes everything but unreserved characters.
 pub fn encode(s: &str) -> String {
     s.bytes()
@@ -87,7 +79,10 @@ impl Cluster {
             data,
             sock,
             port: 0,
-            password: format!("Pw-{:08x}@/:!x", std::process::id() ^ rand_u32()),
+            password: format!(
+                "Pw-{:08x}@/:!x",
+                std::process::id() ^ (crate::rand_u64() as u32)
+            ),
             as_postgres,
             dir,
         };
@@ -126,7 +121,7 @@ impl Cluster {
         // bind: try a few.
         let mut last = String::new();
         for _ in 0..5 {
-            c.port = free_port();
+            c.port = crate::free_port();
             let r = c
                 .server_cmd(&server_bin("pg_ctl"))
                 .arg("-D")
@@ -167,29 +162,11 @@ impl Cluster {
         }
     }
 
-    /// A URL for the superuser over the unix socket (no password needed).
-    pub fn url(&self, db: &str) -> String {
-        format!(
-            "postgres://postgres@{}:{}/{db}",
-            encode(&self.sock.to_string_lossy()),
-            self.port
-        )
-    }
-
     /// The server URL for the superuser, without a database (for `--scratch`).
     pub fn server_url(&self) -> String {
         format!(
             "postgres://postgres@{}:{}/",
             encode(&self.sock.to_string_lossy()),
-            self.port
-        )
-    }
-
-    /// A URL for [`APP_ROLE`] over TCP, with its password in it.
-    pub fn password_url(&self, db: &str) -> String {
-        format!(
-            "postgresql://{APP_ROLE}:{}@127.0.0.1:{}/{db}",
-            encode(&self.password),
             self.port
         )
     }
@@ -220,42 +197,6 @@ impl Cluster {
             "postgres",
             &format!("CREATE DATABASE \"{name}\" OWNER {APP_ROLE};"),
         );
-    }
-
-    /// The names of the databases on the server.
-    pub fn databases(&self) -> Vec<String> {
-        self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1;")
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Creates a database holding the fixture schema with `rows` customers and orders.
-    pub fn fixture_db(&self, name: &str, rows: u64) {
-        self.create_app_db(name);
-        // As the owner, so the role of the password tests can dump it all.
-        self.psql(
-            name,
-            &format!("SET ROLE {APP_ROLE};\n{}", fixture_sql(rows)),
-        );
-    }
-
-    /// User tables (`schema.table`) and exact row counts, sorted.
-    pub fn counts(&self, db: &str) -> Vec<(String, u64)> {
-        self.psql(
-            db,
-            "SELECT n.nspname || '.' || c.relname, \
-               (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' \
-             ORDER BY 1;",
-        )
-        .lines()
-        .map(|l| {
-            let (t, n) = l.split_once('|').expect("name|count");
-            (t.to_string(), n.parse().expect("count"))
-        })
-        .collect()
     }
 
     /// The single value a query returns.
@@ -335,22 +276,18 @@ impl Cluster {
     /// Switches to a new WAL segment and waits until the finished one is archived.
     pub fn switch_and_wait_archived(&self) {
         let seg = self.scalar("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
-        let start = std::time::Instant::now();
-        loop {
+        let archived = || {
             let last = self.scalar(
                 "postgres",
                 "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
             );
-            if last.as_str() >= seg.as_str() && !last.is_empty() {
-                return;
-            }
-            assert!(
-                start.elapsed().as_secs() < 60,
-                "WAL {seg} was not archived (last {last}):\n{}",
-                self.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+            !last.is_empty() && last.as_str() >= seg.as_str()
+        };
+        assert!(
+            crate::poll_until(std::time::Duration::from_secs(60), archived),
+            "WAL {seg} was not archived:\n{}",
+            self.log()
+        );
     }
 
     /// The server's log so far, for failure messages.
@@ -431,18 +368,6 @@ impl Drop for Restored {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn port() -> u16 {
-    free_port()
-}
-
-fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)
-}
-
 /// The fixture schema: tables in two schemas, a view, a sequence, an index,
 /// a foreign key, non-ASCII text, NULLs and bytea, deterministic contents.
 pub fn fixture_sql(rows: u64) -> String {
@@ -470,4 +395,112 @@ SELECT setval('invoice_no', 1234);
 ",
         half = rows / 2
     )
+}
+
+/// The writer of the concurrent-writes scenario: a row in `events` (and
+/// one in `orders`) per transaction until `writer_control.stop`.
+const WRITER_SQL: &str = "DO $$
+DECLARE deadline timestamptz := clock_timestamp() + interval '60 seconds';
+BEGIN
+  LOOP
+    INSERT INTO events(kind) VALUES ('writer');
+    INSERT INTO orders(customer_id, total) VALUES (1, 1);
+    COMMIT;
+    EXIT WHEN clock_timestamp() > deadline OR (SELECT stop FROM writer_control);
+    PERFORM pg_sleep(0.002);
+  END LOOP;
+END $$;";
+
+impl TestDb for Cluster {
+    const ENGINE: Engine = Engine::server("postgres", "pgdump");
+    fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@{}:{}/{db}",
+            encode(&self.sock.to_string_lossy()),
+            self.port
+        )
+    }
+    fn fixture(&self, db: &str, rows: u64) {
+        self.create_app_db(db);
+        // As the owner, so the role of the password tests can dump it all.
+        self.psql(db, &format!("SET ROLE {APP_ROLE};\n{}", fixture_sql(rows)));
+    }
+    fn alter(&self, db: &str) {
+        self.psql(
+            db,
+            "INSERT INTO shop.items VALUES ('only-here', 'x', 1, NULL);",
+        );
+    }
+    fn counts(&self, db: &str) -> Vec<(String, u64)> {
+        self.psql(
+            db,
+            "SELECT n.nspname || '.' || c.relname, \
+               (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' \
+             ORDER BY 1;",
+        )
+        .lines()
+        .map(|l| {
+            let (t, n) = l.split_once('|').expect("name|count");
+            (t.to_string(), n.parse().expect("count"))
+        })
+        .collect()
+    }
+    fn contents(&self, db: &str) -> Vec<(String, String)> {
+        let mut v = self.digests(db);
+        v.push((
+            "invoice_no".to_string(),
+            self.scalar(db, "SELECT last_value FROM invoice_no;"),
+        ));
+        v
+    }
+    fn scratch_url(&self) -> String {
+        self.server_url()
+    }
+    fn databases(&self) -> Vec<String> {
+        self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1;")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+    fn plain_restore(&self, db: &str) -> String {
+        let pg_restore = crate::require("pg_restore", "the Debian package postgresql-client");
+        self.create_db(db);
+        format!("'{}' -d '{}'", pg_restore.display(), self.url(db))
+    }
+}
+
+impl ConcurrentWrites for Cluster {
+    const WRITER_TABLE: &'static str = "public.events";
+    const BUSY_ROWS: u64 = 20_000;
+    fn start_writer(&self, db: &str) -> Child {
+        self.psql(
+            db,
+            "CREATE TABLE writer_control(stop boolean NOT NULL); INSERT INTO writer_control VALUES (false);",
+        );
+        self.psql_cmd(db).arg("-c").arg(WRITER_SQL).spawn()
+    }
+    fn stop_writer(&self, db: &str) {
+        self.psql(db, "UPDATE writer_control SET stop = true;");
+    }
+}
+
+impl Passwords for Cluster {
+    const CLIENT_TOOLS: &'static [&'static str] = &["pg_dump", "pg_restore", "psql"];
+    const PASSWORD_ENV: &'static str = "PGPASSWORD";
+    const WRONG_PASSWORD: &'static str = "password authentication failed";
+    const SCHEME: &'static str = "postgresql";
+    const ROLE: &'static str = APP_ROLE;
+    fn login(&self) -> (u16, &str) {
+        (self.port, &self.password)
+    }
+    fn dumping(&self, db: &str) -> String {
+        // How the clients are told where to connect.
+        format!("postgresql://{APP_ROLE}@127.0.0.1:{}/{db}", self.port)
+    }
+    fn connects(&self, argv: &str) -> bool {
+        // `pg_restore --list` reads a dump and connects nowhere.
+        argv.contains(" -d ")
+    }
 }

@@ -8,10 +8,10 @@
 //! with the same.
 
 use crate::{require, Cmd, Scene};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The bucket every test server starts with.
 pub const BUCKET: &str = "dbsafe";
@@ -30,14 +30,6 @@ pub struct S3Server {
     home: PathBuf,
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl S3Server {
     /// Starts s3s-fs in `scene`'s directory with an empty bucket [`BUCKET`].
     pub fn start(scene: &Scene) -> S3Server {
@@ -49,11 +41,15 @@ impl S3Server {
         std::fs::create_dir_all(root.join(BUCKET)).expect("s3 root");
         let home = scene.path("s3-home");
         std::fs::create_dir_all(&home).expect("s3 home");
-        let access_key = format!("DBSAFETEST{:08X}", rand_u32());
-        let secret_key = format!("secret-{:016x}{:016x}", rand_u64(), rand_u64());
+        let access_key = format!("DBSAFETEST{:08X}", (crate::rand_u64() as u32));
+        let secret_key = format!(
+            "secret-{:016x}{:016x}",
+            crate::rand_u64(),
+            crate::rand_u64()
+        );
         let mut last_log = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = crate::free_port();
             let log = scene.path(&format!("s3s-fs-{port}.log"));
             let mut child = Command::new(&bin)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -64,22 +60,21 @@ impl S3Server {
                 .stderr(std::fs::File::create(&log).expect("log"))
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(20) {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return S3Server {
-                        child,
-                        root,
-                        port,
-                        access_key,
-                        secret_key,
-                        home,
-                    };
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    break; // the port was taken meanwhile: try another
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let mut up = false;
+            // Ends early when s3s-fs exits: the port was taken meanwhile, try another.
+            crate::poll_until(Duration::from_secs(20), || {
+                up = TcpStream::connect(("127.0.0.1", port)).is_ok();
+                up || child.try_wait().ok().flatten().is_some()
+            });
+            if up {
+                return S3Server {
+                    child,
+                    root,
+                    port,
+                    access_key,
+                    secret_key,
+                    home,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -229,21 +224,4 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-fn rand_u32() -> u32 {
-    rand_u64() as u32
 }

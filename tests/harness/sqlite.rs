@@ -1,7 +1,10 @@
 //! SQLite fixtures.
 
+use crate::testdb::{ConcurrentWrites, Engine, TestDb};
+use crate::Cmd;
 use rusqlite::Connection;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Child;
 
 /// Creates a database with a few tables, NULLs, non-ASCII text and blobs.
 pub fn sample(path: &Path, rows: u64) {
@@ -88,4 +91,80 @@ pub fn contents(path: &Path) -> Vec<(String, String)> {
             (n, acc)
         })
         .collect()
+}
+
+crate::file_db!(
+    /// SQLite databases `NAME.db` in a directory of their own.
+    SqliteDb,
+    "sqlite",
+    ".db"
+);
+
+impl TestDb for SqliteDb {
+    const ENGINE: Engine = Engine::files("sqlite", "sqlite");
+    fn url(&self, db: &str) -> String {
+        format!("sqlite:{}", self.path(db).display())
+    }
+    fn fixture(&self, db: &str, rows: u64) {
+        sample(&self.path(db), rows);
+    }
+    fn alter(&self, db: &str) {
+        Connection::open(self.path(db))
+            .expect("open")
+            .execute_batch(
+                "CREATE TABLE precious(x); INSERT INTO precious VALUES ('only in this one');",
+            )
+            .expect("alter");
+    }
+    fn counts(&self, db: &str) -> Vec<(String, u64)> {
+        counts(&self.path(db))
+    }
+    fn contents(&self, db: &str) -> Vec<(String, String)> {
+        contents(&self.path(db))
+    }
+    fn plain_restore(&self, db: &str) -> String {
+        format!("cat > '{}'", self.path(db).display())
+    }
+}
+
+impl ConcurrentWrites for SqliteDb {
+    const WRITER_TABLE: &'static str = "events";
+    const BUSY_ROWS: u64 = 20_000;
+    fn start_writer(&self, db: &str) -> Child {
+        crate::require("python3", "python3");
+        let script = format!(
+            "import os, sqlite3\n\
+             c = sqlite3.connect('{db}', timeout=30, isolation_level=None)\n\
+             c.execute('PRAGMA journal_mode=WAL')\n\
+             c.execute('PRAGMA synchronous=OFF')\n\
+             while not os.path.exists('{stop}'):\n    \
+             c.execute(\"INSERT INTO events(at, kind) VALUES (datetime('now'), 'writer')\")\n",
+            db = self.path(db).display(),
+            stop = self.stop_file(db).display()
+        );
+        Cmd::new("python3").arg("-c").arg(script).spawn()
+    }
+    fn stop_writer(&self, db: &str) {
+        std::fs::write(self.stop_file(db), "").expect("stop file");
+    }
+}
+
+impl SqliteDb {
+    fn stop_file(&self, db: &str) -> PathBuf {
+        self.0.path(&format!("{db}.stop"))
+    }
+}
+
+/// Creates a database of `mb` MiB of incompressible blobs, big enough that
+/// a snapshot of it takes a while.
+pub fn blobs(path: &Path, mb: u64) {
+    Connection::open(path)
+        .expect("open")
+        .execute_batch(&format!(
+            "CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < {})
+             INSERT INTO blobs(b) SELECT randomblob(65536) FROM n;",
+            mb * 16
+        ))
+        .expect("blobs");
 }

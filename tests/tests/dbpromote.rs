@@ -3,12 +3,14 @@
 //! environment with its own store, and a config file per test.
 
 use dbsafe_tests::pg::Cluster;
-use dbsafe_tests::{artifacts, require, sqlite, Cmd, Scene};
+use dbsafe_tests::testdb::{Passwords, TestDb};
+use dbsafe_tests::{
+    artifacts, executable, has_open, next_second, require, sqlite, wait_until, Cmd, Scene,
+};
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ENVS: [&str; 3] = ["development", "staging", "production"];
 
@@ -38,11 +40,6 @@ case "$DBPROMOTE_VERSION" in
 esac
 "#;
 
-fn executable(path: &Path, text: &str) {
-    std::fs::write(path, text).expect("write script");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
 /// One cluster holding `app_development`, `app_staging` and `app_production`.
 struct World {
     s: Scene,
@@ -59,7 +56,7 @@ impl World {
         let s = Scene::new();
         let pg = Cluster::start();
         for (i, env) in ENVS.iter().enumerate() {
-            pg.fixture_db(&format!("app_{env}"), 40 + 10 * i as u64);
+            pg.fixture(&format!("app_{env}"), 40 + 10 * i as u64);
         }
         executable(&s.path("migrate.sh"), MIGRATE);
         executable(&s.path("health.sh"), HEALTH);
@@ -263,7 +260,8 @@ fn manifests_record_every_step_pin_their_backups_and_show_in_history_and_audit()
         .args(["--env", "production", "--to"])
         .arg(w.store("production"))
         .succeeds();
-    std::thread::sleep(Duration::from_millis(1100));
+    // Backup names are stamped to the second.
+    next_second();
     w.release("development", "staging", "v1").succeeds();
     let metrics = w.s.path("metrics/dbsafe.prom");
     let out = w
@@ -557,41 +555,20 @@ fn a_refresh_brings_masked_production_data_down_and_rolls_back_exactly() {
     let staging_before = w.pg.digests("app_staging");
     let refresh = || {
         w.promote()
-            .args([
-                "--refresh",
-                "--from",
-                "production",
-                "--to",
-                "staging",
-                "--yes",
-                "--sanitize",
-            ])
+            .args(refresh_args("production", "staging"))
+            .arg("--sanitize")
             .arg(&mask)
     };
     // A sensitive source without --sanitize is refused before anything happens.
     w.promote()
-        .args([
-            "--refresh",
-            "--from",
-            "production",
-            "--to",
-            "staging",
-            "--yes",
-        ])
+        .args(refresh_args("production", "staging"))
         .fails_with_code(4)
         .stderr_has("production is marked sensitive");
     assert_eq!(w.pg.digests("app_staging"), staging_before);
     assert!(artifacts(&w.store("production")).is_empty());
     // Data never flows up.
     w.promote()
-        .args([
-            "--refresh",
-            "--from",
-            "staging",
-            "--to",
-            "production",
-            "--yes",
-        ])
+        .args(refresh_args("staging", "production"))
         .fails_with_code(4)
         .stderr_has("data must never flow up");
 
@@ -741,25 +718,11 @@ fn a_session_on_staging_is_ended_after_the_grace_period_or_refuses_the_swap() {
             "SELECT count(*) FROM pg_stat_activity WHERE datname = 'app_staging';",
         )
     };
-    let start = Instant::now();
-    while sessions() != "1" {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the client never connected"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the client to connect", Duration::from_secs(30), || {
+        sessions() == "1"
+    });
     let before = w.pg.digests("app_staging");
-    let refresh = || {
-        w.promote().args([
-            "--refresh",
-            "--from",
-            "production",
-            "--to",
-            "staging",
-            "--yes",
-        ])
-    };
+    let refresh = || w.promote().args(refresh_args("production", "staging"));
     refresh()
         .fails_with_code(4)
         .stderr_has("1 session(s) connected to app_staging")
@@ -824,52 +787,35 @@ fn a_session_on_staging_is_ended_after_the_grace_period_or_refuses_the_swap() {
 fn an_interrupted_rehearsal_drops_its_side_database_and_leaves_the_target_alone() {
     let w = World::new(&[]);
     let before = w.pg.digests("app_staging");
-    let run = Command::new(dbsafe_tests::bin("dbpromote"))
-        .env("DBSAFE_CONFIG", &w.cfg)
-        .args([
-            "--from",
-            "development",
-            "--to",
-            "staging",
-            "--version",
-            "v1",
-            "--yes",
-        ])
-        .args(["--migrate", "exec sleep 60"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dbpromote");
-    let start = Instant::now();
-    let manifest = w.store("staging").join("releases/staging/v1.json");
-    while !std::fs::read_to_string(&manifest).is_ok_and(|m| m.contains("\"rehearsal-restore\"")) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the rehearsal never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let migrating = w.s.path("migrating");
+    let stderr = w.s.path("dbpromote.stderr");
+    let mut run = w
+        .release("development", "staging", "v1")
+        .arg("--migrate")
+        .arg(format!("touch '{}' && exec sleep 60", migrating.display()))
+        .stderr_file(&stderr)
+        .spawn();
+    // The migration runs on the side database: interrupt it there.
+    wait_until(
+        "the rehearsal's migration to start",
+        Duration::from_secs(60),
+        || migrating.exists(),
+    );
     assert_eq!(w.sides().len(), 1, "{:?}", w.sides());
-    std::thread::sleep(Duration::from_millis(300));
     // SAFETY: kill has no memory preconditions; the pid is our own child's.
     unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
-    let out = run.wait_with_output().expect("dbpromote ends");
+    let status = run.wait().expect("dbpromote ends");
     assert_eq!(
-        out.status.code(),
+        status.code(),
         Some(130),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        std::fs::read_to_string(&stderr).unwrap_or_default()
     );
-    let start = Instant::now();
-    while !w.sides().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "side database left: {:?}",
-            w.sides()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the side database to be dropped",
+        Duration::from_secs(10),
+        || w.sides().is_empty(),
+    );
     assert_eq!(w.pg.digests("app_staging"), before);
     assert!(!w
         .columns("staging", "customers")
@@ -889,48 +835,40 @@ fn an_interrupted_rehearsal_drops_its_side_database_and_leaves_the_target_alone(
 fn two_promotions_of_one_environment_never_run_at_once() {
     let w = World::new(&[]);
     let slow = w.s.path("slow-migrate.sh");
+    let go = w.s.path("go");
     executable(
         &slow,
         &format!(
-            "#!/bin/sh\nsleep 3\nexec {}\n",
+            "#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.05; done\nexec {}\n",
+            go.display(),
             w.s.path("migrate.sh").display()
         ),
     );
-    let first = Command::new(dbsafe_tests::bin("dbpromote"))
-        .env("DBSAFE_CONFIG", &w.cfg)
-        .args([
-            "--from",
-            "development",
-            "--to",
-            "staging",
-            "--version",
-            "v1",
-            "--yes",
-            "--migrate",
-        ])
+    let stderr = w.s.path("first.stderr");
+    let mut first = w
+        .release("development", "staging", "v1")
+        .arg("--migrate")
         .arg(&slow)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dbpromote");
+        .stderr_file(&stderr)
+        .spawn();
     let manifest = w.store("staging").join("releases/staging/v1.json");
-    let start = Instant::now();
-    while !manifest.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the first promotion never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the first promotion to start",
+        Duration::from_secs(60),
+        || manifest.exists(),
+    );
     w.release("development", "staging", "v1")
         .fails_with_code(4)
-        .stderr_has("promote-staging is locked by another process (pid ");
-    let status = first.wait_with_output().expect("first");
+        .stderr_has(&format!(
+            "promote-staging is locked by another process (pid {};",
+            first.id()
+        ));
+    // The first one's migration goes on only now that the second was refused.
+    std::fs::write(&go, "").expect("go");
     assert!(
-        status.status.success(),
+        first.wait().expect("first").success(),
         "{}",
-        String::from_utf8_lossy(&status.stderr)
+        std::fs::read_to_string(&stderr).unwrap_or_default()
     );
     assert_eq!(w.manifest("staging", "v1")["status"], "success");
     // Once done, the version is on record and a second run refuses to repeat it.
@@ -1013,63 +951,109 @@ fn releases_roll_back_by_downgrade_or_by_restoring_the_pre_release_backup() {
     assert!(w.sides().iter().all(|d| d == kept), "{:?}", w.sides());
 }
 
+/// The arguments of a confirmed refresh of `to` from `from`.
+fn refresh_args<'a>(from: &'a str, to: &'a str) -> [&'a str; 6] {
+    ["--refresh", "--from", from, "--to", to, "--yes"]
+}
+
+/// A production and a staging database file of one engine (`scheme`,
+/// files `app.EXT`), each environment with its own store, in a config file.
+struct FileChain {
+    _scene: Scene,
+    prod: PathBuf,
+    staging: PathBuf,
+    cfg: PathBuf,
+    mask: PathBuf,
+}
+
+impl FileChain {
+    fn new(scheme: &str, ext: &str, mask: &str) -> FileChain {
+        let s = Scene::new();
+        let prod = s.path(&format!("prod/app.{ext}"));
+        let staging = s.path(&format!("staging/app.{ext}"));
+        for p in [&prod, &staging] {
+            std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+        }
+        let mask = s.write("mask.sql", mask);
+        let cfg = s.write(
+            "dbsafe.toml",
+            &format!(
+                "[defaults]\nchain = [\"staging\", \"production\"]\n\n\
+                 [env.production]\nurl = \"{scheme}:{}\"\nstore = \"{}\"\nsensitive = true\n\n\
+                 [env.staging]\nurl = \"{scheme}:{}\"\nstore = \"{}\"\n",
+                prod.display(),
+                s.path("store-prod").display(),
+                staging.display(),
+                s.path("store-staging").display()
+            ),
+        );
+        FileChain {
+            _scene: s,
+            prod,
+            staging,
+            cfg,
+            mask,
+        }
+    }
+
+    fn promote(&self) -> Cmd {
+        Cmd::tool("dbpromote").env("DBSAFE_CONFIG", &self.cfg)
+    }
+
+    /// A sanitized refresh of staging from production.
+    fn refresh(&self) -> Cmd {
+        self.promote()
+            .args(refresh_args("production", "staging"))
+            .arg("--sanitize")
+            .arg(&self.mask)
+    }
+
+    fn rollback(&self) -> Cmd {
+        self.promote()
+            .args(["--rollback", "--to", "staging", "--yes"])
+    }
+
+    /// The names of the files beside staging that contain `part`.
+    fn beside_staging(&self, part: &str) -> Vec<String> {
+        std::fs::read_dir(self.staging.parent().expect("dir"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(part))
+            .collect()
+    }
+}
+
 #[test]
 fn sqlite_refreshes_swap_side_files_and_roll_back() {
-    let s = Scene::new();
-    let prod = s.path("prod/app.db");
-    let staging = s.path("staging/app.db");
-    std::fs::create_dir_all(prod.parent().expect("dir")).expect("mkdir");
-    std::fs::create_dir_all(staging.parent().expect("dir")).expect("mkdir");
-    sqlite::sample(&prod, 30);
-    sqlite::sample(&staging, 5);
-    let mask = s.write(
-        "mask.sql",
+    let c = FileChain::new(
+        "sqlite",
+        "db",
         "UPDATE customers SET email = 'c' || id || '@masked.invalid';",
     );
-    let cfg = s.write(
-        "dbsafe.toml",
-        &format!(
-            "[defaults]\nchain = [\"staging\", \"production\"]\n\n[env.production]\nurl = \"sqlite:{}\"\nstore = \"{}\"\nsensitive = true\n\n\
-             [env.staging]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n",
-            prod.display(),
-            s.path("store-prod").display(),
-            staging.display(),
-            s.path("store-staging").display()
-        ),
-    );
+    let (prod, staging) = (&c.prod, &c.staging);
+    sqlite::sample(prod, 30);
+    sqlite::sample(staging, 5);
     let count = |path: &Path, sql: &str| -> i64 {
         rusqlite::Connection::open(path)
             .expect("open")
             .query_row(sql, [], |r| r.get(0))
             .expect("query")
     };
-    let old = std::fs::read(&staging).expect("staging bytes");
-    Cmd::tool("dbpromote")
-        .env("DBSAFE_CONFIG", &cfg)
-        .args([
-            "--refresh",
-            "--from",
-            "production",
-            "--to",
-            "staging",
-            "--yes",
-            "--sanitize",
-        ])
-        .arg(&mask)
-        .succeeds();
-    assert_eq!(count(&staging, "SELECT count(*) FROM customers"), 30);
+    let old = std::fs::read(staging).expect("staging bytes");
+    c.refresh().succeeds();
+    assert_eq!(count(staging, "SELECT count(*) FROM customers"), 30);
     assert_eq!(
         count(
-            &staging,
+            staging,
             "SELECT count(*) FROM customers WHERE email LIKE '%@example.com'"
         ),
         0
     );
-    let kept: Vec<String> = std::fs::read_dir(staging.parent().expect("dir"))
-        .expect("list")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("app_dbpromote_prev_") && n.ends_with(".db"))
+    let kept: Vec<String> = c
+        .beside_staging("app_dbpromote_prev_")
+        .into_iter()
+        .filter(|n| n.ends_with(".db"))
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(
@@ -1081,8 +1065,7 @@ fn sqlite_refreshes_swap_side_files_and_roll_back() {
     let migrate =
         "sqlite3 \"${DATABASE_URL#sqlite:}\" 'ALTER TABLE customers ADD COLUMN tier TEXT'";
     if dbsafe_tests::which("sqlite3").is_some() {
-        Cmd::tool("dbpromote")
-            .env("DBSAFE_CONFIG", &cfg)
+        c.promote()
             .args([
                 "--from",
                 "staging",
@@ -1097,18 +1080,15 @@ fn sqlite_refreshes_swap_side_files_and_roll_back() {
             .succeeds();
         assert_eq!(
             count(
-                &prod,
+                prod,
                 "SELECT count(*) FROM pragma_table_info('customers') WHERE name = 'tier'"
             ),
             1
         );
     }
 
-    Cmd::tool("dbpromote")
-        .env("DBSAFE_CONFIG", &cfg)
-        .args(["--rollback", "--to", "staging", "--yes"])
-        .succeeds();
-    assert_eq!(std::fs::read(&staging).expect("staging bytes"), old);
+    c.rollback().succeeds();
+    assert_eq!(std::fs::read(staging).expect("staging bytes"), old);
 }
 
 #[test]
@@ -1176,14 +1156,7 @@ fn on_s3_stores_manifests_pin_the_source_backup_and_list_in_history() {
     );
     let tool = |name: &str| server.tool(name).env("DBSAFE_CONFIG", &cfg);
     tool("dbpromote")
-        .args([
-            "--refresh",
-            "--from",
-            "production",
-            "--to",
-            "staging",
-            "--yes",
-        ])
+        .args(refresh_args("production", "staging"))
         .succeeds();
     let history = tool("dbpromote")
         .args(["--history", "--to", "staging", "--json"])
@@ -1248,48 +1221,22 @@ fn on_s3_stores_manifests_pin_the_source_backup_and_list_in_history() {
 #[test]
 fn duckdb_refreshes_refuse_a_database_held_open_and_roll_back() {
     use dbsafe_tests::duckdb;
-    let s = Scene::new();
-    let prod = s.path("prod/app.duckdb");
-    let staging = s.path("staging/app.duckdb");
-    for p in [&prod, &staging] {
-        std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
-    }
-    duckdb::fixture(&prod, 30);
-    duckdb::fixture(&staging, 5);
-    let mask = s.write("mask.sql", "UPDATE customers SET name = 'Customer ' || id;");
-    let cfg = s.write(
-        "dbsafe.toml",
-        &format!(
-            "[defaults]\nchain = [\"staging\", \"production\"]\n\n\
-             [env.production]\nurl = \"duckdb:{}\"\nstore = \"{}\"\nsensitive = true\n\n\
-             [env.staging]\nurl = \"duckdb:{}\"\nstore = \"{}\"\n",
-            prod.display(),
-            s.path("store-prod").display(),
-            staging.display(),
-            s.path("store-staging").display()
-        ),
+    let c = FileChain::new(
+        "duckdb",
+        "duckdb",
+        "UPDATE customers SET name = 'Customer ' || id;",
     );
+    let staging = &c.staging;
+    duckdb::fixture(&c.prod, 30);
+    duckdb::fixture(staging, 5);
     let digest = |p: &Path| duckdb::sql(p, "SELECT count(*), sum(hash(name)) FROM customers;");
-    let refresh = || {
-        Cmd::tool("dbpromote")
-            .env("DBSAFE_CONFIG", &cfg)
-            .args([
-                "--refresh",
-                "--from",
-                "production",
-                "--to",
-                "staging",
-                "--yes",
-                "--sanitize",
-            ])
-            .arg(&mask)
-    };
-    let before = digest(&staging);
+    let refresh = || c.refresh();
+    let before = digest(staging);
 
     // Another process holding staging open refuses the swap, even after a grace period.
     let mut holder = Command::new(duckdb::cli())
         .args(["-batch", "-init", "/dev/null"])
-        .arg(&staging)
+        .arg(staging)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -1297,60 +1244,40 @@ fn duckdb_refreshes_refuse_a_database_held_open_and_roll_back() {
         .expect("start duckdb");
     // Opened once it has a descriptor on the file (probing by opening it
     // ourselves could take the lock first and make it give up).
-    let holds = |pid: u32| {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|rd| {
-                rd.flatten()
-                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == staging))
-            })
-            .unwrap_or(false)
-    };
-    let start = Instant::now();
-    while !holds(holder.id()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "duckdb never opened staging"
-        );
+    wait_until("duckdb to open staging", Duration::from_secs(30), || {
         assert!(
             holder.try_wait().expect("holder").is_none(),
             "duckdb exited"
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    refresh()
-        .fails_with_code(4)
-        .stderr_has("1 session(s) connected to app.duckdb: pid ");
+        has_open(holder.id(), staging)
+    });
+    refresh().fails_with_code(4).stderr_has(&format!(
+        "1 session(s) connected to app.duckdb: pid {}",
+        holder.id()
+    ));
     refresh()
         .args(["--grace", "1s"])
         .fails_with_code(4)
         .stderr_has("past the grace period");
     drop(holder.stdin.take());
     holder.wait().expect("duckdb ends");
-    assert_eq!(digest(&staging), before);
-    let leftovers: Vec<String> = std::fs::read_dir(staging.parent().expect("dir"))
-        .expect("list")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("_dbpromote_"))
-        .collect();
+    assert_eq!(digest(staging), before);
+    let leftovers = c.beside_staging("_dbpromote_");
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     refresh().succeeds();
     assert_eq!(
-        duckdb::sql(&staging, "SELECT count(*) FROM customers;").trim(),
+        duckdb::sql(staging, "SELECT count(*) FROM customers;").trim(),
         "30"
     );
     assert_eq!(
         duckdb::sql(
-            &staging,
+            staging,
             "SELECT count(*) FROM customers WHERE name NOT LIKE 'Customer %';"
         )
         .trim(),
         "0"
     );
-    Cmd::tool("dbpromote")
-        .env("DBSAFE_CONFIG", &cfg)
-        .args(["--rollback", "--to", "staging", "--yes"])
-        .succeeds();
-    assert_eq!(digest(&staging), before);
+    c.rollback().succeeds();
+    assert_eq!(digest(staging), before);
 }

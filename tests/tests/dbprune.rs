@@ -1,8 +1,11 @@
 //! dbprune and dbverify --status over real stores.
 
-use dbsafe_tests::{artifacts, sqlite, temporaries, Cmd, Scene};
+use dbsafe_tests::{
+    artifacts, snap_to_file, snap_to_store, sqlite, temporaries, wait_until, Cmd, LockHolder, Scene,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A store of real artifacts under many timestamps: one dbsnap artifact per
 /// database, copied to each name with its own sidecars.
@@ -29,11 +32,7 @@ impl Fixture {
         }
         let out = self.s.path(&format!("{db}.tpl.sqlite.zst"));
         if !out.exists() {
-            Cmd::tool("dbsnap")
-                .arg(format!("sqlite:{}", path.display()))
-                .arg("-o")
-                .arg(&out)
-                .succeeds();
+            snap_to_file(format!("sqlite:{}", path.display()), &out).succeeds();
         }
         let meta =
             serde_json::from_slice(&std::fs::read(format!("{}.meta.json", out.display())).unwrap())
@@ -277,20 +276,13 @@ fn prune_never_touches_an_artifact_being_written() {
     for d in 1..5 {
         f.add("default", "big", now() - days(d), false);
     }
-    let c = rusqlite::Connection::open(f.s.path("big.db")).unwrap();
-    c.execute_batch("CREATE TABLE b(x BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 1200) INSERT INTO b SELECT randomblob(65536) FROM n;").unwrap();
-    drop(c);
-    let child = Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", f.s.path("big.db").display()))
-        .arg("--to")
-        .arg(&f.store)
+    sqlite::blobs(&f.s.path("big.db"), 75);
+    let child = snap_to_store(format!("sqlite:{}", f.s.path("big.db").display()), &f.store)
         .args(["--compress", "none"])
         .spawn();
-    let start = std::time::Instant::now();
-    while temporaries(&f.store.join("backups")).is_empty() {
-        assert!(start.elapsed().as_secs() < 60);
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until("dbsnap to start writing", Duration::from_secs(60), || {
+        !temporaries(&f.store.join("backups")).is_empty()
+    });
     f.prune()
         .args(["--keep-last", "0", "--stale-tmp", "1h"])
         .succeeds();
@@ -457,17 +449,23 @@ fn status_is_good_for_a_healthy_store_and_exits_1_otherwise() {
 }
 
 #[test]
-fn another_prune_holding_the_store_lock_is_refused() {
+fn another_prune_holding_the_store_lock_is_refused_and_nothing_is_deleted() {
     let f = Fixture::new();
+    let old = f.add("production", "app", now() - days(3), false);
     f.add("production", "app", now(), false);
-    std::fs::create_dir_all(f.store.join("locks")).unwrap();
-    let mut holder = Cmd::new("flock")
-        .arg("-o")
-        .arg(f.store.join("locks/dbprune.lock"))
-        .args(["sleep", "5"])
-        .spawn();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    f.prune().args(["--keep-last", "1"]).fails_with_code(4);
-    holder.kill().ok();
-    holder.wait().ok();
+    let before = f.files();
+    assert!(before.contains(&old));
+    let holder = LockHolder::take(&f.store.join("locks/dbprune.lock"));
+    f.prune()
+        .args(["--keep-last", "1"])
+        .fails_with_code(4)
+        .stderr_has(&format!(
+            "dbprune is locked by another process (pid {};",
+            holder.pid()
+        ));
+    assert_eq!(f.files(), before, "a refused prune deleted");
+    // Once the holder is gone, the same prune deletes the older backup.
+    holder.kill();
+    f.prune().args(["--keep-last", "1"]).succeeds();
+    assert!(!f.files().contains(&old));
 }

@@ -1,11 +1,16 @@
 //! dbrestore: verified first, confirmed, with a safety backup and an audit entry.
 
-use dbsafe_tests::{artifacts, sha256_file, sqlite, Cmd, Scene};
+use dbsafe_tests::sqlite::{self, SqliteDb};
+use dbsafe_tests::{
+    artifacts, audit_entries, next_second, restore_file, sha256_file, snap_to_file, snap_to_store,
+    store_artifact, Cmd, Scene,
+};
+use std::path::{Path, PathBuf};
 
 struct Setup {
     s: Scene,
-    key: std::path::PathBuf,
-    store: std::path::PathBuf,
+    key: PathBuf,
+    store: PathBuf,
 }
 
 fn setup() -> Setup {
@@ -13,16 +18,29 @@ fn setup() -> Setup {
     sqlite::sample(&s.path("app.db"), 150);
     let (key, public) = s.age_key("key.txt");
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
-        .arg("--to")
-        .arg(&store)
+    snap_to_store(sqlite_url(&s.path("app.db")), &store)
         .args(["-r", &public])
         .succeeds();
     Setup { s, key, store }
 }
 
-fn target_with_data(s: &Scene) -> std::path::PathBuf {
+impl Setup {
+    /// dbrestore of the store's latest backup, with the key.
+    fn restore_latest(&self) -> Cmd {
+        Cmd::tool("dbrestore")
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--latest")
+            .arg("-i")
+            .arg(&self.key)
+    }
+}
+
+fn sqlite_url(p: &Path) -> String {
+    format!("sqlite:{}", p.display())
+}
+
+fn target_with_data(s: &Scene) -> PathBuf {
     let t = s.path("target.db");
     let c = rusqlite::Connection::open(&t).unwrap();
     c.execute_batch("CREATE TABLE precious(x); INSERT INTO precious VALUES ('do not lose me');")
@@ -30,26 +48,14 @@ fn target_with_data(s: &Scene) -> std::path::PathBuf {
     t
 }
 
-fn audit_lines(store: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(store.join("audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn restores_the_latest_backup_into_a_new_file_with_identical_contents() {
     let t = setup();
     let target = t.s.path("restored.db");
-    let r = Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&t.store)
-        .arg("--latest")
-        .arg("-i")
-        .arg(&t.key)
+    let r = t
+        .restore_latest()
         .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+        .arg(sqlite_url(&target))
         .arg("--json")
         .succeeds();
     assert_eq!(r.json()["result"], "success");
@@ -57,7 +63,7 @@ fn restores_the_latest_backup_into_a_new_file_with_identical_contents() {
         sqlite::contents(&target),
         sqlite::contents(&t.s.path("app.db"))
     );
-    let audit = audit_lines(&t.store);
+    let audit = audit_entries(&t.store);
     assert_eq!(audit.len(), 1);
     for k in [
         "time",
@@ -77,86 +83,31 @@ fn restores_the_latest_backup_into_a_new_file_with_identical_contents() {
     assert_eq!(audit[0]["result"], "success");
 }
 
-#[test]
-fn a_non_empty_target_without_yes_or_terminal_is_refused_and_unchanged() {
-    let t = setup();
-    let target = target_with_data(&t.s);
-    let before = sha256_file(&target);
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&t.store)
-        .arg("--latest")
-        .arg("-i")
-        .arg(&t.key)
-        .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
-        .fails_with_code(4)
-        .stderr_has("--yes");
-    assert_eq!(sha256_file(&target), before);
-    assert_eq!(
-        artifacts(&t.store).len(),
-        1,
-        "no safety backup for a refused restore"
-    );
-    assert!(audit_lines(&t.store).is_empty());
-}
+dbsafe_tests::scenarios!(SqliteDb::start() =>
+    restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_backup_and_audit,
+);
 
 #[test]
-fn with_yes_a_safety_backup_is_taken_and_audited_and_itself_restores() {
+fn latest_without_env_means_the_backup_series_not_the_safety_one() {
     let t = setup();
     let target = target_with_data(&t.s);
-    let original = sqlite::contents(&target);
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&t.store)
-        .arg("--latest")
-        .arg("-i")
-        .arg(&t.key)
+    t.restore_latest()
         .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+        .arg(sqlite_url(&target))
         .arg("--yes")
-        .succeeds()
-        .stderr_has("safety backup");
-    assert_eq!(sqlite::counts(&target), sqlite::counts(&t.s.path("app.db")));
-    let safety: Vec<_> = artifacts(&t.store)
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("default-safety_target_full_")
-        })
-        .collect();
-    assert_eq!(safety.len(), 1, "{:?}", artifacts(&t.store));
-    // Encrypted like the artifact it was replaced by.
-    assert!(safety[0].to_string_lossy().ends_with(".sqlite.zst.age"));
-    let audit = audit_lines(&t.store);
-    assert_eq!(audit.len(), 1);
-    assert!(audit[0]["details"]["safety_backup"]
-        .as_str()
-        .unwrap()
-        .contains("default-safety_target_full_"));
-    // The safety backup brings the old contents back.
-    let back = t.s.path("back.db");
-    Cmd::tool("dbrestore")
-        .arg(&safety[0])
-        .arg("-i")
-        .arg(&t.key)
-        .arg("--target")
-        .arg(format!("sqlite:{}", back.display()))
         .succeeds();
-    assert_eq!(sqlite::contents(&back), original);
-    // --latest without --env still means the real series, not the safety one.
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&t.store)
-        .arg("--latest")
-        .arg("-i")
-        .arg(&t.key)
-        .arg("--dry-run")
+    store_artifact(&t.store, "default-safety_target_full_");
+    // Two series in the store now; --latest still picks the backup, not the
+    // safety backup (which holds the target's old contents).
+    let copy = t.s.path("x.db");
+    t.restore_latest()
         .arg("--target")
-        .arg(format!("sqlite:{}", t.s.path("x.db").display()))
+        .arg(sqlite_url(&copy))
         .succeeds();
+    assert_eq!(
+        sqlite::contents(&copy),
+        sqlite::contents(&t.s.path("app.db"))
+    );
 }
 
 #[test]
@@ -169,14 +120,9 @@ fn a_corrupt_artifact_is_refused_before_the_target_is_touched() {
     let n = b.len() / 2;
     b[n] ^= 0x10;
     std::fs::write(art, b).unwrap();
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&t.store)
-        .arg("--latest")
-        .arg("-i")
-        .arg(&t.key)
+    t.restore_latest()
         .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+        .arg(sqlite_url(&target))
         .arg("--yes")
         .fails_with_code(1)
         .stderr_has("failed verification");
@@ -188,14 +134,10 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let t = setup();
     let target = target_with_data(&t.s);
     let before = sha256_file(&target);
-    let r = Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&t.store)
-        .arg("--latest")
-        .arg("-i")
-        .arg(&t.key)
+    let r = t
+        .restore_latest()
         .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+        .arg(sqlite_url(&target))
         .arg("--dry-run")
         .succeeds();
     let out = r.stdout();
@@ -205,7 +147,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     );
     assert_eq!(sha256_file(&target), before);
     assert_eq!(artifacts(&t.store).len(), 1);
-    assert!(audit_lines(&t.store).is_empty());
+    assert!(audit_entries(&t.store).is_empty());
 }
 
 #[test]
@@ -216,15 +158,10 @@ fn table_restores_only_that_table() {
     let c = rusqlite::Connection::open(&target).unwrap();
     c.execute_batch("DELETE FROM orders; UPDATE customers SET name = 'changed'; CREATE TABLE extra(y); INSERT INTO extra VALUES (1);").unwrap();
     drop(c);
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&t.store)
-        .arg("--latest")
-        .arg("-i")
-        .arg(&t.key)
+    t.restore_latest()
         .args(["--table", "orders", "--yes"])
         .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+        .arg(sqlite_url(&target))
         .succeeds();
     let counts: std::collections::BTreeMap<_, _> = sqlite::counts(&target).into_iter().collect();
     assert_eq!(counts["orders"], 150, "orders restored");
@@ -238,15 +175,10 @@ fn table_restores_only_that_table() {
         .unwrap();
     assert_eq!(changed, 150, "customers untouched");
     assert_eq!(counts["extra"], 1, "other tables untouched");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&t.store)
-        .arg("--latest")
-        .arg("-i")
-        .arg(&t.key)
+    t.restore_latest()
         .args(["--table", "nosuch", "--yes", "--no-safety-backup"])
         .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+        .arg(sqlite_url(&target))
         .fails_with_code(3)
         .stderr_has("nosuch");
 }
@@ -265,11 +197,7 @@ fn selection_by_timestamp_before_and_name() {
         )
         .unwrap();
         drop(c);
-        Cmd::tool("dbsnap")
-            .arg(format!("sqlite:{}", s.path("app.db").display()))
-            .arg("--to")
-            .arg(&store)
-            .succeeds();
+        snap_to_store(sqlite_url(&s.path("app.db")), &store).succeeds();
         names.push(
             artifacts(&store)
                 .last()
@@ -279,10 +207,11 @@ fn selection_by_timestamp_before_and_name() {
                 .to_string_lossy()
                 .into_owned(),
         );
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        // Artifact names are stamped to the second: --timestamp and --before tell them apart.
+        next_second();
     }
     let ts = &names[0]["default_app_full_".len().."default_app_full_".len() + 15];
-    let events = |p: &std::path::Path| {
+    let events = |p: &Path| {
         sqlite::counts(p)
             .into_iter()
             .find(|t| t.0 == "events")
@@ -295,7 +224,7 @@ fn selection_by_timestamp_before_and_name() {
         .arg(&store)
         .args(["--timestamp", ts])
         .arg("--target")
-        .arg(format!("sqlite:{}", t1.display()))
+        .arg(sqlite_url(&t1))
         .succeeds();
     assert_eq!(events(&t1), 3);
     let before = format!(
@@ -313,7 +242,7 @@ fn selection_by_timestamp_before_and_name() {
         .arg(&store)
         .args(["--before", &before])
         .arg("--target")
-        .arg(format!("sqlite:{}", t2.display()))
+        .arg(sqlite_url(&t2))
         .succeeds();
     assert_eq!(events(&t2), 3);
     let t3 = s.path("t3.db");
@@ -322,7 +251,7 @@ fn selection_by_timestamp_before_and_name() {
         .arg(&store)
         .args(["--name", &names[1]])
         .arg("--target")
-        .arg(format!("sqlite:{}", t3.display()))
+        .arg(sqlite_url(&t3))
         .succeeds();
     assert_eq!(events(&t3), 4);
     Cmd::tool("dbrestore")
@@ -330,14 +259,14 @@ fn selection_by_timestamp_before_and_name() {
         .arg(&store)
         .args(["--before", "2001-01-01 00:00:00"])
         .arg("--target")
-        .arg(format!("sqlite:{}", s.path("t4.db").display()))
+        .arg(sqlite_url(&s.path("t4.db")))
         .fails_with_code(3);
     Cmd::tool("dbrestore")
         .arg("--store")
         .arg(&store)
         .args(["--name", "nope"])
         .arg("--target")
-        .arg(format!("sqlite:{}", s.path("t4.db").display()))
+        .arg(sqlite_url(&s.path("t4.db")))
         .fails_with_code(3);
 }
 
@@ -348,18 +277,14 @@ fn latest_over_several_series_is_an_error_listing_them() {
     sqlite::sample(&s.path("crm.db"), 5);
     let store = s.path("store");
     for db in ["app.db", "crm.db"] {
-        Cmd::tool("dbsnap")
-            .arg(format!("sqlite:{}", s.path(db).display()))
-            .arg("--to")
-            .arg(&store)
-            .succeeds();
+        snap_to_store(sqlite_url(&s.path(db)), &store).succeeds();
     }
     Cmd::tool("dbrestore")
         .arg("--store")
         .arg(&store)
         .arg("--latest")
         .arg("--target")
-        .arg(format!("sqlite:{}", s.path("t.db").display()))
+        .arg(sqlite_url(&s.path("t.db")))
         .fails_with_code(2)
         .stderr_has("default_app_full")
         .stderr_has("default_crm_full");
@@ -368,7 +293,7 @@ fn latest_over_several_series_is_an_error_listing_them() {
         .arg(&store)
         .args(["--latest", "--database", "crm"])
         .arg("--target")
-        .arg(format!("sqlite:{}", s.path("t.db").display()))
+        .arg(sqlite_url(&s.path("t.db")))
         .succeeds();
 }
 
@@ -382,7 +307,7 @@ fn stdin_restores_need_no_format_flags() {
         .arg("-i")
         .arg(&t.key)
         .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+        .arg(sqlite_url(&target))
         .stdin_file(art)
         .succeeds()
         .stderr_has("row counts after the restore were not compared");
@@ -402,18 +327,13 @@ fn row_count_mismatch_after_restore_exits_1_and_is_audited() {
     meta["tables"][0]["rows"] = serde_json::json!(7);
     std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
     let target = t.s.path("r.db");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&t.store)
-        .arg("--latest")
-        .arg("-i")
-        .arg(&t.key)
+    t.restore_latest()
         .arg("--skip-verify")
         .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+        .arg(sqlite_url(&target))
         .fails_with_code(1)
         .stderr_has("expected 7");
-    assert_eq!(audit_lines(&t.store)[0]["result"], "failure");
+    assert_eq!(audit_entries(&t.store)[0]["result"], "failure");
 }
 
 #[test]
@@ -421,23 +341,13 @@ fn a_target_that_is_not_empty_needs_somewhere_for_its_safety_backup() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 5);
     let art = s.path("a.sqlite.zst");
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(sqlite_url(&s.path("app.db")), &art).succeeds();
     let target = target_with_data(&s);
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+    restore_file(&art, sqlite_url(&target))
         .arg("--yes")
         .fails_with_code(2)
         .stderr_has("--safety-dir");
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+    restore_file(&art, sqlite_url(&target))
         .arg("--yes")
         .arg("--safety-dir")
         .arg(s.path("safety"))

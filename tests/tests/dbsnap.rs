@@ -1,8 +1,12 @@
 //! dbsnap: consistent snapshots, nothing partial left behind, refusals with the right codes.
 
-use dbsafe_tests::{artifacts, require, sqlite, temporaries, Cmd, Scene};
+use dbsafe_tests::sqlite::{self, SqliteDb};
+use dbsafe_tests::{
+    artifacts, has_open, next_second, require, snap_to_file, snap_to_store, temporaries,
+    wait_until, Cmd, LockHolder, Scene,
+};
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn url(s: &Scene, db: &str) -> String {
     format!("sqlite:{}", s.path(db).display())
@@ -10,14 +14,7 @@ fn url(s: &Scene, db: &str) -> String {
 
 /// A database big enough that a snapshot takes a while: incompressible blobs.
 fn big(s: &Scene, mb: u64) {
-    let c = rusqlite::Connection::open(s.path("big.db")).unwrap();
-    c.execute_batch(&format!(
-        "CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < {})
-         INSERT INTO blobs(b) SELECT randomblob(65536) FROM n;",
-        mb * 16
-    ))
-    .unwrap();
+    sqlite::blobs(&s.path("big.db"), mb);
 }
 
 #[test]
@@ -25,10 +22,7 @@ fn metadata_and_sidecars_describe_the_snapshot() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 120);
     let (_, public) = s.age_key("key.txt");
-    let r = Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(s.path("store"))
+    let r = snap_to_store(url(&s, "app.db"), s.path("store"))
         .args([
             "-r",
             &public,
@@ -115,76 +109,14 @@ fn metadata_and_sidecars_describe_the_snapshot() {
     assert_eq!(std::fs::read_link(link).unwrap().to_string_lossy(), file);
 }
 
-#[test]
-fn a_snapshot_under_concurrent_writes_restores_to_the_metadata_counts() {
-    require("python3", "python3");
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 2000);
-    big(&s, 0);
-    let c = rusqlite::Connection::open(s.path("app.db")).unwrap();
-    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE ticks(id INTEGER PRIMARY KEY, pad BLOB); INSERT INTO ticks(pad) SELECT randomblob(4096) FROM orders;").unwrap();
-    drop(c);
-    let writer_script = format!(
-        "import sqlite3, time\nc = sqlite3.connect('{}', timeout=30, isolation_level=None)\nend = time.time() + 8\nwhile time.time() < end:\n    c.execute('INSERT INTO ticks(pad) VALUES (randomblob(4096))')\n",
-        s.path("app.db").display()
-    );
-    let mut writer = Cmd::new("python3").arg("-c").arg(writer_script).spawn();
-    std::thread::sleep(Duration::from_millis(500));
-    let before = sqlite::counts(&s.path("app.db"));
-    let (key, public) = s.age_key("key.txt");
-    for i in 0..3 {
-        Cmd::tool("dbsnap")
-            .arg(url(&s, "app.db"))
-            .arg("-o")
-            .arg(s.path(&format!("snap{i}.sqlite.zst.age")))
-            .args(["-r", &public])
-            .succeeds();
-    }
-    let after = sqlite::counts(&s.path("app.db"));
-    writer.kill().ok();
-    writer.wait().ok();
-    let ticks = |v: &[(String, u64)]| v.iter().find(|t| t.0 == "ticks").unwrap().1;
-    assert!(
-        ticks(&after) > ticks(&before),
-        "the writer did not insert during the snapshots"
-    );
-    for i in 0..3 {
-        let art = s.path(&format!("snap{i}.sqlite.zst.age"));
-        let target = s.path(&format!("restored{i}.db"));
-        Cmd::tool("dbrestore")
-            .arg(&art)
-            .arg("-i")
-            .arg(&key)
-            .arg("--target")
-            .arg(format!("sqlite:{}", target.display()))
-            .succeeds();
-        let meta: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(format!("{}.meta.json", art.display())).unwrap())
-                .unwrap();
-        let expected: Vec<(String, u64)> = meta["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                (
-                    t["name"].as_str().unwrap().to_string(),
-                    t["rows"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(sqlite::counts(&target), expected);
-    }
-}
+dbsafe_tests::scenarios!(SqliteDb::start() =>
+    snapshot_under_concurrent_writes_records_the_counts_it_restores,
+);
 
 fn wait_for_temporary(dir: &std::path::Path) {
-    let start = Instant::now();
-    while temporaries(dir).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "dbsnap never started writing"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("dbsnap to start writing", Duration::from_secs(60), || {
+        !temporaries(dir).is_empty()
+    });
 }
 
 #[test]
@@ -192,10 +124,7 @@ fn sigkill_mid_stream_leaves_no_artifact_and_does_not_block_the_next_run() {
     let s = Scene::new();
     big(&s, 48);
     let store = s.path("store");
-    let mut child = Cmd::tool("dbsnap")
-        .arg(url(&s, "big.db"))
-        .arg("--to")
-        .arg(&store)
+    let mut child = snap_to_store(url(&s, "big.db"), &store)
         .args(["--compress", "none", "--tmpdir"])
         .arg(s.path("tmp"))
         .spawn();
@@ -214,10 +143,7 @@ fn sigkill_mid_stream_leaves_no_artifact_and_does_not_block_the_next_run() {
             let n = e.file_name().to_string_lossy().into_owned();
             n.ends_with(".sha256") || n.ends_with(".meta.json") || n.contains("_latest")
         }));
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "big.db"))
-        .arg("--to")
-        .arg(&store)
+    snap_to_store(url(&s, "big.db"), &store)
         .args(["--compress", "none"])
         .succeeds();
     assert_eq!(artifacts(&store).len(), 1);
@@ -229,10 +155,7 @@ fn sigint_exits_130_and_removes_temporaries() {
     big(&s, 48);
     let store = s.path("store");
     std::fs::create_dir_all(s.path("tmp")).unwrap();
-    let child = Cmd::tool("dbsnap")
-        .arg(url(&s, "big.db"))
-        .arg("--to")
-        .arg(&store)
+    let child = snap_to_store(url(&s, "big.db"), &store)
         .args(["--compress", "none", "--tmpdir"])
         .arg(s.path("tmp"))
         .spawn();
@@ -257,43 +180,38 @@ fn sigint_exits_130_and_removes_temporaries() {
 
 #[test]
 fn a_held_lock_is_refused_with_exit_4_and_the_holder_pid() {
-    require("flock", "the Debian package util-linux");
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 10);
     let store = s.path("store");
-    std::fs::create_dir_all(store.join("locks")).unwrap();
     let lock = store.join("locks/default_app_full.lock");
-    let mut holder = Cmd::new("flock").arg(&lock).args(["sleep", "3"]).spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
+    let snap = || snap_to_store(url(&s, "app.db"), &store);
+    let holder = LockHolder::take(&lock);
+    snap()
         .fails_with_code(4)
-        .stderr_has("locked by another process");
-    // Waiting with --lock-timeout gets the lock once the holder is done.
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
-        .args(["--lock-timeout", "20s"])
-        .succeeds();
-    holder.wait().unwrap();
-    // A holder killed with SIGKILL does not wedge the lock.
-    let mut holder = Cmd::new("flock")
-        .arg("-o")
-        .arg(&lock)
-        .args(["sleep", "60"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    holder.kill().unwrap();
-    holder.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
+        .stderr_has("locked by another process")
+        .stderr_has(&format!("(pid {};", holder.pid()));
+    assert!(artifacts(&store).is_empty(), "a refused snapshot wrote");
+
+    // Waiting with --lock-timeout gets the lock once the holder is done:
+    // the waiter is seen holding the lock file open before the holder goes.
+    let waiter = snap().args(["--lock-timeout", "60s"]).spawn();
+    wait_until(
+        "the second dbsnap to wait on the lock",
+        Duration::from_secs(30),
+        || has_open(waiter.id(), &lock),
+    );
+    let mut waiter = waiter;
+    assert!(
+        waiter.try_wait().expect("waiter").is_none(),
+        "dbsnap did not wait for the lock"
+    );
+    // SIGKILL: a killed holder does not wedge the lock.
+    holder.kill();
+    assert!(
+        waiter.wait().expect("waiter").success(),
+        "the waiter failed"
+    );
+    assert_eq!(artifacts(&store).len(), 1);
 }
 
 #[test]
@@ -301,20 +219,14 @@ fn max_size_aborts_and_cleans_up() {
     let s = Scene::new();
     big(&s, 4);
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "big.db"))
-        .arg("--to")
-        .arg(&store)
+    snap_to_store(url(&s, "big.db"), &store)
         .args(["--max-size", "1M"])
         .fails_with_code(1)
         .stderr_has("--max-size");
     assert!(artifacts(&store).is_empty());
     assert!(temporaries(&store).is_empty(), "{:?}", temporaries(&store));
     let out = s.path("x.sqlite.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "big.db"))
-        .arg("-o")
-        .arg(&out)
+    snap_to_file(url(&s, "big.db"), &out)
         .args(["--max-size", "1M"])
         .fails_with_code(1);
     assert!(!out.exists());
@@ -325,10 +237,7 @@ fn max_size_aborts_and_cleans_up() {
 fn min_free_refuses_to_start() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 10);
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(s.path("store"))
+    snap_to_store(url(&s, "app.db"), s.path("store"))
         .args(["--min-free", "1000000T"])
         .fails_with_code(4)
         .stderr_has("--min-free");
@@ -390,29 +299,17 @@ fn usage_errors_exit_2_with_what_is_wrong() {
         .arg("oracle://db/x")
         .fails_with_code(2)
         .stderr_has("unsupported database URL");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .args(["-r", "notakey", "-o"])
-        .arg(s.path("x"))
-        .fails_with_code(2)
-        .stderr_has("invalid age recipient");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .args(["--compress", "lz4", "-o"])
-        .arg(s.path("x"))
-        .fails_with_code(2)
-        .stderr_has("lz4");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .args(["--env", "bad_env", "-o"])
-        .arg(s.path("x"))
-        .fails_with_code(2)
-        .stderr_has("invalid environment");
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .args(["--max-size", "lots", "-o"])
-        .arg(s.path("x"))
-        .fails_with_code(2);
+    for (args, says) in [
+        (["-r", "notakey"], "invalid age recipient"),
+        (["--compress", "lz4"], "lz4"),
+        (["--env", "bad_env"], "invalid environment"),
+        (["--max-size", "lots"], "lots"),
+    ] {
+        snap_to_file(url(&s, "app.db"), s.path("x"))
+            .args(args)
+            .fails_with_code(2)
+            .stderr_has(says);
+    }
     let cfg = s.write(
         "dbsafe.toml",
         "[defaults]\nstore = \"/tmp/x\"\ncompresion = \"zstd\"\n",
@@ -425,11 +322,9 @@ fn usage_errors_exit_2_with_what_is_wrong() {
         .stderr_has("compresion");
     Cmd::tool("dbsnap")
         .arg("--definitely-not-a-flag")
-        .fails_with_code(2);
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "missing.db"))
-        .arg("-o")
-        .arg(s.path("x"))
+        .fails_with_code(2)
+        .stderr_has("--definitely-not-a-flag");
+    snap_to_file(url(&s, "missing.db"), s.path("x"))
         .fails_with_code(1)
         .stderr_has("does not exist");
     assert!(!s.path("x").exists());
@@ -492,25 +387,33 @@ fn two_snapshots_in_one_second_get_two_names_never_one_overwritten() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 3);
     let store = s.path("store");
-    let a = Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
-        .args(["--lock-timeout", "30s"])
-        .spawn();
-    let b = Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
-        .args(["--lock-timeout", "30s"])
-        .spawn();
-    assert!(a.wait_with_output().unwrap().status.success());
-    assert!(b.wait_with_output().unwrap().status.success());
-    Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
+    let snap = || snap_to_store(url(&s, "app.db"), &store);
+    // Both start at the beginning of a second, so their names would be the same.
+    next_second();
+    let second = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
+    let runs = [
+        snap().args(["--lock-timeout", "30s"]).spawn(),
+        snap().args(["--lock-timeout", "30s"]).spawn(),
+    ];
+    assert_eq!(
+        chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string(),
+        second,
+        "the two snapshots did not start in one second"
+    );
+    for run in runs {
+        assert!(run.wait_with_output().unwrap().status.success());
+    }
+    let stamps: Vec<String> = artifacts(&store)
+        .iter()
+        .map(|p| {
+            p.file_name().unwrap().to_string_lossy()["default_app_full_".len()..][..15].to_string()
+        })
+        .collect();
+    // One is named for the second both started in; the other waited for a later one.
+    assert_eq!(stamps.len(), 2, "{stamps:?}");
+    assert_eq!(stamps[0], second, "{stamps:?}");
+    assert!(stamps[1] > second, "{stamps:?}");
+    snap().succeeds();
     assert_eq!(artifacts(&store).len(), 3);
     for e in std::fs::read_dir(store.join("backups")).unwrap().flatten() {
         let n = e.file_name().to_string_lossy().into_owned();

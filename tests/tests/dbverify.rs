@@ -1,7 +1,13 @@
 //! dbverify: good artifacts pass, every corruption fails with a message that says what is wrong.
 
-use dbsafe_tests::{sqlite, Cmd, Scene};
+use dbsafe_tests::sqlite::{self, SqliteDb};
+use dbsafe_tests::{next_second, scenarios, snap_to_store, Cmd, Scene};
 use std::path::PathBuf;
+
+/// `dbverify ARTIFACT -i KEY`.
+fn verify_with(artifact: impl AsRef<std::ffi::OsStr>, key: &std::path::Path) -> Cmd {
+    Cmd::tool("dbverify").arg(artifact).arg("-i").arg(key)
+}
 
 fn tiny_artifact(s: &Scene, extra: &[&str]) -> (PathBuf, PathBuf) {
     let db = s.path("tiny.db");
@@ -21,32 +27,12 @@ fn tiny_artifact(s: &Scene, extra: &[&str]) -> (PathBuf, PathBuf) {
 }
 
 #[test]
-fn a_good_artifact_passes_every_level() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 100);
-    let (key, public) = s.age_key("key.txt");
-    let art = s.path("a.sqlite.zst.age");
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
-        .args(["-r", &public, "-o"])
-        .arg(&art)
-        .succeeds();
-    for level in ["quick", "full", "restore"] {
-        let r = Cmd::tool("dbverify")
-            .arg(&art)
-            .arg("-i")
-            .arg(&key)
-            .args(["--level", level, "--json"])
-            .succeeds();
-        let rec = &r.json()[0];
-        assert_eq!(rec["result"], "pass");
-        assert_eq!(rec["level"], level);
-        assert_eq!(rec["integrity_score"], 1.0);
-        if level == "restore" {
-            let tables = rec["tables"].as_array().unwrap();
-            assert_eq!(tables.len(), 3, "{rec}");
-        }
-    }
+fn a_good_artifact_passes_every_level_and_restores_identically() {
+    scenarios::backup_verifies_at_every_level_and_restores_identically(
+        &SqliteDb::start(),
+        "app",
+        100,
+    );
 }
 
 #[test]
@@ -70,12 +56,7 @@ fn flipping_any_single_byte_fails_full_verification() {
         b[i] ^= 0x5a;
         std::fs::write(&bad, &b).unwrap();
         // Without any sidecar: the layers themselves must catch it.
-        let r = Cmd::tool("dbverify")
-            .arg("-")
-            .arg("-i")
-            .arg(&key)
-            .stdin(b.clone())
-            .run();
+        let r = verify_with("-", &key).stdin(b.clone()).run();
         assert_eq!(
             r.out.status.code(),
             Some(1),
@@ -99,17 +80,11 @@ fn a_flipped_byte_is_reported_as_a_checksum_mismatch_with_the_sidecar() {
     let n = b.len();
     b[n / 2] ^= 1;
     std::fs::write(&art, &b).unwrap();
-    Cmd::tool("dbverify")
-        .arg(&art)
-        .arg("-i")
-        .arg(&key)
+    verify_with(&art, &key)
         .args(["--level", "quick"])
         .fails_with_code(1)
         .stderr_has("sha256 mismatch");
-    Cmd::tool("dbverify")
-        .arg(&art)
-        .arg("-i")
-        .arg(&key)
+    verify_with(&art, &key)
         .fails_with_code(1)
         .stderr_has("sha256 mismatch");
 }
@@ -137,12 +112,7 @@ fn truncation_fails_at_every_layer() {
         cmd.succeeds();
         let b = std::fs::read(&art).unwrap();
         let cut = b[..b.len() * 2 / 3].to_vec();
-        let r = Cmd::tool("dbverify")
-            .arg("-")
-            .arg("-i")
-            .arg(&key)
-            .stdin(cut)
-            .fails_with_code(1);
+        let r = verify_with("-", &key).stdin(cut).fails_with_code(1);
         assert!(
             r.stderr().contains("problem:"),
             "{compress}/{enc}: {}",
@@ -150,10 +120,7 @@ fn truncation_fails_at_every_layer() {
         );
         // And with the sidecar: a truncated file is a checksum mismatch too.
         std::fs::write(&art, &b[..b.len() - 1]).unwrap();
-        Cmd::tool("dbverify")
-            .arg(&art)
-            .arg("-i")
-            .arg(&key)
+        verify_with(&art, &key)
             .fails_with_code(1)
             .stderr_has("sha256 mismatch");
     }
@@ -164,10 +131,7 @@ fn a_wrong_identity_says_the_keys_do_not_match() {
     let s = Scene::new();
     let (art, _) = tiny_artifact(&s, &[]);
     let (other, _) = s.age_key("other.txt");
-    Cmd::tool("dbverify")
-        .arg(&art)
-        .arg("-i")
-        .arg(&other)
+    verify_with(&art, &other)
         .fails_with_code(1)
         .stderr_has("none of the given identities matches");
 }
@@ -233,13 +197,11 @@ fn store_verification_records_verify_json_for_each_artifact() {
     sqlite::sample(&s.path("crm.db"), 30);
     let (key, public) = s.age_key("key.txt");
     for db in ["app.db", "app.db", "crm.db"] {
-        Cmd::tool("dbsnap")
-            .arg(format!("sqlite:{}", s.path(db).display()))
-            .arg("--to")
-            .arg(s.path("store"))
+        snap_to_store(format!("sqlite:{}", s.path(db).display()), s.path("store"))
             .args(["-r", &public])
             .succeeds();
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        // Artifact names are stamped to the second.
+        next_second();
     }
     let latest = Cmd::tool("dbverify")
         .arg("--store")
@@ -323,9 +285,7 @@ fn dbverify_and_dbrestore_show_progress_on_a_terminal_only() {
     dbsafe_tests::require("script", "the Debian package bsdutils");
     let s = Scene::new();
     let db = s.path("big.db");
-    let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch("CREATE TABLE b(x BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 1024) INSERT INTO b SELECT randomblob(65536) FROM n;").unwrap();
-    drop(c);
+    sqlite::blobs(&db, 64);
     let art = s.path("big.sqlite");
     Cmd::tool("dbsnap")
         .arg(format!("sqlite:{}", db.display()))

@@ -2,143 +2,27 @@
 //! mtimes, symlinks and empty directories; restores that never write
 //! outside the target.
 
-use dbsafe_tests::{artifacts, require, temporaries, Cmd, Scene};
-use serde_json::Value;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use dbsafe_tests::dir::{describe, diff_r, sample_tree, Trees};
+use dbsafe_tests::{
+    artifacts, meta_of, restore_file, scenarios, snap_to_file, snap_to_store, temporaries, Cmd,
+    Scene,
+};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-fn meta_of(artifact: &Path) -> Value {
-    let path = format!("{}.meta.json", artifact.display());
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    serde_json::from_str(&text).expect("metadata is JSON")
-}
 
 fn url(p: &Path) -> String {
     format!("dir:{}", p.display())
 }
 
-fn set_mode(p: &Path, mode: u32) {
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-/// A tree with what volumes hold: unicode names and spaces, a private
-/// file, an executable, nested and empty directories, relative, absolute,
-/// dangling and directory symlinks, a path longer than tar's 100 bytes,
-/// fixed mtimes.
-fn sample_tree(root: &Path) {
-    let long = "a-rather-long-directory-name-that-goes-on".repeat(2);
-    for d in [
-        "sub/nested",
-        "empty",
-        "vide répertoire ✓",
-        &format!("{long}/{long}"),
-    ] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir");
-    }
-    std::fs::write(root.join("secret.key"), "not for others\n").expect("write");
-    set_mode(&root.join("secret.key"), 0o600);
-    std::fs::write(root.join("run me.sh"), "#!/bin/sh\necho hi\n").expect("write");
-    set_mode(&root.join("run me.sh"), 0o755);
-    std::fs::write(root.join("Zoë Ångström 日本語.txt"), "unicode ✓\n").expect("write");
-    let blob: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(root.join("sub/nested/blob.bin"), &blob).expect("write");
-    std::fs::write(root.join(format!("{long}/{long}/deep.txt")), "deep\n").expect("write");
-    std::fs::write(root.join("sub/empty-file"), "").expect("write");
-    set_mode(&root.join("empty"), 0o750);
-    for (link, target) in [
-        ("link-rel", "sub/nested/blob.bin"),
-        ("link-abs", "/etc/hostname"),
-        ("dangling", "no/such/file"),
-        ("sub/up", "../secret.key"),
-        ("dirlink", "sub"),
-    ] {
-        std::os::unix::fs::symlink(target, root.join(link)).expect("symlink");
-    }
-    // Fixed mtimes, links and directories included (deepest first).
-    Cmd::sh(&format!(
-        "cd '{}' && find . -depth -exec touch -h -d '2021-03-04 05:06:07' {{}} +",
-        root.display()
-    ))
-    .succeeds();
-}
-
-/// Every entry below `root`: path, kind, mode, mtime, size, link target, content.
-fn describe(root: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .expect("read_dir")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        entries.sort();
-        for p in entries {
-            let m = std::fs::symlink_metadata(&p).expect("lstat");
-            let rel = p.strip_prefix(root).expect("inside").display().to_string();
-            let ft = m.file_type();
-            let what = if ft.is_symlink() {
-                format!(
-                    "link -> {}",
-                    std::fs::read_link(&p).expect("link").display()
-                )
-            } else if ft.is_dir() {
-                "dir".to_string()
-            } else {
-                let sum = dbsafe_tests::sha256_file(&p);
-                format!("file {} {sum}", m.len())
-            };
-            let mode = if ft.is_symlink() {
-                String::new()
-            } else {
-                format!("{:o}", m.mode() & 0o7777)
-            };
-            out.push(format!("{rel} | {what} | {mode} | {}", m.mtime()));
-            if ft.is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let m = std::fs::metadata(root).expect("root");
-    out.push(format!(". | {:o}", m.mode() & 0o7777));
-    walk(root, root, &mut out);
-    out
-}
-
-fn diff_r(a: &Path, b: &Path) {
-    require("diff", "the Debian package diffutils");
-    Cmd::new("diff")
-        .args(["-r", "--no-dereference"])
-        .arg(a)
-        .arg(b)
-        .succeeds();
-}
+dbsafe_tests::engine_scenarios!(Trees::start());
 
 #[test]
-fn backup_verifies_at_every_level_and_restores_identically() {
-    let s = Scene::new();
-    let src = s.path("volume");
-    std::fs::create_dir(&src).expect("mkdir");
-    sample_tree(&src);
-    let (key, public) = s.age_key("key.txt");
-    let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(url(&src))
-        .arg("--to")
-        .arg(&store)
-        .arg("-r")
-        .arg(&public)
-        .succeeds();
-    let art = artifacts(&store).into_iter().next().expect("an artifact");
-    assert!(
-        art.to_string_lossy().ends_with(".tar.zst.age"),
-        "{}",
-        art.display()
-    );
-    let meta = meta_of(&art);
-    assert_eq!(meta["engine"], "dir");
-    assert_eq!(meta["payload"], "tar");
-    assert_eq!(meta["database"], "volume");
+fn backup_verifies_at_every_level_restores_identically_and_rotates() {
+    let trees = Trees::start();
+    let b = scenarios::backup_verifies_at_every_level_and_restores_identically(&trees, "volume", 0);
+    let meta = &b.meta;
     assert_eq!(meta["extra"]["files"], 6, "{meta}");
     assert_eq!(meta["extra"]["symlinks"], 5, "{meta}");
     assert_eq!(meta["extra"]["directories"], 6, "{meta}");
@@ -157,37 +41,8 @@ fn backup_verifies_at_every_level_and_restores_identically() {
             {"name": "symlinks", "rows": 5}
         ])
     );
-
-    for level in ["quick", "full"] {
-        Cmd::tool("dbverify")
-            .arg("--store")
-            .arg(&store)
-            .args(["--latest", "--level", level, "-i"])
-            .arg(&key)
-            .succeeds();
-    }
-    let r = Cmd::tool("dbverify")
-        .arg("--store")
-        .arg(&store)
-        .args(["--latest", "--level", "restore", "--json", "-i"])
-        .arg(&key)
-        .succeeds();
-    let rec = &r.json()[0];
-    assert_eq!(rec["result"], "pass", "{rec}");
-    assert_eq!(rec["integrity_score"], 1.0, "{rec}");
-
-    let out = s.path("restored");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .arg("--latest")
-        .arg("-i")
-        .arg(&key)
-        .arg("--target")
-        .arg(url(&out))
-        .succeeds();
+    let (src, out) = (trees.path("volume"), trees.path(&b.restored));
     diff_r(&src, &out);
-    assert_eq!(describe(&out), describe(&src));
     assert_eq!(
         std::fs::metadata(out.join("secret.key"))
             .expect("key")
@@ -201,6 +56,7 @@ fn backup_verifies_at_every_level_and_restores_identically() {
     );
 
     // A snapshot of the restored tree has the same manifest.
+    let s = &b.scene;
     let again = s.path("again.tar");
     Cmd::tool("dbsnap")
         .arg(url(&out))
@@ -214,14 +70,16 @@ fn backup_verifies_at_every_level_and_restores_identically() {
 
     // Rotation works on tree backups like on any other: of three, the
     // newest and the newest verified (the first) stay.
-    for _ in 0..2 {
-        Cmd::tool("dbsnap")
-            .arg(url(&src))
-            .arg("--to")
-            .arg(&store)
-            .arg("-r")
-            .arg(&public)
-            .succeeds();
+    let store = s.path("store");
+    for i in 0..3 {
+        snap_to_store(url(&src), &store).succeeds();
+        if i == 0 {
+            Cmd::tool("dbverify")
+                .arg("--store")
+                .arg(&store)
+                .arg("--latest")
+                .succeeds();
+        }
     }
     let all = artifacts(&store);
     assert_eq!(all.len(), 3);
@@ -232,37 +90,6 @@ fn backup_verifies_at_every_level_and_restores_identically() {
         .succeeds();
     assert_eq!(artifacts(&store), vec![all[0].clone(), all[2].clone()]);
     assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
-}
-
-#[test]
-fn artifact_restores_with_age_zstd_and_tar_alone() {
-    require("age", "the Debian package age");
-    require("zstd", "the Debian package zstd");
-    require("tar", "the Debian package tar");
-    let s = Scene::new();
-    let src = s.path("volume");
-    std::fs::create_dir(&src).expect("mkdir");
-    sample_tree(&src);
-    let (key, public) = s.age_key("key.txt");
-    let art = s.path("volume.tar.zst.age");
-    Cmd::tool("dbsnap")
-        .arg(url(&src))
-        .arg("-o")
-        .arg(&art)
-        .arg("-r")
-        .arg(&public)
-        .succeeds();
-    let plain = s.path("plain");
-    std::fs::create_dir(&plain).expect("mkdir");
-    Cmd::sh(&format!(
-        "age -d -i '{}' '{}' | zstd -d | tar -xpf - -C '{}'",
-        key.display(),
-        art.display(),
-        plain.display()
-    ))
-    .succeeds();
-    diff_r(&src, &plain);
-    assert_eq!(describe(&plain), describe(&src));
 }
 
 /// One 512-byte tar header (ustar), with `data` after it, as a hostile
@@ -344,10 +171,7 @@ fn archives_that_would_write_outside_the_target_are_refused_by_dbverify_and_dbre
             r.stdout()
         );
         let target = jail.join(name);
-        Cmd::tool("dbrestore")
-            .arg(&art)
-            .arg("--target")
-            .arg(url(&target))
+        restore_file(&art, url(&target))
             .fails_with_code(1)
             .stderr_has("failed verification");
         Cmd::tool("dbrestore")
@@ -384,85 +208,24 @@ fn archives_that_would_write_outside_the_target_are_refused_by_dbverify_and_dbre
 }
 
 #[test]
-fn restore_over_a_non_empty_directory_confirms_takes_a_safety_backup_and_swaps_whole() {
+fn an_empty_directory_is_an_empty_target_needing_no_confirmation_or_safety_backup() {
     let s = Scene::new();
     let src = s.path("volume");
     std::fs::create_dir(&src).expect("mkdir");
     sample_tree(&src);
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(url(&src))
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
-
-    let live = s.path("live");
-    std::fs::create_dir_all(live.join("old/dir")).expect("mkdir");
-    std::fs::write(live.join("old/dir/data"), "old contents").expect("write");
-    std::fs::write(live.join("secret.key"), "old key").expect("write");
-    let before = describe(&live);
-    let select = |c: Cmd| c.arg("--store").arg(&store).args(["--latest"]);
-
-    select(Cmd::tool("dbrestore"))
-        .arg("--target")
-        .arg(url(&live))
-        .fails_with_code(4)
-        .stderr_has("--yes");
-    assert_eq!(describe(&live), before);
-    assert_eq!(
-        artifacts(&store).len(),
-        1,
-        "a refused restore took a safety backup"
-    );
-
-    select(Cmd::tool("dbrestore"))
-        .arg("--target")
-        .arg(url(&live))
-        .arg("--yes")
-        .succeeds();
-    assert_eq!(describe(&live), describe(&src));
-    assert!(
-        !live.join("old").exists(),
-        "the old tree was merged, not replaced"
-    );
-    let siblings: Vec<_> = std::fs::read_dir(s.dir.path())
-        .expect("scene")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    assert!(
-        siblings.is_empty(),
-        "staging or old trees left: {siblings:?}"
-    );
-
-    let safety: Vec<PathBuf> = artifacts(&store)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("default-safety_live_full_"))
-        .collect();
-    assert_eq!(safety.len(), 1, "{:?}", artifacts(&store));
-    let back = s.path("back");
-    Cmd::tool("dbrestore")
-        .arg(&safety[0])
-        .arg("--target")
-        .arg(url(&back))
-        .succeeds();
-    assert_eq!(describe(&back), before);
-
-    let audit = std::fs::read_to_string(store.join("audit.log")).expect("audit log");
-    let entry: Value =
-        serde_json::from_str(audit.lines().last().expect("an entry")).expect("json line");
-    assert_eq!(entry["action"], "restore");
-    assert_eq!(entry["result"], "success");
-    assert_eq!(entry["target"], url(&live));
-
-    // An empty directory is an empty target: no confirmation, no safety backup.
+    snap_to_store(url(&src), &store).succeeds();
     let empty = s.path("empty-target");
     std::fs::create_dir(&empty).expect("mkdir");
-    select(Cmd::tool("dbrestore"))
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .arg("--latest")
         .arg("--target")
         .arg(url(&empty))
         .succeeds();
     assert_eq!(describe(&empty), describe(&src));
+    assert_eq!(artifacts(&store).len(), 1, "a safety backup was taken");
 }
 
 #[test]
@@ -488,16 +251,15 @@ fn a_file_that_changes_while_it_is_read_is_reported() {
             while !stop.load(Ordering::Relaxed) {
                 f.write_all(&chunk).expect("append");
                 n += 1;
+                // A rate limit, not a wait: at most 4 MiB/s, so a slow
+                // snapshot on a busy machine does not fill the disk.
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
             n
         })
     };
     let art = s.path("volume.tar.zst");
-    let r = Cmd::tool("dbsnap")
-        .arg(url(&src))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    let r = snap_to_file(url(&src), &art).succeeds();
     stop.store(true, Ordering::Relaxed);
     let appended = appender.join().expect("appender");
     assert!(appended > 0);
@@ -521,10 +283,7 @@ fn a_file_that_changes_while_it_is_read_is_reported() {
 fn a_missing_source_directory_fails_and_leaves_nothing() {
     let s = Scene::new();
     let out = s.path("x.tar.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&s.path("nope")))
-        .arg("-o")
-        .arg(&out)
+    snap_to_file(url(&s.path("nope")), &out)
         .fails_with_code(1)
         .stderr_has("cannot be read");
     assert!(!out.exists());

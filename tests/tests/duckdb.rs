@@ -2,40 +2,20 @@
 //! verification levels, restores with their refusals, the WAL, writers
 //! holding the database, standard-tool restores, pruning.
 
-use dbsafe_tests::duckdb::{self as duck, checksums, counts, fixture};
-use dbsafe_tests::{artifacts, require, temporaries, Cmd, Scene};
-use serde_json::Value;
+use dbsafe_tests::duckdb::{self as duck, checksums, fixture, wal, DuckDb};
+use dbsafe_tests::{
+    artifacts, meta_counts, meta_of, restore_file, rows_of, scenarios, snap_to_file, snap_to_store,
+    temporaries, wait_until, Cmd, Scene,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn meta_of(artifact: &Path) -> Value {
-    let path = format!("{}.meta.json", artifact.display());
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    serde_json::from_str(&text).expect("metadata is JSON")
-}
-
-fn meta_counts(meta: &Value) -> Vec<(String, u64)> {
-    meta["tables"]
-        .as_array()
-        .expect("tables")
-        .iter()
-        .map(|t| {
-            (
-                t["name"].as_str().expect("name").to_string(),
-                t["rows"].as_u64().expect("rows"),
-            )
-        })
-        .collect()
-}
+dbsafe_tests::engine_scenarios!(DuckDb::start());
 
 fn url(p: &Path) -> String {
     format!("duckdb:{}", p.display())
-}
-
-fn wal(p: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.wal", p.display()))
 }
 
 /// A `duckdb` process that holds `db` open for writing until dropped: its
@@ -61,17 +41,12 @@ impl Writer {
             .expect("write to duckdb");
         stdin.flush().expect("flush");
         // The write lock comes with opening; the WAL shows the insert is in.
-        let start = Instant::now();
-        while !wal(db).exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the writer never wrote"
-            );
+        wait_until("the writer to write", Duration::from_secs(30), || {
             if let Ok(Some(s)) = child.try_wait() {
                 panic!("the writer ended early: {s}");
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            wal(db).exists()
+        });
         Writer {
             child,
             _stdin: stdin,
@@ -91,35 +66,22 @@ impl Drop for Writer {
 
 #[test]
 fn backup_verifies_at_every_level_and_restores_identically() {
-    let s = Scene::new();
+    let duck = DuckDb::start();
     // Named like one of its schemas, which DuckDB finds ambiguous unless every name is qualified.
-    let db = s.path("inventory.duckdb");
-    fixture(&db, 2000);
-    let (key, public) = s.age_key("key.txt");
-    let art = s.path("inventory.duckdb.zst.age");
-    Cmd::tool("dbsnap")
-        .arg(url(&db))
-        .arg("-o")
-        .arg(&art)
-        .arg("-r")
-        .arg(&public)
-        .succeeds();
-
-    let meta = meta_of(&art);
-    assert_eq!(meta["engine"], "duckdb");
-    assert_eq!(meta["payload"], "duckdb");
-    assert_eq!(meta["database"], "inventory");
-    assert_eq!(meta["source"], url(&db));
+    let b = scenarios::backup_verifies_at_every_level_and_restores_identically(
+        &duck,
+        "inventory",
+        2000,
+    );
     assert!(
-        meta["engine_version"]
+        b.meta["engine_version"]
             .as_str()
             .is_some_and(|v| v.starts_with('v')),
         "{}",
-        meta["engine_version"]
+        b.meta["engine_version"]
     );
-    assert_eq!(meta_counts(&meta), counts(&db));
     assert_eq!(
-        meta_counts(&meta),
+        meta_counts(&b.meta),
         vec![
             ("inventory.items".to_string(), 20),
             ("main.customers".to_string(), 2000),
@@ -127,33 +89,7 @@ fn backup_verifies_at_every_level_and_restores_identically() {
             ("main.orders".to_string(), 2000),
         ]
     );
-
-    for level in ["quick", "full"] {
-        Cmd::tool("dbverify")
-            .args(["--level", level, "-i"])
-            .arg(&key)
-            .arg(&art)
-            .succeeds();
-    }
-    let r = Cmd::tool("dbverify")
-        .args(["--level", "restore", "--json", "-i"])
-        .arg(&key)
-        .arg(&art)
-        .succeeds();
-    let rec = &r.json()[0];
-    assert_eq!(rec["result"], "pass", "{rec}");
-    assert_eq!(rec["integrity_score"], 1.0, "{rec}");
-    assert_eq!(rec["tables"].as_array().map(Vec::len), Some(4), "{rec}");
-
-    let copy = s.path("copy.duckdb");
-    Cmd::tool("dbrestore")
-        .arg("-i")
-        .arg(&key)
-        .arg(&art)
-        .arg("--target")
-        .arg(url(&copy))
-        .succeeds();
-    assert_eq!(checksums(&copy), checksums(&db));
+    let (db, copy) = (duck.path("inventory"), duck.path(&b.restored));
     // More than table contents: the view, the sequence's position, the macro, the enum, the index.
     let probe =
         "SELECT count(*) FROM big_orders;\nSELECT nextval('invoice_no');\nSELECT twice(21);\n\
@@ -162,34 +98,6 @@ fn backup_verifies_at_every_level_and_restores_identically() {
     // Probing moves each sequence on once, in both databases alike.
     assert_eq!(duck::sql(&copy, probe), duck::sql(&db, probe));
     assert!(!wal(&copy).exists(), "the restored database has a WAL");
-    assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
-}
-
-#[test]
-fn artifact_restores_with_age_zstd_and_duckdb_alone() {
-    require("age", "the Debian package age");
-    require("zstd", "the Debian package zstd");
-    let s = Scene::new();
-    let db = s.path("shop.duckdb");
-    fixture(&db, 500);
-    let (key, public) = s.age_key("key.txt");
-    let art = s.path("shop.duckdb.zst.age");
-    Cmd::tool("dbsnap")
-        .arg(url(&db))
-        .arg("-o")
-        .arg(&art)
-        .arg("-r")
-        .arg(&public)
-        .succeeds();
-    let plain = s.path("plain.duckdb");
-    Cmd::sh(&format!(
-        "age -d -i '{}' '{}' | zstd -d > '{}'",
-        key.display(),
-        art.display(),
-        plain.display()
-    ))
-    .succeeds();
-    assert_eq!(checksums(&plain), checksums(&db));
 }
 
 #[test]
@@ -209,11 +117,7 @@ fn writes_still_only_in_the_wal_are_in_the_snapshot() {
     let db_before = std::fs::read(&db).expect("db");
 
     let art = s.path("wal.duckdb.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&db))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(url(&db), &art).succeeds();
     // A snapshot reads; it neither checkpoints nor touches the source.
     assert_eq!(std::fs::read(&db).expect("db"), db_before);
     assert_eq!(
@@ -222,15 +126,8 @@ fn writes_still_only_in_the_wal_are_in_the_snapshot() {
     );
 
     let meta = meta_of(&art);
-    let rows = |t: &str| {
-        meta_counts(&meta)
-            .into_iter()
-            .find(|(n, _)| n == t)
-            .expect("table")
-            .1
-    };
-    assert_eq!(rows("main.customers"), 350);
-    assert_eq!(rows("main.orders"), 90);
+    assert_eq!(rows_of(&meta, "main.customers"), 350);
+    assert_eq!(rows_of(&meta, "main.orders"), 90);
 
     // The artifact alone (no WAL beside it) holds those writes.
     let plain = s.path("plain.duckdb");
@@ -260,18 +157,11 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     let other = s.path("other.duckdb");
     fixture(&other, 10);
     let art = s.path("other.duckdb.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&other))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(url(&other), &art).succeeds();
 
     let writer = Writer::start(&db);
     let out = s.path("held.duckdb.zst");
-    let r = Cmd::tool("dbsnap")
-        .arg(url(&db))
-        .arg("-o")
-        .arg(&out)
+    let r = snap_to_file(url(&db), &out)
         .fails_with_code(1)
         .stderr_has("held open for writing")
         .stderr_has(&format!("process {}", writer.pid()))
@@ -285,10 +175,7 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     );
 
     let before = std::fs::read(&db).expect("db");
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(url(&db))
+    restore_file(&art, url(&db))
         .args(["--yes", "--no-safety-backup"])
         .fails_with_code(4)
         .stderr_has("held open for writing");
@@ -296,93 +183,8 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     drop(writer);
 
     // Once the writer is gone, its committed insert is in the next snapshot.
-    Cmd::tool("dbsnap")
-        .arg(url(&db))
-        .arg("-o")
-        .arg(&out)
-        .succeeds();
-    let held_rows = meta_counts(&meta_of(&out))
-        .into_iter()
-        .find(|(t, _)| t == "main.customers")
-        .expect("customers")
-        .1;
-    assert_eq!(held_rows, 101);
-}
-
-#[test]
-fn restore_over_an_existing_database_confirms_takes_a_safety_backup_and_audits() {
-    let s = Scene::new();
-    let db = s.path("shop.duckdb");
-    fixture(&db, 300);
-    let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(url(&db))
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
-
-    let prod = s.path("prod.duckdb");
-    fixture(&prod, 50);
-    // The target has a WAL of its own, which must not be replayed onto the restored file.
-    duck::sql(
-        &prod,
-        "PRAGMA disable_checkpoint_on_shutdown;\nINSERT INTO inventory.items VALUES ('only-in-prod', 'x', 1);\n",
-    );
-    assert!(wal(&prod).exists());
-    let old_counts = counts(&prod);
-    let old = checksums(&prod);
-
-    let select = |c: Cmd| {
-        c.arg("--store")
-            .arg(&store)
-            .args(["--latest", "--database", "shop"])
-    };
-    // No terminal to confirm on and no --yes.
-    select(Cmd::tool("dbrestore"))
-        .arg("--target")
-        .arg(url(&prod))
-        .fails_with_code(4)
-        .stderr_has("--yes");
-    assert_eq!(checksums(&prod), old);
-    assert_eq!(
-        artifacts(&store).len(),
-        1,
-        "a refused restore took a safety backup"
-    );
-
-    select(Cmd::tool("dbrestore"))
-        .arg("--target")
-        .arg(url(&prod))
-        .arg("--yes")
-        .succeeds();
-    assert_eq!(checksums(&prod), checksums(&db));
-    assert!(
-        !wal(&prod).exists(),
-        "the old WAL was left beside the new file"
-    );
-
-    let safety: Vec<PathBuf> = artifacts(&store)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("default-safety_prod_full_"))
-        .collect();
-    assert_eq!(safety.len(), 1, "{:?}", artifacts(&store));
-    assert_eq!(meta_counts(&meta_of(&safety[0])), old_counts);
-
-    let audit = std::fs::read_to_string(store.join("audit.log")).expect("audit log");
-    let entry: Value =
-        serde_json::from_str(audit.lines().last().expect("an entry")).expect("json line");
-    assert_eq!(entry["action"], "restore");
-    assert_eq!(entry["result"], "success");
-    assert_eq!(entry["target"], url(&prod));
-
-    // The safety backup brings the old contents back, WAL writes included.
-    let back = s.path("back.duckdb");
-    Cmd::tool("dbrestore")
-        .arg(&safety[0])
-        .arg("--target")
-        .arg(url(&back))
-        .succeeds();
-    assert_eq!(checksums(&back), old);
+    snap_to_file(url(&db), &out).succeeds();
+    assert_eq!(rows_of(&meta_of(&out), "main.customers"), 101);
 }
 
 #[test]
@@ -391,20 +193,13 @@ fn table_option_restores_only_that_table() {
     let db = s.path("shop.duckdb");
     fixture(&db, 200);
     let art = s.path("shop.duckdb.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&db))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(url(&db), &art).succeeds();
     let target = s.path("target.duckdb");
     fixture(&target, 20);
     duck::sql(&target, "DELETE FROM inventory.items;\n");
     let before = checksums(&target);
 
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(url(&target))
+    restore_file(&art, url(&target))
         .args(["--table", "inventory.items", "--yes", "--no-safety-backup"])
         .succeeds();
     let after = checksums(&target);
@@ -417,10 +212,7 @@ fn table_option_restores_only_that_table() {
         assert_eq!(of(&after, t), of(&before, t), "{t} was touched");
     }
 
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(url(&target))
+    restore_file(&art, url(&target))
         .args(["--table", "nope", "--yes", "--no-safety-backup"])
         .fails_with_code(3)
         .stderr_has("not in the backup");
@@ -433,11 +225,7 @@ fn snapshots_of_a_store_are_verified_and_pruned() {
     fixture(&db, 50);
     let store = s.path("store");
     for _ in 0..3 {
-        Cmd::tool("dbsnap")
-            .arg(url(&db))
-            .arg("--to")
-            .arg(&store)
-            .succeeds();
+        snap_to_store(url(&db), &store).succeeds();
     }
     assert_eq!(artifacts(&store).len(), 3);
     Cmd::tool("dbverify")
@@ -484,10 +272,7 @@ fn a_missing_duckdb_cli_is_named_with_its_package() {
 fn a_missing_source_fails_and_leaves_nothing() {
     let s = Scene::new();
     let out = s.path("x.duckdb.zst");
-    Cmd::tool("dbsnap")
-        .arg(url(&s.path("nope.duckdb")))
-        .arg("-o")
-        .arg(&out)
+    snap_to_file(url(&s.path("nope.duckdb")), &out)
         .fails_with_code(1)
         .stderr_has("does not exist");
     assert!(!out.exists());

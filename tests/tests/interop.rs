@@ -56,10 +56,29 @@ fn age_and_gzip_clis_restore_a_gzip_artifact() {
     );
 }
 
+/// Runs argv[1:] on a pseudo-terminal, waits for its passphrase prompt,
+/// types the passphrase, and exits with its status.
+const TYPE_PASSPHRASE: &str = r#"
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+seen = b""
+while b"passphrase" not in seen.lower():
+    seen += os.read(fd, 1024)
+os.write(fd, b"tr0ub4dor & three\n")
+try:
+    while os.read(fd, 1024):
+        pass
+except OSError:
+    pass
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"#;
+
 #[test]
 fn age_cli_decrypts_a_passphrase_artifact() {
     require("age", "the Debian package age");
-    require("script", "the Debian package bsdutils");
+    require("python3", "python3");
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 300);
     let pass = s.write("pass.txt", "tr0ub4dor & three\n");
@@ -70,8 +89,12 @@ fn age_cli_decrypts_a_passphrase_artifact() {
         .arg("-o")
         .arg(s.path("a.sqlite.zst.age"))
         .succeeds();
-    // age reads passphrases from the terminal only: give it one with script(1).
-    Cmd::sh("(sleep 1; printf 'tr0ub4dor & three\\n'; sleep 2) | script -qec 'age -d -o a.sqlite.zst a.sqlite.zst.age' /dev/null")
+    // age reads passphrases from the terminal only: run it on a
+    // pseudo-terminal and type the passphrase once it asks.
+    Cmd::new("python3")
+        .arg("-c")
+        .arg(TYPE_PASSPHRASE)
+        .args(["age", "-d", "-o", "a.sqlite.zst", "a.sqlite.zst.age"])
         .current_dir(s.dir.path())
         .succeeds();
     restored_counts_match(&s, "zstd -dc a.sqlite.zst");

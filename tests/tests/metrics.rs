@@ -1,6 +1,7 @@
 //! Prometheus metrics: a textfile every tool merges into, promtool-clean, and a real Pushgateway.
 
-use dbsafe_tests::{require, sqlite, Cmd, Scene};
+use dbsafe_tests::{require, snap_to_store, sqlite, wait_until, Cmd, Scene};
+use std::time::Duration;
 
 fn promtool_accepts(path: &std::path::Path) {
     require("promtool", "the Debian package prometheus");
@@ -14,10 +15,7 @@ fn every_tool_merges_its_series_into_one_promtool_clean_textfile() {
     let store = s.path("store");
     let prom = s.path("textfile/dbsafe.prom");
     let snap = |db: &str| {
-        Cmd::tool("dbsnap")
-            .arg(format!("sqlite:{}", s.path(db).display()))
-            .arg("--to")
-            .arg(&store)
+        snap_to_store(format!("sqlite:{}", s.path(db).display()), &store)
             .env("DBSAFE_METRICS_FILE", &prom)
     };
     snap("app.db").args(["--env", "production"]).succeeds();
@@ -62,7 +60,7 @@ fn every_tool_merges_its_series_into_one_promtool_clean_textfile() {
         "dbsafe_backup_failures_total{database=\"missing\",env=\"production\"} 2",
         "dbsafe_backup_failures_total{database=\"app\",env=\"production\"} 0",
         "dbsafe_verify_last_success_timestamp_seconds{database=\"app\",env=\"production\"}",
-        "dbsafe_verify_integrity_score{database=\"app\",env=\"production\"} 1",
+        "dbsafe_verify_integrity_score{database=\"app\",env=\"production\",level=\"full\"} 1",
         "dbsafe_prune_deleted_total{database=\"app\",env=\"production\"} 0",
         "dbsafe_wal_last_archived_timestamp_seconds{database=\"cluster\",env=\"production\"}",
     ] {
@@ -79,7 +77,7 @@ fn a_push_reaches_a_real_pushgateway_and_a_dead_one_only_warns() {
     );
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 10);
-    let port = dbsafe_tests::pg::port();
+    let port = dbsafe_tests::free_port();
     let mut child = Cmd::new(gw)
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .spawn();
@@ -87,14 +85,9 @@ fn a_push_reaches_a_real_pushgateway_and_a_dead_one_only_warns() {
     let get = || {
         Cmd::new("python3").arg("-c").arg(format!("import urllib.request; print(urllib.request.urlopen('{url}/metrics').read().decode())")).run()
     };
-    let start = std::time::Instant::now();
-    while !get().out.status.success() {
-        assert!(
-            start.elapsed().as_secs() < 20,
-            "the pushgateway did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_until("the pushgateway to start", Duration::from_secs(20), || {
+        get().out.status.success()
+    });
     Cmd::tool("dbsnap")
         .arg(format!("sqlite:{}", s.path("app.db").display()))
         .arg("-o")

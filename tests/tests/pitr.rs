@@ -1,8 +1,10 @@
 //! Base backups, WAL archiving with walship and point-in-time recovery, against real clusters.
 
 use dbsafe_tests::pg::{self, Cluster, Restored};
-use dbsafe_tests::{Cmd, Scene};
+use dbsafe_tests::testdb::TestDb;
+use dbsafe_tests::{next_second, wait_until, Cmd, Scene};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 struct Drill {
     s: Scene,
@@ -59,7 +61,7 @@ impl Drill {
 
     fn restore(&self, time: &str, dir: &str) -> (Restored, dbsafe_tests::Run) {
         let data = self.s.path(dir);
-        let port = pg::port();
+        let port = dbsafe_tests::free_port();
         let mut cmd = Cmd::tool("dbrestore")
             .arg("--store")
             .arg(&self.store)
@@ -91,9 +93,11 @@ fn drill(encrypted: bool) {
     d.insert(1, 1000);
     d.base_backup();
     d.insert(2, 500);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Recovery targets are compared by the second: the target stands in a
+    // second of its own, after the inserts and before the bad transaction.
+    next_second();
     let t = d.now();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    next_second();
     d.c.psql("postgres", "DELETE FROM ledger WHERE id % 10 <> 0;"); // the bad transaction
     d.c.switch_and_wait_archived();
     let clock = std::time::Instant::now();
@@ -123,33 +127,31 @@ fn drill(encrypted: bool) {
         "postgres",
         "INSERT INTO ledger(batch, note) SELECT 3, 'row ' || i FROM generate_series(1, 200) i;",
     );
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    next_second();
     let t2 = restored.psql(
         "postgres",
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');",
     );
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    next_second();
     restored.psql("postgres", "DELETE FROM ledger;");
     let seg = restored.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
     assert!(
         seg.starts_with("00000002"),
         "the restored server is on timeline 2: {seg}"
     );
-    let start = std::time::Instant::now();
-    while restored
-        .psql(
-            "postgres",
-            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
-        )
-        .as_str()
-        < seg.as_str()
-    {
-        assert!(
-            start.elapsed().as_secs() < 60,
-            "timeline 2 WAL was not archived"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_until(
+        "timeline 2 WAL to be archived",
+        Duration::from_secs(60),
+        || {
+            restored
+                .psql(
+                    "postgres",
+                    "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
+                )
+                .as_str()
+                >= seg.as_str()
+        },
+    );
     let wal: Vec<String> = std::fs::read_dir(d.store.join("wal"))
         .unwrap()
         .flatten()
@@ -251,7 +253,8 @@ fn prune_keeps_the_wal_a_kept_base_backup_needs_and_pitr_still_works() {
     d.base_backup();
     d.insert(2, 100);
     d.c.switch_and_wait_archived();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Base backups are named to the second.
+    next_second();
     d.base_backup();
     d.insert(3, 100);
     d.c.switch_and_wait_archived();
@@ -358,12 +361,12 @@ fn pitr_drill_with_base_backups_and_wal_on_s3() {
         "postgres",
         "INSERT INTO ledger(batch, note) SELECT 2, 'row ' || i FROM generate_series(1, 100) i;",
     );
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    next_second();
     let t = c.scalar(
         "postgres",
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');",
     );
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    next_second();
     c.psql("postgres", "DELETE FROM ledger;");
     c.switch_and_wait_archived();
     let keys = server.keys("pitr/wal");
@@ -372,7 +375,7 @@ fn pitr_drill_with_base_backups_and_wal_on_s3() {
         "WAL is on S3: {keys:?}"
     );
     let data = s.path("restored");
-    let port = pg::port();
+    let port = dbsafe_tests::free_port();
     server
         .tool("dbrestore")
         .arg("--store")

@@ -4,9 +4,9 @@
 
 use dbsafe_tests::faultproxy::{Fault, FaultProxy};
 use dbsafe_tests::s3::{S3Server, BUCKET};
-use dbsafe_tests::{require, sqlite, Cmd, Scene};
+use dbsafe_tests::{next_second, require, sqlite, wait_until, Cmd, Scene};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PREFIX: &str = "prod";
 
@@ -15,16 +15,15 @@ fn db_url(path: &Path) -> String {
 }
 
 /// A database of incompressible blobs, `mb` MiB of them.
+/// `dbsnap` (as `cmd`) of the SQLite database `db` into `store`, uncompressed.
+fn snap_uncompressed(cmd: Cmd, db: &Path, store: &str) -> Cmd {
+    cmd.arg(db_url(db))
+        .args(["--to", store, "--compress", "none"])
+}
+
 fn big_db(s: &Scene, name: &str, mb: u64) -> std::path::PathBuf {
     let path = s.path(name);
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(&format!(
-        "CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < {})
-         INSERT INTO blobs(b) SELECT randomblob(65536) FROM n;",
-        mb * 16
-    ))
-    .unwrap();
+    sqlite::blobs(&path, mb);
     path
 }
 
@@ -39,14 +38,6 @@ fn artifact_keys(server: &S3Server, prefix: &str) -> Vec<String> {
 
 fn markers(server: &S3Server, prefix: &str) -> Vec<String> {
     server.keys(&format!("{prefix}/.dbsafe-uploads"))
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -129,7 +120,8 @@ fn snapshot_verify_prune_restore_round_trip_on_s3_keeps_the_layout_and_standard_
     assert!(status.contains("good"), "{status}");
 
     // A second snapshot, verified, lets dbprune delete the first.
-    std::thread::sleep(Duration::from_millis(1100));
+    // Artifact names are stamped to the second.
+    next_second();
     snap();
     server
         .tool("dbverify")
@@ -202,10 +194,7 @@ fn a_multipart_artifact_uploads_in_parts_verifies_and_leaves_no_upload_behind() 
     let server = S3Server::start(&s);
     let db = big_db(&s, "big.db", 23);
     let store = server.url(PREFIX);
-    server
-        .tool("dbsnap")
-        .arg(db_url(&db))
-        .args(["--to", &store, "--compress", "none"])
+    snap_uncompressed(server.tool("dbsnap"), &db, &store)
         .env("DBSAFE_S3_PART_SIZE", "5M")
         .succeeds();
     let keys = artifact_keys(&server, PREFIX);
@@ -293,15 +282,37 @@ impl Drop for Running {
     }
 }
 
+/// A server, the proxy that slows it down, and a snapshot to it that has
+/// uploaded a part and goes on slowly.
+fn upload_under_way(s: &Scene) -> (S3Server, FaultProxy, Running) {
+    let server = S3Server::start(s);
+    let proxy = FaultProxy::start(
+        server.port,
+        Fault::Delay {
+            by: Duration::from_millis(15),
+            connections: usize::MAX,
+        },
+    );
+    let mut running = slow_snapshot(s, &server, &proxy);
+    wait_for_a_part(&server, running.child());
+    (server, proxy, running)
+}
+
+/// `dbsnap` of `db` through `proxy` to the store, uploading in 5 MB parts.
+fn snap_in_parts(server: &S3Server, proxy: &FaultProxy, db: &Path) -> Cmd {
+    snap_uncompressed(
+        server.tool_via("dbsnap", &proxy.endpoint()),
+        db,
+        &server.url(PREFIX),
+    )
+    .env("DBSAFE_S3_PART_SIZE", "5M")
+}
+
 /// A writer slowed down by a proxy, so that it is caught mid-upload.
 fn slow_snapshot(s: &Scene, server: &S3Server, proxy: &FaultProxy) -> Running {
     let db = big_db(s, "big.db", 40);
     Running(Some(
-        server
-            .tool_via("dbsnap", &proxy.endpoint())
-            .arg(db_url(&db))
-            .args(["--to", &server.url(PREFIX), "--compress", "none"])
-            .env("DBSAFE_S3_PART_SIZE", "5M")
+        snap_in_parts(server, proxy, &db)
             .env("DBSAFE_S3_PARTS_IN_FLIGHT", "1")
             .spawn(),
     ))
@@ -320,16 +331,7 @@ fn wait_for_a_part(server: &S3Server, child: &mut std::process::Child) {
 #[test]
 fn sigkill_mid_upload_leaves_no_object_and_dbprune_aborts_the_stale_upload() {
     let s = Scene::new();
-    let server = S3Server::start(&s);
-    let proxy = FaultProxy::start(
-        server.port,
-        Fault::Delay {
-            by: Duration::from_millis(15),
-            connections: usize::MAX,
-        },
-    );
-    let mut running = slow_snapshot(&s, &server, &proxy);
-    wait_for_a_part(&server, running.child());
+    let (server, _proxy, running) = upload_under_way(&s);
     let mut child = running.take();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -367,27 +369,14 @@ fn sigkill_mid_upload_leaves_no_object_and_dbprune_aborts_the_stale_upload() {
     assert!(markers(&server, PREFIX).is_empty());
 
     // The local lock died with the writer: the next run is not blocked.
-    server
-        .tool("dbsnap")
-        .arg(db_url(&s.path("big.db")))
-        .args(["--to", &store, "--compress", "none"])
-        .succeeds();
+    snap_uncompressed(server.tool("dbsnap"), &s.path("big.db"), &store).succeeds();
     assert_eq!(artifact_keys(&server, PREFIX).len(), 1);
 }
 
 #[test]
 fn sigint_mid_upload_aborts_the_upload_and_exits_130() {
     let s = Scene::new();
-    let server = S3Server::start(&s);
-    let proxy = FaultProxy::start(
-        server.port,
-        Fault::Delay {
-            by: Duration::from_millis(15),
-            connections: usize::MAX,
-        },
-    );
-    let mut running = slow_snapshot(&s, &server, &proxy);
-    wait_for_a_part(&server, running.child());
+    let (server, _proxy, running) = upload_under_way(&s);
     let child = running.take();
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -409,16 +398,7 @@ fn sigint_mid_upload_aborts_the_upload_and_exits_130() {
 #[test]
 fn a_second_writer_of_the_series_is_refused_with_exit_4() {
     let s = Scene::new();
-    let server = S3Server::start(&s);
-    let proxy = FaultProxy::start(
-        server.port,
-        Fault::Delay {
-            by: Duration::from_millis(15),
-            connections: usize::MAX,
-        },
-    );
-    let mut running = slow_snapshot(&s, &server, &proxy);
-    wait_for_a_part(&server, running.child());
+    let (server, _proxy, mut running) = upload_under_way(&s);
     let pid = running.child().id();
     // Reached directly, not through the proxy: still the same store, the same lock.
     server
@@ -436,10 +416,7 @@ fn a_connection_reset_mid_part_is_retried_and_the_artifact_verifies() {
     let proxy = FaultProxy::start(server.port, Fault::DropAfter(7 << 20));
     let db = big_db(&s, "big.db", 16);
     let store = server.url(PREFIX);
-    server
-        .tool_via("dbsnap", &proxy.endpoint())
-        .arg(db_url(&db))
-        .args(["--to", &store, "--compress", "none"])
+    snap_uncompressed(server.tool_via("dbsnap", &proxy.endpoint()), &db, &store)
         .env("DBSAFE_S3_PART_SIZE", "5M")
         .succeeds()
         .stderr_has("failed: Network Error")
@@ -465,10 +442,7 @@ fn a_byte_damaged_on_the_way_is_caught_by_its_md5_and_sent_again() {
         let db = big_db(&s, &format!("{prefix}.db"), mb);
         let proxy = FaultProxy::start(server.port, Fault::CorruptAfter(1 << 20));
         let store = server.url(prefix);
-        server
-            .tool_via("dbsnap", &proxy.endpoint())
-            .arg(db_url(&db))
-            .args(["--to", &store, "--compress", "none"])
+        snap_uncompressed(server.tool_via("dbsnap", &proxy.endpoint()), &db, &store)
             .env("DBSAFE_S3_PART_SIZE", "5M")
             .succeeds()
             .stderr_has("BadDigest")
@@ -493,11 +467,7 @@ fn a_download_cut_mid_body_resumes_with_a_range_request() {
     let server = S3Server::start(&s);
     let db = big_db(&s, "big.db", 12);
     let store = server.url(PREFIX);
-    server
-        .tool("dbsnap")
-        .arg(db_url(&db))
-        .args(["--to", &store, "--compress", "none"])
-        .succeeds();
+    snap_uncompressed(server.tool("dbsnap"), &db, &store).succeeds();
     let proxy = FaultProxy::start(server.port, Fault::DropReplyAfter(6 << 20));
     server
         .tool_via("dbverify", &proxy.endpoint())
@@ -585,11 +555,7 @@ fn parts_refused_forever_abort_the_multipart_upload() {
     let server = S3Server::start(&s);
     let proxy = FaultProxy::start(server.port, Fault::Unavailable("partNumber=".into()));
     let db = big_db(&s, "big.db", 12);
-    server
-        .tool_via("dbsnap", &proxy.endpoint())
-        .arg(db_url(&db))
-        .args(["--to", &server.url(PREFIX), "--compress", "none"])
-        .env("DBSAFE_S3_PART_SIZE", "5M")
+    snap_in_parts(&server, &proxy, &db)
         .env("DBSAFE_S3_RETRIES", "2")
         .fails_with_code(1)
         .stderr_has("upload part 1 of")

@@ -1,6 +1,6 @@
 //! The shell scripts under scripts/ run end to end against the built binaries.
 
-use dbsafe_tests::{bin_dir, require, Cmd, Scene};
+use dbsafe_tests::{bin_dir, next_second, require, snap_to_store, Cmd, LockHolder, Scene};
 
 fn script(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,7 +79,8 @@ fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
     };
     for _ in 0..3 {
         run().succeeds().stderr_has("dbverify: PASS");
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        // Artifact names are stamped to the second.
+        next_second();
     }
     assert_eq!(
         dbsafe_tests::artifacts(&s.path("store")).len(),
@@ -94,15 +95,9 @@ fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
         .find(|e| e.file_name().to_string_lossy().starts_with("backup.sh-"))
         .unwrap()
         .path();
-    let mut holder = Cmd::new("flock")
-        .arg("-o")
-        .arg(&lock)
-        .args(["sleep", "5"])
-        .spawn();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let holder = LockHolder::take(&lock);
     run().fails_with_code(4).stderr_has("another backup");
-    holder.kill().ok();
-    holder.wait().ok();
+    holder.kill();
     // A failing step fails the job: a wrong identity cannot verify.
     let (other, _) = s.age_key("other.txt");
     run().env("DBSAFE_IDENTITY_FILE", &other).fails_with_code(1);
@@ -158,11 +153,7 @@ fn verify_restore_and_pitr_scripts_run_end_to_end() {
     let s = Scene::new();
     dbsafe_tests::sqlite::sample(&s.path("app.db"), 20);
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
+    snap_to_store(format!("sqlite:{}", s.path("app.db").display()), &store).succeeds();
     let with_env = |c: Cmd| {
         c.env("BIN_DIR", bin_dir())
             .env("DBSAFE_CONFIG", "/dev/null")

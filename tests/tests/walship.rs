@@ -1,7 +1,8 @@
 //! walship's contract with PostgreSQL: archive_command and restore_command exit codes.
 
-use dbsafe_tests::{Cmd, Scene};
+use dbsafe_tests::{wait_until, Cmd, Scene};
 use std::path::Path;
+use std::time::Duration;
 
 const SEG: &str = "000000010000000000000003";
 
@@ -95,11 +96,9 @@ fn sigkill_during_push_leaves_nothing_visible_and_a_repush_succeeds() {
         .collect();
     std::fs::write(&big, data).unwrap();
     let mut child = push(&store, &big, SEG).args(["--compress", "none"]).spawn();
-    let start = std::time::Instant::now();
-    while dbsafe_tests::temporaries(&store).is_empty() {
-        assert!(start.elapsed().as_secs() < 60, "push never started writing");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_until("push to start writing", Duration::from_secs(60), || {
+        !dbsafe_tests::temporaries(&store).is_empty()
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let visible: Vec<String> = std::fs::read_dir(store.join("wal"))
@@ -211,7 +210,23 @@ fn list_status_and_prune() {
         .args(["status", "--from"])
         .arg(&store)
         .succeeds();
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // Once the newest segment is older than 500ms, by status's own clock,
+    // --max-lag 500ms fails.
+    wait_until(
+        "the newest WAL to be 500ms old",
+        Duration::from_secs(10),
+        || {
+            let st = Cmd::tool("walship")
+                .args(["status", "--json", "--from"])
+                .arg(&store)
+                .run()
+                .json();
+            st["wal"]["newest_age_seconds"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no newest_age_seconds: {st}"))
+                > 0.5
+        },
+    );
     Cmd::tool("walship")
         .args(["status", "--max-lag", "500ms", "--from"])
         .arg(&store)

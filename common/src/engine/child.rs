@@ -2,7 +2,7 @@
 //! package, stderr collected on a thread, stopped on interruption.
 
 use crate::cleanup::ChildGuard;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ServerCode};
 use std::io::{self, Read, Write};
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
@@ -23,12 +23,31 @@ pub fn require(programs: &[&'static str], package: &str) -> Result<&'static str>
     find(programs).ok_or_else(|| missing_tool(programs[0], package))
 }
 
+/// Reads a database server's error code off a client tool's stderr.
+pub type Classify = fn(&str) -> Option<ServerCode>;
+
+/// The error of a client tool that ended with `status`: a server error when
+/// `classify` finds the server's code in its stderr, else a child error
+/// keeping the exit status.
+pub fn failure(
+    status: Option<i32>,
+    message: String,
+    stderr: &str,
+    classify: Option<Classify>,
+) -> Error {
+    match classify.and_then(|f| f(stderr)) {
+        Some(code) => Error::server(code, message),
+        None => Error::child(status, message),
+    }
+}
+
 /// A running client tool, stopped on interruption while it lives.
 pub struct Child {
     program: &'static str,
     /// The process.
     pub child: std::process::Child,
     stderr: Option<JoinHandle<String>>,
+    classify: Option<Classify>,
     _guard: ChildGuard,
 }
 
@@ -38,7 +57,7 @@ impl Child {
     pub fn spawn(program: &'static str, package: &str, mut cmd: Command) -> Result<Child> {
         let mut child = cmd.spawn().map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => missing_tool(program, package),
-            _ => Error::failed(format!("cannot run {program}: {e}")),
+            _ => Error::io(format!("cannot run {program}"), e),
         })?;
         let guard = ChildGuard::new(child.id());
         let stderr = child.stderr.take().map(|mut e| {
@@ -52,8 +71,15 @@ impl Child {
             program,
             child,
             stderr,
+            classify: None,
             _guard: guard,
         })
+    }
+
+    /// Reads the server's error code off the child's stderr when it fails.
+    pub fn classify(mut self, classify: Option<Classify>) -> Child {
+        self.classify = classify;
+        self
     }
 
     /// Everything the child wrote on stderr (waits for it to close stderr).
@@ -64,12 +90,13 @@ impl Child {
             .unwrap_or_default()
     }
 
-    /// Waits; a non-zero exit is an error carrying the child's stderr.
+    /// Waits; a non-zero exit is an error carrying the child's stderr and
+    /// exit status (or the server's code, see [`Child::classify`]).
     pub fn finish(mut self, what: &str) -> Result<()> {
         let status = self
             .child
             .wait()
-            .map_err(|e| Error::failed(format!("waiting for {}: {e}", self.program)))?;
+            .map_err(|e| Error::io(format!("waiting for {}", self.program), e))?;
         let stderr = self.stderr_text();
         if status.success() {
             return Ok(());
@@ -77,9 +104,14 @@ impl Child {
         let detail = if stderr.is_empty() {
             format!("{} ended with {status}", self.program)
         } else {
-            stderr
+            stderr.clone()
         };
-        Err(Error::failed(format!("{what}: {detail}")))
+        Err(failure(
+            status.code(),
+            format!("{what}: {detail}"),
+            &stderr,
+            self.classify,
+        ))
     }
 
     /// Stops the child after a failure on our side, so it commits nothing.
@@ -91,18 +123,19 @@ impl Child {
 }
 
 /// Runs `cmd` with `input` on its stdin and returns its stdout; a non-zero
-/// exit is an error carrying its stderr.
+/// exit is an error carrying its stderr, classified by `classify`.
 pub fn run(
     program: &'static str,
     package: &str,
     mut cmd: Command,
     input: &[u8],
     what: &str,
+    classify: Option<Classify>,
 ) -> Result<String> {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = Child::spawn(program, package, cmd)?;
+    let mut child = Child::spawn(program, package, cmd)?.classify(classify);
     let mut stdin = child.child.stdin.take().expect("piped stdin");
     let mut stdout = child.child.stdout.take().expect("piped stdout");
     let reader = std::thread::spawn(move || {
@@ -115,7 +148,7 @@ pub fn run(
     let out = reader
         .join()
         .map_err(|_| Error::failed(format!("reading {program}'s output")))?
-        .map_err(|e| Error::failed(format!("reading {program}'s output: {e}")))?;
+        .map_err(|e| Error::io(format!("reading {program}'s output"), e))?;
     child.finish(what)?;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }

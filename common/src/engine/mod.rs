@@ -2,20 +2,30 @@
 //!
 //! An engine knows byte streams, not stores, compression or keys. Tools ask
 //! for the engine of a URL ([`open`]), for a structural check of a payload
-//! ([`check_payload`]) or for a scratch target to rehearse a restore into
-//! ([`scratch`]); they never match on the engine themselves.
+//! ([`check_payload`]), for a scratch target to rehearse a restore into
+//! ([`scratch`]) or for the home of a target's side databases
+//! ([`side::home`]); each is a lookup in the engine registry
+//! (`registry.rs`, one entry per engine), so they never match on the
+//! engine themselves. Each engine is a folder (or a file) of its own;
+//! `file.rs` holds what the file-backed ones share, `url.rs` the parser of
+//! server URLs and `untar.rs` the one tar unpacker.
 
 mod child;
 mod dir;
 mod duckdb;
+mod file;
 mod mysql;
-pub mod pgdata;
 mod postgres;
+pub use postgres::roles as postgres_roles;
+mod registry;
 pub mod side;
 mod sqlite;
-mod urlenc;
+mod untar;
+mod url;
 
-use crate::error::{Error, Result};
+pub use postgres::data as pgdata;
+
+use crate::error::Result;
 use crate::meta::TableCount;
 use crate::name::Payload;
 use std::io::{Read, Write};
@@ -47,6 +57,23 @@ pub struct SnapshotInfo {
     pub wal: Option<crate::meta::WalInfo>,
 }
 
+impl SnapshotInfo {
+    /// What a logical snapshot recorded: its tables, the engine's version and
+    /// engine-specific notes for the metadata.
+    pub fn new<const N: usize>(
+        tables: Vec<TableCount>,
+        engine_version: impl Into<String>,
+        extra: [(&str, serde_json::Value); N],
+    ) -> SnapshotInfo {
+        SnapshotInfo {
+            tables,
+            engine_version: engine_version.into(),
+            extra: extra.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            wal: None,
+        }
+    }
+}
+
 /// How to restore.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -60,6 +87,15 @@ pub struct RestoreOptions {
     pub tmpdir: PathBuf,
     /// For base backups: where WAL comes from.
     pub wal: Option<WalSource>,
+    /// Restore objects owned by the restoring role, not their recorded
+    /// owners (PostgreSQL `--no-owner`); owners are kept by default.
+    pub no_owner: bool,
+    /// Do not create the roles the snapshot recorded (PostgreSQL).
+    pub no_roles: bool,
+    /// What the engine recorded when it took the snapshot (the metadata's
+    /// `extra`): the roles and database properties a PostgreSQL restore
+    /// recreates, the header settings a SQLite restore puts back.
+    pub recorded: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What produced a payload, as its metadata says (all unknown for a bare stream).
@@ -103,15 +139,14 @@ impl Origin {
     }
 }
 
-/// Where a restored PostgreSQL base backup fetches its WAL from.
+/// Where a restored PostgreSQL base backup fetches its WAL from: the
+/// `restore_command` for its postgresql.conf (`%f`, `%p` placeholders), as
+/// [`crate::walarchive::restore_command`] builds it. The engine runs it and
+/// knows nothing of the store or keys behind it.
 #[derive(Debug, Clone, Default)]
 pub struct WalSource {
-    /// The store holding the WAL archive.
-    pub store: String,
-    /// age identity files for encrypted WAL.
-    pub identity_files: Vec<PathBuf>,
-    /// Passphrase file for passphrase-encrypted WAL.
-    pub passphrase_file: Option<PathBuf>,
+    /// The shell command that copies WAL file `%f` to path `%p`.
+    pub restore_command: String,
 }
 
 /// What a structural check of a payload found.
@@ -147,6 +182,16 @@ pub trait Engine: Send {
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()>;
     /// Removes the target (scratch databases and side files).
     fn drop_target(&self) -> Result<()>;
+    /// Creates a named restore point in the WAL and switches to a new
+    /// segment so it is archived at once; returns its WAL position.
+    /// PostgreSQL only.
+    fn restore_point(&self, name: &str) -> Result<String> {
+        let _ = name;
+        Err(crate::Error::usage(format!(
+            "restore points are PostgreSQL's; {} has none",
+            self.url()
+        )))
+    }
     /// Whether replacing a non-empty target needs `--clean` (servers), or is
     /// a whole replacement anyway (files).
     fn replace_needs_clean(&self) -> bool {
@@ -156,45 +201,18 @@ pub trait Engine: Send {
 
 /// The engine of a database URL.
 pub fn open(url: &str) -> Result<Box<dyn Engine>> {
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        return Ok(Box::new(sqlite::Sqlite::new(sqlite::path_of(path))));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Box::new(postgres::Postgres::new(url)?));
-    }
-    if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-        return Ok(Box::new(mysql::Mysql::new(url)?));
-    }
-    if let Some(path) = url.strip_prefix("duckdb:") {
-        return Ok(Box::new(duckdb::Duckdb::new(duckdb::path_of(path))));
-    }
-    if let Some(path) = url.strip_prefix("dir:") {
-        return Ok(Box::new(dir::Dir::new(dir::path_of(path))));
-    }
-    let scheme = url.split(':').next().unwrap_or("");
-    Err(
-        Error::usage(format!("unsupported database URL scheme {scheme:?}"))
-            .hint("use postgres://user@host:port/db (or postgresql://...), mysql://user@host:port/db (or mariadb://...), sqlite:PATH, duckdb:PATH or dir:PATH"),
-    )
+    registry::open(url)
 }
 
-/// Checks a payload's structure (`dbverify --level full`).
+/// Checks a payload's structure (`dbverify --level full`) with the engine
+/// that made it (its `origin`; for a bare stream, the payload's own engine).
 pub fn check_payload(
     payload: Payload,
     origin: &Origin,
     input: &mut dyn Read,
     tmpdir: &Path,
 ) -> Result<PayloadCheck> {
-    match payload {
-        Payload::Sqlite => sqlite::check(input, tmpdir),
-        Payload::Pgdump => postgres::check(input),
-        Payload::Tar if origin.engine.as_deref() == Some("postgres") => {
-            pgdata::check(input, origin, tmpdir)
-        }
-        Payload::Tar => tar_is_tree(origin).and_then(|()| dir::check(input)),
-        Payload::Duckdb => duckdb::check(input, tmpdir),
-        Payload::Sql => sql_is_mysql(origin).and_then(|()| mysql::check(input)),
-    }
+    (registry::reader(payload, origin)?.check)(payload, origin, input, tmpdir)
 }
 
 /// A scratch target to restore a payload into (`dbverify --level restore`);
@@ -205,69 +223,64 @@ pub fn scratch(
     scratch_url: Option<&str>,
     tmpdir: &Path,
 ) -> Result<Box<dyn Engine>> {
-    match payload {
-        Payload::Sqlite => Ok(Box::new(sqlite::Sqlite::new(tmpdir.join("scratch.sqlite")))),
-        Payload::Tar if origin.engine.as_deref() == Some("postgres") => {
-            Ok(Box::new(pgdata::PgData::scratch(tmpdir, origin.clone())?))
-        }
-        Payload::Tar => {
-            tar_is_tree(origin)?;
-            Ok(Box::new(dir::Dir::new(tmpdir.join("scratch-tree"))))
-        }
-        Payload::Duckdb => Ok(Box::new(duckdb::Duckdb::new(tmpdir.join("scratch.duckdb")))),
-        Payload::Sql => {
-            sql_is_mysql(origin)?;
-            let url = scratch_url.ok_or_else(|| {
-                Error::usage("restoring a sql payload needs a MySQL/MariaDB server to restore into")
-                    .hint("pass --scratch URL, e.g. --scratch mysql://root@localhost:3306/")
-            })?;
-            if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
-                return Err(
-                    Error::usage(format!("--scratch {url:?} is not a MySQL/MariaDB URL"))
-                        .hint("pass --scratch mysql://user@host:port/ (or mariadb://...)"),
-                );
-            }
-            Ok(Box::new(mysql::Mysql::scratch(url)?))
-        }
-        Payload::Pgdump => {
-            let url = scratch_url.ok_or_else(|| {
-                Error::usage("restoring a pgdump payload needs a PostgreSQL server to restore into")
-                    .hint("pass --scratch URL, e.g. --scratch postgres://postgres@localhost:5432/")
-            })?;
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(
-                    Error::usage(format!("--scratch {url:?} is not a PostgreSQL URL"))
-                        .hint("pass --scratch postgres://user@host:port/"),
-                );
-            }
-            Ok(Box::new(postgres::Postgres::scratch(url)?))
-        }
-    }
+    (registry::reader(payload, origin)?.scratch)(payload, origin, scratch_url, tmpdir)
 }
 
-/// Whether a tar payload is a directory tree: made by `dir:`, or a bare
-/// tar stream without metadata. PostgreSQL base backups are tar too; they
-/// are matched before this and never reach the directory engine.
-fn tar_is_tree(origin: &Origin) -> Result<()> {
-    match origin.engine.as_deref() {
-        None | Some("dir") => Ok(()),
-        Some("postgres") => Err(Error::usage(
-            "base backups are handled by the PostgreSQL base-backup engine (engine::pgdata), not the directory engine",
-        )),
-        Some(other) => Err(Error::usage(format!(
-            "a tar payload from engine {other:?} is not supported by this build"
-        ))),
+/// Refuses to restore `payload` into `target` unless it is `want`; `takes`
+/// says what the target takes.
+fn expect_payload(
+    payload: Payload,
+    want: Payload,
+    target: impl std::fmt::Display,
+    takes: &str,
+) -> Result<()> {
+    if payload == want {
+        return Ok(());
     }
+    Err(crate::Error::usage(format!(
+        "cannot restore a {} payload into {target}",
+        payload.ext()
+    ))
+    .hint(takes))
 }
 
-/// Whether a sql payload is a MySQL/MariaDB dump (the only engine writing
-/// sql payloads; a bare stream without metadata is taken for one).
-fn sql_is_mysql(origin: &Origin) -> Result<()> {
-    match origin.engine.as_deref() {
-        None | Some("mysql") | Some("mariadb") => Ok(()),
-        Some(other) => Err(Error::usage(format!(
-            "a sql payload from engine {other:?} is not supported by this build"
-        ))),
+/// The error for a target database that does not exist, without `--create`.
+fn missing_target(url: &str) -> crate::Error {
+    crate::Error::not_found(format!("database {url} does not exist"))
+        .hint("pass --create to create it")
+}
+
+/// Prefix of the scratch databases `dbverify --level restore` makes on a server.
+pub(crate) const SCRATCH_PREFIX: &str = "dbsafe_verify_";
+
+/// A scratch database name that says who made it: this host (a short hash
+/// of its name), the process and its start time, and a random part.
+pub(crate) fn scratch_name() -> String {
+    format!(
+        "{SCRATCH_PREFIX}{}_{}_{:08x}",
+        host_mark(),
+        crate::cleanup::owner_tag().replace('-', "_"),
+        rand::random::<u32>()
+    )
+}
+
+fn host_mark() -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(crate::fsutil::host_name().as_bytes())[..4])
+}
+
+/// Whether a scratch database was left by a run of this host that is gone
+/// (killed, or the machine restarted); another host's are never judged.
+pub(crate) fn scratch_is_stale(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(SCRATCH_PREFIX) else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('_').collect();
+    match parts[..] {
+        [host, pid, start, _rnd] if host == host_mark() => {
+            !crate::cleanup::owner_alive(&format!("{pid}-{start}"))
+        }
+        _ => false,
     }
 }
 
@@ -278,4 +291,35 @@ pub fn table_selected(name: &str, include: &[String], exclude: &[String]) -> boo
             .any(|t| t == name || name.rsplit_once('.').is_some_and(|(_, bare)| bare == t))
     };
     (include.is_empty() || matches(include)) && !matches(exclude)
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    #[test]
+    fn scratch_names_say_whose_they_are() {
+        let mine = super::scratch_name();
+        assert!(mine.len() < 64, "{mine}");
+        assert!(
+            !super::scratch_is_stale(&mine),
+            "this run's own scratch is not stale"
+        );
+        let mut dead = std::process::Command::new("true").spawn().expect("true");
+        let pid = dead.id();
+        dead.wait().unwrap();
+        let parts: Vec<&str> = mine
+            .trim_start_matches(super::SCRATCH_PREFIX)
+            .split('_')
+            .collect();
+        let stale = format!("{}{}_{pid}_1_0000abcd", super::SCRATCH_PREFIX, parts[0]);
+        assert!(super::scratch_is_stale(&stale));
+        let other_host = format!("{}ffffffff_{pid}_1_0000abcd", super::SCRATCH_PREFIX);
+        assert!(
+            !super::scratch_is_stale(&other_host),
+            "another host's are left alone"
+        );
+        assert!(
+            !super::scratch_is_stale("dbsafe_verify_0123456789abcdef"),
+            "old-style names are left alone"
+        );
+    }
 }

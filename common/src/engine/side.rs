@@ -108,22 +108,9 @@ pub trait Home: Send + Sync {
     }
 }
 
-/// The home of the target at `url`.
+/// The home of the target at `url`, from the engine registry.
 pub fn home(url: &str) -> Result<Box<dyn Home>> {
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        return Ok(Box::new(FileHome::new(super::sqlite::path_of(path))?));
-    }
-    if let Some(path) = url.strip_prefix("duckdb:") {
-        return super::duckdb::side::home(super::duckdb::path_of(path));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return super::postgres::side::home(url);
-    }
-    let scheme = url.split(':').next().unwrap_or("");
-    Err(Error::usage(format!(
-        "side databases and swaps are not supported for {scheme:?} URLs"
-    ))
-    .hint("dbpromote works with postgres://, sqlite: and duckdb: targets"))
+    super::registry::home(url)
 }
 
 /// `<db>_dbpromote_<tag>`, with `db` shortened (never the tag) to fit `max` bytes.
@@ -181,11 +168,7 @@ impl FilePlace {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .ok_or_else(|| Error::usage(format!("{}: not a file name", path.display())))?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+        let dir = super::file::parent(&path).to_path_buf();
         Ok(FilePlace { dir, file })
     }
 
@@ -221,6 +204,19 @@ impl FilePlace {
         Ok(out)
     }
 
+    /// Keeps the target under the name `keep_as` too (a hard link), so
+    /// renaming a side over the target never leaves the path missing.
+    pub fn link_target_as(&self, keep_as: &Path) -> Result<()> {
+        let target = self.path(&self.file);
+        std::fs::hard_link(&target, keep_as).map_err(|e| {
+            Error::failed(format!(
+                "keeping {} as {}: {e}",
+                target.display(),
+                keep_as.display()
+            ))
+        })
+    }
+
     /// Checks a file swap's preconditions: the side and the target exist, `keep_as` does not.
     pub fn check_swap(&self, side: &str, keep_as: &str) -> Result<()> {
         let (target, side, keep) = (self.path(&self.file), self.path(side), self.path(keep_as));
@@ -246,40 +242,42 @@ impl FilePlace {
     }
 }
 
-/// A SQLite database file; its sides are files in the same directory.
-struct FileHome {
-    place: FilePlace,
+/// What a file-backed engine does for its side files; [`FileHome`] does the rest.
+pub(crate) trait FileSides: Send + Sync + 'static {
+    /// The URL scheme of the engine's databases.
+    const SCHEME: &'static str;
+    /// The engine of the database file at `path`.
+    fn engine(path: PathBuf) -> Box<dyn Engine>;
+    /// Runs `sql` (read from `file`) on the database at `path` in one transaction.
+    fn run_sql(path: &Path, sql: &str, file: &Path) -> Result<()>;
+    /// Processes holding any of `names` open (empty where the engine cannot tell).
+    fn sessions(place: &FilePlace, names: &[&str]) -> Result<Vec<Session>>;
+    /// [`Home::swap`] of the files, its preconditions checked.
+    fn swap(place: &FilePlace, side: &str, keep_as: &str, grace: Option<Duration>) -> Result<Swap>;
 }
 
-impl FileHome {
-    fn new(path: PathBuf) -> Result<FileHome> {
+/// A database file; its sides are files in the same directory.
+pub(crate) struct FileHome<S> {
+    place: FilePlace,
+    sides: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S: FileSides> FileHome<S> {
+    /// The home of the file at `path`.
+    pub fn new(path: PathBuf) -> Result<FileHome<S>> {
         Ok(FileHome {
             place: FilePlace::new(path)?,
+            sides: std::marker::PhantomData,
         })
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.place.path(name)
-    }
-
-    fn open(&self, name: &str) -> Result<rusqlite::Connection> {
-        rusqlite::Connection::open(self.path(name))
-            .map_err(|e| Error::failed(format!("opening {}: {e}", self.path(name).display())))
+    /// The home of the file a `scheme:PATH` URL names.
+    pub fn boxed(url: &str) -> Result<Box<dyn Home>> {
+        Ok(Box::new(Self::new(super::file::path_of(url))?))
     }
 }
 
-fn sqlite_err(what: impl fmt::Display) -> impl FnOnce(rusqlite::Error) -> Error {
-    move |e| Error::failed(format!("{what}: {e}"))
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)
-    )
-}
-
-impl Home for FileHome {
+impl<S: FileSides> Home for FileHome<S> {
     fn target(&self) -> String {
         self.place.file.clone()
     }
@@ -289,18 +287,18 @@ impl Home for FileHome {
     }
 
     fn engine_of(&self, name: &str) -> Result<Box<dyn Engine>> {
-        Ok(Box::new(super::sqlite::Sqlite::new(self.path(name))))
+        Ok(S::engine(self.place.path(name)))
     }
 
     fn child_env(&self, name: &str) -> Vec<(String, String)> {
         vec![(
             "DATABASE_URL".into(),
-            format!("sqlite:{}", self.path(name).display()),
+            format!("{}:{}", S::SCHEME, self.place.path(name).display()),
         )]
     }
 
     fn exists(&self, name: &str) -> Result<bool> {
-        Ok(self.path(name).is_file())
+        Ok(self.place.path(name).is_file())
     }
 
     fn sides(&self, kind: &str) -> Result<Vec<String>> {
@@ -310,100 +308,16 @@ impl Home for FileHome {
     fn run_sql_file(&self, name: &str, file: &Path) -> Result<()> {
         let sql = std::fs::read_to_string(file)
             .map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))?;
-        let conn = self.open(name)?;
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .map_err(sqlite_err("starting a transaction"))?;
-        match conn.execute_batch(&sql) {
-            Ok(()) => conn
-                .execute_batch("COMMIT")
-                .map_err(sqlite_err(format!("committing {}", file.display()))),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(Error::failed(format!(
-                    "{} failed on {} (rolled back): {e}",
-                    file.display(),
-                    self.path(name).display()
-                )))
-            }
-        }
+        S::run_sql(&self.place.path(name), &sql, file)
     }
 
-    fn sessions(&self, _names: &[&str]) -> Result<Vec<Session>> {
-        // A file has no session list; the swap's lock is what detects users.
-        Ok(Vec::new())
+    fn sessions(&self, names: &[&str]) -> Result<Vec<Session>> {
+        S::sessions(&self.place, names)
     }
 
     fn swap(&self, side: &str, keep_as: &str, grace: Option<Duration>) -> Result<Swap> {
         self.place.check_swap(side, keep_as)?;
-        let file = &self.place.file;
-        let (target, side_path, keep) = (self.path(file), self.path(side), self.path(keep_as));
-        let conn = self.open(file)?;
-        let wait = grace.unwrap_or(Duration::ZERO);
-        conn.busy_timeout(wait)
-            .map_err(sqlite_err("busy timeout"))?;
-        let busy = |e: rusqlite::Error| {
-            if is_busy(&e) {
-                Error::refused(format!(
-                    "{} is in use: another connection holds a lock{}; nothing was changed",
-                    target.display(),
-                    if grace.is_some() {
-                        " past the grace period"
-                    } else {
-                        ""
-                    }
-                ))
-                .hint("stop the application's writers, or pass --grace D to wait for them")
-            } else {
-                Error::failed(format!("locking {}: {e}", target.display()))
-            }
-        };
-        let start = Instant::now();
-        // Fold the WAL into the file so the file alone is the database, then
-        // hold the write lock so no writer is half-way through a transaction.
-        let (blocked, _, _): (i64, i64, i64) = conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(busy)?;
-        if blocked != 0 {
-            return Err(busy(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                None,
-            )));
-        }
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(busy)?;
-        let waited = start.elapsed();
-        let clock = Instant::now();
-        // A hard link keeps the old database under its new name while the
-        // rename replaces the target in one step: the path never goes missing.
-        std::fs::hard_link(&target, &keep).map_err(|e| {
-            Error::failed(format!(
-                "keeping {} as {}: {e}",
-                target.display(),
-                keep.display()
-            ))
-        })?;
-        if let Err(e) = std::fs::rename(&side_path, &target) {
-            let _ = std::fs::remove_file(&keep);
-            return Err(Error::failed(format!(
-                "moving {} into place: {e}; nothing was changed",
-                side_path.display()
-            )));
-        }
-        crate::fsutil::fsync_dir(&self.place.dir)?;
-        drop(conn);
-        // The old file's empty WAL and index must not be taken for the new one's.
-        let wal = PathBuf::from(format!("{}-wal", target.display()));
-        if std::fs::metadata(&wal).is_ok_and(|m| m.len() == 0) {
-            let _ = std::fs::remove_file(&wal);
-            let _ = std::fs::remove_file(format!("{}-shm", target.display()));
-        }
-        Ok(Swap {
-            waited,
-            ended: Vec::new(),
-            duration: clock.elapsed(),
-            notes: Vec::new(),
-        })
+        S::swap(&self.place, side, keep_as, grace)
     }
 }
 
@@ -426,50 +340,5 @@ mod tests {
             n.len() <= PG_NAME_MAX && n.ends_with("_dbpromote_prev_20250118_010000"),
             "{n}"
         );
-    }
-
-    #[test]
-    fn file_sides_sit_next_to_the_target_with_its_extension() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let h = FileHome::new(dir.path().join("staging.db")).expect("home");
-        assert_eq!(h.side_name("prev_1"), "staging_dbpromote_prev_1.db");
-        std::fs::write(dir.path().join("staging_dbpromote_prev_1.db"), b"").expect("write");
-        std::fs::write(dir.path().join("other.db"), b"").expect("write");
-        assert_eq!(
-            h.sides("prev").expect("list"),
-            vec!["staging_dbpromote_prev_1.db"]
-        );
-        assert!(h.remove("staging.db").is_err());
-    }
-
-    #[test]
-    fn a_file_swap_keeps_the_old_file_and_moves_the_side_in() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let make = |name: &str, v: i64| {
-            let c = rusqlite::Connection::open(dir.path().join(name)).expect("open");
-            c.execute_batch(&format!("CREATE TABLE t(v); INSERT INTO t VALUES ({v});"))
-                .expect("fill");
-        };
-        make("app.db", 1);
-        make("app_dbpromote_side.db", 2);
-        let h = FileHome::new(dir.path().join("app.db")).expect("home");
-        let holder = rusqlite::Connection::open(dir.path().join("app.db")).expect("open");
-        holder.execute_batch("BEGIN IMMEDIATE").expect("lock");
-        let e = h
-            .swap("app_dbpromote_side.db", "app_dbpromote_prev.db", None)
-            .unwrap_err();
-        assert_eq!(e.code(), crate::ExitCode::Refused, "{e}");
-        drop(holder);
-        h.swap("app_dbpromote_side.db", "app_dbpromote_prev.db", None)
-            .expect("swap");
-        let v = |name: &str| -> i64 {
-            rusqlite::Connection::open(dir.path().join(name))
-                .expect("open")
-                .query_row("SELECT v FROM t", [], |r| r.get(0))
-                .expect("read")
-        };
-        assert_eq!(v("app.db"), 2);
-        assert_eq!(v("app_dbpromote_prev.db"), 1);
-        assert!(!dir.path().join("app_dbpromote_side.db").exists());
     }
 }

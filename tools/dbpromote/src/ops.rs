@@ -2,15 +2,18 @@
 //! store, restores into side databases, and the operator's shell commands.
 
 use crate::Ctx;
+use dbsafe::artifact::Artifact;
 use dbsafe::catalog::{self, Selector};
 use dbsafe::cleanup::{ActionGuard, ChildGuard};
 use dbsafe::engine::side::Home;
 use dbsafe::engine::{Engine, RestoreOptions, SnapshotOptions};
-use dbsafe::meta::{compare_tables, Metadata};
+use dbsafe::meta::Metadata;
+use dbsafe::progress::Progress;
 use dbsafe::release::BackupRef;
+use dbsafe::restore::{Flow, Target};
 use dbsafe::snapshot::{self, Destination, SnapshotRequest};
-use dbsafe::verify::{self, Level, Settings, Subject};
-use dbsafe::{pipeline, store, Error, Result, Store};
+use dbsafe::verify::{self, Level, Settings};
+use dbsafe::{store, Error, Result, Store};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -21,6 +24,17 @@ pub(crate) struct Backup {
     pub r: BackupRef,
     pub key: String,
     pub meta: Option<Metadata>,
+}
+
+impl Backup {
+    /// The artifact in `store`, with the checksum and metadata already known.
+    fn artifact<'a>(&self, store: &'a dyn Store) -> Artifact<'a> {
+        let a = Artifact::stored(store, &self.key).with_sha256(&self.r.checksum);
+        match &self.meta {
+            Some(m) => a.with_meta(m.clone()),
+            None => a,
+        }
+    }
 }
 
 /// Takes a snapshot of `engine` into `store` as environment `env`.
@@ -95,7 +109,10 @@ pub(crate) fn existing_backup(
                     && e.name.database == database
                     && e.name.kind == dbsafe::Kind::Full
             }) {
-                if catalog::read_verify(store, e)?.is_some_and(|v| v.passed()) {
+                if Artifact::entry(store, e)
+                    .verify_record()?
+                    .is_some_and(|v| v.passed())
+                {
                     found = Some(e.clone());
                     break;
                 }
@@ -109,8 +126,9 @@ pub(crate) fn existing_backup(
             })?
         }
     };
-    let meta = catalog::read_meta(store, &entry)?;
-    let checksum = match catalog::read_checksum(store, &entry)? {
+    let artifact = Artifact::entry(store, &entry);
+    let meta = artifact.meta()?;
+    let checksum = match artifact.expected_sha256()? {
         Some(c) => c,
         None => meta.as_ref().map(|m| m.checksum.clone()).ok_or_else(|| {
             Error::failed(format!(
@@ -136,13 +154,9 @@ pub(crate) fn existing_backup(
 /// Verifies a backup in its store at level full and records `.verify.json`;
 /// a failed verification is an error.
 pub(crate) fn verify_backup(ctx: &Ctx, store: &dyn Store, b: &Backup) -> Result<String> {
+    let artifact = b.artifact(store);
     let rec = verify::verify(
-        Subject {
-            reader: store.open(&b.key)?,
-            file: b.r.name.clone(),
-            expected_sha256: Some(b.r.checksum.clone()),
-            meta: b.meta.clone(),
-        },
+        &artifact,
         &Settings {
             level: Level::Full,
             keys: &ctx.keys,
@@ -151,10 +165,9 @@ pub(crate) fn verify_backup(ctx: &Ctx, store: &dyn Store, b: &Backup) -> Result<
             tool: "dbpromote",
             wal: None,
         },
+        Progress::hidden(),
     )?;
-    let mut json = serde_json::to_vec_pretty(&rec).map_err(|e| Error::failed(e.to_string()))?;
-    json.push(b'\n');
-    store.write_small(&format!("{}.verify.json", b.key), &json)?;
+    artifact.write_verify_record(&rec)?;
     if !rec.passed() {
         return Err(Error::failed(format!(
             "{} failed verification: {}",
@@ -173,59 +186,37 @@ pub(crate) fn restore_into(
     b: &Backup,
     side: &dyn Engine,
 ) -> Result<String> {
-    let (input, tap) = pipeline::tap(store.open(&b.key)?);
-    let mut decoded = pipeline::decode(input, &ctx.keys)?;
-    let payload = decoded
-        .layers
-        .payload
-        .or_else(|| {
-            b.meta
-                .as_ref()
-                .and_then(|m| dbsafe::Payload::from_ext(&m.payload))
-        })
-        .ok_or_else(|| Error::failed(format!("{}: unrecognised payload", b.r.name)))?;
-    side.restore(
-        payload,
-        &mut decoded.reader,
-        &RestoreOptions {
-            create: true,
-            tmpdir: ctx.tmpdir.clone(),
-            ..Default::default()
-        },
-    )?;
-    pipeline::copy(&mut decoded.reader, &mut std::io::sink())?;
-    let (sha, _) = tap.result();
-    if !sha.eq_ignore_ascii_case(&b.r.checksum) {
+    let opts = RestoreOptions {
+        create: true,
+        tmpdir: ctx.tmpdir.clone(),
+        ..Default::default()
+    };
+    let report = Flow::new(&ctx.keys)
+        .restore(
+            &b.artifact(store),
+            Target::Engine(side),
+            &opts,
+            Progress::hidden(),
+        )?
+        .finished()?;
+    if !report.problems.is_empty() {
         return Err(Error::failed(format!(
-            "{}: sha256 {sha} does not match the recorded {}",
-            b.r.name, b.r.checksum
+            "the restored copy does not match {}: {}",
+            b.r.name,
+            report.problems.join("; ")
         )));
     }
-    let tables = side.tables()?;
-    match &b.meta {
-        Some(m) => {
-            let (problems, _) = compare_tables(&m.tables, &tables);
-            if !problems.is_empty() {
-                return Err(Error::failed(format!(
-                    "the restored copy does not match {}: {}",
-                    b.r.name,
-                    problems.join("; ")
-                )));
-            }
-            Ok(format!(
-                "{} restored into {}: {} tables, row counts match",
-                b.r.name,
-                side.url(),
-                tables.len()
-            ))
+    Ok(format!(
+        "{} restored into {}: {} tables{}",
+        b.r.name,
+        side.url(),
+        report.tables.map_or(0, |t| t.len()),
+        if report.compared.is_some() {
+            ", row counts match"
+        } else {
+            ""
         }
-        None => Ok(format!(
-            "{} restored into {}: {} tables",
-            b.r.name,
-            side.url(),
-            tables.len()
-        )),
-    }
+    ))
 }
 
 /// A side database this run made; removed on drop (and on interruption)
@@ -369,7 +360,6 @@ pub(crate) fn open_store(location: &str, dry_run: bool) -> Result<Option<Box<dyn
         Err(e) => Err(e),
     }
 }
-
 
 /// sha256 of a file, hex, for the manifest's record of a script.
 pub(crate) fn file_sha256(path: &std::path::Path) -> Result<String> {

@@ -4,13 +4,14 @@
 pub mod cli;
 
 use chrono::Utc;
+use dbsafe::artifact::Sidecar;
 use dbsafe::audit::{self, AuditEntry};
 use dbsafe::catalog::{self, Entry};
 use dbsafe::config::{Config, Retention};
 use dbsafe::lock::Lock;
 use dbsafe::retention::{self, Candidate, Decision, Policy};
 use dbsafe::wal::{self, WalName};
-use dbsafe::{store, units, Error, ExitCode, Result, Store};
+use dbsafe::{store, units, ExitCode, Result, Store};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -41,7 +42,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         .filter(|e| args.env.as_ref().is_none_or(|v| &e.name.env == v))
         .filter(|e| args.database.as_ref().is_none_or(|d| &e.name.database == d))
         .collect();
-    let pins = pinned_names(store.as_ref())?;
+    let pins = dbsafe::release::pinned(store.as_ref())?;
     let mut decisions = Vec::new();
     let mut by_env: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
     for e in &entries {
@@ -213,44 +214,13 @@ fn policy_of(r: &Retention) -> Policy {
     }
 }
 
-/// Every string in every release manifest: a backup named anywhere in one is pinned.
-fn pinned_names(store: &dyn Store) -> Result<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    for key in store
-        .list(store::RELEASES)?
-        .into_iter()
-        .map(|o| o.key)
-        .filter(|k| k.ends_with(".json"))
-    {
-        if let Some(bytes) = store.read_small(&key)? {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::failed(format!("release manifest {key} is not valid JSON: {e}"))
-                    .hint("fix or remove it; pins cannot be read")
-            })?;
-            collect_strings(&v, &mut out);
-        }
-    }
-    Ok(out)
-}
-
-fn collect_strings(v: &serde_json::Value, out: &mut BTreeSet<String>) {
-    match v {
-        serde_json::Value::String(s) => {
-            out.insert(s.rsplit('/').next().unwrap_or(s).to_string());
-        }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
-        serde_json::Value::Object(m) => m.values().for_each(|x| collect_strings(x, out)),
-        _ => {}
-    }
-}
-
 /// Deletes the artifact first, then its sidecars: a crash in between leaves
 /// only orphan sidecars, which the next run removes.
 fn delete_backup(store: &dyn Store, e: &Entry, d: &Decision) -> Result<()> {
     let clock = std::time::Instant::now();
     let mut audit = AuditEntry::new("dbprune", "prune-delete", &e.file(), &store.describe());
     let result = store.delete(e.key()).and_then(|_| {
-        for s in catalog::SIDECARS {
+        for s in Sidecar::ALL {
             store.delete(&e.sidecar(s))?;
         }
         Ok(())
@@ -289,10 +259,7 @@ fn remove_orphans(store: &dyn Store, dry_run: bool) -> Result<Vec<String>> {
     let keys: BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let mut removed = Vec::new();
     for o in &objects {
-        let artifact = catalog::SIDECARS
-            .iter()
-            .find_map(|s| o.key.strip_suffix(&format!(".{s}")));
-        if let Some(a) = artifact {
+        if let Some(a) = Sidecar::artifact_of(&o.key) {
             if !keys.contains(a) && catalog_name(a) {
                 if !dry_run {
                     store.delete(&o.key)?;

@@ -1,6 +1,5 @@
 #![forbid(unsafe_code)]
-use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    dbsafe::cli::main_with("dbprune", || dbprune::run(dbprune::cli::Cli::parse()))
+    dbsafe::cli::main_parsed("dbprune", dbprune::run)
 }

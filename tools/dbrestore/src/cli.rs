@@ -97,6 +97,14 @@ pub struct Cli {
     /// Drop the target's existing objects first.
     #[arg(long)]
     pub clean: bool,
+    /// PostgreSQL: restore every object owned by the connecting role instead
+    /// of its recorded owner (owners are kept by default).
+    #[arg(long)]
+    pub no_owner: bool,
+    /// PostgreSQL: do not create the roles the backup recorded (owners and
+    /// grants then need them to exist already).
+    #[arg(long)]
+    pub no_roles: bool,
     /// Restore only this table (repeatable).
     #[arg(long = "table", value_name = "T")]
     pub tables: Vec<String>,

@@ -4,24 +4,25 @@
 pub mod cli;
 mod pitr;
 
+use dbsafe::artifact::{Artifact, Sidecar};
 use dbsafe::audit::AuditEntry;
 use dbsafe::catalog::{self, Selector};
 use dbsafe::cli::Log;
 use dbsafe::config::Config;
 use dbsafe::engine::{Engine, RestoreOptions, SnapshotOptions};
-use dbsafe::meta::{compare_tables, Metadata};
+use dbsafe::meta::Metadata;
+use dbsafe::progress::Progress;
+use dbsafe::restore::{Flow, Target};
 use dbsafe::snapshot::{self, Destination, SnapshotRequest};
-use dbsafe::verify::{self, Level, Settings, Subject};
-use dbsafe::{pipeline, Encryption, Error, ExitCode, Keyring, Result, Store};
+use dbsafe::verify::{self, Level, Settings};
+use dbsafe::{ArtifactName, Encryption, Error, ExitCode, Keyring, Result, Store};
 use serde::Serialize;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Where the artifact comes from.
+/// Where the artifact comes from: an argument (a file or `-`), or a store selection.
 enum Source {
-    Stdin,
-    File(PathBuf),
+    Arg(String),
     Store {
         store: Box<dyn Store>,
         entry: catalog::Entry,
@@ -29,53 +30,16 @@ enum Source {
 }
 
 impl Source {
-    fn describe(&self) -> String {
+    fn artifact(&self) -> Artifact<'_> {
         match self {
-            Source::Stdin => "stdin".into(),
-            Source::File(p) => p.display().to_string(),
-            Source::Store { entry, .. } => entry.file(),
+            Source::Arg(a) => Artifact::from_arg(a),
+            Source::Store { store, entry } => Artifact::entry(store.as_ref(), entry),
         }
     }
-    fn open(&self) -> Result<Box<dyn Read + Send>> {
+    fn store(&self) -> Option<&dyn Store> {
         match self {
-            Source::Stdin => Ok(Box::new(std::io::stdin())),
-            Source::File(p) => std::fs::File::open(p)
-                .map(|f| Box::new(f) as Box<dyn Read + Send>)
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => {
-                        Error::not_found(format!("{}: no such file", p.display()))
-                    }
-                    _ => Error::failed(format!("cannot open {}: {e}", p.display())),
-                }),
-            Source::Store { store, entry } => store.open(entry.key()),
-        }
-    }
-    fn size(&self) -> Option<u64> {
-        match self {
-            Source::Stdin => None,
-            Source::File(p) => std::fs::metadata(p).map(|m| m.len()).ok(),
-            Source::Store { entry, .. } => Some(entry.object.size),
-        }
-    }
-    fn checksum(&self) -> Result<Option<String>> {
-        match self {
-            Source::Stdin => Ok(None),
-            Source::File(p) => Ok(std::fs::read_to_string(snapshot::sidecar(p, "sha256"))
-                .ok()
-                .and_then(|l| catalog::parse_sha256_line(&l))),
-            Source::Store { store, entry } => catalog::read_checksum(store.as_ref(), entry),
-        }
-    }
-    fn meta(&self) -> Result<Option<Metadata>> {
-        match self {
-            Source::Stdin => Ok(None),
-            Source::File(p) => match std::fs::read(snapshot::sidecar(p, "meta.json")) {
-                Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                    Error::failed(format!("invalid metadata next to {}: {e}", p.display()))
-                }),
-                Err(_) => Ok(None),
-            },
-            Source::Store { store, entry } => catalog::read_meta(store.as_ref(), entry),
+            Source::Store { store, .. } => Some(store.as_ref()),
+            Source::Arg(_) => None,
         }
     }
 }
@@ -110,10 +74,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let keys = args.keys.keyring(&cfg)?;
     let tmpdir = args.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
     if args.pgdata.is_some() {
-        return pitr::run(&args, &log, &cfg);
+        return pitr::run(&args, &log, &cfg, &keys);
     }
     let source = resolve_source(&args, &cfg)?;
-    let meta = source.meta()?;
+    let artifact = source.artifact();
+    let meta = artifact.meta()?;
     let target = dbsafe::engine::open(
         args.target
             .as_deref()
@@ -142,9 +107,9 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     } else {
         None
     };
-    let verify_first = !args.skip_verify && !matches!(source, Source::Stdin);
+    let verify_first = !args.skip_verify && !artifact.is_stdin();
     let plan = Plan {
-        artifact: source.describe(),
+        artifact: artifact.describe(),
         target: target.url(),
         target_exists: target.exists()?,
         target_tables: target_tables.len(),
@@ -167,14 +132,14 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     }
 
     let clock = Instant::now();
-    let mut audit = AuditEntry::new("dbrestore", "restore", &source.describe(), &target.url());
+    let mut audit = AuditEntry::new("dbrestore", "restore", &artifact.describe(), &target.url());
     let audit_path = audit_path(&source, &safety);
     let result = execute(
         &args,
         &cfg,
         &log,
         &keys,
-        &source,
+        &artifact,
         meta.as_ref(),
         target.as_ref(),
         non_empty,
@@ -229,7 +194,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     if problems.is_empty() {
         log.info(format!(
             "restored {} into {} in {}",
-            source.describe(),
+            artifact.describe(),
             target.url(),
             dbsafe::units::human_duration(clock.elapsed())
         ));
@@ -287,8 +252,7 @@ fn resolve_source(args: &cli::Cli, cfg: &Config) -> Result<Source> {
         args.latest || args.timestamp.is_some() || args.before.is_some() || args.name.is_some();
     match (&args.artifact, selecting) {
         (Some(_), true) => Err(Error::usage("give an artifact or a store selection (--latest, --timestamp, --before, --name), not both")),
-        (Some(a), false) if a == "-" => Ok(Source::Stdin),
-        (Some(a), false) => Ok(Source::File(PathBuf::from(a))),
+        (Some(a), false) => Ok(Source::Arg(a.clone())),
         (None, false) => Err(Error::usage("nothing to restore").hint("name an artifact, `-` for stdin, or --store STORE --latest")),
         (None, true) => {
             let env = args.env.clone();
@@ -332,7 +296,7 @@ fn safety_location(args: &cli::Cli, cfg: &Config, source: &Source) -> Result<Saf
     if let Some(d) = &args.safety_dir {
         return Ok(SafetyDest::Dir(d.clone()));
     }
-    if let Source::Store { store, .. } = source {
+    if let Some(store) = source.store() {
         return Ok(SafetyDest::Store(dbsafe::store::open(
             &store.describe(),
             false,
@@ -349,8 +313,8 @@ fn safety_location(args: &cli::Cli, cfg: &Config, source: &Source) -> Result<Saf
 }
 
 fn audit_path(source: &Source, safety: &Option<SafetyDest>) -> PathBuf {
-    match (source, safety) {
-        (Source::Store { store, .. }, _) => dbsafe::audit::log_for(store.as_ref()),
+    match (source.store(), safety) {
+        (Some(store), _) => dbsafe::audit::log_for(store),
         (_, Some(SafetyDest::Store(s))) => dbsafe::audit::log_for(s.as_ref()),
         _ => dbsafe::audit::default_log_path(),
     }
@@ -358,7 +322,25 @@ fn audit_path(source: &Source, safety: &Option<SafetyDest>) -> PathBuf {
 
 /// Safety backups are encrypted to the configured recipients, else to the
 /// restored artifact's own recipients: data that was encrypted at rest stays so.
-fn safety_encryption(cfg: &Config, meta: Option<&Metadata>) -> Result<Encryption> {
+fn safety_encryption(
+    cfg: &Config,
+    keys: &Keyring,
+    meta: Option<&Metadata>,
+    artifact: &Artifact<'_>,
+) -> Result<Encryption> {
+    // Exactly as the artifact being restored: its recipients, or the same
+    // passphrase; never weaker.
+    let encrypted = meta
+        .map(|m| m.encryption == "age")
+        .unwrap_or_else(|| artifact.file_name().ends_with(".age"));
+    let like = keys.encryption_like(
+        encrypted,
+        meta.map(|m| m.recipients.as_slice()).unwrap_or(&[]),
+    )?;
+    if like.is_encrypted() {
+        return Ok(like);
+    }
+    // A plain artifact: the environment's own recipients, when it has some.
     let mut inline: Vec<String> = std::env::var("DBSAFE_RECIPIENTS")
         .ok()
         .into_iter()
@@ -371,9 +353,6 @@ fn safety_encryption(cfg: &Config, meta: Option<&Metadata>) -> Result<Encryption
         files.extend(cfg.defaults.recipients_file.clone());
         inline.extend(cfg.defaults.recipients.clone().unwrap_or_default());
     }
-    if inline.is_empty() && files.is_empty() {
-        inline.extend(meta.map(|m| m.recipients.clone()).unwrap_or_default());
-    }
     Encryption::from_sources(&inline, &files, None)
 }
 
@@ -383,22 +362,16 @@ fn execute(
     cfg: &Config,
     log: &Log,
     keys: &Keyring,
-    source: &Source,
+    artifact: &Artifact<'_>,
     meta: Option<&Metadata>,
     target: &dyn Engine,
     non_empty: bool,
     safety: Option<&SafetyDest>,
     tmpdir: &std::path::Path,
 ) -> Result<(Option<String>, Vec<String>)> {
-    let expected = source.checksum()?;
-    if !args.skip_verify && !matches!(source, Source::Stdin) {
+    if !args.skip_verify && !artifact.is_stdin() {
         let rec = verify::verify(
-            Subject {
-                reader: source.open()?,
-                file: source.describe(),
-                expected_sha256: expected.clone(),
-                meta: meta.cloned(),
-            },
+            artifact,
             &Settings {
                 level: Level::Full,
                 keys,
@@ -407,18 +380,19 @@ fn execute(
                 tool: "dbrestore",
                 wal: None,
             },
+            Progress::hidden(),
         )?;
         if !rec.passed() {
             return Err(Error::failed(format!(
                 "{} failed verification: {}",
-                source.describe(),
+                artifact.describe(),
                 rec.problems.join("; ")
             ))
             .hint(
                 "nothing was changed; pick another backup, or --skip-verify to restore it anyway",
             ));
         }
-        log.info(format!("verified {} (level full)", source.describe()));
+        log.info(format!("verified {} (level full)", artifact.describe()));
     }
     if non_empty {
         dbsafe::term::confirm_typed(
@@ -429,111 +403,107 @@ fn execute(
         )?;
     }
     let safety_name = match safety {
-        Some(dest) if non_empty => {
-            let req = SnapshotRequest {
-                env: format!(
-                    "{}{}",
-                    meta.map(|m| m.environment.clone())
-                        .or(args.env.clone())
-                        .unwrap_or_else(|| "default".into()),
-                    catalog::SAFETY_SUFFIX
-                ),
-                compression: dbsafe::Compression::Zstd,
-                level: None,
-                threads: 0,
-                encryption: safety_encryption(cfg, meta)?,
-                max_size: None,
-                labels: [(
-                    "purpose".to_string(),
-                    "safety backup before dbrestore".to_string(),
-                )]
-                .into(),
-                engine: SnapshotOptions {
-                    tmpdir: tmpdir.to_path_buf(),
-                    ..Default::default()
-                },
-                tool: "dbrestore",
-                progress: dbsafe::progress::Progress::new("dbrestore", None, args.common.quiet),
-            };
-            let report = match dest {
-                SafetyDest::Store(store) => snapshot::take(
-                    target,
-                    req,
-                    Destination::Store {
-                        store: store.as_ref(),
-                        update_latest: false,
-                        min_free: None,
-                        lock_timeout: Duration::ZERO,
-                    },
-                )?,
-                SafetyDest::Dir(dir) => {
-                    dbsafe::fsutil::create_private_dir(dir)?;
-                    let name = format!(
-                        "{}_{}_full_{}",
-                        req.env,
-                        target.database(),
-                        chrono::Utc::now().format("%Y%m%d_%H%M%S")
-                    );
-                    let ext = if req.encryption.is_encrypted() {
-                        ".zst.age"
-                    } else {
-                        ".zst"
-                    };
-                    let path = dir.join(format!("{name}.{}{ext}", target.payload(false).ext()));
-                    snapshot::take(target, req, Destination::File(path))?
-                }
-            };
-            log.info(format!("safety backup: {}", report.location));
-            Some(report.location)
-        }
+        Some(dest) if non_empty => Some(safety_backup(
+            args, cfg, log, keys, artifact, meta, target, dest, tmpdir,
+        )?),
         _ => None,
     };
-
-    let progress = dbsafe::progress::Progress::new("dbrestore", source.size(), args.common.quiet);
-    let (input, tap) = pipeline::tap(dbsafe::progress::ProgressReader::new(
-        source.open()?,
-        progress,
-    ));
-    let mut decoded = pipeline::decode(input, keys)?;
-    let payload = decoded
-        .layers
-        .payload
-        .or_else(|| meta.and_then(|m| dbsafe::Payload::from_ext(&m.payload)))
-        .ok_or_else(|| Error::failed("unrecognised payload"))?;
+    let flow = Flow {
+        keys,
+        tables: args.tables.clone(),
+    };
     let opts = RestoreOptions {
         tables: args.tables.clone(),
         clean: args.clean,
         create: args.create,
         tmpdir: tmpdir.to_path_buf(),
-        wal: None,
+        no_owner: args.no_owner,
+        no_roles: args.no_roles,
+        ..Default::default()
     };
-    target.restore(payload, &mut decoded.reader, &opts)?;
-    pipeline::copy(&mut decoded.reader, &mut std::io::sink())?;
-    let mut problems = Vec::new();
-    if let Some(exp) = &expected {
-        let (sha, _) = tap.result();
-        if &sha != exp {
-            problems.push(format!(
-                "the artifact's sha256 {sha} does not match the recorded {exp}"
-            ));
-        }
-    }
-    match meta {
-        Some(m) => {
-            let expected: Vec<_> = m
-                .tables
-                .iter()
-                .filter(|t| dbsafe::engine::table_selected(&t.name, &args.tables, &[]))
-                .cloned()
-                .collect();
-            let (p, _) = compare_tables(&expected, &target.tables()?);
-            problems.extend(p);
-            log.info(format!(
-                "{} tables checked against the metadata's row counts",
-                expected.len()
-            ));
-        }
+    let progress = Progress::new("dbrestore", artifact.size(), args.common.quiet);
+    let report = flow
+        .restore(artifact, Target::Engine(target), &opts, progress)?
+        .finished()?;
+    match report.compared {
+        Some(n) => log.info(format!(
+            "{n} tables checked against the metadata's row counts"
+        )),
         None => log.warn("no metadata: row counts after the restore were not compared"),
     }
-    Ok((safety_name, problems))
+    Ok((safety_name, report.problems))
+}
+
+/// Takes the safety backup of the target about to be replaced; returns where it went.
+#[allow(clippy::too_many_arguments)]
+fn safety_backup(
+    args: &cli::Cli,
+    cfg: &Config,
+    log: &Log,
+    keys: &Keyring,
+    artifact: &Artifact<'_>,
+    meta: Option<&Metadata>,
+    target: &dyn Engine,
+    dest: &SafetyDest,
+    tmpdir: &std::path::Path,
+) -> Result<String> {
+    let req = SnapshotRequest {
+        env: format!(
+            "{}{}",
+            meta.map(|m| m.environment.clone())
+                .or(args.env.clone())
+                .unwrap_or_else(|| "default".into()),
+            catalog::SAFETY_SUFFIX
+        ),
+        compression: dbsafe::Compression::Zstd,
+        level: None,
+        threads: 0,
+        encryption: safety_encryption(cfg, keys, meta, artifact)?,
+        max_size: None,
+        labels: [(
+            "purpose".to_string(),
+            "safety backup before dbrestore".to_string(),
+        )]
+        .into(),
+        engine: SnapshotOptions {
+            tmpdir: tmpdir.to_path_buf(),
+            ..Default::default()
+        },
+        tool: "dbrestore",
+        progress: Progress::new("dbrestore", None, args.common.quiet),
+    };
+    let report = match dest {
+        SafetyDest::Store(store) => snapshot::take(
+            target,
+            req,
+            Destination::Store {
+                store: store.as_ref(),
+                update_latest: false,
+                min_free: None,
+                lock_timeout: Duration::ZERO,
+            },
+        )?,
+        SafetyDest::Dir(dir) => {
+            dbsafe::fsutil::create_private_dir(dir)?;
+            let mut name = ArtifactName {
+                env: req.env.clone(),
+                database: target.database(),
+                kind: dbsafe::Kind::Full,
+                timestamp: chrono::Utc::now(),
+                payload: target.payload(false),
+                compression: req.compression,
+                encrypted: req.encryption.is_encrypted(),
+            };
+            // Two restores in one second never share a name: the second waits for the next.
+            while dir.join(name.to_string()).exists()
+                || dir.join(Sidecar::Meta.of(&name.to_string())).exists()
+            {
+                std::thread::sleep(Duration::from_millis(100));
+                name.timestamp = chrono::Utc::now();
+            }
+            snapshot::take(target, req, Destination::File(dir.join(name.to_string())))?
+        }
+    };
+    log.info(format!("safety backup: {}", report.location));
+    Ok(report.location)
 }

@@ -1,17 +1,20 @@
 //! Point-in-time recovery: a base backup plus archived WAL, replayed by PostgreSQL.
 
 use crate::cli::Cli;
+use dbsafe::artifact::Artifact;
 use dbsafe::audit::AuditEntry;
 use dbsafe::catalog;
 use dbsafe::cli::Log;
 use dbsafe::config::Config;
 use dbsafe::engine::pgdata::{self, PgData, Recovery, RecoveryTarget};
-use dbsafe::engine::{Origin, WalSource};
-use dbsafe::{pipeline, units, Error, ExitCode, Kind, Result};
+use dbsafe::engine::Origin;
+use dbsafe::progress::Progress;
+use dbsafe::restore::Flow;
+use dbsafe::{units, Error, ExitCode, Keyring, Kind, Result};
 use std::time::Instant;
 
 /// Restores the newest base backup that finished before the target time into `--pgdata`.
-pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
+pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCode> {
     let dir = args.pgdata.clone().expect("checked by the caller");
     let loc = args
         .store
@@ -28,7 +31,6 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
     } else {
         RecoveryTarget::Time(units::parse_time(spec)?)
     };
-    let keys = args.keys.keyring(cfg)?;
 
     // Base backups of the selected series, with their metadata.
     let mut bases = Vec::new();
@@ -87,13 +89,12 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
         return Err(Error::refused(format!("{} is not empty", dir.display()))
             .hint("restore into an empty or new directory; nothing was changed"));
     }
-    let wal = WalSource {
-        store: loc.clone(),
-        identity_files: args.keys.identity.clone(),
-        passphrase_file: args.keys.passphrase_file.clone(),
-    };
+    let wal = keys.wal_source(&loc)?;
     let recovery = Recovery {
         target: target.clone(),
+        exclusive: false,
+        action: pgdata::TargetAction::Promote,
+        timeline: "latest".into(),
         start: args.start,
         port: args.port,
         socket_dir: args.socket_dir.clone(),
@@ -104,6 +105,9 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
         RecoveryTarget::Time(t) => t.to_rfc3339(),
         RecoveryTarget::Latest => "the end of the archived WAL".into(),
         RecoveryTarget::Immediate => "the end of the backup".into(),
+        RecoveryTarget::Lsn(l) => format!("position {l}"),
+        RecoveryTarget::Xid(x) => format!("transaction {x}"),
+        RecoveryTarget::Name(n) => format!("restore point {n}"),
     };
     if args.dry_run {
         println!("dbrestore plan (dry run, nothing changed):");
@@ -128,10 +132,8 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
         finished.to_rfc3339()
     ));
     let clock = Instant::now();
-    let mut origin = Origin::of(Some(meta));
-    origin.wal = meta.wal.clone();
-    let pg = PgData::new(dir.clone(), recovery, origin);
-    let expected = catalog::read_checksum(store.as_ref(), entry)?;
+    let pg = PgData::new(dir.clone(), recovery, Origin::of(Some(meta)));
+    let artifact = Artifact::entry(store.as_ref(), entry).with_meta(meta.clone());
     let mut audit = AuditEntry::new(
         "dbrestore",
         "pitr",
@@ -139,20 +141,19 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config) -> Result<ExitCode> {
         &format!("pgdata:{}", dir.display()),
     );
     let result = (|| {
-        let (input, tap) = pipeline::tap(store.open(entry.key())?);
-        let mut decoded = pipeline::decode(input, &keys)?;
-        let reached = pgdata::restore_base(&pg, &mut decoded.reader, Some(&wal));
-        let drained = pipeline::copy(&mut decoded.reader, &mut std::io::sink());
-        let reached = reached?;
-        drained?;
-        if let Some(exp) = &expected {
-            let (sha, _) = tap.result();
-            if &sha != exp {
-                return Err(Error::failed(format!(
-                    "{}: sha256 mismatch (expected {exp}, got {sha})",
-                    entry.file()
-                )));
-            }
+        let mut reached = None;
+        let report = Flow::new(keys)
+            .run(&artifact, Progress::hidden(), &mut |_, _, input, _| {
+                reached = pgdata::restore_base(&pg, input, Some(&wal))?;
+                Ok(None)
+            })?
+            .finished()?;
+        if !report.problems.is_empty() {
+            return Err(Error::failed(format!(
+                "{}: {}",
+                entry.file(),
+                report.problems.join("; ")
+            )));
         }
         Ok(reached)
     })();

@@ -39,6 +39,10 @@ pub struct Cli {
     /// Take a physical base backup (PostgreSQL) instead of a logical snapshot.
     #[arg(long)]
     pub base: bool,
+    /// PostgreSQL: mark the WAL with this restore point just before the
+    /// snapshot (dbrestore --target-name NAME recovers to it) and archive it.
+    #[arg(long, value_name = "NAME")]
+    pub restore_point: Option<String>,
     #[command(flatten)]
     pub encode: EncodeArgs,
     /// Environment name used in the artifact name.

@@ -1,6 +1,5 @@
 #![forbid(unsafe_code)]
-use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    dbsafe::cli::main_with("dbsnap", || dbsnap::run(dbsnap::cli::Cli::parse()))
+    dbsafe::cli::main_parsed("dbsnap", dbsnap::run)
 }

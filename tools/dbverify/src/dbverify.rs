@@ -3,13 +3,14 @@
 
 pub mod cli;
 
+use dbsafe::artifact::{self, Artifact};
 use dbsafe::catalog::{self, Entry};
 use dbsafe::cli::Log;
 use dbsafe::config::Config;
-use dbsafe::meta::{Metadata, VerifyRecord};
-use dbsafe::verify::{self, Settings, Subject};
-use dbsafe::{Error, ExitCode, Result, Store};
-use std::path::Path;
+use dbsafe::meta::VerifyRecord;
+use dbsafe::progress::Progress;
+use dbsafe::verify::{self, Settings};
+use dbsafe::{Error, ExitCode, Result};
 
 /// Runs dbverify with parsed arguments.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
@@ -22,11 +23,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         scratch: args.scratch.clone(),
         tmpdir: args.tmpdir.clone().unwrap_or_else(std::env::temp_dir),
         tool: "dbverify",
-        wal: args.store.as_ref().map(|store| dbsafe::engine::WalSource {
-            store: store.clone(),
-            identity_files: args.keys.identity.clone(),
-            passphrase_file: args.keys.passphrase_file.clone(),
-        }),
+        wal: args
+            .store
+            .as_deref()
+            .map(|store| keys.wal_source(store))
+            .transpose()?,
     };
     if args.status {
         return status(&args, &log);
@@ -59,11 +60,14 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             continue;
         };
         let sample = |n, h, v| dbsafe::metrics::Sample::new(n, h, &name.env, &name.database, v);
-        samples.push(sample(
-            "dbsafe_verify_integrity_score",
-            "Integrity score of the last verification (matching tables / tables).",
-            rec.integrity_score,
-        ));
+        samples.push(
+            sample(
+                "dbsafe_verify_integrity_score",
+                "Integrity score of the last verification (matching tables / tables).",
+                rec.integrity_score,
+            )
+            .label("level", &rec.level),
+        );
         if rec.passed() {
             let when = chrono::DateTime::parse_from_rfc3339(&rec.verified_at)
                 .map(|t| t.timestamp() as f64)
@@ -100,69 +104,31 @@ fn report(log: &Log, rec: &VerifyRecord) {
     }
 }
 
-fn read_meta_file(path: &Path) -> Result<Option<Metadata>> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::failed(format!("{}: invalid metadata: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::failed(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
-    }
-}
-
 fn verify_file(
     artifact: &str,
     args: &cli::Cli,
     s: &Settings<'_>,
     log: &Log,
 ) -> Result<VerifyRecord> {
-    let (reader, file, mut expected, mut meta): (Box<dyn std::io::Read + Send>, String, _, _) =
-        if artifact == "-" {
-            (Box::new(std::io::stdin()), "-".to_string(), None, None)
-        } else {
-            let path = Path::new(artifact);
-            let f = std::fs::File::open(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    Error::not_found(format!("{artifact}: no such file"))
-                }
-                _ => Error::failed(format!("cannot open {artifact}: {e}")),
-            })?;
-            let sidecar = dbsafe::snapshot::sidecar(path, "sha256");
-            let expected = std::fs::read_to_string(&sidecar)
-                .ok()
-                .and_then(|l| catalog::parse_sha256_line(&l));
-            let meta = read_meta_file(&dbsafe::snapshot::sidecar(path, "meta.json"))?;
-            let name = path
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let size = f.metadata().map(|m| m.len()).ok();
-            let progress = dbsafe::progress::Progress::new("dbverify", size, log.quiet);
-            (
-                Box::new(dbsafe::progress::ProgressReader::new(f, progress)),
-                name,
-                expected,
-                meta,
-            )
-        };
+    let mut a = Artifact::from_arg(artifact);
     if let Some(h) = &args.sha256 {
-        expected = Some(h.to_ascii_lowercase());
+        a = a.with_sha256(h);
     }
     if let Some(m) = &args.meta {
-        meta = read_meta_file(m)?;
+        if let Some(meta) = artifact::read_meta_file(m)? {
+            a = a.with_meta(meta);
+        }
     }
-    let rec = verify::verify(
-        Subject {
-            reader,
-            file,
-            expected_sha256: expected,
-            meta,
-        },
-        s,
-    )?;
+    verify_one(&a, s, log)
+}
+
+fn verify_one(a: &Artifact<'_>, s: &Settings<'_>, log: &Log) -> Result<VerifyRecord> {
+    let progress = if a.is_stdin() {
+        Progress::hidden()
+    } else {
+        Progress::new("dbverify", a.size(), log.quiet)
+    };
+    let rec = verify::verify(a, s, progress)?;
     report(log, &rec);
     Ok(rec)
 }
@@ -202,27 +168,13 @@ fn verify_store(args: &cli::Cli, s: &Settings<'_>, log: &Log) -> Result<Vec<Veri
     }
     chosen
         .iter()
-        .map(|e| verify_entry(store.as_ref(), e, s, log))
+        .map(|e| {
+            let a = Artifact::entry(store.as_ref(), e);
+            let rec = verify_one(&a, s, log)?;
+            a.write_verify_record(&rec)?;
+            Ok(rec)
+        })
         .collect()
-}
-
-fn verify_entry(store: &dyn Store, e: &Entry, s: &Settings<'_>, log: &Log) -> Result<VerifyRecord> {
-    let progress = dbsafe::progress::Progress::new("dbverify", Some(e.object.size), log.quiet);
-    let subject = Subject {
-        reader: Box::new(dbsafe::progress::ProgressReader::new(
-            store.open(e.key())?,
-            progress,
-        )),
-        file: e.file(),
-        expected_sha256: catalog::read_checksum(store, e)?,
-        meta: catalog::read_meta(store, e)?,
-    };
-    let rec = verify::verify(subject, s)?;
-    let mut json = serde_json::to_vec_pretty(&rec).map_err(|err| Error::failed(err.to_string()))?;
-    json.push(b'\n');
-    store.write_small(&e.sidecar("verify.json"), &json)?;
-    report(log, &rec);
-    Ok(rec)
 }
 
 fn status(args: &cli::Cli, log: &Log) -> Result<ExitCode> {

@@ -27,6 +27,7 @@ Examples:
   walship push pg_wal/000000010000000000000003 000000010000000000000003 --to /var/backups/dbsafe
   walship fetch 000000010000000000000003 pg_wal/RECOVERYXLOG --from /var/backups/dbsafe -i key.txt
   walship status --from /var/backups/dbsafe --max-lag 15m
+  walship restore-point before-release-42 postgres://postgres@db/postgres
   walship prune --from /var/backups/dbsafe --keep-for-backups --dry-run
 
 Environment: DBSAFE_STORE, DBSAFE_RECIPIENTS, DBSAFE_RECIPIENTS_FILE, DBSAFE_IDENTITY_FILE,
@@ -82,6 +83,16 @@ pub enum Command {
         /// The newest segment must be younger than this.
         #[arg(long, value_name = "DURATION")]
         max_lag: Option<String>,
+    },
+    /// Mark this moment in the WAL with a name `dbrestore --target-name` can
+    /// recover to (pg_create_restore_point), and switch segments so the
+    /// mark reaches the archive now.
+    RestorePoint {
+        /// The restore point's name (up to 63 characters).
+        name: String,
+        /// The PostgreSQL server (default: the environment's url in the config file).
+        #[arg(value_name = "URL")]
+        url: Option<String>,
     },
     /// Delete archived WAL that is no longer needed (.history files always stay).
     Prune {

@@ -117,6 +117,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Fetched::Missing => Ok(ExitCode::NotFound),
             }
         }
+        Command::RestorePoint { name, url } => {
+            let url = url
+                .or_else(|| cfg.env(&env).and_then(|e| e.url.clone()))
+                .ok_or_else(|| {
+                    Error::usage("restore-point needs the server's URL").hint(format!(
+                        "give it, or set url in [env.{env}] of the config file"
+                    ))
+                })?;
+            let engine = dbsafe::engine::open(&url)?;
+            let lsn = engine.restore_point(&name)?;
+            log.info(format!(
+                "restore point {name:?} created at {lsn} on {}; recover to it with dbrestore --target-name {name}",
+                engine.url()
+            ));
+            if cli.common.json {
+                dbsafe::cli::print_json(
+                    &serde_json::json!({"name": name, "lsn": lsn, "server": engine.url()}),
+                )?;
+            }
+            Ok(ExitCode::Success)
+        }
         Command::List { from } => {
             let store = store_of(from, &cfg, false)?;
             let files = walarchive::list(store.as_ref())?;
@@ -163,6 +184,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     h.newest_age_seconds.unwrap_or(0),
                     h.gaps.len()
                 );
+                for t in &h.timelines {
+                    println!(
+                        "  timeline {} ({}){}: newest {} ({}s old), {} gaps",
+                        t.timeline,
+                        t.role,
+                        match (t.parent, &t.branched_at) {
+                            (Some(p), Some(at)) => format!(", branched from {p} at {at}"),
+                            _ => String::new(),
+                        },
+                        t.newest.as_deref().unwrap_or("-"),
+                        t.newest_age_seconds.unwrap_or(0),
+                        t.gaps.len()
+                    );
+                }
             }
             for p in &problems {
                 log.warn(p);

@@ -11,14 +11,16 @@
 //! counts the rows in it, and the transaction stays open until `pg_dump` is
 //! done.
 
-#[path = "pgbase.rs"]
 mod base;
-#[path = "pgcount.rs"]
 mod count;
-#[path = "pgside.rs"]
+pub mod data;
+mod database;
+pub mod roles;
 pub(super) mod side;
+mod url;
 
-use super::child::Child;
+use self::url::ConnUrl;
+use super::child::{feed, Child};
 use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
 use crate::error::{Error, Result};
 use crate::meta::TableCount;
@@ -30,6 +32,8 @@ use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 /// missing-tool errors name it.
 const CLIENT_PACKAGE_HINT: &str =
     "the Debian package postgresql-client (apt-get install postgresql-client)";
+/// What a restore target of this engine takes.
+const TAKES: &str = "a PostgreSQL target takes pg_dump custom-format (pgdump) artifacts";
 /// Connected to for what cannot run inside the target database itself.
 const MAINTENANCE_DBS: [&str; 2] = ["postgres", "template1"];
 
@@ -40,145 +44,30 @@ pub struct Postgres {
     /// The database for CREATE/DROP DATABASE and existence checks, when the
     /// user named one (a scratch server URL with a database).
     maintenance: Option<String>,
+    /// A scratch database is dropped if the tool is interrupted.
+    _scratch: Option<std::sync::Arc<crate::cleanup::ActionGuard>>,
 }
 
-/// A libpq connection URI taken apart, with the password held aside.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ConnUrl {
-    scheme: String,
-    /// The user as written (percent-encoded).
-    user: Option<String>,
-    /// The password, decoded; never printed.
-    password: Option<String>,
-    /// The host list as written: `host[:port][,host[:port]...]`, percent-encoded.
-    hosts: String,
-    /// The database name, decoded, as the URL gives it.
-    dbname: Option<String>,
-    /// Query parameters other than `password` and `dbname`, as written.
-    params: Vec<(String, String)>,
+/// The SQLSTATE of the first error in psql's stderr, as `VERBOSITY=verbose`
+/// prints it: `ERROR:  42P01: relation ...` (the severity word may be in
+/// any language; the code after it is not).
+fn sqlstate(stderr: &str) -> Option<crate::error::ServerCode> {
+    stderr.lines().find_map(|line| {
+        let (_, rest) = line.split_once(":  ")?;
+        let code = rest.split(':').next()?;
+        (code.len() == 5
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+        .then(|| crate::error::ServerCode::Sqlstate(code.to_string()))
+    })
 }
 
-impl ConnUrl {
-    fn parse(url: &str) -> Result<ConnUrl> {
-        let bad = |why: &str| {
-            Error::usage(format!("invalid PostgreSQL URL: {why}"))
-                .hint("use postgres://user@host:port/db (percent-encode special characters)")
-        };
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected postgres://..."))?;
-        if scheme != "postgres" && scheme != "postgresql" {
-            return Err(bad("the scheme must be postgres:// or postgresql://"));
-        }
-        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = main.split_once('/').unwrap_or((main, ""));
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let (user, password) = match userinfo {
-            Some(u) => match u.split_once(':') {
-                Some((user, pw)) => (Some(user.to_string()), Some(percent_decode(pw)?)),
-                None => (Some(u.to_string()), None),
-            },
-            None => (None, None),
-        };
-        let mut conn = ConnUrl {
-            scheme: scheme.to_string(),
-            user: user.filter(|u| !u.is_empty()),
-            password,
-            hosts: hosts.to_string(),
-            dbname: Some(percent_decode(path)?).filter(|d| !d.is_empty()),
-            params: Vec::new(),
-        };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| bad(&format!("query parameter {k:?} has no value", k = pair)))?;
-            match k {
-                "password" => conn.password = Some(percent_decode(v)?),
-                "dbname" => conn.dbname = Some(percent_decode(v)?),
-                _ => conn.params.push((k.to_string(), v.to_string())),
-            }
-        }
-        Ok(conn)
-    }
-
-    fn param(&self, key: &str) -> Option<String> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| percent_decode(v).unwrap_or_else(|_| v.clone()))
-    }
-
-    /// The user libpq will connect as.
-    fn effective_user(&self) -> String {
-        self.user
-            .as_deref()
-            .map(|u| percent_decode(u).unwrap_or_else(|_| u.to_string()))
-            .or_else(|| self.param("user"))
-            .or_else(|| std::env::var("PGUSER").ok())
-            .unwrap_or_else(crate::fsutil::current_user)
-    }
-
-    /// The database libpq will connect to: the URL's, else `PGDATABASE`, else the user's name.
-    fn effective_db(&self) -> String {
-        self.dbname
-            .clone()
-            .or_else(|| std::env::var("PGDATABASE").ok().filter(|d| !d.is_empty()))
-            .unwrap_or_else(|| self.effective_user())
-    }
-
-    /// A password-free URI for database `db`.
-    fn uri(&self, db: &str) -> String {
-        let mut s = format!("{}://", self.scheme);
-        if let Some(u) = &self.user {
-            s.push_str(u);
-            s.push('@');
-        }
-        s.push_str(&self.hosts);
-        s.push('/');
-        s.push_str(&percent_encode(db));
-        if !self.params.is_empty() {
-            s.push('?');
-            let pairs: Vec<String> = self
-                .params
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            s.push_str(&pairs.join("&"));
-        }
-        s
-    }
-
-    /// The first host, or the local host for a unix socket.
-    fn host(&self) -> String {
-        let first = self.hosts.split(',').next().unwrap_or("");
-        let host = if let Some(bracketed) = first.strip_prefix('[') {
-            bracketed.split(']').next().unwrap_or("").to_string()
-        } else {
-            percent_decode(first.split(':').next().unwrap_or("")).unwrap_or_default()
-        };
-        let host = Some(host)
-            .filter(|h| !h.is_empty())
-            .or_else(|| self.param("host"))
-            .or_else(|| std::env::var("PGHOST").ok())
-            .unwrap_or_default();
-        let host = host.split(',').next().unwrap_or("").to_string();
-        if host.is_empty() || host.starts_with('/') || host.starts_with('@') {
-            crate::fsutil::host_name()
-        } else {
-            host
-        }
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String> {
-    super::urlenc::decode(s, "PostgreSQL URL")
-}
-
-pub(crate) fn percent_encode(s: &str) -> String {
-    super::urlenc::encode(s, &[])
+/// Whether psql could not open (or lost) its session: it exits 2 then.
+/// libpq reports connection failures without a SQLSTATE, so a missing
+/// database at connection time is one of these.
+fn no_session(e: &Error) -> bool {
+    e.kind == crate::error::Kind::Child(Some(2))
 }
 
 /// `"ident"`, quotes doubled.
@@ -370,7 +259,7 @@ impl Psql {
             Ok(()) => Ok(()),
             // psql died; its stderr says why, which `died` reports.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            Err(e) => Err(Error::failed(format!("writing to psql: {e}"))),
+            Err(e) => Err(Error::io("writing to psql", e)),
         }
     }
 
@@ -380,21 +269,26 @@ impl Psql {
         match Self::read_batch(&mut self.stdout, &self.marker) {
             Ok(Some(lines)) => Ok(lines),
             Ok(None) => Err(self.died()),
-            Err(e) => Err(Error::failed(format!("reading from psql: {e}"))),
+            Err(e) => Err(Error::io("reading from psql", e)),
         }
     }
 
     /// The error for a psql that stopped answering.
     fn died(&mut self) -> Error {
         self.stdin = None;
-        let _ = self.child.child.wait();
+        let status = self.child.child.wait().ok().and_then(|s| s.code());
         let stderr = self.child.stderr_text();
         let detail = stderr.strip_prefix("psql: error: ").unwrap_or(&stderr);
         if detail.is_empty() {
-            return Error::failed(format!("{}: psql ended unexpectedly", self.what));
+            return Error::child(status, format!("{}: psql ended unexpectedly", self.what));
         }
-        let err = Error::failed(format!("{}: {detail}", self.what));
-        if detail.contains("connection to server") || detail.contains("could not connect") {
+        let err = super::child::failure(
+            status,
+            format!("{}: {detail}", self.what),
+            &stderr,
+            Some(sqlstate),
+        );
+        if no_session(&err) {
             return err.hint(
                 "check that the server is running and the URL's host, port, user and database; \
                  a password comes from the URL, PGPASSWORD or ~/.pgpass",
@@ -406,33 +300,38 @@ impl Psql {
     /// Ends the session: closes its input and waits.
     fn finish(mut self) -> Result<()> {
         self.stdin = None;
-        let what = self.what.clone();
-        self.child.finish(&what)
+        self.child.finish(&self.what)
     }
 }
 
-/// Writes `input` into a child's stdin. A child that stops reading early
-/// (pg_restore --list needs only the table of contents) is not an error
-/// here: its exit status decides. Read errors are the input's and returned.
-fn feed(input: &mut dyn Read, stdin: &mut ChildStdin) -> Result<()> {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        match stdin.write_all(&buf[..n]) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(Error::failed(format!("writing to the restore: {e}"))),
-        }
-    }
+/// The roles answer of [`roles::QUERY`]: one line of JSON.
+fn roles_of(lines: &[String]) -> Result<roles::Globals> {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| Error::failed(format!("unexpected answer to the roles query: {lines:?}")))?;
+    serde_json::from_str(line)
+        .map_err(|e| Error::failed(format!("unexpected answer to the roles query: {e}")))
+}
+
+/// The database of a `postgres://` or `postgresql://` URL.
+pub(crate) fn open(url: &str) -> Result<Box<dyn Engine>> {
+    Ok(Box::new(Postgres::new(url)?))
+}
+
+/// A fresh database on the `--scratch` server, to restore a dump into.
+pub(crate) fn scratch_dump(payload: Payload, url: Option<&str>) -> Result<Box<dyn Engine>> {
+    let url = super::registry::scratch_server("postgres", payload, url)?;
+    Ok(Box::new(Postgres::scratch(url)?))
+}
+
+/// The home of a `postgres://` target: sides are databases on its server.
+pub(crate) fn home(url: &str) -> Result<Box<dyn super::side::Home>> {
+    side::home(url)
 }
 
 /// `pg_restore --list` of a payload: problems when it cannot read the archive.
-pub fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
+pub(crate) fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
     let mut cmd = Command::new("pg_restore");
     cmd.arg("--list")
         .stdin(Stdio::piped())
@@ -484,6 +383,7 @@ impl Postgres {
         Ok(Postgres {
             conn: ConnUrl::parse(url)?,
             maintenance: None,
+            _scratch: None,
         })
     }
 
@@ -491,13 +391,41 @@ impl Postgres {
     /// `server_url`, whose own database (if any) serves to create and drop it.
     pub fn scratch(server_url: &str) -> Result<Postgres> {
         let server = Postgres::new(server_url).map_err(|e| e.context("--scratch"))?;
-        let name = format!("dbsafe_verify_{:016x}", rand::random::<u64>());
+        let name = super::scratch_name();
         let mut conn = server.conn.clone();
         let maintenance = conn.dbname.take();
         conn.dbname = Some(name.clone());
-        let pg = Postgres { conn, maintenance };
+        let mut pg = Postgres {
+            conn,
+            maintenance,
+            _scratch: None,
+        };
+        pg.drop_stale_scratch();
         pg.create_database(&name)?;
+        let dropper = pg.clone();
+        pg._scratch = Some(std::sync::Arc::new(crate::cleanup::ActionGuard::new(
+            move || {
+                let _ = dropper.drop_target();
+            },
+        )));
         Ok(pg)
+    }
+
+    /// Drops the scratch databases that runs of this host left when killed.
+    fn drop_stale_scratch(&self) {
+        let listed = self.run_maintenance(&format!(
+            "SELECT datname FROM pg_catalog.pg_database WHERE starts_with(datname, {});",
+            quote_literal(super::SCRATCH_PREFIX)
+        ));
+        for name in listed.unwrap_or_default() {
+            let name = name.trim();
+            if super::scratch_is_stale(name) {
+                let _ = self.run_maintenance(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE);",
+                    quote_ident(name)
+                ));
+            }
+        }
     }
 
     fn db(&self) -> String {
@@ -522,9 +450,10 @@ impl Postgres {
     /// Starts a psql session on `db`.
     fn psql(&self, db: &str) -> Result<Psql> {
         let mut cmd = self.command("psql");
-        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-v", "VERBOSITY=verbose", "-d"])
             .arg(self.conn.uri(db));
-        let mut child = Child::spawn("psql", CLIENT_PACKAGE_HINT, cmd)?;
+        let mut child = Child::spawn("psql", CLIENT_PACKAGE_HINT, cmd)?.classify(Some(sqlstate));
         let stdin = child.child.stdin.take();
         let stdout = BufReader::new(child.child.stdout.take().expect("piped stdout"));
         Ok(Psql {
@@ -544,20 +473,21 @@ impl Postgres {
         Ok(lines)
     }
 
-    /// Runs statements on the maintenance database (the named one, else
-    /// `postgres`, else `template1`).
-    fn run_maintenance(&self, sql: &str) -> Result<Vec<String>> {
+    /// Runs `f` on the maintenance database: the named one, else
+    /// `postgres`, else `template1` when `postgres` is missing (or cannot
+    /// be connected to: libpq does not say why by code).
+    fn on_maintenance<T>(&self, mut f: impl FnMut(&str) -> Result<T>) -> Result<T> {
         if let Some(db) = &self.maintenance {
-            return self.run_sql(db, sql);
+            return f(db);
         }
         let mut first_err = None;
         for db in MAINTENANCE_DBS {
-            match self.run_sql(db, sql) {
-                Ok(lines) => return Ok(lines),
+            match f(db) {
+                Ok(v) => return Ok(v),
                 Err(e) if e.code() == crate::ExitCode::Usage => return Err(e),
                 Err(e) => {
                     // Only a missing maintenance database is worth a second try.
-                    let missing = e.message.contains("does not exist");
+                    let missing = e.is_undefined_object() || no_session(&e);
                     first_err.get_or_insert(e);
                     if !missing {
                         break;
@@ -566,6 +496,127 @@ impl Postgres {
             }
         }
         Err(first_err.expect("tried at least once"))
+    }
+
+    /// Runs statements on the maintenance database.
+    fn run_maintenance(&self, sql: &str) -> Result<Vec<String>> {
+        self.on_maintenance(|db| self.run_sql(db, sql))
+    }
+
+    /// The statements that recreate this database's own properties, read
+    /// in `snapshot`: a `pg_dump --create` that selects no schema.
+    fn database_properties(&self, snapshot: &str) -> Result<Vec<String>> {
+        let mut cmd = self.command("pg_dump");
+        cmd.stdin(Stdio::null());
+        cmd.args([
+            "-Fp",
+            "--create",
+            "--schema-only",
+            "-n",
+            "pg_toast",
+            "--snapshot",
+        ])
+        .arg(snapshot)
+        .arg("-d")
+        .arg(self.conn.uri(&self.db()));
+        let mut dump = Child::spawn("pg_dump", CLIENT_PACKAGE_HINT, cmd)?;
+        let mut text = String::new();
+        let mut out = dump.child.stdout.take().expect("piped stdout");
+        let read = out.read_to_string(&mut text);
+        drop(out);
+        dump.finish("pg_dump of the database's properties failed")?;
+        read.map_err(|e| Error::io("reading pg_dump's output", e))?;
+        Ok(database::statements(&text))
+    }
+
+    /// Runs SQL on the maintenance database, stopping at the first error.
+    fn run_script(&self, sql: &str, what: &str) -> Result<()> {
+        self.run_maintenance(sql)
+            .map(drop)
+            .map_err(|e| e.context(what))
+    }
+
+    /// `--clean` of a whole database: the backup is restored into a new
+    /// database beside the target, which replaces the target by rename only
+    /// once the restore succeeded; the old target is then dropped. Objects
+    /// the backup does not have are gone with it, and a failed restore
+    /// leaves the target as it was. Refused while clients are connected.
+    fn restore_by_swap(&self, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
+        let db = self.db();
+        let home = side::PgHome { pg: self.clone() };
+        let side_db = super::side::side_name(&db, &super::side::random_tag("restore"), 63);
+        let keep = super::side::side_name(&db, &super::side::random_tag("replaced"), 63);
+        let side_pg = home.at(&side_db);
+        side_pg.create_target(opts)?;
+        let restored = (|| {
+            let _drop_side = crate::cleanup::ActionGuard::new({
+                let pg = side_pg.clone();
+                move || {
+                    let _ = pg.drop_target();
+                }
+            });
+            let args = side_pg.restore_args(&RestoreOptions {
+                clean: false,
+                ..opts.clone()
+            })?;
+            side_pg.run_restore(args, input, opts)
+        })();
+        if let Err(e) = restored {
+            let _ = side_pg.drop_target();
+            return Err(e.context(format!("{} was not changed", self.url())));
+        }
+        // Without recorded properties, the target's own stay (owner, settings, grants).
+        let carry = !opts.recorded.contains_key("database_sql");
+        if let Err(e) = home.swap_carrying(&side_db, &keep, None, carry) {
+            let _ = side_pg.drop_target();
+            return Err(e);
+        }
+        home.at(&keep).drop_target()
+    }
+
+    /// Creates the roles the snapshot recorded that this server lacks.
+    fn create_roles(&self, opts: &RestoreOptions) -> Result<()> {
+        if opts.no_roles {
+            return Ok(());
+        }
+        match opts.recorded.get("roles_sql").and_then(|v| v.as_str()) {
+            Some(script) => self.run_script(script, "creating the roles the backup needs"),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates the target with the recorded owner, encoding, locale,
+    /// settings, privileges and comment (a plain database when the snapshot
+    /// recorded none).
+    fn create_target(&self, opts: &RestoreOptions) -> Result<()> {
+        let recorded: Vec<String> = opts
+            .recorded
+            .get("database_sql")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let source = opts.recorded.get("database_name").and_then(|v| v.as_str());
+        let (Some(source), false) = (source, recorded.is_empty()) else {
+            return self.create_database(&self.db());
+        };
+        let mut statements = database::for_target(&recorded, source, &self.db());
+        if opts.no_owner {
+            statements.retain(|s| !(s.starts_with("ALTER DATABASE ") && s.contains(" OWNER TO ")));
+        }
+        let (create, rest): (Vec<String>, Vec<String>) = statements
+            .into_iter()
+            .partition(|s| s.starts_with("CREATE DATABASE "));
+        match create.first() {
+            Some(c) => self.run_script(c, &format!("creating database {}", self.db()))?,
+            None => self.create_database(&self.db())?,
+        }
+        if !rest.is_empty() {
+            let script = rest.join("\n");
+            if let Err(e) = self.run_script(&script, "restoring the database's properties") {
+                let _ = self.drop_target();
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn create_database(&self, name: &str) -> Result<()> {
@@ -612,9 +663,13 @@ impl Postgres {
     }
 
     fn restore_args(&self, opts: &RestoreOptions) -> Result<Vec<String>> {
-        let mut args: Vec<String> = ["--no-owner", "--exit-on-error", "--single-transaction"]
+        let mut args: Vec<String> = ["--exit-on-error", "--single-transaction"]
             .map(String::from)
             .into();
+        // Owners are part of the database; --no-owner is the caller's choice.
+        if opts.no_owner {
+            args.push("--no-owner".into());
+        }
         // A partial restore replaces the named tables, as it does for every
         // engine; pg_restore scopes --clean to the selected tables.
         if opts.clean || !opts.tables.is_empty() {
@@ -676,7 +731,10 @@ impl Engine for Postgres {
 
         let mut cmd = self.command("pg_dump");
         cmd.stdin(Stdio::null());
-        cmd.args(["-Fc", "-Z0", "--snapshot"]).arg(&snapshot_id);
+        // --create: the archive carries the database's own properties, for
+        // `pg_restore --create` without dbsafe (a restore without it skips them).
+        cmd.args(["-Fc", "-Z0", "--create", "--snapshot"])
+            .arg(&snapshot_id);
         for t in &opts.tables {
             cmd.arg("-t").arg(t);
         }
@@ -707,18 +765,29 @@ impl Engine for Postgres {
                 "in the dump's snapshot",
             ),
         };
+        // What the dump needs from outside the database, read in the same
+        // snapshot: the roles it names and the database's own properties.
+        let globals = roles_of(&psql.query(roles::QUERY)?)?;
+        let properties = self.database_properties(&snapshot_id)?;
         psql.query("COMMIT;")?;
         psql.finish()?;
 
-        let mut extra = serde_json::Map::new();
-        extra.insert("pg_dump_format".into(), "custom".into());
-        extra.insert("row_counts".into(), counted.into());
-        Ok(SnapshotInfo {
+        let mut info = SnapshotInfo::new(
             tables,
-            engine_version: server_version,
-            extra,
-            ..Default::default()
-        })
+            server_version,
+            [
+                ("pg_dump_format", "custom".into()),
+                ("row_counts", counted.into()),
+                ("database_name", db.clone().into()),
+                ("database_sql", properties.into()),
+                ("roles_sql", globals.script(&db).into()),
+            ],
+        );
+        info.extra.insert(
+            "roles".into(),
+            serde_json::to_value(&globals).map_err(|e| Error::failed(e.to_string()))?,
+        );
+        Ok(info)
     }
 
     fn exists(&self) -> Result<bool> {
@@ -734,25 +803,20 @@ impl Engine for Postgres {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Pgdump {
-            return Err(Error::usage(format!(
-                "cannot restore a {} payload into PostgreSQL database {}",
-                payload.ext(),
-                self.url()
-            ))
-            .hint("a PostgreSQL target takes pg_dump custom-format (pgdump) artifacts"));
-        }
+        let target = format!("PostgreSQL database {}", self.url());
+        super::expect_payload(payload, Payload::Pgdump, target, TAKES)?;
         require_tools(&["psql", "pg_restore"])?;
-        let args = self.restore_args(opts)?;
         let created = !self.exists()?;
+        if created && !opts.create {
+            return Err(super::missing_target(&self.url()));
+        }
+        self.create_roles(opts)?;
+        if opts.clean && opts.tables.is_empty() && !created {
+            return self.restore_by_swap(input, opts);
+        }
+        let args = self.restore_args(opts)?;
         if created {
-            if !opts.create {
-                return Err(
-                    Error::not_found(format!("database {} does not exist", self.url()))
-                        .hint("pass --create to create it"),
-                );
-            }
-            self.create_database(&self.db())?;
+            self.create_target(opts)?;
         }
         let result = self.run_restore(args, input, opts);
         if result.is_err() && created {
@@ -774,6 +838,25 @@ impl Engine for Postgres {
     fn replace_needs_clean(&self) -> bool {
         true
     }
+
+    fn restore_point(&self, name: &str) -> Result<String> {
+        if name.is_empty() || name.len() >= 64 {
+            return Err(Error::usage(format!(
+                "restore point name {name:?}: 1 to 63 characters"
+            )));
+        }
+        let lines = self.run_sql(
+            &self.db(),
+            &format!(
+                "SELECT pg_catalog.pg_create_restore_point({})::text;\nSELECT pg_catalog.pg_switch_wal()::text;",
+                quote_literal(name)
+            ),
+        )?;
+        lines
+            .first()
+            .map(|l| l.trim().to_string())
+            .ok_or_else(|| Error::failed("pg_create_restore_point answered nothing"))
+    }
 }
 
 #[cfg(test)]
@@ -781,41 +864,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn url_password_is_taken_out_and_decoded() {
-        let c = ConnUrl::parse("postgres://app:p%40ss%2Fw@db.example:5433/shop?sslmode=require")
-            .expect("valid");
-        assert_eq!(c.password.as_deref(), Some("p@ss/w"));
+    fn server_errors_are_classified_by_sqlstate_in_any_language() {
+        use crate::error::ServerCode;
+        let de = "psql:<stdin>:1: FEHLER:  42P01: Relation »nope« existiert nicht\n\
+                  ZEILE 1: SELECT * FROM nope;\n\
+                  ORT:  parserOpenTable, parse_relation.c:1392";
+        assert_eq!(sqlstate(de), Some(ServerCode::Sqlstate("42P01".into())));
+        let e = super::super::child::failure(Some(3), "psql".into(), de, Some(sqlstate));
+        assert!(e.is_undefined_object(), "{e:?}");
+        // Without a code (a connection refused by libpq) it stays a child error.
+        let refused = "psql: error: connection to server on socket \"/s/.s.PGSQL.1\" failed: \
+                       FATAL:  database \"x\" does not exist";
+        assert_eq!(sqlstate(refused), None);
+        let e = super::super::child::failure(Some(2), "psql".into(), refused, Some(sqlstate));
+        assert!(no_session(&e) && !e.is_undefined_object(), "{e:?}");
         assert_eq!(
-            c.uri("shop"),
-            "postgres://app@db.example:5433/shop?sslmode=require"
+            sqlstate("LOCATION:  parserOpenTable, parse_relation.c:1392"),
+            None
         );
-        assert_eq!(c.host(), "db.example");
-        assert_eq!(c.effective_db(), "shop");
-    }
-
-    #[test]
-    fn url_query_password_and_dbname_are_taken_out() {
-        let c = ConnUrl::parse("postgresql:///?host=/run/pg&password=secret&dbname=app&port=5432")
-            .expect("valid");
-        assert_eq!(c.password.as_deref(), Some("secret"));
-        assert_eq!(c.effective_db(), "app");
-        assert_eq!(c.uri("other"), "postgresql:///other?host=/run/pg&port=5432");
-        assert_eq!(c.host(), crate::fsutil::host_name());
-    }
-
-    #[test]
-    fn url_socket_host_and_ipv6() {
-        let c = ConnUrl::parse("postgres://u@%2Ftmp%2Fsock:5432/d").expect("valid");
-        assert_eq!(c.host(), crate::fsutil::host_name());
-        assert_eq!(c.uri("x y"), "postgres://u@%2Ftmp%2Fsock:5432/x%20y");
-        let c = ConnUrl::parse("postgres://u@[::1]:5432/d").expect("valid");
-        assert_eq!(c.host(), "::1");
-    }
-
-    #[test]
-    fn url_rejects_other_schemes() {
-        assert!(ConnUrl::parse("mysql://u@h/d").is_err());
-        assert!(ConnUrl::parse("postgres://u@h/d%zz").is_err());
     }
 
     #[test]

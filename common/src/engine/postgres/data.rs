@@ -7,7 +7,7 @@
 //! as root: as root, the directory is handed to the `postgres` system user
 //! and the server runs as that user.
 
-use super::{
+use crate::engine::{
     Engine, Origin, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions, WalSource,
 };
 use crate::error::{Error, Result};
@@ -25,8 +25,88 @@ pub enum RecoveryTarget {
     Immediate,
     /// A moment in time (UTC).
     Time(chrono::DateTime<chrono::Utc>),
+    /// A WAL position (`0/3000158`).
+    Lsn(crate::timeline::Lsn),
+    /// A transaction id.
+    Xid(u64),
+    /// A restore point made with `pg_create_restore_point`.
+    Name(String),
     /// Replay every archived WAL file.
     Latest,
+}
+
+/// What the server does once it reaches the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TargetAction {
+    /// End recovery and accept writes.
+    #[default]
+    Promote,
+    /// Stay in recovery, read-only, for inspection: `SELECT
+    /// pg_wal_replay_resume()` or `pg_ctl promote` moves on.
+    Pause,
+    /// Stop the server.
+    Shutdown,
+}
+
+impl TargetAction {
+    /// The `recovery_target_action` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetAction::Promote => "promote",
+            TargetAction::Pause => "pause",
+            TargetAction::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The start and end of the block of settings dbsafe writes into
+/// `postgresql.auto.conf`; the block is removed once recovery is over, so
+/// no recovery setting outlives it (a base backup of the recovered server
+/// would carry it to every restore of that backup).
+const BLOCK_START: &str = "# dbsafe: recovery from a base backup";
+const BLOCK_END: &str = "# dbsafe: end of recovery settings";
+
+/// Settings that only mean something during recovery: a restored backup
+/// may carry them from a server that was itself recovered.
+const RECOVERY_SETTINGS: [&str; 11] = [
+    "restore_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_xid",
+    "recovery_target_name",
+    "recovery_target_inclusive",
+    "recovery_target_action",
+    "recovery_target_timeline",
+    "recovery_end_command",
+    "archive_cleanup_command",
+];
+
+/// `postgresql.auto.conf` without dbsafe's recovery block and without any
+/// recovery setting a restored backup carried.
+pub fn without_recovery_settings(conf: &str) -> String {
+    let mut out = String::new();
+    let mut in_block = false;
+    for line in conf.lines() {
+        let t = line.trim();
+        if t == BLOCK_START {
+            in_block = true;
+            continue;
+        }
+        if in_block {
+            if t == BLOCK_END {
+                in_block = false;
+            }
+            continue;
+        }
+        let name = t.split(['=', ' ']).next().unwrap_or("");
+        if RECOVERY_SETTINGS.contains(&name) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// How to bring a restored data directory up.
@@ -34,6 +114,13 @@ pub enum RecoveryTarget {
 pub struct Recovery {
     /// Where recovery stops.
     pub target: RecoveryTarget,
+    /// Stop just before the target instead of just after it.
+    pub exclusive: bool,
+    /// What to do at the target.
+    pub action: TargetAction,
+    /// `recovery_target_timeline`: a number, `current` or `latest`; the
+    /// caller works it out from the archive's history files.
+    pub timeline: String,
     /// Start the server and wait for the promotion.
     pub start: bool,
     /// The server's port.
@@ -68,9 +155,8 @@ fn free_port() -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| Error::failed(format!("cannot find a free port: {e}")))
+        .map_err(|e| Error::io("cannot find a free port", e))
 }
-
 
 /// The directory of the server binaries (pg_ctl) for a major version.
 fn server_bindir(version: Option<&str>) -> Result<PathBuf> {
@@ -117,6 +203,9 @@ impl PgData {
             dir: tmpdir.join("pgdata"),
             recovery: Recovery {
                 target: RecoveryTarget::Immediate,
+                exclusive: false,
+                action: TargetAction::Promote,
+                timeline: "current".into(),
                 start: true,
                 port: free_port()?,
                 socket_dir: None,
@@ -176,30 +265,8 @@ impl PgData {
             );
         }
         crate::fsutil::create_private_dir(&self.dir)?;
-        let mut child = Command::new("tar")
-            .args(["-x", "--no-same-owner", "-f", "-", "-C"])
-            .arg(&self.dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                Error::failed(format!("cannot run tar: {e}")).hint("install the Debian package tar")
-            })?;
-        let _guard = crate::cleanup::ChildGuard::new(child.id());
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let fed = crate::pipeline::copy(input, &mut stdin);
-        drop(stdin);
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Error::failed(format!("waiting for tar: {e}")))?;
-        fed.map_err(|e| Error::from(e).context("unpacking the base backup"))?;
-        if !out.status.success() {
-            return Err(Error::failed(format!(
-                "tar could not unpack the base backup: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        crate::engine::untar::unpack(input, &self.dir)
+            .map_err(|e| e.context("unpacking the base backup"))?;
         if !self.dir.join("PG_VERSION").is_file() {
             return Err(Error::failed(
                 "the tar is not a PostgreSQL base backup (no PG_VERSION)",
@@ -208,15 +275,15 @@ impl PgData {
         Ok(())
     }
 
-    /// Copies the WAL a backup needs into pg_wal, for a recovery that needs no store access.
+    /// Copies the WAL a backup needs into pg_wal with the restore command,
+    /// run here (not by the server), so the throwaway server recovers with
+    /// no access to the archive and nothing it fetches outlives it.
     fn prefetch_wal(&self, wal: &WalSource) -> Result<()> {
         let info = self
             .origin
             .wal
             .as_ref()
             .ok_or_else(|| Error::failed("the base backup's metadata has no WAL range"))?;
-        let store = crate::store::open(&wal.store, false)?;
-        let keys = crate::keys::Keyring::load(&wal.identity_files, wal.passphrase_file.as_deref())?;
         let start = crate::wal::WalName::parse(&info.start_wal)
             .ok_or_else(|| Error::failed("bad start_wal"))?;
         let stop = crate::wal::WalName::parse(&info.stop_wal)
@@ -225,116 +292,116 @@ impl PgData {
         crate::fsutil::create_private_dir(&pg_wal)?;
         for tli in 2..=info.timeline {
             let f = format!("{tli:08X}.history");
-            let _ = crate::walarchive::fetch(store.as_ref(), &f, &pg_wal.join(&f), &keys)?;
-        }
-        for segno in start.segno..=stop.segno {
-            let f = crate::wal::WalName::segment_name(info.timeline, segno);
-            match crate::walarchive::fetch(store.as_ref(), &f, &pg_wal.join(&f), &keys)? {
-                crate::walarchive::Fetched::Restored => {}
-                crate::walarchive::Fetched::Missing => {
-                    return Err(Error::failed(format!(
-                        "WAL segment {f}, which the base backup needs, is not in store {}",
-                        store.describe()
-                    )))
-                }
+            match run_restore_command(&wal.restore_command, &f, &pg_wal.join(&f)) {
+                // A timeline's history file need not be archived.
+                Err(e) if e.code() == crate::ExitCode::NotFound => {}
+                other => other?,
             }
+        }
+        for segno in info.seg_size().range(start.segno, stop.segno) {
+            let f = crate::wal::WalName::segment_name(info.timeline, segno);
+            run_restore_command(&wal.restore_command, &f, &pg_wal.join(&f)).map_err(|e| {
+                e.context(format!(
+                    "fetching WAL segment {f}, which the base backup needs"
+                ))
+            })?;
         }
         Ok(())
     }
 
-    fn restore_command(&self, wal: &WalSource) -> String {
-        let walship = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("walship")))
-            .filter(|p| p.is_file())
-            .unwrap_or_else(|| PathBuf::from("walship"));
-        let mut env = String::from("DBSAFE_CONFIG=/dev/null ");
-        if !wal.identity_files.is_empty() {
-            let ids: Vec<String> = wal
-                .identity_files
-                .iter()
-                .map(|p| absolute(p).display().to_string())
-                .collect();
-            env.push_str(&format!(
-                "DBSAFE_IDENTITY_FILE={} ",
-                crate::fsutil::shell_quote(&ids.join(","))
-            ));
-        }
-        if let Some(p) = &wal.passphrase_file {
-            env.push_str(&format!(
-                "DBSAFE_PASSPHRASE_FILE={} ",
-                crate::fsutil::shell_quote(&absolute(p).display().to_string())
-            ));
-        }
-        format!(
-            "{env}{} fetch %f %p --from {}",
-            crate::fsutil::shell_quote(&walship.display().to_string()),
-            crate::fsutil::shell_quote(&if wal.store.contains("://") {
-                wal.store.clone()
-            } else {
-                absolute(Path::new(&wal.store)).display().to_string()
-            })
-        )
-    }
-
     /// Writes the recovery settings and `recovery.signal`.
     fn configure(&self, wal: Option<&WalSource>) -> Result<()> {
-        let mut conf = String::from("\n# dbsafe: recovery from a base backup\n");
+        let mut conf = format!("{BLOCK_START}\n");
         let restore_command = match (self.scratch, wal) {
             // The scratch server recovers from WAL already copied into pg_wal.
             (true, _) => "false".to_string(),
-            (false, Some(w)) => self.restore_command(w),
+            (false, Some(w)) => w.restore_command.clone(),
             (false, None) => {
                 return Err(Error::usage(
                     "point-in-time recovery needs the store holding the WAL archive",
                 ))
             }
         };
-        conf.push_str(&format!(
-            "restore_command = {}\n",
-            crate::engine::postgres::quote_literal(&restore_command)
-        ));
+        let q = super::quote_literal;
+        conf.push_str(&format!("restore_command = {}\n", q(&restore_command)));
+        let inclusive = if self.recovery.exclusive { "off" } else { "on" };
         match &self.recovery.target {
             RecoveryTarget::Immediate => conf.push_str("recovery_target = 'immediate'\n"),
             RecoveryTarget::Time(t) => conf.push_str(&format!(
-                "recovery_target_time = '{}'\nrecovery_target_inclusive = on\n",
+                "recovery_target_time = '{}'\n",
                 t.format("%Y-%m-%d %H:%M:%S%.6f+00")
             )),
+            RecoveryTarget::Lsn(l) => conf.push_str(&format!("recovery_target_lsn = '{l}'\n")),
+            RecoveryTarget::Xid(x) => conf.push_str(&format!("recovery_target_xid = '{x}'\n")),
+            RecoveryTarget::Name(n) => conf.push_str(&format!("recovery_target_name = {}\n", q(n))),
             RecoveryTarget::Latest => {}
         }
-        conf.push_str("recovery_target_action = 'promote'\nrecovery_target_timeline = 'latest'\n");
+        if !matches!(
+            self.recovery.target,
+            RecoveryTarget::Immediate | RecoveryTarget::Latest
+        ) {
+            conf.push_str(&format!("recovery_target_inclusive = {inclusive}\n"));
+        }
+        conf.push_str(&format!(
+            "recovery_target_action = '{}'\nrecovery_target_timeline = {}\n",
+            self.recovery.action.as_str(),
+            q(&self.recovery.timeline)
+        ));
+        conf.push_str(&format!("{BLOCK_END}\n"));
+        // Settings of the recovered server itself, which stay.
         conf.push_str(&format!("port = {}\n", self.recovery.port));
         conf.push_str(&format!(
             "unix_socket_directories = {}\n",
-            crate::engine::postgres::quote_literal(&self.socket_dir().display().to_string())
+            q(&self.socket_dir().display().to_string())
         ));
         if self.scratch {
             conf.push_str("listen_addresses = ''\narchive_mode = off\n");
             // Private socket, private server: trust whoever can reach it.
             std::fs::write(self.dir.join("pg_hba.conf"), "local all all trust\n")
-                .map_err(|e| Error::failed(format!("writing pg_hba.conf: {e}")))?;
+                .map_err(|e| Error::io("writing pg_hba.conf", e))?;
         } else if !self.recovery.archive {
+            // A drill or an inspection copy: its new timeline stays out of
+            // the store (--archive turns archiving on for a new primary).
             conf.push_str("archive_mode = off\n");
         }
         let auto = self.dir.join("postgresql.auto.conf");
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&auto)
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", auto.display())))?;
-        f.write_all(conf.as_bytes())
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", auto.display())))?;
+        let carried = std::fs::read_to_string(&auto).unwrap_or_default();
+        let text = format!("{}{conf}", without_recovery_settings(&carried));
+        std::fs::write(&auto, text)
+            .map_err(|e| Error::io(format!("cannot write {}", auto.display()), e))?;
         std::fs::write(self.dir.join("recovery.signal"), b"")
-            .map_err(|e| Error::failed(format!("cannot write recovery.signal: {e}")))?;
+            .map_err(|e| Error::io("cannot write recovery.signal", e))?;
         std::fs::create_dir_all(self.dir.join("log"))
-            .map_err(|e| Error::failed(format!("cannot create log dir: {e}")))?;
+            .map_err(|e| Error::io("cannot create log dir", e))?;
         Ok(())
+    }
+
+    /// Removes the recovery block once recovery is over; the running
+    /// server keeps what it loaded, a later start or base backup has none.
+    fn forget_recovery_settings(&self) -> Result<()> {
+        let auto = self.dir.join("postgresql.auto.conf");
+        let text = std::fs::read_to_string(&auto)
+            .map_err(|e| Error::io(format!("cannot read {}", auto.display()), e))?;
+        let tmp = self.dir.join("postgresql.auto.conf.dbsafe-tmp");
+        std::fs::write(&tmp, without_recovery_settings(&text))
+            .and_then(|_| {
+                // The server owns its configuration file.
+                let meta = std::fs::metadata(&auto)?;
+                std::os::unix::fs::chown(
+                    &tmp,
+                    Some(std::os::unix::fs::MetadataExt::uid(&meta)),
+                    Some(std::os::unix::fs::MetadataExt::gid(&meta)),
+                )?;
+                std::fs::set_permissions(&tmp, meta.permissions())?;
+                std::fs::rename(&tmp, &auto)
+            })
+            .map_err(|e| Error::io(format!("cannot rewrite {}", auto.display()), e))
     }
 
     fn hand_over(&self) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::failed(format!("chmod {}: {e}", self.dir.display())))?;
+            .map_err(|e| Error::io(format!("chmod {}", self.dir.display()), e))?;
         if let Some(user) = self.owner() {
             let st = Command::new("chown")
                 .args(["-R", &format!("{user}:")])
@@ -342,10 +409,10 @@ impl PgData {
                 .status()
                 .map_err(|e| Error::failed(format!("cannot run chown: {e}")))?;
             if !st.success() {
-                return Err(Error::failed(format!(
-                    "cannot hand {} to the {user} user",
-                    self.dir.display()
-                ))
+                return Err(Error::child(
+                    st.code(),
+                    format!("cannot hand {} to the {user} user", self.dir.display()),
+                )
                 .hint("PostgreSQL refuses to run as root; create the postgres system user"));
             }
         }
@@ -366,14 +433,23 @@ impl PgData {
             .output()
             .map_err(|e| Error::failed(format!("cannot run pg_ctl: {e}")))?;
         if !out.status.success() {
-            return Err(Error::failed(format!(
-                "the restored server did not start: {}",
-                self.log_tail()
-            )));
+            return Err(Error::child(
+                out.status.code(),
+                format!("the restored server did not start: {}", self.log_tail()),
+            ));
         }
         let start = Instant::now();
         loop {
-            if !self.dir.join("recovery.signal").exists() {
+            let log = || std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let reached = match self.recovery.action {
+                TargetAction::Promote => !self.dir.join("recovery.signal").exists(),
+                TargetAction::Pause => log().contains("recovery has paused"),
+                TargetAction::Shutdown => {
+                    !self.dir.join("postmaster.pid").exists()
+                        && log().contains("shutdown at recovery target")
+                }
+            };
+            if reached {
                 break;
             }
             if !self.dir.join("postmaster.pid").exists() {
@@ -391,8 +467,15 @@ impl PgData {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        // Promotion removes recovery.signal just before the server accepts writes.
-        self.wait_ready()?;
+        match self.recovery.action {
+            // Promotion removes recovery.signal just before the server accepts writes.
+            TargetAction::Promote => {
+                self.wait_ready()?;
+                self.forget_recovery_settings()?;
+            }
+            TargetAction::Pause => self.wait_ready()?,
+            TargetAction::Shutdown => {}
+        }
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<String> = log
             .lines()
@@ -471,35 +554,61 @@ impl PgData {
         Ok(())
     }
 
-    fn client(&self) -> Result<super::postgres::Postgres> {
+    fn client(&self) -> Result<super::Postgres> {
         let user = self
             .origin
             .source
             .as_deref()
-            .and_then(|s| s.split("://").nth(1))
-            .and_then(|rest| {
-                rest.split_once('@')
-                    .map(|(u, _)| u.split(':').next().unwrap_or(u).to_string())
-            })
+            .and_then(|s| super::url::ConnUrl::parse(s).ok())
+            .and_then(|c| c.user)
             .unwrap_or_else(|| "postgres".into());
         let db = self
             .origin
             .database
             .clone()
             .unwrap_or_else(|| "postgres".into());
-        super::postgres::Postgres::new(&format!(
-            "postgres://{user}@{}:{}/{}",
-            super::postgres::percent_encode(&self.socket_dir().display().to_string()),
+        let encode = crate::engine::url::encode;
+        super::Postgres::new(&format!(
+            "postgres://{}@{}:{}/{}",
+            encode(&user),
+            encode(&self.socket_dir().display().to_string()),
             self.recovery.port,
-            super::postgres::percent_encode(&db)
+            encode(&db)
         ))
     }
 }
 
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+/// Runs a `restore_command` for WAL file `file` into `dest`, as the server
+/// would (`%f`, `%p`, `%%`); exit 3 from it (not archived) is not found.
+fn run_restore_command(command: &str, file: &str, dest: &Path) -> Result<()> {
+    let line = command
+        .replace("%%", "\0")
+        .replace("%f", &crate::fsutil::shell_quote(file))
+        .replace(
+            "%p",
+            &crate::fsutil::shell_quote(&dest.display().to_string()),
+        )
+        .replace("\0", "%");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&line)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Error::failed(format!("cannot run sh for the restore_command: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let message = format!(
+        "restore_command for {file}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Err(match out.status.code() {
+        Some(3) => Error::not_found(message),
+        code => Error::child(code, message),
+    })
 }
-
 
 /// Restores a base backup: unpack, configure, and (when asked) start and wait.
 pub fn restore_base(
@@ -555,12 +664,12 @@ impl Engine for PgData {
         self.client()?.tables()
     }
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Tar {
-            return Err(Error::usage(format!(
-                "a data directory restores base backups (tar), not {}",
-                payload.ext()
-            )));
-        }
+        crate::engine::expect_payload(
+            payload,
+            Payload::Tar,
+            format_args!("data directory {}", self.dir.display()),
+            "a data directory restores base backups (tar)",
+        )?;
         restore_base(self, input, opts.wal.as_ref()).map(drop)
     }
     fn drop_target(&self) -> Result<()> {
@@ -579,6 +688,9 @@ pub fn check(input: &mut dyn Read, origin: &Origin, tmpdir: &Path) -> Result<Pay
         dir: dir.clone(),
         recovery: Recovery {
             target: RecoveryTarget::Immediate,
+            exclusive: false,
+            action: TargetAction::Promote,
+            timeline: "current".into(),
             start: false,
             port: 0,
             socket_dir: None,
@@ -615,4 +727,23 @@ pub fn check(input: &mut dyn Read, origin: &Origin, tmpdir: &Path) -> Result<Pay
         problems,
         tables: None,
     })
+}
+
+#[cfg(test)]
+mod recovery_settings_tests {
+    use super::*;
+
+    #[test]
+    fn inherited_and_own_recovery_settings_are_removed_and_nothing_else() {
+        let carried = "# Do not edit this file manually!\nshared_buffers = '256MB'\n\
+                       recovery_target_time = '2026-01-01 00:00:00+00'\nrestore_command = 'cp x %p'\n\
+                       # dbsafe: recovery from a base backup\nrecovery_target_name = 'x'\n\
+                       recovery_target_action = 'promote'\n# dbsafe: end of recovery settings\n\
+                       port = 5433\narchive_mode = off\n";
+        let kept = without_recovery_settings(carried);
+        assert_eq!(
+            kept,
+            "# Do not edit this file manually!\nshared_buffers = '256MB'\nport = 5433\narchive_mode = off\n"
+        );
+    }
 }

@@ -9,7 +9,8 @@ use super::{count_query, parse_counts, require_tools, Child, Postgres};
 use crate::engine::{Engine, SnapshotInfo, SnapshotOptions};
 use crate::error::{Error, Result};
 use crate::meta::WalInfo;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::Stdio;
 
 /// Parses `X/Y` into a 64-bit LSN.
@@ -32,28 +33,32 @@ pub fn wal_file(timeline: u32, lsn: u64, segment_size: u64, prev: bool) -> Strin
     )
 }
 
-/// Reads the timeline and start and end LSNs from the backup_manifest's `WAL-Ranges`.
-fn parse_points(manifest: &[u8]) -> Option<(String, u32, String)> {
-    let text = String::from_utf8_lossy(manifest);
-    let ranges = text.split("\"WAL-Ranges\"").nth(1)?;
-    let field = |name: &str| -> Option<String> {
-        let rest = ranges.split(&format!("\"{name}\"")).nth(1)?;
-        let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-        Some(
-            rest.trim_start_matches('"')
-                .split(['"', ',', ' ', '}'])
-                .next()?
-                .to_string(),
-        )
-    };
-    Some((
-        field("Start-LSN")?,
-        field("Timeline")?.parse().ok()?,
-        field("End-LSN")?,
-    ))
+/// What a `backup_manifest` says of the WAL the backup needs.
+#[derive(serde::Deserialize)]
+struct Manifest {
+    #[serde(rename = "WAL-Ranges")]
+    wal_ranges: Vec<WalRange>,
 }
 
-/// Passes a tar stream through, keeping the tail of `backup_manifest`.
+#[derive(serde::Deserialize)]
+struct WalRange {
+    #[serde(rename = "Timeline")]
+    timeline: u32,
+    #[serde(rename = "Start-LSN")]
+    start_lsn: String,
+    #[serde(rename = "End-LSN")]
+    end_lsn: String,
+}
+
+/// Reads the timeline and start and end LSNs of the manifest's first WAL range.
+fn parse_points(manifest: impl Read) -> Option<(String, u32, String)> {
+    // The file list is read past, not kept: memory stays small whatever its length.
+    let m: Manifest = serde_json::from_reader(std::io::BufReader::new(manifest)).ok()?;
+    let r = m.wal_ranges.into_iter().next()?;
+    Some((r.start_lsn, r.timeline, r.end_lsn))
+}
+
+/// Passes a tar stream through, copying `backup_manifest` into a temporary file.
 struct ManifestTap<'a> {
     out: &'a mut dyn Write,
     header: Vec<u8>,
@@ -62,13 +67,11 @@ struct ManifestTap<'a> {
     /// Bytes of that which are the entry's own.
     data_left: u64,
     capturing: bool,
-    manifest: Vec<u8>,
+    manifest: File,
 }
 
-const MANIFEST_TAIL: usize = 1 << 20;
-
 impl ManifestTap<'_> {
-    fn take_header(&mut self) {
+    fn take_header(&mut self) -> std::io::Result<()> {
         let h = &self.header;
         let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
         let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
@@ -80,9 +83,11 @@ impl ManifestTap<'_> {
         self.left = size.div_ceil(512) * 512;
         self.capturing = name == "backup_manifest" || name == "./backup_manifest";
         if self.capturing {
-            self.manifest.clear();
+            self.manifest.set_len(0)?;
+            self.manifest.seek(SeekFrom::Start(0))?;
         }
         self.header.clear();
+        Ok(())
     }
 }
 
@@ -96,17 +101,14 @@ impl Write for ManifestTap<'_> {
                 self.header.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
                 if self.header.len() == 512 {
-                    self.take_header();
+                    self.take_header()?;
                 }
                 continue;
             }
             let take = (self.left as usize).min(rest.len());
             if self.capturing {
                 let own = (self.data_left as usize).min(take);
-                self.manifest.extend_from_slice(&rest[..own]);
-                if self.manifest.len() > 2 * MANIFEST_TAIL {
-                    self.manifest.drain(..self.manifest.len() - MANIFEST_TAIL);
-                }
+                self.manifest.write_all(&rest[..own])?;
             }
             self.data_left = self.data_left.saturating_sub(take as u64);
             self.left -= take as u64;
@@ -153,6 +155,25 @@ impl Postgres {
             .hint("turn on WAL archiving with walship (scripts/postgres-wal-config.sh) and restart the server"));
         }
         let segment_size = crate::units::parse_size(segsize)?;
+        // Recovery settings left in the server's configuration travel in
+        // the backup to every restore of it (dbrestore strips them; other
+        // tools may not).
+        let leftover = self.run_sql(
+            &db,
+            "SELECT name FROM pg_catalog.pg_settings WHERE source NOT IN ('default', 'override')              AND (name LIKE 'recovery_target%' OR name = 'restore_command') ORDER BY name;",
+        )?;
+        let leftover: Vec<&str> = leftover
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        if !leftover.is_empty() {
+            crate::output::warn(format!(
+                "{} has recovery settings configured ({}); this base backup carries them: remove them with ALTER SYSTEM RESET",
+                self.url(),
+                leftover.join(", ")
+            ));
+        }
         let mut cmd = self.command("pg_basebackup");
         cmd.stdin(Stdio::null());
         cmd.args([
@@ -169,31 +190,26 @@ impl Postgres {
         .arg(self.conn.uri(&db));
         let mut child = Child::spawn("pg_basebackup", super::CLIENT_PACKAGE_HINT, cmd)?;
         let mut stdout = child.child.stdout.take().expect("piped stdout");
+        let manifest = tempfile::tempfile_in(&opts.tmpdir)
+            .map_err(|e| Error::io(format!("creating a file in {}", opts.tmpdir.display()), e))?;
         let mut tap = ManifestTap {
             out,
             header: Vec::new(),
             left: 0,
             data_left: 0,
             capturing: false,
-            manifest: Vec::new(),
+            manifest,
         };
         if let Err(e) = crate::pipeline::copy(&mut stdout, &mut tap) {
             child.kill();
             return Err(Error::from(e).context("streaming pg_basebackup's output"));
         }
-        let status = child
-            .child
-            .wait()
-            .map_err(|e| Error::failed(format!("waiting for pg_basebackup: {e}")))?;
-        let stderr = child.stderr_text();
-        if !status.success() {
-            return Err(Error::failed(format!(
-                "pg_basebackup of {} failed: {}",
-                self.url(),
-                stderr.trim()
-            )));
-        }
-        let (start, timeline, stop) = parse_points(&tap.manifest).ok_or_else(|| {
+        child.finish(&format!("pg_basebackup of {} failed", self.url()))?;
+        let mut manifest = tap.manifest;
+        manifest
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io("reading the backup_manifest", e))?;
+        let (start, timeline, stop) = parse_points(manifest).ok_or_else(|| {
             Error::failed("the base backup's backup_manifest has no WAL-Ranges; is this pg_basebackup 13 or newer?")
         })?;
         let (start_lsn, stop_lsn) = (
@@ -206,21 +222,22 @@ impl Postgres {
             stop_wal: wal_file(timeline, stop_lsn, segment_size, true),
             start_lsn: start,
             stop_lsn: stop,
+            segment_size: Some(segment_size),
         };
         // Counted on the live server just after the backup ended: exact when
         // nothing wrote meanwhile, which the metadata says it assumes.
         let tables = parse_counts(&self.run_sql(&db, &count_query(&[], &[]))?)?;
-        let mut extra = serde_json::Map::new();
-        extra.insert(
-            "row_counts".into(),
-            "counted on the live server when the backup ended".into(),
-        );
-        extra.insert("wal_segment_size".into(), segment_size.into());
+        let counted = "counted on the live server when the backup ended";
         Ok(SnapshotInfo {
-            tables,
-            engine_version: version.to_string(),
-            extra,
             wal: Some(wal),
+            ..SnapshotInfo::new(
+                tables,
+                version,
+                [
+                    ("row_counts", counted.into()),
+                    ("wal_segment_size", segment_size.into()),
+                ],
+            )
         })
     }
 }
@@ -257,7 +274,7 @@ mod tests {
 ],
 "Manifest-Checksum": "abc"}"#;
         assert_eq!(
-            parse_points(m),
+            parse_points(&m[..]),
             Some(("0/2000028".into(), 1, "0/2000100".into()))
         );
     }

@@ -8,10 +8,7 @@
 //! connected to a maintenance database, since PostgreSQL renames no
 //! database that anyone (itself included) is connected to.
 
-use super::{
-    percent_encode, quote_ident, quote_literal, require_tools, Child, Postgres, Psql,
-    MAINTENANCE_DBS,
-};
+use super::{quote_ident, quote_literal, require_tools, Child, Postgres, Psql, MAINTENANCE_DBS};
 use crate::cleanup::ActionGuard;
 use crate::engine::side::{self, Home, Session, Swap};
 use crate::engine::Engine;
@@ -24,8 +21,8 @@ use std::time::{Duration, Instant};
 const TERMINATE_WAIT: Duration = Duration::from_secs(15);
 
 /// A PostgreSQL server holding the target; sides are databases on it.
-struct PgHome {
-    pg: Postgres,
+pub(super) struct PgHome {
+    pub(super) pg: Postgres,
 }
 
 /// The home of a `postgres://` target.
@@ -44,36 +41,19 @@ pub(crate) fn home(url: &str) -> Result<Box<dyn Home>> {
 
 impl PgHome {
     /// The database `name` on the same server, with the same credentials.
-    fn at(&self, name: &str) -> Postgres {
+    pub(super) fn at(&self, name: &str) -> Postgres {
         let mut pg = self.pg.clone();
         pg.conn.dbname = Some(name.to_string());
         pg
     }
 
-    /// A session on a maintenance database: the named one, else `postgres`, else `template1`.
+    /// A session on a maintenance database.
     fn maintenance_session(&self) -> Result<Psql> {
-        let candidates: Vec<String> = match &self.pg.maintenance {
-            Some(db) => vec![db.clone()],
-            None => MAINTENANCE_DBS.iter().map(|s| s.to_string()).collect(),
-        };
-        let mut first_err = None;
-        for db in candidates {
-            let attempt = self
-                .pg
-                .psql(&db)
-                .and_then(|mut p| p.query("SELECT 1;").map(|_| p));
-            match attempt {
-                Ok(p) => return Ok(p),
-                Err(e) => {
-                    let missing = e.message.contains("does not exist");
-                    first_err.get_or_insert(e);
-                    if !missing {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(first_err.expect("tried at least once"))
+        self.pg.on_maintenance(|db| {
+            let mut p = self.pg.psql(db)?;
+            p.query("SELECT 1;")?;
+            Ok(p)
+        })
     }
 }
 
@@ -198,18 +178,11 @@ impl Home for PgHome {
 
     fn child_env(&self, name: &str) -> Vec<(String, String)> {
         let conn = &self.at(name).conn;
-        let mut url = conn.uri(name);
         let mut env = Vec::new();
         if let Some(pw) = &conn.password {
-            if let Some(user) = &conn.user {
-                let plain = format!("{}://{user}@", conn.scheme);
-                if let Some(rest) = url.strip_prefix(&plain) {
-                    url = format!("{}://{user}:{}@{rest}", conn.scheme, percent_encode(pw));
-                }
-            }
             env.push(("PGPASSWORD".to_string(), pw.clone()));
         }
-        env.push(("DATABASE_URL".to_string(), url));
+        env.push(("DATABASE_URL".to_string(), conn.uri_with_password(name)));
         env.push(("PGDATABASE".to_string(), name.to_string()));
         env
     }
@@ -275,6 +248,22 @@ impl Home for PgHome {
     }
 
     fn swap(&self, side: &str, keep_as: &str, grace: Option<Duration>) -> Result<Swap> {
+        self.swap_carrying(side, keep_as, grace, true)
+    }
+}
+
+impl PgHome {
+    /// Swaps `side` in for the target, keeping the target as `keep_as`;
+    /// with `carry`, the side first gets the target's owner, settings and
+    /// grants (a refresh), without it the side keeps its own (a restore that
+    /// recreated the backup's).
+    pub(super) fn swap_carrying(
+        &self,
+        side: &str,
+        keep_as: &str,
+        grace: Option<Duration>,
+        carry: bool,
+    ) -> Result<Swap> {
         let target = self.pg.db();
         if !self.exists(side)? {
             return Err(Error::not_found(format!("database {side} does not exist")));
@@ -284,7 +273,11 @@ impl Home for PgHome {
                 "database {keep_as} already exists; nothing was changed"
             )));
         }
-        let notes = self.carry_over(&target, side);
+        let notes = if carry {
+            self.carry_over(&target, side)
+        } else {
+            Vec::new()
+        };
         let mut m = self.maintenance_session()?;
         let start = Instant::now();
         let present = sessions_in(&mut m, &[&target])?;

@@ -8,23 +8,11 @@
 //! checkpointed first, so it is one file.
 
 use super::{cli, holder_text, wal_of, Duckdb, FileLock, Open};
-use crate::engine::side::{FilePlace, Home, Session, Swap};
+use crate::engine::side::{FilePlace, FileSides, Session, Swap};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// A DuckDB database file; its sides are files in the same directory.
-struct DuckHome {
-    place: FilePlace,
-}
-
-/// The home of a `duckdb:` target.
-pub(crate) fn home(path: PathBuf) -> Result<Box<dyn Home>> {
-    Ok(Box::new(DuckHome {
-        place: FilePlace::new(path)?,
-    }))
-}
 
 fn in_use(path: &Path, pid: Option<i32>, waited: bool) -> Error {
     Error::refused(format!(
@@ -36,41 +24,17 @@ fn in_use(path: &Path, pid: Option<i32>, waited: bool) -> Error {
     .hint("stop the application's use of it (or have it DETACH the database), or pass --grace D to wait for that")
 }
 
-impl Home for DuckHome {
-    fn target(&self) -> String {
-        self.place.file.clone()
+impl FileSides for Duckdb {
+    const SCHEME: &'static str = "duckdb";
+
+    fn engine(path: PathBuf) -> Box<dyn Engine> {
+        Box::new(Duckdb::new(path))
     }
 
-    fn side_name(&self, tag: &str) -> String {
-        self.place.side_name(tag)
-    }
-
-    fn engine_of(&self, name: &str) -> Result<Box<dyn Engine>> {
-        Ok(Box::new(Duckdb::new(self.place.path(name))))
-    }
-
-    fn child_env(&self, name: &str) -> Vec<(String, String)> {
-        vec![(
-            "DATABASE_URL".into(),
-            format!("duckdb:{}", self.place.path(name).display()),
-        )]
-    }
-
-    fn exists(&self, name: &str) -> Result<bool> {
-        Ok(self.place.path(name).is_file())
-    }
-
-    fn sides(&self, kind: &str) -> Result<Vec<String>> {
-        self.place.sides(kind)
-    }
-
-    fn run_sql_file(&self, name: &str, file: &Path) -> Result<()> {
-        let sql = std::fs::read_to_string(file)
-            .map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))?;
-        let path = self.place.path(name);
+    fn run_sql(path: &Path, sql: &str, file: &Path) -> Result<()> {
         // -bail stops at the first error, before COMMIT: the CLI's exit rolls it all back.
         cli(
-            Open::ReadWrite(&path),
+            Open::ReadWrite(path),
             &format!("BEGIN TRANSACTION;\n{sql}\n;\nCOMMIT;\n"),
             &format!(
                 "{} failed on {} (rolled back)",
@@ -81,10 +45,10 @@ impl Home for DuckHome {
         .map(drop)
     }
 
-    fn sessions(&self, names: &[&str]) -> Result<Vec<Session>> {
+    fn sessions(place: &FilePlace, names: &[&str]) -> Result<Vec<Session>> {
         let mut out = Vec::new();
         for name in names {
-            let path = self.place.path(name);
+            let path = place.path(name);
             if !path.is_file() {
                 continue;
             }
@@ -104,13 +68,11 @@ impl Home for DuckHome {
         Ok(out)
     }
 
-    fn swap(&self, side: &str, keep_as: &str, grace: Option<Duration>) -> Result<Swap> {
-        self.place.check_swap(side, keep_as)?;
-        let file = &self.place.file;
+    fn swap(place: &FilePlace, side: &str, keep_as: &str, grace: Option<Duration>) -> Result<Swap> {
         let (target, side_path, keep) = (
-            self.place.path(file),
-            self.place.path(side),
-            self.place.path(keep_as),
+            place.path(&place.file),
+            place.path(side),
+            place.path(keep_as),
         );
         if wal_of(&side_path).exists() {
             cli(
@@ -133,13 +95,7 @@ impl Home for DuckHome {
         };
         let waited = start.elapsed();
         let clock = Instant::now();
-        std::fs::hard_link(&target, &keep).map_err(|e| {
-            Error::failed(format!(
-                "keeping {} as {}: {e}",
-                target.display(),
-                keep.display()
-            ))
-        })?;
+        place.link_target_as(&keep)?;
         // The old WAL belongs to the old database: it goes with it.
         let (wal, keep_wal) = (wal_of(&target), wal_of(&keep));
         let wal_moved = match std::fs::rename(&wal, &keep_wal) {
@@ -163,7 +119,7 @@ impl Home for DuckHome {
                 side_path.display()
             )));
         }
-        crate::fsutil::fsync_dir(&self.place.dir)?;
+        crate::fsutil::fsync_dir(&place.dir)?;
         drop(lock);
         Ok(Swap {
             waited,

@@ -23,7 +23,7 @@
 //!
 //! Row counts are `count(*)` on the snapshot file itself.
 
-use super::child;
+use super::{child, file};
 use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
 use crate::cleanup::TempGuard;
 use crate::error::{Context, Error, Result};
@@ -35,7 +35,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[path = "duckside.rs"]
 pub(super) mod side;
 
 /// Where the `duckdb` CLI comes from.
@@ -47,11 +46,6 @@ const PAYLOAD_ALIAS: &str = "dbsafe_payload";
 /// A DuckDB database file.
 pub struct Duckdb {
     path: PathBuf,
-}
-
-/// The file path of a `duckdb:` URL's remainder (`PATH`, `//rel`, `///abs`).
-pub fn path_of(rest: &str) -> PathBuf {
-    PathBuf::from(rest.strip_prefix("//").unwrap_or(rest))
 }
 
 impl Duckdb {
@@ -113,7 +107,7 @@ fn cli(
         Open::ReadOnly(p) => attach(p, " (READ_ONLY)") + sql,
         Open::ReadWrite(p) => attach(p, "") + sql,
     };
-    let out = child::run(program, PACKAGE, cmd, script.as_bytes(), what)?;
+    let out = child::run(program, PACKAGE, cmd, script.as_bytes(), what, None)?;
     Ok(out
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -257,9 +251,13 @@ fn holder_text(pid: Option<i32>) -> String {
     }
 }
 
-/// Whether the CLI failed because another process holds the database.
-fn is_lock_conflict(e: &Error) -> bool {
-    e.message.contains("Could not set lock on file") || e.message.contains("Conflicting lock")
+/// Who holds a lock on the database at `path` that keeps this process
+/// from opening it (for writing, with `write`), asked of the kernel after
+/// the CLI failed to open it: `Some(holder)` when there is one.
+fn lock_conflict(path: &Path, write: bool) -> Option<Option<i32>> {
+    let file = File::open(path).ok()?;
+    let kind = if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short;
+    lock_holder(&file, kind).map(Some)
 }
 
 fn held_error(path: &Path, pid: Option<i32>, refused: bool) -> Error {
@@ -276,16 +274,6 @@ fn held_error(path: &Path, pid: Option<i32>, refused: bool) -> Error {
     e.hint("stop that process or have it close the database (DETACH), then retry; or, inside it, ATTACH a new file and COPY FROM DATABASE into it, and snapshot that file")
 }
 
-/// Writes a payload stream to a hidden temporary file next to `near`.
-fn spool(input: &mut dyn Read, near: &Path) -> Result<TempGuard> {
-    let path = crate::fsutil::temp_name_for(near);
-    let guard = TempGuard::new(&path);
-    let mut f = crate::fsutil::create_private_file(&path)?;
-    crate::pipeline::copy(input, &mut f)?;
-    f.sync_all().context("spooling the DuckDB payload")?;
-    Ok(guard)
-}
-
 /// Tables and exact counts of a DuckDB file, read whole; problems as text.
 fn inspect(db: &Path, what: &str) -> Result<Vec<TableCount>> {
     let tables = parse_tables(&cli(Open::ReadOnly(db), LIST_TABLES, what)?);
@@ -295,7 +283,7 @@ fn inspect(db: &Path, what: &str) -> Result<Vec<TableCount>> {
 /// Opens a DuckDB payload (spooled to a temporary file) and reads every table.
 pub fn check(input: &mut dyn Read, tmpdir: &Path) -> Result<PayloadCheck> {
     crate::fsutil::create_private_dir(tmpdir)?;
-    let file = spool(input, &tmpdir.join("check.duckdb"))?;
+    let file = file::spool(input, &tmpdir.join("check.duckdb"))?;
     let (tables, problems) = match inspect(file.path(), "the DuckDB payload cannot be read") {
         Ok(t) => (Some(t), Vec::new()),
         Err(e) if e.code() == crate::ExitCode::Usage => return Err(e),
@@ -317,12 +305,9 @@ impl Duckdb {
             &format!("reading DuckDB database {}", self.path.display()),
         )
         .map(|rows| parse_tables(&rows))
-        .map_err(|e| {
-            if is_lock_conflict(&e) {
-                held_error(&self.path, None, refused)
-            } else {
-                e
-            }
+        .map_err(|e| match lock_conflict(&self.path, false) {
+            Some(pid) => held_error(&self.path, pid, refused).with_source(e),
+            None => e,
         })
     }
 
@@ -405,12 +390,9 @@ impl Duckdb {
             &format!("restoring tables into {}", self.path.display()),
         )
         .map(drop)
-        .map_err(|e| {
-            if is_lock_conflict(&e) {
-                held_error(&self.path, None, true)
-            } else {
-                e
-            }
+        .map_err(|e| match lock_conflict(&self.path, true) {
+            Some(pid) => held_error(&self.path, pid, true).with_source(e),
+            None => e,
         })
     }
 
@@ -458,42 +440,13 @@ impl Duckdb {
 }
 
 impl Engine for Duckdb {
-    fn engine(&self) -> &'static str {
-        "duckdb"
-    }
-
-    fn payload(&self, _base: bool) -> Payload {
-        Payload::Duckdb
-    }
-
-    fn database(&self) -> String {
-        crate::name::file_database(&self.path)
-    }
-
-    fn url(&self) -> String {
-        format!("duckdb:{}", self.path.display())
-    }
-
-    fn host(&self) -> String {
-        crate::fsutil::host_name()
-    }
+    file::file_engine!("duckdb", Payload::Duckdb);
 
     fn snapshot(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo> {
-        if opts.base {
-            return Err(Error::usage(
-                "--base is for PostgreSQL; DuckDB snapshots are always full",
-            ));
-        }
+        file::check_snapshot(opts, "DuckDB", &self.path)?;
         child::require(&["duckdb"], PACKAGE)?;
-        if !self.path.is_file() {
-            return Err(Error::failed(format!(
-                "DuckDB database {} does not exist",
-                self.path.display()
-            )));
-        }
-        let dir = crate::fsutil::temp_name_for(&opts.tmpdir.join("dbsnap-duckdb"));
-        let dir_guard = TempGuard::new(&dir);
-        crate::fsutil::create_private_dir(&dir)?;
+        let dir_guard = file::snapshot_dir(opts, "duckdb")?;
+        let dir = dir_guard.path().to_path_buf();
         let copy = self.copy_at_rest(&dir)?;
 
         // Opening the copy read-write replays its WAL; CHECKPOINT writes it
@@ -540,15 +493,7 @@ impl Engine for Duckdb {
         let mut f = File::open(&file).context("reading the snapshot copy")?;
         crate::pipeline::copy(&mut f, out)?;
         drop(dir_guard);
-        Ok(SnapshotInfo {
-            tables: counts,
-            engine_version: version,
-            ..Default::default()
-        })
-    }
-
-    fn exists(&self) -> Result<bool> {
-        Ok(self.path.exists())
+        Ok(SnapshotInfo::new(counts, version, []))
     }
 
     fn tables(&self) -> Result<Vec<TableCount>> {
@@ -565,31 +510,16 @@ impl Engine for Duckdb {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Duckdb {
-            return Err(Error::usage(format!(
-                "cannot restore a {} payload into DuckDB database {}",
-                payload.ext(),
-                self.path.display()
-            ))
-            .hint("a duckdb: target takes duckdb artifacts"));
-        }
+        super::expect_payload(
+            payload,
+            Payload::Duckdb,
+            format_args!("DuckDB database {}", self.path.display()),
+            "a duckdb: target takes duckdb artifacts",
+        )?;
         child::require(&["duckdb"], PACKAGE)?;
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            if !opts.create {
-                return Err(
-                    Error::failed(format!("directory {} does not exist", dir.display()))
-                        .hint("pass --create to create it"),
-                );
-            }
-            crate::fsutil::create_private_dir(dir)?;
-        }
+        let dir = file::restore_dir(&self.path, opts.create)?;
         // Spooled next to the target and read whole before the target is touched.
-        let file = spool(input, &self.path)?;
+        let file = file::spool(input, &self.path)?;
         inspect(file.path(), "the DuckDB payload cannot be read")?;
         if opts.tables.is_empty() {
             self.replace_with(file, dir)

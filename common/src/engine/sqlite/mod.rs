@@ -1,24 +1,22 @@
 //! SQLite: snapshots through the online backup API, consistent while writers run.
 
+mod side;
+
+use super::file;
 use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
-use crate::cleanup::TempGuard;
 use crate::error::{Context, Error, Result};
 use crate::meta::TableCount;
 use crate::name::Payload;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A SQLite database file.
 pub struct Sqlite {
     path: PathBuf,
-}
-
-/// The file path of a `sqlite:` URL's remainder (`PATH`, `//rel`, `///abs`).
-pub fn path_of(rest: &str) -> PathBuf {
-    PathBuf::from(rest.strip_prefix("//").unwrap_or(rest))
 }
 
 impl Sqlite {
@@ -93,18 +91,6 @@ fn integrity_problems(conn: &Connection) -> Result<Vec<String>> {
     Ok(if lines == ["ok"] { Vec::new() } else { lines })
 }
 
-/// Writes a payload stream to a temporary file in `dir` (opened read-only
-/// afterwards, so SQLite leaves no journal beside it).
-fn spool(input: &mut dyn Read, dir: &Path) -> Result<TempGuard> {
-    crate::fsutil::create_private_dir(dir)?;
-    let path = crate::fsutil::temp_name_for(&dir.join("restore.sqlite"));
-    let guard = TempGuard::new(&path);
-    let mut f = crate::fsutil::create_private_file(&path)?;
-    crate::pipeline::copy(input, &mut f)?;
-    f.sync_all().context("spooling the SQLite payload")?;
-    Ok(guard)
-}
-
 fn open_payload(path: &Path) -> Result<Connection> {
     Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(sql_err("opening the SQLite payload"))
@@ -112,7 +98,9 @@ fn open_payload(path: &Path) -> Result<Connection> {
 
 /// `PRAGMA integrity_check` and row counts of a SQLite payload.
 pub fn check(input: &mut dyn Read, tmpdir: &Path) -> Result<PayloadCheck> {
-    let file = spool(input, tmpdir)?;
+    crate::fsutil::create_private_dir(tmpdir)?;
+    // Opened read-only afterwards, so SQLite leaves no journal beside it.
+    let file = file::spool(input, &tmpdir.join("check.sqlite"))?;
     let conn = open_payload(file.path())?;
     let mut problems = integrity_problems(&conn).unwrap_or_else(|e| vec![e.message]);
     let tables = match count_tables(&conn) {
@@ -130,45 +118,24 @@ pub fn check(input: &mut dyn Read, tmpdir: &Path) -> Result<PayloadCheck> {
 }
 
 impl Engine for Sqlite {
-    fn engine(&self) -> &'static str {
-        "sqlite"
-    }
-
-    fn payload(&self, _base: bool) -> Payload {
-        Payload::Sqlite
-    }
-
-    fn database(&self) -> String {
-        crate::name::file_database(&self.path)
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite:{}", self.path.display())
-    }
-
-    fn host(&self) -> String {
-        crate::fsutil::host_name()
-    }
+    file::file_engine!("sqlite", Payload::Sqlite);
 
     fn snapshot(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo> {
-        if opts.base {
-            return Err(Error::usage(
-                "--base is for PostgreSQL; SQLite snapshots are always full",
-            ));
-        }
-        if !self.path.is_file() {
-            return Err(Error::failed(format!(
-                "SQLite database {} does not exist",
-                self.path.display()
-            )));
-        }
+        file::check_snapshot(opts, "SQLite", &self.path)?;
         let src = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(sql_err(format!("opening {}", self.path.display())))?;
+        // What the copy does not carry: the copy is made in rollback mode
+        // and written by this process, so the source's journal mode and
+        // file mode are recorded and put back by the restore.
+        let journal_mode: String = src
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(sql_err("reading the journal mode"))?;
+        let file_mode = std::fs::metadata(&self.path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+            .context(self.path.display())?;
         // A private directory holds the copy and whatever journal SQLite makes beside it.
-        let dir = crate::fsutil::temp_name_for(&opts.tmpdir.join("dbsnap-sqlite"));
-        let dir_guard = TempGuard::new(&dir);
-        crate::fsutil::create_private_dir(&dir)?;
-        let copy_path = dir.join("snapshot.sqlite");
+        let dir_guard = file::snapshot_dir(opts, "sqlite")?;
+        let copy_path = dir_guard.path().join("snapshot.sqlite");
         let mut dst =
             Connection::open(&copy_path).map_err(sql_err("creating the snapshot copy"))?;
         backup_into(&src, &mut dst)?;
@@ -192,16 +159,14 @@ impl Engine for Sqlite {
         let mut f = std::fs::File::open(&copy_path).context("reading the snapshot copy")?;
         crate::pipeline::copy(&mut f, out)?;
         drop(dir_guard);
-        Ok(SnapshotInfo {
+        Ok(SnapshotInfo::new(
             tables,
-            engine_version: rusqlite::version().to_string(),
-            extra: Default::default(),
-            ..Default::default()
-        })
-    }
-
-    fn exists(&self) -> Result<bool> {
-        Ok(self.path.exists())
+            rusqlite::version(),
+            [
+                ("journal_mode", journal_mode.to_ascii_lowercase().into()),
+                ("file_mode", format!("{file_mode:04o}").into()),
+            ],
+        ))
     }
 
     fn tables(&self) -> Result<Vec<TableCount>> {
@@ -214,29 +179,15 @@ impl Engine for Sqlite {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        if payload != Payload::Sqlite {
-            return Err(Error::usage(format!(
-                "cannot restore a {} payload into SQLite database {}",
-                payload.ext(),
-                self.path.display()
-            )));
-        }
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            if !opts.create {
-                return Err(
-                    Error::failed(format!("directory {} does not exist", dir.display()))
-                        .hint("pass --create to create it"),
-                );
-            }
-            crate::fsutil::create_private_dir(dir)?;
-        }
+        super::expect_payload(
+            payload,
+            Payload::Sqlite,
+            format_args!("SQLite database {}", self.path.display()),
+            "a sqlite: target takes sqlite artifacts",
+        )?;
+        let dir = file::restore_dir(&self.path, opts.create)?;
         // Spool next to the target and check it whole before touching the target.
-        let file = spool(input, dir)?;
+        let file = file::spool(input, &self.path)?;
         let problems = integrity_problems(&open_payload(file.path())?)?;
         if !problems.is_empty() {
             return Err(Error::failed(format!(
@@ -245,10 +196,15 @@ impl Engine for Sqlite {
             )));
         }
         if !self.path.exists() && opts.tables.is_empty() {
+            if let Some(mode) = recorded_mode(opts) {
+                std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode))
+                    .context(file.path().display())?;
+            }
             std::fs::rename(file.path(), &self.path)
                 .context("moving the restored database into place")?;
             file.keep();
-            return crate::fsutil::fsync_dir(dir);
+            crate::fsutil::fsync_dir(dir)?;
+            return self.restore_journal_mode(opts);
         }
         let mut target = Connection::open(&self.path)
             .map_err(sql_err(format!("opening {}", self.path.display())))?;
@@ -259,7 +215,9 @@ impl Engine for Sqlite {
             // The backup API replaces the whole database under SQLite's own
             // locking, so other connections never see a torn file.
             let src = open_payload(file.path())?;
-            return backup_into(&src, &mut target);
+            backup_into(&src, &mut target)?;
+            drop(target);
+            return self.restore_journal_mode(opts);
         }
         restore_tables(&target, file.path(), &opts.tables)
     }
@@ -271,6 +229,39 @@ impl Engine for Sqlite {
         }
         Ok(())
     }
+}
+
+impl Sqlite {
+    /// Puts back the journal mode the snapshot recorded (WAL is a property
+    /// of the file; the copy was made in rollback mode).
+    fn restore_journal_mode(&self, opts: &RestoreOptions) -> Result<()> {
+        let Some(mode) = opts.recorded.get("journal_mode").and_then(|v| v.as_str()) else {
+            return Ok(());
+        };
+        if !matches!(mode, "wal" | "delete" | "truncate" | "persist") {
+            return Ok(());
+        }
+        let conn = Connection::open(&self.path)
+            .map_err(sql_err(format!("opening {}", self.path.display())))?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(sql_err("busy timeout"))?;
+        let now: String = conn
+            .pragma_update_and_check(None, "journal_mode", mode, |r| r.get(0))
+            .map_err(sql_err(format!("setting journal_mode={mode}")))?;
+        if !now.eq_ignore_ascii_case(mode) {
+            crate::output::warn(format!(
+                "{}: journal mode is {now}, the backup's was {mode}",
+                self.path.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The file mode the snapshot recorded, if it did.
+fn recorded_mode(opts: &RestoreOptions) -> Option<u32> {
+    let m = opts.recorded.get("file_mode")?.as_str()?;
+    u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o7777)
 }
 
 /// Replaces only the named tables (and their indexes and triggers) in one transaction.

@@ -1,0 +1,145 @@
+//! The one restore flow, seen from the tools: every tool reads sidecars by
+//! the same rule, proves a restore the same way and names what it writes
+//! through the artifact-name module.
+
+use dbsafe_tests::{sqlite, Cmd, Scene};
+use std::path::PathBuf;
+
+/// A SQLite artifact encrypted to a fresh key, with its sidecars; returns it and the key.
+fn artifact(s: &Scene) -> (PathBuf, PathBuf) {
+    sqlite::sample(&s.path("app.db"), 50);
+    let (key, public) = s.age_key("key.txt");
+    let art = s.path("a.sqlite.zst.age");
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .args(["-r", &public, "-o"])
+        .arg(&art)
+        .succeeds();
+    (art, key)
+}
+
+fn sidecar(art: &std::path::Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{suffix}", art.display()))
+}
+
+#[test]
+fn an_invalid_sha256_sidecar_is_an_error_naming_it_in_dbverify_and_dbrestore() {
+    let s = Scene::new();
+    let (art, key) = artifact(&s);
+    std::fs::write(sidecar(&art, "sha256"), "not a checksum\n").unwrap();
+    Cmd::tool("dbverify")
+        .arg(&art)
+        .arg("-i")
+        .arg(&key)
+        .fails_with_code(1)
+        .stderr_has("a.sqlite.zst.age.sha256: not a sha256sum line");
+    let target = s.path("restored.db");
+    Cmd::tool("dbrestore")
+        .arg(&art)
+        .arg("-i")
+        .arg(&key)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .arg("--skip-verify")
+        .fails_with_code(1)
+        .stderr_has("a.sqlite.zst.age.sha256: not a sha256sum line");
+    assert!(!target.exists(), "nothing was restored");
+}
+
+#[test]
+fn a_checksum_mismatch_found_by_a_restore_without_verification_is_a_problem_after_it() {
+    let s = Scene::new();
+    let (art, key) = artifact(&s);
+    std::fs::write(
+        sidecar(&art, "sha256"),
+        format!("{}  a.sqlite.zst.age\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let target = s.path("restored.db");
+    Cmd::tool("dbrestore")
+        .arg(&art)
+        .arg("-i")
+        .arg(&key)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .arg("--skip-verify")
+        .fails_with_code(1)
+        .stderr_has("problem after restore: sha256 mismatch");
+    assert_eq!(
+        sqlite::contents(&target),
+        sqlite::contents(&s.path("app.db")),
+        "the restore itself completed"
+    );
+}
+
+#[test]
+fn a_safety_backup_in_a_safety_dir_is_a_named_artifact_that_verifies() {
+    let s = Scene::new();
+    let (art, key) = artifact(&s);
+    let target = s.path("target.db");
+    let c = rusqlite::Connection::open(&target).unwrap();
+    c.execute_batch("CREATE TABLE precious(x); INSERT INTO precious VALUES (1);")
+        .unwrap();
+    drop(c);
+    Cmd::tool("dbrestore")
+        .arg(&art)
+        .arg("-i")
+        .arg(&key)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .arg("--yes")
+        .arg("--safety-dir")
+        .arg(s.path("safety"))
+        .env("DBSAFE_AUDIT_LOG", s.path("audit.log"))
+        .succeeds();
+    let names: Vec<String> = std::fs::read_dir(s.path("safety"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".sha256") && !n.ends_with(".json"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = &names[0];
+    assert!(
+        name.starts_with("default-safety_target_full_") && name.ends_with(".sqlite.zst.age"),
+        "{name}"
+    );
+    // Encrypted to the restored artifact's recipient, and whole.
+    let r = Cmd::tool("dbverify")
+        .arg(s.path("safety").join(name))
+        .arg("-i")
+        .arg(&key)
+        .args(["--level", "restore", "--json"])
+        .succeeds();
+    assert_eq!(r.json()[0]["tables"][0]["name"], "precious");
+}
+
+#[test]
+fn an_identity_only_in_the_config_file_decrypts_for_dbverify_and_dbrestore() {
+    let s = Scene::new();
+    let (art, key) = artifact(&s);
+    let cfg = s.write(
+        "dbsafe.toml",
+        &format!(
+            "[defaults]\nidentity_file = {:?}\n",
+            key.display().to_string()
+        ),
+    );
+    Cmd::tool("dbverify")
+        .arg(&art)
+        .args(["--level", "restore"])
+        .env("DBSAFE_CONFIG", &cfg)
+        .env_remove("DBSAFE_IDENTITY_FILE")
+        .succeeds();
+    let target = s.path("restored.db");
+    Cmd::tool("dbrestore")
+        .arg(&art)
+        .arg("--target")
+        .arg(format!("sqlite:{}", target.display()))
+        .env("DBSAFE_CONFIG", &cfg)
+        .env_remove("DBSAFE_IDENTITY_FILE")
+        .succeeds();
+    assert_eq!(
+        sqlite::contents(&target),
+        sqlite::contents(&s.path("app.db"))
+    );
+}
