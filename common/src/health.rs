@@ -18,6 +18,19 @@ pub struct Thresholds {
     pub min_count: usize,
     /// The newest archived WAL must be younger, when set.
     pub max_wal_lag: Option<Duration>,
+    /// Only this environment's series (and its safety backups).
+    pub env: Option<String>,
+    /// Only this database's series.
+    pub database: Option<String>,
+}
+
+impl Thresholds {
+    fn covers(&self, e: &Entry) -> bool {
+        let env_ok = self.env.as_ref().is_none_or(|v| {
+            e.name.env == *v || e.name.env == format!("{v}{}", crate::name::SAFETY_SUFFIX)
+        });
+        env_ok && self.database.as_ref().is_none_or(|d| e.name.database == *d)
+    }
 }
 
 /// One series' health.
@@ -103,7 +116,7 @@ pub struct Health {
 /// Computes the health of a store.
 pub fn assess(store: &dyn Store, t: &Thresholds, now: DateTime<Utc>) -> Result<Health> {
     let mut by_series: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-    for e in catalog::list(store)? {
+    for e in catalog::list(store)?.into_iter().filter(|e| t.covers(e)) {
         by_series.entry(e.name.series_id()).or_default().push(e);
     }
     let mut critical = Vec::new();
@@ -384,6 +397,8 @@ mod tests {
             max_age: Duration::from_secs(86400),
             min_count: 1,
             max_wal_lag: None,
+            env: None,
+            database: None,
         };
         let h = assess(store.as_ref(), &t, now).expect("assess");
         assert_eq!(h.readiness, "good", "{:?}", h.problems);

@@ -308,7 +308,7 @@ mod tests {
         );
         let other = generate_identity(&dir.path().join("other.txt")).unwrap();
         assert_eq!(
-            keys.encryption_like(true, &[other.clone()])
+            keys.encryption_like(true, std::slice::from_ref(&other))
                 .unwrap()
                 .public_keys(),
             vec![other]

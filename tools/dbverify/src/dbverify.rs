@@ -30,7 +30,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             .transpose()?,
     };
     if args.status {
-        return status(&args, &log);
+        return status(&args, &log, &cfg);
     }
     let explicit_store =
         args.store.is_some() && (args.latest || args.all || !args.artifacts.is_empty());
@@ -177,12 +177,17 @@ fn verify_store(args: &cli::Cli, s: &Settings<'_>, log: &Log) -> Result<Vec<Veri
         .collect()
 }
 
-fn status(args: &cli::Cli, log: &Log) -> Result<ExitCode> {
+fn status(args: &cli::Cli, log: &Log, cfg: &dbsafe::config::Config) -> Result<ExitCode> {
     let loc = args
         .store
-        .as_deref()
-        .ok_or_else(|| Error::usage("--status needs --store STORE (or DBSAFE_STORE)"))?;
-    let store = dbsafe::store::open(loc, false)?;
+        .clone()
+        .or_else(|| cfg.store_for(args.env.as_deref().unwrap_or("default")))
+        .ok_or_else(|| {
+            Error::usage(
+                "--status needs --store STORE (or DBSAFE_STORE, or store in the config file)",
+            )
+        })?;
+    let store = dbsafe::store::open(&loc, false)?;
     let t = dbsafe::health::Thresholds {
         max_age: dbsafe::units::parse_duration(&args.max_age)?,
         min_count: args.min_count,
@@ -191,6 +196,8 @@ fn status(args: &cli::Cli, log: &Log) -> Result<ExitCode> {
             .as_deref()
             .map(dbsafe::units::parse_duration)
             .transpose()?,
+        env: args.env.clone(),
+        database: args.database.clone(),
     };
     let h = dbsafe::health::assess(store.as_ref(), &t, chrono::Utc::now())?;
     if args.common.json {
@@ -214,6 +221,12 @@ fn status(args: &cli::Cli, log: &Log) -> Result<ExitCode> {
                     .unwrap_or_default()
             );
         }
+        if !h.safety.is_empty() {
+            println!("  safety backups (taken before restores; not counted in readiness):");
+            for s in &h.safety {
+                println!("    {}: {} backups, newest {}", s.series, s.count, s.newest);
+            }
+        }
         if let Some(w) = &h.wal {
             println!(
                 "  WAL: {} segments, newest {} ({}s old), {} gaps",
@@ -222,6 +235,15 @@ fn status(args: &cli::Cli, log: &Log) -> Result<ExitCode> {
                 w.newest_age_seconds.unwrap_or(0),
                 w.gaps.len()
             );
+            for t in &w.timelines {
+                println!(
+                    "    timeline {} ({}): newest {}, {} gaps",
+                    t.timeline,
+                    t.role,
+                    t.newest.as_deref().unwrap_or("-"),
+                    t.gaps.len()
+                );
+            }
         }
         for p in &h.problems {
             log.warn(p);
