@@ -1,4 +1,9 @@
 //! The audit log: one JSON object a line for every restore, deletion, promotion and rollback.
+//!
+//! The log is a layer around a store, not part of it (SPEC §4): a local
+//! store keeps it in `STORE/audit.log`; for a remote store it is a local
+//! file, `DBSAFE_AUDIT_LOG` or `$XDG_STATE_HOME/dbsafe/audit.log`
+//! ([`log_for`]).
 
 use crate::error::{Context, Result};
 use serde::Serialize;
@@ -68,6 +73,19 @@ impl AuditEntry {
     }
 }
 
+/// Where the audit log of `store` lives.
+pub fn log_for(store: &dyn crate::Store) -> std::path::PathBuf {
+    log_of(&store.describe())
+}
+
+/// Where the audit log of the store at `location` lives.
+fn log_of(location: &str) -> std::path::PathBuf {
+    match crate::store::local_dir(location) {
+        Some(dir) => dir.join("audit.log"),
+        None => default_log_path(),
+    }
+}
+
 /// The audit log for stores that are not local directories (SPEC §4).
 pub fn default_log_path() -> std::path::PathBuf {
     if let Ok(p) = std::env::var("DBSAFE_AUDIT_LOG") {
@@ -80,4 +98,18 @@ pub fn default_log_path() -> std::path::PathBuf {
                 .join(".local/state")
         });
     state.join("dbsafe/audit.log")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_stores_keep_their_audit_log_inside_remote_ones_on_this_host() {
+        assert_eq!(
+            log_of("/srv/backups"),
+            std::path::PathBuf::from("/srv/backups/audit.log")
+        );
+        assert_eq!(log_of("s3://bucket/prefix"), default_log_path());
+    }
 }

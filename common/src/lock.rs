@@ -1,16 +1,25 @@
-//! Locks that a dead holder cannot wedge.
+//! Locks that a dead holder cannot wedge, and where a store's locks live.
 //!
 //! A lock is an `flock` on a file: the kernel releases it when the holder
 //! dies, however it dies, so a lock left behind by a crashed run is taken
 //! over rather than obeyed forever. The file holds the holder's pid and
 //! host, for the message a waiting writer prints.
+//!
+//! Locks are a layer around a store, not part of it (SPEC §4): a local
+//! store keeps them in `STORE/locks/NAME.lock`; a remote store has no file
+//! to lock, so its locks are local files that serialise the writers of
+//! this host, in `$XDG_RUNTIME_DIR/dbsafe-locks` or `/tmp/dbsafe-locks-UID`,
+//! keyed by a hash of the store's location.
 
 use crate::error::{Error, Result};
+use crate::store::Store;
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
+use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A held lock; released on drop.
@@ -19,6 +28,14 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// Takes the lock `name` of `store` (one per series or environment),
+    /// waiting up to `timeout` (zero: fail at once with exit 4).
+    pub fn on_store(store: &dyn Store, name: &str, timeout: Duration) -> Result<Lock> {
+        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+        let path = store_lock_path(&store.describe(), name, runtime_dir)?;
+        Lock::acquire(&path, name, timeout)
+    }
+
     /// Takes the lock at `path`, waiting up to `timeout` (zero: fail at once with exit 4).
     pub fn acquire(path: &Path, what: &str, timeout: Duration) -> Result<Lock> {
         if let Some(dir) = path.parent() {
@@ -31,29 +48,36 @@ impl Lock {
             .truncate(false)
             .mode(0o600)
             .open(path)
-            .map_err(|e| Error::failed(format!("cannot open lock file {}: {e}", path.display())))?;
+            .map_err(|e| Error::io(format!("cannot open lock file {}", path.display()), e))?;
         let start = Instant::now();
         loop {
-            // SAFETY: the descriptor is valid for the lifetime of `file`.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                let _ = file.set_len(0);
-                let _ = file.rewind();
-                let _ = writeln!(
-                    file,
-                    "{} {}",
-                    std::process::id(),
-                    crate::fsutil::host_name()
-                );
-                let _ = file.sync_all();
-                return Ok(Lock { file });
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {
+                    let _ = file.set_len(0);
+                    let _ = file.rewind();
+                    let _ = writeln!(
+                        file,
+                        "{} {}",
+                        std::process::id(),
+                        crate::fsutil::host_name()
+                    );
+                    let _ = file.sync_all();
+                    return Ok(Lock { file });
+                }
+                Err(Errno::WOULDBLOCK | Errno::INTR) => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("cannot lock {}", path.display()),
+                        e.into(),
+                    ))
+                }
             }
             if start.elapsed() >= timeout {
                 let mut holder = String::new();
                 let _ = file.rewind();
                 let _ = file.read_to_string(&mut holder);
                 let pid = holder.split_whitespace().next().unwrap_or("unknown");
-                return Err(Error::refused(format!(
+                return Err(Error::busy(format!(
                     "{what} is locked by another process (pid {pid}; lock {})",
                     path.display()
                 ))
@@ -66,7 +90,95 @@ impl Lock {
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        // SAFETY: the descriptor is valid; unlocking an flock has no other effect.
-        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+        // Closing the file releases the lock too; unlocking first lets a
+        // waiter in before the rest of this process's teardown.
+        let _ = flock(&self.file, FlockOperation::Unlock);
+    }
+}
+
+/// The lock file of lock `name` of the store at `location`.
+fn store_lock_path(location: &str, name: &str, runtime_dir: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = crate::store::local_dir(location) {
+        return Ok(dir.join("locks").join(format!("{name}.lock")));
+    }
+    let dir = host_lock_dir(runtime_dir)?;
+    // The store's location, not its endpoint: the same bucket reached
+    // through two endpoints must still be one lock.
+    let id = Sha256::digest(location);
+    let safe: String = name
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || "-_.".contains(ch) {
+                ch
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok(dir.join(format!("{}-{safe}.lock", &hex::encode(id)[..16])))
+}
+
+/// This host's directory for the locks of remote stores, which must be ours and private.
+fn host_lock_dir(runtime_dir: Option<PathBuf>) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = rustix::process::getuid().as_raw();
+    let dir = match runtime_dir {
+        Some(d) if d.is_absolute() && d.is_dir() => d.join("dbsafe-locks"),
+        _ => PathBuf::from(format!("/tmp/dbsafe-locks-{uid}")),
+    };
+    crate::fsutil::create_private_dir(&dir)?;
+    let meta = std::fs::symlink_metadata(&dir)
+        .map_err(|e| Error::io(format!("cannot use lock directory {}", dir.display()), e))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(Error::refused(format!(
+            "lock directory {} is not a private directory of this user",
+            dir.display()
+        ))
+        .hint("remove it, or set XDG_RUNTIME_DIR"));
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ExitCode;
+
+    #[test]
+    fn a_held_lock_refuses_a_second_taker_with_the_holder_pid_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks/s.lock");
+        let held = Lock::acquire(&path, "series s", Duration::ZERO).unwrap();
+        let e = Lock::acquire(&path, "series s", Duration::ZERO)
+            .err()
+            .expect("a second taker is refused");
+        assert_eq!(e.code(), ExitCode::Refused);
+        assert!(
+            e.message.contains(&format!("pid {}", std::process::id())),
+            "{}",
+            e.message
+        );
+        drop(held);
+        Lock::acquire(&path, "series s", Duration::ZERO).expect("free once released");
+    }
+
+    #[test]
+    fn local_stores_keep_their_locks_inside_remote_ones_on_this_host() {
+        assert_eq!(
+            store_lock_path("/srv/backups", "app", None).unwrap(),
+            PathBuf::from("/srv/backups/locks/app.lock")
+        );
+        let runtime = tempfile::tempdir().unwrap();
+        let a = store_lock_path("s3://b/p", "promote-prod", Some(runtime.path().into())).unwrap();
+        assert_eq!(
+            a.parent(),
+            Some(runtime.path().join("dbsafe-locks").as_path())
+        );
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with("-promote-prod.lock"), "{name}");
+        let other = store_lock_path("s3://b/q", "promote-prod", Some(runtime.path().into()));
+        assert_ne!(a, other.unwrap(), "two stores, two locks");
+        let odd = store_lock_path("s3://b/p", "a/b c", Some(runtime.path().into())).unwrap();
+        assert!(odd.to_string_lossy().ends_with("-a_b_c.lock"), "{odd:?}");
     }
 }

@@ -132,7 +132,7 @@ pub fn take(
             lock_timeout,
             ..
         } => {
-            let lock = store.lock(&name.series(), *lock_timeout)?;
+            let lock = crate::lock::Lock::on_store(*store, &name.series(), *lock_timeout)?;
             while store.exists(&store::key(store::BACKUPS, &name.to_string()))? {
                 std::thread::sleep(Duration::from_millis(100));
                 started = Utc::now();

@@ -115,7 +115,7 @@ fn engines_know_neither_stores_nor_keys_nor_walship() {
 #[test]
 fn stores_know_objects_not_what_is_in_them() {
     assert_none(
-        "a store imports an engine, keys, the pipeline or the audit log",
+        "a store imports an engine, keys, the pipeline, the audit log or locks",
         offences(
             "common/src/store",
             &[
@@ -123,6 +123,7 @@ fn stores_know_objects_not_what_is_in_them() {
                 "crate::keys",
                 "crate::pipeline",
                 "crate::audit",
+                "crate::lock",
                 "crate::catalog",
             ],
             &[],

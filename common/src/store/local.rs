@@ -4,12 +4,10 @@ use super::{ObjectInfo, ObjectWriter, StaleTemporary, Store};
 use crate::cleanup::TempGuard;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
-use crate::lock::Lock;
 use chrono::{DateTime, Utc};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// A store rooted at a local directory.
 pub struct LocalStore {
@@ -18,8 +16,8 @@ pub struct LocalStore {
 
 impl LocalStore {
     /// Opens (and with `create`, creates) the store at `root`.
-    pub fn open(root: &str, create: bool) -> Result<LocalStore> {
-        let root = PathBuf::from(root);
+    pub fn open(root: &Path, create: bool) -> Result<LocalStore> {
+        let root = root.to_path_buf();
         if !root.is_dir() {
             if !create {
                 return Err(
@@ -162,24 +160,8 @@ impl Store for LocalStore {
         }
     }
 
-    fn lock(&self, name: &str, timeout: Duration) -> Result<Lock> {
-        Lock::acquire(
-            &self.root.join("locks").join(format!("{name}.lock")),
-            name,
-            timeout,
-        )
-    }
-
-    fn audit_log(&self) -> PathBuf {
-        self.root.join("audit.log")
-    }
-
     fn free_space(&self) -> Option<u64> {
         fsutil::free_space(&self.root)
-    }
-
-    fn local_path(&self, key: &str) -> Option<PathBuf> {
-        self.path(key).ok()
     }
 
     fn temporaries(&self, prefix: &str) -> Result<Vec<StaleTemporary>> {

@@ -4,6 +4,11 @@
 //! strictest backend: objects appear only once committed whole (S3 has no
 //! rename), a "latest" link is a pointer that may be a symlink or a small
 //! object, and listing returns final objects only, never temporaries.
+//!
+//! Policy is not the store's business: locks ([`crate::lock`]) and the
+//! audit log ([`crate::audit`]) are layers built around a store, keyed on
+//! its location ([`Store::describe`], [`local_dir`]); retries are a layer
+//! around the S3 client's requests.
 
 mod local;
 mod s3;
@@ -12,11 +17,9 @@ pub use local::LocalStore;
 pub use s3::S3Store;
 
 use crate::error::{Error, Result};
-use crate::lock::Lock;
 use chrono::{DateTime, Utc};
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::Path;
 
 /// Prefix of artifacts and their sidecars.
 pub const BACKUPS: &str = "backups";
@@ -65,7 +68,9 @@ pub struct StaleTemporary {
 
 /// A place that holds artifacts.
 pub trait Store: Send + Sync {
-    /// The store's location for messages, without secrets.
+    /// The store's location, without secrets, as [`open`] takes it: a
+    /// directory or `s3://bucket/prefix`. Messages name the store by it, and
+    /// the layers around a store (locks, audit log) key their state on it.
     fn describe(&self) -> String;
     /// Starts writing the object `key`.
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
@@ -82,14 +87,8 @@ pub trait Store: Send + Sync {
     fn set_pointer(&self, key: &str, target: &str) -> Result<()>;
     /// Where `key` points, if it is a pointer.
     fn pointer(&self, key: &str) -> Result<Option<String>>;
-    /// Takes the named lock (one per series or environment).
-    fn lock(&self, name: &str, timeout: Duration) -> Result<Lock>;
-    /// Where this store's audit log lives.
-    fn audit_log(&self) -> PathBuf;
     /// Free bytes where the store writes, when the backend can tell.
     fn free_space(&self) -> Option<u64>;
-    /// A local file path for `key`, for backends that have one.
-    fn local_path(&self, key: &str) -> Option<PathBuf>;
     /// Temporaries under `prefix` left by writers, oldest first.
     fn temporaries(&self, prefix: &str) -> Result<Vec<StaleTemporary>>;
     /// Removes a temporary found by [`Store::temporaries`].
@@ -121,15 +120,23 @@ pub trait Store: Send + Sync {
 /// Opens the store at `location`. With `create`, a missing local directory
 /// is created; without, it is an error (a mistyped path must not look empty).
 pub fn open(location: &str, create: bool) -> Result<Box<dyn Store>> {
+    if let Some(dir) = local_dir(location) {
+        return Ok(Box::new(LocalStore::open(dir, create)?));
+    }
     if location.starts_with("s3://") {
         return Ok(Box::new(S3Store::open(location, create)?));
     }
-    if location.contains("://") {
-        return Err(Error::usage(format!(
-            "unsupported store {location:?}: use a directory or s3://bucket/prefix"
-        )));
-    }
-    Ok(Box::new(LocalStore::open(location, create)?))
+    Err(Error::usage(format!(
+        "unsupported store {location:?}: use a directory or s3://bucket/prefix"
+    )))
+}
+
+/// The directory of a store location that is a local directory; `None`
+/// for a URL (`scheme://...`). The one rule that tells local stores from
+/// remote ones, for [`open`] and for the layers that keep state beside a
+/// local store but on this host for a remote one.
+pub fn local_dir(location: &str) -> Option<&Path> {
+    (!location.contains("://")).then(|| Path::new(location))
 }
 
 /// Joins key components with `/`.

@@ -293,7 +293,7 @@ impl<'a> Recorder<'a> {
             "steps": steps,
             "error": err.map(|e| e.message.clone()),
         });
-        let path = store.audit_log();
+        let path = dbsafe::audit::log_for(*store);
         if let Err(e) = a.append(&path) {
             self.ctx.log.warn(format!(
                 "cannot write the audit log {}: {e}",

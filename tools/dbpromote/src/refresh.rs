@@ -8,6 +8,7 @@ use crate::record::Recorder;
 use crate::{Ctx, EnvSpec, Plan};
 use dbsafe::engine::side::{self, Home};
 use dbsafe::engine::Engine;
+use dbsafe::lock::Lock;
 use dbsafe::release::{self as rel, Kind, Manifest};
 use dbsafe::{Error, ExitCode, Result, Store};
 
@@ -64,7 +65,11 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         Err(e) => return Err(e.context(format!("{}'s store", source.name))),
     };
     let _lock = match (&store, a.dry_run) {
-        (Some(s), false) => Some(s.lock(&format!("promote-{}", target.name), ctx.lock_timeout)?),
+        (Some(s), false) => Some(Lock::on_store(
+            s.as_ref(),
+            &format!("promote-{}", target.name),
+            ctx.lock_timeout,
+        )?),
         _ => None,
     };
     if !engine.exists()? {

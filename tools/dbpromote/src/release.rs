@@ -6,6 +6,7 @@ use crate::record::Recorder;
 use crate::{Ctx, EnvSpec, Plan};
 use dbsafe::engine::side::{self, Home};
 use dbsafe::engine::Engine;
+use dbsafe::lock::Lock;
 use dbsafe::release::{self as rel, Kind, Manifest, Status};
 use dbsafe::{Error, ExitCode, Result, Store};
 
@@ -37,7 +38,11 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     ctx.require_confirmation_possible(&target.name)?;
     let store = ops::open_store(&target.store, ctx.args.dry_run)?;
     let _lock = match (&store, ctx.args.dry_run) {
-        (Some(s), false) => Some(s.lock(&format!("promote-{}", target.name), ctx.lock_timeout)?),
+        (Some(s), false) => Some(Lock::on_store(
+            s.as_ref(),
+            &format!("promote-{}", target.name),
+            ctx.lock_timeout,
+        )?),
         _ => None,
     };
     let gate = if gated {

@@ -12,6 +12,7 @@ use crate::refresh::swap_detail;
 use crate::{Ctx, EnvSpec, Plan};
 use dbsafe::engine::side::{self, Home};
 use dbsafe::engine::Engine;
+use dbsafe::lock::Lock;
 use dbsafe::meta::TableCount;
 use dbsafe::release::{self as rel, Kind, Manifest, Rollback, Status};
 use dbsafe::{Error, ExitCode, Result, Store};
@@ -45,7 +46,11 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     let _lock = if a.dry_run {
         None
     } else {
-        Some(store.lock(&format!("promote-{b}"), ctx.lock_timeout)?)
+        Some(Lock::on_store(
+            store.as_ref(),
+            &format!("promote-{b}"),
+            ctx.lock_timeout,
+        )?)
     };
     let history = rel::history(store.as_ref(), &b)?;
     let m = rel::rollback_candidate(&history, a.version.as_deref(), &b)?.clone();

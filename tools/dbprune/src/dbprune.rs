@@ -5,9 +5,10 @@ pub mod cli;
 
 use chrono::Utc;
 use dbsafe::artifact::Sidecar;
-use dbsafe::audit::AuditEntry;
+use dbsafe::audit::{self, AuditEntry};
 use dbsafe::catalog::{self, Entry};
 use dbsafe::config::{Config, Retention};
+use dbsafe::lock::Lock;
 use dbsafe::retention::{self, Candidate, Decision, Policy};
 use dbsafe::wal::{self, WalName};
 use dbsafe::{store, units, ExitCode, Result, Store};
@@ -33,7 +34,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let log = args.common.log("dbprune");
     let cfg = Config::load(args.common.config.as_deref())?;
     let store = store::open(&args.store, false)?;
-    let _lock = store.lock("dbprune", Duration::ZERO)?;
+    let _lock = Lock::on_store(store.as_ref(), "dbprune", Duration::ZERO)?;
     let now = Utc::now();
     let flags = flag_policy(&args)?;
     let entries: Vec<Entry> = catalog::list(store.as_ref())?
@@ -228,7 +229,7 @@ fn delete_backup(store: &dyn Store, e: &Entry, d: &Decision) -> Result<()> {
     audit.result = if result.is_ok() { "success" } else { "failure" }.into();
     audit.details =
         serde_json::json!({ "reasons": d.reasons, "size_bytes": d.size, "series": d.series });
-    audit.append(&store.audit_log())?;
+    audit.append(&audit::log_for(store))?;
     result
 }
 

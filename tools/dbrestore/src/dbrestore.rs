@@ -314,8 +314,8 @@ fn safety_location(args: &cli::Cli, cfg: &Config, source: &Source) -> Result<Saf
 
 fn audit_path(source: &Source, safety: &Option<SafetyDest>) -> PathBuf {
     match (source.store(), safety) {
-        (Some(store), _) => store.audit_log(),
-        (_, Some(SafetyDest::Store(s))) => s.audit_log(),
+        (Some(store), _) => dbsafe::audit::log_for(store),
+        (_, Some(SafetyDest::Store(s))) => dbsafe::audit::log_for(s.as_ref()),
         _ => dbsafe::audit::default_log_path(),
     }
 }

@@ -166,7 +166,7 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
         "reached": result.as_ref().ok().and_then(|r| r.as_ref()).and_then(|r| r.last_transaction.clone()),
         "error": result.as_ref().err().map(|e| e.to_string()),
     });
-    if let Err(e) = audit.append(&store.audit_log()) {
+    if let Err(e) = audit.append(&dbsafe::audit::log_for(store.as_ref())) {
         log.warn(format!("cannot write the audit log: {e}"));
     }
     match result {

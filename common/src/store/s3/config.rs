@@ -298,32 +298,42 @@ fn endpoint_is_ip_or_localhost(endpoint: &str) -> bool {
     }
 }
 
+/// Sections of an ini file by name, each its keys (lower case) and values.
 type Ini = BTreeMap<String, BTreeMap<String, String>>;
 
+/// An aws CLI file, when it exists; one that cannot be read is ignored with a warning.
 fn read_ini(path: &std::path::Path) -> Option<Ini> {
-    std::fs::read_to_string(path).ok().map(|t| parse_ini(&t))
-}
-
-/// The aws CLI's ini dialect: `[section]`, `key = value`, `#`/`;` comments.
-fn parse_ini(text: &str) -> Ini {
-    let mut out = Ini::new();
-    let mut section: Option<String> = None;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
-            out.entry(name.clone()).or_default();
-            section = Some(name);
-        } else if let (Some(s), Some((k, v))) = (&section, line.split_once('=')) {
-            out.entry(s.clone())
-                .or_default()
-                .insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    let text = std::fs::read_to_string(path).ok()?;
+    match parse_ini(&text) {
+        Ok(ini) => Some(ini),
+        Err(e) => {
+            crate::output::warn(format!("ignoring {}: {e}", path.display()));
+            None
         }
     }
-    out
+}
+
+/// The aws CLI's ini dialect: `[section]`, `key = value`, whole-line `#`/`;`
+/// comments; values taken as written (no quotes, escapes or inline
+/// comments), keys in any case, sections of one name merged.
+fn parse_ini(text: &str) -> std::result::Result<Ini, ini::ParseError> {
+    let options = ini::ParseOption {
+        enabled_quote: false,
+        enabled_escape: false,
+        ..Default::default()
+    };
+    let mut out = Ini::new();
+    for (section, props) in ini::Ini::load_from_str_opt(text, options)?.iter() {
+        let Some(section) = section else {
+            continue;
+        };
+        let name = section.split_whitespace().collect::<Vec<_>>().join(" ");
+        let keys = out.entry(name).or_default();
+        for (k, v) in props.iter() {
+            keys.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -401,6 +411,59 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.code(), crate::ExitCode::Usage);
         assert!(settings(&env_of(&[("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")])).is_err());
+    }
+
+    #[test]
+    fn ini_files_read_as_the_aws_cli_reads_them() {
+        let ini = parse_ini(
+            "; a comment\n# another\n[default]\nAWS_Access_Key_ID = K1\n\n[profile   ops ]\nregion=eu-west-3\naws_session_token = FwoGZXIvYXdzE+/abc==\naws_secret_access_key = s#not;a comment\n[default]\nregion = us-west-2\n",
+        )
+        .unwrap();
+        let default = &ini["default"];
+        assert_eq!(default["aws_access_key_id"], "K1", "keys in any case");
+        assert_eq!(default["region"], "us-west-2", "sections of one name merge");
+        let ops = &ini["profile ops"];
+        assert_eq!(ops["aws_session_token"], "FwoGZXIvYXdzE+/abc==");
+        assert_eq!(ops["aws_secret_access_key"], "s#not;a comment");
+        assert_eq!(ini.len(), 2);
+    }
+
+    #[test]
+    fn profiles_are_profile_x_in_the_config_file_and_x_in_the_credentials_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, creds) = (dir.path().join("config"), dir.path().join("credentials"));
+        let write = |config_text: &str, creds_text: &str| {
+            std::fs::write(&config, config_text).unwrap();
+            std::fs::write(&creds, creds_text).unwrap();
+        };
+        let env = [
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap()),
+            ("AWS_PROFILE", "ops"),
+        ];
+        // The wrong spelling in each file is not the profile.
+        write(
+            "[ops]\naws_access_key_id = WRONG\naws_secret_access_key = S\nregion = ap-south-1\n",
+            "[profile ops]\naws_access_key_id = WRONG\naws_secret_access_key = S\n",
+        );
+        let e = settings(&env_of(&env)).unwrap_err();
+        assert_eq!(e.code(), crate::ExitCode::Usage);
+        write(
+            "[profile ops]\nregion = ap-south-1\n[default]\nregion = eu-north-1\n",
+            "[ops]\naws_access_key_id = OPS\naws_secret_access_key = S\n",
+        );
+        let s = settings(&env_of(&env)).unwrap();
+        let got = (s.credentials.key_id.as_str(), s.region.as_str());
+        assert_eq!(got, ("OPS", "ap-south-1"));
+        assert!(s.credentials.source.starts_with("profile ops in "));
+        // The default profile is `[default]` in both files.
+        write(
+            "[profile ops]\nregion = ap-south-1\n[default]\nregion = eu-north-1\n",
+            "[default]\naws_access_key_id = DEF\naws_secret_access_key = S\n",
+        );
+        let s = settings(&env_of(&env[..2])).unwrap();
+        let got = (s.credentials.key_id.as_str(), s.region.as_str());
+        assert_eq!(got, ("DEF", "eu-north-1"));
     }
 
     #[test]

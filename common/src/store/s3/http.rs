@@ -1,5 +1,6 @@
-//! Signed requests to one bucket, with bounded retries and messages that
-//! name the bucket, the key and the last status, never a secret.
+//! Signed requests to one bucket, each tried once, and messages that name
+//! the bucket, the key and the last status, never a secret. Retries are a
+//! layer around these requests ([`super::retry`]).
 //!
 //! Requests are presigned (SigV4 query parameters, by `rusty-s3`) and sent
 //! with `ureq`'s blocking client. A presigned URL carries the signature and
@@ -8,8 +9,8 @@
 
 use super::config::{Location, Settings};
 use crate::error::{Error, Result};
+use rusty_s3::S3Action;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use url::Url;
 
@@ -36,25 +37,6 @@ pub(super) enum Failure {
 }
 
 impl Failure {
-    /// Whether trying again may help.
-    pub(super) fn is_transient(&self) -> bool {
-        match self {
-            Failure::Transport(_) => true,
-            Failure::Status { status, code, .. } => {
-                matches!(status, 429 | 500 | 502 | 503 | 504)
-                    || matches!(
-                        code.as_str(),
-                        "SlowDown"
-                            | "RequestTimeout"
-                            | "InternalError"
-                            | "ServiceUnavailable"
-                            // The bytes were damaged on the way; ours are intact.
-                            | "BadDigest"
-                    )
-            }
-        }
-    }
-
     /// The HTTP status, if the server answered.
     pub(super) fn status(&self) -> Option<u16> {
         match self {
@@ -71,7 +53,8 @@ impl Failure {
         }
     }
 
-    fn describe(&self) -> String {
+    /// The failure for a message: status, code and S3's message, or the transport error.
+    pub(super) fn describe(&self) -> String {
         match self {
             Failure::Status {
                 status,
@@ -176,21 +159,16 @@ impl Client {
 
     /// Signs a request rusty-s3 has no action for (bucket-level `GET` with `query`).
     pub fn sign_bucket_get(&self, query: &[(&str, &str)]) -> Url {
-        // The signer merges this with its own parameters, both sorted.
-        let mut query = query.to_vec();
-        query.sort_unstable();
-        rusty_s3::signing::sign(
-            &jiff::Timestamp::now(),
-            rusty_s3::Method::Get,
-            self.bucket.base_url().clone(),
-            self.credentials.key(),
-            self.credentials.secret(),
-            self.credentials.token(),
-            self.bucket.region(),
-            PRESIGN_VALIDITY.as_secs(),
-            query.iter().copied(),
-            std::iter::empty(),
-        )
+        // ListObjectsV2 is a bucket-level GET: the same request with our
+        // query instead of its own.
+        let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+        let q = action.query_mut();
+        q.remove("list-type");
+        q.remove("encoding-type");
+        for (k, v) in query {
+            q.insert(k.to_string(), v.to_string());
+        }
+        self.sign(&action)
     }
 
     /// Sends one request: `Ok` for 2xx, the failure otherwise.
@@ -213,51 +191,6 @@ impl Client {
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(status, resp)) => Err(status_failure(status, resp)),
             Err(ureq::Error::Transport(t)) => Err(Failure::Transport(transport_message(&t))),
-        }
-    }
-
-    /// Runs `attempt` until it succeeds, fails for good, or the attempts are
-    /// spent; transient failures are retried after an exponential backoff
-    /// with jitter. Only call it with attempts that are safe to repeat.
-    pub fn call<T>(
-        &self,
-        op: &Op<'_>,
-        attempt: impl FnMut() -> std::result::Result<T, Failure>,
-    ) -> Result<T> {
-        self.call_until(op, None, attempt)
-    }
-
-    /// [`Client::call`], giving up early once `cancel` is set.
-    pub fn call_until<T>(
-        &self,
-        op: &Op<'_>,
-        cancel: Option<&AtomicBool>,
-        mut attempt: impl FnMut() -> std::result::Result<T, Failure>,
-    ) -> Result<T> {
-        let mut n = 0;
-        loop {
-            n += 1;
-            match attempt() {
-                Ok(v) => return Ok(v),
-                Err(f)
-                    if f.is_transient()
-                        && n < self.settings.attempts
-                        && !cancel.is_some_and(|c| c.load(Ordering::Relaxed)) =>
-                {
-                    let delay = backoff(n);
-                    super::warn(format!(
-                        "{} {} failed: {}; retrying in {:.1}s (attempt {} of {})",
-                        op.verb,
-                        self.object_url(op.key),
-                        f.describe(),
-                        delay.as_secs_f64(),
-                        n + 1,
-                        self.settings.attempts
-                    ));
-                    std::thread::sleep(delay);
-                }
-                Err(f) => return Err(self.error(op, &f, n)),
-            }
         }
     }
 
@@ -323,7 +256,7 @@ impl Client {
                     Failure::Transport(_) => e.hint(format!(
                         "check that {endpoint} (AWS_ENDPOINT_URL) is reachable"
                     )),
-                    _ if f.is_transient() => e.hint(
+                    _ if super::retry::is_transient(f) => e.hint(
                         "the service is unavailable or throttling; try again later or raise DBSAFE_S3_RETRIES",
                     ),
                     _ => e,
@@ -350,35 +283,31 @@ fn wrong_region(f: &Failure) -> Option<String> {
     }
 }
 
-/// Exponential backoff with equal jitter: half fixed, half random, so
-/// concurrent writers spread out while every retry still waits longer.
-fn backoff(attempt: u32) -> Duration {
-    use rand::Rng;
-    let ceiling_ms = (250u64 << (attempt - 1).min(10)).min(20_000);
-    let half = ceiling_ms / 2;
-    Duration::from_millis(half + rand::thread_rng().gen_range(0..=half))
-}
-
 fn status_failure(status: u16, resp: ureq::Response) -> Failure {
     let bucket_region = resp.header("x-amz-bucket-region").map(str::to_string);
     let reason = resp.status_text().to_string();
     let mut body = String::new();
     let _ = resp.into_reader().take(64 << 10).read_to_string(&mut body);
+    // A HEAD answer has no body: the reason phrase is all there is.
+    let error = super::xml::error(&body).unwrap_or_default();
     Failure::Status {
         status,
-        code: super::xml::text(&body, "Code").unwrap_or_default(),
-        // A HEAD answer has no body: the reason phrase is all there is.
-        message: super::xml::text(&body, "Message").unwrap_or(reason),
+        code: error.code,
+        message: if error.message.is_empty() {
+            reason
+        } else {
+            error.message
+        },
         bucket_region,
     }
 }
 
 /// A 2xx answer whose body is an S3 error (CompleteMultipartUpload does that).
 pub(super) fn error_in_body(status: u16, body: &str) -> Option<Failure> {
-    body.contains("<Error>").then(|| Failure::Status {
+    super::xml::error(body).map(|e| Failure::Status {
         status,
-        code: super::xml::text(body, "Code").unwrap_or_default(),
-        message: super::xml::text(body, "Message").unwrap_or_default(),
+        code: e.code,
+        message: e.message,
         bucket_region: None,
     })
 }
@@ -405,28 +334,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_stays_bounded() {
-        for n in 1..=12 {
-            let d = backoff(n).as_millis() as u64;
-            let ceiling = (250u64 << (n - 1).min(10)).min(20_000);
-            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {n}: {d}ms");
-        }
-    }
-
-    #[test]
-    fn throttling_and_server_errors_are_transient_client_errors_are_not() {
-        let st = |status, code: &str| Failure::Status {
-            status,
-            code: code.into(),
-            message: String::new(),
-            bucket_region: None,
-        };
-        assert!(st(503, "SlowDown").is_transient());
-        assert!(st(500, "").is_transient());
-        assert!(st(429, "").is_transient());
-        assert!(st(400, "RequestTimeout").is_transient());
-        assert!(Failure::Transport("Io: reset".into()).is_transient());
-        assert!(!st(403, "SignatureDoesNotMatch").is_transient());
-        assert!(!st(404, "NoSuchKey").is_transient());
+    fn error_answers_become_failures_with_their_code_and_message() {
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist.</Message><UploadId>x</UploadId></Error>";
+        let f = error_in_body(200, body).expect("an error document");
+        assert_eq!((f.status(), f.code()), (Some(200), "NoSuchUpload"));
+        assert_eq!(
+            f.describe(),
+            "HTTP 200 NoSuchUpload (The specified upload does not exist.)"
+        );
+        let done = "<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Location>http://b.s3.amazonaws.com/k</Location><Bucket>b</Bucket><Key>k</Key><ETag>\"3858f62230ac3c915f300c664312c11f-9\"</ETag></CompleteMultipartUploadResult>";
+        assert!(error_in_body(200, done).is_none());
     }
 }

@@ -52,7 +52,7 @@ impl S3Reader {
                 self.pos, self.failures
             ))));
         }
-        super::warn(format!(
+        crate::output::warn(format!(
             "download {url} broke off at byte {}: {cause}; resuming",
             self.pos
         ));
@@ -111,7 +111,8 @@ impl Read for S3Reader {
 fn get(client: &Client, key: &str, from: Option<(u64, Option<&str>)>) -> Result<ureq::Response> {
     let range = from.map(|(pos, _)| format!("bytes={pos}-"));
     let if_match = from.and_then(|(_, etag)| etag);
-    client.call(
+    super::retry::call(
+        client,
         &Op {
             verb: "download",
             key: Some(key),

@@ -23,6 +23,7 @@
 
 use super::http::{self, Client, Failure, Op};
 use super::Inner;
+use super::{retry, xml};
 use crate::error::{Error, Result};
 use base64::Engine;
 use md5::{Digest, Md5};
@@ -95,7 +96,8 @@ fn checked_etag(
 /// Uploads `data` as the whole object `key` with one PUT (retried: the bytes are in memory).
 pub(super) fn put_object(client: &Client, key: &str, data: &[u8]) -> Result<()> {
     let (digest, md5) = content_md5(data);
-    client.call(
+    retry::call(
+        client,
         &Op {
             verb: "upload",
             key: Some(key),
@@ -129,7 +131,7 @@ pub(super) fn abort_upload(client: &Client, key: &str, upload_id: &str, retry: b
         key: Some(key),
     };
     if retry {
-        client.call(&op, attempt)
+        retry::call(client, &op, attempt)
     } else {
         attempt().map_err(|f| client.error(&op, &f, 1))
     }
@@ -277,7 +279,8 @@ struct Upload {
 impl Upload {
     fn start(store: &Arc<Inner>, key: &str, store_key: &str) -> Result<Upload> {
         let client = Arc::clone(&store.client);
-        let id = client.call(
+        let id = retry::call(
+            &client,
             &Op {
                 verb: "start the multipart upload of",
                 key: Some(key),
@@ -288,7 +291,9 @@ impl Upload {
                     .create_multipart_upload(Some(&client.credentials), key);
                 let url = client.sign(&action);
                 let body = read_text(client.send("POST", &url, &[], None)?)?;
-                super::xml::text(&body, "UploadId")
+                let answer: xml::InitiateMultipartUploadResult =
+                    xml::parse(&body).map_err(Failure::Transport)?;
+                Some(answer.upload_id)
                     .filter(|id| !id.is_empty())
                     .ok_or_else(|| Failure::Transport("no UploadId in the answer".into()))
             },
@@ -386,7 +391,8 @@ impl Upload {
         let expected_etag = format!("{}-{count}", hex::encode(all_md5.finalize()));
         let client = &self.client;
         let mut attempts = 0;
-        client.call(
+        retry::call(
+            client,
             &Op {
                 verb: "complete the multipart upload of",
                 key: Some(&self.key),
@@ -437,7 +443,7 @@ impl Drop for Upload {
             Ok(()) => {
                 let _ = self.store.delete_object(&self.marker);
             }
-            Err(e) => super::warn(format!(
+            Err(e) => crate::output::warn(format!(
                 "{}; `dbprune --stale-tmp` removes the incomplete upload later",
                 e.message
             )),
@@ -470,7 +476,8 @@ fn upload_parts(
 fn upload_part(client: &Client, key: &str, upload_id: &str, part: &Part, shared: &Shared) {
     let (digest, md5) = content_md5(&part.data);
     let verb = format!("upload part {} of", part.number);
-    let result = client.call_until(
+    let result = retry::call_until(
+        client,
         &Op {
             verb: &verb,
             key: Some(key),
