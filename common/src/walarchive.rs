@@ -392,6 +392,66 @@ pub fn timelines(
     Ok(crate::timeline::Timelines(map))
 }
 
+/// The archive's timelines as [`timelines`] reads them, with the ancestry
+/// of history files archived before their metadata recorded it read from
+/// the files themselves (decrypted with `keys`).
+pub fn timelines_with_keys(
+    store: &dyn Store,
+    keys: &Keyring,
+) -> Result<crate::timeline::Timelines> {
+    let archived = list(store)?;
+    let size = segment_size(store, &archived)?;
+    let mut t = timelines(store, &archived, size)?;
+    for line in
+        t.0.values_mut()
+            .filter(|l| l.id > 1 && l.ancestors.is_empty())
+    {
+        let file = format!("{:08X}.history", line.id);
+        let tmp = tempfile::NamedTempFile::new()
+            .map_err(|e| Error::io("a temporary file for a history file", e))?;
+        if fetch(store, &file, tmp.path(), keys)? == Fetched::Restored {
+            let text = std::fs::read_to_string(tmp.path())
+                .map_err(|e| Error::io(format!("reading {file}"), e))?;
+            line.ancestors = crate::timeline::parse_history(&text)
+                .map_err(|e| Error::failed(format!("{file}: {e}")))?;
+        }
+    }
+    Ok(t)
+}
+
+/// A restore point recorded in the store by `walship restore-point`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestorePoint {
+    /// Its name.
+    pub name: String,
+    /// Where it is in the WAL.
+    pub lsn: crate::timeline::Lsn,
+    /// The timeline it was made on.
+    pub timeline: u32,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+}
+
+fn restore_point_key(name: &str) -> String {
+    store::key("restore-points", &format!("{name}.json"))
+}
+
+/// Records a restore point in the store.
+pub fn record_restore_point(store: &dyn Store, rp: &RestorePoint) -> Result<()> {
+    let json = serde_json::to_vec_pretty(rp).map_err(|e| Error::failed(e.to_string()))?;
+    store.write_small(&restore_point_key(&rp.name), &json)
+}
+
+/// The restore point `name`, if the store recorded it.
+pub fn restore_point(store: &dyn Store, name: &str) -> Result<Option<RestorePoint>> {
+    match store.read_small(&restore_point_key(name))? {
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::failed(format!("restore point {name}: {e}"))),
+        None => Ok(None),
+    }
+}
+
 /// Deletes an archived WAL file and its sidecars (object first).
 pub fn delete(store: &dyn Store, key: &str) -> Result<()> {
     store.delete(key)?;

@@ -60,20 +60,31 @@ impl Drill {
     }
 
     fn restore(&self, time: &str, dir: &str) -> (Restored, dbsafe_tests::Run) {
+        self.restore_with(&["--target-time", time], dir)
+    }
+
+    /// dbrestore --pgdata DIR --start with these target flags.
+    fn recovery(&self, target: &[&str], dir: &str) -> (Cmd, Restored) {
         let data = self.s.path(dir);
         let port = dbsafe_tests::free_port();
         let mut cmd = Cmd::tool("dbrestore")
             .arg("--store")
             .arg(&self.store)
-            .args(["--target-time", time, "--start", "--json"])
+            .args(target)
+            .args(["--start", "--json"])
             .arg("--pgdata")
             .arg(&data)
             .args(["--port", &port.to_string()]);
         if let Some(k) = &self.key {
             cmd = cmd.arg("-i").arg(k);
         }
+        (cmd, Restored { data, port })
+    }
+
+    fn restore_with(&self, target: &[&str], dir: &str) -> (Restored, dbsafe_tests::Run) {
+        let (cmd, restored) = self.recovery(target, dir);
         let r = cmd.succeeds();
-        (Restored { data, port }, r)
+        (restored, r)
     }
 
     fn now(&self) -> String {
@@ -101,7 +112,8 @@ fn drill(encrypted: bool) {
     d.c.psql("postgres", "DELETE FROM ledger WHERE id % 10 <> 0;"); // the bad transaction
     d.c.switch_and_wait_archived();
     let clock = std::time::Instant::now();
-    let (restored, run) = d.restore(&t, "restored");
+    // The new primary archives its timeline: --archive.
+    let (restored, run) = d.restore_with(&["--target-time", &t, "--archive"], "restored");
     eprintln!(
         "PITR drill restore (encrypted={encrypted}) took {:.1}s",
         clock.elapsed().as_secs_f64()
@@ -393,4 +405,165 @@ fn pitr_drill_with_base_backups_and_wal_on_s3() {
         .arg(&store)
         .args(["--latest", "--level", "restore"])
         .succeeds();
+}
+
+fn timelines_in(store: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(store.join("wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|f| f.contains(".history") && !f.ends_with(".sha256") && !f.ends_with(".meta.json"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The incident as it goes: the old primary writes on after the accident,
+/// a recovery to T1 becomes the new primary on timeline 2, and then
+/// recoveries again and again: to TB on timeline 1 after the branch point
+/// (exact: never the branch point, as following "latest" would land), to T2
+/// on timeline 2, to a time both branches hold (refused, listing them, or
+/// exact with --target-timeline), drills that add no timeline, and the
+/// first recoveries once more.
+#[test]
+fn repeated_recoveries_land_exactly_where_asked_on_the_timeline_asked() {
+    let d = Drill::new(false);
+    d.insert(1, 100);
+    d.base_backup();
+    d.insert(2, 100);
+    next_second();
+    let t1 = d.now();
+    next_second();
+    d.c.psql("postgres", "DELETE FROM ledger;"); // the accident
+    d.insert(4, 40); // the old primary writes on
+    next_second();
+    let tb = d.now();
+    next_second();
+    d.insert(5, 50);
+    d.c.switch_and_wait_archived();
+    next_second();
+    let (primary, _) = d.restore_with(&["--target-time", &t1, "--archive"], "new-primary");
+    assert_eq!(batches(&primary), "1:100,2:100");
+    let switch_archived = |r: &Restored| {
+        let seg = r.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
+        wait_until(
+            "the new timeline's WAL archived",
+            Duration::from_secs(60),
+            || {
+                r.psql(
+                    "postgres",
+                    "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
+                )
+                .as_str()
+                    >= seg.as_str()
+            },
+        );
+    };
+    primary.psql(
+        "postgres",
+        "INSERT INTO ledger(batch, note) SELECT 3, 'x' FROM generate_series(1, 30);",
+    );
+    next_second();
+    let t2 = primary.psql(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');",
+    );
+    next_second();
+    primary.psql(
+        "postgres",
+        "INSERT INTO ledger(batch, note) SELECT 6, 'x' FROM generate_series(1, 60);",
+    );
+    switch_archived(&primary);
+    let history = timelines_in(&d.store);
+    assert_eq!(history.len(), 1, "{history:?}");
+
+    // TB on timeline 1 after the branch point: exactly TB, not the branch point.
+    let (at_tb, _) = d.restore(&tb, "tb");
+    assert_eq!(
+        batches(&at_tb),
+        "4:40",
+        "timeline 1 at TB: after the accident, batch 4"
+    );
+    drop(at_tb);
+    // T2 on timeline 2.
+    let (at_t2, _) = d.restore(&t2, "t2");
+    assert_eq!(batches(&at_t2), "1:100,2:100,3:30");
+    drop(at_t2);
+
+    // Both branches write on: a time they both hold is refused, naming them.
+    d.insert(7, 70);
+    primary.psql(
+        "postgres",
+        "INSERT INTO ledger(batch, note) SELECT 8, 'x' FROM generate_series(1, 80);",
+    );
+    next_second();
+    let tc = d.now();
+    next_second();
+    d.insert(9, 90);
+    d.c.switch_and_wait_archived();
+    primary.psql(
+        "postgres",
+        "INSERT INTO ledger(batch, note) SELECT 10, 'x' FROM generate_series(1, 10);",
+    );
+    switch_archived(&primary);
+    let (cmd, _) = d.recovery(&["--target-time", &tc], "ambiguous");
+    cmd.fails_with_code(2)
+        .stderr_has("lies on 2 timelines")
+        .stderr_has("timeline 2, branched from 1");
+    assert!(
+        !d.s.path("ambiguous").join("PG_VERSION").exists(),
+        "nothing was restored"
+    );
+    let (one, _) = d.restore_with(&["--target-time", &tc, "--target-timeline", "1"], "tc1");
+    assert_eq!(batches(&one), "4:40,5:50,7:70");
+    drop(one);
+    let (two, _) = d.restore_with(&["--target-time", &tc, "--target-timeline", "2"], "tc2");
+    assert_eq!(batches(&two), "1:100,2:100,3:30,6:60,8:80");
+    drop(two);
+
+    // Drills archive nothing: three in a row leave the archive's timelines as they were.
+    for k in 0..3 {
+        let (drill, _) = d.restore(&t1, &format!("drill{k}"));
+        assert_eq!(batches(&drill), "1:100,2:100", "drill {k}");
+        drill.psql(
+            "postgres",
+            "INSERT INTO ledger(batch, note) VALUES (99, 'drill');",
+        );
+        drill.psql("postgres", "SELECT pg_switch_wal();");
+    }
+    assert_eq!(timelines_in(&d.store), history, "no drill added a timeline");
+    // And the first recoveries again, still exact.
+    let (again, _) = d.restore(&tb, "tb-again");
+    assert_eq!(batches(&again), "4:40");
+    let (again2, _) = d.restore_with(
+        &["--target-time", &t2, "--target-timeline", "2"],
+        "t2-again",
+    );
+    assert_eq!(batches(&again2), "1:100,2:100,3:30");
+}
+
+/// A named restore point, recorded in the store, is where recovery stops;
+/// the recovered server keeps no recovery setting for its own base backups.
+#[test]
+fn a_restore_point_is_reached_exactly_and_a_recovered_server_backs_up_clean() {
+    let d = Drill::new(false);
+    d.insert(1, 10);
+    d.base_backup();
+    d.insert(2, 20);
+    Cmd::tool("walship")
+        .args(["restore-point", "before-release"])
+        .arg(d.c.url("postgres"))
+        .arg("--to")
+        .arg(&d.store)
+        .succeeds();
+    d.insert(3, 30);
+    d.c.switch_and_wait_archived();
+    let (rp, _) = d.restore_with(&["--target-name", "before-release", "--archive"], "rp");
+    assert_eq!(batches(&rp), "1:10,2:20");
+    let auto = std::fs::read_to_string(rp.data.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        !auto.contains("recovery_target"),
+        "recovery settings outlived recovery:\n{auto}"
+    );
+    assert!(!auto.contains("restore_command"), "{auto}");
 }

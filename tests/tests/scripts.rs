@@ -100,7 +100,8 @@ fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
     holder.kill();
     // A failing step fails the job: a wrong identity cannot verify.
     let (other, _) = s.age_key("other.txt");
-    run().env("DBSAFE_IDENTITY_FILE", &other).fails_with_code(1);
+    // The job fails with the verification: exit 2, the key cannot judge the backup.
+    run().env("DBSAFE_IDENTITY_FILE", &other).fails_with_code(2);
 }
 
 #[test]

@@ -183,9 +183,9 @@ pub trait Engine: Send {
     /// Removes the target (scratch databases and side files).
     fn drop_target(&self) -> Result<()>;
     /// Creates a named restore point in the WAL and switches to a new
-    /// segment so it is archived at once; returns its WAL position.
-    /// PostgreSQL only.
-    fn restore_point(&self, name: &str) -> Result<String> {
+    /// segment so it is archived at once; returns its WAL position and
+    /// timeline. PostgreSQL only.
+    fn restore_point(&self, name: &str) -> Result<(crate::timeline::Lsn, u32)> {
         let _ = name;
         Err(crate::Error::usage(format!(
             "restore points are PostgreSQL's; {} has none",

@@ -67,14 +67,34 @@ pub struct Cli {
     #[arg(
         long,
         value_name = "DIR",
-        requires = "target_time",
+        requires = "recovery_target",
         conflicts_with = "target"
     )]
     pub pgdata: Option<std::path::PathBuf>,
     /// With --pgdata: recover up to TIME (RFC 3339 or "YYYY-MM-DD HH:MM:SS" UTC), or `latest` to
     /// replay every archived WAL file.
-    #[arg(long, value_name = "TIME|latest")]
+    #[arg(long, value_name = "TIME|latest", group = "recovery_target")]
     pub target_time: Option<String>,
+    /// With --pgdata: recover up to this WAL position (e.g. 0/3000158).
+    #[arg(long, value_name = "LSN", group = "recovery_target")]
+    pub target_lsn: Option<String>,
+    /// With --pgdata: recover up to this transaction id.
+    #[arg(long, value_name = "XID", group = "recovery_target")]
+    pub target_xid: Option<u64>,
+    /// With --pgdata: recover up to this restore point (walship restore-point, dbsnap --restore-point).
+    #[arg(long, value_name = "NAME", group = "recovery_target")]
+    pub target_name: Option<String>,
+    /// With --pgdata: stop just before the target instead of just after it.
+    #[arg(long)]
+    pub target_exclusive: bool,
+    /// With --pgdata: what the server does at the target: promote (accept writes), pause
+    /// (read-only, for inspection) or shutdown.
+    #[arg(long, value_name = "ACTION", value_enum, default_value_t = dbsafe::engine::pgdata::TargetAction::Promote)]
+    pub target_action: dbsafe::engine::pgdata::TargetAction,
+    /// With --pgdata: the timeline to recover along, a number, `current` (the base backup's) or
+    /// `latest`. Needed only when the target lies on several timelines (exit 2 lists them).
+    #[arg(long, value_name = "N|current|latest")]
+    pub target_timeline: Option<String>,
     /// With --pgdata: start the server, wait for recovery to reach the target, promote, report.
     #[arg(long)]
     pub start: bool,
@@ -84,9 +104,13 @@ pub struct Cli {
     /// With --pgdata: where the restored server puts its socket (default: the data directory).
     #[arg(long, value_name = "DIR")]
     pub socket_dir: Option<std::path::PathBuf>,
-    /// With --pgdata: turn WAL archiving off in the restored copy (default: it archives its new
-    /// timeline into the store like the original).
-    #[arg(long)]
+    /// With --pgdata: the recovered server archives its new timeline into the store, as the
+    /// new primary must. Without it (drills, inspection copies) archiving is off, so a
+    /// recovery never adds a timeline to the archive.
+    #[arg(long, conflicts_with = "no_archive")]
+    pub archive: bool,
+    /// With --pgdata: archiving off in the restored copy (the default; kept for scripts).
+    #[arg(long, hide = true)]
     pub no_archive: bool,
     /// With --pgdata --start: how long to wait for recovery.
     #[arg(long, value_name = "DURATION", default_value = "1h")]

@@ -10,7 +10,8 @@ use dbsafe::engine::pgdata::{self, PgData, Recovery, RecoveryTarget};
 use dbsafe::engine::Origin;
 use dbsafe::progress::Progress;
 use dbsafe::restore::Flow;
-use dbsafe::{units, Error, ExitCode, Keyring, Kind, Result};
+use dbsafe::timeline::{Lsn, Target, Timeline};
+use dbsafe::{units, Error, ExitCode, Keyring, Kind, Result, Store};
 use std::time::Instant;
 
 /// Restores the newest base backup that finished before the target time into `--pgdata`.
@@ -22,15 +23,7 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
         .or_else(|| cfg.store_for(args.env.as_deref().unwrap_or("default")))
         .ok_or_else(|| Error::usage("--pgdata needs --store STORE (or DBSAFE_STORE): base backups and WAL come from a store"))?;
     let store = dbsafe::store::open(&loc, false)?;
-    let spec = args
-        .target_time
-        .as_deref()
-        .expect("clap requires --target-time with --pgdata");
-    let target = if spec == "latest" {
-        RecoveryTarget::Latest
-    } else {
-        RecoveryTarget::Time(units::parse_time(spec)?)
-    };
+    let (target, spec) = recovery_target(args, store.as_ref())?;
 
     // Base backups of the selected series, with their metadata.
     let mut bases = Vec::new();
@@ -70,6 +63,8 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
                 .hint("take one with dbsnap --base"),
         );
     };
+    let stop_lsn =
+        |m: &dbsafe::meta::Metadata| m.wal.as_ref().and_then(|w| Lsn::parse(&w.stop_lsn));
     let chosen = match &target {
         RecoveryTarget::Time(t) => bases.iter().rev().find(|b| b.0 <= *t).ok_or_else(|| {
             Error::not_found(format!(
@@ -78,6 +73,16 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
                 oldest.to_rfc3339()
             ))
         })?,
+        RecoveryTarget::Lsn(l) => bases
+            .iter()
+            .rev()
+            .find(|b| stop_lsn(&b.2).is_some_and(|s| s <= *l))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "no base backup ends before position {l}: the store can recover from {} onwards",
+                    bases.first().and_then(|b| stop_lsn(&b.2)).map(|l| l.to_string()).unwrap_or_default()
+                ))
+            })?,
         _ => bases.last().expect("non-empty"),
     };
     let (finished, entry, meta) = chosen;
@@ -90,15 +95,17 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
             .hint("restore into an empty or new directory; nothing was changed"));
     }
     let wal = keys.wal_source(&loc)?;
+    let timeline = choose_timeline(args, store.as_ref(), keys, meta, &target)?;
+    log.info(format!("recovering along timeline {timeline}"));
     let recovery = Recovery {
         target: target.clone(),
-        exclusive: false,
-        action: pgdata::TargetAction::Promote,
-        timeline: "latest".into(),
+        exclusive: args.target_exclusive,
+        action: args.target_action,
+        timeline,
         start: args.start,
         port: args.port,
         socket_dir: args.socket_dir.clone(),
-        archive: !args.no_archive,
+        archive: args.archive,
         timeout: units::parse_duration(&args.recovery_timeout)?,
     };
     let target_desc = match &target {
@@ -204,4 +211,140 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
             Ok(ExitCode::Success)
         }
     }
+}
+
+/// The recovery target the flags name, and how to say it in the audit log.
+fn recovery_target(args: &Cli, store: &dyn Store) -> Result<(RecoveryTarget, String)> {
+    if let Some(spec) = &args.target_time {
+        let t = if spec == "latest" {
+            RecoveryTarget::Latest
+        } else {
+            RecoveryTarget::Time(units::parse_time(spec)?)
+        };
+        return Ok((t, spec.clone()));
+    }
+    if let Some(l) = &args.target_lsn {
+        let lsn = Lsn::parse(l).ok_or_else(|| {
+            Error::usage(format!(
+                "--target-lsn {l:?}: a WAL position is written like 0/3000158"
+            ))
+        })?;
+        return Ok((RecoveryTarget::Lsn(lsn), lsn.to_string()));
+    }
+    if let Some(x) = args.target_xid {
+        return Ok((RecoveryTarget::Xid(x), format!("xid {x}")));
+    }
+    let name = args
+        .target_name
+        .clone()
+        .expect("clap requires a recovery target with --pgdata");
+    // A restore point walship recorded in the store says where it is.
+    if let Some(rp) = dbsafe::walarchive::restore_point(store, &name)? {
+        return Ok((
+            RecoveryTarget::Name(name.clone()),
+            format!("restore point {name} at {}", rp.lsn),
+        ));
+    }
+    Ok((
+        RecoveryTarget::Name(name.clone()),
+        format!("restore point {name}"),
+    ))
+}
+
+/// The timeline to recover along, chosen rather than left to PostgreSQL:
+/// the one timeline reachable from the base backup that holds the target;
+/// several are exit 2 (listed), none is exit 3.
+fn choose_timeline(
+    args: &Cli,
+    store: &dyn Store,
+    keys: &Keyring,
+    meta: &dbsafe::meta::Metadata,
+    target: &RecoveryTarget,
+) -> Result<String> {
+    let wal = meta
+        .wal
+        .as_ref()
+        .ok_or_else(|| Error::failed("the base backup's metadata has no WAL range"))?;
+    let base_start = Lsn::parse(&wal.start_lsn)
+        .ok_or_else(|| Error::failed(format!("bad start LSN {}", wal.start_lsn)))?;
+    let timelines = dbsafe::walarchive::timelines_with_keys(store, keys)?;
+    let reachable: Vec<&Timeline> = timelines.reachable(wal.timeline, base_start);
+    if let Some(t) = &args.target_timeline {
+        if t == "latest" || t == "current" {
+            return Ok(t.clone());
+        }
+        let n: u32 = t.parse().map_err(|_| {
+            Error::usage(format!(
+                "--target-timeline {t:?}: a number, current or latest"
+            ))
+        })?;
+        if !reachable.iter().any(|r| r.id == n) {
+            return Err(Error::usage(format!(
+                "timeline {n} cannot be reached from the base backup (timeline {}); reachable: {}",
+                wal.timeline,
+                reachable
+                    .iter()
+                    .map(|r| r.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        return Ok(n.to_string());
+    }
+    let rp_lsn = match target {
+        RecoveryTarget::Name(n) => dbsafe::walarchive::restore_point(store, n)?.map(|rp| rp.lsn),
+        _ => None,
+    };
+    let wanted = match (target, rp_lsn) {
+        (RecoveryTarget::Time(t), _) => Some(Target::Time(*t)),
+        (RecoveryTarget::Lsn(l), _) => Some(Target::Lsn(*l)),
+        (RecoveryTarget::Latest, _) => Some(Target::Latest),
+        (_, Some(l)) => Some(Target::Lsn(l)),
+        _ => None,
+    };
+    let ids: Vec<u32> = match wanted {
+        Some(w) => timelines.containing(wal.timeline, base_start, w),
+        // A transaction id or an unrecorded restore point: any reachable timeline may hold it.
+        None => reachable.iter().map(|t| t.id).collect(),
+    };
+    match ids[..] {
+        [one] => Ok(one.to_string()),
+        [] => Err(Error::not_found(format!(
+            "no timeline reachable from the base backup holds the target; the archive has: {}",
+            describe(&reachable)
+        ))),
+        _ => Err(Error::usage(format!(
+            "the target lies on {} timelines: {}",
+            ids.len(),
+            describe(
+                &reachable
+                    .iter()
+                    .copied()
+                    .filter(|t| ids.contains(&t.id))
+                    .collect::<Vec<_>>()
+            )
+        ))
+        .hint("choose one with --target-timeline N")),
+    }
+}
+
+fn describe(timelines: &[&Timeline]) -> String {
+    timelines
+        .iter()
+        .map(|t| {
+            format!(
+                "timeline {}{} (newest WAL {}{})",
+                t.id,
+                t.parent()
+                    .map(|p| format!(", branched from {} at {}", p.parent, p.switch))
+                    .unwrap_or_default(),
+                t.newest.as_ref().map(|n| n.0.as_str()).unwrap_or("none"),
+                t.newest
+                    .as_ref()
+                    .map(|n| format!(", archived {}", n.1.to_rfc3339()))
+                    .unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

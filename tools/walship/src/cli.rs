@@ -93,6 +93,9 @@ pub enum Command {
         /// The PostgreSQL server (default: the environment's url in the config file).
         #[arg(value_name = "URL")]
         url: Option<String>,
+        /// Record it in this store too, so dbrestore --target-name knows where it is.
+        #[arg(long, value_name = "STORE", env = "DBSAFE_STORE")]
+        to: Option<String>,
     },
     /// Delete archived WAL that is no longer needed (.history files always stay).
     Prune {

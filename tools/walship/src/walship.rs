@@ -117,7 +117,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Fetched::Missing => Ok(ExitCode::NotFound),
             }
         }
-        Command::RestorePoint { name, url } => {
+        Command::RestorePoint { name, url, to } => {
             let url = url
                 .or_else(|| cfg.env(&env).and_then(|e| e.url.clone()))
                 .ok_or_else(|| {
@@ -126,7 +126,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     ))
                 })?;
             let engine = dbsafe::engine::open(&url)?;
-            let lsn = engine.restore_point(&name)?;
+            let (lsn, timeline) = engine.restore_point(&name)?;
+            if let Some(loc) = to.or_else(|| cfg.defaults.store.clone()) {
+                let store = dbsafe::store::open(&loc, false)?;
+                walarchive::record_restore_point(
+                    store.as_ref(),
+                    &walarchive::RestorePoint {
+                        name: name.clone(),
+                        lsn,
+                        timeline,
+                        created_at: chrono::Utc::now().to_rfc3339(),
+                    },
+                )?;
+            }
             log.info(format!(
                 "restore point {name:?} created at {lsn} on {}; recover to it with dbrestore --target-name {name}",
                 engine.url()

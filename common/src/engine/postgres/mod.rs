@@ -839,7 +839,7 @@ impl Engine for Postgres {
         true
     }
 
-    fn restore_point(&self, name: &str) -> Result<String> {
+    fn restore_point(&self, name: &str) -> Result<(crate::timeline::Lsn, u32)> {
         if name.is_empty() || name.len() >= 64 {
             return Err(Error::usage(format!(
                 "restore point name {name:?}: 1 to 63 characters"
@@ -848,14 +848,21 @@ impl Engine for Postgres {
         let lines = self.run_sql(
             &self.db(),
             &format!(
-                "SELECT pg_catalog.pg_create_restore_point({})::text;\nSELECT pg_catalog.pg_switch_wal()::text;",
+                "SELECT pg_catalog.pg_create_restore_point({})::text || ' ' || \
+                 (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())::text;\n\
+                 SELECT pg_catalog.pg_switch_wal()::text;",
                 quote_literal(name)
             ),
         )?;
         lines
             .first()
-            .map(|l| l.trim().to_string())
-            .ok_or_else(|| Error::failed("pg_create_restore_point answered nothing"))
+            .and_then(|l| l.trim().split_once(' '))
+            .and_then(|(l, t)| Some((crate::timeline::Lsn::parse(l)?, t.parse().ok()?)))
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "unexpected answer to pg_create_restore_point: {lines:?}"
+                ))
+            })
     }
 }
 
