@@ -65,6 +65,11 @@ pub fn encode(s: &str) -> String {
 impl Cluster {
     /// initdb and start a fresh cluster with [`APP_ROLE`] created.
     pub fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// Like [`Cluster::start`], with more initdb arguments (`--wal-segsize=64`).
+    pub fn start_with(initdb_args: &[&str]) -> Cluster {
         let initdb = server_bin("initdb");
         server_bin("pg_ctl");
         let dir = tempfile::Builder::new()
@@ -106,6 +111,7 @@ impl Cluster {
                 "--locale=C",
                 "--no-sync",
             ])
+            .args(initdb_args)
             .succeeds();
         let conf = format!(
             "\n# dbsafe tests\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\

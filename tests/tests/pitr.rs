@@ -16,6 +16,10 @@ struct Drill {
 
 impl Drill {
     fn new(encrypted: bool) -> Drill {
+        Drill::with_cluster(encrypted, Cluster::start())
+    }
+
+    fn with_cluster(encrypted: bool, c: Cluster) -> Drill {
         let s = Scene::new();
         let store = s.path("store");
         std::fs::create_dir_all(&store).unwrap();
@@ -27,7 +31,6 @@ impl Drill {
             (None, None, None)
         };
         pg::share_with_server(s.dir.path());
-        let c = Cluster::start();
         c.archive_to(&store, recipients.as_deref());
         c.psql(
             "postgres",
@@ -566,4 +569,107 @@ fn a_restore_point_is_reached_exactly_and_a_recovered_server_backs_up_clean() {
         "recovery settings outlived recovery:\n{auto}"
     );
     assert!(!auto.contains("restore_command"), "{auto}");
+    // A base backup of the recovered server, restored to the end, holds every
+    // commit: no inherited target stops it early.
+    rp.psql(
+        "postgres",
+        "INSERT INTO ledger(batch, note) SELECT 6, 'x' FROM generate_series(1, 60);",
+    );
+    next_second();
+    Cmd::tool("dbsnap")
+        .arg("--base")
+        .arg(format!(
+            "postgres://postgres@{}:{}/postgres",
+            pg::encode(&rp.data.to_string_lossy()),
+            rp.port
+        ))
+        .arg("--to")
+        .arg(&d.store)
+        .succeeds();
+    pg::share_with_server(&d.store);
+    rp.psql(
+        "postgres",
+        "INSERT INTO ledger(batch, note) SELECT 7, 'x' FROM generate_series(1, 70);",
+    );
+    let seg = rp.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
+    wait_until(
+        "the recovered server's WAL archived",
+        Duration::from_secs(60),
+        || {
+            rp.psql(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
+            )
+            .as_str()
+                >= seg.as_str()
+        },
+    );
+    let (latest, _) = d.restore_with(&["--target-time", "latest"], "latest");
+    assert_eq!(batches(&latest), "1:10,2:20,6:60,7:70");
+}
+
+/// Clusters made with `initdb --wal-segsize 64` have 64 segments a log:
+/// the archive shows no false gap at a log boundary and recovery is exact.
+#[test]
+fn a_cluster_with_64_mib_segments_archives_without_false_gaps_and_recovers_exactly() {
+    let d = Drill::with_cluster(false, Cluster::start_with(&["--wal-segsize=64"]));
+    d.insert(1, 50);
+    d.base_backup();
+    // Past a log boundary: 64 segments of 64 MiB make a log.
+    for _ in 0..66 {
+        d.c.psql(
+            "postgres",
+            "SELECT pg_switch_wal(); INSERT INTO ledger(batch, note) VALUES (2, 'x');",
+        );
+    }
+    d.c.switch_and_wait_archived();
+    next_second();
+    let t = d.now();
+    next_second();
+    d.c.psql("postgres", "DELETE FROM ledger;");
+    d.c.switch_and_wait_archived();
+    let status = Cmd::tool("walship")
+        .args(["status", "--json", "--from"])
+        .arg(&d.store)
+        .succeeds()
+        .json();
+    assert_eq!(status["wal"]["gaps"], serde_json::json!([]), "{status}");
+    assert!(
+        status["wal"]["newest"]
+            .as_str()
+            .is_some_and(|n| n[8..16] != *"00000000"),
+        "the archive went past a log boundary: {status}"
+    );
+    let (r, _) = d.restore(&t, "restored");
+    assert_eq!(batches(&r), "1:50,2:66");
+}
+
+/// The identity in the config file, and nowhere else, decrypts both the
+/// base backup and the WAL its recovery fetches.
+#[test]
+fn an_identity_only_in_the_config_file_decrypts_the_base_backup_and_its_wal() {
+    let d = Drill::new(true);
+    d.insert(1, 10);
+    d.base_backup();
+    d.insert(2, 20);
+    d.c.switch_and_wait_archived();
+    let key = d.key.clone().expect("encrypted drill");
+    let cfg = d.s.write(
+        "dbsafe.toml",
+        &format!("[defaults]\nidentity_file = \"{}\"\n", key.display()),
+    );
+    pg::share_with_server(d.s.dir.path());
+    let data = d.s.path("from-config");
+    let port = dbsafe_tests::free_port();
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&d.store)
+        .args(["--target-time", "latest", "--start", "--pgdata"])
+        .arg(&data)
+        .args(["--port", &port.to_string()])
+        .env("DBSAFE_CONFIG", &cfg)
+        .env_remove("DBSAFE_IDENTITY_FILE")
+        .succeeds();
+    let r = Restored { data, port };
+    assert_eq!(batches(&r), "1:10,2:20");
 }
