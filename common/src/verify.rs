@@ -51,6 +51,9 @@ pub struct Settings<'a> {
     pub tool: &'static str,
     /// The WAL archive, for restoring base backups.
     pub wal: Option<engine::WalSource>,
+    /// Restore without creating the roles the backup recorded (PostgreSQL):
+    /// proves the target server already has them.
+    pub no_roles: bool,
 }
 
 /// Verifies one artifact; problems are in the record, errors are for what stopped the check itself.
@@ -131,6 +134,7 @@ fn deep(
             create: true,
             tmpdir: tmp.path().to_path_buf(),
             wal: s.wal.clone(),
+            no_roles: s.no_roles,
             ..Default::default()
         };
         let target = Target::Scratch {

@@ -51,6 +51,14 @@ fn rich_source() -> (Scene, Cluster, std::path::PathBuf) {
 #[test]
 fn a_postgres_snapshot_restores_into_a_fresh_cluster_with_its_roles_owners_grants_and_settings() {
     let (_s, src, artifact) = rich_source();
+    assert_eq!(
+        src.scalar(
+            "postgres",
+            "SELECT datcollate FROM pg_database WHERE datname = 'shop';"
+        ),
+        "C.UTF-8",
+        "the fixture's collation is not the cluster's default"
+    );
     let fresh = Cluster::start();
     assert!(
         fresh
@@ -103,12 +111,17 @@ fn a_postgres_snapshot_restores_into_a_fresh_cluster_with_its_roles_owners_grant
     );
     assert_eq!(app("SELECT count(*) FROM store.big_spenders;").trim(), "2");
     // A second restore, over the first, with --clean: the same database again.
-    fresh.psql("shop", "CREATE TABLE store.only_in_target(x int);");
+    fresh.psql(
+        "shop",
+        "CREATE TABLE store.only_in_target(x int); INSERT INTO store.only_in_target VALUES (42);",
+    );
+    let safety = _s.path("safety");
     Cmd::tool("dbrestore")
         .arg(&artifact)
         .arg("--target")
         .arg(fresh.url("shop"))
-        .args(["--clean", "--yes", "--no-safety-backup"])
+        .args(["--clean", "--yes", "--safety-dir"])
+        .arg(&safety)
         .succeeds();
     assert_eq!(
         pg_dump(&src, &["--schema-only", "--create"], "shop"),
@@ -122,6 +135,23 @@ fn a_postgres_snapshot_restores_into_a_fresh_cluster_with_its_roles_owners_grant
         ),
         "1",
         "no side or replaced database is left behind"
+    );
+    // What --clean removed is in the safety backup.
+    let kept = std::fs::read_dir(&safety)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".pgdump.zst"))
+        .expect("a safety backup");
+    Cmd::tool("dbrestore")
+        .arg(&kept)
+        .arg("--target")
+        .arg(fresh.url("shop_before"))
+        .arg("--create")
+        .succeeds();
+    assert_eq!(
+        fresh.scalar("shop_before", "SELECT x FROM store.only_in_target;"),
+        "42"
     );
 }
 
@@ -144,6 +174,13 @@ fn restore_verification_against_a_fresh_cluster_passes_and_fails_naming_the_role
         "0",
         "a failed restore leaves no half-made database"
     );
+    // Skipping the roles proves the fresh scratch has none of them.
+    Cmd::tool("dbverify")
+        .arg(&artifact)
+        .args(["--level", "restore", "--no-roles", "--scratch"])
+        .arg(fresh.server_url())
+        .fails_with_code(1)
+        .stderr_has("role \"app_owner\" does not exist");
     Cmd::tool("dbverify")
         .arg(&artifact)
         .args(["--level", "restore", "--scratch"])

@@ -164,6 +164,7 @@ pub(crate) fn verify_backup(ctx: &Ctx, store: &dyn Store, b: &Backup) -> Result<
             tmpdir: ctx.tmpdir.clone(),
             tool: "dbpromote",
             wal: None,
+            no_roles: false,
         },
         Progress::hidden(),
     )?;

@@ -379,6 +379,7 @@ fn execute(
                 tmpdir: tmpdir.to_path_buf(),
                 tool: "dbrestore",
                 wal: None,
+                no_roles: false,
             },
             Progress::hidden(),
         )?;

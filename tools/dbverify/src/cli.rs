@@ -78,6 +78,10 @@ pub struct Cli {
     /// Server URL for scratch databases at --level restore.
     #[arg(long, value_name = "URL")]
     pub scratch: Option<String>,
+    /// At --level restore (PostgreSQL): do not create the roles the backup recorded, to prove
+    /// the scratch server has them (a fresh `initdb` cluster is the honest scratch).
+    #[arg(long)]
+    pub no_roles: bool,
     #[command(flatten)]
     pub keys: DecryptArgs,
     /// Directory for temporary files (default: $TMPDIR).

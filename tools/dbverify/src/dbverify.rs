@@ -28,6 +28,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             .as_deref()
             .map(|store| keys.wal_source(store))
             .transpose()?,
+        no_roles: args.no_roles,
     };
     if args.status {
         return status(&args, &log, &cfg);
