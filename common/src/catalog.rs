@@ -86,6 +86,9 @@ pub struct Selector {
     pub before: Option<DateTime<Utc>>,
     /// A file name or backup name.
     pub name: Option<String>,
+    /// Only artifacts of this payload: the one the restore target takes, so
+    /// a SQLite and a PostgreSQL database of one name are never confused.
+    pub payload: Option<crate::Payload>,
 }
 
 impl Selector {
@@ -95,7 +98,9 @@ impl Selector {
             // Safety backups are picked only when asked for by environment.
             None => !e.name.env.ends_with(SAFETY_SUFFIX),
         };
-        env_ok && self.database.as_ref().is_none_or(|d| &e.name.database == d)
+        env_ok
+            && self.database.as_ref().is_none_or(|d| &e.name.database == d)
+            && self.payload.is_none_or(|p| e.name.payload == p)
     }
 }
 
@@ -114,7 +119,7 @@ pub fn select_one(entries: &[Entry], sel: &Selector) -> Result<Entry> {
         .filter(|e| sel.timestamp.as_ref().is_none_or(|t| &e.name.stamp() == t))
         .filter(|e| sel.before.is_none_or(|b| e.name.timestamp <= b))
         .collect();
-    let mut series: Vec<String> = candidates.iter().map(|e| e.name.series()).collect();
+    let mut series: Vec<String> = candidates.iter().map(|e| e.name.series_id()).collect();
     series.sort();
     series.dedup();
     match series.len() {
@@ -152,7 +157,7 @@ fn describe_miss(sel: &Selector) -> String {
 pub fn newest_per_series(entries: &[Entry]) -> Vec<Entry> {
     let mut map: std::collections::BTreeMap<String, Entry> = Default::default();
     for e in entries {
-        map.insert(e.name.series(), e.clone());
+        map.insert(e.name.series_id(), e.clone());
     }
     map.into_values().collect()
 }

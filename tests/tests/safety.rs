@@ -251,3 +251,144 @@ fn a_good_artifact_whose_record_cannot_be_written_still_verifies() {
         .succeeds()
         .stderr_has("could not be recorded");
 }
+
+/// Writes an artifact named `file` into `store/backups` (its bytes do not
+/// matter to selection and retention, which go by names).
+fn planted(store: &Path, file: &str) {
+    std::fs::create_dir_all(store.join("backups")).unwrap();
+    std::fs::write(store.join("backups").join(file), b"named only").unwrap();
+}
+
+fn stamp(days_ago: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::days(days_ago))
+        .format("%Y%m%d_%H%M%S")
+        .to_string()
+}
+
+#[test]
+fn engines_never_share_a_series_for_latest_or_retention() {
+    let s = Scene::new();
+    let db = s.path("app.db");
+    sqlite::sample(&db, 10);
+    let store = s.path("store");
+    Cmd::tool("dbsnap")
+        .arg(db_url(&db))
+        .arg("--to")
+        .arg(&store)
+        .args(["--env", "production"])
+        .succeeds();
+    // A PostgreSQL database of the same name, backed up later.
+    planted(
+        &store,
+        &format!("production_app_full_{}.pgdump.zst", stamp(-1)),
+    );
+    let target = s.path("restored.db");
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .args([
+            "--latest",
+            "--env",
+            "production",
+            "--database",
+            "app",
+            "--create",
+        ])
+        .arg("--target")
+        .arg(db_url(&target))
+        .succeeds();
+    assert_eq!(sqlite::counts(&target), sqlite::counts(&db));
+    // Retention: each engine's series keeps its own newest.
+    planted(
+        &store,
+        &format!("production_app_full_{}.pgdump.zst", stamp(3)),
+    );
+    let plan = Cmd::tool("dbprune")
+        .arg("--store")
+        .arg(&store)
+        .args(["--keep-last", "1", "--dry-run", "--json"])
+        .succeeds()
+        .json();
+    let kept: Vec<&str> = plan["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["keep"] == true)
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kept.len(),
+        2,
+        "the newest sqlite and the newest pgdump: {kept:?}"
+    );
+    assert!(kept.iter().any(|k| k.ends_with(".sqlite.zst")), "{kept:?}");
+}
+
+#[test]
+fn safety_backups_are_kept_seven_days_and_at_least_the_newest() {
+    let s = Scene::new();
+    let store = s.path("store");
+    for (env, days) in [
+        ("production", 20),
+        ("production", 10),
+        ("production-safety", 20),
+        ("production-safety", 10),
+        ("production-safety", 2),
+    ] {
+        planted(
+            &store,
+            &format!("{env}_app_full_{}.sqlite.zst", stamp(days)),
+        );
+    }
+    let plan = Cmd::tool("dbprune")
+        .arg("--store")
+        .arg(&store)
+        .args(["--dry-run", "--json"])
+        .succeeds()
+        .json();
+    let deleted: Vec<String> = plan["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["keep"] == false)
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![
+            format!("production-safety_app_full_{}.sqlite.zst", stamp(20)),
+            format!("production-safety_app_full_{}.sqlite.zst", stamp(10)),
+        ],
+        "older than seven days, not the newest; production keeps 30 days"
+    );
+    // Only old safety backups: the newest stays.
+    let lone = s.path("lone");
+    planted(
+        &lone,
+        &format!("production-safety_app_full_{}.sqlite.zst", stamp(30)),
+    );
+    let plan = Cmd::tool("dbprune")
+        .arg("--store")
+        .arg(&lone)
+        .args(["--dry-run", "--json"])
+        .succeeds()
+        .json();
+    assert_eq!(plan["deleted"], 0, "{plan}");
+}
+
+#[test]
+fn a_timestamp_that_is_not_a_backup_stamp_is_a_usage_error() {
+    let s = Scene::new();
+    let store = s.path("store");
+    planted(
+        &store,
+        &format!("production_app_full_{}.sqlite.zst", stamp(1)),
+    );
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .args(["--timestamp", "2025-01-18", "--target"])
+        .arg(db_url(&s.path("x.db")))
+        .fails_with_code(2)
+        .stderr_has("YYYYMMDD_HHMMSS");
+}

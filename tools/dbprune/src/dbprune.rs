@@ -52,7 +52,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             .or_default()
             .push(Candidate {
                 id: e.file(),
-                series: e.name.series(),
+                series: e.name.series_id(),
                 time: e.name.timestamp,
                 verified,
                 pinned: pins.contains(&e.file()) || pins.contains(&e.name.backup_name()),
@@ -62,7 +62,15 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     for (env, candidates) in by_env {
         let policy = match &flags {
             Some(p) => p.clone(),
-            None => policy_of(&cfg.retention_for(env.trim_end_matches(catalog::SAFETY_SUFFIX))),
+            // Safety backups are kept by their own rule: the config's for
+            // that environment (`[env.production-safety]`), else seven days
+            // (and, as for every series, the newest).
+            None if env.ends_with(catalog::SAFETY_SUFFIX) => cfg
+                .env(&env)
+                .and_then(|e| e.retention.as_ref())
+                .map(policy_of)
+                .unwrap_or_else(retention::Policy::safety_default),
+            None => policy_of(&cfg.retention_for(&env)),
         };
         decisions.extend(retention::decide(&candidates, &policy, now));
     }
@@ -159,7 +167,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         let samples: Vec<_> = per_series
             .into_iter()
             .filter_map(|(series, n)| {
-                let e = entries.iter().find(|e| e.name.series() == series)?;
+                let e = entries.iter().find(|e| e.name.series_id() == series)?;
                 Some(dbsafe::metrics::Sample::new(
                     "dbsafe_prune_deleted_total",
                     "Backups dbprune deleted.",

@@ -263,6 +263,14 @@ fn resolve_source(args: &cli::Cli, cfg: &Config) -> Result<Source> {
                 .ok_or_else(|| Error::usage("--latest, --timestamp, --before and --name need --store STORE (or DBSAFE_STORE)"))?;
             let store = dbsafe::store::open(&loc, false)?;
             let entries = catalog::list(store.as_ref())?;
+            if let Some(t) = &args.timestamp {
+                if chrono::NaiveDateTime::parse_from_str(t, "%Y%m%d_%H%M%S").is_err() {
+                    return Err(Error::usage(format!(
+                        "--timestamp {t:?}: backups are named to the second, YYYYMMDD_HHMMSS (e.g. 20250118_010000)"
+                    ))
+                    .hint("or --before TIME (RFC 3339 or \"YYYY-MM-DD HH:MM:SS\") for the newest at or before it"));
+                }
+            }
             let sel = Selector {
                 env,
                 database: args.database.clone(),
@@ -270,6 +278,12 @@ fn resolve_source(args: &cli::Cli, cfg: &Config) -> Result<Source> {
                 timestamp: args.timestamp.clone(),
                 before: args.before.as_deref().map(dbsafe::units::parse_time).transpose()?,
                 name: args.name.clone(),
+                // The target decides which engine's series: never another engine's backup.
+                payload: args
+                    .target
+                    .as_deref()
+                    .and_then(|t| dbsafe::engine::open(t).ok())
+                    .map(|e| e.payload(false)),
             };
             let entry = catalog::select_one(&entries, &sel)?;
             Ok(Source::Store { store, entry })
