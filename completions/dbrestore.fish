@@ -36,6 +36,7 @@ complete -c dbrestore -l no-owner -d 'PostgreSQL: restore every object owned by 
 complete -c dbrestore -l no-roles -d 'PostgreSQL: do not create the roles the backup recorded (owners and grants then need them to exist already)'
 complete -c dbrestore -l skip-verify -d 'Do not verify the artifact before restoring'
 complete -c dbrestore -l no-safety-backup -d 'Do not take a safety backup of a non-empty target'
+complete -c dbrestore -l no-encrypt -d 'Let the safety backup be unencrypted where the target\'s own backups in the store are encrypted (refused otherwise)'
 complete -c dbrestore -s y -l yes -d 'Do not ask for confirmation'
 complete -c dbrestore -l dry-run -d 'Print the plan and change nothing'
 complete -c dbrestore -s q -l quiet -d 'Print nothing but errors on stderr'

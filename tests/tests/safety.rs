@@ -392,3 +392,50 @@ fn a_timestamp_that_is_not_a_backup_stamp_is_a_usage_error() {
         .fails_with_code(2)
         .stderr_has("YYYYMMDD_HHMMSS");
 }
+
+#[test]
+fn a_plain_safety_backup_beside_encrypted_backups_is_refused_unless_asked_for() {
+    let s = Scene::new();
+    let (_key, public) = s.age_key("key.txt");
+    let db = s.path("app.db");
+    sqlite::sample(&db, 10);
+    let store = s.path("store");
+    Cmd::tool("dbsnap")
+        .arg(db_url(&db))
+        .arg("--to")
+        .arg(&store)
+        .args(["--env", "production", "-r", &public])
+        .succeeds();
+    let plain = s.path("plain.sqlite.zst");
+    Cmd::tool("dbsnap")
+        .arg(db_url(&db))
+        .arg("-o")
+        .arg(&plain)
+        .succeeds();
+    let restore = || {
+        Cmd::tool("dbrestore")
+            .arg(&plain)
+            .arg("--store")
+            .arg(&store)
+            .args(["--env", "production", "--yes", "--target"])
+            .arg(db_url(&db))
+            .env_remove("DBSAFE_RECIPIENTS")
+            .env_remove("DBSAFE_RECIPIENTS_FILE")
+    };
+    restore()
+        .fails_with_code(4)
+        .stderr_has("would be unencrypted");
+    assert!(
+        dbsafe_tests::artifacts(&store)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("-safety_")),
+        "no safety backup was written"
+    );
+    restore().arg("--no-encrypt").succeeds();
+    let safety: Vec<PathBuf> = dbsafe_tests::artifacts(&store)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("-safety_"))
+        .collect();
+    assert_eq!(safety.len(), 1, "{safety:?}");
+    assert!(!age_header(&safety[0]), "asked for: unencrypted");
+}

@@ -138,6 +138,10 @@ pub struct Cli {
     /// Do not take a safety backup of a non-empty target.
     #[arg(long)]
     pub no_safety_backup: bool,
+    /// Let the safety backup be unencrypted where the target's own backups
+    /// in the store are encrypted (refused otherwise).
+    #[arg(long)]
+    pub no_encrypt: bool,
     /// Put the safety backup in this directory instead of the store.
     #[arg(long, value_name = "DIR")]
     pub safety_dir: Option<PathBuf>,

@@ -450,6 +450,37 @@ fn execute(
 }
 
 /// Takes the safety backup of the target about to be replaced; returns where it went.
+/// An unencrypted safety backup where the target's own backups in the
+/// store are encrypted would keep its data weaker than its backups do:
+/// refused unless --no-encrypt.
+fn refuse_weaker_safety(
+    args: &cli::Cli,
+    enc: &Encryption,
+    dest: &SafetyDest,
+    target: &dyn Engine,
+) -> Result<()> {
+    let SafetyDest::Store(store) = dest else {
+        return Ok(());
+    };
+    if enc.is_encrypted() || args.no_encrypt {
+        return Ok(());
+    }
+    let encrypted_series = catalog::list(store.as_ref())?.iter().any(|e| {
+        e.name.encrypted
+            && e.name.database == target.database()
+            && e.name.payload == target.payload(false)
+    });
+    if encrypted_series {
+        return Err(Error::refused(format!(
+            "the safety backup of {} would be unencrypted, while its backups in {} are encrypted; nothing was changed",
+            target.url(),
+            store.describe()
+        ))
+        .hint("give recipients (-r, --recipients-file, DBSAFE_RECIPIENTS) for it, or pass --no-encrypt"));
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn safety_backup(
     args: &cli::Cli,
@@ -473,7 +504,11 @@ fn safety_backup(
         compression: dbsafe::Compression::Zstd,
         level: None,
         threads: 0,
-        encryption: safety_encryption(cfg, keys, meta, artifact)?,
+        encryption: {
+            let enc = safety_encryption(cfg, keys, meta, artifact)?;
+            refuse_weaker_safety(args, &enc, dest, target)?;
+            enc
+        },
         max_size: None,
         labels: [(
             "purpose".to_string(),
