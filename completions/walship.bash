@@ -65,7 +65,7 @@ _walship() {
 
     case "${cmd}" in
         walship)
-            opts="-q -v -h -V --quiet --verbose --json --config --metrics-file --pushgateway --help --version push fetch list status restore-point prune help"
+            opts="-q -v -h -V --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help --version push fetch list status restore-point prune help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -91,7 +91,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__fetch)
-            opts="-i -q -v -h --from --identity --passphrase-file --quiet --verbose --json --config --metrics-file --pushgateway --help"
+            opts="-i -q -v -h --from --identity --passphrase-file --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -245,7 +245,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__list)
-            opts="-q -v -h --from --quiet --verbose --json --config --metrics-file --pushgateway --help"
+            opts="-q -v -h --from --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -275,7 +275,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__prune)
-            opts="-q -v -h --from --before --keep-for-backups --dry-run --quiet --verbose --json --config --metrics-file --pushgateway --help"
+            opts="-q -v -h --from --before --keep-for-backups --dry-run --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -309,7 +309,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__push)
-            opts="-r -q -v -h --to --compress --level --threads --recipient --recipients-file --passphrase-file --quiet --verbose --json --config --metrics-file --pushgateway --help"
+            opts="-r -q -v -h --to --compress --level --threads --recipient --recipients-file --passphrase-file --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -367,7 +367,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__restore__subcmd__point)
-            opts="-q -v -h --to --quiet --verbose --json --config --metrics-file --pushgateway --help"
+            opts="-q -v -h --to --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -397,7 +397,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__status)
-            opts="-q -v -h --from --max-lag --quiet --verbose --json --config --metrics-file --pushgateway --help"
+            opts="-q -v -h --from --max-lag --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

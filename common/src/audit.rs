@@ -62,12 +62,14 @@ impl AuditEntry {
         }
         let mut line = serde_json::to_vec(self).expect("audit entries serialize");
         line.push(b'\n');
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot open audit log {}", path.display()))?;
+        let mut f = crate::fsutil::open_regular(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600),
+            path,
+            "audit log",
+        )?;
         f.write_all(&line).context("writing the audit log")?;
         f.sync_data().context("writing the audit log")
     }

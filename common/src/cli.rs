@@ -24,6 +24,10 @@ pub struct CommonArgs {
     /// Merge Prometheus metrics into this textfile (node_exporter textfile collector).
     #[arg(long, global = true, value_name = "FILE", env = "DBSAFE_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Use a local store directory that group or others can write to (refused otherwise:
+    /// whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE].
+    #[arg(long, global = true, env = "DBSAFE_ALLOW_SHARED_STORE")]
+    pub allow_shared_store: bool,
     /// Push metrics to this Pushgateway (http://host:port); a failed push only warns.
     #[arg(long, global = true, value_name = "URL", env = "DBSAFE_PUSHGATEWAY")]
     pub pushgateway: Option<String>,
@@ -32,6 +36,8 @@ pub struct CommonArgs {
 impl CommonArgs {
     /// The diagnostics printer for `tool`, honouring `-q` and `-v`.
     pub fn log(&self, tool: &'static str) -> Log {
+        // Every tool starts here: the run-wide choices its flags make.
+        crate::store::allow_shared_stores(self.allow_shared_store);
         crate::output::init(Log {
             tool,
             quiet: self.quiet,

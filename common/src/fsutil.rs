@@ -33,6 +33,54 @@ pub fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Opens `path` with `options` without following a symbolic link at its
+/// end, and only if it is a regular file: a link or a device planted where
+/// a store keeps a lock or its audit log is refused (exit 4), never written
+/// through.
+pub fn open_regular(options: &mut OpenOptions, path: &Path, what: &str) -> Result<File> {
+    let refused = || {
+        crate::Error::refused(format!(
+            "{what} {} is not a regular file (a link or something else is in its place); nothing was written",
+            path.display()
+        ))
+        .hint("remove it, and check who can write to the store")
+    };
+    let f = options
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => refused(),
+            _ => crate::Error::io(format!("cannot open {what} {}", path.display()), e),
+        })?;
+    if !f.metadata().context(path.display())?.is_file() {
+        return Err(refused());
+    }
+    Ok(f)
+}
+
+/// Refuses a store directory others can write to: anyone who can plant a
+/// file or a link there can replace a backup (exit 4), unless the caller
+/// allows it (`--allow-shared-store`).
+pub fn check_private_dir(dir: &Path, allow_shared: bool) -> Result<()> {
+    let meta = fs::metadata(dir).context(dir.display())?;
+    let mode = meta.permissions().mode();
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !allow_shared {
+        return Err(crate::Error::refused(format!(
+            "store {} is writable by {} (mode {:o}){}: anyone who can write there can replace a backup",
+            dir.display(),
+            if mode & 0o002 != 0 { "everyone" } else { "its group" },
+            mode & 0o7777,
+            if sticky { ", sticky" } else { "" }
+        ))
+        .hint(format!(
+            "chmod go-w {}, or pass --allow-shared-store if that is intended",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// fsyncs a directory so a rename or unlink in it survives a crash (the
 /// empty path, the parent of a bare file name, is the current directory).
 pub fn fsync_dir(dir: &Path) -> Result<()> {

@@ -41,14 +41,16 @@ impl Lock {
         if let Some(dir) = path.parent() {
             crate::fsutil::create_private_dir(dir)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(format!("cannot open lock file {}", path.display()), e))?;
+        let mut file = crate::fsutil::open_regular(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600),
+            path,
+            "lock file",
+        )?;
         let start = Instant::now();
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {

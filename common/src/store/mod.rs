@@ -120,8 +120,21 @@ pub trait Store: Send + Sync {
 /// Opens the store at `location`. With `create`, a missing local directory
 /// is created; without, it is an error (a mistyped path must not look empty).
 pub fn open(location: &str, create: bool) -> Result<Box<dyn Store>> {
+    if location.trim().is_empty() {
+        return Err(Error::usage("the store location is empty")
+            .hint("name a directory or s3://bucket/prefix"));
+    }
+    if let Some(rest) = location.strip_prefix("s3:") {
+        if !rest.starts_with("//") {
+            return Err(Error::usage(format!(
+                "store {location:?} is not an S3 URL: write s3://bucket/prefix"
+            )));
+        }
+    }
     if let Some(dir) = local_dir(location) {
-        return Ok(Box::new(LocalStore::open(dir, create)?));
+        let store = LocalStore::open(dir, create)?;
+        crate::fsutil::check_private_dir(dir, SHARED.load(std::sync::atomic::Ordering::Relaxed))?;
+        return Ok(Box::new(store));
     }
     if location.starts_with("s3://") {
         return Ok(Box::new(S3Store::open(location, create)?));
@@ -129,6 +142,14 @@ pub fn open(location: &str, create: bool) -> Result<Box<dyn Store>> {
     Err(Error::usage(format!(
         "unsupported store {location:?}: use a directory or s3://bucket/prefix"
     )))
+}
+
+static SHARED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets local stores be writable by group or others for this run
+/// (`--allow-shared-store`); they are refused otherwise.
+pub fn allow_shared_stores(yes: bool) {
+    SHARED.store(yes, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The directory of a store location that is a local directory; `None`

@@ -1,0 +1,192 @@
+//! Hostile conditions: planted links, shared directories, absurd arguments.
+//! Nothing a tool writes follows a link someone planted, and no input makes
+//! a tool panic.
+
+use dbsafe_tests::{sqlite, Cmd, Scene};
+use std::path::Path;
+
+fn snap_to(s: &Scene, store: &Path) -> Cmd {
+    let db = s.path("app.db");
+    if !db.exists() {
+        sqlite::sample(&db, 5);
+    }
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", db.display()))
+        .arg("--to")
+        .arg(store)
+}
+
+#[test]
+fn a_link_planted_as_a_lock_file_is_refused_and_its_target_untouched() {
+    let s = Scene::new();
+    let store = s.path("store");
+    snap_to(&s, &store).succeeds();
+    let victim = s.write("victim.txt", "precious\n");
+    let lock = store.join("locks/default_app_full.lock");
+    assert!(lock.exists(), "the series lock lives at {}", lock.display());
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    snap_to(&s, &store)
+        .fails_with_code(4)
+        .stderr_has("is not a regular file");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+#[test]
+fn a_link_planted_as_the_audit_log_is_never_written_through() {
+    let s = Scene::new();
+    let store = s.path("store");
+    snap_to(&s, &store).succeeds();
+    let victim = s.write("victim.txt", "precious\n");
+    std::os::unix::fs::symlink(&victim, store.join("audit.log")).unwrap();
+    Cmd::tool("dbprune")
+        .arg("--store")
+        .arg(&store)
+        .args(["--keep-last", "1"])
+        .run();
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .args(["--latest", "--yes", "--target"])
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .run();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+#[test]
+fn a_store_others_can_write_to_is_refused_unless_allowed() {
+    let s = Scene::new();
+    let store = s.path("shared");
+    std::fs::create_dir(&store).unwrap();
+    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    snap_to(&s, &store)
+        .fails_with_code(4)
+        .stderr_has("writable by everyone");
+    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o770)).unwrap();
+    snap_to(&s, &store)
+        .fails_with_code(4)
+        .stderr_has("writable by its group");
+    snap_to(&s, &store).arg("--allow-shared-store").succeeds();
+}
+
+#[test]
+fn absurd_arguments_are_usage_errors_naming_what_is_wrong_never_panics() {
+    let s = Scene::new();
+    let store = s.path("store");
+    snap_to(&s, &store).succeeds();
+    let db = format!("sqlite:{}", s.path("app.db").display());
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "dbsnap".into(),
+                db.clone(),
+                "--to".into(),
+                "s3:/bucket".into(),
+            ],
+            "not an S3 URL",
+        ),
+        (
+            vec!["dbsnap".into(), db.clone(), "--to".into(), "".into()],
+            "empty",
+        ),
+        (
+            vec![
+                "dbsnap".into(),
+                db.clone(),
+                "-o".into(),
+                "x.zst".into(),
+                "--level".into(),
+                "99".into(),
+            ],
+            "out of range",
+        ),
+        (
+            vec![
+                "dbsnap".into(),
+                db.clone(),
+                "--to".into(),
+                store.display().to_string(),
+                "--lock-timeout".into(),
+                "99999999999999999999w".into(),
+            ],
+            "invalid duration",
+        ),
+        (
+            vec![
+                "dbprune".into(),
+                "--store".into(),
+                store.display().to_string(),
+                "--keep-within".into(),
+                "9999999999999w".into(),
+            ],
+            "100 years",
+        ),
+        (
+            vec![
+                "dbprune".into(),
+                "--store".into(),
+                store.display().to_string(),
+                "--keep-last".into(),
+                "1".into(),
+                "--stale-tmp".into(),
+                "9999999999999w".into(),
+            ],
+            "100 years",
+        ),
+        (
+            vec![
+                "dbverify".into(),
+                "--status".into(),
+                "--store".into(),
+                store.display().to_string(),
+                "--max-age".into(),
+                "9999999999999w".into(),
+            ],
+            "100 years",
+        ),
+        (
+            vec![
+                "walship".into(),
+                "status".into(),
+                "--from".into(),
+                store.display().to_string(),
+                "--max-lag".into(),
+                "9999999999999w".into(),
+            ],
+            "100 years",
+        ),
+        (vec!["dbsnap".into(), "--bogus".into()], "dbsnap: error:"),
+    ];
+    for (argv, says) in cases {
+        let r = Cmd::tool(&argv[0])
+            .args(&argv[1..])
+            .current_dir(s.dir.path())
+            .run();
+        assert_eq!(r.out.status.code(), Some(2), "{argv:?}: {}", r.stderr());
+        assert!(
+            r.stderr().contains(says),
+            "{argv:?} should say {says:?}: {}",
+            r.stderr()
+        );
+        assert!(!r.stderr().contains("panicked"), "{argv:?}: {}", r.stderr());
+    }
+}
+
+#[test]
+fn a_bare_file_name_is_a_file_in_the_current_directory() {
+    let s = Scene::new();
+    sqlite::sample(&s.path("app.db"), 5);
+    Cmd::tool("dbsnap")
+        .arg("sqlite:app.db")
+        .args(["-o", "backup.sqlite.zst", "--metrics-file", "m.prom"])
+        .current_dir(s.dir.path())
+        .succeeds();
+    for f in [
+        "backup.sqlite.zst",
+        "backup.sqlite.zst.sha256",
+        "backup.sqlite.zst.meta.json",
+        "m.prom",
+    ] {
+        assert!(s.path(f).is_file(), "{f} is missing");
+    }
+}
