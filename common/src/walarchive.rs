@@ -166,16 +166,32 @@ fn sha256_of(path: &Path) -> Result<(String, u64)> {
 pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> Result<Pushed> {
     validate(file)?;
     let (raw_sha, raw_size) = sha256_of(path)?;
+    // Pushes take turns (an archive_command retried while the first still
+    // runs, a standby archiving too): two never interleave their object and
+    // its checksum. Hosts sharing a remote store rely on its conditional writes.
+    let _turn =
+        crate::lock::Lock::on_store(store, "walship-push", std::time::Duration::from_secs(300))?;
+    let mut replaces = None;
     if let Some(existing) = find(store, file)? {
-        return match read_meta(store, &existing)? {
-            Some(m) if m.raw_sha256 == raw_sha => Ok(Pushed::AlreadyArchived),
-            Some(m) => Err(Error::failed(format!(
+        match read_meta(store, &existing)? {
+            Some(m) if m.raw_sha256 == raw_sha => {
+                if stored_object_verifies(store, &existing)? {
+                    return Ok(Pushed::AlreadyArchived);
+                }
+                // Archived bytes that do not verify are never "already
+                // archived": they are replaced from this identical source.
+                crate::output::warn(format!(
+                    "{existing} does not match its checksum; archiving {file} again from identical bytes"
+                ));
+                replaces = Some(existing);
+            }
+            Some(m) => return Err(Error::failed(format!(
                 "{file} is already archived as {existing} with different contents (sha256 {} there, {raw_sha} here); the archived copy is kept",
                 m.raw_sha256
             ))
             .hint("two clusters may be archiving into one store: give each its own store or prefix")),
-            None => Err(Error::failed(format!("{file} is already archived as {existing}, without metadata to compare with; the archived copy is kept"))),
-        };
+            None => return Err(Error::failed(format!("{file} is already archived as {existing}, without metadata to compare with; the archived copy is kept"))),
+        }
     }
     let compression = opts.compression;
     let encrypted = opts.encryption.is_encrypted();
@@ -225,10 +241,27 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
         &format!("{key}.sha256"),
         format!("{}  {object}\n", summary.sha256).as_bytes(),
     )?;
+    if let Some(old) = replaces.filter(|old| *old != key) {
+        // The damaged copy was stored with other layers: it goes.
+        delete(store, &old)?;
+    }
     Ok(Pushed::Archived {
         key,
         size: summary.artifact_bytes,
     })
+}
+
+/// Whether the stored object of `key` has the bytes its `.sha256` records.
+fn stored_object_verifies(store: &dyn Store, key: &str) -> Result<bool> {
+    let Some(expected) = store
+        .read_small(&format!("{key}.sha256"))?
+        .and_then(|b| crate::artifact::parse_sha256_line(&String::from_utf8_lossy(&b)))
+    else {
+        return Ok(false);
+    };
+    let (mut input, tap) = pipeline::tap(store.open(key)?);
+    pipeline::copy(&mut input, &mut std::io::sink())?;
+    Ok(tap.result().0.eq_ignore_ascii_case(&expected))
 }
 
 /// How a fetch ended.

@@ -190,3 +190,88 @@ fn a_bare_file_name_is_a_file_in_the_current_directory() {
         assert!(s.path(f).is_file(), "{f} is missing");
     }
 }
+
+#[test]
+fn three_concurrent_pushes_of_one_segment_always_leave_a_fetchable_segment() {
+    let s = Scene::new();
+    let (key, public) = s.age_key("key.txt");
+    let seg = s.path("seg");
+    let store = s.path("store");
+    std::fs::create_dir(&store).unwrap();
+    for round in 0..30 {
+        let bytes: Vec<u8> = (0..(1 << 20))
+            .map(|i: u32| (i.wrapping_mul(31) ^ round) as u8)
+            .collect();
+        std::fs::write(&seg, &bytes).unwrap();
+        let name = format!("0000000100000000000000{round:02X}");
+        let pushes: Vec<_> = (0..3)
+            .map(|_| {
+                Cmd::tool("walship")
+                    .arg("push")
+                    .arg(&seg)
+                    .arg(&name)
+                    .arg("--to")
+                    .arg(&store)
+                    .args(["-r", &public])
+                    .spawn()
+            })
+            .collect();
+        for mut p in pushes {
+            assert!(p.wait().unwrap().success(), "round {round}: a push failed");
+        }
+        let out = s.path("fetched");
+        Cmd::tool("walship")
+            .arg("fetch")
+            .arg(&name)
+            .arg(&out)
+            .arg("--from")
+            .arg(&store)
+            .arg("-i")
+            .arg(&key)
+            .succeeds();
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            bytes,
+            "round {round}: fetched bytes differ"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_archived_segment_is_never_already_archived_and_is_replaced() {
+    let s = Scene::new();
+    let seg = s.path("seg");
+    let store = s.path("store");
+    std::fs::create_dir(&store).unwrap();
+    let bytes = vec![3u8; 1 << 20];
+    std::fs::write(&seg, &bytes).unwrap();
+    Cmd::tool("walship")
+        .arg("push")
+        .arg(&seg)
+        .arg("000000010000000000000001")
+        .arg("--to")
+        .arg(&store)
+        .succeeds();
+    let object = store.join("wal/000000010000000000000001.zst");
+    let mut damaged = std::fs::read(&object).unwrap();
+    let n = damaged.len() / 2;
+    damaged[n] ^= 0xff;
+    std::fs::write(&object, &damaged).unwrap();
+    Cmd::tool("walship")
+        .arg("push")
+        .arg(&seg)
+        .arg("000000010000000000000001")
+        .arg("--to")
+        .arg(&store)
+        .succeeds()
+        .stderr_has("does not match its checksum");
+    let out = s.path("fetched");
+    Cmd::tool("walship")
+        .arg("fetch")
+        .arg("000000010000000000000001")
+        .arg(&out)
+        .arg("--from")
+        .arg(&store)
+        .succeeds();
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+}
