@@ -47,6 +47,19 @@ impl Encryption {
                 )?);
             }
         }
+        // Recipients were asked for but none came: never silently plaintext.
+        if keys.is_empty() && (!recipients.is_empty() || !recipients_files.is_empty()) {
+            let whence = recipients_files
+                .iter()
+                .map(|f| f.display().to_string())
+                .chain((!recipients.is_empty()).then(|| "the recipient list".to_string()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::usage(format!(
+                "no age recipient in {whence}: encryption was asked for and would be silently dropped"
+            ))
+            .hint("give at least one age1... public key"));
+        }
         match (keys.is_empty(), passphrase_file) {
             (false, Some(_)) => Err(Error::usage(
                 "both recipients and a passphrase file were given; choose one",
@@ -294,6 +307,30 @@ mod tests {
             "{wal}"
         );
         assert!(wal.ends_with("fetch %f %p --from /store"), "{wal}");
+    }
+
+    #[test]
+    fn an_empty_recipient_list_from_any_source_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, "# nobody yet\n\n").unwrap();
+        for (inline, files) in [
+            (vec![String::new()], vec![]),
+            (vec![" , ".to_string()], vec![]),
+            (vec![], vec![empty.clone()]),
+        ] {
+            let e = Encryption::from_sources(&inline, &files, None)
+                .err()
+                .expect("refused");
+            assert_eq!(
+                e.code(),
+                crate::ExitCode::Usage,
+                "{inline:?} {files:?}: {e}"
+            );
+        }
+        assert!(!Encryption::from_sources(&[], &[], None)
+            .unwrap()
+            .is_encrypted());
     }
 
     #[test]

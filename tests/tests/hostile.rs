@@ -275,3 +275,37 @@ fn a_damaged_archived_segment_is_never_already_archived_and_is_replaced() {
         .succeeds();
     assert_eq!(std::fs::read(&out).unwrap(), bytes);
 }
+
+#[test]
+fn encryption_asked_for_with_no_recipient_is_refused_never_silently_dropped() {
+    let s = Scene::new();
+    sqlite::sample(&s.path("app.db"), 5);
+    let empty = s.write("recipients.txt", "# to be filled in\n");
+    let db = format!("sqlite:{}", s.path("app.db").display());
+    Cmd::tool("dbsnap")
+        .arg(&db)
+        .args(["-o", "x.sqlite.zst", "-r", ""])
+        .current_dir(s.dir.path())
+        .fails_with_code(2)
+        .stderr_has("no age recipient");
+    Cmd::tool("dbsnap")
+        .arg(&db)
+        .args(["-o", "x.sqlite.zst", "--recipients-file"])
+        .arg(&empty)
+        .current_dir(s.dir.path())
+        .fails_with_code(2)
+        .stderr_has("no age recipient");
+    assert!(!s.path("x.sqlite.zst").exists(), "nothing was written");
+    let seg = s.path("seg");
+    std::fs::write(&seg, vec![1u8; 1 << 16]).unwrap();
+    Cmd::tool("walship")
+        .arg("push")
+        .arg(&seg)
+        .arg("000000010000000000000001")
+        .arg("--to")
+        .arg(s.path("store"))
+        .arg("--recipients-file")
+        .arg(&empty)
+        .fails_with_code(2)
+        .stderr_has("no age recipient");
+}
