@@ -309,3 +309,39 @@ fn encryption_asked_for_with_no_recipient_is_refused_never_silently_dropped() {
         .fails_with_code(2)
         .stderr_has("no age recipient");
 }
+
+/// `PID-START` of a running process, as temporaries name their writer.
+fn owner_tag(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    format!("{pid}-{}", rest.split_whitespace().nth(19).unwrap())
+}
+
+#[test]
+fn prune_never_removes_a_live_writers_temporary_whatever_stale_tmp_says() {
+    let s = Scene::new();
+    let store = s.path("store");
+    snap_to(&s, &store).succeeds();
+    let mut writer = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let tmp = store.join("backups").join(format!(
+        ".default_app_full_20200101_000000.sqlite.zst.tmp.{}.0000abcd",
+        owner_tag(writer.id())
+    ));
+    std::fs::write(&tmp, b"half an artifact").unwrap();
+    let prune = || {
+        Cmd::tool("dbprune")
+            .arg("--store")
+            .arg(&store)
+            .args(["--keep-last", "1", "--stale-tmp", "0s"])
+            .succeeds()
+    };
+    prune();
+    assert!(tmp.exists(), "a live writer's temporary was removed");
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    prune();
+    assert!(!tmp.exists(), "a dead writer's temporary stayed");
+}

@@ -182,6 +182,8 @@ impl Store for LocalStore {
                 id: format!("{prefix}/{name}"),
                 started: modified(&meta),
                 size: meta.len(),
+                writer_alive: crate::cleanup::owner_of(&name)
+                    .is_some_and(crate::cleanup::owner_alive),
             });
         }
         out.sort_by_key(|t| t.started);

@@ -64,6 +64,9 @@ pub struct StaleTemporary {
     pub started: DateTime<Utc>,
     /// Bytes written so far.
     pub size: u64,
+    /// Whether the process writing it is known to be alive (its name says
+    /// who on this host); such a temporary is never stale, whatever its age.
+    pub writer_alive: bool,
 }
 
 /// A place that holds artifacts.

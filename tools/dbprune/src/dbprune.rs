@@ -251,7 +251,8 @@ fn remove_stale(
     let mut removed = Vec::new();
     for prefix in [store::BACKUPS, store::WAL] {
         for t in store.temporaries(prefix)? {
-            if t.started < cutoff {
+            // A live writer's temporary stays, whatever --stale-tmp says.
+            if t.started < cutoff && !t.writer_alive {
                 if !dry_run {
                     store.remove_temporary(&t.id)?;
                 }
@@ -268,7 +269,9 @@ fn remove_orphans(store: &dyn Store, dry_run: bool) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for o in &objects {
         if let Some(a) = Sidecar::artifact_of(&o.key) {
-            if !keys.contains(a) && catalog_name(a) {
+            // Sidecars are committed before their artifact: a writer that
+            // holds its series' lock is about to commit it.
+            if !keys.contains(a) && catalog_name(a) && !being_written(store, a) {
                 if !dry_run {
                     store.delete(&o.key)?;
                 }
@@ -277,6 +280,17 @@ fn remove_orphans(store: &dyn Store, dry_run: bool) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+/// Whether a writer holds the series lock of the artifact `key`.
+fn being_written(store: &dyn Store, key: &str) -> bool {
+    let Ok(name) = dbsafe::ArtifactName::parse(key.rsplit('/').next().unwrap_or(key)) else {
+        return false;
+    };
+    matches!(
+        dbsafe::lock::Lock::on_store(store, &name.series(), Duration::ZERO),
+        Err(e) if e.kind == dbsafe::error::Kind::Busy
+    )
 }
 
 fn catalog_name(key: &str) -> bool {

@@ -466,6 +466,8 @@ impl Store for S3Store {
                 id: format!("{key}{UPLOAD_ID}{id}"),
                 started: newest_part.map_or(initiated, |p| p.max(initiated)),
                 size,
+                // Its writer may be on another host: only its age tells.
+                writer_alive: false,
             });
         }
         out.sort_by_key(|t| t.started);
