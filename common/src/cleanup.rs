@@ -43,18 +43,16 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether the owner a tag names is still running (a tag without a start
-/// time counts as alive while its pid is).
+/// Whether the owner a tag names is still running. A tag without a start
+/// time (an older name) says nothing: only its age can tell.
 pub fn owner_alive(tag: &str) -> bool {
-    let (pid, start) = tag.split_once('-').unwrap_or((tag, "0"));
-    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
-        return true;
+    let Some((pid, start)) = tag.split_once('-') else {
+        return false;
     };
-    match start_time(pid) {
-        None => false,
-        Some(_) if start == 0 => true,
-        Some(s) => s == start,
-    }
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+        return false;
+    };
+    start_time(pid) == Some(start)
 }
 
 /// The owner tag in one of our temporary names (`.NAME.tmp.TAG.RANDOM`).
@@ -72,7 +70,8 @@ pub fn sweep(dir: &Path) -> Vec<PathBuf> {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let dead = name.starts_with('.') && owner_of(&name).is_some_and(|o| !owner_alive(o));
+        let dead = name.starts_with('.')
+            && owner_of(&name).is_some_and(|o| o.contains('-') && !owner_alive(o));
         if dead {
             remove_path(&e.path());
             gone.push(e.path());

@@ -345,3 +345,27 @@ fn prune_never_removes_a_live_writers_temporary_whatever_stale_tmp_says() {
     prune();
     assert!(!tmp.exists(), "a dead writer's temporary stayed");
 }
+
+#[test]
+fn a_dry_run_plan_is_a_report_on_stdout() {
+    let s = Scene::new();
+    let store = s.path("store");
+    snap_to(&s, &store).succeeds();
+    dbsafe_tests::next_second();
+    snap_to(&s, &store).succeeds();
+    let r = Cmd::tool("dbprune")
+        .arg("--store")
+        .arg(&store)
+        .args(["--keep-last", "1", "--dry-run"])
+        .succeeds();
+    assert!(
+        r.stdout().contains("would delete default_app_full_"),
+        "stdout: {}",
+        r.stdout()
+    );
+    assert!(
+        !r.stderr().contains("would delete default_app_full_"),
+        "stderr: {}",
+        r.stderr()
+    );
+}

@@ -127,7 +127,10 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     for d in report.backups.iter().filter(|d| !d.keep) {
         let e = by_file[&d.id];
         if args.dry_run {
-            log.info(format!("would delete {} ({})", d.id, d.reasons.join("; ")));
+            // The plan is the report of a dry run: stdout (unless --json says it whole).
+            if !args.common.json {
+                println!("would delete {} ({})", d.id, d.reasons.join("; "));
+            }
             continue;
         }
         delete_backup(store.as_ref(), e, d)?;
