@@ -75,9 +75,18 @@ impl Lock {
                 }
             }
             if start.elapsed() >= timeout {
+                // The holder writes its pid just after taking the lock: a
+                // refusal in that instant waits a moment to name it.
                 let mut holder = String::new();
-                let _ = file.rewind();
-                let _ = file.read_to_string(&mut holder);
+                let read_since = Instant::now();
+                while holder.trim().is_empty() && read_since.elapsed() < Duration::from_secs(2) {
+                    holder.clear();
+                    let _ = file.rewind();
+                    let _ = file.read_to_string(&mut holder);
+                    if holder.trim().is_empty() {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
                 let pid = holder.split_whitespace().next().unwrap_or("unknown");
                 return Err(Error::busy(format!(
                     "{what} is locked by another process (pid {pid}; lock {})",
