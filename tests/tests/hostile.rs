@@ -501,3 +501,48 @@ fn sigkill_at_random_points_never_leaves_a_broken_artifact_or_plaintext_behind()
         .succeeds();
     assert_eq!(std::fs::read(&out).unwrap(), bytes, "seed {seed}");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_every_tool_quietly_never_with_a_panic() {
+    let s = Scene::new();
+    let db = s.path("big.db");
+    sqlite::blobs(&db, 8);
+    let store = s.path("store");
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", db.display()))
+        .arg("--to")
+        .arg(&store)
+        .succeeds();
+    let artifact = dbsafe_tests::artifacts(&store).pop().unwrap();
+    let bin = |t: &str| dbsafe_tests::bin(t).display().to_string();
+    let lines = [
+        format!("{} sqlite:{}", bin("dbsnap"), db.display()),
+        format!("{} --json {}", bin("dbverify"), artifact.display()),
+        format!(
+            "{} --status --json --store {}",
+            bin("dbverify"),
+            store.display()
+        ),
+        format!("{} list --from {}", bin("walship"), store.display()),
+        format!(
+            "{} --store {} --keep-last 1 --dry-run --json",
+            bin("dbprune"),
+            store.display()
+        ),
+        format!("{} --help", bin("dbrestore")),
+        format!("{} --help", bin("dbpromote")),
+    ];
+    for line in lines {
+        let r = Cmd::sh(&format!(
+            "set -o pipefail; {line} 2>err.txt | head -c1 >/dev/null; echo $?"
+        ))
+        .current_dir(s.dir.path())
+        .run();
+        let code: i32 = r.stdout().trim().parse().unwrap_or(-1);
+        let err = std::fs::read_to_string(s.path("err.txt")).unwrap_or_default();
+        assert!(
+            [0, 1, 141].contains(&code) && !err.contains("panicked"),
+            "{line}: exit {code}: {err}"
+        );
+    }
+}
