@@ -23,7 +23,7 @@ _dbrestore() {
 
     case "${cmd}" in
         dbrestore)
-            opts="-y -i -q -v -h -V --store --latest --timestamp --before --name --env --database --target --pgdata --target-time --start --port --socket-dir --no-archive --recovery-timeout --create --clean --table --skip-verify --no-safety-backup --safety-dir --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --pushgateway --help --version"
+            opts="-y -i -q -v -h -V --store --latest --timestamp --before --name --env --database --target --pgdata --target-time --start --port --socket-dir --no-archive --recovery-timeout --create --clean --no-owner --no-roles --table --skip-verify --no-safety-backup --safety-dir --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --pushgateway --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -23,6 +23,8 @@ complete -c dbrestore -l start -d 'With --pgdata: start the server, wait for rec
 complete -c dbrestore -l no-archive -d 'With --pgdata: turn WAL archiving off in the restored copy (default: it archives its new timeline into the store like the original)'
 complete -c dbrestore -l create -d 'Create the target when it does not exist'
 complete -c dbrestore -l clean -d 'Drop the target\'s existing objects first'
+complete -c dbrestore -l no-owner -d 'PostgreSQL: restore every object owned by the connecting role instead of its recorded owner (owners are kept by default)'
+complete -c dbrestore -l no-roles -d 'PostgreSQL: do not create the roles the backup recorded (owners and grants then need them to exist already)'
 complete -c dbrestore -l skip-verify -d 'Do not verify the artifact before restoring'
 complete -c dbrestore -l no-safety-backup -d 'Do not take a safety backup of a non-empty target'
 complete -c dbrestore -s y -l yes -d 'Do not ask for confirmation'

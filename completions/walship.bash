@@ -31,6 +31,9 @@ _walship() {
             walship,push)
                 cmd="walship__subcmd__push"
                 ;;
+            walship,restore-point)
+                cmd="walship__subcmd__restore__subcmd__point"
+                ;;
             walship,status)
                 cmd="walship__subcmd__status"
                 ;;
@@ -49,6 +52,9 @@ _walship() {
             walship__subcmd__help,push)
                 cmd="walship__subcmd__help__subcmd__push"
                 ;;
+            walship__subcmd__help,restore-point)
+                cmd="walship__subcmd__help__subcmd__restore__subcmd__point"
+                ;;
             walship__subcmd__help,status)
                 cmd="walship__subcmd__help__subcmd__status"
                 ;;
@@ -59,7 +65,7 @@ _walship() {
 
     case "${cmd}" in
         walship)
-            opts="-q -v -h -V --quiet --verbose --json --config --metrics-file --pushgateway --help --version push fetch list status prune help"
+            opts="-q -v -h -V --quiet --verbose --json --config --metrics-file --pushgateway --help --version push fetch list status restore-point prune help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -127,7 +133,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__help)
-            opts="push fetch list status prune help"
+            opts="push fetch list status restore-point prune help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -197,6 +203,20 @@ _walship() {
             return 0
             ;;
         walship__subcmd__help__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        walship__subcmd__help__subcmd__restore__subcmd__point)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -327,6 +347,32 @@ _walship() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pushgateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        walship__subcmd__restore__subcmd__point)
+            opts="-q -v -h --quiet --verbose --json --config --metrics-file --pushgateway --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

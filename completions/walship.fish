@@ -36,6 +36,7 @@ complete -c walship -n "__fish_walship_needs_command" -f -a "push" -d 'Archive a
 complete -c walship -n "__fish_walship_needs_command" -f -a "fetch" -d 'Restore an archived WAL file (restore_command = \'walship fetch %f %p\')'
 complete -c walship -n "__fish_walship_needs_command" -f -a "list" -d 'List archived WAL files'
 complete -c walship -n "__fish_walship_needs_command" -f -a "status" -d 'Newest segment, its age, gaps per timeline; exit 1 when lagging or gapped'
+complete -c walship -n "__fish_walship_needs_command" -f -a "restore-point" -d 'Mark this moment in the WAL with a name `dbrestore --target-name` can recover to (pg_create_restore_point), and switch segments so the mark reaches the archive now'
 complete -c walship -n "__fish_walship_needs_command" -f -a "prune" -d 'Delete archived WAL that is no longer needed (.history files always stay)'
 complete -c walship -n "__fish_walship_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c walship -n "__fish_walship_using_subcommand push" -l to -d 'The store' -r
@@ -79,6 +80,13 @@ complete -c walship -n "__fish_walship_using_subcommand status" -s q -l quiet -d
 complete -c walship -n "__fish_walship_using_subcommand status" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand status" -l json -d 'Print the report as one JSON document on stdout'
 complete -c walship -n "__fish_walship_using_subcommand status" -s h -l help -d 'Print help'
+complete -c walship -n "__fish_walship_using_subcommand restore-point" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand restore-point" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand restore-point" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand restore-point" -s q -l quiet -d 'Print nothing but errors on stderr'
+complete -c walship -n "__fish_walship_using_subcommand restore-point" -s v -l verbose -d 'Print more on stderr'
+complete -c walship -n "__fish_walship_using_subcommand restore-point" -l json -d 'Print the report as one JSON document on stdout'
+complete -c walship -n "__fish_walship_using_subcommand restore-point" -s h -l help -d 'Print help'
 complete -c walship -n "__fish_walship_using_subcommand prune" -l from -d 'The store' -r
 complete -c walship -n "__fish_walship_using_subcommand prune" -l before -d 'Delete files before this segment' -r
 complete -c walship -n "__fish_walship_using_subcommand prune" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
@@ -90,9 +98,10 @@ complete -c walship -n "__fish_walship_using_subcommand prune" -s q -l quiet -d 
 complete -c walship -n "__fish_walship_using_subcommand prune" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand prune" -l json -d 'Print the report as one JSON document on stdout'
 complete -c walship -n "__fish_walship_using_subcommand prune" -s h -l help -d 'Print help'
-complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "push" -d 'Archive a WAL file (archive_command = \'walship push %p %f\')'
-complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "fetch" -d 'Restore an archived WAL file (restore_command = \'walship fetch %f %p\')'
-complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "list" -d 'List archived WAL files'
-complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "status" -d 'Newest segment, its age, gaps per timeline; exit 1 when lagging or gapped'
-complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "prune" -d 'Delete archived WAL that is no longer needed (.history files always stay)'
-complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status restore-point prune help" -f -a "push" -d 'Archive a WAL file (archive_command = \'walship push %p %f\')'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status restore-point prune help" -f -a "fetch" -d 'Restore an archived WAL file (restore_command = \'walship fetch %f %p\')'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status restore-point prune help" -f -a "list" -d 'List archived WAL files'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status restore-point prune help" -f -a "status" -d 'Newest segment, its age, gaps per timeline; exit 1 when lagging or gapped'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status restore-point prune help" -f -a "restore-point" -d 'Mark this moment in the WAL with a name `dbrestore --target-name` can recover to (pg_create_restore_point), and switch segments so the mark reaches the archive now'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status restore-point prune help" -f -a "prune" -d 'Delete archived WAL that is no longer needed (.history files always stay)'
+complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status restore-point prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -190,10 +190,7 @@ fn execute(
         Ok(b)
     })?;
     rec.m.source_backup = Some(backup.r.clone());
-    rec.step("verify", |d| {
-        *d = ops::verify_backup(ctx, src_store, &backup)?;
-        Ok(())
-    })?;
+    rec.verify(src_store, &backup)?;
     if let Some(r) = &mut rec.m.source_backup {
         r.verified = true;
     }
@@ -202,10 +199,7 @@ fn execute(
     let side = SideDb::new(home, home.side_name(&side::random_tag("refresh")))?;
     let env = ops::command_env(home, &side.name, b, version, "rehearsal");
     let prepared = (|| -> Result<()> {
-        rec.step("restore", |d| {
-            *d = ops::restore_into(ctx, src_store, &backup, side.engine())?;
-            Ok(())
-        })?;
+        rec.restore("restore", src_store, &backup, side.engine())?;
         match &a.sanitize {
             Some(f) => rec.step("sanitize", |d| {
                 home.run_sql_file(&side.name, f)?;
@@ -214,37 +208,28 @@ fn execute(
             })?,
             None => rec.skip("sanitize", "no --sanitize script"),
         }
-        for (step, label, cmd) in [
-            ("migrate", "migrate", &target.migrate),
-            ("health-check", "health check", &target.health_check),
-        ] {
-            match cmd {
-                Some(c) => rec.step(step, |d| {
-                    *d = ops::shell(ctx, label, c, &env)?;
-                    Ok(())
-                })?,
-                None => rec.skip(step, &format!("no {} command", step.replace('-', "_"))),
-            }
-        }
-        rec.step("confirm", |d| {
-            dbsafe::term::confirm_typed(
-                "dbpromote",
-                &format!(
-                    "replace {b}'s database {} with a copy of {}'s (the old one is kept)",
-                    home.target(),
-                    source.name
-                ),
-                b,
-                a.yes,
-            )?;
-            *d = if a.yes {
-                "--yes"
-            } else {
-                "typed on the terminal"
-            }
-            .into();
-            Ok(())
-        })?;
+        rec.optional_shell(
+            "migrate",
+            "migrate",
+            target.migrate.as_deref(),
+            &env,
+            "migrate",
+        )?;
+        rec.optional_shell(
+            "health-check",
+            "health check",
+            target.health_check.as_deref(),
+            &env,
+            "health_check",
+        )?;
+        rec.confirm(
+            &format!(
+                "replace {b}'s database {} with a copy of {}'s (the old one is kept)",
+                home.target(),
+                source.name
+            ),
+            b,
+        )?;
         let prev = home.side_name(&side::stamped_tag("prev"));
         let swap = rec.step("swap", |d| {
             let s = home.swap(&side.name, &prev, ctx.grace)?;
