@@ -3,7 +3,7 @@
 //! audit log, the metrics, and the report at the end.
 
 use crate::ops::{self, Backup};
-use crate::Ctx;
+use crate::{Ctx, EnvSpec};
 use dbsafe::audit::AuditEntry;
 use dbsafe::engine::Engine;
 use dbsafe::metrics::Sample;
@@ -172,6 +172,18 @@ impl<'a> Recorder<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// The environment's health check as step `health-check`, skipped when
+    /// it has none.
+    pub fn health_check(&mut self, target: &EnvSpec, env: &[(String, String)]) -> Result<()> {
+        self.optional_shell(
+            "health-check",
+            "health check",
+            target.health_check.as_deref(),
+            env,
+            "health_check",
+        )
     }
 
     /// Verifies a backup in its store at level full, as the `verify` step.

@@ -215,13 +215,7 @@ fn execute(
             &env,
             "migrate",
         )?;
-        rec.optional_shell(
-            "health-check",
-            "health check",
-            target.health_check.as_deref(),
-            &env,
-            "health_check",
-        )?;
+        rec.health_check(target, &env)?;
         rec.confirm(
             &format!(
                 "replace {b}'s database {} with a copy of {}'s (the old one is kept)",

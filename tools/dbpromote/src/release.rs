@@ -178,13 +178,7 @@ fn execute(
     let failed_at = match rec.shell("migrate", "migrate", migrate, &env) {
         Err(e) => Some(("migrate", e)),
         Ok(()) => rec
-            .optional_shell(
-                "health-check",
-                "health check",
-                target.health_check.as_deref(),
-                &env,
-                "health_check",
-            )
+            .health_check(target, &env)
             .err()
             .map(|e| ("health-check", e)),
     };

@@ -220,13 +220,7 @@ fn execute(
             rec.shell("downgrade", "downgrade", &cmd, &env)?;
             // The health check checks the version the environment is back on.
             let env = ops::command_env(home, &home.target(), b, previous, "rollback");
-            rec.optional_shell(
-                "health-check",
-                "health check",
-                target.health_check.as_deref(),
-                &env,
-                "health_check",
-            )
+            rec.health_check(target, &env)
         }
         Method::SwapPrevious => {
             let prev = rec.m.previous_database.clone().unwrap_or_default();
