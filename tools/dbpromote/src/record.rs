@@ -7,7 +7,7 @@ use crate::{Ctx, EnvSpec};
 use dbsafe::audit::AuditEntry;
 use dbsafe::engine::Engine;
 use dbsafe::metrics::Sample;
-use dbsafe::release::{self, Manifest, Status, Step};
+use dbsafe::release::{self, BackupRef, Manifest, Status, Step};
 use dbsafe::{Error, ExitCode, Result, Store};
 use std::time::Instant;
 
@@ -193,6 +193,22 @@ impl<'a> Recorder<'a> {
             *d = ops::verify_backup(ctx, store, backup)?;
             Ok(())
         })
+    }
+
+    /// Names `backup` in the manifest where `slot` says (which pins it),
+    /// verifies it, and records that it passed.
+    pub fn pin_verified(
+        &mut self,
+        store: &dyn Store,
+        backup: &Backup,
+        slot: fn(&mut Manifest) -> &mut Option<BackupRef>,
+    ) -> Result<()> {
+        *slot(&mut self.m) = Some(backup.r.clone());
+        self.verify(store, backup)?;
+        if let Some(r) = slot(&mut self.m) {
+            r.verified = true;
+        }
+        Ok(())
     }
 
     /// Restores a backup into a side database, as step `name`.

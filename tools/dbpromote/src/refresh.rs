@@ -176,24 +176,17 @@ fn execute(
                 a.backup.as_deref(),
             )?
         } else {
-            let labels = [
-                (
-                    "purpose".to_string(),
-                    format!("refresh of {} (dbpromote)", target.name),
-                ),
-                ("refresh".to_string(), version.to_string()),
-            ]
-            .into();
+            let labels = ops::labels(
+                format!("refresh of {} (dbpromote)", target.name),
+                "refresh",
+                version,
+            );
             ops::take_backup(ctx, src_engine, src_store, &source.name, labels)?
         };
         *d = format!("{} (store {})", b.r.name, b.r.store);
         Ok(b)
     })?;
-    rec.m.source_backup = Some(backup.r.clone());
-    rec.verify(src_store, &backup)?;
-    if let Some(r) = &mut rec.m.source_backup {
-        r.verified = true;
-    }
+    rec.pin_verified(src_store, &backup, |m| &mut m.source_backup)?;
 
     let b = &target.name;
     let side = SideDb::new(home, home.side_name(&side::random_tag("refresh")))?;

@@ -148,23 +148,12 @@ fn execute(
 ) -> Result<()> {
     let b = &target.name;
     let backup = rec.step("backup", |d| {
-        let labels = [
-            (
-                "purpose".to_string(),
-                "pre-release backup (dbpromote)".to_string(),
-            ),
-            ("release".to_string(), version.to_string()),
-        ]
-        .into();
+        let labels = ops::labels("pre-release backup (dbpromote)".into(), "release", version);
         let taken = ops::take_backup(ctx, engine, store, b, labels)?;
         *d = taken.r.name.clone();
         Ok(taken)
     })?;
-    rec.m.pre_release_backup = Some(backup.r.clone());
-    rec.verify(store, &backup)?;
-    if let Some(r) = &mut rec.m.pre_release_backup {
-        r.verified = true;
-    }
+    rec.pin_verified(store, &backup, |m| &mut m.pre_release_backup)?;
 
     rehearse(rec, version, target, migrate, home, store, &backup)
         .map_err(|e| e.context(format!("the rehearsal failed; {b} was not changed")))?;
