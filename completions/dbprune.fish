@@ -1,6 +1,6 @@
 complete -c dbprune -l store -d 'The store to prune' -r
-complete -c dbprune -l env -d 'Only this environment' -r
-complete -c dbprune -l database -d 'Only this database' -r
+complete -c dbprune -l env -d 'Only this environment\'s backups' -r
+complete -c dbprune -l database -d 'Only this database\'s backups' -r
 complete -c dbprune -l keep-last -d 'Keep the newest N of each series' -r
 complete -c dbprune -l keep-within -d 'Keep everything younger than D (e.g. 30d)' -r
 complete -c dbprune -l keep-hourly -d 'Keep the newest backup of each of the last N hours that have one' -r

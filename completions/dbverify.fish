@@ -4,8 +4,8 @@ restore\t'full, plus a restore into a scratch target and a comparison of row cou
 complete -c dbverify -l sha256 -d 'The sha256 the artifact must have (for stdin or a file without sidecar)' -r
 complete -c dbverify -l meta -d 'Metadata for an artifact on stdin (dbsnap --meta)' -r -F
 complete -c dbverify -l store -d 'Verify artifacts in this store' -r
-complete -c dbverify -l env -d 'With --store: only this environment' -r
-complete -c dbverify -l database -d 'With --store: only this database' -r
+complete -c dbverify -l env -d 'Only this environment\'s backups' -r
+complete -c dbverify -l database -d 'Only this database\'s backups' -r
 complete -c dbverify -l max-age -d 'With --status: the newest backup, and the newest verified one, of each series must be younger' -r
 complete -c dbverify -l min-count -d 'With --status: each series must hold at least this many backups' -r
 complete -c dbverify -l max-wal-lag -d 'With --status: the newest archived WAL segment must be younger' -r

@@ -60,6 +60,40 @@ impl CommonArgs {
     }
 }
 
+/// `--env` and `--database`: which series of a store a run looks at.
+#[derive(Debug, Clone, Args)]
+pub struct SeriesArgs {
+    /// Only this environment's backups.
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Only this database's backups.
+    #[arg(long, value_name = "DB")]
+    pub database: Option<String>,
+}
+
+impl SeriesArgs {
+    /// Whether an artifact belongs to the series the flags name.
+    pub fn matches(&self, name: &crate::ArtifactName) -> bool {
+        self.env.as_ref().is_none_or(|v| &name.env == v)
+            && self.database.as_ref().is_none_or(|d| &name.database == d)
+    }
+}
+
+/// `--tmpdir`.
+#[derive(Debug, Clone, Args)]
+pub struct TmpdirArgs {
+    /// Directory for temporary files (default: $TMPDIR).
+    #[arg(long, value_name = "DIR")]
+    pub tmpdir: Option<PathBuf>,
+}
+
+impl TmpdirArgs {
+    /// The directory: the flag, else the system's temporary directory.
+    pub fn dir(&self) -> PathBuf {
+        self.tmpdir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+}
+
 /// Keys to read encrypted artifacts with.
 #[derive(Debug, Clone, Args)]
 pub struct DecryptArgs {

@@ -72,6 +72,19 @@ pub struct WalHealth {
     pub timelines: Vec<TimelineHealth>,
 }
 
+impl WalHealth {
+    /// One line for people: `N segments, newest NAME (Ss old), G gaps`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} segments, newest {} ({}s old), {} gaps",
+            self.segments,
+            self.newest.as_deref().unwrap_or("-"),
+            self.newest_age_seconds.unwrap_or(0),
+            self.gaps.len()
+        )
+    }
+}
+
 /// One timeline of the WAL archive.
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineHealth {

@@ -280,26 +280,23 @@ mod tests {
 
     #[test]
     fn merging_replaces_same_series_keeps_others_and_counts_on() {
-        let a = vec![
-            Sample::new("dbsafe_backup_size_bytes", "Size.", "prod", "app", 10.0),
+        let failure = || {
             Sample::new(
                 "dbsafe_backup_failures_total",
                 "Failures.",
                 "prod",
                 "app",
                 1.0,
-            ),
+            )
+        };
+        let a = vec![
+            Sample::new("dbsafe_backup_size_bytes", "Size.", "prod", "app", 10.0),
+            failure(),
         ];
         let t1 = merge("", &a);
         let b = vec![
             Sample::new("dbsafe_backup_size_bytes", "Size.", "prod", "crm", 7.0),
-            Sample::new(
-                "dbsafe_backup_failures_total",
-                "Failures.",
-                "prod",
-                "app",
-                1.0,
-            ),
+            failure(),
         ];
         let t2 = merge(&t1, &b);
         assert!(

@@ -6,18 +6,22 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use std::path::{Path, PathBuf};
 
-/// Every generated file: (path relative to the workspace, contents).
-fn generated() -> Vec<(PathBuf, Vec<u8>)> {
-    let commands = [
+/// Every tool's command line, in the order its man pages list them.
+fn commands() -> [clap::Command; 6] {
+    [
         dbsnap::cli::Cli::command(),
         dbverify::cli::Cli::command(),
         dbrestore::cli::Cli::command(),
         dbprune::cli::Cli::command(),
         walship::cli::Cli::command(),
         dbpromote::cli::Cli::command(),
-    ];
+    ]
+}
+
+/// Every generated file: (path relative to the workspace, contents).
+fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
-    for cmd in commands {
+    for cmd in commands() {
         let name = cmd.get_name().to_string();
         out.push((PathBuf::from(format!("man/{name}.1")), man_page(&cmd)));
         for (shell, file) in [
@@ -210,23 +214,17 @@ fn man_page(cmd: &clap::Command) -> Vec<u8> {
         ));
     }
     t.push_str(".SH \"SEE ALSO\"\n");
-    let others: Vec<String> = [
-        "dbsnap",
-        "dbverify",
-        "dbrestore",
-        "dbprune",
-        "walship",
-        "dbpromote",
-    ]
-    .iter()
-    .filter(|t| **t != name)
-    .map(|t| format!("{t}(1)"))
-    .chain([
-        "dbsafe.toml(5)".to_string(),
-        "age(1)".to_string(),
-        "zstd(1)".to_string(),
-    ])
-    .collect();
+    let others: Vec<String> = commands()
+        .iter()
+        .map(|c| c.get_name())
+        .filter(|t| *t != name)
+        .map(|t| format!("{t}(1)"))
+        .chain([
+            "dbsafe.toml(5)".to_string(),
+            "age(1)".to_string(),
+            "zstd(1)".to_string(),
+        ])
+        .collect();
     t.push_str(&format!("{}\n", others.join(", ")));
     page.extend_from_slice(t.as_bytes());
     man.render_version_section(&mut page).expect("version");

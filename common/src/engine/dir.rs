@@ -45,6 +45,16 @@ use std::path::{Path, PathBuf};
 /// How many changed files the metadata lists by name.
 const MAX_LISTED_CHANGES: usize = 100;
 
+/// The first [`MAX_LISTED_CHANGES`] paths, for the metadata.
+fn listed(paths: Vec<String>) -> serde_json::Value {
+    paths
+        .into_iter()
+        .take(MAX_LISTED_CHANGES)
+        .map(serde_json::Value::from)
+        .collect::<Vec<_>>()
+        .into()
+}
+
 /// A directory tree.
 pub struct Dir {
     path: PathBuf,
@@ -435,22 +445,10 @@ impl Engine for Dir {
         );
         if !stats.changed.is_empty() {
             extra.insert("changed_files_count".into(), stats.changed.len().into());
-            let listed: Vec<serde_json::Value> = stats
-                .changed
-                .into_iter()
-                .take(MAX_LISTED_CHANGES)
-                .map(Into::into)
-                .collect();
-            extra.insert("changed_files".into(), listed.into());
+            extra.insert("changed_files".into(), listed(stats.changed));
         }
         if !stats.skipped.is_empty() {
-            let listed: Vec<serde_json::Value> = stats
-                .skipped
-                .into_iter()
-                .take(MAX_LISTED_CHANGES)
-                .map(Into::into)
-                .collect();
-            extra.insert("skipped".into(), listed.into());
+            extra.insert("skipped".into(), listed(stats.skipped));
         }
         Ok(SnapshotInfo {
             tables: tables(stats.counts),

@@ -217,6 +217,21 @@ impl FilePlace {
         })
     }
 
+    /// Renames `side` over the target in one step and syncs the directory.
+    /// On failure `undo` runs, the link `keep` that
+    /// [`FilePlace::link_target_as`] made goes, and the target is as it was.
+    pub fn rename_over_target(&self, side: &Path, keep: &Path, undo: impl FnOnce()) -> Result<()> {
+        if let Err(e) = std::fs::rename(side, self.path(&self.file)) {
+            undo();
+            let _ = std::fs::remove_file(keep);
+            return Err(Error::failed(format!(
+                "moving {} into place: {e}; nothing was changed",
+                side.display()
+            )));
+        }
+        crate::fsutil::fsync_dir(&self.dir)
+    }
+
     /// Checks a file swap's preconditions: the side and the target exist, `keep_as` does not.
     pub fn check_swap(&self, side: &str, keep_as: &str) -> Result<()> {
         let (target, side, keep) = (self.path(&self.file), self.path(side), self.path(keep_as));

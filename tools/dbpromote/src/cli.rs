@@ -1,7 +1,7 @@
 //! dbpromote's command line.
 
 use clap::{ArgGroup, Parser};
-use dbsafe::cli::{CommonArgs, DecryptArgs};
+use dbsafe::cli::{CommonArgs, DecryptArgs, TmpdirArgs};
 use std::path::PathBuf;
 
 /// Promote a database between environments: releases up, refreshes down, rollbacks.
@@ -132,9 +132,8 @@ pub struct Cli {
     pub dry_run: bool,
     #[command(flatten)]
     pub keys: DecryptArgs,
-    /// Directory for temporary files (default: $TMPDIR).
-    #[arg(long, value_name = "DIR")]
-    pub tmpdir: Option<PathBuf>,
+    #[command(flatten)]
+    pub tmpdir: TmpdirArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }

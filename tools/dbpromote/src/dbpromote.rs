@@ -184,7 +184,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let log = args.common.log("dbpromote");
     let cfg = Config::load(args.common.config.as_deref())?;
     let keys = args.keys.keyring(&cfg)?;
-    let tmpdir = args.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmpdir = args.tmpdir.dir();
     let lock_timeout = dbsafe::cli::lock_timeout(args.lock_timeout.as_deref(), &cfg)?;
     let grace = args
         .grace

@@ -151,6 +151,16 @@ pub(crate) fn existing_backup(
     })
 }
 
+/// The labels of a backup a promotion takes: why, and which promotion
+/// (`kind` = `release` or `refresh`, valued with its version).
+pub(crate) fn labels(purpose: String, kind: &str, version: &str) -> BTreeMap<String, String> {
+    [
+        ("purpose".to_string(), purpose),
+        (kind.to_string(), version.to_string()),
+    ]
+    .into()
+}
+
 /// Verifies a backup in its store at level full and records `.verify.json`;
 /// a failed verification is an error.
 pub(crate) fn verify_backup(ctx: &Ctx, store: &dyn Store, b: &Backup) -> Result<String> {

@@ -2,10 +2,12 @@
 //! so a run that dies still shows how far it got and pins its backups), the
 //! audit log, the metrics, and the report at the end.
 
-use crate::Ctx;
+use crate::ops::{self, Backup};
+use crate::{Ctx, EnvSpec};
 use dbsafe::audit::AuditEntry;
+use dbsafe::engine::Engine;
 use dbsafe::metrics::Sample;
-use dbsafe::release::{self, Manifest, Status, Step};
+use dbsafe::release::{self, BackupRef, Manifest, Status, Step};
 use dbsafe::{Error, ExitCode, Result, Store};
 use std::time::Instant;
 
@@ -123,6 +125,107 @@ impl<'a> Recorder<'a> {
         let _ = self.save();
     }
 
+    /// Asks for the target's name to be typed (or `--yes`), as the `confirm` step.
+    pub fn confirm(&mut self, action: &str, name: &str) -> Result<()> {
+        let yes = self.ctx.args.yes;
+        self.step("confirm", |d| {
+            dbsafe::term::confirm_typed("dbpromote", action, name, yes)?;
+            *d = if yes {
+                "--yes"
+            } else {
+                "typed on the terminal"
+            }
+            .into();
+            Ok(())
+        })
+    }
+
+    /// Runs a configured command as step `name`; `label` prefixes its output.
+    pub fn shell(
+        &mut self,
+        name: &str,
+        label: &str,
+        cmd: &str,
+        env: &[(String, String)],
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        self.step(name, |d| {
+            *d = ops::shell(ctx, label, cmd, env)?;
+            Ok(())
+        })
+    }
+
+    /// Like [`Recorder::shell`] for a command that may not be configured:
+    /// without one the step is skipped as `no <setting> command`.
+    pub fn optional_shell(
+        &mut self,
+        name: &str,
+        label: &str,
+        cmd: Option<&str>,
+        env: &[(String, String)],
+        setting: &str,
+    ) -> Result<()> {
+        match cmd {
+            Some(c) => self.shell(name, label, c, env),
+            None => {
+                self.skip(name, &format!("no {setting} command"));
+                Ok(())
+            }
+        }
+    }
+
+    /// The environment's health check as step `health-check`, skipped when
+    /// it has none.
+    pub fn health_check(&mut self, target: &EnvSpec, env: &[(String, String)]) -> Result<()> {
+        self.optional_shell(
+            "health-check",
+            "health check",
+            target.health_check.as_deref(),
+            env,
+            "health_check",
+        )
+    }
+
+    /// Verifies a backup in its store at level full, as the `verify` step.
+    pub fn verify(&mut self, store: &dyn Store, backup: &Backup) -> Result<()> {
+        let ctx = self.ctx;
+        self.step("verify", |d| {
+            *d = ops::verify_backup(ctx, store, backup)?;
+            Ok(())
+        })
+    }
+
+    /// Names `backup` in the manifest where `slot` says (which pins it),
+    /// verifies it, and records that it passed.
+    pub fn pin_verified(
+        &mut self,
+        store: &dyn Store,
+        backup: &Backup,
+        slot: fn(&mut Manifest) -> &mut Option<BackupRef>,
+    ) -> Result<()> {
+        *slot(&mut self.m) = Some(backup.r.clone());
+        self.verify(store, backup)?;
+        if let Some(r) = slot(&mut self.m) {
+            r.verified = true;
+        }
+        Ok(())
+    }
+
+    /// Restores a backup into a side database, as step `name`.
+    pub fn restore(
+        &mut self,
+        name: &str,
+        store: &dyn Store,
+        backup: &Backup,
+        side: &dyn Engine,
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        self.step(name, |d| {
+            *d = ops::restore_into(ctx, store, backup, side)?;
+            Ok(())
+        })
+    }
+
     /// The backup the audit entry names.
     fn backup(&self) -> String {
         self.m
@@ -179,15 +282,7 @@ impl<'a> Recorder<'a> {
                 ms as f64 / 1000.0,
             ));
         }
-        self.ctx
-            .args
-            .common
-            .metrics(&self.ctx.cfg)
-            .record("dbpromote", &samples);
-        self.report()?;
-        outcome?;
-        saved?;
-        Ok(ExitCode::Success)
+        self.finish(&samples, outcome, saved)
     }
 
     /// Ends a rollback: the rollback record, the manifest's status, audit, metrics, report.
@@ -237,11 +332,22 @@ impl<'a> Recorder<'a> {
             },
         )];
         samples.extend(self.step_samples(&steps));
+        self.finish(&samples, outcome, saved)
+    }
+
+    /// What both conclusions end with: metrics, the report, then the
+    /// outcome and, when the step succeeded, the final save's error.
+    fn finish(
+        &self,
+        samples: &[Sample],
+        outcome: Result<()>,
+        saved: Result<()>,
+    ) -> Result<ExitCode> {
         self.ctx
             .args
             .common
             .metrics(&self.ctx.cfg)
-            .record("dbpromote", &samples);
+            .record("dbpromote", samples);
         self.report()?;
         outcome?;
         saved?;

@@ -176,36 +176,23 @@ fn execute(
                 a.backup.as_deref(),
             )?
         } else {
-            let labels = [
-                (
-                    "purpose".to_string(),
-                    format!("refresh of {} (dbpromote)", target.name),
-                ),
-                ("refresh".to_string(), version.to_string()),
-            ]
-            .into();
+            let labels = ops::labels(
+                format!("refresh of {} (dbpromote)", target.name),
+                "refresh",
+                version,
+            );
             ops::take_backup(ctx, src_engine, src_store, &source.name, labels)?
         };
         *d = format!("{} (store {})", b.r.name, b.r.store);
         Ok(b)
     })?;
-    rec.m.source_backup = Some(backup.r.clone());
-    rec.step("verify", |d| {
-        *d = ops::verify_backup(ctx, src_store, &backup)?;
-        Ok(())
-    })?;
-    if let Some(r) = &mut rec.m.source_backup {
-        r.verified = true;
-    }
+    rec.pin_verified(src_store, &backup, |m| &mut m.source_backup)?;
 
     let b = &target.name;
     let side = SideDb::new(home, home.side_name(&side::random_tag("refresh")))?;
     let env = ops::command_env(home, &side.name, b, version, "rehearsal");
     let prepared = (|| -> Result<()> {
-        rec.step("restore", |d| {
-            *d = ops::restore_into(ctx, src_store, &backup, side.engine())?;
-            Ok(())
-        })?;
+        rec.restore("restore", src_store, &backup, side.engine())?;
         match &a.sanitize {
             Some(f) => rec.step("sanitize", |d| {
                 home.run_sql_file(&side.name, f)?;
@@ -214,37 +201,22 @@ fn execute(
             })?,
             None => rec.skip("sanitize", "no --sanitize script"),
         }
-        for (step, label, cmd) in [
-            ("migrate", "migrate", &target.migrate),
-            ("health-check", "health check", &target.health_check),
-        ] {
-            match cmd {
-                Some(c) => rec.step(step, |d| {
-                    *d = ops::shell(ctx, label, c, &env)?;
-                    Ok(())
-                })?,
-                None => rec.skip(step, &format!("no {} command", step.replace('-', "_"))),
-            }
-        }
-        rec.step("confirm", |d| {
-            dbsafe::term::confirm_typed(
-                "dbpromote",
-                &format!(
-                    "replace {b}'s database {} with a copy of {}'s (the old one is kept)",
-                    home.target(),
-                    source.name
-                ),
-                b,
-                a.yes,
-            )?;
-            *d = if a.yes {
-                "--yes"
-            } else {
-                "typed on the terminal"
-            }
-            .into();
-            Ok(())
-        })?;
+        rec.optional_shell(
+            "migrate",
+            "migrate",
+            target.migrate.as_deref(),
+            &env,
+            "migrate",
+        )?;
+        rec.health_check(target, &env)?;
+        rec.confirm(
+            &format!(
+                "replace {b}'s database {} with a copy of {}'s (the old one is kept)",
+                home.target(),
+                source.name
+            ),
+            b,
+        )?;
         let prev = home.side_name(&side::stamped_tag("prev"));
         let swap = rec.step("swap", |d| {
             let s = home.swap(&side.name, &prev, ctx.grace)?;

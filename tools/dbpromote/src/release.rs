@@ -148,65 +148,28 @@ fn execute(
 ) -> Result<()> {
     let b = &target.name;
     let backup = rec.step("backup", |d| {
-        let labels = [
-            (
-                "purpose".to_string(),
-                "pre-release backup (dbpromote)".to_string(),
-            ),
-            ("release".to_string(), version.to_string()),
-        ]
-        .into();
+        let labels = ops::labels("pre-release backup (dbpromote)".into(), "release", version);
         let taken = ops::take_backup(ctx, engine, store, b, labels)?;
         *d = taken.r.name.clone();
         Ok(taken)
     })?;
-    rec.m.pre_release_backup = Some(backup.r.clone());
-    rec.step("verify", |d| {
-        *d = ops::verify_backup(ctx, store, &backup)?;
-        Ok(())
-    })?;
-    if let Some(r) = &mut rec.m.pre_release_backup {
-        r.verified = true;
-    }
+    rec.pin_verified(store, &backup, |m| &mut m.pre_release_backup)?;
 
-    rehearse(ctx, rec, version, target, migrate, home, store, &backup)
+    rehearse(rec, version, target, migrate, home, store, &backup)
         .map_err(|e| e.context(format!("the rehearsal failed; {b} was not changed")))?;
 
-    rec.step("confirm", |d| {
-        dbsafe::term::confirm_typed(
-            "dbpromote",
-            &format!("migrate {b} ({}) to version {version}", engine.url()),
-            b,
-            ctx.args.yes,
-        )?;
-        *d = if ctx.args.yes {
-            "--yes"
-        } else {
-            "typed on the terminal"
-        }
-        .into();
-        Ok(())
-    })?;
+    rec.confirm(
+        &format!("migrate {b} ({}) to version {version}", engine.url()),
+        b,
+    )?;
 
     let env = ops::command_env(home, &home.target(), b, version, "target");
-    let failed_at = match rec.step("migrate", |d| {
-        *d = ops::shell(ctx, "migrate", migrate, &env)?;
-        Ok(())
-    }) {
+    let failed_at = match rec.shell("migrate", "migrate", migrate, &env) {
         Err(e) => Some(("migrate", e)),
-        Ok(()) => match &target.health_check {
-            Some(h) => rec
-                .step("health-check", |d| {
-                    *d = ops::shell(ctx, "health check", h, &env)?;
-                    Ok(())
-                })
-                .err()
-                .map(|e| ("health-check", e)),
-            None => {
-                rec.skip("health-check", "no health_check command");
-                None
-            }
-        },
+        Ok(()) => rec
+            .health_check(target, &env)
+            .err()
+            .map(|e| ("health-check", e)),
     };
     let Some((step, err)) = failed_at else {
         return Ok(());
@@ -214,10 +177,7 @@ fn execute(
     let downgraded = match &target.downgrade {
         Some(cmd) => {
             let env = ops::command_env(home, &home.target(), b, version, "downgrade");
-            Some(rec.step("downgrade", |d| {
-                *d = ops::shell(ctx, "downgrade", cmd, &env)?;
-                Ok(())
-            }))
+            Some(rec.shell("downgrade", "downgrade", cmd, &env))
         }
         None => {
             rec.skip("downgrade", "no downgrade command");
@@ -253,9 +213,7 @@ fn execute(
 
 /// The rehearsal: the pre-release backup restored into a side database,
 /// migrated and health-checked there, then dropped whatever happened.
-#[allow(clippy::too_many_arguments)]
 fn rehearse(
-    ctx: &Ctx,
     rec: &mut Recorder<'_>,
     version: &str,
     target: &EnvSpec,
@@ -267,24 +225,15 @@ fn rehearse(
     let side = SideDb::new(home, home.side_name(&side::random_tag("rehearsal")))?;
     let env = ops::command_env(home, &side.name, &target.name, version, "rehearsal");
     let result = (|| -> Result<()> {
-        rec.step("rehearsal-restore", |d| {
-            *d = ops::restore_into(ctx, store, backup, side.engine())?;
-            Ok(())
-        })?;
-        rec.step("rehearsal-migrate", |d| {
-            *d = ops::shell(ctx, "rehearsal migrate", migrate, &env)?;
-            Ok(())
-        })?;
-        match &target.health_check {
-            Some(h) => rec.step("rehearsal-health-check", |d| {
-                *d = ops::shell(ctx, "rehearsal health check", h, &env)?;
-                Ok(())
-            }),
-            None => {
-                rec.skip("rehearsal-health-check", "no health_check command");
-                Ok(())
-            }
-        }
+        rec.restore("rehearsal-restore", store, backup, side.engine())?;
+        rec.shell("rehearsal-migrate", "rehearsal migrate", migrate, &env)?;
+        rec.optional_shell(
+            "rehearsal-health-check",
+            "rehearsal health check",
+            target.health_check.as_deref(),
+            &env,
+            "health_check",
+        )
     })();
     let dropped = rec.step("rehearsal-drop", |d| {
         *d = side.remove()?;

@@ -79,12 +79,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     let kept = home.side_name(&side::stamped_tag("rolledback"));
     let backup = match method {
         Method::SwapPrevious => {
-            let prev = m.previous_database.clone().ok_or_else(|| {
-                Error::failed(format!(
-                    "the manifest of {} names no previous database",
-                    m.version
-                ))
-            })?;
+            let prev = named(&m.previous_database, &m.version, "previous database")?;
             if !home.exists(&prev)? {
                 return Err(Error::not_found(format!(
                     "the previous database {prev} of refresh {} no longer exists",
@@ -95,12 +90,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
             None
         }
         Method::RestoreBackup => {
-            let pre = m.pre_release_backup.clone().ok_or_else(|| {
-                Error::failed(format!(
-                    "the manifest of {} names no pre-release backup",
-                    m.version
-                ))
-            })?;
+            let pre = named(&m.pre_release_backup, &m.version, "pre-release backup")?;
             Some(ops::existing_backup(
                 store.as_ref(),
                 &b,
@@ -222,36 +212,15 @@ fn execute(
         }
         (_, None) => format!("roll {b} back from {version}"),
     };
-    rec.step("confirm", |d| {
-        dbsafe::term::confirm_typed("dbpromote", &action, b, ctx.args.yes)?;
-        *d = if ctx.args.yes {
-            "--yes"
-        } else {
-            "typed on the terminal"
-        }
-        .into();
-        Ok(())
-    })?;
+    rec.confirm(&action, b)?;
     match method {
         Method::Downgrade => {
             let env = ops::command_env(home, &home.target(), b, &version, "rollback");
             let cmd = target.downgrade.clone().unwrap_or_default();
-            rec.step("downgrade", |d| {
-                *d = ops::shell(ctx, "downgrade", &cmd, &env)?;
-                Ok(())
-            })?;
+            rec.shell("downgrade", "downgrade", &cmd, &env)?;
             // The health check checks the version the environment is back on.
             let env = ops::command_env(home, &home.target(), b, previous, "rollback");
-            match &target.health_check {
-                Some(h) => rec.step("health-check", |d| {
-                    *d = ops::shell(ctx, "health check", h, &env)?;
-                    Ok(())
-                }),
-                None => {
-                    rec.skip("health-check", "no health_check command");
-                    Ok(())
-                }
-            }
+            rec.health_check(target, &env)
         }
         Method::SwapPrevious => {
             let prev = rec.m.previous_database.clone().unwrap_or_default();
@@ -272,16 +241,10 @@ fn execute(
         }
         Method::RestoreBackup => {
             let backup = backup.expect("restore-backup has a backup");
-            rec.step("verify", |d| {
-                *d = ops::verify_backup(ctx, store, &backup)?;
-                Ok(())
-            })?;
+            rec.verify(store, &backup)?;
             let side = SideDb::new(home, home.side_name(&side::random_tag("restore")))?;
             let swapped = (|| {
-                rec.step("restore", |d| {
-                    *d = ops::restore_into(ctx, store, &backup, side.engine())?;
-                    Ok(())
-                })?;
+                rec.restore("restore", store, &backup, side.engine())?;
                 rec.step("swap", |d| {
                     let s = home.swap(&side.name, kept, ctx.grace)?;
                     *d = swap_detail(&s, &home.target(), kept);
@@ -383,4 +346,11 @@ fn plan(
         store: target.store.clone(),
         steps,
     }
+}
+
+/// What the manifest of `version` records as `what`; a manifest without it is an error.
+fn named<T: Clone>(field: &Option<T>, version: &str, what: &str) -> Result<T> {
+    field
+        .clone()
+        .ok_or_else(|| Error::failed(format!("the manifest of {version} names no {what}")))
 }

@@ -1,7 +1,7 @@
 //! dbprune's command line.
 
 use clap::Parser;
-use dbsafe::cli::CommonArgs;
+use dbsafe::cli::{CommonArgs, SeriesArgs};
 
 /// Rotate backups: keep what the rules and protections keep, delete the rest.
 #[derive(Debug, Parser)]
@@ -33,12 +33,8 @@ pub struct Cli {
     /// The store to prune.
     #[arg(long, value_name = "STORE", env = "DBSAFE_STORE")]
     pub store: String,
-    /// Only this environment.
-    #[arg(long, value_name = "NAME")]
-    pub env: Option<String>,
-    /// Only this database.
-    #[arg(long, value_name = "DB")]
-    pub database: Option<String>,
+    #[command(flatten)]
+    pub series: SeriesArgs,
     /// Keep the newest N of each series.
     #[arg(long, value_name = "N")]
     pub keep_last: Option<u32>,

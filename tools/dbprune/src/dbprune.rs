@@ -39,8 +39,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let flags = flag_policy(&args)?;
     let entries: Vec<Entry> = catalog::list(store.as_ref())?
         .into_iter()
-        .filter(|e| args.env.as_ref().is_none_or(|v| &e.name.env == v))
-        .filter(|e| args.database.as_ref().is_none_or(|d| &e.name.database == d))
+        .filter(|e| args.series.matches(&e.name))
         .collect();
     let pins = dbsafe::release::pinned(store.as_ref())?;
     let mut decisions = Vec::new();

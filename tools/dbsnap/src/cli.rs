@@ -1,7 +1,7 @@
 //! dbsnap's command line.
 
 use clap::Parser;
-use dbsafe::cli::{CommonArgs, EncodeArgs};
+use dbsafe::cli::{CommonArgs, EncodeArgs, TmpdirArgs};
 use std::path::PathBuf;
 
 /// Take a snapshot of a database and stream it compressed, encrypted and checksummed.
@@ -69,9 +69,8 @@ pub struct Cli {
     /// Wait this long for the series lock (default 0: fail at once with exit 4).
     #[arg(long, value_name = "DURATION")]
     pub lock_timeout: Option<String>,
-    /// Directory for temporary files (default: $TMPDIR).
-    #[arg(long, value_name = "DIR")]
-    pub tmpdir: Option<PathBuf>,
+    #[command(flatten)]
+    pub tmpdir: TmpdirArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -80,7 +80,7 @@ fn snap(
         log.debug("no recipients or passphrase: the artifact is not encrypted");
     }
     let lock_timeout = dbsafe::cli::lock_timeout(args.lock_timeout.as_deref(), cfg)?;
-    let tmpdir = args.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmpdir = args.tmpdir.dir();
     let req = SnapshotRequest {
         env: env.clone(),
         compression,

@@ -1,7 +1,7 @@
 //! dbverify's command line.
 
 use clap::Parser;
-use dbsafe::cli::{CommonArgs, DecryptArgs};
+use dbsafe::cli::{CommonArgs, DecryptArgs, SeriesArgs, TmpdirArgs};
 use dbsafe::verify::Level;
 use std::path::PathBuf;
 
@@ -57,12 +57,8 @@ pub struct Cli {
     /// With --store: every artifact.
     #[arg(long)]
     pub all: bool,
-    /// With --store: only this environment.
-    #[arg(long, value_name = "NAME")]
-    pub env: Option<String>,
-    /// With --store: only this database.
-    #[arg(long, value_name = "DB")]
-    pub database: Option<String>,
+    #[command(flatten)]
+    pub series: SeriesArgs,
     /// Report store health instead of verifying (needs --store); exit 1 unless good.
     #[arg(long)]
     pub status: bool,
@@ -84,9 +80,8 @@ pub struct Cli {
     pub no_roles: bool,
     #[command(flatten)]
     pub keys: DecryptArgs,
-    /// Directory for temporary files (default: $TMPDIR).
-    #[arg(long, value_name = "DIR")]
-    pub tmpdir: Option<PathBuf>,
+    #[command(flatten)]
+    pub tmpdir: TmpdirArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }

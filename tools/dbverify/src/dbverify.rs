@@ -21,7 +21,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         level: args.level,
         keys: &keys,
         scratch: args.scratch.clone(),
-        tmpdir: args.tmpdir.clone().unwrap_or_else(std::env::temp_dir),
+        tmpdir: args.tmpdir.dir(),
         tool: "dbverify",
         wal: args
             .store
@@ -184,8 +184,7 @@ fn verify_store(args: &cli::Cli, s: &Settings<'_>, log: &Log) -> Result<Vec<Veri
     let entries = catalog::list(store.as_ref())?;
     let filtered: Vec<Entry> = entries
         .into_iter()
-        .filter(|e| args.env.as_ref().is_none_or(|v| &e.name.env == v))
-        .filter(|e| args.database.as_ref().is_none_or(|d| &e.name.database == d))
+        .filter(|e| args.series.matches(&e.name))
         .collect();
     let chosen: Vec<Entry> = if args.all {
         filtered
@@ -226,7 +225,7 @@ fn status(args: &cli::Cli, log: &Log, cfg: &dbsafe::config::Config) -> Result<Ex
     let loc = args
         .store
         .clone()
-        .or_else(|| cfg.store_for(args.env.as_deref().unwrap_or("default")))
+        .or_else(|| cfg.store_for(args.series.env.as_deref().unwrap_or("default")))
         .ok_or_else(|| {
             Error::usage(
                 "--status needs --store STORE (or DBSAFE_STORE, or store in the config file)",
@@ -241,8 +240,8 @@ fn status(args: &cli::Cli, log: &Log, cfg: &dbsafe::config::Config) -> Result<Ex
             .as_deref()
             .map(dbsafe::units::parse_duration)
             .transpose()?,
-        env: args.env.clone(),
-        database: args.database.clone(),
+        env: args.series.env.clone(),
+        database: args.series.database.clone(),
     };
     let h = dbsafe::health::assess(store.as_ref(), &t, chrono::Utc::now())?;
     if args.common.json {
@@ -273,13 +272,7 @@ fn status(args: &cli::Cli, log: &Log, cfg: &dbsafe::config::Config) -> Result<Ex
             }
         }
         if let Some(w) = &h.wal {
-            println!(
-                "  WAL: {} segments, newest {} ({}s old), {} gaps",
-                w.segments,
-                w.newest.as_deref().unwrap_or("-"),
-                w.newest_age_seconds.unwrap_or(0),
-                w.gaps.len()
-            );
+            println!("  WAL: {}", w.summary());
             for t in &w.timelines {
                 println!(
                     "    timeline {} ({}): newest {}, {} gaps",

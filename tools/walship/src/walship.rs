@@ -189,13 +189,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     &serde_json::json!({"wal": health, "problems": problems, "ok": problems.is_empty()}),
                 )?;
             } else if let Some(h) = &health {
-                println!(
-                    "{} segments, newest {} ({}s old), {} gaps",
-                    h.segments,
-                    h.newest.as_deref().unwrap_or("-"),
-                    h.newest_age_seconds.unwrap_or(0),
-                    h.gaps.len()
-                );
+                println!("{}", h.summary());
                 for t in &h.timelines {
                     println!(
                         "  timeline {} ({}){}: newest {} ({}s old), {} gaps",

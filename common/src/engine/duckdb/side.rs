@@ -109,17 +109,11 @@ impl FileSides for Duckdb {
                 )));
             }
         };
-        if let Err(e) = std::fs::rename(&side_path, &target) {
+        place.rename_over_target(&side_path, &keep, || {
             if wal_moved {
                 let _ = std::fs::rename(&keep_wal, &wal);
             }
-            let _ = std::fs::remove_file(&keep);
-            return Err(Error::failed(format!(
-                "moving {} into place: {e}; nothing was changed",
-                side_path.display()
-            )));
-        }
-        crate::fsutil::fsync_dir(&place.dir)?;
+        })?;
         drop(lock);
         Ok(Swap {
             waited,

@@ -51,16 +51,21 @@ fn backup_into(src: &Connection, dst: &mut Connection) -> Result<()> {
     }
 }
 
+/// The first column of every row `sql` returns, as text; `what` names the query in errors.
+fn column(conn: &Connection, sql: &str, what: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(sql).map_err(sql_err(what))?;
+    stmt.query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(sql_err(what))
+}
+
 /// Tables and exact row counts of an open database.
 fn count_tables(conn: &Connection) -> Result<Vec<TableCount>> {
-    let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        .map_err(sql_err("listing tables"))?;
-    let names: Vec<String> = stmt
-        .query_map([], |r| r.get(0))
-        .and_then(|rows| rows.collect())
-        .map_err(sql_err("listing tables"))?;
-    names
+    column(
+        conn,
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        "listing tables",
+    )?
         .into_iter()
         .map(|name| {
             let rows: i64 = conn
@@ -81,13 +86,7 @@ fn quote(ident: &str) -> String {
 }
 
 fn integrity_problems(conn: &Connection) -> Result<Vec<String>> {
-    let mut stmt = conn
-        .prepare("PRAGMA integrity_check")
-        .map_err(sql_err("integrity check"))?;
-    let lines: Vec<String> = stmt
-        .query_map([], |r| r.get(0))
-        .and_then(|rows| rows.collect())
-        .map_err(sql_err("integrity check"))?;
+    let lines = column(conn, "PRAGMA integrity_check", "integrity check")?;
     Ok(if lines == ["ok"] { Vec::new() } else { lines })
 }
 

@@ -102,14 +102,7 @@ impl FileSides for Sqlite {
         // A hard link keeps the old database under its new name while the
         // rename replaces the target in one step: the path never goes missing.
         place.link_target_as(&keep)?;
-        if let Err(e) = std::fs::rename(&side_path, &target) {
-            let _ = std::fs::remove_file(&keep);
-            return Err(Error::failed(format!(
-                "moving {} into place: {e}; nothing was changed",
-                side_path.display()
-            )));
-        }
-        crate::fsutil::fsync_dir(&place.dir)?;
+        place.rename_over_target(&side_path, &keep, || {})?;
         drop(conn);
         // The old file's empty WAL and index must not be taken for the new one's.
         let wal = PathBuf::from(format!("{}-wal", target.display()));
