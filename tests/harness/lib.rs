@@ -657,6 +657,25 @@ pub fn restore_file(artifact: impl AsRef<OsStr>, target: impl AsRef<OsStr>) -> C
         .arg(target)
 }
 
+/// `dbrestore ARTIFACT -i KEY --target TARGET`: a restore of an encrypted artifact file (or `-`).
+pub fn restore_with(
+    artifact: impl AsRef<OsStr>,
+    key: impl AsRef<OsStr>,
+    target: impl AsRef<OsStr>,
+) -> Cmd {
+    Cmd::tool("dbrestore")
+        .arg(artifact)
+        .arg("-i")
+        .arg(key)
+        .arg("--target")
+        .arg(target)
+}
+
+/// `dbverify ARTIFACT -i KEY`: verification of an encrypted artifact file (or `-`).
+pub fn verify_with(artifact: impl AsRef<OsStr>, key: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbverify").arg(artifact).arg("-i").arg(key)
+}
+
 /// A number that differs from run to run and process to process, for
 /// names and credentials that must not collide.
 pub fn rand_u64() -> u64 {

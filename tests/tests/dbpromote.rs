@@ -1177,7 +1177,7 @@ fn on_s3_stores_manifests_pin_the_source_backup_and_list_in_history() {
 
     // A newer, verified backup of production: only the manifest keeps the refresh's source.
     tool("dbsnap")
-        .arg(format!("sqlite:{}", prod.display()))
+        .arg(sqlite::url(&prod))
         .args(["--env", "production", "--to", &server.url("production")])
         .succeeds();
     tool("dbverify")

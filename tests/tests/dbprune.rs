@@ -32,7 +32,7 @@ impl Fixture {
         }
         let out = self.s.path(&format!("{db}.tpl.sqlite.zst"));
         if !out.exists() {
-            snap_to_file(format!("sqlite:{}", path.display()), &out).succeeds();
+            snap_to_file(sqlite::url(&path), &out).succeeds();
         }
         let meta =
             serde_json::from_slice(&std::fs::read(format!("{}.meta.json", out.display())).unwrap())
@@ -277,7 +277,7 @@ fn prune_never_touches_an_artifact_being_written() {
         f.add("default", "big", now() - days(d), false);
     }
     sqlite::blobs(&f.s.path("big.db"), 75);
-    let child = snap_to_store(format!("sqlite:{}", f.s.path("big.db").display()), &f.store)
+    let child = snap_to_store(sqlite::url(&f.s.path("big.db")), &f.store)
         .args(["--compress", "none"])
         .spawn();
     wait_until("dbsnap to start writing", Duration::from_secs(60), || {

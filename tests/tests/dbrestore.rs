@@ -2,8 +2,8 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, audit_entries, next_second, restore_file, sha256_file, snap_to_file, snap_to_store,
-    store_artifact, Cmd, Scene,
+    artifacts, audit_entries, next_second, restore_file, restore_with, sha256_file, snap_to_file,
+    snap_to_store, store_artifact, Cmd, Scene,
 };
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ fn setup() -> Setup {
     sqlite::sample(&s.path("app.db"), 150);
     let (key, public) = s.age_key("key.txt");
     let store = s.path("store");
-    snap_to_store(sqlite_url(&s.path("app.db")), &store)
+    snap_to_store(sqlite::url(&s.path("app.db")), &store)
         .args(["-r", &public])
         .succeeds();
     Setup { s, key, store }
@@ -36,10 +36,6 @@ impl Setup {
     }
 }
 
-fn sqlite_url(p: &Path) -> String {
-    format!("sqlite:{}", p.display())
-}
-
 fn target_with_data(s: &Scene) -> PathBuf {
     let t = s.path("target.db");
     let c = rusqlite::Connection::open(&t).unwrap();
@@ -55,7 +51,7 @@ fn restores_the_latest_backup_into_a_new_file_with_identical_contents() {
     let r = t
         .restore_latest()
         .arg("--target")
-        .arg(sqlite_url(&target))
+        .arg(sqlite::url(&target))
         .arg("--json")
         .succeeds();
     assert_eq!(r.json()["result"], "success");
@@ -93,7 +89,7 @@ fn latest_without_env_means_the_backup_series_not_the_safety_one() {
     let target = target_with_data(&t.s);
     t.restore_latest()
         .arg("--target")
-        .arg(sqlite_url(&target))
+        .arg(sqlite::url(&target))
         .arg("--yes")
         .succeeds();
     store_artifact(&t.store, "default-safety_target_full_");
@@ -102,7 +98,7 @@ fn latest_without_env_means_the_backup_series_not_the_safety_one() {
     let copy = t.s.path("x.db");
     t.restore_latest()
         .arg("--target")
-        .arg(sqlite_url(&copy))
+        .arg(sqlite::url(&copy))
         .succeeds();
     assert_eq!(
         sqlite::contents(&copy),
@@ -122,7 +118,7 @@ fn a_corrupt_artifact_is_refused_before_the_target_is_touched() {
     std::fs::write(art, b).unwrap();
     t.restore_latest()
         .arg("--target")
-        .arg(sqlite_url(&target))
+        .arg(sqlite::url(&target))
         .arg("--yes")
         .fails_with_code(1)
         .stderr_has("failed verification");
@@ -137,7 +133,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let r = t
         .restore_latest()
         .arg("--target")
-        .arg(sqlite_url(&target))
+        .arg(sqlite::url(&target))
         .arg("--dry-run")
         .succeeds();
     let out = r.stdout();
@@ -161,7 +157,7 @@ fn table_restores_only_that_table() {
     t.restore_latest()
         .args(["--table", "orders", "--yes"])
         .arg("--target")
-        .arg(sqlite_url(&target))
+        .arg(sqlite::url(&target))
         .succeeds();
     let counts: std::collections::BTreeMap<_, _> = sqlite::counts(&target).into_iter().collect();
     assert_eq!(counts["orders"], 150, "orders restored");
@@ -178,7 +174,7 @@ fn table_restores_only_that_table() {
     t.restore_latest()
         .args(["--table", "nosuch", "--yes", "--no-safety-backup"])
         .arg("--target")
-        .arg(sqlite_url(&target))
+        .arg(sqlite::url(&target))
         .fails_with_code(3)
         .stderr_has("nosuch");
 }
@@ -197,7 +193,7 @@ fn selection_by_timestamp_before_and_name() {
         )
         .unwrap();
         drop(c);
-        snap_to_store(sqlite_url(&s.path("app.db")), &store).succeeds();
+        snap_to_store(sqlite::url(&s.path("app.db")), &store).succeeds();
         names.push(
             artifacts(&store)
                 .last()
@@ -224,7 +220,7 @@ fn selection_by_timestamp_before_and_name() {
         .arg(&store)
         .args(["--timestamp", ts])
         .arg("--target")
-        .arg(sqlite_url(&t1))
+        .arg(sqlite::url(&t1))
         .succeeds();
     assert_eq!(events(&t1), 3);
     let before = format!(
@@ -242,7 +238,7 @@ fn selection_by_timestamp_before_and_name() {
         .arg(&store)
         .args(["--before", &before])
         .arg("--target")
-        .arg(sqlite_url(&t2))
+        .arg(sqlite::url(&t2))
         .succeeds();
     assert_eq!(events(&t2), 3);
     let t3 = s.path("t3.db");
@@ -251,7 +247,7 @@ fn selection_by_timestamp_before_and_name() {
         .arg(&store)
         .args(["--name", &names[1]])
         .arg("--target")
-        .arg(sqlite_url(&t3))
+        .arg(sqlite::url(&t3))
         .succeeds();
     assert_eq!(events(&t3), 4);
     Cmd::tool("dbrestore")
@@ -259,14 +255,14 @@ fn selection_by_timestamp_before_and_name() {
         .arg(&store)
         .args(["--before", "2001-01-01 00:00:00"])
         .arg("--target")
-        .arg(sqlite_url(&s.path("t4.db")))
+        .arg(sqlite::url(&s.path("t4.db")))
         .fails_with_code(3);
     Cmd::tool("dbrestore")
         .arg("--store")
         .arg(&store)
         .args(["--name", "nope"])
         .arg("--target")
-        .arg(sqlite_url(&s.path("t4.db")))
+        .arg(sqlite::url(&s.path("t4.db")))
         .fails_with_code(3);
 }
 
@@ -277,14 +273,14 @@ fn latest_over_several_series_is_an_error_listing_them() {
     sqlite::sample(&s.path("crm.db"), 5);
     let store = s.path("store");
     for db in ["app.db", "crm.db"] {
-        snap_to_store(sqlite_url(&s.path(db)), &store).succeeds();
+        snap_to_store(sqlite::url(&s.path(db)), &store).succeeds();
     }
     Cmd::tool("dbrestore")
         .arg("--store")
         .arg(&store)
         .arg("--latest")
         .arg("--target")
-        .arg(sqlite_url(&s.path("t.db")))
+        .arg(sqlite::url(&s.path("t.db")))
         .fails_with_code(2)
         .stderr_has("default_app_full")
         .stderr_has("default_crm_full");
@@ -293,7 +289,7 @@ fn latest_over_several_series_is_an_error_listing_them() {
         .arg(&store)
         .args(["--latest", "--database", "crm"])
         .arg("--target")
-        .arg(sqlite_url(&s.path("t.db")))
+        .arg(sqlite::url(&s.path("t.db")))
         .succeeds();
 }
 
@@ -302,12 +298,7 @@ fn stdin_restores_need_no_format_flags() {
     let t = setup();
     let art = &artifacts(&t.store)[0];
     let target = t.s.path("from-stdin.db");
-    Cmd::tool("dbrestore")
-        .arg("-")
-        .arg("-i")
-        .arg(&t.key)
-        .arg("--target")
-        .arg(sqlite_url(&target))
+    restore_with("-", &t.key, sqlite::url(&target))
         .stdin_file(art)
         .succeeds()
         .stderr_has("row counts after the restore were not compared");
@@ -330,7 +321,7 @@ fn row_count_mismatch_after_restore_exits_1_and_is_audited() {
     t.restore_latest()
         .arg("--skip-verify")
         .arg("--target")
-        .arg(sqlite_url(&target))
+        .arg(sqlite::url(&target))
         .fails_with_code(1)
         .stderr_has("expected 7");
     assert_eq!(audit_entries(&t.store)[0]["result"], "failure");
@@ -341,13 +332,13 @@ fn a_target_that_is_not_empty_needs_somewhere_for_its_safety_backup() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 5);
     let art = s.path("a.sqlite.zst");
-    snap_to_file(sqlite_url(&s.path("app.db")), &art).succeeds();
+    snap_to_file(sqlite::url(&s.path("app.db")), &art).succeeds();
     let target = target_with_data(&s);
-    restore_file(&art, sqlite_url(&target))
+    restore_file(&art, sqlite::url(&target))
         .arg("--yes")
         .fails_with_code(2)
         .stderr_has("--safety-dir");
-    restore_file(&art, sqlite_url(&target))
+    restore_file(&art, sqlite::url(&target))
         .arg("--yes")
         .arg("--safety-dir")
         .arg(s.path("safety"))

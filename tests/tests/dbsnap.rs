@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 fn url(s: &Scene, db: &str) -> String {
-    format!("sqlite:{}", s.path(db).display())
+    sqlite::url(&s.path(db))
 }
 
 /// A database big enough that a snapshot takes a while: incompressible blobs.

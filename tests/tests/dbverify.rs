@@ -1,13 +1,10 @@
 //! dbverify: good artifacts pass, every corruption fails with a message that says what is wrong.
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
-use dbsafe_tests::{next_second, scenarios, snap_to_store, Cmd, Scene};
+use dbsafe_tests::{
+    next_second, restore_file, scenarios, snap_to_file, snap_to_store, verify_with, Cmd, Scene,
+};
 use std::path::PathBuf;
-
-/// `dbverify ARTIFACT -i KEY`.
-fn verify_with(artifact: impl AsRef<std::ffi::OsStr>, key: &std::path::Path) -> Cmd {
-    Cmd::tool("dbverify").arg(artifact).arg("-i").arg(key)
-}
 
 fn tiny_artifact(s: &Scene, extra: &[&str]) -> (PathBuf, PathBuf) {
     let db = s.path("tiny.db");
@@ -18,7 +15,7 @@ fn tiny_artifact(s: &Scene, extra: &[&str]) -> (PathBuf, PathBuf) {
     let (key, public) = s.age_key("key.txt");
     let out = s.path("tiny.sqlite.zst.age");
     Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", db.display()))
+        .arg(sqlite::url(&db))
         .args(["-r", &public, "-o"])
         .arg(&out)
         .args(extra)
@@ -110,7 +107,7 @@ fn truncation_fails_at_every_layer() {
     ] {
         let art = s.path(&format!("a-{compress}-{enc}"));
         let mut cmd = Cmd::tool("dbsnap")
-            .arg(format!("sqlite:{}", s.path("app.db").display()))
+            .arg(sqlite::url(&s.path("app.db")))
             .args(["--compress", compress, "-o"])
             .arg(&art);
         if enc {
@@ -205,7 +202,7 @@ fn store_verification_records_verify_json_for_each_artifact() {
     sqlite::sample(&s.path("crm.db"), 30);
     let (key, public) = s.age_key("key.txt");
     for db in ["app.db", "app.db", "crm.db"] {
-        snap_to_store(format!("sqlite:{}", s.path(db).display()), s.path("store"))
+        snap_to_store(sqlite::url(&s.path(db)), s.path("store"))
             .args(["-r", &public])
             .succeeds();
         // Artifact names are stamped to the second.
@@ -264,11 +261,7 @@ fn restore_level_compares_row_counts_with_the_metadata() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 40);
     let art = s.path("a.sqlite.zst");
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(sqlite::url(&s.path("app.db")), &art).succeeds();
     // Metadata that disagrees with the payload lowers the integrity score.
     let meta_path = s.path("a.sqlite.zst.meta.json");
     let mut meta: serde_json::Value =
@@ -296,7 +289,7 @@ fn dbverify_and_dbrestore_show_progress_on_a_terminal_only() {
     sqlite::blobs(&db, 64);
     let art = s.path("big.sqlite");
     Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", db.display()))
+        .arg(sqlite::url(&db))
         .args(["--compress", "none", "-o"])
         .arg(&art)
         .succeeds();
@@ -336,11 +329,7 @@ fn dbverify_and_dbrestore_show_progress_on_a_terminal_only() {
         "{:?}",
         r.stderr()
     );
-    let r = Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(format!("sqlite:{}", s.path("r2.db").display()))
-        .succeeds();
+    let r = restore_file(&art, sqlite::url(&s.path("r2.db"))).succeeds();
     assert!(
         !r.stderr().contains('\r') && !r.stderr().contains("\x1b["),
         "{:?}",

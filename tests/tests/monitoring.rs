@@ -1,7 +1,7 @@
 //! The monitoring that ships with dbsafe: the alert rules load, and each
 //! alert fires from series with the names and labels the tools write.
 
-use dbsafe_tests::{require, sqlite, Cmd, Scene};
+use dbsafe_tests::{require, snap_to_store, sqlite, Cmd, Scene};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -90,10 +90,7 @@ fn every_alert_fires_from_the_series_the_tools_write() {
     let store = s.path("store");
     let prom = s.path("dbsafe.prom");
     let snap = |db: &str| {
-        Cmd::tool("dbsnap")
-            .arg(format!("sqlite:{}", s.path(db).display()))
-            .arg("--to")
-            .arg(&store)
+        snap_to_store(sqlite::url(&s.path(db)), &store)
             .args(["--env", "production"])
             .env("DBSAFE_METRICS_FILE", &prom)
     };

@@ -10,14 +10,10 @@ use std::time::Duration;
 
 const PREFIX: &str = "prod";
 
-fn db_url(path: &Path) -> String {
-    format!("sqlite:{}", path.display())
-}
-
 /// A database of incompressible blobs, `mb` MiB of them.
 /// `dbsnap` (as `cmd`) of the SQLite database `db` into `store`, uncompressed.
 fn snap_uncompressed(cmd: Cmd, db: &Path, store: &str) -> Cmd {
-    cmd.arg(db_url(db))
+    cmd.arg(sqlite::url(db))
         .args(["--to", store, "--compress", "none"])
 }
 
@@ -53,7 +49,7 @@ fn snapshot_verify_prune_restore_round_trip_on_s3_keeps_the_layout_and_standard_
     let snap = || {
         server
             .tool("dbsnap")
-            .arg(db_url(&db))
+            .arg(sqlite::url(&db))
             .args(["--to", &store, "-r", &public])
             .succeeds()
     };
@@ -150,7 +146,7 @@ fn snapshot_verify_prune_restore_round_trip_on_s3_keeps_the_layout_and_standard_
         .args(["--store", &store, "--latest", "--yes", "-i"])
         .arg(&key)
         .arg("--target")
-        .arg(db_url(&target))
+        .arg(sqlite::url(&target))
         .succeeds();
     assert_eq!(sqlite::counts(&target), sqlite::counts(&db));
 
@@ -403,7 +399,7 @@ fn a_second_writer_of_the_series_is_refused_with_exit_4() {
     // Reached directly, not through the proxy: still the same store, the same lock.
     server
         .tool("dbsnap")
-        .arg(db_url(&s.path("big.db")))
+        .arg(sqlite::url(&s.path("big.db")))
         .args(["--to", &server.url(PREFIX), "--compress", "none"])
         .fails_with_code(4)
         .stderr_has(&format!("pid {pid}"));
@@ -495,7 +491,7 @@ fn a_stalled_answer_times_out_and_is_retried() {
     sqlite::sample(&db, 50);
     server
         .tool_via("dbsnap", &proxy.endpoint())
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .args(["--to", &server.url(PREFIX)])
         .env("DBSAFE_S3_TIMEOUT", "1s")
         .succeeds()
@@ -524,7 +520,7 @@ fn service_unavailable_forever_fails_with_exit_1_naming_bucket_key_and_status() 
         let proxy = FaultProxy::start(server.port, Fault::Unavailable(filter.into()));
         let r = server
             .tool_via("dbsnap", &proxy.endpoint())
-            .arg(db_url(&db))
+            .arg(sqlite::url(&db))
             .args(["--to", &server.url(PREFIX)])
             .fails_with_code(1);
         let err = r.stderr();
@@ -573,7 +569,7 @@ fn a_wrong_secret_fails_with_exit_1_naming_the_key_id_and_never_the_secret() {
     let wrong = "wrong-secret-7f3a9c0d2b";
     let r = server
         .tool("dbsnap")
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .args(["--to", &server.url(PREFIX)])
         .env("AWS_SECRET_ACCESS_KEY", wrong)
         .fails_with_code(1);
@@ -586,7 +582,7 @@ fn a_wrong_secret_fails_with_exit_1_naming_the_key_id_and_never_the_secret() {
     // Readers too, with an unknown key id.
     server
         .tool("dbsnap")
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .args(["--to", &server.url(PREFIX)])
         .succeeds();
     let r = server
@@ -650,7 +646,7 @@ fn credentials_come_from_an_aws_profile_as_the_aws_cli_reads_them() {
     sqlite::sample(&db, 20);
     server
         .tool("dbsnap")
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .args(["--to", &server.url(PREFIX)])
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
