@@ -344,6 +344,11 @@ impl Cmd {
         }
         r
     }
+
+    /// Runs and asserts the exit code and that stderr contains `message`.
+    pub fn fails_with(self, code: i32, message: &str) -> Run {
+        self.fails_with_code(code).stderr_has(message)
+    }
 }
 
 /// A finished command.
@@ -655,6 +660,31 @@ pub fn restore_file(artifact: impl AsRef<OsStr>, target: impl AsRef<OsStr>) -> C
         .arg(artifact)
         .arg("--target")
         .arg(target)
+}
+
+/// `dbrestore ARTIFACT --target TARGET --table TABLE --yes --no-safety-backup`:
+/// a restore of one table over an existing target.
+pub fn restore_table_over(
+    artifact: impl AsRef<OsStr>,
+    target: impl AsRef<OsStr>,
+    table: &str,
+) -> Cmd {
+    restore_file(artifact, target).args(["--table", table, "--yes", "--no-safety-backup"])
+}
+
+/// Runs `dbsnap SOURCE -o OUT` (`out` in the scene's directory), which must
+/// fail with exit 1 and `message`, leaving neither `out` nor a temporary.
+pub fn snap_fails_leaving_nothing(
+    s: &Scene,
+    source: impl AsRef<OsStr>,
+    out: &str,
+    message: &str,
+) -> Run {
+    let out = s.path(out);
+    let r = snap_to_file(source, &out).fails_with(1, message);
+    assert!(!out.exists(), "a failed snapshot left {}", out.display());
+    assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
+    r
 }
 
 /// `dbrestore ARTIFACT -i KEY --target TARGET`: a restore of an encrypted artifact file (or `-`).

@@ -120,8 +120,7 @@ fn a_corrupt_artifact_is_refused_before_the_target_is_touched() {
         .arg("--target")
         .arg(sqlite::url(&target))
         .arg("--yes")
-        .fails_with_code(1)
-        .stderr_has("failed verification");
+        .fails_with(1, "failed verification");
     assert_eq!(sha256_file(&target), before);
 }
 
@@ -175,8 +174,7 @@ fn table_restores_only_that_table() {
         .args(["--table", "nosuch", "--yes", "--no-safety-backup"])
         .arg("--target")
         .arg(sqlite::url(&target))
-        .fails_with_code(3)
-        .stderr_has("nosuch");
+        .fails_with(3, "nosuch");
 }
 
 #[test]
@@ -281,8 +279,7 @@ fn latest_over_several_series_is_an_error_listing_them() {
         .arg("--latest")
         .arg("--target")
         .arg(sqlite::url(&s.path("t.db")))
-        .fails_with_code(2)
-        .stderr_has("default_app_full")
+        .fails_with(2, "default_app_full")
         .stderr_has("default_crm_full");
     Cmd::tool("dbrestore")
         .arg("--store")
@@ -322,8 +319,7 @@ fn row_count_mismatch_after_restore_exits_1_and_is_audited() {
         .arg("--skip-verify")
         .arg("--target")
         .arg(sqlite::url(&target))
-        .fails_with_code(1)
-        .stderr_has("expected 7");
+        .fails_with(1, "expected 7");
     assert_eq!(audit_entries(&t.store)[0]["result"], "failure");
 }
 
@@ -336,8 +332,7 @@ fn a_target_that_is_not_empty_needs_somewhere_for_its_safety_backup() {
     let target = target_with_data(&s);
     restore_file(&art, sqlite::url(&target))
         .arg("--yes")
-        .fails_with_code(2)
-        .stderr_has("--safety-dir");
+        .fails_with(2, "--safety-dir");
     restore_file(&art, sqlite::url(&target))
         .arg("--yes")
         .arg("--safety-dir")

@@ -86,11 +86,8 @@ fn a_flipped_byte_is_reported_as_a_checksum_mismatch_with_the_sidecar() {
     std::fs::write(&art, &b).unwrap();
     verify_with(&art, &key)
         .args(["--level", "quick"])
-        .fails_with_code(1)
-        .stderr_has("sha256 mismatch");
-    verify_with(&art, &key)
-        .fails_with_code(1)
-        .stderr_has("sha256 mismatch");
+        .fails_with(1, "sha256 mismatch");
+    verify_with(&art, &key).fails_with(1, "sha256 mismatch");
 }
 
 #[test]
@@ -124,9 +121,7 @@ fn truncation_fails_at_every_layer() {
         );
         // And with the sidecar: a truncated file is a checksum mismatch too.
         std::fs::write(&art, &b[..b.len() - 1]).unwrap();
-        verify_with(&art, &key)
-            .fails_with_code(1)
-            .stderr_has("sha256 mismatch");
+        verify_with(&art, &key).fails_with(1, "sha256 mismatch");
     }
 }
 
@@ -136,9 +131,7 @@ fn a_wrong_identity_says_the_keys_do_not_match() {
     let (art, _) = tiny_artifact(&s, &[]);
     let (other, _) = s.age_key("other.txt");
     // A key problem says nothing about the artifact: exit 2, not 1.
-    verify_with(&art, &other)
-        .fails_with_code(2)
-        .stderr_has("none of the given identities matches");
+    verify_with(&art, &other).fails_with(2, "none of the given identities matches");
 }
 
 #[test]
@@ -147,13 +140,11 @@ fn a_missing_identity_is_a_usage_error_naming_the_flag() {
     let (art, _) = tiny_artifact(&s, &[]);
     Cmd::tool("dbverify")
         .arg(&art)
-        .fails_with_code(2)
-        .stderr_has("-i/--identity");
+        .fails_with(2, "-i/--identity");
     Cmd::tool("dbverify")
         .arg(&art)
         .args(["-i", "/nonexistent/key.txt"])
-        .fails_with_code(2)
-        .stderr_has("cannot read identity file");
+        .fails_with(2, "cannot read identity file");
 }
 
 #[test]
@@ -166,8 +157,7 @@ fn quick_without_a_checksum_is_a_usage_error() {
         .arg("-i")
         .arg(&key)
         .stdin(b.clone())
-        .fails_with_code(2)
-        .stderr_has("--sha256");
+        .fails_with(2, "--sha256");
     let sum = dbsafe_tests::sha256_file(&art);
     Cmd::tool("dbverify")
         .args(["-", "--level", "quick", "--sha256", &sum])
@@ -191,8 +181,7 @@ fn a_missing_artifact_is_not_found() {
         .arg("--store")
         .arg(s.path("nostore"))
         .arg("--latest")
-        .fails_with_code(3)
-        .stderr_has("does not exist");
+        .fails_with(3, "does not exist");
 }
 
 #[test]

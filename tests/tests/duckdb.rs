@@ -4,8 +4,8 @@
 
 use dbsafe_tests::duckdb::{self as duck, checksums, fixture, wal, DuckDb};
 use dbsafe_tests::{
-    artifacts, meta_counts, meta_of, restore_file, rows_of, scenarios, snap_to_file, snap_to_store,
-    temporaries, wait_until, Cmd, Scene,
+    artifacts, meta_counts, meta_of, restore_file, restore_table_over, rows_of, scenarios,
+    snap_fails_leaving_nothing, snap_to_file, snap_to_store, temporaries, wait_until, Cmd, Scene,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -162,8 +162,7 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     let writer = Writer::start(&db);
     let out = s.path("held.duckdb.zst");
     let r = snap_to_file(url(&db), &out)
-        .fails_with_code(1)
-        .stderr_has("held open for writing")
+        .fails_with(1, "held open for writing")
         .stderr_has(&format!("process {}", writer.pid()))
         .stderr_has("hint:");
     assert!(!out.exists(), "a refused snapshot left {}", out.display());
@@ -177,8 +176,7 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     let before = std::fs::read(&db).expect("db");
     restore_file(&art, url(&db))
         .args(["--yes", "--no-safety-backup"])
-        .fails_with_code(4)
-        .stderr_has("held open for writing");
+        .fails_with(4, "held open for writing");
     assert_eq!(std::fs::read(&db).expect("db"), before);
     drop(writer);
 
@@ -199,9 +197,7 @@ fn table_option_restores_only_that_table() {
     duck::sql(&target, "DELETE FROM inventory.items;\n");
     let before = checksums(&target);
 
-    restore_file(&art, url(&target))
-        .args(["--table", "inventory.items", "--yes", "--no-safety-backup"])
-        .succeeds();
+    restore_table_over(&art, url(&target), "inventory.items").succeeds();
     let after = checksums(&target);
     let of = |v: &[(String, String)], t: &str| v.iter().find(|(n, _)| n == t).cloned();
     assert_eq!(
@@ -212,10 +208,7 @@ fn table_option_restores_only_that_table() {
         assert_eq!(of(&after, t), of(&before, t), "{t} was touched");
     }
 
-    restore_file(&art, url(&target))
-        .args(["--table", "nope", "--yes", "--no-safety-backup"])
-        .fails_with_code(3)
-        .stderr_has("not in the backup");
+    restore_table_over(&art, url(&target), "nope").fails_with(3, "not in the backup");
 }
 
 #[test]
@@ -262,8 +255,7 @@ fn a_missing_duckdb_cli_is_named_with_its_package() {
         .arg(url(&db))
         .arg("-o")
         .arg(s.path("x.duckdb.zst"))
-        .fails_with_code(2)
-        .stderr_has("duckdb is not installed")
+        .fails_with(2, "duckdb is not installed")
         .stderr_has("duckdb-cli");
     assert!(!s.path("x.duckdb.zst").exists());
 }
@@ -271,11 +263,12 @@ fn a_missing_duckdb_cli_is_named_with_its_package() {
 #[test]
 fn a_missing_source_fails_and_leaves_nothing() {
     let s = Scene::new();
-    let out = s.path("x.duckdb.zst");
-    snap_to_file(url(&s.path("nope.duckdb")), &out)
-        .fails_with_code(1)
-        .stderr_has("does not exist");
-    assert!(!out.exists());
+    snap_fails_leaving_nothing(
+        &s,
+        url(&s.path("nope.duckdb")),
+        "x.duckdb.zst",
+        "does not exist",
+    );
     assert!(!s.path("nope.duckdb").exists(), "dbsnap created the source");
 }
 

@@ -121,8 +121,7 @@ fn restore_verification_against_a_fresh_cluster_passes_and_fails_naming_the_role
     let fresh = Cluster::start();
     restore_file(&artifact, fresh.url("shop"))
         .args(["--create", "--no-roles"])
-        .fails_with_code(1)
-        .stderr_has("role \"app_owner\" does not exist");
+        .fails_with(1, "role \"app_owner\" does not exist");
     assert_eq!(
         fresh.scalar(
             "postgres",
@@ -271,8 +270,7 @@ fn an_unreachable_scratch_server_is_could_not_verify_not_a_broken_backup() {
         .arg(&artifact)
         .args(["--level", "restore", "--scratch"])
         .arg(format!("postgres://postgres@127.0.0.1:{port}/"))
-        .fails_with_code(2)
-        .stderr_has("could not verify");
+        .fails_with(2, "could not verify");
     let rec: serde_json::Value = serde_json::from_slice(
         &std::fs::read(format!("{}.verify.json", artifact.display())).unwrap(),
     )

@@ -27,14 +27,11 @@ fn an_invalid_sha256_sidecar_is_an_error_naming_it_in_dbverify_and_dbrestore() {
     let s = Scene::new();
     let (art, key) = artifact(&s);
     std::fs::write(sidecar(&art, "sha256"), "not a checksum\n").unwrap();
-    verify_with(&art, &key)
-        .fails_with_code(1)
-        .stderr_has("a.sqlite.zst.age.sha256: not a sha256sum line");
+    verify_with(&art, &key).fails_with(1, "a.sqlite.zst.age.sha256: not a sha256sum line");
     let target = s.path("restored.db");
     restore_with(&art, &key, sqlite::url(&target))
         .arg("--skip-verify")
-        .fails_with_code(1)
-        .stderr_has("a.sqlite.zst.age.sha256: not a sha256sum line");
+        .fails_with(1, "a.sqlite.zst.age.sha256: not a sha256sum line");
     assert!(!target.exists(), "nothing was restored");
 }
 
@@ -50,8 +47,7 @@ fn a_checksum_mismatch_found_by_a_restore_without_verification_is_a_problem_afte
     let target = s.path("restored.db");
     restore_with(&art, &key, sqlite::url(&target))
         .arg("--skip-verify")
-        .fails_with_code(1)
-        .stderr_has("problem after restore: sha256 mismatch");
+        .fails_with(1, "problem after restore: sha256 mismatch");
     assert_eq!(
         sqlite::contents(&target),
         sqlite::contents(&s.path("app.db")),

@@ -401,8 +401,7 @@ fn a_second_writer_of_the_series_is_refused_with_exit_4() {
         .tool("dbsnap")
         .arg(sqlite::url(&s.path("big.db")))
         .args(["--to", &server.url(PREFIX), "--compress", "none"])
-        .fails_with_code(4)
-        .stderr_has(&format!("pid {pid}"));
+        .fails_with(4, &format!("pid {pid}"));
 }
 
 #[test]
@@ -553,8 +552,7 @@ fn parts_refused_forever_abort_the_multipart_upload() {
     let db = big_db(&s, "big.db", 12);
     snap_in_parts(&server, &proxy, &db)
         .env("DBSAFE_S3_RETRIES", "2")
-        .fails_with_code(1)
-        .stderr_has("upload part 1 of")
+        .fails_with(1, "upload part 1 of")
         .stderr_has("after 2 attempts");
     assert!(server.keys(PREFIX).is_empty(), "{:?}", server.keys(PREFIX));
     assert!(server.pending_uploads().is_empty());
@@ -618,13 +616,11 @@ fn a_missing_bucket_or_an_empty_prefix_is_not_found() {
     server
         .tool("dbverify")
         .args(["--store", "s3://no-such-bucket/x", "--latest"])
-        .fails_with_code(3)
-        .stderr_has("bucket no-such-bucket does not exist");
+        .fails_with(3, "bucket no-such-bucket does not exist");
     server
         .tool("dbverify")
         .args(["--store", &server.url("mistyped"), "--latest"])
-        .fails_with_code(3)
-        .stderr_has("does not exist");
+        .fails_with(3, "does not exist");
     server
         .tool("dbverify")
         .args(["--store", "s3://Bad_Bucket/x", "--latest"])
@@ -661,6 +657,5 @@ fn credentials_come_from_an_aws_profile_as_the_aws_cli_reads_them() {
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
         .env("AWS_PROFILE", "nobody")
-        .fails_with_code(2)
-        .stderr_has("profile nobody");
+        .fails_with(2, "profile nobody");
 }

@@ -170,9 +170,7 @@ fn a_wrong_or_missing_key_is_recorded_as_could_not_verify_and_never_replaces_a_p
     let (artifact, key) = encrypted_artifact(&s);
     let (other, _) = s.age_key("other.txt");
     // Never verified: the record says it could not be verified, not that it is broken.
-    verify_with(&artifact, &other)
-        .fails_with_code(2)
-        .stderr_has("could not verify");
+    verify_with(&artifact, &other).fails_with(2, "could not verify");
     assert_eq!(record_of(&artifact)["result"], "could-not-verify");
     verify_with(&artifact, &key).succeeds();
     let pass = record_of(&artifact);
@@ -202,9 +200,7 @@ fn a_metadata_checksum_that_does_not_match_fails_full_verification_without_a_sha
         serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
     meta["checksum"] = serde_json::json!("0".repeat(64));
     std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
-    verify_with(&artifact, &key)
-        .fails_with_code(1)
-        .stderr_has("sha256 mismatch");
+    verify_with(&artifact, &key).fails_with(1, "sha256 mismatch");
 }
 
 #[test]
