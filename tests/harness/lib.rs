@@ -497,6 +497,15 @@ pub fn meta_of(artifact: &Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("metadata is JSON")
 }
 
+/// Rewrites an artifact's `.meta.json` sidecar with `change` applied.
+pub fn edit_meta(artifact: &Path, change: impl FnOnce(&mut serde_json::Value)) {
+    let mut meta = meta_of(artifact);
+    change(&mut meta);
+    let path = format!("{}.meta.json", artifact.display());
+    std::fs::write(&path, serde_json::to_vec(&meta).expect("metadata"))
+        .unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+}
+
 /// The tables and row counts a metadata record lists, in its order.
 pub fn meta_counts(meta: &serde_json::Value) -> Vec<(String, u64)> {
     meta["tables"]

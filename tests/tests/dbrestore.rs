@@ -2,8 +2,8 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, audit_entries, next_second, restore_file, restore_with, sha256_file, snap_to_file,
-    snap_to_store, store_artifact, Cmd, Scene,
+    artifacts, audit_entries, edit_meta, next_second, restore_file, restore_with, sha256_file,
+    snap_to_file, snap_to_store, store_artifact, Cmd, Scene,
 };
 use std::path::{Path, PathBuf};
 
@@ -309,11 +309,7 @@ fn stdin_restores_need_no_format_flags() {
 fn row_count_mismatch_after_restore_exits_1_and_is_audited() {
     let t = setup();
     let art = &artifacts(&t.store)[0];
-    let meta_path = format!("{}.meta.json", art.display());
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
-    meta["tables"][0]["rows"] = serde_json::json!(7);
-    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    edit_meta(art, |meta| meta["tables"][0]["rows"] = serde_json::json!(7));
     let target = t.s.path("r.db");
     t.restore_latest()
         .arg("--skip-verify")

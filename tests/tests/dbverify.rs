@@ -2,7 +2,8 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    next_second, restore_file, scenarios, snap_to_file, snap_to_store, verify_with, Cmd, Scene,
+    edit_meta, next_second, restore_file, scenarios, snap_to_file, snap_to_store, verify_with, Cmd,
+    Scene,
 };
 use std::path::PathBuf;
 
@@ -197,25 +198,20 @@ fn store_verification_records_verify_json_for_each_artifact() {
         // Artifact names are stamped to the second.
         next_second();
     }
-    let latest = Cmd::tool("dbverify")
-        .arg("--store")
-        .arg(s.path("store"))
-        .arg("--latest")
-        .arg("-i")
-        .arg(&key)
-        .arg("--json")
-        .succeeds()
-        .json();
+    let verify_store = |which: &str| {
+        Cmd::tool("dbverify")
+            .arg("--store")
+            .arg(s.path("store"))
+            .arg(which)
+            .arg("-i")
+            .arg(&key)
+            .arg("--json")
+            .succeeds()
+            .json()
+    };
+    let latest = verify_store("--latest");
     assert_eq!(latest.as_array().unwrap().len(), 2, "one per series");
-    let all = Cmd::tool("dbverify")
-        .arg("--store")
-        .arg(s.path("store"))
-        .arg("--all")
-        .arg("-i")
-        .arg(&key)
-        .arg("--json")
-        .succeeds()
-        .json();
+    let all = verify_store("--all");
     assert_eq!(all.as_array().unwrap().len(), 3);
     for art in dbsafe_tests::artifacts(&s.path("store")) {
         let v: serde_json::Value = serde_json::from_slice(
@@ -252,11 +248,9 @@ fn restore_level_compares_row_counts_with_the_metadata() {
     let art = s.path("a.sqlite.zst");
     snap_to_file(sqlite::url(&s.path("app.db")), &art).succeeds();
     // Metadata that disagrees with the payload lowers the integrity score.
-    let meta_path = s.path("a.sqlite.zst.meta.json");
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
-    meta["tables"][0]["rows"] = serde_json::json!(999);
-    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    edit_meta(&art, |meta| {
+        meta["tables"][0]["rows"] = serde_json::json!(999)
+    });
     let r = Cmd::tool("dbverify")
         .arg(&art)
         .args(["--level", "restore", "--json"])

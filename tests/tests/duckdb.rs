@@ -18,6 +18,21 @@ fn url(p: &Path) -> String {
     format!("duckdb:{}", p.display())
 }
 
+/// `NAME.duckdb` in the scene, holding the sample with `rows` rows.
+fn sample(s: &Scene, name: &str, rows: u64) -> PathBuf {
+    let db = s.path(&format!("{name}.duckdb"));
+    fixture(&db, rows);
+    db
+}
+
+/// A sample `NAME.duckdb` and its snapshot `NAME.duckdb.zst`.
+fn snapshot(s: &Scene, name: &str, rows: u64) -> (PathBuf, PathBuf) {
+    let db = sample(s, name, rows);
+    let art = s.path(&format!("{name}.duckdb.zst"));
+    snap_to_file(url(&db), &art).succeeds();
+    (db, art)
+}
+
 /// A `duckdb` process that holds `db` open for writing until dropped: its
 /// stdin stays open, so it waits for more SQL with the database attached.
 struct Writer {
@@ -103,8 +118,7 @@ fn backup_verifies_at_every_level_and_restores_identically() {
 #[test]
 fn writes_still_only_in_the_wal_are_in_the_snapshot() {
     let s = Scene::new();
-    let db = s.path("wal.duckdb");
-    fixture(&db, 100);
+    let db = sample(&s, "wal", 100);
     // Committed, but left in the WAL: no checkpoint, not even at exit.
     duck::sql(
         &db,
@@ -152,12 +166,8 @@ fn writes_still_only_in_the_wal_are_in_the_snapshot() {
 #[test]
 fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     let s = Scene::new();
-    let db = s.path("held.duckdb");
-    fixture(&db, 100);
-    let other = s.path("other.duckdb");
-    fixture(&other, 10);
-    let art = s.path("other.duckdb.zst");
-    snap_to_file(url(&other), &art).succeeds();
+    let db = sample(&s, "held", 100);
+    let (_, art) = snapshot(&s, "other", 10);
 
     let writer = Writer::start(&db);
     let out = s.path("held.duckdb.zst");
@@ -188,12 +198,8 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
 #[test]
 fn table_option_restores_only_that_table() {
     let s = Scene::new();
-    let db = s.path("shop.duckdb");
-    fixture(&db, 200);
-    let art = s.path("shop.duckdb.zst");
-    snap_to_file(url(&db), &art).succeeds();
-    let target = s.path("target.duckdb");
-    fixture(&target, 20);
+    let (db, art) = snapshot(&s, "shop", 200);
+    let target = sample(&s, "target", 20);
     duck::sql(&target, "DELETE FROM inventory.items;\n");
     let before = checksums(&target);
 
@@ -214,8 +220,7 @@ fn table_option_restores_only_that_table() {
 #[test]
 fn snapshots_of_a_store_are_verified_and_pruned() {
     let s = Scene::new();
-    let db = s.path("shop.duckdb");
-    fixture(&db, 50);
+    let db = sample(&s, "shop", 50);
     let store = s.path("store");
     for _ in 0..3 {
         snap_to_store(url(&db), &store).succeeds();
@@ -246,8 +251,7 @@ fn snapshots_of_a_store_are_verified_and_pruned() {
 #[test]
 fn a_missing_duckdb_cli_is_named_with_its_package() {
     let s = Scene::new();
-    let db = s.path("x.duckdb");
-    fixture(&db, 1);
+    let db = sample(&s, "x", 1);
     let empty = s.path("empty-path");
     std::fs::create_dir(&empty).expect("dir");
     Cmd::tool("dbsnap")
@@ -275,8 +279,7 @@ fn a_missing_source_fails_and_leaves_nothing() {
 #[test]
 fn a_damaged_payload_fails_full_verification() {
     let s = Scene::new();
-    let db = s.path("shop.duckdb");
-    fixture(&db, 2000);
+    let db = sample(&s, "shop", 2000);
     let raw = s.path("raw.duckdb");
     Cmd::tool("dbsnap")
         .arg(url(&db))

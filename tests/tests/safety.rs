@@ -2,7 +2,9 @@
 //! it is protected as the backup being restored was, never shares a name,
 //! and never makes the store look unhealthy.
 
-use dbsafe_tests::{snap_to_file, snap_to_store, sqlite, store_artifact, verify_with, Cmd, Scene};
+use dbsafe_tests::{
+    edit_meta, snap_to_file, snap_to_store, sqlite, store_artifact, verify_with, Cmd, Scene,
+};
 use std::path::{Path, PathBuf};
 
 fn age_header(p: &Path) -> bool {
@@ -195,11 +197,9 @@ fn a_metadata_checksum_that_does_not_match_fails_full_verification_without_a_sha
     let (artifact, key) = encrypted_artifact(&s);
     std::fs::remove_file(format!("{}.sha256", artifact.display())).unwrap();
     verify_with(&artifact, &key).succeeds();
-    let meta_path = format!("{}.meta.json", artifact.display());
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
-    meta["checksum"] = serde_json::json!("0".repeat(64));
-    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    edit_meta(&artifact, |meta| {
+        meta["checksum"] = serde_json::json!("0".repeat(64))
+    });
     verify_with(&artifact, &key).fails_with(1, "sha256 mismatch");
 }
 
