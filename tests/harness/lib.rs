@@ -710,6 +710,14 @@ pub fn restore_with(
         .arg(target)
 }
 
+/// `dbverify --level full --json ARTIFACT`: full verification of an
+/// unencrypted artifact, reported as JSON.
+pub fn verify_full_json(artifact: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbverify")
+        .args(["--level", "full", "--json"])
+        .arg(artifact)
+}
+
 /// `dbverify ARTIFACT -i KEY`: verification of an encrypted artifact file (or `-`).
 pub fn verify_with(artifact: impl AsRef<OsStr>, key: impl AsRef<OsStr>) -> Cmd {
     Cmd::tool("dbverify").arg(artifact).arg("-i").arg(key)

@@ -5,7 +5,7 @@
 use dbsafe_tests::dir::{describe, diff_r, sample_tree, Trees};
 use dbsafe_tests::{
     artifacts, meta_of, restore_file, scenarios, snap_fails_leaving_nothing, snap_to_file,
-    snap_to_store, temporaries, Cmd, Scene,
+    snap_to_store, temporaries, verify_full_json, Cmd, Scene,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -161,10 +161,7 @@ fn archives_that_would_write_outside_the_target_are_refused_by_dbverify_and_dbre
     for (name, bytes, escape) in &cases {
         let art = s.path(&format!("{name}.tar"));
         std::fs::write(&art, bytes).expect("write");
-        let r = Cmd::tool("dbverify")
-            .args(["--level", "full", "--json"])
-            .arg(&art)
-            .fails_with_code(1);
+        let r = verify_full_json(&art).fails_with_code(1);
         assert!(
             r.stdout().contains("outside the target"),
             "{name}: {}",

@@ -5,7 +5,8 @@
 use dbsafe_tests::duckdb::{self as duck, checksums, fixture, wal, DuckDb};
 use dbsafe_tests::{
     artifacts, meta_counts, meta_of, restore_file, restore_table_over, rows_of, scenarios,
-    snap_fails_leaving_nothing, snap_to_file, snap_to_store, temporaries, wait_until, Cmd, Scene,
+    snap_fails_leaving_nothing, snap_to_file, snap_to_store, temporaries, verify_full_json,
+    wait_until, Cmd, Scene,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -293,9 +294,6 @@ fn a_damaged_payload_fails_full_verification() {
     }
     let bad = s.path("bad.duckdb");
     std::fs::write(&bad, &bytes).expect("write");
-    let r = Cmd::tool("dbverify")
-        .args(["--level", "full", "--json"])
-        .arg(&bad)
-        .fails_with_code(1);
+    let r = verify_full_json(&bad).fails_with_code(1);
     assert_eq!(r.json()[0]["result"], "fail", "{}", r.stdout());
 }

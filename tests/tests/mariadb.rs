@@ -5,7 +5,7 @@ use dbsafe_tests::mariadb::Server;
 use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{
     meta_counts, restore_file, restore_table_over, rows_of, scenarios, snap_fails_leaving_nothing,
-    snap_to_file, Cmd, Scene,
+    snap_to_file, verify_full_json, Cmd, Scene,
 };
 
 dbsafe_tests::server_scenarios!(Server::start());
@@ -86,10 +86,7 @@ fn a_truncated_dump_fails_verification_and_is_not_restored() {
     let bytes = std::fs::read(&full).expect("dump");
     let cut = s.path("cut.sql");
     std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).expect("write");
-    let r = Cmd::tool("dbverify")
-        .args(["--level", "full", "--json"])
-        .arg(&cut)
-        .fails_with_code(1);
+    let r = verify_full_json(&cut).fails_with_code(1);
     assert!(
         r.stdout().contains("Dump completed"),
         "the report does not say the dump is incomplete:\n{}",
