@@ -25,14 +25,26 @@ fn setup() -> Setup {
 }
 
 impl Setup {
-    /// dbrestore of the store's latest backup, with the key.
-    fn restore_latest(&self) -> Cmd {
+    /// Asserts that the database at `restored` has the source's contents.
+    fn assert_holds_the_source(&self, restored: &Path) {
+        assert_eq!(
+            sqlite::contents(restored),
+            sqlite::contents(&self.s.path("app.db")),
+            "{} differs from the source",
+            restored.display()
+        );
+    }
+
+    /// dbrestore of the store's latest backup, with the key, into the SQLite database at `target`.
+    fn restore_latest_into(&self, target: &Path) -> Cmd {
         Cmd::tool("dbrestore")
             .arg("--store")
             .arg(&self.store)
             .arg("--latest")
             .arg("-i")
             .arg(&self.key)
+            .arg("--target")
+            .arg(sqlite::url(target))
     }
 }
 
@@ -48,17 +60,9 @@ fn target_with_data(s: &Scene) -> PathBuf {
 fn restores_the_latest_backup_into_a_new_file_with_identical_contents() {
     let t = setup();
     let target = t.s.path("restored.db");
-    let r = t
-        .restore_latest()
-        .arg("--target")
-        .arg(sqlite::url(&target))
-        .arg("--json")
-        .succeeds();
+    let r = t.restore_latest_into(&target).arg("--json").succeeds();
     assert_eq!(r.json()["result"], "success");
-    assert_eq!(
-        sqlite::contents(&target),
-        sqlite::contents(&t.s.path("app.db"))
-    );
+    t.assert_holds_the_source(&target);
     let audit = audit_entries(&t.store);
     assert_eq!(audit.len(), 1);
     for k in [
@@ -87,23 +91,13 @@ dbsafe_tests::scenarios!(SqliteDb::start() =>
 fn latest_without_env_means_the_backup_series_not_the_safety_one() {
     let t = setup();
     let target = target_with_data(&t.s);
-    t.restore_latest()
-        .arg("--target")
-        .arg(sqlite::url(&target))
-        .arg("--yes")
-        .succeeds();
+    t.restore_latest_into(&target).arg("--yes").succeeds();
     store_artifact(&t.store, "default-safety_target_full_");
     // Two series in the store now; --latest still picks the backup, not the
     // safety backup (which holds the target's old contents).
     let copy = t.s.path("x.db");
-    t.restore_latest()
-        .arg("--target")
-        .arg(sqlite::url(&copy))
-        .succeeds();
-    assert_eq!(
-        sqlite::contents(&copy),
-        sqlite::contents(&t.s.path("app.db"))
-    );
+    t.restore_latest_into(&copy).succeeds();
+    t.assert_holds_the_source(&copy);
 }
 
 #[test]
@@ -116,9 +110,7 @@ fn a_corrupt_artifact_is_refused_before_the_target_is_touched() {
     let n = b.len() / 2;
     b[n] ^= 0x10;
     std::fs::write(art, b).unwrap();
-    t.restore_latest()
-        .arg("--target")
-        .arg(sqlite::url(&target))
+    t.restore_latest_into(&target)
         .arg("--yes")
         .fails_with(1, "failed verification");
     assert_eq!(sha256_file(&target), before);
@@ -129,12 +121,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let t = setup();
     let target = target_with_data(&t.s);
     let before = sha256_file(&target);
-    let r = t
-        .restore_latest()
-        .arg("--target")
-        .arg(sqlite::url(&target))
-        .arg("--dry-run")
-        .succeeds();
+    let r = t.restore_latest_into(&target).arg("--dry-run").succeeds();
     let out = r.stdout();
     assert!(
         out.contains("safety backup") && out.contains("verify") && out.contains("confirm"),
@@ -153,10 +140,8 @@ fn table_restores_only_that_table() {
     let c = rusqlite::Connection::open(&target).unwrap();
     c.execute_batch("DELETE FROM orders; UPDATE customers SET name = 'changed'; CREATE TABLE extra(y); INSERT INTO extra VALUES (1);").unwrap();
     drop(c);
-    t.restore_latest()
+    t.restore_latest_into(&target)
         .args(["--table", "orders", "--yes"])
-        .arg("--target")
-        .arg(sqlite::url(&target))
         .succeeds();
     let counts: std::collections::BTreeMap<_, _> = sqlite::counts(&target).into_iter().collect();
     assert_eq!(counts["orders"], 150, "orders restored");
@@ -170,10 +155,8 @@ fn table_restores_only_that_table() {
         .unwrap();
     assert_eq!(changed, 150, "customers untouched");
     assert_eq!(counts["extra"], 1, "other tables untouched");
-    t.restore_latest()
+    t.restore_latest_into(&target)
         .args(["--table", "nosuch", "--yes", "--no-safety-backup"])
-        .arg("--target")
-        .arg(sqlite::url(&target))
         .fails_with(3, "nosuch");
 }
 
@@ -299,10 +282,7 @@ fn stdin_restores_need_no_format_flags() {
         .stdin_file(art)
         .succeeds()
         .stderr_has("row counts after the restore were not compared");
-    assert_eq!(
-        sqlite::contents(&target),
-        sqlite::contents(&t.s.path("app.db"))
-    );
+    t.assert_holds_the_source(&target);
 }
 
 #[test]
@@ -311,10 +291,8 @@ fn row_count_mismatch_after_restore_exits_1_and_is_audited() {
     let art = &artifacts(&t.store)[0];
     edit_meta(art, |meta| meta["tables"][0]["rows"] = serde_json::json!(7));
     let target = t.s.path("r.db");
-    t.restore_latest()
+    t.restore_latest_into(&target)
         .arg("--skip-verify")
-        .arg("--target")
-        .arg(sqlite::url(&target))
         .fails_with(1, "expected 7");
     assert_eq!(audit_entries(&t.store)[0]["result"], "failure");
 }
