@@ -195,14 +195,16 @@ fn selection_by_timestamp_before_and_name() {
             .unwrap()
             .1
     };
+    let restore_selected = |selection: &[&str], target: &Path| {
+        Cmd::tool("dbrestore")
+            .arg("--store")
+            .arg(&store)
+            .args(selection)
+            .arg("--target")
+            .arg(sqlite::url(target))
+    };
     let t1 = s.path("t1.db");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--timestamp", ts])
-        .arg("--target")
-        .arg(sqlite::url(&t1))
-        .succeeds();
+    restore_selected(&["--timestamp", ts], &t1).succeeds();
     assert_eq!(events(&t1), 3);
     let before = format!(
         "{}-{}-{} {}:{}:{}",
@@ -214,37 +216,13 @@ fn selection_by_timestamp_before_and_name() {
         &ts[13..15]
     );
     let t2 = s.path("t2.db");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--before", &before])
-        .arg("--target")
-        .arg(sqlite::url(&t2))
-        .succeeds();
+    restore_selected(&["--before", &before], &t2).succeeds();
     assert_eq!(events(&t2), 3);
     let t3 = s.path("t3.db");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--name", &names[1]])
-        .arg("--target")
-        .arg(sqlite::url(&t3))
-        .succeeds();
+    restore_selected(&["--name", &names[1]], &t3).succeeds();
     assert_eq!(events(&t3), 4);
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--before", "2001-01-01 00:00:00"])
-        .arg("--target")
-        .arg(sqlite::url(&s.path("t4.db")))
-        .fails_with_code(3);
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--name", "nope"])
-        .arg("--target")
-        .arg(sqlite::url(&s.path("t4.db")))
-        .fails_with_code(3);
+    restore_selected(&["--before", "2001-01-01 00:00:00"], &s.path("t4.db")).fails_with_code(3);
+    restore_selected(&["--name", "nope"], &s.path("t4.db")).fails_with_code(3);
 }
 
 #[test]
