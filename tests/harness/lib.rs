@@ -344,6 +344,11 @@ impl Cmd {
         }
         r
     }
+
+    /// Runs and asserts the exit code and that stderr contains `message`.
+    pub fn fails_with(self, code: i32, message: &str) -> Run {
+        self.fails_with_code(code).stderr_has(message)
+    }
 }
 
 /// A finished command.
@@ -490,6 +495,15 @@ pub fn meta_of(artifact: &Path) -> serde_json::Value {
     let path = format!("{}.meta.json", artifact.display());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     serde_json::from_str(&text).expect("metadata is JSON")
+}
+
+/// Rewrites an artifact's `.meta.json` sidecar with `change` applied.
+pub fn edit_meta(artifact: &Path, change: impl FnOnce(&mut serde_json::Value)) {
+    let mut meta = meta_of(artifact);
+    change(&mut meta);
+    let path = format!("{}.meta.json", artifact.display());
+    std::fs::write(&path, serde_json::to_vec(&meta).expect("metadata"))
+        .unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
 }
 
 /// The tables and row counts a metadata record lists, in its order.
@@ -655,6 +669,58 @@ pub fn restore_file(artifact: impl AsRef<OsStr>, target: impl AsRef<OsStr>) -> C
         .arg(artifact)
         .arg("--target")
         .arg(target)
+}
+
+/// `dbrestore ARTIFACT --target TARGET --table TABLE --yes --no-safety-backup`:
+/// a restore of one table over an existing target.
+pub fn restore_table_over(
+    artifact: impl AsRef<OsStr>,
+    target: impl AsRef<OsStr>,
+    table: &str,
+) -> Cmd {
+    restore_file(artifact, target).args(["--table", table, "--yes", "--no-safety-backup"])
+}
+
+/// Runs `dbsnap SOURCE -o OUT` (`out` in the scene's directory), which must
+/// fail with exit 1 and `message`, leaving neither `out` nor a temporary.
+pub fn snap_fails_leaving_nothing(
+    s: &Scene,
+    source: impl AsRef<OsStr>,
+    out: &str,
+    message: &str,
+) -> Run {
+    let out = s.path(out);
+    let r = snap_to_file(source, &out).fails_with(1, message);
+    assert!(!out.exists(), "a failed snapshot left {}", out.display());
+    assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
+    r
+}
+
+/// `dbrestore ARTIFACT -i KEY --target TARGET`: a restore of an encrypted artifact file (or `-`).
+pub fn restore_with(
+    artifact: impl AsRef<OsStr>,
+    key: impl AsRef<OsStr>,
+    target: impl AsRef<OsStr>,
+) -> Cmd {
+    Cmd::tool("dbrestore")
+        .arg(artifact)
+        .arg("-i")
+        .arg(key)
+        .arg("--target")
+        .arg(target)
+}
+
+/// `dbverify --level full --json ARTIFACT`: full verification of an
+/// unencrypted artifact, reported as JSON.
+pub fn verify_full_json(artifact: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbverify")
+        .args(["--level", "full", "--json"])
+        .arg(artifact)
+}
+
+/// `dbverify ARTIFACT -i KEY`: verification of an encrypted artifact file (or `-`).
+pub fn verify_with(artifact: impl AsRef<OsStr>, key: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbverify").arg(artifact).arg("-i").arg(key)
 }
 
 /// A number that differs from run to run and process to process, for

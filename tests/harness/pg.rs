@@ -128,16 +128,7 @@ impl Cluster {
         let mut last = String::new();
         for _ in 0..5 {
             c.port = crate::free_port();
-            let r = c
-                .server_cmd(&server_bin("pg_ctl"))
-                .arg("-D")
-                .arg(&c.data)
-                .arg("-l")
-                .arg(c.dir.path().join("server.log"))
-                .args(["-w", "-t", "60", "-o"])
-                .arg(format!("-p {}", c.port))
-                .arg("start")
-                .run();
+            let r = c.pg_ctl("start").run();
             if r.out.status.success() {
                 c.psql(
                     "postgres",
@@ -166,6 +157,19 @@ impl Cluster {
         } else {
             Cmd::new(program)
         }
+    }
+
+    /// `pg_ctl ACTION` on this cluster's data directory and port, waiting
+    /// for it and logging to `server.log`.
+    fn pg_ctl(&self, action: &str) -> Cmd {
+        self.server_cmd(&server_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-p {}", self.port))
+            .arg(action)
     }
 
     /// The server URL for the superuser, without a database (for `--scratch`).
@@ -268,15 +272,7 @@ impl Cluster {
 
     /// Restarts the server (for settings that need it).
     pub fn restart(&self) {
-        self.server_cmd(&server_bin("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(self.dir.path().join("server.log"))
-            .args(["-w", "-t", "60", "-o"])
-            .arg(format!("-p {}", self.port))
-            .arg("restart")
-            .succeeds();
+        self.pg_ctl("restart").succeeds();
     }
 
     /// Switches to a new WAL segment and waits until the finished one is archived.

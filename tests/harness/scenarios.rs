@@ -133,7 +133,7 @@ pub fn backup_verifies_at_every_level_and_restores_identically<D: TestDb>(
             !dbs.iter().any(|d| d.starts_with("dbsafe_verify_")),
             "scratch database left behind: {dbs:?}"
         );
-        verify("restore").fails_with_code(2).stderr_has("--scratch");
+        verify("restore").fails_with(2, "--scratch");
     }
 
     let restored = format!("{name}_restored");
@@ -214,18 +214,12 @@ pub fn restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_ba
     };
 
     let replace: &[&str] = if D::ENGINE.server {
-        restore()
-            .fails_with_code(4)
-            .stderr_has("not empty")
-            .stderr_has("--clean");
+        restore().fails_with(4, "not empty").stderr_has("--clean");
         // --clean, but no --yes and no terminal to ask on.
-        restore()
-            .arg("--clean")
-            .fails_with_code(4)
-            .stderr_has("--yes");
+        restore().arg("--clean").fails_with(4, "--yes");
         &["--clean", "--yes"]
     } else {
-        restore().fails_with_code(4).stderr_has("--yes");
+        restore().fails_with(4, "--yes");
         &["--yes"]
     };
     assert_eq!(
@@ -466,8 +460,7 @@ pub fn a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message<D: Pa
         wrong_url,
         s.path(&format!("wrong.{}.zst", D::ENGINE.payload)),
     )
-    .fails_with_code(1)
-    .stderr_has(D::WRONG_PASSWORD);
+    .fails_with(1, D::WRONG_PASSWORD);
     assert!(
         !wrong.stderr().contains("Wrong-"),
         "the wrong password is in the message:\n{}",
@@ -525,9 +518,7 @@ pub fn a_restore_into_a_missing_database_needs_create<D: TestDb>(db: &D) {
     db.fixture("shop", 10);
     let art = s.path(&format!("shop.{}.zst", D::ENGINE.payload));
     snap_to_file(db.url("shop"), &art).succeeds();
-    restore_file(&art, db.url("fresh"))
-        .fails_with_code(3)
-        .stderr_has("--create");
+    restore_file(&art, db.url("fresh")).fails_with(3, "--create");
     assert!(!db.databases().contains(&"fresh".to_string()));
     restore_file(&art, db.url("fresh"))
         .arg("--create")

@@ -6,6 +6,11 @@ use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
+/// The dbsafe URL of the database file at `path`.
+pub fn url(path: &Path) -> String {
+    format!("sqlite:{}", path.display())
+}
+
 /// Creates a database with a few tables, NULLs, non-ASCII text and blobs.
 pub fn sample(path: &Path, rows: u64) {
     let c = Connection::open(path).expect("open sample");
@@ -103,7 +108,7 @@ crate::file_db!(
 impl TestDb for SqliteDb {
     const ENGINE: Engine = Engine::files("sqlite", "sqlite");
     fn url(&self, db: &str) -> String {
-        format!("sqlite:{}", self.path(db).display())
+        url(&self.path(db))
     }
     fn fixture(&self, db: &str, rows: u64) {
         sample(&self.path(db), rows);

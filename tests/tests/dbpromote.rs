@@ -184,8 +184,7 @@ fn releases_climb_the_chain_and_v2_cannot_skip_staging() {
     let before = w.pg.digests("app_production");
     let backups_before = artifacts(&w.store("production"));
     w.release("staging", "production", "v2")
-        .fails_with_code(4)
-        .stderr_has("version v2 has not been promoted to staging")
+        .fails_with(4, "version v2 has not been promoted to staging")
         .stderr_has("releases/staging/v2.json");
     assert_eq!(w.pg.digests("app_production"), before);
     assert_eq!(artifacts(&w.store("production")), backups_before);
@@ -195,8 +194,7 @@ fn releases_climb_the_chain_and_v2_cannot_skip_staging() {
         .exists());
     // Nor may a release jump from development straight to production.
     w.release("development", "production", "v2")
-        .fails_with_code(4)
-        .stderr_has("the next environment is staging");
+        .fails_with(4, "the next environment is staging");
 
     // A dry run prints every step and changes nothing.
     let plan = w
@@ -226,8 +224,7 @@ fn releases_climb_the_chain_and_v2_cannot_skip_staging() {
             "--version",
             "v2",
         ])
-        .fails_with_code(4)
-        .stderr_has("no terminal to ask on");
+        .fails_with(4, "no terminal to ask on");
 
     w.release("development", "staging", "v2").succeeds();
     w.release("staging", "production", "v2").succeeds();
@@ -441,8 +438,7 @@ fn a_failed_rehearsal_leaves_production_untouched_and_drops_the_side_database() 
         .release("staging", "production", "v1")
         .arg("--migrate")
         .arg(&bad)
-        .fails_with_code(1)
-        .stderr_has("the rehearsal failed; production was not changed")
+        .fails_with(1, "the rehearsal failed; production was not changed")
         .stderr_has("no_such_table");
     assert_eq!(w.pg.digests("app_production"), before, "{}", r.stderr());
     assert!(!w
@@ -475,8 +471,7 @@ fn a_health_check_failing_on_the_target_runs_the_downgrade_and_reports() {
     release("development", "staging").succeeds();
     w.release("staging", "production", "v1")
         .env("DBSAFE_RECIPIENTS", &public)
-        .fails_with_code(2)
-        .stderr_has("no identity to decrypt it with");
+        .fails_with(2, "no identity to decrypt it with");
     // Healthy in the rehearsal, unhealthy on production itself.
     let health = w.s.path("flaky-health.sh");
     executable(&health, "#!/bin/sh\ntest \"$DBPROMOTE_PHASE\" = rehearsal || { echo 'checkout page returns 500' >&2; exit 1; }\n");
@@ -491,8 +486,7 @@ fn a_health_check_failing_on_the_target_runs_the_downgrade_and_reports() {
         .arg(&health)
         .arg("--downgrade")
         .arg(&down)
-        .fails_with_code(1)
-        .stderr_has("the health-check step failed on production")
+        .fails_with(1, "the health-check step failed on production")
         .stderr_has("checkout page returns 500")
         .stderr_has("the downgrade ran and succeeded")
         .stderr_has("dbrestore --store ");
@@ -562,15 +556,13 @@ fn a_refresh_brings_masked_production_data_down_and_rolls_back_exactly() {
     // A sensitive source without --sanitize is refused before anything happens.
     w.promote()
         .args(refresh_args("production", "staging"))
-        .fails_with_code(4)
-        .stderr_has("production is marked sensitive");
+        .fails_with(4, "production is marked sensitive");
     assert_eq!(w.pg.digests("app_staging"), staging_before);
     assert!(artifacts(&w.store("production")).is_empty());
     // Data never flows up.
     w.promote()
         .args(refresh_args("staging", "production"))
-        .fails_with_code(4)
-        .stderr_has("data must never flow up");
+        .fails_with(4, "data must never flow up");
 
     // A dry run plans and changes nothing.
     let plan = refresh().arg("--dry-run").succeeds().stdout();
@@ -724,8 +716,7 @@ fn a_session_on_staging_is_ended_after_the_grace_period_or_refuses_the_swap() {
     let before = w.pg.digests("app_staging");
     let refresh = || w.promote().args(refresh_args("production", "staging"));
     refresh()
-        .fails_with_code(4)
-        .stderr_has("1 session(s) connected to app_staging")
+        .fails_with(4, "1 session(s) connected to app_staging")
         .stderr_has("--grace");
     assert_eq!(w.pg.digests("app_staging"), before);
     assert!(w.sides().is_empty(), "{:?}", w.sides());
@@ -873,8 +864,7 @@ fn two_promotions_of_one_environment_never_run_at_once() {
     assert_eq!(w.manifest("staging", "v1")["status"], "success");
     // Once done, the version is on record and a second run refuses to repeat it.
     w.release("development", "staging", "v1")
-        .fails_with_code(4)
-        .stderr_has("already promoted");
+        .fails_with(4, "already promoted");
 }
 
 #[test]
@@ -1177,7 +1167,7 @@ fn on_s3_stores_manifests_pin_the_source_backup_and_list_in_history() {
 
     // A newer, verified backup of production: only the manifest keeps the refresh's source.
     tool("dbsnap")
-        .arg(format!("sqlite:{}", prod.display()))
+        .arg(sqlite::url(&prod))
         .args(["--env", "production", "--to", &server.url("production")])
         .succeeds();
     tool("dbverify")
@@ -1257,8 +1247,7 @@ fn duckdb_refreshes_refuse_a_database_held_open_and_roll_back() {
     ));
     refresh()
         .args(["--grace", "1s"])
-        .fails_with_code(4)
-        .stderr_has("past the grace period");
+        .fails_with(4, "past the grace period");
     drop(holder.stdin.take());
     holder.wait().expect("duckdb ends");
     assert_eq!(digest(staging), before);

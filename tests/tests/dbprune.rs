@@ -32,7 +32,7 @@ impl Fixture {
         }
         let out = self.s.path(&format!("{db}.tpl.sqlite.zst"));
         if !out.exists() {
-            snap_to_file(format!("sqlite:{}", path.display()), &out).succeeds();
+            snap_to_file(sqlite::url(&path), &out).succeeds();
         }
         let meta =
             serde_json::from_slice(&std::fs::read(format!("{}.meta.json", out.display())).unwrap())
@@ -277,7 +277,7 @@ fn prune_never_touches_an_artifact_being_written() {
         f.add("default", "big", now() - days(d), false);
     }
     sqlite::blobs(&f.s.path("big.db"), 75);
-    let child = snap_to_store(format!("sqlite:{}", f.s.path("big.db").display()), &f.store)
+    let child = snap_to_store(sqlite::url(&f.s.path("big.db")), &f.store)
         .args(["--compress", "none"])
         .spawn();
     wait_until("dbsnap to start writing", Duration::from_secs(60), || {
@@ -371,12 +371,15 @@ fn wal_older_than_the_oldest_kept_base_backup_goes_history_stays() {
         wal_file(&f.store, &format!("0000000100000000000000{seg:02X}.zst"));
     }
     wal_file(&f.store, "00000002.history.zst");
+    let wal_left = || -> BTreeSet<String> {
+        std::fs::read_dir(f.store.join("wal"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
     f.prune().args(["--keep-last", "5", "--wal"]).succeeds();
-    let left: BTreeSet<String> = std::fs::read_dir(f.store.join("wal"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let left = wal_left();
     assert!(!left.contains("000000010000000000000003.zst"));
     assert!(
         left.contains("000000010000000000000004.zst"),
@@ -385,11 +388,7 @@ fn wal_older_than_the_oldest_kept_base_backup_goes_history_stays() {
     assert!(left.contains("00000002.history.zst"));
     // Once the older base backup is pruned, its WAL goes too.
     f.prune().args(["--keep-last", "1", "--wal"]).succeeds();
-    let left: BTreeSet<String> = std::fs::read_dir(f.store.join("wal"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let left = wal_left();
     assert!(!left.contains("000000010000000000000007.zst"));
     assert!(left.contains("000000010000000000000008.zst"));
     assert!(left.contains("00000002.history.zst"));

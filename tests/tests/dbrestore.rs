@@ -2,8 +2,8 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, audit_entries, next_second, restore_file, sha256_file, snap_to_file, snap_to_store,
-    store_artifact, Cmd, Scene,
+    artifacts, audit_entries, edit_meta, next_second, restore_file, restore_with, sha256_file,
+    snap_to_file, snap_to_store, store_artifact, Cmd, Scene,
 };
 use std::path::{Path, PathBuf};
 
@@ -18,26 +18,34 @@ fn setup() -> Setup {
     sqlite::sample(&s.path("app.db"), 150);
     let (key, public) = s.age_key("key.txt");
     let store = s.path("store");
-    snap_to_store(sqlite_url(&s.path("app.db")), &store)
+    snap_to_store(sqlite::url(&s.path("app.db")), &store)
         .args(["-r", &public])
         .succeeds();
     Setup { s, key, store }
 }
 
 impl Setup {
-    /// dbrestore of the store's latest backup, with the key.
-    fn restore_latest(&self) -> Cmd {
+    /// Asserts that the database at `restored` has the source's contents.
+    fn assert_holds_the_source(&self, restored: &Path) {
+        assert_eq!(
+            sqlite::contents(restored),
+            sqlite::contents(&self.s.path("app.db")),
+            "{} differs from the source",
+            restored.display()
+        );
+    }
+
+    /// dbrestore of the store's latest backup, with the key, into the SQLite database at `target`.
+    fn restore_latest_into(&self, target: &Path) -> Cmd {
         Cmd::tool("dbrestore")
             .arg("--store")
             .arg(&self.store)
             .arg("--latest")
             .arg("-i")
             .arg(&self.key)
+            .arg("--target")
+            .arg(sqlite::url(target))
     }
-}
-
-fn sqlite_url(p: &Path) -> String {
-    format!("sqlite:{}", p.display())
 }
 
 fn target_with_data(s: &Scene) -> PathBuf {
@@ -52,17 +60,9 @@ fn target_with_data(s: &Scene) -> PathBuf {
 fn restores_the_latest_backup_into_a_new_file_with_identical_contents() {
     let t = setup();
     let target = t.s.path("restored.db");
-    let r = t
-        .restore_latest()
-        .arg("--target")
-        .arg(sqlite_url(&target))
-        .arg("--json")
-        .succeeds();
+    let r = t.restore_latest_into(&target).arg("--json").succeeds();
     assert_eq!(r.json()["result"], "success");
-    assert_eq!(
-        sqlite::contents(&target),
-        sqlite::contents(&t.s.path("app.db"))
-    );
+    t.assert_holds_the_source(&target);
     let audit = audit_entries(&t.store);
     assert_eq!(audit.len(), 1);
     for k in [
@@ -91,23 +91,13 @@ dbsafe_tests::scenarios!(SqliteDb::start() =>
 fn latest_without_env_means_the_backup_series_not_the_safety_one() {
     let t = setup();
     let target = target_with_data(&t.s);
-    t.restore_latest()
-        .arg("--target")
-        .arg(sqlite_url(&target))
-        .arg("--yes")
-        .succeeds();
+    t.restore_latest_into(&target).arg("--yes").succeeds();
     store_artifact(&t.store, "default-safety_target_full_");
     // Two series in the store now; --latest still picks the backup, not the
     // safety backup (which holds the target's old contents).
     let copy = t.s.path("x.db");
-    t.restore_latest()
-        .arg("--target")
-        .arg(sqlite_url(&copy))
-        .succeeds();
-    assert_eq!(
-        sqlite::contents(&copy),
-        sqlite::contents(&t.s.path("app.db"))
-    );
+    t.restore_latest_into(&copy).succeeds();
+    t.assert_holds_the_source(&copy);
 }
 
 #[test]
@@ -120,12 +110,9 @@ fn a_corrupt_artifact_is_refused_before_the_target_is_touched() {
     let n = b.len() / 2;
     b[n] ^= 0x10;
     std::fs::write(art, b).unwrap();
-    t.restore_latest()
-        .arg("--target")
-        .arg(sqlite_url(&target))
+    t.restore_latest_into(&target)
         .arg("--yes")
-        .fails_with_code(1)
-        .stderr_has("failed verification");
+        .fails_with(1, "failed verification");
     assert_eq!(sha256_file(&target), before);
 }
 
@@ -134,12 +121,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let t = setup();
     let target = target_with_data(&t.s);
     let before = sha256_file(&target);
-    let r = t
-        .restore_latest()
-        .arg("--target")
-        .arg(sqlite_url(&target))
-        .arg("--dry-run")
-        .succeeds();
+    let r = t.restore_latest_into(&target).arg("--dry-run").succeeds();
     let out = r.stdout();
     assert!(
         out.contains("safety backup") && out.contains("verify") && out.contains("confirm"),
@@ -158,10 +140,8 @@ fn table_restores_only_that_table() {
     let c = rusqlite::Connection::open(&target).unwrap();
     c.execute_batch("DELETE FROM orders; UPDATE customers SET name = 'changed'; CREATE TABLE extra(y); INSERT INTO extra VALUES (1);").unwrap();
     drop(c);
-    t.restore_latest()
+    t.restore_latest_into(&target)
         .args(["--table", "orders", "--yes"])
-        .arg("--target")
-        .arg(sqlite_url(&target))
         .succeeds();
     let counts: std::collections::BTreeMap<_, _> = sqlite::counts(&target).into_iter().collect();
     assert_eq!(counts["orders"], 150, "orders restored");
@@ -175,12 +155,9 @@ fn table_restores_only_that_table() {
         .unwrap();
     assert_eq!(changed, 150, "customers untouched");
     assert_eq!(counts["extra"], 1, "other tables untouched");
-    t.restore_latest()
+    t.restore_latest_into(&target)
         .args(["--table", "nosuch", "--yes", "--no-safety-backup"])
-        .arg("--target")
-        .arg(sqlite_url(&target))
-        .fails_with_code(3)
-        .stderr_has("nosuch");
+        .fails_with(3, "nosuch");
 }
 
 #[test]
@@ -197,7 +174,7 @@ fn selection_by_timestamp_before_and_name() {
         )
         .unwrap();
         drop(c);
-        snap_to_store(sqlite_url(&s.path("app.db")), &store).succeeds();
+        snap_to_store(sqlite::url(&s.path("app.db")), &store).succeeds();
         names.push(
             artifacts(&store)
                 .last()
@@ -218,14 +195,16 @@ fn selection_by_timestamp_before_and_name() {
             .unwrap()
             .1
     };
+    let restore_selected = |selection: &[&str], target: &Path| {
+        Cmd::tool("dbrestore")
+            .arg("--store")
+            .arg(&store)
+            .args(selection)
+            .arg("--target")
+            .arg(sqlite::url(target))
+    };
     let t1 = s.path("t1.db");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--timestamp", ts])
-        .arg("--target")
-        .arg(sqlite_url(&t1))
-        .succeeds();
+    restore_selected(&["--timestamp", ts], &t1).succeeds();
     assert_eq!(events(&t1), 3);
     let before = format!(
         "{}-{}-{} {}:{}:{}",
@@ -237,37 +216,13 @@ fn selection_by_timestamp_before_and_name() {
         &ts[13..15]
     );
     let t2 = s.path("t2.db");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--before", &before])
-        .arg("--target")
-        .arg(sqlite_url(&t2))
-        .succeeds();
+    restore_selected(&["--before", &before], &t2).succeeds();
     assert_eq!(events(&t2), 3);
     let t3 = s.path("t3.db");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--name", &names[1]])
-        .arg("--target")
-        .arg(sqlite_url(&t3))
-        .succeeds();
+    restore_selected(&["--name", &names[1]], &t3).succeeds();
     assert_eq!(events(&t3), 4);
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--before", "2001-01-01 00:00:00"])
-        .arg("--target")
-        .arg(sqlite_url(&s.path("t4.db")))
-        .fails_with_code(3);
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--name", "nope"])
-        .arg("--target")
-        .arg(sqlite_url(&s.path("t4.db")))
-        .fails_with_code(3);
+    restore_selected(&["--before", "2001-01-01 00:00:00"], &s.path("t4.db")).fails_with_code(3);
+    restore_selected(&["--name", "nope"], &s.path("t4.db")).fails_with_code(3);
 }
 
 #[test]
@@ -277,23 +232,22 @@ fn latest_over_several_series_is_an_error_listing_them() {
     sqlite::sample(&s.path("crm.db"), 5);
     let store = s.path("store");
     for db in ["app.db", "crm.db"] {
-        snap_to_store(sqlite_url(&s.path(db)), &store).succeeds();
+        snap_to_store(sqlite::url(&s.path(db)), &store).succeeds();
     }
     Cmd::tool("dbrestore")
         .arg("--store")
         .arg(&store)
         .arg("--latest")
         .arg("--target")
-        .arg(sqlite_url(&s.path("t.db")))
-        .fails_with_code(2)
-        .stderr_has("default_app_full")
+        .arg(sqlite::url(&s.path("t.db")))
+        .fails_with(2, "default_app_full")
         .stderr_has("default_crm_full");
     Cmd::tool("dbrestore")
         .arg("--store")
         .arg(&store)
         .args(["--latest", "--database", "crm"])
         .arg("--target")
-        .arg(sqlite_url(&s.path("t.db")))
+        .arg(sqlite::url(&s.path("t.db")))
         .succeeds();
 }
 
@@ -302,37 +256,22 @@ fn stdin_restores_need_no_format_flags() {
     let t = setup();
     let art = &artifacts(&t.store)[0];
     let target = t.s.path("from-stdin.db");
-    Cmd::tool("dbrestore")
-        .arg("-")
-        .arg("-i")
-        .arg(&t.key)
-        .arg("--target")
-        .arg(sqlite_url(&target))
+    restore_with("-", &t.key, sqlite::url(&target))
         .stdin_file(art)
         .succeeds()
         .stderr_has("row counts after the restore were not compared");
-    assert_eq!(
-        sqlite::contents(&target),
-        sqlite::contents(&t.s.path("app.db"))
-    );
+    t.assert_holds_the_source(&target);
 }
 
 #[test]
 fn row_count_mismatch_after_restore_exits_1_and_is_audited() {
     let t = setup();
     let art = &artifacts(&t.store)[0];
-    let meta_path = format!("{}.meta.json", art.display());
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
-    meta["tables"][0]["rows"] = serde_json::json!(7);
-    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    edit_meta(art, |meta| meta["tables"][0]["rows"] = serde_json::json!(7));
     let target = t.s.path("r.db");
-    t.restore_latest()
+    t.restore_latest_into(&target)
         .arg("--skip-verify")
-        .arg("--target")
-        .arg(sqlite_url(&target))
-        .fails_with_code(1)
-        .stderr_has("expected 7");
+        .fails_with(1, "expected 7");
     assert_eq!(audit_entries(&t.store)[0]["result"], "failure");
 }
 
@@ -341,13 +280,12 @@ fn a_target_that_is_not_empty_needs_somewhere_for_its_safety_backup() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 5);
     let art = s.path("a.sqlite.zst");
-    snap_to_file(sqlite_url(&s.path("app.db")), &art).succeeds();
+    snap_to_file(sqlite::url(&s.path("app.db")), &art).succeeds();
     let target = target_with_data(&s);
-    restore_file(&art, sqlite_url(&target))
+    restore_file(&art, sqlite::url(&target))
         .arg("--yes")
-        .fails_with_code(2)
-        .stderr_has("--safety-dir");
-    restore_file(&art, sqlite_url(&target))
+        .fails_with(2, "--safety-dir");
+    restore_file(&art, sqlite::url(&target))
         .arg("--yes")
         .arg("--safety-dir")
         .arg(s.path("safety"))

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 fn url(s: &Scene, db: &str) -> String {
-    format!("sqlite:{}", s.path(db).display())
+    sqlite::url(&s.path(db))
 }
 
 /// A database big enough that a snapshot takes a while: incompressible blobs.
@@ -187,8 +187,7 @@ fn a_held_lock_is_refused_with_exit_4_and_the_holder_pid() {
     let snap = || snap_to_store(url(&s, "app.db"), &store);
     let holder = LockHolder::take(&lock);
     snap()
-        .fails_with_code(4)
-        .stderr_has("locked by another process")
+        .fails_with(4, "locked by another process")
         .stderr_has(&format!("(pid {};", holder.pid()));
     assert!(artifacts(&store).is_empty(), "a refused snapshot wrote");
 
@@ -221,8 +220,7 @@ fn max_size_aborts_and_cleans_up() {
     let store = s.path("store");
     snap_to_store(url(&s, "big.db"), &store)
         .args(["--max-size", "1M"])
-        .fails_with_code(1)
-        .stderr_has("--max-size");
+        .fails_with(1, "--max-size");
     assert!(artifacts(&store).is_empty());
     assert!(temporaries(&store).is_empty(), "{:?}", temporaries(&store));
     let out = s.path("x.sqlite.zst");
@@ -239,8 +237,7 @@ fn min_free_refuses_to_start() {
     sqlite::sample(&s.path("app.db"), 10);
     snap_to_store(url(&s, "app.db"), s.path("store"))
         .args(["--min-free", "1000000T"])
-        .fails_with_code(4)
-        .stderr_has("--min-free");
+        .fails_with(4, "--min-free");
     assert!(artifacts(&s.path("store")).is_empty());
 }
 
@@ -297,8 +294,7 @@ fn usage_errors_exit_2_with_what_is_wrong() {
     sqlite::sample(&s.path("app.db"), 5);
     Cmd::tool("dbsnap")
         .arg("oracle://db/x")
-        .fails_with_code(2)
-        .stderr_has("unsupported database URL");
+        .fails_with(2, "unsupported database URL");
     for (args, says) in [
         (["-r", "notakey"], "invalid age recipient"),
         (["--compress", "lz4"], "lz4"),
@@ -307,8 +303,7 @@ fn usage_errors_exit_2_with_what_is_wrong() {
     ] {
         snap_to_file(url(&s, "app.db"), s.path("x"))
             .args(args)
-            .fails_with_code(2)
-            .stderr_has(says);
+            .fails_with(2, says);
     }
     let cfg = s.write(
         "dbsafe.toml",
@@ -317,16 +312,12 @@ fn usage_errors_exit_2_with_what_is_wrong() {
     Cmd::tool("dbsnap")
         .arg(url(&s, "app.db"))
         .env("DBSAFE_CONFIG", &cfg)
-        .fails_with_code(2)
-        .stderr_has("dbsafe.toml:3")
+        .fails_with(2, "dbsafe.toml:3")
         .stderr_has("compresion");
     Cmd::tool("dbsnap")
         .arg("--definitely-not-a-flag")
-        .fails_with_code(2)
-        .stderr_has("--definitely-not-a-flag");
-    snap_to_file(url(&s, "missing.db"), s.path("x"))
-        .fails_with_code(1)
-        .stderr_has("does not exist");
+        .fails_with(2, "--definitely-not-a-flag");
+    snap_to_file(url(&s, "missing.db"), s.path("x")).fails_with(1, "does not exist");
     assert!(!s.path("x").exists());
 }
 
@@ -494,6 +485,5 @@ fn the_source_url_can_come_from_the_config_file() {
     Cmd::tool("dbsnap")
         .args(["--env", "staging"])
         .env("DBSAFE_CONFIG", &cfg)
-        .fails_with_code(2)
-        .stderr_has("no url for environment");
+        .fails_with(2, "no url for environment");
 }

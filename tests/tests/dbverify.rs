@@ -1,13 +1,11 @@
 //! dbverify: good artifacts pass, every corruption fails with a message that says what is wrong.
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
-use dbsafe_tests::{next_second, scenarios, snap_to_store, Cmd, Scene};
+use dbsafe_tests::{
+    edit_meta, next_second, restore_file, scenarios, snap_to_file, snap_to_store, verify_with, Cmd,
+    Scene,
+};
 use std::path::PathBuf;
-
-/// `dbverify ARTIFACT -i KEY`.
-fn verify_with(artifact: impl AsRef<std::ffi::OsStr>, key: &std::path::Path) -> Cmd {
-    Cmd::tool("dbverify").arg(artifact).arg("-i").arg(key)
-}
 
 fn tiny_artifact(s: &Scene, extra: &[&str]) -> (PathBuf, PathBuf) {
     let db = s.path("tiny.db");
@@ -18,7 +16,7 @@ fn tiny_artifact(s: &Scene, extra: &[&str]) -> (PathBuf, PathBuf) {
     let (key, public) = s.age_key("key.txt");
     let out = s.path("tiny.sqlite.zst.age");
     Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", db.display()))
+        .arg(sqlite::url(&db))
         .args(["-r", &public, "-o"])
         .arg(&out)
         .args(extra)
@@ -89,11 +87,8 @@ fn a_flipped_byte_is_reported_as_a_checksum_mismatch_with_the_sidecar() {
     std::fs::write(&art, &b).unwrap();
     verify_with(&art, &key)
         .args(["--level", "quick"])
-        .fails_with_code(1)
-        .stderr_has("sha256 mismatch");
-    verify_with(&art, &key)
-        .fails_with_code(1)
-        .stderr_has("sha256 mismatch");
+        .fails_with(1, "sha256 mismatch");
+    verify_with(&art, &key).fails_with(1, "sha256 mismatch");
 }
 
 #[test]
@@ -110,7 +105,7 @@ fn truncation_fails_at_every_layer() {
     ] {
         let art = s.path(&format!("a-{compress}-{enc}"));
         let mut cmd = Cmd::tool("dbsnap")
-            .arg(format!("sqlite:{}", s.path("app.db").display()))
+            .arg(sqlite::url(&s.path("app.db")))
             .args(["--compress", compress, "-o"])
             .arg(&art);
         if enc {
@@ -127,9 +122,7 @@ fn truncation_fails_at_every_layer() {
         );
         // And with the sidecar: a truncated file is a checksum mismatch too.
         std::fs::write(&art, &b[..b.len() - 1]).unwrap();
-        verify_with(&art, &key)
-            .fails_with_code(1)
-            .stderr_has("sha256 mismatch");
+        verify_with(&art, &key).fails_with(1, "sha256 mismatch");
     }
 }
 
@@ -139,9 +132,7 @@ fn a_wrong_identity_says_the_keys_do_not_match() {
     let (art, _) = tiny_artifact(&s, &[]);
     let (other, _) = s.age_key("other.txt");
     // A key problem says nothing about the artifact: exit 2, not 1.
-    verify_with(&art, &other)
-        .fails_with_code(2)
-        .stderr_has("none of the given identities matches");
+    verify_with(&art, &other).fails_with(2, "none of the given identities matches");
 }
 
 #[test]
@@ -150,13 +141,11 @@ fn a_missing_identity_is_a_usage_error_naming_the_flag() {
     let (art, _) = tiny_artifact(&s, &[]);
     Cmd::tool("dbverify")
         .arg(&art)
-        .fails_with_code(2)
-        .stderr_has("-i/--identity");
+        .fails_with(2, "-i/--identity");
     Cmd::tool("dbverify")
         .arg(&art)
         .args(["-i", "/nonexistent/key.txt"])
-        .fails_with_code(2)
-        .stderr_has("cannot read identity file");
+        .fails_with(2, "cannot read identity file");
 }
 
 #[test]
@@ -169,8 +158,7 @@ fn quick_without_a_checksum_is_a_usage_error() {
         .arg("-i")
         .arg(&key)
         .stdin(b.clone())
-        .fails_with_code(2)
-        .stderr_has("--sha256");
+        .fails_with(2, "--sha256");
     let sum = dbsafe_tests::sha256_file(&art);
     Cmd::tool("dbverify")
         .args(["-", "--level", "quick", "--sha256", &sum])
@@ -194,8 +182,7 @@ fn a_missing_artifact_is_not_found() {
         .arg("--store")
         .arg(s.path("nostore"))
         .arg("--latest")
-        .fails_with_code(3)
-        .stderr_has("does not exist");
+        .fails_with(3, "does not exist");
 }
 
 #[test]
@@ -205,31 +192,26 @@ fn store_verification_records_verify_json_for_each_artifact() {
     sqlite::sample(&s.path("crm.db"), 30);
     let (key, public) = s.age_key("key.txt");
     for db in ["app.db", "app.db", "crm.db"] {
-        snap_to_store(format!("sqlite:{}", s.path(db).display()), s.path("store"))
+        snap_to_store(sqlite::url(&s.path(db)), s.path("store"))
             .args(["-r", &public])
             .succeeds();
         // Artifact names are stamped to the second.
         next_second();
     }
-    let latest = Cmd::tool("dbverify")
-        .arg("--store")
-        .arg(s.path("store"))
-        .arg("--latest")
-        .arg("-i")
-        .arg(&key)
-        .arg("--json")
-        .succeeds()
-        .json();
+    let verify_store = |which: &str| {
+        Cmd::tool("dbverify")
+            .arg("--store")
+            .arg(s.path("store"))
+            .arg(which)
+            .arg("-i")
+            .arg(&key)
+            .arg("--json")
+            .succeeds()
+            .json()
+    };
+    let latest = verify_store("--latest");
     assert_eq!(latest.as_array().unwrap().len(), 2, "one per series");
-    let all = Cmd::tool("dbverify")
-        .arg("--store")
-        .arg(s.path("store"))
-        .arg("--all")
-        .arg("-i")
-        .arg(&key)
-        .arg("--json")
-        .succeeds()
-        .json();
+    let all = verify_store("--all");
     assert_eq!(all.as_array().unwrap().len(), 3);
     for art in dbsafe_tests::artifacts(&s.path("store")) {
         let v: serde_json::Value = serde_json::from_slice(
@@ -264,17 +246,11 @@ fn restore_level_compares_row_counts_with_the_metadata() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 40);
     let art = s.path("a.sqlite.zst");
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
-        .arg("-o")
-        .arg(&art)
-        .succeeds();
+    snap_to_file(sqlite::url(&s.path("app.db")), &art).succeeds();
     // Metadata that disagrees with the payload lowers the integrity score.
-    let meta_path = s.path("a.sqlite.zst.meta.json");
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
-    meta["tables"][0]["rows"] = serde_json::json!(999);
-    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    edit_meta(&art, |meta| {
+        meta["tables"][0]["rows"] = serde_json::json!(999)
+    });
     let r = Cmd::tool("dbverify")
         .arg(&art)
         .args(["--level", "restore", "--json"])
@@ -296,7 +272,7 @@ fn dbverify_and_dbrestore_show_progress_on_a_terminal_only() {
     sqlite::blobs(&db, 64);
     let art = s.path("big.sqlite");
     Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", db.display()))
+        .arg(sqlite::url(&db))
         .args(["--compress", "none", "-o"])
         .arg(&art)
         .succeeds();
@@ -336,11 +312,7 @@ fn dbverify_and_dbrestore_show_progress_on_a_terminal_only() {
         "{:?}",
         r.stderr()
     );
-    let r = Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(format!("sqlite:{}", s.path("r2.db").display()))
-        .succeeds();
+    let r = restore_file(&art, sqlite::url(&s.path("r2.db"))).succeeds();
     assert!(
         !r.stderr().contains('\r') && !r.stderr().contains("\x1b["),
         "{:?}",

@@ -4,8 +4,8 @@
 
 use dbsafe_tests::dir::{describe, diff_r, sample_tree, Trees};
 use dbsafe_tests::{
-    artifacts, meta_of, restore_file, scenarios, snap_to_file, snap_to_store, temporaries, Cmd,
-    Scene,
+    artifacts, meta_of, restore_file, scenarios, snap_fails_leaving_nothing, snap_to_file,
+    snap_to_store, temporaries, verify_full_json, Cmd, Scene,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -161,33 +161,26 @@ fn archives_that_would_write_outside_the_target_are_refused_by_dbverify_and_dbre
     for (name, bytes, escape) in &cases {
         let art = s.path(&format!("{name}.tar"));
         std::fs::write(&art, bytes).expect("write");
-        let r = Cmd::tool("dbverify")
-            .args(["--level", "full", "--json"])
-            .arg(&art)
-            .fails_with_code(1);
+        let r = verify_full_json(&art).fails_with_code(1);
         assert!(
             r.stdout().contains("outside the target"),
             "{name}: {}",
             r.stdout()
         );
         let target = jail.join(name);
-        restore_file(&art, url(&target))
-            .fails_with_code(1)
-            .stderr_has("failed verification");
+        restore_file(&art, url(&target)).fails_with(1, "failed verification");
         Cmd::tool("dbrestore")
             .arg(&art)
             .args(["--skip-verify", "--target"])
             .arg(url(&target))
-            .fails_with_code(1)
-            .stderr_has("outside the target");
+            .fails_with(1, "outside the target");
         // From stdin too, where nothing is verified first.
         Cmd::tool("dbrestore")
             .arg("-")
             .stdin_file(&art)
             .arg("--target")
             .arg(url(&target))
-            .fails_with_code(1)
-            .stderr_has("outside the target");
+            .fails_with(1, "outside the target");
         assert!(!escape.exists(), "{name}: {} was written", escape.display());
         assert!(!target.exists(), "{name}: the target was created");
     }
@@ -282,12 +275,7 @@ fn a_file_that_changes_while_it_is_read_is_reported() {
 #[test]
 fn a_missing_source_directory_fails_and_leaves_nothing() {
     let s = Scene::new();
-    let out = s.path("x.tar.zst");
-    snap_to_file(url(&s.path("nope")), &out)
-        .fails_with_code(1)
-        .stderr_has("cannot be read");
-    assert!(!out.exists());
-    assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
+    snap_fails_leaving_nothing(&s, url(&s.path("nope")), "x.tar.zst", "cannot be read");
 }
 
 #[test]

@@ -4,8 +4,9 @@
 
 use dbsafe_tests::duckdb::{self as duck, checksums, fixture, wal, DuckDb};
 use dbsafe_tests::{
-    artifacts, meta_counts, meta_of, restore_file, rows_of, scenarios, snap_to_file, snap_to_store,
-    temporaries, wait_until, Cmd, Scene,
+    artifacts, meta_counts, meta_of, restore_file, restore_table_over, rows_of, scenarios,
+    snap_fails_leaving_nothing, snap_to_file, snap_to_store, temporaries, verify_full_json,
+    wait_until, Cmd, Scene,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,21 @@ dbsafe_tests::engine_scenarios!(DuckDb::start());
 
 fn url(p: &Path) -> String {
     format!("duckdb:{}", p.display())
+}
+
+/// `NAME.duckdb` in the scene, holding the sample with `rows` rows.
+fn sample(s: &Scene, name: &str, rows: u64) -> PathBuf {
+    let db = s.path(&format!("{name}.duckdb"));
+    fixture(&db, rows);
+    db
+}
+
+/// A sample `NAME.duckdb` and its snapshot `NAME.duckdb.zst`.
+fn snapshot(s: &Scene, name: &str, rows: u64) -> (PathBuf, PathBuf) {
+    let db = sample(s, name, rows);
+    let art = s.path(&format!("{name}.duckdb.zst"));
+    snap_to_file(url(&db), &art).succeeds();
+    (db, art)
 }
 
 /// A `duckdb` process that holds `db` open for writing until dropped: its
@@ -103,8 +119,7 @@ fn backup_verifies_at_every_level_and_restores_identically() {
 #[test]
 fn writes_still_only_in_the_wal_are_in_the_snapshot() {
     let s = Scene::new();
-    let db = s.path("wal.duckdb");
-    fixture(&db, 100);
+    let db = sample(&s, "wal", 100);
     // Committed, but left in the WAL: no checkpoint, not even at exit.
     duck::sql(
         &db,
@@ -152,18 +167,13 @@ fn writes_still_only_in_the_wal_are_in_the_snapshot() {
 #[test]
 fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     let s = Scene::new();
-    let db = s.path("held.duckdb");
-    fixture(&db, 100);
-    let other = s.path("other.duckdb");
-    fixture(&other, 10);
-    let art = s.path("other.duckdb.zst");
-    snap_to_file(url(&other), &art).succeeds();
+    let db = sample(&s, "held", 100);
+    let (_, art) = snapshot(&s, "other", 10);
 
     let writer = Writer::start(&db);
     let out = s.path("held.duckdb.zst");
     let r = snap_to_file(url(&db), &out)
-        .fails_with_code(1)
-        .stderr_has("held open for writing")
+        .fails_with(1, "held open for writing")
         .stderr_has(&format!("process {}", writer.pid()))
         .stderr_has("hint:");
     assert!(!out.exists(), "a refused snapshot left {}", out.display());
@@ -177,8 +187,7 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     let before = std::fs::read(&db).expect("db");
     restore_file(&art, url(&db))
         .args(["--yes", "--no-safety-backup"])
-        .fails_with_code(4)
-        .stderr_has("held open for writing");
+        .fails_with(4, "held open for writing");
     assert_eq!(std::fs::read(&db).expect("db"), before);
     drop(writer);
 
@@ -190,18 +199,12 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
 #[test]
 fn table_option_restores_only_that_table() {
     let s = Scene::new();
-    let db = s.path("shop.duckdb");
-    fixture(&db, 200);
-    let art = s.path("shop.duckdb.zst");
-    snap_to_file(url(&db), &art).succeeds();
-    let target = s.path("target.duckdb");
-    fixture(&target, 20);
+    let (db, art) = snapshot(&s, "shop", 200);
+    let target = sample(&s, "target", 20);
     duck::sql(&target, "DELETE FROM inventory.items;\n");
     let before = checksums(&target);
 
-    restore_file(&art, url(&target))
-        .args(["--table", "inventory.items", "--yes", "--no-safety-backup"])
-        .succeeds();
+    restore_table_over(&art, url(&target), "inventory.items").succeeds();
     let after = checksums(&target);
     let of = |v: &[(String, String)], t: &str| v.iter().find(|(n, _)| n == t).cloned();
     assert_eq!(
@@ -212,17 +215,13 @@ fn table_option_restores_only_that_table() {
         assert_eq!(of(&after, t), of(&before, t), "{t} was touched");
     }
 
-    restore_file(&art, url(&target))
-        .args(["--table", "nope", "--yes", "--no-safety-backup"])
-        .fails_with_code(3)
-        .stderr_has("not in the backup");
+    restore_table_over(&art, url(&target), "nope").fails_with(3, "not in the backup");
 }
 
 #[test]
 fn snapshots_of_a_store_are_verified_and_pruned() {
     let s = Scene::new();
-    let db = s.path("shop.duckdb");
-    fixture(&db, 50);
+    let db = sample(&s, "shop", 50);
     let store = s.path("store");
     for _ in 0..3 {
         snap_to_store(url(&db), &store).succeeds();
@@ -253,8 +252,7 @@ fn snapshots_of_a_store_are_verified_and_pruned() {
 #[test]
 fn a_missing_duckdb_cli_is_named_with_its_package() {
     let s = Scene::new();
-    let db = s.path("x.duckdb");
-    fixture(&db, 1);
+    let db = sample(&s, "x", 1);
     let empty = s.path("empty-path");
     std::fs::create_dir(&empty).expect("dir");
     Cmd::tool("dbsnap")
@@ -262,8 +260,7 @@ fn a_missing_duckdb_cli_is_named_with_its_package() {
         .arg(url(&db))
         .arg("-o")
         .arg(s.path("x.duckdb.zst"))
-        .fails_with_code(2)
-        .stderr_has("duckdb is not installed")
+        .fails_with(2, "duckdb is not installed")
         .stderr_has("duckdb-cli");
     assert!(!s.path("x.duckdb.zst").exists());
 }
@@ -271,19 +268,19 @@ fn a_missing_duckdb_cli_is_named_with_its_package() {
 #[test]
 fn a_missing_source_fails_and_leaves_nothing() {
     let s = Scene::new();
-    let out = s.path("x.duckdb.zst");
-    snap_to_file(url(&s.path("nope.duckdb")), &out)
-        .fails_with_code(1)
-        .stderr_has("does not exist");
-    assert!(!out.exists());
+    snap_fails_leaving_nothing(
+        &s,
+        url(&s.path("nope.duckdb")),
+        "x.duckdb.zst",
+        "does not exist",
+    );
     assert!(!s.path("nope.duckdb").exists(), "dbsnap created the source");
 }
 
 #[test]
 fn a_damaged_payload_fails_full_verification() {
     let s = Scene::new();
-    let db = s.path("shop.duckdb");
-    fixture(&db, 2000);
+    let db = sample(&s, "shop", 2000);
     let raw = s.path("raw.duckdb");
     Cmd::tool("dbsnap")
         .arg(url(&db))
@@ -297,9 +294,6 @@ fn a_damaged_payload_fails_full_verification() {
     }
     let bad = s.path("bad.duckdb");
     std::fs::write(&bad, &bytes).expect("write");
-    let r = Cmd::tool("dbverify")
-        .args(["--level", "full", "--json"])
-        .arg(&bad)
-        .fails_with_code(1);
+    let r = verify_full_json(&bad).fails_with_code(1);
     assert_eq!(r.json()[0]["result"], "fail", "{}", r.stdout());
 }

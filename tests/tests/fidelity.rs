@@ -4,7 +4,7 @@
 
 use dbsafe_tests::pg::Cluster;
 use dbsafe_tests::testdb::TestDb;
-use dbsafe_tests::{sqlite, Cmd, Scene};
+use dbsafe_tests::{restore_file, snap_to_file, sqlite, Cmd, Scene};
 
 const FIXTURE: &str = include_str!("../fixtures/pg_rich.sql");
 
@@ -40,11 +40,7 @@ fn rich_source() -> (Scene, Cluster, std::path::PathBuf) {
     let src = Cluster::start();
     src.psql("postgres", FIXTURE);
     let artifact = s.path("shop.pgdump.zst");
-    Cmd::tool("dbsnap")
-        .arg(src.url("shop"))
-        .arg("-o")
-        .arg(&artifact)
-        .succeeds();
+    snap_to_file(src.url("shop"), &artifact).succeeds();
     (s, src, artifact)
 }
 
@@ -70,10 +66,7 @@ fn a_postgres_snapshot_restores_into_a_fresh_cluster_with_its_roles_owners_grant
             .is_empty(),
         "the fresh cluster has none of the roles"
     );
-    Cmd::tool("dbrestore")
-        .arg(&artifact)
-        .arg("--target")
-        .arg(fresh.url("shop"))
+    restore_file(&artifact, fresh.url("shop"))
         .arg("--create")
         .succeeds();
     // The schema with owners, grants, default privileges, database settings and comment.
@@ -159,13 +152,9 @@ fn a_postgres_snapshot_restores_into_a_fresh_cluster_with_its_roles_owners_grant
 fn restore_verification_against_a_fresh_cluster_passes_and_fails_naming_the_role_without_roles() {
     let (_s, _src, artifact) = rich_source();
     let fresh = Cluster::start();
-    Cmd::tool("dbrestore")
-        .arg(&artifact)
-        .arg("--target")
-        .arg(fresh.url("shop"))
+    restore_file(&artifact, fresh.url("shop"))
         .args(["--create", "--no-roles"])
-        .fails_with_code(1)
-        .stderr_has("role \"app_owner\" does not exist");
+        .fails_with(1, "role \"app_owner\" does not exist");
     assert_eq!(
         fresh.scalar(
             "postgres",
@@ -202,10 +191,7 @@ fn restore_verification_against_a_fresh_cluster_passes_and_fails_naming_the_role
 fn no_owner_restores_everything_owned_by_the_connecting_role() {
     let (_s, _src, artifact) = rich_source();
     let fresh = Cluster::start();
-    Cmd::tool("dbrestore")
-        .arg(&artifact)
-        .arg("--target")
-        .arg(fresh.url("shop"))
+    restore_file(&artifact, fresh.url("shop"))
         .args(["--create", "--no-owner"])
         .succeeds();
     assert_eq!(
@@ -231,16 +217,9 @@ fn sqlite_restores_keep_the_journal_mode_header_and_file_mode() {
     drop(conn);
     std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let artifact = s.path("app.sqlite.zst");
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", db.display()))
-        .arg("-o")
-        .arg(&artifact)
-        .succeeds();
+    snap_to_file(sqlite::url(&db), &artifact).succeeds();
     let restored = s.path("restored.db");
-    Cmd::tool("dbrestore")
-        .arg(&artifact)
-        .arg("--target")
-        .arg(format!("sqlite:{}", restored.display()))
+    restore_file(&artifact, sqlite::url(&restored))
         .arg("--create")
         .succeeds();
     let header = |p: &std::path::Path| {
@@ -302,15 +281,8 @@ fn a_mariadb_database_comes_back_with_its_charset_routines_triggers_events_and_v
     );
     let s = Scene::new();
     let artifact = s.path("shop.sql.zst");
-    Cmd::tool("dbsnap")
-        .arg(m.url("shop"))
-        .arg("-o")
-        .arg(&artifact)
-        .succeeds();
-    Cmd::tool("dbrestore")
-        .arg(&artifact)
-        .arg("--target")
-        .arg(m.url("shop_copy"))
+    snap_to_file(m.url("shop"), &artifact).succeeds();
+    restore_file(&artifact, m.url("shop_copy"))
         .arg("--create")
         .succeeds();
     assert_eq!(
@@ -338,8 +310,7 @@ fn an_unreachable_scratch_server_is_could_not_verify_not_a_broken_backup() {
         .arg(&artifact)
         .args(["--level", "restore", "--scratch"])
         .arg(format!("postgres://postgres@127.0.0.1:{port}/"))
-        .fails_with_code(2)
-        .stderr_has("could not verify");
+        .fails_with(2, "could not verify");
     let rec: serde_json::Value = serde_json::from_slice(
         &std::fs::read(format!("{}.verify.json", artifact.display())).unwrap(),
     )

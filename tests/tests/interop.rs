@@ -29,7 +29,7 @@ fn age_and_zstd_clis_restore_a_dbsnap_artifact() {
     sqlite::sample(&s.path("app.db"), 300);
     let (key, public) = s.age_key("key.txt");
     Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .arg(sqlite::url(&s.path("app.db")))
         .args(["-r", &public, "-o"])
         .arg(s.path("a.sqlite.zst.age"))
         .succeeds();
@@ -46,7 +46,7 @@ fn age_and_gzip_clis_restore_a_gzip_artifact() {
     sqlite::sample(&s.path("app.db"), 300);
     let (key, public) = s.age_key("key.txt");
     Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .arg(sqlite::url(&s.path("app.db")))
         .args(["--compress", "gzip", "-r", &public, "-o"])
         .arg(s.path("a.sqlite.gz.age"))
         .succeeds();
@@ -83,7 +83,7 @@ fn age_cli_decrypts_a_passphrase_artifact() {
     sqlite::sample(&s.path("app.db"), 300);
     let pass = s.write("pass.txt", "tr0ub4dor & three\n");
     Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .arg(sqlite::url(&s.path("app.db")))
         .arg("--passphrase-file")
         .arg(&pass)
         .arg("-o")
@@ -112,7 +112,7 @@ fn sha256sum_accepts_every_sidecar_in_a_store() {
         ("app.db", vec!["--compress", "none", "--env", "staging"]),
     ] {
         Cmd::tool("dbsnap")
-            .arg(format!("sqlite:{}", s.path(db).display()))
+            .arg(sqlite::url(&s.path(db)))
             .args(["--to"])
             .arg(s.path("store"))
             .args(["-r", &public])
@@ -139,7 +139,7 @@ fn sqlite3_reads_an_unencrypted_uncompressed_artifact_directly() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 300);
     Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .arg(sqlite::url(&s.path("app.db")))
         .args(["--compress", "none", "-o"])
         .arg(s.path("a.sqlite"))
         .succeeds();

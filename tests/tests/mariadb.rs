@@ -4,9 +4,9 @@
 use dbsafe_tests::mariadb::Server;
 use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{
-    meta_counts, restore_file, rows_of, scenarios, snap_to_file, temporaries, Cmd, Scene,
+    meta_counts, restore_file, restore_table_over, rows_of, scenarios, snap_fails_leaving_nothing,
+    snap_to_file, verify_full_json, Cmd, Scene,
 };
-use std::path::PathBuf;
 
 dbsafe_tests::server_scenarios!(Server::start());
 
@@ -60,9 +60,7 @@ fn table_option_restores_only_that_table() {
     // Into a non-empty database: only the named table is replaced.
     m.sql("part", "DELETE FROM customers WHERE id > 10;");
     m.sql("shop", "CREATE TABLE untouched(x INT);");
-    restore_file(&art, m.url("part"))
-        .args(["--table", "odd name, (x)", "--yes", "--no-safety-backup"])
-        .succeeds();
+    restore_table_over(&art, m.url("part"), "odd name, (x)").succeeds();
     assert_eq!(
         m.counts("part"),
         vec![
@@ -71,10 +69,7 @@ fn table_option_restores_only_that_table() {
         ]
     );
 
-    restore_file(&art, m.url("part"))
-        .args(["--table", "nope", "--yes", "--no-safety-backup"])
-        .fails_with_code(3)
-        .stderr_has("not in the backup");
+    restore_table_over(&art, m.url("part"), "nope").fails_with(3, "not in the backup");
 }
 
 #[test]
@@ -91,10 +86,7 @@ fn a_truncated_dump_fails_verification_and_is_not_restored() {
     let bytes = std::fs::read(&full).expect("dump");
     let cut = s.path("cut.sql");
     std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).expect("write");
-    let r = Cmd::tool("dbverify")
-        .args(["--level", "full", "--json"])
-        .arg(&cut)
-        .fails_with_code(1);
+    let r = verify_full_json(&cut).fails_with_code(1);
     assert!(
         r.stdout().contains("Dump completed"),
         "the report does not say the dump is incomplete:\n{}",
@@ -102,8 +94,7 @@ fn a_truncated_dump_fails_verification_and_is_not_restored() {
     );
     restore_file(&cut, m.url("cut"))
         .arg("--create")
-        .fails_with_code(1)
-        .stderr_has("failed verification");
+        .fails_with(1, "failed verification");
     assert!(!m.databases().contains(&"cut".to_string()));
 }
 
@@ -111,12 +102,7 @@ fn a_truncated_dump_fails_verification_and_is_not_restored() {
 fn a_missing_source_database_fails_and_leaves_nothing() {
     let s = Scene::new();
     let m = Server::start();
-    let out = s.path("nope.sql.zst");
-    snap_to_file(m.url("nope"), &out)
-        .fails_with_code(1)
-        .stderr_has("Unknown database");
-    assert!(!out.exists());
-    assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
+    snap_fails_leaving_nothing(&s, m.url("nope"), "nope.sql.zst", "Unknown database");
 }
 
 #[test]
@@ -130,8 +116,7 @@ fn a_missing_client_tool_is_named_with_its_package() {
         .arg(url)
         .arg("-o")
         .arg(s.path("x.sql.zst"))
-        .fails_with_code(2)
-        .stderr_has("mariadb-dump is not installed")
+        .fails_with(2, "mariadb-dump is not installed")
         .stderr_has("mariadb-client");
     s.write("a.sql", "-- MariaDB dump\n-- Dump completed\n");
     Cmd::tool("dbrestore")
@@ -139,7 +124,6 @@ fn a_missing_client_tool_is_named_with_its_package() {
         .arg(s.path("a.sql"))
         .arg("--target")
         .arg(url)
-        .fails_with_code(2)
-        .stderr_has("mariadb is not installed")
+        .fails_with(2, "mariadb is not installed")
         .stderr_has("mariadb-client");
 }

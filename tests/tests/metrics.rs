@@ -1,6 +1,6 @@
 //! Prometheus metrics: a textfile every tool merges into, promtool-clean, and a real Pushgateway.
 
-use dbsafe_tests::{require, snap_to_store, sqlite, wait_until, Cmd, Scene};
+use dbsafe_tests::{require, snap_to_file, snap_to_store, sqlite, wait_until, Cmd, Scene};
 use std::time::Duration;
 
 fn promtool_accepts(path: &std::path::Path) {
@@ -15,8 +15,7 @@ fn every_tool_merges_its_series_into_one_promtool_clean_textfile() {
     let store = s.path("store");
     let prom = s.path("textfile/dbsafe.prom");
     let snap = |db: &str| {
-        snap_to_store(format!("sqlite:{}", s.path(db).display()), &store)
-            .env("DBSAFE_METRICS_FILE", &prom)
+        snap_to_store(sqlite::url(&s.path(db)), &store).env("DBSAFE_METRICS_FILE", &prom)
     };
     snap("app.db").args(["--env", "production"]).succeeds();
     // A failed backup counts, and never erases the last success.
@@ -88,10 +87,7 @@ fn a_push_reaches_a_real_pushgateway_and_a_dead_one_only_warns() {
     wait_until("the pushgateway to start", Duration::from_secs(20), || {
         get().out.status.success()
     });
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
-        .arg("-o")
-        .arg(s.path("a.sqlite.zst"))
+    snap_to_file(sqlite::url(&s.path("app.db")), s.path("a.sqlite.zst"))
         .args(["--env", "staging", "--pushgateway", &url])
         .succeeds();
     let metrics = get().stdout();
@@ -110,10 +106,7 @@ fn a_push_reaches_a_real_pushgateway_and_a_dead_one_only_warns() {
     child.kill().ok();
     child.wait().ok();
     // The gateway is gone: the backup still succeeds, with a warning.
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
-        .arg("-o")
-        .arg(s.path("b.sqlite.zst"))
+    snap_to_file(sqlite::url(&s.path("app.db")), s.path("b.sqlite.zst"))
         .args(["--pushgateway", &url])
         .succeeds()
         .stderr_has("cannot push metrics");

@@ -1,7 +1,7 @@
 //! The monitoring that ships with dbsafe: the alert rules load, and each
 //! alert fires from series with the names and labels the tools write.
 
-use dbsafe_tests::{require, sqlite, Cmd, Scene};
+use dbsafe_tests::{edit_meta, require, snap_to_store, sqlite, Cmd, Scene};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -90,10 +90,7 @@ fn every_alert_fires_from_the_series_the_tools_write() {
     let store = s.path("store");
     let prom = s.path("dbsafe.prom");
     let snap = |db: &str| {
-        Cmd::tool("dbsnap")
-            .arg(format!("sqlite:{}", s.path(db).display()))
-            .arg("--to")
-            .arg(&store)
+        snap_to_store(sqlite::url(&s.path(db)), &store)
             .args(["--env", "production"])
             .env("DBSAFE_METRICS_FILE", &prom)
     };
@@ -115,13 +112,11 @@ fn every_alert_fires_from_the_series_the_tools_write() {
         .env("DBSAFE_METRICS_FILE", &prom)
         .succeeds();
     // A restore drill of a backup whose recorded row counts are wrong fails.
-    let meta_path = PathBuf::from(format!("{}.meta.json", artifact.display()));
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta_path).expect("metadata")).unwrap();
-    for t in meta["tables"].as_array_mut().expect("tables") {
-        t["rows"] = serde_json::json!(999_999);
-    }
-    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    edit_meta(&artifact, |meta| {
+        for t in meta["tables"].as_array_mut().expect("tables") {
+            t["rows"] = serde_json::json!(999_999);
+        }
+    });
     Cmd::tool("dbverify")
         .arg(&artifact)
         .args(["--level", "restore"])

@@ -4,8 +4,9 @@
 use dbsafe_tests::pg::Cluster;
 use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{
-    argv_containing, artifacts, bin, free_port, meta_counts, require, restore_file, scenarios,
-    snap_to_file, snap_to_store, temporaries, wait_until, Cmd, Scene,
+    argv_containing, artifacts, bin, free_port, meta_counts, require, restore_file,
+    restore_table_over, scenarios, snap_fails_leaving_nothing, snap_to_file, snap_to_store,
+    temporaries, wait_until, Cmd, Scene,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,19 +59,13 @@ fn an_unreachable_server_fails_with_the_connection_error() {
     let s = Scene::new();
     let port = free_port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/shop");
-    let out = s.path("x.pgdump.zst");
-    snap_to_file(&url, &out)
-        .fails_with_code(1)
-        .stderr_has("Connection refused")
+    snap_fails_leaving_nothing(&s, &url, "x.pgdump.zst", "Connection refused")
         .stderr_has(&port.to_string());
-    assert!(!out.exists(), "a failed snapshot left {}", out.display());
-    assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
 
     s.write("a.pgdump", "PGDMP");
     restore_file(s.path("a.pgdump"), &url)
         .arg("--create")
-        .fails_with_code(1)
-        .stderr_has("Connection refused");
+        .fails_with(1, "Connection refused");
 }
 
 #[test]
@@ -90,8 +85,7 @@ fn a_missing_client_tool_is_named_with_its_package() {
         .arg(&url)
         .arg("-o")
         .arg(s.path("x.pgdump.zst"))
-        .fails_with_code(2)
-        .stderr_has("pg_dump is not installed")
+        .fails_with(2, "pg_dump is not installed")
         .stderr_has("postgresql-client");
 
     let empty = s.path("empty");
@@ -102,8 +96,7 @@ fn a_missing_client_tool_is_named_with_its_package() {
         .arg(s.path("a.pgdump"))
         .arg("--target")
         .arg(&url)
-        .fails_with_code(2)
-        .stderr_has("psql is not installed")
+        .fails_with(2, "psql is not installed")
         .stderr_has("postgresql-client");
 }
 
@@ -130,9 +123,7 @@ fn table_option_restores_only_that_table() {
     assert_eq!(customers("part"), customers("shop"));
 
     // A table in another schema, into the same (now non-empty) database.
-    restore_file(&art, pg.url("part"))
-        .args(["--table", "shop.items", "--yes", "--no-safety-backup"])
-        .succeeds();
+    restore_table_over(&art, pg.url("part"), "shop.items").succeeds();
     assert_eq!(
         pg.counts("part"),
         vec![

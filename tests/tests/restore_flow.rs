@@ -2,7 +2,7 @@
 //! the same rule, proves a restore the same way and names what it writes
 //! through the artifact-name module.
 
-use dbsafe_tests::{sqlite, Cmd, Scene};
+use dbsafe_tests::{restore_file, restore_with, sqlite, verify_with, Cmd, Scene};
 use std::path::PathBuf;
 
 /// A SQLite artifact encrypted to a fresh key, with its sidecars; returns it and the key.
@@ -11,7 +11,7 @@ fn artifact(s: &Scene) -> (PathBuf, PathBuf) {
     let (key, public) = s.age_key("key.txt");
     let art = s.path("a.sqlite.zst.age");
     Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .arg(sqlite::url(&s.path("app.db")))
         .args(["-r", &public, "-o"])
         .arg(&art)
         .succeeds();
@@ -27,22 +27,11 @@ fn an_invalid_sha256_sidecar_is_an_error_naming_it_in_dbverify_and_dbrestore() {
     let s = Scene::new();
     let (art, key) = artifact(&s);
     std::fs::write(sidecar(&art, "sha256"), "not a checksum\n").unwrap();
-    Cmd::tool("dbverify")
-        .arg(&art)
-        .arg("-i")
-        .arg(&key)
-        .fails_with_code(1)
-        .stderr_has("a.sqlite.zst.age.sha256: not a sha256sum line");
+    verify_with(&art, &key).fails_with(1, "a.sqlite.zst.age.sha256: not a sha256sum line");
     let target = s.path("restored.db");
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("-i")
-        .arg(&key)
-        .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+    restore_with(&art, &key, sqlite::url(&target))
         .arg("--skip-verify")
-        .fails_with_code(1)
-        .stderr_has("a.sqlite.zst.age.sha256: not a sha256sum line");
+        .fails_with(1, "a.sqlite.zst.age.sha256: not a sha256sum line");
     assert!(!target.exists(), "nothing was restored");
 }
 
@@ -56,15 +45,9 @@ fn a_checksum_mismatch_found_by_a_restore_without_verification_is_a_problem_afte
     )
     .unwrap();
     let target = s.path("restored.db");
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("-i")
-        .arg(&key)
-        .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+    restore_with(&art, &key, sqlite::url(&target))
         .arg("--skip-verify")
-        .fails_with_code(1)
-        .stderr_has("problem after restore: sha256 mismatch");
+        .fails_with(1, "problem after restore: sha256 mismatch");
     assert_eq!(
         sqlite::contents(&target),
         sqlite::contents(&s.path("app.db")),
@@ -81,12 +64,7 @@ fn a_safety_backup_in_a_safety_dir_is_a_named_artifact_that_verifies() {
     c.execute_batch("CREATE TABLE precious(x); INSERT INTO precious VALUES (1);")
         .unwrap();
     drop(c);
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("-i")
-        .arg(&key)
-        .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+    restore_with(&art, &key, sqlite::url(&target))
         .arg("--yes")
         .arg("--safety-dir")
         .arg(s.path("safety"))
@@ -104,10 +82,7 @@ fn a_safety_backup_in_a_safety_dir_is_a_named_artifact_that_verifies() {
         "{name}"
     );
     // Encrypted to the restored artifact's recipient, and whole.
-    let r = Cmd::tool("dbverify")
-        .arg(s.path("safety").join(name))
-        .arg("-i")
-        .arg(&key)
+    let r = verify_with(s.path("safety").join(name), &key)
         .args(["--level", "restore", "--json"])
         .succeeds();
     assert_eq!(r.json()[0]["tables"][0]["name"], "precious");
@@ -131,10 +106,7 @@ fn an_identity_only_in_the_config_file_decrypts_for_dbverify_and_dbrestore() {
         .env_remove("DBSAFE_IDENTITY_FILE")
         .succeeds();
     let target = s.path("restored.db");
-    Cmd::tool("dbrestore")
-        .arg(&art)
-        .arg("--target")
-        .arg(format!("sqlite:{}", target.display()))
+    restore_file(&art, sqlite::url(&target))
         .env("DBSAFE_CONFIG", &cfg)
         .env_remove("DBSAFE_IDENTITY_FILE")
         .succeeds();

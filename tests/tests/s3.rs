@@ -10,14 +10,10 @@ use std::time::Duration;
 
 const PREFIX: &str = "prod";
 
-fn db_url(path: &Path) -> String {
-    format!("sqlite:{}", path.display())
-}
-
 /// A database of incompressible blobs, `mb` MiB of them.
 /// `dbsnap` (as `cmd`) of the SQLite database `db` into `store`, uncompressed.
 fn snap_uncompressed(cmd: Cmd, db: &Path, store: &str) -> Cmd {
-    cmd.arg(db_url(db))
+    cmd.arg(sqlite::url(db))
         .args(["--to", store, "--compress", "none"])
 }
 
@@ -53,7 +49,7 @@ fn snapshot_verify_prune_restore_round_trip_on_s3_keeps_the_layout_and_standard_
     let snap = || {
         server
             .tool("dbsnap")
-            .arg(db_url(&db))
+            .arg(sqlite::url(&db))
             .args(["--to", &store, "-r", &public])
             .succeeds()
     };
@@ -150,7 +146,7 @@ fn snapshot_verify_prune_restore_round_trip_on_s3_keeps_the_layout_and_standard_
         .args(["--store", &store, "--latest", "--yes", "-i"])
         .arg(&key)
         .arg("--target")
-        .arg(db_url(&target))
+        .arg(sqlite::url(&target))
         .succeeds();
     assert_eq!(sqlite::counts(&target), sqlite::counts(&db));
 
@@ -403,10 +399,9 @@ fn a_second_writer_of_the_series_is_refused_with_exit_4() {
     // Reached directly, not through the proxy: still the same store, the same lock.
     server
         .tool("dbsnap")
-        .arg(db_url(&s.path("big.db")))
+        .arg(sqlite::url(&s.path("big.db")))
         .args(["--to", &server.url(PREFIX), "--compress", "none"])
-        .fails_with_code(4)
-        .stderr_has(&format!("pid {pid}"));
+        .fails_with(4, &format!("pid {pid}"));
 }
 
 #[test]
@@ -495,7 +490,7 @@ fn a_stalled_answer_times_out_and_is_retried() {
     sqlite::sample(&db, 50);
     server
         .tool_via("dbsnap", &proxy.endpoint())
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .args(["--to", &server.url(PREFIX)])
         .env("DBSAFE_S3_TIMEOUT", "1s")
         .succeeds()
@@ -524,7 +519,7 @@ fn service_unavailable_forever_fails_with_exit_1_naming_bucket_key_and_status() 
         let proxy = FaultProxy::start(server.port, Fault::Unavailable(filter.into()));
         let r = server
             .tool_via("dbsnap", &proxy.endpoint())
-            .arg(db_url(&db))
+            .arg(sqlite::url(&db))
             .args(["--to", &server.url(PREFIX)])
             .fails_with_code(1);
         let err = r.stderr();
@@ -557,8 +552,7 @@ fn parts_refused_forever_abort_the_multipart_upload() {
     let db = big_db(&s, "big.db", 12);
     snap_in_parts(&server, &proxy, &db)
         .env("DBSAFE_S3_RETRIES", "2")
-        .fails_with_code(1)
-        .stderr_has("upload part 1 of")
+        .fails_with(1, "upload part 1 of")
         .stderr_has("after 2 attempts");
     assert!(server.keys(PREFIX).is_empty(), "{:?}", server.keys(PREFIX));
     assert!(server.pending_uploads().is_empty());
@@ -573,7 +567,7 @@ fn a_wrong_secret_fails_with_exit_1_naming_the_key_id_and_never_the_secret() {
     let wrong = "wrong-secret-7f3a9c0d2b";
     let r = server
         .tool("dbsnap")
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .args(["--to", &server.url(PREFIX)])
         .env("AWS_SECRET_ACCESS_KEY", wrong)
         .fails_with_code(1);
@@ -586,7 +580,7 @@ fn a_wrong_secret_fails_with_exit_1_naming_the_key_id_and_never_the_secret() {
     // Readers too, with an unknown key id.
     server
         .tool("dbsnap")
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .args(["--to", &server.url(PREFIX)])
         .succeeds();
     let r = server
@@ -622,13 +616,11 @@ fn a_missing_bucket_or_an_empty_prefix_is_not_found() {
     server
         .tool("dbverify")
         .args(["--store", "s3://no-such-bucket/x", "--latest"])
-        .fails_with_code(3)
-        .stderr_has("bucket no-such-bucket does not exist");
+        .fails_with(3, "bucket no-such-bucket does not exist");
     server
         .tool("dbverify")
         .args(["--store", &server.url("mistyped"), "--latest"])
-        .fails_with_code(3)
-        .stderr_has("does not exist");
+        .fails_with(3, "does not exist");
     server
         .tool("dbverify")
         .args(["--store", "s3://Bad_Bucket/x", "--latest"])
@@ -650,7 +642,7 @@ fn credentials_come_from_an_aws_profile_as_the_aws_cli_reads_them() {
     sqlite::sample(&db, 20);
     server
         .tool("dbsnap")
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .args(["--to", &server.url(PREFIX)])
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
@@ -665,6 +657,5 @@ fn credentials_come_from_an_aws_profile_as_the_aws_cli_reads_them() {
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
         .env("AWS_PROFILE", "nobody")
-        .fails_with_code(2)
-        .stderr_has("profile nobody");
+        .fails_with(2, "profile nobody");
 }

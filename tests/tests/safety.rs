@@ -2,17 +2,15 @@
 //! it is protected as the backup being restored was, never shares a name,
 //! and never makes the store look unhealthy.
 
-use dbsafe_tests::{sqlite, store_artifact, Cmd, Scene};
+use dbsafe_tests::{
+    edit_meta, snap_to_file, snap_to_store, sqlite, store_artifact, verify_with, Cmd, Scene,
+};
 use std::path::{Path, PathBuf};
 
 fn age_header(p: &Path) -> bool {
     std::fs::read(p)
         .unwrap()
         .starts_with(b"age-encryption.org/v1")
-}
-
-fn db_url(p: &Path) -> String {
-    format!("sqlite:{}", p.display())
 }
 
 #[test]
@@ -22,10 +20,7 @@ fn a_safety_backup_in_the_store_is_encrypted_to_the_restored_backups_recipients(
     let db = s.path("app.db");
     sqlite::sample(&db, 30);
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(db_url(&db))
-        .arg("--to")
-        .arg(&store)
+    snap_to_store(sqlite::url(&db), &store)
         .args(["--env", "production", "-r", &public])
         .succeeds();
     sqlite::sample(&s.path("other.db"), 5);
@@ -36,7 +31,7 @@ fn a_safety_backup_in_the_store_is_encrypted_to_the_restored_backups_recipients(
         .args(["--latest", "--env", "production", "--yes", "-i"])
         .arg(&key)
         .arg("--target")
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .succeeds();
     let safety = store_artifact(&store, "production-safety_");
     assert!(
@@ -52,7 +47,7 @@ fn a_safety_backup_in_the_store_is_encrypted_to_the_restored_backups_recipients(
         .args(["--create", "-i"])
         .arg(&key)
         .arg("--target")
-        .arg(db_url(&back))
+        .arg(sqlite::url(&back))
         .succeeds();
     assert_eq!(sqlite::counts(&back), sqlite::counts(&s.path("other.db")));
     // The store stays healthy: safety backups are reported apart.
@@ -84,10 +79,7 @@ fn safety_backups_with_a_passphrase_are_encrypted_with_it_and_never_share_a_name
     let db = s.path("app.db");
     sqlite::sample(&db, 30);
     let artifact = s.path("app.sqlite.zst.age");
-    Cmd::tool("dbsnap")
-        .arg(db_url(&db))
-        .arg("-o")
-        .arg(&artifact)
+    snap_to_file(sqlite::url(&db), &artifact)
         .arg("--passphrase-file")
         .arg(&pass)
         .succeeds();
@@ -113,7 +105,7 @@ fn safety_backups_with_a_passphrase_are_encrypted_with_it_and_never_share_a_name
             .arg("--passphrase-file")
             .arg(&pass)
             .arg("--target")
-            .arg(db_url(&db))
+            .arg(sqlite::url(&db))
             .arg("--yes")
             .arg("--safety-dir")
             .arg(&dir)
@@ -152,10 +144,7 @@ fn encrypted_artifact(s: &Scene) -> (PathBuf, PathBuf) {
     let db = s.path("app.db");
     sqlite::sample(&db, 10);
     let artifact = s.path("app.sqlite.zst.age");
-    Cmd::tool("dbsnap")
-        .arg(db_url(&db))
-        .arg("-o")
-        .arg(&artifact)
+    snap_to_file(sqlite::url(&db), &artifact)
         .args(["-r", &public])
         .succeeds();
     (artifact, key)
@@ -171,11 +160,7 @@ fn record_of(artifact: &Path) -> serde_json::Value {
 fn verifying_a_file_with_sidecars_records_the_result_next_to_it() {
     let s = Scene::new();
     let (artifact, key) = encrypted_artifact(&s);
-    Cmd::tool("dbverify")
-        .arg(&artifact)
-        .arg("-i")
-        .arg(&key)
-        .succeeds();
+    verify_with(&artifact, &key).succeeds();
     let rec = record_of(&artifact);
     assert_eq!(rec["result"], "pass");
     assert_eq!(rec["level"], "full");
@@ -187,18 +172,9 @@ fn a_wrong_or_missing_key_is_recorded_as_could_not_verify_and_never_replaces_a_p
     let (artifact, key) = encrypted_artifact(&s);
     let (other, _) = s.age_key("other.txt");
     // Never verified: the record says it could not be verified, not that it is broken.
-    Cmd::tool("dbverify")
-        .arg(&artifact)
-        .arg("-i")
-        .arg(&other)
-        .fails_with_code(2)
-        .stderr_has("could not verify");
+    verify_with(&artifact, &other).fails_with(2, "could not verify");
     assert_eq!(record_of(&artifact)["result"], "could-not-verify");
-    Cmd::tool("dbverify")
-        .arg(&artifact)
-        .arg("-i")
-        .arg(&key)
-        .succeeds();
+    verify_with(&artifact, &key).succeeds();
     let pass = record_of(&artifact);
     assert_eq!(pass["result"], "pass");
     for wrong in [vec!["-i".to_string(), other.display().to_string()], vec![]] {
@@ -220,22 +196,11 @@ fn a_metadata_checksum_that_does_not_match_fails_full_verification_without_a_sha
     let s = Scene::new();
     let (artifact, key) = encrypted_artifact(&s);
     std::fs::remove_file(format!("{}.sha256", artifact.display())).unwrap();
-    Cmd::tool("dbverify")
-        .arg(&artifact)
-        .arg("-i")
-        .arg(&key)
-        .succeeds();
-    let meta_path = format!("{}.meta.json", artifact.display());
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
-    meta["checksum"] = serde_json::json!("0".repeat(64));
-    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
-    Cmd::tool("dbverify")
-        .arg(&artifact)
-        .arg("-i")
-        .arg(&key)
-        .fails_with_code(1)
-        .stderr_has("sha256 mismatch");
+    verify_with(&artifact, &key).succeeds();
+    edit_meta(&artifact, |meta| {
+        meta["checksum"] = serde_json::json!("0".repeat(64))
+    });
+    verify_with(&artifact, &key).fails_with(1, "sha256 mismatch");
 }
 
 #[test]
@@ -244,10 +209,7 @@ fn a_good_artifact_whose_record_cannot_be_written_still_verifies() {
     let (artifact, key) = encrypted_artifact(&s);
     // Something in the way of the record: the verification itself stands.
     std::fs::create_dir(format!("{}.verify.json", artifact.display())).unwrap();
-    Cmd::tool("dbverify")
-        .arg(&artifact)
-        .arg("-i")
-        .arg(&key)
+    verify_with(&artifact, &key)
         .succeeds()
         .stderr_has("could not be recorded");
 }
@@ -272,7 +234,7 @@ fn engines_never_share_a_series_for_latest_or_retention() {
     sqlite::sample(&db, 10);
     let store = s.path("store");
     Cmd::tool("dbsnap")
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .arg("--to")
         .arg(&store)
         .args(["--env", "production"])
@@ -295,7 +257,7 @@ fn engines_never_share_a_series_for_latest_or_retention() {
             "--create",
         ])
         .arg("--target")
-        .arg(db_url(&target))
+        .arg(sqlite::url(&target))
         .succeeds();
     assert_eq!(sqlite::counts(&target), sqlite::counts(&db));
     // Retention: each engine's series keeps its own newest.
@@ -388,7 +350,7 @@ fn a_timestamp_that_is_not_a_backup_stamp_is_a_usage_error() {
         .arg("--store")
         .arg(&store)
         .args(["--timestamp", "2025-01-18", "--target"])
-        .arg(db_url(&s.path("x.db")))
+        .arg(sqlite::url(&s.path("x.db")))
         .fails_with_code(2)
         .stderr_has("YYYYMMDD_HHMMSS");
 }
@@ -401,14 +363,14 @@ fn a_plain_safety_backup_beside_encrypted_backups_is_refused_unless_asked_for() 
     sqlite::sample(&db, 10);
     let store = s.path("store");
     Cmd::tool("dbsnap")
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .arg("--to")
         .arg(&store)
         .args(["--env", "production", "-r", &public])
         .succeeds();
     let plain = s.path("plain.sqlite.zst");
     Cmd::tool("dbsnap")
-        .arg(db_url(&db))
+        .arg(sqlite::url(&db))
         .arg("-o")
         .arg(&plain)
         .succeeds();
@@ -418,7 +380,7 @@ fn a_plain_safety_backup_beside_encrypted_backups_is_refused_unless_asked_for() 
             .arg("--store")
             .arg(&store)
             .args(["--env", "production", "--yes", "--target"])
-            .arg(db_url(&db))
+            .arg(sqlite::url(&db))
             .env_remove("DBSAFE_RECIPIENTS")
             .env_remove("DBSAFE_RECIPIENTS_FILE")
     };

@@ -96,7 +96,7 @@ fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
         .unwrap()
         .path();
     let holder = LockHolder::take(&lock);
-    run().fails_with_code(4).stderr_has("another backup");
+    run().fails_with(4, "another backup");
     holder.kill();
     // A failing step fails the job: a wrong identity cannot verify.
     let (other, _) = s.age_key("other.txt");
@@ -188,6 +188,5 @@ fn verify_restore_and_pitr_scripts_run_end_to_end() {
     with_env(Cmd::new(script("pitr.sh")))
         .args(["latest"])
         .arg(s.path("pgdata"))
-        .fails_with_code(3)
-        .stderr_has("no base backup");
+        .fails_with(3, "no base backup");
 }

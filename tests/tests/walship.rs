@@ -71,8 +71,7 @@ fn push_is_idempotent_for_identical_bytes_and_never_overwrites_different_ones() 
     let b = segment(&s, "b", 2);
     push(&store, &b, SEG)
         .args(["-r", &public])
-        .fails_with_code(1)
-        .stderr_has("different contents");
+        .fails_with(1, "different contents");
     assert_eq!(
         wal_dir_listing(&store),
         archived,
@@ -230,8 +229,7 @@ fn list_status_and_prune() {
     Cmd::tool("walship")
         .args(["status", "--max-lag", "500ms", "--from"])
         .arg(&store)
-        .fails_with_code(1)
-        .stderr_has("--max-lag");
+        .fails_with(1, "--max-lag");
     Cmd::tool("walship")
         .args(["prune", "--before", "000000010000000000000003", "--from"])
         .arg(&store)
