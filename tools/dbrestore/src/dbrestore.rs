@@ -134,18 +134,17 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let clock = Instant::now();
     let mut audit = AuditEntry::new("dbrestore", "restore", &artifact.describe(), &target.url());
     let audit_path = audit_path(&source, &safety);
-    let result = execute(
-        &args,
-        &cfg,
-        &log,
-        &keys,
-        &artifact,
-        meta.as_ref(),
-        target.as_ref(),
-        non_empty,
-        safety.as_ref(),
-        &tmpdir,
-    );
+    let result = Restoring {
+        args: &args,
+        cfg: &cfg,
+        log: &log,
+        keys: &keys,
+        artifact: &artifact,
+        meta: meta.as_ref(),
+        target: target.as_ref(),
+        tmpdir: &tmpdir,
+    }
+    .execute(non_empty, safety.as_ref());
     audit.duration_seconds = clock.elapsed().as_secs_f64();
     let (safety_name, problems, err) = match result {
         Ok((s, p)) => (s, p, None),
@@ -370,35 +369,51 @@ fn safety_encryption(
     Encryption::from_sources(&inline, &files, None)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn execute(
-    args: &cli::Cli,
-    cfg: &Config,
-    log: &Log,
-    keys: &Keyring,
-    artifact: &Artifact<'_>,
-    meta: Option<&Metadata>,
-    target: &dyn Engine,
-    non_empty: bool,
-    safety: Option<&SafetyDest>,
-    tmpdir: &std::path::Path,
-) -> Result<(Option<String>, Vec<String>)> {
-    if !args.skip_verify && !artifact.is_stdin() {
-        let rec = verify::verify(
+/// One restore: what it restores, into what, with which keys and settings.
+struct Restoring<'a> {
+    args: &'a cli::Cli,
+    cfg: &'a Config,
+    log: &'a Log,
+    keys: &'a Keyring,
+    artifact: &'a Artifact<'a>,
+    meta: Option<&'a Metadata>,
+    target: &'a dyn Engine,
+    tmpdir: &'a std::path::Path,
+}
+
+impl Restoring<'_> {
+    /// Verifies, confirms, takes the safety backup of a non-empty target, then
+    /// restores; returns where the safety backup went and the problems found.
+    fn execute(
+        &self,
+        non_empty: bool,
+        safety: Option<&SafetyDest>,
+    ) -> Result<(Option<String>, Vec<String>)> {
+        let Restoring {
+            args,
+            log,
+            keys,
             artifact,
-            &Settings {
-                level: Level::Full,
-                keys,
-                scratch: None,
-                tmpdir: tmpdir.to_path_buf(),
-                tool: "dbrestore",
-                wal: None,
-                no_roles: false,
-            },
-            Progress::hidden(),
-        )?;
-        if !rec.passed() {
-            return Err(Error::failed(format!(
+            target,
+            tmpdir,
+            ..
+        } = *self;
+        if !args.skip_verify && !artifact.is_stdin() {
+            let rec = verify::verify(
+                artifact,
+                &Settings {
+                    level: Level::Full,
+                    keys,
+                    scratch: None,
+                    tmpdir: tmpdir.to_path_buf(),
+                    tool: "dbrestore",
+                    wal: None,
+                    no_roles: false,
+                },
+                Progress::hidden(),
+            )?;
+            if !rec.passed() {
+                return Err(Error::failed(format!(
                 "{} failed verification: {}",
                 artifact.describe(),
                 rec.problems.join("; ")
@@ -406,154 +421,152 @@ fn execute(
             .hint(
                 "nothing was changed; pick another backup, or --skip-verify to restore it anyway",
             ));
+            }
+            log.info(format!("verified {} (level full)", artifact.describe()));
         }
-        log.info(format!("verified {} (level full)", artifact.describe()));
+        if non_empty {
+            dbsafe::term::confirm_typed(
+                "dbrestore",
+                &format!("replace the contents of {}", target.url()),
+                &target.database(),
+                args.yes,
+            )?;
+        }
+        let safety_name = match safety {
+            Some(dest) if non_empty => Some(self.safety_backup(dest)?),
+            _ => None,
+        };
+        let flow = Flow {
+            keys,
+            tables: args.tables.clone(),
+        };
+        let opts = RestoreOptions {
+            tables: args.tables.clone(),
+            clean: args.clean,
+            create: args.create,
+            tmpdir: tmpdir.to_path_buf(),
+            no_owner: args.no_owner,
+            no_roles: args.no_roles,
+            ..Default::default()
+        };
+        let progress = Progress::new("dbrestore", artifact.size(), args.common.quiet);
+        let report = flow
+            .restore(artifact, Target::Engine(target), &opts, progress)?
+            .finished()?;
+        match report.compared {
+            Some(n) => log.info(format!(
+                "{n} tables checked against the metadata's row counts"
+            )),
+            None => log.warn("no metadata: row counts after the restore were not compared"),
+        }
+        Ok((safety_name, report.problems))
     }
-    if non_empty {
-        dbsafe::term::confirm_typed(
-            "dbrestore",
-            &format!("replace the contents of {}", target.url()),
-            &target.database(),
-            args.yes,
-        )?;
-    }
-    let safety_name = match safety {
-        Some(dest) if non_empty => Some(safety_backup(
-            args, cfg, log, keys, artifact, meta, target, dest, tmpdir,
-        )?),
-        _ => None,
-    };
-    let flow = Flow {
-        keys,
-        tables: args.tables.clone(),
-    };
-    let opts = RestoreOptions {
-        tables: args.tables.clone(),
-        clean: args.clean,
-        create: args.create,
-        tmpdir: tmpdir.to_path_buf(),
-        no_owner: args.no_owner,
-        no_roles: args.no_roles,
-        ..Default::default()
-    };
-    let progress = Progress::new("dbrestore", artifact.size(), args.common.quiet);
-    let report = flow
-        .restore(artifact, Target::Engine(target), &opts, progress)?
-        .finished()?;
-    match report.compared {
-        Some(n) => log.info(format!(
-            "{n} tables checked against the metadata's row counts"
-        )),
-        None => log.warn("no metadata: row counts after the restore were not compared"),
-    }
-    Ok((safety_name, report.problems))
-}
 
-/// Takes the safety backup of the target about to be replaced; returns where it went.
-/// An unencrypted safety backup where the target's own backups in the
-/// store are encrypted would keep its data weaker than its backups do:
-/// refused unless --no-encrypt.
-fn refuse_weaker_safety(
-    args: &cli::Cli,
-    enc: &Encryption,
-    dest: &SafetyDest,
-    target: &dyn Engine,
-) -> Result<()> {
-    let SafetyDest::Store(store) = dest else {
-        return Ok(());
-    };
-    if enc.is_encrypted() || args.no_encrypt {
-        return Ok(());
-    }
-    let encrypted_series = catalog::list(store.as_ref())?.iter().any(|e| {
-        e.name.encrypted
-            && e.name.database == target.database()
-            && e.name.payload == target.payload(false)
-    });
-    if encrypted_series {
-        return Err(Error::refused(format!(
+    /// An unencrypted safety backup where the target's own backups in the
+    /// store are encrypted would keep its data weaker than its backups do:
+    /// refused unless --no-encrypt.
+    fn refuse_weaker_safety(
+        args: &cli::Cli,
+        enc: &Encryption,
+        dest: &SafetyDest,
+        target: &dyn Engine,
+    ) -> Result<()> {
+        let SafetyDest::Store(store) = dest else {
+            return Ok(());
+        };
+        if enc.is_encrypted() || args.no_encrypt {
+            return Ok(());
+        }
+        let encrypted_series = catalog::list(store.as_ref())?.iter().any(|e| {
+            e.name.encrypted
+                && e.name.database == target.database()
+                && e.name.payload == target.payload(false)
+        });
+        if encrypted_series {
+            return Err(Error::refused(format!(
             "the safety backup of {} would be unencrypted, while its backups in {} are encrypted; nothing was changed",
             target.url(),
             store.describe()
         ))
         .hint("give recipients (-r, --recipients-file, DBSAFE_RECIPIENTS) for it, or pass --no-encrypt"));
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn safety_backup(
-    args: &cli::Cli,
-    cfg: &Config,
-    log: &Log,
-    keys: &Keyring,
-    artifact: &Artifact<'_>,
-    meta: Option<&Metadata>,
-    target: &dyn Engine,
-    dest: &SafetyDest,
-    tmpdir: &std::path::Path,
-) -> Result<String> {
-    let req = SnapshotRequest {
-        env: format!(
-            "{}{}",
-            meta.map(|m| m.environment.clone())
-                .or(args.env.clone())
-                .unwrap_or_else(|| "default".into()),
-            catalog::SAFETY_SUFFIX
-        ),
-        compression: dbsafe::Compression::Zstd,
-        level: None,
-        threads: 0,
-        encryption: {
-            let enc = safety_encryption(cfg, keys, meta, artifact)?;
-            refuse_weaker_safety(args, &enc, dest, target)?;
-            enc
-        },
-        max_size: None,
-        labels: [(
-            "purpose".to_string(),
-            "safety backup before dbrestore".to_string(),
-        )]
-        .into(),
-        engine: SnapshotOptions {
-            tmpdir: tmpdir.to_path_buf(),
-            ..Default::default()
-        },
-        tool: "dbrestore",
-        progress: Progress::new("dbrestore", None, args.common.quiet),
-    };
-    let report = match dest {
-        SafetyDest::Store(store) => snapshot::take(
-            target,
-            req,
-            Destination::Store {
-                store: store.as_ref(),
-                update_latest: false,
-                min_free: None,
-                lock_timeout: Duration::ZERO,
-            },
-        )?,
-        SafetyDest::Dir(dir) => {
-            dbsafe::fsutil::create_private_dir(dir)?;
-            let mut name = ArtifactName {
-                env: req.env.clone(),
-                database: target.database(),
-                kind: dbsafe::Kind::Full,
-                timestamp: chrono::Utc::now(),
-                payload: target.payload(false),
-                compression: req.compression,
-                encrypted: req.encryption.is_encrypted(),
-            };
-            // Two restores in one second never share a name: the second waits for the next.
-            while dir.join(name.to_string()).exists()
-                || dir.join(Sidecar::Meta.of(&name.to_string())).exists()
-            {
-                std::thread::sleep(Duration::from_millis(100));
-                name.timestamp = chrono::Utc::now();
-            }
-            snapshot::take(target, req, Destination::File(dir.join(name.to_string())))?
         }
-    };
-    log.info(format!("safety backup: {}", report.location));
-    Ok(report.location)
+        Ok(())
+    }
+
+    /// Takes the safety backup of the target about to be replaced; returns where it went.
+    fn safety_backup(&self, dest: &SafetyDest) -> Result<String> {
+        let Restoring {
+            args,
+            cfg,
+            log,
+            keys,
+            artifact,
+            meta,
+            target,
+            tmpdir,
+        } = *self;
+        let req = SnapshotRequest {
+            env: format!(
+                "{}{}",
+                meta.map(|m| m.environment.clone())
+                    .or(args.env.clone())
+                    .unwrap_or_else(|| "default".into()),
+                catalog::SAFETY_SUFFIX
+            ),
+            compression: dbsafe::Compression::Zstd,
+            level: None,
+            threads: 0,
+            encryption: {
+                let enc = safety_encryption(cfg, keys, meta, artifact)?;
+                Self::refuse_weaker_safety(args, &enc, dest, target)?;
+                enc
+            },
+            max_size: None,
+            labels: [(
+                "purpose".to_string(),
+                "safety backup before dbrestore".to_string(),
+            )]
+            .into(),
+            engine: SnapshotOptions {
+                tmpdir: tmpdir.to_path_buf(),
+                ..Default::default()
+            },
+            tool: "dbrestore",
+            progress: Progress::new("dbrestore", None, args.common.quiet),
+        };
+        let report = match dest {
+            SafetyDest::Store(store) => snapshot::take(
+                target,
+                req,
+                Destination::Store {
+                    store: store.as_ref(),
+                    update_latest: false,
+                    min_free: None,
+                    lock_timeout: Duration::ZERO,
+                },
+            )?,
+            SafetyDest::Dir(dir) => {
+                dbsafe::fsutil::create_private_dir(dir)?;
+                let mut name = ArtifactName {
+                    env: req.env.clone(),
+                    database: target.database(),
+                    kind: dbsafe::Kind::Full,
+                    timestamp: chrono::Utc::now(),
+                    payload: target.payload(false),
+                    compression: req.compression,
+                    encrypted: req.encryption.is_encrypted(),
+                };
+                // Two restores in one second never share a name: the second waits for the next.
+                while dir.join(name.to_string()).exists()
+                    || dir.join(Sidecar::Meta.of(&name.to_string())).exists()
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                    name.timestamp = chrono::Utc::now();
+                }
+                snapshot::take(target, req, Destination::File(dir.join(name.to_string())))?
+            }
+        };
+        log.info(format!("safety backup: {}", report.location));
+        Ok(report.location)
+    }
 }
