@@ -742,3 +742,23 @@ pub fn rand_u64() -> u64 {
 pub fn snap_to_store(source: impl AsRef<OsStr>, store: impl AsRef<OsStr>) -> Cmd {
     Cmd::tool("dbsnap").arg(source).arg("--to").arg(store)
 }
+
+/// `walship push PATH FILE --to STORE`.
+pub fn push_wal(path: impl AsRef<OsStr>, file: &str, store: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("walship")
+        .arg("push")
+        .arg(path)
+        .arg(file)
+        .arg("--to")
+        .arg(store)
+}
+
+/// `walship fetch FILE PATH --from STORE`.
+pub fn fetch_wal(file: &str, path: impl AsRef<OsStr>, store: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("walship")
+        .arg("fetch")
+        .arg(file)
+        .arg(path)
+        .arg("--from")
+        .arg(store)
+}

@@ -206,12 +206,7 @@ fn three_concurrent_pushes_of_one_segment_always_leave_a_fetchable_segment() {
         let name = format!("0000000100000000000000{round:02X}");
         let pushes: Vec<_> = (0..3)
             .map(|_| {
-                Cmd::tool("walship")
-                    .arg("push")
-                    .arg(&seg)
-                    .arg(&name)
-                    .arg("--to")
-                    .arg(&store)
+                dbsafe_tests::push_wal(&seg, &name, &store)
                     .args(["-r", &public])
                     .spawn()
             })
@@ -220,12 +215,7 @@ fn three_concurrent_pushes_of_one_segment_always_leave_a_fetchable_segment() {
             assert!(p.wait().unwrap().success(), "round {round}: a push failed");
         }
         let out = s.path("fetched");
-        Cmd::tool("walship")
-            .arg("fetch")
-            .arg(&name)
-            .arg(&out)
-            .arg("--from")
-            .arg(&store)
+        dbsafe_tests::fetch_wal(&name, &out, &store)
             .arg("-i")
             .arg(&key)
             .succeeds();
@@ -245,34 +235,17 @@ fn a_damaged_archived_segment_is_never_already_archived_and_is_replaced() {
     std::fs::create_dir(&store).unwrap();
     let bytes = vec![3u8; 1 << 20];
     std::fs::write(&seg, &bytes).unwrap();
-    Cmd::tool("walship")
-        .arg("push")
-        .arg(&seg)
-        .arg("000000010000000000000001")
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
+    dbsafe_tests::push_wal(&seg, "000000010000000000000001", &store).succeeds();
     let object = store.join("wal/000000010000000000000001.zst");
     let mut damaged = std::fs::read(&object).unwrap();
     let n = damaged.len() / 2;
     damaged[n] ^= 0xff;
     std::fs::write(&object, &damaged).unwrap();
-    Cmd::tool("walship")
-        .arg("push")
-        .arg(&seg)
-        .arg("000000010000000000000001")
-        .arg("--to")
-        .arg(&store)
+    dbsafe_tests::push_wal(&seg, "000000010000000000000001", &store)
         .succeeds()
         .stderr_has("does not match its checksum");
     let out = s.path("fetched");
-    Cmd::tool("walship")
-        .arg("fetch")
-        .arg("000000010000000000000001")
-        .arg(&out)
-        .arg("--from")
-        .arg(&store)
-        .succeeds();
+    dbsafe_tests::fetch_wal("000000010000000000000001", &out, &store).succeeds();
     assert_eq!(std::fs::read(&out).unwrap(), bytes);
 }
 
@@ -298,12 +271,7 @@ fn encryption_asked_for_with_no_recipient_is_refused_never_silently_dropped() {
     assert!(!s.path("x.sqlite.zst").exists(), "nothing was written");
     let seg = s.path("seg");
     std::fs::write(&seg, vec![1u8; 1 << 16]).unwrap();
-    Cmd::tool("walship")
-        .arg("push")
-        .arg(&seg)
-        .arg("000000010000000000000001")
-        .arg("--to")
-        .arg(s.path("store"))
+    dbsafe_tests::push_wal(&seg, "000000010000000000000001", s.path("store"))
         .arg("--recipients-file")
         .arg(&empty)
         .fails_with_code(2)
@@ -479,26 +447,13 @@ fn sigkill_at_random_points_never_leaves_a_broken_artifact_or_plaintext_behind()
     let seg = s.path("seg");
     let bytes: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
     std::fs::write(&seg, &bytes).unwrap();
-    let push = || {
-        Cmd::tool("walship")
-            .arg("push")
-            .arg(&seg)
-            .arg("000000010000000000000007")
-            .arg("--to")
-            .arg(&store)
-    };
+    let push = || dbsafe_tests::push_wal(&seg, "000000010000000000000007", &store);
     for _ in 0..20 {
         kill_after(push().spawn(), delays.next(200));
     }
     push().succeeds();
     let out = s.path("fetched");
-    Cmd::tool("walship")
-        .arg("fetch")
-        .arg("000000010000000000000007")
-        .arg(&out)
-        .arg("--from")
-        .arg(&store)
-        .succeeds();
+    dbsafe_tests::fetch_wal("000000010000000000000007", &out, &store).succeeds();
     assert_eq!(std::fs::read(&out).unwrap(), bytes, "seed {seed}");
 }
 

@@ -124,24 +124,18 @@ fn every_alert_fires_from_the_series_the_tools_write() {
         .fails_with_code(1);
     let seg = s.path("seg");
     std::fs::write(&seg, vec![7u8; 1 << 20]).unwrap();
-    Cmd::tool("walship")
-        .arg("push")
-        .arg(&seg)
-        .arg("000000010000000000000001")
-        .arg("--to")
-        .arg(&store)
+    dbsafe_tests::push_wal(&seg, "000000010000000000000001", &store)
         .env("DBSAFE_ENV", "production")
         .env("DBSAFE_METRICS_FILE", &prom)
         .succeeds();
-    Cmd::tool("walship")
-        .arg("push")
-        .arg(s.path("no-such-segment"))
-        .arg("000000010000000000000002")
-        .arg("--to")
-        .arg(&store)
-        .env("DBSAFE_ENV", "production")
-        .env("DBSAFE_METRICS_FILE", &prom)
-        .run();
+    dbsafe_tests::push_wal(
+        s.path("no-such-segment"),
+        "000000010000000000000002",
+        &store,
+    )
+    .env("DBSAFE_ENV", "production")
+    .env("DBSAFE_METRICS_FILE", &prom)
+    .run();
     let all = series(&std::fs::read_to_string(&prom).expect("textfile"));
 
     let (success, _) = one(&all, "dbsafe_backup_last_success_timestamp_seconds");
