@@ -107,11 +107,28 @@ impl Drop for Lock {
     }
 }
 
+impl Lock {
+    /// Takes the lock `name` of `store` among this user's processes on this
+    /// host only, in a private directory of theirs: for work that runs as
+    /// another user than the store's other writers (PostgreSQL's
+    /// archive_command), which may not write in the store's `locks/`.
+    pub fn on_host(store: &dyn Store, name: &str, timeout: Duration) -> Result<Lock> {
+        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+        let path = host_lock_path(&store.describe(), name, runtime_dir)?;
+        Lock::acquire(&path, name, timeout)
+    }
+}
+
 /// The lock file of lock `name` of the store at `location`.
 fn store_lock_path(location: &str, name: &str, runtime_dir: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(dir) = crate::store::local_dir(location) {
         return Ok(dir.join("locks").join(format!("{name}.lock")));
     }
+    host_lock_path(location, name, runtime_dir)
+}
+
+/// A lock file of the store at `location` in this user's private lock directory.
+fn host_lock_path(location: &str, name: &str, runtime_dir: Option<PathBuf>) -> Result<PathBuf> {
     let dir = host_lock_dir(runtime_dir)?;
     // The store's location, not its endpoint: the same bucket reached
     // through two endpoints must still be one lock.

@@ -167,10 +167,23 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
     validate(file)?;
     let (raw_sha, raw_size) = sha256_of(path)?;
     // Pushes take turns (an archive_command retried while the first still
-    // runs, a standby archiving too): two never interleave their object and
-    // its checksum. Hosts sharing a remote store rely on its conditional writes.
-    let _turn =
-        crate::lock::Lock::on_store(store, "walship-push", std::time::Duration::from_secs(300))?;
+    // runs): two never interleave their object and its checksum. The
+    // archiver runs as the server's user, who may not write in the store's
+    // locks/: the turn is taken among that user's processes on this host.
+    let _turn = match crate::lock::Lock::on_host(
+        store,
+        "walship-push",
+        std::time::Duration::from_secs(300),
+    ) {
+        Ok(l) => Some(l),
+        // A lock directory this user cannot use must not stop archiving:
+        // the checksum check below still repairs an interleaved push.
+        Err(e) if e.kind != crate::error::Kind::Busy => {
+            crate::output::warn(format!("pushing without taking turns: {e}"));
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let mut replaces = None;
     if let Some(existing) = find(store, file)? {
         match read_meta(store, &existing)? {
