@@ -178,12 +178,6 @@ impl Drop for ActionGuard {
 /// interrupted tool must not wait for a blocking read to return.
 pub fn install_signal_handlers(tool: &'static str) {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    // The broken-pipe policy, decided once: a reader that goes away (`| head`)
-    // ends the tool quietly, as it ends `cat` (exit 141 in the shell), never
-    // with a panic on the next print.
-    // SAFETY: setting a signal's disposition to its default has no memory
-    // preconditions; it happens before any thread of ours is started.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     for sig in [SIGINT, SIGTERM] {
         let _ = signal_hook::flag::register(sig, std::sync::Arc::clone(&INTERRUPTED));
     }

@@ -458,7 +458,7 @@ fn sigkill_at_random_points_never_leaves_a_broken_artifact_or_plaintext_behind()
 }
 
 #[test]
-fn a_reader_that_goes_away_ends_every_tool_quietly_never_with_a_panic() {
+fn a_reader_that_goes_away_never_makes_a_tool_panic() {
     let s = Scene::new();
     let db = s.path("big.db");
     sqlite::blobs(&db, 8);
