@@ -308,16 +308,8 @@ mod tests {
             .expect("artifact");
         if verified {
             let rec = VerifyRecord {
-                file: file.into(),
                 verified_at: "2026-12-01T00:00:00Z".into(),
-                level: "full".into(),
-                result: "pass".into(),
-                integrity_score: 1.0,
-                problems: vec![],
-                checks: vec![],
-                tables: vec![],
-                duration_seconds: 0.0,
-                tool: crate::meta::ToolInfo::this("dbverify"),
+                ..VerifyRecord::start(file.into(), "full", "dbverify")
             };
             store
                 .write_small(

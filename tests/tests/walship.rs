@@ -16,21 +16,11 @@ fn segment(s: &Scene, name: &str, seed: u8) -> std::path::PathBuf {
 }
 
 fn push(store: &Path, path: &Path, file: &str) -> Cmd {
-    Cmd::tool("walship")
-        .arg("push")
-        .arg(path)
-        .arg(file)
-        .arg("--to")
-        .arg(store)
+    dbsafe_tests::push_wal(path, file, store)
 }
 
 fn fetch(store: &Path, file: &str, dest: &Path) -> Cmd {
-    Cmd::tool("walship")
-        .arg("fetch")
-        .arg(file)
-        .arg(dest)
-        .arg("--from")
-        .arg(store)
+    dbsafe_tests::fetch_wal(file, dest, store)
 }
 
 fn wal_dir_listing(store: &Path) -> Vec<(String, Vec<u8>)> {
