@@ -23,7 +23,7 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
         .or_else(|| cfg.store_for(args.env.as_deref().unwrap_or("default")))
         .ok_or_else(|| Error::usage("--pgdata needs --store STORE (or DBSAFE_STORE): base backups and WAL come from a store"))?;
     let store = dbsafe::store::open(&loc, false)?;
-    let (target, spec) = recovery_target(args, store.as_ref())?;
+    let (target, spec, recorded_lsn) = recovery_target(args, store.as_ref())?;
 
     // Base backups of the selected series, with their metadata.
     let mut bases = Vec::new();
@@ -95,7 +95,7 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
             .hint("restore into an empty or new directory; nothing was changed"));
     }
     let wal = keys.wal_source(&loc)?;
-    let timeline = choose_timeline(args, store.as_ref(), keys, meta, &target)?;
+    let timeline = choose_timeline(args, store.as_ref(), keys, meta, &target, recorded_lsn)?;
     log.info(format!("recovering along timeline {timeline}"));
     let recovery = Recovery {
         target: target.clone(),
@@ -213,15 +213,16 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
     }
 }
 
-/// The recovery target the flags name, and how to say it in the audit log.
-fn recovery_target(args: &Cli, store: &dyn Store) -> Result<(RecoveryTarget, String)> {
+/// The recovery target the flags name, how to say it in the audit log, and
+/// for a restore point the store recorded, where it is.
+fn recovery_target(args: &Cli, store: &dyn Store) -> Result<(RecoveryTarget, String, Option<Lsn>)> {
     if let Some(spec) = &args.target_time {
         let t = if spec == "latest" {
             RecoveryTarget::Latest
         } else {
             RecoveryTarget::Time(units::parse_time(spec)?)
         };
-        return Ok((t, spec.clone()));
+        return Ok((t, spec.clone(), None));
     }
     if let Some(l) = &args.target_lsn {
         let lsn = Lsn::parse(l).ok_or_else(|| {
@@ -229,10 +230,10 @@ fn recovery_target(args: &Cli, store: &dyn Store) -> Result<(RecoveryTarget, Str
                 "--target-lsn {l:?}: a WAL position is written like 0/3000158"
             ))
         })?;
-        return Ok((RecoveryTarget::Lsn(lsn), lsn.to_string()));
+        return Ok((RecoveryTarget::Lsn(lsn), lsn.to_string(), None));
     }
     if let Some(x) = args.target_xid {
-        return Ok((RecoveryTarget::Xid(x), format!("xid {x}")));
+        return Ok((RecoveryTarget::Xid(x), format!("xid {x}"), None));
     }
     let name = args
         .target_name
@@ -243,11 +244,13 @@ fn recovery_target(args: &Cli, store: &dyn Store) -> Result<(RecoveryTarget, Str
         return Ok((
             RecoveryTarget::Name(name.clone()),
             format!("restore point {name} at {}", rp.lsn),
+            Some(rp.lsn),
         ));
     }
     Ok((
         RecoveryTarget::Name(name.clone()),
         format!("restore point {name}"),
+        None,
     ))
 }
 
@@ -260,6 +263,7 @@ fn choose_timeline(
     keys: &Keyring,
     meta: &dbsafe::meta::Metadata,
     target: &RecoveryTarget,
+    recorded_lsn: Option<Lsn>,
 ) -> Result<String> {
     let wal = meta
         .wal
@@ -291,11 +295,7 @@ fn choose_timeline(
         }
         return Ok(n.to_string());
     }
-    let rp_lsn = match target {
-        RecoveryTarget::Name(n) => dbsafe::walarchive::restore_point(store, n)?.map(|rp| rp.lsn),
-        _ => None,
-    };
-    let wanted = match (target, rp_lsn) {
+    let wanted = match (target, recorded_lsn) {
         (RecoveryTarget::Time(t), _) => Some(Target::Time(*t)),
         (RecoveryTarget::Lsn(l), _) => Some(Target::Lsn(*l)),
         (RecoveryTarget::Latest, _) => Some(Target::Latest),
