@@ -49,6 +49,16 @@ impl SegSize {
             pos + 1
         }
     }
+    /// The position of the segment before `pos` (a log's first segment's is
+    /// the previous log's last).
+    pub fn prev(self, pos: u64) -> u64 {
+        let (log, seg) = (pos / POSITIONS_PER_LOG, pos % POSITIONS_PER_LOG);
+        match (log, seg) {
+            (_, s) if s > 0 => pos - 1,
+            (0, _) => 0,
+            (l, _) => (l - 1) * POSITIONS_PER_LOG + self.per_log() - 1,
+        }
+    }
     /// Every segment position from `first` to `last`, both included.
     pub fn range(self, first: u64, last: u64) -> impl Iterator<Item = u64> {
         std::iter::successors(Some(first), move |&p| Some(self.next(p)))
@@ -157,14 +167,7 @@ pub fn gaps(names: &[WalName], size: SegSize) -> BTreeMap<u32, Vec<(u64, u64)>> 
         let missing: Vec<(u64, u64)> = segs
             .windows(2)
             .filter(|w| size.next(w[0]) != w[1])
-            .map(|w| {
-                let last = size
-                    .range(size.next(w[0]), w[1])
-                    .take_while(|&p| p < w[1])
-                    .last()
-                    .unwrap_or(w[0]);
-                (size.next(w[0]), last)
-            })
+            .map(|w| (size.next(w[0]), size.prev(w[1])))
             .collect();
         if !missing.is_empty() {
             out.insert(tli, missing);
