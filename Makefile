@@ -6,7 +6,7 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 TOOLS := dbsnap dbverify dbrestore dbprune walship dbpromote
 SCRIPTS := $(wildcard scripts/*.sh)
 
-.PHONY: all build release demo test test-deps lint man install uninstall bench clean
+.PHONY: all build release demo test test-deps lint man install uninstall bench bench-restore clean
 
 all: build
 
@@ -30,6 +30,11 @@ test: test-deps build
 ## bench: dbsafe against the dump tools and shell pipelines it replaces (not a test)
 bench: release
 	DBSAFE_BIN_DIR=$(TARGET_DIR)/release scripts/bench.sh
+	DBSAFE_BIN_DIR=$(TARGET_DIR)/release scripts/bench-restore.sh
+
+## bench-restore: dbrestore against pg_restore of the same dump, median of runs
+bench-restore: release
+	DBSAFE_BIN_DIR=$(TARGET_DIR)/release scripts/bench-restore.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

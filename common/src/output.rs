@@ -6,6 +6,7 @@
 //! [`info`] here rather than printing, so every line carries the tool's
 //! prefix and `-q` silences what it should.
 
+use std::io::Write;
 use std::sync::OnceLock;
 
 /// Prints diagnostics with the tool's prefix.
@@ -75,10 +76,12 @@ pub fn info(msg: impl std::fmt::Display) {
     log().info(msg)
 }
 
-/// Writes a JSON report to stdout.
+/// Writes a JSON report to stdout. A reader that went away is an error
+/// the tool reports (`Io(BrokenPipe)`), never a panic as `println!` makes it.
 pub fn print_json<T: serde::Serialize>(v: &T) -> crate::Result<()> {
     let s = serde_json::to_string_pretty(v).map_err(|e| crate::Error::failed(e.to_string()))?;
-    println!("{s}");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}").and_then(|()| out.flush())?;
     Ok(())
 }
 
@@ -99,4 +102,14 @@ pub fn clap_error(tool: &'static str, e: &clap::Error) -> crate::ExitCode {
         }
     }
     crate::ExitCode::Usage
+}
+
+/// `println!` for a tool's report: a reader that went away comes back as
+/// an error (`Io(BrokenPipe)`) for the tool to return, never a panic.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::Error::from)
+    }};
 }

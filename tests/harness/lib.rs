@@ -558,7 +558,8 @@ pub fn audit_entries(store: &Path) -> Vec<serde_json::Value> {
 }
 
 /// Every running process's argv (NULs shown as spaces) that contains
-/// `needle`, but the one whose raw argv is `except`.
+/// `needle`, but the one whose raw argv is `except` (or a beginning of it:
+/// the kernel can show a process's argv cut short while it starts).
 pub fn argv_containing(needle: &str, except: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
@@ -575,7 +576,7 @@ pub fn argv_containing(needle: &str, except: &[u8]) -> Vec<String> {
         }
         if let Ok(raw) = std::fs::read(e.path().join("cmdline")) {
             let argv = String::from_utf8_lossy(&raw).replace('\0', " ");
-            if raw != except && argv.contains(needle) {
+            if !except.starts_with(&raw) && argv.contains(needle) {
                 found.push(argv);
             }
         }

@@ -175,7 +175,7 @@ pub(crate) fn interrupted() -> bool {
 /// Runs dbpromote with parsed arguments.
 pub fn run(args: cli::Cli) -> Result<ExitCode> {
     if args.wants_tool_version() {
-        println!("dbpromote {}", env!("CARGO_PKG_VERSION"));
+        dbsafe::outln!("dbpromote {}", env!("CARGO_PKG_VERSION"))?;
         return Ok(ExitCode::Success);
     }
     let Some(to) = args.to.clone() else {
@@ -260,12 +260,14 @@ impl Plan {
         if ctx.args.common.json {
             dbsafe::cli::print_json(self)?;
         } else {
-            println!(
+            dbsafe::outln!(
                 "dbpromote plan for the {} {} of {} (dry run, nothing changed):",
-                self.kind, self.version, self.to
-            );
+                self.kind,
+                self.version,
+                self.to
+            )?;
             for (i, s) in self.steps.iter().enumerate() {
-                println!("  {}. {s}", i + 1);
+                dbsafe::outln!("  {}. {s}", i + 1)?;
             }
         }
         Ok(ExitCode::Success)

@@ -20,10 +20,15 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         ));
         return Ok(ExitCode::Success);
     }
-    println!(
+    dbsafe::outln!(
         "{:<26} {:<8} {:<12} {:<12} {:<25} {:>8}  BACKUP",
-        "VERSION", "KIND", "FROM", "STATUS", "STARTED", "SECONDS"
-    );
+        "VERSION",
+        "KIND",
+        "FROM",
+        "STATUS",
+        "STARTED",
+        "SECONDS"
+    )?;
     for m in &list {
         let backup = m
             .pre_release_backup
@@ -31,7 +36,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
             .or(m.source_backup.as_ref())
             .map(|b| b.name.as_str())
             .unwrap_or("-");
-        println!(
+        dbsafe::outln!(
             "{:<26} {:<8} {:<12} {:<12} {:<25} {:>8.1}  {backup}",
             m.version,
             m.kind.as_str(),
@@ -39,7 +44,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
             m.status.as_str(),
             m.started_at,
             m.duration_seconds
-        );
+        )?;
     }
     Ok(ExitCode::Success)
 }

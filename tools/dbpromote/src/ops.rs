@@ -1,7 +1,7 @@
 //! The pieces a promotion is made of: backups taken and verified in a
 //! store, restores into side databases, and the operator's shell commands.
 
-use crate::Ctx;
+use crate::{Ctx, EnvSpec};
 use dbsafe::artifact::Artifact;
 use dbsafe::catalog::{self, Selector};
 use dbsafe::cleanup::{ActionGuard, ChildGuard};
@@ -18,6 +18,16 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+
+/// What a promotion works on, once checked and opened: the two
+/// environments, the target's engine and its side-database home.
+pub(crate) struct Parts<'a> {
+    pub version: &'a str,
+    pub source: &'a EnvSpec,
+    pub target: &'a EnvSpec,
+    pub engine: &'a dyn Engine,
+    pub home: &'a dyn Home,
+}
 
 /// A backup in a store that a promotion uses.
 pub(crate) struct Backup {

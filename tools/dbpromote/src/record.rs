@@ -432,43 +432,46 @@ impl<'a> Recorder<'a> {
                 m.status.as_str().to_string(),
             ),
         };
-        println!(
+        dbsafe::outln!(
             "{what}: {status} in {:.1}s",
             self.clock.elapsed().as_secs_f64()
-        );
+        )?;
         for s in steps {
-            println!(
+            dbsafe::outln!(
                 "  {:<24} {:<8} {:>8.2}s  {}",
-                s.name, s.result, s.duration_seconds, s.detail
-            );
+                s.name,
+                s.result,
+                s.duration_seconds,
+                s.detail
+            )?;
         }
         if self.action != "rollback" {
             if let Some(ms) = m.swap_ms {
-                println!("  swap: {ms} ms");
+                dbsafe::outln!("  swap: {ms} ms")?;
             }
             if let Some(b) = &m.pre_release_backup {
-                println!("  pre-release backup: {} (store {})", b.name, b.store);
+                dbsafe::outln!("  pre-release backup: {} (store {})", b.name, b.store)?;
             }
             if let Some(b) = &m.source_backup {
-                println!("  source backup: {} (store {})", b.name, b.store);
+                dbsafe::outln!("  source backup: {} (store {})", b.name, b.store)?;
             }
             if let Some(p) = &m.previous_database {
-                println!(
+                dbsafe::outln!(
                     "  previous database kept as {p} (dbpromote --rollback --to {} swaps it back)",
                     m.to
-                );
+                )?;
             }
         } else if let Some(k) = m.rollback.as_ref().and_then(|r| r.kept_database.as_ref()) {
-            println!("  the database that was live is kept as {k}");
+            dbsafe::outln!("  the database that was live is kept as {k}")?;
         }
-        println!(
+        dbsafe::outln!(
             "  manifest: {} (store {})",
             m.key(),
             self.stores
                 .first()
                 .map(|s| s.describe())
                 .unwrap_or_default()
-        );
+        )?;
         Ok(())
     }
 }

@@ -3,10 +3,10 @@
 //! checked there, and swapped in by rename; the target's old database is
 //! kept as the rollback point.
 
-use crate::ops::{self, Backup, SideDb};
+use crate::ops::{self, Backup, Parts, SideDb};
 use crate::record::Recorder;
-use crate::{Ctx, EnvSpec, Plan};
-use dbsafe::engine::side::{self, Home};
+use crate::{Ctx, Plan};
+use dbsafe::engine::side;
 use dbsafe::engine::Engine;
 use dbsafe::lock::Lock;
 use dbsafe::release::{self as rel, Kind, Manifest};
@@ -96,16 +96,14 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     }
     let version = rel::refresh_version(chrono::Utc::now());
     if a.dry_run {
-        return plan(
-            ctx,
-            &version,
-            &source,
-            &target,
-            engine.as_ref(),
-            home.as_ref(),
-            sessions.len(),
-        )
-        .print(ctx);
+        let parts = Parts {
+            version: &version,
+            source: &source,
+            target: &target,
+            engine: engine.as_ref(),
+            home: home.as_ref(),
+        };
+        return plan(ctx, &parts, sessions.len()).print(ctx);
     }
     let store = store.expect("opened with create outside dry runs");
     let src_store = src_store.expect("opened with create outside dry runs");
@@ -142,30 +140,38 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         stores.push(src_store.as_ref());
     }
     let mut rec = Recorder::new(ctx, m, stores, "refresh");
+    let parts = Parts {
+        version: &version,
+        source: &source,
+        target: &target,
+        engine: engine.as_ref(),
+        home: home.as_ref(),
+    };
     let outcome = execute(
         ctx,
         &mut rec,
-        &version,
-        &source,
-        &target,
+        &parts,
         src_engine.as_ref(),
-        home.as_ref(),
         src_store.as_ref(),
     );
     rec.conclude(outcome)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The steps, from the backup of the source (in `src_store`) to the cleanup.
 fn execute(
     ctx: &Ctx,
     rec: &mut Recorder<'_>,
-    version: &str,
-    source: &EnvSpec,
-    target: &EnvSpec,
+    parts: &Parts<'_>,
     src_engine: &dyn Engine,
-    home: &dyn Home,
     src_store: &dyn Store,
 ) -> Result<()> {
+    let Parts {
+        version,
+        source,
+        target,
+        home,
+        ..
+    } = *parts;
     let a = &ctx.args;
     let backup: Backup = rec.step("backup", |d| {
         let b = if a.backup.is_some() || a.latest_verified {
@@ -282,15 +288,14 @@ pub(crate) fn swap_detail(s: &side::Swap, target: &str, kept: &str) -> String {
     d
 }
 
-fn plan(
-    ctx: &Ctx,
-    version: &str,
-    source: &EnvSpec,
-    target: &EnvSpec,
-    engine: &dyn Engine,
-    home: &dyn Home,
-    sessions: usize,
-) -> Plan {
+fn plan(ctx: &Ctx, parts: &Parts<'_>, sessions: usize) -> Plan {
+    let Parts {
+        version,
+        source,
+        target,
+        engine,
+        home,
+    } = *parts;
     let a = &ctx.args;
     let b = &target.name;
     let mut steps = vec![format!(

@@ -1,11 +1,10 @@
 //! A release: a schema version moves one step up the chain, rehearsed on a
 //! restored copy of the target before it touches the target.
 
-use crate::ops::{self, Backup, SideDb};
+use crate::ops::{self, Backup, Parts, SideDb};
 use crate::record::Recorder;
 use crate::{Ctx, EnvSpec, Plan};
 use dbsafe::engine::side::{self, Home};
-use dbsafe::engine::Engine;
 use dbsafe::lock::Lock;
 use dbsafe::release::{self as rel, Kind, Manifest, Status};
 use dbsafe::{Error, ExitCode, Result, Store};
@@ -81,17 +80,15 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         ))
         .hint("a release migrates an existing database; create it (or restore it) first"));
     }
+    let parts = Parts {
+        version: &version,
+        source: &source,
+        target: &target,
+        engine: engine.as_ref(),
+        home: home.as_ref(),
+    };
     if ctx.args.dry_run {
-        return plan(
-            ctx,
-            &version,
-            &source,
-            &target,
-            engine.as_ref(),
-            home.as_ref(),
-            gate.as_deref(),
-        )
-        .print(ctx);
+        return plan(ctx, &parts, gate.as_deref()).print(ctx);
     }
     let store = store.expect("opened with create outside dry runs");
     let mut m = Manifest::new(
@@ -122,30 +119,25 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         });
         Ok(())
     })?;
-    let outcome = execute(
-        ctx,
-        &mut rec,
-        &version,
-        &target,
-        &migrate,
-        engine.as_ref(),
-        home.as_ref(),
-        store.as_ref(),
-    );
+    let outcome = execute(ctx, &mut rec, &parts, &migrate, store.as_ref());
     rec.conclude(outcome)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The steps, from the pre-release backup (into `store`) to the report of a failure.
 fn execute(
     ctx: &Ctx,
     rec: &mut Recorder<'_>,
-    version: &str,
-    target: &EnvSpec,
+    parts: &Parts<'_>,
     migrate: &str,
-    engine: &dyn Engine,
-    home: &dyn Home,
     store: &dyn Store,
 ) -> Result<()> {
+    let Parts {
+        version,
+        target,
+        engine,
+        home,
+        ..
+    } = *parts;
     let b = &target.name;
     let backup = rec.step("backup", |d| {
         let labels = ops::labels("pre-release backup (dbpromote)".into(), "release", version);
@@ -243,15 +235,14 @@ fn rehearse(
     dropped.map_err(|e| e.hint("drop the rehearsal database by hand; the target was not changed"))
 }
 
-fn plan(
-    ctx: &Ctx,
-    version: &str,
-    source: &EnvSpec,
-    target: &EnvSpec,
-    engine: &dyn Engine,
-    home: &dyn Home,
-    gate: Option<&str>,
-) -> Plan {
+fn plan(ctx: &Ctx, parts: &Parts<'_>, gate: Option<&str>) -> Plan {
+    let Parts {
+        version,
+        source,
+        target,
+        engine,
+        home,
+    } = *parts;
     let b = &target.name;
     let mut steps = vec![match gate {
         Some(g) => format!(

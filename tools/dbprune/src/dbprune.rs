@@ -128,7 +128,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         if args.dry_run {
             // The plan is the report of a dry run: stdout (unless --json says it whole).
             if !args.common.json {
-                println!("would delete {} ({})", d.id, d.reasons.join("; "));
+                dbsafe::outln!("would delete {} ({})", d.id, d.reasons.join("; "))?;
             }
             continue;
         }

@@ -123,9 +123,9 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         if args.common.json {
             dbsafe::cli::print_json(&plan)?;
         } else {
-            println!("dbrestore plan (dry run, nothing changed):");
+            dbsafe::outln!("dbrestore plan (dry run, nothing changed):")?;
             for (i, s) in plan.steps.iter().enumerate() {
-                println!("  {}. {s}", i + 1);
+                dbsafe::outln!("  {}. {s}", i + 1)?;
             }
         }
         return Ok(ExitCode::Success);

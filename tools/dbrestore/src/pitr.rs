@@ -117,19 +117,19 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
         RecoveryTarget::Name(n) => format!("restore point {n}"),
     };
     if args.dry_run {
-        println!("dbrestore plan (dry run, nothing changed):");
-        println!(
+        dbsafe::outln!("dbrestore plan (dry run, nothing changed):")?;
+        dbsafe::outln!(
             "  1. base backup {} (finished {})",
             entry.file(),
             finished.to_rfc3339()
-        );
-        println!(
+        )?;
+        dbsafe::outln!(
             "  2. verify its sha256 while unpacking it into {}",
             dir.display()
-        );
-        println!("  3. configure recovery to {target_desc} with WAL from {} (restore_command walship fetch)", store.describe());
+        )?;
+        dbsafe::outln!("  3. configure recovery to {target_desc} with WAL from {} (restore_command walship fetch)", store.describe())?;
         if args.start {
-            println!("  4. start the server on port {}, wait for recovery, promote, report the time reached", args.port);
+            dbsafe::outln!("  4. start the server on port {}, wait for recovery, promote, report the time reached", args.port)?;
         }
         return Ok(ExitCode::Success);
     }

@@ -247,9 +247,9 @@ fn status(args: &cli::Cli, log: &Log, cfg: &dbsafe::config::Config) -> Result<Ex
     if args.common.json {
         dbsafe::cli::print_json(&h)?;
     } else {
-        println!("store {}: {}", h.store, h.readiness);
+        dbsafe::outln!("store {}: {}", h.store, h.readiness)?;
         for s in &h.series {
-            println!(
+            dbsafe::outln!(
                 "  {}: {} backups, {}, newest {} ({} old), {} verified{}",
                 s.series,
                 s.count,
@@ -263,24 +263,24 @@ fn status(args: &cli::Cli, log: &Log, cfg: &dbsafe::config::Config) -> Result<Ex
                     .as_deref()
                     .map(|v| format!(", last verification {v}"))
                     .unwrap_or_default()
-            );
+            )?;
         }
         if !h.safety.is_empty() {
-            println!("  safety backups (taken before restores; not counted in readiness):");
+            dbsafe::outln!("  safety backups (taken before restores; not counted in readiness):")?;
             for s in &h.safety {
-                println!("    {}: {} backups, newest {}", s.series, s.count, s.newest);
+                dbsafe::outln!("    {}: {} backups, newest {}", s.series, s.count, s.newest)?;
             }
         }
         if let Some(w) = &h.wal {
-            println!("  WAL: {}", w.summary());
+            dbsafe::outln!("  WAL: {}", w.summary())?;
             for t in &w.timelines {
-                println!(
+                dbsafe::outln!(
                     "    timeline {} ({}): newest {}, {} gaps",
                     t.timeline,
                     t.role,
                     t.newest.as_deref().unwrap_or("-"),
                     t.gaps.len()
-                );
+                )?;
             }
         }
         for p in &h.problems {

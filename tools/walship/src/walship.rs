@@ -157,7 +157,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 dbsafe::cli::print_json(&files)?;
             } else {
                 for f in &files {
-                    println!("{}\t{}\t{}", f.wal_file, f.size, f.modified.to_rfc3339());
+                    dbsafe::outln!("{}\t{}\t{}", f.wal_file, f.size, f.modified.to_rfc3339())?;
                 }
             }
             Ok(ExitCode::Success)
@@ -189,9 +189,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     &serde_json::json!({"wal": health, "problems": problems, "ok": problems.is_empty()}),
                 )?;
             } else if let Some(h) = &health {
-                println!("{}", h.summary());
+                dbsafe::outln!("{}", h.summary())?;
                 for t in &h.timelines {
-                    println!(
+                    dbsafe::outln!(
                         "  timeline {} ({}){}: newest {} ({}s old), {} gaps",
                         t.timeline,
                         t.role,
@@ -202,7 +202,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         t.newest.as_deref().unwrap_or("-"),
                         t.newest_age_seconds.unwrap_or(0),
                         t.gaps.len()
-                    );
+                    )?;
                 }
             }
             for p in &problems {

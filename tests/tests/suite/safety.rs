@@ -13,16 +13,23 @@ fn age_header(p: &Path) -> bool {
         .starts_with(b"age-encryption.org/v1")
 }
 
-#[test]
-fn a_safety_backup_in_the_store_is_encrypted_to_the_restored_backups_recipients() {
-    let s = Scene::new();
+/// A SQLite database of `rows` rows and its backup, encrypted to a new
+/// key, in a store as environment production; returns (key, database, store).
+fn encrypted_production_backup(s: &Scene, rows: u64) -> (PathBuf, PathBuf, PathBuf) {
     let (key, public) = s.age_key("key.txt");
     let db = s.path("app.db");
-    sqlite::sample(&db, 30);
+    sqlite::sample(&db, rows);
     let store = s.path("store");
     snap_to_store(sqlite::url(&db), &store)
         .args(["--env", "production", "-r", &public])
         .succeeds();
+    (key, db, store)
+}
+
+#[test]
+fn a_safety_backup_in_the_store_is_encrypted_to_the_restored_backups_recipients() {
+    let s = Scene::new();
+    let (key, db, store) = encrypted_production_backup(&s, 30);
     sqlite::sample(&s.path("other.db"), 5);
     std::fs::copy(s.path("other.db"), &db).unwrap();
     Cmd::tool("dbrestore")
@@ -358,16 +365,7 @@ fn a_timestamp_that_is_not_a_backup_stamp_is_a_usage_error() {
 #[test]
 fn a_plain_safety_backup_beside_encrypted_backups_is_refused_unless_asked_for() {
     let s = Scene::new();
-    let (_key, public) = s.age_key("key.txt");
-    let db = s.path("app.db");
-    sqlite::sample(&db, 10);
-    let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(sqlite::url(&db))
-        .arg("--to")
-        .arg(&store)
-        .args(["--env", "production", "-r", &public])
-        .succeeds();
+    let (_key, db, store) = encrypted_production_backup(&s, 10);
     let plain = s.path("plain.sqlite.zst");
     Cmd::tool("dbsnap")
         .arg(sqlite::url(&db))

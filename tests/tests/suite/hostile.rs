@@ -479,25 +479,35 @@ fn a_reader_that_goes_away_never_makes_a_tool_panic() {
             store.display()
         ),
         format!("{} list --from {}", bin("walship"), store.display()),
+        format!("{} --status --store {}", bin("dbverify"), store.display()),
         format!(
             "{} --store {} --keep-last 1 --dry-run --json",
+            bin("dbprune"),
+            store.display()
+        ),
+        format!(
+            "{} --store {} --keep-last 1 --dry-run",
             bin("dbprune"),
             store.display()
         ),
         format!("{} --help", bin("dbrestore")),
         format!("{} --help", bin("dbpromote")),
     ];
-    for line in lines {
-        let r = Cmd::sh(&format!(
-            "set -o pipefail; {line} 2>err.txt | head -c1 >/dev/null; echo $?"
-        ))
-        .current_dir(s.dir.path())
-        .run();
-        let code: i32 = r.stdout().trim().parse().unwrap_or(-1);
-        let err = std::fs::read_to_string(s.path("err.txt")).unwrap_or_default();
-        assert!(
-            [0, 1, 141].contains(&code) && !err.contains("panicked"),
-            "{line}: exit {code}: {err}"
-        );
+    // A reader that takes one byte and goes, and one that is gone before
+    // the tool writes at all.
+    for reader in ["head -c1 >/dev/null", "true"] {
+        for line in &lines {
+            let r = Cmd::sh(&format!(
+                "set -o pipefail; {line} 2>err.txt | {reader}; echo $?"
+            ))
+            .current_dir(s.dir.path())
+            .run();
+            let code: i32 = r.stdout().trim().parse().unwrap_or(-1);
+            let err = std::fs::read_to_string(s.path("err.txt")).unwrap_or_default();
+            assert!(
+                [0, 1, 141].contains(&code) && !err.contains("panicked"),
+                "{line} | {reader}: exit {code}: {err}"
+            );
+        }
     }
 }

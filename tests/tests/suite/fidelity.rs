@@ -6,7 +6,7 @@ use dbsafe_tests::pg::Cluster;
 use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{restore_file, snap_to_file, sqlite, Cmd, Scene};
 
-const FIXTURE: &str = include_str!("../fixtures/pg_rich.sql");
+const FIXTURE: &str = include_str!("../../fixtures/pg_rich.sql");
 
 /// `pg_dump` of `db` as text, without the per-run `\restrict` keys.
 fn pg_dump(pg: &Cluster, args: &[&str], db: &str) -> String {
