@@ -20,6 +20,7 @@ complete -c dbsnap -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./db
 complete -c dbsnap -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c dbsnap -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
 complete -c dbsnap -l base -d 'Take a physical base backup (PostgreSQL) instead of a logical snapshot'
+complete -c dbsnap -l no-encrypt -d 'Write the artifact unencrypted to a file or a store (refused without it when no key is given; config: encrypt = false)'
 complete -c dbsnap -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c dbsnap -s v -l verbose -d 'Print more on stderr'
 complete -c dbsnap -l json -d 'Print the report as one JSON document on stdout'

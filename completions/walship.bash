@@ -309,7 +309,7 @@ _walship() {
             return 0
             ;;
         walship__subcmd__push)
-            opts="-r -q -v -h --to --compress --level --threads --recipient --recipients-file --passphrase-file --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help"
+            opts="-r -q -v -h --to --compress --level --threads --recipient --recipients-file --passphrase-file --no-encrypt --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

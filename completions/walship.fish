@@ -50,6 +50,7 @@ complete -c walship -n "__fish_walship_using_subcommand push" -l passphrase-file
 complete -c walship -n "__fish_walship_using_subcommand push" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand push" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand push" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l no-encrypt -d 'Write the artifact unencrypted to a file or a store (refused without it when no key is given; config: encrypt = false)'
 complete -c walship -n "__fish_walship_using_subcommand push" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand push" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand push" -l json -d 'Print the report as one JSON document on stdout'

@@ -14,36 +14,11 @@ bin=${DBSAFE_BIN_DIR:-$root/target/release}
 rows=${BENCH_ROWS:-3500000}
 sqlite_mb=${BENCH_SQLITE_MB:-1024}
 segments=${BENCH_SEGMENTS:-16}
-pgbin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -1)
-work=${BENCH_DIR:-$(mktemp -d /var/tmp/dbsafe-bench.XXXXXX)}
-mkdir -p "$work"
-chmod 755 "$work"
-export DBSAFE_CONFIG=/dev/null PATH="$bin:$pgbin:$PATH"
-
-as_pg=()
-if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); chown postgres: "$work"; fi
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-data=$work/pgdata
-cleanup() {
-  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"${as_pg[@]}" "$pgbin/initdb" -D "$data" -U postgres -A trust --no-sync >/dev/null
-cat >> "$data/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$work'
-port = $port
-fsync = off
-synchronous_commit = off
-max_wal_size = 4GB
-shared_buffers = 256MB
-CONF
-"${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -l "$work/pg.log" -w start >/dev/null
-url="postgres://postgres@$(python3 -c 'import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1], safe=""))' "$work"):$port/bench"
-psql_() { "$pgbin/psql" -X -q -h "$work" -p "$port" -U postgres "$@"; }
+# shellcheck source-path=SCRIPTDIR source=bench-server.sh
+. "$root/scripts/bench-server.sh"
+bench_server "$bin" "${BENCH_DIR:-$(mktemp -d /var/tmp/dbsafe-bench.XXXXXX)}" \
+  "synchronous_commit = off" "max_wal_size = 4GB" "shared_buffers = 256MB"
+url="$server/bench"
 
 echo "bench: building a PostgreSQL dataset of $rows rows (text, numbers, JSON, incompressible bytea)..." >&2
 psql_ -d postgres -c "CREATE DATABASE bench"

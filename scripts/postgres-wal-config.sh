@@ -15,6 +15,8 @@
 # on the server. Encryption and compression come from the environment at
 # configuration time and are written into archive_command:
 #   DBSAFE_RECIPIENTS_FILE  age recipients file (read by walship at each push)
+#   DBSAFE_NO_ENCRYPT=1     archive plain WAL instead (walship push --no-encrypt);
+#                           one of the two is required
 #   DBSAFE_COMPRESS         zstd (default), gzip or none
 #   WALSHIP                 path of the walship binary (default: walship on PATH)
 # The server runs archive_command as its own user: that user must be able to
@@ -39,10 +41,18 @@ env_prefix="DBSAFE_CONFIG=/dev/null"
 if [ -n "${DBSAFE_RECIPIENTS_FILE:-}" ]; then
   env_prefix="$env_prefix DBSAFE_RECIPIENTS_FILE='$(quote "$DBSAFE_RECIPIENTS_FILE")'"
 fi
+plain=""
+if [ -z "${DBSAFE_RECIPIENTS_FILE:-}" ]; then
+  if [ "${DBSAFE_NO_ENCRYPT:-}" != 1 ]; then
+    echo "$0: no DBSAFE_RECIPIENTS_FILE: WAL would be archived unencrypted; set it, or DBSAFE_NO_ENCRYPT=1 to archive plain WAL" >&2
+    exit 2
+  fi
+  plain=" --no-encrypt"
+fi
 if [ -n "${DBSAFE_COMPRESS:-}" ]; then
   env_prefix="$env_prefix DBSAFE_COMPRESS=$DBSAFE_COMPRESS"
 fi
-command="$env_prefix '$(quote "$walship")' push %p %f --to '$(quote "$store")'"
+command="$env_prefix '$(quote "$walship")' push %p %f --to '$(quote "$store")'$plain"
 # In SQL, single quotes double.
 sql_command=${command//\'/\'\'}
 

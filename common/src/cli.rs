@@ -145,6 +145,10 @@ pub struct EncodeArgs {
     /// Encrypt with the passphrase on this file's first line instead.
     #[arg(long, value_name = "FILE", env = "DBSAFE_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Write the artifact unencrypted to a file or a store (refused without it when no key is
+    /// given; config: encrypt = false).
+    #[arg(long)]
+    pub no_encrypt: bool,
 }
 
 impl EncodeArgs {
@@ -161,6 +165,47 @@ impl EncodeArgs {
                 .and_then(|e| e.compress)
                 .or(cfg.defaults.compress)
                 .unwrap_or(crate::Compression::Zstd)),
+        }
+    }
+
+    /// The encryption of an artifact written to `dest` (a file or a store,
+    /// named for the message; `None`: stdout). Encryption is explicit
+    /// (SPEC §8): without a key, a file or a store takes a plain artifact
+    /// only with `--no-encrypt` or `encrypt = false` in the config (exit 2
+    /// otherwise); stdout takes it with a warning. `--no-encrypt` next to a
+    /// key from the command line or the environment is exit 2; it overrides
+    /// the config's recipients.
+    pub fn encryption_for(
+        &self,
+        cfg: &crate::config::Config,
+        env: &str,
+        dest: Option<&str>,
+    ) -> Result<Encryption> {
+        if self.no_encrypt {
+            if !self.recipients.is_empty()
+                || self.recipients_file.is_some()
+                || self.passphrase_file.is_some()
+            {
+                return Err(crate::Error::usage(
+                    "--no-encrypt and a key (-r, --recipients-file, --passphrase-file or their environment variables) contradict each other",
+                )
+                .hint("drop --no-encrypt to encrypt, or the key to write the artifact plain"));
+            }
+            return Ok(Encryption::None);
+        }
+        let enc = self.encryption(cfg, env)?;
+        if enc.is_encrypted() || cfg.plain_allowed(env) {
+            return Ok(enc);
+        }
+        match dest {
+            None => {
+                crate::output::warn("no recipients or passphrase: the artifact on stdout is not encrypted");
+                Ok(enc)
+            }
+            Some(d) => Err(crate::Error::usage(format!(
+                "no recipients or passphrase: the artifact would be written unencrypted to {d}"
+            ))
+            .hint("give -r/--recipient, --recipients-file or --passphrase-file (or recipients in the config), or pass --no-encrypt to write it plain")),
         }
     }
 

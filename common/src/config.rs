@@ -85,6 +85,9 @@ pub struct Defaults {
     pub pushgateway: Option<String>,
     /// Default retention.
     pub retention: Option<Retention>,
+    /// `false`: an artifact with no key may be written plain to a file or a
+    /// store (as `--no-encrypt` allows it); unset or `true`: it is refused.
+    pub encrypt: Option<bool>,
 }
 
 /// One environment (`[env.NAME]`).
@@ -111,6 +114,8 @@ pub struct EnvConfig {
     pub compress: Option<crate::Compression>,
     /// Recipients file override.
     pub recipients_file: Option<PathBuf>,
+    /// `encrypt` override (see [`Defaults::encrypt`]).
+    pub encrypt: Option<bool>,
 }
 
 /// The whole config file.
@@ -179,6 +184,15 @@ impl Config {
     /// The named environment's table, if configured.
     pub fn env(&self, name: &str) -> Option<&EnvConfig> {
         self.env.get(name)
+    }
+
+    /// Whether plain artifacts of an environment may go to files and
+    /// stores without `--no-encrypt`: its own `encrypt`, else the default's.
+    pub fn plain_allowed(&self, env: &str) -> bool {
+        self.env(env)
+            .and_then(|e| e.encrypt)
+            .or(self.defaults.encrypt)
+            == Some(false)
     }
 
     /// The store for an environment: its own, else the default.

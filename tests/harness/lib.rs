@@ -659,9 +659,14 @@ impl Drop for LockHolder {
     }
 }
 
-/// `dbsnap SOURCE -o OUT`: a snapshot of `source` into a file.
+/// `dbsnap SOURCE -o OUT --no-encrypt`: a plain snapshot of `source` into a
+/// file (an encrypted one is `Cmd::tool("dbsnap")` with its key).
 pub fn snap_to_file(source: impl AsRef<OsStr>, out: impl AsRef<OsStr>) -> Cmd {
-    Cmd::tool("dbsnap").arg(source).arg("-o").arg(out)
+    Cmd::tool("dbsnap")
+        .arg(source)
+        .arg("-o")
+        .arg(out)
+        .arg("--no-encrypt")
 }
 
 /// `dbrestore ARTIFACT --target TARGET`: a restore of an artifact file (or `-`).
@@ -739,19 +744,39 @@ pub fn rand_u64() -> u64 {
     h.finish()
 }
 
-/// `dbsnap SOURCE --to STORE`: a snapshot of `source` into a store.
+/// `dbsnap SOURCE --to STORE --no-encrypt`: a plain snapshot of `source`
+/// into a store (an encrypted one is `Cmd::tool("dbsnap")` with its key).
 pub fn snap_to_store(source: impl AsRef<OsStr>, store: impl AsRef<OsStr>) -> Cmd {
-    Cmd::tool("dbsnap").arg(source).arg("--to").arg(store)
+    Cmd::tool("dbsnap")
+        .arg(source)
+        .arg("--to")
+        .arg(store)
+        .arg("--no-encrypt")
 }
 
-/// `walship push PATH FILE --to STORE`.
+/// `walship push PATH FILE --to STORE --no-encrypt`: a plain push.
 pub fn push_wal(path: impl AsRef<OsStr>, file: &str, store: impl AsRef<OsStr>) -> Cmd {
-    Cmd::tool("walship")
+    push_wal_keyed(path, file, store, None)
+}
+
+/// `walship push PATH FILE --to STORE`, encrypted to `public` (`-r`), or
+/// plain (`--no-encrypt`) without it.
+pub fn push_wal_keyed(
+    path: impl AsRef<OsStr>,
+    file: &str,
+    store: impl AsRef<OsStr>,
+    public: Option<&str>,
+) -> Cmd {
+    let push = Cmd::tool("walship")
         .arg("push")
         .arg(path)
         .arg(file)
         .arg("--to")
-        .arg(store)
+        .arg(store);
+    match public {
+        Some(p) => push.args(["-r", p]),
+        None => push.arg("--no-encrypt"),
+    }
 }
 
 /// `walship fetch FILE PATH --from STORE`.

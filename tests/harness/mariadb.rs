@@ -122,6 +122,8 @@ impl Server {
         for _ in 0..5 {
             s.port = crate::free_port();
             let log = s.dir.path().join("server.log");
+            let tmp = s.dir.path().join("tmp");
+            std::fs::create_dir_all(&tmp).expect("server tmpdir");
             let _ = std::fs::remove_file(&log);
             let mut cmd = Command::new(server_bin("mariadbd"));
             cmd.arg("--no-defaults")
@@ -133,6 +135,9 @@ impl Server {
                     s.dir.path().join("mysqld.pid").display()
                 ))
                 .arg(format!("--log-error={}", log.display()))
+                // Its own directory for internal temporary (Aria) tables, not
+                // the /tmp every other test and server writes in.
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .args([
                     "--bind-address=127.0.0.1",
                     "--skip-name-resolve",
@@ -287,6 +292,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The server's side of a failed test (a crash shows only here).
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- MariaDB server log (last lines)");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         if let Some(mut child) = self.child.take() {
             // SIGTERM (through kill(1)) asks for a clean shutdown; SIGKILL after 30s.
             let _ = Command::new("kill")

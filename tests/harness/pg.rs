@@ -249,7 +249,8 @@ impl Cluster {
     }
 
     /// Turns on archiving into `store` with scripts/postgres-wal-config.sh
-    /// (walship push, recipients from `recipients_file` when given) and restarts.
+    /// (walship push, recipients from `recipients_file` when given, else
+    /// plain WAL) and restarts.
     pub fn archive_to(&self, store: &Path, recipients_file: Option<&Path>) {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres-wal-config.sh");
@@ -262,9 +263,10 @@ impl Cluster {
                 "PATH",
                 format!("{PG_BIN}:{}", std::env::var("PATH").unwrap_or_default()),
             );
-        if let Some(r) = recipients_file {
-            cmd = cmd.env("DBSAFE_RECIPIENTS_FILE", r);
-        }
+        cmd = match recipients_file {
+            Some(r) => cmd.env("DBSAFE_RECIPIENTS_FILE", r),
+            None => cmd.env("DBSAFE_NO_ENCRYPT", "1"),
+        };
         cmd.succeeds();
         self.psql("postgres", "ALTER SYSTEM SET full_page_writes = on;");
         self.restart();

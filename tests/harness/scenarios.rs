@@ -13,7 +13,7 @@
 use crate::testdb::{ConcurrentWrites, Passwords, TestDb};
 use crate::{
     artifacts, audit_entries, bin, executable, meta_counts, meta_of, require, restore_file,
-    rows_of, snap_to_file, snap_to_store, store_artifact, temporaries, wait_until, Cmd, Scene,
+    rows_of, snap_to_file, store_artifact, temporaries, wait_until, Cmd, Scene,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -85,7 +85,10 @@ pub fn backup_verifies_at_every_level_and_restores_identically<D: TestDb>(
     db.fixture(name, rows);
     let (key, public) = s.age_key("key.txt");
     let art = s.path(&format!("{name}.{}.zst.age", D::ENGINE.payload));
-    snap_to_file(db.url(name), &art)
+    Cmd::tool("dbsnap")
+        .arg(db.url(name))
+        .arg("-o")
+        .arg(&art)
         .arg("-r")
         .arg(&public)
         .succeeds();
@@ -167,7 +170,10 @@ pub fn artifact_restores_with_age_zstd_and_the_engine_tools_alone<D: TestDb>(db:
     db.fixture("shop", 200);
     let (key, public) = s.age_key("key.txt");
     let art = s.path(&format!("shop.{}.zst.age", D::ENGINE.payload));
-    snap_to_file(db.url("shop"), &art)
+    Cmd::tool("dbsnap")
+        .arg(db.url("shop"))
+        .arg("-o")
+        .arg(&art)
         .arg("-r")
         .arg(&public)
         .succeeds();
@@ -199,7 +205,10 @@ pub fn restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_ba
     let before = db.contents("prod");
     let (key, public) = s.age_key("key.txt");
     let store = s.path("store");
-    snap_to_store(db.url("shop"), &store)
+    Cmd::tool("dbsnap")
+        .arg(db.url("shop"))
+        .arg("--to")
+        .arg(&store)
         .arg("-r")
         .arg(&public)
         .succeeds();
@@ -396,10 +405,11 @@ pub fn a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message<D: Pa
         .arg(db.password_url("shop"))
         .arg("--to")
         .arg(&store)
+        .arg("--no-encrypt")
         .stderr_file(&snap_err)
         .spawn();
     let own_argv = format!(
-        "{}\0{}\0--to\0{}\0",
+        "{}\0{}\0--to\0{}\0--no-encrypt\0",
         bin("dbsnap").display(),
         db.password_url("shop"),
         store.display()

@@ -75,8 +75,9 @@ impl World {
     }
 
     fn write_config(&self, extra: &[(&str, &str)]) {
-        let mut text =
-            String::from("[defaults]\nchain = [\"development\", \"staging\", \"production\"]\n");
+        let mut text = String::from(
+            "[defaults]\nchain = [\"development\", \"staging\", \"production\"]\nencrypt = false\n",
+        );
         for env in ENVS {
             text.push_str(&format!(
                 "\n[env.{env}]\nurl = {:?}\nstore = {:?}\nmigrate = {:?}\nhealth_check = {:?}\n",
@@ -253,6 +254,7 @@ fn manifests_record_every_step_pin_their_backups_and_show_in_history_and_audit()
     let w = World::new(&[]);
     // An older, unpinned backup of production that pruning may take.
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(w.url("production"))
         .args(["--env", "production", "--to"])
         .arg(w.store("production"))
@@ -968,7 +970,7 @@ impl FileChain {
         let cfg = s.write(
             "dbsafe.toml",
             &format!(
-                "[defaults]\nchain = [\"staging\", \"production\"]\n\n\
+                "[defaults]\nchain = [\"staging\", \"production\"]\nencrypt = false\n\n\
                  [env.production]\nurl = \"{scheme}:{}\"\nstore = \"{}\"\nsensitive = true\n\n\
                  [env.staging]\nurl = \"{scheme}:{}\"\nstore = \"{}\"\n",
                 prod.display(),
@@ -1012,6 +1014,26 @@ impl FileChain {
             .filter(|n| n.contains(part))
             .collect()
     }
+}
+
+#[test]
+fn a_promotion_that_would_take_a_plain_backup_is_refused_unless_the_config_allows_it() {
+    let chain = FileChain::new("sqlite", "db", "UPDATE customers SET email = 'x';");
+    sqlite::sample(&chain.prod, 10);
+    sqlite::sample(&chain.staging, 3);
+    let text = std::fs::read_to_string(&chain.cfg).unwrap();
+    std::fs::write(&chain.cfg, text.replace("encrypt = false\n", "")).unwrap();
+    chain
+        .refresh()
+        .env_remove("DBSAFE_RECIPIENTS")
+        .env_remove("DBSAFE_RECIPIENTS_FILE")
+        .fails_with(2, "would be written unencrypted to store");
+    assert!(
+        dbsafe_tests::artifacts(&chain._scene.path("store-prod")).is_empty(),
+        "no backup was taken"
+    );
+    std::fs::write(&chain.cfg, text).unwrap();
+    chain.refresh().succeeds();
 }
 
 #[test]
@@ -1135,7 +1157,7 @@ fn on_s3_stores_manifests_pin_the_source_backup_and_list_in_history() {
     let cfg = s.write(
         "dbsafe.toml",
         &format!(
-            "[defaults]\nchain = [\"staging\", \"production\"]\n\n\
+            "[defaults]\nchain = [\"staging\", \"production\"]\nencrypt = false\n\n\
              [env.production]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n\n\
              [env.staging]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n",
             prod.display(),
@@ -1168,7 +1190,13 @@ fn on_s3_stores_manifests_pin_the_source_backup_and_list_in_history() {
     // A newer, verified backup of production: only the manifest keeps the refresh's source.
     tool("dbsnap")
         .arg(sqlite::url(&prod))
-        .args(["--env", "production", "--to", &server.url("production")])
+        .args([
+            "--env",
+            "production",
+            "--to",
+            &server.url("production"),
+            "--no-encrypt",
+        ])
         .succeeds();
     tool("dbverify")
         .args(["--store", &server.url("production"), "--latest"])

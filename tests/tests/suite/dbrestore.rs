@@ -18,7 +18,10 @@ fn setup() -> Setup {
     sqlite::sample(&s.path("app.db"), 150);
     let (key, public) = s.age_key("key.txt");
     let store = s.path("store");
-    snap_to_store(sqlite::url(&s.path("app.db")), &store)
+    Cmd::tool("dbsnap")
+        .arg(sqlite::url(&s.path("app.db")))
+        .arg("--to")
+        .arg(&store)
         .args(["-r", &public])
         .succeeds();
     Setup { s, key, store }

@@ -22,7 +22,10 @@ fn metadata_and_sidecars_describe_the_snapshot() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 120);
     let (_, public) = s.age_key("key.txt");
-    let r = snap_to_store(url(&s, "app.db"), s.path("store"))
+    let r = Cmd::tool("dbsnap")
+        .arg(url(&s, "app.db"))
+        .arg("--to")
+        .arg(s.path("store"))
         .args([
             "-r",
             &public,
@@ -268,6 +271,7 @@ fn stdout_streaming_with_meta_file() {
     sqlite::sample(&s.path("app.db"), 25);
     let art = s.path("out.bin");
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(url(&s, "app.db"))
         .arg("--meta")
         .arg(s.path("m.json"))
@@ -293,6 +297,7 @@ fn usage_errors_exit_2_with_what_is_wrong() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 5);
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg("oracle://db/x")
         .fails_with(2, "unsupported database URL");
     for (args, says) in [
@@ -301,7 +306,10 @@ fn usage_errors_exit_2_with_what_is_wrong() {
         (["--env", "bad_env"], "invalid environment"),
         (["--max-size", "lots"], "lots"),
     ] {
-        snap_to_file(url(&s, "app.db"), s.path("x"))
+        Cmd::tool("dbsnap")
+            .arg(url(&s, "app.db"))
+            .arg("-o")
+            .arg(s.path("x"))
             .args(args)
             .fails_with(2, says);
     }
@@ -315,6 +323,7 @@ fn usage_errors_exit_2_with_what_is_wrong() {
         .fails_with(2, "dbsafe.toml:3")
         .stderr_has("compresion");
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg("--definitely-not-a-flag")
         .fails_with(2, "--definitely-not-a-flag");
     snap_to_file(url(&s, "missing.db"), s.path("x")).fails_with(1, "does not exist");
@@ -427,7 +436,7 @@ fn progress_shows_on_a_terminal_and_never_otherwise() {
     let r = Cmd::new("script")
         .arg("-qec")
         .arg(format!(
-            "{} {} --compress none -o {}",
+            "{} {} --compress none --no-encrypt -o {}",
             dbsafe_tests::bin("dbsnap").display(),
             url(&s, "big.db"),
             out.display()
@@ -443,6 +452,7 @@ fn progress_shows_on_a_terminal_and_never_otherwise() {
     // Through pipes: the summary line and nothing else.
     std::fs::remove_file(&out).ok();
     let r = Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(url(&s, "big.db"))
         .args(["--compress", "none", "-o"])
         .arg(&out)
@@ -458,6 +468,7 @@ fn progress_shows_on_a_terminal_and_never_otherwise() {
     // -q silences even the summary.
     std::fs::remove_file(&out).ok();
     let r = Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(url(&s, "big.db"))
         .args(["-q", "--compress", "none", "-o"])
         .arg(&out)
@@ -472,7 +483,7 @@ fn the_source_url_can_come_from_the_config_file() {
     let cfg = s.write(
         "dbsafe.toml",
         &format!(
-            "[env.production]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n",
+            "[env.production]\nurl = \"sqlite:{}\"\nstore = \"{}\"\nencrypt = false\n",
             s.path("app.db").display(),
             s.path("store").display()
         ),

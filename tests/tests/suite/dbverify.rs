@@ -2,8 +2,7 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    edit_meta, next_second, restore_file, scenarios, snap_to_file, snap_to_store, verify_with, Cmd,
-    Scene,
+    edit_meta, next_second, restore_file, scenarios, snap_to_file, verify_with, Cmd, Scene,
 };
 use std::path::PathBuf;
 
@@ -108,9 +107,11 @@ fn truncation_fails_at_every_layer() {
             .arg(sqlite::url(&s.path("app.db")))
             .args(["--compress", compress, "-o"])
             .arg(&art);
-        if enc {
-            cmd = cmd.args(["-r", &public]);
-        }
+        cmd = if enc {
+            cmd.args(["-r", &public])
+        } else {
+            cmd.arg("--no-encrypt")
+        };
         cmd.succeeds();
         let b = std::fs::read(&art).unwrap();
         let cut = b[..b.len() * 2 / 3].to_vec();
@@ -192,7 +193,10 @@ fn store_verification_records_verify_json_for_each_artifact() {
     sqlite::sample(&s.path("crm.db"), 30);
     let (key, public) = s.age_key("key.txt");
     for db in ["app.db", "app.db", "crm.db"] {
-        snap_to_store(sqlite::url(&s.path(db)), s.path("store"))
+        Cmd::tool("dbsnap")
+            .arg(sqlite::url(&s.path(db)))
+            .arg("--to")
+            .arg(s.path("store"))
             .args(["-r", &public])
             .succeeds();
         // Artifact names are stamped to the second.
@@ -272,6 +276,7 @@ fn dbverify_and_dbrestore_show_progress_on_a_terminal_only() {
     sqlite::blobs(&db, 64);
     let art = s.path("big.sqlite");
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(sqlite::url(&db))
         .args(["--compress", "none", "-o"])
         .arg(&art)

@@ -59,6 +59,7 @@ fn backup_verifies_at_every_level_restores_identically_and_rotates() {
     let s = &b.scene;
     let again = s.path("again.tar");
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(url(&out))
         .args(["--compress", "none", "-o"])
         .arg(&again)
@@ -290,6 +291,7 @@ fn a_link_to_the_tree_is_followed_at_the_root_only() {
     let linked = s.path("linked.tar");
     for (root, out) in [(&src, &direct), (&via, &linked)] {
         Cmd::tool("dbsnap")
+            .arg("--no-encrypt")
             .arg(url(root))
             .args(["--compress", "none", "-o"])
             .arg(out)

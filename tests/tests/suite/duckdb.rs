@@ -256,6 +256,7 @@ fn a_missing_duckdb_cli_is_named_with_its_package() {
     let empty = s.path("empty-path");
     std::fs::create_dir(&empty).expect("dir");
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .env("PATH", &empty)
         .arg(url(&db))
         .arg("-o")
@@ -283,6 +284,7 @@ fn a_damaged_payload_fails_full_verification() {
     let db = sample(&s, "shop", 2000);
     let raw = s.path("raw.duckdb");
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(url(&db))
         .args(["--compress", "none", "-o"])
         .arg(&raw)

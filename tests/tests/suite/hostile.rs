@@ -11,6 +11,7 @@ fn snap_to(s: &Scene, store: &Path) -> Cmd {
         sqlite::sample(&db, 5);
     }
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(format!("sqlite:{}", db.display()))
         .arg("--to")
         .arg(store)
@@ -95,6 +96,7 @@ fn absurd_arguments_are_usage_errors_naming_what_is_wrong_never_panics() {
                 db.clone(),
                 "-o".into(),
                 "x.zst".into(),
+                "--no-encrypt".into(),
                 "--level".into(),
                 "99".into(),
             ],
@@ -177,6 +179,7 @@ fn a_bare_file_name_is_a_file_in_the_current_directory() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 5);
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg("sqlite:app.db")
         .args(["-o", "backup.sqlite.zst", "--metrics-file", "m.prom"])
         .current_dir(s.dir.path())
@@ -206,7 +209,12 @@ fn three_concurrent_pushes_of_one_segment_always_leave_a_fetchable_segment() {
         let name = format!("0000000100000000000000{round:02X}");
         let pushes: Vec<_> = (0..3)
             .map(|_| {
-                dbsafe_tests::push_wal(&seg, &name, &store)
+                Cmd::tool("walship")
+                    .arg("push")
+                    .arg(&seg)
+                    .arg(&name)
+                    .arg("--to")
+                    .arg(&store)
                     .args(["-r", &public])
                     .spawn()
             })
@@ -271,11 +279,113 @@ fn encryption_asked_for_with_no_recipient_is_refused_never_silently_dropped() {
     assert!(!s.path("x.sqlite.zst").exists(), "nothing was written");
     let seg = s.path("seg");
     std::fs::write(&seg, vec![1u8; 1 << 16]).unwrap();
-    dbsafe_tests::push_wal(&seg, "000000010000000000000001", s.path("store"))
+    Cmd::tool("walship")
+        .arg("push")
+        .arg(&seg)
+        .arg("000000010000000000000001")
+        .arg("--to")
+        .arg(s.path("store"))
         .arg("--recipients-file")
         .arg(&empty)
         .fails_with_code(2)
         .stderr_has("no age recipient");
+}
+
+#[test]
+fn a_plain_artifact_goes_to_a_file_or_store_only_when_asked_for() {
+    let s = Scene::new();
+    sqlite::sample(&s.path("app.db"), 5);
+    let db = format!("sqlite:{}", s.path("app.db").display());
+    let store = s.path("store");
+    let seg = s.write("seg", &"w".repeat(1 << 16));
+    let keyless = |c: Cmd| {
+        c.env_remove("DBSAFE_RECIPIENTS")
+            .env_remove("DBSAFE_RECIPIENTS_FILE")
+            .env_remove("DBSAFE_PASSPHRASE_FILE")
+            .current_dir(s.dir.path())
+    };
+    // No key: a file, a store and a WAL push are refused, and nothing is written.
+    keyless(Cmd::tool("dbsnap").arg(&db).args(["-o", "x.sqlite.zst"]))
+        .fails_with(2, "would be written unencrypted to x.sqlite.zst")
+        .stderr_has("--no-encrypt");
+    assert!(!s.path("x.sqlite.zst").exists());
+    keyless(Cmd::tool("dbsnap").arg(&db).arg("--to").arg(&store))
+        .fails_with(2, "would be written unencrypted to store");
+    keyless(
+        Cmd::tool("walship")
+            .arg("push")
+            .arg(&seg)
+            .arg("000000010000000000000001")
+            .arg("--to")
+            .arg(&store),
+    )
+    .fails_with(2, "would be written unencrypted to store");
+    assert!(dbsafe_tests::artifacts(&store).is_empty());
+    assert!(
+        !store.join("wal").exists()
+            || std::fs::read_dir(store.join("wal"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    // To stdout it goes, with a warning.
+    let r = keyless(Cmd::tool("dbsnap").arg(&db)).succeeds();
+    assert!(
+        r.out.stdout.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),
+        "a plain zstd stream"
+    );
+    r.stderr_has("not encrypted");
+    // --no-encrypt next to a key contradicts it.
+    let (_key, public) = s.age_key("key.txt");
+    keyless(Cmd::tool("dbsnap").arg(&db).args([
+        "-o",
+        "y.sqlite.zst",
+        "--no-encrypt",
+        "-r",
+        &public,
+    ]))
+    .fails_with(2, "contradict");
+    // The config can allow plain artifacts, for one environment.
+    let cfg = s.write("dbsafe.toml", "[env.lab]\nencrypt = false\n");
+    keyless(
+        Cmd::tool("dbsnap")
+            .arg(&db)
+            .args(["--env", "lab", "-o", "lab.sqlite.zst"]),
+    )
+    .env("DBSAFE_CONFIG", &cfg)
+    .succeeds();
+    keyless(
+        Cmd::tool("dbsnap")
+            .arg(&db)
+            .args(["--env", "prod", "-o", "prod.sqlite.zst"]),
+    )
+    .env("DBSAFE_CONFIG", &cfg)
+    .fails_with_code(2);
+    // An encrypted series' _latest never moves to a plain artifact.
+    keyless(
+        Cmd::tool("dbsnap")
+            .arg(&db)
+            .arg("--to")
+            .arg(&store)
+            .args(["-r", &public]),
+    )
+    .succeeds();
+    dbsafe_tests::next_second();
+    keyless(
+        Cmd::tool("dbsnap")
+            .arg(&db)
+            .arg("--to")
+            .arg(&store)
+            .arg("--no-encrypt"),
+    )
+    .succeeds();
+    let latest =
+        std::fs::read_link(store.join("backups/default_app_full_latest.sqlite.zst.age")).unwrap();
+    assert!(
+        latest.to_string_lossy().ends_with(".sqlite.zst.age"),
+        "{}",
+        latest.display()
+    );
 }
 
 /// `PID-START` of a running process, as temporaries name their writer.
@@ -384,6 +494,7 @@ fn sigkill_at_random_points_never_leaves_a_broken_artifact_or_plaintext_behind()
     std::fs::create_dir(&tmp).unwrap();
     let snap = || {
         Cmd::tool("dbsnap")
+            .arg("--no-encrypt")
             .arg(format!("sqlite:{}", db.display()))
             .arg("--to")
             .arg(&store)
@@ -464,6 +575,7 @@ fn a_reader_that_goes_away_never_makes_a_tool_panic() {
     sqlite::blobs(&db, 8);
     let store = s.path("store");
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(format!("sqlite:{}", db.display()))
         .arg("--to")
         .arg(&store)

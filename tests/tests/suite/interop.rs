@@ -139,6 +139,7 @@ fn sqlite3_reads_an_unencrypted_uncompressed_artifact_directly() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 300);
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(sqlite::url(&s.path("app.db")))
         .args(["--compress", "none", "-o"])
         .arg(s.path("a.sqlite"))

@@ -79,6 +79,7 @@ fn a_truncated_dump_fails_verification_and_is_not_restored() {
     m.fixture("shop", 2000);
     let full = s.path("shop.sql");
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(m.url("shop"))
         .args(["--compress", "none", "-o"])
         .arg(&full)
@@ -112,6 +113,7 @@ fn a_missing_client_tool_is_named_with_its_package() {
     std::fs::create_dir(&empty).expect("dir");
     let url = "mysql://root@127.0.0.1:1/shop";
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .env("PATH", &empty)
         .arg(url)
         .arg("-o")

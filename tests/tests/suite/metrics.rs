@@ -42,7 +42,7 @@ fn every_tool_merges_its_series_into_one_promtool_clean_textfile() {
     let seg = s.path("seg");
     std::fs::write(&seg, vec![7u8; 1 << 20]).unwrap();
     Cmd::tool("walship")
-        .args(["push"])
+        .args(["push", "--no-encrypt"])
         .arg(&seg)
         .arg("000000010000000000000001")
         .arg("--to")

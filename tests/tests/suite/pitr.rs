@@ -55,9 +55,10 @@ impl Drill {
             .arg(self.c.url("postgres"))
             .arg("--to")
             .arg(&self.store);
-        if let Some(p) = &self.public {
-            cmd = cmd.args(["-r", p]);
-        }
+        cmd = match &self.public {
+            Some(p) => cmd.args(["-r", p]),
+            None => cmd.arg("--no-encrypt"),
+        };
         cmd.succeeds();
         pg::share_with_server(&self.store);
     }
@@ -253,6 +254,7 @@ fn base_backups_verify_at_every_level_and_refusals() {
     // Without archiving, a base backup is refused: it could never be restored.
     let plain = Cluster::start();
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg("--base")
         .arg(plain.url("postgres"))
         .arg("--to")
@@ -346,7 +348,7 @@ fn pitr_drill_with_base_backups_and_wal_on_s3() {
         .map(|(k, v)| format!("{k}='{v}' "))
         .collect();
     let command = format!(
-        "{env}DBSAFE_CONFIG=/dev/null {} push %p %f --to {store}",
+        "{env}DBSAFE_CONFIG=/dev/null {} push %p %f --to {store} --no-encrypt",
         dbsafe_tests::bin("walship").display()
     );
     c.psql(
@@ -367,6 +369,7 @@ fn pitr_drill_with_base_backups_and_wal_on_s3() {
     );
     server
         .tool("dbsnap")
+        .arg("--no-encrypt")
         .arg("--base")
         .arg(c.url("postgres"))
         .arg("--to")
@@ -577,6 +580,7 @@ fn a_restore_point_is_reached_exactly_and_a_recovered_server_backs_up_clean() {
     );
     next_second();
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg("--base")
         .arg(format!(
             "postgres://postgres@{}:{}/postgres",

@@ -81,6 +81,7 @@ fn a_missing_client_tool_is_named_with_its_package() {
     .expect("symlink");
     let url = format!("postgres://postgres@127.0.0.1:{}/shop", free_port());
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .env("PATH", &only_psql)
         .arg(&url)
         .arg("-o")

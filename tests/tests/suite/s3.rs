@@ -14,7 +14,7 @@ const PREFIX: &str = "prod";
 /// `dbsnap` (as `cmd`) of the SQLite database `db` into `store`, uncompressed.
 fn snap_uncompressed(cmd: Cmd, db: &Path, store: &str) -> Cmd {
     cmd.arg(sqlite::url(db))
-        .args(["--to", store, "--compress", "none"])
+        .args(["--to", store, "--compress", "none", "--no-encrypt"])
 }
 
 fn big_db(s: &Scene, name: &str, mb: u64) -> std::path::PathBuf {
@@ -400,7 +400,13 @@ fn a_second_writer_of_the_series_is_refused_with_exit_4() {
     server
         .tool("dbsnap")
         .arg(sqlite::url(&s.path("big.db")))
-        .args(["--to", &server.url(PREFIX), "--compress", "none"])
+        .args([
+            "--to",
+            &server.url(PREFIX),
+            "--compress",
+            "none",
+            "--no-encrypt",
+        ])
         .fails_with(4, &format!("pid {pid}"));
 }
 
@@ -491,7 +497,7 @@ fn a_stalled_answer_times_out_and_is_retried() {
     server
         .tool_via("dbsnap", &proxy.endpoint())
         .arg(sqlite::url(&db))
-        .args(["--to", &server.url(PREFIX)])
+        .args(["--to", &server.url(PREFIX), "--no-encrypt"])
         .env("DBSAFE_S3_TIMEOUT", "1s")
         .succeeds()
         .stderr_has("retrying");
@@ -520,7 +526,7 @@ fn service_unavailable_forever_fails_with_exit_1_naming_bucket_key_and_status() 
         let r = server
             .tool_via("dbsnap", &proxy.endpoint())
             .arg(sqlite::url(&db))
-            .args(["--to", &server.url(PREFIX)])
+            .args(["--to", &server.url(PREFIX), "--no-encrypt"])
             .fails_with_code(1);
         let err = r.stderr();
         let last = err
@@ -568,7 +574,7 @@ fn a_wrong_secret_fails_with_exit_1_naming_the_key_id_and_never_the_secret() {
     let r = server
         .tool("dbsnap")
         .arg(sqlite::url(&db))
-        .args(["--to", &server.url(PREFIX)])
+        .args(["--to", &server.url(PREFIX), "--no-encrypt"])
         .env("AWS_SECRET_ACCESS_KEY", wrong)
         .fails_with_code(1);
     let err = r.stderr();
@@ -581,7 +587,7 @@ fn a_wrong_secret_fails_with_exit_1_naming_the_key_id_and_never_the_secret() {
     server
         .tool("dbsnap")
         .arg(sqlite::url(&db))
-        .args(["--to", &server.url(PREFIX)])
+        .args(["--to", &server.url(PREFIX), "--no-encrypt"])
         .succeeds();
     let r = server
         .tool("dbverify")
@@ -643,7 +649,7 @@ fn credentials_come_from_an_aws_profile_as_the_aws_cli_reads_them() {
     server
         .tool("dbsnap")
         .arg(sqlite::url(&db))
-        .args(["--to", &server.url(PREFIX)])
+        .args(["--to", &server.url(PREFIX), "--no-encrypt"])
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_SHARED_CREDENTIALS_FILE", &creds)

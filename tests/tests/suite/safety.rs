@@ -2,9 +2,7 @@
 //! it is protected as the backup being restored was, never shares a name,
 //! and never makes the store look unhealthy.
 
-use dbsafe_tests::{
-    edit_meta, snap_to_file, snap_to_store, sqlite, store_artifact, verify_with, Cmd, Scene,
-};
+use dbsafe_tests::{edit_meta, sqlite, store_artifact, verify_with, Cmd, Scene};
 use std::path::{Path, PathBuf};
 
 fn age_header(p: &Path) -> bool {
@@ -20,7 +18,10 @@ fn encrypted_production_backup(s: &Scene, rows: u64) -> (PathBuf, PathBuf, PathB
     let db = s.path("app.db");
     sqlite::sample(&db, rows);
     let store = s.path("store");
-    snap_to_store(sqlite::url(&db), &store)
+    Cmd::tool("dbsnap")
+        .arg(sqlite::url(&db))
+        .arg("--to")
+        .arg(&store)
         .args(["--env", "production", "-r", &public])
         .succeeds();
     (key, db, store)
@@ -86,7 +87,10 @@ fn safety_backups_with_a_passphrase_are_encrypted_with_it_and_never_share_a_name
     let db = s.path("app.db");
     sqlite::sample(&db, 30);
     let artifact = s.path("app.sqlite.zst.age");
-    snap_to_file(sqlite::url(&db), &artifact)
+    Cmd::tool("dbsnap")
+        .arg(sqlite::url(&db))
+        .arg("-o")
+        .arg(&artifact)
         .arg("--passphrase-file")
         .arg(&pass)
         .succeeds();
@@ -151,7 +155,10 @@ fn encrypted_artifact(s: &Scene) -> (PathBuf, PathBuf) {
     let db = s.path("app.db");
     sqlite::sample(&db, 10);
     let artifact = s.path("app.sqlite.zst.age");
-    snap_to_file(sqlite::url(&db), &artifact)
+    Cmd::tool("dbsnap")
+        .arg(sqlite::url(&db))
+        .arg("-o")
+        .arg(&artifact)
         .args(["-r", &public])
         .succeeds();
     (artifact, key)
@@ -241,6 +248,7 @@ fn engines_never_share_a_series_for_latest_or_retention() {
     sqlite::sample(&db, 10);
     let store = s.path("store");
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(sqlite::url(&db))
         .arg("--to")
         .arg(&store)
@@ -368,6 +376,7 @@ fn a_plain_safety_backup_beside_encrypted_backups_is_refused_unless_asked_for() 
     let (_key, db, store) = encrypted_production_backup(&s, 10);
     let plain = s.path("plain.sqlite.zst");
     Cmd::tool("dbsnap")
+        .arg("--no-encrypt")
         .arg(sqlite::url(&db))
         .arg("-o")
         .arg(&plain)

@@ -56,7 +56,7 @@ fn the_scripts_pass_shellcheck() {
         .collect();
     files.sort();
     assert!(!files.is_empty());
-    Cmd::new("shellcheck").args(&files).succeeds();
+    Cmd::new("shellcheck").arg("-x").args(&files).succeeds();
 }
 
 #[test]
@@ -102,6 +102,19 @@ fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
     let (other, _) = s.age_key("other.txt");
     // The job fails with the verification: exit 2, the key cannot judge the backup.
     run().env("DBSAFE_IDENTITY_FILE", &other).fails_with_code(2);
+}
+
+#[test]
+fn the_wal_config_script_refuses_plain_archiving_unless_asked_for() {
+    let s = Scene::new();
+    // Exit 2 before it reaches the server: nothing listens at this URL.
+    Cmd::new(script("postgres-wal-config.sh"))
+        .arg("postgres://postgres@127.0.0.1:1/postgres")
+        .arg(s.path("store"))
+        .env("WALSHIP", dbsafe_tests::bin("walship"))
+        .env_remove("DBSAFE_RECIPIENTS_FILE")
+        .env_remove("DBSAFE_NO_ENCRYPT")
+        .fails_with(2, "WAL would be archived unencrypted");
 }
 
 #[test]

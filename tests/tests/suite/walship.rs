@@ -19,6 +19,11 @@ fn push(store: &Path, path: &Path, file: &str) -> Cmd {
     dbsafe_tests::push_wal(path, file, store)
 }
 
+/// `walship push PATH FILE --to STORE -r PUBLIC`: a push encrypted to `public`.
+fn push_encrypted(store: &Path, path: &Path, file: &str, public: &str) -> Cmd {
+    dbsafe_tests::push_wal_keyed(path, file, store, Some(public))
+}
+
 fn fetch(store: &Path, file: &str, dest: &Path) -> Cmd {
     dbsafe_tests::fetch_wal(file, dest, store)
 }
@@ -44,7 +49,7 @@ fn push_is_idempotent_for_identical_bytes_and_never_overwrites_different_ones() 
     let store = s.path("store");
     let (_, public) = s.age_key("key.txt");
     let a = segment(&s, "a", 1);
-    push(&store, &a, SEG).args(["-r", &public]).succeeds();
+    push_encrypted(&store, &a, SEG, &public).succeeds();
     let archived = wal_dir_listing(&store);
     assert_eq!(
         archived.len(),
@@ -52,16 +57,14 @@ fn push_is_idempotent_for_identical_bytes_and_never_overwrites_different_ones() 
         "object, .sha256, .meta.json: {:?}",
         archived.iter().map(|x| &x.0).collect::<Vec<_>>()
     );
-    push(&store, &a, SEG).args(["-r", &public]).succeeds();
+    push_encrypted(&store, &a, SEG, &public).succeeds();
     assert_eq!(
         wal_dir_listing(&store),
         archived,
         "an identical re-push changes nothing"
     );
     let b = segment(&s, "b", 2);
-    push(&store, &b, SEG)
-        .args(["-r", &public])
-        .fails_with(1, "different contents");
+    push_encrypted(&store, &b, SEG, &public).fails_with(1, "different contents");
     assert_eq!(
         wal_dir_listing(&store),
         archived,
@@ -117,7 +120,7 @@ fn fetch_exits_1_for_missing_and_255_for_every_other_failure() {
     let (key, public) = s.age_key("key.txt");
     let (other, _) = s.age_key("other.txt");
     let a = segment(&s, "a", 1);
-    push(&store, &a, SEG).args(["-r", &public]).succeeds();
+    push_encrypted(&store, &a, SEG, &public).succeeds();
     // Good.
     let out = s.path("out");
     fetch(&store, SEG, &out).arg("-i").arg(&key).succeeds();

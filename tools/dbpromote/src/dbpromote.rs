@@ -130,10 +130,12 @@ impl Ctx {
         self.cfg.defaults.chain.clone().unwrap_or_default()
     }
 
-    /// How the backups this run takes of `env` are encrypted: the
-    /// recipients of the environment (flags' variables, else the config file).
-    pub fn encryption(&self, env: &str) -> Result<Encryption> {
-        self.encode_args().encryption(&self.cfg, env)
+    /// How the backups this run takes of `env` into `store` are encrypted:
+    /// the recipients of the environment (flags' variables, else the config
+    /// file); without any, refused unless the config says `encrypt = false`.
+    pub fn encryption(&self, env: &str, store: &str) -> Result<Encryption> {
+        self.encode_args()
+            .encryption_for(&self.cfg, env, Some(&format!("store {store}")))
     }
 
     /// How the backups this run takes of `env` are compressed.
@@ -150,6 +152,7 @@ impl Ctx {
             recipients: var("DBSAFE_RECIPIENTS").into_iter().collect(),
             recipients_file: var("DBSAFE_RECIPIENTS_FILE").map(PathBuf::from),
             passphrase_file: None,
+            no_encrypt: false,
         }
     }
 

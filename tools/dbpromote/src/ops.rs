@@ -60,7 +60,7 @@ pub(crate) fn take_backup(
         compression: ctx.compression(env)?,
         level: ctx.cfg.defaults.level,
         threads: 0,
-        encryption: ctx.encryption(env)?,
+        encryption: ctx.encryption(env, &store.describe())?,
         max_size: None,
         labels,
         engine: SnapshotOptions {

@@ -46,7 +46,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     let home = side::home(&target.url)?;
     if a.backup.is_none()
         && !a.latest_verified
-        && ctx.encryption(&source.name)?.is_encrypted()
+        && ctx.encryption(&source.name, &source.store)?.is_encrypted()
         && ctx.keys.is_empty()
     {
         return Err(Error::usage(format!(

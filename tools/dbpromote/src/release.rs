@@ -27,7 +27,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     })?;
     let engine = dbsafe::engine::open(&target.url)?;
     let home = side::home(&target.url)?;
-    if ctx.encryption(&target.name)?.is_encrypted() && ctx.keys.is_empty() {
+    if ctx.encryption(&target.name, &target.store)?.is_encrypted() && ctx.keys.is_empty() {
         return Err(Error::usage(format!(
             "backups of {} are encrypted, and the rehearsal must restore one: no identity to decrypt it with",
             target.name

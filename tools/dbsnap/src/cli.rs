@@ -13,7 +13,7 @@ use std::path::PathBuf;
     after_help = "Examples:
   dbsnap sqlite:app.db -r age1... > app.sqlite.zst.age
   dbsnap sqlite:app.db --to /var/backups/dbsafe --env production --recipients-file keys.txt
-  dbsnap sqlite:app.db -o app.sqlite.zst --compress zstd --level 6
+  dbsnap sqlite:app.db -o app.sqlite.zst --compress zstd --level 6 --no-encrypt
   DBSAFE_STORE=/var/backups/dbsafe DBSAFE_RECIPIENTS_FILE=/etc/dbsafe/recipients.txt dbsnap sqlite:/srv/app.db
 
 Environment: DBSAFE_STORE, DBSAFE_ENV, DBSAFE_RECIPIENTS, DBSAFE_RECIPIENTS_FILE,

@@ -74,19 +74,17 @@ fn snap(
 ) -> Result<dbsafe::meta::Metadata> {
     let log = args.common.log("dbsnap");
     let env = env.to_string();
+    // What is wrong with the command line first, before what it would write.
+    dbsafe::name::validate_env(&env)?;
     let compression = args.encode.compression(cfg, &env)?;
-    let encryption = args.encode.encryption(cfg, &env)?;
-    if !encryption.is_encrypted() {
-        log.debug("no recipients or passphrase: the artifact is not encrypted");
-    }
     let lock_timeout = dbsafe::cli::lock_timeout(args.lock_timeout.as_deref(), cfg)?;
     let tmpdir = args.tmpdir.dir();
-    let req = SnapshotRequest {
+    let mut req = SnapshotRequest {
         env: env.clone(),
         compression,
         level: args.encode.level.or(cfg.defaults.level),
         threads: args.encode.threads,
-        encryption,
+        encryption: dbsafe::keys::Encryption::None,
         max_size: args
             .max_size
             .as_deref()
@@ -132,6 +130,14 @@ fn snap(
             meta: args.meta.clone(),
         },
     };
+    let written_to = match &dest {
+        Destination::Stdout { .. } => None,
+        Destination::File(p) => Some(p.display().to_string()),
+        Destination::Store { store, .. } => Some(format!("store {}", store.describe())),
+    };
+    req.encryption = args
+        .encode
+        .encryption_for(cfg, &env, written_to.as_deref())?;
     if args.common.json && matches!(dest, Destination::Stdout { .. }) {
         return Err(dbsafe::Error::usage(
             "--json prints the report on stdout, which already carries the artifact",

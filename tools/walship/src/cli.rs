@@ -11,7 +11,7 @@ use std::path::PathBuf;
     version,
     about = "Ship PostgreSQL WAL into a store (archive_command) and back (restore_command)",
     after_help = "In postgresql.conf (the store, keys and compression come from DBSAFE_* variables in the
-server's environment, or from the config file):
+server's environment, or from the config file; without a key, push refuses unless --no-encrypt):
   archive_mode = on
   archive_command = 'walship push %p %f'
   restore_command = 'walship fetch %f %p'
@@ -24,7 +24,7 @@ Exit codes follow PostgreSQL's contract:
   status 1 when the archive lags (--max-lag) or has gaps
 
 Examples:
-  walship push pg_wal/000000010000000000000003 000000010000000000000003 --to /var/backups/dbsafe
+  walship push pg_wal/000000010000000000000003 000000010000000000000003 --to /var/backups/dbsafe -r age1...
   walship fetch 000000010000000000000003 pg_wal/RECOVERYXLOG --from /var/backups/dbsafe -i key.txt
   walship status --from /var/backups/dbsafe --max-lag 15m
   walship restore-point before-release-42 postgres://postgres@db/postgres

@@ -55,7 +55,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 compression: encode.compression(&cfg, &env)?,
                 level: encode.level.or(cfg.defaults.level),
                 threads: encode.threads,
-                encryption: encode.encryption(&cfg, &env)?,
+                encryption: encode.encryption_for(
+                    &cfg,
+                    &env,
+                    Some(&format!("store {}", store.describe())),
+                )?,
                 max_size: None,
             };
             let clock = std::time::Instant::now();

@@ -1,0 +1,43 @@
+# shellcheck shell=bash
+# Sourced by the bench scripts: a throwaway PostgreSQL server in a work
+# directory, stopped and removed on exit.
+#
+#   bench_server BIN WORK [SETTING...]   initdb and start it in WORK (created);
+#                                        BIN holds dbsafe's binaries; each
+#                                        SETTING is a postgresql.conf line
+# Sets: pgbin, as_pg (runuser as postgres when root), port, data, server
+# (postgres://postgres@... without a database), and PATH (dbsafe's BIN, then
+# PostgreSQL's); psql_ runs psql against it.
+
+bench_server() {
+  local bin=$1
+  work=$2
+  shift 2
+  pgbin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  mkdir -p "$work"
+  chmod 755 "$work"
+  export DBSAFE_CONFIG=/dev/null PATH="$bin:$pgbin:$PATH"
+  as_pg=()
+  if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); chown postgres: "$work"; fi
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  data=$work/pgdata
+  trap bench_server_cleanup EXIT
+  "${as_pg[@]}" "$pgbin/initdb" -D "$data" -U postgres -A trust --no-sync >/dev/null
+  {
+    echo "listen_addresses = ''"
+    echo "unix_socket_directories = '$work'"
+    echo "port = $port"
+    echo "fsync = off"
+    printf '%s\n' "$@"
+  } >> "$data/postgresql.conf"
+  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -l "$work/pg.log" -w start >/dev/null
+  # shellcheck disable=SC2034 # for the script that sources this
+  server="postgres://postgres@$(python3 -c 'import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1], safe=""))' "$work"):$port"
+}
+
+bench_server_cleanup() {
+  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+
+psql_() { "$pgbin/psql" -X -q -h "$work" -p "$port" -U postgres "$@"; }
