@@ -186,6 +186,74 @@ fn drill(encrypted: bool) {
 }
 
 #[test]
+fn lsn_and_xid_targets_land_exactly_and_pause_or_shutdown_stop_where_asked() {
+    let d = Drill::new(false);
+    d.insert(1, 100);
+    d.base_backup();
+    d.insert(2, 50);
+    // After batch 2's commit record: an LSN target there keeps batch 2.
+    let lsn =
+        d.c.scalar("postgres", "SELECT pg_current_wal_insert_lsn()::text;");
+    // Batch 3 in one transaction whose id is the xid target.
+    let xid = d.c.scalar(
+        "postgres",
+        "WITH i AS (INSERT INTO ledger(batch, note) SELECT 3, 'row ' || g FROM generate_series(1, 30) g RETURNING 1) \
+         SELECT pg_current_xact_id()::text FROM i LIMIT 1;",
+    );
+    d.insert(4, 7);
+    d.c.switch_and_wait_archived();
+
+    let (at_lsn, _) = d.restore_with(&["--target-lsn", &lsn], "lsn");
+    assert_eq!(batches(&at_lsn), "1:100,2:50", "up to the LSN");
+    drop(at_lsn);
+    let (at_xid, _) = d.restore_with(&["--target-xid", &xid], "xid");
+    assert_eq!(
+        batches(&at_xid),
+        "1:100,2:50,3:30",
+        "the xid's transaction included"
+    );
+    drop(at_xid);
+    let (before_xid, _) = d.restore_with(&["--target-xid", &xid, "--target-exclusive"], "xid-excl");
+    assert_eq!(
+        batches(&before_xid),
+        "1:100,2:50",
+        "--target-exclusive stops just before it"
+    );
+    drop(before_xid);
+
+    // pause: the server stays in recovery, read-only, paused at the target.
+    let (paused, _) = d.restore_with(
+        &["--target-xid", &xid, "--target-action", "pause"],
+        "paused",
+    );
+    assert_eq!(paused.psql("postgres", "SELECT pg_is_in_recovery();"), "t");
+    assert_eq!(
+        paused.psql("postgres", "SELECT pg_get_wal_replay_pause_state();"),
+        "paused"
+    );
+    assert_eq!(batches(&paused), "1:100,2:50,3:30");
+    drop(paused);
+
+    // shutdown: dbrestore returns once the server has stopped at the target.
+    let (stopped, _) = d.restore_with(
+        &["--target-lsn", &lsn, "--target-action", "shutdown"],
+        "stopped",
+    );
+    assert!(
+        !stopped.data.join("postmaster.pid").exists(),
+        "the server is stopped"
+    );
+    let control = Cmd::new(pg::server_bin("pg_controldata"))
+        .arg(&stopped.data)
+        .succeeds()
+        .stdout();
+    assert!(
+        control.contains("shut down in recovery"),
+        "stopped in recovery, at the target: {control}"
+    );
+}
+
+#[test]
 fn pitr_drill_restores_exactly_up_to_the_target_time_and_across_timelines() {
     drill(false);
 }

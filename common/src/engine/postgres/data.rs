@@ -428,11 +428,23 @@ impl PgData {
             .arg(&self.dir)
             .arg("-l")
             .arg(self.log_path())
+            // The log is read below for where recovery stopped: in English,
+            // whatever language the cluster's own settings choose.
+            .args(["-o", "-c lc_messages=C"])
             .args(["-w", "-t", "600", "start"])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| Error::failed(format!("cannot run pg_ctl: {e}")))?;
-        if !out.status.success() {
+        let log = || std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        // With shutdown as the action, a short recovery can reach its
+        // target and stop before pg_ctl saw the server up: that is no failure.
+        let stopped_at_target = || {
+            !self.dir.join("postmaster.pid").exists()
+                && log().contains("shutdown at recovery target")
+        };
+        if !out.status.success()
+            && !(self.recovery.action == TargetAction::Shutdown && stopped_at_target())
+        {
             return Err(Error::child(
                 out.status.code(),
                 format!("the restored server did not start: {}", self.log_tail()),
@@ -440,14 +452,16 @@ impl PgData {
         }
         let start = Instant::now();
         loop {
-            let log = || std::fs::read_to_string(self.log_path()).unwrap_or_default();
             let reached = match self.recovery.action {
                 TargetAction::Promote => !self.dir.join("recovery.signal").exists(),
-                TargetAction::Pause => log().contains("recovery has paused"),
-                TargetAction::Shutdown => {
-                    !self.dir.join("postmaster.pid").exists()
-                        && log().contains("shutdown at recovery target")
+                // At the target: "pausing at the end of recovery" (PostgreSQL
+                // 14 and later), "recovery has paused" (before).
+                TargetAction::Pause => {
+                    let log = log();
+                    log.contains("pausing at the end of recovery")
+                        || log.contains("recovery has paused")
                 }
+                TargetAction::Shutdown => stopped_at_target(),
             };
             if reached {
                 break;
