@@ -196,6 +196,16 @@ impl Cluster {
             .args(["-U", "postgres", "-d", db])
     }
 
+    /// A pgbench command on `db` as the superuser, through the socket.
+    pub fn pgbench(&self, db: &str) -> Cmd {
+        Cmd::new(server_bin("pgbench"))
+            .arg("-h")
+            .arg(&self.sock)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", "postgres", db])
+    }
+
     /// Creates an empty database owned by the superuser.
     pub fn create_db(&self, name: &str) {
         self.psql("postgres", &format!("CREATE DATABASE \"{name}\";"));

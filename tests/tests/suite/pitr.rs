@@ -189,7 +189,20 @@ fn drill(encrypted: bool) {
 fn lsn_and_xid_targets_land_exactly_and_pause_or_shutdown_stop_where_asked() {
     let d = Drill::new(false);
     d.insert(1, 100);
+    // The base backup is taken while pgbench writes: whatever the target,
+    // its invariant holds in the recovered database.
+    d.c.pgbench("postgres")
+        .args(["-i", "-q", "-s", "1"])
+        .succeeds();
+    let mut bench =
+        d.c.pgbench("postgres")
+            .args(["-n", "-c", "2", "-T", "4"])
+            .spawn();
     d.base_backup();
+    assert!(
+        bench.wait().expect("pgbench").success(),
+        "pgbench ran clean"
+    );
     d.insert(2, 50);
     // After batch 2's commit record: an LSN target there keeps batch 2.
     let lsn =
@@ -205,6 +218,15 @@ fn lsn_and_xid_targets_land_exactly_and_pause_or_shutdown_stop_where_asked() {
 
     let (at_lsn, _) = d.restore_with(&["--target-lsn", &lsn], "lsn");
     assert_eq!(batches(&at_lsn), "1:100,2:50", "up to the LSN");
+    assert_eq!(
+        at_lsn.psql(
+            "postgres",
+            "SELECT (SELECT sum(abalance) FROM pgbench_accounts) = (SELECT sum(delta) FROM pgbench_history) \
+             AND (SELECT count(*) FROM pgbench_history) > 0;"
+        ),
+        "t",
+        "pgbench's balances add up to its history"
+    );
     drop(at_lsn);
     let (at_xid, _) = d.restore_with(&["--target-xid", &xid], "xid");
     assert_eq!(
