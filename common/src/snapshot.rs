@@ -133,7 +133,11 @@ pub fn take(
             ..
         } => {
             let lock = crate::lock::Lock::on_store(*store, &name.series(), *lock_timeout)?;
-            while store.exists(&store::key(store::BACKUPS, &name.to_string()))? {
+            let taken = |n: &ArtifactName| -> Result<bool> {
+                let key = store::key(store::BACKUPS, &n.to_string());
+                Ok(store.exists(&key)? || store.exists(&Sidecar::Sha256.of(&key))?)
+            };
+            while taken(&name)? {
                 std::thread::sleep(Duration::from_millis(100));
                 started = Utc::now();
                 name.timestamp = started.with_nanosecond_zero();
@@ -253,24 +257,31 @@ pub fn take(
             }
             let file = name.to_string();
             let key = store::key(store::BACKUPS, &file);
-            let writer = store.create(&key)?;
+            // New names only: another host writing the same name into a
+            // shared store is refused, never overwritten (its locks are not ours).
+            let writer = store.create_new(&key)?;
             let (info, summary, writer) = run(engine, &req.engine, writer, opts, &req.progress)?;
             if let Some(w) = &info.wal {
                 // A base backup is only worth keeping with the WAL that makes it consistent.
                 wait_for_wal(store, &w.stop_wal, Duration::from_secs(120))?;
             }
             let m = meta_for(&summary, info, file.clone());
-            // Sidecars first, the artifact last (see above).
+            // Sidecars first, the artifact last (see above); each a new
+            // object, so a writer that lost the name changes nothing.
             let (sha, meta) = (Sidecar::Sha256.of(&key), Sidecar::Meta.of(&key));
+            let mut written: Vec<&str> = Vec::new();
             let committed = (|| {
-                store.write_small(&sha, sha256_line(&m.checksum, &file).as_bytes())?;
-                store.write_small(&meta, &to_json(&m))?;
+                store.write_new(&sha, sha256_line(&m.checksum, &file).as_bytes())?;
+                written.push(&sha);
+                store.write_new(&meta, &to_json(&m))?;
+                written.push(&meta);
                 writer.commit()
             })();
             if let Err(e) = committed {
-                // No artifact: its sidecars go too.
-                let _ = store.delete(&sha);
-                let _ = store.delete(&meta);
+                // No artifact: the sidecars this run wrote go too (never another's).
+                for k in written {
+                    let _ = store.delete(k);
+                }
                 return Err(e);
             }
             if update_latest {

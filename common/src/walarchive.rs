@@ -242,7 +242,13 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
     let mut json = serde_json::to_vec_pretty(&meta).expect("WAL metadata serializes");
     json.push(b'\n');
     store.write_small(&format!("{key}.meta.json"), &json)?;
-    let writer = store.create(&key)?;
+    // A new name is created only if no other writer (another host) took it
+    // meanwhile; repairing a damaged copy replaces it.
+    let writer = if replaces.as_deref() == Some(key.as_str()) {
+        store.create(&key)?
+    } else {
+        store.create_new(&key)?
+    };
     let mut enc = StreamEncoder::new(writer, opts)?;
     let mut f = std::fs::File::open(path)
         .map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;

@@ -30,6 +30,23 @@ impl LocalStore {
         Ok(LocalStore { root })
     }
 
+    /// A writer of `key`; `new`: its commit never replaces an object.
+    fn writer(&self, key: &str, new: bool) -> Result<Box<dyn ObjectWriter>> {
+        let final_path = self.path(key)?;
+        if let Some(dir) = final_path.parent() {
+            fsutil::create_private_dir(dir)?;
+        }
+        let tmp = fsutil::temp_name_for(&final_path);
+        let guard = TempGuard::new(&tmp);
+        let file = fsutil::create_private_file(&tmp)?;
+        Ok(Box::new(LocalWriter {
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            temp: Some(guard),
+            final_path,
+            new,
+        }))
+    }
+
     fn path(&self, key: &str) -> Result<PathBuf> {
         if key.split('/').any(|c| c == ".." || c.is_empty()) || key.starts_with('/') {
             return Err(Error::usage(format!("invalid store key {key:?}")));
@@ -42,6 +59,8 @@ struct LocalWriter {
     out: Option<BufWriter<File>>,
     temp: Option<TempGuard>,
     final_path: PathBuf,
+    /// Refuse to replace an existing object (link instead of rename).
+    new: bool,
 }
 
 impl Write for LocalWriter {
@@ -67,9 +86,25 @@ impl ObjectWriter for LocalWriter {
             .with_context(|| format!("cannot fsync {}", self.final_path.display()))?;
         drop(file);
         let temp = self.temp.take().expect("committed once");
-        fs::rename(temp.path(), &self.final_path)
-            .with_context(|| format!("cannot rename into {}", self.final_path.display()))?;
-        temp.keep();
+        if self.new {
+            // link(2) fails when the name exists: never a replacement.
+            match fs::hard_link(temp.path(), &self.final_path) {
+                Ok(()) => drop(temp),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(super::taken(&self.final_path.display().to_string()))
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("cannot link into {}", self.final_path.display()),
+                        e,
+                    ))
+                }
+            }
+        } else {
+            fs::rename(temp.path(), &self.final_path)
+                .with_context(|| format!("cannot rename into {}", self.final_path.display()))?;
+            temp.keep();
+        }
         fsutil::fsync_dir(self.final_path.parent().unwrap_or(Path::new(".")))
     }
 }
@@ -86,18 +121,11 @@ impl Store for LocalStore {
     }
 
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
-        let final_path = self.path(key)?;
-        if let Some(dir) = final_path.parent() {
-            fsutil::create_private_dir(dir)?;
-        }
-        let tmp = fsutil::temp_name_for(&final_path);
-        let guard = TempGuard::new(&tmp);
-        let file = fsutil::create_private_file(&tmp)?;
-        Ok(Box::new(LocalWriter {
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
-            temp: Some(guard),
-            final_path,
-        }))
+        self.writer(key, false)
+    }
+
+    fn create_new(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        self.writer(key, true)
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
@@ -235,6 +263,47 @@ impl LocalStore {
             out: Some(BufWriter::with_capacity(1 << 20, file)),
             temp: Some(guard),
             final_path: path.to_path_buf(),
+            new: false,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Kind;
+
+    fn put(store: &LocalStore, key: &str, bytes: &[u8], new: bool) -> Result<()> {
+        let mut w = if new {
+            store.create_new(key)?
+        } else {
+            store.create(key)?
+        };
+        w.write_all(bytes).unwrap();
+        w.commit()
+    }
+
+    #[test]
+    fn a_new_object_never_replaces_one_another_writer_committed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), true).unwrap();
+        // Both writers start before either commits, as two hosts would.
+        let mut first = store.create_new("backups/a").unwrap();
+        let mut second = store.create_new("backups/a").unwrap();
+        first.write_all(b"first").unwrap();
+        second.write_all(b"second").unwrap();
+        first.commit().unwrap();
+        let e = second.commit().unwrap_err();
+        assert_eq!(e.kind, Kind::Refused, "{e}");
+        assert_eq!(fs::read(dir.path().join("backups/a")).unwrap(), b"first");
+        // Nothing of the refused writer is left behind.
+        assert_eq!(fs::read_dir(dir.path().join("backups")).unwrap().count(), 1);
+        // A plain create still replaces, as repairs need.
+        put(&store, "backups/a", b"repaired", false).unwrap();
+        assert_eq!(fs::read(dir.path().join("backups/a")).unwrap(), b"repaired");
+        assert_eq!(
+            put(&store, "backups/a", b"x", true).unwrap_err().kind,
+            Kind::Refused
+        );
     }
 }

@@ -77,6 +77,12 @@ pub trait Store: Send + Sync {
     fn describe(&self) -> String;
     /// Starts writing the object `key`.
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
+    /// Starts writing `key` as a new object: its commit is refused (exit 4)
+    /// rather than replace an object another writer (another host: locks
+    /// serialise one host's writers only) created meanwhile. Local stores
+    /// commit with link(2); S3 with `If-None-Match: *` where the service
+    /// supports it.
+    fn create_new(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
     /// Opens the object `key` for streaming (exit 3 when it does not exist).
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
     /// Whether `key` exists.
@@ -118,6 +124,22 @@ pub trait Store: Send + Sync {
             .map_err(|e| Error::failed(format!("writing {key}: {e}")))?;
         w.commit()
     }
+
+    /// Writes a small new object whole, as [`Store::create_new`] does.
+    fn write_new(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let mut w = self.create_new(key)?;
+        w.write_all(bytes)
+            .map_err(|e| Error::failed(format!("writing {key}: {e}")))?;
+        w.commit()
+    }
+}
+
+/// The refusal of a new object whose name another writer took first.
+pub fn taken(what: &str) -> Error {
+    Error::refused(format!(
+        "{what} was created by another writer meanwhile; nothing was overwritten"
+    ))
+    .hint("another host writes the same names into this store: give each its own store, prefix or --env")
 }
 
 /// Opens the store at `location`. With `create`, a missing local directory

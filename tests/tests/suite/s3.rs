@@ -411,6 +411,48 @@ fn a_second_writer_of_the_series_is_refused_with_exit_4() {
 }
 
 #[test]
+fn two_hosts_writing_one_name_never_overwrite_each_other() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let db = big_db(&s, "big.db", 24);
+    let store = server.url(PREFIX);
+    // Two hosts: each has its own lock directory, so nothing serialises
+    // them but the store. Started in one second, they pick one name.
+    let host = |n: &str| {
+        let dir = s.path(&format!("host-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        snap_uncompressed(server.tool("dbsnap"), &db, &store)
+            .env("DBSAFE_S3_PART_SIZE", "5M")
+            .env("XDG_RUNTIME_DIR", &dir)
+            .stderr_file(&dir.join("stderr"))
+    };
+    dbsafe_tests::next_second();
+    let runs: Vec<_> = ["a", "b"].map(|n| host(n).spawn()).into_iter().collect();
+    let codes: Vec<i32> = runs
+        .into_iter()
+        .map(|mut c| c.wait().unwrap().code().unwrap_or(-1))
+        .collect();
+    let errs: Vec<String> = ["a", "b"]
+        .map(|n| std::fs::read_to_string(s.path(&format!("host-{n}/stderr"))).unwrap_or_default())
+        .into();
+    for (code, err) in codes.iter().zip(&errs) {
+        assert!(
+            *code == 0 || (*code == 4 && err.contains("created by another writer")),
+            "exit {code}: {err}"
+        );
+    }
+    eprintln!("exit codes of the two hosts: {codes:?}");
+    // Every run that succeeded has its own artifact, and each verifies.
+    let succeeded = codes.iter().filter(|c| **c == 0).count();
+    assert!(succeeded >= 1, "{errs:?}");
+    assert_eq!(artifact_keys(&server, PREFIX).len(), succeeded, "{errs:?}");
+    server
+        .tool("dbverify")
+        .args(["--store", &store, "--all", "--level", "full"])
+        .succeeds();
+}
+
+#[test]
 fn a_connection_reset_mid_part_is_retried_and_the_artifact_verifies() {
     let s = Scene::new();
     let server = S3Server::start(&s);

@@ -364,6 +364,16 @@ impl Store for S3Store {
         Ok(Box::new(writer::S3Writer::new(
             Arc::clone(&self.inner),
             key,
+            false,
+        )))
+    }
+
+    fn create_new(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        check_key(key)?;
+        Ok(Box::new(writer::S3Writer::new(
+            Arc::clone(&self.inner),
+            key,
+            true,
         )))
     }
 

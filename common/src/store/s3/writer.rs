@@ -95,7 +95,36 @@ fn checked_etag(
 
 /// Uploads `data` as the whole object `key` with one PUT (retried: the bytes are in memory).
 pub(super) fn put_object(client: &Client, key: &str, data: &[u8]) -> Result<()> {
+    put(client, key, data, false).map(drop)
+}
+
+/// [`put_object`] of a new object: `If-None-Match: *`, so an object another
+/// writer created meanwhile is never replaced (412: refused). A retry that
+/// finds its own earlier attempt's object (same MD5) is success; a service
+/// that does not implement the condition (501) gets a plain PUT.
+fn put_new_object(store: &Inner, key: &str, data: &[u8]) -> Result<()> {
+    match put(&store.client, key, data, true)? {
+        Put::Stored => Ok(()),
+        Put::Taken => {
+            let ours = hex::encode(content_md5(data).0);
+            match store.etag(key) {
+                Some(etag) if etag.eq_ignore_ascii_case(&ours) => Ok(()),
+                _ => Err(super::super::taken(&store.client.object_url(Some(key)))),
+            }
+        }
+    }
+}
+
+/// What a PUT came to.
+enum Put {
+    Stored,
+    /// Refused by `If-None-Match: *`: the name exists.
+    Taken,
+}
+
+fn put(client: &Client, key: &str, data: &[u8], new: bool) -> Result<Put> {
     let (digest, md5) = content_md5(data);
+    let mut conditional = new;
     retry::call(
         client,
         &Op {
@@ -106,8 +135,19 @@ pub(super) fn put_object(client: &Client, key: &str, data: &[u8]) -> Result<()> 
             let mut action = client.bucket.put_object(Some(&client.credentials), key);
             action.headers_mut().insert("content-md5", md5.clone());
             let url = client.sign(&action);
-            let resp = client.send("PUT", &url, &[("content-md5", &md5)], Some(data))?;
-            checked_etag(&resp, &digest, "the object").map(drop)
+            let mut headers = vec![("content-md5", md5.as_str())];
+            if conditional {
+                headers.push(("if-none-match", "*"));
+            }
+            match client.send("PUT", &url, &headers, Some(data)) {
+                Ok(resp) => checked_etag(&resp, &digest, "the object").map(|_| Put::Stored),
+                Err(f) if conditional && f.status() == Some(412) => Ok(Put::Taken),
+                Err(f) if conditional && f.status() == Some(501) => {
+                    conditional = false;
+                    Err(f)
+                }
+                Err(f) => Err(f),
+            }
         },
     )
 }
@@ -154,16 +194,19 @@ pub(super) struct S3Writer {
     store_key: String,
     buf: Vec<u8>,
     upload: Option<Upload>,
+    /// Create only: `If-None-Match: *` on the PUT or the completion.
+    new: bool,
 }
 
 impl S3Writer {
-    pub(super) fn new(store: Arc<Inner>, store_key: &str) -> S3Writer {
+    pub(super) fn new(store: Arc<Inner>, store_key: &str, new: bool) -> S3Writer {
         S3Writer {
             key: store.client.location.object_key(store_key),
             store_key: store_key.to_string(),
             store,
             buf: Vec::new(),
             upload: None,
+            new,
         }
     }
 
@@ -233,12 +276,16 @@ impl Write for S3Writer {
 impl super::super::ObjectWriter for S3Writer {
     fn commit(mut self: Box<Self>) -> Result<()> {
         if self.upload.is_none() {
-            return put_object(&self.store.client, &self.key, &self.buf);
+            return match self.new {
+                true => put_new_object(&self.store, &self.key, &self.buf),
+                false => put_object(&self.store.client, &self.key, &self.buf),
+            };
         }
         if !self.buf.is_empty() {
             self.ship()?;
         }
-        self.upload.take().expect("checked").finish()
+        let new = self.new;
+        self.upload.take().expect("checked").finish(new)
     }
 }
 
@@ -372,7 +419,8 @@ impl Upload {
     }
 
     /// Waits for the parts in flight, then makes the object appear.
-    fn finish(mut self) -> Result<()> {
+    /// Completes the upload; `new`: with `If-None-Match: *` (see [`put_new_object`]).
+    fn finish(mut self, new: bool) -> Result<()> {
         self.join();
         self.check()?;
         let parts = std::mem::take(&mut *self.shared.parts.lock().expect("upload state"));
@@ -391,6 +439,8 @@ impl Upload {
         let expected_etag = format!("{}-{count}", hex::encode(all_md5.finalize()));
         let client = &self.client;
         let mut attempts = 0;
+        let mut conditional = new;
+        let mut taken = false;
         retry::call(
             client,
             &Op {
@@ -407,11 +457,26 @@ impl Upload {
                 );
                 let url = client.sign(&action);
                 let body = action.body();
-                match client.send("POST", &url, &[], Some(body.as_bytes())) {
+                let headers: &[(&str, &str)] = if conditional {
+                    &[("if-none-match", "*")]
+                } else {
+                    &[]
+                };
+                match client.send("POST", &url, headers, Some(body.as_bytes())) {
                     Ok(resp) => {
                         let status = resp.status();
                         let text = read_text(resp)?;
                         http::error_in_body(status, &text).map_or(Ok(()), Err)
+                    }
+                    // The name exists: ours if an earlier attempt completed it.
+                    Err(f) if conditional && f.status() == Some(412) => {
+                        taken =
+                            self.store.etag(&self.key).as_deref() != Some(expected_etag.as_str());
+                        Ok(())
+                    }
+                    Err(f) if conditional && f.status() == Some(501) => {
+                        conditional = false;
+                        Err(f)
                     }
                     // A retry after an answer lost on the way: the upload is
                     // gone because it completed, if the object is ours.
@@ -425,6 +490,10 @@ impl Upload {
                 }
             },
         )?;
+        if taken {
+            // The upload stays incomplete: abort it (Drop), and say why.
+            return Err(super::super::taken(&client.object_url(Some(&self.key))));
+        }
         self.completed = true;
         let _ = self.store.delete_object(&self.marker);
         Ok(())
