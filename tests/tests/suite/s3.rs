@@ -424,7 +424,7 @@ fn two_hosts_writing_one_name_never_overwrite_each_other() {
         snap_uncompressed(server.tool("dbsnap"), &db, &store)
             .env("DBSAFE_S3_PART_SIZE", "5M")
             .env("XDG_RUNTIME_DIR", &dir)
-            .stderr_file(&dir.join("stderr"))
+            .stderr_file(dir.join("stderr"))
     };
     dbsafe_tests::next_second();
     let runs: Vec<_> = ["a", "b"].map(|n| host(n).spawn()).into_iter().collect();

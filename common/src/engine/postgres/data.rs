@@ -442,9 +442,8 @@ impl PgData {
             !self.dir.join("postmaster.pid").exists()
                 && log().contains("shutdown at recovery target")
         };
-        if !out.status.success()
-            && !(self.recovery.action == TargetAction::Shutdown && stopped_at_target())
-        {
+        let stopped_early = self.recovery.action == TargetAction::Shutdown && stopped_at_target();
+        if !out.status.success() && !stopped_early {
             return Err(Error::child(
                 out.status.code(),
                 format!("the restored server did not start: {}", self.log_tail()),
