@@ -125,13 +125,15 @@ enum Put {
 fn put(client: &Client, key: &str, data: &[u8], new: bool) -> Result<Put> {
     let (digest, md5) = content_md5(data);
     let mut conditional = new;
+    // Some services (s3s-fs) keep the bytes of a PUT they answer BadDigest.
+    let mut rejected_digest = false;
     retry::call(
         client,
         &Op {
             verb: "upload",
             key: Some(key),
         },
-        || {
+        || loop {
             let mut action = client.bucket.put_object(Some(&client.credentials), key);
             action.headers_mut().insert("content-md5", md5.clone());
             let url = client.sign(&action);
@@ -139,17 +141,41 @@ fn put(client: &Client, key: &str, data: &[u8], new: bool) -> Result<Put> {
             if conditional {
                 headers.push(("if-none-match", "*"));
             }
-            match client.send("PUT", &url, &headers, Some(data)) {
-                Ok(resp) => checked_etag(&resp, &digest, "the object").map(|_| Put::Stored),
-                Err(f) if conditional && f.status() == Some(412) => Ok(Put::Taken),
-                Err(f) if conditional && f.status() == Some(501) => {
+            let sent = client
+                .send("PUT", &url, &headers, Some(data))
+                .and_then(|resp| checked_etag(&resp, &digest, "the object"));
+            match sent {
+                Ok(_) => return Ok(Put::Stored),
+                Err(f) if conditional && f.status() == Some(412) => {
+                    // Our own rejected bytes, kept by such a service: the
+                    // object has our size and appeared as it refused them.
+                    if !(rejected_digest && stored_size(client, key) == Some(data.len() as u64)) {
+                        return Ok(Put::Taken);
+                    }
+                    crate::output::warn(format!(
+                        "{}: the service kept the bytes it rejected (BadDigest); replacing them",
+                        client.object_url(Some(key))
+                    ));
                     conditional = false;
-                    Err(f)
                 }
-                Err(f) => Err(f),
+                // A service without conditional writes: a plain PUT.
+                Err(f) if conditional && f.status() == Some(501) => conditional = false,
+                Err(f) => {
+                    rejected_digest |= f.code() == "BadDigest";
+                    return Err(f);
+                }
             }
         },
     )
+}
+
+/// The size of the object `key`, when a HEAD finds it.
+fn stored_size(client: &Client, key: &str) -> Option<u64> {
+    let action = client.bucket.head_object(Some(&client.credentials), key);
+    client
+        .send("HEAD", &client.sign(&action), &[], None)
+        .ok()
+        .and_then(|r| r.header("content-length").and_then(|v| v.parse().ok()))
 }
 
 /// Aborts a multipart upload; an upload already gone is no error.
@@ -474,9 +500,14 @@ impl Upload {
                             self.store.etag(&self.key).as_deref() != Some(expected_etag.as_str());
                         Ok(())
                     }
+                    // A service without conditional writes: completed plainly.
                     Err(f) if conditional && f.status() == Some(501) => {
                         conditional = false;
-                        Err(f)
+                        let headers: &[(&str, &str)] = &[];
+                        let resp = client.send("POST", &url, headers, Some(body.as_bytes()))?;
+                        let status = resp.status();
+                        let text = read_text(resp)?;
+                        http::error_in_body(status, &text).map_or(Ok(()), Err)
                     }
                     // A retry after an answer lost on the way: the upload is
                     // gone because it completed, if the object is ours.
