@@ -45,6 +45,18 @@ impl Drill {
         }
     }
 
+    /// pgbench initialised, then writing for `seconds` in the background.
+    fn pgbench_for(&self, seconds: &str) -> std::process::Child {
+        self.c
+            .pgbench("postgres")
+            .args(["-i", "-q", "-s", "1"])
+            .succeeds();
+        self.c
+            .pgbench("postgres")
+            .args(["-n", "-c", "2", "-T", seconds])
+            .spawn()
+    }
+
     fn insert(&self, batch: u32, n: u32) {
         self.c.psql("postgres", &format!("INSERT INTO ledger(batch, note) SELECT {batch}, 'row ' || i FROM generate_series(1, {n}) i;"));
     }
@@ -97,6 +109,15 @@ impl Drill {
             "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');",
         )
     }
+}
+
+/// Whether pgbench's balances add up to its history, and it wrote any.
+fn pgbench_balanced(r: &Restored) -> String {
+    r.psql(
+        "postgres",
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts) = (SELECT sum(delta) FROM pgbench_history) \
+         AND (SELECT count(*) FROM pgbench_history) > 0;",
+    )
 }
 
 fn batches(r: &Restored) -> String {
@@ -191,13 +212,7 @@ fn lsn_and_xid_targets_land_exactly_and_pause_or_shutdown_stop_where_asked() {
     d.insert(1, 100);
     // The base backup is taken while pgbench writes: whatever the target,
     // its invariant holds in the recovered database.
-    d.c.pgbench("postgres")
-        .args(["-i", "-q", "-s", "1"])
-        .succeeds();
-    let mut bench =
-        d.c.pgbench("postgres")
-            .args(["-n", "-c", "2", "-T", "4"])
-            .spawn();
+    let mut bench = d.pgbench_for("4");
     d.base_backup();
     assert!(
         bench.wait().expect("pgbench").success(),
@@ -218,15 +233,7 @@ fn lsn_and_xid_targets_land_exactly_and_pause_or_shutdown_stop_where_asked() {
 
     let (at_lsn, _) = d.restore_with(&["--target-lsn", &lsn], "lsn");
     assert_eq!(batches(&at_lsn), "1:100,2:50", "up to the LSN");
-    assert_eq!(
-        at_lsn.psql(
-            "postgres",
-            "SELECT (SELECT sum(abalance) FROM pgbench_accounts) = (SELECT sum(delta) FROM pgbench_history) \
-             AND (SELECT count(*) FROM pgbench_history) > 0;"
-        ),
-        "t",
-        "pgbench's balances add up to its history"
-    );
+    assert_eq!(pgbench_balanced(&at_lsn), "t", "pgbench's balances add up");
     drop(at_lsn);
     let (at_xid, _) = d.restore_with(&["--target-xid", &xid], "xid");
     assert_eq!(
@@ -525,6 +532,8 @@ fn timelines_in(store: &Path) -> Vec<String> {
 fn repeated_recoveries_land_exactly_where_asked_on_the_timeline_asked() {
     let d = Drill::new(false);
     d.insert(1, 100);
+    // pgbench writes through the base backup, phase A, T1 and the accident.
+    let mut bench = d.pgbench_for("8");
     d.base_backup();
     d.insert(2, 100);
     next_second();
@@ -536,10 +545,19 @@ fn repeated_recoveries_land_exactly_where_asked_on_the_timeline_asked() {
     let tb = d.now();
     next_second();
     d.insert(5, 50);
+    assert!(
+        bench.wait().expect("pgbench").success(),
+        "pgbench ran clean"
+    );
     d.c.switch_and_wait_archived();
     next_second();
     let (primary, _) = d.restore_with(&["--target-time", &t1, "--archive"], "new-primary");
     assert_eq!(batches(&primary), "1:100,2:100");
+    assert_eq!(
+        pgbench_balanced(&primary),
+        "t",
+        "pgbench's balances add up at T1"
+    );
     let switch_archived = |r: &Restored| {
         let seg = r.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
         wait_until(
