@@ -6,7 +6,7 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 TOOLS := dbsnap dbverify dbrestore dbprune walship dbpromote
 SCRIPTS := $(wildcard scripts/*.sh)
 
-.PHONY: all build release demo test test-deps lint man install uninstall bench bench-restore clean
+.PHONY: all build release demo test test-deps lint man install uninstall bench bench-restore bench-pitr clean
 
 all: build
 
@@ -33,10 +33,15 @@ test: test-deps build
 bench: release
 	DBSAFE_BIN_DIR=$(TARGET_DIR)/release scripts/bench.sh
 	DBSAFE_BIN_DIR=$(TARGET_DIR)/release scripts/bench-restore.sh
+	DBSAFE_BIN_DIR=$(TARGET_DIR)/release scripts/bench-pitr.sh
 
 ## bench-restore: dbrestore against pg_restore of the same dump, median of runs
 bench-restore: release
 	DBSAFE_BIN_DIR=$(TARGET_DIR)/release scripts/bench-restore.sh
+
+## bench-pitr: a point-in-time recovery by dbrestore against the same one by hand
+bench-pitr: release
+	DBSAFE_BIN_DIR=$(TARGET_DIR)/release scripts/bench-pitr.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
