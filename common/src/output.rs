@@ -24,29 +24,29 @@ impl Log {
     /// A line of progress or summary (hidden by `-q`).
     pub fn info(&self, msg: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("{}: {msg}", self.tool);
+            crate::errln!("{}: {msg}", self.tool);
         }
     }
     /// A detail shown with `-v`.
     pub fn debug(&self, msg: impl std::fmt::Display) {
         if self.verbose && !self.quiet {
-            eprintln!("{}: {msg}", self.tool);
+            crate::errln!("{}: {msg}", self.tool);
         }
     }
     /// A warning (always shown).
     pub fn warn(&self, msg: impl std::fmt::Display) {
-        eprintln!("{}: warning: {msg}", self.tool);
+        crate::errln!("{}: warning: {msg}", self.tool);
     }
     /// An error line and its hint, as `main` reports a failed run.
     pub fn error(&self, e: &crate::Error) {
-        eprintln!("{}: error: {}", self.tool, e.message);
+        crate::errln!("{}: error: {}", self.tool, e.message);
         if let Some(h) = &e.hint {
-            eprintln!("{}: hint: {h}", self.tool);
+            crate::errln!("{}: hint: {h}", self.tool);
         }
     }
     /// A line printed whatever `-q` says (the interruption notice).
     pub fn always(&self, msg: impl std::fmt::Display) {
-        eprintln!("{}: {msg}", self.tool);
+        crate::errln!("{}: {msg}", self.tool);
     }
 }
 
@@ -96,9 +96,9 @@ pub fn clap_error(tool: &'static str, e: &clap::Error) -> crate::ExitCode {
     let text = e.render().to_string();
     for line in text.trim_end().lines() {
         if line.starts_with("error:") {
-            eprintln!("{tool}: {line}");
+            crate::errln!("{tool}: {line}");
         } else {
-            eprintln!("{line}");
+            crate::errln!("{line}");
         }
     }
     crate::ExitCode::Usage
@@ -111,5 +111,15 @@ macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::Error::from)
+    }};
+}
+
+/// `eprintln!` for diagnostics: a stderr that went away (`2>&1 | head`)
+/// loses the line, it never panics the tool (exit 101) in the middle of its work.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
     }};
 }

@@ -2,7 +2,7 @@
 //! Nothing a tool writes follows a link someone planted, and no input makes
 //! a tool panic.
 
-use dbsafe_tests::{sqlite, Cmd, Scene};
+use dbsafe_tests::{snap_to_store, sqlite, Cmd, Scene};
 use std::path::Path;
 
 fn snap_to(s: &Scene, store: &Path) -> Cmd {
@@ -388,6 +388,109 @@ fn a_plain_artifact_goes_to_a_file_or_store_only_when_asked_for() {
     );
 }
 
+/// A tmpfs of `size` and `inodes` mounted at `dir` (as root) for the test, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str, inodes: u32) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        Cmd::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},nr_inodes={inodes},mode=0700"),
+            ])
+            .arg("tmpfs")
+            .arg(dir)
+            .succeeds();
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn a_full_disk_or_no_inodes_fails_cleanly_and_keeps_what_was_there() {
+    let s = Scene::new();
+    sqlite::sample(&s.path("small.db"), 50);
+    sqlite::blobs(&s.path("big.db"), 3);
+    let seg = s.path("seg");
+    std::fs::write(
+        &seg,
+        (0..(2u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    for (what, size, inodes) in [("space", "1m", 1000), ("inodes", "64m", 12)] {
+        let disk = SmallDisk::mount(&s.path(what), size, inodes);
+        let store = disk.0.join("store");
+        snap_to_store(format!("sqlite:{}", s.path("small.db").display()), &store).succeeds();
+        let before = files_under(&store);
+        // A snapshot that does not fit, then a WAL segment that does not.
+        let mut failed = 0;
+        for _ in 0..4 {
+            dbsafe_tests::next_second();
+            let r = snap_to_store(format!("sqlite:{}", s.path("big.db").display()), &store)
+                .args(["--compress", "none"])
+                .run();
+            if r.out.status.code() == Some(1) {
+                failed += 1;
+                assert!(!r.stderr().contains("panicked"), "{}", r.stderr());
+                break;
+            }
+            assert_eq!(r.out.status.code(), Some(0), "{what}: {}", r.stderr());
+        }
+        assert_eq!(failed, 1, "{what}: the disk never filled");
+        let r = dbsafe_tests::push_wal(&seg, "000000010000000000000001", &store)
+            .args(["--compress", "none"])
+            .run();
+        if what == "space" {
+            assert_eq!(r.out.status.code(), Some(1), "{what}: {}", r.stderr());
+        }
+        // What failed left nothing behind, and what was there still verifies.
+        let after = files_under(&store);
+        for f in &before {
+            assert!(after.contains(f), "{what}: {f} is gone: {after:?}");
+        }
+        for f in &after {
+            assert!(
+                !f.contains(".tmp") && !f.contains("/."),
+                "{what}: a temporary is left: {f} in {after:?}"
+            );
+        }
+        Cmd::tool("dbverify")
+            .arg("--store")
+            .arg(&store)
+            .args(["--all", "--level", "full"])
+            .succeeds();
+        drop(disk);
+    }
+}
+
 /// `PID-START` of a running process, as temporaries name their writer.
 fn owner_tag(pid: u32) -> String {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -605,12 +708,17 @@ fn a_reader_that_goes_away_never_makes_a_tool_panic() {
         format!("{} --help", bin("dbrestore")),
         format!("{} --help", bin("dbpromote")),
     ];
-    // A reader that takes one byte and goes, and one that is gone before
-    // the tool writes at all.
-    for reader in ["head -c1 >/dev/null", "true"] {
+    // A reader that takes one byte and goes, one that is gone before the
+    // tool writes at all, and the same for stderr too.
+    for (stderr, reader) in [
+        ("2>err.txt", "head -c1 >/dev/null"),
+        ("2>err.txt", "true"),
+        ("2>&1", "true"),
+    ] {
         for line in &lines {
+            let _ = std::fs::remove_file(s.path("err.txt"));
             let r = Cmd::sh(&format!(
-                "set -o pipefail; {line} 2>err.txt | {reader}; echo $?"
+                "set -o pipefail; {line} {stderr} | {reader}; echo $?"
             ))
             .current_dir(s.dir.path())
             .run();
@@ -618,7 +726,7 @@ fn a_reader_that_goes_away_never_makes_a_tool_panic() {
             let err = std::fs::read_to_string(s.path("err.txt")).unwrap_or_default();
             assert!(
                 [0, 1, 141].contains(&code) && !err.contains("panicked"),
-                "{line} | {reader}: exit {code}: {err}"
+                "{line} {stderr} | {reader}: exit {code}: {err}"
             );
         }
     }

@@ -343,7 +343,7 @@ pub(crate) fn shell(ctx: &Ctx, label: &str, cmd: &str, env: &[(String, String)])
         std::thread::spawn(move || {
             for line in BufReader::new(r).lines().map_while(|l| l.ok()) {
                 if !quiet {
-                    eprintln!("dbpromote: [{label}] {line}");
+                    dbsafe::errln!("dbpromote: [{label}] {line}");
                 }
                 let mut t = tail.lock().expect("tail lock");
                 if t.len() == TAIL {

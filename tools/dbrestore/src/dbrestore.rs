@@ -200,7 +200,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         Ok(ExitCode::Success)
     } else {
         for p in &problems {
-            eprintln!("dbrestore: problem after restore: {p}");
+            dbsafe::errln!("dbrestore: problem after restore: {p}");
         }
         Ok(ExitCode::Failure)
     }

@@ -98,17 +98,18 @@ fn report(log: &Log, rec: &VerifyRecord) {
             rec.file, rec.level, rec.integrity_score, rec.duration_seconds
         ));
     } else if rec.is_unverified() {
-        eprintln!(
+        dbsafe::errln!(
             "dbverify: COULD NOT VERIFY {} (level {})",
-            rec.file, rec.level
+            rec.file,
+            rec.level
         );
         for p in &rec.problems {
-            eprintln!("dbverify:   because: {p}");
+            dbsafe::errln!("dbverify:   because: {p}");
         }
     } else {
-        eprintln!("dbverify: FAIL {} (level {})", rec.file, rec.level);
+        dbsafe::errln!("dbverify: FAIL {} (level {})", rec.file, rec.level);
         for p in &rec.problems {
-            eprintln!("dbverify:   problem: {p}");
+            dbsafe::errln!("dbverify:   problem: {p}");
         }
     }
     for c in &rec.checks {

@@ -20,7 +20,7 @@ pub fn main(cli: Cli) -> std::process::ExitCode {
             Ok(ExitCode::NotFound) => std::process::ExitCode::from(1),
             Ok(_) => std::process::ExitCode::from(255),
             Err(e) => {
-                eprintln!("walship: error: {e}");
+                dbsafe::errln!("walship: error: {e}");
                 std::process::ExitCode::from(255)
             }
         };
