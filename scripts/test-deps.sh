@@ -55,6 +55,15 @@ if ! have aws; then
   fi
   python3 -m pip install --quiet awscli
 fi
+# moto's S3 server: the second S3 implementation (conditional writes included).
+if ! have moto_server; then
+  echo "test-deps: installing moto's S3 server (pip install 'moto[server]')"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "test-deps: pip is missing: install python3-pip, then run this again" >&2
+    exit 2
+  fi
+  python3 -m pip install --quiet 'moto[server]==5.2.1'
+fi
 
 # DuckDB: the CLI binary ships inside the PyPI package duckdb-cli. It goes
 # into a directory of its own and is linked as /usr/local/bin/duckdb, so

@@ -16,9 +16,11 @@ use std::time::Duration;
 /// The bucket every test server starts with.
 pub const BUCKET: &str = "dbsafe";
 
-/// A running s3s-fs.
+/// A running S3 server: s3s-fs, or moto's (the second implementation).
 pub struct S3Server {
     child: Child,
+    /// moto keeps its objects in memory: keys are listed through the API.
+    moto: bool,
     /// Where s3s-fs keeps the buckets (`root/BUCKET/KEY`) and its upload state.
     pub root: PathBuf,
     /// Its port on 127.0.0.1.
@@ -69,6 +71,7 @@ impl S3Server {
             if up {
                 return S3Server {
                     child,
+                    moto: false,
                     root,
                     port,
                     access_key,
@@ -81,6 +84,51 @@ impl S3Server {
             last_log = std::fs::read_to_string(&log).unwrap_or_default();
         }
         panic!("s3s-fs did not start:\n{last_log}");
+    }
+
+    /// Starts moto's S3 server (`moto_server`, from PyPI), a second S3
+    /// implementation with conditional writes, with an empty bucket [`BUCKET`].
+    pub fn start_moto(scene: &Scene) -> S3Server {
+        let bin = require("moto_server", "moto's server: pip install 'moto[server]'");
+        let home = scene.path("s3-home");
+        std::fs::create_dir_all(&home).expect("s3 home");
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let port = crate::free_port();
+            let log = scene.path(&format!("moto-{port}.log"));
+            let mut child = Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).expect("log"))
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let mut up = false;
+            crate::poll_until(Duration::from_secs(30), || {
+                up = TcpStream::connect(("127.0.0.1", port)).is_ok();
+                up || child.try_wait().ok().flatten().is_some()
+            });
+            if up {
+                let server = S3Server {
+                    child,
+                    moto: true,
+                    root: scene.path("moto-has-no-files"),
+                    port,
+                    access_key: "dbsafe-moto".into(),
+                    secret_key: format!("secret-{:016x}", crate::rand_u64()),
+                    home,
+                };
+                server
+                    .aws()
+                    .args(["s3api", "create-bucket", "--bucket", BUCKET])
+                    .succeeds();
+                return server;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last_log = std::fs::read_to_string(&log).unwrap_or_default();
+        }
+        panic!("moto_server did not start:\n{last_log}");
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -162,8 +210,25 @@ impl S3Server {
         self.root.join(BUCKET).join(key)
     }
 
-    /// Every object key under `prefix/`, from s3s-fs's files, sorted.
+    /// Every object key under `prefix/`, sorted: from s3s-fs's files, or
+    /// listed through the API from moto.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
+        if self.moto {
+            let out = self
+                .aws()
+                .args(["s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix"])
+                .arg(format!("{prefix}/"))
+                .args(["--query", "Contents[].Key", "--output", "text"])
+                .succeeds()
+                .stdout();
+            let mut keys: Vec<String> = out
+                .split_whitespace()
+                .filter(|k| *k != "None")
+                .map(str::to_string)
+                .collect();
+            keys.sort();
+            return keys;
+        }
         fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
             let Ok(rd) = std::fs::read_dir(dir) else {
                 return;
