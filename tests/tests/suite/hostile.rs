@@ -672,6 +672,101 @@ fn sigkill_at_random_points_never_leaves_a_broken_artifact_or_plaintext_behind()
 }
 
 #[test]
+fn sigkill_of_dbverify_and_dbprune_at_random_points_leaves_a_consistent_store() {
+    let s = Scene::new();
+    let mut delays = Delays::new();
+    let seed = delays.0;
+    let template = s.path("template");
+    for round in 0..2 {
+        for db in ["a", "b", "c"] {
+            let path = s.path(&format!("{db}.db"));
+            if round == 0 {
+                sqlite::blobs(&path, 4);
+            }
+            snap_to_store(format!("sqlite:{}", path.display()), &template).succeeds();
+        }
+        dbsafe_tests::next_second();
+    }
+    // Every artifact has its checksum, and whatever stands verifies.
+    let consistent = |store: &Path, k: usize| {
+        let files = files_under(store);
+        for a in dbsafe_tests::artifacts(store) {
+            let name = a.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                files.contains(&format!("backups/{name}.sha256")),
+                "seed {seed}, kill {k}: {name} lost its checksum: {files:?}"
+            );
+            Cmd::tool("dbverify")
+                .arg(&a)
+                .args(["--level", "quick"])
+                .succeeds();
+        }
+        for f in files.iter().filter(|f| f.ends_with(".verify.json")) {
+            let text = std::fs::read_to_string(store.join(f)).unwrap();
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+                "seed {seed}, kill {k}: {f} is not whole: {text:?}"
+            );
+        }
+    };
+
+    // dbverify killed while it restores, counts and records.
+    for k in 0..20 {
+        let child = Cmd::tool("dbverify")
+            .arg("--store")
+            .arg(&template)
+            .args(["--all", "--level", "full"])
+            .spawn();
+        kill_after(child, delays.next(1500));
+        consistent(&template, k);
+    }
+    Cmd::tool("dbverify")
+        .arg("--store")
+        .arg(&template)
+        .args(["--all", "--level", "full"])
+        .succeeds();
+
+    // dbprune killed while it deletes, each time on a fresh copy of the store.
+    for k in 0..20 {
+        let store = s.path(&format!("store-{k}"));
+        Cmd::new("cp")
+            .arg("-a")
+            .arg(&template)
+            .arg(&store)
+            .succeeds();
+        let child = Cmd::tool("dbprune")
+            .arg("--store")
+            .arg(&store)
+            .args(["--keep-last", "1"])
+            .spawn();
+        kill_after(child, delays.next(150));
+        consistent(&store, k);
+        // The next run finishes the rotation and leaves no orphan sidecar.
+        Cmd::tool("dbprune")
+            .arg("--store")
+            .arg(&store)
+            .args(["--keep-last", "1"])
+            .succeeds();
+        let artifacts = dbsafe_tests::artifacts(&store);
+        assert_eq!(artifacts.len(), 3, "seed {seed}, kill {k}: {artifacts:?}");
+        let names: Vec<String> = artifacts
+            .iter()
+            .map(|a| a.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for f in files_under(&store).iter().filter(|f| {
+            f.starts_with("backups/") && (f.ends_with(".sha256") || f.ends_with(".meta.json"))
+        }) {
+            assert!(
+                names
+                    .iter()
+                    .any(|n| f.starts_with(&format!("backups/{n}."))),
+                "seed {seed}, kill {k}: orphan sidecar {f}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_reader_that_goes_away_never_makes_a_tool_panic() {
     let s = Scene::new();
     let db = s.path("big.db");
