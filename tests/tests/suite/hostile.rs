@@ -55,6 +55,52 @@ fn a_link_planted_as_the_audit_log_is_never_written_through() {
 }
 
 #[test]
+fn links_planted_at_names_a_tool_writes_are_replaced_never_followed() {
+    let s = Scene::new();
+    let store = s.path("store");
+    snap_to(&s, &store).succeeds();
+    let artifact = dbsafe_tests::artifacts(&store).pop().unwrap();
+    let victim = s.write("victim", "precious\n");
+    let plant = |at: &Path| {
+        let _ = std::fs::remove_file(at);
+        std::os::unix::fs::symlink(&victim, at).unwrap();
+    };
+    // The verification record beside the artifact, the series' _latest
+    // pointer, and the metrics textfile.
+    let record = std::path::PathBuf::from(format!("{}.verify.json", artifact.display()));
+    let latest = store.join("backups/default_app_full_latest.sqlite.zst");
+    let metrics = s.path("dbsafe.prom");
+    for at in [&record, &latest, &metrics] {
+        plant(at);
+    }
+    Cmd::tool("dbverify")
+        .arg(&artifact)
+        .args(["--level", "full", "--metrics-file"])
+        .arg(&metrics)
+        .succeeds();
+    dbsafe_tests::next_second();
+    snap_to(&s, &store)
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .succeeds();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    for at in [&record, &metrics] {
+        assert!(
+            std::fs::symlink_metadata(at).unwrap().file_type().is_file(),
+            "{} is a regular file now",
+            at.display()
+        );
+    }
+    // The pointer is the store's own link again, to the newest artifact.
+    let target = std::fs::read_link(&latest).unwrap();
+    assert!(
+        target.to_string_lossy().starts_with("default_app_full_"),
+        "{}",
+        target.display()
+    );
+}
+
+#[test]
 fn a_store_others_can_write_to_is_refused_unless_allowed() {
     let s = Scene::new();
     let store = s.path("shared");
