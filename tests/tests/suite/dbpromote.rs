@@ -1037,6 +1037,49 @@ fn a_promotion_that_would_take_a_plain_backup_is_refused_unless_the_config_allow
 }
 
 #[test]
+fn a_refresh_killed_at_random_points_leaves_staging_whole_and_the_next_one_succeeds() {
+    let c = FileChain::new(
+        "sqlite",
+        "db",
+        "UPDATE customers SET email = 'c' || id || '@masked.invalid';",
+    );
+    let (prod, staging) = (&c.prod, &c.staging);
+    sqlite::sample(prod, 300);
+    sqlite::sample(staging, 5);
+    let (before, after) = (sqlite::counts(staging), sqlite::counts(prod));
+    let mut delays = crate::hostile::Delays::new();
+    let seed = delays.0;
+    for k in 0..20 {
+        crate::hostile::kill_after(c.refresh().spawn(), delays.next(1500));
+        // Staging is the old database or the refreshed copy, never torn.
+        let now = sqlite::counts(staging);
+        assert!(
+            now == before || now == after,
+            "seed {seed}, kill {k}: staging is torn: {now:?}"
+        );
+        let check = Cmd::new("sqlite3")
+            .arg(staging)
+            .arg("PRAGMA integrity_check;")
+            .succeeds()
+            .stdout();
+        assert_eq!(check.trim(), "ok", "seed {seed}, kill {k}");
+    }
+    // The next refresh completes: no lock, side file or manifest of a killed
+    // run stands in its way, and it leaves the masked copy in place.
+    c.refresh().succeeds();
+    assert_eq!(sqlite::counts(staging), after, "seed {seed}");
+    // What killed runs left beside staging is gone: the live file and the
+    // one previous database --keep-previous keeps.
+    let beside = c.beside_staging("");
+    assert!(
+        beside.len() == 2
+            && beside.contains(&"app.db".to_string())
+            && beside.iter().any(|n| n.starts_with("app_dbpromote_prev_")),
+        "seed {seed}: {beside:?}"
+    );
+}
+
+#[test]
 fn sqlite_refreshes_swap_side_files_and_roll_back() {
     let c = FileChain::new(
         "sqlite",

@@ -599,10 +599,10 @@ fn a_dry_run_plan_is_a_report_on_stdout() {
 
 /// A seeded sequence of kill delays; the seed is printed so a failure can be replayed
 /// (`DBSAFE_TEST_SEED=N`).
-struct Delays(u64);
+pub(crate) struct Delays(pub(crate) u64);
 
 impl Delays {
-    fn new() -> Delays {
+    pub(crate) fn new() -> Delays {
         let seed = std::env::var("DBSAFE_TEST_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -616,7 +616,7 @@ impl Delays {
         Delays(seed)
     }
     /// The next delay, up to `max_ms`.
-    fn next(&mut self, max_ms: u64) -> std::time::Duration {
+    pub(crate) fn next(&mut self, max_ms: u64) -> std::time::Duration {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
@@ -625,7 +625,7 @@ impl Delays {
     }
 }
 
-fn kill_after(mut child: std::process::Child, d: std::time::Duration) {
+pub(crate) fn kill_after(mut child: std::process::Child, d: std::time::Duration) {
     std::thread::sleep(d);
     let _ = child.kill();
     let _ = child.wait();
