@@ -712,7 +712,19 @@ fn sigkill_at_random_points_never_leaves_a_broken_artifact_or_plaintext_behind()
         kill_after(push().spawn(), delays.next(200));
     }
     push().succeeds();
+    // walship fetch killed anywhere: the file PostgreSQL asked for is
+    // absent or whole, never a torn segment it would replay.
     let out = s.path("fetched");
+    for k in 0..20 {
+        let _ = std::fs::remove_file(&out);
+        kill_after(
+            dbsafe_tests::fetch_wal("000000010000000000000007", &out, &store).spawn(),
+            delays.next(150),
+        );
+        if out.exists() {
+            assert_eq!(std::fs::read(&out).unwrap(), bytes, "seed {seed}, kill {k}");
+        }
+    }
     dbsafe_tests::fetch_wal("000000010000000000000007", &out, &store).succeeds();
     assert_eq!(std::fs::read(&out).unwrap(), bytes, "seed {seed}");
 }
