@@ -115,11 +115,91 @@ macro_rules! outln {
 }
 
 /// `eprintln!` for diagnostics: a stderr that went away (`2>&1 | head`)
-/// loses the line, it never panics the tool (exit 101) in the middle of its work.
+/// loses the line, it never panics the tool (exit 101) in the middle of its
+/// work; and every URL in the line goes through [`redact_urls`].
 #[macro_export]
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+        let line = $crate::output::redact_urls(&format!($($arg)*));
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
     }};
+}
+
+/// `text` with the password of every `scheme://user:password@host` in it
+/// taken out, and every `password=` value. Every diagnostic passes through
+/// here: a URL given where something else was expected (an environment
+/// name, a flag's value clap reports) never prints its secret.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        // The URL ends where the text around it resumes; a password may
+        // hold '/' or '@' unencoded, so the userinfo ends at the last '@'.
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | ')' | '>'))
+            .unwrap_or(tail.len());
+        let url = &tail[..end];
+        match url.rfind('@') {
+            Some(at) => {
+                let user = url[..at].split(':').next().unwrap_or("");
+                out.push_str(user);
+                out.push_str(&url[at..]);
+            }
+            None => out.push_str(url),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    redact_password_params(&out)
+}
+
+/// `password=VALUE` (a query parameter or a connection string's) with the value taken out.
+fn redact_password_params(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("password=") {
+        let (head, tail) = rest.split_at(i + "password=".len());
+        out.push_str(head);
+        out.push_str("***");
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | '"' | '\'' | ';'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_urls;
+
+    #[test]
+    fn passwords_in_urls_anywhere_in_a_line_are_taken_out() {
+        for (text, shown) in [
+            (
+                "invalid environment name \"postgres://app:s3cret@db/x\": use letters",
+                "invalid environment name \"postgres://app@db/x\": use letters",
+            ),
+            ("to mysql://u:p/w@d@h:3306/db.", "to mysql://u@h:3306/db."),
+            (
+                "s3://bucket/prefix and sqlite:///a@b.db",
+                "s3://bucket/prefix and sqlite:///a@b.db",
+            ),
+            (
+                "host=db password=hunter2 user=x",
+                "host=db password=*** user=x",
+            ),
+            (
+                "postgres://h/db?sslmode=require&password=pw",
+                "postgres://h/db?sslmode=require&password=***",
+            ),
+            ("no url at all", "no url at all"),
+        ] {
+            assert_eq!(redact_urls(text), shown, "{text}");
+        }
+    }
 }

@@ -221,6 +221,109 @@ fn absurd_arguments_are_usage_errors_naming_what_is_wrong_never_panics() {
 }
 
 #[test]
+fn a_password_in_a_url_never_reaches_a_message_whatever_happens() {
+    let s = Scene::new();
+    let store = s.path("store");
+    snap_to(&s, &store).succeeds();
+    let artifact = dbsafe_tests::artifacts(&store).pop().unwrap();
+    let secret = "Sekr3t-pw";
+    let pg = format!("postgres://app:{secret}@127.0.0.1:1/shop");
+    let my = format!("mysql://app:{secret}@127.0.0.1:1/shop");
+    let runs: Vec<Vec<String>> = vec![
+        vec![
+            "dbsnap".into(),
+            pg.clone(),
+            "-o".into(),
+            "x".into(),
+            "--no-encrypt".into(),
+        ],
+        vec![
+            "dbsnap".into(),
+            my.clone(),
+            "--to".into(),
+            store.display().to_string(),
+            "--no-encrypt".into(),
+        ],
+        vec![
+            "dbsnap".into(),
+            format!("oracle://app:{secret}@db/x"),
+            "--no-encrypt".into(),
+        ],
+        vec![
+            "dbsnap".into(),
+            format!("postgres://app:{secret}@[bad/x"),
+            "--no-encrypt".into(),
+        ],
+        vec![
+            "dbrestore".into(),
+            artifact.display().to_string(),
+            "--target".into(),
+            pg.clone(),
+            "--yes".into(),
+        ],
+        vec![
+            "dbverify".into(),
+            artifact.display().to_string(),
+            "--level".into(),
+            "restore".into(),
+            "--scratch".into(),
+            my.clone(),
+        ],
+        vec![
+            "dbverify".into(),
+            artifact.display().to_string(),
+            "--level".into(),
+            "restore".into(),
+            "--scratch".into(),
+            pg.clone(),
+        ],
+        vec![
+            "dbpromote".into(),
+            "--refresh".into(),
+            "--from".into(),
+            pg.clone(),
+            "--to".into(),
+            my.clone(),
+            "--yes".into(),
+        ],
+        vec![
+            "walship".into(),
+            "restore-point".into(),
+            "x".into(),
+            pg.clone(),
+            "--to".into(),
+            store.display().to_string(),
+        ],
+        // A URL where a number or a name was expected: clap's error and ours.
+        vec![
+            "dbsnap".into(),
+            "--level".into(),
+            pg.clone(),
+            "sqlite:x.db".into(),
+        ],
+        vec![
+            "dbsnap".into(),
+            "sqlite:x.db".into(),
+            "--env".into(),
+            my.clone(),
+            "--no-encrypt".into(),
+        ],
+    ];
+    for argv in runs {
+        let r = Cmd::tool(&argv[0])
+            .args(&argv[1..])
+            .current_dir(s.dir.path())
+            .run();
+        let all = format!("{}{}", r.stdout(), r.stderr());
+        assert!(
+            !all.contains(secret),
+            "{argv:?} printed the password: {all}"
+        );
+        assert!(!all.contains("panicked"), "{argv:?}: {all}");
+    }
+}
+
+#[test]
 fn a_bare_file_name_is_a_file_in_the_current_directory() {
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 5);
