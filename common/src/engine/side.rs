@@ -128,6 +128,32 @@ pub fn random_tag(kind: &str) -> String {
     format!("{kind}_{:08x}", rand::random::<u32>())
 }
 
+/// The tag of a working side this process makes and drops (`<kind>_PID-START`):
+/// a side whose maker is dead is a killed run's, and [`stale_sides`] finds it.
+pub fn owned_tag(kind: &str) -> String {
+    format!("{kind}_{}", crate::cleanup::owner_tag())
+}
+
+/// The sides of kind `kind` (made with [`owned_tag`], or older random
+/// tags) whose maker is not running: what killed runs left. Callers hold
+/// the target's promotion lock, so no live run of another host is making one.
+pub fn stale_sides(home: &dyn Home, kind: &str) -> Result<Vec<String>> {
+    let prefix = format!("{kind}_");
+    Ok(home
+        .sides(&prefix)?
+        .into_iter()
+        .filter(|name| {
+            let tag = name
+                .split_once(MARK)
+                .map(|(_, t)| t)
+                .unwrap_or("")
+                .trim_start_matches(&prefix);
+            let tag = tag.split('.').next().unwrap_or(tag);
+            !crate::cleanup::owner_alive(tag)
+        })
+        .collect())
+}
+
 /// A tag that sorts by time (UTC) and does not collide within a second:
 /// `<kind>_YYYYMMDD_HHMMSS_<hex>`, for the sides that are kept.
 pub fn stamped_tag(kind: &str) -> String {

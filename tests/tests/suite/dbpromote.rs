@@ -1065,8 +1065,17 @@ fn a_refresh_killed_at_random_points_leaves_staging_whole_and_the_next_one_succe
         assert_eq!(check.trim(), "ok", "seed {seed}, kill {k}");
     }
     // The next refresh completes: no lock, side file or manifest of a killed
-    // run stands in its way, and it leaves the masked copy in place.
-    c.refresh().succeeds();
+    // run stands in its way, and it leaves the masked copy in place. (One
+    // more killed run's side, whatever the kills above hit.)
+    let dir = staging.parent().expect("dir");
+    std::fs::write(
+        dir.join("app_dbpromote_refresh_4194303-1.db"),
+        b"left by a killed run",
+    )
+    .unwrap();
+    c.refresh()
+        .succeeds()
+        .stderr_has("left by a run that was killed");
     assert_eq!(sqlite::counts(staging), after, "seed {seed}");
     // What killed runs left beside staging is gone: the live file and the
     // one previous database --keep-previous keeps.

@@ -291,6 +291,19 @@ impl Drop for SideDb<'_> {
     }
 }
 
+/// Drops the working sides (refresh, rehearsal, restore) that killed runs
+/// left next to the target. Called with the target's promotion lock held,
+/// so no live promotion of it is using one.
+pub(crate) fn sweep_sides(home: &dyn Home) -> Result<()> {
+    for kind in ["refresh", "rehearsal", "restore"] {
+        for name in dbsafe::engine::side::stale_sides(home, kind)? {
+            home.remove(&name)?;
+            dbsafe::output::warn(format!("dropped {name}, left by a run that was killed"));
+        }
+    }
+    Ok(())
+}
+
 /// The environment of a command run against database `name` of `home`.
 pub(crate) fn command_env(
     home: &dyn Home,

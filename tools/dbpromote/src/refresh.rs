@@ -72,6 +72,9 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         )?),
         _ => None,
     };
+    if _lock.is_some() {
+        ops::sweep_sides(home.as_ref())?;
+    }
     if !engine.exists()? {
         return Err(Error::not_found(format!(
             "the target database {} does not exist",
@@ -195,7 +198,7 @@ fn execute(
     rec.pin_verified(src_store, &backup, |m| &mut m.source_backup)?;
 
     let b = &target.name;
-    let side = SideDb::new(home, home.side_name(&side::random_tag("refresh")))?;
+    let side = SideDb::new(home, home.side_name(&side::owned_tag("refresh")))?;
     let env = ops::command_env(home, &side.name, b, version, "rehearsal");
     let prepared = (|| -> Result<()> {
         rec.restore("restore", src_store, &backup, side.engine())?;

@@ -44,6 +44,9 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         )?),
         _ => None,
     };
+    if _lock.is_some() {
+        ops::sweep_sides(home.as_ref())?;
+    }
     let gate = if gated {
         let s = dbsafe::store::open(&source.store, false)
             .map_err(|e| e.context(format!("{}'s store, for the release gate", source.name)))?;
@@ -214,7 +217,7 @@ fn rehearse(
     store: &dyn Store,
     backup: &Backup,
 ) -> Result<()> {
-    let side = SideDb::new(home, home.side_name(&side::random_tag("rehearsal")))?;
+    let side = SideDb::new(home, home.side_name(&side::owned_tag("rehearsal")))?;
     let env = ops::command_env(home, &side.name, &target.name, version, "rehearsal");
     let result = (|| -> Result<()> {
         rec.restore("rehearsal-restore", store, backup, side.engine())?;

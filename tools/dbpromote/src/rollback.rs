@@ -52,6 +52,9 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
             ctx.lock_timeout,
         )?)
     };
+    if !a.dry_run {
+        ops::sweep_sides(home.as_ref())?;
+    }
     let history = rel::history(store.as_ref(), &b)?;
     let m = rel::rollback_candidate(&history, a.version.as_deref(), &b)?.clone();
     // After the rollback the environment is back on the release before this one.
@@ -242,7 +245,7 @@ fn execute(
         Method::RestoreBackup => {
             let backup = backup.expect("restore-backup has a backup");
             rec.verify(store, &backup)?;
-            let side = SideDb::new(home, home.side_name(&side::random_tag("restore")))?;
+            let side = SideDb::new(home, home.side_name(&side::owned_tag("restore")))?;
             let swapped = (|| {
                 rec.restore("restore", store, &backup, side.engine())?;
                 rec.step("swap", |d| {
