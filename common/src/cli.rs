@@ -265,9 +265,8 @@ fn run_body(tool: &'static str, body: impl FnOnce() -> Result<ExitCode>) -> std:
                 quiet: false,
                 verbose: false,
             });
-            if e.is_broken_pipe() {
-                log.always("error: output closed early (broken pipe)");
-            } else {
+            // A reader of stdout that went away is no failure to report.
+            if e.kind != crate::error::Kind::ReaderGone {
                 log.error(&e);
             }
             e.code()

@@ -35,6 +35,8 @@ pub enum ExitCode {
     Refused,
     /// 130: interrupted by SIGINT or SIGTERM.
     Interrupted,
+    /// 141: the reader of stdout went away (as a tool SIGPIPE ends); nothing is printed.
+    ReaderGone,
 }
 
 impl ExitCode {
@@ -47,6 +49,7 @@ impl ExitCode {
             ExitCode::NotFound => 3,
             ExitCode::Refused => 4,
             ExitCode::Interrupted => 130,
+            ExitCode::ReaderGone => 141,
         }
     }
 }
@@ -105,6 +108,8 @@ pub enum Kind {
     Refused,
     /// Interrupted by a signal (exit 130).
     Interrupted,
+    /// The reader of stdout went away (exit 141, quietly).
+    ReaderGone,
     /// An I/O error of this kind (exit 3 for `NotFound`, else 1).
     Io(io::ErrorKind),
     /// A child process ended with this exit status (`None`: killed by a signal).
@@ -132,6 +137,7 @@ impl Kind {
             Kind::Io(_) | Kind::Server(_) => ExitCode::Failure,
             Kind::Refused | Kind::Busy => ExitCode::Refused,
             Kind::Interrupted => ExitCode::Interrupted,
+            Kind::ReaderGone => ExitCode::ReaderGone,
         }
     }
 }
@@ -144,6 +150,7 @@ impl From<ExitCode> for Kind {
             ExitCode::NotFound => Kind::NotFound,
             ExitCode::Refused => Kind::Refused,
             ExitCode::Interrupted => Kind::Interrupted,
+            ExitCode::ReaderGone => Kind::ReaderGone,
         }
     }
 }

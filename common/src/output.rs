@@ -76,13 +76,47 @@ pub fn info(msg: impl std::fmt::Display) {
     log().info(msg)
 }
 
-/// Writes a JSON report to stdout. A reader that went away is an error
-/// the tool reports (`Io(BrokenPipe)`), never a panic as `println!` makes it.
+/// Writes a JSON report to stdout. A reader that went away ends the tool
+/// quietly with 141 ([`Stdout`]), never a panic as `println!` makes it.
 pub fn print_json<T: serde::Serialize>(v: &T) -> crate::Result<()> {
     let s = serde_json::to_string_pretty(v).map_err(|e| crate::Error::failed(e.to_string()))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     writeln!(out, "{s}").and_then(|()| out.flush())?;
     Ok(())
+}
+
+/// A tool's stdout, for its reports and the artifacts it streams: a reader
+/// that went away (`| head`) is the error [`crate::error::Kind::ReaderGone`],
+/// which ends the tool quietly with exit 141, as SIGPIPE ends a shell tool.
+/// Other broken pipes (a child process that died) stay errors to report.
+pub struct Stdout(std::io::Stdout);
+
+/// The tool's [`Stdout`].
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout())
+}
+
+fn reader_gone(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            crate::Error::new(
+                crate::ExitCode::ReaderGone,
+                "the reader of stdout went away",
+            ),
+        )
+    } else {
+        e
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(reader_gone)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(reader_gone)
+    }
 }
 
 /// Reports a command-line parsing error from clap with the tool's prefix
@@ -105,12 +139,12 @@ pub fn clap_error(tool: &'static str, e: &clap::Error) -> crate::ExitCode {
 }
 
 /// `println!` for a tool's report: a reader that went away comes back as
-/// an error (`Io(BrokenPipe)`) for the tool to return, never a panic.
+/// an error for the tool to return (exit 141, quietly), never a panic.
 #[macro_export]
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::Error::from)
+        writeln!($crate::output::stdout(), $($arg)*).map_err($crate::Error::from)
     }};
 }
 

@@ -197,7 +197,7 @@ pub fn take(
     match dest {
         Destination::Stdout { meta } => {
             crate::term::refuse_binary_to_terminal("a backup artifact")?;
-            let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            let out = std::io::BufWriter::with_capacity(1 << 20, crate::output::stdout());
             let (info, summary, _) = run(engine, &req.engine, out, opts, &req.progress)?;
             let m = meta_for(&summary, info, name.to_string());
             if let Some(path) = meta {

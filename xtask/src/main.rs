@@ -156,6 +156,7 @@ fn man_page(cmd: &clap::Command) -> Vec<u8> {
         ("3", "not found (no such backup, no such WAL segment)"),
         ("4", "refused for safety (no confirmation, lock held, would delete the last good backup, target not empty)"),
         ("130", "interrupted (SIGINT or SIGTERM); temporary files removed"),
+        ("141", "the reader of stdout went away: the tool ends quietly, as SIGPIPE ends a shell tool"),
     ] {
         t.push_str(&format!(".TP\n{code}\n{}\n", roff_text(meaning)));
     }

@@ -980,8 +980,9 @@ fn a_reader_that_goes_away_never_makes_a_tool_panic() {
             .run();
             let code: i32 = r.stdout().trim().parse().unwrap_or(-1);
             let err = std::fs::read_to_string(s.path("err.txt")).unwrap_or_default();
+            // Done (0), or ended quietly as SIGPIPE ends a shell tool (141).
             assert!(
-                [0, 1, 141].contains(&code) && !err.contains("panicked"),
+                [0, 141].contains(&code) && !err.contains("error") && !err.contains("panicked"),
                 "{line} {stderr} | {reader}: exit {code}: {err}"
             );
         }
