@@ -83,8 +83,24 @@ fn links_planted_at_names_a_tool_writes_are_replaced_never_followed() {
         .arg("--metrics-file")
         .arg(&metrics)
         .succeeds();
+    // An artifact written to a file, and its sidecars.
+    let out = s.path("out.sqlite.zst");
+    let sidecars = [
+        out.clone(),
+        s.path("out.sqlite.zst.sha256"),
+        s.path("out.sqlite.zst.meta.json"),
+    ];
+    for at in &sidecars {
+        plant(at);
+    }
+    Cmd::tool("dbsnap")
+        .arg(format!("sqlite:{}", s.path("app.db").display()))
+        .arg("-o")
+        .arg(&out)
+        .arg("--no-encrypt")
+        .succeeds();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
-    for at in [&record, &metrics] {
+    for at in sidecars.iter().chain([&record, &metrics]) {
         assert!(
             std::fs::symlink_metadata(at).unwrap().file_type().is_file(),
             "{} is a regular file now",
