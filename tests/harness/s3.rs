@@ -16,6 +16,35 @@ use std::time::Duration;
 /// The bucket every test server starts with.
 pub const BUCKET: &str = "dbsafe";
 
+/// Starts the server `command(port)` makes on a free port and waits until
+/// it listens; another test may take the port between the probe and the
+/// bind, so a server that exits early is tried again on another.
+fn listening(scene: &Scene, name: &str, command: impl Fn(u16) -> Command) -> (Child, u16) {
+    let mut last_log = String::new();
+    for _ in 0..5 {
+        let port = crate::free_port();
+        let log = scene.path(&format!("{name}-{port}.log"));
+        let mut child = command(port)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut up = false;
+        crate::poll_until(Duration::from_secs(30), || {
+            up = TcpStream::connect(("127.0.0.1", port)).is_ok();
+            up || child.try_wait().ok().flatten().is_some()
+        });
+        if up {
+            return (child, port);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        last_log = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    panic!("{name} did not start:\n{last_log}");
+}
+
 /// A running S3 server: s3s-fs, or moto's (the second implementation).
 pub struct S3Server {
     child: Child,
@@ -49,41 +78,22 @@ impl S3Server {
             crate::rand_u64(),
             crate::rand_u64()
         );
-        let mut last_log = String::new();
-        for _ in 0..5 {
-            let port = crate::free_port();
-            let log = scene.path(&format!("s3s-fs-{port}.log"));
-            let mut child = Command::new(&bin)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        let (child, port) = listening(scene, "s3s-fs", |port| {
+            let mut c = Command::new(&bin);
+            c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--access-key", &access_key, "--secret-key", &secret_key])
-                .arg(&root)
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&log).expect("log"))
-                .stderr(std::fs::File::create(&log).expect("log"))
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut up = false;
-            // Ends early when s3s-fs exits: the port was taken meanwhile, try another.
-            crate::poll_until(Duration::from_secs(20), || {
-                up = TcpStream::connect(("127.0.0.1", port)).is_ok();
-                up || child.try_wait().ok().flatten().is_some()
-            });
-            if up {
-                return S3Server {
-                    child,
-                    moto: false,
-                    root,
-                    port,
-                    access_key,
-                    secret_key,
-                    home,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            last_log = std::fs::read_to_string(&log).unwrap_or_default();
+                .arg(&root);
+            c
+        });
+        S3Server {
+            child,
+            moto: false,
+            root,
+            port,
+            access_key,
+            secret_key,
+            home,
         }
-        panic!("s3s-fs did not start:\n{last_log}");
     }
 
     /// Starts moto's S3 server (`moto_server`, from PyPI), a second S3
@@ -92,43 +102,25 @@ impl S3Server {
         let bin = require("moto_server", "moto's server: pip install 'moto[server]'");
         let home = scene.path("s3-home");
         std::fs::create_dir_all(&home).expect("s3 home");
-        let mut last_log = String::new();
-        for _ in 0..5 {
-            let port = crate::free_port();
-            let log = scene.path(&format!("moto-{port}.log"));
-            let mut child = Command::new(&bin)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&log).expect("log"))
-                .stderr(std::fs::File::create(&log).expect("log"))
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut up = false;
-            crate::poll_until(Duration::from_secs(30), || {
-                up = TcpStream::connect(("127.0.0.1", port)).is_ok();
-                up || child.try_wait().ok().flatten().is_some()
-            });
-            if up {
-                let server = S3Server {
-                    child,
-                    moto: true,
-                    root: scene.path("moto-has-no-files"),
-                    port,
-                    access_key: "dbsafe-moto".into(),
-                    secret_key: format!("secret-{:016x}", crate::rand_u64()),
-                    home,
-                };
-                server
-                    .aws()
-                    .args(["s3api", "create-bucket", "--bucket", BUCKET])
-                    .succeeds();
-                return server;
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            last_log = std::fs::read_to_string(&log).unwrap_or_default();
-        }
-        panic!("moto_server did not start:\n{last_log}");
+        let (child, port) = listening(scene, "moto_server", |port| {
+            let mut c = Command::new(&bin);
+            c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            c
+        });
+        let server = S3Server {
+            child,
+            moto: true,
+            root: scene.path("moto-has-no-files"),
+            port,
+            access_key: "dbsafe-moto".into(),
+            secret_key: format!("secret-{:016x}", crate::rand_u64()),
+            home,
+        };
+        server
+            .aws()
+            .args(["s3api", "create-bucket", "--bucket", BUCKET])
+            .succeeds();
+        server
     }
 
     /// `http://127.0.0.1:PORT`.

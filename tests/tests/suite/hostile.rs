@@ -17,11 +17,17 @@ fn snap_to(s: &Scene, store: &Path) -> Cmd {
         .arg(store)
 }
 
-#[test]
-fn a_link_planted_as_a_lock_file_is_refused_and_its_target_untouched() {
+/// A scene with a store holding one backup of a small SQLite database.
+fn scene_with_a_backup() -> (Scene, std::path::PathBuf) {
     let s = Scene::new();
     let store = s.path("store");
     snap_to(&s, &store).succeeds();
+    (s, store)
+}
+
+#[test]
+fn a_link_planted_as_a_lock_file_is_refused_and_its_target_untouched() {
+    let (s, store) = scene_with_a_backup();
     let victim = s.write("victim.txt", "precious\n");
     let lock = store.join("locks/default_app_full.lock");
     assert!(lock.exists(), "the series lock lives at {}", lock.display());
@@ -35,9 +41,7 @@ fn a_link_planted_as_a_lock_file_is_refused_and_its_target_untouched() {
 
 #[test]
 fn a_link_planted_as_the_audit_log_is_never_written_through() {
-    let s = Scene::new();
-    let store = s.path("store");
-    snap_to(&s, &store).succeeds();
+    let (s, store) = scene_with_a_backup();
     let victim = s.write("victim.txt", "precious\n");
     std::os::unix::fs::symlink(&victim, store.join("audit.log")).unwrap();
     Cmd::tool("dbprune")
@@ -56,9 +60,7 @@ fn a_link_planted_as_the_audit_log_is_never_written_through() {
 
 #[test]
 fn links_planted_at_names_a_tool_writes_are_replaced_never_followed() {
-    let s = Scene::new();
-    let store = s.path("store");
-    snap_to(&s, &store).succeeds();
+    let (s, store) = scene_with_a_backup();
     let artifact = dbsafe_tests::artifacts(&store).pop().unwrap();
     let victim = s.write("victim", "precious\n");
     let plant = |at: &Path| {
@@ -134,9 +136,7 @@ fn a_store_others_can_write_to_is_refused_unless_allowed() {
 
 #[test]
 fn absurd_arguments_are_usage_errors_naming_what_is_wrong_never_panics() {
-    let s = Scene::new();
-    let store = s.path("store");
-    snap_to(&s, &store).succeeds();
+    let (s, store) = scene_with_a_backup();
     let db = format!("sqlite:{}", s.path("app.db").display());
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
@@ -238,9 +238,7 @@ fn absurd_arguments_are_usage_errors_naming_what_is_wrong_never_panics() {
 
 #[test]
 fn a_password_in_a_url_never_reaches_a_message_whatever_happens() {
-    let s = Scene::new();
-    let store = s.path("store");
-    snap_to(&s, &store).succeeds();
+    let (s, store) = scene_with_a_backup();
     let artifact = dbsafe_tests::artifacts(&store).pop().unwrap();
     let secret = "Sekr3t-pw";
     let pg = format!("postgres://app:{secret}@127.0.0.1:1/shop");
@@ -276,14 +274,6 @@ fn a_password_in_a_url_never_reaches_a_message_whatever_happens() {
             "--target".into(),
             pg.clone(),
             "--yes".into(),
-        ],
-        vec![
-            "dbverify".into(),
-            artifact.display().to_string(),
-            "--level".into(),
-            "restore".into(),
-            "--scratch".into(),
-            my.clone(),
         ],
         vec![
             "dbverify".into(),
@@ -665,9 +655,7 @@ fn owner_tag(pid: u32) -> String {
 
 #[test]
 fn prune_never_removes_a_live_writers_temporary_whatever_stale_tmp_says() {
-    let s = Scene::new();
-    let store = s.path("store");
-    snap_to(&s, &store).succeeds();
+    let (_s, store) = scene_with_a_backup();
     let mut writer = std::process::Command::new("sleep")
         .arg("60")
         .spawn()
@@ -694,9 +682,7 @@ fn prune_never_removes_a_live_writers_temporary_whatever_stale_tmp_says() {
 
 #[test]
 fn a_dry_run_plan_is_a_report_on_stdout() {
-    let s = Scene::new();
-    let store = s.path("store");
-    snap_to(&s, &store).succeeds();
+    let (s, store) = scene_with_a_backup();
     dbsafe_tests::next_second();
     snap_to(&s, &store).succeeds();
     let r = Cmd::tool("dbprune")
@@ -888,20 +874,17 @@ fn sigkill_of_dbverify_and_dbprune_at_random_points_leaves_a_consistent_store() 
     };
 
     // dbverify killed while it restores, counts and records.
-    for k in 0..20 {
-        let child = Cmd::tool("dbverify")
+    let verify_all = || {
+        Cmd::tool("dbverify")
             .arg("--store")
             .arg(&template)
             .args(["--all", "--level", "full"])
-            .spawn();
-        kill_after(child, delays.next(1500));
+    };
+    for k in 0..20 {
+        kill_after(verify_all().spawn(), delays.next(1500));
         consistent(&template, k);
     }
-    Cmd::tool("dbverify")
-        .arg("--store")
-        .arg(&template)
-        .args(["--all", "--level", "full"])
-        .succeeds();
+    verify_all().succeeds();
 
     // dbprune killed while it deletes, each time on a fresh copy of the store.
     for k in 0..20 {
@@ -911,19 +894,16 @@ fn sigkill_of_dbverify_and_dbprune_at_random_points_leaves_a_consistent_store() 
             .arg(&template)
             .arg(&store)
             .succeeds();
-        let child = Cmd::tool("dbprune")
-            .arg("--store")
-            .arg(&store)
-            .args(["--keep-last", "1"])
-            .spawn();
-        kill_after(child, delays.next(150));
+        let prune = || {
+            Cmd::tool("dbprune")
+                .arg("--store")
+                .arg(&store)
+                .args(["--keep-last", "1"])
+        };
+        kill_after(prune().spawn(), delays.next(150));
         consistent(&store, k);
         // The next run finishes the rotation and leaves no orphan sidecar.
-        Cmd::tool("dbprune")
-            .arg("--store")
-            .arg(&store)
-            .args(["--keep-last", "1"])
-            .succeeds();
+        prune().succeeds();
         let artifacts = dbsafe_tests::artifacts(&store);
         assert_eq!(artifacts.len(), 3, "seed {seed}, kill {k}: {artifacts:?}");
         let names: Vec<String> = artifacts

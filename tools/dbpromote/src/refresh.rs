@@ -97,27 +97,28 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         ))
         .hint("stop the clients, or pass --grace D: PostgreSQL sessions are ended after D, a process holding a file is waited for up to D"));
     }
-    let version = rel::refresh_version(chrono::Utc::now());
+    // Two refreshes in one second must not share a manifest.
+    let mut version = rel::refresh_version(chrono::Utc::now());
+    if let Some(store) = &store {
+        let base = version.clone();
+        let mut n = 1;
+        while rel::read(store.as_ref(), &target.name, &version)?.is_some() {
+            n += 1;
+            version = format!("{base}-{n}");
+        }
+    }
+    let parts = Parts {
+        version: &version,
+        source: &source,
+        target: &target,
+        engine: engine.as_ref(),
+        home: home.as_ref(),
+    };
     if a.dry_run {
-        let parts = Parts {
-            version: &version,
-            source: &source,
-            target: &target,
-            engine: engine.as_ref(),
-            home: home.as_ref(),
-        };
         return plan(ctx, &parts, sessions.len()).print(ctx);
     }
     let store = store.expect("opened with create outside dry runs");
     let src_store = src_store.expect("opened with create outside dry runs");
-    // Two refreshes in one second must not share a manifest.
-    let mut version = version;
-    let base = version.clone();
-    let mut n = 1;
-    while rel::read(store.as_ref(), &target.name, &version)?.is_some() {
-        n += 1;
-        version = format!("{base}-{n}");
-    }
     let mut m = Manifest::new(
         Kind::Refresh,
         &version,
@@ -143,13 +144,6 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         stores.push(src_store.as_ref());
     }
     let mut rec = Recorder::new(ctx, m, stores, "refresh");
-    let parts = Parts {
-        version: &version,
-        source: &source,
-        target: &target,
-        engine: engine.as_ref(),
-        home: home.as_ref(),
-    };
     let outcome = execute(
         ctx,
         &mut rec,
