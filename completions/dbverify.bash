@@ -23,7 +23,7 @@ _dbverify() {
 
     case "${cmd}" in
         dbverify)
-            opts="-i -q -v -h -V --level --sha256 --meta --store --latest --all --env --database --status --max-age --min-count --max-wal-lag --scratch --no-roles --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help --version"
+            opts="-i -q -v -h -V --level --sha256 --meta --store --latest --all --env --database --status --list --max-age --min-count --max-wal-lag --scratch --no-roles --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

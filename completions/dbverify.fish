@@ -19,6 +19,7 @@ complete -c dbverify -l pushgateway -d 'Push metrics to this Pushgateway (http:/
 complete -c dbverify -l latest -d 'With --store: the newest artifact of each series'
 complete -c dbverify -l all -d 'With --store: every artifact'
 complete -c dbverify -l status -d 'Report store health instead of verifying (needs --store); exit 1 unless good'
+complete -c dbverify -l list -d 'List the store\'s backups (time, kind, engine, size, encryption, verification, pins), safety backups apart, and PostgreSQL\'s recovery window per timeline; verifies nothing'
 complete -c dbverify -l no-roles -d 'At --level restore (PostgreSQL): do not create the roles the backup recorded, to prove the scratch server has them (a fresh `initdb` cluster is the honest scratch)'
 complete -c dbverify -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c dbverify -s v -l verbose -d 'Print more on stderr'

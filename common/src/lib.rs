@@ -26,6 +26,7 @@ pub mod error;
 pub mod fsutil;
 pub mod health;
 pub mod keys;
+pub mod listing;
 pub mod lock;
 pub mod meta;
 pub mod metrics;

@@ -324,3 +324,153 @@ fn dbverify_and_dbrestore_show_progress_on_a_terminal_only() {
         r.stderr()
     );
 }
+
+#[test]
+fn list_shows_every_backup_its_verification_and_pins_safety_apart_and_wal_per_timeline() {
+    let s = Scene::new();
+    let store = s.path("store");
+    let (key, public) = s.age_key("key.txt");
+    let (app, crm) = (s.path("app.db"), s.path("crm.db"));
+    sqlite::sample(&app, 20);
+    sqlite::sample(&crm, 5);
+    let snap = |db: &PathBuf, env: &str| {
+        Cmd::tool("dbsnap")
+            .arg(sqlite::url(db))
+            .arg("--to")
+            .arg(&store)
+            .args(["--env", env, "-r", &public])
+            .succeeds();
+    };
+    snap(&app, "production");
+    next_second();
+    snap(&app, "production");
+    Cmd::tool("dbsnap")
+        .arg(sqlite::url(&crm))
+        .arg("--to")
+        .arg(&store)
+        .args(["--env", "staging", "--no-encrypt"])
+        .succeeds();
+    let files: Vec<String> = dbsafe_tests::artifacts(&store)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let prod: Vec<&String> = files
+        .iter()
+        .filter(|f| f.starts_with("production_"))
+        .collect();
+    assert_eq!(prod.len(), 2, "{files:?}");
+    // The newest production backup is verified; the oldest is pinned by a manifest.
+    verify_with(store.join("backups").join(prod[1]), &key).succeeds();
+    std::fs::create_dir_all(store.join("releases/production")).unwrap();
+    std::fs::write(
+        store.join("releases/production/v1.json"),
+        format!(
+            "{{\"source_backup\": {{\"name\": \"backups/{}\"}}}}",
+            prod[0]
+        ),
+    )
+    .unwrap();
+    // A restore over the live database leaves a safety backup.
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&store)
+        .args(["--latest", "--env", "production", "--yes", "-i"])
+        .arg(&key)
+        .arg("--target")
+        .arg(sqlite::url(&app))
+        .succeeds();
+    // WAL on two timelines: 2 branched from 1 at segment 2.
+    let seg = s.write("seg", &"w".repeat(1 << 16));
+    let history = s.write("history", "1\t0/2000000\tno recovery target specified\n");
+    for (path, name) in [
+        (&seg, "000000010000000000000001"),
+        (&seg, "000000010000000000000002"),
+        (&history, "00000002.history"),
+        (&seg, "000000020000000000000002"),
+        (&seg, "000000020000000000000003"),
+    ] {
+        dbsafe_tests::push_wal(path, name, &store).succeeds();
+    }
+
+    let list = |args: &[&str]| {
+        Cmd::tool("dbverify")
+            .arg("--list")
+            .arg("--store")
+            .arg(&store)
+            .arg("--json")
+            .args(args)
+            .succeeds()
+            .json()
+    };
+    let l = list(&[]);
+    let backups = l["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 3, "{l}");
+    let by_file = |f: &str| backups.iter().find(|b| b["file"] == f).cloned().unwrap();
+    let (old, new) = (by_file(prod[0]), by_file(prod[1]));
+    for b in [&old, &new] {
+        assert_eq!(b["environment"], "production");
+        assert_eq!(b["database"], "app");
+        assert_eq!(b["series"], "production_app_full");
+        assert_eq!(b["kind"], "full");
+        assert_eq!(b["engine"], "sqlite");
+        assert_eq!(b["encryption"], "age");
+        assert_eq!(b["compression"], "zstd");
+        assert!(b["size_bytes"].as_u64().unwrap() > 0);
+        assert!(b["age_seconds"].as_i64().unwrap() >= 0);
+    }
+    assert_eq!(old["pinned"], true, "{old}");
+    assert_eq!(new["pinned"], false, "{new}");
+    assert_eq!(old["verified"], serde_json::Value::Null, "{old}");
+    assert_eq!(new["verified"], "pass", "{new}");
+    assert_eq!(new["verified_level"], "full", "{new}");
+    assert!(new["verified_at"].is_string());
+    let crm_backup = backups.iter().find(|b| b["database"] == "crm").unwrap();
+    assert_eq!(crm_backup["encryption"], "none");
+    assert_eq!(crm_backup["environment"], "staging");
+    // Safety backups apart.
+    let safety = l["safety"].as_array().unwrap();
+    assert_eq!(safety.len(), 1, "{l}");
+    assert_eq!(safety[0]["environment"], "production-safety");
+    assert_eq!(
+        safety[0]["encryption"], "age",
+        "encrypted like the restored backup"
+    );
+    // The WAL per timeline: 2 is live, branched from 1.
+    let windows = l["recovery_windows"].as_array().unwrap();
+    let tl = |n: u64| {
+        windows
+            .iter()
+            .find(|w| w["timeline"] == n)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(windows.len(), 2, "{l}");
+    assert_eq!(tl(1)["newest_segment"], "000000010000000000000002");
+    assert_eq!(tl(2)["newest_segment"], "000000020000000000000003");
+    assert_eq!(tl(2)["role"], "live");
+    assert_eq!(tl(1)["role"], "ancestor");
+    assert!(tl(2)["to"].is_string());
+    assert_eq!(tl(2)["from"], serde_json::Value::Null, "no base backup");
+    // Narrowed to an environment: its backups and its safety backups only.
+    let staging = list(&["--env", "staging"]);
+    assert_eq!(staging["backups"].as_array().unwrap().len(), 1);
+    assert_eq!(staging["safety"].as_array().unwrap().len(), 0);
+    let production = list(&["--env", "production", "--database", "app"]);
+    assert_eq!(production["backups"].as_array().unwrap().len(), 2);
+    assert_eq!(production["safety"].as_array().unwrap().len(), 1);
+    // For people: one line a backup.
+    let text = Cmd::tool("dbverify")
+        .arg("--list")
+        .arg("--store")
+        .arg(&store)
+        .succeeds()
+        .stdout();
+    assert!(
+        text.contains("pinned") && text.contains("pass (full)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("recovery window, timeline 2 (live)"),
+        "{text}"
+    );
+}

@@ -24,6 +24,7 @@ Examples:
   dbverify --store /var/backups/dbsafe --latest --level restore -i key.txt
   dbverify --store /var/backups/dbsafe --all --json
   dbverify --status --store /var/backups/dbsafe --max-age 26h --min-count 3   # for cron and monitoring
+  dbverify --list --store /var/backups/dbsafe --env production                # what the store holds
 
 Status readiness: critical (no backups, a series' newest backup older than --max-age, a WAL gap),
 degraded (fewer than --min-count, no recent verified backup, WAL older than --max-wal-lag), good.
@@ -62,6 +63,10 @@ pub struct Cli {
     /// Report store health instead of verifying (needs --store); exit 1 unless good.
     #[arg(long)]
     pub status: bool,
+    /// List the store's backups (time, kind, engine, size, encryption, verification, pins),
+    /// safety backups apart, and PostgreSQL's recovery window per timeline; verifies nothing.
+    #[arg(long, conflicts_with = "status")]
+    pub list: bool,
     /// With --status: the newest backup, and the newest verified one, of each series must be younger.
     #[arg(long, value_name = "DURATION", default_value = "26h")]
     pub max_age: String,

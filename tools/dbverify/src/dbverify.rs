@@ -33,6 +33,9 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     if args.status {
         return status(&args, &log, &cfg);
     }
+    if args.list {
+        return list(&args, &cfg);
+    }
     let explicit_store =
         args.store.is_some() && (args.latest || args.all || !args.artifacts.is_empty());
     let records = if args.artifacts.is_empty() && !explicit_store {
@@ -222,17 +225,81 @@ fn verify_store(args: &cli::Cli, s: &Settings<'_>, log: &Log) -> Result<Vec<Veri
         .collect()
 }
 
-fn status(args: &cli::Cli, log: &Log, cfg: &dbsafe::config::Config) -> Result<ExitCode> {
+/// The store `--status` or `--list` (`what`) reports on: the flag, else
+/// the environment's or the default store of the config file.
+fn report_store(
+    args: &cli::Cli,
+    cfg: &dbsafe::config::Config,
+    what: &str,
+) -> Result<Box<dyn dbsafe::Store>> {
     let loc = args
         .store
         .clone()
         .or_else(|| cfg.store_for(args.series.env.as_deref().unwrap_or("default")))
         .ok_or_else(|| {
-            Error::usage(
-                "--status needs --store STORE (or DBSAFE_STORE, or store in the config file)",
-            )
+            Error::usage(format!(
+                "{what} needs --store STORE (or DBSAFE_STORE, or store in the config file)"
+            ))
         })?;
-    let store = dbsafe::store::open(&loc, false)?;
+    dbsafe::store::open(&loc, false)
+}
+
+/// `--list`: what the store holds.
+fn list(args: &cli::Cli, cfg: &dbsafe::config::Config) -> Result<ExitCode> {
+    let store = report_store(args, cfg, "--list")?;
+    let l = dbsafe::listing::list(
+        store.as_ref(),
+        args.series.env.as_deref(),
+        args.series.database.as_deref(),
+        chrono::Utc::now(),
+    )?;
+    if args.common.json {
+        dbsafe::cli::print_json(&l)?;
+        return Ok(ExitCode::Success);
+    }
+    dbsafe::outln!("store {}", l.store)?;
+    for (title, rows) in [
+        ("backups", &l.backups),
+        ("safety backups (taken before restores)", &l.safety),
+    ] {
+        dbsafe::outln!("{title}: {}", rows.len())?;
+        for b in rows.iter() {
+            let verified = match (&b.verified, &b.verified_level) {
+                (Some(r), Some(level)) => format!("{r} ({level})"),
+                _ => "not verified".into(),
+            };
+            dbsafe::outln!(
+                "  {}  {:<4}  {:<8}  {:>10}  {:<4}  {:<16}{}  {}",
+                b.time,
+                b.kind,
+                b.engine,
+                dbsafe::units::human_bytes(b.size_bytes),
+                b.encryption,
+                verified,
+                if b.pinned { "  pinned" } else { "" },
+                b.file
+            )?;
+        }
+    }
+    for w in &l.recovery_windows {
+        dbsafe::outln!(
+            "recovery window, timeline {} ({}): {} to {}{}",
+            w.timeline,
+            w.role,
+            w.from.as_deref().unwrap_or("(no base backup)"),
+            w.to.as_deref().unwrap_or("-"),
+            if w.gaps.is_empty() {
+                String::new()
+            } else {
+                format!("; gaps {}", w.gaps.join(", "))
+            }
+        )?;
+    }
+    Ok(ExitCode::Success)
+}
+
+fn status(args: &cli::Cli, log: &Log, cfg: &dbsafe::config::Config) -> Result<ExitCode> {
+    let store = report_store(args, cfg, "--status")?;
     let t = dbsafe::health::Thresholds {
         max_age: dbsafe::units::parse_duration(&args.max_age)?,
         min_count: args.min_count,
