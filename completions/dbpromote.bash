@@ -23,7 +23,7 @@ _dbpromote() {
 
     case "${cmd}" in
         dbpromote)
-            opts="-V -y -i -q -v -h --from --to --version --refresh --rollback --history --migrate --health-check --downgrade --sanitize --backup --latest-verified --grace --keep-previous --restore-backup --store --from-store --lock-timeout --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help"
+            opts="-V -y -i -q -v -h --from --to --version --refresh --rollback --history --migrate --health-check --downgrade --sanitize --backup --latest-verified --grace --keep-previous --restore-backup --store --from-store --lock-timeout --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --on-success --on-failure --notify --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -106,6 +106,18 @@ _dbpromote() {
                     return 0
                     ;;
                 --pushgateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-success)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-failure)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -17,6 +17,9 @@ complete -c dbpromote -l tmpdir -d 'Directory for temporary files (default: $TMP
 complete -c dbpromote -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c dbpromote -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c dbpromote -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c dbpromote -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c dbpromote -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c dbpromote -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c dbpromote -s V -d 'Print dbpromote\'s version'
 complete -c dbpromote -l refresh -d 'Move data down: replace --to\'s database with a sanitized copy of --from\'s'
 complete -c dbpromote -l rollback -d 'Undo the last successful promotion of --to (or the one of --version)'

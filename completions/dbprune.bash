@@ -23,7 +23,7 @@ _dbprune() {
 
     case "${cmd}" in
         dbprune)
-            opts="-q -v -h -V --store --env --database --keep-last --keep-within --keep-hourly --keep-daily --keep-weekly --keep-monthly --min-free --max-total --wal --stale-tmp --dry-run --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help --version"
+            opts="-q -v -h -V --store --env --database --keep-last --keep-within --keep-hourly --keep-daily --keep-weekly --keep-monthly --min-free --max-total --wal --stale-tmp --dry-run --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --on-success --on-failure --notify --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -86,6 +86,18 @@ _dbprune() {
                     return 0
                     ;;
                 --pushgateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-success)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-failure)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -13,6 +13,9 @@ complete -c dbprune -l stale-tmp -d 'Remove temporaries from crashed writers old
 complete -c dbprune -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c dbprune -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c dbprune -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c dbprune -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c dbprune -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c dbprune -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c dbprune -l wal -d 'Also delete archived WAL that no kept base backup needs (history files stay)'
 complete -c dbprune -l dry-run -d 'Print what would be deleted and why; delete nothing'
 complete -c dbprune -s q -l quiet -d 'Print nothing but errors on stderr'

@@ -23,7 +23,7 @@ _dbrestore() {
 
     case "${cmd}" in
         dbrestore)
-            opts="-y -i -q -v -h -V --store --latest --timestamp --before --name --env --database --target --pgdata --target-time --target-lsn --target-xid --target-name --target-exclusive --target-action --target-timeline --start --port --socket-dir --archive --no-archive --recovery-timeout --create --clean --no-owner --no-roles --table --skip-verify --no-safety-backup --no-encrypt --safety-dir --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help --version"
+            opts="-y -i -q -v -h -V --store --latest --timestamp --before --name --env --database --target --pgdata --target-time --target-lsn --target-xid --target-name --target-exclusive --target-action --target-timeline --start --port --socket-dir --archive --no-archive --recovery-timeout --create --clean --no-owner --no-roles --table --skip-verify --no-safety-backup --no-encrypt --safety-dir --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --on-success --on-failure --notify --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -130,6 +130,18 @@ _dbrestore() {
                     return 0
                     ;;
                 --pushgateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-success)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-failure)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

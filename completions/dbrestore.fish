@@ -25,6 +25,9 @@ complete -c dbrestore -l tmpdir -d 'Directory for temporary files (default: $TMP
 complete -c dbrestore -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c dbrestore -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c dbrestore -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c dbrestore -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c dbrestore -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c dbrestore -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c dbrestore -l latest -d 'With --store: the newest backup of the series'
 complete -c dbrestore -l target-exclusive -d 'With --pgdata: stop just before the target instead of just after it'
 complete -c dbrestore -l start -d 'With --pgdata: start the server, wait for recovery to reach the target, promote, report'

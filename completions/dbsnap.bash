@@ -23,7 +23,7 @@ _dbsnap() {
 
     case "${cmd}" in
         dbsnap)
-            opts="-o -r -q -v -h -V --output --to --base --restore-point --compress --level --threads --recipient --recipients-file --passphrase-file --no-encrypt --env --label --table --exclude-table --meta --max-size --min-free --lock-timeout --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help --version"
+            opts="-o -r -q -v -h -V --output --to --base --restore-point --compress --level --threads --recipient --recipients-file --passphrase-file --no-encrypt --env --label --table --exclude-table --meta --max-size --min-free --lock-timeout --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --on-success --on-failure --notify --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -118,6 +118,18 @@ _dbsnap() {
                     return 0
                     ;;
                 --pushgateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-success)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-failure)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

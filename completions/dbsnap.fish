@@ -19,6 +19,9 @@ complete -c dbsnap -l tmpdir -d 'Directory for temporary files (default: $TMPDIR
 complete -c dbsnap -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c dbsnap -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c dbsnap -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c dbsnap -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c dbsnap -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c dbsnap -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c dbsnap -l base -d 'Take a physical base backup (PostgreSQL) instead of a logical snapshot'
 complete -c dbsnap -l no-encrypt -d 'Write the artifact unencrypted to a file or a store (refused without it when no key is given; config: encrypt = false)'
 complete -c dbsnap -s q -l quiet -d 'Print nothing but errors on stderr'

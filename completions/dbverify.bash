@@ -23,7 +23,7 @@ _dbverify() {
 
     case "${cmd}" in
         dbverify)
-            opts="-i -q -v -h -V --level --sha256 --meta --store --latest --all --env --database --status --list --max-age --min-count --max-wal-lag --scratch --no-roles --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --help --version"
+            opts="-i -q -v -h -V --level --sha256 --meta --store --latest --all --env --database --status --list --max-age --min-count --max-wal-lag --scratch --no-roles --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --on-success --on-failure --notify --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -94,6 +94,18 @@ _dbverify() {
                     return 0
                     ;;
                 --pushgateway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-success)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-failure)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -16,6 +16,9 @@ complete -c dbverify -l tmpdir -d 'Directory for temporary files (default: $TMPD
 complete -c dbverify -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c dbverify -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c dbverify -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c dbverify -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c dbverify -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c dbverify -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c dbverify -l latest -d 'With --store: the newest artifact of each series'
 complete -c dbverify -l all -d 'With --store: every artifact'
 complete -c dbverify -l status -d 'Report store health instead of verifying (needs --store); exit 1 unless good'

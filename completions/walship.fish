@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_walship_global_optspecs
-    string join \n q/quiet v/verbose json config= metrics-file= allow-shared-store pushgateway= h/help V/version
+    string join \n q/quiet v/verbose json config= metrics-file= allow-shared-store pushgateway= on-success= on-failure= notify= h/help V/version
 end
 
 function __fish_walship_needs_command
@@ -27,6 +27,9 @@ end
 complete -c walship -n "__fish_walship_needs_command" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c walship -n "__fish_walship_needs_command" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c walship -n "__fish_walship_needs_command" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c walship -n "__fish_walship_needs_command" -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c walship -n "__fish_walship_needs_command" -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c walship -n "__fish_walship_needs_command" -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c walship -n "__fish_walship_needs_command" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_needs_command" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_needs_command" -l json -d 'Print the report as one JSON document on stdout'
@@ -50,6 +53,9 @@ complete -c walship -n "__fish_walship_using_subcommand push" -l passphrase-file
 complete -c walship -n "__fish_walship_using_subcommand push" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand push" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand push" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l no-encrypt -d 'Write the artifact unencrypted to a file or a store (refused without it when no key is given; config: encrypt = false)'
 complete -c walship -n "__fish_walship_using_subcommand push" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand push" -s v -l verbose -d 'Print more on stderr'
@@ -62,6 +68,9 @@ complete -c walship -n "__fish_walship_using_subcommand fetch" -l passphrase-fil
 complete -c walship -n "__fish_walship_using_subcommand fetch" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand fetch" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand fetch" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand fetch" -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand fetch" -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c walship -n "__fish_walship_using_subcommand fetch" -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand fetch" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand fetch" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand fetch" -l json -d 'Print the report as one JSON document on stdout'
@@ -71,6 +80,9 @@ complete -c walship -n "__fish_walship_using_subcommand list" -l from -d 'The st
 complete -c walship -n "__fish_walship_using_subcommand list" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand list" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand list" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand list" -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand list" -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c walship -n "__fish_walship_using_subcommand list" -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand list" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand list" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand list" -l json -d 'Print the report as one JSON document on stdout'
@@ -81,6 +93,9 @@ complete -c walship -n "__fish_walship_using_subcommand status" -l max-lag -d 'T
 complete -c walship -n "__fish_walship_using_subcommand status" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand status" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand status" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand status" -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand status" -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c walship -n "__fish_walship_using_subcommand status" -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand status" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand status" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand status" -l json -d 'Print the report as one JSON document on stdout'
@@ -90,6 +105,9 @@ complete -c walship -n "__fish_walship_using_subcommand restore-point" -l to -d 
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand restore-point" -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand restore-point" -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c walship -n "__fish_walship_using_subcommand restore-point" -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -l json -d 'Print the report as one JSON document on stdout'
@@ -100,6 +118,9 @@ complete -c walship -n "__fish_walship_using_subcommand prune" -l before -d 'Del
 complete -c walship -n "__fish_walship_using_subcommand prune" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand prune" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand prune" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand prune" -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand prune" -l on-failure -d 'Shell command run when the run fails (same environment)' -r
+complete -c walship -n "__fish_walship_using_subcommand prune" -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand prune" -l keep-for-backups -d 'Delete what no base backup in the store needs'
 complete -c walship -n "__fish_walship_using_subcommand prune" -l dry-run -d 'Print what would go; delete nothing'
 complete -c walship -n "__fish_walship_using_subcommand prune" -s q -l quiet -d 'Print nothing but errors on stderr'

@@ -31,6 +31,17 @@ pub struct CommonArgs {
     /// Push metrics to this Pushgateway (http://host:port); a failed push only warns.
     #[arg(long, global = true, value_name = "URL", env = "DBSAFE_PUSHGATEWAY")]
     pub pushgateway: Option<String>,
+    /// Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP,
+    /// ... describing it; its failure only warns.
+    #[arg(long, global = true, value_name = "CMD")]
+    pub on_success: Option<String>,
+    /// Shell command run when the run fails (same environment).
+    #[arg(long, global = true, value_name = "CMD")]
+    pub on_failure: Option<String>,
+    /// POST the run's outcome as JSON (with a Slack-compatible `text`) to this URL; an
+    /// unreachable webhook only warns.
+    #[arg(long, global = true, value_name = "URL", env = "DBSAFE_NOTIFY")]
+    pub notify: Option<String>,
 }
 
 impl CommonArgs {
@@ -38,6 +49,11 @@ impl CommonArgs {
     pub fn log(&self, tool: &'static str) -> Log {
         // Every tool starts here: the run-wide choices its flags make.
         crate::store::allow_shared_stores(self.allow_shared_store);
+        crate::notify::configure(
+            self.on_success.clone(),
+            self.on_failure.clone(),
+            self.notify.clone(),
+        );
         crate::output::init(Log {
             tool,
             quiet: self.quiet,
@@ -251,6 +267,8 @@ pub fn main_parsed<C: clap::Parser>(
 
 fn run_body(tool: &'static str, body: impl FnOnce() -> Result<ExitCode>) -> std::process::ExitCode {
     crate::cleanup::install_signal_handlers(tool);
+    let started = std::time::Instant::now();
+    let mut message = String::new();
     let code = match body() {
         Ok(code) => code,
         Err(_) if crate::cleanup::interrupted() => {
@@ -269,9 +287,11 @@ fn run_body(tool: &'static str, body: impl FnOnce() -> Result<ExitCode>) -> std:
             if e.kind != crate::error::Kind::ReaderGone {
                 log.error(&e);
             }
+            message = e.message.clone();
             e.code()
         }
     };
+    crate::notify::finish(tool, code.code(), &message, started);
     std::process::ExitCode::from(code.code() as u8)
 }
 

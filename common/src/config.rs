@@ -88,6 +88,12 @@ pub struct Defaults {
     /// `false`: an artifact with no key may be written plain to a file or a
     /// store (as `--no-encrypt` allows it); unset or `true`: it is refused.
     pub encrypt: Option<bool>,
+    /// Command run after a successful run (`--on-success`).
+    pub on_success: Option<String>,
+    /// Command run after a failed run (`--on-failure`).
+    pub on_failure: Option<String>,
+    /// Webhook each run POSTs its outcome to (`--notify`).
+    pub notify: Option<String>,
 }
 
 /// One environment (`[env.NAME]`).
@@ -116,6 +122,12 @@ pub struct EnvConfig {
     pub recipients_file: Option<PathBuf>,
     /// `encrypt` override (see [`Defaults::encrypt`]).
     pub encrypt: Option<bool>,
+    /// `on_success` override.
+    pub on_success: Option<String>,
+    /// `on_failure` override.
+    pub on_failure: Option<String>,
+    /// `notify` override.
+    pub notify: Option<String>,
 }
 
 /// The whole config file.

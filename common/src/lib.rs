@@ -31,6 +31,7 @@ pub mod lock;
 pub mod meta;
 pub mod metrics;
 pub mod name;
+pub mod notify;
 pub mod output;
 pub mod pipeline;
 pub mod progress;

@@ -15,6 +15,7 @@ mod interop;
 mod mariadb;
 mod metrics;
 mod monitoring;
+mod notify;
 mod pitr;
 mod postgres;
 mod restore_flow;

@@ -148,7 +148,15 @@ fn systemd_units_pass_systemd_analyze_verify() {
         units.push(name);
     }
     units.sort();
-    assert_eq!(units.len(), 4, "{units:?}");
+    assert_eq!(units.len(), 5, "{units:?}");
+    // A failed job is reported: both jobs name the failure unit.
+    for job in ["dbsafe-backup@.service", "dbsafe-verify@.service"] {
+        let text = std::fs::read_to_string(s.path(job)).unwrap();
+        assert!(
+            text.contains("OnFailure=dbsafe-failure@%n.service"),
+            "{job} has no OnFailure="
+        );
+    }
     let r = Cmd::new(analyze)
         .args(["verify", "--man=no"])
         .args(&units)

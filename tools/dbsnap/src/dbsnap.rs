@@ -144,8 +144,18 @@ fn snap(
         )
         .hint("use -o FILE or --to STORE with --json"));
     }
+    dbsafe::notify::configure_from(cfg, &env);
+    dbsafe::notify::about(
+        None,
+        None,
+        store_loc.as_deref(),
+        Some(&env),
+        Some(&engine.database()),
+    );
     let report = snapshot::take(engine, req, dest)?;
     log.info(report.summary_line());
+    dbsafe::notify::about(None, Some(&report.location), None, None, None);
+    dbsafe::notify::summary(&report.summary_line());
     if args.common.json {
         dbsafe::cli::print_json(&serde_json::json!({
             "location": report.location,
