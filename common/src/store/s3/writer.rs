@@ -105,12 +105,17 @@ pub(super) fn put_object(client: &Client, key: &str, data: &[u8]) -> Result<()> 
 fn put_new_object(store: &Inner, key: &str, data: &[u8]) -> Result<()> {
     match put(&store.client, key, data, true)? {
         Put::Stored => Ok(()),
-        Put::Taken => {
+        // Only after a retry can the object be an earlier attempt's own:
+        // the same bytes another writer stored first are still theirs.
+        Put::Taken { retried: true } => {
             let ours = hex::encode(content_md5(data).0);
             match store.etag(key) {
                 Some(etag) if etag.eq_ignore_ascii_case(&ours) => Ok(()),
                 _ => Err(super::super::taken(&store.client.object_url(Some(key)))),
             }
+        }
+        Put::Taken { retried: false } => {
+            Err(super::super::taken(&store.client.object_url(Some(key))))
         }
     }
 }
@@ -118,8 +123,11 @@ fn put_new_object(store: &Inner, key: &str, data: &[u8]) -> Result<()> {
 /// What a PUT came to.
 enum Put {
     Stored,
-    /// Refused by `If-None-Match: *`: the name exists.
-    Taken,
+    /// Refused by `If-None-Match: *`: the name exists (`retried`: an
+    /// earlier attempt of this PUT may have stored it).
+    Taken {
+        retried: bool,
+    },
 }
 
 fn put(client: &Client, key: &str, data: &[u8], new: bool) -> Result<Put> {
@@ -127,6 +135,7 @@ fn put(client: &Client, key: &str, data: &[u8], new: bool) -> Result<Put> {
     let mut conditional = new;
     // Some services (s3s-fs) keep the bytes of a PUT they answer BadDigest.
     let mut rejected_digest = false;
+    let mut attempts = 0;
     retry::call(
         client,
         &Op {
@@ -134,6 +143,7 @@ fn put(client: &Client, key: &str, data: &[u8], new: bool) -> Result<Put> {
             key: Some(key),
         },
         || loop {
+            attempts += 1;
             let mut action = client.bucket.put_object(Some(&client.credentials), key);
             action.headers_mut().insert("content-md5", md5.clone());
             let url = client.sign(&action);
@@ -150,7 +160,9 @@ fn put(client: &Client, key: &str, data: &[u8], new: bool) -> Result<Put> {
                     // Our own rejected bytes, kept by such a service: the
                     // object has our size and appeared as it refused them.
                     if !(rejected_digest && stored_size(client, key) == Some(data.len() as u64)) {
-                        return Ok(Put::Taken);
+                        return Ok(Put::Taken {
+                            retried: attempts > 1,
+                        });
                     }
                     crate::output::warn(format!(
                         "{}: the service kept the bytes it rejected (BadDigest); replacing them",
@@ -494,10 +506,12 @@ impl Upload {
                         let text = read_text(resp)?;
                         http::error_in_body(status, &text).map_or(Ok(()), Err)
                     }
-                    // The name exists: ours if an earlier attempt completed it.
+                    // The name exists: this upload's only if an earlier
+                    // attempt completed it and its answer was lost.
                     Err(f) if conditional && f.status() == Some(412) => {
-                        taken =
-                            self.store.etag(&self.key).as_deref() != Some(expected_etag.as_str());
+                        taken = attempts == 1
+                            || self.store.etag(&self.key).as_deref()
+                                != Some(expected_etag.as_str());
                         Ok(())
                     }
                     // A service without conditional writes: completed plainly.
