@@ -29,9 +29,16 @@ read -r -a prune_args <<< "${PRUNE_ARGS:-}"
 
 log() { printf '%s backup.sh: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 
-# One lock for the whole job: two cron runs never interleave snapshot and prune.
-mkdir -p "$DBSAFE_STORE/locks"
-lock="$DBSAFE_STORE/locks/backup.sh-$(printf '%s' "$source_url" | sha256sum | cut -c1-16).lock"
+# One lock for the whole job: two cron runs never interleave snapshot and
+# prune. A local store keeps it in STORE/locks; for a remote store it is this
+# host's (nothing is written in the working directory, which may be / or
+# read-only).
+case $DBSAFE_STORE in
+  *://*) lock_dir=${XDG_RUNTIME_DIR:-/tmp}/dbsafe-locks-$(id -u) ;;
+  *) lock_dir=$DBSAFE_STORE/locks ;;
+esac
+mkdir -p "$lock_dir"
+lock="$lock_dir/backup.sh-$(printf '%s' "$DBSAFE_STORE $source_url" | sha256sum | cut -c1-16).lock"
 exec 9>"$lock"
 if ! flock -n 9; then
   log "another backup of $source_url is running (lock $lock)"

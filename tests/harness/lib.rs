@@ -669,6 +669,23 @@ pub fn snap_to_file(source: impl AsRef<OsStr>, out: impl AsRef<OsStr>) -> Cmd {
         .arg("--no-encrypt")
 }
 
+/// `dbrestore --store STORE --latest --env ENV --yes -i KEY --target TARGET`:
+/// the newest backup of an environment restored over a target.
+pub fn restore_latest(
+    store: impl AsRef<OsStr>,
+    env: &str,
+    key: impl AsRef<OsStr>,
+    target: impl AsRef<OsStr>,
+) -> Cmd {
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(store)
+        .args(["--latest", "--env", env, "--yes", "-i"])
+        .arg(key)
+        .arg("--target")
+        .arg(target)
+}
+
 /// `dbrestore ARTIFACT --target TARGET`: a restore of an artifact file (or `-`).
 pub fn restore_file(artifact: impl AsRef<OsStr>, target: impl AsRef<OsStr>) -> Cmd {
     Cmd::tool("dbrestore")

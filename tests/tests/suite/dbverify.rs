@@ -371,14 +371,7 @@ fn list_shows_every_backup_its_verification_and_pins_safety_apart_and_wal_per_ti
     )
     .unwrap();
     // A restore over the live database leaves a safety backup.
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--latest", "--env", "production", "--yes", "-i"])
-        .arg(&key)
-        .arg("--target")
-        .arg(sqlite::url(&app))
-        .succeeds();
+    dbsafe_tests::restore_latest(&store, "production", &key, sqlite::url(&app)).succeeds();
     // WAL on two timelines: 2 branched from 1 at segment 2.
     let seg = s.write("seg", &"w".repeat(1 << 16));
     let history = s.write("history", "1\t0/2000000\tno recovery target specified\n");

@@ -33,14 +33,7 @@ fn a_safety_backup_in_the_store_is_encrypted_to_the_restored_backups_recipients(
     let (key, db, store) = encrypted_production_backup(&s, 30);
     sqlite::sample(&s.path("other.db"), 5);
     std::fs::copy(s.path("other.db"), &db).unwrap();
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--latest", "--env", "production", "--yes", "-i"])
-        .arg(&key)
-        .arg("--target")
-        .arg(sqlite::url(&db))
-        .succeeds();
+    dbsafe_tests::restore_latest(&store, "production", &key, sqlite::url(&db)).succeeds();
     let safety = store_artifact(&store, "production-safety_");
     assert!(
         safety.to_string_lossy().ends_with(".sqlite.zst.age"),

@@ -105,6 +105,63 @@ fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
 }
 
 #[test]
+fn backup_sh_runs_from_a_read_only_working_directory_against_an_s3_store() {
+    require("flock", "the Debian package util-linux");
+    let s = Scene::new();
+    let server = dbsafe_tests::s3::S3Server::start(&s);
+    dbsafe_tests::sqlite::sample(&s.path("app.db"), 20);
+    let (key, public) = s.age_key("key.txt");
+    let recipients = s.write("recipients.txt", &format!("{public}\n"));
+    // A read-only working directory, as the unit's (ProtectSystem=strict, cwd /).
+    let ro = s.path("ro");
+    std::fs::create_dir(&ro).unwrap();
+    Cmd::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(&ro)
+        .succeeds();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(ro.clone());
+    let runtime = s.path("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    for _ in 0..2 {
+        server
+            .apply(Cmd::new(script("backup.sh")), &server.endpoint())
+            .arg(format!("sqlite:{}", s.path("app.db").display()))
+            .current_dir(&ro)
+            .env("BIN_DIR", bin_dir())
+            .env("DBSAFE_CONFIG", "/dev/null")
+            .env("DBSAFE_STORE", server.url("nightly"))
+            .env("DBSAFE_ENV", "production")
+            .env("DBSAFE_RECIPIENTS_FILE", &recipients)
+            .env("DBSAFE_IDENTITY_FILE", &key)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("PRUNE_ARGS", "--keep-last 1")
+            .succeeds()
+            .stderr_has("dbverify: PASS");
+        next_second();
+    }
+    let backups: Vec<String> = server
+        .keys("nightly/backups")
+        .into_iter()
+        .filter(|k| k.ends_with(".sqlite.zst.age") && !k.contains("_latest"))
+        .collect();
+    assert_eq!(backups.len(), 1, "rotated to the newest: {backups:?}");
+    // The job's lock is this host's, not a directory named after the URL.
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+    assert!(
+        std::fs::read_dir(runtime.join(format!("dbsafe-locks-{uid}")))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("backup.sh-"))
+    );
+}
+
+#[test]
 fn the_wal_config_script_refuses_plain_archiving_unless_asked_for() {
     let s = Scene::new();
     // Exit 2 before it reaches the server: nothing listens at this URL.
