@@ -207,19 +207,32 @@ pub fn finish(tool: &str, exit_code: i32, message: &str, started: Instant) {
 
 fn run_hook(cmd: &str, n: &Notice) -> std::result::Result<(), String> {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let env = [
+        ("DBSAFE_TOOL", n.tool.clone()),
+        ("DBSAFE_ACTION", n.action.clone()),
+        ("DBSAFE_RESULT", n.result.clone()),
+        ("DBSAFE_EXIT_CODE", n.exit_code.to_string()),
+        ("DBSAFE_BACKUP", opt(&n.backup)),
+        ("DBSAFE_STORE", opt(&n.store)),
+        ("DBSAFE_ENV", opt(&n.env)),
+        ("DBSAFE_DATABASE", opt(&n.database)),
+        ("DBSAFE_DURATION", format!("{:.3}", n.duration_seconds)),
+        ("DBSAFE_MESSAGE", n.message.clone()),
+    ];
+    run_shell(cmd, &env, Some(HOOK_TIMEOUT))
+}
+
+/// Runs `cmd` with `sh -c` and `env`, waiting for it (at most `timeout`,
+/// then it is ended): the hooks of a run, and dbrestore's `--before`/`--after`.
+pub fn run_shell(
+    cmd: &str,
+    env: &[(&str, String)],
+    timeout: Option<Duration>,
+) -> std::result::Result<(), String> {
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
-        .env("DBSAFE_TOOL", &n.tool)
-        .env("DBSAFE_ACTION", &n.action)
-        .env("DBSAFE_RESULT", &n.result)
-        .env("DBSAFE_EXIT_CODE", n.exit_code.to_string())
-        .env("DBSAFE_BACKUP", opt(&n.backup))
-        .env("DBSAFE_STORE", opt(&n.store))
-        .env("DBSAFE_ENV", opt(&n.env))
-        .env("DBSAFE_DATABASE", opt(&n.database))
-        .env("DBSAFE_DURATION", format!("{:.3}", n.duration_seconds))
-        .env("DBSAFE_MESSAGE", &n.message)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run sh: {e}"))?;
@@ -228,12 +241,12 @@ fn run_hook(cmd: &str, n: &Notice) -> std::result::Result<(), String> {
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Ok(()),
             Ok(Some(st)) => return Err(format!("`{cmd}` ended with {st}")),
-            Ok(None) if start.elapsed() > HOOK_TIMEOUT => {
+            Ok(None) if timeout.is_some_and(|t| start.elapsed() > t) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
                     "`{cmd}` was still running after {}s and was ended",
-                    HOOK_TIMEOUT.as_secs()
+                    timeout.unwrap_or_default().as_secs()
                 ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
