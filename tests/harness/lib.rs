@@ -473,21 +473,93 @@ pub fn artifacts(store: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Every file under a directory whose name marks it as a temporary.
-pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(temporaries(&p));
-        } else if e.file_name().to_string_lossy().contains(".tmp.") {
-            out.push(p);
+/// Every file under `dir`, at any depth, as paths relative to it, sorted
+/// (none when `dir` does not exist).
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
         }
     }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
     out
+}
+
+/// Every file under a directory whose name marks it as a temporary.
+pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|f| f.rsplit('/').next().unwrap_or(f).contains(".tmp."))
+        .map(|f| dir.join(f))
+        .collect()
+}
+
+/// A tmpfs mounted (as root) at a test's directory with mount `options`
+/// (`size=1m,nr_inodes=64,ro`, ...): a small disk, a read-only one.
+/// Unmounted on drop.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mounts it at `dir` (created); fails the test when mounting is not allowed.
+    pub fn mount(dir: &Path, options: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("mount point");
+        Cmd::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .succeeds();
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A seeded sequence of kill delays; the seed is printed so a failure can be replayed
+/// (`DBSAFE_TEST_SEED=N`).
+pub struct Delays(pub u64);
+
+impl Delays {
+    /// Seeded from `DBSAFE_TEST_SEED`, else the clock.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Delays {
+        let seed = std::env::var("DBSAFE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("kill delays seeded with DBSAFE_TEST_SEED={seed}");
+        Delays(seed)
+    }
+
+    /// The next delay, up to `max_ms`.
+    pub fn next(&mut self, max_ms: u64) -> Duration {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        Duration::from_millis((self.0 >> 33) % max_ms)
+    }
+}
+
+/// SIGKILLs `child` after `d`, and reaps it.
+pub fn kill_after(mut child: std::process::Child, d: Duration) {
+    std::thread::sleep(d);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// An artifact's `.meta.json` sidecar, parsed.

@@ -9,7 +9,7 @@
 
 use crate::{require, Cmd, Scene};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -221,28 +221,10 @@ impl S3Server {
             keys.sort();
             return keys;
         }
-        fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
-            let Ok(rd) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let key = if rel.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{rel}/{name}")
-                };
-                if e.path().is_dir() {
-                    walk(&e.path(), &key, out);
-                } else {
-                    out.push(key);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.root.join(BUCKET).join(prefix), prefix, &mut out);
-        out.sort();
-        out
+        crate::files_under(&self.root.join(BUCKET).join(prefix))
+            .into_iter()
+            .map(|k| format!("{prefix}/{k}"))
+            .collect()
     }
 
     /// Ids of the multipart uploads s3s-fs holds open (it has no ListMultipartUploads).

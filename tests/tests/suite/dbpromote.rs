@@ -1047,10 +1047,10 @@ fn a_refresh_killed_at_random_points_leaves_staging_whole_and_the_next_one_succe
     sqlite::sample(prod, 300);
     sqlite::sample(staging, 5);
     let (before, after) = (sqlite::counts(staging), sqlite::counts(prod));
-    let mut delays = crate::hostile::Delays::new();
+    let mut delays = dbsafe_tests::Delays::new();
     let seed = delays.0;
     for k in 0..20 {
-        crate::hostile::kill_after(c.refresh().spawn(), delays.next(1500));
+        dbsafe_tests::kill_after(c.refresh().spawn(), delays.next(1500));
         // Staging is the old database or the refreshed copy, never torn.
         let now = sqlite::counts(staging);
         assert!(

@@ -2,7 +2,7 @@
 //! Nothing a tool writes follows a link someone planted, and no input makes
 //! a tool panic.
 
-use dbsafe_tests::{snap_to_store, sqlite, Cmd, Scene};
+use dbsafe_tests::{files_under, kill_after, snap_to_store, sqlite, Cmd, Delays, Scene, Tmpfs};
 use std::path::Path;
 
 fn snap_to(s: &Scene, store: &Path) -> Cmd {
@@ -543,50 +543,6 @@ fn a_plain_artifact_goes_to_a_file_or_store_only_when_asked_for() {
     );
 }
 
-/// A tmpfs of `size` and `inodes` mounted at `dir` (as root) for the test, unmounted on drop.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str, inodes: u32) -> SmallDisk {
-        std::fs::create_dir_all(dir).unwrap();
-        Cmd::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},nr_inodes={inodes},mode=0700"),
-            ])
-            .arg("tmpfs")
-            .arg(dir)
-            .succeeds();
-        SmallDisk(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// Every file under `dir`, relative, sorted.
-fn files_under(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
-
 #[test]
 fn a_full_disk_or_no_inodes_fails_cleanly_and_keeps_what_was_there() {
     let s = Scene::new();
@@ -601,7 +557,10 @@ fn a_full_disk_or_no_inodes_fails_cleanly_and_keeps_what_was_there() {
     )
     .unwrap();
     for (what, size, inodes) in [("space", "1m", 1000), ("inodes", "64m", 12)] {
-        let disk = SmallDisk::mount(&s.path(what), size, inodes);
+        let disk = Tmpfs::mount(
+            &s.path(what),
+            &format!("size={size},nr_inodes={inodes},mode=0700"),
+        );
         let store = disk.0.join("store");
         snap_to_store(format!("sqlite:{}", s.path("small.db").display()), &store).succeeds();
         let before = files_under(&store);
@@ -700,40 +659,6 @@ fn a_dry_run_plan_is_a_report_on_stdout() {
         "stderr: {}",
         r.stderr()
     );
-}
-
-/// A seeded sequence of kill delays; the seed is printed so a failure can be replayed
-/// (`DBSAFE_TEST_SEED=N`).
-pub(crate) struct Delays(pub(crate) u64);
-
-impl Delays {
-    pub(crate) fn new() -> Delays {
-        let seed = std::env::var("DBSAFE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("kill delays seeded with DBSAFE_TEST_SEED={seed}");
-        Delays(seed)
-    }
-    /// The next delay, up to `max_ms`.
-    pub(crate) fn next(&mut self, max_ms: u64) -> std::time::Duration {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        std::time::Duration::from_millis((self.0 >> 33) % max_ms)
-    }
-}
-
-pub(crate) fn kill_after(mut child: std::process::Child, d: std::time::Duration) {
-    std::thread::sleep(d);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

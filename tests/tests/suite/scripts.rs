@@ -114,18 +114,7 @@ fn backup_sh_runs_from_a_read_only_working_directory_against_an_s3_store() {
     let recipients = s.write("recipients.txt", &format!("{public}\n"));
     // A read-only working directory, as the unit's (ProtectSystem=strict, cwd /).
     let ro = s.path("ro");
-    std::fs::create_dir(&ro).unwrap();
-    Cmd::new("mount")
-        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
-        .arg(&ro)
-        .succeeds();
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(ro.clone());
+    let _ro = dbsafe_tests::Tmpfs::mount(&ro, "ro,size=1m");
     let runtime = s.path("runtime");
     std::fs::create_dir(&runtime).unwrap();
     for _ in 0..2 {
