@@ -175,19 +175,22 @@ pub fn redact_urls(text: &str) -> String {
         let end = tail
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | ')' | '>'))
             .unwrap_or(tail.len());
-        let url = &tail[..end];
-        match url.rfind('@') {
-            Some(at) => {
-                let user = url[..at].split(':').next().unwrap_or("");
-                out.push_str(user);
-                out.push_str(&url[at..]);
-            }
-            None => out.push_str(url),
-        }
+        out.push_str(&userinfo_without_password(&tail[..end]));
         rest = &tail[end..];
     }
     out.push_str(rest);
     redact_password_params(&out)
+}
+
+/// `user:password@rest` as `user@rest` (the userinfo ends at the last `@`);
+/// text without userinfo as it is. The one place a URL's password is cut.
+pub fn userinfo_without_password(authority: &str) -> String {
+    match authority.rsplit_once('@') {
+        Some((userinfo, rest)) => {
+            format!("{}@{rest}", userinfo.split(':').next().unwrap_or(""))
+        }
+        None => authority.to_string(),
+    }
 }
 
 /// `password=VALUE` (a query parameter or a connection string's) with the value taken out.

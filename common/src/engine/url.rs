@@ -164,13 +164,7 @@ pub fn without_password(url: &str) -> String {
         return url.to_string();
     };
     let (authority, tail) = split_authority(rest);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{user}@{hosts}")
-        }
-        None => authority.to_string(),
-    };
+    let authority = crate::output::userinfo_without_password(authority);
     let tail = match tail.split_once('?') {
         Some((path, query)) => {
             let kept: Vec<&str> = query

@@ -194,6 +194,12 @@ impl Client {
         }
     }
 
+    /// One HEAD of a full object key, not retried: its answer, if it came.
+    pub(super) fn head_once(&self, key: &str) -> Option<ureq::Response> {
+        let action = self.bucket.head_object(Some(&self.credentials), key);
+        self.send("HEAD", &self.sign(&action), &[], None).ok()
+    }
+
     /// `s3://bucket/key` of a full object key.
     pub fn object_url(&self, key: Option<&str>) -> String {
         match key {

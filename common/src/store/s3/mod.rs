@@ -126,10 +126,8 @@ impl Inner {
 
     /// The ETag of a full object key, unquoted, if it exists.
     fn etag(&self, key: &str) -> Option<String> {
-        let c = &self.client;
-        let action = c.bucket.head_object(Some(&c.credentials), key);
-        c.send("HEAD", &c.sign(&action), &[], None)
-            .ok()
+        self.client
+            .head_once(key)
             .and_then(|r| r.header("etag").map(|e| e.trim_matches('"').to_string()))
     }
 

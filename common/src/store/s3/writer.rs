@@ -183,10 +183,8 @@ fn put(client: &Client, key: &str, data: &[u8], new: bool) -> Result<Put> {
 
 /// The size of the object `key`, when a HEAD finds it.
 fn stored_size(client: &Client, key: &str) -> Option<u64> {
-    let action = client.bucket.head_object(Some(&client.credentials), key);
     client
-        .send("HEAD", &client.sign(&action), &[], None)
-        .ok()
+        .head_once(key)
         .and_then(|r| r.header("content-length").and_then(|v| v.parse().ok()))
 }
 
