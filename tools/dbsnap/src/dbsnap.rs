@@ -79,27 +79,12 @@ fn snap(
     let compression = args.encode.compression(cfg, &env)?;
     let lock_timeout = dbsafe::cli::lock_timeout(args.lock_timeout.as_deref(), cfg)?;
     let tmpdir = args.tmpdir.dir();
-    let mut req = SnapshotRequest {
-        env: env.clone(),
-        compression,
-        level: args.encode.level.or(cfg.defaults.level),
-        threads: args.encode.threads,
-        encryption: dbsafe::keys::Encryption::None,
-        max_size: args
-            .max_size
-            .as_deref()
-            .map(units::parse_size)
-            .transpose()?,
-        labels: dbsafe::cli::parse_labels(&args.labels)?,
-        engine: SnapshotOptions {
-            tables: args.tables.clone(),
-            exclude_tables: args.exclude_tables.clone(),
-            base: args.base,
-            tmpdir,
-        },
-        tool: "dbsnap",
-        progress: Progress::new("dbsnap", None, args.common.quiet),
-    };
+    let max_size = args
+        .max_size
+        .as_deref()
+        .map(units::parse_size)
+        .transpose()?;
+    let labels = dbsafe::cli::parse_labels(&args.labels)?;
     let store_loc = args.to.clone().or_else(|| {
         if args.output.is_none() {
             cfg.store_for(&env)
@@ -135,9 +120,25 @@ fn snap(
         Destination::File(p) => Some(p.display().to_string()),
         Destination::Store { store, .. } => Some(format!("store {}", store.describe())),
     };
-    req.encryption = args
-        .encode
-        .encryption_for(cfg, &env, written_to.as_deref())?;
+    let req = SnapshotRequest {
+        env: env.clone(),
+        compression,
+        level: args.encode.level.or(cfg.defaults.level),
+        threads: args.encode.threads,
+        encryption: args
+            .encode
+            .encryption_for(cfg, &env, written_to.as_deref())?,
+        max_size,
+        labels,
+        engine: SnapshotOptions {
+            tables: args.tables.clone(),
+            exclude_tables: args.exclude_tables.clone(),
+            base: args.base,
+            tmpdir,
+        },
+        tool: "dbsnap",
+        progress: Progress::new("dbsnap", None, args.common.quiet),
+    };
     if args.common.json && matches!(dest, Destination::Stdout { .. }) {
         return Err(dbsafe::Error::usage(
             "--json prints the report on stdout, which already carries the artifact",
