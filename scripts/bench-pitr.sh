@@ -57,11 +57,6 @@ until [ "$(psql_ -d postgres -At -c "SELECT coalesce(last_archived_wal, '') >= '
   sleep 0.5
 done
 
-seconds() {
-  local start; start=$(date +%s.%N)
-  "$@"
-  python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')"
-}
 sum_on() { "$pgbin/psql" -X -q -At -h "$1" -p "$2" -U postgres -d postgres -c "SELECT sum(abalance) FROM pgbench_accounts"; }
 stop() { "${as_pg[@]}" "$pgbin/pg_ctl" -D "$1" -m immediate stop >/dev/null 2>&1 || true; }
 
@@ -71,7 +66,7 @@ dbsafe_recovery() {
     --pgdata "$work/pitr-dbsafe" --start --port "$port_a" >/dev/null
 }
 echo "bench-pitr: dbrestore to $target..." >&2
-a=$(seconds dbsafe_recovery)
+a=$(bench_seconds dbsafe_recovery)
 got_a=$(sum_on "$work/pitr-dbsafe" "$port_a")
 stop "$work/pitr-dbsafe"
 
@@ -95,7 +90,7 @@ manual_recovery() {
   done
 }
 echo "bench-pitr: the same recovery by hand..." >&2
-b=$(seconds manual_recovery)
+b=$(bench_seconds manual_recovery)
 got_b=$(sum_on "$work/pitr-manual" "$port_b")
 stop "$work/pitr-manual"
 

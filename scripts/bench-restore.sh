@@ -26,11 +26,6 @@ pg_dump -Fc -Z0 -d "$server/bench" -f "$work/plain.pgdump"
 age-keygen -o "$work/key.txt" 2>/dev/null
 dbsnap -q "$server/bench" -r "$(age-keygen -y "$work/key.txt")" -o "$work/snap.pgdump.zst.age"
 
-seconds() {
-  local start; start=$(date +%s.%N)
-  "$@" >/dev/null 2>&1
-  python3 -c "print(f'{$(date +%s.%N) - $start:.2f}')"
-}
 declare -A times=([pg_restore]="" [dbrestore]="" [skip]="")
 for i in $(seq 1 "$runs"); do
   order=(pg_restore dbrestore skip)
@@ -41,11 +36,11 @@ for i in $(seq 1 "$runs"); do
     case $what in
       pg_restore)
         psql_ -d postgres -At -c "CREATE DATABASE p$i"
-        s=$(seconds pg_restore --single-transaction -d "$server/p$i" "$work/plain.pgdump") ;;
+        s=$(bench_seconds pg_restore --single-transaction -d "$server/p$i" "$work/plain.pgdump") ;;
       dbrestore)
-        s=$(seconds dbrestore -q -i "$work/key.txt" "$work/snap.pgdump.zst.age" --create --target "$server/d$i") ;;
+        s=$(bench_seconds dbrestore -q -i "$work/key.txt" "$work/snap.pgdump.zst.age" --create --target "$server/d$i") ;;
       skip)
-        s=$(seconds dbrestore -q --skip-verify -i "$work/key.txt" "$work/snap.pgdump.zst.age" --create --target "$server/s$i") ;;
+        s=$(bench_seconds dbrestore -q --skip-verify -i "$work/key.txt" "$work/snap.pgdump.zst.age" --create --target "$server/s$i") ;;
     esac
     times[$what]+="$s "
   done

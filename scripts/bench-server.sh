@@ -40,4 +40,17 @@ bench_server_cleanup() {
   rm -rf "$work"
 }
 
+# bench_seconds CMD...: the wall seconds CMD took, on stdout. A command
+# that fails stops the bench with its stderr: a failed run is no figure.
+bench_seconds() {
+  local start
+  start=$(date +%s.%N)
+  if ! "$@" >/dev/null 2>"$work/bench-command.err"; then
+    echo "bench: $* failed:" >&2
+    cat "$work/bench-command.err" >&2
+    return 1
+  fi
+  python3 -c "print(f'{$(date +%s.%N) - $start:.2f}')"
+}
+
 psql_() { "$pgbin/psql" -X -q -h "$work" -p "$port" -U postgres "$@"; }
