@@ -326,6 +326,14 @@ fn a_password_in_a_url_never_reaches_a_message_whatever_happens() {
             "{argv:?} printed the password: {all}"
         );
         assert!(!all.contains("panicked"), "{argv:?}: {all}");
+        // A URL given where a name or a number was expected is echoed back,
+        // and what is echoed is the URL without its password.
+        let misplaced = argv.windows(2).any(|w| {
+            ["--env", "--level", "--from"].contains(&w[0].as_str()) && w[1].contains("://")
+        });
+        if misplaced {
+            assert!(all.contains("://app@127.0.0.1:1/shop"), "{argv:?}: {all}");
+        }
     }
 }
 
