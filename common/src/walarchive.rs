@@ -241,7 +241,22 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
     };
     let mut json = serde_json::to_vec_pretty(&meta).expect("WAL metadata serializes");
     json.push(b'\n');
-    store.write_small(&format!("{key}.meta.json"), &json)?;
+    // The metadata is created, never replaced: another push (another host)
+    // that recorded this name first is followed only with the same bytes (a
+    // retried or killed push, a repair); other bytes change nothing.
+    match store.write_new(&format!("{key}.meta.json"), &json) {
+        Ok(()) => {}
+        Err(e) if e.kind == crate::error::Kind::Refused => match read_meta(store, &key)? {
+            Some(m) if m.raw_sha256 == meta.raw_sha256 => {}
+            _ => return Err(Error::failed(format!(
+                "another push recorded {file} with different contents first; nothing was replaced"
+            ))
+            .hint(
+                "two clusters may be archiving into one store: give each its own store or prefix",
+            )),
+        },
+        Err(e) => return Err(e),
+    }
     // A new name is created only if no other writer (another host) took it
     // meanwhile; repairing a damaged copy replaces it.
     let writer = if replaces.as_deref() == Some(key.as_str()) {
@@ -255,7 +270,13 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
     pipeline::copy(&mut f, &mut enc)
         .map_err(|e| Error::from(e).context(format!("archiving {file}")))?;
     let (writer, summary) = enc.finish()?;
-    writer.commit()?;
+    match writer.commit() {
+        Ok(()) => {}
+        // Another push of the same bytes (the metadata said so) created
+        // the object first: the segment is archived.
+        Err(e) if e.kind == crate::error::Kind::Refused => return Ok(Pushed::AlreadyArchived),
+        Err(e) => return Err(e),
+    }
     store.write_small(
         &format!("{key}.sha256"),
         format!("{}  {object}\n", summary.sha256).as_bytes(),

@@ -100,6 +100,7 @@ fn walship_push_and_fetch_hold_on_both_s3_implementations_under_concurrent_pushe
             .arg(&other)
             .args(["000000010000000000000000", "--to", &store, "--no-encrypt"])
             .fails_with_code(1);
+        two_hosts_push_one_name(&s, &server);
         if moto {
             two_hosts_race(&s, &server);
         }
@@ -483,6 +484,70 @@ fn a_second_writer_of_the_series_is_refused_with_exit_4() {
 fn two_hosts_writing_one_name_never_overwrite_each_other() {
     let s = Scene::new();
     two_hosts_race(&s, &S3Server::start(&s));
+}
+
+/// Two hosts (two lock directories) archive different bytes under one WAL
+/// name; the second reaches the store through a slow link, after the first
+/// has archived it. The second fails (exit 1) and changes nothing: the
+/// segment fetches as the first host's bytes, and pushes of those bytes
+/// keep succeeding.
+fn two_hosts_push_one_name(s: &Scene, server: &S3Server) {
+    let store = server.url("shared-wal");
+    let name = "000000010000000000000042";
+    let a = s.path("seg-a");
+    let b = s.path("seg-b");
+    std::fs::write(
+        &a,
+        (0..(1u32 << 20))
+            .map(|i| (i % 253) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    std::fs::write(
+        &b,
+        (0..(1u32 << 20))
+            .map(|i| (i % 241) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let slow = FaultProxy::start(
+        server.port,
+        Fault::Delay {
+            by: Duration::from_millis(10),
+            connections: usize::MAX,
+        },
+    );
+    let host = |n: &str, seg: &std::path::Path, endpoint: &str| {
+        let dir = s.path(&format!("wal-host-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        server
+            .tool_via("walship", endpoint)
+            .arg("push")
+            .arg(seg)
+            .arg(name)
+            .args(["--to", &store, "--no-encrypt"])
+            .env("XDG_RUNTIME_DIR", &dir)
+            .stderr_file(dir.join("stderr"))
+    };
+    let first = host("a", &a, &server.endpoint()).spawn();
+    let second = host("b", &b, &slow.endpoint()).spawn();
+    let codes: Vec<i32> = [first, second]
+        .into_iter()
+        .map(|mut c| c.wait().unwrap().code().unwrap_or(-1))
+        .collect();
+    let err = std::fs::read_to_string(s.path("wal-host-b/stderr")).unwrap_or_default();
+    assert_eq!(codes, [0, 1], "{err}");
+    assert!(err.contains("different contents"), "{err}");
+    let back = s.path("wal-back");
+    server
+        .tool("walship")
+        .args(["fetch", name])
+        .arg(&back)
+        .args(["--from", &store])
+        .succeeds();
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&a).unwrap());
+    host("a", &a, &server.endpoint()).succeeds();
+    host("b", &b, &server.endpoint()).fails_with_code(1);
 }
 
 /// Two hosts (two lock directories) snapshot one series in one second, so
