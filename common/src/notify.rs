@@ -74,21 +74,30 @@ pub fn configure_from(cfg: &crate::config::Config, env: &str) {
     });
 }
 
-/// What the run is about, as the tool learns it; `None` leaves a part as it was.
-pub fn about(
-    action: Option<&str>,
-    backup: Option<&str>,
-    store: Option<&str>,
-    env: Option<&str>,
-    database: Option<&str>,
-) {
+/// What a run is about; a part left `None` stays as it was.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct About<'a> {
+    /// What it does (`backup`, `verify`, `status`, ...), when not the tool's usual action.
+    pub action: Option<&'a str>,
+    /// The backup it took, verified or restored.
+    pub backup: Option<&'a str>,
+    /// The store.
+    pub store: Option<&'a str>,
+    /// The environment.
+    pub env: Option<&'a str>,
+    /// The database.
+    pub database: Option<&'a str>,
+}
+
+/// Records what the run is about, as the tool learns it.
+pub fn about(a: About<'_>) {
     with(|s| {
         for (slot, v) in [
-            (&mut s.action, action),
-            (&mut s.backup, backup),
-            (&mut s.store, store),
-            (&mut s.env, env),
-            (&mut s.database, database),
+            (&mut s.action, a.action),
+            (&mut s.backup, a.backup),
+            (&mut s.store, a.store),
+            (&mut s.env, a.env),
+            (&mut s.database, a.database),
         ] {
             if let Some(v) = v {
                 *slot = Some(v.to_string());

@@ -34,7 +34,10 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let log = args.common.log("dbprune");
     let cfg = Config::load(args.common.config.as_deref())?;
     dbsafe::notify::configure_from(&cfg, args.series.env.as_deref().unwrap_or("default"));
-    dbsafe::notify::about(None, None, Some(&args.store), None, None);
+    dbsafe::notify::about(dbsafe::notify::About {
+        store: Some(&args.store),
+        ..Default::default()
+    });
     let store = store::open(&args.store, false)?;
     let _lock = Lock::on_store(store.as_ref(), "dbprune", Duration::ZERO)?;
     let now = Utc::now();

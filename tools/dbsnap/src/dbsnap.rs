@@ -6,6 +6,7 @@ pub mod cli;
 use dbsafe::config::Config;
 use dbsafe::engine::SnapshotOptions;
 use dbsafe::metrics::Sample;
+use dbsafe::notify::About;
 use dbsafe::progress::Progress;
 use dbsafe::snapshot::{self, Destination, SnapshotRequest};
 use dbsafe::{units, ExitCode, Result};
@@ -146,16 +147,19 @@ fn snap(
         .hint("use -o FILE or --to STORE with --json"));
     }
     dbsafe::notify::configure_from(cfg, &env);
-    dbsafe::notify::about(
-        None,
-        None,
-        store_loc.as_deref(),
-        Some(&env),
-        Some(&engine.database()),
-    );
+    let database = engine.database();
+    dbsafe::notify::about(About {
+        store: store_loc.as_deref(),
+        env: Some(&env),
+        database: Some(&database),
+        ..About::default()
+    });
     let report = snapshot::take(engine, req, dest)?;
     log.info(report.summary_line());
-    dbsafe::notify::about(None, Some(&report.location), None, None, None);
+    dbsafe::notify::about(About {
+        backup: Some(&report.location),
+        ..About::default()
+    });
     dbsafe::notify::summary(&report.summary_line());
     if args.common.json {
         dbsafe::cli::print_json(&serde_json::json!({

@@ -17,19 +17,19 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let log = args.common.log("dbverify");
     let cfg = Config::load(args.common.config.as_deref())?;
     dbsafe::notify::configure_from(&cfg, args.series.env.as_deref().unwrap_or("default"));
-    dbsafe::notify::about(
-        Some(if args.status {
+    dbsafe::notify::about(dbsafe::notify::About {
+        action: Some(if args.status {
             "status"
         } else if args.list {
             "list"
         } else {
             "verify"
         }),
-        None,
-        args.store.as_deref(),
-        args.series.env.as_deref(),
-        args.series.database.as_deref(),
-    );
+        store: args.store.as_deref(),
+        env: args.series.env.as_deref(),
+        database: args.series.database.as_deref(),
+        ..Default::default()
+    });
     let keys = args.keys.keyring(&cfg)?;
     let settings = Settings {
         level: args.level,
