@@ -21,7 +21,9 @@ use crate::name::Payload;
 use crate::pipeline::{self, Layers};
 use crate::progress::{Progress, ProgressReader};
 use crate::ExitCode;
-use std::io::Read;
+use crate::cleanup::TempGuard;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// What reading, restoring and comparing an artifact found.
@@ -116,13 +118,7 @@ impl<'a> Flow<'a> {
         opts: &RestoreOptions,
         progress: Progress,
     ) -> Result<Report> {
-        // What the engine recorded at snapshot time (roles, database
-        // properties, file settings) goes back to it for the restore.
-        let mut opts = opts.clone();
-        if opts.recorded.is_empty() {
-            opts.recorded = artifact.meta()?.map(|m| m.extra).unwrap_or_default();
-        }
-        let opts = &opts;
+        let opts = &with_recorded(artifact, opts)?;
         self.run(
             artifact,
             progress,
@@ -146,6 +142,89 @@ impl<'a> Flow<'a> {
                 }
             },
         )
+    }
+
+    /// Reads `artifact` to the end like `dbverify --level full` (checksum,
+    /// every layer's trailer, the payload's structural check) and keeps a
+    /// decoded copy of its payload in a [`Spool`] under `tmpdir`, so an
+    /// engine that restores in parallel can seek in it. The artifact is
+    /// decoded once: the restore reads the spool. The spool is missing (with
+    /// the reason) when `tmpdir` lacks the space the metadata says the
+    /// payload needs, or fills up on the way.
+    pub fn spool(
+        &self,
+        artifact: &Artifact<'_>,
+        tmpdir: &Path,
+        progress: Progress,
+    ) -> Result<(Report, std::result::Result<Spool, String>)> {
+        let dir = tempfile::Builder::new()
+            .prefix("dbsafe-spool-")
+            .tempdir_in(tmpdir)
+            .map_err(|e| {
+                Error::io(
+                    format!("cannot create a temporary directory in {}", tmpdir.display()),
+                    e,
+                )
+            })?;
+        let guard = TempGuard::new(dir.path());
+        let path = dir.path().join("payload");
+        let needed = artifact.meta()?.map(|m| m.raw_size_bytes).unwrap_or(0);
+        let mut writer = match crate::fsutil::free_space(tmpdir) {
+            Some(free) if free < needed.saturating_add(needed >> SPOOL_MARGIN_SHIFT) => SpoolWriter::Failed(format!(
+                "{} has {} free, the payload needs {}",
+                tmpdir.display(),
+                crate::units::human_bytes(free),
+                crate::units::human_bytes(needed)
+            )),
+            _ => SpoolWriter::open(&path),
+        };
+        let mut kind = None;
+        let report = self.run(artifact, progress, &mut |payload, origin, input, report| {
+            kind = Some(payload);
+            let mut tee = Tee {
+                input,
+                copy: &mut writer,
+            };
+            let found = structural_check(payload, origin, &mut tee, dir.path(), report)?;
+            pipeline::copy(&mut tee, &mut std::io::sink())?;
+            Ok(found)
+        })?;
+        let spool = match (writer.finish(), kind) {
+            (Ok(()), Some(payload)) if report.stopped.is_none() => Ok(Spool {
+                path,
+                payload,
+                _guard: guard,
+                _dir: dir,
+            }),
+            (Ok(()), _) => Err("the payload could not be read whole".to_string()),
+            (Err(why), _) => Err(why),
+        };
+        Ok((report, spool))
+    }
+
+    /// Restores a [`Spool`] into `target` with `opts.jobs` workers where the
+    /// engine can, then compares the tables with the artifact's metadata.
+    pub fn restore_spooled(
+        &self,
+        artifact: &Artifact<'_>,
+        spool: &Spool,
+        target: &dyn Engine,
+        opts: &RestoreOptions,
+    ) -> Result<Report> {
+        let opts = with_recorded(artifact, opts)?;
+        target.restore_file(spool.payload, &spool.path, &opts)?;
+        let found = target.tables()?;
+        let mut report = Report {
+            score: 1.0,
+            checks: vec![format!(
+                "restored from the verified, decoded payload with {} worker(s)",
+                opts.jobs.max(1)
+            )],
+            ..Default::default()
+        };
+        self.compare(artifact.meta()?.as_ref(), &found, &mut report);
+        report.tables = Some(found);
+        Ok(report)
     }
 
     /// Reads `artifact` through its layers into `step`, then drains it,
@@ -265,6 +344,104 @@ impl<'a> Flow<'a> {
         report.problems.extend(problems);
         report.compared = Some(expected.len());
         report.score = score;
+    }
+}
+
+/// The share of a payload's size a spool leaves free on its file system
+/// beyond the payload itself (1/8).
+const SPOOL_MARGIN_SHIFT: u32 = 3;
+
+/// `opts` with what the engine recorded at snapshot time (roles, database
+/// properties, file settings), taken from the artifact's metadata unless
+/// the caller gave it.
+fn with_recorded(artifact: &Artifact<'_>, opts: &RestoreOptions) -> Result<RestoreOptions> {
+    let mut opts = opts.clone();
+    if opts.recorded.is_empty() {
+        opts.recorded = artifact.meta()?.map(|m| m.extra).unwrap_or_default();
+    }
+    Ok(opts)
+}
+
+/// The structural check of a payload (`dbverify --level full`): its
+/// findings go into `report`, the tables it counted are returned.
+pub(crate) fn structural_check(
+    payload: Payload,
+    origin: &Origin,
+    input: &mut dyn Read,
+    tmpdir: &Path,
+    report: &mut Report,
+) -> Result<Option<Vec<TableCount>>> {
+    let check = engine::check_payload(payload, origin, input, tmpdir)?;
+    report.checks.extend(check.checks);
+    report.problems.extend(check.problems);
+    Ok(check.tables)
+}
+
+/// A decoded payload on local disk, for a restore that seeks. It is
+/// plaintext, so it lives in a private (0700) temporary directory and is
+/// removed when dropped and when the process is interrupted.
+pub struct Spool {
+    path: PathBuf,
+    payload: Payload,
+    _guard: TempGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Spool {
+    /// The payload's kind.
+    pub fn payload(&self) -> Payload {
+        self.payload
+    }
+}
+
+/// Where the spool's bytes go; a write that fails (a full disk) ends the
+/// spool but not the verification reading through it.
+enum SpoolWriter {
+    Open(std::io::BufWriter<std::fs::File>),
+    Failed(String),
+}
+
+impl SpoolWriter {
+    fn open(path: &Path) -> SpoolWriter {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(f) => SpoolWriter::Open(std::io::BufWriter::with_capacity(1 << 20, f)),
+            Err(e) => SpoolWriter::Failed(format!("cannot create {}: {e}", path.display())),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) {
+        if let SpoolWriter::Open(w) = self {
+            if let Err(e) = w.write_all(buf) {
+                *self = SpoolWriter::Failed(format!("writing the decoded payload: {e}"));
+            }
+        }
+    }
+
+    fn finish(self) -> std::result::Result<(), String> {
+        match self {
+            SpoolWriter::Open(mut w) => w
+                .flush()
+                .map_err(|e| format!("writing the decoded payload: {e}")),
+            SpoolWriter::Failed(why) => Err(why),
+        }
+    }
+}
+
+/// A reader that copies what passes through it into the spool.
+struct Tee<'t> {
+    input: &'t mut dyn Read,
+    copy: &'t mut SpoolWriter,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.copy.write(&buf[..n]);
+        Ok(n)
     }
 }
 

@@ -144,10 +144,7 @@ fn deep(
         flow.restore(artifact, target, &opts, progress)?
     } else {
         flow.run(artifact, progress, &mut |payload, origin, input, report| {
-            let check = engine::check_payload(payload, origin, input, tmp.path())?;
-            report.checks.extend(check.checks);
-            report.problems.extend(check.problems);
-            Ok(check.tables)
+            crate::restore::structural_check(payload, origin, input, tmp.path(), report)
         })?
     };
     rec.problems = report.all_problems();

@@ -96,6 +96,9 @@ pub struct RestoreOptions {
     /// `extra`): the roles and database properties a PostgreSQL restore
     /// recreates, the header settings a SQLite restore puts back.
     pub recorded: serde_json::Map<String, serde_json::Value>,
+    /// Workers for a restore from a file ([`Engine::restore_file`]) where
+    /// the engine restores in parallel; 0 or 1: one.
+    pub jobs: usize,
 }
 
 /// What produced a payload, as its metadata says (all unknown for a bare stream).
@@ -180,6 +183,19 @@ pub trait Engine: Send {
     fn tables(&self) -> Result<Vec<TableCount>>;
     /// Restores a payload stream into this target.
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()>;
+    /// Restores a payload held in a file; engines that can restore in
+    /// parallel from a seekable copy use `opts.jobs` workers, the others
+    /// stream it.
+    fn restore_file(&self, payload: Payload, path: &Path, opts: &RestoreOptions) -> Result<()> {
+        let mut file = std::fs::File::open(path)
+            .map_err(|e| crate::Error::io(format!("cannot open {}", path.display()), e))?;
+        self.restore(payload, &mut file, opts)
+    }
+    /// Whether [`Engine::restore_file`] restores in parallel, so a decoded
+    /// copy of the payload on disk is worth its space.
+    fn restores_in_parallel(&self) -> bool {
+        false
+    }
     /// Removes the target (scratch databases and side files).
     fn drop_target(&self) -> Result<()>;
     /// Creates a named restore point in the WAL and switches to a new

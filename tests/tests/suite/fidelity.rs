@@ -317,3 +317,28 @@ fn an_unreachable_scratch_server_is_could_not_verify_not_a_broken_backup() {
     .unwrap();
     assert_eq!(rec["result"], "pass", "the earlier pass stays on record");
 }
+
+#[test]
+fn parallel_and_single_restores_produce_the_same_database_and_leave_no_decoded_copy() {
+    let (s, src, artifact) = rich_source();
+    let tmp = s.path("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    for (db, jobs) in [("one", "1"), ("three", "3")] {
+        let out = restore_file(&artifact, src.url(db))
+            .args(["--create", "--jobs", jobs, "--tmpdir"])
+            .arg(&tmp)
+            .succeeds();
+        let parallel = out.stderr().contains("restoring with 3 pg_restore workers");
+        assert_eq!(parallel, jobs == "3", "{}", out.stderr());
+        assert_eq!(
+            dbsafe_tests::files_under(&tmp),
+            Vec::<String>::new(),
+            "the decoded copy is removed"
+        );
+    }
+    let schema = |db| pg_dump(&src, &["--schema-only"], db);
+    assert_eq!(schema("shop"), schema("one"));
+    assert_eq!(schema("one"), schema("three"));
+    assert_eq!(sorted_data(&src, "one"), sorted_data(&src, "three"));
+    assert_eq!(sorted_data(&src, "shop"), sorted_data(&src, "three"));
+}

@@ -2,6 +2,7 @@
 //! Nothing a tool writes follows a link someone planted, and no input makes
 //! a tool panic.
 
+use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{files_under, kill_after, snap_to_store, sqlite, Cmd, Delays, Scene, Tmpfs};
 use std::path::Path;
 
@@ -916,4 +917,41 @@ fn a_reader_that_goes_away_never_makes_a_tool_panic() {
             );
         }
     }
+}
+
+#[test]
+fn a_restore_whose_temporary_directory_is_full_streams_instead_even_with_a_lying_size() {
+    let s = Scene::new();
+    let pg = dbsafe_tests::pg::Cluster::start();
+    pg.psql("postgres", "CREATE DATABASE big;");
+    pg.psql(
+        "big",
+        "CREATE TABLE t AS SELECT i, md5(i::text) AS h FROM generate_series(1, 100000) i;",
+    );
+    let artifact = s.path("big.pgdump.zst");
+    dbsafe_tests::snap_to_file(pg.url("big"), &artifact).succeeds();
+    let tmp = s.path("tmp");
+    let _disk = Tmpfs::mount(&tmp, "size=1m,mode=0700");
+    // The metadata says the payload does not fit: no copy is attempted.
+    dbsafe_tests::restore_file(&artifact, pg.url("first"))
+        .args(["--create", "--jobs", "2", "--tmpdir"])
+        .arg(&tmp)
+        .succeeds()
+        .stderr_has("restoring from the stream: no decoded copy on disk")
+        .stderr_has("the payload needs");
+    // A sidecar that understates the size: the copy fills the disk and is abandoned.
+    let meta_path = s.path("big.pgdump.zst.meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["raw_size_bytes"] = 1.into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    dbsafe_tests::restore_file(&artifact, pg.url("second"))
+        .args(["--create", "--jobs", "2", "--tmpdir"])
+        .arg(&tmp)
+        .succeeds()
+        .stderr_has("writing the decoded payload");
+    for db in ["first", "second"] {
+        assert_eq!(pg.scalar(db, "SELECT count(*) FROM t;"), "100000");
+    }
+    assert_eq!(files_under(&tmp), Vec::<String>::new());
 }

@@ -214,7 +214,14 @@ fn plan_steps(
     target: &dyn Engine,
 ) -> Vec<String> {
     let mut steps = Vec::new();
-    if verify_first {
+    let jobs = args.jobs();
+    let spooled = jobs > 1 && target.restores_in_parallel() && !args.artifact.as_deref().is_some_and(|a| a == "-");
+    if spooled {
+        steps.push(format!(
+            "decode the artifact once into a private temporary file{}",
+            if verify_first { ", verifying it (level full)" } else { "" }
+        ));
+    } else if verify_first {
         steps.push("verify the artifact (level full)".to_string());
     }
     if non_empty {
@@ -233,7 +240,10 @@ fn plan_steps(
         }
     }
     if args.tables.is_empty() {
-        steps.push(format!("restore into {}", target.url()));
+        steps.push(match spooled {
+            true => format!("restore into {} with {jobs} pg_restore workers", target.url()),
+            false => format!("restore into {}", target.url()),
+        });
     } else {
         steps.push(format!(
             "restore tables {} into {}",
@@ -398,32 +408,41 @@ impl Restoring<'_> {
             tmpdir,
             ..
         } = *self;
-        if !args.skip_verify && !artifact.is_stdin() {
-            let rec = verify::verify(
-                artifact,
-                &Settings {
-                    level: Level::Full,
-                    keys,
-                    scratch: None,
-                    tmpdir: tmpdir.to_path_buf(),
-                    tool: "dbrestore",
-                    wal: None,
-                    no_roles: false,
-                },
-                Progress::hidden(),
-            )?;
-            if !rec.passed() {
-                return Err(Error::failed(format!(
-                "{} failed verification: {}",
-                artifact.describe(),
-                rec.problems.join("; ")
-            ))
-            .hint(
-                "nothing was changed; pick another backup, or --skip-verify to restore it anyway",
-            ));
+        let flow = Flow {
+            keys,
+            tables: args.tables.clone(),
+        };
+        let jobs = args.jobs();
+        let spool = if jobs > 1 && target.restores_in_parallel() && !artifact.is_stdin() {
+            // Decoded once, verified on the way, restored by parallel workers.
+            let (report, spool) = flow.spool(artifact, tmpdir, Progress::hidden())?;
+            self.verified(report.passed(), &report.all_problems())?;
+            match spool {
+                Ok(spool) => Some(spool),
+                Err(why) => {
+                    log.warn(format!("restoring from the stream: no decoded copy on disk ({why})"));
+                    None
+                }
             }
-            log.info(format!("verified {} (level full)", artifact.describe()));
-        }
+        } else {
+            if !args.skip_verify && !artifact.is_stdin() {
+                let rec = verify::verify(
+                    artifact,
+                    &Settings {
+                        level: Level::Full,
+                        keys,
+                        scratch: None,
+                        tmpdir: tmpdir.to_path_buf(),
+                        tool: "dbrestore",
+                        wal: None,
+                        no_roles: false,
+                    },
+                    Progress::hidden(),
+                )?;
+                self.verified(rec.passed(), &rec.problems)?;
+            }
+            None
+        };
         if non_empty {
             dbsafe::term::confirm_typed(
                 "dbrestore",
@@ -436,10 +455,6 @@ impl Restoring<'_> {
             Some(dest) if non_empty => Some(self.safety_backup(dest)?),
             _ => None,
         };
-        let flow = Flow {
-            keys,
-            tables: args.tables.clone(),
-        };
         let opts = RestoreOptions {
             tables: args.tables.clone(),
             clean: args.clean,
@@ -447,12 +462,22 @@ impl Restoring<'_> {
             tmpdir: tmpdir.to_path_buf(),
             no_owner: args.no_owner,
             no_roles: args.no_roles,
+            jobs,
             ..Default::default()
         };
-        let progress = Progress::new("dbrestore", artifact.size(), args.common.quiet);
-        let report = flow
-            .restore(artifact, Target::Engine(target), &opts, progress)?
-            .finished()?;
+        let report = match &spool {
+            Some(spool) => {
+                log.info(format!(
+                    "restoring with {jobs} pg_restore workers from the decoded copy"
+                ));
+                flow.restore_spooled(artifact, spool, target, &opts)?
+            }
+            None => {
+                let progress = Progress::new("dbrestore", artifact.size(), args.common.quiet);
+                flow.restore(artifact, Target::Engine(target), &opts, progress)?
+            }
+        }
+        .finished()?;
         match report.compared {
             Some(n) => log.info(format!(
                 "{n} tables checked against the metadata's row counts"
@@ -460,6 +485,30 @@ impl Restoring<'_> {
             None => log.warn("no metadata: row counts after the restore were not compared"),
         }
         Ok((safety_name, report.problems))
+    }
+
+    /// The gate before the target is touched: an artifact that failed
+    /// verification is refused unless --skip-verify.
+    fn verified(&self, passed: bool, problems: &[String]) -> Result<()> {
+        let Restoring { args, log, artifact, .. } = *self;
+        if passed {
+            if !args.skip_verify {
+                log.info(format!("verified {} (level full)", artifact.describe()));
+            }
+            return Ok(());
+        }
+        if args.skip_verify {
+            for p in problems {
+                log.warn(format!("restoring anyway (--skip-verify): {p}"));
+            }
+            return Ok(());
+        }
+        Err(Error::failed(format!(
+            "{} failed verification: {}",
+            artifact.describe(),
+            problems.join("; ")
+        ))
+        .hint("nothing was changed; pick another backup, or --skip-verify to restore it anyway"))
     }
 
     /// An unencrypted safety backup where the target's own backups in the

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::meta::TableCount;
 use crate::name::Payload;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 
 /// The Debian package that ships `pg_dump`, `pg_restore` and `psql`, as
@@ -541,7 +542,7 @@ impl Postgres {
     /// once the restore succeeded; the old target is then dropped. Objects
     /// the backup does not have are gone with it, and a failed restore
     /// leaves the target as it was. Refused while clients are connected.
-    fn restore_by_swap(&self, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
+    fn restore_by_swap(&self, input: Input<'_>, opts: &RestoreOptions) -> Result<()> {
         let db = self.db();
         let home = side::PgHome { pg: self.clone() };
         let side_db = super::side::side_name(&db, &super::side::random_tag("restore"), 63);
@@ -555,10 +556,13 @@ impl Postgres {
                     let _ = pg.drop_target();
                 }
             });
-            let args = side_pg.restore_args(&RestoreOptions {
-                clean: false,
-                ..opts.clone()
-            })?;
+            let args = side_pg.restore_args(
+                &RestoreOptions {
+                    clean: false,
+                    ..opts.clone()
+                },
+                input.workers(opts),
+            )?;
             side_pg.run_restore(args, input, opts)
         })();
         if let Err(e) = restored {
@@ -572,6 +576,33 @@ impl Postgres {
             return Err(e);
         }
         home.at(&keep).drop_target()
+    }
+
+    /// The restore behind [`Engine::restore`] and [`Engine::restore_file`].
+    fn restore_from(&self, payload: Payload, input: Input<'_>, opts: &RestoreOptions) -> Result<()> {
+        let target = format!("PostgreSQL database {}", self.url());
+        super::expect_payload(payload, Payload::Pgdump, target, TAKES)?;
+        require_tools(&["psql", "pg_restore"])?;
+        let created = !self.exists()?;
+        if created && !opts.create {
+            return Err(super::missing_target(&self.url()));
+        }
+        self.create_roles(opts)?;
+        if opts.clean && opts.tables.is_empty() && !created {
+            return self.restore_by_swap(input, opts);
+        }
+        // Into an existing database, one transaction keeps it as it was if the restore fails.
+        let workers = if created { input.workers(opts) } else { 1 };
+        let args = self.restore_args(opts, workers)?;
+        if created {
+            self.create_target(opts)?;
+        }
+        let result = self.run_restore(args, input, opts);
+        if result.is_err() && created {
+            // Leave the server as it was: no half-made database behind a failure.
+            let _ = self.drop_target();
+        }
+        result
     }
 
     /// Creates the roles the snapshot recorded that this server lacks.
@@ -629,14 +660,11 @@ impl Postgres {
         .map_err(|e| e.context(format!("creating database {name}")))
     }
 
-    /// Streams the payload into pg_restore. Reading stdin, pg_restore cannot
+    /// Runs pg_restore on the payload. Reading a stream, pg_restore cannot
     /// seek, so it restores in one transaction without -j: all or nothing.
-    fn run_restore(
-        &self,
-        args: Vec<String>,
-        input: &mut dyn Read,
-        opts: &RestoreOptions,
-    ) -> Result<()> {
+    /// From a file into a database this restore created, it runs `-j N`
+    /// workers; the database is dropped if the restore fails.
+    fn run_restore(&self, args: Vec<String>, input: Input<'_>, opts: &RestoreOptions) -> Result<()> {
         if let (Some(schema), false) = (table_selection(&opts.tables)?.0, opts.tables.is_empty()) {
             // The schema is not part of a table's own entries in the archive.
             self.run_sql(
@@ -647,6 +675,14 @@ impl Postgres {
         let mut cmd = self.command("pg_restore");
         cmd.args(args);
         cmd.stdout(Stdio::null());
+        let failed = format!("pg_restore into {} failed (rolled back)", self.url());
+        let input = match input {
+            Input::File(path) => {
+                cmd.arg(path).stdin(Stdio::null());
+                return Child::spawn("pg_restore", CLIENT_PACKAGE_HINT, cmd)?.finish(&failed);
+            }
+            Input::Stream(input) => input,
+        };
         let mut child = Child::spawn("pg_restore", CLIENT_PACKAGE_HINT, cmd)?;
         let mut stdin = child.child.stdin.take().expect("piped stdin");
         let fed = feed(input, &mut stdin);
@@ -656,16 +692,18 @@ impl Postgres {
             child.kill();
             return Err(e.context("reading the artifact; nothing was restored"));
         }
-        child.finish(&format!(
-            "pg_restore into {} failed (rolled back)",
-            self.url()
-        ))
+        child.finish(&failed)
     }
 
-    fn restore_args(&self, opts: &RestoreOptions) -> Result<Vec<String>> {
-        let mut args: Vec<String> = ["--exit-on-error", "--single-transaction"]
-            .map(String::from)
-            .into();
+    /// pg_restore's arguments; `workers` above 1 (a file restored into a
+    /// database this restore created) replaces the one transaction by `-j`.
+    fn restore_args(&self, opts: &RestoreOptions, workers: usize) -> Result<Vec<String>> {
+        let mut args = vec!["--exit-on-error".to_string()];
+        if workers > 1 {
+            args.push(format!("--jobs={workers}"));
+        } else {
+            args.push("--single-transaction".into());
+        }
         // Owners are part of the database; --no-owner is the caller's choice.
         if opts.no_owner {
             args.push("--no-owner".into());
@@ -684,6 +722,22 @@ impl Postgres {
         }
         args.extend(["-d".into(), self.conn.uri(&self.db())]);
         Ok(args)
+    }
+}
+
+/// What pg_restore reads: a stream on its stdin, or a file it can seek in.
+enum Input<'i> {
+    Stream(&'i mut dyn Read),
+    File(&'i Path),
+}
+
+impl Input<'_> {
+    /// Workers for a restore into a fresh database: `-j` needs a file.
+    fn workers(&self, opts: &RestoreOptions) -> usize {
+        match self {
+            Input::File(_) if opts.tables.is_empty() => opts.jobs.max(1),
+            _ => 1,
+        }
     }
 }
 
@@ -803,27 +857,15 @@ impl Engine for Postgres {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        let target = format!("PostgreSQL database {}", self.url());
-        super::expect_payload(payload, Payload::Pgdump, target, TAKES)?;
-        require_tools(&["psql", "pg_restore"])?;
-        let created = !self.exists()?;
-        if created && !opts.create {
-            return Err(super::missing_target(&self.url()));
-        }
-        self.create_roles(opts)?;
-        if opts.clean && opts.tables.is_empty() && !created {
-            return self.restore_by_swap(input, opts);
-        }
-        let args = self.restore_args(opts)?;
-        if created {
-            self.create_target(opts)?;
-        }
-        let result = self.run_restore(args, input, opts);
-        if result.is_err() && created {
-            // Leave the server as it was: no half-made database behind a failure.
-            let _ = self.drop_target();
-        }
-        result
+        self.restore_from(payload, Input::Stream(input), opts)
+    }
+
+    fn restore_file(&self, payload: Payload, path: &Path, opts: &RestoreOptions) -> Result<()> {
+        self.restore_from(payload, Input::File(path), opts)
+    }
+
+    fn restores_in_parallel(&self) -> bool {
+        true
     }
 
     fn drop_target(&self) -> Result<()> {
