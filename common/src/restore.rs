@@ -13,6 +13,7 @@
 //! error.
 
 use crate::artifact::Artifact;
+use crate::cleanup::TempGuard;
 use crate::engine::{self, Engine, Origin, RestoreOptions};
 use crate::error::{Error, Result};
 use crate::keys::Keyring;
@@ -21,7 +22,6 @@ use crate::name::Payload;
 use crate::pipeline::{self, Layers};
 use crate::progress::{Progress, ProgressReader};
 use crate::ExitCode;
-use crate::cleanup::TempGuard;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -162,7 +162,10 @@ impl<'a> Flow<'a> {
             .tempdir_in(tmpdir)
             .map_err(|e| {
                 Error::io(
-                    format!("cannot create a temporary directory in {}", tmpdir.display()),
+                    format!(
+                        "cannot create a temporary directory in {}",
+                        tmpdir.display()
+                    ),
                     e,
                 )
             })?;
@@ -170,12 +173,14 @@ impl<'a> Flow<'a> {
         let path = dir.path().join("payload");
         let needed = artifact.meta()?.map(|m| m.raw_size_bytes).unwrap_or(0);
         let mut writer = match crate::fsutil::free_space(tmpdir) {
-            Some(free) if free < needed.saturating_add(needed >> SPOOL_MARGIN_SHIFT) => SpoolWriter::Failed(format!(
-                "{} has {} free, the payload needs {}",
-                tmpdir.display(),
-                crate::units::human_bytes(free),
-                crate::units::human_bytes(needed)
-            )),
+            Some(free) if free < needed.saturating_add(needed >> SPOOL_MARGIN_SHIFT) => {
+                SpoolWriter::Failed(format!(
+                    "{} has {} free, the payload needs {}",
+                    tmpdir.display(),
+                    crate::units::human_bytes(free),
+                    crate::units::human_bytes(needed)
+                ))
+            }
             _ => SpoolWriter::open(&path),
         };
         let mut kind = None;

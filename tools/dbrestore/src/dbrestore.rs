@@ -215,11 +215,17 @@ fn plan_steps(
 ) -> Vec<String> {
     let mut steps = Vec::new();
     let jobs = args.jobs();
-    let spooled = jobs > 1 && target.restores_in_parallel() && !args.artifact.as_deref().is_some_and(|a| a == "-");
+    let spooled = jobs > 1
+        && target.restores_in_parallel()
+        && args.artifact.as_deref().is_none_or(|a| a != "-");
     if spooled {
         steps.push(format!(
             "decode the artifact once into a private temporary file{}",
-            if verify_first { ", verifying it (level full)" } else { "" }
+            if verify_first {
+                ", verifying it (level full)"
+            } else {
+                ""
+            }
         ));
     } else if verify_first {
         steps.push("verify the artifact (level full)".to_string());
@@ -241,7 +247,10 @@ fn plan_steps(
     }
     if args.tables.is_empty() {
         steps.push(match spooled {
-            true => format!("restore into {} with {jobs} pg_restore workers", target.url()),
+            true => format!(
+                "restore into {} with {jobs} pg_restore workers",
+                target.url()
+            ),
             false => format!("restore into {}", target.url()),
         });
     } else {
@@ -420,7 +429,9 @@ impl Restoring<'_> {
             match spool {
                 Ok(spool) => Some(spool),
                 Err(why) => {
-                    log.warn(format!("restoring from the stream: no decoded copy on disk ({why})"));
+                    log.warn(format!(
+                        "restoring from the stream: no decoded copy on disk ({why})"
+                    ));
                     None
                 }
             }
@@ -490,7 +501,12 @@ impl Restoring<'_> {
     /// The gate before the target is touched: an artifact that failed
     /// verification is refused unless --skip-verify.
     fn verified(&self, passed: bool, problems: &[String]) -> Result<()> {
-        let Restoring { args, log, artifact, .. } = *self;
+        let Restoring {
+            args,
+            log,
+            artifact,
+            ..
+        } = *self;
         if passed {
             if !args.skip_verify {
                 log.info(format!("verified {} (level full)", artifact.describe()));

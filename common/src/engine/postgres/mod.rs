@@ -579,7 +579,12 @@ impl Postgres {
     }
 
     /// The restore behind [`Engine::restore`] and [`Engine::restore_file`].
-    fn restore_from(&self, payload: Payload, input: Input<'_>, opts: &RestoreOptions) -> Result<()> {
+    fn restore_from(
+        &self,
+        payload: Payload,
+        input: Input<'_>,
+        opts: &RestoreOptions,
+    ) -> Result<()> {
         let target = format!("PostgreSQL database {}", self.url());
         super::expect_payload(payload, Payload::Pgdump, target, TAKES)?;
         require_tools(&["psql", "pg_restore"])?;
@@ -664,7 +669,12 @@ impl Postgres {
     /// seek, so it restores in one transaction without -j: all or nothing.
     /// From a file into a database this restore created, it runs `-j N`
     /// workers; the database is dropped if the restore fails.
-    fn run_restore(&self, args: Vec<String>, input: Input<'_>, opts: &RestoreOptions) -> Result<()> {
+    fn run_restore(
+        &self,
+        args: Vec<String>,
+        input: Input<'_>,
+        opts: &RestoreOptions,
+    ) -> Result<()> {
         if let (Some(schema), false) = (table_selection(&opts.tables)?.0, opts.tables.is_empty()) {
             // The schema is not part of a table's own entries in the archive.
             self.run_sql(
@@ -947,12 +957,15 @@ mod tests {
     #[test]
     fn partial_restores_replace_only_the_named_tables() {
         let pg = Postgres::new("postgres://u@h/d").expect("valid");
-        let args = pg
-            .restore_args(&RestoreOptions {
-                tables: vec!["shop.items".into(), "shop.stock".into()],
-                ..Default::default()
-            })
-            .expect("one schema");
+        let opts = RestoreOptions {
+            tables: vec!["shop.items".into(), "shop.stock".into()],
+            jobs: 4,
+            ..Default::default()
+        };
+        let workers = Input::File(Path::new("x")).workers(&opts);
+        assert_eq!(workers, 1, "a partial restore keeps its one transaction");
+        let args = pg.restore_args(&opts, workers).expect("one schema");
+        assert!(args.contains(&"--single-transaction".to_string()));
         assert!(args.windows(2).any(|w| w == ["-t", "items"]));
         assert!(args.windows(2).any(|w| w == ["-n", "shop"]));
         assert!(args.contains(&"--clean".to_string()));
