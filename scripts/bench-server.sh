@@ -8,6 +8,10 @@
 # Sets: pgbin, as_pg (runuser as postgres when root), port, data, server
 # (postgres://postgres@... without a database), and PATH (dbsafe's BIN, then
 # PostgreSQL's); psql_ runs psql against it.
+#
+#   bench_events DB ROWS   creates DB with the wide-row events table (text,
+#                          numbers, JSON, incompressible bytea; about 330
+#                          bytes a row) and its two indexes
 
 bench_server() {
   local bin=$1
@@ -54,3 +58,23 @@ bench_seconds() {
 }
 
 psql_() { "$pgbin/psql" -X -q -h "$work" -p "$port" -U postgres "$@"; }
+
+bench_events() {
+  psql_ -d postgres -c "CREATE DATABASE $1"
+  psql_ -d "$1" <<SQL
+CREATE TABLE events(
+  id bigserial PRIMARY KEY, at timestamptz NOT NULL, kind text NOT NULL, amount numeric(12,2),
+  attrs jsonb, note text, blob bytea);
+INSERT INTO events(at, kind, amount, attrs, note, blob)
+SELECT '2025-01-01'::timestamptz + i * interval '1 second',
+       (ARRAY['order','refund','login','logout','transfer'])[1 + i % 5],
+       (i % 100000) / 7.0,
+       jsonb_build_object('user', 'user' || (i % 5000), 'region', (ARRAY['eu','us','ap'])[1 + i % 3],
+                          'tags', jsonb_build_array('a' || (i % 17), 'b' || (i % 29)), 'score', i % 1000),
+       'customer note ' || (i % 1000) || ' lorem ipsum dolor sit amet, consectetur adipiscing elit',
+       decode(md5(i::text) || md5((i * 7)::text) || md5((i * 13)::text), 'hex')
+FROM generate_series(1, $2) i;
+CREATE INDEX events_at ON events(at);
+VACUUM ANALYZE events;
+SQL
+}

@@ -21,23 +21,7 @@ bench_server "$bin" "${BENCH_DIR:-$(mktemp -d /var/tmp/dbsafe-bench.XXXXXX)}" \
 url="$server/bench"
 
 echo "bench: building a PostgreSQL dataset of $rows rows (text, numbers, JSON, incompressible bytea)..." >&2
-psql_ -d postgres -c "CREATE DATABASE bench"
-psql_ -d bench <<SQL
-CREATE TABLE events(
-  id bigserial PRIMARY KEY, at timestamptz NOT NULL, kind text NOT NULL, amount numeric(12,2),
-  attrs jsonb, note text, blob bytea);
-INSERT INTO events(at, kind, amount, attrs, note, blob)
-SELECT '2025-01-01'::timestamptz + i * interval '1 second',
-       (ARRAY['order','refund','login','logout','transfer'])[1 + i % 5],
-       (i % 100000) / 7.0,
-       jsonb_build_object('user', 'user' || (i % 5000), 'region', (ARRAY['eu','us','ap'])[1 + i % 3],
-                          'tags', jsonb_build_array('a' || (i % 17), 'b' || (i % 29)), 'score', i % 1000),
-       'customer note ' || (i % 1000) || ' lorem ipsum dolor sit amet, consectetur adipiscing elit',
-       decode(md5(i::text) || md5((i * 7)::text) || md5((i * 13)::text), 'hex')
-FROM generate_series(1, $rows) i;
-CREATE INDEX events_at ON events(at);
-VACUUM ANALYZE events;
-SQL
+bench_events bench "$rows"
 dbsize=$(psql_ -d bench -At -c "SELECT pg_database_size('bench')")
 echo "bench: database size $((dbsize / 1048576)) MiB" >&2
 

@@ -243,6 +243,8 @@ pub fn run_shell(
         .arg(cmd)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::null())
+        // A tool's stdout is its data (a stream, a JSON report): hooks speak on stderr.
+        .stdout(std::io::stderr())
         .spawn()
         .map_err(|e| format!("cannot run sh: {e}"))?;
     let start = Instant::now();

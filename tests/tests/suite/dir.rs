@@ -304,3 +304,75 @@ fn a_link_to_the_tree_is_followed_at_the_root_only() {
     // Links inside the tree stay links.
     assert_eq!(meta_of(&linked)["extra"]["symlinks"], 5);
 }
+
+#[test]
+fn restore_hooks_run_around_the_restore_with_the_target_in_their_environment() {
+    let s = Scene::new();
+    let src = s.path("volume");
+    dbsafe_tests::dir::sample_tree(&src);
+    let artifact = s.path("volume.tar.zst");
+    snap_to_file(url(&src), &artifact).succeeds();
+    let target = s.path("live");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("old.txt"), "old\n").unwrap();
+    let log = s.path("hooks.log");
+    // What the before hook sees is still the old tree; the after hook sees the restored one.
+    let before = format!(
+        "echo \"before $DBSAFE_TARGET $DBSAFE_DATABASE $(ls {t} | tr '\\n' ,)\" >> {l}; echo noise",
+        t = target.display(),
+        l = log.display()
+    );
+    let after = format!(
+        "echo \"after $DBSAFE_RESULT $(test -e {t}/old.txt && echo kept || echo gone)\" >> {l}",
+        t = target.display(),
+        l = log.display()
+    );
+    let run = restore_file(&artifact, url(&target))
+        .args(["--yes", "--no-safety-backup", "--json", "--before-cmd"])
+        .arg(&before)
+        .arg("--after-cmd")
+        .arg(&after)
+        .succeeds();
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout()).expect("stdout is the JSON report alone");
+    assert_eq!(report["result"], "success");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!(
+            "before {} live old.txt,\nafter success gone\n",
+            url(&target)
+        )
+    );
+    diff_r(&src, &target);
+
+    // A before hook that fails: nothing changes, and the after hook still runs.
+    std::fs::write(target.join("new.txt"), "new\n").unwrap();
+    std::fs::remove_file(&log).unwrap();
+    restore_file(&artifact, url(&target))
+        .args([
+            "--yes",
+            "--no-safety-backup",
+            "--before-cmd",
+            "exit 3",
+            "--after-cmd",
+        ])
+        .arg(&after)
+        .fails_with_code(1)
+        .stderr_has("--before-cmd failed")
+        .stderr_has("nothing was changed");
+    assert!(
+        target.join("new.txt").exists(),
+        "the target was not touched"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "after failure gone\n"
+    );
+
+    // An after hook that fails fails the run, though the restore is done.
+    restore_file(&artifact, url(&target))
+        .args(["--yes", "--no-safety-backup", "--after-cmd", "exit 5"])
+        .fails_with_code(1)
+        .stderr_has("--after-cmd failed");
+    diff_r(&src, &target);
+}

@@ -141,6 +141,16 @@ pub struct Cli {
     /// 1 streams it in one transaction without a copy on disk.
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: Option<u16>,
+    /// Run CMD (with `sh -c`) after verification and confirmation, before the safety backup and
+    /// the restore: stop what uses the target. The environment names it: DBSAFE_TARGET,
+    /// DBSAFE_DATABASE, DBSAFE_BACKUP. If CMD fails, nothing is changed (exit 1).
+    #[arg(long, value_name = "CMD")]
+    pub before_cmd: Option<String>,
+    /// Run CMD after the restore (and after a --before-cmd that failed), whatever happened:
+    /// start what uses the target again. Its environment adds DBSAFE_RESULT
+    /// (success or failure) and DBSAFE_MESSAGE. If CMD fails, the run fails (exit 1).
+    #[arg(long, value_name = "CMD")]
+    pub after_cmd: Option<String>,
     /// Do not take a safety backup of a non-empty target.
     #[arg(long)]
     pub no_safety_backup: bool,

@@ -236,6 +236,11 @@ fn plan_steps(
         } else {
             format!("ask to type {:?} to confirm", target.database())
         });
+    }
+    if let Some(cmd) = &args.before_cmd {
+        steps.push(format!("run --before-cmd `{cmd}`"));
+    }
+    if non_empty {
         match safety {
             Some(s) => steps.push(format!(
                 "safety backup of {} into {}",
@@ -261,6 +266,9 @@ fn plan_steps(
         ));
     }
     steps.push("compare tables and row counts with the metadata".into());
+    if let Some(cmd) = &args.after_cmd {
+        steps.push(format!("run --after-cmd `{cmd}`, whatever happened"));
+    }
     steps.push("append an audit entry".into());
     steps
 }
@@ -462,6 +470,69 @@ impl Restoring<'_> {
                 args.yes,
             )?;
         }
+        // The after hook runs whatever happened once the before hook was
+        // tried: what it stopped is started again.
+        let restored = match self.hook("--before-cmd", args.before_cmd.as_deref(), None) {
+            Ok(()) => self.replace(non_empty, safety, spool.as_ref(), &flow),
+            Err(e) => Err(e.context("nothing was changed")),
+        };
+        let after = self.hook("--after-cmd", args.after_cmd.as_deref(), Some(&restored));
+        let restored = restored?;
+        after?;
+        Ok(restored)
+    }
+
+    /// Runs a --before-cmd/--after-cmd hook with the target in its
+    /// environment (and, after, how the restore went); a hook that fails is
+    /// a failed run.
+    fn hook(
+        &self,
+        flag: &str,
+        cmd: Option<&str>,
+        outcome: Option<&Result<(Option<String>, Vec<String>)>>,
+    ) -> Result<()> {
+        let Some(cmd) = cmd else {
+            return Ok(());
+        };
+        let mut env = vec![
+            ("DBSAFE_TOOL", "dbrestore".to_string()),
+            ("DBSAFE_ACTION", "restore".to_string()),
+            ("DBSAFE_TARGET", self.target.url()),
+            ("DBSAFE_DATABASE", self.target.database()),
+            ("DBSAFE_BACKUP", self.artifact.describe()),
+        ];
+        if let Some(outcome) = outcome {
+            let (result, message) = match outcome {
+                Ok((_, problems)) if problems.is_empty() => ("success", String::new()),
+                Ok((_, problems)) => ("failure", problems.join("; ")),
+                Err(e) => ("failure", e.to_string()),
+            };
+            env.push(("DBSAFE_RESULT", result.to_string()));
+            env.push(("DBSAFE_MESSAGE", message));
+        }
+        self.log.debug(format!("running {flag} `{cmd}`"));
+        dbsafe::notify::run_shell(cmd, &env, None)
+            .map_err(|why| Error::failed(format!("{flag} failed: {why}")))
+    }
+
+    /// Takes the safety backup of a non-empty target, then restores into it
+    /// (from the decoded copy when there is one).
+    fn replace(
+        &self,
+        non_empty: bool,
+        safety: Option<&SafetyDest>,
+        spool: Option<&dbsafe::restore::Spool>,
+        flow: &Flow<'_>,
+    ) -> Result<(Option<String>, Vec<String>)> {
+        let Restoring {
+            args,
+            log,
+            artifact,
+            target,
+            tmpdir,
+            ..
+        } = *self;
+        let jobs = args.jobs();
         let safety_name = match safety {
             Some(dest) if non_empty => Some(self.safety_backup(dest)?),
             _ => None,
@@ -476,7 +547,7 @@ impl Restoring<'_> {
             jobs,
             ..Default::default()
         };
-        let report = match &spool {
+        let report = match spool {
             Some(spool) => {
                 log.info(format!(
                     "restoring with {jobs} pg_restore workers from the decoded copy"
