@@ -23,7 +23,7 @@ _dbrestore() {
 
     case "${cmd}" in
         dbrestore)
-            opts="-y -i -q -v -h -V --store --latest --timestamp --before --name --env --database --target --pgdata --target-time --target-lsn --target-xid --target-name --target-exclusive --target-action --target-timeline --start --port --socket-dir --archive --no-archive --recovery-timeout --create --clean --no-owner --no-roles --table --skip-verify --no-safety-backup --no-encrypt --safety-dir --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --on-success --on-failure --notify --help --version"
+            opts="-j -y -i -q -v -h -V --store --latest --timestamp --before --name --env --database --target --pgdata --target-time --target-lsn --target-xid --target-name --target-exclusive --target-action --target-timeline --start --port --socket-dir --archive --no-archive --recovery-timeout --create --clean --no-owner --no-roles --table --skip-verify --jobs --before-cmd --after-cmd --no-safety-backup --no-encrypt --safety-dir --yes --dry-run --identity --passphrase-file --tmpdir --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --on-success --on-failure --notify --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -98,6 +98,22 @@ _dbrestore() {
                     return 0
                     ;;
                 --table)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -j)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --before-cmd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --after-cmd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -18,6 +18,9 @@ complete -c dbrestore -l port -d 'With --pgdata: the restored server\'s port (a 
 complete -c dbrestore -l socket-dir -d 'With --pgdata: where the restored server puts its socket (default: the data directory)' -r -F
 complete -c dbrestore -l recovery-timeout -d 'With --pgdata --start: how long to wait for recovery' -r
 complete -c dbrestore -l table -d 'Restore only this table (repeatable)' -r
+complete -c dbrestore -s j -l jobs -d 'PostgreSQL: restore with N parallel pg_restore workers (default: the machine\'s cores up to 4, and 1 on a machine of 2 cores or fewer, where workers compete with the server). Above 1, the payload is decoded once, verified on the way, into a private temporary file under --tmpdir (plaintext, removed when the restore ends) that pg_restore -j reads; 1 streams it in one transaction without a copy on disk' -r
+complete -c dbrestore -l before-cmd -d 'Run CMD (with `sh -c`) after verification and confirmation, before the safety backup and the restore: stop what uses the target. The environment names it: DBSAFE_TARGET, DBSAFE_DATABASE, DBSAFE_BACKUP. If CMD fails, nothing is changed (exit 1)' -r
+complete -c dbrestore -l after-cmd -d 'Run CMD after the restore (and after a --before-cmd that failed), whatever happened: start what uses the target again. Its environment adds DBSAFE_RESULT (success or failure) and DBSAFE_MESSAGE. If CMD fails, the run fails (exit 1)' -r
 complete -c dbrestore -l safety-dir -d 'Put the safety backup in this directory instead of the store' -r -F
 complete -c dbrestore -s i -l identity -d 'age identity file (repeatable)' -r -F
 complete -c dbrestore -l passphrase-file -d 'File whose first line is the passphrase' -r -F

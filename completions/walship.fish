@@ -43,7 +43,7 @@ complete -c walship -n "__fish_walship_needs_command" -f -a "status" -d 'Newest 
 complete -c walship -n "__fish_walship_needs_command" -f -a "restore-point" -d 'Mark this moment in the WAL with a name `dbrestore --target-name` can recover to (pg_create_restore_point), and switch segments so the mark reaches the archive now'
 complete -c walship -n "__fish_walship_needs_command" -f -a "prune" -d 'Delete archived WAL that is no longer needed (.history files always stay)'
 complete -c walship -n "__fish_walship_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c walship -n "__fish_walship_using_subcommand push" -l to -d 'The store' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l to -d 'The store. Repeatable: the file counts as archived (exit 0) only once every store has it; a store that fails is named (exit 1) and PostgreSQL retries the push, which the stores that have it answer as already archived' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l compress -d 'Compression: zstd (default, frame checksums on), gzip or none' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l level -d 'Compression level (zstd 1-19, default 3; gzip 1-9, default 6)' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l threads -d 'zstd worker threads (0: compress on the pipeline thread)' -r

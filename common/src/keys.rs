@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// How an artifact is encrypted, or not.
+#[derive(Clone)]
 pub enum Encryption {
     /// No encryption layer.
     None,

@@ -26,6 +26,7 @@ const CHUNK: usize = 1 << 20;
 const IN_FLIGHT: usize = 4;
 
 /// How to encode a stream.
+#[derive(Clone)]
 pub struct EncodeOptions {
     /// The compression layer.
     pub compression: Compression,

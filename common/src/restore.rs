@@ -46,6 +46,8 @@ pub struct Report {
     /// What stopped the restore or check before it was done (a corrupt
     /// layer, a failed restore); the checksum was still computed.
     pub stopped: Option<Error>,
+    /// The artifact's bytes are not the ones recorded (checksum mismatch).
+    pub damaged: bool,
 }
 
 impl Report {
@@ -467,9 +469,12 @@ fn scratch_unavailable(e: Error) -> Error {
 fn check_sum(expected: Option<&str>, actual: &str, report: &mut Report) {
     match expected {
         Some(e) if e.eq_ignore_ascii_case(actual) => report.checks.push("sha256 matches".into()),
-        Some(e) => report
-            .problems
-            .push(format!("sha256 mismatch: expected {e}, got {actual}")),
+        Some(e) => {
+            report.damaged = true;
+            report
+                .problems
+                .push(format!("sha256 mismatch: expected {e}, got {actual}"))
+        }
         None => report
             .checks
             .push(format!("sha256 {actual} (no recorded checksum to compare)")),

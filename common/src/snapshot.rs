@@ -27,10 +27,13 @@ pub enum Destination<'a> {
     },
     /// A file, with sidecars next to it.
     File(PathBuf),
-    /// A store: named, sidecars, `_latest` pointer.
+    /// One or more stores: each gets the artifact under the same name, with
+    /// its sidecars and `_latest` pointer, under its own series lock. The
+    /// dump is read once and streamed to all of them; a store that fails is
+    /// reported in [`SnapshotReport::failed`] while the others complete.
     Store {
-        /// The store.
-        store: &'a dyn Store,
+        /// The stores.
+        stores: Vec<&'a dyn Store>,
         /// Whether to point the series' `_latest` at it.
         update_latest: bool,
         /// Refuse to start with less free space than this.
@@ -73,6 +76,10 @@ pub struct SnapshotReport {
     pub location: String,
     /// Wall time.
     pub elapsed: Duration,
+    /// The stores that have it (store destinations).
+    pub stores: Vec<String>,
+    /// The stores that do not, and why (when others have it).
+    pub failed: Vec<(String, String)>,
 }
 
 impl SnapshotReport {
@@ -124,27 +131,38 @@ pub fn take(
         compression: req.compression,
         encrypted: req.encryption.is_encrypted(),
     };
-    // Writers of a series queue on its lock; one that finds its name taken
-    // (two snapshots in one second) waits for the next second, never overwrites.
-    let _lock = match &dest {
+    // Writers of a series queue on its lock (in one order across stores, so
+    // two runs never hold one each); one that finds its name taken (two
+    // snapshots in one second) waits for the next second, never overwrites.
+    let _locks = match &dest {
         Destination::Store {
-            store,
+            stores,
             lock_timeout,
             ..
         } => {
-            let lock = crate::lock::Lock::on_store(*store, &name.series(), *lock_timeout)?;
+            let mut order = stores.clone();
+            order.sort_by_key(|s| s.describe());
+            let locks = order
+                .iter()
+                .map(|s| crate::lock::Lock::on_store(*s, &name.series(), *lock_timeout))
+                .collect::<Result<Vec<_>>>()?;
             let taken = |n: &ArtifactName| -> Result<bool> {
                 let key = store::key(store::BACKUPS, &n.to_string());
-                Ok(store.exists(&key)? || store.exists(&Sidecar::Sha256.of(&key))?)
+                for store in stores {
+                    if store.exists(&key)? || store.exists(&Sidecar::Sha256.of(&key))? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
             };
             while taken(&name)? {
                 std::thread::sleep(Duration::from_millis(100));
                 started = Utc::now();
                 name.timestamp = started.with_nanosecond_zero();
             }
-            Some(lock)
+            locks
         }
-        _ => None,
+        _ => Vec::new(),
     };
     let name = name;
     let recipients = req.encryption.public_keys();
@@ -207,6 +225,8 @@ pub fn take(
                 meta: m,
                 location: String::new(),
                 elapsed: clock.elapsed(),
+                stores: Vec::new(),
+                failed: Vec::new(),
             })
         }
         Destination::File(path) => {
@@ -236,63 +256,213 @@ pub fn take(
                 meta: m,
                 location: path.display().to_string(),
                 elapsed: clock.elapsed(),
+                stores: Vec::new(),
+                failed: Vec::new(),
             })
         }
         Destination::Store {
-            store,
+            stores,
             update_latest,
             min_free,
             lock_timeout: _,
         } => {
-            if let (Some(min), Some(free)) = (min_free, store.free_space()) {
-                if free < min {
-                    return Err(Error::refused(format!(
-                        "store {} has {} free, less than --min-free {}",
-                        store.describe(),
-                        crate::units::human_bytes(free),
-                        crate::units::human_bytes(min)
-                    ))
-                    .hint("free space (dbprune) or lower --min-free"));
-                }
-            }
             let file = name.to_string();
             let key = store::key(store::BACKUPS, &file);
-            // New names only: another host writing the same name into a
-            // shared store is refused, never overwritten (its locks are not ours).
-            let writer = store.create_new(&key)?;
-            let (info, summary, writer) = run(engine, &req.engine, writer, opts, &req.progress)?;
-            if let Some(w) = &info.wal {
-                // A base backup is only worth keeping with the WAL that makes it consistent.
-                wait_for_wal(store, &w.stop_wal, Duration::from_secs(120))?;
-            }
-            let m = meta_for(&summary, info, file.clone());
-            // Sidecars first, the artifact last (see above); each a new
-            // object, so a writer that lost the name changes nothing.
-            let (sha, meta) = (Sidecar::Sha256.of(&key), Sidecar::Meta.of(&key));
-            let mut written: Vec<&str> = Vec::new();
-            let committed = (|| {
-                store.write_new(&sha, sha256_line(&m.checksum, &file).as_bytes())?;
-                written.push(&sha);
-                store.write_new(&meta, &to_json(&m))?;
-                written.push(&meta);
-                writer.commit()
-            })();
-            if let Err(e) = committed {
-                // No artifact: the sidecars this run wrote go too (never another's).
-                for k in written {
-                    let _ = store.delete(k);
+            let mut copies = Copies::new(&stores);
+            for (i, store) in stores.iter().enumerate() {
+                if let (Some(min), Some(free)) = (min_free, store.free_space()) {
+                    if free < min {
+                        copies.fail(
+                            i,
+                            Error::refused(format!(
+                                "store {} has {} free, less than --min-free {}",
+                                store.describe(),
+                                crate::units::human_bytes(free),
+                                crate::units::human_bytes(min)
+                            ))
+                            .hint("free space (dbprune) or lower --min-free"),
+                        )?;
+                        continue;
+                    }
                 }
-                return Err(e);
+                // New names only: another host writing the same name into a
+                // shared store is refused, never overwritten (its locks are not ours).
+                match store.create_new(&key) {
+                    Ok(w) => copies.sink.sinks[i] = Some(w),
+                    Err(e) => copies.fail(i, e)?,
+                }
             }
-            if update_latest {
-                store.set_pointer(&store::key(store::BACKUPS, &name.latest_name()), &key)?;
+            let sink = std::mem::take(&mut copies.sink);
+            let (info, summary, mut sink) = run(engine, &req.engine, sink, opts, &req.progress)
+                .map_err(|e| match stores.len() {
+                    1 => e,
+                    _ => e.context("no store has the backup"),
+                })?;
+            copies.absorb(&mut sink)?;
+            let wal = info.wal.clone();
+            let m = meta_for(&summary, info, file.clone());
+            for (i, store) in stores.iter().enumerate() {
+                let Some(writer) = sink.sinks[i].take() else {
+                    continue;
+                };
+                let done =
+                    commit_to_store(*store, &key, &file, &m, wal.as_ref(), writer).and_then(|()| {
+                        match update_latest {
+                            true => store.set_pointer(
+                                &store::key(store::BACKUPS, &name.latest_name()),
+                                &key,
+                            ),
+                            false => Ok(()),
+                        }
+                    });
+                match done {
+                    Ok(()) => copies.written.push(store.describe()),
+                    Err(e) => copies.fail(i, e)?,
+                }
             }
             Ok(SnapshotReport {
                 meta: m,
                 location: key,
                 elapsed: clock.elapsed(),
+                stores: copies.written,
+                failed: copies.failed,
             })
         }
+    }
+}
+
+/// Sidecars first, the artifact last: running out of space or inodes on
+/// the way leaves no artifact under its final name, only sidecars that
+/// readers ignore and dbprune removes. Each is a new object, so a writer
+/// that lost the name changes nothing.
+fn commit_to_store(
+    store: &dyn Store,
+    key: &str,
+    file: &str,
+    m: &Metadata,
+    wal: Option<&crate::meta::WalInfo>,
+    writer: Box<dyn store::ObjectWriter>,
+) -> Result<()> {
+    if let Some(w) = wal {
+        // A base backup is only worth keeping with the WAL that makes it consistent.
+        wait_for_wal(store, &w.stop_wal, Duration::from_secs(120))?;
+    }
+    let (sha, meta) = (Sidecar::Sha256.of(key), Sidecar::Meta.of(key));
+    let mut written: Vec<&str> = Vec::new();
+    let committed = (|| {
+        store.write_new(&sha, sha256_line(&m.checksum, file).as_bytes())?;
+        written.push(&sha);
+        store.write_new(&meta, &to_json(m))?;
+        written.push(&meta);
+        writer.commit()
+    })();
+    if committed.is_err() {
+        // No artifact: the sidecars this run wrote go too (never another's).
+        for k in written {
+            let _ = store.delete(k);
+        }
+    }
+    committed
+}
+
+/// The stores of one snapshot: which have failed, which have it.
+struct Copies {
+    names: Vec<String>,
+    sink: FanOut,
+    failed: Vec<(String, String)>,
+    written: Vec<String>,
+}
+
+impl Copies {
+    fn new(stores: &[&dyn Store]) -> Copies {
+        Copies {
+            names: stores.iter().map(|s| s.describe()).collect(),
+            sink: FanOut {
+                sinks: stores.iter().map(|_| None).collect(),
+                errors: stores.iter().map(|_| None).collect(),
+            },
+            failed: Vec::new(),
+            written: Vec::new(),
+        }
+    }
+
+    /// Store `i` failed with `e`: noted while another store may still get
+    /// the backup; the error itself when none can (with one store, exactly
+    /// its error).
+    fn fail(&mut self, i: usize, e: Error) -> Result<()> {
+        let pending = (0..self.names.len())
+            .filter(|&j| j != i && !self.failed.iter().any(|(n, _)| *n == self.names[j]))
+            .count();
+        if self.names.len() == 1 {
+            return Err(e);
+        }
+        self.failed.push((self.names[i].clone(), e.to_string()));
+        if pending == 0 && self.written.is_empty() {
+            return Err(Error::failed(format!(
+                "no store has the backup: {}",
+                self.failed
+                    .iter()
+                    .map(|(n, e)| format!("{n}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes in the write errors the stream met.
+    fn absorb(&mut self, sink: &mut FanOut) -> Result<()> {
+        for i in 0..self.names.len() {
+            if let Some(e) = sink.errors[i].take() {
+                self.fail(
+                    i,
+                    Error::from(e).context(format!("writing to {}", self.names[i])),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The artifact's bytes, written to every store still taking them. A store
+/// whose write fails is dropped and its error kept; the stream fails with
+/// the last store's own error when none is left.
+#[derive(Default)]
+struct FanOut {
+    sinks: Vec<Option<Box<dyn store::ObjectWriter>>>,
+    errors: Vec<Option<std::io::Error>>,
+}
+
+impl FanOut {
+    fn each(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn store::ObjectWriter) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let live = self.sinks.iter().filter(|s| s.is_some()).count();
+        let mut left = live;
+        for (sink, err) in self.sinks.iter_mut().zip(self.errors.iter_mut()) {
+            let Some(w) = sink else { continue };
+            if let Err(e) = f(w.as_mut()) {
+                *sink = None;
+                left -= 1;
+                if left == 0 {
+                    return Err(e);
+                }
+                *err = Some(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for FanOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.each(&mut |w| w.write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.each(&mut |w| w.flush())
     }
 }
 

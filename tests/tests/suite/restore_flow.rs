@@ -56,6 +56,39 @@ fn a_checksum_mismatch_found_by_a_restore_without_verification_is_a_problem_afte
 }
 
 #[test]
+fn a_new_target_restored_while_verifying_is_removed_when_the_checksum_does_not_match() {
+    let s = Scene::new();
+    let (art, key) = artifact(&s);
+    let target = s.path("restored.db");
+    // The plan says the artifact is verified as it is read into the new target.
+    let plan = restore_with(&art, &key, sqlite::url(&target))
+        .arg("--dry-run")
+        .succeeds()
+        .stdout();
+    assert!(
+        plan.contains("verifying the artifact as it is read"),
+        "{plan}"
+    );
+    assert!(!plan.contains("verify the artifact (level full)"), "{plan}");
+    restore_with(&art, &key, sqlite::url(&target)).succeeds();
+    assert_eq!(
+        sqlite::contents(&target),
+        sqlite::contents(&s.path("app.db"))
+    );
+    std::fs::remove_file(&target).unwrap();
+    // The same bytes against a checksum they do not have: nothing is left behind.
+    std::fs::write(
+        sidecar(&art, "sha256"),
+        format!("{}  a.sqlite.zst.age\n", "0".repeat(64)),
+    )
+    .unwrap();
+    restore_with(&art, &key, sqlite::url(&target))
+        .fails_with(1, "failed verification: sha256 mismatch")
+        .stderr_has("nothing was changed");
+    assert!(!target.exists(), "the new target was removed again");
+}
+
+#[test]
 fn a_safety_backup_in_a_safety_dir_is_a_named_artifact_that_verifies() {
     let s = Scene::new();
     let (art, key) = artifact(&s);

@@ -853,3 +853,77 @@ fn credentials_come_from_an_aws_profile_as_the_aws_cli_reads_them() {
         .env("AWS_PROFILE", "nobody")
         .fails_with(2, "profile nobody");
 }
+
+/// Artifact file names in a local store and on the server, and whether each has its sidecars.
+fn complete_copies(local: &Path, server: &S3Server) -> (Vec<String>, Vec<String>) {
+    let local: Vec<String> = dbsafe_tests::artifacts(local)
+        .into_iter()
+        .map(|p| {
+            for side in [".sha256", ".meta.json"] {
+                assert!(
+                    Path::new(&format!("{}{side}", p.display())).exists(),
+                    "{} has its {side}",
+                    p.display()
+                );
+            }
+            p.file_name().unwrap().to_string_lossy().into_owned()
+        })
+        .collect();
+    let keys = server.keys(&format!("{PREFIX}/backups"));
+    let remote: Vec<String> = artifact_keys(server, PREFIX)
+        .into_iter()
+        .map(|k| {
+            for side in [".sha256", ".meta.json"] {
+                assert!(keys.contains(&format!("{k}{side}")), "{k} has its {side}");
+            }
+            k.rsplit('/').next().unwrap().to_string()
+        })
+        .collect();
+    (local, remote)
+}
+
+#[test]
+fn a_dump_to_two_stores_lands_in_both_and_a_failing_store_is_named_while_the_other_completes() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let db = big_db(&s, "app.db", 1);
+    let local = s.path("local");
+    let remote = server.url(PREFIX);
+    let snap = |cmd: Cmd, local: &Path| {
+        snap_uncompressed(cmd, &db, &remote)
+            .arg("--to")
+            .arg(local)
+            .env("DBSAFE_S3_RETRIES", "1")
+    };
+    snap(server.tool("dbsnap"), &local).succeeds();
+    let (here, there) = complete_copies(&local, &server);
+    assert_eq!(here.len(), 1);
+    assert_eq!(here, there, "one name in both stores");
+    let on_server =
+        std::fs::read(server.object_path(&format!("{PREFIX}/backups/{}", there[0]))).unwrap();
+    assert_eq!(
+        std::fs::read(local.join("backups").join(&here[0])).unwrap(),
+        on_server
+    );
+
+    // The S3 store refuses writes: the local store still gets a complete backup.
+    next_second();
+    let proxy = FaultProxy::start(server.port, Fault::Unavailable("PUT".into()));
+    snap(server.tool_via("dbsnap", &proxy.endpoint()), &local)
+        .fails_with_code(1)
+        .stderr_has(&format!("but not in store {remote}"));
+    let (here, there) = complete_copies(&local, &server);
+    assert_eq!((here.len(), there.len()), (2, 1));
+    assert!(server.pending_uploads().is_empty());
+
+    // The local store's disk is full: S3 still gets it.
+    next_second();
+    let small = s.path("small");
+    let _disk = dbsafe_tests::Tmpfs::mount(&small, "size=256k,mode=0700");
+    snap(server.tool("dbsnap"), &small)
+        .fails_with_code(1)
+        .stderr_has(&format!("but not in store {}", small.display()));
+    let (_, there) = complete_copies(&local, &server);
+    assert_eq!(there.len(), 2);
+    assert!(dbsafe_tests::artifacts(&small).is_empty());
+}

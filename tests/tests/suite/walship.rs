@@ -252,3 +252,31 @@ fn list_status_and_prune() {
         .current_dir(s.dir.path())
         .fails_with_code(2);
 }
+
+#[test]
+fn a_segment_counts_as_archived_only_once_every_store_has_it() {
+    let s = Scene::new();
+    let (first, second) = (s.path("first"), s.path("second"));
+    let _disk = dbsafe_tests::Tmpfs::mount(&second, "size=1m,mode=0700");
+    let a = segment(&s, "a", 1);
+    let push_both = || push(&first, &a, SEG).arg("--to").arg(&second);
+    push_both()
+        .fails_with_code(1)
+        .stderr_has("is not archived in every store")
+        .stderr_has(&format!("store {}", second.display()));
+    assert_eq!(wal_dir_listing(&first).len(), 3, "the first store has it");
+    // The archiver retries once the second store has room again.
+    Cmd::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&second)
+        .succeeds();
+    push_both().succeeds();
+    assert_eq!(wal_dir_listing(&first).len(), 3);
+    assert_eq!(wal_dir_listing(&second).len(), 3);
+    for store in [&first, &second] {
+        let back = s.path("back");
+        fetch(store, SEG, &back).succeeds();
+        assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&a).unwrap());
+        std::fs::remove_file(&back).unwrap();
+    }
+}

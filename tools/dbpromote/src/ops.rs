@@ -74,7 +74,7 @@ pub(crate) fn take_backup(
         engine,
         req,
         Destination::Store {
-            store,
+            stores: vec![store],
             update_latest: true,
             min_free: None,
             lock_timeout: ctx.lock_timeout,

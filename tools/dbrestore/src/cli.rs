@@ -135,10 +135,11 @@ pub struct Cli {
     /// Do not verify the artifact before restoring.
     #[arg(long)]
     pub skip_verify: bool,
-    /// PostgreSQL: restore with N parallel pg_restore workers (default: the machine's cores, up
-    /// to 4). Above 1, the payload is decoded once, verified on the way, into a private temporary
-    /// file under --tmpdir (plaintext, removed when the restore ends) that pg_restore -j reads;
-    /// 1 streams it in one transaction without a copy on disk.
+    /// PostgreSQL: restore with N parallel pg_restore workers (default: the machine's cores up
+    /// to 4, and 1 on a machine of 2 cores or fewer, where workers compete with the server).
+    /// Above 1, the payload is decoded once, verified on the way, into a private temporary file
+    /// under --tmpdir (plaintext, removed when the restore ends) that pg_restore -j reads; 1
+    /// streams it in one transaction without a copy on disk.
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: Option<u16>,
     /// Run CMD (with `sh -c`) after verification and confirmation, before the safety backup and
@@ -177,13 +178,16 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Parallel restore workers: --jobs, or the machine's cores up to 4.
+    /// Parallel restore workers: --jobs, or the machine's cores up to 4
+    /// where there are more than 2 (measured with make bench-restore: on 2
+    /// cores, pg_restore -j 2 is no faster than one transaction).
     pub fn jobs(&self) -> usize {
         match self.jobs {
             Some(n) => n as usize,
-            None => std::thread::available_parallelism()
-                .map(|n| n.get().min(4))
-                .unwrap_or(1),
+            None => match std::thread::available_parallelism().map(|n| n.get()) {
+                Ok(n) if n > 2 => n.min(4),
+                _ => 1,
+            },
         }
     }
 }

@@ -107,7 +107,12 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     } else {
         None
     };
-    let verify_first = !args.skip_verify && !artifact.is_stdin();
+    // Verifying while restoring needs a new target to remove again, and a
+    // recorded checksum to prove the bytes (a bare file gets the structural
+    // check first: a truncated SQL dump restores without an error).
+    let during = !target.exists()? && artifact.expected_sha256()?.is_some();
+    let check = Check::of(&args, artifact.is_stdin(), target.as_ref(), during);
+    let verify_first = check != Check::Skipped;
     let plan = Plan {
         artifact: artifact.describe(),
         target: target.url(),
@@ -117,7 +122,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         safety_backup: safety.as_ref().map(|s| s.describe()),
         confirmation: non_empty && !args.yes,
         tables: args.tables.clone(),
-        steps: plan_steps(&args, verify_first, non_empty, &safety, target.as_ref()),
+        steps: plan_steps(&args, check, non_empty, &safety, target.as_ref()),
     };
     if args.dry_run {
         if args.common.json {
@@ -144,7 +149,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         target: target.as_ref(),
         tmpdir: &tmpdir,
     }
-    .execute(non_empty, safety.as_ref());
+    .execute(check, non_empty, safety.as_ref());
     audit.duration_seconds = clock.elapsed().as_secs_f64();
     let (safety_name, problems, err) = match result {
         Ok((s, p)) => (s, p, None),
@@ -206,29 +211,59 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     }
 }
 
+/// When the artifact is verified.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Check {
+    /// Before anything is touched (level full), then restored from a second read.
+    First,
+    /// While it is decoded once into a file for parallel restore workers,
+    /// before anything is touched.
+    Spooled,
+    /// While it is restored into a target this restore creates, which is
+    /// removed again if the artifact fails (its recorded checksum, every
+    /// layer): nothing that existed is touched by a bad artifact, and the
+    /// artifact is read once.
+    During,
+    /// Only what the restore itself reads (--skip-verify, stdin).
+    Skipped,
+}
+
+impl Check {
+    fn of(args: &cli::Cli, stdin: bool, target: &dyn Engine, during: bool) -> Check {
+        if stdin {
+            Check::Skipped
+        } else if args.jobs() > 1 && target.restores_in_parallel() {
+            Check::Spooled
+        } else if args.skip_verify {
+            Check::Skipped
+        } else if during {
+            Check::During
+        } else {
+            Check::First
+        }
+    }
+}
+
 fn plan_steps(
     args: &cli::Cli,
-    verify_first: bool,
+    check: Check,
     non_empty: bool,
     safety: &Option<SafetyDest>,
     target: &dyn Engine,
 ) -> Vec<String> {
     let mut steps = Vec::new();
     let jobs = args.jobs();
-    let spooled = jobs > 1
-        && target.restores_in_parallel()
-        && args.artifact.as_deref().is_none_or(|a| a != "-");
-    if spooled {
-        steps.push(format!(
+    match check {
+        Check::Spooled => steps.push(format!(
             "decode the artifact once into a private temporary file{}",
-            if verify_first {
-                ", verifying it (level full)"
-            } else {
+            if args.skip_verify {
                 ""
+            } else {
+                ", verifying it (level full)"
             }
-        ));
-    } else if verify_first {
-        steps.push("verify the artifact (level full)".to_string());
+        )),
+        Check::First => steps.push("verify the artifact (level full)".to_string()),
+        Check::During | Check::Skipped => {}
     }
     if non_empty {
         steps.push(if args.yes {
@@ -251,12 +286,16 @@ fn plan_steps(
         }
     }
     if args.tables.is_empty() {
-        steps.push(match spooled {
-            true => format!(
+        steps.push(match check {
+            Check::Spooled => format!(
                 "restore into {} with {jobs} pg_restore workers",
                 target.url()
             ),
-            false => format!("restore into {}", target.url()),
+            Check::During => format!(
+                "restore into the new {}, verifying the artifact as it is read (level full: checksum, every layer); a failure removes it again",
+                target.url()
+            ),
+            _ => format!("restore into {}", target.url()),
         });
     } else {
         steps.push(format!(
@@ -413,6 +452,7 @@ impl Restoring<'_> {
     /// restores; returns where the safety backup went and the problems found.
     fn execute(
         &self,
+        check: Check,
         non_empty: bool,
         safety: Option<&SafetyDest>,
     ) -> Result<(Option<String>, Vec<String>)> {
@@ -429,22 +469,22 @@ impl Restoring<'_> {
             keys,
             tables: args.tables.clone(),
         };
-        let jobs = args.jobs();
-        let spool = if jobs > 1 && target.restores_in_parallel() && !artifact.is_stdin() {
-            // Decoded once, verified on the way, restored by parallel workers.
-            let (report, spool) = flow.spool(artifact, tmpdir, Progress::hidden())?;
-            self.verified(report.passed(), &report.all_problems())?;
-            match spool {
-                Ok(spool) => Some(spool),
-                Err(why) => {
-                    log.warn(format!(
-                        "restoring from the stream: no decoded copy on disk ({why})"
-                    ));
-                    None
+        let spool = match check {
+            Check::Spooled => {
+                // Decoded once, verified on the way, restored by parallel workers.
+                let (report, spool) = flow.spool(artifact, tmpdir, Progress::hidden())?;
+                self.verified(report.passed(), &report.all_problems())?;
+                match spool {
+                    Ok(spool) => Some(spool),
+                    Err(why) => {
+                        log.warn(format!(
+                            "restoring from the stream: no decoded copy on disk ({why})"
+                        ));
+                        None
+                    }
                 }
             }
-        } else {
-            if !args.skip_verify && !artifact.is_stdin() {
+            Check::First => {
                 let rec = verify::verify(
                     artifact,
                     &Settings {
@@ -459,8 +499,9 @@ impl Restoring<'_> {
                     Progress::hidden(),
                 )?;
                 self.verified(rec.passed(), &rec.problems)?;
+                None
             }
-            None
+            Check::During | Check::Skipped => None,
         };
         if non_empty {
             dbsafe::term::confirm_typed(
@@ -473,7 +514,7 @@ impl Restoring<'_> {
         // The after hook runs whatever happened once the before hook was
         // tried: what it stopped is started again.
         let restored = match self.hook("--before-cmd", args.before_cmd.as_deref(), None) {
-            Ok(()) => self.replace(non_empty, safety, spool.as_ref(), &flow),
+            Ok(()) => self.replace(check, non_empty, safety, spool.as_ref(), &flow),
             Err(e) => Err(e.context("nothing was changed")),
         };
         let after = self.hook("--after-cmd", args.after_cmd.as_deref(), Some(&restored));
@@ -519,6 +560,7 @@ impl Restoring<'_> {
     /// (from the decoded copy when there is one).
     fn replace(
         &self,
+        check: Check,
         non_empty: bool,
         safety: Option<&SafetyDest>,
         spool: Option<&dbsafe::restore::Spool>,
@@ -559,7 +601,21 @@ impl Restoring<'_> {
                 flow.restore(artifact, Target::Engine(target), &opts, progress)?
             }
         }
-        .finished()?;
+        .finished();
+        let report = match report {
+            Err(e) if check == Check::During => {
+                // Whatever the engine left of its new target goes too.
+                let _ = target.drop_target();
+                return Err(e.context(format!("{} was removed again", target.url())));
+            }
+            r => r?,
+        };
+        if check == Check::During && report.damaged {
+            // The target is this restore's own: a bad artifact leaves nothing behind.
+            let dropped = target.drop_target();
+            self.verified(false, &report.problems)?;
+            dropped?;
+        }
         match report.compared {
             Some(n) => log.info(format!(
                 "{n} tables checked against the metadata's row counts"
@@ -675,7 +731,7 @@ impl Restoring<'_> {
                 target,
                 req,
                 Destination::Store {
-                    store: store.as_ref(),
+                    stores: vec![store.as_ref()],
                     update_latest: false,
                     min_free: None,
                     lock_timeout: Duration::ZERO,

@@ -34,8 +34,10 @@ pub struct Cli {
     #[arg(short, long, value_name = "FILE", conflicts_with = "to")]
     pub output: Option<PathBuf>,
     /// Write the artifact into a store, named, with sidecars and the series' _latest link.
+    /// Repeatable: one dump streamed to every store (a second copy, e.g. local and S3); the run
+    /// fails (exit 1) naming the stores that did not get it, the others keep theirs.
     #[arg(long, value_name = "STORE", env = "DBSAFE_STORE")]
-    pub to: Option<String>,
+    pub to: Vec<String>,
     /// Take a physical base backup (PostgreSQL) instead of a logical snapshot.
     #[arg(long)]
     pub base: bool,

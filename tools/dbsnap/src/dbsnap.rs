@@ -86,40 +86,45 @@ fn snap(
         .map(units::parse_size)
         .transpose()?;
     let labels = dbsafe::cli::parse_labels(&args.labels)?;
-    let store_loc = args.to.clone().or_else(|| {
-        if args.output.is_none() {
-            cfg.store_for(&env)
-        } else {
-            None
-        }
-    });
-    let store;
-    let dest = match (&args.output, &store_loc) {
-        (Some(p), _) if p.as_os_str() == "-" => Destination::Stdout {
+    let store_locs: Vec<String> = match (&args.output, args.to.is_empty()) {
+        (None, true) => cfg.store_for(&env).into_iter().collect(),
+        _ => args.to.clone(),
+    };
+    let stores = store_locs
+        .iter()
+        .map(|loc| dbsafe::store::open(loc, true))
+        .collect::<Result<Vec<_>>>()?;
+    let described: Vec<String> = stores.iter().map(|s| s.describe()).collect();
+    if let Some(twice) = described
+        .iter()
+        .enumerate()
+        .find_map(|(i, d)| described[..i].contains(d).then_some(d))
+    {
+        return Err(dbsafe::Error::usage(format!("--to {twice} is given twice")));
+    }
+    let dest = match &args.output {
+        Some(p) if p.as_os_str() == "-" => Destination::Stdout {
             meta: args.meta.clone(),
         },
-        (Some(p), _) => Destination::File(p.clone()),
-        (None, Some(loc)) => {
-            store = dbsafe::store::open(loc, true)?;
-            Destination::Store {
-                store: store.as_ref(),
-                update_latest: true,
-                min_free: args
-                    .min_free
-                    .as_deref()
-                    .map(units::parse_size)
-                    .transpose()?,
-                lock_timeout,
-            }
-        }
-        (None, None) => Destination::Stdout {
+        Some(p) => Destination::File(p.clone()),
+        None if !stores.is_empty() => Destination::Store {
+            stores: stores.iter().map(|s| s.as_ref()).collect(),
+            update_latest: true,
+            min_free: args
+                .min_free
+                .as_deref()
+                .map(units::parse_size)
+                .transpose()?,
+            lock_timeout,
+        },
+        None => Destination::Stdout {
             meta: args.meta.clone(),
         },
     };
     let written_to = match &dest {
         Destination::Stdout { .. } => None,
         Destination::File(p) => Some(p.display().to_string()),
-        Destination::Store { store, .. } => Some(format!("store {}", store.describe())),
+        Destination::Store { .. } => Some(format!("store {}", described.join(", store "))),
     };
     let req = SnapshotRequest {
         env: env.clone(),
@@ -148,14 +153,32 @@ fn snap(
     }
     dbsafe::notify::configure_from(cfg, &env);
     let database = engine.database();
+    let store_list = store_locs.join(" ");
     dbsafe::notify::about(About {
-        store: store_loc.as_deref(),
+        store: (!store_locs.is_empty()).then_some(store_list.as_str()),
         env: Some(&env),
         database: Some(&database),
         ..About::default()
     });
     let report = snapshot::take(engine, req, dest)?;
     log.info(report.summary_line());
+    if !report.failed.is_empty() {
+        for (store, e) in &report.failed {
+            log.warn(format!("store {store} does not have the backup: {e}"));
+        }
+        return Err(dbsafe::Error::failed(format!(
+            "{} is in store {}, but not in store {}",
+            report.location,
+            report.stores.join(", store "),
+            report
+                .failed
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", store ")
+        ))
+        .hint("the stores that have it keep it; rerun once the failed store is back"));
+    }
     dbsafe::notify::about(About {
         backup: Some(&report.location),
         ..About::default()

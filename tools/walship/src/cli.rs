@@ -51,9 +51,11 @@ pub enum Command {
         path: PathBuf,
         /// Its file name (%f).
         file: String,
-        /// The store.
+        /// The store. Repeatable: the file counts as archived (exit 0) only once every store
+        /// has it; a store that fails is named (exit 1) and PostgreSQL retries the push, which
+        /// the stores that have it answer as already archived.
         #[arg(long, value_name = "STORE", env = "DBSAFE_STORE")]
-        to: Option<String>,
+        to: Vec<String>,
         #[command(flatten)]
         encode: EncodeArgs,
     },

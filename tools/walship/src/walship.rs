@@ -35,6 +35,35 @@ fn store_of(loc: Option<String>, cfg: &Config, create: bool) -> Result<Box<dyn d
     dbsafe::store::open(&loc, create)
 }
 
+/// Archives `file` into every store; with one store its own error, with
+/// several an error naming the stores that do not have it.
+fn push_everywhere(
+    stores: &[Box<dyn dbsafe::Store>],
+    path: &std::path::Path,
+    file: &str,
+    opts: &EncodeOptions,
+) -> Result<Vec<Pushed>> {
+    if let [store] = stores {
+        return walarchive::push(store.as_ref(), path, file, opts.clone()).map(|p| vec![p]);
+    }
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for store in stores {
+        match walarchive::push(store.as_ref(), path, file, opts.clone()) {
+            Ok(p) => done.push(p),
+            Err(e) => failed.push(format!("store {}: {e}", store.describe())),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(done);
+    }
+    Err(Error::failed(format!(
+        "{file} is not archived in every store: {}",
+        failed.join("; ")
+    ))
+    .hint("PostgreSQL retries the push; the stores that have it answer it as already archived"))
+}
+
 /// Runs walship with parsed arguments.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let log = cli.common.log("walship");
@@ -50,7 +79,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             to,
             encode,
         } => {
-            let store = store_of(to, &cfg, true)?;
+            let stores = match to.is_empty() {
+                true => vec![store_of(None, &cfg, true)?],
+                false => to
+                    .into_iter()
+                    .map(|loc| store_of(Some(loc), &cfg, true))
+                    .collect::<Result<Vec<_>>>()?,
+            };
+            let described: Vec<String> = stores.iter().map(|s| s.describe()).collect();
             let opts = EncodeOptions {
                 compression: encode.compression(&cfg, &env)?,
                 level: encode.level.or(cfg.defaults.level),
@@ -58,14 +94,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 encryption: encode.encryption_for(
                     &cfg,
                     &env,
-                    Some(&format!("store {}", store.describe())),
+                    Some(&format!("store {}", described.join(", store "))),
                 )?,
                 max_size: None,
             };
             let clock = std::time::Instant::now();
             let sink = cli.common.metrics(&cfg);
             let database = std::env::var("DBSAFE_DATABASE").unwrap_or_else(|_| "cluster".into());
-            let pushed = walarchive::push(store.as_ref(), &path, &file, opts);
+            let pushed = push_everywhere(&stores, &path, &file, &opts);
             let sample = |n, h, v| dbsafe::metrics::Sample::new(n, h, &env, &database, v);
             match &pushed {
                 Ok(_) => sink.record(
@@ -92,15 +128,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     )],
                 ),
             }
-            match pushed? {
-                Pushed::Archived { key, size } => log.debug(format!(
-                    "archived {file} as {key} ({}) in {:.0} ms",
-                    dbsafe::units::human_bytes(size),
-                    clock.elapsed().as_secs_f64() * 1000.0
-                )),
-                Pushed::AlreadyArchived => log.info(format!(
-                    "{file} is already archived with identical contents"
-                )),
+            for (store, pushed) in described.iter().zip(pushed?) {
+                match pushed {
+                    Pushed::Archived { key, size } => log.debug(format!(
+                        "archived {file} as {key} ({}) in store {store} in {:.0} ms",
+                        dbsafe::units::human_bytes(size),
+                        clock.elapsed().as_secs_f64() * 1000.0
+                    )),
+                    Pushed::AlreadyArchived => log.info(format!(
+                        "{file} is already archived with identical contents in store {store}"
+                    )),
+                }
             }
             Ok(ExitCode::Success)
         }
