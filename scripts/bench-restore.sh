@@ -32,12 +32,12 @@ median() {
   python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "${v[@]}"
 }
 
-variants=(pg_restore pg_restore_j2 dbrestore jobs1 skip)
+variants=(pg_restore pg_restore_j2 dbrestore jobs2 skip)
 declare -A label=(
   [pg_restore]="pg_restore --single-transaction (uncompressed dump)"
   [pg_restore_j2]="pg_restore -j 2 (uncompressed dump)"
-  [dbrestore]="dbrestore --create (defaults: verify, -j $(nproc | awk '{print ($1 > 4 ? 4 : $1)}'))"
-  [jobs1]="dbrestore --create --jobs 1 (verify, then stream)"
+  [dbrestore]="dbrestore --create (defaults: verified while read)"
+  [jobs2]="dbrestore --create --jobs 2 (decoded once, verified, -j 2)"
   [skip]="dbrestore --create --skip-verify"
 )
 
@@ -64,8 +64,8 @@ bench_dataset() {
           s=$(bench_seconds pg_restore "${j[@]}" -d "$server/r_$what" "$work/plain.pgdump") ;;
         dbrestore)
           s=$(bench_seconds dbrestore -q -i "$work/key.txt" "$work/snap.pgdump.zst.age" --create --tmpdir "$work" --target "$server/r_$what") ;;
-        jobs1)
-          s=$(bench_seconds dbrestore -q --jobs 1 -i "$work/key.txt" "$work/snap.pgdump.zst.age" --create --target "$server/r_$what") ;;
+        jobs2)
+          s=$(bench_seconds dbrestore -q --jobs 2 -i "$work/key.txt" "$work/snap.pgdump.zst.age" --create --tmpdir "$work" --target "$server/r_$what") ;;
         skip)
           s=$(bench_seconds dbrestore -q --skip-verify -i "$work/key.txt" "$work/snap.pgdump.zst.age" --create --tmpdir "$work" --target "$server/r_$what") ;;
       esac

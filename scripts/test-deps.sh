@@ -25,6 +25,7 @@ have promtool || need_apt+=(prometheus)
 have prometheus-pushgateway || need_apt+=(prometheus-pushgateway)
 have systemd-analyze || need_apt+=(systemd)
 have man || need_apt+=(man-db)
+have openssl || need_apt+=(openssl)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"
@@ -47,23 +48,20 @@ if ! have s3s-fs; then
   echo "test-deps: installing s3s-fs 0.14.1 (cargo install; takes a few minutes)"
   cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet
 fi
-if ! have aws; then
-  echo "test-deps: installing the aws CLI (pip install awscli)"
+# pip_install WHAT PACKAGE...: pip install, or say what is missing.
+pip_install() {
+  echo "test-deps: installing $1 (pip install ${*:2})"
   if ! python3 -m pip --version >/dev/null 2>&1; then
     echo "test-deps: pip is missing: install python3-pip, then run this again" >&2
     exit 2
   fi
-  python3 -m pip install --quiet awscli
-fi
+  python3 -m pip install --quiet "${@:2}"
+}
+have aws || pip_install "the aws CLI" awscli
 # moto's S3 server: the second S3 implementation (conditional writes included).
-if ! have moto_server; then
-  echo "test-deps: installing moto's S3 server (pip install 'moto[server]')"
-  if ! python3 -m pip --version >/dev/null 2>&1; then
-    echo "test-deps: pip is missing: install python3-pip, then run this again" >&2
-    exit 2
-  fi
-  python3 -m pip install --quiet 'moto[server]==5.2.1'
-fi
+have moto_server || pip_install "moto's S3 server" 'moto[server]==5.2.1'
+# The Pushgateway's basic-auth users are bcrypt hashes.
+python3 -c 'import bcrypt' 2>/dev/null || pip_install "bcrypt (Python)" 'bcrypt==4.2.1'
 
 # DuckDB: the CLI binary ships inside the PyPI package duckdb-cli. It goes
 # into a directory of its own and is linked as /usr/local/bin/duckdb, so

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod health;
+pub mod http;
 pub mod keys;
 pub mod listing;
 pub mod lock;

@@ -8,7 +8,6 @@
 
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::Path;
 
 /// One sample to record.
@@ -169,45 +168,46 @@ pub fn write_textfile(path: &Path, samples: &[Sample]) -> Result<()> {
         .map_err(|e| Error::failed(format!("chmod {}: {e}", path.display())))
 }
 
-/// Pushes samples to a Pushgateway (`http://host:port`), grouped by job, env and database.
+/// Pushes samples to a Pushgateway (`http://host:port` or `https://...`),
+/// grouped by job, env and database. Basic auth comes from
+/// `DBSAFE_PUSHGATEWAY_USER` (or the URL's user name) and
+/// `DBSAFE_PUSHGATEWAY_PASSWORD_FILE` (or `DBSAFE_PUSHGATEWAY_PASSWORD`),
+/// never from the URL: a password there would be in the process list.
 pub fn push(url: &str, job: &str, samples: &[Sample]) -> Result<()> {
     let Some(first) = samples.first() else {
         return Ok(());
     };
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        Error::usage(format!(
-            "--pushgateway {url}: only http:// URLs are supported"
+    let shown = crate::output::redact_urls(url);
+    let mut target = url::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "--pushgateway {shown}: not an http:// or https:// URL"
+            ))
+        })?;
+    if target.password().is_some() {
+        return Err(Error::usage(format!(
+            "--pushgateway {shown}: a password in the URL would be visible in the process list"
         ))
-        .hint("run the Pushgateway on a local or internal address")
-    })?;
-    let (hostport, base) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, String::new()));
-    let hostport = if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    };
+        .hint("set DBSAFE_PUSHGATEWAY_USER and DBSAFE_PUSHGATEWAY_PASSWORD_FILE instead"));
+    }
+    let auth = pushgateway_auth(&target)?;
     let group = |k: &str| first.labels.get(k).cloned().unwrap_or_default();
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    let path = format!(
-        "{}/metrics/job/{}/env/{}/database/{}",
-        base.trim_end_matches('/'),
-        enc(job),
-        enc(&group("env")),
-        enc(&group("database"))
-    );
+    target
+        .path_segments_mut()
+        .map_err(|()| Error::usage(format!("--pushgateway {shown}: not a base URL")))?
+        .pop_if_empty()
+        .extend([
+            "metrics",
+            "job",
+            job,
+            "env",
+            &group("env"),
+            "database",
+            &group("database"),
+        ]);
+    let _ = target.set_username("");
     // The grouping labels travel in the path, not in the samples.
     let body = {
         let mut f: Families = BTreeMap::new();
@@ -222,31 +222,58 @@ pub fn push(url: &str, job: &str, samples: &[Sample]) -> Result<()> {
         }
         render(&f)
     };
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&hostport)
-        .map_err(|e| Error::failed(format!("pushgateway {hostport}: {e}")))?
-        .next()
-        .ok_or_else(|| Error::failed(format!("pushgateway {hostport}: no address")))?;
-    let mut conn = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
-        .map_err(|e| Error::failed(format!("pushgateway {hostport}: {e}")))?;
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .ok();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(req.as_bytes())
-        .map_err(|e| Error::failed(format!("pushgateway {hostport}: {e}")))?;
-    let mut resp = String::new();
-    let _ = conn.read_to_string(&mut resp);
-    let status = resp.split_whitespace().nth(1).unwrap_or("");
-    if status.starts_with('2') {
-        Ok(())
-    } else {
-        Err(Error::failed(format!(
-            "pushgateway {hostport} answered {:?}",
-            resp.lines().next().unwrap_or("nothing")
-        )))
+    let agent = crate::http::agent_builder()?
+        .timeout(std::time::Duration::from_secs(10))
+        .redirects(0)
+        .build();
+    let mut req = agent
+        .post(target.as_str())
+        .set("content-type", "text/plain; version=0.0.4");
+    if let Some(value) = &auth {
+        req = req.set("authorization", value);
     }
+    match req.send_string(&body) {
+        Ok(_) => Ok(()),
+        Err(ureq::Error::Status(code, _)) => Err(Error::failed(format!(
+            "pushgateway {shown} answered HTTP {code}{}",
+            match (code, auth.is_some()) {
+                (401, false) => " (it asks for credentials: DBSAFE_PUSHGATEWAY_USER, DBSAFE_PUSHGATEWAY_PASSWORD_FILE)",
+                (401, true) => " (the credentials were refused)",
+                _ => "",
+            }
+        ))),
+        Err(e) => Err(Error::failed(format!(
+            "pushgateway {shown}: {}",
+            crate::output::redact_urls(&e.to_string())
+        ))),
+    }
+}
+
+/// The Pushgateway's basic auth, when a user is set.
+fn pushgateway_auth(url: &url::Url) -> Result<Option<String>> {
+    let user = std::env::var("DBSAFE_PUSHGATEWAY_USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| Some(url.username().to_string()).filter(|u| !u.is_empty()));
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let password = match std::env::var_os("DBSAFE_PUSHGATEWAY_PASSWORD_FILE") {
+        Some(f) => {
+            let text = std::fs::read_to_string(&f).map_err(|e| {
+                Error::usage(format!(
+                    "DBSAFE_PUSHGATEWAY_PASSWORD_FILE={}: {e}",
+                    std::path::Path::new(&f).display()
+                ))
+            })?;
+            text.trim_end_matches(['\n', '\r']).to_string()
+        }
+        None => std::env::var("DBSAFE_PUSHGATEWAY_PASSWORD").map_err(|_| {
+            Error::usage(format!("a Pushgateway user ({user}) without a password"))
+                .hint("set DBSAFE_PUSHGATEWAY_PASSWORD_FILE (or DBSAFE_PUSHGATEWAY_PASSWORD)")
+        })?,
+    };
+    Ok(Some(crate::http::basic_auth(&user, &password)))
 }
 
 /// Where metrics go, from `--metrics-file` and `--pushgateway`.

@@ -267,7 +267,8 @@ pub fn run_shell(
 }
 
 fn post(url: &str, n: &Notice) -> std::result::Result<(), String> {
-    let agent = ureq::AgentBuilder::new()
+    let agent = crate::http::agent_builder()
+        .map_err(|e| e.to_string())?
         .timeout_connect(WEBHOOK_TIMEOUT)
         .timeout(WEBHOOK_TIMEOUT)
         .build();

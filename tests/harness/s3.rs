@@ -264,3 +264,85 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// A local EC2 instance metadata service (IMDSv2: a session token first,
+/// then the role's temporary credentials), serving `key`/`secret` with a
+/// fresh session token and an expiry `lifetime` seconds ahead at each fetch.
+pub struct MetadataEndpoint {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+const METADATA_SERVER: &str = r#"
+import datetime, http.server, json, secrets, sys
+key, secret, lifetime, log, port = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+tokens = set()
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def reply(self, code, body, ctype="text/plain"):
+        b = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+    def do_PUT(self):
+        if self.path != "/latest/api/token" or not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+            return self.reply(400, "")
+        t = secrets.token_hex(8)
+        tokens.add(t)
+        self.reply(200, t)
+    def do_GET(self):
+        if self.headers.get("X-aws-ec2-metadata-token") not in tokens:
+            return self.reply(401, "")
+        base = "/latest/meta-data/iam/security-credentials/"
+        if self.path == base:
+            return self.reply(200, "dbsafe-role")
+        if self.path == base + "dbsafe-role":
+            exp = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=lifetime)
+            with open(log, "a") as f:
+                f.write(exp.isoformat() + "\n")
+            return self.reply(200, json.dumps({"Code": "Success", "AccessKeyId": key, "SecretAccessKey": secret,
+                "Token": "session-" + secrets.token_hex(4), "Expiration": exp.strftime("%Y-%m-%dT%H:%M:%SZ")}), "application/json")
+        self.reply(404, "")
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+impl MetadataEndpoint {
+    /// Starts it on loopback in `scene`'s directory.
+    pub fn start(scene: &Scene, key: &str, secret: &str, lifetime: u32) -> MetadataEndpoint {
+        let log = scene.path("imds-fetches.log");
+        let (child, port) = listening(scene, "imds", |port| {
+            let mut c = Command::new("python3");
+            c.arg("-c")
+                .arg(METADATA_SERVER)
+                .args([key, secret, &lifetime.to_string()])
+                .arg(&log)
+                .arg(port.to_string());
+            c
+        });
+        MetadataEndpoint { child, port, log }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `AWS_EC2_METADATA_SERVICE_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// How many times credentials were fetched.
+    pub fn fetches(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+}
+
+impl Drop for MetadataEndpoint {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

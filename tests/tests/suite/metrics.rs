@@ -111,3 +111,154 @@ fn a_push_reaches_a_real_pushgateway_and_a_dead_one_only_warns() {
         .succeeds()
         .stderr_has("cannot push metrics");
 }
+
+/// A private CA in `dir` and a certificate it signed for 127.0.0.1: (ca.pem, cert, key).
+fn private_ca(s: &Scene) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    require("openssl", "the Debian package openssl");
+    let openssl = |args: &[&str]| {
+        Cmd::new("openssl")
+            .args(args)
+            .current_dir(s.path(""))
+            .succeeds();
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=dbsafe test CA",
+        "-days",
+        "2",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "gw.key",
+        "-out",
+        "gw.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    s.write("gw.ext", "subjectAltName=IP:127.0.0.1\n");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "gw.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "gw.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "gw.ext",
+    ]);
+    (s.path("ca.pem"), s.path("gw.pem"), s.path("gw.key"))
+}
+
+#[test]
+fn a_push_reaches_a_pushgateway_over_https_with_basic_auth_and_the_password_stays_out_of_sight() {
+    let gw = require(
+        "prometheus-pushgateway",
+        "the Debian package prometheus-pushgateway",
+    );
+    let s = Scene::new();
+    sqlite::sample(&s.path("app.db"), 10);
+    let (ca, cert, key) = private_ca(&s);
+    let password = "pg-pw-7f3a91c2e";
+    let hash = Cmd::new("python3")
+        .args([
+            "-c",
+            "import bcrypt, sys; print(bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt(4)).decode())",
+            password,
+        ])
+        .succeeds()
+        .stdout();
+    let web = s.write(
+        "web.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  pusher: '{}'\n",
+            cert.display(),
+            key.display(),
+            hash.trim()
+        ),
+    );
+    let port = dbsafe_tests::free_port();
+    let mut child = Cmd::new(gw)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--web.config.file={}", web.display()))
+        .spawn();
+    let url = format!("https://127.0.0.1:{port}");
+    let get = || {
+        Cmd::new("python3")
+            .arg("-c")
+            .arg(
+                "import base64, ssl, sys, urllib.request as u\n\
+                 r = u.Request(sys.argv[1] + '/metrics', headers={'Authorization': 'Basic ' + base64.b64encode(sys.argv[3].encode()).decode()})\n\
+                 print(u.urlopen(r, context=ssl.create_default_context(cafile=sys.argv[2])).read().decode())",
+            )
+            .arg(&url)
+            .arg(&ca)
+            .arg(format!("pusher:{password}"))
+            .run()
+    };
+    wait_until("the pushgateway to start", Duration::from_secs(20), || {
+        get().out.status.success()
+    });
+    let pw_file = s.write("pushgateway.password", &format!("{password}\n"));
+    let snap = |out: &str| {
+        snap_to_file(sqlite::url(&s.path("app.db")), s.path(out))
+            .args(["--env", "staging", "--pushgateway", &url])
+            .env("SSL_CERT_FILE", &ca)
+            .env("DBSAFE_PUSHGATEWAY_USER", "pusher")
+            .env("DBSAFE_PUSHGATEWAY_PASSWORD_FILE", &pw_file)
+    };
+    let run = snap("a.sqlite.zst").succeeds();
+    assert!(!run.stderr().contains("cannot push"), "{}", run.stderr());
+    let metrics = get().stdout();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("dbsafe_backup_size_bytes{"))
+        .unwrap_or_else(|| panic!("no backup size pushed:\n{metrics}"));
+    assert!(
+        line.contains("job=\"dbsnap\"") && line.contains("env=\"staging\""),
+        "{line}"
+    );
+
+    // A wrong password is refused: a warning that says so, the backup still done.
+    let wrong = s.write("wrong.password", "not-it\n");
+    let run = snap("b.sqlite.zst")
+        .env("DBSAFE_PUSHGATEWAY_PASSWORD_FILE", &wrong)
+        .succeeds()
+        .stderr_has("cannot push metrics")
+        .stderr_has("HTTP 401 (the credentials were refused)");
+    assert!(!run.stderr().contains("not-it"), "{}", run.stderr());
+    // Without the private CA the certificate is not trusted.
+    snap("c.sqlite.zst")
+        .env_remove("SSL_CERT_FILE")
+        .succeeds()
+        .stderr_has("cannot push metrics");
+    // A password in the URL is refused, and not repeated.
+    let with_password = format!("https://pusher:{password}@127.0.0.1:{port}");
+    let run = snap_to_file(sqlite::url(&s.path("app.db")), s.path("d.sqlite.zst"))
+        .args(["--pushgateway", &with_password])
+        .env("SSL_CERT_FILE", &ca)
+        .succeeds()
+        .stderr_has("would be visible in the process list");
+    assert!(!run.stderr().contains(password), "{}", run.stderr());
+    child.kill().ok();
+    child.wait().ok();
+}

@@ -927,3 +927,71 @@ fn a_dump_to_two_stores_lands_in_both_and_a_failing_store_is_named_while_the_oth
     assert_eq!(there.len(), 2);
     assert!(dbsafe_tests::artifacts(&small).is_empty());
 }
+
+#[test]
+fn instance_metadata_credentials_sign_a_backup_and_are_fetched_again_once_they_expire() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    // Valid one second past the minute before expiry at which they are renewed.
+    let imds =
+        dbsafe_tests::s3::MetadataEndpoint::start(&s, &server.access_key, &server.secret_key, 61);
+    let proxy = FaultProxy::start(
+        server.port,
+        Fault::Delay {
+            by: Duration::from_millis(40),
+            connections: usize::MAX,
+        },
+    );
+    let db = big_db(&s, "app.db", 12);
+    let endpoint = imds.endpoint();
+    let from_metadata = |cmd: Cmd| {
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_EC2_METADATA_DISABLED", "false")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint)
+            .env("DBSAFE_S3_PART_SIZE", "5M")
+    };
+    let clock = std::time::Instant::now();
+    let run = snap_uncompressed(
+        from_metadata(server.tool_via("dbsnap", &proxy.endpoint())),
+        &db,
+        &server.url(PREFIX),
+    )
+    .succeeds();
+    assert!(
+        clock.elapsed() > Duration::from_secs(2),
+        "the upload outlived the credentials ({:?})",
+        clock.elapsed()
+    );
+    assert!(
+        imds.fetches() >= 2,
+        "credentials were fetched again after they expired ({} fetches)",
+        imds.fetches()
+    );
+    assert!(!run.stderr().contains(&server.secret_key));
+    assert_eq!(artifact_keys(&server, PREFIX).len(), 1);
+    // Read back with the same credentials: the backup verifies.
+    from_metadata(server.tool("dbverify"))
+        .args([
+            "--store",
+            &server.url(PREFIX),
+            "--latest",
+            "--level",
+            "full",
+        ])
+        .succeeds();
+    // Without a metadata service, and nothing else, a clear error.
+    drop(imds);
+    let r = snap_uncompressed(
+        from_metadata(server.tool("dbsnap")).env("DBSAFE_S3_RETRIES", "1"),
+        &db,
+        &server.url(PREFIX),
+    )
+    .run();
+    assert!(!r.out.status.success());
+    assert!(
+        r.stderr().contains("S3 credentials from instance metadata"),
+        "{}",
+        r.stderr()
+    );
+}

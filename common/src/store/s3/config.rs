@@ -3,6 +3,7 @@
 //! tuning knobs, read from the environment and the aws CLI's files the way
 //! the aws CLI reads them.
 
+use super::credentials::Provider;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -104,6 +105,25 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Where the credentials come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Keys from the environment or a profile.
+    Fixed(Credentials),
+    /// Temporary keys from a web identity, the container or instance metadata.
+    Fetched(Provider),
+}
+
+#[cfg(test)]
+impl Source {
+    fn fixed(&self) -> &Credentials {
+        match self {
+            Source::Fixed(c) => c,
+            Source::Fetched(p) => panic!("fetched from {p:?}"),
+        }
+    }
+}
+
 /// Everything the S3 store needs besides the location.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -114,7 +134,7 @@ pub struct Settings {
     /// Path-style (`endpoint/bucket/key`) rather than virtual-hosted addressing.
     pub path_style: bool,
     /// Who signs the requests.
-    pub credentials: Credentials,
+    pub credentials: Source,
     /// Size of the first 1,000 parts of a multipart upload.
     pub part_size: u64,
     /// Parts uploaded concurrently while the writer fills the next one.
@@ -155,13 +175,21 @@ pub fn settings(env: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
             section.map(|s| (p, s))
         });
 
+    let region = var("AWS_REGION")
+        .or_else(|| var("AWS_DEFAULT_REGION"))
+        .or_else(|| {
+            from_config_file
+                .as_ref()
+                .and_then(|(_, s)| s.get("region").cloned())
+        })
+        .unwrap_or_else(|| "us-east-1".into());
     let credentials = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-        (Some(key_id), Some(secret)) => Credentials {
+        (Some(key_id), Some(secret)) => Source::Fixed(Credentials {
             key_id,
             secret,
             token: var("AWS_SESSION_TOKEN"),
             source: "AWS_ACCESS_KEY_ID".into(),
-        },
+        }),
         (Some(_), None) | (None, Some(_)) => {
             return Err(Error::usage(
                 "S3 credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together",
@@ -173,7 +201,7 @@ pub fn settings(env: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
                 .flatten()
                 .find(|(_, s)| s.contains_key("aws_access_key_id"));
             match profile {
-                Some((path, s)) => Credentials {
+                Some((path, s)) => Source::Fixed(Credentials {
                     key_id: s["aws_access_key_id"].clone(),
                     secret: s.get("aws_secret_access_key").cloned().ok_or_else(|| {
                         Error::usage(format!(
@@ -183,7 +211,7 @@ pub fn settings(env: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
                     })?,
                     token: s.get("aws_session_token").cloned(),
                     source: format!("profile {profile_name} in {}", path.display()),
-                },
+                }),
                 None if explicit_profile => {
                     return Err(Error::usage(format!(
                         "AWS profile {profile_name} has no credentials in {}",
@@ -194,23 +222,16 @@ pub fn settings(env: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
                     ))
                     .hint("add aws_access_key_id and aws_secret_access_key to it (aws configure --profile NAME)"))
                 }
-                None => {
-                    return Err(Error::usage("no S3 credentials").hint(
-                        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials",
-                    ))
-                }
+                None => match Provider::from_env(&var, &region) {
+                    Some(p) => Source::Fetched(p),
+                    None => return Err(Error::usage("no S3 credentials").hint(
+                        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE with ~/.aws/credentials, or run where instance metadata gives them (AWS_EC2_METADATA_DISABLED is set)",
+                    )),
+                },
             }
         }
     };
 
-    let region = var("AWS_REGION")
-        .or_else(|| var("AWS_DEFAULT_REGION"))
-        .or_else(|| {
-            from_config_file
-                .as_ref()
-                .and_then(|(_, s)| s.get("region").cloned())
-        })
-        .unwrap_or_else(|| "us-east-1".into());
     let endpoint = var("AWS_ENDPOINT_URL_S3")
         .or_else(|| var("AWS_ENDPOINT_URL"))
         .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
@@ -388,9 +409,9 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "envsecret"),
         ]))
         .unwrap();
-        assert_eq!(s.credentials.key_id, "ENVKEY");
+        assert_eq!(s.credentials.fixed().key_id, "ENVKEY");
         let s = settings(&env_of(&[("AWS_SHARED_CREDENTIALS_FILE", creds)])).unwrap();
-        assert_eq!(s.credentials.key_id, "FILEKEY");
+        assert_eq!(s.credentials.fixed().key_id, "FILEKEY");
         let s = settings(&env_of(&[
             ("AWS_SHARED_CREDENTIALS_FILE", creds),
             ("AWS_PROFILE", "ops"),
@@ -398,8 +419,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             (
-                s.credentials.key_id.as_str(),
-                s.credentials.token.as_deref()
+                s.credentials.fixed().key_id.as_str(),
+                s.credentials.fixed().token.as_deref()
             ),
             ("OPSKEY", Some("tok"))
         );
@@ -410,7 +431,17 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.code(), crate::ExitCode::Usage);
-        assert!(settings(&env_of(&[("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")])).is_err());
+        assert!(settings(&env_of(&[
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ("AWS_EC2_METADATA_DISABLED", "true")
+        ]))
+        .is_err());
+        // Without keys anywhere, the instance metadata service is asked.
+        let s = settings(&env_of(&[("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")])).unwrap();
+        assert!(matches!(
+            s.credentials,
+            Source::Fetched(Provider::Instance { .. })
+        ));
     }
 
     #[test]
@@ -453,16 +484,16 @@ mod tests {
             "[ops]\naws_access_key_id = OPS\naws_secret_access_key = S\n",
         );
         let s = settings(&env_of(&env)).unwrap();
-        let got = (s.credentials.key_id.as_str(), s.region.as_str());
+        let got = (s.credentials.fixed().key_id.as_str(), s.region.as_str());
         assert_eq!(got, ("OPS", "ap-south-1"));
-        assert!(s.credentials.source.starts_with("profile ops in "));
+        assert!(s.credentials.fixed().source.starts_with("profile ops in "));
         // The default profile is `[default]` in both files.
         write(
             "[profile ops]\nregion = ap-south-1\n[default]\nregion = eu-north-1\n",
             "[default]\naws_access_key_id = DEF\naws_secret_access_key = S\n",
         );
         let s = settings(&env_of(&env[..2])).unwrap();
-        let got = (s.credentials.key_id.as_str(), s.region.as_str());
+        let got = (s.credentials.fixed().key_id.as_str(), s.region.as_str());
         assert_eq!(got, ("DEF", "eu-north-1"));
     }
 

@@ -90,8 +90,8 @@ pub(super) struct Client {
     agent: ureq::Agent,
     /// The bucket, for rusty-s3's actions.
     pub bucket: rusty_s3::Bucket,
-    /// The signing credentials.
-    pub credentials: rusty_s3::Credentials,
+    /// The signing credentials, fixed or refreshed before they expire.
+    credentials: super::credentials::Refreshing,
     /// Where the store is.
     pub location: Location,
     /// The settings it was made from.
@@ -130,18 +130,16 @@ impl Client {
                 location.bucket, settings.endpoint
             ))
         })?;
-        let c = &settings.credentials;
-        let credentials = match &c.token {
-            Some(t) => rusty_s3::Credentials::new_with_token(&c.key_id, &c.secret, t),
-            None => rusty_s3::Credentials::new(&c.key_id, &c.secret),
+        let credentials = match &settings.credentials {
+            super::config::Source::Fixed(c) => super::credentials::Refreshing::fixed(c.clone()),
+            super::config::Source::Fetched(p) => super::credentials::Refreshing::from(p.clone()),
         };
-        let agent = ureq::AgentBuilder::new()
+        let agent = crate::http::agent_builder()?
             .timeout_connect(settings.timeout.min(Duration::from_secs(30)))
             .timeout_read(settings.timeout)
             .timeout_write(settings.timeout)
             .redirects(0)
             .max_idle_connections_per_host(settings.parts_in_flight + 2)
-            .user_agent(concat!("dbsafe/", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Client {
             agent,
@@ -158,17 +156,18 @@ impl Client {
     }
 
     /// Signs a request rusty-s3 has no action for (bucket-level `GET` with `query`).
-    pub fn sign_bucket_get(&self, query: &[(&str, &str)]) -> Url {
+    pub fn sign_bucket_get(&self, query: &[(&str, &str)]) -> std::result::Result<Url, Failure> {
         // ListObjectsV2 is a bucket-level GET: the same request with our
         // query instead of its own.
-        let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+        let creds = self.credentials()?;
+        let mut action = self.bucket.list_objects_v2(Some(&creds));
         let q = action.query_mut();
         q.remove("list-type");
         q.remove("encoding-type");
         for (k, v) in query {
             q.insert(k.to_string(), v.to_string());
         }
-        self.sign(&action)
+        Ok(self.sign(&action))
     }
 
     /// Sends one request: `Ok` for 2xx, the failure otherwise.
@@ -196,7 +195,8 @@ impl Client {
 
     /// One HEAD of a full object key, not retried: its answer, if it came.
     pub(super) fn head_once(&self, key: &str) -> Option<ureq::Response> {
-        let action = self.bucket.head_object(Some(&self.credentials), key);
+        let creds = self.credentials().ok()?;
+        let action = self.bucket.head_object(Some(&creds), key);
         self.send("HEAD", &self.sign(&action), &[], None).ok()
     }
 
@@ -208,13 +208,25 @@ impl Client {
         }
     }
 
+    /// Credentials to sign a request with (fetched again when temporary
+    /// ones are about to expire).
+    pub fn credentials(&self) -> std::result::Result<rusty_s3::Credentials, Failure> {
+        let c = self
+            .credentials
+            .current()
+            .map_err(|e| Failure::Transport(e.to_string()))?;
+        Ok(match &c.token {
+            Some(t) => rusty_s3::Credentials::new_with_token(&c.key_id, &c.secret, t),
+            None => rusty_s3::Credentials::new(&c.key_id, &c.secret),
+        })
+    }
+
     /// The error a failure ends in, after `attempts` attempts.
     pub fn error(&self, op: &Op<'_>, f: &Failure, attempts: u32) -> Error {
         let what = self.object_url(op.key);
         let bucket = &self.location.bucket;
         let endpoint = &self.settings.endpoint;
-        let creds = &self.settings.credentials;
-        let who = format!("access key id {} (from {})", creds.key_id, creds.source);
+        let who = self.credentials.who();
         match (f.status(), f.code()) {
             (Some(404), "NoSuchBucket") => Error::not_found(format!(
                 "bucket {bucket} does not exist at {endpoint} ({} {what})",

@@ -31,6 +31,7 @@
 //! not needed yet; conditional writes are one `If-None-Match` header away.
 
 mod config;
+mod credentials;
 mod http;
 mod reader;
 mod retry;
@@ -114,7 +115,8 @@ impl Inner {
                 key: Some(key),
             },
             || {
-                let action = c.bucket.delete_object(Some(&c.credentials), key);
+                let creds = c.credentials()?;
+                let action = c.bucket.delete_object(Some(&creds), key);
                 match c.send("DELETE", &c.sign(&action), &[], None) {
                     Ok(_) => Ok(()),
                     Err(f) if f.status() == Some(404) => Ok(()),
@@ -140,14 +142,16 @@ impl Inner {
                 key: Some(key),
             },
             || {
-                let action = c.bucket.head_object(Some(&c.credentials), key);
+                let creds = c.credentials()?;
+                let action = c.bucket.head_object(Some(&creds), key);
                 match c.send("HEAD", &c.sign(&action), &[], None) {
                     Ok(_) => Ok(true),
                     Err(f) if f.status() == Some(404) => Ok(false),
                     // HEAD answers carry no error code: ask again with a GET
                     // of one byte, whose answer says why (wrong secret, ...).
                     Err(f) if f.status() == Some(403) && f.code().is_empty() => {
-                        let mut action = c.bucket.get_object(Some(&c.credentials), key);
+                        let creds = c.credentials()?;
+                        let mut action = c.bucket.get_object(Some(&creds), key);
                         action.headers_mut().insert("range", "bytes=0-0");
                         match c.send("GET", &c.sign(&action), &[("range", "bytes=0-0")], None) {
                             Ok(_) => Ok(true),
@@ -182,7 +186,8 @@ impl Inner {
                 key: Some(&full),
             },
             || {
-                let mut action = c.bucket.list_objects_v2(Some(&c.credentials));
+                let creds = c.credentials()?;
+                let mut action = c.bucket.list_objects_v2(Some(&creds));
                 // Keys come back as XML text; url-encoding is optional and
                 // not every server applies it when asked.
                 action.query_mut().remove("encoding-type");
@@ -249,7 +254,7 @@ impl Inner {
                         query.push(("key-marker", &key_marker));
                         query.push(("upload-id-marker", &id_marker));
                     }
-                    match c.send("GET", &c.sign_bucket_get(&query), &[], None) {
+                    match c.send("GET", &c.sign_bucket_get(&query)?, &[], None) {
                         Ok(r) => {
                             let body = writer::read_text(r)?;
                             let page: xml::ListMultipartUploadsResult =
@@ -301,7 +306,8 @@ impl Inner {
                     key: Some(key),
                 },
                 || {
-                    let mut action = c.bucket.list_parts(Some(&c.credentials), key, upload_id);
+                    let creds = c.credentials()?;
+                    let mut action = c.bucket.list_parts(Some(&creds), key, upload_id);
                     if let Some(m) = marker {
                         action.set_part_number_marker(m);
                     }

@@ -118,7 +118,8 @@ fn get(client: &Client, key: &str, from: Option<(u64, Option<&str>)>) -> Result<
             key: Some(key),
         },
         || {
-            let mut action = client.bucket.get_object(Some(&client.credentials), key);
+            let creds = client.credentials()?;
+            let mut action = client.bucket.get_object(Some(&creds), key);
             let mut headers: Vec<(&str, &str)> = Vec::new();
             if let Some(r) = &range {
                 action.headers_mut().insert("range", r.as_str());

@@ -144,7 +144,8 @@ fn put(client: &Client, key: &str, data: &[u8], new: bool) -> Result<Put> {
         },
         || loop {
             attempts += 1;
-            let mut action = client.bucket.put_object(Some(&client.credentials), key);
+            let creds = client.credentials()?;
+            let mut action = client.bucket.put_object(Some(&creds), key);
             action.headers_mut().insert("content-md5", md5.clone());
             let url = client.sign(&action);
             let mut headers = vec![("content-md5", md5.as_str())];
@@ -191,10 +192,10 @@ fn stored_size(client: &Client, key: &str) -> Option<u64> {
 /// Aborts a multipart upload; an upload already gone is no error.
 pub(super) fn abort_upload(client: &Client, key: &str, upload_id: &str, retry: bool) -> Result<()> {
     let attempt = || {
-        let action =
-            client
-                .bucket
-                .abort_multipart_upload(Some(&client.credentials), key, upload_id);
+        let creds = client.credentials()?;
+        let action = client
+            .bucket
+            .abort_multipart_upload(Some(&creds), key, upload_id);
         let url = client.sign(&action);
         match client.send("DELETE", &url, &[], None) {
             Ok(_) => Ok(()),
@@ -215,7 +216,8 @@ pub(super) fn abort_upload(client: &Client, key: &str, upload_id: &str, retry: b
 
 /// Deletes an object with a single attempt (when there is no time to retry).
 fn delete_once(client: &Client, key: &str) -> std::result::Result<(), Failure> {
-    let action = client.bucket.delete_object(Some(&client.credentials), key);
+    let creds = client.credentials()?;
+    let action = client.bucket.delete_object(Some(&creds), key);
     client
         .send("DELETE", &client.sign(&action), &[], None)
         .map(drop)
@@ -369,9 +371,8 @@ impl Upload {
                 key: Some(key),
             },
             || {
-                let action = client
-                    .bucket
-                    .create_multipart_upload(Some(&client.credentials), key);
+                let creds = client.credentials()?;
+                let action = client.bucket.create_multipart_upload(Some(&creds), key);
                 let url = client.sign(&action);
                 let body = read_text(client.send("POST", &url, &[], None)?)?;
                 let answer: xml::InitiateMultipartUploadResult =
@@ -485,8 +486,9 @@ impl Upload {
             },
             || {
                 attempts += 1;
+                let creds = client.credentials()?;
                 let action = client.bucket.complete_multipart_upload(
-                    Some(&client.credentials),
+                    Some(&creds),
                     &self.key,
                     &self.id,
                     parts.values().map(|(etag, _)| etag.as_str()),
@@ -596,12 +598,11 @@ fn upload_part(client: &Client, key: &str, upload_id: &str, part: &Part, shared:
         },
         Some(&shared.cancel),
         || {
-            let mut action = client.bucket.upload_part(
-                Some(&client.credentials),
-                key,
-                part.number as u16,
-                upload_id,
-            );
+            let creds = client.credentials()?;
+            let mut action =
+                client
+                    .bucket
+                    .upload_part(Some(&creds), key, part.number as u16, upload_id);
             action.headers_mut().insert("content-md5", md5.clone());
             let url = client.sign(&action);
             let resp = client.send("PUT", &url, &[("content-md5", &md5)], Some(&part.data))?;

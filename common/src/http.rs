@@ -1,0 +1,88 @@
+//! HTTP clients for everything dbsafe talks to over HTTP(S): S3-compatible
+//! stores, Pushgateways, webhooks, credential endpoints.
+//!
+//! They trust the public web PKI (webpki-roots) plus the certificates in
+//! `SSL_CERT_FILE`, the variable OpenSSL, curl and the AWS SDKs read for a
+//! private CA; `AWS_CA_BUNDLE` is read too, as the aws CLI does.
+
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// An agent builder with dbsafe's trust roots and user agent.
+pub fn agent_builder() -> Result<ureq::AgentBuilder> {
+    Ok(ureq::AgentBuilder::new()
+        .tls_config(tls_config()?)
+        .user_agent(concat!("dbsafe/", env!("CARGO_PKG_VERSION"))))
+}
+
+fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for var in ["SSL_CERT_FILE", "AWS_CA_BUNDLE"] {
+        let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let shown = std::path::Path::new(&path).display().to_string();
+        let certs = read_pem_certs(std::path::Path::new(&path))
+            .map_err(|e| Error::usage(format!("{var}={shown}: {e}")))?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| Error::usage(format!("{var}={shown}: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::failed(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn read_pem_certs(
+    path: &std::path::Path,
+) -> std::result::Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    Ok(certs)
+}
+
+/// An HTTP `Authorization: Basic` value for `user` and `password`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_is_base64_of_user_colon_password() {
+        assert_eq!(
+            basic_auth("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.pem");
+        std::fs::write(&f, "not a certificate\n").unwrap();
+        assert!(read_pem_certs(&f)
+            .unwrap_err()
+            .contains("no PEM certificate"));
+    }
+}
