@@ -4,9 +4,11 @@ CARGO ?= cargo
 # Where cargo puts its builds: CARGO_TARGET_DIR when set, as cargo itself does.
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 TOOLS := dbsnap dbverify dbrestore dbprune walship dbpromote
+# What `make install` copies (default: what `make release` built).
+BIN_DIR ?= $(TARGET_DIR)/release
 SCRIPTS := $(wildcard scripts/*.sh)
 
-.PHONY: all build release demo test test-deps lint man install uninstall bench bench-restore bench-pitr clean
+.PHONY: all build release demo test test-deps lint man install uninstall deb bench bench-restore bench-pitr clean
 
 all: build
 
@@ -55,15 +57,15 @@ man:
 ## install: copies what `make release` built (run that first, as yourself:
 ## installing as root never builds, so root never writes into your checkout)
 install:
-	@for t in $(TOOLS); do [ -x $(TARGET_DIR)/release/$$t ] || { \
-		echo "make install: $(TARGET_DIR)/release/$$t is missing: run 'make release' first (not as root)" >&2; exit 2; }; done
+	@for t in $(TOOLS); do [ -x $(BIN_DIR)/$$t ] || { \
+		echo "make install: $(BIN_DIR)/$$t is missing: run 'make release' first (not as root)" >&2; exit 2; }; done
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
 		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
-		$(DESTDIR)$(PREFIX)/share/dbsafe/systemd $(DESTDIR)$(PREFIX)/lib/systemd/system \
+		$(DESTDIR)$(PREFIX)/share/dbsafe $(DESTDIR)$(PREFIX)/lib/systemd/system \
 		$(DESTDIR)$(PREFIX)/lib/sysusers.d
-	for t in $(TOOLS); do install -m 0755 $(TARGET_DIR)/release/$$t $(DESTDIR)$(PREFIX)/bin/$$t; done
+	for t in $(TOOLS); do install -m 0755 $(BIN_DIR)/$$t $(DESTDIR)$(PREFIX)/bin/$$t; done
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 0644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 0755 scripts/backup.sh scripts/verify.sh scripts/restore.sh scripts/pitr.sh \
@@ -80,6 +82,10 @@ install:
 		install -m 0644 completions/_$$t $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$t; \
 		install -m 0644 completions/$$t.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$t.fish; \
 	done
+
+## deb: a Debian package (dpkg-deb) of what `make release` built, in target/deb
+deb: release
+	DBSAFE_BIN_DIR=$(TARGET_DIR)/release scripts/deb.sh
 
 ## uninstall: removes exactly what install put there
 uninstall:

@@ -10,6 +10,7 @@ mod dir;
 mod docs;
 mod duckdb;
 mod fidelity;
+mod package;
 mod hostile;
 mod interop;
 mod mariadb;
