@@ -50,11 +50,17 @@ fn the_debian_package_installs_runs_verifies_its_units_and_purges_cleanly() {
     for path in INSTALLED {
         assert!(Path::new(path).exists(), "{path} is not installed");
     }
-    let version = Cmd::new("/usr/bin/dbsnap").arg("--version").succeeds().stdout();
+    let version = Cmd::new("/usr/bin/dbsnap")
+        .arg("--version")
+        .succeeds()
+        .stdout();
     assert!(version.starts_with("dbsnap 0.1.0"), "{version}");
     // The units name the installed scripts under /usr, which verify checks exist.
     let unit = std::fs::read_to_string("/usr/lib/systemd/system/dbsafe-backup@.service").unwrap();
-    assert!(unit.contains("ExecStart=/usr/share/dbsafe/backup.sh"), "{unit}");
+    assert!(
+        unit.contains("ExecStart=/usr/share/dbsafe/backup.sh"),
+        "{unit}"
+    );
     assert!(!unit.contains("/usr/local"), "{unit}");
     let units: Vec<String> = std::fs::read_dir("/usr/lib/systemd/system")
         .unwrap()
