@@ -2,7 +2,7 @@ complete -c dbsnap -s o -l output -d 'Write the artifact to FILE (plus FILE.sha2
 complete -c dbsnap -l to -d 'Write the artifact into a store, named, with sidecars and the series\' _latest link. Repeatable: one dump streamed to every store (a second copy, e.g. local and S3); the run fails (exit 1) naming the stores that did not get it, the others keep theirs' -r
 complete -c dbsnap -l restore-point -d 'PostgreSQL: mark the WAL with this restore point just before the snapshot (dbrestore --target-name NAME recovers to it) and archive it' -r
 complete -c dbsnap -l compress -d 'Compression: zstd (default, frame checksums on), gzip or none' -r
-complete -c dbsnap -l level -d 'Compression level (zstd 1-19, default 3; gzip 1-9, default 6)' -r
+complete -c dbsnap -l level -d 'Compression level: `auto` (zstd\'s default: the level moves between 1 and 6 so that compression keeps up with the source, as `zstd --adapt` does; the levels used go into the metadata), or a fixed level (zstd 1-19; gzip 1-9, default 6)' -r
 complete -c dbsnap -l threads -d 'zstd worker threads (0: compress on the pipeline thread)' -r
 complete -c dbsnap -s r -l recipient -d 'age recipient public key (repeatable, or comma-separated in DBSAFE_RECIPIENTS)' -r
 complete -c dbsnap -l recipients-file -d 'File of age recipients, one a line' -r -F

@@ -45,7 +45,7 @@ complete -c walship -n "__fish_walship_needs_command" -f -a "prune" -d 'Delete a
 complete -c walship -n "__fish_walship_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c walship -n "__fish_walship_using_subcommand push" -l to -d 'The store. Repeatable: the file counts as archived (exit 0) only once every store has it; a store that fails is named (exit 1) and PostgreSQL retries the push, which the stores that have it answer as already archived' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l compress -d 'Compression: zstd (default, frame checksums on), gzip or none' -r
-complete -c walship -n "__fish_walship_using_subcommand push" -l level -d 'Compression level (zstd 1-19, default 3; gzip 1-9, default 6)' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l level -d 'Compression level: `auto` (zstd\'s default: the level moves between 1 and 6 so that compression keeps up with the source, as `zstd --adapt` does; the levels used go into the metadata), or a fixed level (zstd 1-19; gzip 1-9, default 6)' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l threads -d 'zstd worker threads (0: compress on the pipeline thread)' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -s r -l recipient -d 'age recipient public key (repeatable, or comma-separated in DBSAFE_RECIPIENTS)' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l recipients-file -d 'File of age recipients, one a line' -r -F

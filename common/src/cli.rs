@@ -134,15 +134,35 @@ impl DecryptArgs {
     }
 }
 
+/// `--level`: adaptive or fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LevelArg {
+    /// zstd's adaptive level.
+    Auto,
+    /// A fixed level.
+    Fixed(i32),
+}
+
+fn parse_level(s: &str) -> std::result::Result<LevelArg, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(LevelArg::Auto);
+    }
+    s.parse()
+        .map(LevelArg::Fixed)
+        .map_err(|_| format!("{s:?} is not a level: a number or auto"))
+}
+
 /// Keys and compression to write artifacts with.
 #[derive(Debug, Clone, Args)]
 pub struct EncodeArgs {
     /// Compression: zstd (default, frame checksums on), gzip or none.
     #[arg(long, value_name = "ALGO", env = "DBSAFE_COMPRESS")]
     pub compress: Option<String>,
-    /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6).
-    #[arg(long, value_name = "N")]
-    pub level: Option<i32>,
+    /// Compression level: `auto` (zstd's default: the level moves between 1 and 6 so that
+    /// compression keeps up with the source, as `zstd --adapt` does; the levels used go into the
+    /// metadata), or a fixed level (zstd 1-19; gzip 1-9, default 6).
+    #[arg(long, value_name = "N|auto", value_parser = parse_level)]
+    pub level: Option<LevelArg>,
     /// zstd worker threads (0: compress on the pipeline thread).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: u32,
@@ -168,6 +188,16 @@ pub struct EncodeArgs {
 }
 
 impl EncodeArgs {
+    /// The compression level: the flag's, else the config's; `None` is the
+    /// codec's default (adaptive for zstd).
+    pub fn level_for(&self, cfg: &crate::config::Config) -> Option<i32> {
+        match self.level {
+            Some(LevelArg::Auto) => None,
+            Some(LevelArg::Fixed(n)) => Some(n),
+            None => cfg.defaults.level,
+        }
+    }
+
     /// The compression: flag or environment, else config, else zstd.
     pub fn compression(
         &self,

@@ -104,9 +104,13 @@ pub struct Metadata {
     pub checksum_algorithm: String,
     /// `zstd`, `gzip` or `none`.
     pub compression: String,
-    /// Compression level used, when compressed.
+    /// Compression level used, when compressed (with `--level auto`, the
+    /// level most of the payload was compressed at).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression_level: Option<i32>,
+    /// zstd: payload bytes compressed at each level (`--level auto` moves it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub compression_levels: BTreeMap<String, u64>,
     /// `age` or `none`.
     pub encryption: String,
     /// age public keys (empty for passphrase encryption).

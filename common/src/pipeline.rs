@@ -18,6 +18,7 @@ use crate::keys::{Encryption, Keyring};
 use crate::name::{Compression, Payload};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -49,6 +50,8 @@ pub struct EncodeSummary {
     pub artifact_bytes: u64,
     /// sha256 of the artifact, hex.
     pub sha256: String,
+    /// zstd: payload bytes compressed at each level (one entry unless adaptive).
+    pub levels: std::collections::BTreeMap<i32, u64>,
 }
 
 /// A writer that encodes everything written to it into `W` on two threads:
@@ -56,9 +59,11 @@ pub struct EncodeSummary {
 /// thread only reads the source, so the three overlap.
 pub struct StreamEncoder<W: Write + Send + 'static> {
     tx: Option<SyncSender<Vec<u8>>>,
+    /// Buffers sent and not yet taken by the compressor.
+    queued: Arc<AtomicUsize>,
     buf: Vec<u8>,
     raw: u64,
-    compressor: Option<JoinHandle<io::Result<()>>>,
+    compressor: Option<JoinHandle<io::Result<Levels>>>,
     writer: Option<JoinHandle<io::Result<(W, EncodeSummary)>>>,
     progress: Option<crate::progress::Progress>,
 }
@@ -76,12 +81,15 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
             .name("encrypt-write".into())
             .spawn(move || write_stage(back, crx))
             .map_err(spawn_err)?;
+        let queued = Arc::new(AtomicUsize::new(0));
+        let backlog = queued.clone();
         let compressor = std::thread::Builder::new()
             .name("compress".into())
-            .spawn(move || compress_stage(front, rx))
+            .spawn(move || compress_stage(front, rx, &backlog))
             .map_err(spawn_err)?;
         Ok(StreamEncoder {
             tx: Some(tx),
+            queued,
             buf: Vec::with_capacity(CHUNK),
             raw: 0,
             compressor: Some(compressor),
@@ -103,7 +111,7 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
         let compressed = match self.compressor.take().map(|h| h.join()) {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(io::Error::other("the compression thread panicked")),
-            None => Ok(()),
+            None => Ok(Levels::new()),
         };
         let written = match self.writer.take().map(|h| h.join()) {
             Some(Ok(r)) => r,
@@ -113,7 +121,7 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
         match (compressed, written) {
             (_, Err(e)) => Err(e),
             (Err(e), Ok(_)) => Err(e),
-            (Ok(()), Ok(done)) => Ok(done),
+            (Ok(levels), Ok((sink, summary))) => Ok((sink, EncodeSummary { levels, ..summary })),
         }
     }
 
@@ -123,6 +131,7 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
         }
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         let tx = self.tx.as_ref().expect("sender lives until finish");
+        self.queued.fetch_add(1, Ordering::Relaxed);
         if tx.send(full).is_err() {
             // A stage stopped early: its error is the one to report.
             return Err(self
@@ -193,12 +202,18 @@ impl Write for ChannelWriter {
     }
 }
 
-fn compress_stage(mut front: Compress<ChannelWriter>, rx: Receiver<Vec<u8>>) -> io::Result<()> {
+fn compress_stage(
+    mut front: Compress<ChannelWriter>,
+    rx: Receiver<Vec<u8>>,
+    queued: &AtomicUsize,
+) -> io::Result<Levels> {
     for buf in rx {
-        front.write_all(&buf)?;
+        let backlog = queued.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        front.write_chunk(&buf, backlog)?;
     }
-    let mut channel = front.finish()?;
-    channel.flush()
+    let (mut channel, levels) = front.finish()?;
+    channel.flush()?;
+    Ok(levels)
 }
 
 fn write_stage<W: Write>(
@@ -217,6 +232,7 @@ fn write_stage<W: Write>(
             raw_bytes: 0,
             artifact_bytes: hashing.bytes,
             sha256: hex::encode(hashing.hasher.finalize()),
+            levels: Levels::new(),
         },
     ))
 }
@@ -299,38 +315,122 @@ impl<W: Write> Encrypt<W> {
     }
 }
 
+/// Payload bytes compressed at each zstd level.
+pub type Levels = std::collections::BTreeMap<i32, u64>;
+
 enum Compress<W: Write> {
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// A fixed level, and the bytes compressed.
+    Zstd(zstd::stream::write::Encoder<'static, W>, i32, u64),
+    Adaptive(Adaptive<W>),
     Gzip(flate2::write::GzEncoder<W>),
     Plain(W),
 }
 
-impl<W: Write> Write for Compress<W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+impl<W: Write> Compress<W> {
+    /// Compresses one buffer of the source; `backlog` is how many more
+    /// wait behind it (what the adaptive level watches).
+    fn write_chunk(&mut self, data: &[u8], backlog: usize) -> io::Result<()> {
         match self {
-            Compress::Zstd(w) => w.write(data),
-            Compress::Gzip(w) => w.write(data),
-            Compress::Plain(w) => w.write(data),
+            Compress::Zstd(w, _, raw) => {
+                *raw += data.len() as u64;
+                w.write_all(data)
+            }
+            Compress::Adaptive(a) => a.write_chunk(data, backlog),
+            Compress::Gzip(w) => w.write_all(data),
+            Compress::Plain(w) => w.write_all(data),
         }
     }
-    fn flush(&mut self) -> io::Result<()> {
+
+    /// Ends the zstd frame (with its checksum) or writes gzip's CRC
+    /// trailer; returns the bytes compressed at each zstd level.
+    fn finish(self) -> io::Result<(W, Levels)> {
         match self {
-            Compress::Zstd(w) => w.flush(),
-            Compress::Gzip(w) => w.flush(),
-            Compress::Plain(w) => w.flush(),
+            Compress::Zstd(w, level, raw) => Ok((w.finish()?, Levels::from([(level, raw)]))),
+            Compress::Adaptive(a) => a.finish(),
+            Compress::Gzip(w) => Ok((w.finish()?, Levels::new())),
+            Compress::Plain(w) => Ok((w, Levels::new())),
         }
     }
 }
 
-impl<W: Write> Compress<W> {
-    /// Ends the zstd frame (with its checksum) or writes gzip's CRC trailer.
-    fn finish(self) -> io::Result<W> {
-        match self {
-            Compress::Zstd(w) => w.finish(),
-            Compress::Gzip(w) => w.finish(),
-            Compress::Plain(w) => Ok(w),
-        }
+/// zstd whose level follows the source, as `zstd --adapt` does: a source
+/// that keeps the queue in front of the compressor full (compression is the
+/// bottleneck) lowers the level, a compressor that keeps finding the queue
+/// empty (it waits on the source) raises it. A new level starts a new zstd
+/// frame: the artifact is concatenated frames, which every zstd decoder
+/// (the `zstd` CLI included) reads as one stream.
+struct Adaptive<W: Write> {
+    encoder: Option<zstd::stream::write::Encoder<'static, W>>,
+    level: i32,
+    threads: u32,
+    levels: Levels,
+    chunks: usize,
+    backlog: usize,
+}
+
+/// The adaptive range and how many buffers (of [`CHUNK`]) each decision watches.
+const AUTO_LEVELS: std::ops::RangeInclusive<i32> = 1..=6;
+const AUTO_START: i32 = 3;
+const AUTO_WINDOW: usize = 8;
+
+impl<W: Write> Adaptive<W> {
+    fn new(next: W, threads: u32) -> io::Result<Adaptive<W>> {
+        Ok(Adaptive {
+            encoder: Some(zstd_encoder(next, AUTO_START, threads)?),
+            level: AUTO_START,
+            threads,
+            levels: Levels::new(),
+            chunks: 0,
+            backlog: 0,
+        })
     }
+
+    fn write_chunk(&mut self, data: &[u8], backlog: usize) -> io::Result<()> {
+        let encoder = self.encoder.as_mut().expect("an encoder until finish");
+        encoder.write_all(data)?;
+        *self.levels.entry(self.level).or_default() += data.len() as u64;
+        self.chunks += 1;
+        self.backlog += backlog;
+        if self.chunks < AUTO_WINDOW {
+            return Ok(());
+        }
+        // Average queue length over the window, in quarters of a buffer.
+        let average = self.backlog * 4 / self.chunks;
+        let full = (IN_FLIGHT - 1) * 4;
+        let next = if average >= full {
+            self.level - 1
+        } else if average == 0 {
+            self.level + 1
+        } else {
+            self.level
+        }
+        .clamp(*AUTO_LEVELS.start(), *AUTO_LEVELS.end());
+        (self.chunks, self.backlog) = (0, 0);
+        if next != self.level {
+            let sink = self.encoder.take().expect("an encoder").finish()?;
+            self.encoder = Some(zstd_encoder(sink, next, self.threads)?);
+            self.level = next;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<(W, Levels)> {
+        let sink = self.encoder.take().expect("an encoder").finish()?;
+        Ok((sink, self.levels))
+    }
+}
+
+fn zstd_encoder<W: Write>(
+    next: W,
+    level: i32,
+    threads: u32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut z = zstd::stream::write::Encoder::new(next, level)?;
+    z.include_checksum(true)?;
+    if threads > 0 {
+        z.multithread(threads)?;
+    }
+    Ok(z)
 }
 
 fn back_layers<W: Write>(sink: W, opts: &EncodeOptions) -> Result<Encrypt<Hashing<W>>> {
@@ -376,20 +476,16 @@ pub fn check_level(compression: Compression, level: Option<i32>) -> Result<()> {
 
 fn front_layer<W: Write>(next: W, opts: &EncodeOptions) -> Result<Compress<W>> {
     check_level(opts.compression, opts.level)?;
-    Ok(match opts.compression {
-        Compression::Zstd => {
-            let mut z = zstd::stream::write::Encoder::new(next, opts.level.unwrap_or(3))?;
-            z.include_checksum(true)?;
-            if opts.threads > 0 {
-                z.multithread(opts.threads)?;
-            }
-            Compress::Zstd(z)
+    Ok(match (opts.compression, opts.level) {
+        (Compression::Zstd, Some(level)) => {
+            Compress::Zstd(zstd_encoder(next, level, opts.threads)?, level, 0)
         }
-        Compression::Gzip => Compress::Gzip(flate2::write::GzEncoder::new(
+        (Compression::Zstd, None) => Compress::Adaptive(Adaptive::new(next, opts.threads)?),
+        (Compression::Gzip, level) => Compress::Gzip(flate2::write::GzEncoder::new(
             next,
-            flate2::Compression::new(opts.level.unwrap_or(6).unsigned_abs()),
+            flate2::Compression::new(level.unwrap_or(6).unsigned_abs()),
         )),
-        Compression::None => Compress::Plain(next),
+        (Compression::None, _) => Compress::Plain(next),
     })
 }
 
@@ -613,6 +709,41 @@ mod tests {
         assert_eq!(out, data);
         assert_eq!(tap.result().0, summary.sha256);
         (d.layers, artifact)
+    }
+
+    #[test]
+    fn the_adaptive_level_follows_the_backlog_and_its_frames_decode_as_one_stream() {
+        let mut a = Adaptive::new(Vec::new(), 0).unwrap();
+        let chunk =
+            |i: usize| -> Vec<u8> { (0..CHUNK).map(|j| ((i * 31 + j / 7) % 251) as u8).collect() };
+        let mut plain = Vec::new();
+        // A full queue lowers the level window by window, down to 1.
+        for i in 0..AUTO_WINDOW * 3 {
+            a.write_chunk(&chunk(i), IN_FLIGHT).unwrap();
+            plain.extend(chunk(i));
+        }
+        assert_eq!(a.level, 1);
+        // An empty queue raises it again.
+        for i in 0..AUTO_WINDOW * 2 {
+            a.write_chunk(&chunk(i), 0).unwrap();
+            plain.extend(chunk(i));
+        }
+        assert_eq!(a.level, 3);
+        let (out, levels) = a.finish().unwrap();
+        assert_eq!(
+            levels,
+            Levels::from([
+                (1, (AUTO_WINDOW * 2 * CHUNK) as u64),
+                (2, (AUTO_WINDOW * 2 * CHUNK) as u64),
+                (3, (AUTO_WINDOW * CHUNK) as u64),
+            ])
+        );
+        let mut back = Vec::new();
+        zstd::stream::read::Decoder::new(&out[..])
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == plain, "the concatenated frames decode to the input");
     }
 
     #[test]

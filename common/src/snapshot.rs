@@ -199,9 +199,20 @@ pub fn take(
             compression: name.compression.as_str().into(),
             compression_level: match name.compression {
                 Compression::None => None,
-                Compression::Zstd => Some(opts_level(req.level, 3)),
+                Compression::Zstd => req.level.or_else(|| {
+                    summary
+                        .levels
+                        .iter()
+                        .max_by_key(|(_, bytes)| **bytes)
+                        .map(|(level, _)| *level)
+                }),
                 Compression::Gzip => Some(opts_level(req.level, 6)),
             },
+            compression_levels: summary
+                .levels
+                .iter()
+                .map(|(level, bytes)| (level.to_string(), *bytes))
+                .collect(),
             encryption: if name.encrypted { "age" } else { "none" }.into(),
             recipients: recipients.clone(),
             tables: info.tables,

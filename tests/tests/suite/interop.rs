@@ -146,3 +146,62 @@ fn sqlite3_reads_an_unencrypted_uncompressed_artifact_directly() {
         .succeeds();
     restored_counts_match(&s, "cat a.sqlite");
 }
+
+#[test]
+fn an_auto_level_artifact_of_several_zstd_frames_decodes_with_the_zstd_cli() {
+    require("zstd", "the Debian package zstd");
+    require("sqlite3", "the Debian package sqlite3");
+    let s = Scene::new();
+    let db = s.path("big.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 400000)
+         INSERT INTO t(s) SELECT printf('row %d of a compressible table, ', i) || hex(zeroblob(40)) FROM n;",
+    )
+    .unwrap();
+    drop(c);
+    let meta_of = |name: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(s.path(&format!("{name}.meta.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    // The source (a file copy) outruns zstd -3: the level goes down, frame by frame.
+    Cmd::tool("dbsnap")
+        .arg(sqlite::url(&db))
+        .args(["--no-encrypt", "-o"])
+        .arg(s.path("auto.sqlite.zst"))
+        .succeeds();
+    let meta = meta_of("auto.sqlite.zst");
+    let levels = meta["compression_levels"]
+        .as_object()
+        .expect("levels recorded");
+    assert!(levels.len() >= 2, "the level moved: {levels:?}");
+    assert!(levels
+        .keys()
+        .all(|l| (1..=6).contains(&l.parse::<i32>().unwrap())));
+    let total: u64 = levels.values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(total, meta["raw_size_bytes"].as_u64().unwrap());
+    Cmd::sh("zstd -dc auto.sqlite.zst > auto.db")
+        .current_dir(s.dir.path())
+        .succeeds();
+    let check = Cmd::new("sqlite3")
+        .arg(s.path("auto.db"))
+        .arg("PRAGMA integrity_check; SELECT count(*) FROM t;")
+        .succeeds()
+        .stdout();
+    assert_eq!(check.lines().collect::<Vec<_>>(), ["ok", "400000"]);
+    // A fixed level is one level, recorded as such.
+    Cmd::tool("dbsnap")
+        .arg(sqlite::url(&db))
+        .args(["--no-encrypt", "--level", "5", "-o"])
+        .arg(s.path("five.sqlite.zst"))
+        .succeeds();
+    let meta = meta_of("five.sqlite.zst");
+    assert_eq!(meta["compression_level"], 5);
+    assert_eq!(
+        meta["compression_levels"],
+        serde_json::json!({"5": meta["raw_size_bytes"]})
+    );
+}

@@ -129,7 +129,7 @@ fn snap(
     let req = SnapshotRequest {
         env: env.clone(),
         compression,
-        level: args.encode.level.or(cfg.defaults.level),
+        level: args.encode.level_for(cfg),
         threads: args.encode.threads,
         encryption: args
             .encode

@@ -35,6 +35,10 @@ fn store_of(loc: Option<String>, cfg: &Config, create: bool) -> Result<Box<dyn d
     dbsafe::store::open(&loc, create)
 }
 
+/// zstd's level for WAL unless --level says otherwise: WAL compresses well
+/// at 1, and the archiver waits on every push.
+const WAL_LEVEL: i32 = 1;
+
 /// Archives `file` into every store; with one store its own error, with
 /// several an error naming the stores that do not have it.
 fn push_everywhere(
@@ -89,7 +93,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let described: Vec<String> = stores.iter().map(|s| s.describe()).collect();
             let opts = EncodeOptions {
                 compression: encode.compression(&cfg, &env)?,
-                level: encode.level.or(cfg.defaults.level),
+                // WAL is compressed at a fixed level (1 unless given): segments are
+                // small and pushed one at a time, so there is nothing to adapt to.
+                level: encode.level_for(&cfg).or(Some(WAL_LEVEL)),
                 threads: encode.threads,
                 encryption: encode.encryption_for(
                     &cfg,
