@@ -258,7 +258,15 @@ fn a_segment_counts_as_archived_only_once_every_store_has_it() {
     let s = Scene::new();
     let (first, second) = (s.path("first"), s.path("second"));
     let _disk = dbsafe_tests::Tmpfs::mount(&second, "size=1m,mode=0700");
-    let a = segment(&s, "a", 1);
+    // Incompressible: it cannot fit in the second store's megabyte.
+    let a = s.path("a");
+    let mut bytes = vec![0u8; 16 << 20];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut bytes,
+    )
+    .unwrap();
+    std::fs::write(&a, bytes).unwrap();
     let push_both = || push(&first, &a, SEG).arg("--to").arg(&second);
     push_both()
         .fails_with_code(1)

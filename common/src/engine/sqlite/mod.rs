@@ -1,4 +1,6 @@
-//! SQLite: snapshots through the online backup API, consistent while writers run.
+//! SQLite: snapshots streamed page by page from one read transaction
+//! (`sqlite_dbpage`), consistent while writers run; a snapshot of some
+//! tables goes through the online backup API into a copy.
 
 mod side;
 
@@ -49,6 +51,73 @@ fn backup_into(src: &Connection, dst: &mut Connection) -> Result<()> {
             _ => {}
         }
     }
+}
+
+/// Streams the pages of `src` into `out` from one read transaction: one
+/// consistent state of the database while writers go on (WAL mode) or wait
+/// (rollback journal), compressed as the pages are read instead of after a
+/// copy is made. The copy's header says rollback-journal mode, so the file
+/// alone is the whole database. Returns the tables and row counts of that
+/// same state, or `None` when this SQLite lacks the `sqlite_dbpage` table
+/// (the caller copies through the backup API instead).
+fn stream_pages(src: &Connection, out: &mut dyn Write) -> Result<Option<Vec<TableCount>>> {
+    src.busy_timeout(Duration::from_secs(60))
+        .map_err(sql_err("setting the busy timeout"))?;
+    let has_dbpage: bool = src
+        .query_row(
+            "SELECT sqlite_compileoption_used('ENABLE_DBPAGE_VTAB')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql_err("reading SQLite's compile options"))?;
+    if !has_dbpage {
+        return Ok(None);
+    }
+    let mut pages = src
+        .prepare("SELECT pgno, data FROM sqlite_dbpage")
+        .map_err(sql_err("reading the database's pages"))?;
+    src.execute_batch("BEGIN")
+        .map_err(sql_err("starting the read transaction"))?;
+    let streamed = (|| {
+        let mut rows = pages
+            .query([])
+            .map_err(sql_err("reading the database's pages"))?;
+        let mut expected = 1i64;
+        while let Some(row) = rows
+            .next()
+            .map_err(sql_err("reading the database's pages"))?
+        {
+            let pgno: i64 = row.get(0).map_err(sql_err("reading a page number"))?;
+            let data = row
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(sql_err(format!("reading page {pgno}")))?;
+            if pgno != expected {
+                return Err(Error::failed(format!(
+                    "page {expected} of the database was not returned (got {pgno})"
+                )));
+            }
+            if pgno == 1 && data.len() >= 20 {
+                // Bytes 18-19: the file format versions, 1 for rollback journal, 2 for WAL.
+                let mut first = data.to_vec();
+                first[18] = 1;
+                first[19] = 1;
+                out.write_all(&first)?;
+            } else {
+                out.write_all(data)?;
+            }
+            expected += 1;
+        }
+        // The row counts of the same state the pages came from.
+        count_tables(src)
+    })();
+    drop(pages);
+    let ended = src
+        .execute_batch("COMMIT")
+        .map_err(sql_err("ending the read transaction"));
+    let tables = streamed?;
+    ended?;
+    Ok(Some(tables))
 }
 
 /// The first column of every row `sql` returns, as text; `what` names the query in errors.
@@ -132,6 +201,15 @@ impl Engine for Sqlite {
         let file_mode = std::fs::metadata(&self.path)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
             .context(self.path.display())?;
+        let recorded = [
+            ("journal_mode", journal_mode.to_ascii_lowercase().into()),
+            ("file_mode", format!("{file_mode:04o}").into()),
+        ];
+        if opts.tables.is_empty() && opts.exclude_tables.is_empty() {
+            if let Some(tables) = stream_pages(&src, out)? {
+                return Ok(SnapshotInfo::new(tables, rusqlite::version(), recorded));
+            }
+        }
         // A private directory holds the copy and whatever journal SQLite makes beside it.
         let dir_guard = file::snapshot_dir(opts, "sqlite")?;
         let copy_path = dir_guard.path().join("snapshot.sqlite");
@@ -158,14 +236,7 @@ impl Engine for Sqlite {
         let mut f = std::fs::File::open(&copy_path).context("reading the snapshot copy")?;
         crate::pipeline::copy(&mut f, out)?;
         drop(dir_guard);
-        Ok(SnapshotInfo::new(
-            tables,
-            rusqlite::version(),
-            [
-                ("journal_mode", journal_mode.to_ascii_lowercase().into()),
-                ("file_mode", format!("{file_mode:04o}").into()),
-            ],
-        ))
+        Ok(SnapshotInfo::new(tables, rusqlite::version(), recorded))
     }
 
     fn tables(&self) -> Result<Vec<TableCount>> {
@@ -305,4 +376,54 @@ fn restore_tables(target: &Connection, payload: &Path, tables: &[String]) -> Res
     }
     let _ = target.execute("DETACH DATABASE payload", []);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_stream_from_one_read_transaction_including_what_is_still_in_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let writer = Connection::open(&db).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+                 CREATE TABLE t(x);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+                 INSERT INTO t SELECT i FROM n;",
+            )
+            .unwrap();
+        assert!(
+            std::fs::metadata(dir.path().join("app.db-wal"))
+                .unwrap()
+                .len()
+                > 0,
+            "the rows are still in the WAL"
+        );
+        let src = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mut out = Vec::new();
+        let tables = stream_pages(&src, &mut out)
+            .unwrap()
+            .expect("this build has sqlite_dbpage");
+        assert_eq!(
+            tables,
+            vec![TableCount {
+                name: "t".into(),
+                rows: 5000
+            }]
+        );
+        // The stream is a whole database file in rollback-journal mode.
+        assert_eq!((out[18], out[19]), (1, 1));
+        let copy = dir.path().join("copy.db");
+        std::fs::write(&copy, &out).unwrap();
+        let c = Connection::open(&copy).unwrap();
+        assert!(integrity_problems(&c).unwrap().is_empty());
+        let mode: String = c
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete");
+        assert_eq!(count_tables(&c).unwrap(), tables);
+    }
 }
