@@ -10,6 +10,12 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# What the bench compares against: pgBackRest's archive-push, from Debian.
+if ! command -v pgbackrest >/dev/null 2>&1; then
+  echo "bench: installing pgbackrest (apt-get install pgbackrest)" >&2
+  if [ "$(id -u)" -eq 0 ]; then sudo_=(); else sudo_=(sudo); fi
+  "${sudo_[@]}" apt-get install -y -qq pgbackrest >/dev/null
+fi
 bin=${DBSAFE_BIN_DIR:-$root/target/release}
 rows=${BENCH_ROWS:-3500000}
 sqlite_mb=${BENCH_SQLITE_MB:-1024}

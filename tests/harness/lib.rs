@@ -877,3 +877,20 @@ pub fn fetch_wal(file: &str, path: impl AsRef<OsStr>, store: impl AsRef<OsStr>) 
         .arg("--from")
         .arg(store)
 }
+
+/// `systemd-analyze verify` of `units` (names or paths, from `dir`): passes
+/// only when it says nothing at all.
+pub fn systemd_verify(units: &[String], dir: &Path) {
+    let analyze = require("systemd-analyze", "the Debian package systemd");
+    let r = Cmd::new(analyze)
+        .args(["verify", "--man=no"])
+        .args(units)
+        .current_dir(dir)
+        .succeeds();
+    assert!(
+        r.stdout().trim().is_empty() && r.stderr().trim().is_empty(),
+        "systemd-analyze complained:\n{}{}",
+        r.stdout(),
+        r.stderr()
+    );
+}

@@ -68,14 +68,20 @@ fn every_tool_merges_its_series_into_one_promtool_clean_textfile() {
     promtool_accepts(&prom);
 }
 
-#[test]
-fn a_push_reaches_a_real_pushgateway_and_a_dead_one_only_warns() {
+/// The Pushgateway binary, and a scene with a small SQLite database to back up.
+fn pushgateway_scene() -> (std::path::PathBuf, Scene) {
     let gw = require(
         "prometheus-pushgateway",
         "the Debian package prometheus-pushgateway",
     );
     let s = Scene::new();
     sqlite::sample(&s.path("app.db"), 10);
+    (gw, s)
+}
+
+#[test]
+fn a_push_reaches_a_real_pushgateway_and_a_dead_one_only_warns() {
+    let (gw, s) = pushgateway_scene();
     let port = dbsafe_tests::free_port();
     let mut child = Cmd::new(gw)
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -171,12 +177,7 @@ fn private_ca(s: &Scene) -> (std::path::PathBuf, std::path::PathBuf, std::path::
 
 #[test]
 fn a_push_reaches_a_pushgateway_over_https_with_basic_auth_and_the_password_stays_out_of_sight() {
-    let gw = require(
-        "prometheus-pushgateway",
-        "the Debian package prometheus-pushgateway",
-    );
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 10);
+    let (gw, s) = pushgateway_scene();
     let (ca, cert, key) = private_ca(&s);
     let password = "pg-pw-7f3a91c2e";
     let hash = Cmd::new("python3")
