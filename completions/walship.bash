@@ -357,13 +357,21 @@ _walship() {
             return 0
             ;;
         walship__subcmd__push)
-            opts="-r -q -v -h --to --compress --level --threads --recipient --recipients-file --passphrase-file --no-encrypt --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --on-success --on-failure --notify --help"
+            opts="-r -q -v -h --to --async --spool --spool-max --compress --level --threads --recipient --recipients-file --passphrase-file --no-encrypt --quiet --verbose --json --config --metrics-file --allow-shared-store --pushgateway --on-success --on-failure --notify --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --spool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --spool-max)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

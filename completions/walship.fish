@@ -44,6 +44,8 @@ complete -c walship -n "__fish_walship_needs_command" -f -a "restore-point" -d '
 complete -c walship -n "__fish_walship_needs_command" -f -a "prune" -d 'Delete archived WAL that is no longer needed (.history files always stay)'
 complete -c walship -n "__fish_walship_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c walship -n "__fish_walship_using_subcommand push" -l to -d 'The store. Repeatable: the file counts as archived (exit 0) only once every store has it; a store that fails is named (exit 1) and PostgreSQL retries the push, which the stores that have it answer as already archived' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l spool -d 'With --async: the spool directory (local disk, kept across reboots)' -r -F
+complete -c walship -n "__fish_walship_using_subcommand push" -l spool-max -d 'With --async: what the spool may hold (default 1G); a push that would pass it fails (exit 1, PostgreSQL keeps the WAL and retries), it never drops a file' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l compress -d 'Compression: zstd (default, frame checksums on), gzip or none' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l level -d 'Compression level: `auto` (zstd\'s default: the level moves between 1 and 6 so that compression keeps up with the source, as `zstd --adapt` does; the levels used go into the metadata), or a fixed level (zstd 1-19; gzip 1-9, default 6)' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l threads -d 'zstd worker threads (0: compress on the pipeline thread)' -r
@@ -56,6 +58,7 @@ complete -c walship -n "__fish_walship_using_subcommand push" -l pushgateway -d 
 complete -c walship -n "__fish_walship_using_subcommand push" -l on-success -d 'Shell command run when the run succeeds, with DBSAFE_TOOL, DBSAFE_RESULT, DBSAFE_BACKUP, ... describing it; its failure only warns' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l on-failure -d 'Shell command run when the run fails (same environment)' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l notify -d 'POST the run\'s outcome as JSON (with a Slack-compatible `text`) to this URL; an unreachable webhook only warns' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l async -d 'Acknowledge the file once it is durable in the local --spool, and ship the spool to the stores in the background (several files at once); the archiver does not wait on the stores. A file is removed from the spool once every store has it'
 complete -c walship -n "__fish_walship_using_subcommand push" -l no-encrypt -d 'Write the artifact unencrypted to a file or a store (refused without it when no key is given; config: encrypt = false)'
 complete -c walship -n "__fish_walship_using_subcommand push" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand push" -s v -l verbose -d 'Print more on stderr'

@@ -47,6 +47,7 @@ pub mod units;
 pub mod verify;
 pub mod wal;
 pub mod walarchive;
+pub mod walspool;
 
 pub use engine::Engine;
 pub use error::{Context, Error, ExitCode, Result};

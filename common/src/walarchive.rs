@@ -62,7 +62,8 @@ pub enum Pushed {
 /// The layer suffixes an archived file may carry, most likely first.
 const SUFFIXES: [&str; 6] = [".zst.age", ".zst", ".gz.age", ".gz", ".age", ""];
 
-fn validate(file: &str) -> Result<()> {
+/// Refuses a name that is not a WAL file name PostgreSQL archives.
+pub fn validate(file: &str) -> Result<()> {
     if WalName::parse(file).is_none() {
         return Err(Error::usage(format!(
             "{file:?} is not a WAL file name (segment, .history, .backup or .partial)"

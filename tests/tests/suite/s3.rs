@@ -572,8 +572,18 @@ fn two_hosts_race(s: &Scene, server: &S3Server) {
             .env("XDG_RUNTIME_DIR", &dir)
             .stderr_file(dir.join("stderr"))
     };
+    // The first host is slowed down too, less: its upload still ends first,
+    // but only after the second has looked for the name and found it free,
+    // however loaded the machine is.
+    let less_slow = FaultProxy::start(
+        server.port,
+        Fault::Delay {
+            by: Duration::from_millis(3),
+            connections: usize::MAX,
+        },
+    );
     dbsafe_tests::next_second();
-    let first = host("a", &server.endpoint()).spawn();
+    let first = host("a", &less_slow.endpoint()).spawn();
     let second = host("b", &slow.endpoint()).spawn();
     let codes: Vec<i32> = [first, second]
         .into_iter()

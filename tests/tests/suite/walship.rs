@@ -288,3 +288,143 @@ fn a_segment_counts_as_archived_only_once_every_store_has_it() {
         std::fs::remove_file(&back).unwrap();
     }
 }
+
+/// `walship push --async` of segment `n` (16 MiB, its own bytes) through `spool` into `store`.
+fn push_async(s: &Scene, spool: &Path, store: &Path, n: u8) -> (Cmd, String, std::path::PathBuf) {
+    let name = format!("0000000100000000000000{n:02X}");
+    let seg = s.path(&format!("seg{n}"));
+    if !seg.exists() {
+        segment(s, &format!("seg{n}"), n);
+    }
+    let cmd = push(store, &seg, &name)
+        .arg("--async")
+        .arg("--spool")
+        .arg(spool);
+    (cmd, name, seg)
+}
+
+/// Waits until the spool's queue is empty (its shipper done).
+fn spool_drains(spool: &Path) {
+    let queue = spool.join("queue");
+    let drained = dbsafe_tests::poll_until(Duration::from_secs(60), || {
+        dbsafe_tests::files_under(&queue).is_empty()
+    });
+    assert!(
+        drained,
+        "the spool still holds {:?}; shipper.log:\n{}",
+        dbsafe_tests::files_under(&queue),
+        std::fs::read_to_string(spool.join("shipper.log")).unwrap_or_default()
+    );
+}
+
+#[test]
+fn async_pushes_are_acknowledged_from_the_spool_and_shipped_to_every_store() {
+    let s = Scene::new();
+    let (spool, store, second) = (s.path("spool"), s.path("store"), s.path("second"));
+    let mut pushed = Vec::new();
+    for n in 1..=6 {
+        let (cmd, name, seg) = push_async(&s, &spool, &store, n);
+        cmd.arg("--to").arg(&second).succeeds();
+        pushed.push((name, seg));
+    }
+    spool_drains(&spool);
+    for store in [&store, &second] {
+        for (name, seg) in &pushed {
+            let back = s.path("back");
+            fetch(store, name, &back).succeeds();
+            assert!(
+                std::fs::read(&back).unwrap() == std::fs::read(seg).unwrap(),
+                "{name}"
+            );
+            std::fs::remove_file(&back).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_full_spool_makes_an_async_push_fail_and_nothing_is_dropped() {
+    let s = Scene::new();
+    let spool = s.path("spool");
+    // A store that takes nothing: its disk is read-only.
+    let store = s.path("store");
+    let _disk = dbsafe_tests::Tmpfs::mount(&store, "ro,size=1m,mode=0700");
+    let (first, name1, seg1) = push_async(&s, &spool, &store, 1);
+    first.args(["--spool-max", "20M"]).succeeds();
+    let (second, name2, _) = push_async(&s, &spool, &store, 2);
+    second.args(["--spool-max", "20M"]).fails_with(1, "is full");
+    wait_until("the shipper to give up", Duration::from_secs(30), || {
+        std::fs::read_to_string(spool.join("shipper.log")).is_ok_and(|l| !l.is_empty())
+    });
+    assert!(
+        spool.join("queue").join(&name1).exists(),
+        "the first stays queued"
+    );
+    assert!(
+        !spool.join("queue").join(&name2).exists(),
+        "the second was refused"
+    );
+    // The store comes back: the archiver's retries go on failing until the
+    // shipper they start has emptied the spool, then the second is queued.
+    Cmd::new("mount")
+        .args(["-o", "remount,rw"])
+        .arg(&store)
+        .succeeds();
+    wait_until(
+        "a retried push to be taken",
+        Duration::from_secs(60),
+        || {
+            let (retry, _, _) = push_async(&s, &spool, &store, 2);
+            retry
+                .args(["--spool-max", "20M"])
+                .run()
+                .out
+                .status
+                .success()
+        },
+    );
+    spool_drains(&spool);
+    let back = s.path("back");
+    fetch(&store, &name1, &back).succeeds();
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(&seg1).unwrap());
+}
+
+#[test]
+fn async_pushes_killed_at_random_points_lose_no_acknowledged_segment() {
+    let s = Scene::new();
+    let (spool, store) = (s.path("spool"), s.path("store"));
+    let mut delays = dbsafe_tests::Delays::new();
+    let mut acknowledged = Vec::new();
+    for n in 1..=8u8 {
+        let (cmd, name, seg) = push_async(&s, &spool, &store, n);
+        let mut child = cmd.spawn();
+        let deadline = delays.next(150);
+        std::thread::sleep(deadline);
+        match child.try_wait().unwrap() {
+            Some(st) if st.success() => acknowledged.push((name, seg)),
+            Some(st) => panic!("push of {name} failed: {st}"),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    // Shippers killed too, mid-shipment: the next push starts another.
+    Cmd::new("pkill")
+        .args(["-KILL", "-f"])
+        .arg(spool.display().to_string())
+        .run();
+    let (last, name, seg) = push_async(&s, &spool, &store, 9);
+    last.succeeds();
+    acknowledged.push((name, seg));
+    spool_drains(&spool);
+    assert!(!acknowledged.is_empty());
+    for (name, seg) in &acknowledged {
+        let back = s.path("back");
+        fetch(&store, name, &back).succeeds();
+        assert!(
+            std::fs::read(&back).unwrap() == std::fs::read(seg).unwrap(),
+            "{name}"
+        );
+        std::fs::remove_file(&back).unwrap();
+    }
+}

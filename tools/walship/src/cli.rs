@@ -56,6 +56,18 @@ pub enum Command {
         /// the stores that have it answer as already archived.
         #[arg(long, value_name = "STORE", env = "DBSAFE_STORE")]
         to: Vec<String>,
+        /// Acknowledge the file once it is durable in the local --spool, and ship the spool to
+        /// the stores in the background (several files at once); the archiver does not wait on
+        /// the stores. A file is removed from the spool once every store has it.
+        #[arg(long = "async", requires = "spool")]
+        asynchronous: bool,
+        /// With --async: the spool directory (local disk, kept across reboots).
+        #[arg(long, value_name = "DIR", env = "DBSAFE_WAL_SPOOL")]
+        spool: Option<std::path::PathBuf>,
+        /// With --async: what the spool may hold (default 1G); a push that would pass it fails
+        /// (exit 1, PostgreSQL keeps the WAL and retries), it never drops a file.
+        #[arg(long, value_name = "SIZE", requires = "asynchronous")]
+        spool_max: Option<String>,
         #[command(flatten)]
         encode: EncodeArgs,
     },

@@ -8,6 +8,7 @@ use dbsafe::config::Config;
 use dbsafe::pipeline::EncodeOptions;
 use dbsafe::wal::WalName;
 use dbsafe::walarchive::{self, Fetched, Pushed};
+use dbsafe::walspool;
 use dbsafe::{Error, ExitCode, Result};
 
 /// Runs walship and turns the outcome into an exit status, with `fetch`'s
@@ -29,10 +30,13 @@ pub fn main(cli: Cli) -> std::process::ExitCode {
 }
 
 fn store_of(loc: Option<String>, cfg: &Config, create: bool) -> Result<Box<dyn dbsafe::Store>> {
-    let loc = loc
-        .or_else(|| cfg.defaults.store.clone())
-        .ok_or_else(|| Error::usage("no store: pass --to/--from STORE or set DBSAFE_STORE"))?;
-    dbsafe::store::open(&loc, create)
+    dbsafe::store::open(&location_of(loc, cfg)?, create)
+}
+
+/// The store named on the command line, else the config's.
+fn location_of(loc: Option<String>, cfg: &Config) -> Result<String> {
+    loc.or_else(|| cfg.defaults.store.clone())
+        .ok_or_else(|| Error::usage("no store: pass --to/--from STORE or set DBSAFE_STORE"))
 }
 
 /// zstd's level for WAL unless --level says otherwise: WAL compresses well
@@ -68,6 +72,34 @@ fn push_everywhere(
     .hint("PostgreSQL retries the push; the stores that have it answer it as already archived"))
 }
 
+/// Set in the environment of the background shipper an async push starts.
+const SHIPPER: &str = "DBSAFE_WAL_SHIPPER";
+
+/// Starts the shipper of the spool: this program again, with the same
+/// arguments, in a process group of its own (so the archiver's end does not
+/// end it), its errors appended to `DIR/shipper.log`. A shipper already
+/// running makes the new one return at once.
+fn start_shipper(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("shipper.log"))
+        .map_err(|e| Error::io(format!("opening {}/shipper.log", dir.display()), e))?;
+    let exe =
+        std::env::current_exe().map_err(|e| Error::io("finding walship's own executable", e))?;
+    std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(SHIPPER, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map(drop)
+        .map_err(|e| Error::io("starting the spool's shipper", e))
+}
+
 /// Runs walship with parsed arguments.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let log = cli.common.log("walship");
@@ -81,16 +113,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             path,
             file,
             to,
+            asynchronous,
+            spool,
+            spool_max,
             encode,
         } => {
-            let stores = match to.is_empty() {
-                true => vec![store_of(None, &cfg, true)?],
-                false => to
-                    .into_iter()
-                    .map(|loc| store_of(Some(loc), &cfg, true))
-                    .collect::<Result<Vec<_>>>()?,
+            let locations = match to.is_empty() {
+                true => vec![location_of(None, &cfg)?],
+                false => to,
             };
-            let described: Vec<String> = stores.iter().map(|s| s.describe()).collect();
             let opts = EncodeOptions {
                 compression: encode.compression(&cfg, &env)?,
                 // WAL is compressed at a fixed level (1 unless given): segments are
@@ -100,13 +131,43 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 encryption: encode.encryption_for(
                     &cfg,
                     &env,
-                    Some(&format!("store {}", described.join(", store "))),
+                    Some(&format!("store {}", locations.join(", store "))),
                 )?,
                 max_size: None,
+            };
+            // An async push acknowledges without the stores: they are opened by the shipper.
+            let open_stores = || {
+                locations
+                    .iter()
+                    .map(|loc| dbsafe::store::open(loc, true))
+                    .collect::<Result<Vec<_>>>()
             };
             let clock = std::time::Instant::now();
             let sink = cli.common.metrics(&cfg);
             let database = std::env::var("DBSAFE_DATABASE").unwrap_or_else(|_| "cluster".into());
+            if let (true, Some(dir)) = (asynchronous, &spool) {
+                let max = spool_max
+                    .as_deref()
+                    .map(dbsafe::units::parse_size)
+                    .transpose()?
+                    .unwrap_or(walspool::DEFAULT_MAX);
+                let spool = walspool::Spool::open(dir, max)?;
+                if std::env::var_os(SHIPPER).is_some() {
+                    // The background shipper: the queue to every store, four at a time.
+                    let stores = open_stores()?;
+                    spool.ship(4, &|p, f| push_everywhere(&stores, p, f, &opts).map(drop))?;
+                    return Ok(ExitCode::Success);
+                }
+                // A full spool still gets a shipper: once the stores take
+                // the queue again, PostgreSQL's retry of this push succeeds.
+                let queued = spool.enqueue(&path, &file);
+                start_shipper(dir)?;
+                queued?;
+                log.debug(format!("{file} is durable in the spool {}", dir.display()));
+                return Ok(ExitCode::Success);
+            }
+            let stores = open_stores()?;
+            let described: Vec<String> = stores.iter().map(|s| s.describe()).collect();
             let pushed = push_everywhere(&stores, &path, &file, &opts);
             let sample = |n, h, v| dbsafe::metrics::Sample::new(n, h, &env, &database, v);
             match &pushed {

@@ -1,0 +1,207 @@
+//! `walship push --async`: a local spool between PostgreSQL and the stores.
+//!
+//! A push copies its WAL file into the spool's queue (a temporary, fsync,
+//! rename, fsync of the directory) and is acknowledged once that is done:
+//! the archiver goes on while the file is shipped. Shipping is the work of
+//! one process at a time, the holder of the spool's lock, which ships the
+//! queue in parallel and removes each file once every store has it; a
+//! push that finds no shipper running starts one. A shipper that dies
+//! leaves its files queued for the next one, and a store that fails keeps
+//! them queued. The queue is bounded: a push that would grow it past its
+//! limit fails (PostgreSQL keeps the WAL and retries), it never drops one.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default limit of the queue.
+pub const DEFAULT_MAX: u64 = 1 << 30;
+
+/// A spool directory: `queue/` holds acknowledged files not yet in every store.
+pub struct Spool {
+    dir: PathBuf,
+    max: u64,
+}
+
+impl Spool {
+    /// The spool at `dir` (created private), holding at most `max` bytes.
+    pub fn open(dir: &Path, max: u64) -> Result<Spool> {
+        crate::fsutil::create_private_dir(&dir.join("queue"))?;
+        // Half-copied files of pushes that were killed.
+        crate::cleanup::sweep(&dir.join("queue"));
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            max,
+        })
+    }
+
+    fn queue(&self) -> PathBuf {
+        self.dir.join("queue")
+    }
+
+    /// Durably queues the WAL file at `path` as `file`. A file queued
+    /// already with the same bytes is success; other bytes are an error.
+    pub fn enqueue(&self, path: &Path, file: &str) -> Result<()> {
+        crate::walarchive::validate(file)?;
+        let target = self.queue().join(file);
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if let Ok(queued) = std::fs::read(&target) {
+            if queued == bytes {
+                return Ok(());
+            }
+            return Err(Error::failed(format!(
+                "{file} is queued in {} with different contents; the queued copy is kept",
+                self.dir.display()
+            )));
+        }
+        let used: u64 = self.queued()?.iter().map(|(_, _, size)| size).sum();
+        if used + bytes.len() as u64 > self.max {
+            return Err(Error::failed(format!(
+                "the spool {} is full: {} queued, {} more would pass --spool-max {}",
+                self.dir.display(),
+                crate::units::human_bytes(used),
+                crate::units::human_bytes(bytes.len() as u64),
+                crate::units::human_bytes(self.max)
+            ))
+            .hint("the stores are not taking the queue: check them (walship status); PostgreSQL keeps the WAL and retries"));
+        }
+        crate::fsutil::write_private(&target, &bytes)?;
+        crate::fsutil::fsync_dir(&self.queue())
+    }
+
+    /// The queued files: name, path and size, oldest name first.
+    pub fn queued(&self) -> Result<Vec<(String, PathBuf, u64)>> {
+        let rd = std::fs::read_dir(self.queue())
+            .map_err(|e| Error::io(format!("reading {}", self.queue().display()), e))?;
+        let mut v: Vec<(String, PathBuf, u64)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let meta = e.metadata().ok()?;
+                (crate::walarchive::validate(&name).is_ok() && meta.is_file())
+                    .then(|| (name, e.path(), meta.len()))
+            })
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Ships the queue with `push` (`parallel` files at once) while it holds
+    /// the spool's lock, removing each file once pushed; a file whose push
+    /// fails stays queued and ends this round. Returns at once (`Ok(false)`)
+    /// when another process is shipping.
+    pub fn ship(
+        &self,
+        parallel: usize,
+        push: &(dyn Fn(&Path, &str) -> Result<()> + Sync),
+    ) -> Result<bool> {
+        loop {
+            let lock = match crate::lock::Lock::acquire(
+                &self.dir.join("ship.lock"),
+                "the WAL spool",
+                Duration::ZERO,
+            ) {
+                Ok(l) => l,
+                Err(e) if e.kind == crate::error::Kind::Busy => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            loop {
+                let batch = self.queued()?;
+                if batch.is_empty() {
+                    break;
+                }
+                let failed = std::sync::Mutex::new(None);
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                std::thread::scope(|scope| {
+                    for _ in 0..parallel.max(1) {
+                        scope.spawn(|| loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((name, path, _)) = batch.get(i) else {
+                                return;
+                            };
+                            if failed.lock().expect("lock").is_some() {
+                                return;
+                            }
+                            match push(path, name) {
+                                Ok(()) => {
+                                    let _ = std::fs::remove_file(path);
+                                }
+                                Err(e) => {
+                                    failed.lock().expect("lock").get_or_insert(e);
+                                }
+                            }
+                        });
+                    }
+                });
+                let _ = crate::fsutil::fsync_dir(&self.queue());
+                if let Some(e) = failed.into_inner().expect("lock") {
+                    return Err(e);
+                }
+            }
+            drop(lock);
+            // A push that queued a file after the last listing and found the
+            // lock held: its file is shipped by this loop, not stranded.
+            if self.queued()?.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: &str = "000000010000000000000003";
+
+    #[test]
+    fn a_queue_past_its_limit_refuses_and_keeps_what_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), 100).unwrap();
+        let src = dir.path().join("seg");
+        std::fs::write(&src, vec![1u8; 60]).unwrap();
+        spool.enqueue(&src, SEG).unwrap();
+        spool.enqueue(&src, SEG).unwrap();
+        let e = spool.enqueue(&src, "000000010000000000000004").unwrap_err();
+        assert!(e.message.contains("is full"), "{e}");
+        std::fs::write(&src, vec![2u8; 60]).unwrap();
+        assert!(spool
+            .enqueue(&src, SEG)
+            .unwrap_err()
+            .message
+            .contains("different contents"));
+        assert_eq!(spool.queued().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn shipping_removes_what_was_pushed_and_keeps_what_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), DEFAULT_MAX).unwrap();
+        let src = dir.path().join("seg");
+        std::fs::write(&src, b"wal").unwrap();
+        for n in 3..9 {
+            spool
+                .enqueue(&src, &format!("00000001000000000000000{n}"))
+                .unwrap();
+        }
+        let shipped = std::sync::Mutex::new(Vec::new());
+        let err = spool
+            .ship(2, &|_, name| {
+                if name.ends_with('6') {
+                    return Err(Error::failed("store down"));
+                }
+                shipped.lock().unwrap().push(name.to_string());
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(err.message, "store down");
+        let left: Vec<String> = spool.queued().unwrap().into_iter().map(|q| q.0).collect();
+        assert!(
+            left.contains(&"000000010000000000000006".to_string()),
+            "{left:?}"
+        );
+        assert!(spool.ship(3, &|_, _| Ok(())).unwrap());
+        assert!(spool.queued().unwrap().is_empty());
+    }
+}
