@@ -41,7 +41,11 @@ bench_server() {
 
 bench_server_cleanup() {
   "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$work"
+  # A process the bench started may still be ending (a shipper, a server):
+  # what it writes meanwhile makes one rm fail.
+  local _
+  for _ in 1 2 3 4 5; do rm -rf "$work" 2>/dev/null && return 0; sleep 1; done
+  echo "bench: could not remove $work" >&2
 }
 
 # bench_seconds CMD...: the wall seconds CMD took, on stdout. A command
