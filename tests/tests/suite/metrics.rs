@@ -68,6 +68,15 @@ fn every_tool_merges_its_series_into_one_promtool_clean_textfile() {
     promtool_accepts(&prom);
 }
 
+/// The backup size series in what a Pushgateway serves.
+fn pushed_size(metrics: &str) -> String {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("dbsafe_backup_size_bytes{"))
+        .unwrap_or_else(|| panic!("no backup size pushed:\n{metrics}"))
+        .to_string()
+}
+
 /// The Pushgateway binary, and a scene with a small SQLite database to back up.
 fn pushgateway_scene() -> (std::path::PathBuf, Scene) {
     let gw = require(
@@ -96,11 +105,7 @@ fn a_push_reaches_a_real_pushgateway_and_a_dead_one_only_warns() {
     snap_to_file(sqlite::url(&s.path("app.db")), s.path("a.sqlite.zst"))
         .args(["--env", "staging", "--pushgateway", &url])
         .succeeds();
-    let metrics = get().stdout();
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("dbsafe_backup_size_bytes{"))
-        .unwrap_or_else(|| panic!("no backup size pushed:\n{metrics}"));
+    let line = pushed_size(&get().stdout());
     assert!(
         line.contains("database=\"app\"")
             && line.contains("env=\"staging\"")
@@ -229,11 +234,7 @@ fn a_push_reaches_a_pushgateway_over_https_with_basic_auth_and_the_password_stay
     };
     let run = snap("a.sqlite.zst").succeeds();
     assert!(!run.stderr().contains("cannot push"), "{}", run.stderr());
-    let metrics = get().stdout();
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("dbsafe_backup_size_bytes{"))
-        .unwrap_or_else(|| panic!("no backup size pushed:\n{metrics}"));
+    let line = pushed_size(&get().stdout());
     assert!(
         line.contains("job=\"dbsnap\"") && line.contains("env=\"staging\""),
         "{line}"

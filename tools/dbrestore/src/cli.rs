@@ -9,8 +9,10 @@ use std::path::PathBuf;
 #[command(
     name = "dbrestore",
     version,
-    about = "Restore a backup into a database: verified first, with a safety backup and a typed confirmation",
-    after_help = "Before touching a non-empty target, dbrestore verifies the artifact (--skip-verify to skip),
+    about = "Restore a backup into a database: verified, with a safety backup and a typed confirmation",
+    after_help = "Into a target it creates, dbrestore verifies the artifact as it restores it (checksum, every
+layer) and removes the target again if the artifact fails. Before touching an existing target, it
+verifies the artifact first (--skip-verify to skip),
 asks you to type the target database's name (--yes skips; without a terminal and without --yes it
 refuses with exit 4) and takes a safety backup of the target into the store's `{env}-safety` series or
 --safety-dir (--no-safety-backup to skip). After the restore it compares tables and row counts with
