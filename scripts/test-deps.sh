@@ -26,6 +26,7 @@ have prometheus-pushgateway || need_apt+=(prometheus-pushgateway)
 have systemd-analyze || need_apt+=(systemd)
 have man || need_apt+=(man-db)
 have openssl || need_apt+=(openssl)
+have pkill || need_apt+=(procps)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"
