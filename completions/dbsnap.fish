@@ -3,7 +3,7 @@ complete -c dbsnap -l to -d 'Write the artifact into a store, named, with sideca
 complete -c dbsnap -l restore-point -d 'PostgreSQL: mark the WAL with this restore point just before the snapshot (dbrestore --target-name NAME recovers to it) and archive it' -r
 complete -c dbsnap -l compress -d 'Compression: zstd (default, frame checksums on), gzip or none' -r
 complete -c dbsnap -l level -d 'Compression level: `auto` (zstd\'s default: the level moves between 1 and 6 so that compression keeps up with the source, as `zstd --adapt` does; the levels used go into the metadata), or a fixed level (zstd 1-19; gzip 1-9, default 6)' -r
-complete -c dbsnap -l threads -d 'zstd worker threads (0: compress on the pipeline thread)' -r
+complete -c dbsnap -l threads -d 'zstd worker threads (0: compress on the pipeline thread). Default: on a machine of more than 2 cores, the cores beyond 2 (up to 4), which the database and the dump do not need; otherwise 0' -r
 complete -c dbsnap -s r -l recipient -d 'age recipient public key (repeatable, or comma-separated in DBSAFE_RECIPIENTS)' -r
 complete -c dbsnap -l recipients-file -d 'File of age recipients, one a line' -r -F
 complete -c dbsnap -l passphrase-file -d 'Encrypt with the passphrase on this file\'s first line instead' -r -F

@@ -48,7 +48,7 @@ complete -c walship -n "__fish_walship_using_subcommand push" -l spool -d 'With 
 complete -c walship -n "__fish_walship_using_subcommand push" -l spool-max -d 'With --async: what the spool may hold (default 1G); a push that would pass it fails (exit 1, PostgreSQL keeps the WAL and retries), it never drops a file' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l compress -d 'Compression: zstd (default, frame checksums on), gzip or none' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l level -d 'Compression level: `auto` (zstd\'s default: the level moves between 1 and 6 so that compression keeps up with the source, as `zstd --adapt` does; the levels used go into the metadata), or a fixed level (zstd 1-19; gzip 1-9, default 6)' -r
-complete -c walship -n "__fish_walship_using_subcommand push" -l threads -d 'zstd worker threads (0: compress on the pipeline thread)' -r
+complete -c walship -n "__fish_walship_using_subcommand push" -l threads -d 'zstd worker threads (0: compress on the pipeline thread). Default: on a machine of more than 2 cores, the cores beyond 2 (up to 4), which the database and the dump do not need; otherwise 0' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -s r -l recipient -d 'age recipient public key (repeatable, or comma-separated in DBSAFE_RECIPIENTS)' -r
 complete -c walship -n "__fish_walship_using_subcommand push" -l recipients-file -d 'File of age recipients, one a line' -r -F
 complete -c walship -n "__fish_walship_using_subcommand push" -l passphrase-file -d 'Encrypt with the passphrase on this file\'s first line instead' -r -F

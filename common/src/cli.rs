@@ -134,6 +134,12 @@ impl DecryptArgs {
     }
 }
 
+/// zstd's workers by default on a machine of `cores`: the ones beyond the
+/// two the database and its dump tool keep busy, up to 4.
+fn default_threads(cores: usize) -> u32 {
+    cores.saturating_sub(2).min(4) as u32
+}
+
 /// `--level`: adaptive or fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LevelArg {
@@ -163,9 +169,11 @@ pub struct EncodeArgs {
     /// metadata), or a fixed level (zstd 1-19; gzip 1-9, default 6).
     #[arg(long, value_name = "N|auto", value_parser = parse_level)]
     pub level: Option<LevelArg>,
-    /// zstd worker threads (0: compress on the pipeline thread).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub threads: u32,
+    /// zstd worker threads (0: compress on the pipeline thread). Default: on a machine of more
+    /// than 2 cores, the cores beyond 2 (up to 4), which the database and the dump do not need;
+    /// otherwise 0.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
     /// age recipient public key (repeatable, or comma-separated in DBSAFE_RECIPIENTS).
     #[arg(
         short = 'r',
@@ -188,6 +196,13 @@ pub struct EncodeArgs {
 }
 
 impl EncodeArgs {
+    /// zstd worker threads: `--threads`, else the cores beyond 2 (up to 4).
+    pub fn threads(&self) -> u32 {
+        self.threads.unwrap_or_else(|| {
+            default_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        })
+    }
+
     /// The compression level: the flag's, else the config's; `None` is the
     /// codec's default (adaptive for zstd).
     pub fn level_for(&self, cfg: &crate::config::Config) -> Option<i32> {
@@ -350,3 +365,16 @@ pub fn parse_labels(items: &[String]) -> Result<std::collections::BTreeMap<Strin
 }
 
 pub use crate::output::print_json;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_workers_take_only_the_cores_beyond_two() {
+        assert_eq!(default_threads(1), 0);
+        assert_eq!(default_threads(2), 0);
+        assert_eq!(default_threads(3), 1);
+        assert_eq!(default_threads(8), 4);
+    }
+}

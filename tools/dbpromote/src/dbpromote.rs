@@ -148,7 +148,7 @@ impl Ctx {
         EncodeArgs {
             compress: var("DBSAFE_COMPRESS"),
             level: None,
-            threads: 0,
+            threads: Some(0),
             recipients: var("DBSAFE_RECIPIENTS").into_iter().collect(),
             recipients_file: var("DBSAFE_RECIPIENTS_FILE").map(PathBuf::from),
             passphrase_file: None,

@@ -130,7 +130,7 @@ fn snap(
         env: env.clone(),
         compression,
         level: args.encode.level_for(cfg),
-        threads: args.encode.threads,
+        threads: args.encode.threads(),
         encryption: args
             .encode
             .encryption_for(cfg, &env, written_to.as_deref())?,

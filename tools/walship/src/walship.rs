@@ -127,7 +127,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 // WAL is compressed at a fixed level (1 unless given): segments are
                 // small and pushed one at a time, so there is nothing to adapt to.
                 level: encode.level_for(&cfg).or(Some(WAL_LEVEL)),
-                threads: encode.threads,
+                threads: encode.threads(),
                 encryption: encode.encryption_for(
                     &cfg,
                     &env,
