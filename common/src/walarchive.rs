@@ -166,7 +166,6 @@ fn sha256_of(path: &Path) -> Result<(String, u64)> {
 /// is an error and the archived copy is kept.
 pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> Result<Pushed> {
     validate(file)?;
-    let (raw_sha, raw_size) = sha256_of(path)?;
     // Pushes take turns (an archive_command retried while the first still
     // runs): two never interleave their object and its checksum. The
     // archiver runs as the server's user, who may not write in the store's
@@ -187,6 +186,9 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
     };
     let mut replaces = None;
     if let Some(existing) = find(store, file)? {
+        // Only a name archived already needs the checksum before writing;
+        // a new one is hashed as it is encoded, in one read of the file.
+        let (raw_sha, _) = sha256_of(path)?;
         match read_meta(store, &existing)? {
             Some(m) if m.raw_sha256 == raw_sha => {
                 if stored_object_verifies(store, &existing)? {
@@ -228,6 +230,22 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
         }
         _ => Vec::new(),
     };
+    // A new name is created only if no other writer (another host) took it
+    // meanwhile; repairing a damaged copy replaces it. Nothing is visible
+    // until the commit below, which follows the metadata.
+    let writer = if replaces.as_deref() == Some(key.as_str()) {
+        store.create(&key)?
+    } else {
+        store.create_new(&key)?
+    };
+    let mut enc = StreamEncoder::new(writer, opts)?;
+    let f = std::fs::File::open(path)
+        .map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;
+    let (mut input, raw) = pipeline::tap(f);
+    pipeline::copy(&mut input, &mut enc)
+        .map_err(|e| Error::from(e).context(format!("archiving {file}")))?;
+    let (writer, summary) = enc.finish()?;
+    let (raw_sha, raw_size) = raw.result();
     let meta = WalMeta {
         format: crate::meta::FORMAT.into(),
         wal_file: file.into(),
@@ -258,19 +276,6 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
         },
         Err(e) => return Err(e),
     }
-    // A new name is created only if no other writer (another host) took it
-    // meanwhile; repairing a damaged copy replaces it.
-    let writer = if replaces.as_deref() == Some(key.as_str()) {
-        store.create(&key)?
-    } else {
-        store.create_new(&key)?
-    };
-    let mut enc = StreamEncoder::new(writer, opts)?;
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;
-    pipeline::copy(&mut f, &mut enc)
-        .map_err(|e| Error::from(e).context(format!("archiving {file}")))?;
-    let (writer, summary) = enc.finish()?;
     match writer.commit() {
         Ok(()) => {}
         // Another push of the same bytes (the metadata said so) created
