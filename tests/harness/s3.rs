@@ -268,6 +268,9 @@ impl Drop for S3Server {
 /// A local EC2 instance metadata service (IMDSv2: a session token first,
 /// then the role's temporary credentials), serving `key`/`secret` with a
 /// fresh session token and an expiry `lifetime` seconds ahead at each fetch.
+/// The same server answers as a container credentials endpoint
+/// (`/ecs/credentials`, authorization `container-token`) and as STS
+/// (`AssumeRoleWithWebIdentity` with the token `web-identity-token`).
 pub struct MetadataEndpoint {
     child: Child,
     port: u16,
@@ -278,6 +281,11 @@ const METADATA_SERVER: &str = r#"
 import datetime, http.server, json, secrets, sys
 key, secret, lifetime, log, port = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 tokens = set()
+def credentials():
+    exp = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=lifetime)
+    with open(log, "a") as f:
+        f.write(exp.isoformat() + "\n")
+    return key, secret, "session-" + secrets.token_hex(4), exp.strftime("%Y-%m-%dT%H:%M:%SZ")
 class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
@@ -288,6 +296,16 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(b)))
         self.end_headers()
         self.wfile.write(b)
+    def do_POST(self):
+        # STS AssumeRoleWithWebIdentity: the token file's contents must arrive.
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        form = dict(p.split("=", 1) for p in body.split("&") if "=" in p)
+        if form.get("Action") != "AssumeRoleWithWebIdentity" or form.get("WebIdentityToken") != "web-identity-token":
+            return self.reply(403, "<ErrorResponse/>", "text/xml")
+        k, s, t, e = credentials()
+        self.reply(200, "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>"
+            f"<AccessKeyId>{k}</AccessKeyId><SecretAccessKey>{s}</SecretAccessKey><SessionToken>{t}</SessionToken>"
+            f"<Expiration>{e}</Expiration></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>", "text/xml")
     def do_PUT(self):
         if self.path != "/latest/api/token" or not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
             return self.reply(400, "")
@@ -295,17 +313,21 @@ class H(http.server.BaseHTTPRequestHandler):
         tokens.add(t)
         self.reply(200, t)
     def do_GET(self):
+        if self.path == "/ecs/credentials":
+            # Container credentials: the authorization token must arrive.
+            if self.headers.get("Authorization") != "container-token":
+                return self.reply(401, "")
+            k, s, t, e = credentials()
+            return self.reply(200, json.dumps({"AccessKeyId": k, "SecretAccessKey": s, "Token": t, "Expiration": e}), "application/json")
         if self.headers.get("X-aws-ec2-metadata-token") not in tokens:
             return self.reply(401, "")
         base = "/latest/meta-data/iam/security-credentials/"
         if self.path == base:
             return self.reply(200, "dbsafe-role")
         if self.path == base + "dbsafe-role":
-            exp = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=lifetime)
-            with open(log, "a") as f:
-                f.write(exp.isoformat() + "\n")
-            return self.reply(200, json.dumps({"Code": "Success", "AccessKeyId": key, "SecretAccessKey": secret,
-                "Token": "session-" + secrets.token_hex(4), "Expiration": exp.strftime("%Y-%m-%dT%H:%M:%SZ")}), "application/json")
+            k, s, t, e = credentials()
+            return self.reply(200, json.dumps({"Code": "Success", "AccessKeyId": k, "SecretAccessKey": s,
+                "Token": t, "Expiration": e}), "application/json")
         self.reply(404, "")
 http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;

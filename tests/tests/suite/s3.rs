@@ -1005,3 +1005,63 @@ fn instance_metadata_credentials_sign_a_backup_and_are_fetched_again_once_they_e
         r.stderr()
     );
 }
+
+#[test]
+fn container_and_web_identity_credentials_sign_a_backup() {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    let endpoint =
+        dbsafe_tests::s3::MetadataEndpoint::start(&s, &server.access_key, &server.secret_key, 3600);
+    let db = big_db(&s, "app.db", 1);
+    let token_file = s.write("web-identity-token", "web-identity-token\n");
+    let without_keys = |cmd: Cmd| {
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+    };
+    // ECS: the full URI and its authorization token.
+    snap_uncompressed(
+        without_keys(server.tool("dbsnap"))
+            .env(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("{}/ecs/credentials", endpoint.endpoint()),
+            )
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-token"),
+        &db,
+        &server.url("ecs"),
+    )
+    .succeeds();
+    assert_eq!(endpoint.fetches(), 1);
+    // EKS: the web identity token exchanged with STS.
+    let run = snap_uncompressed(
+        without_keys(server.tool("dbsnap"))
+            .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
+            .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/dbsafe")
+            .env("AWS_ENDPOINT_URL_STS", endpoint.endpoint()),
+        &db,
+        &server.url("eks"),
+    )
+    .succeeds();
+    assert_eq!(endpoint.fetches(), 2);
+    assert!(!run.stderr().contains(&server.secret_key));
+    assert_eq!(artifact_keys(&server, "ecs").len(), 1);
+    assert_eq!(artifact_keys(&server, "eks").len(), 1);
+    // A wrong container token is refused by the endpoint: no backup, a clear error.
+    let r = snap_uncompressed(
+        without_keys(server.tool("dbsnap"))
+            .env(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("{}/ecs/credentials", endpoint.endpoint()),
+            )
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "wrong")
+            .env("DBSAFE_S3_RETRIES", "1"),
+        &db,
+        &server.url("ecs-wrong"),
+    )
+    .run();
+    assert!(!r.out.status.success());
+    assert!(
+        r.stderr().contains("container credentials") && r.stderr().contains("HTTP 401"),
+        "{}",
+        r.stderr()
+    );
+}
