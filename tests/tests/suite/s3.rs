@@ -938,6 +938,13 @@ fn a_dump_to_two_stores_lands_in_both_and_a_failing_store_is_named_while_the_oth
     assert!(dbsafe_tests::artifacts(&small).is_empty());
 }
 
+/// `cmd` without the access keys the server's environment gives it: its
+/// credentials come from a provider.
+fn without_keys(cmd: Cmd) -> Cmd {
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+}
+
 #[test]
 fn instance_metadata_credentials_sign_a_backup_and_are_fetched_again_once_they_expire() {
     let s = Scene::new();
@@ -955,8 +962,7 @@ fn instance_metadata_credentials_sign_a_backup_and_are_fetched_again_once_they_e
     let db = big_db(&s, "app.db", 12);
     let endpoint = imds.endpoint();
     let from_metadata = |cmd: Cmd| {
-        cmd.env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
+        without_keys(cmd)
             .env("AWS_EC2_METADATA_DISABLED", "false")
             .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint)
             .env("DBSAFE_S3_PART_SIZE", "5M")
@@ -1014,10 +1020,6 @@ fn container_and_web_identity_credentials_sign_a_backup() {
         dbsafe_tests::s3::MetadataEndpoint::start(&s, &server.access_key, &server.secret_key, 3600);
     let db = big_db(&s, "app.db", 1);
     let token_file = s.write("web-identity-token", "web-identity-token\n");
-    let without_keys = |cmd: Cmd| {
-        cmd.env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-    };
     // ECS: the full URI and its authorization token.
     snap_uncompressed(
         without_keys(server.tool("dbsnap"))
