@@ -2,7 +2,6 @@
 
 use crate::error::{Context, Result};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -114,10 +113,16 @@ pub fn is_temp_name(file: &str) -> bool {
 
 /// Writes a small file atomically with mode 0600.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_private_from(path, &mut &bytes[..])
+}
+
+/// Streams `input` into `path` atomically with mode 0600: a temporary
+/// beside it, fsynced, renamed over it, the directory fsynced.
+pub fn write_private_from(path: &Path, input: &mut dyn std::io::Read) -> Result<()> {
     let tmp = temp_name_for(path);
     let result = (|| {
         let mut f = create_private_file(&tmp)?;
-        f.write_all(bytes).context(tmp.display())?;
+        std::io::copy(input, &mut f).context(tmp.display())?;
         f.sync_all().context(tmp.display())?;
         fs::rename(&tmp, path).with_context(|| format!("cannot rename into {}", path.display()))?;
         fsync_dir(parent_dir(path))

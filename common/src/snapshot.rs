@@ -401,14 +401,12 @@ impl Copies {
     /// the backup; the error itself when none can (with one store, exactly
     /// its error).
     fn fail(&mut self, i: usize, e: Error) -> Result<()> {
-        let pending = (0..self.names.len())
-            .filter(|&j| j != i && !self.failed.iter().any(|(n, _)| *n == self.names[j]))
-            .count();
         if self.names.len() == 1 {
             return Err(e);
         }
         self.failed.push((self.names[i].clone(), e.to_string()));
-        if pending == 0 && self.written.is_empty() {
+        // Each store fails at most once: when all have, none has the backup.
+        if self.failed.len() == self.names.len() {
             return Err(Error::failed(format!(
                 "no store has the backup: {}",
                 self.failed
@@ -449,8 +447,7 @@ impl FanOut {
         &mut self,
         f: &mut dyn FnMut(&mut dyn store::ObjectWriter) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
-        let live = self.sinks.iter().filter(|s| s.is_some()).count();
-        let mut left = live;
+        let mut left = self.sinks.iter().flatten().count();
         for (sink, err) in self.sinks.iter_mut().zip(self.errors.iter_mut()) {
             let Some(w) = sink else { continue };
             if let Err(e) = f(w.as_mut()) {

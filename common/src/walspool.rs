@@ -44,10 +44,17 @@ impl Spool {
     pub fn enqueue(&self, path: &Path, file: &str) -> Result<()> {
         crate::walarchive::validate(file)?;
         let target = self.queue().join(file);
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        if let Ok(queued) = std::fs::read(&target) {
-            if queued == bytes {
+        let open = |p: &Path| {
+            std::fs::File::open(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))
+        };
+        let source = open(path)?;
+        let size = source
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            .len();
+        if target.exists() {
+            // A retried push: the same bytes are queued already, other bytes never replace them.
+            if same_contents(open(path)?, open(&target)?)? {
                 return Ok(());
             }
             return Err(Error::failed(format!(
@@ -56,18 +63,17 @@ impl Spool {
             )));
         }
         let used: u64 = self.queued()?.iter().map(|(_, _, size)| size).sum();
-        if used + bytes.len() as u64 > self.max {
+        if used + size > self.max {
             return Err(Error::failed(format!(
                 "the spool {} is full: {} queued, {} more would pass --spool-max {}",
                 self.dir.display(),
                 crate::units::human_bytes(used),
-                crate::units::human_bytes(bytes.len() as u64),
+                crate::units::human_bytes(size),
                 crate::units::human_bytes(self.max)
             ))
             .hint("the stores are not taking the queue: check them (walship status); PostgreSQL keeps the WAL and retries"));
         }
-        crate::fsutil::write_private(&target, &bytes)?;
-        crate::fsutil::fsync_dir(&self.queue())
+        crate::fsutil::write_private_from(&target, &mut std::io::BufReader::new(source))
     }
 
     /// The queued files: name, path and size, oldest name first.
@@ -149,6 +155,22 @@ impl Spool {
     }
 }
 
+/// Whether two files hold the same bytes, read side by side.
+fn same_contents(a: std::fs::File, b: std::fs::File) -> Result<bool> {
+    use std::io::Read;
+    let (mut a, mut b) = (std::io::BufReader::new(a), std::io::BufReader::new(b));
+    let (mut x, mut y) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = a.read(&mut x).map_err(Error::from)?;
+        if n == 0 {
+            return Ok(b.read(&mut y[..1]).map_err(Error::from)? == 0);
+        }
+        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,12 +187,12 @@ mod tests {
         spool.enqueue(&src, SEG).unwrap();
         let e = spool.enqueue(&src, "000000010000000000000004").unwrap_err();
         assert!(e.message.contains("is full"), "{e}");
-        std::fs::write(&src, vec![2u8; 60]).unwrap();
-        assert!(spool
-            .enqueue(&src, SEG)
-            .unwrap_err()
-            .message
-            .contains("different contents"));
+        // Other bytes of the same length, more bytes, fewer bytes: never the same file.
+        for other in [vec![2u8; 60], vec![1u8; 61], vec![1u8; 59]] {
+            std::fs::write(&src, other).unwrap();
+            let e = spool.enqueue(&src, SEG).unwrap_err();
+            assert!(e.message.contains("different contents"), "{e}");
+        }
         assert_eq!(spool.queued().unwrap().len(), 1);
     }
 
