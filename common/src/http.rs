@@ -64,6 +64,24 @@ pub fn basic_auth(user: &str, password: &str) -> String {
     )
 }
 
+/// A transport error without its URL: a presigned URL or a SAS token holds
+/// a signature.
+pub(crate) fn transport_message(t: &ureq::Transport) -> String {
+    let mut s = t.kind().to_string();
+    if let Some(m) = t.message() {
+        s.push_str(": ");
+        s.push_str(m);
+    }
+    if let Some(src) = std::error::Error::source(t) {
+        let src = src.to_string();
+        if !s.contains(&src) {
+            s.push_str(": ");
+            s.push_str(&src);
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,9 +10,12 @@
 //! its location ([`Store::describe`], [`local_dir`]); retries are a layer
 //! around the S3 client's requests.
 
+mod cloud;
 mod local;
+mod retry;
 mod s3;
 
+pub use cloud::CloudStore;
 pub use local::LocalStore;
 pub use s3::S3Store;
 
@@ -164,8 +167,11 @@ pub fn open(location: &str, create: bool) -> Result<Box<dyn Store>> {
     if location.starts_with("s3://") {
         return Ok(Box::new(S3Store::open(location, create)?));
     }
+    if location.starts_with("gs://") || location.starts_with("az://") {
+        return Ok(Box::new(CloudStore::open(location, create)?));
+    }
     Err(Error::usage(format!(
-        "unsupported store {location:?}: use a directory or s3://bucket/prefix"
+        "unsupported store {location:?}: use a directory, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
     )))
 }
 
@@ -183,6 +189,41 @@ pub fn allow_shared_stores(yes: bool) {
 /// local store but on this host for a remote one.
 pub fn local_dir(location: &str) -> Option<&Path> {
     (!location.contains("://")).then(|| Path::new(location))
+}
+
+/// Whether `key` cannot name an object: empty, absolute, or with an empty,
+/// `.` or `..` component.
+pub(crate) fn invalid_key(key: &str) -> bool {
+    key.is_empty()
+        || key.starts_with('/')
+        || key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+}
+
+/// Points `key` at `target` with a small object holding the target's key,
+/// for stores without symlinks.
+pub(crate) fn write_pointer_object(store: &dyn Store, key: &str, target: &str) -> Result<()> {
+    for k in [key, target] {
+        if invalid_key(k) {
+            return Err(Error::usage(format!("invalid store key {k:?}")));
+        }
+    }
+    store.write_small(key, format!("{target}\n").as_bytes())
+}
+
+/// Where a pointer object written by [`write_pointer_object`] points;
+/// `None` when it does not exist or holds no key.
+pub(crate) fn read_pointer_object(store: &dyn Store, key: &str) -> Result<Option<String>> {
+    let Some(bytes) = store.read_small(key)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).unwrap_or_default();
+    let target = text.trim_end_matches('\n');
+    Ok(
+        (!invalid_key(target) && target.len() < 1024 && !target.contains('\n'))
+            .then(|| target.to_string()),
+    )
 }
 
 /// Joins key components with `/`.

@@ -189,7 +189,9 @@ impl Client {
         match result {
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(status, resp)) => Err(status_failure(status, resp)),
-            Err(ureq::Error::Transport(t)) => Err(Failure::Transport(transport_message(&t))),
+            Err(ureq::Error::Transport(t)) => {
+                Err(Failure::Transport(crate::http::transport_message(&t)))
+            }
         }
     }
 
@@ -328,23 +330,6 @@ pub(super) fn error_in_body(status: u16, body: &str) -> Option<Failure> {
         message: e.message,
         bucket_region: None,
     })
-}
-
-/// A transport error without its URL (a presigned URL holds the signature and token).
-fn transport_message(t: &ureq::Transport) -> String {
-    let mut s = t.kind().to_string();
-    if let Some(m) = t.message() {
-        s.push_str(": ");
-        s.push_str(m);
-    }
-    if let Some(src) = std::error::Error::source(t) {
-        let src = src.to_string();
-        if !s.contains(&src) {
-            s.push_str(": ");
-            s.push_str(&src);
-        }
-    }
-    s
 }
 
 #[cfg(test)]

@@ -344,11 +344,7 @@ impl Inner {
 }
 
 fn invalid_key(key: &str) -> bool {
-    key.is_empty()
-        || key.starts_with('/')
-        || key
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == ".." || c == UPLOADS)
+    super::invalid_key(key) || key.split('/').any(|c| c == UPLOADS)
 }
 
 fn check_key(key: &str) -> Result<()> {
@@ -420,19 +416,11 @@ impl Store for S3Store {
     fn set_pointer(&self, key: &str, target: &str) -> Result<()> {
         check_key(key)?;
         check_key(target)?;
-        self.write_small(key, format!("{target}\n").as_bytes())
+        super::write_pointer_object(self, key, target)
     }
 
     fn pointer(&self, key: &str) -> Result<Option<String>> {
-        let Some(bytes) = self.read_small(key)? else {
-            return Ok(None);
-        };
-        let text = String::from_utf8(bytes).unwrap_or_default();
-        let target = text.trim_end_matches('\n');
-        Ok(
-            (!invalid_key(target) && target.len() < 1024 && !target.contains('\n'))
-                .then(|| target.to_string()),
-        )
+        super::read_pointer_object(self, key)
     }
 
     fn free_space(&self) -> Option<u64> {

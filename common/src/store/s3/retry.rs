@@ -10,69 +10,12 @@
 
 use super::http::{Client, Failure, Op};
 use crate::error::Result;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use crate::store::retry::{Policy, Transient, FIRST_BACKOFF};
+use std::sync::atomic::AtomicBool;
 
-/// The first backoff's ceiling; each retry doubles it.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// No backoff is longer.
-const MAX_BACKOFF: Duration = Duration::from_secs(20);
-
-/// How hard to try.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Policy {
-    /// Attempts per request (1 = no retry).
-    pub attempts: u32,
-    /// The ceiling of the first backoff (zero in tests).
-    pub first_backoff: Duration,
-}
-
-impl Policy {
-    /// The store's policy: its attempts, the standard backoff.
-    pub fn of(client: &Client) -> Policy {
-        Policy {
-            attempts: client.settings.attempts,
-            first_backoff: FIRST_BACKOFF,
-        }
-    }
-
-    /// Runs `attempt` until it succeeds, fails for good, the attempts are
-    /// spent or `cancel` is set; `retrying(failure, delay, next attempt)` is
-    /// told of each retry before its backoff. A failure comes back with the
-    /// number of attempts made.
-    pub fn run<T>(
-        &self,
-        cancel: Option<&AtomicBool>,
-        mut attempt: impl FnMut() -> std::result::Result<T, Failure>,
-        mut retrying: impl FnMut(&Failure, Duration, u32),
-    ) -> std::result::Result<T, (Failure, u32)> {
-        let mut n = 0;
-        loop {
-            n += 1;
-            match attempt() {
-                Ok(v) => return Ok(v),
-                Err(f)
-                    if is_transient(&f)
-                        && n < self.attempts
-                        && !cancel.is_some_and(|c| c.load(Ordering::Relaxed)) =>
-                {
-                    let delay = self.backoff(n);
-                    retrying(&f, delay, n + 1);
-                    std::thread::sleep(delay);
-                }
-                Err(f) => return Err((f, n)),
-            }
-        }
-    }
-
-    /// Exponential backoff with equal jitter: half fixed, half random, so
-    /// concurrent writers spread out while every retry still waits longer.
-    fn backoff(&self, attempt: u32) -> Duration {
-        use rand::Rng;
-        let first = self.first_backoff.as_millis() as u64;
-        let ceiling_ms = (first << (attempt - 1).min(10)).min(MAX_BACKOFF.as_millis() as u64);
-        let half = ceiling_ms / 2;
-        Duration::from_millis(half + rand::thread_rng().gen_range(0..=half))
+impl Transient for Failure {
+    fn is_transient(&self) -> bool {
+        is_transient(self)
     }
 }
 
@@ -112,7 +55,10 @@ pub(super) fn call_until<T>(
     cancel: Option<&AtomicBool>,
     attempt: impl FnMut() -> std::result::Result<T, Failure>,
 ) -> Result<T> {
-    let policy = Policy::of(client);
+    let policy = Policy {
+        attempts: client.settings.attempts,
+        first_backoff: FIRST_BACKOFF,
+    };
     policy
         .run(cancel, attempt, |f, delay, next| {
             crate::output::warn(format!(
@@ -130,6 +76,7 @@ pub(super) fn call_until<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn status(status: u16, code: &str) -> Failure {
         Failure::Status {
@@ -211,18 +158,5 @@ mod tests {
             |_, _, _| {},
         );
         assert_eq!((result.expect_err("cancelled").1, made), (1, 1));
-    }
-
-    #[test]
-    fn backoff_grows_and_stays_bounded() {
-        let p = Policy {
-            attempts: 20,
-            first_backoff: FIRST_BACKOFF,
-        };
-        for n in 1..=12 {
-            let d = p.backoff(n).as_millis() as u64;
-            let ceiling = (250u64 << (n - 1).min(10)).min(20_000);
-            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {n}: {d}ms");
-        }
     }
 }

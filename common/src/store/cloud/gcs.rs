@@ -1,0 +1,362 @@
+//! Google Cloud Storage over its JSON API.
+//!
+//! Small objects are one media upload; larger ones a resumable upload whose
+//! object appears only when its last chunk arrives. A create-only write
+//! sends `ifGenerationMatch=0`; a resumed download `ifGenerationMatch` of
+//! the generation it started with.
+//!
+//! Credentials as Google's client libraries find them: no credentials
+//! against an emulator (`STORAGE_EMULATOR_HOST`), else the key file named
+//! by `GOOGLE_APPLICATION_CREDENTIALS`, else gcloud's application default
+//! credentials, else the metadata server (`GCE_METADATA_HOST`, by default
+//! `metadata.google.internal`), which is also how GKE workload identity
+//! hands out tokens. `DBSAFE_GCS_ENDPOINT` names another endpoint that
+//! still wants credentials (Private Service Connect, tests).
+
+use super::auth::{Source, Tokens};
+use super::{encode, plain_error, send, Download, Failure, Op, Service};
+use crate::error::{Error, Result};
+use crate::store::ObjectInfo;
+use chrono::{DateTime, Utc};
+
+/// The public endpoint.
+const ENDPOINT: &str = "https://storage.googleapis.com";
+
+/// A bucket in Google Cloud Storage.
+pub(super) struct Gcs {
+    agent: ureq::Agent,
+    endpoint: String,
+    bucket: String,
+    /// `None` against an emulator.
+    tokens: Option<Tokens>,
+}
+
+impl Gcs {
+    /// The bucket `bucket` with the endpoint and credentials the environment gives.
+    pub fn from_env(bucket: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<Gcs> {
+        let agent = super::agent()?;
+        let with_scheme = |h: String| {
+            if h.contains("://") {
+                h
+            } else {
+                format!("http://{h}")
+            }
+        };
+        let (endpoint, tokens) = match var("STORAGE_EMULATOR_HOST") {
+            Some(host) => (with_scheme(host), None),
+            None => {
+                let endpoint = var("DBSAFE_GCS_ENDPOINT").unwrap_or_else(|| ENDPOINT.into());
+                (
+                    endpoint,
+                    Some(Tokens::new(google_source(var)?, agent.clone())),
+                )
+            }
+        };
+        Ok(Gcs {
+            agent,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            bucket: bucket.to_string(),
+            tokens,
+        })
+    }
+
+    /// A request with the current token.
+    fn request(&self, method: &str, url: &str) -> std::result::Result<ureq::Request, Failure> {
+        let req = self.agent.request(method, url);
+        Ok(match &self.tokens {
+            Some(t) => req.set("Authorization", &format!("Bearer {}", t.current()?)),
+            None => req,
+        })
+    }
+
+    fn object(&self, key: &str) -> String {
+        format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.endpoint,
+            encode(&self.bucket),
+            encode(key)
+        )
+    }
+
+    fn upload_url(&self, key: &str, kind: &str, new: bool) -> String {
+        format!(
+            "{}/upload/storage/v1/b/{}/o?uploadType={kind}&name={}{}",
+            self.endpoint,
+            encode(&self.bucket),
+            encode(key),
+            if new { "&ifGenerationMatch=0" } else { "" }
+        )
+    }
+
+    /// Sends a chunk of a resumable upload: `bytes a-b/*`, or with the
+    /// total for the last one.
+    fn chunk(
+        &self,
+        session: &str,
+        offset: u64,
+        data: &[u8],
+        total: Option<u64>,
+    ) -> std::result::Result<ureq::Response, Failure> {
+        let total = total.map_or("*".to_string(), |t| t.to_string());
+        let range = if data.is_empty() {
+            format!("bytes */{total}")
+        } else {
+            format!("bytes {offset}-{}/{total}", offset + data.len() as u64 - 1)
+        };
+        let req = self.request("PUT", session)?.set("Content-Range", &range);
+        send(req, Some(data), error_of)
+    }
+}
+
+/// The token source the environment names.
+fn google_source(var: &dyn Fn(&str) -> Option<String>) -> Result<Source> {
+    let from_file = |path: String, what: &str| {
+        Source::google_file(&path).map_err(|e| {
+            Error::usage(format!("{what} {path}: {e}"))
+                .hint("use a service-account key (JSON) or `gcloud auth application-default login`")
+        })
+    };
+    if let Some(path) = var("GOOGLE_APPLICATION_CREDENTIALS") {
+        return from_file(path, "GOOGLE_APPLICATION_CREDENTIALS");
+    }
+    let gcloud =
+        var("CLOUDSDK_CONFIG").or_else(|| var("HOME").map(|h| format!("{h}/.config/gcloud")));
+    if let Some(path) = gcloud
+        .map(|dir| format!("{dir}/application_default_credentials.json"))
+        .filter(|p| std::path::Path::new(p).exists())
+    {
+        return from_file(path, "gcloud's application default credentials");
+    }
+    let host = var("GCE_METADATA_HOST").unwrap_or_else(|| "metadata.google.internal".into());
+    Ok(Source::GoogleMetadata(host))
+}
+
+/// The reason and message of a JSON API error answer.
+fn error_of(body: &str) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let e = &v["error"];
+    let reason = e["errors"][0]["reason"].as_str().unwrap_or_default();
+    let message = e["message"].as_str().unwrap_or_default();
+    (reason.to_string(), message.to_string())
+}
+
+/// A resumable session's answer to a chunk that is not the last: 308.
+fn accepted(resp: &ureq::Response) -> std::result::Result<(), Failure> {
+    if resp.status() == 308 || (200..300).contains(&resp.status()) {
+        Ok(())
+    } else {
+        Err(Failure::Transport(format!(
+            "unexpected answer HTTP {}",
+            resp.status()
+        )))
+    }
+}
+
+impl Service for Gcs {
+    fn url(&self, key: &str) -> String {
+        match key {
+            "" => format!("gs://{}", self.bucket),
+            k => format!("gs://{}/{k}", self.bucket),
+        }
+    }
+
+    fn put(&self, key: &str, data: &[u8], new: bool) -> std::result::Result<(), Failure> {
+        let req = self
+            .request("POST", &self.upload_url(key, "media", new))?
+            .set("Content-Type", "application/octet-stream");
+        send(req, Some(data), error_of).map(drop)
+    }
+
+    fn start(&self, key: &str, new: bool) -> std::result::Result<String, Failure> {
+        let req = self
+            .request("POST", &self.upload_url(key, "resumable", new))?
+            .set("X-Upload-Content-Type", "application/octet-stream");
+        let resp = send(req, Some(&[]), error_of)?;
+        resp.header("location")
+            .map(str::to_string)
+            .ok_or_else(|| Failure::Transport("no resumable session in the answer".into()))
+    }
+
+    fn put_part(
+        &self,
+        _key: &str,
+        upload: &str,
+        _number: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> std::result::Result<(), Failure> {
+        accepted(&self.chunk(upload, offset, data, None)?)
+    }
+
+    fn finish(
+        &self,
+        _key: &str,
+        upload: &str,
+        _parts: u32,
+        offset: u64,
+        last: &[u8],
+        _new: bool,
+    ) -> std::result::Result<(), Failure> {
+        let resp = self.chunk(upload, offset, last, Some(offset + last.len() as u64))?;
+        if resp.status() == 308 {
+            return Err(Failure::Transport(
+                "the upload is incomplete after its last chunk".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn abort(&self, _key: &str, upload: &str) {
+        if let Ok(req) = self.request("DELETE", upload) {
+            let _ = send(req, None, error_of);
+        }
+    }
+
+    fn get(
+        &self,
+        key: &str,
+        from: u64,
+        version: Option<&str>,
+    ) -> std::result::Result<Download, Failure> {
+        let mut url = format!("{}?alt=media", self.object(key));
+        if let Some(g) = version {
+            url.push_str(&format!("&ifGenerationMatch={}", encode(g)));
+        }
+        let mut req = self.request("GET", &url)?;
+        if from > 0 {
+            req = req.set("Range", &format!("bytes={from}-"));
+        }
+        let resp = send(req, None, error_of)?;
+        let len = resp
+            .header("content-length")
+            .and_then(|l| l.parse::<u64>().ok())
+            .map(|l| l + from);
+        let version = resp.header("x-goog-generation").map(str::to_string);
+        Ok(Download {
+            body: Box::new(resp.into_reader()),
+            len,
+            version,
+        })
+    }
+
+    fn exists(&self, key: &str) -> std::result::Result<bool, Failure> {
+        match send(self.request("GET", &self.object(key))?, None, error_of) {
+            Ok(_) => Ok(true),
+            Err(f) if f.status() == Some(404) => Ok(false),
+            Err(f) => Err(f),
+        }
+    }
+
+    fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+    ) -> std::result::Result<(Vec<ObjectInfo>, Option<String>), Failure> {
+        let mut url = format!(
+            "{}/storage/v1/b/{}/o?prefix={}",
+            self.endpoint,
+            encode(&self.bucket),
+            encode(prefix)
+        );
+        if let Some(t) = token {
+            url.push_str(&format!("&pageToken={}", encode(t)));
+        }
+        let body = send(self.request("GET", &url)?, None, error_of)?
+            .into_string()
+            .map_err(|e| Failure::Transport(e.to_string()))?;
+        let page: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| Failure::Transport(format!("not a listing: {e}")))?;
+        let objects = page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o["name"].as_str()?.to_string(),
+                    size: o["size"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0),
+                    modified: o["updated"]
+                        .as_str()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map_or_else(Utc::now, |t| t.with_timezone(&Utc)),
+                })
+            })
+            .collect();
+        let next = page["nextPageToken"].as_str().map(str::to_string);
+        Ok((objects, next))
+    }
+
+    fn delete(&self, key: &str) -> std::result::Result<(), Failure> {
+        match send(self.request("DELETE", &self.object(key))?, None, error_of) {
+            Ok(_) => Ok(()),
+            Err(f) if f.status() == Some(404) => Ok(()),
+            Err(f) => Err(f),
+        }
+    }
+
+    fn error(&self, op: &Op<'_>, f: &Failure, attempts: u32) -> Error {
+        let url = self.url(op.key);
+        let who = self
+            .tokens
+            .as_ref()
+            .map_or("anonymous requests".to_string(), |t| t.describe());
+        match f.status() {
+            Some(404) if op.verb == "list" => Error::not_found(format!(
+                "bucket {} does not exist at {} (list {url})",
+                self.bucket, self.endpoint
+            ))
+            .hint("create it (gcloud storage buckets create gs://BUCKET) or check the store URL"),
+            Some(401) => Error::failed(format!(
+                "{} rejected the credentials of {who} ({} {url})",
+                self.endpoint, op.verb
+            ))
+            .hint("check GOOGLE_APPLICATION_CREDENTIALS, or the service account of this machine"),
+            Some(403) => Error::failed(format!(
+                "access denied to {who}: cannot {} {url} ({})",
+                op.verb,
+                f.describe()
+            ))
+            .hint("grant the account roles/storage.objectAdmin on the bucket"),
+            _ => plain_error(&url, op, f, attempts, &self.endpoint),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_give_their_reason_and_message() {
+        let body = r#"{"error":{"code":403,"message":"x@y does not have storage.objects.create access","errors":[{"message":"...","domain":"global","reason":"forbidden"}]}}"#;
+        assert_eq!(
+            error_of(body),
+            (
+                "forbidden".into(),
+                "x@y does not have storage.objects.create access".into()
+            )
+        );
+        assert_eq!(error_of("<html>"), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn the_emulator_needs_no_credentials_and_a_key_file_must_be_readable() {
+        let emulator =
+            |k: &str| (k == "STORAGE_EMULATOR_HOST").then(|| "127.0.0.1:9023".to_string());
+        let gcs = Gcs::from_env("b", &emulator).expect("an emulator store");
+        assert_eq!(gcs.endpoint, "http://127.0.0.1:9023");
+        assert!(gcs.tokens.is_none());
+        let missing = |k: &str| {
+            (k == "GOOGLE_APPLICATION_CREDENTIALS").then(|| "/nonexistent/key.json".to_string())
+        };
+        let e = Gcs::from_env("b", &missing)
+            .err()
+            .expect("an unreadable key file");
+        assert!(
+            e.message.starts_with(
+                "GOOGLE_APPLICATION_CREDENTIALS /nonexistent/key.json: cannot read it"
+            ),
+            "{}",
+            e.message
+        );
+    }
+}

@@ -1,0 +1,711 @@
+//! Stores in Google Cloud Storage (`gs://bucket/prefix`) and Azure Blob
+//! Storage (`az://container/prefix`).
+//!
+//! Both services are spoken to over their own REST APIs ([`gcs`],
+//! [`azure`]), each behind the small [`Service`] trait: whole-object puts,
+//! uploads in parts that appear only once completed, ranged reads, listing
+//! and deletion, each request tried once. What the [`Store`] trait asks of a
+//! remote store is built here once on top of it: the prefix, key checks,
+//! pointers as small objects, retries ([`crate::store::retry`]), a writer
+//! that buffers one part at a time, and a reader that resumes a broken
+//! download where it stopped, pinned to the version it started with.
+//!
+//! Incomplete uploads are not listed as temporaries: neither service lets
+//! a client enumerate them as S3 does (a GCS resumable session is known
+//! only to its writer; Azure keeps uncommitted blocks out of listings), and
+//! both discard them on their own after a week. A writer that fails or is
+//! dropped abandons its upload at once.
+//!
+//! Credentials follow each service's conventions ([`auth`]): service-account
+//! JSON, user credentials and the metadata server (GKE workload identity)
+//! for Google; a connection string, an account key, a SAS token or a
+//! managed identity for Azure.
+
+mod auth;
+mod azure;
+mod gcs;
+
+use super::retry::{Policy, Transient, FIRST_BACKOFF};
+use super::{ObjectInfo, ObjectWriter, StaleTemporary, Store};
+use crate::error::{Error, Result};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bytes per uploaded part: a multiple of 256 KiB, as GCS requires.
+const PART_SIZE: usize = 8 << 20;
+/// Attempts per request.
+const ATTEMPTS: u32 = 5;
+/// How long a request may wait for the service.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why one attempt failed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The service answered with an error status.
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The service's error code or reason (`notFound`, `BlobNotFound`, ...).
+        code: String,
+        /// The service's words.
+        message: String,
+    },
+    /// No usable answer: connection refused or reset, timeout, garbage.
+    Transport(String),
+}
+
+impl Failure {
+    fn status(&self) -> Option<u16> {
+        match self {
+            Failure::Status { status, .. } => Some(*status),
+            Failure::Transport(_) => None,
+        }
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            Failure::Status { code, .. } => code,
+            Failure::Transport(_) => "",
+        }
+    }
+
+    /// Whether a create-only write was refused because the name exists.
+    fn exists(&self) -> bool {
+        self.status() == Some(412) || self.code() == "BlobAlreadyExists"
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Failure::Status {
+                status,
+                code,
+                message,
+            } => {
+                let mut s = format!("HTTP {status}");
+                for part in [code, message].into_iter().filter(|p| !p.is_empty()) {
+                    s.push(' ');
+                    s.push_str(part);
+                }
+                s
+            }
+            Failure::Transport(m) => m.clone(),
+        }
+    }
+}
+
+impl Transient for Failure {
+    fn is_transient(&self) -> bool {
+        matches!(
+            self.status(),
+            None | Some(408 | 429 | 500 | 502 | 503 | 504)
+        )
+    }
+}
+
+/// What a request is about, for messages: a verb phrase and the full key.
+pub(super) struct Op<'a> {
+    verb: &'a str,
+    key: &'a str,
+}
+
+/// A streamed download: the body, its length, and the version it is of.
+pub(super) struct Download {
+    body: Box<dyn Read + Send + Sync>,
+    len: Option<u64>,
+    version: Option<String>,
+}
+
+/// One bucket or container of a service, each request tried once. Keys are
+/// full object names (the store's prefix included).
+pub(super) trait Service: Send + Sync {
+    /// `gs://bucket/key` of a full key (the bucket alone for an empty one).
+    fn url(&self, key: &str) -> String;
+    /// Writes a whole object; `new`: refused if the name exists.
+    fn put(&self, key: &str, data: &[u8], new: bool) -> std::result::Result<(), Failure>;
+    /// Starts an upload in parts; what identifies it to the parts.
+    fn start(&self, key: &str, new: bool) -> std::result::Result<String, Failure>;
+    /// Uploads part `number` (from 0), which starts at byte `offset`.
+    fn put_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> std::result::Result<(), Failure>;
+    /// Completes an upload of `parts` parts with the last bytes `last`, which
+    /// start at `offset`; the object appears under its name.
+    fn finish(
+        &self,
+        key: &str,
+        upload: &str,
+        parts: u32,
+        offset: u64,
+        last: &[u8],
+        new: bool,
+    ) -> std::result::Result<(), Failure>;
+    /// Abandons an upload, as far as the service lets a client.
+    fn abort(&self, key: &str, upload: &str);
+    /// Reads `key` from byte `from`; `version`: only the version a first
+    /// read returned.
+    fn get(
+        &self,
+        key: &str,
+        from: u64,
+        version: Option<&str>,
+    ) -> std::result::Result<Download, Failure>;
+    /// Whether `key` exists.
+    fn exists(&self, key: &str) -> std::result::Result<bool, Failure>;
+    /// One page of the objects under the full prefix `prefix` (full keys),
+    /// and the token of the next page.
+    fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+    ) -> std::result::Result<(Vec<ObjectInfo>, Option<String>), Failure>;
+    /// Deletes `key` (no error when it is already gone).
+    fn delete(&self, key: &str) -> std::result::Result<(), Failure>;
+    /// The error a failure ends in, after `attempts` attempts, with the
+    /// service's hints (which credentials, which endpoint).
+    fn error(&self, op: &Op<'_>, f: &Failure, attempts: u32) -> Error;
+}
+
+/// Runs one request through the retry layer; its last failure becomes the error.
+fn call<T>(
+    service: &dyn Service,
+    op: &Op<'_>,
+    attempt: impl FnMut() -> std::result::Result<T, Failure>,
+) -> Result<T> {
+    let policy = Policy {
+        attempts: ATTEMPTS,
+        first_backoff: FIRST_BACKOFF,
+    };
+    policy
+        .run(None, attempt, |f, delay, next| {
+            crate::output::warn(format!(
+                "{} {} failed: {}; retrying in {:.1}s (attempt {next} of {ATTEMPTS})",
+                op.verb,
+                service.url(op.key),
+                f.describe(),
+                delay.as_secs_f64(),
+            ))
+        })
+        .map_err(|(f, n)| service.error(op, &f, n))
+}
+
+/// The common messages of both services' errors: not found, the retries
+/// spent, the endpoint unreachable.
+fn plain_error(url: &str, op: &Op<'_>, f: &Failure, attempts: u32, endpoint: &str) -> Error {
+    if f.status() == Some(404) {
+        return Error::not_found(format!("{url} not found"));
+    }
+    let tries = if attempts > 1 {
+        format!(" after {attempts} attempts; last answer")
+    } else {
+        String::new()
+    };
+    let e = Error::failed(format!("{} {url} failed{tries}: {}", op.verb, f.describe()));
+    match f {
+        Failure::Transport(_) => e.hint(format!("check that {endpoint} is reachable")),
+        _ if f.is_transient() => {
+            e.hint("the service is unavailable or throttling; try again later")
+        }
+        _ => e,
+    }
+}
+
+/// Sends one request: the answer for 2xx and 3xx, the failure otherwise.
+/// `error_of` reads the service's error code and message from an error
+/// answer's body; a bodiless answer (HEAD) has Azure's code in a header.
+fn send(
+    req: ureq::Request,
+    body: Option<&[u8]>,
+    error_of: fn(&str) -> (String, String),
+) -> std::result::Result<ureq::Response, Failure> {
+    let result = match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    match result {
+        Ok(resp) => Ok(resp),
+        Err(ureq::Error::Status(status, resp)) => {
+            let reason = resp.status_text().to_string();
+            let header_code = resp
+                .header("x-ms-error-code")
+                .unwrap_or_default()
+                .to_string();
+            let mut text = String::new();
+            let _ = resp.into_reader().take(64 << 10).read_to_string(&mut text);
+            let (code, message) = error_of(&text);
+            Err(Failure::Status {
+                status,
+                code: if code.is_empty() { header_code } else { code },
+                message: if message.is_empty() { reason } else { message },
+            })
+        }
+        Err(ureq::Error::Transport(t)) => {
+            Err(Failure::Transport(crate::http::transport_message(&t)))
+        }
+    }
+}
+
+/// The agent both services send with: dbsafe's trust roots, no redirects.
+fn agent() -> Result<ureq::Agent> {
+    Ok(crate::http::agent_builder()?
+        .timeout_connect(Duration::from_secs(30))
+        .timeout_read(TIMEOUT)
+        .timeout_write(TIMEOUT)
+        .redirects(0)
+        .build())
+}
+
+/// A store in a bucket or container of a [`Service`].
+pub struct CloudStore {
+    service: Arc<dyn Service>,
+    /// The store's location as it was given, without secrets.
+    location: String,
+    /// Object names start with it (`prefix/`), or it is empty.
+    prefix: String,
+}
+
+impl CloudStore {
+    /// Opens `gs://bucket/prefix` or `az://container/prefix` with the
+    /// credentials of the environment. Without `create`, a prefix with no
+    /// object is an error (exit 3): a mistyped store must not look empty.
+    pub fn open(location: &str, create: bool) -> Result<CloudStore> {
+        let (scheme, rest) = location
+            .split_once("://")
+            .ok_or_else(|| Error::usage(format!("store {location:?} is not a URL")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/');
+        if bucket.is_empty() || (!prefix.is_empty() && super::invalid_key(prefix)) {
+            return Err(Error::usage(format!(
+                "store {location:?}: write {scheme}://BUCKET/PREFIX"
+            )));
+        }
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let service: Arc<dyn Service> = match scheme {
+            "gs" => Arc::new(gcs::Gcs::from_env(bucket, &var)?),
+            "az" => Arc::new(azure::Azure::from_env(bucket, &var)?),
+            _ => return Err(Error::usage(format!("unsupported store {location:?}"))),
+        };
+        let store = CloudStore {
+            service,
+            location: format!(
+                "{scheme}://{bucket}{}{prefix}",
+                if prefix.is_empty() { "" } else { "/" }
+            ),
+            prefix: prefix.to_string(),
+        };
+        let (objects, _) = store.page("")?;
+        if !create && objects.is_empty() && !store.prefix.is_empty() {
+            return Err(Error::not_found(format!(
+                "store {} does not exist (no object under that prefix)",
+                store.location
+            ))
+            .hint("check the store URL (--store / DBSAFE_STORE)"));
+        }
+        Ok(store)
+    }
+
+    /// The full object name of a store key.
+    fn full(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    /// The store key of a full object name under the prefix.
+    fn store_key<'a>(&self, full: &'a str) -> Option<&'a str> {
+        if self.prefix.is_empty() {
+            Some(full)
+        } else {
+            full.strip_prefix(&self.prefix)?.strip_prefix('/')
+        }
+    }
+
+    /// The first page under the store key prefix `prefix` ("" for all).
+    fn page(&self, prefix: &str) -> Result<(Vec<ObjectInfo>, Option<String>)> {
+        let full = if prefix.is_empty() {
+            self.full("")
+        } else {
+            format!("{}/", self.full(prefix))
+        };
+        let op = Op {
+            verb: "list",
+            key: &full,
+        };
+        call(&*self.service, &op, || self.service.list_page(&full, None))
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if super::invalid_key(key) {
+        return Err(Error::usage(format!("invalid store key {key:?}")));
+    }
+    Ok(())
+}
+
+impl Store for CloudStore {
+    fn describe(&self) -> String {
+        self.location.clone()
+    }
+
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        check_key(key)?;
+        Ok(Box::new(CloudWriter::new(self, key, false)))
+    }
+
+    fn create_new(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        check_key(key)?;
+        Ok(Box::new(CloudWriter::new(self, key, true)))
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        check_key(key)?;
+        Ok(Box::new(CloudReader::open(
+            Arc::clone(&self.service),
+            self.full(key),
+        )?))
+    }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        let full = self.full(key);
+        let op = Op {
+            verb: "look up",
+            key: &full,
+        };
+        call(&*self.service, &op, || self.service.exists(&full))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        check_key(prefix)?;
+        let full = format!("{}/", self.full(prefix));
+        let op = Op {
+            verb: "list",
+            key: &full,
+        };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let (page, next) = call(&*self.service, &op, || {
+                self.service.list_page(&full, token.as_deref())
+            })?;
+            out.extend(page.into_iter().filter_map(|o| {
+                let key = self.store_key(&o.key)?.to_string();
+                Some(ObjectInfo { key, ..o })
+            }));
+            match next {
+                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        let full = self.full(key);
+        let op = Op {
+            verb: "delete",
+            key: &full,
+        };
+        call(&*self.service, &op, || self.service.delete(&full))
+    }
+
+    fn set_pointer(&self, key: &str, target: &str) -> Result<()> {
+        super::write_pointer_object(self, key, target)
+    }
+
+    fn pointer(&self, key: &str) -> Result<Option<String>> {
+        super::read_pointer_object(self, key)
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
+
+    /// None to list: see the module documentation.
+    fn temporaries(&self, prefix: &str) -> Result<Vec<StaleTemporary>> {
+        check_key(prefix)?;
+        Ok(Vec::new())
+    }
+
+    fn remove_temporary(&self, id: &str) -> Result<()> {
+        Err(Error::usage(format!(
+            "{id:?} is not an incomplete upload of {}",
+            self.location
+        )))
+    }
+}
+
+/// An object being written: one part buffered at a time, the upload
+/// started only when a second part is needed (a small object is one put).
+struct CloudWriter {
+    service: Arc<dyn Service>,
+    key: String,
+    new: bool,
+    buf: Vec<u8>,
+    /// The upload, once started.
+    upload: Option<String>,
+    parts: u32,
+    offset: u64,
+    committed: bool,
+}
+
+impl CloudWriter {
+    fn new(store: &CloudStore, key: &str, new: bool) -> CloudWriter {
+        CloudWriter {
+            service: Arc::clone(&store.service),
+            key: store.full(key),
+            new,
+            buf: Vec::new(),
+            upload: None,
+            parts: 0,
+            offset: 0,
+            committed: false,
+        }
+    }
+
+    fn op<'a>(&'a self, verb: &'a str) -> Op<'a> {
+        Op {
+            verb,
+            key: &self.key,
+        }
+    }
+
+    /// Uploads the buffered part.
+    fn ship(&mut self) -> Result<()> {
+        let s = &*self.service;
+        let upload = match &self.upload {
+            Some(u) => u.clone(),
+            None => {
+                let u = call(s, &self.op("start the upload of"), || {
+                    s.start(&self.key, self.new)
+                })?;
+                self.upload = Some(u.clone());
+                u
+            }
+        };
+        let verb = format!("upload part {} of", self.parts + 1);
+        call(s, &self.op(&verb), || {
+            s.put_part(&self.key, &upload, self.parts, self.offset, &self.buf)
+        })?;
+        self.parts += 1;
+        self.offset += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Runs the request that makes the object appear; a create-only one
+    /// refused on its first attempt means another writer has the name (on
+    /// a later attempt, it is our own earlier attempt that got through).
+    fn complete(
+        &self,
+        verb: &str,
+        mut attempt: impl FnMut() -> std::result::Result<(), Failure>,
+    ) -> Result<()> {
+        let mut tries = 0;
+        let mut taken = false;
+        call(&*self.service, &self.op(verb), || {
+            tries += 1;
+            match attempt() {
+                Err(f) if self.new && f.exists() => {
+                    taken = tries == 1;
+                    Ok(())
+                }
+                other => other,
+            }
+        })?;
+        if taken {
+            return Err(super::taken(&self.service.url(&self.key)));
+        }
+        Ok(())
+    }
+}
+
+impl Write for CloudWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = PART_SIZE - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == PART_SIZE {
+            self.ship().map_err(io::Error::other)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectWriter for CloudWriter {
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        let s = Arc::clone(&self.service);
+        match self.upload.clone() {
+            None => {
+                let (key, buf, new) = (&self.key, &self.buf, self.new);
+                self.complete("upload", || s.put(key, buf, new))?;
+            }
+            Some(upload) => {
+                let (key, buf, new) = (&self.key, &self.buf, self.new);
+                let (parts, offset) = (self.parts, self.offset);
+                self.complete("complete the upload of", || {
+                    s.finish(key, &upload, parts, offset, buf, new)
+                })?;
+            }
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for CloudWriter {
+    fn drop(&mut self) {
+        if let (false, Some(upload)) = (self.committed, &self.upload) {
+            self.service.abort(&self.key, upload);
+        }
+    }
+}
+
+/// An object being read, resumed from where it broke off (at most the
+/// attempts in a row without progress), and only from the same version.
+struct CloudReader {
+    service: Arc<dyn Service>,
+    key: String,
+    body: Option<Box<dyn Read + Send + Sync>>,
+    pos: u64,
+    end: Option<u64>,
+    version: Option<String>,
+    failures: u32,
+}
+
+impl CloudReader {
+    fn open(service: Arc<dyn Service>, key: String) -> Result<CloudReader> {
+        let op = Op {
+            verb: "download",
+            key: &key,
+        };
+        let d = call(&*service, &op, || service.get(&key, 0, None))?;
+        Ok(CloudReader {
+            body: Some(d.body),
+            end: d.len,
+            version: d.version,
+            service,
+            key,
+            pos: 0,
+            failures: 0,
+        })
+    }
+
+    fn resume(&mut self, cause: &str) -> io::Result<()> {
+        self.failures += 1;
+        let url = self.service.url(&self.key);
+        if self.failures >= ATTEMPTS {
+            return Err(io::Error::other(Error::failed(format!(
+                "download {url} failed at byte {} after {} attempts: {cause}",
+                self.pos, self.failures
+            ))));
+        }
+        crate::output::warn(format!(
+            "download {url} broke off at byte {}: {cause}; resuming",
+            self.pos
+        ));
+        match self
+            .service
+            .get(&self.key, self.pos, self.version.as_deref())
+        {
+            Ok(d) => {
+                self.body = Some(d.body);
+                Ok(())
+            }
+            Err(f) if f.is_transient() => {
+                self.body = None;
+                Ok(())
+            }
+            Err(f) => Err(io::Error::other(Error::failed(format!(
+                "download {url} cannot resume at byte {}: {} (the object changed or went away)",
+                self.pos,
+                f.describe()
+            )))),
+        }
+    }
+}
+
+impl Read for CloudReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(body) = self.body.as_mut() else {
+                self.resume("no answer")?;
+                continue;
+            };
+            match body.read(buf) {
+                Ok(0) if buf.is_empty() => return Ok(0),
+                Ok(0) if self.end.is_some_and(|end| self.pos < end) => {
+                    self.resume("the connection closed early")?
+                }
+                Ok(n) => {
+                    self.pos += n as u64;
+                    if n > 0 {
+                        self.failures = 0;
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => self.resume(&e.to_string())?,
+            }
+        }
+    }
+}
+
+/// Percent-encodes a path segment or query value (everything but RFC 3986's
+/// unreserved characters).
+fn encode(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+/// Percent-encodes an object name in a URL path, keeping its slashes.
+fn encode_path(s: &str) -> String {
+    s.split('/').map(encode).collect::<Vec<_>>().join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_say_which_are_transient_and_which_mean_the_name_exists() {
+        let status = |status, code: &str| Failure::Status {
+            status,
+            code: code.into(),
+            message: String::new(),
+        };
+        assert!(Failure::Transport("reset".into()).is_transient());
+        assert!(status(503, "").is_transient() && status(429, "").is_transient());
+        assert!(!status(403, "forbidden").is_transient() && !status(404, "").is_transient());
+        assert!(status(412, "conditionNotMet").exists());
+        assert!(status(409, "BlobAlreadyExists").exists());
+        assert!(!status(409, "ContainerBeingDeleted").exists());
+        assert_eq!(
+            status(404, "BlobNotFound").describe(),
+            "HTTP 404 BlobNotFound"
+        );
+    }
+
+    #[test]
+    fn names_are_percent_encoded_but_keep_their_slashes() {
+        assert_eq!(encode("a b/c+d"), "a%20b%2Fc%2Bd");
+        assert_eq!(encode_path("backups/x y.zst"), "backups/x%20y.zst");
+    }
+}
