@@ -61,6 +61,16 @@ pip_install() {
 have aws || pip_install "the aws CLI" awscli
 # moto's S3 server: the second S3 implementation (conditional writes included).
 have moto_server || pip_install "moto's S3 server" 'moto[server]==5.2.1'
+# Google Cloud Storage and Azure Blob emulators for the gs:// and az:// stores.
+have gcp-storage-emulator || pip_install "the GCS emulator" 'gcp-storage-emulator==2026.7.19'
+if ! have azurite-blob; then
+  if ! have npm; then
+    echo "test-deps: npm is missing: install nodejs and npm (Azurite comes from npm), then run this again" >&2
+    exit 2
+  fi
+  echo "test-deps: installing Azurite (npm install -g azurite)"
+  npm install -g --silent azurite@3
+fi
 # The Pushgateway's basic-auth users are bcrypt hashes.
 python3 -c 'import bcrypt' 2>/dev/null || pip_install "bcrypt (Python)" 'bcrypt==4.2.1'
 

@@ -6,6 +6,7 @@
 //! stdout and stderr. Tools the tests need from the system are looked up
 //! with [`require`], which fails (never skips) naming what to install.
 
+pub mod cloud;
 pub mod dir;
 pub mod duckdb;
 pub mod faultproxy;

@@ -19,7 +19,11 @@ pub const BUCKET: &str = "dbsafe";
 /// Starts the server `command(port)` makes on a free port and waits until
 /// it listens; another test may take the port between the probe and the
 /// bind, so a server that exits early is tried again on another.
-fn listening(scene: &Scene, name: &str, command: impl Fn(u16) -> Command) -> (Child, u16) {
+pub(crate) fn listening(
+    scene: &Scene,
+    name: &str,
+    command: impl Fn(u16) -> Command,
+) -> (Child, u16) {
     let mut last_log = String::new();
     for _ in 0..5 {
         let port = crate::free_port();

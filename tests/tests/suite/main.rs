@@ -1,6 +1,7 @@
 //! The integration suite: one test binary, so every test shares one pool
 //! of test threads and the harness is compiled and linked once.
 
+mod cloud;
 mod dbpromote;
 mod dbprune;
 mod dbrestore;

@@ -123,67 +123,10 @@ fn a_push_reaches_a_real_pushgateway_and_a_dead_one_only_warns() {
         .stderr_has("cannot push metrics");
 }
 
-/// A private CA in `dir` and a certificate it signed for 127.0.0.1: (ca.pem, cert, key).
-fn private_ca(s: &Scene) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    require("openssl", "the Debian package openssl");
-    let openssl = |args: &[&str]| {
-        Cmd::new("openssl")
-            .args(args)
-            .current_dir(s.path(""))
-            .succeeds();
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-subj",
-        "/CN=dbsafe test CA",
-        "-days",
-        "2",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "gw.key",
-        "-out",
-        "gw.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    s.write("gw.ext", "subjectAltName=IP:127.0.0.1\n");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "gw.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "gw.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "gw.ext",
-    ]);
-    (s.path("ca.pem"), s.path("gw.pem"), s.path("gw.key"))
-}
-
 #[test]
 fn a_push_reaches_a_pushgateway_over_https_with_basic_auth_and_the_password_stays_out_of_sight() {
     let (gw, s) = pushgateway_scene();
-    let (ca, cert, key) = private_ca(&s);
+    let (ca, cert, key) = dbsafe_tests::cloud::private_ca(&s);
     let password = "pg-pw-7f3a91c2e";
     let hash = Cmd::new("python3")
         .args([

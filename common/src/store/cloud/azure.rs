@@ -140,6 +140,14 @@ impl Azure {
         base64::engine::general_purpose::STANDARD.encode(format!("{upload}-{number:06}"))
     }
 
+    /// Whether an error code says the credentials themselves were refused.
+    /// With the account key, which may do anything in its account, a
+    /// refused authorization is a refused key too.
+    fn rejects_credentials(&self, code: &str) -> bool {
+        matches!(code, "AuthenticationFailed" | "InvalidAuthenticationInfo")
+            || (code == "AuthorizationFailure" && matches!(self.auth, Auth::SharedKey(_)))
+    }
+
     fn who(&self) -> String {
         match &self.auth {
             Auth::SharedKey(_) => format!("the key of storage account {}", self.account),
@@ -476,8 +484,8 @@ impl Service for Azure {
                 ))
                 .hint("create it (az storage container create -n CONTAINER) or check the store URL")
             }
-            (Some(403), "AuthenticationFailed") => Error::failed(format!(
-                "storage account {} rejected {who} (AuthenticationFailed; {} {url})",
+            (Some(400 | 403), code) if self.rejects_credentials(code) => Error::failed(format!(
+                "storage account {} rejected {who} ({code}; {} {url})",
                 self.account, op.verb
             ))
             .hint("check the account key, SAS token or connection string"),

@@ -1,0 +1,261 @@
+//! Google Cloud Storage and Azure Blob stores against their emulators
+//! (gcp-storage-emulator, Azurite, which checks Shared Key signatures and,
+//! over HTTPS, OAuth tokens): the round trip of a local store, uploads in
+//! parts, a download cut halfway, and each platform's credentials.
+
+use dbsafe_tests::cloud::{service_account, CloudServer, TokenServer};
+use dbsafe_tests::faultproxy::{Fault, FaultProxy};
+use dbsafe_tests::{sqlite, Cmd, Scene};
+
+const PREFIX: &str = "prod";
+
+/// Artifacts (no sidecars, no pointers) the emulator holds under `prefix/backups`.
+fn artifact_keys(server: &CloudServer) -> Vec<String> {
+    server
+        .keys(&format!("{PREFIX}/backups"))
+        .into_iter()
+        .filter(|k| !k.ends_with(".sha256") && !k.ends_with(".json") && !k.contains("_latest."))
+        .collect()
+}
+
+/// Two encrypted snapshots, verified, listed, restored exactly, rotated to one.
+fn round_trip(s: &Scene, server: &CloudServer) {
+    let (key, public) = s.age_key("key.txt");
+    let db = s.path("app.db");
+    sqlite::sample(&db, 300);
+    let store = server.url(PREFIX);
+    for _ in 0..2 {
+        dbsafe_tests::next_second();
+        server
+            .tool("dbsnap")
+            .arg(sqlite::url(&db))
+            .args(["--to", &store, "-r", &public])
+            .succeeds();
+    }
+    let artifacts = artifact_keys(server);
+    assert_eq!(artifacts.len(), 2, "{:?}", server.keys(PREFIX));
+    let name = artifacts[1].rsplit('/').next().unwrap().to_string();
+    let keys = server.keys(PREFIX);
+    for k in [
+        format!("{PREFIX}/backups/{name}.sha256"),
+        format!("{PREFIX}/backups/{name}.meta.json"),
+        format!("{PREFIX}/backups/default_app_full_latest.sqlite.zst.age"),
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    server
+        .tool("dbverify")
+        .args(["--store", &store, "--latest", "--level", "full", "-i"])
+        .arg(&key)
+        .succeeds()
+        .stderr_has(&name);
+    let list = server
+        .tool("dbverify")
+        .args(["--list", "--json", "--store", &store])
+        .succeeds()
+        .json();
+    let listed: Vec<&str> = list["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .filter_map(|b| b["file"].as_str())
+        .collect();
+    assert_eq!(listed.len(), 2, "{list}");
+    assert!(listed.contains(&name.as_str()), "{list}");
+    let restored = s.path("restored.db");
+    server
+        .tool("dbrestore")
+        .args(["--store", &store, "--latest", "--create", "--target"])
+        .arg(sqlite::url(&restored))
+        .arg("-i")
+        .arg(&key)
+        .succeeds();
+    assert_eq!(sqlite::contents(&restored), sqlite::contents(&db));
+    server
+        .tool("dbprune")
+        .args(["--store", &store, "--keep-last", "1"])
+        .succeeds();
+    assert_eq!(artifact_keys(server), vec![artifacts[1].clone()]);
+}
+
+/// Runs `scenario` against a GCS emulator, then against Azurite.
+fn on_both_services(scenario: fn(&Scene, &CloudServer)) {
+    let starts: [fn(&Scene) -> CloudServer; 2] =
+        [CloudServer::start_gcs, CloudServer::start_azurite];
+    for start in starts {
+        let s = Scene::new();
+        scenario(&s, &start(&s));
+    }
+}
+
+#[test]
+fn gcs_and_azure_stores_back_up_verify_list_restore_exactly_and_prune() {
+    on_both_services(round_trip);
+}
+
+/// An artifact of several parts uploads, and a download cut after 10 MiB
+/// resumes where it stopped: the checksum still matches.
+fn parts_and_resume(s: &Scene, server: &CloudServer) {
+    let db = s.path("big.db");
+    sqlite::blobs(&db, 20);
+    let store = server.url(PREFIX);
+    server
+        .tool("dbsnap")
+        .arg(sqlite::url(&db))
+        .args(["--to", &store, "--compress", "none", "--no-encrypt"])
+        .succeeds();
+    let artifact = &artifact_keys(server)[0];
+    let proxy = FaultProxy::start(server.port, Fault::DropReplyAfter(10 << 20));
+    server
+        .tool_via("dbverify", proxy_port(&proxy))
+        .args(["--store", &store, "--latest", "--level", "full"])
+        .succeeds()
+        .stderr_has("resuming");
+    assert_eq!(
+        proxy.stats.drops.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    let restored = s.path("restored.db");
+    server
+        .tool("dbrestore")
+        .args(["--store", &store, "--latest", "--create", "--target"])
+        .arg(sqlite::url(&restored))
+        .succeeds();
+    assert_eq!(
+        sqlite::contents(&restored),
+        sqlite::contents(&db),
+        "{artifact}"
+    );
+}
+
+fn proxy_port(proxy: &FaultProxy) -> u16 {
+    let endpoint = proxy.endpoint();
+    endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port")
+}
+
+#[test]
+fn gcs_and_azure_upload_a_large_artifact_in_parts_and_resume_a_cut_download() {
+    on_both_services(parts_and_resume);
+}
+
+fn never_in(run: &dbsafe_tests::Run, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(
+            !run.stderr().contains(secret) && !run.stdout().contains(secret),
+            "{secret} leaked"
+        );
+    }
+}
+
+#[test]
+fn gcs_tokens_from_a_service_account_key_and_the_metadata_server_reach_the_bucket_and_are_renewed()
+{
+    let s = Scene::new();
+    let gcs = CloudServer::start_gcs(&s);
+    // The key pair is made first; its public half checks every assertion.
+    let (key_file, public) = service_account(&s, "backup", "http://127.0.0.1:1/token");
+    // Tokens live a minute: within dbsafe's renewal margin, so each
+    // request renews its token, as one near its expiry would be.
+    let tokens = TokenServer::start(&s, &public.display().to_string(), 60, gcs.port);
+    let mut sa: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+    sa["token_uri"] = format!("http://{}/token", tokens.host()).into();
+    std::fs::write(&key_file, sa.to_string()).unwrap();
+    let db = s.path("app.db");
+    sqlite::sample(&db, 50);
+    let store = gcs.url(PREFIX);
+    let via_gate = |tool: &str| {
+        gcs.bare_tool(tool)
+            .env("DBSAFE_GCS_ENDPOINT", format!("http://{}", tokens.host()))
+    };
+    let run = via_gate("dbsnap")
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &key_file)
+        .arg(sqlite::url(&db))
+        .args(["--to", &store, "--no-encrypt"])
+        .succeeds();
+    let (issued, forwarded) = (tokens.count("google"), tokens.count("forwarded"));
+    assert!(forwarded >= 3, "requests through the gate: {forwarded}");
+    assert!(
+        issued >= 2,
+        "a token near its expiry is fetched again: {issued} issued"
+    );
+    let private = sa["private_key"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    never_in(&run, &[&private, "tok-"]);
+    assert_eq!(artifact_keys(&gcs).len(), 1);
+
+    // The metadata server, as on a VM or with GKE workload identity.
+    via_gate("dbverify")
+        .env("GCE_METADATA_HOST", tokens.host())
+        .args(["--store", &store, "--latest", "--level", "full"])
+        .succeeds();
+    assert!(tokens.count("metadata") >= 1);
+
+    // A key the token endpoint does not know is refused, naming the account.
+    let (other, _) = service_account(&s, "stranger", &format!("http://{}/token", tokens.host()));
+    let run = via_gate("dbverify")
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &other)
+        .args(["--store", &store, "--latest"])
+        .fails_with(1, "backup@dbsafe-test.iam.gserviceaccount.com");
+    never_in(&run, &["BEGIN PRIVATE KEY"]);
+    // Without a token the gate refuses: the emulator is reached only with one.
+    Cmd::new("python3")
+        .arg("-c")
+        .arg("import sys, urllib.request, urllib.error\ntry:\n urllib.request.urlopen(sys.argv[1])\nexcept urllib.error.HTTPError as e:\n sys.exit(0 if e.code == 401 else 1)\nsys.exit(1)")
+        .arg(format!("http://{}/storage/v1/b/dbsafe/o", tokens.host()))
+        .succeeds();
+}
+
+#[test]
+fn azure_managed_identity_tokens_reach_azurite_over_https() {
+    let s = Scene::new();
+    let azure = CloudServer::start_azurite_oauth(&s);
+    let imds = TokenServer::start(&s, "/dev/null", 3600, azure.port);
+    let db = s.path("app.db");
+    sqlite::sample(&db, 50);
+    let store = azure.url(PREFIX);
+    let identity = |tool: &str| {
+        azure
+            .bare_tool(tool)
+            .env_remove("AZURE_IMDS_DISABLED")
+            .env("AZURE_STORAGE_ACCOUNT", dbsafe_tests::cloud::AZURE_ACCOUNT)
+            .env("DBSAFE_AZURE_ENDPOINT", azure.endpoint())
+            .env(
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                format!("http://{}", imds.host()),
+            )
+    };
+    identity("dbsnap")
+        .arg(sqlite::url(&db))
+        .args(["--to", &store, "--no-encrypt"])
+        .succeeds();
+    identity("dbverify")
+        .args(["--store", &store, "--latest", "--level", "full"])
+        .succeeds();
+    assert!(imds.count("azure") >= 2, "one token per run");
+    assert_eq!(artifact_keys(&azure).len(), 1);
+    // With the metadata service off and no key, nothing to sign with: exit 2.
+    identity("dbverify")
+        .env("AZURE_IMDS_DISABLED", "true")
+        .args(["--store", &store, "--latest"])
+        .fails_with(2, "no credentials for storage account devstoreaccount1");
+    // A wrong account key is rejected by Azurite, named, never shown.
+    let wrong = "d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXk=";
+    let run = azure
+        .bare_tool("dbverify")
+        .env("AZURE_STORAGE_ACCOUNT", dbsafe_tests::cloud::AZURE_ACCOUNT)
+        .env("AZURE_STORAGE_KEY", wrong)
+        .env("DBSAFE_AZURE_ENDPOINT", azure.endpoint())
+        .args(["--store", &store, "--latest"])
+        .fails_with(1, "rejected the key of storage account devstoreaccount1");
+    never_in(&run, &[wrong]);
+}
