@@ -12,6 +12,7 @@
 
 mod cloud;
 mod local;
+mod remote;
 mod retry;
 mod s3;
 
@@ -95,12 +96,20 @@ pub trait Store: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     /// Deletes `key` (no error when it is already gone).
     fn delete(&self, key: &str) -> Result<()>;
-    /// Points `key` at `target` (a key in the same directory).
-    fn set_pointer(&self, key: &str, target: &str) -> Result<()>;
+    /// Points `key` at `target` (a key in the same directory): by default a
+    /// small object holding the target's key, for stores without symlinks.
+    fn set_pointer(&self, key: &str, target: &str) -> Result<()> {
+        write_pointer_object(self, key, target)
+    }
     /// Where `key` points, if it is a pointer.
-    fn pointer(&self, key: &str) -> Result<Option<String>>;
-    /// Free bytes where the store writes, when the backend can tell.
-    fn free_space(&self) -> Option<u64>;
+    fn pointer(&self, key: &str) -> Result<Option<String>> {
+        read_pointer_object(self, key)
+    }
+    /// Free bytes where the store writes, when the backend can tell (remote
+    /// stores cannot).
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
     /// Temporaries under `prefix` left by writers, oldest first.
     fn temporaries(&self, prefix: &str) -> Result<Vec<StaleTemporary>>;
     /// Removes a temporary found by [`Store::temporaries`].
@@ -203,7 +212,7 @@ pub(crate) fn invalid_key(key: &str) -> bool {
 
 /// Points `key` at `target` with a small object holding the target's key,
 /// for stores without symlinks.
-pub(crate) fn write_pointer_object(store: &dyn Store, key: &str, target: &str) -> Result<()> {
+fn write_pointer_object<S: Store + ?Sized>(store: &S, key: &str, target: &str) -> Result<()> {
     for k in [key, target] {
         if invalid_key(k) {
             return Err(Error::usage(format!("invalid store key {k:?}")));
@@ -214,7 +223,7 @@ pub(crate) fn write_pointer_object(store: &dyn Store, key: &str, target: &str) -
 
 /// Where a pointer object written by [`write_pointer_object`] points;
 /// `None` when it does not exist or holds no key.
-pub(crate) fn read_pointer_object(store: &dyn Store, key: &str) -> Result<Option<String>> {
+fn read_pointer_object<S: Store + ?Sized>(store: &S, key: &str) -> Result<Option<String>> {
     let Some(bytes) = store.read_small(key)? else {
         return Ok(None);
     };
@@ -224,6 +233,19 @@ pub(crate) fn read_pointer_object(store: &dyn Store, key: &str) -> Result<Option
         (!invalid_key(target) && target.len() < 1024 && !target.contains('\n'))
             .then(|| target.to_string()),
     )
+}
+
+/// An environment for tests of what reads one: `pairs`, and nothing else.
+#[cfg(test)]
+pub(crate) fn test_env(
+    pairs: &'static [(&'static str, &'static str)],
+) -> impl Fn(&str) -> Option<String> {
+    move |k| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
 }
 
 /// Joins key components with `/`.

@@ -14,11 +14,8 @@
 //! No token, key or assertion ever reaches a message.
 
 use super::Failure;
+use crate::store::remote::Expiring;
 use chrono::{DateTime, Duration, Utc};
-use std::sync::Mutex;
-
-/// Tokens are fetched again this long before they expire.
-const REFRESH_BEFORE: Duration = Duration::seconds(60);
 /// Google's scope for reading and writing objects.
 const GCS_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 /// The resource (audience) of Azure Storage tokens.
@@ -290,7 +287,7 @@ fn jwt(
 pub(super) struct Tokens {
     source: Source,
     agent: ureq::Agent,
-    cached: Mutex<Option<(String, DateTime<Utc>)>>,
+    cached: Expiring<String>,
 }
 
 impl Tokens {
@@ -298,7 +295,7 @@ impl Tokens {
         Tokens {
             source,
             agent,
-            cached: Mutex::new(None),
+            cached: Expiring::empty(),
         }
     }
 
@@ -309,17 +306,12 @@ impl Tokens {
 
     /// A valid token: the cached one, or a fresh one near its expiry.
     pub fn current(&self) -> std::result::Result<String, Failure> {
-        let mut cached = self.cached.lock().expect("token lock");
-        if let Some((token, expires)) = &*cached {
-            if *expires - Utc::now() > REFRESH_BEFORE {
-                return Ok(token.clone());
-            }
-        }
-        let (token, expires) = self.source.fetch(&self.agent).map_err(|e| {
-            Failure::Transport(format!("no token from {}: {e}", self.source.describe()))
-        })?;
-        *cached = Some((token.clone(), expires));
-        Ok(token)
+        self.cached.current(|| {
+            let (token, expires) = self.source.fetch(&self.agent).map_err(|e| {
+                Failure::Transport(format!("no token from {}: {e}", self.source.describe()))
+            })?;
+            Ok((token, Some(expires)))
+        })
     }
 }
 
@@ -345,14 +337,7 @@ mod tests {
 
     #[test]
     fn the_azure_environment_picks_workload_identity_then_the_endpoint_then_imds() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let env = crate::store::test_env;
         let workload = env(&[
             ("AZURE_FEDERATED_TOKEN_FILE", "/t"),
             ("AZURE_TENANT_ID", "t"),

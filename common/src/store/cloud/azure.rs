@@ -16,7 +16,10 @@
 //! endpoint (sovereign clouds, private endpoints, tests).
 
 use super::auth::{Source, Tokens};
-use super::{encode, encode_path, plain_error, send, Download, Failure, Op, Service};
+use super::{
+    encode, encode_path, found, object_url, plain_error, send, Chunk, Failure, Op, ReadFrom,
+    Service,
+};
 use crate::error::{Error, Result};
 use crate::store::ObjectInfo;
 use chrono::{DateTime, Utc};
@@ -316,10 +319,7 @@ struct Properties {
 
 impl Service for Azure {
     fn url(&self, key: &str) -> String {
-        match key {
-            "" => format!("az://{}", self.container),
-            k => format!("az://{}/{k}", self.container),
-        }
+        object_url("az", &self.container, key)
     }
 
     fn put(&self, key: &str, data: &[u8], new: bool) -> std::result::Result<(), Failure> {
@@ -337,48 +337,33 @@ impl Service for Azure {
         Ok(format!("{:016x}", rand::thread_rng().gen::<u64>()))
     }
 
-    fn put_part(
-        &self,
-        key: &str,
-        upload: &str,
-        number: u32,
-        _offset: u64,
-        data: &[u8],
-    ) -> std::result::Result<(), Failure> {
-        let id = Azure::block_id(upload, number);
+    fn put_part(&self, key: &str, part: &Chunk<'_>) -> std::result::Result<(), Failure> {
+        let id = Azure::block_id(part.upload, part.number);
         let query = [("comp", "block"), ("blockid", id.as_str())];
-        let req = self.request("PUT", Some(key), &query, &[], data.len())?;
-        send(req, Some(data), error_of).map(drop)
+        let req = self.request("PUT", Some(key), &query, &[], part.data.len())?;
+        send(req, Some(part.data), error_of).map(drop)
     }
 
-    fn finish(
-        &self,
-        key: &str,
-        upload: &str,
-        parts: u32,
-        offset: u64,
-        last: &[u8],
-        new: bool,
-    ) -> std::result::Result<(), Failure> {
-        let mut count = parts;
-        if !last.is_empty() {
-            self.put_part(key, upload, parts, offset, last)?;
+    fn finish(&self, key: &str, last: &Chunk<'_>, new: bool) -> std::result::Result<(), Failure> {
+        let mut count = last.number;
+        if !last.data.is_empty() {
+            self.put_part(key, last)?;
             count += 1;
         }
         let mut body = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
         for n in 0..count {
-            body.push_str(&format!("<Latest>{}</Latest>", Azure::block_id(upload, n)));
+            body.push_str(&format!(
+                "<Latest>{}</Latest>",
+                Azure::block_id(last.upload, n)
+            ));
         }
         body.push_str("</BlockList>");
-        let mut headers = vec![];
-        if new {
-            headers.push(("If-None-Match", "*"));
-        }
+        let headers: &[(&str, &str)] = if new { &[("If-None-Match", "*")] } else { &[] };
         let req = self.request(
             "PUT",
             Some(key),
             &[("comp", "blocklist")],
-            &headers,
+            headers,
             body.len(),
         )?;
         send(req, Some(body.as_bytes()), error_of).map(drop)
@@ -387,12 +372,12 @@ impl Service for Azure {
     /// Nothing a client can do: uncommitted blocks expire on their own.
     fn abort(&self, _key: &str, _upload: &str) {}
 
-    fn get(
-        &self,
-        key: &str,
-        from: u64,
-        version: Option<&str>,
-    ) -> std::result::Result<Download, Failure> {
+    fn version_header(&self) -> &'static str {
+        "etag"
+    }
+
+    fn get(&self, key: &str, from: &ReadFrom<'_>) -> std::result::Result<ureq::Response, Failure> {
+        let (version, from) = (from.version, from.offset);
         let range = format!("bytes={from}-");
         let mut headers = vec![];
         if from > 0 {
@@ -401,33 +386,20 @@ impl Service for Azure {
         if let Some(etag) = version {
             headers.push(("If-Match", etag));
         }
-        let resp = send(
+        send(
             self.request("GET", Some(key), &[], &headers, 0)?,
             None,
             error_of,
-        )?;
-        let len = resp
-            .header("content-length")
-            .and_then(|l| l.parse::<u64>().ok())
-            .map(|l| l + from);
-        let version = resp.header("etag").map(str::to_string);
-        Ok(Download {
-            body: Box::new(resp.into_reader()),
-            len,
-            version,
-        })
+        )
     }
 
     fn exists(&self, key: &str) -> std::result::Result<bool, Failure> {
-        match send(
+        let answer = send(
             self.request("HEAD", Some(key), &[], &[], 0)?,
             None,
             error_of,
-        ) {
-            Ok(_) => Ok(true),
-            Err(f) if f.status() == Some(404) && f.code() != "ContainerNotFound" => Ok(false),
-            Err(f) => Err(f),
-        }
+        );
+        found(answer, |f| f.code() != "ContainerNotFound")
     }
 
     fn list_page(
@@ -462,15 +434,12 @@ impl Service for Azure {
     }
 
     fn delete(&self, key: &str) -> std::result::Result<(), Failure> {
-        match send(
+        let answer = send(
             self.request("DELETE", Some(key), &[], &[], 0)?,
             None,
             error_of,
-        ) {
-            Ok(_) => Ok(()),
-            Err(f) if f.status() == Some(404) && f.code() != "ContainerNotFound" => Ok(()),
-            Err(f) => Err(f),
-        }
+        );
+        found(answer, |f| f.code() != "ContainerNotFound").map(drop)
     }
 
     fn error(&self, op: &Op<'_>, f: &Failure, attempts: u32) -> Error {
@@ -527,10 +496,9 @@ mod tests {
         assert_eq!(account, "acme");
         assert!(matches!(auth, Auth::Sas(s) if s == "sv=2022&sig=x%3D"));
         let e = from_connection_string("AccountName=acme").err().unwrap();
-        assert!(
-            e.message.contains("no AccountKey or SharedAccessSignature"),
-            "{}",
-            e.message
+        assert_eq!(
+            e.message,
+            "AZURE_STORAGE_CONNECTION_STRING has no AccountKey or SharedAccessSignature"
         );
     }
 

@@ -14,7 +14,7 @@
 //! still wants credentials (Private Service Connect, tests).
 
 use super::auth::{Source, Tokens};
-use super::{encode, plain_error, send, Download, Failure, Op, Service};
+use super::{encode, found, object_url, plain_error, send, Chunk, Failure, Op, ReadFrom, Service};
 use crate::error::{Error, Result};
 use crate::store::ObjectInfo;
 use chrono::{DateTime, Utc};
@@ -92,18 +92,19 @@ impl Gcs {
     /// total for the last one.
     fn chunk(
         &self,
-        session: &str,
-        offset: u64,
-        data: &[u8],
+        part: &Chunk<'_>,
         total: Option<u64>,
     ) -> std::result::Result<ureq::Response, Failure> {
         let total = total.map_or("*".to_string(), |t| t.to_string());
+        let (offset, data) = (part.offset, part.data);
         let range = if data.is_empty() {
             format!("bytes */{total}")
         } else {
             format!("bytes {offset}-{}/{total}", offset + data.len() as u64 - 1)
         };
-        let req = self.request("PUT", session)?.set("Content-Range", &range);
+        let req = self
+            .request("PUT", part.upload)?
+            .set("Content-Range", &range);
         send(req, Some(data), error_of)
     }
 }
@@ -154,10 +155,7 @@ fn accepted(resp: &ureq::Response) -> std::result::Result<(), Failure> {
 
 impl Service for Gcs {
     fn url(&self, key: &str) -> String {
-        match key {
-            "" => format!("gs://{}", self.bucket),
-            k => format!("gs://{}/{k}", self.bucket),
-        }
+        object_url("gs", &self.bucket, key)
     }
 
     fn put(&self, key: &str, data: &[u8], new: bool) -> std::result::Result<(), Failure> {
@@ -177,28 +175,13 @@ impl Service for Gcs {
             .ok_or_else(|| Failure::Transport("no resumable session in the answer".into()))
     }
 
-    fn put_part(
-        &self,
-        _key: &str,
-        upload: &str,
-        _number: u32,
-        offset: u64,
-        data: &[u8],
-    ) -> std::result::Result<(), Failure> {
-        accepted(&self.chunk(upload, offset, data, None)?)
+    fn put_part(&self, _key: &str, part: &Chunk<'_>) -> std::result::Result<(), Failure> {
+        accepted(&self.chunk(part, None)?)
     }
 
-    fn finish(
-        &self,
-        _key: &str,
-        upload: &str,
-        _parts: u32,
-        offset: u64,
-        last: &[u8],
-        _new: bool,
-    ) -> std::result::Result<(), Failure> {
-        let resp = self.chunk(upload, offset, last, Some(offset + last.len() as u64))?;
-        if resp.status() == 308 {
+    fn finish(&self, _key: &str, last: &Chunk<'_>, _new: bool) -> std::result::Result<(), Failure> {
+        let total = last.offset + last.data.len() as u64;
+        if self.chunk(last, Some(total))?.status() == 308 {
             return Err(Failure::Transport(
                 "the upload is incomplete after its last chunk".into(),
             ));
@@ -212,12 +195,12 @@ impl Service for Gcs {
         }
     }
 
-    fn get(
-        &self,
-        key: &str,
-        from: u64,
-        version: Option<&str>,
-    ) -> std::result::Result<Download, Failure> {
+    fn version_header(&self) -> &'static str {
+        "x-goog-generation"
+    }
+
+    fn get(&self, key: &str, from: &ReadFrom<'_>) -> std::result::Result<ureq::Response, Failure> {
+        let (version, from) = (from.version, from.offset);
         let mut url = format!("{}?alt=media", self.object(key));
         if let Some(g) = version {
             url.push_str(&format!("&ifGenerationMatch={}", encode(g)));
@@ -226,25 +209,14 @@ impl Service for Gcs {
         if from > 0 {
             req = req.set("Range", &format!("bytes={from}-"));
         }
-        let resp = send(req, None, error_of)?;
-        let len = resp
-            .header("content-length")
-            .and_then(|l| l.parse::<u64>().ok())
-            .map(|l| l + from);
-        let version = resp.header("x-goog-generation").map(str::to_string);
-        Ok(Download {
-            body: Box::new(resp.into_reader()),
-            len,
-            version,
-        })
+        send(req, None, error_of)
     }
 
     fn exists(&self, key: &str) -> std::result::Result<bool, Failure> {
-        match send(self.request("GET", &self.object(key))?, None, error_of) {
-            Ok(_) => Ok(true),
-            Err(f) if f.status() == Some(404) => Ok(false),
-            Err(f) => Err(f),
-        }
+        found(
+            send(self.request("GET", &self.object(key))?, None, error_of),
+            |_| true,
+        )
     }
 
     fn list_page(
@@ -286,11 +258,11 @@ impl Service for Gcs {
     }
 
     fn delete(&self, key: &str) -> std::result::Result<(), Failure> {
-        match send(self.request("DELETE", &self.object(key))?, None, error_of) {
-            Ok(_) => Ok(()),
-            Err(f) if f.status() == Some(404) => Ok(()),
-            Err(f) => Err(f),
-        }
+        found(
+            send(self.request("DELETE", &self.object(key))?, None, error_of),
+            |_| true,
+        )
+        .map(drop)
     }
 
     fn error(&self, op: &Op<'_>, f: &Failure, attempts: u32) -> Error {

@@ -25,7 +25,8 @@ mod auth;
 mod azure;
 mod gcs;
 
-use super::retry::{Policy, Transient, FIRST_BACKOFF};
+use super::remote::{Failure, Reopen, ResumingReader};
+use super::retry::Transient;
 use super::{ObjectInfo, ObjectWriter, StaleTemporary, Store};
 use crate::error::{Error, Result};
 use std::io::{self, Read, Write};
@@ -39,68 +40,9 @@ const ATTEMPTS: u32 = 5;
 /// How long a request may wait for the service.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Why one attempt failed.
-#[derive(Debug)]
-pub(super) enum Failure {
-    /// The service answered with an error status.
-    Status {
-        /// HTTP status.
-        status: u16,
-        /// The service's error code or reason (`notFound`, `BlobNotFound`, ...).
-        code: String,
-        /// The service's words.
-        message: String,
-    },
-    /// No usable answer: connection refused or reset, timeout, garbage.
-    Transport(String),
-}
-
-impl Failure {
-    fn status(&self) -> Option<u16> {
-        match self {
-            Failure::Status { status, .. } => Some(*status),
-            Failure::Transport(_) => None,
-        }
-    }
-
-    fn code(&self) -> &str {
-        match self {
-            Failure::Status { code, .. } => code,
-            Failure::Transport(_) => "",
-        }
-    }
-
-    /// Whether a create-only write was refused because the name exists.
-    fn exists(&self) -> bool {
-        self.status() == Some(412) || self.code() == "BlobAlreadyExists"
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Failure::Status {
-                status,
-                code,
-                message,
-            } => {
-                let mut s = format!("HTTP {status}");
-                for part in [code, message].into_iter().filter(|p| !p.is_empty()) {
-                    s.push(' ');
-                    s.push_str(part);
-                }
-                s
-            }
-            Failure::Transport(m) => m.clone(),
-        }
-    }
-}
-
-impl Transient for Failure {
-    fn is_transient(&self) -> bool {
-        matches!(
-            self.status(),
-            None | Some(408 | 429 | 500 | 502 | 503 | 504)
-        )
-    }
+/// Whether a create-only write was refused because the name exists.
+fn name_taken(f: &Failure) -> bool {
+    f.status() == Some(412) || f.code() == "BlobAlreadyExists"
 }
 
 /// What a request is about, for messages: a verb phrase and the full key.
@@ -109,11 +51,23 @@ pub(super) struct Op<'a> {
     key: &'a str,
 }
 
-/// A streamed download: the body, its length, and the version it is of.
-pub(super) struct Download {
-    body: Box<dyn Read + Send + Sync>,
-    len: Option<u64>,
-    version: Option<String>,
+/// A part of an upload in parts.
+pub(super) struct Chunk<'a> {
+    /// What identifies the upload.
+    upload: &'a str,
+    /// The part's number, from 0.
+    number: u32,
+    /// Where its bytes start in the object.
+    offset: u64,
+    /// Its bytes.
+    data: &'a [u8],
+}
+
+/// Where a read starts: a byte offset, and the version a first read
+/// returned (a resumed read takes only that version).
+pub(super) struct ReadFrom<'a> {
+    offset: u64,
+    version: Option<&'a str>,
 }
 
 /// One bucket or container of a service, each request tried once. Keys are
@@ -125,36 +79,17 @@ pub(super) trait Service: Send + Sync {
     fn put(&self, key: &str, data: &[u8], new: bool) -> std::result::Result<(), Failure>;
     /// Starts an upload in parts; what identifies it to the parts.
     fn start(&self, key: &str, new: bool) -> std::result::Result<String, Failure>;
-    /// Uploads part `number` (from 0), which starts at byte `offset`.
-    fn put_part(
-        &self,
-        key: &str,
-        upload: &str,
-        number: u32,
-        offset: u64,
-        data: &[u8],
-    ) -> std::result::Result<(), Failure>;
-    /// Completes an upload of `parts` parts with the last bytes `last`, which
-    /// start at `offset`; the object appears under its name.
-    fn finish(
-        &self,
-        key: &str,
-        upload: &str,
-        parts: u32,
-        offset: u64,
-        last: &[u8],
-        new: bool,
-    ) -> std::result::Result<(), Failure>;
+    /// Uploads a part that is not the last.
+    fn put_part(&self, key: &str, part: &Chunk<'_>) -> std::result::Result<(), Failure>;
+    /// Completes an upload with its last part (which may be empty); the
+    /// object appears under its name.
+    fn finish(&self, key: &str, last: &Chunk<'_>, new: bool) -> std::result::Result<(), Failure>;
     /// Abandons an upload, as far as the service lets a client.
     fn abort(&self, key: &str, upload: &str);
-    /// Reads `key` from byte `from`; `version`: only the version a first
-    /// read returned.
-    fn get(
-        &self,
-        key: &str,
-        from: u64,
-        version: Option<&str>,
-    ) -> std::result::Result<Download, Failure>;
+    /// The answer header that names an object's version.
+    fn version_header(&self) -> &'static str;
+    /// Reads `key` from where `from` says.
+    fn get(&self, key: &str, from: &ReadFrom<'_>) -> std::result::Result<ureq::Response, Failure>;
     /// Whether `key` exists.
     fn exists(&self, key: &str) -> std::result::Result<bool, Failure>;
     /// One page of the objects under the full prefix `prefix` (full keys),
@@ -177,21 +112,21 @@ fn call<T>(
     op: &Op<'_>,
     attempt: impl FnMut() -> std::result::Result<T, Failure>,
 ) -> Result<T> {
-    let policy = Policy {
-        attempts: ATTEMPTS,
-        first_backoff: FIRST_BACKOFF,
-    };
-    policy
-        .run(None, attempt, |f, delay, next| {
-            crate::output::warn(format!(
-                "{} {} failed: {}; retrying in {:.1}s (attempt {next} of {ATTEMPTS})",
-                op.verb,
-                service.url(op.key),
-                f.describe(),
-                delay.as_secs_f64(),
-            ))
-        })
-        .map_err(|(f, n)| service.error(op, &f, n))
+    let what = || format!("{} {}", op.verb, service.url(op.key));
+    super::remote::retry(ATTEMPTS, None, &what, attempt).map_err(|(f, n)| service.error(op, &f, n))
+}
+
+/// Whether a request found its object: an answer, or a 404 that `gone`
+/// says is about the object (not its bucket).
+fn found(
+    answer: std::result::Result<ureq::Response, Failure>,
+    gone: impl Fn(&Failure) -> bool,
+) -> std::result::Result<bool, Failure> {
+    match answer {
+        Ok(_) => Ok(true),
+        Err(f) if f.status() == Some(404) && gone(&f) => Ok(false),
+        Err(f) => Err(f),
+    }
 }
 
 /// The common messages of both services' errors: not found, the retries
@@ -242,6 +177,7 @@ fn send(
                 status,
                 code: if code.is_empty() { header_code } else { code },
                 message: if message.is_empty() { reason } else { message },
+                bucket_region: None,
             })
         }
         Err(ureq::Error::Transport(t)) => {
@@ -327,6 +263,19 @@ impl CloudStore {
         }
     }
 
+    /// One request about the object of store key `key`, retried.
+    fn on_object<T>(
+        &self,
+        verb: &str,
+        key: &str,
+        request: impl Fn(&dyn Service, &str) -> std::result::Result<T, Failure>,
+    ) -> Result<T> {
+        check_key(key)?;
+        let full = self.full(key);
+        let op = Op { verb, key: &full };
+        call(&*self.service, &op, || request(&*self.service, &full))
+    }
+
     /// The first page under the store key prefix `prefix` ("" for all).
     fn page(&self, prefix: &str) -> Result<(Vec<ObjectInfo>, Option<String>)> {
         let full = if prefix.is_empty() {
@@ -364,22 +313,35 @@ impl Store for CloudStore {
         Ok(Box::new(CloudWriter::new(self, key, true)))
     }
 
+    /// A download resumed where it broke off, from the same version.
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
-        check_key(key)?;
-        Ok(Box::new(CloudReader::open(
-            Arc::clone(&self.service),
-            self.full(key),
-        )?))
+        let start = ReadFrom {
+            offset: 0,
+            version: None,
+        };
+        let first = self.on_object("download", key, |s, full| s.get(full, &start))?;
+        let (service, full) = (Arc::clone(&self.service), self.full(key));
+        let url = service.url(&full);
+        let header = service.version_header();
+        let reopen: Reopen = Box::new(move |pos, version| {
+            let op = Op {
+                verb: "download",
+                key: &full,
+            };
+            let from = ReadFrom {
+                offset: pos,
+                version,
+            };
+            let resp = call(&*service, &op, || service.get(&full, &from))?;
+            Ok(resp.into_reader())
+        });
+        Ok(Box::new(ResumingReader::new(
+            url, ATTEMPTS, first, header, reopen,
+        )))
     }
 
     fn exists(&self, key: &str) -> Result<bool> {
-        check_key(key)?;
-        let full = self.full(key);
-        let op = Op {
-            verb: "look up",
-            key: &full,
-        };
-        call(&*self.service, &op, || self.service.exists(&full))
+        self.on_object("look up", key, |s, full| s.exists(full))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -409,25 +371,7 @@ impl Store for CloudStore {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        check_key(key)?;
-        let full = self.full(key);
-        let op = Op {
-            verb: "delete",
-            key: &full,
-        };
-        call(&*self.service, &op, || self.service.delete(&full))
-    }
-
-    fn set_pointer(&self, key: &str, target: &str) -> Result<()> {
-        super::write_pointer_object(self, key, target)
-    }
-
-    fn pointer(&self, key: &str) -> Result<Option<String>> {
-        super::read_pointer_object(self, key)
-    }
-
-    fn free_space(&self) -> Option<u64> {
-        None
+        self.on_object("delete", key, |s, full| s.delete(full))
     }
 
     /// None to list: see the module documentation.
@@ -493,13 +437,22 @@ impl CloudWriter {
             }
         };
         let verb = format!("upload part {} of", self.parts + 1);
-        call(s, &self.op(&verb), || {
-            s.put_part(&self.key, &upload, self.parts, self.offset, &self.buf)
-        })?;
+        let part = self.chunk(&upload);
+        call(s, &self.op(&verb), || s.put_part(&self.key, &part))?;
         self.parts += 1;
         self.offset += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
+    }
+
+    /// The buffered bytes as the next part of `upload`.
+    fn chunk<'a>(&'a self, upload: &'a str) -> Chunk<'a> {
+        Chunk {
+            upload,
+            number: self.parts,
+            offset: self.offset,
+            data: &self.buf,
+        }
     }
 
     /// Runs the request that makes the object appear; a create-only one
@@ -515,7 +468,7 @@ impl CloudWriter {
         call(&*self.service, &self.op(verb), || {
             tries += 1;
             match attempt() {
-                Err(f) if self.new && f.exists() => {
+                Err(f) if self.new && name_taken(&f) => {
                     taken = tries == 1;
                     Ok(())
                 }
@@ -530,13 +483,14 @@ impl CloudWriter {
 }
 
 impl Write for CloudWriter {
+    /// A full part is shipped when more bytes come: the last one, whatever
+    /// its size, goes with the completion.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = PART_SIZE - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == PART_SIZE {
             self.ship().map_err(io::Error::other)?;
         }
+        let n = data.len().min(PART_SIZE - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
         Ok(n)
     }
 
@@ -554,10 +508,9 @@ impl ObjectWriter for CloudWriter {
                 self.complete("upload", || s.put(key, buf, new))?;
             }
             Some(upload) => {
-                let (key, buf, new) = (&self.key, &self.buf, self.new);
-                let (parts, offset) = (self.parts, self.offset);
+                let last = self.chunk(&upload);
                 self.complete("complete the upload of", || {
-                    s.finish(key, &upload, parts, offset, buf, new)
+                    s.finish(&self.key, &last, self.new)
                 })?;
             }
         }
@@ -574,93 +527,11 @@ impl Drop for CloudWriter {
     }
 }
 
-/// An object being read, resumed from where it broke off (at most the
-/// attempts in a row without progress), and only from the same version.
-struct CloudReader {
-    service: Arc<dyn Service>,
-    key: String,
-    body: Option<Box<dyn Read + Send + Sync>>,
-    pos: u64,
-    end: Option<u64>,
-    version: Option<String>,
-    failures: u32,
-}
-
-impl CloudReader {
-    fn open(service: Arc<dyn Service>, key: String) -> Result<CloudReader> {
-        let op = Op {
-            verb: "download",
-            key: &key,
-        };
-        let d = call(&*service, &op, || service.get(&key, 0, None))?;
-        Ok(CloudReader {
-            body: Some(d.body),
-            end: d.len,
-            version: d.version,
-            service,
-            key,
-            pos: 0,
-            failures: 0,
-        })
-    }
-
-    fn resume(&mut self, cause: &str) -> io::Result<()> {
-        self.failures += 1;
-        let url = self.service.url(&self.key);
-        if self.failures >= ATTEMPTS {
-            return Err(io::Error::other(Error::failed(format!(
-                "download {url} failed at byte {} after {} attempts: {cause}",
-                self.pos, self.failures
-            ))));
-        }
-        crate::output::warn(format!(
-            "download {url} broke off at byte {}: {cause}; resuming",
-            self.pos
-        ));
-        match self
-            .service
-            .get(&self.key, self.pos, self.version.as_deref())
-        {
-            Ok(d) => {
-                self.body = Some(d.body);
-                Ok(())
-            }
-            Err(f) if f.is_transient() => {
-                self.body = None;
-                Ok(())
-            }
-            Err(f) => Err(io::Error::other(Error::failed(format!(
-                "download {url} cannot resume at byte {}: {} (the object changed or went away)",
-                self.pos,
-                f.describe()
-            )))),
-        }
-    }
-}
-
-impl Read for CloudReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let Some(body) = self.body.as_mut() else {
-                self.resume("no answer")?;
-                continue;
-            };
-            match body.read(buf) {
-                Ok(0) if buf.is_empty() => return Ok(0),
-                Ok(0) if self.end.is_some_and(|end| self.pos < end) => {
-                    self.resume("the connection closed early")?
-                }
-                Ok(n) => {
-                    self.pos += n as u64;
-                    if n > 0 {
-                        self.failures = 0;
-                    }
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => self.resume(&e.to_string())?,
-            }
-        }
+/// `SCHEME://BUCKET/KEY` of a full key (the bucket alone for an empty one).
+fn object_url(scheme: &str, bucket: &str, key: &str) -> String {
+    match key {
+        "" => format!("{scheme}://{bucket}"),
+        k => format!("{scheme}://{bucket}/{k}"),
     }
 }
 
@@ -685,22 +556,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_say_which_are_transient_and_which_mean_the_name_exists() {
+    fn failures_say_which_are_transient_and_which_mean_the_name_is_taken() {
         let status = |status, code: &str| Failure::Status {
             status,
             code: code.into(),
             message: String::new(),
+            bucket_region: None,
         };
-        assert!(Failure::Transport("reset".into()).is_transient());
-        assert!(status(503, "").is_transient() && status(429, "").is_transient());
+        assert!(status(503, "ServerBusy").is_transient() && status(429, "").is_transient());
         assert!(!status(403, "forbidden").is_transient() && !status(404, "").is_transient());
-        assert!(status(412, "conditionNotMet").exists());
-        assert!(status(409, "BlobAlreadyExists").exists());
-        assert!(!status(409, "ContainerBeingDeleted").exists());
-        assert_eq!(
-            status(404, "BlobNotFound").describe(),
-            "HTTP 404 BlobNotFound"
-        );
+        assert!(name_taken(&status(412, "conditionNotMet")));
+        assert!(name_taken(&status(409, "BlobAlreadyExists")));
+        assert!(!name_taken(&status(409, "ContainerBeingDeleted")));
     }
 
     #[test]

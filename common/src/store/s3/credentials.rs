@@ -8,12 +8,10 @@
 
 use super::config::Credentials;
 use crate::error::{Error, Result};
+use crate::store::remote::Expiring;
 use chrono::{DateTime, Utc};
-use std::sync::Mutex;
 use std::time::Duration;
 
-/// Credentials this long before their expiry are fetched again.
-const REFRESH_BEFORE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// The instance metadata service's default address.
 pub const IMDS_ENDPOINT: &str = "http://169.254.169.254";
 /// The container credentials endpoint's host for relative URIs.
@@ -272,7 +270,7 @@ impl Sts {
 /// again before they expire.
 pub struct Refreshing {
     provider: Option<Provider>,
-    cached: Mutex<Option<(Credentials, Option<DateTime<Utc>>)>>,
+    cached: Expiring<Credentials>,
 }
 
 impl Refreshing {
@@ -280,7 +278,7 @@ impl Refreshing {
     pub fn fixed(c: Credentials) -> Refreshing {
         Refreshing {
             provider: None,
-            cached: Mutex::new(Some((c, None))),
+            cached: Expiring::fixed(c),
         }
     }
 
@@ -288,14 +286,14 @@ impl Refreshing {
     pub fn from(provider: Provider) -> Refreshing {
         Refreshing {
             provider: Some(provider),
-            cached: Mutex::new(None),
+            cached: Expiring::empty(),
         }
     }
 
     /// Who signs, for messages: the access key id and where it came from.
     pub fn who(&self) -> String {
-        match &*self.cached.lock().expect("credentials lock") {
-            Some((c, _)) => format!("access key id {} (from {})", c.key_id, c.source),
+        match self.cached.peek() {
+            Some(c) => format!("access key id {} (from {})", c.key_id, c.source),
             None => self
                 .provider
                 .as_ref()
@@ -307,19 +305,10 @@ impl Refreshing {
     /// Valid credentials: the cached ones, or fresh ones once those are
     /// within a minute of their expiry.
     pub fn current(&self) -> Result<Credentials> {
-        let mut cached = self.cached.lock().expect("credentials lock");
-        let fresh = match &*cached {
-            Some((c, None)) => return Ok(c.clone()),
-            Some((c, Some(expires))) if *expires - Utc::now() > REFRESH_BEFORE => {
-                return Ok(c.clone())
-            }
-            _ => match &self.provider {
-                Some(p) => p.fetch()?,
-                None => return Err(Error::failed("S3 credentials expired")),
-            },
-        };
-        *cached = Some(fresh.clone());
-        Ok(fresh.0)
+        self.cached.current(|| match &self.provider {
+            Some(p) => p.fetch(),
+            None => Err(Error::failed("S3 credentials expired")),
+        })
     }
 }
 
@@ -329,14 +318,7 @@ mod tests {
 
     #[test]
     fn the_environment_picks_web_identity_then_container_then_instance() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let env = crate::store::test_env;
         let p = Provider::from_env(
             &env(&[
                 ("AWS_WEB_IDENTITY_TOKEN_FILE", "/t"),

@@ -9,6 +9,8 @@
 
 use super::config::{Location, Settings};
 use crate::error::{Error, Result};
+pub(super) use crate::store::remote::Failure;
+use crate::store::retry::Transient;
 use rusty_s3::S3Action;
 use std::io::Read;
 use std::time::Duration;
@@ -17,65 +19,6 @@ use url::Url;
 /// How long a presigned request stays valid: long enough for a part to
 /// crawl through a slow link, short enough not to matter if it leaked.
 const PRESIGN_VALIDITY: Duration = Duration::from_secs(3600);
-
-/// Why one attempt failed.
-#[derive(Debug)]
-pub(super) enum Failure {
-    /// The server answered with an error status (or a 200 carrying an error).
-    Status {
-        /// HTTP status.
-        status: u16,
-        /// S3 error code (`NoSuchKey`, `SlowDown`, ...), empty when the body had none.
-        code: String,
-        /// S3's message.
-        message: String,
-        /// `x-amz-bucket-region`, when the bucket lives elsewhere.
-        bucket_region: Option<String>,
-    },
-    /// No usable answer: connection refused or reset, timeout, garbage.
-    Transport(String),
-}
-
-impl Failure {
-    /// The HTTP status, if the server answered.
-    pub(super) fn status(&self) -> Option<u16> {
-        match self {
-            Failure::Status { status, .. } => Some(*status),
-            Failure::Transport(_) => None,
-        }
-    }
-
-    /// The S3 error code, if any.
-    pub(super) fn code(&self) -> &str {
-        match self {
-            Failure::Status { code, .. } => code,
-            Failure::Transport(_) => "",
-        }
-    }
-
-    /// The failure for a message: status, code and S3's message, or the transport error.
-    pub(super) fn describe(&self) -> String {
-        match self {
-            Failure::Status {
-                status,
-                code,
-                message,
-                ..
-            } => {
-                let mut s = format!("HTTP {status}");
-                if !code.is_empty() {
-                    s.push(' ');
-                    s.push_str(code);
-                }
-                if !message.is_empty() {
-                    s.push_str(&format!(" ({message})"));
-                }
-                s
-            }
-            Failure::Transport(m) => m.clone(),
-        }
-    }
-}
 
 /// What a request is about, for messages: `upload part 3 of`, `s3://b/k`.
 pub(super) struct Op<'a> {
@@ -276,7 +219,7 @@ impl Client {
                     Failure::Transport(_) => e.hint(format!(
                         "check that {endpoint} (AWS_ENDPOINT_URL) is reachable"
                     )),
-                    _ if super::retry::is_transient(f) => e.hint(
+                    _ if f.is_transient() => e.hint(
                         "the service is unavailable or throttling; try again later or raise DBSAFE_S3_RETRIES",
                     ),
                     _ => e,

@@ -380,7 +380,7 @@ impl Store for S3Store {
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
         check_key(key)?;
         let full = self.inner.loc().object_key(key);
-        Ok(Box::new(reader::S3Reader::open(
+        Ok(Box::new(reader::open(
             Arc::clone(&self.inner.client),
             full,
         )?))
@@ -410,21 +410,6 @@ impl Store for S3Store {
     fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         self.inner.delete_object(&self.inner.loc().object_key(key))
-    }
-
-    /// A small object holding the target's key: S3 has no symlinks.
-    fn set_pointer(&self, key: &str, target: &str) -> Result<()> {
-        check_key(key)?;
-        check_key(target)?;
-        super::write_pointer_object(self, key, target)
-    }
-
-    fn pointer(&self, key: &str) -> Result<Option<String>> {
-        super::read_pointer_object(self, key)
-    }
-
-    fn free_space(&self) -> Option<u64> {
-        None
     }
 
     fn temporaries(&self, prefix: &str) -> Result<Vec<StaleTemporary>> {

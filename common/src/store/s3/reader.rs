@@ -9,102 +9,28 @@
 
 use super::http::{Client, Failure, Op};
 use crate::error::{Error, Result};
+use crate::store::remote::{Reopen, ResumingReader};
 use rusty_s3::S3Action;
-use std::io::{self, Read};
 use std::sync::Arc;
 
-/// An object being read from S3.
-pub(super) struct S3Reader {
-    client: Arc<Client>,
-    key: String,
-    body: Option<Box<dyn Read + Send + Sync>>,
-    pos: u64,
-    len: Option<u64>,
-    etag: Option<String>,
-    failures: u32,
-}
-
-impl S3Reader {
-    /// Starts reading `key` (a full object key); not found is exit 3.
-    pub(super) fn open(client: Arc<Client>, key: String) -> Result<S3Reader> {
-        let resp = get(&client, &key, None)?;
-        let len = resp
-            .header("content-length")
-            .and_then(|l| l.parse::<u64>().ok());
-        let etag = resp.header("etag").map(str::to_string);
-        Ok(S3Reader {
-            body: Some(resp.into_reader()),
-            client,
-            key,
-            pos: 0,
-            len,
-            etag,
-            failures: 0,
-        })
-    }
-
-    fn resume(&mut self, cause: &str) -> io::Result<()> {
-        self.failures += 1;
-        let url = self.client.object_url(Some(&self.key));
-        if self.failures >= self.client.settings.attempts {
-            return Err(io::Error::other(Error::failed(format!(
-                "download {url} failed at byte {} after {} attempts: {cause}",
-                self.pos, self.failures
-            ))));
-        }
-        crate::output::warn(format!(
-            "download {url} broke off at byte {}: {cause}; resuming",
-            self.pos
-        ));
-        let resp = get(
-            &self.client,
-            &self.key,
-            Some((self.pos, self.etag.as_deref())),
-        )
-        .map_err(io::Error::other)?;
+/// Starts reading `key` (a full object key); not found is exit 3. A
+/// broken-off body is resumed with a range request pinned to the ETag.
+pub(super) fn open(client: Arc<Client>, key: String) -> Result<ResumingReader> {
+    let resp = get(&client, &key, None)?;
+    let url = client.object_url(Some(&key));
+    let attempts = client.settings.attempts;
+    let reopen: Reopen = Box::new(move |pos, etag| {
+        let resp = get(&client, &key, Some((pos, etag)))?;
         if resp.status() != 206 {
-            return Err(io::Error::other(Error::failed(format!(
-                "download {url}: the server ignored the range request (HTTP {}) while resuming at byte {}",
+            return Err(Error::failed(format!(
+                "download {}: the server ignored the range request (HTTP {}) while resuming at byte {pos}",
+                client.object_url(Some(&key)),
                 resp.status(),
-                self.pos
-            ))));
+            )));
         }
-        self.body = Some(resp.into_reader());
-        Ok(())
-    }
-}
-
-impl Read for S3Reader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            let Some(body) = self.body.as_mut() else {
-                return Ok(0);
-            };
-            match body.read(buf) {
-                Ok(0) => {
-                    if self.len.is_some_and(|l| self.pos < l) {
-                        self.resume("connection closed early")?;
-                        continue;
-                    }
-                    self.body = None;
-                    return Ok(0);
-                }
-                Ok(n) => {
-                    self.pos += n as u64;
-                    self.failures = 0;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.body = None;
-                    self.resume(&e.to_string())?;
-                }
-            }
-        }
-    }
+        Ok(resp.into_reader())
+    });
+    Ok(ResumingReader::new(url, attempts, resp, "etag", reopen))
 }
 
 /// One GET (retried while no byte was handed out), optionally from an offset.
