@@ -341,16 +341,30 @@ class H(http.server.BaseHTTPRequestHandler):
         if not ok or "devstorage" not in c.get("scope", "") or c.get("exp", 0) < time.time():
             return self.reply(400, '{"error":"invalid_grant","error_description":"Invalid JWT Signature."}')
         self.token_reply(issue("google"))
-    def azure_token(self):
-        if self.headers.get("Metadata") != "true" or "resource=https%3A%2F%2Fstorage.azure.com%2F" not in self.path:
-            return self.reply(400, '{"error":"invalid_request"}')
+    def azure_reply(self, kind):
         now = int(time.time())
         claims = {"aud": "https://storage.azure.com", "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000000/",
                   "nbf": now - 60, "iat": now - 60, "exp": now + lifetime, "oid": "dbsafe-test"}
         enc = lambda o: base64.urlsafe_b64encode(json.dumps(o).encode()).decode().rstrip("=")
         token = enc({"alg": "RS256", "typ": "JWT"}) + "." + enc(claims) + "." + enc({"sig": secrets.token_hex(8)})
-        self.reply(200, json.dumps({"access_token": issue("azure", token), "expires_in": str(lifetime),
+        self.reply(200, json.dumps({"access_token": issue(kind, token), "expires_in": str(lifetime),
                                     "resource": "https://storage.azure.com/", "token_type": "Bearer"}))
+    def azure_token(self):
+        # The instance metadata service (Metadata: true), or App Service's
+        # identity endpoint (its secret header).
+        if "resource=https%3A%2F%2Fstorage.azure.com%2F" not in self.path:
+            return self.reply(400, '{"error":"invalid_request"}')
+        if self.path.startswith("/metadata/identity/oauth2/token") and self.headers.get("Metadata") == "true":
+            return self.azure_reply("azure")
+        if self.path.startswith("/msi/token") and self.headers.get("X-IDENTITY-HEADER") == "identity-secret":
+            return self.azure_reply("azure-app")
+        self.reply(400, '{"error":"invalid_request"}')
+    def azure_workload(self):
+        # AKS workload identity: the federated token file's contents must arrive.
+        form = dict(p.split("=", 1) for p in self.body().decode().split("&") if "=" in p)
+        if form.get("client_assertion") != "federated-token" or form.get("client_id") != "backup-client":
+            return self.reply(401, '{"error":"invalid_client"}')
+        self.azure_reply("azure-workload")
     def forward(self, method):
         auth = self.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or auth[7:] not in issued:
@@ -375,6 +389,8 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         if self.path == "/token":
             return self.google_token()
+        if self.path == "/test-tenant/oauth2/v2.0/token":
+            return self.azure_workload()
         self.forward("POST")
     def do_PUT(self):
         self.forward("PUT")
@@ -385,7 +401,7 @@ class H(http.server.BaseHTTPRequestHandler):
             if self.headers.get("Metadata-Flavor") != "Google":
                 return self.reply(403, "")
             return self.token_reply(issue("metadata"))
-        if self.path.startswith("/metadata/identity/oauth2/token"):
+        if self.path.startswith(("/metadata/identity/oauth2/token", "/msi/token")):
             return self.azure_token()
         self.forward("GET")
 http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
@@ -418,7 +434,9 @@ impl TokenServer {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// How many lines of the log are `what` (`google`, `metadata`, `azure`, `forwarded`).
+    /// How many lines of the log are `what`: tokens issued (`google`,
+    /// `metadata`, `azure`, `azure-app`, `azure-workload`) or requests
+    /// forwarded (`forwarded`).
     pub fn count(&self, what: &str) -> usize {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()

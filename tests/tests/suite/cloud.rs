@@ -6,6 +6,7 @@
 use dbsafe_tests::cloud::{service_account, CloudServer, TokenServer};
 use dbsafe_tests::faultproxy::{Fault, FaultProxy};
 use dbsafe_tests::{sqlite, Cmd, Scene};
+use std::path::Path;
 
 const PREFIX: &str = "prod";
 
@@ -76,6 +77,29 @@ fn round_trip(s: &Scene, server: &CloudServer) {
         .args(["--store", &store, "--keep-last", "1"])
         .succeeds();
     assert_eq!(artifact_keys(server), vec![artifacts[1].clone()]);
+    // WAL: archived once, a repeated push answered "already archived",
+    // other bytes under that name refused, the segment fetched back whole.
+    let seg = s.write("seg", &"wal bytes ".repeat(100_000));
+    let other = s.write("other", "other bytes");
+    let name = "000000010000000000000001";
+    let push = |path: &Path| {
+        server
+            .tool("walship")
+            .arg("push")
+            .arg(path)
+            .args([name, "--to", &store, "--no-encrypt"])
+    };
+    push(&seg).succeeds();
+    push(&seg).succeeds();
+    push(&other).fails_with(1, "different contents");
+    let back = s.path("back");
+    server
+        .tool("walship")
+        .args(["fetch", name])
+        .arg(&back)
+        .args(["--from", &store])
+        .succeeds();
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&seg).unwrap());
 }
 
 /// Runs `scenario` against a GCS emulator, then against Azurite.
@@ -216,7 +240,7 @@ fn gcs_tokens_from_a_service_account_key_and_the_metadata_server_reach_the_bucke
 }
 
 #[test]
-fn azure_managed_identity_tokens_reach_azurite_over_https() {
+fn azure_managed_and_workload_identity_tokens_reach_azurite_over_https() {
     let s = Scene::new();
     let azure = CloudServer::start_azurite_oauth(&s);
     let imds = TokenServer::start(&s, "/dev/null", 3600, azure.port);
@@ -243,6 +267,26 @@ fn azure_managed_identity_tokens_reach_azurite_over_https() {
         .succeeds();
     assert!(imds.count("azure") >= 2, "one token per run");
     assert_eq!(artifact_keys(&azure).len(), 1);
+    // App Service / Container Apps: the identity endpoint and its secret header.
+    identity("dbverify")
+        .env(
+            "IDENTITY_ENDPOINT",
+            format!("http://{}/msi/token", imds.host()),
+        )
+        .env("IDENTITY_HEADER", "identity-secret")
+        .args(["--store", &store, "--latest"])
+        .succeeds();
+    assert_eq!(imds.count("azure-app"), 1);
+    // AKS workload identity: the federated token exchanged at the authority.
+    let federated = s.write("federated-token", "federated-token\n");
+    identity("dbverify")
+        .env("AZURE_FEDERATED_TOKEN_FILE", &federated)
+        .env("AZURE_TENANT_ID", "test-tenant")
+        .env("AZURE_CLIENT_ID", "backup-client")
+        .env("AZURE_AUTHORITY_HOST", format!("http://{}/", imds.host()))
+        .args(["--store", &store, "--latest"])
+        .succeeds();
+    assert_eq!(imds.count("azure-workload"), 1);
     // With the metadata service off and no key, nothing to sign with: exit 2.
     identity("dbverify")
         .env("AZURE_IMDS_DISABLED", "true")
@@ -258,4 +302,56 @@ fn azure_managed_identity_tokens_reach_azurite_over_https() {
         .args(["--store", &store, "--latest"])
         .fails_with(1, "rejected the key of storage account devstoreaccount1");
     never_in(&run, &[wrong]);
+}
+
+/// Two hosts (two lock directories) snapshot one series in one second into
+/// Azure, so both pick one name; the second reaches the service through a
+/// slower link and commits its blocks after the first. Azurite enforces
+/// `If-None-Match: *` on the block list: the second is refused (exit 4) and
+/// the first host's backup stays whole. (gcp-storage-emulator ignores
+/// `ifGenerationMatch`, so this runs against Azure's emulator only.)
+#[test]
+fn two_hosts_writing_one_name_into_azure_never_overwrite_each_other() {
+    let s = Scene::new();
+    let azure = CloudServer::start_azurite(&s);
+    let db = s.path("big.db");
+    sqlite::blobs(&db, 12);
+    let store = azure.url(PREFIX);
+    let delayed = |ms| {
+        FaultProxy::start(
+            azure.port,
+            Fault::Delay {
+                by: std::time::Duration::from_millis(ms),
+                connections: usize::MAX,
+            },
+        )
+    };
+    let (less_slow, slow) = (delayed(3), delayed(10));
+    let host = |n: &str, proxy: &FaultProxy| {
+        let dir = s.path(&format!("host-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        azure
+            .tool_via("dbsnap", proxy_port(proxy))
+            .arg(sqlite::url(&db))
+            .args(["--to", &store, "--compress", "none", "--no-encrypt"])
+            .env("XDG_RUNTIME_DIR", &dir)
+            .stderr_file(dir.join("stderr"))
+    };
+    dbsafe_tests::next_second();
+    let first = host("a", &less_slow).spawn();
+    let second = host("b", &slow).spawn();
+    let codes: Vec<i32> = [first, second]
+        .into_iter()
+        .map(|mut c| c.wait().unwrap().code().unwrap_or(-1))
+        .collect();
+    let errs: Vec<String> = ["a", "b"]
+        .map(|n| std::fs::read_to_string(s.path(&format!("host-{n}/stderr"))).unwrap_or_default())
+        .into();
+    assert_eq!(codes, [0, 4], "{errs:?}");
+    assert!(errs[1].contains("created by another writer"), "{errs:?}");
+    assert_eq!(artifact_keys(&azure).len(), 1, "{errs:?}");
+    azure
+        .tool("dbverify")
+        .args(["--store", &store, "--all", "--level", "full"])
+        .succeeds();
 }
