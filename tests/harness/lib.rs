@@ -12,6 +12,7 @@ pub mod duckdb;
 pub mod faultproxy;
 pub mod mariadb;
 pub mod pg;
+pub mod race;
 pub mod s3;
 pub mod scenarios;
 pub mod sqlite;

@@ -5,6 +5,7 @@
 
 use dbsafe_tests::cloud::{service_account, CloudServer, TokenServer};
 use dbsafe_tests::faultproxy::{Fault, FaultProxy};
+use dbsafe_tests::race::two_hosts_snapshot_one_name;
 use dbsafe_tests::{sqlite, Cmd, Scene};
 use std::path::Path;
 
@@ -317,38 +318,12 @@ fn two_hosts_writing_one_name_into_azure_never_overwrite_each_other() {
     let db = s.path("big.db");
     sqlite::blobs(&db, 12);
     let store = azure.url(PREFIX);
-    let delayed = |ms| {
-        FaultProxy::start(
-            azure.port,
-            Fault::Delay {
-                by: std::time::Duration::from_millis(ms),
-                connections: usize::MAX,
-            },
-        )
-    };
-    let (less_slow, slow) = (delayed(3), delayed(10));
-    let host = |n: &str, proxy: &FaultProxy| {
-        let dir = s.path(&format!("host-{n}"));
-        std::fs::create_dir_all(&dir).unwrap();
+    let errs = two_hosts_snapshot_one_name(&s, azure.port, |proxy| {
         azure
             .tool_via("dbsnap", proxy_port(proxy))
             .arg(sqlite::url(&db))
             .args(["--to", &store, "--compress", "none", "--no-encrypt"])
-            .env("XDG_RUNTIME_DIR", &dir)
-            .stderr_file(dir.join("stderr"))
-    };
-    dbsafe_tests::next_second();
-    let first = host("a", &less_slow).spawn();
-    let second = host("b", &slow).spawn();
-    let codes: Vec<i32> = [first, second]
-        .into_iter()
-        .map(|mut c| c.wait().unwrap().code().unwrap_or(-1))
-        .collect();
-    let errs: Vec<String> = ["a", "b"]
-        .map(|n| std::fs::read_to_string(s.path(&format!("host-{n}/stderr"))).unwrap_or_default())
-        .into();
-    assert_eq!(codes, [0, 4], "{errs:?}");
-    assert!(errs[1].contains("created by another writer"), "{errs:?}");
+    });
     assert_eq!(artifact_keys(&azure).len(), 1, "{errs:?}");
     azure
         .tool("dbverify")

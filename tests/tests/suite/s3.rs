@@ -3,6 +3,7 @@
 //! faults on the wire and credentials errors.
 
 use dbsafe_tests::faultproxy::{Fault, FaultProxy};
+use dbsafe_tests::race::two_hosts_snapshot_one_name;
 use dbsafe_tests::s3::{S3Server, BUCKET};
 use dbsafe_tests::{next_second, require, sqlite, wait_until, Cmd, Scene};
 use std::path::Path;
@@ -550,50 +551,15 @@ fn two_hosts_push_one_name(s: &Scene, server: &S3Server) {
     host("b", &b, &server.endpoint()).fails_with_code(1);
 }
 
-/// Two hosts (two lock directories) snapshot one series in one second, so
-/// both pick one name; the second reaches the store through a slow link, so
-/// the first has created the name before the second writes it. The second
-/// is refused, and nothing of the first is touched.
+/// Two hosts snapshot one name at once ([`two_hosts_snapshot_one_name`]):
+/// the second is refused, and nothing of the first is touched.
 fn two_hosts_race(s: &Scene, server: &S3Server) {
     let db = big_db(s, "big.db", 8);
     let store = server.url(PREFIX);
-    let slow = FaultProxy::start(
-        server.port,
-        Fault::Delay {
-            by: Duration::from_millis(10),
-            connections: usize::MAX,
-        },
-    );
-    let host = |n: &str, endpoint: &str| {
-        let dir = s.path(&format!("host-{n}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        snap_uncompressed(server.tool_via("dbsnap", endpoint), &db, &store)
+    let errs = two_hosts_snapshot_one_name(s, server.port, |proxy| {
+        snap_uncompressed(server.tool_via("dbsnap", &proxy.endpoint()), &db, &store)
             .env("DBSAFE_S3_PART_SIZE", "5M")
-            .env("XDG_RUNTIME_DIR", &dir)
-            .stderr_file(dir.join("stderr"))
-    };
-    // The first host is slowed down too, less: its upload still ends first,
-    // but only after the second has looked for the name and found it free,
-    // however loaded the machine is.
-    let less_slow = FaultProxy::start(
-        server.port,
-        Fault::Delay {
-            by: Duration::from_millis(3),
-            connections: usize::MAX,
-        },
-    );
-    dbsafe_tests::next_second();
-    let first = host("a", &less_slow.endpoint()).spawn();
-    let second = host("b", &slow.endpoint()).spawn();
-    let codes: Vec<i32> = [first, second]
-        .into_iter()
-        .map(|mut c| c.wait().unwrap().code().unwrap_or(-1))
-        .collect();
-    let errs: Vec<String> = ["a", "b"]
-        .map(|n| std::fs::read_to_string(s.path(&format!("host-{n}/stderr"))).unwrap_or_default())
-        .into();
-    assert_eq!(codes, [0, 4], "{errs:?}");
-    assert!(errs[1].contains("created by another writer"), "{errs:?}");
+    });
     let name = errs[0]
         .split("backups/")
         .nth(1)
