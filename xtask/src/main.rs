@@ -89,7 +89,7 @@ fn environment(cmd: &clap::Command, out: &mut Vec<(String, String)>) {
     }
 }
 
-const S3_ENVIRONMENT: [(&str, &str); 9] = [
+const STORE_ENVIRONMENT: [(&str, &str); 18] = [
     (
         "AWS_ENDPOINT_URL",
         "the S3 service of s3:// stores (default: AWS)",
@@ -111,6 +111,42 @@ const S3_ENVIRONMENT: [(&str, &str); 9] = [
     ("DBSAFE_S3_PARTS_IN_FLIGHT", "parts uploaded at once (2)"),
     ("DBSAFE_S3_RETRIES", "attempts per request (5)"),
     ("DBSAFE_S3_TIMEOUT", "timeout of one request (60s)"),
+    (
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "a service-account key or user credentials (JSON) for gs:// stores; without it, gcloud's application default credentials, else the metadata server",
+    ),
+    (
+        "GCE_METADATA_HOST",
+        "the metadata server handing out tokens (VMs, GKE workload identity)",
+    ),
+    (
+        "STORAGE_EMULATOR_HOST",
+        "a GCS emulator, reached without credentials",
+    ),
+    (
+        "DBSAFE_GCS_ENDPOINT",
+        "another GCS endpoint, reached with credentials",
+    ),
+    (
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "the account, key or SAS and endpoint of az:// stores",
+    ),
+    (
+        "AZURE_STORAGE_ACCOUNT, AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN",
+        "the account, with its key or a SAS token; with neither, a managed identity",
+    ),
+    (
+        "AZURE_FEDERATED_TOKEN_FILE, AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_AUTHORITY_HOST",
+        "AKS workload identity",
+    ),
+    (
+        "IDENTITY_ENDPOINT, IDENTITY_HEADER, AZURE_IMDS_DISABLED",
+        "the managed identity endpoint (App Service, Container Apps), or the instance metadata service unless disabled",
+    ),
+    (
+        "DBSAFE_AZURE_ENDPOINT",
+        "another blob endpoint (sovereign clouds, private endpoints, Azurite)",
+    ),
 ];
 
 /// A man page: clap's name, synopsis, description and options, then
@@ -174,14 +210,14 @@ fn man_page(cmd: &clap::Command) -> Vec<u8> {
     if !env.iter().any(|(n, _)| n == "DBSAFE_AUDIT_LOG") {
         env.push((
             "DBSAFE_AUDIT_LOG".into(),
-            "the audit log of stores that have no local directory (S3)".into(),
+            "the audit log of stores that have no local directory (S3, GCS, Azure)".into(),
         ));
     }
     t.push_str(".SH ENVIRONMENT\n");
     for (var, help) in &env {
         t.push_str(&format!(".TP\n.B {var}\n{}\n", roff_text(help)));
     }
-    for (var, help) in S3_ENVIRONMENT {
+    for (var, help) in STORE_ENVIRONMENT {
         t.push_str(&format!(".TP\n.B {var}\n{}\n", roff_text(help)));
     }
     t.push_str(".SH FILES\n");
