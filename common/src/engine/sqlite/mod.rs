@@ -385,8 +385,7 @@ mod tests {
 
     #[test]
     fn pages_stream_from_one_read_transaction_including_what_is_still_in_the_wal() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
+        let (dir, db) = crate::testing::temp_path("app.db");
         let writer = Connection::open(&db).unwrap();
         writer
             .execute_batch(

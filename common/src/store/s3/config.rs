@@ -393,23 +393,13 @@ mod tests {
         }
     }
 
-    /// An AWS ini file `name` holding `text`, in a temporary directory that
-    /// lives as long as the guard; and its path.
-    fn ini_file(name: &str, text: &str) -> (tempfile::TempDir, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        let path = path.to_str().unwrap().to_string();
-        (dir, path)
-    }
-
     #[test]
     fn environment_credentials_win_over_profiles() {
-        let (_dir, creds) = ini_file(
+        let (_dir, creds) = crate::testing::temp_file(
             "credentials",
             "[default]\naws_access_key_id = FILEKEY\naws_secret_access_key = filesecret\n\n[ops]\n# comment\naws_access_key_id=OPSKEY\naws_secret_access_key=opssecret\naws_session_token = tok\n",
         );
-        let creds = creds.as_str();
+        let creds = creds.to_str().unwrap();
         let s = settings(&env_of(&[
             ("AWS_SHARED_CREDENTIALS_FILE", creds),
             ("AWS_ACCESS_KEY_ID", "ENVKEY"),
@@ -506,12 +496,12 @@ mod tests {
 
     #[test]
     fn region_and_profile_config_come_from_the_config_file() {
-        let (_dir, config) = ini_file(
+        let (_dir, config) = crate::testing::temp_file(
             "config",
             "[profile ops]\nregion = eu-west-3\naws_access_key_id = K\naws_secret_access_key = S\n",
         );
         let s = settings(&env_of(&[
-            ("AWS_CONFIG_FILE", config.as_str()),
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
             ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
             ("AWS_PROFILE", "ops"),
         ]))
