@@ -153,7 +153,7 @@ impl Mysql {
     /// A client tool with the password (if any) in its environment.
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
-        if let Some(pw) = &self.conn.password {
+        if let Some(pw) = &self.conn.login.password {
             cmd.env("MYSQL_PWD", pw);
         }
         cmd.args(self.conn.args());
