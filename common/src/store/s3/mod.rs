@@ -68,16 +68,6 @@ struct Inner {
 }
 
 impl S3Store {
-    /// A writer of store key `key`; `new`: only if no object has that key.
-    fn writer(&self, key: &str, new: bool) -> Result<Box<dyn ObjectWriter>> {
-        check_key(key)?;
-        Ok(Box::new(writer::S3Writer::new(
-            Arc::clone(&self.inner),
-            key,
-            new,
-        )))
-    }
-
     /// Opens `s3://bucket/prefix` with settings from the environment.
     ///
     /// Without `create`, a prefix with no object is an error (exit 3), as a
@@ -325,12 +315,13 @@ impl Store for S3Store {
         self.inner.loc().url()
     }
 
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
-        self.writer(key, false)
-    }
-
-    fn create_new(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
-        self.writer(key, true)
+    fn writer(&self, key: &str, new: bool) -> Result<Box<dyn ObjectWriter>> {
+        check_key(key)?;
+        Ok(Box::new(writer::S3Writer::new(
+            Arc::clone(&self.inner),
+            key,
+            new,
+        )))
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
