@@ -352,9 +352,7 @@ mod tests {
 
     #[test]
     fn a_file_without_sidecars_has_no_checksum_metadata_or_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.sqlite");
-        std::fs::write(&path, b"x").unwrap();
+        let (_dir, path) = crate::testing::temp_file("a.sqlite", b"x");
         let a = Artifact::file(&path);
         assert_eq!(a.expected_sha256().unwrap(), None);
         assert!(a.meta().unwrap().is_none());
@@ -368,9 +366,7 @@ mod tests {
 
     #[test]
     fn present_sidecars_are_read_and_a_record_is_written_next_to_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.sqlite");
-        std::fs::write(&path, b"x").unwrap();
+        let (_dir, path) = crate::testing::temp_file("a.sqlite", b"x");
         let hex = "AB".repeat(32);
         std::fs::write(
             Sidecar::Sha256.next_to(&path),
@@ -388,9 +384,7 @@ mod tests {
 
     #[test]
     fn invalid_sidecars_are_errors_that_name_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.sqlite");
-        std::fs::write(&path, b"x").unwrap();
+        let (_dir, path) = crate::testing::temp_file("a.sqlite", b"x");
         std::fs::write(Sidecar::Sha256.next_to(&path), "00  a.sqlite\n").unwrap();
         std::fs::write(Sidecar::Meta.next_to(&path), "{").unwrap();
         std::fs::write(Sidecar::Verify.next_to(&path), "[]").unwrap();

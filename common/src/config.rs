@@ -7,6 +7,7 @@
 //! both), which win over this file, which wins over built-in defaults.
 
 use crate::error::{Error, Result};
+use crate::retention::Policy;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,22 +35,11 @@ fn compression<'de, D: Deserializer<'de>>(
         .map_err(|e| serde::de::Error::custom(e.message))
 }
 
-/// Retention of one environment's backups.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Retention {
-    /// Keep the newest N backups.
-    pub keep_last: Option<u32>,
-    /// Keep every backup younger than this.
-    pub keep_within: Option<ConfigDuration>,
-    /// Keep the newest backup of each of the last N hours.
-    pub keep_hourly: Option<u32>,
-    /// ... days.
-    pub keep_daily: Option<u32>,
-    /// ... ISO weeks.
-    pub keep_weekly: Option<u32>,
-    /// ... months.
-    pub keep_monthly: Option<u32>,
+/// `keep_within = "30d"`: an optional [`ConfigDuration`], as a [`Duration`].
+pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
+    Ok(Option::<ConfigDuration>::deserialize(d)?.map(|c| c.0))
 }
 
 /// Settings that apply to every environment unless it overrides them.
@@ -84,7 +74,7 @@ pub struct Defaults {
     /// Pushgateway URL.
     pub pushgateway: Option<String>,
     /// Default retention.
-    pub retention: Option<Retention>,
+    pub retention: Option<Policy>,
     /// `false`: an artifact with no key may be written plain to a file or a
     /// store (as `--no-encrypt` allows it); unset or `true`: it is refused.
     pub encrypt: Option<bool>,
@@ -105,7 +95,7 @@ pub struct EnvConfig {
     /// Store for this environment's backups.
     pub store: Option<String>,
     /// Retention policy.
-    pub retention: Option<Retention>,
+    pub retention: Option<Policy>,
     /// Whether refreshes from here need `--sanitize`.
     #[serde(default)]
     pub sensitive: bool,
@@ -215,7 +205,7 @@ impl Config {
     }
 
     /// The retention for an environment: its own, else the default, else the runbook practice.
-    pub fn retention_for(&self, env: &str) -> Retention {
+    pub fn retention_for(&self, env: &str) -> Policy {
         self.env(env)
             .and_then(|e| e.retention.clone())
             .or_else(|| self.defaults.retention.clone())
@@ -224,16 +214,16 @@ impl Config {
 }
 
 /// Runbook practice: development 7d, staging 14d, production 30d; keep at least 7.
-pub fn builtin_retention(env: &str) -> Retention {
+pub fn builtin_retention(env: &str) -> Policy {
     let days = match env {
         "production" | "prod" => 30,
         "staging" | "stage" => 14,
         _ => 7,
     };
-    Retention {
+    Policy {
         keep_last: Some(7),
-        keep_within: Some(ConfigDuration(Duration::from_secs(days * 86400))),
-        ..Retention::default()
+        keep_within: Some(Duration::from_secs(days * 86400)),
+        ..Policy::default()
     }
 }
 
@@ -273,7 +263,7 @@ retention = { keep_within = "14d", keep_last = 7 }
         assert!(c.env("production").unwrap().sensitive);
         assert_eq!(
             c.retention_for("staging").keep_within,
-            Some(ConfigDuration(Duration::from_secs(14 * 86400)))
+            Some(Duration::from_secs(14 * 86400))
         );
     }
 

@@ -168,6 +168,18 @@ pub struct Error {
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
+/// `Error::$name(message)`: an error of kind `$kind` (a kind with no data).
+macro_rules! kind_constructors {
+    ($($(#[$doc:meta])* $name:ident => $kind:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(message: impl Into<String>) -> Self {
+                Self::of(Kind::$kind, message)
+            }
+        )*
+    };
+}
+
 /// The result type of the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -185,29 +197,19 @@ impl Error {
     pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
         Self::of(code.into(), message)
     }
-    /// Exit 1: the operation failed.
-    pub fn failed(message: impl Into<String>) -> Self {
-        Self::of(Kind::Failed, message)
-    }
-    /// Exit 2: usage or configuration error.
-    pub fn usage(message: impl Into<String>) -> Self {
-        Self::of(Kind::Usage, message)
-    }
-    /// Exit 3: not found.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::of(Kind::NotFound, message)
-    }
-    /// Exit 4: refused for safety.
-    pub fn refused(message: impl Into<String>) -> Self {
-        Self::of(Kind::Refused, message)
-    }
-    /// Exit 4: another process holds what this one needs.
-    pub fn busy(message: impl Into<String>) -> Self {
-        Self::of(Kind::Busy, message)
-    }
-    /// Exit 2: what a check needs is missing or out of reach.
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::of(Kind::Unavailable, message)
+    kind_constructors! {
+        /// Exit 1: the operation failed.
+        failed => Failed;
+        /// Exit 2: usage or configuration error.
+        usage => Usage;
+        /// Exit 3: not found.
+        not_found => NotFound;
+        /// Exit 4: refused for safety.
+        refused => Refused;
+        /// Exit 4: another process holds what this one needs.
+        busy => Busy;
+        /// Exit 2: what a check needs is missing or out of reach.
+        unavailable => Unavailable;
     }
     /// Exit 130: interrupted.
     pub fn interrupted() -> Self {

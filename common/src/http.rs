@@ -96,9 +96,7 @@ mod tests {
 
     #[test]
     fn a_ca_file_without_certificates_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("ca.pem");
-        std::fs::write(&f, "not a certificate\n").unwrap();
+        let (_dir, f) = crate::testing::temp_file("ca.pem", "not a certificate\n");
         assert!(read_pem_certs(&f)
             .unwrap_err()
             .contains("no PEM certificate"));

@@ -288,8 +288,7 @@ mod tests {
 
     #[test]
     fn the_config_files_keys_decrypt_base_backups_and_reach_their_wal() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = dir.path().join("id.txt");
+        let (dir, id) = crate::testing::temp_path("id.txt");
         generate_identity(&id).unwrap();
         let pass = dir.path().join("pass");
         std::fs::write(&pass, "secret\n").unwrap();
@@ -312,9 +311,7 @@ mod tests {
 
     #[test]
     fn an_empty_recipient_list_from_any_source_is_a_usage_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("empty.txt");
-        std::fs::write(&empty, "# nobody yet\n\n").unwrap();
+        let (_dir, empty) = crate::testing::temp_file("empty.txt", "# nobody yet\n\n");
         for (inline, files) in [
             (vec![String::new()], vec![]),
             (vec![" , ".to_string()], vec![]),
@@ -336,8 +333,7 @@ mod tests {
 
     #[test]
     fn new_artifacts_are_encrypted_like_the_one_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = dir.path().join("id.txt");
+        let (dir, id) = crate::testing::temp_path("id.txt");
         let public = generate_identity(&id).unwrap();
         let keys = Keyring::load(std::slice::from_ref(&id), None).unwrap();
         assert!(!keys.encryption_like(false, &[]).unwrap().is_encrypted());

@@ -42,6 +42,8 @@ pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod term;
+#[cfg(test)]
+mod testing;
 pub mod timeline;
 pub mod units;
 pub mod verify;

@@ -174,8 +174,7 @@ mod tests {
 
     #[test]
     fn a_held_lock_refuses_a_second_taker_with_the_holder_pid_until_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("locks/s.lock");
+        let (_dir, path) = crate::testing::temp_path("locks/s.lock");
         let held = Lock::acquire(&path, "series s", Duration::ZERO).unwrap();
         let e = Lock::acquire(&path, "series s", Duration::ZERO)
             .err()

@@ -792,9 +792,7 @@ mod tests {
 
     #[test]
     fn passphrase_encryption_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pass");
-        std::fs::write(&p, "correct horse\n").unwrap();
+        let (_dir, p) = crate::testing::temp_file("pass", "correct horse\n");
         let keys = Keyring::load(&[], Some(&p)).unwrap();
         let (layers, _) = roundtrip(
             Compression::Zstd,

@@ -636,8 +636,7 @@ mod tests {
 
     #[test]
     fn a_missing_key_is_an_error_not_a_finding() {
-        let dir = tempfile::tempdir().unwrap();
-        let art = dir.path().join("x.age");
+        let (dir, art) = crate::testing::temp_path("x.age");
         let mut enc = pipeline::StreamEncoder::new(
             std::fs::File::create(&art).unwrap(),
             pipeline::EncodeOptions {

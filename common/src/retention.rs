@@ -26,12 +26,15 @@ pub struct Candidate {
     pub size: u64,
 }
 
-/// The rules; `None` leaves a rule out.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The rules; `None` leaves a rule out. Also an environment's `retention`
+/// in the config file (`keep_within = "30d"`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Keep the newest N.
     pub keep_last: Option<u32>,
     /// Keep everything younger than this.
+    #[serde(default, deserialize_with = "crate::config::optional_duration")]
     pub keep_within: Option<Duration>,
     /// Newest in each of the last N hours that have a backup.
     pub keep_hourly: Option<u32>,

@@ -197,30 +197,38 @@ mod tests {
         assert_eq!(parse_size("1.5K").unwrap(), 1536);
     }
 
+    /// Asserts that `parse` refuses every one of `inputs` with a usage error.
+    fn assert_usage_errors<T: std::fmt::Debug>(parse: fn(&str) -> Result<T>, inputs: &[&str]) {
+        for input in inputs {
+            let e = parse(input).unwrap_err();
+            assert_eq!(e.code(), crate::ExitCode::Usage, "{input}: {e}");
+        }
+    }
+
     #[test]
     fn absurd_values_are_usage_errors_not_panics() {
-        for d in [
-            "99999999999999999999w",
-            "9999999999999w",
-            "1e300s",
-            "inf",
-            "NaN",
-            "-5s",
-            "101w00",
-        ] {
-            let e = parse_duration(d).unwrap_err();
-            assert_eq!(e.code(), crate::ExitCode::Usage, "{d}: {e}");
-        }
+        assert_usage_errors(
+            parse_duration,
+            &[
+                "99999999999999999999w",
+                "9999999999999w",
+                "1e300s",
+                "inf",
+                "NaN",
+                "-5s",
+                "101w00",
+            ],
+        );
         assert!(parse_duration("5200w").is_ok());
-        for s in [
-            "99999999999999999999T",
-            "1e30G",
-            "18446744073709551615K",
-            "-1M",
-        ] {
-            let e = parse_size(s).unwrap_err();
-            assert_eq!(e.code(), crate::ExitCode::Usage, "{s}: {e}");
-        }
+        assert_usage_errors(
+            parse_size,
+            &[
+                "99999999999999999999T",
+                "1e30G",
+                "18446744073709551615K",
+                "-1M",
+            ],
+        );
         let e = duration_flag("--keep-within", "9999999999999w").unwrap_err();
         assert!(e.message.starts_with("--keep-within: "), "{e}");
     }

@@ -474,12 +474,7 @@ impl Engine for Dir {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        super::expect_payload(
-            payload,
-            Payload::Tar,
-            format_args!("directory {}", self.path.display()),
-            "a dir: target takes tar artifacts",
-        )?;
+        super::file::expect_payload(payload, Payload::Tar, "directory", "dir", &self.path)?;
         if !opts.tables.is_empty() {
             return Err(Error::usage("--table does not apply to directory trees")
                 .hint("restore the whole tree into another directory and copy what you need"));

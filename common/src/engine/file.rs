@@ -6,6 +6,7 @@
 use super::SnapshotOptions;
 use crate::cleanup::TempGuard;
 use crate::error::{Context, Error, Result};
+use crate::name::Payload;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -47,6 +48,24 @@ pub fn spool(input: &mut dyn Read, near: &Path) -> Result<TempGuard> {
     f.sync_all()
         .with_context(|| format!("spooling the payload to {}", path.display()))?;
     Ok(guard)
+}
+
+/// Refuses to restore a payload other than `want` into the `label` file at
+/// `path` of a `scheme:` target (e.g. "SQLite database", `sqlite`): such a
+/// target takes its own artifacts only.
+pub fn expect_payload(
+    payload: Payload,
+    want: Payload,
+    label: &str,
+    scheme: &str,
+    path: &Path,
+) -> Result<()> {
+    super::expect_payload(
+        payload,
+        want,
+        format_args!("{label} {}", path.display()),
+        &format!("a {scheme}: target takes {} artifacts", want.ext()),
+    )
 }
 
 /// Refuses `--base` (PostgreSQL only) for engine `label`, and a snapshot

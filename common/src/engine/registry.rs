@@ -45,6 +45,27 @@ pub(crate) struct Entry {
     pub home: Option<HomeOf>,
 }
 
+/// The entry of a database file engine: type `$engine` of module `$m`,
+/// whose name is its URL scheme (`$m:PATH`), with one payload, a structural
+/// check that works in a private directory, a scratch file `$scratch` there,
+/// and side files next to the target.
+macro_rules! file_entry {
+    ($m:ident, $engine:ident, $label:literal, $payload:expr, $scratch:literal) => {
+        Entry {
+            name: stringify!($m),
+            label: $label,
+            schemes: &[stringify!($m)],
+            form: concat!(stringify!($m), ":PATH"),
+            payloads: &[$payload],
+            bare: &[$payload],
+            open: |url| Ok(Box::new($m::$engine::new(file::path_of(url)))),
+            check: |_, _, input, tmpdir| $m::check(input, tmpdir),
+            scratch: |_, _, _, tmpdir| Ok(Box::new($m::$engine::new(tmpdir.join($scratch)))),
+            home: Some(FileHome::<$m::$engine>::boxed),
+        }
+    };
+}
+
 /// The engines of this build.
 pub(crate) static ENGINES: &[Entry] = &[
     Entry {
@@ -77,30 +98,8 @@ pub(crate) static ENGINES: &[Entry] = &[
         scratch: mysql::scratch,
         home: None,
     },
-    Entry {
-        name: "sqlite",
-        label: "SQLite",
-        schemes: &["sqlite"],
-        form: "sqlite:PATH",
-        payloads: &[Payload::Sqlite],
-        bare: &[Payload::Sqlite],
-        open: |url| Ok(Box::new(sqlite::Sqlite::new(file::path_of(url)))),
-        check: |_, _, input, tmpdir| sqlite::check(input, tmpdir),
-        scratch: |_, _, _, tmpdir| Ok(Box::new(sqlite::Sqlite::new(tmpdir.join("scratch.sqlite")))),
-        home: Some(FileHome::<sqlite::Sqlite>::boxed),
-    },
-    Entry {
-        name: "duckdb",
-        label: "DuckDB",
-        schemes: &["duckdb"],
-        form: "duckdb:PATH",
-        payloads: &[Payload::Duckdb],
-        bare: &[Payload::Duckdb],
-        open: |url| Ok(Box::new(duckdb::Duckdb::new(file::path_of(url)))),
-        check: |_, _, input, tmpdir| duckdb::check(input, tmpdir),
-        scratch: |_, _, _, tmpdir| Ok(Box::new(duckdb::Duckdb::new(tmpdir.join("scratch.duckdb")))),
-        home: Some(FileHome::<duckdb::Duckdb>::boxed),
-    },
+    file_entry!(sqlite, Sqlite, "SQLite", Payload::Sqlite, "scratch.sqlite"),
+    file_entry!(duckdb, Duckdb, "DuckDB", Payload::Duckdb, "scratch.duckdb"),
     Entry {
         name: "dir",
         label: "directory tree",

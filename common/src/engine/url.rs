@@ -16,15 +16,36 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-/// A server URL taken apart, the password held aside.
+/// Who a server URL connects as: its scheme, user and password, as every
+/// engine's URL has them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ServerUrl {
+pub(crate) struct Login {
     /// `postgres`, `mysql`, ... (lower case).
     pub scheme: String,
     /// The user, decoded (`None` when empty).
     pub user: Option<String>,
     /// The password, decoded; never printed.
     pub password: Option<String>,
+}
+
+impl Login {
+    /// How the URL begins without its password: `scheme://`, and the user
+    /// (encoded) with its `@`.
+    pub fn prefix(&self) -> String {
+        let mut s = format!("{}://", self.scheme);
+        if let Some(u) = &self.user {
+            s.push_str(&encode(u));
+            s.push('@');
+        }
+        s
+    }
+}
+
+/// A server URL taken apart, the password held aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServerUrl {
+    /// Scheme, user and password.
+    pub login: Login,
     /// The host part as written: percent-encoded, IPv6 in brackets, with
     /// its `:port`, possibly empty, and for PostgreSQL possibly a list.
     pub hosts: String,
@@ -104,9 +125,11 @@ impl ServerUrl {
             .map(|(k, v)| Ok((decode(k)?, decode(v)?)))
             .collect::<Result<_, String>>()?;
         Ok(ServerUrl {
-            scheme: parsed.scheme().to_string(),
-            user,
-            password,
+            login: Login {
+                scheme: parsed.scheme().to_string(),
+                user,
+                password,
+            },
             hosts,
             path,
             query,
@@ -140,11 +163,7 @@ impl ServerUrl {
 
     /// The URL with `path` and the raw query pairs, without the password.
     pub fn display(&self, path: &str, query: &[(String, String)]) -> String {
-        let mut s = format!("{}://", self.scheme);
-        if let Some(u) = &self.user {
-            s.push_str(&encode(u));
-            s.push('@');
-        }
+        let mut s = self.login.prefix();
         s.push_str(&self.hosts);
         s.push('/');
         s.push_str(&encode(path));
@@ -203,8 +222,8 @@ mod tests {
                 "{scheme}://us%40er:p%40ss%3Aw%2F@db.example:3307/shop%20x?sslmode=require"
             ))
             .expect("valid");
-            assert_eq!(u.user.as_deref(), Some("us@er"));
-            assert_eq!(u.password.as_deref(), Some("p@ss:w/"));
+            assert_eq!(u.login.user.as_deref(), Some("us@er"));
+            assert_eq!(u.login.password.as_deref(), Some("p@ss:w/"));
             assert_eq!(u.hosts, "db.example:3307");
             assert_eq!(u.path, "shop x");
             assert_eq!(
@@ -224,7 +243,7 @@ mod tests {
     fn host_lists_sockets_and_ipv6_are_kept_as_written() {
         let u = ServerUrl::parse("postgres://u:pw@h1:5432,h2:5433/d").expect("valid");
         assert_eq!(u.hosts, "h1:5432,h2:5433");
-        assert_eq!(u.password.as_deref(), Some("pw"));
+        assert_eq!(u.login.password.as_deref(), Some("pw"));
         assert_eq!(u.first_host().expect("host"), ("h1".into(), Some(5432)));
         let u = ServerUrl::parse("postgres://u@%2Ftmp%2Fsock:5432/d").expect("valid");
         assert_eq!(u.first_host().expect("host").0, "/tmp/sock");

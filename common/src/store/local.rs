@@ -30,23 +30,6 @@ impl LocalStore {
         Ok(LocalStore { root })
     }
 
-    /// A writer of `key`; `new`: its commit never replaces an object.
-    fn writer(&self, key: &str, new: bool) -> Result<Box<dyn ObjectWriter>> {
-        let final_path = self.path(key)?;
-        if let Some(dir) = final_path.parent() {
-            fsutil::create_private_dir(dir)?;
-        }
-        let tmp = fsutil::temp_name_for(&final_path);
-        let guard = TempGuard::new(&tmp);
-        let file = fsutil::create_private_file(&tmp)?;
-        Ok(Box::new(LocalWriter {
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
-            temp: Some(guard),
-            final_path,
-            new,
-        }))
-    }
-
     fn path(&self, key: &str) -> Result<PathBuf> {
         if key.split('/').any(|c| c == ".." || c.is_empty()) || key.starts_with('/') {
             return Err(Error::usage(format!("invalid store key {key:?}")));
@@ -120,12 +103,21 @@ impl Store for LocalStore {
         self.root.display().to_string()
     }
 
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
-        self.writer(key, false)
-    }
-
-    fn create_new(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
-        self.writer(key, true)
+    /// New objects commit with link(2), which never replaces one.
+    fn writer(&self, key: &str, new: bool) -> Result<Box<dyn ObjectWriter>> {
+        let final_path = self.path(key)?;
+        if let Some(dir) = final_path.parent() {
+            fsutil::create_private_dir(dir)?;
+        }
+        let tmp = fsutil::temp_name_for(&final_path);
+        let guard = TempGuard::new(&tmp);
+        let file = fsutil::create_private_file(&tmp)?;
+        Ok(Box::new(LocalWriter {
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            temp: Some(guard),
+            final_path,
+            new,
+        }))
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {

@@ -79,14 +79,20 @@ pub trait Store: Send + Sync {
     /// directory or `s3://bucket/prefix`. Messages name the store by it, and
     /// the layers around a store (locks, audit log) key their state on it.
     fn describe(&self) -> String;
+    /// Starts writing the object `key`; `new`: as [`Store::create_new`].
+    fn writer(&self, key: &str, new: bool) -> Result<Box<dyn ObjectWriter>>;
     /// Starts writing the object `key`.
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        self.writer(key, false)
+    }
     /// Starts writing `key` as a new object: its commit is refused (exit 4)
     /// rather than replace an object another writer (another host: locks
     /// serialise one host's writers only) created meanwhile. Local stores
     /// commit with link(2); S3 with `If-None-Match: *` where the service
     /// supports it.
-    fn create_new(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
+    fn create_new(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        self.writer(key, true)
+    }
     /// Opens the object `key` for streaming (exit 3 when it does not exist).
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
     /// Whether `key` exists.

@@ -166,6 +166,15 @@ impl Ctx {
         ))
         .hint("pass --yes to confirm non-interactively"))
     }
+
+    /// A dry run's step for the typed confirmation of a change to `env`.
+    pub fn confirm_step(&self, env: &str) -> String {
+        if self.args.yes {
+            "confirmation skipped (--yes)".into()
+        } else {
+            format!("ask to type {env:?} to confirm")
+        }
+    }
 }
 
 /// Whether the run was interrupted: the library's handler stops the

@@ -1,15 +1,16 @@
 //! The pieces a promotion is made of: backups taken and verified in a
 //! store, restores into side databases, and the operator's shell commands.
 
-use crate::{Ctx, EnvSpec};
+use crate::{Ctx, EnvSpec, Plan};
 use dbsafe::artifact::Artifact;
 use dbsafe::catalog::{self, Selector};
 use dbsafe::cleanup::{ActionGuard, ChildGuard};
 use dbsafe::engine::side::Home;
 use dbsafe::engine::{Engine, RestoreOptions, SnapshotOptions};
+use dbsafe::lock::Lock;
 use dbsafe::meta::Metadata;
 use dbsafe::progress::Progress;
-use dbsafe::release::BackupRef;
+use dbsafe::release::{BackupRef, Kind, Manifest};
 use dbsafe::restore::{Flow, Target};
 use dbsafe::snapshot::{self, Destination, SnapshotRequest};
 use dbsafe::verify::{self, Level, Settings};
@@ -27,6 +28,42 @@ pub(crate) struct Parts<'a> {
     pub target: &'a EnvSpec,
     pub engine: &'a dyn Engine,
     pub home: &'a dyn Home,
+}
+
+impl Parts<'_> {
+    /// A dry run's first step for the target: its promotion lock.
+    pub fn lock_step(&self) -> String {
+        format!(
+            "take a lock on promotions of {} in store {}",
+            self.target.name, self.target.store
+        )
+    }
+
+    /// The manifest of a promotion of `kind` from the source to the target.
+    pub fn manifest(&self, kind: Kind) -> Manifest {
+        Manifest::new(
+            kind,
+            self.version,
+            &self.source.name,
+            &self.target.name,
+            &self.engine.database(),
+            &self.engine.url(),
+        )
+    }
+
+    /// The dry run's plan of a promotion of `kind` from the source to the target.
+    pub fn plan(&self, kind: &str, steps: Vec<String>) -> Plan {
+        Plan {
+            dry_run: true,
+            kind: kind.into(),
+            version: self.version.into(),
+            from: Some(self.source.name.clone()),
+            to: self.target.name.clone(),
+            target: self.engine.url(),
+            store: self.target.store.clone(),
+            steps,
+        }
+    }
 }
 
 /// A backup in a store that a promotion uses.
@@ -291,10 +328,27 @@ impl Drop for SideDb<'_> {
     }
 }
 
+/// Takes the promotion lock of environment `env` on its store, then drops
+/// the sides killed runs left next to its database. A dry run, or one
+/// without a store yet, takes no lock and drops nothing (`None`).
+pub(crate) fn lock_target(
+    ctx: &Ctx,
+    store: Option<&dyn Store>,
+    home: &dyn Home,
+    env: &str,
+) -> Result<Option<Lock>> {
+    let Some(store) = store.filter(|_| !ctx.args.dry_run) else {
+        return Ok(None);
+    };
+    let lock = Lock::on_store(store, &format!("promote-{env}"), ctx.lock_timeout)?;
+    sweep_sides(home)?;
+    Ok(Some(lock))
+}
+
 /// Drops the working sides (refresh, rehearsal, restore) that killed runs
 /// left next to the target. Called with the target's promotion lock held,
 /// so no live promotion of it is using one.
-pub(crate) fn sweep_sides(home: &dyn Home) -> Result<()> {
+fn sweep_sides(home: &dyn Home) -> Result<()> {
     for kind in ["refresh", "rehearsal", "restore"] {
         for name in dbsafe::engine::side::stale_sides(home, kind)? {
             home.remove(&name)?;

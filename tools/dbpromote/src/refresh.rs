@@ -8,8 +8,7 @@ use crate::record::Recorder;
 use crate::{Ctx, Plan};
 use dbsafe::engine::side;
 use dbsafe::engine::Engine;
-use dbsafe::lock::Lock;
-use dbsafe::release::{self as rel, Kind, Manifest};
+use dbsafe::release::{self as rel, Kind};
 use dbsafe::{Error, ExitCode, Result, Store};
 
 pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
@@ -64,17 +63,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         Err(_) if a.dry_run && take_snapshot => None,
         Err(e) => return Err(e.context(format!("{}'s store", source.name))),
     };
-    let _lock = match (&store, a.dry_run) {
-        (Some(s), false) => Some(Lock::on_store(
-            s.as_ref(),
-            &format!("promote-{}", target.name),
-            ctx.lock_timeout,
-        )?),
-        _ => None,
-    };
-    if _lock.is_some() {
-        ops::sweep_sides(home.as_ref())?;
-    }
+    let _lock = ops::lock_target(ctx, store.as_deref(), home.as_ref(), &target.name)?;
     if !engine.exists()? {
         return Err(Error::not_found(format!(
             "the target database {} does not exist",
@@ -119,14 +108,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     }
     let store = store.expect("opened with create outside dry runs");
     let src_store = src_store.expect("opened with create outside dry runs");
-    let mut m = Manifest::new(
-        Kind::Refresh,
-        &version,
-        &source.name,
-        &target.name,
-        &engine.database(),
-        &engine.url(),
-    );
+    let mut m = parts.manifest(Kind::Refresh);
     if let Some(f) = &a.sanitize {
         m.sanitize = Some(format!("{} (sha256 {})", f.display(), ops::file_sha256(f)?));
     }
@@ -295,10 +277,7 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, sessions: usize) -> Plan {
     } = *parts;
     let a = &ctx.args;
     let b = &target.name;
-    let mut steps = vec![format!(
-        "take a lock on promotions of {b} in store {}",
-        target.store
-    )];
+    let mut steps = vec![parts.lock_step()];
     steps.push(match (&a.backup, a.latest_verified) {
         (Some(n), _) => format!("use backup {n} from store {}", source.store),
         (None, true) => format!(
@@ -323,11 +302,7 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, sessions: usize) -> Plan {
             None => format!("no {what} command"),
         });
     }
-    steps.push(if a.yes {
-        "confirmation skipped (--yes)".into()
-    } else {
-        format!("ask to type {b:?} to confirm")
-    });
+    steps.push(ctx.confirm_step(b));
     let prev = home.side_name("prev_YYYYMMDD_HHMMSS_XXXX");
     steps.push(match (sessions, ctx.grace) {
         (0, _) => format!("swap: rename {} to {prev} and {side} to {} (no sessions connected now)", home.target(), home.target()),
@@ -353,14 +328,5 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, sessions: usize) -> Plan {
         "on failure before the swap: drop {side}; {} is not changed",
         engine.url()
     ));
-    Plan {
-        dry_run: true,
-        kind: "refresh".into(),
-        version: version.into(),
-        from: Some(source.name.clone()),
-        to: b.clone(),
-        target: engine.url(),
-        store: target.store.clone(),
-        steps,
-    }
+    parts.plan("refresh", steps)
 }

@@ -5,8 +5,7 @@ use crate::ops::{self, Backup, Parts, SideDb};
 use crate::record::Recorder;
 use crate::{Ctx, EnvSpec, Plan};
 use dbsafe::engine::side::{self, Home};
-use dbsafe::lock::Lock;
-use dbsafe::release::{self as rel, Kind, Manifest, Status};
+use dbsafe::release::{self as rel, Kind, Status};
 use dbsafe::{Error, ExitCode, Result, Store};
 
 pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
@@ -36,17 +35,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     }
     ctx.require_confirmation_possible(&target.name)?;
     let store = ops::open_store(&target.store, ctx.args.dry_run)?;
-    let _lock = match (&store, ctx.args.dry_run) {
-        (Some(s), false) => Some(Lock::on_store(
-            s.as_ref(),
-            &format!("promote-{}", target.name),
-            ctx.lock_timeout,
-        )?),
-        _ => None,
-    };
-    if _lock.is_some() {
-        ops::sweep_sides(home.as_ref())?;
-    }
+    let _lock = ops::lock_target(ctx, store.as_deref(), home.as_ref(), &target.name)?;
     let gate = if gated {
         let s = dbsafe::store::open(&source.store, false)
             .map_err(|e| e.context(format!("{}'s store, for the release gate", source.name)))?;
@@ -94,14 +83,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         return plan(ctx, &parts, gate.as_deref()).print(ctx);
     }
     let store = store.expect("opened with create outside dry runs");
-    let mut m = Manifest::new(
-        Kind::Release,
-        &version,
-        &source.name,
-        &target.name,
-        &engine.database(),
-        &engine.url(),
-    );
+    let mut m = parts.manifest(Kind::Release);
     m.gate = gate.clone();
     m.commands.insert("migrate".into(), migrate.clone());
     if let Some(h) = &target.health_check {
@@ -257,10 +239,7 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, gate: Option<&str>) -> Plan {
             source.name
         ),
     }];
-    steps.push(format!(
-        "take a lock on promotions of {b} in store {}",
-        target.store
-    ));
+    steps.push(parts.lock_step());
     steps.push(format!(
         "pre-release backup of {} into store {} (pinned by the manifest)",
         engine.url(),
@@ -282,11 +261,7 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, gate: Option<&str>) -> Plan {
     steps.push(format!(
         "rehearsal: drop {side} (a failure so far leaves {b} untouched)"
     ));
-    steps.push(if ctx.args.yes {
-        "confirmation skipped (--yes)".into()
-    } else {
-        format!("ask to type {b:?} to confirm")
-    });
+    steps.push(ctx.confirm_step(b));
     steps.push(format!(
         "run `{}` on {}",
         target.migrate.as_deref().unwrap_or(""),
@@ -305,14 +280,5 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, gate: Option<&str>) -> Plan {
         rel::manifest_key(b, version),
         target.store
     ));
-    Plan {
-        dry_run: true,
-        kind: "release".into(),
-        version: version.into(),
-        from: Some(source.name.clone()),
-        to: b.clone(),
-        target: engine.url(),
-        store: target.store.clone(),
-        steps,
-    }
+    parts.plan("release", steps)
 }

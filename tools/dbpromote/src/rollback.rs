@@ -12,7 +12,6 @@ use crate::refresh::swap_detail;
 use crate::{Ctx, EnvSpec, Plan};
 use dbsafe::engine::side::{self, Home};
 use dbsafe::engine::Engine;
-use dbsafe::lock::Lock;
 use dbsafe::meta::TableCount;
 use dbsafe::release::{self as rel, Kind, Manifest, Rollback, Status};
 use dbsafe::{Error, ExitCode, Result, Store};
@@ -43,18 +42,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     let home = side::home(&target.url)?;
     let store = dbsafe::store::open(&target.store, false)?;
     ctx.require_confirmation_possible(&b)?;
-    let _lock = if a.dry_run {
-        None
-    } else {
-        Some(Lock::on_store(
-            store.as_ref(),
-            &format!("promote-{b}"),
-            ctx.lock_timeout,
-        )?)
-    };
-    if !a.dry_run {
-        ops::sweep_sides(home.as_ref())?;
-    }
+    let _lock = ops::lock_target(ctx, Some(store.as_ref()), home.as_ref(), &b)?;
     let history = rel::history(store.as_ref(), &b)?;
     let m = rel::rollback_candidate(&history, a.version.as_deref(), &b)?.clone();
     // After the rollback the environment is back on the release before this one.
@@ -295,11 +283,7 @@ fn plan(
     if let Some(l) = loss {
         steps.push(format!("warn: {l}"));
     }
-    steps.push(if ctx.args.yes {
-        "confirmation skipped (--yes)".into()
-    } else {
-        format!("ask to type {b:?} to confirm")
-    });
+    steps.push(ctx.confirm_step(b));
     match method {
         Method::Downgrade => {
             steps.push(format!(

@@ -7,7 +7,7 @@ use chrono::Utc;
 use dbsafe::artifact::Sidecar;
 use dbsafe::audit::{self, AuditEntry};
 use dbsafe::catalog::{self, Entry};
-use dbsafe::config::{Config, Retention};
+use dbsafe::config::Config;
 use dbsafe::lock::Lock;
 use dbsafe::retention::{self, Candidate, Decision, Policy};
 use dbsafe::wal::{self, WalName};
@@ -71,10 +71,9 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             // (and, as for every series, the newest).
             None if env.ends_with(catalog::SAFETY_SUFFIX) => cfg
                 .env(&env)
-                .and_then(|e| e.retention.as_ref())
-                .map(policy_of)
+                .and_then(|e| e.retention.clone())
                 .unwrap_or_else(retention::Policy::safety_default),
-            None => policy_of(&cfg.retention_for(&env)),
+            None => cfg.retention_for(&env),
         };
         decisions.extend(retention::decide(&candidates, &policy, now));
     }
@@ -216,17 +215,6 @@ fn flag_policy(args: &cli::Cli) -> Result<Option<Policy>> {
         keep_monthly: args.keep_monthly,
     };
     Ok((!p.is_empty()).then_some(p))
-}
-
-fn policy_of(r: &Retention) -> Policy {
-    Policy {
-        keep_last: r.keep_last,
-        keep_within: r.keep_within.map(|d| d.0),
-        keep_hourly: r.keep_hourly,
-        keep_daily: r.keep_daily,
-        keep_weekly: r.keep_weekly,
-        keep_monthly: r.keep_monthly,
-    }
 }
 
 /// Deletes the artifact first, then its sidecars: a crash in between leaves

@@ -1,7 +1,7 @@
 //! dbrestore's command line.
 
 use clap::Parser;
-use dbsafe::cli::{CommonArgs, DecryptArgs};
+use dbsafe::cli::{CommonArgs, DecryptArgs, TmpdirArgs};
 use std::path::PathBuf;
 
 /// Restore a backup into a database.
@@ -172,9 +172,8 @@ pub struct Cli {
     pub dry_run: bool,
     #[command(flatten)]
     pub keys: DecryptArgs,
-    /// Directory for temporary files (default: $TMPDIR).
-    #[arg(long, value_name = "DIR")]
-    pub tmpdir: Option<PathBuf>,
+    #[command(flatten)]
+    pub tmpdir: TmpdirArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }

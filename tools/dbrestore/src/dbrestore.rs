@@ -72,7 +72,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let log = args.common.log("dbrestore");
     let cfg = Config::load(args.common.config.as_deref())?;
     let keys = args.keys.keyring(&cfg)?;
-    let tmpdir = args.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmpdir = args.tmpdir.dir();
     if args.pgdata.is_some() {
         return pitr::run(&args, &log, &cfg, &keys);
     }

@@ -510,11 +510,12 @@ impl Engine for Duckdb {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        super::expect_payload(
+        file::expect_payload(
             payload,
             Payload::Duckdb,
-            format_args!("DuckDB database {}", self.path.display()),
-            "a duckdb: target takes duckdb artifacts",
+            "DuckDB database",
+            "duckdb",
+            &self.path,
         )?;
         child::require(&["duckdb"], PACKAGE)?;
         let dir = file::restore_dir(&self.path, opts.create)?;

@@ -153,7 +153,7 @@ impl Mysql {
     /// A client tool with the password (if any) in its environment.
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
-        if let Some(pw) = &self.conn.password {
+        if let Some(pw) = &self.conn.login.password {
             cmd.env("MYSQL_PWD", pw);
         }
         cmd.args(self.conn.args());
@@ -206,14 +206,23 @@ impl Mysql {
         .map(drop)
     }
 
-    /// The database's default character set and collation.
-    fn charset(&self) -> Result<(String, String)> {
-        let lines = self.run_sql(
+    /// `columns` of the database's row in information_schema.SCHEMATA, one
+    /// tab-separated line (aggregates answer even when there is no row).
+    fn schemata(&self, columns: &str, what: &str) -> Result<Vec<String>> {
+        self.run_sql(
             None,
             &format!(
-                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};",
+                "SELECT {columns} FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};",
                 quote_literal(&self.conn.db)
             ),
+            what,
+        )
+    }
+
+    /// The database's default character set and collation.
+    fn charset(&self) -> Result<(String, String)> {
+        let lines = self.schemata(
+            "DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME",
             &format!("reading the character set of {}", self.url()),
         )?;
         lines
@@ -381,14 +390,7 @@ impl Engine for Mysql {
 
     fn exists(&self) -> Result<bool> {
         self.require_db()?;
-        let lines = self.run_sql(
-            None,
-            &format!(
-                "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = {};",
-                quote_literal(&self.conn.db)
-            ),
-            &format!("connecting to {}", self.url()),
-        )?;
+        let lines = self.schemata("COUNT(*)", &format!("connecting to {}", self.url()))?;
         Ok(lines.first().map(|l| l.trim() != "0").unwrap_or(false))
     }
 

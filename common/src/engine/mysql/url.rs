@@ -1,16 +1,13 @@
 //! MySQL/MariaDB URLs (`mysql://`, `mariadb://`), the password held aside.
 
-use crate::engine::url::{encode, ServerUrl};
+use crate::engine::url::{encode, Login, ServerUrl};
 use crate::error::{Error, Result};
 
 /// A MySQL/MariaDB URL taken apart, with the password held aside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ConnUrl {
-    pub scheme: String,
-    /// The user, decoded.
-    pub user: Option<String>,
-    /// Decoded; never printed.
-    pub password: Option<String>,
+    /// Scheme, user and password.
+    pub login: Login,
     /// Decoded host (IPv6 without brackets), or empty.
     pub host: String,
     pub port: Option<u16>,
@@ -45,9 +42,7 @@ impl ConnUrl {
             return Err(bad("the database name cannot contain /"));
         }
         Ok(ConnUrl {
-            scheme: u.scheme,
-            user: u.user,
-            password: u.password,
+            login: u.login,
             host,
             port,
             socket,
@@ -57,11 +52,7 @@ impl ConnUrl {
 
     /// The URL for `db`, without the password.
     pub fn display(&self, db: &str) -> String {
-        let mut s = format!("{}://", self.scheme);
-        if let Some(u) = &self.user {
-            s.push_str(&encode(u));
-            s.push('@');
-        }
+        let mut s = self.login.prefix();
         if self.host.contains(':') {
             s.push_str(&format!("[{}]", self.host));
         } else {
@@ -82,7 +73,7 @@ impl ConnUrl {
     /// the environment, see `Mysql::command`).
     pub fn args(&self) -> Vec<String> {
         let mut a = Vec::new();
-        if let Some(u) = &self.user {
+        if let Some(u) = &self.login.user {
             a.push(format!("--user={u}"));
         }
         if let Some(sock) = &self.socket {
@@ -109,7 +100,7 @@ mod tests {
     #[test]
     fn url_password_is_held_aside() {
         let c = ConnUrl::parse("mysql://app:p%40ss%3Aw@db.example:3307/shop").expect("valid");
-        assert_eq!(c.password.as_deref(), Some("p@ss:w"));
+        assert_eq!(c.login.password.as_deref(), Some("p@ss:w"));
         assert_eq!(c.display("shop"), "mysql://app@db.example:3307/shop");
         assert!(!c.args().iter().any(|a| a.contains("p@ss")));
         assert!(c.args().contains(&"--protocol=tcp".to_string()));
@@ -123,7 +114,7 @@ mod tests {
     #[test]
     fn a_percent_encoded_user_is_decoded_like_the_password() {
         let c = ConnUrl::parse("mysql://us%40er%2Fx:pw@[::1]:3306/d").expect("valid");
-        assert_eq!(c.user.as_deref(), Some("us@er/x"));
+        assert_eq!(c.login.user.as_deref(), Some("us@er/x"));
         assert!(c.args().contains(&"--user=us@er/x".to_string()));
         assert_eq!(c.display("d"), "mysql://us%40er%2Fx@[::1]:3306/d");
         assert!(!c.display("d").contains("pw"));

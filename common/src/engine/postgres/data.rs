@@ -573,7 +573,7 @@ impl PgData {
             .source
             .as_deref()
             .and_then(|s| super::url::ConnUrl::parse(s).ok())
-            .and_then(|c| c.user)
+            .and_then(|c| c.login.user)
             .unwrap_or_else(|| "postgres".into());
         let db = self
             .origin

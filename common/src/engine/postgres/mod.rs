@@ -436,7 +436,7 @@ impl Postgres {
     /// A client tool with the password (if any) in its environment.
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
-        if let Some(pw) = &self.conn.password {
+        if let Some(pw) = &self.conn.login.password {
             cmd.env("PGPASSWORD", pw);
         }
         if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {

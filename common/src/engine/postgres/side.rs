@@ -179,7 +179,7 @@ impl Home for PgHome {
     fn child_env(&self, name: &str) -> Vec<(String, String)> {
         let conn = &self.at(name).conn;
         let mut env = Vec::new();
-        if let Some(pw) = &conn.password {
+        if let Some(pw) = &conn.login.password {
             env.push(("PGPASSWORD".to_string(), pw.clone()));
         }
         env.push(("DATABASE_URL".to_string(), conn.uri_with_password(name)));

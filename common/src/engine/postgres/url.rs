@@ -1,16 +1,13 @@
 //! libpq connection URIs (`postgres://`, `postgresql://`), the password held aside.
 
-use crate::engine::url::{decode, encode, ServerUrl};
+use crate::engine::url::{decode, encode, Login, ServerUrl};
 use crate::error::{Error, Result};
 
 /// A libpq connection URI taken apart, with the password held aside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ConnUrl {
-    pub scheme: String,
-    /// The user, decoded.
-    pub user: Option<String>,
-    /// The password, decoded; never printed.
-    pub password: Option<String>,
+    /// Scheme, user and password (from the userinfo or a `password` parameter).
+    pub login: Login,
     /// The host list as written: `host[:port][,host[:port]...]`, percent-encoded.
     pub hosts: String,
     /// The database name, decoded, as the URL gives it.
@@ -30,16 +27,14 @@ impl ConnUrl {
         }
         let u = ServerUrl::parse(url).map_err(|why| bad(&why))?;
         let mut conn = ConnUrl {
-            scheme: u.scheme,
-            user: u.user,
-            password: u.password,
+            login: u.login,
             hosts: u.hosts,
             dbname: Some(u.path).filter(|d| !d.is_empty()),
             params: Vec::new(),
         };
         for ((k, v), raw) in u.query.into_iter().zip(u.raw_query) {
             match k.as_str() {
-                "password" => conn.password = Some(v),
+                "password" => conn.login.password = Some(v),
                 "dbname" => conn.dbname = Some(v),
                 _ => conn.params.push(raw),
             }
@@ -56,7 +51,8 @@ impl ConnUrl {
 
     /// The user libpq will connect as.
     pub fn effective_user(&self) -> String {
-        self.user
+        self.login
+            .user
             .clone()
             .or_else(|| self.param("user"))
             .or_else(|| std::env::var("PGUSER").ok())
@@ -73,9 +69,10 @@ impl ConnUrl {
 
     fn server_url(&self, password: Option<String>) -> ServerUrl {
         ServerUrl {
-            scheme: self.scheme.clone(),
-            user: self.user.clone(),
-            password,
+            login: Login {
+                password,
+                ..self.login.clone()
+            },
             hosts: self.hosts.clone(),
             path: String::new(),
             query: Vec::new(),
@@ -91,12 +88,16 @@ impl ConnUrl {
     /// The URI for database `db` with the password, for a child's environment only.
     pub fn uri_with_password(&self, db: &str) -> String {
         let plain = self.uri(db);
-        let (Some(user), Some(pw)) = (&self.user, &self.password) else {
+        let (Some(user), Some(pw)) = (&self.login.user, &self.login.password) else {
             return plain;
         };
-        let with_user = format!("{}://{}@", self.scheme, encode(user));
-        match plain.strip_prefix(&with_user) {
-            Some(rest) => format!("{}://{}:{}@{rest}", self.scheme, encode(user), encode(pw)),
+        match plain.strip_prefix(&self.login.prefix()) {
+            Some(rest) => format!(
+                "{}://{}:{}@{rest}",
+                self.login.scheme,
+                encode(user),
+                encode(pw)
+            ),
             None => plain,
         }
     }
@@ -127,7 +128,7 @@ mod tests {
     fn url_password_is_taken_out_and_decoded() {
         let c = ConnUrl::parse("postgres://app:p%40ss%2Fw@db.example:5433/shop?sslmode=require")
             .expect("valid");
-        assert_eq!(c.password.as_deref(), Some("p@ss/w"));
+        assert_eq!(c.login.password.as_deref(), Some("p@ss/w"));
         assert_eq!(
             c.uri("shop"),
             "postgres://app@db.example:5433/shop?sslmode=require"
@@ -143,7 +144,7 @@ mod tests {
     #[test]
     fn a_percent_encoded_user_is_decoded_like_the_password() {
         let c = ConnUrl::parse("postgres://us%40er:pw@h/d").expect("valid");
-        assert_eq!(c.user.as_deref(), Some("us@er"));
+        assert_eq!(c.login.user.as_deref(), Some("us@er"));
         assert_eq!(c.effective_user(), "us@er");
         assert_eq!(c.uri("d"), "postgres://us%40er@h/d");
         assert!(!c.uri("d").contains("pw"));
@@ -153,7 +154,7 @@ mod tests {
     fn url_query_password_and_dbname_are_taken_out() {
         let c = ConnUrl::parse("postgresql:///?host=/run/pg&password=secret&dbname=app&port=5432")
             .expect("valid");
-        assert_eq!(c.password.as_deref(), Some("secret"));
+        assert_eq!(c.login.password.as_deref(), Some("secret"));
         assert_eq!(c.effective_db(), "app");
         assert_eq!(c.uri("other"), "postgresql:///other?host=/run/pg&port=5432");
         assert_eq!(c.host(), crate::fsutil::host_name());

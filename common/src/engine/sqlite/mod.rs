@@ -249,11 +249,12 @@ impl Engine for Sqlite {
     }
 
     fn restore(&self, payload: Payload, input: &mut dyn Read, opts: &RestoreOptions) -> Result<()> {
-        super::expect_payload(
+        file::expect_payload(
             payload,
             Payload::Sqlite,
-            format_args!("SQLite database {}", self.path.display()),
-            "a sqlite: target takes sqlite artifacts",
+            "SQLite database",
+            "sqlite",
+            &self.path,
         )?;
         let dir = file::restore_dir(&self.path, opts.create)?;
         // Spool next to the target and check it whole before touching the target.
@@ -384,8 +385,7 @@ mod tests {
 
     #[test]
     fn pages_stream_from_one_read_transaction_including_what_is_still_in_the_wal() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
+        let (dir, db) = crate::testing::temp_path("app.db");
         let writer = Connection::open(&db).unwrap();
         writer
             .execute_batch(

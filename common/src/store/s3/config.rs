@@ -395,13 +395,10 @@ mod tests {
 
     #[test]
     fn environment_credentials_win_over_profiles() {
-        let dir = tempfile::tempdir().unwrap();
-        let creds = dir.path().join("credentials");
-        std::fs::write(
-            &creds,
+        let (_dir, creds) = crate::testing::temp_file(
+            "credentials",
             "[default]\naws_access_key_id = FILEKEY\naws_secret_access_key = filesecret\n\n[ops]\n# comment\naws_access_key_id=OPSKEY\naws_secret_access_key=opssecret\naws_session_token = tok\n",
-        )
-        .unwrap();
+        );
         let creds = creds.to_str().unwrap();
         let s = settings(&env_of(&[
             ("AWS_SHARED_CREDENTIALS_FILE", creds),
@@ -499,13 +496,10 @@ mod tests {
 
     #[test]
     fn region_and_profile_config_come_from_the_config_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config");
-        std::fs::write(
-            &config,
+        let (_dir, config) = crate::testing::temp_file(
+            "config",
             "[profile ops]\nregion = eu-west-3\naws_access_key_id = K\naws_secret_access_key = S\n",
-        )
-        .unwrap();
+        );
         let s = settings(&env_of(&[
             ("AWS_CONFIG_FILE", config.to_str().unwrap()),
             ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),

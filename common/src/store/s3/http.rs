@@ -28,6 +28,27 @@ pub(super) struct Op<'a> {
     pub key: Option<&'a str>,
 }
 
+/// The outcome of a request whose object is already gone (404) as done:
+/// what a delete or an abort was for.
+pub(super) fn gone_is_done(
+    r: std::result::Result<(), Failure>,
+) -> std::result::Result<(), Failure> {
+    match r {
+        Err(f) if f.status() == Some(404) => Ok(()),
+        r => r,
+    }
+}
+
+impl<'a> Op<'a> {
+    /// The action `verb` on the full object key (or key prefix) `key`.
+    pub fn on(verb: &'a str, key: &'a str) -> Op<'a> {
+        Op {
+            verb,
+            key: Some(key),
+        }
+    }
+}
+
 /// The bucket, who we are to it, and how hard to try.
 pub(super) struct Client {
     agent: ureq::Agent,
@@ -140,9 +161,22 @@ impl Client {
 
     /// One HEAD of a full object key, not retried: its answer, if it came.
     pub(super) fn head_once(&self, key: &str) -> Option<ureq::Response> {
-        let creds = self.credentials().ok()?;
+        self.head_object(key).ok()
+    }
+
+    /// One HEAD of a full object key.
+    pub(super) fn head_object(&self, key: &str) -> std::result::Result<ureq::Response, Failure> {
+        let creds = self.credentials()?;
         let action = self.bucket.head_object(Some(&creds), key);
-        self.send("HEAD", &self.sign(&action), &[], None).ok()
+        self.send("HEAD", &self.sign(&action), &[], None)
+    }
+
+    /// One DELETE of a full object key.
+    pub(super) fn delete_object(&self, key: &str) -> std::result::Result<(), Failure> {
+        let creds = self.credentials()?;
+        let action = self.bucket.delete_object(Some(&creds), key);
+        self.send("DELETE", &self.sign(&action), &[], None)
+            .map(drop)
     }
 
     /// `s3://bucket/key` of a full object key.
@@ -263,6 +297,19 @@ fn status_failure(status: u16, resp: ureq::Response) -> Failure {
         },
         bucket_region,
     }
+}
+
+/// The body of a small answer.
+pub(super) fn read_text(resp: ureq::Response) -> std::result::Result<String, Failure> {
+    resp.into_string()
+        .map_err(|e| Failure::Transport(format!("reading the answer: {e}")))
+}
+
+/// The XML document of type `T` a successful answer carries.
+pub(super) fn read_answer<T: serde::de::DeserializeOwned>(
+    resp: ureq::Response,
+) -> std::result::Result<T, Failure> {
+    super::xml::parse(&read_text(resp)?).map_err(Failure::Transport)
 }
 
 /// A 2xx answer whose body is an S3 error (CompleteMultipartUpload does that).

@@ -41,7 +41,7 @@ mod xml;
 use super::{ObjectInfo, ObjectWriter, StaleTemporary, Store};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
-use http::{Client, Failure, Op};
+use http::{gone_is_done, Client, Op};
 use retry::call;
 use rusty_s3::S3Action;
 use std::io::Read;
@@ -108,22 +108,9 @@ impl Inner {
     /// Deletes a full object key (no error when it is already gone).
     fn delete_object(&self, key: &str) -> Result<()> {
         let c = &self.client;
-        call(
-            c,
-            &Op {
-                verb: "delete",
-                key: Some(key),
-            },
-            || {
-                let creds = c.credentials()?;
-                let action = c.bucket.delete_object(Some(&creds), key);
-                match c.send("DELETE", &c.sign(&action), &[], None) {
-                    Ok(_) => Ok(()),
-                    Err(f) if f.status() == Some(404) => Ok(()),
-                    Err(f) => Err(f),
-                }
-            },
-        )
+        call(c, &Op::on("delete", key), || {
+            gone_is_done(c.delete_object(key))
+        })
     }
 
     /// The ETag of a full object key, unquoted, if it exists.
@@ -135,34 +122,25 @@ impl Inner {
 
     fn head(&self, key: &str) -> Result<bool> {
         let c = &self.client;
-        call(
-            c,
-            &Op {
-                verb: "look up",
-                key: Some(key),
-            },
-            || {
-                let creds = c.credentials()?;
-                let action = c.bucket.head_object(Some(&creds), key);
-                match c.send("HEAD", &c.sign(&action), &[], None) {
-                    Ok(_) => Ok(true),
-                    Err(f) if f.status() == Some(404) => Ok(false),
-                    // HEAD answers carry no error code: ask again with a GET
-                    // of one byte, whose answer says why (wrong secret, ...).
-                    Err(f) if f.status() == Some(403) && f.code().is_empty() => {
-                        let creds = c.credentials()?;
-                        let mut action = c.bucket.get_object(Some(&creds), key);
-                        action.headers_mut().insert("range", "bytes=0-0");
-                        match c.send("GET", &c.sign(&action), &[("range", "bytes=0-0")], None) {
-                            Ok(_) => Ok(true),
-                            Err(g) if !g.code().is_empty() => Err(g),
-                            Err(_) => Err(f),
-                        }
+        call(c, &Op::on("look up", key), || {
+            match c.head_object(key) {
+                Ok(_) => Ok(true),
+                Err(f) if f.status() == Some(404) => Ok(false),
+                // HEAD answers carry no error code: ask again with a GET
+                // of one byte, whose answer says why (wrong secret, ...).
+                Err(f) if f.status() == Some(403) && f.code().is_empty() => {
+                    let creds = c.credentials()?;
+                    let mut action = c.bucket.get_object(Some(&creds), key);
+                    action.headers_mut().insert("range", "bytes=0-0");
+                    match c.send("GET", &c.sign(&action), &[("range", "bytes=0-0")], None) {
+                        Ok(_) => Ok(true),
+                        Err(g) if !g.code().is_empty() => Err(g),
+                        Err(_) => Err(f),
                     }
-                    Err(f) => Err(f),
                 }
-            },
-        )
+                Err(f) => Err(f),
+            }
+        })
     }
 
     /// One page of ListObjectsV2 under the full key prefix `prefix`.
@@ -179,42 +157,34 @@ impl Inner {
         } else {
             format!("{full}/")
         };
-        call(
-            c,
-            &Op {
-                verb: "list",
-                key: Some(&full),
-            },
-            || {
-                let creds = c.credentials()?;
-                let mut action = c.bucket.list_objects_v2(Some(&creds));
-                // Keys come back as XML text; url-encoding is optional and
-                // not every server applies it when asked.
-                action.query_mut().remove("encoding-type");
-                if !full.is_empty() {
-                    action.with_prefix(full.as_str());
-                }
-                action.with_max_keys(max_keys);
-                if let Some(t) = token {
-                    action.with_continuation_token(t);
-                }
-                let body = writer::read_text(c.send("GET", &c.sign(&action), &[], None)?)?;
-                let page: xml::ListBucketResult = xml::parse(&body).map_err(Failure::Transport)?;
-                let objects = page
-                    .contents
-                    .into_iter()
-                    .map(|o| {
-                        let modified =
-                            xml::time(o.last_modified.as_deref()).unwrap_or_else(Utc::now);
-                        (o.key, o.size, modified)
-                    })
-                    .collect();
-                let next = page
-                    .next_continuation_token
-                    .filter(|t| page.is_truncated && !t.is_empty());
-                Ok((objects, next))
-            },
-        )
+        call(c, &Op::on("list", &full), || {
+            let creds = c.credentials()?;
+            let mut action = c.bucket.list_objects_v2(Some(&creds));
+            // Keys come back as XML text; url-encoding is optional and
+            // not every server applies it when asked.
+            action.query_mut().remove("encoding-type");
+            if !full.is_empty() {
+                action.with_prefix(full.as_str());
+            }
+            action.with_max_keys(max_keys);
+            if let Some(t) = token {
+                action.with_continuation_token(t);
+            }
+            let page: xml::ListBucketResult =
+                http::read_answer(c.send("GET", &c.sign(&action), &[], None)?)?;
+            let objects = page
+                .contents
+                .into_iter()
+                .map(|o| {
+                    let modified = xml::time(o.last_modified.as_deref()).unwrap_or_else(Utc::now);
+                    (o.key, o.size, modified)
+                })
+                .collect();
+            let next = page
+                .next_continuation_token
+                .filter(|t| page.is_truncated && !t.is_empty());
+            Ok((objects, next))
+        })
     }
 
     /// Every object under the store key prefix `prefix`, as (store key, size, modified).
@@ -244,10 +214,7 @@ impl Inner {
         loop {
             let page = call(
                 c,
-                &Op {
-                    verb: "list the incomplete uploads under",
-                    key: Some(prefix),
-                },
+                &Op::on("list the incomplete uploads under", prefix),
                 || {
                     let mut query = vec![("uploads", ""), ("prefix", prefix)];
                     if !key_marker.is_empty() {
@@ -255,12 +222,9 @@ impl Inner {
                         query.push(("upload-id-marker", &id_marker));
                     }
                     match c.send("GET", &c.sign_bucket_get(&query)?, &[], None) {
-                        Ok(r) => {
-                            let body = writer::read_text(r)?;
-                            let page: xml::ListMultipartUploadsResult =
-                                xml::parse(&body).map_err(Failure::Transport)?;
-                            Ok(Some(page))
-                        }
+                        Ok(r) => Ok(Some(http::read_answer::<xml::ListMultipartUploadsResult>(
+                            r,
+                        )?)),
                         Err(f) if f.status() == Some(501) || f.code() == "NotImplemented" => {
                             Ok(None)
                         }
@@ -299,32 +263,20 @@ impl Inner {
         let c = &self.client;
         let (mut size, mut newest, mut marker) = (0, None, None::<u16>);
         loop {
-            let page = call(
-                c,
-                &Op {
-                    verb: "list the parts of",
-                    key: Some(key),
-                },
-                || {
-                    let creds = c.credentials()?;
-                    let mut action = c.bucket.list_parts(Some(&creds), key, upload_id);
-                    if let Some(m) = marker {
-                        action.set_part_number_marker(m);
-                    }
-                    let body = match c.send("GET", &c.sign(&action), &[], None) {
-                        Ok(r) => writer::read_text(r)?,
-                        Err(f) if f.status() == Some(404) => return Ok(None),
-                        // Without s3:ListMultipartUploadParts the age is the initiation time.
-                        Err(f) if f.status() == Some(403) && f.code() == "AccessDenied" => {
-                            return Ok(None)
-                        }
-                        Err(f) => Err(f)?,
-                    };
-                    let page: xml::ListPartsResult =
-                        xml::parse(&body).map_err(Failure::Transport)?;
-                    Ok(Some(page))
-                },
-            )?;
+            let page = call(c, &Op::on("list the parts of", key), || {
+                let creds = c.credentials()?;
+                let mut action = c.bucket.list_parts(Some(&creds), key, upload_id);
+                if let Some(m) = marker {
+                    action.set_part_number_marker(m);
+                }
+                match c.send("GET", &c.sign(&action), &[], None) {
+                    Ok(r) => Ok(Some(http::read_answer::<xml::ListPartsResult>(r)?)),
+                    Err(f) if f.status() == Some(404) => Ok(None),
+                    // Without s3:ListMultipartUploadParts the age is the initiation time.
+                    Err(f) if f.status() == Some(403) && f.code() == "AccessDenied" => Ok(None),
+                    Err(f) => Err(f),
+                }
+            })?;
             let Some(page) = page else {
                 return Ok(None);
             };
@@ -359,21 +311,12 @@ impl Store for S3Store {
         self.inner.loc().url()
     }
 
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+    fn writer(&self, key: &str, new: bool) -> Result<Box<dyn ObjectWriter>> {
         check_key(key)?;
         Ok(Box::new(writer::S3Writer::new(
             Arc::clone(&self.inner),
             key,
-            false,
-        )))
-    }
-
-    fn create_new(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
-        check_key(key)?;
-        Ok(Box::new(writer::S3Writer::new(
-            Arc::clone(&self.inner),
-            key,
-            true,
+            new,
         )))
     }
 

@@ -37,36 +37,29 @@ pub(super) fn open(client: Arc<Client>, key: String) -> Result<ResumingReader> {
 fn get(client: &Client, key: &str, from: Option<(u64, Option<&str>)>) -> Result<ureq::Response> {
     let range = from.map(|(pos, _)| format!("bytes={pos}-"));
     let if_match = from.and_then(|(_, etag)| etag);
-    super::retry::call(
-        client,
-        &Op {
-            verb: "download",
-            key: Some(key),
-        },
-        || {
-            let creds = client.credentials()?;
-            let mut action = client.bucket.get_object(Some(&creds), key);
-            let mut headers: Vec<(&str, &str)> = Vec::new();
-            if let Some(r) = &range {
-                action.headers_mut().insert("range", r.as_str());
-                headers.push(("range", r));
-            }
-            if let Some(e) = if_match {
-                action.headers_mut().insert("if-match", e);
-                headers.push(("if-match", e));
-            }
-            let url = client.sign(&action);
-            client
-                .send("GET", &url, &headers, None)
-                .map_err(|f| match f {
-                    Failure::Status { status: 412, .. } => Failure::Status {
-                        status: 412,
-                        code: "PreconditionFailed".into(),
-                        message: "the object changed while it was being read".into(),
-                        bucket_region: None,
-                    },
-                    f => f,
-                })
-        },
-    )
+    super::retry::call(client, &Op::on("download", key), || {
+        let creds = client.credentials()?;
+        let mut action = client.bucket.get_object(Some(&creds), key);
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if let Some(r) = &range {
+            action.headers_mut().insert("range", r.as_str());
+            headers.push(("range", r));
+        }
+        if let Some(e) = if_match {
+            action.headers_mut().insert("if-match", e);
+            headers.push(("if-match", e));
+        }
+        let url = client.sign(&action);
+        client
+            .send("GET", &url, &headers, None)
+            .map_err(|f| match f {
+                Failure::Status { status: 412, .. } => Failure::Status {
+                    status: 412,
+                    code: "PreconditionFailed".into(),
+                    message: "the object changed while it was being read".into(),
+                    bucket_region: None,
+                },
+                f => f,
+            })
+    })
 }

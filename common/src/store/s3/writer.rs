@@ -21,7 +21,7 @@
 //! tool (through [`crate::cleanup::ActionGuard`]). A writer killed outright
 //! leaves an incomplete upload that `S3Store::temporaries` finds.
 
-use super::http::{self, Client, Failure, Op};
+use super::http::{self, gone_is_done, Client, Failure, Op};
 use super::Inner;
 use super::{retry, xml};
 use crate::error::{Error, Result};
@@ -136,50 +136,43 @@ fn put(client: &Client, key: &str, data: &[u8], new: bool) -> Result<Put> {
     // Some services (s3s-fs) keep the bytes of a PUT they answer BadDigest.
     let mut rejected_digest = false;
     let mut attempts = 0;
-    retry::call(
-        client,
-        &Op {
-            verb: "upload",
-            key: Some(key),
-        },
-        || loop {
-            attempts += 1;
-            let creds = client.credentials()?;
-            let mut action = client.bucket.put_object(Some(&creds), key);
-            action.headers_mut().insert("content-md5", md5.clone());
-            let url = client.sign(&action);
-            let mut headers = vec![("content-md5", md5.as_str())];
-            if conditional {
-                headers.push(("if-none-match", "*"));
-            }
-            let sent = client
-                .send("PUT", &url, &headers, Some(data))
-                .and_then(|resp| checked_etag(&resp, &digest, "the object"));
-            match sent {
-                Ok(_) => return Ok(Put::Stored),
-                Err(f) if conditional && f.status() == Some(412) => {
-                    // Our own rejected bytes, kept by such a service: the
-                    // object has our size and appeared as it refused them.
-                    if !(rejected_digest && stored_size(client, key) == Some(data.len() as u64)) {
-                        return Ok(Put::Taken {
-                            retried: attempts > 1,
-                        });
-                    }
-                    crate::output::warn(format!(
-                        "{}: the service kept the bytes it rejected (BadDigest); replacing them",
-                        client.object_url(Some(key))
-                    ));
-                    conditional = false;
+    retry::call(client, &Op::on("upload", key), || loop {
+        attempts += 1;
+        let creds = client.credentials()?;
+        let mut action = client.bucket.put_object(Some(&creds), key);
+        action.headers_mut().insert("content-md5", md5.clone());
+        let url = client.sign(&action);
+        let mut headers = vec![("content-md5", md5.as_str())];
+        if conditional {
+            headers.push(("if-none-match", "*"));
+        }
+        let sent = client
+            .send("PUT", &url, &headers, Some(data))
+            .and_then(|resp| checked_etag(&resp, &digest, "the object"));
+        match sent {
+            Ok(_) => return Ok(Put::Stored),
+            Err(f) if conditional && f.status() == Some(412) => {
+                // Our own rejected bytes, kept by such a service: the
+                // object has our size and appeared as it refused them.
+                if !(rejected_digest && stored_size(client, key) == Some(data.len() as u64)) {
+                    return Ok(Put::Taken {
+                        retried: attempts > 1,
+                    });
                 }
-                // A service without conditional writes: a plain PUT.
-                Err(f) if conditional && f.status() == Some(501) => conditional = false,
-                Err(f) => {
-                    rejected_digest |= f.code() == "BadDigest";
-                    return Err(f);
-                }
+                crate::output::warn(format!(
+                    "{}: the service kept the bytes it rejected (BadDigest); replacing them",
+                    client.object_url(Some(key))
+                ));
+                conditional = false;
             }
-        },
-    )
+            // A service without conditional writes: a plain PUT.
+            Err(f) if conditional && f.status() == Some(501) => conditional = false,
+            Err(f) => {
+                rejected_digest |= f.code() == "BadDigest";
+                return Err(f);
+            }
+        }
+    })
 }
 
 /// The size of the object `key`, when a HEAD finds it.
@@ -196,31 +189,18 @@ pub(super) fn abort_upload(client: &Client, key: &str, upload_id: &str, retry: b
         let action = client
             .bucket
             .abort_multipart_upload(Some(&creds), key, upload_id);
-        let url = client.sign(&action);
-        match client.send("DELETE", &url, &[], None) {
-            Ok(_) => Ok(()),
-            Err(f) if f.status() == Some(404) => Ok(()),
-            Err(f) => Err(f),
-        }
+        gone_is_done(
+            client
+                .send("DELETE", &client.sign(&action), &[], None)
+                .map(drop),
+        )
     };
-    let op = Op {
-        verb: "abort the multipart upload of",
-        key: Some(key),
-    };
+    let op = Op::on("abort the multipart upload of", key);
     if retry {
         retry::call(client, &op, attempt)
     } else {
         attempt().map_err(|f| client.error(&op, &f, 1))
     }
-}
-
-/// Deletes an object with a single attempt (when there is no time to retry).
-fn delete_once(client: &Client, key: &str) -> std::result::Result<(), Failure> {
-    let creds = client.credentials()?;
-    let action = client.bucket.delete_object(Some(&creds), key);
-    client
-        .send("DELETE", &client.sign(&action), &[], None)
-        .map(drop)
 }
 
 /// An object being written to S3.
@@ -366,17 +346,13 @@ impl Upload {
         let client = Arc::clone(&store.client);
         let id = retry::call(
             &client,
-            &Op {
-                verb: "start the multipart upload of",
-                key: Some(key),
-            },
+            &Op::on("start the multipart upload of", key),
             || {
                 let creds = client.credentials()?;
                 let action = client.bucket.create_multipart_upload(Some(&creds), key);
                 let url = client.sign(&action);
-                let body = read_text(client.send("POST", &url, &[], None)?)?;
                 let answer: xml::InitiateMultipartUploadResult =
-                    xml::parse(&body).map_err(Failure::Transport)?;
+                    http::read_answer(client.send("POST", &url, &[], None)?)?;
                 Some(answer.upload_id)
                     .filter(|id| !id.is_empty())
                     .ok_or_else(|| Failure::Transport("no UploadId in the answer".into()))
@@ -389,7 +365,8 @@ impl Upload {
             let marker = marker.clone();
             crate::cleanup::ActionGuard::new(move || {
                 if abort_upload(&client, &key, &id, false).is_ok() {
-                    let _ = delete_once(&client, &marker);
+                    // A single attempt: there is no time to retry.
+                    let _ = client.delete_object(&marker);
                 }
             })
         };
@@ -480,10 +457,7 @@ impl Upload {
         let mut taken = false;
         retry::call(
             client,
-            &Op {
-                verb: "complete the multipart upload of",
-                key: Some(&self.key),
-            },
+            &Op::on("complete the multipart upload of", &self.key),
             || {
                 attempts += 1;
                 let creds = client.credentials()?;
@@ -501,11 +475,7 @@ impl Upload {
                     &[]
                 };
                 match client.send("POST", &url, headers, Some(body.as_bytes())) {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        let text = read_text(resp)?;
-                        http::error_in_body(status, &text).map_or(Ok(()), Err)
-                    }
+                    Ok(resp) => completed(resp),
                     // The name exists: this upload's only if an earlier
                     // attempt completed it and its answer was lost.
                     Err(f) if conditional && f.status() == Some(412) => {
@@ -518,10 +488,7 @@ impl Upload {
                     Err(f) if conditional && f.status() == Some(501) => {
                         conditional = false;
                         let headers: &[(&str, &str)] = &[];
-                        let resp = client.send("POST", &url, headers, Some(body.as_bytes()))?;
-                        let status = resp.status();
-                        let text = read_text(resp)?;
-                        http::error_in_body(status, &text).map_or(Ok(()), Err)
+                        completed(client.send("POST", &url, headers, Some(body.as_bytes()))?)
                     }
                     // A retry after an answer lost on the way: the upload is
                     // gone because it completed, if the object is ours.
@@ -590,25 +557,17 @@ fn upload_parts(
 fn upload_part(client: &Client, key: &str, upload_id: &str, part: &Part, shared: &Shared) {
     let (digest, md5) = content_md5(&part.data);
     let verb = format!("upload part {} of", part.number);
-    let result = retry::call_until(
-        client,
-        &Op {
-            verb: &verb,
-            key: Some(key),
-        },
-        Some(&shared.cancel),
-        || {
-            let creds = client.credentials()?;
-            let mut action =
-                client
-                    .bucket
-                    .upload_part(Some(&creds), key, part.number as u16, upload_id);
-            action.headers_mut().insert("content-md5", md5.clone());
-            let url = client.sign(&action);
-            let resp = client.send("PUT", &url, &[("content-md5", &md5)], Some(&part.data))?;
-            checked_etag(&resp, &digest, &format!("part {}", part.number))
-        },
-    );
+    let result = retry::call_until(client, &Op::on(&verb, key), Some(&shared.cancel), || {
+        let creds = client.credentials()?;
+        let mut action =
+            client
+                .bucket
+                .upload_part(Some(&creds), key, part.number as u16, upload_id);
+        action.headers_mut().insert("content-md5", md5.clone());
+        let url = client.sign(&action);
+        let resp = client.send("PUT", &url, &[("content-md5", &md5)], Some(&part.data))?;
+        checked_etag(&resp, &digest, &format!("part {}", part.number))
+    });
     match result {
         Ok(etag) => {
             shared
@@ -627,10 +586,12 @@ fn upload_part(client: &Client, key: &str, upload_id: &str, part: &Part, shared:
     }
 }
 
-/// The body of a small answer.
-pub(super) fn read_text(resp: ureq::Response) -> std::result::Result<String, Failure> {
-    resp.into_string()
-        .map_err(|e| Failure::Transport(format!("reading the answer: {e}")))
+/// A 2xx answer to CompleteMultipartUpload: done, unless its body is an
+/// error in disguise.
+fn completed(resp: ureq::Response) -> std::result::Result<(), Failure> {
+    let status = resp.status();
+    let text = http::read_text(resp)?;
+    http::error_in_body(status, &text).map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
