@@ -303,14 +303,9 @@ impl Store for CloudStore {
         self.location.clone()
     }
 
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+    fn writer(&self, key: &str, new: bool) -> Result<Box<dyn ObjectWriter>> {
         check_key(key)?;
-        Ok(Box::new(CloudWriter::new(self, key, false)))
-    }
-
-    fn create_new(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
-        check_key(key)?;
-        Ok(Box::new(CloudWriter::new(self, key, true)))
+        Ok(Box::new(CloudWriter::new(self, key, new)))
     }
 
     /// A download resumed where it broke off, from the same version.
