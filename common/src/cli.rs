@@ -366,6 +366,21 @@ pub fn parse_labels(items: &[String]) -> Result<std::collections::BTreeMap<Strin
 
 pub use crate::output::print_json;
 
+/// The `--help` paragraph on remote stores and the environment each reads,
+/// for the tools' `after_help` (the man pages list every variable).
+#[macro_export]
+macro_rules! remote_stores_help {
+    () => {
+        "Remote stores: s3://bucket/prefix (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID/
+AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN or AWS_PROFILE, else web identity, container or
+instance credentials; DBSAFE_S3_PATH_STYLE, DBSAFE_S3_PART_SIZE, DBSAFE_S3_PARTS_IN_FLIGHT,
+DBSAFE_S3_RETRIES, DBSAFE_S3_TIMEOUT), gs://bucket/prefix (GOOGLE_APPLICATION_CREDENTIALS,
+else the metadata server), az://container/prefix (AZURE_STORAGE_CONNECTION_STRING, or
+AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or a managed identity).
+"
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

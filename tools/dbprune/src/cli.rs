@@ -9,7 +9,8 @@ use dbsafe::cli::{CommonArgs, SeriesArgs};
     name = "dbprune",
     version,
     about = "Rotate backups in a store: retention rules, protections that beat them, stale temporaries, WAL",
-    after_help = "A backup kept by any rule is kept. Never deleted, whatever the rules say: the newest backup of
+    after_help = concat!(
+        "A backup kept by any rule is kept. Never deleted, whatever the rules say: the newest backup of
 each series, the newest verified backup of each series, backups pinned by a release manifest
 (STORE/releases/), and temporaries younger than --stale-tmp (a writer may still be busy).
 
@@ -23,11 +24,11 @@ Examples:
   dbprune --store /var/backups/dbsafe --min-free 50G --wal
 
 Environment: DBSAFE_STORE, DBSAFE_CONFIG.
-S3 stores (s3://bucket/prefix): AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/
-AWS_SESSION_TOKEN or AWS_PROFILE, DBSAFE_S3_PATH_STYLE, DBSAFE_S3_PART_SIZE, DBSAFE_S3_PARTS_IN_FLIGHT,
-DBSAFE_S3_RETRIES, DBSAFE_S3_TIMEOUT.
-Exit codes: 0 ok, 1 failed (or --min-free/--max-total could not be met), 2 usage, 3 no such store,
+",
+        dbsafe::remote_stores_help!(),
+        "Exit codes: 0 ok, 1 failed (or --min-free/--max-total could not be met), 2 usage, 3 no such store,
 4 another dbprune holds the store's prune lock."
+    )
 )]
 pub struct Cli {
     /// The store to prune.

@@ -10,7 +10,8 @@ use std::path::PathBuf;
     name = "dbrestore",
     version,
     about = "Restore a backup into a database: verified, with a safety backup and a typed confirmation",
-    after_help = "Into a target it creates, dbrestore verifies the artifact as it restores it (checksum, every
+    after_help = concat!(
+        "Into a target it creates, dbrestore verifies the artifact as it restores it (checksum, every
 layer) and removes the target again if the artifact fails. Before touching an existing target, it
 verifies the artifact first (--skip-verify to skip),
 asks you to type the target database's name (--yes skips; without a terminal and without --yes it
@@ -29,11 +30,11 @@ Examples:
 
 Environment: DBSAFE_STORE, DBSAFE_ENV, DBSAFE_IDENTITY_FILE, DBSAFE_PASSPHRASE_FILE,
 DBSAFE_RECIPIENTS, DBSAFE_RECIPIENTS_FILE (safety backups), DBSAFE_AUDIT_LOG, DBSAFE_CONFIG.
-S3 stores (s3://bucket/prefix): AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/
-AWS_SESSION_TOKEN or AWS_PROFILE, DBSAFE_S3_PATH_STYLE, DBSAFE_S3_PART_SIZE, DBSAFE_S3_PARTS_IN_FLIGHT,
-DBSAFE_S3_RETRIES, DBSAFE_S3_TIMEOUT.
-Exit codes: 0 ok, 1 failed (verification, restore or row counts), 2 usage (several series match),
+",
+        dbsafe::remote_stores_help!(),
+        "Exit codes: 0 ok, 1 failed (verification, restore or row counts), 2 usage (several series match),
 3 no such backup, 4 refused (no confirmation, target not empty without --clean), 130 interrupted."
+    )
 )]
 pub struct Cli {
     /// Artifact file, or `-` for stdin.

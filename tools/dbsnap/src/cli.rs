@@ -10,7 +10,8 @@ use std::path::PathBuf;
     name = "dbsnap",
     version,
     about = "Take a snapshot of a database as a compressed, encrypted, checksummed stream",
-    after_help = "Examples:
+    after_help = concat!(
+        "Examples:
   dbsnap sqlite:app.db -r age1... > app.sqlite.zst.age
   dbsnap sqlite:app.db --to /var/backups/dbsafe --env production --recipients-file keys.txt
   dbsnap sqlite:app.db -o app.sqlite.zst --compress zstd --level 6 --no-encrypt
@@ -18,10 +19,10 @@ use std::path::PathBuf;
 
 Environment: DBSAFE_STORE, DBSAFE_ENV, DBSAFE_RECIPIENTS, DBSAFE_RECIPIENTS_FILE,
 DBSAFE_PASSPHRASE_FILE, DBSAFE_COMPRESS, DBSAFE_CONFIG.
-S3 stores (s3://bucket/prefix): AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/
-AWS_SESSION_TOKEN or AWS_PROFILE, DBSAFE_S3_PATH_STYLE, DBSAFE_S3_PART_SIZE, DBSAFE_S3_PARTS_IN_FLIGHT,
-DBSAFE_S3_RETRIES, DBSAFE_S3_TIMEOUT.
-Exit codes: 0 ok, 1 failed, 2 usage, 4 refused (lock held, --min-free), 130 interrupted."
+",
+        dbsafe::remote_stores_help!(),
+        "Exit codes: 0 ok, 1 failed, 2 usage, 4 refused (lock held, --min-free), 130 interrupted."
+    )
 )]
 pub struct Cli {
     /// Database URL: postgres://user@host:port/db (postgresql://), mysql://user@host:port/db

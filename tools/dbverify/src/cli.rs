@@ -11,7 +11,8 @@ use std::path::PathBuf;
     name = "dbverify",
     version,
     about = "Prove that a backup is good: checksum, layers, payload structure, a rehearsed restore",
-    after_help = "Levels:
+    after_help = concat!(
+        "Levels:
   quick    sha256 against the .sha256 sidecar or --sha256
   full     quick, plus decrypt and decompress to the end, plus a structural check of the payload
            (SQLite: PRAGMA integrity_check)
@@ -30,11 +31,11 @@ Status readiness: critical (no backups, a series' newest backup older than --max
 degraded (fewer than --min-count, no recent verified backup, WAL older than --max-wal-lag), good.
 
 Environment: DBSAFE_STORE, DBSAFE_IDENTITY_FILE, DBSAFE_PASSPHRASE_FILE, DBSAFE_CONFIG.
-S3 stores (s3://bucket/prefix): AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/
-AWS_SESSION_TOKEN or AWS_PROFILE, DBSAFE_S3_PATH_STYLE, DBSAFE_S3_PART_SIZE, DBSAFE_S3_PARTS_IN_FLIGHT,
-DBSAFE_S3_RETRIES, DBSAFE_S3_TIMEOUT.
-Exit codes: 0 all good, 1 a check failed or the store is not healthy, 2 usage (e.g. missing key),
+",
+        dbsafe::remote_stores_help!(),
+        "Exit codes: 0 all good, 1 a check failed or the store is not healthy, 2 usage (e.g. missing key),
 3 not found."
+    )
 )]
 pub struct Cli {
     /// Artifact files, `-` for stdin; with --store, backup names.

@@ -10,7 +10,8 @@ use std::path::PathBuf;
     name = "walship",
     version,
     about = "Ship PostgreSQL WAL into a store (archive_command) and back (restore_command)",
-    after_help = "In postgresql.conf (the store, keys and compression come from DBSAFE_* variables in the
+    after_help = concat!(
+        "In postgresql.conf (the store, keys and compression come from DBSAFE_* variables in the
 server's environment, or from the config file; without a key, push refuses unless --no-encrypt):
   archive_mode = on
   archive_command = 'walship push %p %f'
@@ -32,8 +33,9 @@ Examples:
 
 Environment: DBSAFE_STORE, DBSAFE_RECIPIENTS, DBSAFE_RECIPIENTS_FILE, DBSAFE_IDENTITY_FILE,
 DBSAFE_PASSPHRASE_FILE, DBSAFE_COMPRESS, DBSAFE_CONFIG, DBSAFE_METRICS_FILE, DBSAFE_PUSHGATEWAY.
-S3 stores (s3://bucket/prefix): AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/
-AWS_SESSION_TOKEN or AWS_PROFILE, DBSAFE_S3_PATH_STYLE, DBSAFE_S3_PART_SIZE, DBSAFE_S3_RETRIES."
+",
+        dbsafe::remote_stores_help!()
+    )
 )]
 pub struct Cli {
     #[command(subcommand)]
