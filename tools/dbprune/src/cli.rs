@@ -3,14 +3,9 @@
 use clap::Parser;
 use dbsafe::cli::{CommonArgs, SeriesArgs};
 
-/// Rotate backups: keep what the rules and protections keep, delete the rest.
-#[derive(Debug, Parser)]
-#[command(
-    name = "dbprune",
-    version,
-    about = "Rotate backups in a store: retention rules, protections that beat them, stale temporaries, WAL",
-    after_help = concat!(
-        "A backup kept by any rule is kept. Never deleted, whatever the rules say: the newest backup of
+/// What `--help` shows after the options.
+const AFTER_HELP: &str = concat!(
+    "A backup kept by any rule is kept. Never deleted, whatever the rules say: the newest backup of
 each series, the newest verified backup of each series, backups pinned by a release manifest
 (STORE/releases/), and temporaries younger than --stale-tmp (a writer may still be busy).
 
@@ -25,10 +20,16 @@ Examples:
 
 Environment: DBSAFE_STORE, DBSAFE_CONFIG.
 ",
-        dbsafe::remote_stores_help!(),
-        "Exit codes: 0 ok, 1 failed (or --min-free/--max-total could not be met), 2 usage, 3 no such store,
+    dbsafe::remote_stores_help!(),
+    "Exit codes: 0 ok, 1 failed (or --min-free/--max-total could not be met), 2 usage, 3 no such store,
 4 another dbprune holds the store's prune lock."
-    )
+);
+
+/// Rotate backups: keep what the rules and protections keep, delete the rest.
+#[derive(Debug, Parser)]
+#[command(name = "dbprune", version, after_help = AFTER_HELP)]
+#[command(
+    about = "Rotate backups in a store: retention rules, protections that beat them, stale temporaries, WAL"
 )]
 pub struct Cli {
     /// The store to prune.

@@ -4,14 +4,9 @@ use clap::Parser;
 use dbsafe::cli::{CommonArgs, DecryptArgs, TmpdirArgs};
 use std::path::PathBuf;
 
-/// Restore a backup into a database.
-#[derive(Debug, Parser)]
-#[command(
-    name = "dbrestore",
-    version,
-    about = "Restore a backup into a database: verified, with a safety backup and a typed confirmation",
-    after_help = concat!(
-        "Into a target it creates, dbrestore verifies the artifact as it restores it (checksum, every
+/// What `--help` shows after the options.
+const AFTER_HELP: &str = concat!(
+    "Into a target it creates, dbrestore verifies the artifact as it restores it (checksum, every
 layer) and removes the target again if the artifact fails. Before touching an existing target, it
 verifies the artifact first (--skip-verify to skip),
 asks you to type the target database's name (--yes skips; without a terminal and without --yes it
@@ -31,10 +26,16 @@ Examples:
 Environment: DBSAFE_STORE, DBSAFE_ENV, DBSAFE_IDENTITY_FILE, DBSAFE_PASSPHRASE_FILE,
 DBSAFE_RECIPIENTS, DBSAFE_RECIPIENTS_FILE (safety backups), DBSAFE_AUDIT_LOG, DBSAFE_CONFIG.
 ",
-        dbsafe::remote_stores_help!(),
-        "Exit codes: 0 ok, 1 failed (verification, restore or row counts), 2 usage (several series match),
+    dbsafe::remote_stores_help!(),
+    "Exit codes: 0 ok, 1 failed (verification, restore or row counts), 2 usage (several series match),
 3 no such backup, 4 refused (no confirmation, target not empty without --clean), 130 interrupted."
-    )
+);
+
+/// Restore a backup into a database.
+#[derive(Debug, Parser)]
+#[command(name = "dbrestore", version, after_help = AFTER_HELP)]
+#[command(
+    about = "Restore a backup into a database: verified, with a safety backup and a typed confirmation"
 )]
 pub struct Cli {
     /// Artifact file, or `-` for stdin.

@@ -4,14 +4,9 @@ use clap::Parser;
 use dbsafe::cli::{CommonArgs, EncodeArgs, TmpdirArgs};
 use std::path::PathBuf;
 
-/// Take a snapshot of a database and stream it compressed, encrypted and checksummed.
-#[derive(Debug, Parser)]
-#[command(
-    name = "dbsnap",
-    version,
-    about = "Take a snapshot of a database as a compressed, encrypted, checksummed stream",
-    after_help = concat!(
-        "Examples:
+/// What `--help` shows after the options.
+const AFTER_HELP: &str = concat!(
+    "Examples:
   dbsnap sqlite:app.db -r age1... > app.sqlite.zst.age
   dbsnap sqlite:app.db --to /var/backups/dbsafe --env production --recipients-file keys.txt
   dbsnap sqlite:app.db -o app.sqlite.zst --compress zstd --level 6 --no-encrypt
@@ -20,10 +15,14 @@ use std::path::PathBuf;
 Environment: DBSAFE_STORE, DBSAFE_ENV, DBSAFE_RECIPIENTS, DBSAFE_RECIPIENTS_FILE,
 DBSAFE_PASSPHRASE_FILE, DBSAFE_COMPRESS, DBSAFE_CONFIG.
 ",
-        dbsafe::remote_stores_help!(),
-        "Exit codes: 0 ok, 1 failed, 2 usage, 4 refused (lock held, --min-free), 130 interrupted."
-    )
-)]
+    dbsafe::remote_stores_help!(),
+    "Exit codes: 0 ok, 1 failed, 2 usage, 4 refused (lock held, --min-free), 130 interrupted."
+);
+
+/// Take a snapshot of a database and stream it compressed, encrypted and checksummed.
+#[derive(Debug, Parser)]
+#[command(name = "dbsnap", version, after_help = AFTER_HELP)]
+#[command(about = "Take a snapshot of a database as a compressed, encrypted, checksummed stream")]
 pub struct Cli {
     /// Database URL: postgres://user@host:port/db (postgresql://), mysql://user@host:port/db
     /// (mariadb://, ?socket=PATH), sqlite:PATH, duckdb:PATH or dir:PATH (a directory tree).

@@ -5,14 +5,9 @@ use dbsafe::cli::{CommonArgs, DecryptArgs, SeriesArgs, TmpdirArgs};
 use dbsafe::verify::Level;
 use std::path::PathBuf;
 
-/// Prove that a backup is good.
-#[derive(Debug, Parser)]
-#[command(
-    name = "dbverify",
-    version,
-    about = "Prove that a backup is good: checksum, layers, payload structure, a rehearsed restore",
-    after_help = concat!(
-        "Levels:
+/// What `--help` shows after the options.
+const AFTER_HELP: &str = concat!(
+    "Levels:
   quick    sha256 against the .sha256 sidecar or --sha256
   full     quick, plus decrypt and decompress to the end, plus a structural check of the payload
            (SQLite: PRAGMA integrity_check)
@@ -32,10 +27,16 @@ degraded (fewer than --min-count, no recent verified backup, WAL older than --ma
 
 Environment: DBSAFE_STORE, DBSAFE_IDENTITY_FILE, DBSAFE_PASSPHRASE_FILE, DBSAFE_CONFIG.
 ",
-        dbsafe::remote_stores_help!(),
-        "Exit codes: 0 all good, 1 a check failed or the store is not healthy, 2 usage (e.g. missing key),
+    dbsafe::remote_stores_help!(),
+    "Exit codes: 0 all good, 1 a check failed or the store is not healthy, 2 usage (e.g. missing key),
 3 not found."
-    )
+);
+
+/// Prove that a backup is good.
+#[derive(Debug, Parser)]
+#[command(name = "dbverify", version, after_help = AFTER_HELP)]
+#[command(
+    about = "Prove that a backup is good: checksum, layers, payload structure, a rehearsed restore"
 )]
 pub struct Cli {
     /// Artifact files, `-` for stdin; with --store, backup names.

@@ -4,14 +4,9 @@ use clap::{Parser, Subcommand};
 use dbsafe::cli::{CommonArgs, DecryptArgs, EncodeArgs};
 use std::path::PathBuf;
 
-/// Ship PostgreSQL WAL to a store and back.
-#[derive(Debug, Parser)]
-#[command(
-    name = "walship",
-    version,
-    about = "Ship PostgreSQL WAL into a store (archive_command) and back (restore_command)",
-    after_help = concat!(
-        "In postgresql.conf (the store, keys and compression come from DBSAFE_* variables in the
+/// What `--help` shows after the options.
+const AFTER_HELP: &str = concat!(
+    "In postgresql.conf (the store, keys and compression come from DBSAFE_* variables in the
 server's environment, or from the config file; without a key, push refuses unless --no-encrypt):
   archive_mode = on
   archive_command = 'walship push %p %f'
@@ -34,9 +29,13 @@ Examples:
 Environment: DBSAFE_STORE, DBSAFE_RECIPIENTS, DBSAFE_RECIPIENTS_FILE, DBSAFE_IDENTITY_FILE,
 DBSAFE_PASSPHRASE_FILE, DBSAFE_COMPRESS, DBSAFE_CONFIG, DBSAFE_METRICS_FILE, DBSAFE_PUSHGATEWAY.
 ",
-        dbsafe::remote_stores_help!()
-    )
-)]
+    dbsafe::remote_stores_help!()
+);
+
+/// Ship PostgreSQL WAL to a store and back.
+#[derive(Debug, Parser)]
+#[command(name = "walship", version, after_help = AFTER_HELP)]
+#[command(about = "Ship PostgreSQL WAL into a store (archive_command) and back (restore_command)")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
