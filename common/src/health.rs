@@ -106,6 +106,25 @@ pub struct TimelineHealth {
     pub gaps: Vec<String>,
 }
 
+impl TimelineHealth {
+    /// One line for people: `timeline T (ROLE)[, branched from P at LSN]:
+    /// newest NAME (Ss old), G gaps`.
+    pub fn summary(&self) -> String {
+        let branch = match (self.parent, &self.branched_at) {
+            (Some(p), Some(at)) => format!(", branched from {p} at {at}"),
+            _ => String::new(),
+        };
+        format!(
+            "timeline {} ({}){branch}: newest {} ({}s old), {} gaps",
+            self.timeline,
+            self.role,
+            self.newest.as_deref().unwrap_or("-"),
+            self.newest_age_seconds.unwrap_or(0),
+            self.gaps.len()
+        )
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {

@@ -356,13 +356,7 @@ fn status(args: &cli::Cli, log: &Log, cfg: &dbsafe::config::Config) -> Result<Ex
         if let Some(w) = &h.wal {
             dbsafe::outln!("  WAL: {}", w.summary())?;
             for t in &w.timelines {
-                dbsafe::outln!(
-                    "    timeline {} ({}): newest {}, {} gaps",
-                    t.timeline,
-                    t.role,
-                    t.newest.as_deref().unwrap_or("-"),
-                    t.gaps.len()
-                )?;
+                dbsafe::outln!("    {}", t.summary())?;
             }
         }
         for p in &h.problems {

@@ -300,18 +300,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             } else if let Some(h) = &health {
                 dbsafe::outln!("{}", h.summary())?;
                 for t in &h.timelines {
-                    dbsafe::outln!(
-                        "  timeline {} ({}){}: newest {} ({}s old), {} gaps",
-                        t.timeline,
-                        t.role,
-                        match (t.parent, &t.branched_at) {
-                            (Some(p), Some(at)) => format!(", branched from {p} at {at}"),
-                            _ => String::new(),
-                        },
-                        t.newest.as_deref().unwrap_or("-"),
-                        t.newest_age_seconds.unwrap_or(0),
-                        t.gaps.len()
-                    )?;
+                    dbsafe::outln!("  {}", t.summary())?;
                 }
             }
             for p in &problems {
