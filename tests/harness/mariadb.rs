@@ -185,16 +185,10 @@ impl Server {
                 );
                 return s;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::kill_and_reap(&mut child);
             last = std::fs::read_to_string(&log).unwrap_or_default();
         }
         panic!("cannot start a MariaDB test server:\n{last}");
-    }
-
-    /// The server URL for root, without a database (for `--scratch`).
-    pub fn server_url(&self) -> String {
-        self.url("")
     }
 
     /// A `mariadb` client command as root on `db` (empty: none), reading SQL on stdin.
@@ -226,14 +220,11 @@ impl Server {
 
     /// The base tables of `db`, sorted.
     pub fn tables(&self, db: &str) -> Vec<String> {
-        self.sql(
+        crate::lines_of(&self.sql(
             db,
             "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() \
              AND table_type = 'BASE TABLE' ORDER BY table_name;",
-        )
-        .lines()
-        .map(str::to_string)
-        .collect()
+        ))
     }
 
     /// Row count of a table (or `table WHERE ...`).
@@ -313,8 +304,7 @@ impl Drop for Server {
             }) {
                 return;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::kill_and_reap(&mut child);
         }
     }
 }
@@ -403,14 +393,8 @@ impl TestDb for Server {
         v.push(("objects".to_string(), self.objects(db)));
         v
     }
-    fn scratch_url(&self) -> String {
-        self.server_url()
-    }
     fn databases(&self) -> Vec<String> {
-        self.sql("", "SHOW DATABASES;")
-            .lines()
-            .map(str::to_string)
-            .collect()
+        crate::lines_of(&self.sql("", "SHOW DATABASES;"))
     }
     fn plain_restore(&self, db: &str) -> String {
         self.sql("", &format!("CREATE DATABASE `{db}`;"));

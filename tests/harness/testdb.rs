@@ -63,22 +63,33 @@ impl Files {
 }
 
 /// Declares a file-backed engine's test database: a [`Files`] directory
-/// whose database `db` is the path `db` + `suffix`.
+/// whose database `db` is the path `db` + `suffix`, with the URL
+/// `ENGINE:PATH`; the rest of its [`TestDb`] implementation follows the `;`.
 #[macro_export]
 macro_rules! file_db {
-    ($(#[$doc:meta])* $name:ident, $engine:literal, $suffix:literal) => {
+    ($(#[$doc:meta])* $name:ident, $engine:expr, $suffix:literal; $($test_db:tt)*) => {
         $(#[$doc])*
         pub struct $name($crate::testdb::Files);
 
         impl $name {
             /// An empty directory for databases.
             pub fn start() -> $name {
-                $name($crate::testdb::Files::new($engine))
+                $name($crate::testdb::Files::new(
+                    <$name as $crate::testdb::TestDb>::ENGINE.name,
+                ))
             }
             /// The path of database `db`.
             pub fn path(&self, db: &str) -> std::path::PathBuf {
                 self.0.path(&format!("{db}{}", $suffix))
             }
+        }
+
+        impl $crate::testdb::TestDb for $name {
+            const ENGINE: $crate::testdb::Engine = $engine;
+            fn url(&self, db: &str) -> String {
+                format!("{}:{}", Self::ENGINE.name, self.path(db).display())
+            }
+            $($test_db)*
         }
     };
 }
@@ -98,9 +109,15 @@ pub trait TestDb {
     fn counts(&self, db: &str) -> Vec<(String, u64)>;
     /// Everything a restore must reproduce, per table (or entry), for equality.
     fn contents(&self, db: &str) -> Vec<(String, String)>;
-    /// The `--scratch` URL for restore-level verification (server engines).
+    /// The `--scratch` URL for restore-level verification (server
+    /// engines): the server itself, a URL that names no database.
     fn scratch_url(&self) -> String {
-        unreachable!("{} has no scratch server", Self::ENGINE.name)
+        assert!(
+            Self::ENGINE.server,
+            "{} has no scratch server",
+            Self::ENGINE.name
+        );
+        self.url("")
     }
     /// The databases on the server (server engines), to find leftovers.
     fn databases(&self) -> Vec<String> {
