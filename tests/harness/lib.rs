@@ -407,6 +407,14 @@ impl Run {
     }
 }
 
+/// A new temporary directory `dbsafe-WHAT-…`, removed on drop.
+pub fn temp_dir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("dbsafe-{what}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"))
+}
+
 /// A test's own temporary directory and age key.
 pub struct Scene {
     /// The directory (removed on drop).
@@ -423,10 +431,7 @@ impl Scene {
     /// A fresh directory.
     pub fn new() -> Scene {
         Scene {
-            dir: tempfile::Builder::new()
-                .prefix("dbsafe-test-")
-                .tempdir()
-                .expect("tempdir"),
+            dir: temp_dir("test"),
         }
     }
     /// A path inside the directory.
@@ -822,6 +827,16 @@ pub fn restore_latest(
         .arg(store)
         .args(["--latest", "--env", env, "--yes", "-i"])
         .arg(key)
+        .arg("--target")
+        .arg(target)
+}
+
+/// `dbrestore --store STORE --target TARGET`: a restore of the backup of a
+/// store that the caller's flags select (`--latest`, `--env`, ...).
+pub fn restore_from_store(store: impl AsRef<OsStr>, target: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(store)
         .arg("--target")
         .arg(target)
 }

@@ -7,7 +7,7 @@
 //! characters a URL must percent-encode, for TCP. As root the server runs
 //! with `--user=root`. Dropping the server stops it and removes every file.
 
-use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb};
+use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb, STOP_WRITER, WRITER_CONTROL};
 use crate::Cmd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -78,10 +78,7 @@ impl Server {
         let install = server_bin("mariadb-install-db");
         client_bin("mariadb");
         client_bin("mariadb-dump");
-        let dir = tempfile::Builder::new()
-            .prefix("dbsafe-mariadb-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = crate::temp_dir("mariadb");
         let data = dir.path().join("data");
         let install_cmd = || {
             let c = Cmd::new(&install)
@@ -412,15 +409,12 @@ impl ConcurrentWrites for Server {
     fn start_writer(&self, db: &str) -> Child {
         self.sql(
             db,
-            &format!(
-                "CREATE TABLE writer_control(stop BOOLEAN NOT NULL);\nINSERT INTO writer_control VALUES (false);\n\
-                 DELIMITER //\n{WRITER_SQL}//\nDELIMITER ;\n"
-            ),
+            &format!("{WRITER_CONTROL}DELIMITER //\n{WRITER_SQL}//\nDELIMITER ;\n"),
         );
         self.client(db).arg("-e").arg("CALL writer();").spawn()
     }
     fn stop_writer(&self, db: &str) {
-        self.sql(db, "UPDATE writer_control SET stop = true;");
+        self.sql(db, STOP_WRITER);
     }
 }
 

@@ -8,7 +8,7 @@
 //! system user and `initdb`/`pg_ctl` run through `runuser`. Dropping the
 //! cluster stops the server and removes every file.
 
-use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb};
+use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb, STOP_WRITER, WRITER_CONTROL};
 use crate::Cmd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -72,10 +72,7 @@ impl Cluster {
     pub fn start_with(initdb_args: &[&str]) -> Cluster {
         let initdb = server_bin("initdb");
         server_bin("pg_ctl");
-        let dir = tempfile::Builder::new()
-            .prefix("dbsafe-pg-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = crate::temp_dir("pg");
         let data = dir.path().join("data");
         let sock = dir.path().join("sock");
         std::fs::create_dir(&sock).expect("socket dir");
@@ -492,14 +489,11 @@ impl ConcurrentWrites for Cluster {
     const WRITER_TABLE: &'static str = "public.events";
     const BUSY_ROWS: u64 = 20_000;
     fn start_writer(&self, db: &str) -> Child {
-        self.psql(
-            db,
-            "CREATE TABLE writer_control(stop boolean NOT NULL); INSERT INTO writer_control VALUES (false);",
-        );
+        self.psql(db, WRITER_CONTROL);
         self.psql_cmd(db).arg("-c").arg(WRITER_SQL).spawn()
     }
     fn stop_writer(&self, db: &str) {
-        self.psql(db, "UPDATE writer_control SET stop = true;");
+        self.psql(db, STOP_WRITER);
     }
 }
 

@@ -50,10 +50,7 @@ impl Files {
     /// An empty directory for the databases of `engine`.
     pub fn new(engine: &str) -> Files {
         Files {
-            dir: tempfile::Builder::new()
-                .prefix(&format!("dbsafe-{engine}-"))
-                .tempdir()
-                .expect("tempdir"),
+            dir: crate::temp_dir(engine),
         }
     }
     /// A path in the directory.
@@ -129,6 +126,15 @@ pub trait TestDb {
     /// Checks what is particular to the engine after `db` was replaced by a restore.
     fn check_replaced(&self, _db: &str) {}
 }
+
+/// Creates the table that a server engine's writer polls (in the same SQL
+/// on every engine): it writes until [`STOP_WRITER`] sets `stop`.
+pub const WRITER_CONTROL: &str = "CREATE TABLE writer_control(stop BOOLEAN NOT NULL);
+INSERT INTO writer_control VALUES (false);
+";
+
+/// Tells a server engine's writer, polling [`WRITER_CONTROL`], to stop.
+pub const STOP_WRITER: &str = "UPDATE writer_control SET stop = true;";
 
 /// An engine whose databases take writers while a snapshot runs.
 pub trait ConcurrentWrites: TestDb {

@@ -2,8 +2,9 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, audit_entries, edit_meta, next_second, restore_file, restore_with, sha256_file,
-    snap_to_file, snap_to_store, snap_to_store_for, store_artifact, Cmd, Scene,
+    artifacts, audit_entries, edit_meta, next_second, restore_file, restore_from_store,
+    restore_with, sha256_file, snap_to_file, snap_to_store, snap_to_store_for, store_artifact, Cmd,
+    Scene,
 };
 use std::path::{Path, PathBuf};
 
@@ -192,12 +193,7 @@ fn selection_by_timestamp_before_and_name() {
             .1
     };
     let restore_selected = |selection: &[&str], target: &Path| {
-        Cmd::tool("dbrestore")
-            .arg("--store")
-            .arg(&store)
-            .args(selection)
-            .arg("--target")
-            .arg(sqlite::url(target))
+        restore_from_store(&store, sqlite::url(target)).args(selection)
     };
     let t1 = s.path("t1.db");
     restore_selected(&["--timestamp", ts], &t1).succeeds();
@@ -229,12 +225,8 @@ fn latest_over_several_series_is_an_error_listing_them() {
     for db in ["app.db", "crm.db"] {
         snap_to_store(sqlite::url(&s.path(db)), &store).succeeds();
     }
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
+    restore_from_store(&store, sqlite::url(&s.path("t.db")))
         .arg("--latest")
-        .arg("--target")
-        .arg(sqlite::url(&s.path("t.db")))
         .fails_with(2, "default_app_full")
         .stderr_has("default_crm_full");
     Cmd::tool("dbrestore")

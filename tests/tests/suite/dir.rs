@@ -4,8 +4,9 @@
 
 use dbsafe_tests::dir::{describe, diff_r, Trees};
 use dbsafe_tests::{
-    artifacts, meta_of, prune_store, restore_file, scenarios, snap_fails_leaving_nothing, snap_raw,
-    snap_to_file, snap_to_store, temporaries, verify_full_json, Cmd, Scene,
+    artifacts, meta_of, prune_store, restore_file, restore_from_store, scenarios,
+    snap_fails_leaving_nothing, snap_raw, snap_to_file, snap_to_store, temporaries,
+    verify_full_json, Cmd, Scene,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -198,12 +199,8 @@ fn an_empty_directory_is_an_empty_target_needing_no_confirmation_or_safety_backu
     let store = s.path("store");
     snap_to_store(url(&src), &store).succeeds();
     let empty = s.mkdir("empty-target");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
+    restore_from_store(&store, url(&empty))
         .arg("--latest")
-        .arg("--target")
-        .arg(url(&empty))
         .succeeds();
     assert_eq!(describe(&empty), describe(&src));
     assert_eq!(artifacts(&store).len(), 1, "a safety backup was taken");

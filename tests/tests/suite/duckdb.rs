@@ -4,9 +4,9 @@
 
 use dbsafe_tests::duckdb::{self as duck, checksums, fixture, wal, DuckDb};
 use dbsafe_tests::{
-    artifacts, meta_counts, meta_of, prune_store, restore_file, restore_table_over, rows_of,
-    scenarios, snap_fails_leaving_nothing, snap_raw, snap_to_file, snap_to_store, temporaries,
-    verify_full_json, wait_until, Cmd, Scene,
+    artifacts, meta_counts, meta_of, prune_store, restore_file, restore_from_store,
+    restore_table_over, rows_of, scenarios, snap_fails_leaving_nothing, snap_raw, snap_to_file,
+    snap_to_store, temporaries, verify_full_json, wait_until, Cmd, Scene,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -222,12 +222,8 @@ fn snapshots_of_a_store_are_verified_and_pruned() {
     prune_store(&store).args(["--keep-last", "1"]).succeeds();
     let left = artifacts(&store);
     assert_eq!(left.len(), 1, "{left:?}");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
+    restore_from_store(&store, url(&s.path("latest.duckdb")))
         .arg("--latest")
-        .arg("--target")
-        .arg(url(&s.path("latest.duckdb")))
         .succeeds();
     assert_eq!(checksums(&s.path("latest.duckdb")), checksums(&db));
 }

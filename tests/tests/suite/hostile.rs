@@ -4,8 +4,8 @@
 
 use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{
-    files_under, kill_after, prune_store, snap_to_file, snap_to_store, snap_to_store_for, sqlite,
-    Cmd, Delays, Scene, Tmpfs,
+    files_under, kill_after, prune_store, restore_from_store, snap_to_file, snap_to_store,
+    snap_to_store_for, sqlite, Cmd, Delays, Scene, Tmpfs,
 };
 use std::path::Path;
 
@@ -45,11 +45,8 @@ fn a_link_planted_as_the_audit_log_is_never_written_through() {
     let victim = s.write("victim.txt", "precious\n");
     std::os::unix::fs::symlink(&victim, store.join("audit.log")).unwrap();
     prune_store(&store).args(["--keep-last", "1"]).run();
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--latest", "--yes", "--target"])
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
+    restore_from_store(&store, sqlite::url(&s.path("app.db")))
+        .args(["--latest", "--yes"])
         .run();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
 }

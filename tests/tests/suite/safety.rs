@@ -3,8 +3,8 @@
 //! and never makes the store look unhealthy.
 
 use dbsafe_tests::{
-    edit_meta, prune_store, snap_to_file_for, snap_to_store, sqlite, store_artifact, verify_with,
-    Cmd, Scene,
+    edit_meta, prune_store, restore_from_store, snap_to_file_for, snap_to_store, sqlite,
+    store_artifact, verify_with, Cmd, Scene,
 };
 use std::path::{Path, PathBuf};
 
@@ -335,11 +335,8 @@ fn a_timestamp_that_is_not_a_backup_stamp_is_a_usage_error() {
         &store,
         &format!("production_app_full_{}.sqlite.zst", stamp(1)),
     );
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--timestamp", "2025-01-18", "--target"])
-        .arg(sqlite::url(&s.path("x.db")))
+    restore_from_store(&store, sqlite::url(&s.path("x.db")))
+        .args(["--timestamp", "2025-01-18"])
         .fails_with_code(2)
         .stderr_has("YYYYMMDD_HHMMSS");
 }
