@@ -1,20 +1,21 @@
 //! Directory trees for the `dir:` engine: a sample tree with what volumes
 //! hold, and an exact description of a tree for comparisons.
 
-use crate::testdb::{Engine, TestDb};
-use crate::{require, Cmd};
+use crate::testdb::Engine;
+use crate::{require, Cmd, Scene};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-/// A tree with what volumes hold: unicode names and spaces, a private
+/// Creates at `root` a tree with what volumes hold: unicode names and spaces, a private
 /// file, an executable, nested and empty directories, relative, absolute,
 /// dangling and directory symlinks, a path longer than tar's 100 bytes,
 /// fixed mtimes.
 pub fn sample_tree(root: &Path) {
+    std::fs::create_dir_all(root).expect("mkdir");
     let long = "a-rather-long-directory-name-that-goes-on".repeat(2);
     for d in [
         "sub/nested",
@@ -49,6 +50,15 @@ pub fn sample_tree(root: &Path) {
         root.display()
     ))
     .succeeds();
+}
+
+/// A new test directory holding `volume`, a [`sample_tree`]; returns the
+/// directory and the tree's path.
+pub fn volume() -> (Scene, PathBuf) {
+    let s = Scene::new();
+    let src = s.path("volume");
+    sample_tree(&src);
+    (s, src)
 }
 
 /// Every entry below `root`: path, kind, mode, mtime, size, link target, content.
@@ -125,21 +135,14 @@ pub fn entry_counts(root: &Path) -> Vec<(String, u64)> {
     ]
 }
 
-crate::file_db!(
+crate::file_db! {
     /// Trees, each a directory `NAME` in a directory of their own.
     Trees,
-    "dir",
-    ""
-);
+    Engine::files("dir", "tar"),
+    "";
 
-impl TestDb for Trees {
-    const ENGINE: Engine = Engine::files("dir", "tar");
-    fn url(&self, db: &str) -> String {
-        format!("dir:{}", self.path(db).display())
-    }
     /// The sample tree, whatever `rows`.
     fn fixture(&self, db: &str, _rows: u64) {
-        std::fs::create_dir(self.path(db)).expect("mkdir");
         sample_tree(&self.path(db));
     }
     fn alter(&self, db: &str) {

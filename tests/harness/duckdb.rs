@@ -1,6 +1,6 @@
 //! DuckDB fixtures, driven through the real `duckdb` CLI.
 
-use crate::testdb::{Engine, TestDb};
+use crate::testdb::Engine;
 use crate::{require, Cmd};
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,19 @@ pub fn cmd(db: &Path) -> Cmd {
             "-noheader",
         ])
         .arg(db)
+}
+
+/// A `duckdb` session on `db` that holds it open, reading SQL on its stdin
+/// (its output discarded) until the stdin is closed.
+pub fn session(db: &Path) -> std::process::Child {
+    std::process::Command::new(cli())
+        .args(["-batch", "-init", "/dev/null"])
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start duckdb")
 }
 
 /// Runs SQL on `db` and returns what it printed.
@@ -93,14 +106,11 @@ fn quoted(db: &Path, qualified: &str) -> String {
 
 /// The user tables, `schema.table`, sorted.
 pub fn tables(db: &Path) -> Vec<String> {
-    sql(
+    crate::lines_of(&sql(
         db,
         "SELECT schema_name || '.' || table_name FROM duckdb_tables() \
          WHERE database_name = current_database() AND NOT internal ORDER BY 1;",
-    )
-    .lines()
-    .map(str::to_string)
-    .collect()
+    ))
 }
 
 /// Per table: the md5 of all its rows rendered as text, in order.
@@ -125,18 +135,12 @@ pub fn wal(db: &Path) -> PathBuf {
     PathBuf::from(format!("{}.wal", db.display()))
 }
 
-crate::file_db!(
+crate::file_db! {
     /// DuckDB databases `NAME.duckdb` in a directory of their own.
     DuckDb,
-    "duckdb",
-    ".duckdb"
-);
+    Engine::files("duckdb", "duckdb"),
+    ".duckdb";
 
-impl TestDb for DuckDb {
-    const ENGINE: Engine = Engine::files("duckdb", "duckdb");
-    fn url(&self, db: &str) -> String {
-        format!("duckdb:{}", self.path(db).display())
-    }
     fn fixture(&self, db: &str, rows: u64) {
         fixture(&self.path(db), rows);
     }

@@ -62,6 +62,18 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
+    /// A slow link to `127.0.0.1:upstream`: every chunk of every
+    /// connection, both ways, held back by `by`.
+    pub fn slow(upstream: u16, by: Duration) -> FaultProxy {
+        FaultProxy::start(
+            upstream,
+            Fault::Delay {
+                by,
+                connections: usize::MAX,
+            },
+        )
+    }
+
     /// Starts forwarding to `127.0.0.1:upstream` with `fault`.
     pub fn start(upstream: u16, fault: Fault) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");

@@ -338,6 +338,15 @@ impl Cmd {
         r
     }
 
+    /// Runs and asserts it failed, whatever the exit code.
+    pub fn fails(self) -> Run {
+        let r = self.run();
+        if r.out.status.success() {
+            r.fail("to fail");
+        }
+        r
+    }
+
     /// Runs and asserts the exit code.
     pub fn fails_with_code(self, code: i32) -> Run {
         let r = self.run();
@@ -400,6 +409,14 @@ impl Run {
     }
 }
 
+/// A new temporary directory `dbsafe-WHAT-…`, removed on drop.
+pub fn temp_dir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("dbsafe-{what}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"))
+}
+
 /// A test's own temporary directory and age key.
 pub struct Scene {
     /// The directory (removed on drop).
@@ -416,10 +433,7 @@ impl Scene {
     /// A fresh directory.
     pub fn new() -> Scene {
         Scene {
-            dir: tempfile::Builder::new()
-                .prefix("dbsafe-test-")
-                .tempdir()
-                .expect("tempdir"),
+            dir: temp_dir("test"),
         }
     }
     /// A path inside the directory.
@@ -444,6 +458,31 @@ impl Scene {
         std::fs::write(&p, text).expect("write");
         p
     }
+    /// Creates a directory.
+    pub fn mkdir(&self, rel: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        p
+    }
+    /// Writes an executable script.
+    pub fn script(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        executable(&p, text);
+        p
+    }
+}
+
+/// The lines of a client's output (a row each), owned.
+pub fn lines_of(text: &str) -> Vec<String> {
+    text.lines().map(str::to_string).collect()
+}
+
+/// What the symbolic link `link` points to, as text.
+pub fn link_target(link: &Path) -> String {
+    std::fs::read_link(link)
+        .unwrap_or_else(|e| panic!("{} is not a link: {e}", link.display()))
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// sha256 of a file, hex.
@@ -473,6 +512,18 @@ pub fn artifacts(store: &Path) -> Vec<PathBuf> {
     });
     v.sort();
     v
+}
+
+/// The file name of the one artifact in a store; fails unless there is
+/// exactly one.
+pub fn only_artifact(store: &Path) -> String {
+    let found = artifacts(store);
+    assert_eq!(found.len(), 1, "expected one artifact: {found:?}");
+    found[0]
+        .file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Every file under `dir`, at any depth, as paths relative to it, sorted
@@ -560,6 +611,11 @@ impl Delays {
 /// SIGKILLs `child` after `d`, and reaps it.
 pub fn kill_after(mut child: std::process::Child, d: Duration) {
     std::thread::sleep(d);
+    kill_and_reap(&mut child);
+}
+
+/// SIGKILLs `child` and reaps it; one that has ended already is only reaped.
+pub fn kill_and_reap(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -578,6 +634,14 @@ pub fn edit_meta(artifact: &Path, change: impl FnOnce(&mut serde_json::Value)) {
     let path = format!("{}.meta.json", artifact.display());
     std::fs::write(&path, serde_json::to_vec(&meta).expect("metadata"))
         .unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+}
+
+/// Asserts that the JSON object `record` has each `(field, value)` of
+/// `expected`, naming the field and showing the record when one differs.
+pub fn assert_fields(record: &serde_json::Value, expected: &[(&str, &str)]) {
+    for (field, value) in expected {
+        assert_eq!(record[*field], *value, "{field} in {record}");
+    }
 }
 
 /// The tables and row counts a metadata record lists, in its order.
@@ -620,6 +684,17 @@ pub fn store_artifact(store: &Path, prefix: &str) -> PathBuf {
         store.display()
     );
     found.into_iter().next().expect("one")
+}
+
+/// The ids of the backups a `dbprune --json` plan deletes (does not keep), in its order.
+pub fn pruned_ids(plan: &serde_json::Value) -> Vec<String> {
+    plan["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .filter(|b| b["keep"] == false)
+        .map(|b| b["id"].as_str().expect("id").to_string())
+        .collect()
 }
 
 /// The entries of a store's audit log (none when there is no log).
@@ -721,15 +796,13 @@ impl LockHolder {
 
     /// Kills the holder with SIGKILL, which releases the lock.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_and_reap(&mut self.child);
     }
 }
 
 impl Drop for LockHolder {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_and_reap(&mut self.child);
     }
 }
 
@@ -756,6 +829,16 @@ pub fn restore_latest(
         .arg(store)
         .args(["--latest", "--env", env, "--yes", "-i"])
         .arg(key)
+        .arg("--target")
+        .arg(target)
+}
+
+/// `dbrestore --store STORE --target TARGET`: a restore of the backup of a
+/// store that the caller's flags select (`--latest`, `--env`, ...).
+pub fn restore_from_store(store: impl AsRef<OsStr>, target: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(store)
         .arg("--target")
         .arg(target)
 }
@@ -835,6 +918,12 @@ pub fn rand_u64() -> u64 {
     h.finish()
 }
 
+/// `dbsnap SOURCE -o OUT --no-encrypt --compress none`: the database's
+/// own format (a SQLite or DuckDB file, a dump, a tar) in a file, as it is.
+pub fn snap_raw(source: impl AsRef<OsStr>, out: impl AsRef<OsStr>) -> Cmd {
+    snap_to_file(source, out).args(["--compress", "none"])
+}
+
 /// `dbsnap SOURCE --to STORE --no-encrypt`: a plain snapshot of `source`
 /// into a store (an encrypted one is `Cmd::tool("dbsnap")` with its key).
 pub fn snap_to_store(source: impl AsRef<OsStr>, store: impl AsRef<OsStr>) -> Cmd {
@@ -843,6 +932,35 @@ pub fn snap_to_store(source: impl AsRef<OsStr>, store: impl AsRef<OsStr>) -> Cmd
         .arg("--to")
         .arg(store)
         .arg("--no-encrypt")
+}
+
+/// `dbsnap SOURCE --to STORE -r RECIPIENT`: a snapshot into a store,
+/// encrypted to an age recipient.
+pub fn snap_to_store_for(
+    source: impl AsRef<OsStr>,
+    store: impl AsRef<OsStr>,
+    recipient: &str,
+) -> Cmd {
+    Cmd::tool("dbsnap")
+        .arg(source)
+        .arg("--to")
+        .arg(store)
+        .args(["-r", recipient])
+}
+
+/// `dbsnap SOURCE -o OUT -r RECIPIENT`: a snapshot into a file, encrypted
+/// to an age recipient.
+pub fn snap_to_file_for(source: impl AsRef<OsStr>, out: impl AsRef<OsStr>, recipient: &str) -> Cmd {
+    Cmd::tool("dbsnap")
+        .arg(source)
+        .arg("-o")
+        .arg(out)
+        .args(["-r", recipient])
+}
+
+/// `dbprune --store STORE`, to be told what to keep.
+pub fn prune_store(store: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("dbprune").arg("--store").arg(store)
 }
 
 /// `walship push PATH FILE --to STORE --no-encrypt`: a plain push.
@@ -868,6 +986,11 @@ pub fn push_wal_keyed(
         Some(p) => push.args(["-r", p]),
         None => push.arg("--no-encrypt"),
     }
+}
+
+/// `walship status --from STORE`: the state of a WAL archive.
+pub fn wal_status(store: impl AsRef<OsStr>) -> Cmd {
+    Cmd::tool("walship").args(["status", "--from"]).arg(store)
 }
 
 /// `walship fetch FILE PATH --from STORE`.

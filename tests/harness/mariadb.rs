@@ -7,7 +7,7 @@
 //! characters a URL must percent-encode, for TCP. As root the server runs
 //! with `--user=root`. Dropping the server stops it and removes every file.
 
-use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb};
+use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb, STOP_WRITER, WRITER_CONTROL};
 use crate::Cmd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -78,10 +78,7 @@ impl Server {
         let install = server_bin("mariadb-install-db");
         client_bin("mariadb");
         client_bin("mariadb-dump");
-        let dir = tempfile::Builder::new()
-            .prefix("dbsafe-mariadb-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = crate::temp_dir("mariadb");
         let data = dir.path().join("data");
         let install_cmd = || {
             let c = Cmd::new(&install)
@@ -185,16 +182,10 @@ impl Server {
                 );
                 return s;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::kill_and_reap(&mut child);
             last = std::fs::read_to_string(&log).unwrap_or_default();
         }
         panic!("cannot start a MariaDB test server:\n{last}");
-    }
-
-    /// The server URL for root, without a database (for `--scratch`).
-    pub fn server_url(&self) -> String {
-        self.url("")
     }
 
     /// A `mariadb` client command as root on `db` (empty: none), reading SQL on stdin.
@@ -226,14 +217,11 @@ impl Server {
 
     /// The base tables of `db`, sorted.
     pub fn tables(&self, db: &str) -> Vec<String> {
-        self.sql(
+        crate::lines_of(&self.sql(
             db,
             "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() \
              AND table_type = 'BASE TABLE' ORDER BY table_name;",
-        )
-        .lines()
-        .map(str::to_string)
-        .collect()
+        ))
     }
 
     /// Row count of a table (or `table WHERE ...`).
@@ -313,8 +301,7 @@ impl Drop for Server {
             }) {
                 return;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::kill_and_reap(&mut child);
         }
     }
 }
@@ -403,14 +390,8 @@ impl TestDb for Server {
         v.push(("objects".to_string(), self.objects(db)));
         v
     }
-    fn scratch_url(&self) -> String {
-        self.server_url()
-    }
     fn databases(&self) -> Vec<String> {
-        self.sql("", "SHOW DATABASES;")
-            .lines()
-            .map(str::to_string)
-            .collect()
+        crate::lines_of(&self.sql("", "SHOW DATABASES;"))
     }
     fn plain_restore(&self, db: &str) -> String {
         self.sql("", &format!("CREATE DATABASE `{db}`;"));
@@ -428,15 +409,12 @@ impl ConcurrentWrites for Server {
     fn start_writer(&self, db: &str) -> Child {
         self.sql(
             db,
-            &format!(
-                "CREATE TABLE writer_control(stop BOOLEAN NOT NULL);\nINSERT INTO writer_control VALUES (false);\n\
-                 DELIMITER //\n{WRITER_SQL}//\nDELIMITER ;\n"
-            ),
+            &format!("{WRITER_CONTROL}DELIMITER //\n{WRITER_SQL}//\nDELIMITER ;\n"),
         );
         self.client(db).arg("-e").arg("CALL writer();").spawn()
     }
     fn stop_writer(&self, db: &str) {
-        self.sql(db, "UPDATE writer_control SET stop = true;");
+        self.sql(db, STOP_WRITER);
     }
 }
 

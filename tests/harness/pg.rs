@@ -8,7 +8,7 @@
 //! system user and `initdb`/`pg_ctl` run through `runuser`. Dropping the
 //! cluster stops the server and removes every file.
 
-use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb};
+use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb, STOP_WRITER, WRITER_CONTROL};
 use crate::Cmd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -72,10 +72,7 @@ impl Cluster {
     pub fn start_with(initdb_args: &[&str]) -> Cluster {
         let initdb = server_bin("initdb");
         server_bin("pg_ctl");
-        let dir = tempfile::Builder::new()
-            .prefix("dbsafe-pg-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = crate::temp_dir("pg");
         let data = dir.path().join("data");
         let sock = dir.path().join("sock");
         std::fs::create_dir(&sock).expect("socket dir");
@@ -172,15 +169,6 @@ impl Cluster {
             .arg(action)
     }
 
-    /// The server URL for the superuser, without a database (for `--scratch`).
-    pub fn server_url(&self) -> String {
-        format!(
-            "postgres://postgres@{}:{}/",
-            encode(&self.sock.to_string_lossy()),
-            self.port
-        )
-    }
-
     /// Runs SQL as the superuser on `db`; returns the unaligned, tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         self.psql_cmd(db).stdin(sql).succeeds().stdout()
@@ -188,12 +176,7 @@ impl Cluster {
 
     /// A psql command (superuser, socket, `-X -q -A -t`, stop on error) reading SQL on stdin.
     pub fn psql_cmd(&self, db: &str) -> Cmd {
-        Cmd::new(server_bin("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.sock)
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-U", "postgres", "-d", db])
+        psql_at(&self.sock, self.port, db)
     }
 
     /// A pgbench command on `db` as the superuser, through the socket.
@@ -289,19 +272,7 @@ impl Cluster {
 
     /// Switches to a new WAL segment and waits until the finished one is archived.
     pub fn switch_and_wait_archived(&self) {
-        let seg = self.scalar("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
-        let archived = || {
-            let last = self.scalar(
-                "postgres",
-                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
-            );
-            !last.is_empty() && last.as_str() >= seg.as_str()
-        };
-        assert!(
-            crate::poll_until(std::time::Duration::from_secs(60), archived),
-            "WAL {seg} was not archived:\n{}",
-            self.log()
-        );
+        switch_wal_and_wait_archived(|sql| self.scalar("postgres", sql), || self.log());
     }
 
     /// The server's log so far, for failure messages.
@@ -328,6 +299,37 @@ impl Drop for Cluster {
     }
 }
 
+/// Switches a server (`query` runs SQL on it) to a new WAL segment and waits
+/// until the segment it left is archived; returns that segment's name.
+/// `log` is what the server said, for the failure message.
+fn switch_wal_and_wait_archived(
+    query: impl Fn(&str) -> String,
+    log: impl FnOnce() -> String,
+) -> String {
+    let seg = query("SELECT pg_walfile_name(pg_switch_wal());");
+    let archived = || {
+        let last = query("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;");
+        !last.is_empty() && last.as_str() >= seg.as_str()
+    };
+    assert!(
+        crate::poll_until(std::time::Duration::from_secs(60), archived),
+        "WAL {seg} was not archived:\n{}",
+        log()
+    );
+    seg
+}
+
+/// A psql command as `postgres` on `db` of the server whose socket is in
+/// `socket_dir` (`-X -q -A -t`, stop on error), reading SQL on stdin.
+fn psql_at(socket_dir: &Path, port: u16, db: &str) -> Cmd {
+    Cmd::new(server_bin("psql"))
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(socket_dir)
+        .arg("-p")
+        .arg(port.to_string())
+        .args(["-U", "postgres", "-d", db])
+}
+
 /// Makes a test directory usable by the `postgres` system user (archive_command
 /// and restore_command run as the server's user), when running as root.
 pub fn share_with_server(dir: &Path) {
@@ -350,17 +352,21 @@ pub struct Restored {
 impl Restored {
     /// Runs SQL as `postgres` on the restored server.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        Cmd::new(server_bin("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.data)
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-U", "postgres", "-d", db])
+        psql_at(&self.data, self.port, db)
             .stdin(sql)
             .succeeds()
             .stdout()
             .trim()
             .to_string()
+    }
+
+    /// Switches the restored server to a new WAL segment and waits until
+    /// the segment it left is archived; returns that segment's name.
+    pub fn switch_and_wait_archived(&self) -> String {
+        switch_wal_and_wait_archived(
+            |sql| self.psql("postgres", sql),
+            || format!("(its log is under {})", self.data.display()),
+        )
     }
 }
 
@@ -469,14 +475,8 @@ impl TestDb for Cluster {
         ));
         v
     }
-    fn scratch_url(&self) -> String {
-        self.server_url()
-    }
     fn databases(&self) -> Vec<String> {
-        self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1;")
-            .lines()
-            .map(str::to_string)
-            .collect()
+        crate::lines_of(&self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1;"))
     }
     fn plain_restore(&self, db: &str) -> String {
         let pg_restore = crate::require("pg_restore", "the Debian package postgresql-client");
@@ -489,14 +489,11 @@ impl ConcurrentWrites for Cluster {
     const WRITER_TABLE: &'static str = "public.events";
     const BUSY_ROWS: u64 = 20_000;
     fn start_writer(&self, db: &str) -> Child {
-        self.psql(
-            db,
-            "CREATE TABLE writer_control(stop boolean NOT NULL); INSERT INTO writer_control VALUES (false);",
-        );
+        self.psql(db, WRITER_CONTROL);
         self.psql_cmd(db).arg("-c").arg(WRITER_SQL).spawn()
     }
     fn stop_writer(&self, db: &str) {
-        self.psql(db, "UPDATE writer_control SET stop = true;");
+        self.psql(db, STOP_WRITER);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Two hosts writing one name into one shared store at once.
 
-use crate::faultproxy::{Fault, FaultProxy};
+use crate::faultproxy::FaultProxy;
 use crate::{Cmd, Scene};
 use std::time::Duration;
 
@@ -16,15 +16,7 @@ pub fn two_hosts_snapshot_one_name(
     upstream: u16,
     snap: impl Fn(&FaultProxy) -> Cmd,
 ) -> [String; 2] {
-    let delayed = |ms| {
-        FaultProxy::start(
-            upstream,
-            Fault::Delay {
-                by: Duration::from_millis(ms),
-                connections: usize::MAX,
-            },
-        )
-    };
+    let delayed = |ms| FaultProxy::slow(upstream, Duration::from_millis(ms));
     let (less_slow, slow) = (delayed(3), delayed(10));
     let host = |n: &str, proxy: &FaultProxy| {
         let dir = s.path(&format!("host-{n}"));

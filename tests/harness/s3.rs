@@ -42,8 +42,7 @@ pub(crate) fn listening(
         if up {
             return (child, port);
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        crate::kill_and_reap(&mut child);
         last_log = std::fs::read_to_string(&log).unwrap_or_default();
     }
     panic!("{name} did not start:\n{last_log}");
@@ -63,6 +62,15 @@ pub struct S3Server {
     /// The secret key it accepts.
     pub secret_key: String,
     home: PathBuf,
+}
+
+/// A test's directory with an s3s-fs server in it, for tests that need
+/// nothing else first. Bound as `let (s, server)`, the server is dropped
+/// (stopped) before the directory is removed.
+pub fn scene() -> (Scene, S3Server) {
+    let s = Scene::new();
+    let server = S3Server::start(&s);
+    (s, server)
 }
 
 impl S3Server {
@@ -249,6 +257,14 @@ impl S3Server {
         out
     }
 
+    /// Artifact keys (no sidecars, no pointers) under `prefix/backups`.
+    pub fn artifact_keys(&self, prefix: &str) -> Vec<String> {
+        self.keys(&format!("{prefix}/backups"))
+            .into_iter()
+            .filter(|k| !k.ends_with(".sha256") && !k.ends_with(".json") && !k.contains("_latest."))
+            .collect()
+    }
+
     /// Parts s3s-fs holds for open uploads.
     pub fn pending_parts(&self) -> Vec<String> {
         std::fs::read_dir(&self.root)
@@ -264,8 +280,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::kill_and_reap(&mut self.child);
     }
 }
 
@@ -368,7 +383,6 @@ impl MetadataEndpoint {
 
 impl Drop for MetadataEndpoint {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::kill_and_reap(&mut self.child);
     }
 }

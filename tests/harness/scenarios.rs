@@ -13,7 +13,8 @@
 use crate::testdb::{ConcurrentWrites, Passwords, TestDb};
 use crate::{
     artifacts, audit_entries, bin, executable, meta_counts, meta_of, require, restore_file,
-    rows_of, snap_to_file, store_artifact, temporaries, wait_until, Cmd, Scene,
+    rows_of, snap_to_file, snap_to_file_for, snap_to_store_for, store_artifact, temporaries,
+    wait_until, Cmd, Scene,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -71,6 +72,15 @@ pub struct Backup {
     pub restored: String,
 }
 
+impl Backup {
+    /// The engine version the metadata records; fails when it records none.
+    pub fn engine_version(&self) -> &str {
+        self.meta["engine_version"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no engine_version in {}", self.meta))
+    }
+}
+
 /// `-r KEY` snapshot of `name` (sample of `rows` rows): the metadata
 /// describes it, it passes `--level quick`, `full` and `restore` (with a
 /// scratch server where the engine has one, leaving no scratch database
@@ -85,13 +95,7 @@ pub fn backup_verifies_at_every_level_and_restores_identically<D: TestDb>(
     db.fixture(name, rows);
     let (key, public) = s.age_key("key.txt");
     let art = s.path(&format!("{name}.{}.zst.age", D::ENGINE.payload));
-    Cmd::tool("dbsnap")
-        .arg(db.url(name))
-        .arg("-o")
-        .arg(&art)
-        .arg("-r")
-        .arg(&public)
-        .succeeds();
+    snap_to_file_for(db.url(name), &art, &public).succeeds();
 
     let meta = meta_of(&art);
     assert_eq!(meta["engine"], D::ENGINE.name);
@@ -161,6 +165,16 @@ pub fn backup_verifies_at_every_level_and_restores_identically<D: TestDb>(
     }
 }
 
+/// A new test directory holding `shop.PAYLOAD.zst`, a plain snapshot of
+/// the database `shop`, which it first creates on `db` with `rows` sample rows.
+pub fn plain_snapshot_of_shop<D: TestDb>(db: &D, rows: u64) -> (Scene, PathBuf) {
+    let s = Scene::new();
+    db.fixture("shop", rows);
+    let art = s.path(&format!("shop.{}.zst", D::ENGINE.payload));
+    snap_to_file(db.url("shop"), &art).succeeds();
+    (s, art)
+}
+
 /// An encrypted, compressed artifact is the engine's own format underneath:
 /// `age -d | zstd -d |` the engine's own tools restore it.
 pub fn artifact_restores_with_age_zstd_and_the_engine_tools_alone<D: TestDb>(db: &D) {
@@ -170,13 +184,7 @@ pub fn artifact_restores_with_age_zstd_and_the_engine_tools_alone<D: TestDb>(db:
     db.fixture("shop", 200);
     let (key, public) = s.age_key("key.txt");
     let art = s.path(&format!("shop.{}.zst.age", D::ENGINE.payload));
-    Cmd::tool("dbsnap")
-        .arg(db.url("shop"))
-        .arg("-o")
-        .arg(&art)
-        .arg("-r")
-        .arg(&public)
-        .succeeds();
+    snap_to_file_for(db.url("shop"), &art, &public).succeeds();
     Cmd::sh(&format!(
         "age -d -i '{}' '{}' | zstd -d | {}",
         key.display(),
@@ -205,13 +213,7 @@ pub fn restore_over_a_non_empty_target_is_refused_then_replaced_with_a_safety_ba
     let before = db.contents("prod");
     let (key, public) = s.age_key("key.txt");
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(db.url("shop"))
-        .arg("--to")
-        .arg(&store)
-        .arg("-r")
-        .arg(&public)
-        .succeeds();
+    snap_to_store_for(db.url("shop"), &store, &public).succeeds();
     let restore = || {
         Cmd::tool("dbrestore")
             .arg("--store")
@@ -524,10 +526,7 @@ pub fn a_password_in_the_url_reaches_no_argv_metadata_audit_log_or_message<D: Pa
 /// `--create` it creates and fills it.
 pub fn a_restore_into_a_missing_database_needs_create<D: TestDb>(db: &D) {
     assert!(D::ENGINE.server, "file-backed targets need no --create");
-    let s = Scene::new();
-    db.fixture("shop", 10);
-    let art = s.path(&format!("shop.{}.zst", D::ENGINE.payload));
-    snap_to_file(db.url("shop"), &art).succeeds();
+    let (_s, art) = plain_snapshot_of_shop(db, 10);
     restore_file(&art, db.url("fresh")).fails_with(3, "--create");
     assert!(!db.databases().contains(&"fresh".to_string()));
     restore_file(&art, db.url("fresh"))

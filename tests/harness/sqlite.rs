@@ -1,7 +1,7 @@
 //! SQLite fixtures.
 
-use crate::testdb::{ConcurrentWrites, Engine, TestDb};
-use crate::Cmd;
+use crate::testdb::{ConcurrentWrites, Engine};
+use crate::{Cmd, Scene};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -53,6 +53,21 @@ pub fn sample(path: &Path, rows: u64) {
     tx.commit().expect("commit");
 }
 
+/// A [`sample`] database `name` in the test's directory; returns its path.
+pub fn sample_in(s: &Scene, name: &str, rows: u64) -> PathBuf {
+    let path = s.path(name);
+    sample(&path, rows);
+    path
+}
+
+/// A new test directory holding `app.db`, a [`sample`] database of `rows`
+/// rows; returns the directory and the database's path.
+pub fn app_db(rows: u64) -> (Scene, PathBuf) {
+    let s = Scene::new();
+    let app = sample_in(&s, "app.db", rows);
+    (s, app)
+}
+
 /// Row counts of every table, sorted by name.
 pub fn counts(path: &Path) -> Vec<(String, u64)> {
     let c = Connection::open(path).expect("open");
@@ -98,18 +113,12 @@ pub fn contents(path: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-crate::file_db!(
+crate::file_db! {
     /// SQLite databases `NAME.db` in a directory of their own.
     SqliteDb,
-    "sqlite",
-    ".db"
-);
+    Engine::files("sqlite", "sqlite"),
+    ".db";
 
-impl TestDb for SqliteDb {
-    const ENGINE: Engine = Engine::files("sqlite", "sqlite");
-    fn url(&self, db: &str) -> String {
-        url(&self.path(db))
-    }
     fn fixture(&self, db: &str, rows: u64) {
         sample(&self.path(db), rows);
     }
@@ -172,4 +181,11 @@ pub fn blobs(path: &Path, mb: u64) {
             mb * 16
         ))
         .expect("blobs");
+}
+
+/// A [`blobs`] database `name` of `mb` MiB in the test's directory; returns its path.
+pub fn blobs_in(s: &Scene, name: &str, mb: u64) -> PathBuf {
+    let path = s.path(name);
+    blobs(&path, mb);
+    path
 }

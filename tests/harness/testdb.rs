@@ -50,10 +50,7 @@ impl Files {
     /// An empty directory for the databases of `engine`.
     pub fn new(engine: &str) -> Files {
         Files {
-            dir: tempfile::Builder::new()
-                .prefix(&format!("dbsafe-{engine}-"))
-                .tempdir()
-                .expect("tempdir"),
+            dir: crate::temp_dir(engine),
         }
     }
     /// A path in the directory.
@@ -63,22 +60,33 @@ impl Files {
 }
 
 /// Declares a file-backed engine's test database: a [`Files`] directory
-/// whose database `db` is the path `db` + `suffix`.
+/// whose database `db` is the path `db` + `suffix`, with the URL
+/// `ENGINE:PATH`; the rest of its [`TestDb`] implementation follows the `;`.
 #[macro_export]
 macro_rules! file_db {
-    ($(#[$doc:meta])* $name:ident, $engine:literal, $suffix:literal) => {
+    ($(#[$doc:meta])* $name:ident, $engine:expr, $suffix:literal; $($test_db:tt)*) => {
         $(#[$doc])*
         pub struct $name($crate::testdb::Files);
 
         impl $name {
             /// An empty directory for databases.
             pub fn start() -> $name {
-                $name($crate::testdb::Files::new($engine))
+                $name($crate::testdb::Files::new(
+                    <$name as $crate::testdb::TestDb>::ENGINE.name,
+                ))
             }
             /// The path of database `db`.
             pub fn path(&self, db: &str) -> std::path::PathBuf {
                 self.0.path(&format!("{db}{}", $suffix))
             }
+        }
+
+        impl $crate::testdb::TestDb for $name {
+            const ENGINE: $crate::testdb::Engine = $engine;
+            fn url(&self, db: &str) -> String {
+                format!("{}:{}", Self::ENGINE.name, self.path(db).display())
+            }
+            $($test_db)*
         }
     };
 }
@@ -98,9 +106,15 @@ pub trait TestDb {
     fn counts(&self, db: &str) -> Vec<(String, u64)>;
     /// Everything a restore must reproduce, per table (or entry), for equality.
     fn contents(&self, db: &str) -> Vec<(String, String)>;
-    /// The `--scratch` URL for restore-level verification (server engines).
+    /// The `--scratch` URL for restore-level verification (server
+    /// engines): the server itself, a URL that names no database.
     fn scratch_url(&self) -> String {
-        unreachable!("{} has no scratch server", Self::ENGINE.name)
+        assert!(
+            Self::ENGINE.server,
+            "{} has no scratch server",
+            Self::ENGINE.name
+        );
+        self.url("")
     }
     /// The databases on the server (server engines), to find leftovers.
     fn databases(&self) -> Vec<String> {
@@ -112,6 +126,15 @@ pub trait TestDb {
     /// Checks what is particular to the engine after `db` was replaced by a restore.
     fn check_replaced(&self, _db: &str) {}
 }
+
+/// Creates the table that a server engine's writer polls (in the same SQL
+/// on every engine): it writes until [`STOP_WRITER`] sets `stop`.
+pub const WRITER_CONTROL: &str = "CREATE TABLE writer_control(stop BOOLEAN NOT NULL);
+INSERT INTO writer_control VALUES (false);
+";
+
+/// Tells a server engine's writer, polling [`WRITER_CONTROL`], to stop.
+pub const STOP_WRITER: &str = "UPDATE writer_control SET stop = true;";
 
 /// An engine whose databases take writers while a snapshot runs.
 pub trait ConcurrentWrites: TestDb {

@@ -5,7 +5,7 @@
 use dbsafe_tests::pg::Cluster;
 use dbsafe_tests::testdb::{Passwords, TestDb};
 use dbsafe_tests::{
-    artifacts, executable, has_open, next_second, require, sqlite, wait_until, Cmd, Scene,
+    artifacts, has_open, next_second, prune_store, require, sqlite, wait_until, Cmd, Scene,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -58,8 +58,8 @@ impl World {
         for (i, env) in ENVS.iter().enumerate() {
             pg.fixture(&format!("app_{env}"), 40 + 10 * i as u64);
         }
-        executable(&s.path("migrate.sh"), MIGRATE);
-        executable(&s.path("health.sh"), HEALTH);
+        s.script("migrate.sh", MIGRATE);
+        s.script("health.sh", HEALTH);
         let cfg = s.path("dbsafe.toml");
         let w = World { s, pg, cfg };
         w.write_config(extra);
@@ -275,13 +275,18 @@ fn manifests_record_every_step_pin_their_backups_and_show_in_history_and_audit()
     );
 
     let m = w.manifest("production", "v1");
-    assert_eq!(m["format"], "dbsafe-release/1");
-    assert_eq!(m["kind"], "release");
-    assert_eq!(m["version"], "v1");
-    assert_eq!(m["from"], "staging");
-    assert_eq!(m["to"], "production");
-    assert_eq!(m["database"], "app_production");
-    assert_eq!(m["status"], "success");
+    dbsafe_tests::assert_fields(
+        &m,
+        &[
+            ("format", "dbsafe-release/1"),
+            ("kind", "release"),
+            ("version", "v1"),
+            ("from", "staging"),
+            ("to", "production"),
+            ("database", "app_production"),
+            ("status", "success"),
+        ],
+    );
     let target = m["target"].as_str().expect("target");
     assert!(
         target.starts_with("postgresql://app@127.0.0.1:") && target.ends_with("/app_production"),
@@ -415,9 +420,7 @@ fn manifests_record_every_step_pin_their_backups_and_show_in_history_and_audit()
         .expect("name")
         .to_string();
     for env in ["production", "staging"] {
-        Cmd::tool("dbprune")
-            .arg("--store")
-            .arg(w.store(env))
+        prune_store(w.store(env))
             .args(["--keep-last", "1"])
             .succeeds();
     }
@@ -430,9 +433,8 @@ fn a_failed_rehearsal_leaves_production_untouched_and_drops_the_side_database() 
     let w = World::new(&[]);
     w.release("development", "staging", "v1").succeeds();
     let before = w.pg.digests("app_production");
-    let bad = w.s.path("bad-migrate.sh");
-    executable(
-        &bad,
+    let bad = w.s.script(
+        "bad-migrate.sh",
         "#!/bin/sh\nset -eu\npsql -X -q -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\" -c 'ALTER TABLE customers ADD COLUMN half_done int'\n\
          psql -X -q -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\" -c 'UPDATE no_such_table SET x = 1'\n",
     );
@@ -475,11 +477,9 @@ fn a_health_check_failing_on_the_target_runs_the_downgrade_and_reports() {
         .env("DBSAFE_RECIPIENTS", &public)
         .fails_with(2, "no identity to decrypt it with");
     // Healthy in the rehearsal, unhealthy on production itself.
-    let health = w.s.path("flaky-health.sh");
-    executable(&health, "#!/bin/sh\ntest \"$DBPROMOTE_PHASE\" = rehearsal || { echo 'checkout page returns 500' >&2; exit 1; }\n");
-    let down = w.s.path("downgrade.sh");
-    executable(
-        &down,
+    let health = w.s.script("flaky-health.sh", "#!/bin/sh\ntest \"$DBPROMOTE_PHASE\" = rehearsal || { echo 'checkout page returns 500' >&2; exit 1; }\n");
+    let down = w.s.script(
+        "downgrade.sh",
         "#!/bin/sh\nset -eu\nexec psql -X -q -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\" -c 'ALTER TABLE customers DROP COLUMN tier'\n",
     );
     let before = w.pg.digests("app_production");
@@ -827,10 +827,9 @@ fn an_interrupted_rehearsal_drops_its_side_database_and_leaves_the_target_alone(
 #[test]
 fn two_promotions_of_one_environment_never_run_at_once() {
     let w = World::new(&[]);
-    let slow = w.s.path("slow-migrate.sh");
     let go = w.s.path("go");
-    executable(
-        &slow,
+    let slow = w.s.script(
+        "slow-migrate.sh",
         &format!(
             "#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.05; done\nexec {}\n",
             go.display(),
@@ -873,9 +872,8 @@ fn two_promotions_of_one_environment_never_run_at_once() {
 fn releases_roll_back_by_downgrade_or_by_restoring_the_pre_release_backup() {
     let w = World::new(&[]);
     let original = w.pg.digests("app_staging");
-    let down = w.s.path("downgrade.sh");
-    executable(
-        &down,
+    let down = w.s.script(
+        "downgrade.sh",
         "#!/bin/sh\nset -eu\ntest \"$DBPROMOTE_PHASE\" = rollback\n\
          exec psql -X -q -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\" -c 'ALTER TABLE customers DROP COLUMN tier'\n",
     );
@@ -988,6 +986,19 @@ impl FileChain {
         }
     }
 
+    /// A SQLite chain whose refresh masks customers' emails, production
+    /// and staging holding [`sqlite::sample`]s of `prod_rows` and `staging_rows` rows.
+    fn sqlite_masking_emails(prod_rows: u64, staging_rows: u64) -> FileChain {
+        let c = FileChain::new(
+            "sqlite",
+            "db",
+            "UPDATE customers SET email = 'c' || id || '@masked.invalid';",
+        );
+        sqlite::sample(&c.prod, prod_rows);
+        sqlite::sample(&c.staging, staging_rows);
+        c
+    }
+
     fn promote(&self) -> Cmd {
         Cmd::tool("dbpromote").env("DBSAFE_CONFIG", &self.cfg)
     }
@@ -1038,14 +1049,8 @@ fn a_promotion_that_would_take_a_plain_backup_is_refused_unless_the_config_allow
 
 #[test]
 fn a_refresh_killed_at_random_points_leaves_staging_whole_and_the_next_one_succeeds() {
-    let c = FileChain::new(
-        "sqlite",
-        "db",
-        "UPDATE customers SET email = 'c' || id || '@masked.invalid';",
-    );
+    let c = FileChain::sqlite_masking_emails(300, 5);
     let (prod, staging) = (&c.prod, &c.staging);
-    sqlite::sample(prod, 300);
-    sqlite::sample(staging, 5);
     let (before, after) = (sqlite::counts(staging), sqlite::counts(prod));
     let mut delays = dbsafe_tests::Delays::new();
     let seed = delays.0;
@@ -1090,14 +1095,8 @@ fn a_refresh_killed_at_random_points_leaves_staging_whole_and_the_next_one_succe
 
 #[test]
 fn sqlite_refreshes_swap_side_files_and_roll_back() {
-    let c = FileChain::new(
-        "sqlite",
-        "db",
-        "UPDATE customers SET email = 'c' || id || '@masked.invalid';",
-    );
+    let c = FileChain::sqlite_masking_emails(30, 5);
     let (prod, staging) = (&c.prod, &c.staging);
-    sqlite::sample(prod, 30);
-    sqlite::sample(staging, 5);
     let count = |path: &Path, sql: &str| -> i64 {
         rusqlite::Connection::open(path)
             .expect("open")
@@ -1256,11 +1255,7 @@ fn on_s3_stores_manifests_pin_the_source_backup_and_list_in_history() {
     tool("dbprune")
         .args(["--store", &server.url("production"), "--keep-last", "1"])
         .succeeds();
-    let left: Vec<String> = server
-        .keys("production/backups")
-        .into_iter()
-        .filter(|k| k.ends_with(".sqlite.zst") && !k.contains("_latest."))
-        .collect();
+    let left = server.artifact_keys("production");
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(
         left.contains(&format!("production/backups/{source}")),
@@ -1304,14 +1299,7 @@ fn duckdb_refreshes_refuse_a_database_held_open_and_roll_back() {
     let before = digest(staging);
 
     // Another process holding staging open refuses the swap, even after a grace period.
-    let mut holder = Command::new(duckdb::cli())
-        .args(["-batch", "-init", "/dev/null"])
-        .arg(staging)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start duckdb");
+    let mut holder = duckdb::session(staging);
     // Opened once it has a descriptor on the file (probing by opening it
     // ourselves could take the lock first and make it give up).
     wait_until("duckdb to open staging", Duration::from_secs(30), || {

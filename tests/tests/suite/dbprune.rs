@@ -1,7 +1,8 @@
 //! dbprune and dbverify --status over real stores.
 
 use dbsafe_tests::{
-    artifacts, snap_to_file, snap_to_store, sqlite, temporaries, wait_until, Cmd, LockHolder, Scene,
+    artifacts, prune_store, snap_to_file, snap_to_store, sqlite, temporaries, wait_until, Cmd,
+    LockHolder, Scene,
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -81,7 +82,7 @@ impl Fixture {
     }
 
     fn prune(&self) -> Cmd {
-        Cmd::tool("dbprune").arg("--store").arg(&self.store)
+        prune_store(&self.store)
     }
 }
 
@@ -123,13 +124,7 @@ fn dry_run_lists_exactly_what_the_real_run_deletes() {
         .succeeds()
         .json();
     assert_eq!(f.files(), before, "a dry run deleted something");
-    let planned: BTreeSet<String> = plan["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["keep"] == false)
-        .map(|d| d["id"].as_str().unwrap().to_string())
-        .collect();
+    let planned: BTreeSet<String> = dbsafe_tests::pruned_ids(&plan).into_iter().collect();
     assert!(!planned.is_empty());
     for d in plan["backups"].as_array().unwrap() {
         assert!(

@@ -2,8 +2,9 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, audit_entries, edit_meta, next_second, restore_file, restore_with, sha256_file,
-    snap_to_file, snap_to_store, store_artifact, Cmd, Scene,
+    artifacts, audit_entries, edit_meta, next_second, restore_file, restore_from_store,
+    restore_with, sha256_file, snap_to_file, snap_to_store, snap_to_store_for, store_artifact, Cmd,
+    Scene,
 };
 use std::path::{Path, PathBuf};
 
@@ -14,16 +15,10 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 150);
+    let (s, app) = sqlite::app_db(150);
     let (key, public) = s.age_key("key.txt");
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg(sqlite::url(&s.path("app.db")))
-        .arg("--to")
-        .arg(&store)
-        .args(["-r", &public])
-        .succeeds();
+    snap_to_store_for(sqlite::url(&app), &store, &public).succeeds();
     Setup { s, key, store }
 }
 
@@ -165,19 +160,18 @@ fn table_restores_only_that_table() {
 
 #[test]
 fn selection_by_timestamp_before_and_name() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 5);
+    let (s, app) = sqlite::app_db(5);
     let store = s.path("store");
     let mut names = vec![];
     for extra_rows in [1, 2] {
-        let c = rusqlite::Connection::open(s.path("app.db")).unwrap();
+        let c = rusqlite::Connection::open(&app).unwrap();
         c.execute(
             "INSERT INTO events(kind) VALUES (?1)",
             [format!("{extra_rows}")],
         )
         .unwrap();
         drop(c);
-        snap_to_store(sqlite::url(&s.path("app.db")), &store).succeeds();
+        snap_to_store(sqlite::url(&app), &store).succeeds();
         names.push(
             artifacts(&store)
                 .last()
@@ -199,12 +193,7 @@ fn selection_by_timestamp_before_and_name() {
             .1
     };
     let restore_selected = |selection: &[&str], target: &Path| {
-        Cmd::tool("dbrestore")
-            .arg("--store")
-            .arg(&store)
-            .args(selection)
-            .arg("--target")
-            .arg(sqlite::url(target))
+        restore_from_store(&store, sqlite::url(target)).args(selection)
     };
     let t1 = s.path("t1.db");
     restore_selected(&["--timestamp", ts], &t1).succeeds();
@@ -230,19 +219,14 @@ fn selection_by_timestamp_before_and_name() {
 
 #[test]
 fn latest_over_several_series_is_an_error_listing_them() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 5);
+    let (s, _) = sqlite::app_db(5);
     sqlite::sample(&s.path("crm.db"), 5);
     let store = s.path("store");
     for db in ["app.db", "crm.db"] {
         snap_to_store(sqlite::url(&s.path(db)), &store).succeeds();
     }
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
+    restore_from_store(&store, sqlite::url(&s.path("t.db")))
         .arg("--latest")
-        .arg("--target")
-        .arg(sqlite::url(&s.path("t.db")))
         .fails_with(2, "default_app_full")
         .stderr_has("default_crm_full");
     Cmd::tool("dbrestore")
@@ -280,10 +264,9 @@ fn row_count_mismatch_after_restore_exits_1_and_is_audited() {
 
 #[test]
 fn a_target_that_is_not_empty_needs_somewhere_for_its_safety_backup() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 5);
+    let (s, app) = sqlite::app_db(5);
     let art = s.path("a.sqlite.zst");
-    snap_to_file(sqlite::url(&s.path("app.db")), &art).succeeds();
+    snap_to_file(sqlite::url(&app), &art).succeeds();
     let target = target_with_data(&s);
     restore_file(&art, sqlite::url(&target))
         .arg("--yes")

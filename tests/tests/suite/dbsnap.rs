@@ -2,7 +2,7 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, has_open, next_second, require, snap_to_file, snap_to_store, temporaries,
+    artifacts, has_open, next_second, require, snap_raw, snap_to_file, snap_to_store, temporaries,
     wait_until, Cmd, LockHolder, Scene,
 };
 use std::os::unix::fs::PermissionsExt;
@@ -12,18 +12,21 @@ fn url(s: &Scene, db: &str) -> String {
     sqlite::url(&s.path(db))
 }
 
-/// A database big enough that a snapshot takes a while: incompressible blobs.
-fn big(s: &Scene, mb: u64) {
-    sqlite::blobs(&s.path("big.db"), mb);
+/// A new test directory holding `big.db`, a database big enough that a
+/// snapshot takes a while (`mb` MiB of incompressible blobs); returns the
+/// directory and the database's URL.
+fn big(mb: u64) -> (Scene, String) {
+    let s = Scene::new();
+    let db = sqlite::blobs_in(&s, "big.db", mb);
+    (s, sqlite::url(&db))
 }
 
 #[test]
 fn metadata_and_sidecars_describe_the_snapshot() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 120);
+    let (s, app) = sqlite::app_db(120);
     let (_, public) = s.age_key("key.txt");
     let r = Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
+        .arg(sqlite::url(&app))
         .arg("--to")
         .arg(s.path("store"))
         .args([
@@ -39,16 +42,13 @@ fn metadata_and_sidecars_describe_the_snapshot() {
     assert!(r.stderr().contains("ratio"), "summary line: {}", r.stderr());
     let report = r.json();
     let m = &report["metadata"];
-    let arts = artifacts(&s.path("store"));
-    assert_eq!(arts.len(), 1);
-    let file = arts[0].file_name().unwrap().to_string_lossy().into_owned();
+    let file = dbsafe_tests::only_artifact(&s.path("store"));
     assert!(
         file.starts_with("production_app_full_") && file.ends_with(".sqlite.zst.age"),
         "{file}"
     );
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("{}.meta.json", arts[0].display())).unwrap())
-            .unwrap();
+    let art = s.path("store/backups").join(&file);
+    let meta = dbsafe_tests::meta_of(&art);
     assert_eq!(&meta, m);
     for (k, v) in [
         ("format", "dbsafe/1"),
@@ -66,11 +66,11 @@ fn metadata_and_sidecars_describe_the_snapshot() {
     assert_eq!(meta["file"], file.as_str());
     assert_eq!(
         meta["checksum"].as_str().unwrap(),
-        dbsafe_tests::sha256_file(&arts[0])
+        dbsafe_tests::sha256_file(&art)
     );
     assert_eq!(
         meta["size_bytes"].as_u64().unwrap(),
-        std::fs::metadata(&arts[0]).unwrap().len()
+        std::fs::metadata(&art).unwrap().len()
     );
     assert!(meta["raw_size_bytes"].as_u64().unwrap() > 0);
     assert_eq!(meta["recipients"][0], public.as_str());
@@ -98,9 +98,9 @@ fn metadata_and_sidecars_describe_the_snapshot() {
             )
         })
         .collect();
-    assert_eq!(tables, sqlite::counts(&s.path("app.db")));
+    assert_eq!(tables, sqlite::counts(&app));
     // Files 0600, directories 0700, and the latest link points at the artifact.
-    for p in [&arts[0], &s.path("store/backups")] {
+    for p in [&art, &s.path("store/backups")] {
         let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert!(
             mode == 0o600 || mode == 0o700,
@@ -109,7 +109,7 @@ fn metadata_and_sidecars_describe_the_snapshot() {
         );
     }
     let link = s.path("store/backups/production_app_full_latest.sqlite.zst.age");
-    assert_eq!(std::fs::read_link(link).unwrap().to_string_lossy(), file);
+    assert_eq!(dbsafe_tests::link_target(&link), file);
 }
 
 dbsafe_tests::scenarios!(SqliteDb::start() =>
@@ -124,10 +124,9 @@ fn wait_for_temporary(dir: &std::path::Path) {
 
 #[test]
 fn sigkill_mid_stream_leaves_no_artifact_and_does_not_block_the_next_run() {
-    let s = Scene::new();
-    big(&s, 48);
+    let (s, big_db) = big(48);
     let store = s.path("store");
-    let mut child = snap_to_store(url(&s, "big.db"), &store)
+    let mut child = snap_to_store(&big_db, &store)
         .args(["--compress", "none", "--tmpdir"])
         .arg(s.path("tmp"))
         .spawn();
@@ -146,7 +145,7 @@ fn sigkill_mid_stream_leaves_no_artifact_and_does_not_block_the_next_run() {
             let n = e.file_name().to_string_lossy().into_owned();
             n.ends_with(".sha256") || n.ends_with(".meta.json") || n.contains("_latest")
         }));
-    snap_to_store(url(&s, "big.db"), &store)
+    snap_to_store(&big_db, &store)
         .args(["--compress", "none"])
         .succeeds();
     assert_eq!(artifacts(&store).len(), 1);
@@ -154,11 +153,10 @@ fn sigkill_mid_stream_leaves_no_artifact_and_does_not_block_the_next_run() {
 
 #[test]
 fn sigint_exits_130_and_removes_temporaries() {
-    let s = Scene::new();
-    big(&s, 48);
+    let (s, big_db) = big(48);
     let store = s.path("store");
     std::fs::create_dir_all(s.path("tmp")).unwrap();
-    let child = snap_to_store(url(&s, "big.db"), &store)
+    let child = snap_to_store(&big_db, &store)
         .args(["--compress", "none", "--tmpdir"])
         .arg(s.path("tmp"))
         .spawn();
@@ -183,11 +181,10 @@ fn sigint_exits_130_and_removes_temporaries() {
 
 #[test]
 fn a_held_lock_is_refused_with_exit_4_and_the_holder_pid() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 10);
+    let (s, app) = sqlite::app_db(10);
     let store = s.path("store");
     let lock = store.join("locks/default_app_full.lock");
-    let snap = || snap_to_store(url(&s, "app.db"), &store);
+    let snap = || snap_to_store(sqlite::url(&app), &store);
     let holder = LockHolder::take(&lock);
     snap()
         .fails_with(4, "locked by another process")
@@ -218,16 +215,15 @@ fn a_held_lock_is_refused_with_exit_4_and_the_holder_pid() {
 
 #[test]
 fn max_size_aborts_and_cleans_up() {
-    let s = Scene::new();
-    big(&s, 4);
+    let (s, big_db) = big(4);
     let store = s.path("store");
-    snap_to_store(url(&s, "big.db"), &store)
+    snap_to_store(&big_db, &store)
         .args(["--max-size", "1M"])
         .fails_with(1, "--max-size");
     assert!(artifacts(&store).is_empty());
     assert!(temporaries(&store).is_empty(), "{:?}", temporaries(&store));
     let out = s.path("x.sqlite.zst");
-    snap_to_file(url(&s, "big.db"), &out)
+    snap_to_file(&big_db, &out)
         .args(["--max-size", "1M"])
         .fails_with_code(1);
     assert!(!out.exists());
@@ -236,9 +232,8 @@ fn max_size_aborts_and_cleans_up() {
 
 #[test]
 fn min_free_refuses_to_start() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 10);
-    snap_to_store(url(&s, "app.db"), s.path("store"))
+    let (s, app) = sqlite::app_db(10);
+    snap_to_store(sqlite::url(&app), s.path("store"))
         .args(["--min-free", "1000000T"])
         .fails_with(4, "--min-free");
     assert!(artifacts(&s.path("store")).is_empty());
@@ -247,14 +242,13 @@ fn min_free_refuses_to_start() {
 #[test]
 fn binary_output_to_a_terminal_is_refused() {
     require("script", "the Debian package bsdutils");
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 10);
+    let (_s, app) = sqlite::app_db(10);
     let r = Cmd::new("script")
         .args(["-qec"])
         .arg(format!(
             "{} {}; echo rc=$?",
             dbsafe_tests::bin("dbsnap").display(),
-            url(&s, "app.db")
+            sqlite::url(&app)
         ))
         .arg("/dev/null")
         .succeeds();
@@ -267,12 +261,11 @@ fn binary_output_to_a_terminal_is_refused() {
 
 #[test]
 fn stdout_streaming_with_meta_file() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 25);
+    let (s, app) = sqlite::app_db(25);
     let art = s.path("out.bin");
     Cmd::tool("dbsnap")
         .arg("--no-encrypt")
-        .arg(url(&s, "app.db"))
+        .arg(sqlite::url(&app))
         .arg("--meta")
         .arg(s.path("m.json"))
         .stdout_file(&art)
@@ -294,8 +287,7 @@ fn stdout_streaming_with_meta_file() {
 
 #[test]
 fn usage_errors_exit_2_with_what_is_wrong() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 5);
+    let (s, app) = sqlite::app_db(5);
     Cmd::tool("dbsnap")
         .arg("--no-encrypt")
         .arg("oracle://db/x")
@@ -307,7 +299,7 @@ fn usage_errors_exit_2_with_what_is_wrong() {
         (["--max-size", "lots"], "lots"),
     ] {
         Cmd::tool("dbsnap")
-            .arg(url(&s, "app.db"))
+            .arg(sqlite::url(&app))
             .arg("-o")
             .arg(s.path("x"))
             .args(args)
@@ -318,7 +310,7 @@ fn usage_errors_exit_2_with_what_is_wrong() {
         "[defaults]\nstore = \"/tmp/x\"\ncompresion = \"zstd\"\n",
     );
     Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
+        .arg(sqlite::url(&app))
         .env("DBSAFE_CONFIG", &cfg)
         .fails_with(2, "dbsafe.toml:3")
         .stderr_has("compresion");
@@ -332,8 +324,7 @@ fn usage_errors_exit_2_with_what_is_wrong() {
 
 #[test]
 fn config_and_environment_supply_the_cron_settings() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 5);
+    let (s, app) = sqlite::app_db(5);
     let (key, public) = s.age_key("key.txt");
     let recipients = s.write("recipients.txt", &format!("# ops team\n{public}\n"));
     let cfg = s.write(
@@ -345,27 +336,25 @@ fn config_and_environment_supply_the_cron_settings() {
         ),
     );
     Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
+        .arg(sqlite::url(&app))
         .env("DBSAFE_CONFIG", &cfg)
         .env("DBSAFE_ENV", "staging")
         .succeeds();
-    let arts = artifacts(&s.path("store"));
-    assert_eq!(arts.len(), 1);
-    let name = arts[0].file_name().unwrap().to_string_lossy().into_owned();
+    let name = dbsafe_tests::only_artifact(&s.path("store"));
     assert!(
         name.starts_with("staging_app_full_") && name.ends_with(".sqlite.gz.age"),
         "{name}"
     );
     // The environment beats the config file, and flags beat the environment.
     Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
+        .arg(sqlite::url(&app))
         .env("DBSAFE_CONFIG", &cfg)
         .env("DBSAFE_COMPRESS", "none")
         .arg("-o")
         .arg(s.path("a.sqlite.age"))
         .succeeds();
     Cmd::tool("dbsnap")
-        .arg(url(&s, "app.db"))
+        .arg(sqlite::url(&app))
         .env("DBSAFE_CONFIG", &cfg)
         .env("DBSAFE_COMPRESS", "none")
         .args(["--compress", "zstd", "-o"])
@@ -384,10 +373,9 @@ fn config_and_environment_supply_the_cron_settings() {
 
 #[test]
 fn two_snapshots_in_one_second_get_two_names_never_one_overwritten() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 3);
+    let (s, app) = sqlite::app_db(3);
     let store = s.path("store");
-    let snap = || snap_to_store(url(&s, "app.db"), &store);
+    let snap = || snap_to_store(sqlite::url(&app), &store);
     // Both start at the beginning of a second, so their names would be the same.
     next_second();
     let second = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
@@ -429,8 +417,7 @@ fn two_snapshots_in_one_second_get_two_names_never_one_overwritten() {
 #[test]
 fn progress_shows_on_a_terminal_and_never_otherwise() {
     require("script", "the Debian package bsdutils");
-    let s = Scene::new();
-    big(&s, 64);
+    let (s, big_db) = big(64);
     let out = s.path("x.sqlite");
     // Under a pseudo-terminal: a progress line with bytes and a rate.
     let r = Cmd::new("script")
@@ -438,7 +425,7 @@ fn progress_shows_on_a_terminal_and_never_otherwise() {
         .arg(format!(
             "{} {} --compress none --no-encrypt -o {}",
             dbsafe_tests::bin("dbsnap").display(),
-            url(&s, "big.db"),
+            &big_db,
             out.display()
         ))
         .arg("/dev/null")
@@ -451,12 +438,7 @@ fn progress_shows_on_a_terminal_and_never_otherwise() {
     );
     // Through pipes: the summary line and nothing else.
     std::fs::remove_file(&out).ok();
-    let r = Cmd::tool("dbsnap")
-        .arg("--no-encrypt")
-        .arg(url(&s, "big.db"))
-        .args(["--compress", "none", "-o"])
-        .arg(&out)
-        .succeeds();
+    let r = snap_raw(&big_db, &out).succeeds();
     let err = r.stderr();
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -469,7 +451,7 @@ fn progress_shows_on_a_terminal_and_never_otherwise() {
     std::fs::remove_file(&out).ok();
     let r = Cmd::tool("dbsnap")
         .arg("--no-encrypt")
-        .arg(url(&s, "big.db"))
+        .arg(&big_db)
         .args(["-q", "--compress", "none", "-o"])
         .arg(&out)
         .succeeds();
@@ -478,13 +460,12 @@ fn progress_shows_on_a_terminal_and_never_otherwise() {
 
 #[test]
 fn the_source_url_can_come_from_the_config_file() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 4);
+    let (s, app) = sqlite::app_db(4);
     let cfg = s.write(
         "dbsafe.toml",
         &format!(
             "[env.production]\nurl = \"sqlite:{}\"\nstore = \"{}\"\nencrypt = false\n",
-            s.path("app.db").display(),
+            app.display(),
             s.path("store").display()
         ),
     );

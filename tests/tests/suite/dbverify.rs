@@ -2,7 +2,8 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    edit_meta, next_second, restore_file, scenarios, snap_to_file, verify_with, Cmd, Scene,
+    edit_meta, next_second, restore_file, scenarios, snap_raw, snap_to_file, snap_to_file_for,
+    snap_to_store_for, verify_with, Cmd, Scene,
 };
 use std::path::PathBuf;
 
@@ -14,10 +15,7 @@ fn tiny_artifact(s: &Scene, extra: &[&str]) -> (PathBuf, PathBuf) {
     drop(c);
     let (key, public) = s.age_key("key.txt");
     let out = s.path("tiny.sqlite.zst.age");
-    Cmd::tool("dbsnap")
-        .arg(sqlite::url(&db))
-        .args(["-r", &public, "-o"])
-        .arg(&out)
+    snap_to_file_for(sqlite::url(&db), &out, &public)
         .args(extra)
         .succeeds();
     (out, key)
@@ -92,8 +90,7 @@ fn a_flipped_byte_is_reported_as_a_checksum_mismatch_with_the_sidecar() {
 
 #[test]
 fn truncation_fails_at_every_layer() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 200);
+    let (s, app) = sqlite::app_db(200);
     let (key, public) = s.age_key("key.txt");
     for (compress, enc) in [
         ("zstd", true),
@@ -104,7 +101,7 @@ fn truncation_fails_at_every_layer() {
     ] {
         let art = s.path(&format!("a-{compress}-{enc}"));
         let mut cmd = Cmd::tool("dbsnap")
-            .arg(sqlite::url(&s.path("app.db")))
+            .arg(sqlite::url(&app))
             .args(["--compress", compress, "-o"])
             .arg(&art);
         cmd = if enc {
@@ -188,17 +185,11 @@ fn a_missing_artifact_is_not_found() {
 
 #[test]
 fn store_verification_records_verify_json_for_each_artifact() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 30);
+    let (s, _) = sqlite::app_db(30);
     sqlite::sample(&s.path("crm.db"), 30);
     let (key, public) = s.age_key("key.txt");
     for db in ["app.db", "app.db", "crm.db"] {
-        Cmd::tool("dbsnap")
-            .arg(sqlite::url(&s.path(db)))
-            .arg("--to")
-            .arg(s.path("store"))
-            .args(["-r", &public])
-            .succeeds();
+        snap_to_store_for(sqlite::url(&s.path(db)), s.path("store"), &public).succeeds();
         // Artifact names are stamped to the second.
         next_second();
     }
@@ -247,10 +238,9 @@ fn store_verification_records_verify_json_for_each_artifact() {
 
 #[test]
 fn restore_level_compares_row_counts_with_the_metadata() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 40);
+    let (s, app) = sqlite::app_db(40);
     let art = s.path("a.sqlite.zst");
-    snap_to_file(sqlite::url(&s.path("app.db")), &art).succeeds();
+    snap_to_file(sqlite::url(&app), &art).succeeds();
     // Metadata that disagrees with the payload lowers the integrity score.
     edit_meta(&art, |meta| {
         meta["tables"][0]["rows"] = serde_json::json!(999)
@@ -272,15 +262,9 @@ fn restore_level_compares_row_counts_with_the_metadata() {
 fn dbverify_and_dbrestore_show_progress_on_a_terminal_only() {
     dbsafe_tests::require("script", "the Debian package bsdutils");
     let s = Scene::new();
-    let db = s.path("big.db");
-    sqlite::blobs(&db, 64);
+    let db = sqlite::blobs_in(&s, "big.db", 64);
     let art = s.path("big.sqlite");
-    Cmd::tool("dbsnap")
-        .arg("--no-encrypt")
-        .arg(sqlite::url(&db))
-        .args(["--compress", "none", "-o"])
-        .arg(&art)
-        .succeeds();
+    snap_raw(sqlite::url(&db), &art).succeeds();
     let under_pty = |cmdline: String| {
         Cmd::new("script")
             .arg("-qec")
@@ -334,11 +318,8 @@ fn list_shows_every_backup_its_verification_and_pins_safety_apart_and_wal_per_ti
     sqlite::sample(&app, 20);
     sqlite::sample(&crm, 5);
     let snap = |db: &PathBuf, env: &str| {
-        Cmd::tool("dbsnap")
-            .arg(sqlite::url(db))
-            .arg("--to")
-            .arg(&store)
-            .args(["--env", env, "-r", &public])
+        snap_to_store_for(sqlite::url(db), &store, &public)
+            .args(["--env", env])
             .succeeds();
     };
     snap(&app, "production");
@@ -401,13 +382,18 @@ fn list_shows_every_backup_its_verification_and_pins_safety_apart_and_wal_per_ti
     let by_file = |f: &str| backups.iter().find(|b| b["file"] == f).cloned().unwrap();
     let (old, new) = (by_file(prod[0]), by_file(prod[1]));
     for b in [&old, &new] {
-        assert_eq!(b["environment"], "production");
-        assert_eq!(b["database"], "app");
-        assert_eq!(b["series"], "production_app_full");
-        assert_eq!(b["kind"], "full");
-        assert_eq!(b["engine"], "sqlite");
-        assert_eq!(b["encryption"], "age");
-        assert_eq!(b["compression"], "zstd");
+        dbsafe_tests::assert_fields(
+            b,
+            &[
+                ("environment", "production"),
+                ("database", "app"),
+                ("series", "production_app_full"),
+                ("kind", "full"),
+                ("engine", "sqlite"),
+                ("encryption", "age"),
+                ("compression", "zstd"),
+            ],
+        );
         assert!(b["size_bytes"].as_u64().unwrap() > 0);
         assert!(b["age_seconds"].as_i64().unwrap() >= 0);
     }

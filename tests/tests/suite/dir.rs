@@ -2,10 +2,11 @@
 //! mtimes, symlinks and empty directories; restores that never write
 //! outside the target.
 
-use dbsafe_tests::dir::{describe, diff_r, sample_tree, Trees};
+use dbsafe_tests::dir::{describe, diff_r, Trees};
 use dbsafe_tests::{
-    artifacts, meta_of, restore_file, scenarios, snap_fails_leaving_nothing, snap_to_file,
-    snap_to_store, temporaries, verify_full_json, Cmd, Scene,
+    artifacts, meta_of, prune_store, restore_file, restore_from_store, scenarios,
+    snap_fails_leaving_nothing, snap_raw, snap_to_file, snap_to_store, temporaries,
+    verify_full_json, Cmd, Scene,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -58,12 +59,7 @@ fn backup_verifies_at_every_level_restores_identically_and_rotates() {
     // A snapshot of the restored tree has the same manifest.
     let s = &b.scene;
     let again = s.path("again.tar");
-    Cmd::tool("dbsnap")
-        .arg("--no-encrypt")
-        .arg(url(&out))
-        .args(["--compress", "none", "-o"])
-        .arg(&again)
-        .succeeds();
+    snap_raw(url(&out), &again).succeeds();
     assert_eq!(
         meta_of(&again)["extra"]["manifest_sha256"],
         manifest.as_str()
@@ -84,11 +80,7 @@ fn backup_verifies_at_every_level_restores_identically_and_rotates() {
     }
     let all = artifacts(&store);
     assert_eq!(all.len(), 3);
-    Cmd::tool("dbprune")
-        .arg("--store")
-        .arg(&store)
-        .args(["--keep-last", "1"])
-        .succeeds();
+    prune_store(&store).args(["--keep-last", "1"]).succeeds();
     assert_eq!(artifacts(&store), vec![all[0].clone(), all[2].clone()]);
     assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
 }
@@ -125,10 +117,8 @@ fn tar_of(entries: &[Vec<u8>]) -> Vec<u8> {
 #[test]
 fn archives_that_would_write_outside_the_target_are_refused_by_dbverify_and_dbrestore() {
     let s = Scene::new();
-    let outside = s.path("outside");
-    std::fs::create_dir(&outside).expect("mkdir");
-    let jail = s.path("jail");
-    std::fs::create_dir(&jail).expect("mkdir");
+    let outside = s.mkdir("outside");
+    let jail = s.mkdir("jail");
     let abs_target = outside.join("abs.txt");
     let cases = [
         (
@@ -205,20 +195,12 @@ fn archives_that_would_write_outside_the_target_are_refused_by_dbverify_and_dbre
 
 #[test]
 fn an_empty_directory_is_an_empty_target_needing_no_confirmation_or_safety_backup() {
-    let s = Scene::new();
-    let src = s.path("volume");
-    std::fs::create_dir(&src).expect("mkdir");
-    sample_tree(&src);
+    let (s, src) = dbsafe_tests::dir::volume();
     let store = s.path("store");
     snap_to_store(url(&src), &store).succeeds();
-    let empty = s.path("empty-target");
-    std::fs::create_dir(&empty).expect("mkdir");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
+    let empty = s.mkdir("empty-target");
+    restore_from_store(&store, url(&empty))
         .arg("--latest")
-        .arg("--target")
-        .arg(url(&empty))
         .succeeds();
     assert_eq!(describe(&empty), describe(&src));
     assert_eq!(artifacts(&store).len(), 1, "a safety backup was taken");
@@ -227,8 +209,7 @@ fn an_empty_directory_is_an_empty_target_needing_no_confirmation_or_safety_backu
 #[test]
 fn a_file_that_changes_while_it_is_read_is_reported() {
     let s = Scene::new();
-    let src = s.path("volume");
-    std::fs::create_dir(&src).expect("mkdir");
+    let src = s.mkdir("volume");
     std::fs::write(src.join("steady.txt"), "steady").expect("write");
     let growing = src.join("growing.log");
     std::fs::write(&growing, vec![b'x'; 64 << 20]).expect("write");
@@ -283,21 +264,13 @@ fn a_missing_source_directory_fails_and_leaves_nothing() {
 
 #[test]
 fn a_link_to_the_tree_is_followed_at_the_root_only() {
-    let s = Scene::new();
-    let src = s.path("volume");
-    std::fs::create_dir(&src).expect("mkdir");
-    sample_tree(&src);
+    let (s, src) = dbsafe_tests::dir::volume();
     let via = s.path("mounted");
     std::os::unix::fs::symlink(&src, &via).expect("symlink");
     let direct = s.path("direct.tar");
     let linked = s.path("linked.tar");
     for (root, out) in [(&src, &direct), (&via, &linked)] {
-        Cmd::tool("dbsnap")
-            .arg("--no-encrypt")
-            .arg(url(root))
-            .args(["--compress", "none", "-o"])
-            .arg(out)
-            .succeeds();
+        snap_raw(url(root), out).succeeds();
     }
     assert_eq!(
         meta_of(&linked)["extra"]["manifest_sha256"],
@@ -309,13 +282,10 @@ fn a_link_to_the_tree_is_followed_at_the_root_only() {
 
 #[test]
 fn restore_hooks_run_around_the_restore_with_the_target_in_their_environment() {
-    let s = Scene::new();
-    let src = s.path("volume");
-    dbsafe_tests::dir::sample_tree(&src);
+    let (s, src) = dbsafe_tests::dir::volume();
     let artifact = s.path("volume.tar.zst");
     snap_to_file(url(&src), &artifact).succeeds();
-    let target = s.path("live");
-    std::fs::create_dir(&target).unwrap();
+    let target = s.mkdir("live");
     std::fs::write(target.join("old.txt"), "old\n").unwrap();
     let log = s.path("hooks.log");
     // What the before hook sees is still the old tree; the after hook sees the restored one.

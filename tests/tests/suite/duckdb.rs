@@ -4,13 +4,13 @@
 
 use dbsafe_tests::duckdb::{self as duck, checksums, fixture, wal, DuckDb};
 use dbsafe_tests::{
-    artifacts, meta_counts, meta_of, restore_file, restore_table_over, rows_of, scenarios,
-    snap_fails_leaving_nothing, snap_to_file, snap_to_store, temporaries, verify_full_json,
-    wait_until, Cmd, Scene,
+    artifacts, meta_counts, meta_of, prune_store, restore_file, restore_from_store,
+    restore_table_over, rows_of, scenarios, snap_fails_leaving_nothing, snap_raw, snap_to_file,
+    snap_to_store, temporaries, verify_full_json, wait_until, Cmd, Scene,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 dbsafe_tests::engine_scenarios!(DuckDb::start());
@@ -43,14 +43,7 @@ struct Writer {
 
 impl Writer {
     fn start(db: &Path) -> Writer {
-        let mut child = std::process::Command::new(duck::cli())
-            .args(["-batch", "-init", "/dev/null"])
-            .arg(db)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start duckdb");
+        let mut child = duck::session(db);
         let mut stdin = child.stdin.take().expect("stdin");
         stdin
             .write_all(b"INSERT INTO customers VALUES (100000, 'held', NULL, 'ok');\n")
@@ -75,8 +68,7 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        dbsafe_tests::kill_and_reap(&mut self.child);
     }
 }
 
@@ -89,13 +81,8 @@ fn backup_verifies_at_every_level_and_restores_identically() {
         "inventory",
         2000,
     );
-    assert!(
-        b.meta["engine_version"]
-            .as_str()
-            .is_some_and(|v| v.starts_with('v')),
-        "{}",
-        b.meta["engine_version"]
-    );
+    let version = b.engine_version();
+    assert!(version.starts_with('v'), "{version}");
     assert_eq!(
         meta_counts(&b.meta),
         vec![
@@ -232,19 +219,11 @@ fn snapshots_of_a_store_are_verified_and_pruned() {
         .arg(&store)
         .args(["--all", "--level", "restore"])
         .succeeds();
-    Cmd::tool("dbprune")
-        .arg("--store")
-        .arg(&store)
-        .args(["--keep-last", "1"])
-        .succeeds();
+    prune_store(&store).args(["--keep-last", "1"]).succeeds();
     let left = artifacts(&store);
     assert_eq!(left.len(), 1, "{left:?}");
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
+    restore_from_store(&store, url(&s.path("latest.duckdb")))
         .arg("--latest")
-        .arg("--target")
-        .arg(url(&s.path("latest.duckdb")))
         .succeeds();
     assert_eq!(checksums(&s.path("latest.duckdb")), checksums(&db));
 }
@@ -253,8 +232,7 @@ fn snapshots_of_a_store_are_verified_and_pruned() {
 fn a_missing_duckdb_cli_is_named_with_its_package() {
     let s = Scene::new();
     let db = sample(&s, "x", 1);
-    let empty = s.path("empty-path");
-    std::fs::create_dir(&empty).expect("dir");
+    let empty = s.mkdir("empty-path");
     Cmd::tool("dbsnap")
         .arg("--no-encrypt")
         .env("PATH", &empty)
@@ -283,12 +261,7 @@ fn a_damaged_payload_fails_full_verification() {
     let s = Scene::new();
     let db = sample(&s, "shop", 2000);
     let raw = s.path("raw.duckdb");
-    Cmd::tool("dbsnap")
-        .arg("--no-encrypt")
-        .arg(url(&db))
-        .args(["--compress", "none", "-o"])
-        .arg(&raw)
-        .succeeds();
+    snap_raw(url(&db), &raw).succeeds();
     let mut bytes = std::fs::read(&raw).expect("raw");
     // Past the file headers, one byte in every 16 KiB: every block in use is hit.
     for at in (16384..bytes.len()).step_by(16384) {

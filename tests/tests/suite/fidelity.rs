@@ -44,6 +44,16 @@ fn rich_source() -> (Scene, Cluster, std::path::PathBuf) {
     (s, src, artifact)
 }
 
+/// A fresh cluster, and the restore (to run) of `artifact` into `shop`,
+/// created on it, with `flags`.
+fn restore_into_fresh(artifact: &std::path::Path, flags: &[&str]) -> (Cluster, Cmd) {
+    let fresh = Cluster::start();
+    let restore = restore_file(artifact, fresh.url("shop"))
+        .arg("--create")
+        .args(flags);
+    (fresh, restore)
+}
+
 #[test]
 fn a_postgres_snapshot_restores_into_a_fresh_cluster_with_its_roles_owners_grants_and_settings() {
     let (_s, src, artifact) = rich_source();
@@ -55,7 +65,7 @@ fn a_postgres_snapshot_restores_into_a_fresh_cluster_with_its_roles_owners_grant
         "C.UTF-8",
         "the fixture's collation is not the cluster's default"
     );
-    let fresh = Cluster::start();
+    let (fresh, restore) = restore_into_fresh(&artifact, &[]);
     assert!(
         fresh
             .psql(
@@ -66,9 +76,7 @@ fn a_postgres_snapshot_restores_into_a_fresh_cluster_with_its_roles_owners_grant
             .is_empty(),
         "the fresh cluster has none of the roles"
     );
-    restore_file(&artifact, fresh.url("shop"))
-        .arg("--create")
-        .succeeds();
+    restore.succeeds();
     // The schema with owners, grants, default privileges, database settings and comment.
     assert_eq!(
         pg_dump(&src, &["--schema-only", "--create"], "shop"),
@@ -109,10 +117,7 @@ fn a_postgres_snapshot_restores_into_a_fresh_cluster_with_its_roles_owners_grant
         "CREATE TABLE store.only_in_target(x int); INSERT INTO store.only_in_target VALUES (42);",
     );
     let safety = _s.path("safety");
-    Cmd::tool("dbrestore")
-        .arg(&artifact)
-        .arg("--target")
-        .arg(fresh.url("shop"))
+    restore_file(&artifact, fresh.url("shop"))
         .args(["--clean", "--yes", "--safety-dir"])
         .arg(&safety)
         .succeeds();
@@ -136,10 +141,7 @@ fn a_postgres_snapshot_restores_into_a_fresh_cluster_with_its_roles_owners_grant
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().ends_with(".pgdump.zst"))
         .expect("a safety backup");
-    Cmd::tool("dbrestore")
-        .arg(&kept)
-        .arg("--target")
-        .arg(fresh.url("shop_before"))
+    restore_file(&kept, fresh.url("shop_before"))
         .arg("--create")
         .succeeds();
     assert_eq!(
@@ -151,10 +153,8 @@ fn a_postgres_snapshot_restores_into_a_fresh_cluster_with_its_roles_owners_grant
 #[test]
 fn restore_verification_against_a_fresh_cluster_passes_and_fails_naming_the_role_without_roles() {
     let (_s, _src, artifact) = rich_source();
-    let fresh = Cluster::start();
-    restore_file(&artifact, fresh.url("shop"))
-        .args(["--create", "--no-roles"])
-        .fails_with(1, "role \"app_owner\" does not exist");
+    let (fresh, restore) = restore_into_fresh(&artifact, &["--no-roles"]);
+    restore.fails_with(1, "role \"app_owner\" does not exist");
     assert_eq!(
         fresh.scalar(
             "postgres",
@@ -167,13 +167,13 @@ fn restore_verification_against_a_fresh_cluster_passes_and_fails_naming_the_role
     Cmd::tool("dbverify")
         .arg(&artifact)
         .args(["--level", "restore", "--no-roles", "--scratch"])
-        .arg(fresh.server_url())
+        .arg(fresh.scratch_url())
         .fails_with_code(1)
         .stderr_has("role \"app_owner\" does not exist");
     Cmd::tool("dbverify")
         .arg(&artifact)
         .args(["--level", "restore", "--scratch"])
-        .arg(fresh.server_url())
+        .arg(fresh.scratch_url())
         .succeeds();
     assert!(
         !fresh
@@ -190,10 +190,8 @@ fn restore_verification_against_a_fresh_cluster_passes_and_fails_naming_the_role
 #[test]
 fn no_owner_restores_everything_owned_by_the_connecting_role() {
     let (_s, _src, artifact) = rich_source();
-    let fresh = Cluster::start();
-    restore_file(&artifact, fresh.url("shop"))
-        .args(["--create", "--no-owner"])
-        .succeeds();
+    let (fresh, restore) = restore_into_fresh(&artifact, &["--no-owner"]);
+    restore.succeeds();
     assert_eq!(
         fresh.scalar(
             "shop",
@@ -205,9 +203,7 @@ fn no_owner_restores_everything_owned_by_the_connecting_role() {
 
 #[test]
 fn sqlite_restores_keep_the_journal_mode_header_and_file_mode() {
-    let s = Scene::new();
-    let db = s.path("app.db");
-    sqlite::sample(&db, 20);
+    let (s, db) = sqlite::app_db(20);
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA user_version=42; PRAGMA application_id=1234;
@@ -321,8 +317,7 @@ fn an_unreachable_scratch_server_is_could_not_verify_not_a_broken_backup() {
 #[test]
 fn parallel_and_single_restores_produce_the_same_database_and_leave_no_decoded_copy() {
     let (s, src, artifact) = rich_source();
-    let tmp = s.path("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let tmp = s.mkdir("tmp");
     for (db, jobs) in [("one", "1"), ("three", "3")] {
         let out = restore_file(&artifact, src.url(db))
             .args(["--create", "--jobs", jobs, "--tmpdir"])

@@ -3,7 +3,10 @@
 //! a tool panic.
 
 use dbsafe_tests::testdb::TestDb;
-use dbsafe_tests::{files_under, kill_after, snap_to_store, sqlite, Cmd, Delays, Scene, Tmpfs};
+use dbsafe_tests::{
+    files_under, kill_after, prune_store, restore_from_store, snap_to_file, snap_to_store,
+    snap_to_store_for, sqlite, Cmd, Delays, Scene, Tmpfs,
+};
 use std::path::Path;
 
 fn snap_to(s: &Scene, store: &Path) -> Cmd {
@@ -11,11 +14,7 @@ fn snap_to(s: &Scene, store: &Path) -> Cmd {
     if !db.exists() {
         sqlite::sample(&db, 5);
     }
-    Cmd::tool("dbsnap")
-        .arg("--no-encrypt")
-        .arg(format!("sqlite:{}", db.display()))
-        .arg("--to")
-        .arg(store)
+    snap_to_store(sqlite::url(&db), store)
 }
 
 /// A scene with a store holding one backup of a small SQLite database.
@@ -45,16 +44,9 @@ fn a_link_planted_as_the_audit_log_is_never_written_through() {
     let (s, store) = scene_with_a_backup();
     let victim = s.write("victim.txt", "precious\n");
     std::os::unix::fs::symlink(&victim, store.join("audit.log")).unwrap();
-    Cmd::tool("dbprune")
-        .arg("--store")
-        .arg(&store)
-        .args(["--keep-last", "1"])
-        .run();
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--latest", "--yes", "--target"])
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
+    prune_store(&store).args(["--keep-last", "1"]).run();
+    restore_from_store(&store, sqlite::url(&s.path("app.db")))
+        .args(["--latest", "--yes"])
         .run();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
 }
@@ -96,12 +88,7 @@ fn links_planted_at_names_a_tool_writes_are_replaced_never_followed() {
     for at in &sidecars {
         plant(at);
     }
-    Cmd::tool("dbsnap")
-        .arg(format!("sqlite:{}", s.path("app.db").display()))
-        .arg("-o")
-        .arg(&out)
-        .arg("--no-encrypt")
-        .succeeds();
+    snap_to_file(sqlite::url(&s.path("app.db")), &out).succeeds();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     for at in sidecars.iter().chain([&record, &metrics]) {
         assert!(
@@ -111,19 +98,14 @@ fn links_planted_at_names_a_tool_writes_are_replaced_never_followed() {
         );
     }
     // The pointer is the store's own link again, to the newest artifact.
-    let target = std::fs::read_link(&latest).unwrap();
-    assert!(
-        target.to_string_lossy().starts_with("default_app_full_"),
-        "{}",
-        target.display()
-    );
+    let target = dbsafe_tests::link_target(&latest);
+    assert!(target.starts_with("default_app_full_"), "{target}");
 }
 
 #[test]
 fn a_store_others_can_write_to_is_refused_unless_allowed() {
     let s = Scene::new();
-    let store = s.path("shared");
-    std::fs::create_dir(&store).unwrap();
+    let store = s.mkdir("shared");
     std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     snap_to(&s, &store)
         .fails_with_code(4)
@@ -340,8 +322,7 @@ fn a_password_in_a_url_never_reaches_a_message_whatever_happens() {
 
 #[test]
 fn a_bare_file_name_is_a_file_in_the_current_directory() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 5);
+    let (s, _) = sqlite::app_db(5);
     Cmd::tool("dbsnap")
         .arg("--no-encrypt")
         .arg("sqlite:app.db")
@@ -363,8 +344,7 @@ fn three_concurrent_pushes_of_one_segment_always_leave_a_fetchable_segment() {
     let s = Scene::new();
     let (key, public) = s.age_key("key.txt");
     let seg = s.path("seg");
-    let store = s.path("store");
-    std::fs::create_dir(&store).unwrap();
+    let store = s.mkdir("store");
     for round in 0..30 {
         let bytes: Vec<u8> = (0..(1 << 20))
             .map(|i: u32| (i.wrapping_mul(31) ^ round) as u8)
@@ -403,8 +383,7 @@ fn three_concurrent_pushes_of_one_segment_always_leave_a_fetchable_segment() {
 fn a_damaged_archived_segment_is_never_already_archived_and_is_replaced() {
     let s = Scene::new();
     let seg = s.path("seg");
-    let store = s.path("store");
-    std::fs::create_dir(&store).unwrap();
+    let store = s.mkdir("store");
     let bytes = vec![3u8; 1 << 20];
     std::fs::write(&seg, &bytes).unwrap();
     dbsafe_tests::push_wal(&seg, "000000010000000000000001", &store).succeeds();
@@ -423,10 +402,9 @@ fn a_damaged_archived_segment_is_never_already_archived_and_is_replaced() {
 
 #[test]
 fn encryption_asked_for_with_no_recipient_is_refused_never_silently_dropped() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 5);
+    let (s, app) = sqlite::app_db(5);
     let empty = s.write("recipients.txt", "# to be filled in\n");
-    let db = format!("sqlite:{}", s.path("app.db").display());
+    let db = sqlite::url(&app);
     Cmd::tool("dbsnap")
         .arg(&db)
         .args(["-o", "x.sqlite.zst", "-r", ""])
@@ -457,9 +435,8 @@ fn encryption_asked_for_with_no_recipient_is_refused_never_silently_dropped() {
 
 #[test]
 fn a_plain_artifact_goes_to_a_file_or_store_only_when_asked_for() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 5);
-    let db = format!("sqlite:{}", s.path("app.db").display());
+    let (s, app) = sqlite::app_db(5);
+    let db = sqlite::url(&app);
     let store = s.path("store");
     let seg = s.write("seg", &"w".repeat(1 << 16));
     let keyless = |c: Cmd| {
@@ -526,30 +503,12 @@ fn a_plain_artifact_goes_to_a_file_or_store_only_when_asked_for() {
     .env("DBSAFE_CONFIG", &cfg)
     .fails_with_code(2);
     // An encrypted series' _latest never moves to a plain artifact.
-    keyless(
-        Cmd::tool("dbsnap")
-            .arg(&db)
-            .arg("--to")
-            .arg(&store)
-            .args(["-r", &public]),
-    )
-    .succeeds();
+    keyless(snap_to_store_for(&db, &store, &public)).succeeds();
     dbsafe_tests::next_second();
-    keyless(
-        Cmd::tool("dbsnap")
-            .arg(&db)
-            .arg("--to")
-            .arg(&store)
-            .arg("--no-encrypt"),
-    )
-    .succeeds();
+    keyless(snap_to_store(&db, &store)).succeeds();
     let latest =
-        std::fs::read_link(store.join("backups/default_app_full_latest.sqlite.zst.age")).unwrap();
-    assert!(
-        latest.to_string_lossy().ends_with(".sqlite.zst.age"),
-        "{}",
-        latest.display()
-    );
+        dbsafe_tests::link_target(&store.join("backups/default_app_full_latest.sqlite.zst.age"));
+    assert!(latest.ends_with(".sqlite.zst.age"), "{latest}");
 }
 
 #[test]
@@ -634,9 +593,7 @@ fn prune_never_removes_a_live_writers_temporary_whatever_stale_tmp_says() {
     ));
     std::fs::write(&tmp, b"half an artifact").unwrap();
     let prune = || {
-        Cmd::tool("dbprune")
-            .arg("--store")
-            .arg(&store)
+        prune_store(&store)
             .args(["--keep-last", "1", "--stale-tmp", "0s"])
             .succeeds()
     };
@@ -653,9 +610,7 @@ fn a_dry_run_plan_is_a_report_on_stdout() {
     let (s, store) = scene_with_a_backup();
     dbsafe_tests::next_second();
     snap_to(&s, &store).succeeds();
-    let r = Cmd::tool("dbprune")
-        .arg("--store")
-        .arg(&store)
+    let r = prune_store(&store)
         .args(["--keep-last", "1", "--dry-run"])
         .succeeds();
     assert!(
@@ -675,17 +630,11 @@ fn sigkill_at_random_points_never_leaves_a_broken_artifact_or_plaintext_behind()
     let s = Scene::new();
     let mut delays = Delays::new();
     let seed = delays.0;
-    let db = s.path("big.db");
-    sqlite::blobs(&db, 40);
+    let db = sqlite::blobs_in(&s, "big.db", 40);
     let store = s.path("store");
-    let tmp = s.path("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let tmp = s.mkdir("tmp");
     let snap = || {
-        Cmd::tool("dbsnap")
-            .arg("--no-encrypt")
-            .arg(format!("sqlite:{}", db.display()))
-            .arg("--to")
-            .arg(&store)
+        snap_to_store(sqlite::url(&db), &store)
             .arg("--tmpdir")
             .arg(&tmp)
     };
@@ -716,8 +665,7 @@ fn sigkill_at_random_points_never_leaves_a_broken_artifact_or_plaintext_behind()
     );
 
     // dbrestore killed over a live database: the target is the old one or the new one, never torn.
-    let target = s.path("target.db");
-    sqlite::sample(&target, 7);
+    let target = sqlite::sample_in(&s, "target.db", 7);
     let before = sqlite::counts(&target);
     let after = sqlite::counts(&db);
     let artifact = dbsafe_tests::artifacts(&store).pop().expect("an artifact");
@@ -828,12 +776,7 @@ fn sigkill_of_dbverify_and_dbprune_at_random_points_leaves_a_consistent_store() 
             .arg(&template)
             .arg(&store)
             .succeeds();
-        let prune = || {
-            Cmd::tool("dbprune")
-                .arg("--store")
-                .arg(&store)
-                .args(["--keep-last", "1"])
-        };
+        let prune = || prune_store(&store).args(["--keep-last", "1"]);
         kill_after(prune().spawn(), delays.next(150));
         consistent(&store, k);
         // The next run finishes the rotation and leaves no orphan sidecar.
@@ -860,37 +803,23 @@ fn sigkill_of_dbverify_and_dbprune_at_random_points_leaves_a_consistent_store() 
 #[test]
 fn a_reader_that_goes_away_never_makes_a_tool_panic() {
     let s = Scene::new();
-    let db = s.path("big.db");
-    sqlite::blobs(&db, 8);
+    let db = sqlite::blobs_in(&s, "big.db", 8);
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg("--no-encrypt")
-        .arg(format!("sqlite:{}", db.display()))
-        .arg("--to")
-        .arg(&store)
-        .succeeds();
+    snap_to_store(sqlite::url(&db), &store).succeeds();
     let artifact = dbsafe_tests::artifacts(&store).pop().unwrap();
     let bin = |t: &str| dbsafe_tests::bin(t).display().to_string();
+    let (db, artifact, store) = (db.display(), artifact.display(), store.display());
     let lines = [
-        format!("{} sqlite:{}", bin("dbsnap"), db.display()),
-        format!("{} --json {}", bin("dbverify"), artifact.display()),
+        format!("{} sqlite:{db}", bin("dbsnap")),
+        format!("{} --json {artifact}", bin("dbverify")),
+        format!("{} --status --json --store {store}", bin("dbverify")),
+        format!("{} list --from {store}", bin("walship")),
+        format!("{} --status --store {store}", bin("dbverify")),
         format!(
-            "{} --status --json --store {}",
-            bin("dbverify"),
-            store.display()
+            "{} --store {store} --keep-last 1 --dry-run --json",
+            bin("dbprune")
         ),
-        format!("{} list --from {}", bin("walship"), store.display()),
-        format!("{} --status --store {}", bin("dbverify"), store.display()),
-        format!(
-            "{} --store {} --keep-last 1 --dry-run --json",
-            bin("dbprune"),
-            store.display()
-        ),
-        format!(
-            "{} --store {} --keep-last 1 --dry-run",
-            bin("dbprune"),
-            store.display()
-        ),
+        format!("{} --store {store} --keep-last 1 --dry-run", bin("dbprune")),
         format!("{} --help", bin("dbrestore")),
         format!("{} --help", bin("dbpromote")),
     ];

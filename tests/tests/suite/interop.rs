@@ -1,6 +1,6 @@
 //! Every artifact restores with standard tools alone: age, zstd, gzip, sha256sum, sqlite3.
 
-use dbsafe_tests::{require, sqlite, Cmd, Scene};
+use dbsafe_tests::{require, snap_raw, snap_to_file_for, snap_to_store_for, sqlite, Cmd, Scene};
 
 fn restored_counts_match(scene: &Scene, pipeline: &str) {
     let out = scene.path("x.db");
@@ -25,14 +25,9 @@ fn restored_counts_match(scene: &Scene, pipeline: &str) {
 fn age_and_zstd_clis_restore_a_dbsnap_artifact() {
     require("age", "the Debian package age");
     require("zstd", "the Debian package zstd");
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 300);
+    let (s, app) = sqlite::app_db(300);
     let (key, public) = s.age_key("key.txt");
-    Cmd::tool("dbsnap")
-        .arg(sqlite::url(&s.path("app.db")))
-        .args(["-r", &public, "-o"])
-        .arg(s.path("a.sqlite.zst.age"))
-        .succeeds();
+    snap_to_file_for(sqlite::url(&app), s.path("a.sqlite.zst.age"), &public).succeeds();
     restored_counts_match(
         &s,
         &format!("age -d -i {} a.sqlite.zst.age | zstd -d", key.display()),
@@ -42,11 +37,10 @@ fn age_and_zstd_clis_restore_a_dbsnap_artifact() {
 #[test]
 fn age_and_gzip_clis_restore_a_gzip_artifact() {
     require("age", "the Debian package age");
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 300);
+    let (s, app) = sqlite::app_db(300);
     let (key, public) = s.age_key("key.txt");
     Cmd::tool("dbsnap")
-        .arg(sqlite::url(&s.path("app.db")))
+        .arg(sqlite::url(&app))
         .args(["--compress", "gzip", "-r", &public, "-o"])
         .arg(s.path("a.sqlite.gz.age"))
         .succeeds();
@@ -79,11 +73,10 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 fn age_cli_decrypts_a_passphrase_artifact() {
     require("age", "the Debian package age");
     require("python3", "python3");
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 300);
+    let (s, app) = sqlite::app_db(300);
     let pass = s.write("pass.txt", "tr0ub4dor & three\n");
     Cmd::tool("dbsnap")
-        .arg(sqlite::url(&s.path("app.db")))
+        .arg(sqlite::url(&app))
         .arg("--passphrase-file")
         .arg(&pass)
         .arg("-o")
@@ -102,8 +95,7 @@ fn age_cli_decrypts_a_passphrase_artifact() {
 
 #[test]
 fn sha256sum_accepts_every_sidecar_in_a_store() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 50);
+    let (s, _) = sqlite::app_db(50);
     sqlite::sample(&s.path("other.db"), 20);
     let (_, public) = s.age_key("key.txt");
     for (db, extra) in [
@@ -111,11 +103,7 @@ fn sha256sum_accepts_every_sidecar_in_a_store() {
         ("other.db", vec!["--compress", "gzip"]),
         ("app.db", vec!["--compress", "none", "--env", "staging"]),
     ] {
-        Cmd::tool("dbsnap")
-            .arg(sqlite::url(&s.path(db)))
-            .args(["--to"])
-            .arg(s.path("store"))
-            .args(["-r", &public])
+        snap_to_store_for(sqlite::url(&s.path(db)), s.path("store"), &public)
             .args(extra)
             .succeeds();
     }
@@ -136,14 +124,8 @@ fn sha256sum_accepts_every_sidecar_in_a_store() {
 
 #[test]
 fn sqlite3_reads_an_unencrypted_uncompressed_artifact_directly() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 300);
-    Cmd::tool("dbsnap")
-        .arg("--no-encrypt")
-        .arg(sqlite::url(&s.path("app.db")))
-        .args(["--compress", "none", "-o"])
-        .arg(s.path("a.sqlite"))
-        .succeeds();
+    let (s, app) = sqlite::app_db(300);
+    snap_raw(sqlite::url(&app), s.path("a.sqlite")).succeeds();
     restored_counts_match(&s, "cat a.sqlite");
 }
 

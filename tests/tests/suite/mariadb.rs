@@ -5,7 +5,7 @@ use dbsafe_tests::mariadb::Server;
 use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{
     meta_counts, restore_file, restore_table_over, rows_of, scenarios, snap_fails_leaving_nothing,
-    snap_to_file, verify_full_json, Cmd, Scene,
+    snap_raw, verify_full_json, Cmd, Scene,
 };
 
 dbsafe_tests::server_scenarios!(Server::start());
@@ -14,18 +14,12 @@ dbsafe_tests::server_scenarios!(Server::start());
 fn backup_verifies_at_every_level_and_restores_identically_into_another_database() {
     let m = Server::start();
     let b = scenarios::backup_verifies_at_every_level_and_restores_identically(&m, "shop", 300);
-    let meta = &b.meta;
-    assert!(
-        meta["engine_version"]
-            .as_str()
-            .is_some_and(|v| v.contains("MariaDB")),
-        "{}",
-        meta["engine_version"]
-    );
-    assert_eq!(rows_of(meta, "customers"), 300);
-    assert_eq!(rows_of(meta, "empty_table"), 0);
-    assert_eq!(rows_of(meta, "odd name, (x)"), 3);
-    assert_eq!(meta_counts(meta).len(), 6, "{meta}");
+    let version = b.engine_version();
+    assert!(version.contains("MariaDB"), "{version}");
+    assert_eq!(rows_of(&b.meta, "customers"), 300);
+    assert_eq!(rows_of(&b.meta, "empty_table"), 0);
+    assert_eq!(rows_of(&b.meta, "odd name, (x)"), 3);
+    assert_eq!(meta_counts(&b.meta).len(), 6, "{}", b.meta);
     // The trigger works in the copy.
     m.sql(
         &b.restored,
@@ -41,11 +35,8 @@ fn recorded_row_counts_are_those_of_the_dump_while_a_writer_inserts() {
 
 #[test]
 fn table_option_restores_only_that_table() {
-    let s = Scene::new();
     let m = Server::start();
-    m.fixture("shop", 200);
-    let art = s.path("shop.sql.zst");
-    snap_to_file(m.url("shop"), &art).succeeds();
+    let (_s, art) = scenarios::plain_snapshot_of_shop(&m, 200);
     let of = |v: Vec<(String, String)>, t: &str| v.into_iter().find(|(n, _)| n == t);
 
     restore_file(&art, m.url("part"))
@@ -78,12 +69,7 @@ fn a_truncated_dump_fails_verification_and_is_not_restored() {
     let m = Server::start();
     m.fixture("shop", 2000);
     let full = s.path("shop.sql");
-    Cmd::tool("dbsnap")
-        .arg("--no-encrypt")
-        .arg(m.url("shop"))
-        .args(["--compress", "none", "-o"])
-        .arg(&full)
-        .succeeds();
+    snap_raw(m.url("shop"), &full).succeeds();
     let bytes = std::fs::read(&full).expect("dump");
     let cut = s.path("cut.sql");
     std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).expect("write");
@@ -109,8 +95,7 @@ fn a_missing_source_database_fails_and_leaves_nothing() {
 #[test]
 fn a_missing_client_tool_is_named_with_its_package() {
     let s = Scene::new();
-    let empty = s.path("empty");
-    std::fs::create_dir(&empty).expect("dir");
+    let empty = s.mkdir("empty");
     let url = "mysql://root@127.0.0.1:1/shop";
     Cmd::tool("dbsnap")
         .arg("--no-encrypt")

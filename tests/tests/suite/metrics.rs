@@ -1,6 +1,8 @@
 //! Prometheus metrics: a textfile every tool merges into, promtool-clean, and a real Pushgateway.
 
-use dbsafe_tests::{require, snap_to_file, snap_to_store, sqlite, wait_until, Cmd, Scene};
+use dbsafe_tests::{
+    prune_store, require, snap_to_file, snap_to_store, sqlite, wait_until, Cmd, Scene,
+};
 use std::time::Duration;
 
 fn promtool_accepts(path: &std::path::Path) {
@@ -10,8 +12,7 @@ fn promtool_accepts(path: &std::path::Path) {
 
 #[test]
 fn every_tool_merges_its_series_into_one_promtool_clean_textfile() {
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 10);
+    let (s, _) = sqlite::app_db(10);
     let store = s.path("store");
     let prom = s.path("textfile/dbsafe.prom");
     let snap = |db: &str| {
@@ -32,9 +33,7 @@ fn every_tool_merges_its_series_into_one_promtool_clean_textfile() {
         .arg("--metrics-file")
         .arg(&prom)
         .succeeds();
-    Cmd::tool("dbprune")
-        .arg("--store")
-        .arg(&store)
+    prune_store(&store)
         .args(["--keep-last", "1"])
         .arg("--metrics-file")
         .arg(&prom)
@@ -83,8 +82,7 @@ fn pushgateway_scene() -> (std::path::PathBuf, Scene) {
         "prometheus-pushgateway",
         "the Debian package prometheus-pushgateway",
     );
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 10);
+    let (s, _) = sqlite::app_db(10);
     (gw, s)
 }
 

@@ -1,7 +1,7 @@
 //! The monitoring that ships with dbsafe: the alert rules load, and each
 //! alert fires from series with the names and labels the tools write.
 
-use dbsafe_tests::{edit_meta, require, snap_to_store, sqlite, Cmd, Scene};
+use dbsafe_tests::{edit_meta, require, snap_to_store, sqlite, Cmd};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -85,8 +85,7 @@ fn the_alert_rules_load_in_promtool() {
 #[test]
 fn every_alert_fires_from_the_series_the_tools_write() {
     require("promtool", "the Debian package prometheus");
-    let s = Scene::new();
-    sqlite::sample(&s.path("app.db"), 10);
+    let (s, _) = sqlite::app_db(10);
     let store = s.path("store");
     let prom = s.path("dbsafe.prom");
     let snap = |db: &str| {

@@ -1,6 +1,6 @@
 //! Notifications: hooks and webhooks tell how a run ended, and never change it.
 
-use dbsafe_tests::{snap_to_store, sqlite, Cmd, Scene};
+use dbsafe_tests::{snap_to_store, sqlite, Cmd};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -56,9 +56,7 @@ impl Receiver {
 
 #[test]
 fn a_failed_and_a_successful_run_call_their_hook_and_post_to_the_webhook() {
-    let s = Scene::new();
-    let db = s.path("app.db");
-    sqlite::sample(&db, 10);
+    let (s, db) = sqlite::app_db(10);
     let store = s.path("store");
     let hook_out = s.path("hook.txt");
     let hook = format!(
@@ -132,9 +130,7 @@ fn a_failed_and_a_successful_run_call_their_hook_and_post_to_the_webhook() {
 
 #[test]
 fn a_dead_webhook_or_failing_hook_changes_neither_the_exit_code_nor_the_backup() {
-    let s = Scene::new();
-    let db = s.path("app.db");
-    sqlite::sample(&db, 10);
+    let (s, db) = sqlite::app_db(10);
     let store = s.path("store");
     let silent = Receiver::start(false);
     let start = Instant::now();

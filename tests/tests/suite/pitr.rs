@@ -2,9 +2,8 @@
 
 use dbsafe_tests::pg::{self, Cluster, Restored};
 use dbsafe_tests::testdb::TestDb;
-use dbsafe_tests::{next_second, wait_until, Cmd, Scene};
+use dbsafe_tests::{next_second, prune_store, wal_status, Cmd, Scene};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 struct Drill {
     s: Scene,
@@ -21,8 +20,7 @@ impl Drill {
 
     fn with_cluster(encrypted: bool, c: Cluster) -> Drill {
         let s = Scene::new();
-        let store = s.path("store");
-        std::fs::create_dir_all(&store).unwrap();
+        let store = s.mkdir("store");
         let (key, public, recipients) = if encrypted {
             let (k, p) = s.age_key("key.txt");
             let r = s.write("recipients.txt", &format!("{p}\n"));
@@ -43,6 +41,27 @@ impl Drill {
             public,
             c,
         }
+    }
+
+    /// A drill with batch 1 (`first` rows) in a base backup and batch 2
+    /// (`second` rows) committed after it.
+    fn after_base_backup(encrypted: bool, first: u32, second: u32) -> Drill {
+        let d = Drill::new(encrypted);
+        d.insert(1, first);
+        d.base_backup();
+        d.insert(2, second);
+        d
+    }
+
+    /// A drill with batch 1 (`rows` rows) whose base backup is taken while
+    /// pgbench writes (for `seconds`): whatever the target, pgbench's
+    /// invariant holds in the recovered database. Returns pgbench, running.
+    fn backed_up_under_pgbench(rows: u32, seconds: &str) -> (Drill, std::process::Child) {
+        let d = Drill::new(false);
+        d.insert(1, rows);
+        let bench = d.pgbench_for(seconds);
+        d.base_backup();
+        (d, bench)
     }
 
     /// pgbench initialised, then writing for `seconds` in the background.
@@ -79,21 +98,28 @@ impl Drill {
         self.restore_with(&["--target-time", time], dir)
     }
 
+    /// dbrestore --pgdata DATA with these target flags (and the drill's key).
+    fn pgdata_restore(&self, target: &[&str], data: &Path) -> Cmd {
+        let cmd = Cmd::tool("dbrestore")
+            .arg("--store")
+            .arg(&self.store)
+            .args(target)
+            .arg("--pgdata")
+            .arg(data);
+        match &self.key {
+            Some(k) => cmd.arg("-i").arg(k),
+            None => cmd,
+        }
+    }
+
     /// dbrestore --pgdata DIR --start with these target flags.
     fn recovery(&self, target: &[&str], dir: &str) -> (Cmd, Restored) {
         let data = self.s.path(dir);
         let port = dbsafe_tests::free_port();
-        let mut cmd = Cmd::tool("dbrestore")
-            .arg("--store")
-            .arg(&self.store)
-            .args(target)
+        let cmd = self
+            .pgdata_restore(target, &data)
             .args(["--start", "--json"])
-            .arg("--pgdata")
-            .arg(&data)
             .args(["--port", &port.to_string()]);
-        if let Some(k) = &self.key {
-            cmd = cmd.arg("-i").arg(k);
-        }
         (cmd, Restored { data, port })
     }
 
@@ -104,11 +130,22 @@ impl Drill {
     }
 
     fn now(&self) -> String {
-        self.c.scalar(
-            "postgres",
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');",
-        )
+        self.c.scalar("postgres", NOW_SQL)
     }
+}
+
+/// A recovery target time: the server's clock in UTC, to the microsecond.
+const NOW_SQL: &str =
+    "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');";
+
+/// A recovery target time in a second of its own, read from `clock`:
+/// targets are compared by the second, so nothing committed before or after
+/// it may share its second.
+fn target_time(clock: impl FnOnce() -> String) -> String {
+    next_second();
+    let t = clock();
+    next_second();
+    t
 }
 
 /// Whether pgbench's balances add up to its history, and it wrote any.
@@ -120,20 +157,23 @@ fn pgbench_balanced(r: &Restored) -> String {
     )
 }
 
+/// Waits for pgbench to end; fails unless it exited 0.
+fn ran_clean(mut bench: std::process::Child) {
+    assert!(
+        bench.wait().expect("pgbench").success(),
+        "pgbench ran clean"
+    );
+}
+
 fn batches(r: &Restored) -> String {
     r.psql("postgres", "SELECT string_agg(batch || ':' || n, ',' ORDER BY batch) FROM (SELECT batch, count(*) n FROM ledger GROUP BY batch) b;")
 }
 
 fn drill(encrypted: bool) {
-    let d = Drill::new(encrypted);
-    d.insert(1, 1000);
-    d.base_backup();
-    d.insert(2, 500);
+    let d = Drill::after_base_backup(encrypted, 1000, 500);
     // Recovery targets are compared by the second: the target stands in a
     // second of its own, after the inserts and before the bad transaction.
-    next_second();
-    let t = d.now();
-    next_second();
+    let t = target_time(|| d.now());
     d.c.psql("postgres", "DELETE FROM ledger WHERE id % 10 <> 0;"); // the bad transaction
     d.c.switch_and_wait_archived();
     let clock = std::time::Instant::now();
@@ -164,30 +204,12 @@ fn drill(encrypted: bool) {
         "postgres",
         "INSERT INTO ledger(batch, note) SELECT 3, 'row ' || i FROM generate_series(1, 200) i;",
     );
-    next_second();
-    let t2 = restored.psql(
-        "postgres",
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');",
-    );
-    next_second();
+    let t2 = target_time(|| restored.psql("postgres", NOW_SQL));
     restored.psql("postgres", "DELETE FROM ledger;");
-    let seg = restored.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
+    let seg = restored.switch_and_wait_archived();
     assert!(
         seg.starts_with("00000002"),
         "the restored server is on timeline 2: {seg}"
-    );
-    wait_until(
-        "timeline 2 WAL to be archived",
-        Duration::from_secs(60),
-        || {
-            restored
-                .psql(
-                    "postgres",
-                    "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
-                )
-                .as_str()
-                >= seg.as_str()
-        },
     );
     let wal: Vec<String> = std::fs::read_dir(d.store.join("wal"))
         .unwrap()
@@ -208,16 +230,8 @@ fn drill(encrypted: bool) {
 
 #[test]
 fn lsn_and_xid_targets_land_exactly_and_pause_or_shutdown_stop_where_asked() {
-    let d = Drill::new(false);
-    d.insert(1, 100);
-    // The base backup is taken while pgbench writes: whatever the target,
-    // its invariant holds in the recovered database.
-    let mut bench = d.pgbench_for("4");
-    d.base_backup();
-    assert!(
-        bench.wait().expect("pgbench").success(),
-        "pgbench ran clean"
-    );
+    let (d, bench) = Drill::backed_up_under_pgbench(100, "4");
+    ran_clean(bench);
     d.insert(2, 50);
     // After batch 2's commit record: an LSN target there keeps batch 2.
     let lsn =
@@ -325,27 +339,16 @@ fn base_backups_verify_at_every_level_and_refusals() {
         }
     }
     // A time before the oldest base backup: exit 3, naming the range there is.
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&d.store)
-        .args(["--target-time", "2001-01-01 00:00:00"])
-        .arg("--pgdata")
-        .arg(d.s.path("early"))
-        .arg("-i")
-        .arg(&key)
-        .fails_with_code(3)
-        .stderr_has("can recover from");
+    d.pgdata_restore(
+        &["--target-time", "2001-01-01 00:00:00"],
+        &d.s.path("early"),
+    )
+    .fails_with_code(3)
+    .stderr_has("can recover from");
     // A data directory that is not empty: exit 4, untouched.
     std::fs::create_dir_all(d.s.path("busy")).unwrap();
     std::fs::write(d.s.path("busy/precious"), "x").unwrap();
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&d.store)
-        .args(["--target-time", "latest"])
-        .arg("--pgdata")
-        .arg(d.s.path("busy"))
-        .arg("-i")
-        .arg(&key)
+    d.pgdata_restore(&["--target-time", "latest"], &d.s.path("busy"))
         .fails_with_code(4);
     assert_eq!(std::fs::read_dir(d.s.path("busy")).unwrap().count(), 1);
     // Without archiving, a base backup is refused: it could never be restored.
@@ -362,10 +365,7 @@ fn base_backups_verify_at_every_level_and_refusals() {
 
 #[test]
 fn prune_keeps_the_wal_a_kept_base_backup_needs_and_pitr_still_works() {
-    let d = Drill::new(false);
-    d.insert(1, 100);
-    d.base_backup();
-    d.insert(2, 100);
+    let d = Drill::after_base_backup(false, 100, 100);
     d.c.switch_and_wait_archived();
     // Base backups are named to the second.
     next_second();
@@ -402,9 +402,7 @@ fn prune_keeps_the_wal_a_kept_base_backup_needs_and_pitr_still_works() {
         files.iter().filter(|f| &f[..24] >= from).cloned().collect()
     };
     let before = wal_files(&d.store);
-    Cmd::tool("dbprune")
-        .arg("--store")
-        .arg(&d.store)
+    prune_store(&d.store)
         .args(["--keep-last", "5", "--wal"])
         .succeeds();
     assert_eq!(
@@ -412,9 +410,7 @@ fn prune_keeps_the_wal_a_kept_base_backup_needs_and_pitr_still_works() {
         needed(&before, &first_start),
         "both base backups kept: everything from the oldest one's start stays"
     );
-    Cmd::tool("dbprune")
-        .arg("--store")
-        .arg(&d.store)
+    prune_store(&d.store)
         .args(["--keep-last", "1", "--wal"])
         .succeeds();
     let after = wal_files(&d.store);
@@ -476,12 +472,7 @@ fn pitr_drill_with_base_backups_and_wal_on_s3() {
         "postgres",
         "INSERT INTO ledger(batch, note) SELECT 2, 'row ' || i FROM generate_series(1, 100) i;",
     );
-    next_second();
-    let t = c.scalar(
-        "postgres",
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');",
-    );
-    next_second();
+    let t = target_time(|| c.scalar("postgres", NOW_SQL));
     c.psql("postgres", "DELETE FROM ledger;");
     c.switch_and_wait_archived();
     let keys = server.keys("pitr/wal");
@@ -530,25 +521,15 @@ fn timelines_in(store: &Path) -> Vec<String> {
 /// first recoveries once more.
 #[test]
 fn repeated_recoveries_land_exactly_where_asked_on_the_timeline_asked() {
-    let d = Drill::new(false);
-    d.insert(1, 100);
     // pgbench writes through the base backup, phase A, T1 and the accident.
-    let mut bench = d.pgbench_for("8");
-    d.base_backup();
+    let (d, bench) = Drill::backed_up_under_pgbench(100, "8");
     d.insert(2, 100);
-    next_second();
-    let t1 = d.now();
-    next_second();
+    let t1 = target_time(|| d.now());
     d.c.psql("postgres", "DELETE FROM ledger;"); // the accident
     d.insert(4, 40); // the old primary writes on
-    next_second();
-    let tb = d.now();
-    next_second();
+    let tb = target_time(|| d.now());
     d.insert(5, 50);
-    assert!(
-        bench.wait().expect("pgbench").success(),
-        "pgbench ran clean"
-    );
+    ran_clean(bench);
     d.c.switch_and_wait_archived();
     next_second();
     let (primary, _) = d.restore_with(&["--target-time", &t1, "--archive"], "new-primary");
@@ -558,36 +539,16 @@ fn repeated_recoveries_land_exactly_where_asked_on_the_timeline_asked() {
         "t",
         "pgbench's balances add up at T1"
     );
-    let switch_archived = |r: &Restored| {
-        let seg = r.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
-        wait_until(
-            "the new timeline's WAL archived",
-            Duration::from_secs(60),
-            || {
-                r.psql(
-                    "postgres",
-                    "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
-                )
-                .as_str()
-                    >= seg.as_str()
-            },
-        );
-    };
     primary.psql(
         "postgres",
         "INSERT INTO ledger(batch, note) SELECT 3, 'x' FROM generate_series(1, 30);",
     );
-    next_second();
-    let t2 = primary.psql(
-        "postgres",
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US');",
-    );
-    next_second();
+    let t2 = target_time(|| primary.psql("postgres", NOW_SQL));
     primary.psql(
         "postgres",
         "INSERT INTO ledger(batch, note) SELECT 6, 'x' FROM generate_series(1, 60);",
     );
-    switch_archived(&primary);
+    primary.switch_and_wait_archived();
     let history = timelines_in(&d.store);
     assert_eq!(history.len(), 1, "{history:?}");
 
@@ -610,16 +571,14 @@ fn repeated_recoveries_land_exactly_where_asked_on_the_timeline_asked() {
         "postgres",
         "INSERT INTO ledger(batch, note) SELECT 8, 'x' FROM generate_series(1, 80);",
     );
-    next_second();
-    let tc = d.now();
-    next_second();
+    let tc = target_time(|| d.now());
     d.insert(9, 90);
     d.c.switch_and_wait_archived();
     primary.psql(
         "postgres",
         "INSERT INTO ledger(batch, note) SELECT 10, 'x' FROM generate_series(1, 10);",
     );
-    switch_archived(&primary);
+    primary.switch_and_wait_archived();
     let (cmd, _) = d.recovery(&["--target-time", &tc], "ambiguous");
     cmd.fails_with_code(2)
         .stderr_has("lies on 2 timelines")
@@ -660,10 +619,7 @@ fn repeated_recoveries_land_exactly_where_asked_on_the_timeline_asked() {
 /// the recovered server keeps no recovery setting for its own base backups.
 #[test]
 fn a_restore_point_is_reached_exactly_and_a_recovered_server_backs_up_clean() {
-    let d = Drill::new(false);
-    d.insert(1, 10);
-    d.base_backup();
-    d.insert(2, 20);
+    let d = Drill::after_base_backup(false, 10, 20);
     Cmd::tool("walship")
         .args(["restore-point", "before-release"])
         .arg(d.c.url("postgres"))
@@ -703,19 +659,7 @@ fn a_restore_point_is_reached_exactly_and_a_recovered_server_backs_up_clean() {
         "postgres",
         "INSERT INTO ledger(batch, note) SELECT 7, 'x' FROM generate_series(1, 70);",
     );
-    let seg = rp.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal());");
-    wait_until(
-        "the recovered server's WAL archived",
-        Duration::from_secs(60),
-        || {
-            rp.psql(
-                "postgres",
-                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;",
-            )
-            .as_str()
-                >= seg.as_str()
-        },
-    );
+    rp.switch_and_wait_archived();
     let (latest, _) = d.restore_with(&["--target-time", "latest"], "latest");
     assert_eq!(batches(&latest), "1:10,2:20,6:60,7:70");
 }
@@ -735,16 +679,10 @@ fn a_cluster_with_64_mib_segments_archives_without_false_gaps_and_recovers_exact
         );
     }
     d.c.switch_and_wait_archived();
-    next_second();
-    let t = d.now();
-    next_second();
+    let t = target_time(|| d.now());
     d.c.psql("postgres", "DELETE FROM ledger;");
     d.c.switch_and_wait_archived();
-    let status = Cmd::tool("walship")
-        .args(["status", "--json", "--from"])
-        .arg(&d.store)
-        .succeeds()
-        .json();
+    let status = wal_status(&d.store).arg("--json").succeeds().json();
     assert_eq!(status["wal"]["gaps"], serde_json::json!([]), "{status}");
     assert!(
         status["wal"]["newest"]
@@ -760,10 +698,7 @@ fn a_cluster_with_64_mib_segments_archives_without_false_gaps_and_recovers_exact
 /// base backup and the WAL its recovery fetches.
 #[test]
 fn an_identity_only_in_the_config_file_decrypts_the_base_backup_and_its_wal() {
-    let d = Drill::new(true);
-    d.insert(1, 10);
-    d.base_backup();
-    d.insert(2, 20);
+    let d = Drill::after_base_backup(true, 10, 20);
     d.c.switch_and_wait_archived();
     let key = d.key.clone().expect("encrypted drill");
     let cfg = d.s.write(

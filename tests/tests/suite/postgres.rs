@@ -17,14 +17,8 @@ dbsafe_tests::server_scenarios!(Cluster::start());
 fn backup_verifies_at_every_level_and_restores_identically_into_another_database() {
     let pg = Cluster::start();
     let b = scenarios::backup_verifies_at_every_level_and_restores_identically(&pg, "shop", 300);
-    assert!(
-        b.meta["engine_version"]
-            .as_str()
-            .expect("version")
-            .starts_with("15."),
-        "{}",
-        b.meta["engine_version"]
-    );
+    let version = b.engine_version();
+    assert!(version.starts_with("15."), "{version}");
     assert_eq!(
         meta_counts(&b.meta).len(),
         4,
@@ -72,8 +66,7 @@ fn an_unreachable_server_fails_with_the_connection_error() {
 fn a_missing_client_tool_is_named_with_its_package() {
     let s = Scene::new();
     // psql is there, pg_dump is not.
-    let only_psql = s.path("only-psql");
-    std::fs::create_dir(&only_psql).expect("dir");
+    let only_psql = s.mkdir("only-psql");
     std::os::unix::fs::symlink(
         require("psql", "the Debian package postgresql-client"),
         only_psql.join("psql"),
@@ -89,8 +82,7 @@ fn a_missing_client_tool_is_named_with_its_package() {
         .fails_with(2, "pg_dump is not installed")
         .stderr_has("postgresql-client");
 
-    let empty = s.path("empty");
-    std::fs::create_dir(&empty).expect("dir");
+    let empty = s.mkdir("empty");
     s.write("a.pgdump", "PGDMP");
     Cmd::tool("dbrestore")
         .env("PATH", &empty)
@@ -103,11 +95,8 @@ fn a_missing_client_tool_is_named_with_its_package() {
 
 #[test]
 fn table_option_restores_only_that_table() {
-    let s = Scene::new();
     let pg = Cluster::start();
-    pg.fixture("shop", 200);
-    let art = s.path("shop.pgdump.zst");
-    snap_to_file(pg.url("shop"), &art).succeeds();
+    let (_s, art) = scenarios::plain_snapshot_of_shop(&pg, 200);
 
     restore_file(&art, pg.url("part"))
         .args(["--create", "--table", "customers"])
@@ -223,6 +212,5 @@ fn sigint_during_a_snapshot_stops_the_client_tools_and_leaves_no_output() {
         out.display()
     );
     assert_eq!(temporaries(s.dir.path()), Vec::<PathBuf>::new());
-    let _ = locker.kill();
-    let _ = locker.wait();
+    dbsafe_tests::kill_and_reap(&mut locker);
 }

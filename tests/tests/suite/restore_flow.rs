@@ -2,7 +2,7 @@
 //! the same rule, proves a restore the same way and names what it writes
 //! through the artifact-name module.
 
-use dbsafe_tests::{restore_file, restore_with, sqlite, verify_with, Cmd, Scene};
+use dbsafe_tests::{restore_file, restore_with, snap_to_file_for, sqlite, verify_with, Cmd, Scene};
 use std::path::PathBuf;
 
 /// A SQLite artifact encrypted to a fresh key, with its sidecars; returns it and the key.
@@ -10,11 +10,7 @@ fn artifact(s: &Scene) -> (PathBuf, PathBuf) {
     sqlite::sample(&s.path("app.db"), 50);
     let (key, public) = s.age_key("key.txt");
     let art = s.path("a.sqlite.zst.age");
-    Cmd::tool("dbsnap")
-        .arg(sqlite::url(&s.path("app.db")))
-        .args(["-r", &public, "-o"])
-        .arg(&art)
-        .succeeds();
+    snap_to_file_for(sqlite::url(&s.path("app.db")), &art, &public).succeeds();
     (art, key)
 }
 

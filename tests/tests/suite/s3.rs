@@ -6,31 +6,48 @@ use dbsafe_tests::faultproxy::{Fault, FaultProxy};
 use dbsafe_tests::race::two_hosts_snapshot_one_name;
 use dbsafe_tests::s3::{S3Server, BUCKET};
 use dbsafe_tests::{next_second, require, sqlite, wait_until, Cmd, Scene};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const PREFIX: &str = "prod";
 
-/// A database of incompressible blobs, `mb` MiB of them.
+/// `dbsnap` (as `cmd`) of the SQLite database `db` into `store`, unencrypted.
+fn snap_plain(cmd: Cmd, db: &Path, store: &str) -> Cmd {
+    cmd.arg(sqlite::url(db))
+        .args(["--to", store, "--no-encrypt"])
+}
+
 /// `dbsnap` (as `cmd`) of the SQLite database `db` into `store`, uncompressed.
 fn snap_uncompressed(cmd: Cmd, db: &Path, store: &str) -> Cmd {
-    cmd.arg(sqlite::url(db))
-        .args(["--to", store, "--compress", "none", "--no-encrypt"])
+    snap_plain(cmd, db, store).args(["--compress", "none"])
 }
 
-fn big_db(s: &Scene, name: &str, mb: u64) -> std::path::PathBuf {
-    let path = s.path(name);
-    sqlite::blobs(&path, mb);
-    path
+/// `dbverify` (as `cmd`) of the newest backup in `store`.
+fn verify_latest(cmd: Cmd, store: &str) -> Cmd {
+    cmd.args(["--store", store, "--latest"])
 }
 
-/// Artifact keys (no sidecars, no pointers) the server holds under `prefix/backups`.
-fn artifact_keys(server: &S3Server, prefix: &str) -> Vec<String> {
+/// A test's directory with an s3s-fs server in it, `big.db` (`mb` MiB of
+/// incompressible blobs) to back up, and the store to back it up into.
+fn big_db_and_server(mb: u64) -> (Scene, S3Server, PathBuf, String) {
+    let (s, server) = dbsafe_tests::s3::scene();
+    let db = sqlite::blobs_in(&s, "big.db", mb);
+    let store = server.url(PREFIX);
+    (s, server, db, store)
+}
+
+/// Writes a 1 MiB WAL segment at `path` whose bytes repeat every `period`.
+fn write_segment(path: &Path, period: u32) {
+    let bytes: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % period) as u8).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `aws s3 cp` of the object `key` to `to` (a file, or `-`: stdout).
+fn aws_cp(server: &S3Server, key: &str, to: impl AsRef<std::ffi::OsStr>) -> Cmd {
     server
-        .keys(&format!("{prefix}/backups"))
-        .into_iter()
-        .filter(|k| !k.ends_with(".sha256") && !k.ends_with(".json") && !k.contains("_latest."))
-        .collect()
+        .aws()
+        .args(["s3", "cp", &format!("s3://{BUCKET}/{key}")])
+        .arg(to)
 }
 
 fn markers(server: &S3Server, prefix: &str) -> Vec<String> {
@@ -60,13 +77,7 @@ fn walship_push_and_fetch_hold_on_both_s3_implementations_under_concurrent_pushe
         };
         let store = server.url("wal");
         let seg = s.path("seg");
-        std::fs::write(
-            &seg,
-            (0..(1u32 << 20))
-                .map(|i| (i % 251) as u8)
-                .collect::<Vec<u8>>(),
-        )
-        .unwrap();
+        write_segment(&seg, 251);
         for round in 0..10 {
             let name = format!("0000000100000000000000{round:02X}");
             // Three pushes of one segment at once, as a retried archive_command makes them.
@@ -114,8 +125,7 @@ fn round_trip(s: &Scene, server: &S3Server) {
     require("sha256sum", "coreutils");
     require("zstd", "the Debian package zstd");
     let (key, public) = s.age_key("key.txt");
-    let db = s.path("app.db");
-    sqlite::sample(&db, 300);
+    let db = sqlite::sample_in(s, "app.db", 300);
     let store = server.url(PREFIX);
     let snap = || {
         server
@@ -156,16 +166,13 @@ fn round_trip(s: &Scene, server: &S3Server) {
         assert!(keys.contains(&k.as_str()), "{k} missing from:\n{ls}");
     }
     assert_eq!(keys.len(), 4, "unexpected objects:\n{ls}");
-    let pointer = server
-        .aws()
-        .args([
-            "s3",
-            "cp",
-            &format!("s3://{BUCKET}/{PREFIX}/backups/default_app_full_latest.sqlite.zst.age"),
-            "-",
-        ])
-        .succeeds()
-        .stdout();
+    let pointer = aws_cp(
+        server,
+        &format!("{PREFIX}/backups/default_app_full_latest.sqlite.zst.age"),
+        "-",
+    )
+    .succeeds()
+    .stdout();
     assert_eq!(pointer.trim(), format!("backups/{name}"));
 
     for level in ["quick", "full", "restore"] {
@@ -201,7 +208,7 @@ fn round_trip(s: &Scene, server: &S3Server) {
         .succeeds()
         .json();
     assert_eq!(report["deleted"], 1, "{report}");
-    let left = artifact_keys(server, PREFIX);
+    let left = server.artifact_keys(PREFIX);
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(
         !left[0].ends_with(&name),
@@ -236,18 +243,14 @@ fn round_trip(s: &Scene, server: &S3Server) {
         )
         .succeeds();
     assert_eq!(sqlite::counts(&plain), sqlite::counts(&db));
-    let dl = s.path("download");
-    std::fs::create_dir(&dl).unwrap();
+    let dl = s.mkdir("download");
     for suffix in ["", ".sha256"] {
-        server
-            .aws()
-            .args([
-                "s3",
-                "cp",
-                &format!("s3://{BUCKET}/{PREFIX}/backups/{newest}{suffix}"),
-            ])
-            .arg(dl.join(format!("{newest}{suffix}")))
-            .succeeds();
+        aws_cp(
+            server,
+            &format!("{PREFIX}/backups/{newest}{suffix}"),
+            dl.join(format!("{newest}{suffix}")),
+        )
+        .succeeds();
     }
     Cmd::new("sha256sum")
         .args(["-c", &format!("{newest}.sha256")])
@@ -257,14 +260,9 @@ fn round_trip(s: &Scene, server: &S3Server) {
 
 #[test]
 fn a_multipart_artifact_uploads_in_parts_verifies_and_leaves_no_upload_behind() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
-    let db = big_db(&s, "big.db", 23);
-    let store = server.url(PREFIX);
-    snap_uncompressed(server.tool("dbsnap"), &db, &store)
-        .env("DBSAFE_S3_PART_SIZE", "5M")
-        .succeeds();
-    let keys = artifact_keys(&server, PREFIX);
+    let (_s, server, db, store) = big_db_and_server(23);
+    snap_in_parts(server.tool("dbsnap"), &db, &store).succeeds();
+    let keys = server.artifact_keys(PREFIX);
     assert_eq!(keys.len(), 1, "{keys:?}");
     let head = server
         .aws()
@@ -292,9 +290,8 @@ fn a_multipart_artifact_uploads_in_parts_verifies_and_leaves_no_upload_behind() 
         sidecar.split_whitespace().next().unwrap(),
         dbsafe_tests::sha256_file(&server.object_path(&keys[0]))
     );
-    server
-        .tool("dbverify")
-        .args(["--store", &store, "--latest", "--level", "full"])
+    verify_latest(server.tool("dbverify"), &store)
+        .args(["--level", "full"])
         .succeeds();
     assert!(server.pending_uploads().is_empty());
     assert!(markers(&server, PREFIX).is_empty());
@@ -304,8 +301,7 @@ fn a_multipart_artifact_uploads_in_parts_verifies_and_leaves_no_upload_behind() 
 /// directly): listing them takes two pages.
 #[test]
 fn listing_more_than_a_thousand_keys_follows_continuation_tokens() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
+    let (_s, server) = dbsafe_tests::s3::scene();
     let dir = server.object_path(&format!("{PREFIX}/backups"));
     std::fs::create_dir_all(&dir).unwrap();
     let start = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z").unwrap();
@@ -343,8 +339,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
+            dbsafe_tests::kill_and_reap(c);
         }
     }
 }
@@ -353,33 +348,45 @@ impl Drop for Running {
 /// uploaded a part and goes on slowly.
 fn upload_under_way(s: &Scene) -> (S3Server, FaultProxy, Running) {
     let server = S3Server::start(s);
-    let proxy = FaultProxy::start(
-        server.port,
-        Fault::Delay {
-            by: Duration::from_millis(15),
-            connections: usize::MAX,
-        },
-    );
+    let proxy = FaultProxy::slow(server.port, Duration::from_millis(15));
     let mut running = slow_snapshot(s, &server, &proxy);
     wait_for_a_part(&server, running.child());
     (server, proxy, running)
 }
 
+/// `dbsnap` (as `cmd`) of `db` into `store`, uncompressed, uploading in 5 MB parts.
+fn snap_in_parts(cmd: Cmd, db: &Path, store: &str) -> Cmd {
+    snap_uncompressed(cmd, db, store).env("DBSAFE_S3_PART_SIZE", "5M")
+}
+
 /// `dbsnap` of `db` through `proxy` to the store, uploading in 5 MB parts.
-fn snap_in_parts(server: &S3Server, proxy: &FaultProxy, db: &Path) -> Cmd {
-    snap_uncompressed(
+fn snap_in_parts_via(server: &S3Server, proxy: &FaultProxy, db: &Path) -> Cmd {
+    snap_in_parts(
         server.tool_via("dbsnap", &proxy.endpoint()),
         db,
         &server.url(PREFIX),
     )
-    .env("DBSAFE_S3_PART_SIZE", "5M")
+}
+
+/// Snapshots `db` into `store` in parts through a proxy that injects
+/// `fault`, which the writer must overcome. Returns the proxy, which counts
+/// what it did, and the writer's run.
+fn snap_through(
+    server: &S3Server,
+    fault: Fault,
+    db: &Path,
+    store: &str,
+) -> (FaultProxy, dbsafe_tests::Run) {
+    let proxy = FaultProxy::start(server.port, fault);
+    let run = snap_in_parts(server.tool_via("dbsnap", &proxy.endpoint()), db, store).succeeds();
+    (proxy, run)
 }
 
 /// A writer slowed down by a proxy, so that it is caught mid-upload.
 fn slow_snapshot(s: &Scene, server: &S3Server, proxy: &FaultProxy) -> Running {
-    let db = big_db(s, "big.db", 40);
+    let db = sqlite::blobs_in(s, "big.db", 40);
     Running(Some(
-        snap_in_parts(server, proxy, &db)
+        snap_in_parts_via(server, proxy, &db)
             .env("DBSAFE_S3_PARTS_IN_FLIGHT", "1")
             .spawn(),
     ))
@@ -402,7 +409,7 @@ fn sigkill_mid_upload_leaves_no_object_and_dbprune_aborts_the_stale_upload() {
     let mut child = running.take();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(artifact_keys(&server, PREFIX).is_empty());
+    assert!(server.artifact_keys(PREFIX).is_empty());
     assert!(server.keys(&format!("{PREFIX}/backups")).is_empty());
     assert_eq!(server.pending_uploads().len(), 1);
     assert_eq!(markers(&server, PREFIX).len(), 1);
@@ -437,7 +444,7 @@ fn sigkill_mid_upload_leaves_no_object_and_dbprune_aborts_the_stale_upload() {
 
     // The local lock died with the writer: the next run is not blocked.
     snap_uncompressed(server.tool("dbsnap"), &s.path("big.db"), &store).succeeds();
-    assert_eq!(artifact_keys(&server, PREFIX).len(), 1);
+    assert_eq!(server.artifact_keys(PREFIX).len(), 1);
 }
 
 #[test]
@@ -449,7 +456,7 @@ fn sigint_mid_upload_aborts_the_upload_and_exits_130() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
-    assert!(artifact_keys(&server, PREFIX).is_empty());
+    assert!(server.artifact_keys(PREFIX).is_empty());
     wait_until(
         "s3s-fs has dropped the aborted upload",
         Duration::from_secs(5),
@@ -497,27 +504,9 @@ fn two_hosts_push_one_name(s: &Scene, server: &S3Server) {
     let name = "000000010000000000000042";
     let a = s.path("seg-a");
     let b = s.path("seg-b");
-    std::fs::write(
-        &a,
-        (0..(1u32 << 20))
-            .map(|i| (i % 253) as u8)
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    std::fs::write(
-        &b,
-        (0..(1u32 << 20))
-            .map(|i| (i % 241) as u8)
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let slow = FaultProxy::start(
-        server.port,
-        Fault::Delay {
-            by: Duration::from_millis(10),
-            connections: usize::MAX,
-        },
-    );
+    write_segment(&a, 253);
+    write_segment(&b, 241);
+    let slow = FaultProxy::slow(server.port, Duration::from_millis(10));
     let host = |n: &str, seg: &std::path::Path, endpoint: &str| {
         let dir = s.path(&format!("wal-host-{n}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -554,11 +543,10 @@ fn two_hosts_push_one_name(s: &Scene, server: &S3Server) {
 /// Two hosts snapshot one name at once ([`two_hosts_snapshot_one_name`]):
 /// the second is refused, and nothing of the first is touched.
 fn two_hosts_race(s: &Scene, server: &S3Server) {
-    let db = big_db(s, "big.db", 8);
+    let db = sqlite::blobs_in(s, "big.db", 8);
     let store = server.url(PREFIX);
     let errs = two_hosts_snapshot_one_name(s, server.port, |proxy| {
-        snap_uncompressed(server.tool_via("dbsnap", &proxy.endpoint()), &db, &store)
-            .env("DBSAFE_S3_PART_SIZE", "5M")
+        snap_in_parts_via(server, proxy, &db)
     });
     let name = errs[0]
         .split("backups/")
@@ -567,7 +555,7 @@ fn two_hosts_race(s: &Scene, server: &S3Server) {
         .unwrap_or("?");
     assert!(errs[1].contains(name), "one name: {errs:?}");
     // The first host's backup is whole: artifact, sidecars, verification.
-    assert_eq!(artifact_keys(server, PREFIX).len(), 1, "{errs:?}");
+    assert_eq!(server.artifact_keys(PREFIX).len(), 1, "{errs:?}");
     server
         .tool("dbverify")
         .args(["--store", &store, "--all", "--level", "full"])
@@ -576,23 +564,16 @@ fn two_hosts_race(s: &Scene, server: &S3Server) {
 
 #[test]
 fn a_connection_reset_mid_part_is_retried_and_the_artifact_verifies() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
-    let proxy = FaultProxy::start(server.port, Fault::DropAfter(7 << 20));
-    let db = big_db(&s, "big.db", 16);
-    let store = server.url(PREFIX);
-    snap_uncompressed(server.tool_via("dbsnap", &proxy.endpoint()), &db, &store)
-        .env("DBSAFE_S3_PART_SIZE", "5M")
-        .succeeds()
-        .stderr_has("failed: Network Error")
+    let (_s, server, db, store) = big_db_and_server(16);
+    let (proxy, run) = snap_through(&server, Fault::DropAfter(7 << 20), &db, &store);
+    run.stderr_has("failed: Network Error")
         .stderr_has("retrying");
     assert_eq!(
         proxy.stats.drops.load(std::sync::atomic::Ordering::SeqCst),
         1
     );
-    server
-        .tool("dbverify")
-        .args(["--store", &store, "--latest", "--level", "full"])
+    verify_latest(server.tool("dbverify"), &store)
+        .args(["--level", "full"])
         .succeeds();
     assert!(server.pending_uploads().is_empty());
 }
@@ -601,17 +582,12 @@ fn a_connection_reset_mid_part_is_retried_and_the_artifact_verifies() {
 /// Content-MD5) and in a part (the client checks the part's ETag).
 #[test]
 fn a_byte_damaged_on_the_way_is_caught_by_its_md5_and_sent_again() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
+    let (s, server) = dbsafe_tests::s3::scene();
     for (prefix, mb) in [("single", 3), ("multi", 12)] {
-        let db = big_db(&s, &format!("{prefix}.db"), mb);
-        let proxy = FaultProxy::start(server.port, Fault::CorruptAfter(1 << 20));
+        let db = sqlite::blobs_in(&s, &format!("{prefix}.db"), mb);
         let store = server.url(prefix);
-        snap_uncompressed(server.tool_via("dbsnap", &proxy.endpoint()), &db, &store)
-            .env("DBSAFE_S3_PART_SIZE", "5M")
-            .succeeds()
-            .stderr_has("BadDigest")
-            .stderr_has("retrying");
+        let (proxy, run) = snap_through(&server, Fault::CorruptAfter(1 << 20), &db, &store);
+        run.stderr_has("BadDigest").stderr_has("retrying");
         assert_eq!(
             proxy
                 .stats
@@ -619,24 +595,19 @@ fn a_byte_damaged_on_the_way_is_caught_by_its_md5_and_sent_again() {
                 .load(std::sync::atomic::Ordering::SeqCst),
             1
         );
-        server
-            .tool("dbverify")
-            .args(["--store", &store, "--latest", "--level", "quick"])
+        verify_latest(server.tool("dbverify"), &store)
+            .args(["--level", "quick"])
             .succeeds();
     }
 }
 
 #[test]
 fn a_download_cut_mid_body_resumes_with_a_range_request() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
-    let db = big_db(&s, "big.db", 12);
-    let store = server.url(PREFIX);
+    let (_s, server, db, store) = big_db_and_server(12);
     snap_uncompressed(server.tool("dbsnap"), &db, &store).succeeds();
     let proxy = FaultProxy::start(server.port, Fault::DropReplyAfter(6 << 20));
-    server
-        .tool_via("dbverify", &proxy.endpoint())
-        .args(["--store", &store, "--latest", "--level", "full"])
+    verify_latest(server.tool_via("dbverify", &proxy.endpoint()), &store)
+        .args(["--level", "full"])
         .succeeds()
         .stderr_has("resuming");
     assert_eq!(
@@ -647,8 +618,7 @@ fn a_download_cut_mid_body_resumes_with_a_range_request() {
 
 #[test]
 fn a_stalled_answer_times_out_and_is_retried() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
+    let (s, server) = dbsafe_tests::s3::scene();
     let proxy = FaultProxy::start(
         server.port,
         Fault::Delay {
@@ -656,27 +626,22 @@ fn a_stalled_answer_times_out_and_is_retried() {
             connections: 1,
         },
     );
-    let db = s.path("app.db");
-    sqlite::sample(&db, 50);
-    server
-        .tool_via("dbsnap", &proxy.endpoint())
-        .arg(sqlite::url(&db))
-        .args(["--to", &server.url(PREFIX), "--no-encrypt"])
-        .env("DBSAFE_S3_TIMEOUT", "1s")
-        .succeeds()
-        .stderr_has("retrying");
-    server
-        .tool("dbverify")
-        .args(["--store", &server.url(PREFIX), "--latest"])
-        .succeeds();
+    let db = sqlite::sample_in(&s, "app.db", 50);
+    snap_plain(
+        server.tool_via("dbsnap", &proxy.endpoint()),
+        &db,
+        &server.url(PREFIX),
+    )
+    .env("DBSAFE_S3_TIMEOUT", "1s")
+    .succeeds()
+    .stderr_has("retrying");
+    verify_latest(server.tool("dbverify"), &server.url(PREFIX)).succeeds();
 }
 
 #[test]
 fn service_unavailable_forever_fails_with_exit_1_naming_bucket_key_and_status() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
-    let db = s.path("app.db");
-    sqlite::sample(&db, 50);
+    let (s, server) = dbsafe_tests::s3::scene();
+    let db = sqlite::sample_in(&s, "app.db", 50);
     // Every request refused, then only the uploads (PUT).
     for (filter, verb, answer) in [
         ("", "look up", "HTTP 503 (Slow Down)"),
@@ -687,11 +652,12 @@ fn service_unavailable_forever_fails_with_exit_1_naming_bucket_key_and_status() 
         ),
     ] {
         let proxy = FaultProxy::start(server.port, Fault::Unavailable(filter.into()));
-        let r = server
-            .tool_via("dbsnap", &proxy.endpoint())
-            .arg(sqlite::url(&db))
-            .args(["--to", &server.url(PREFIX), "--no-encrypt"])
-            .fails_with_code(1);
+        let r = snap_plain(
+            server.tool_via("dbsnap", &proxy.endpoint()),
+            &db,
+            &server.url(PREFIX),
+        )
+        .fails_with_code(1);
         let err = r.stderr();
         let last = err
             .lines()
@@ -716,11 +682,9 @@ fn service_unavailable_forever_fails_with_exit_1_naming_bucket_key_and_status() 
 
 #[test]
 fn parts_refused_forever_abort_the_multipart_upload() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
+    let (_s, server, db, _) = big_db_and_server(12);
     let proxy = FaultProxy::start(server.port, Fault::Unavailable("partNumber=".into()));
-    let db = big_db(&s, "big.db", 12);
-    snap_in_parts(&server, &proxy, &db)
+    snap_in_parts_via(&server, &proxy, &db)
         .env("DBSAFE_S3_RETRIES", "2")
         .fails_with(1, "upload part 1 of")
         .stderr_has("after 2 attempts");
@@ -730,15 +694,10 @@ fn parts_refused_forever_abort_the_multipart_upload() {
 
 #[test]
 fn a_wrong_secret_fails_with_exit_1_naming_the_key_id_and_never_the_secret() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
-    let db = s.path("app.db");
-    sqlite::sample(&db, 20);
+    let (s, server) = dbsafe_tests::s3::scene();
+    let db = sqlite::sample_in(&s, "app.db", 20);
     let wrong = "wrong-secret-7f3a9c0d2b";
-    let r = server
-        .tool("dbsnap")
-        .arg(sqlite::url(&db))
-        .args(["--to", &server.url(PREFIX), "--no-encrypt"])
+    let r = snap_plain(server.tool("dbsnap"), &db, &server.url(PREFIX))
         .env("AWS_SECRET_ACCESS_KEY", wrong)
         .fails_with_code(1);
     let err = r.stderr();
@@ -748,14 +707,8 @@ fn a_wrong_secret_fails_with_exit_1_naming_the_key_id_and_never_the_secret() {
     );
     assert!(!err.contains(wrong) && !r.stdout().contains(wrong));
     // Readers too, with an unknown key id.
-    server
-        .tool("dbsnap")
-        .arg(sqlite::url(&db))
-        .args(["--to", &server.url(PREFIX), "--no-encrypt"])
-        .succeeds();
-    let r = server
-        .tool("dbverify")
-        .args(["--store", &server.url(PREFIX), "--latest"])
+    snap_plain(server.tool("dbsnap"), &db, &server.url(PREFIX)).succeeds();
+    let r = verify_latest(server.tool("dbverify"), &server.url(PREFIX))
         .env("AWS_ACCESS_KEY_ID", "NOSUCHKEYID")
         .env("AWS_SECRET_ACCESS_KEY", wrong)
         .fails_with_code(1);
@@ -781,26 +734,16 @@ fn a_wrong_secret_fails_with_exit_1_naming_the_key_id_and_never_the_secret() {
 
 #[test]
 fn a_missing_bucket_or_an_empty_prefix_is_not_found() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
-    server
-        .tool("dbverify")
-        .args(["--store", "s3://no-such-bucket/x", "--latest"])
+    let (_s, server) = dbsafe_tests::s3::scene();
+    verify_latest(server.tool("dbverify"), "s3://no-such-bucket/x")
         .fails_with(3, "bucket no-such-bucket does not exist");
-    server
-        .tool("dbverify")
-        .args(["--store", &server.url("mistyped"), "--latest"])
-        .fails_with(3, "does not exist");
-    server
-        .tool("dbverify")
-        .args(["--store", "s3://Bad_Bucket/x", "--latest"])
-        .fails_with_code(2);
+    verify_latest(server.tool("dbverify"), &server.url("mistyped")).fails_with(3, "does not exist");
+    verify_latest(server.tool("dbverify"), "s3://Bad_Bucket/x").fails_with_code(2);
 }
 
 #[test]
 fn credentials_come_from_an_aws_profile_as_the_aws_cli_reads_them() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
+    let (s, server) = dbsafe_tests::s3::scene();
     let creds = s.write(
         "credentials",
         &format!(
@@ -808,21 +751,15 @@ fn credentials_come_from_an_aws_profile_as_the_aws_cli_reads_them() {
             server.access_key, server.secret_key
         ),
     );
-    let db = s.path("app.db");
-    sqlite::sample(&db, 20);
-    server
-        .tool("dbsnap")
-        .arg(sqlite::url(&db))
-        .args(["--to", &server.url(PREFIX), "--no-encrypt"])
+    let db = sqlite::sample_in(&s, "app.db", 20);
+    snap_plain(server.tool("dbsnap"), &db, &server.url(PREFIX))
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
         .env("AWS_PROFILE", "backup")
         .succeeds();
-    assert_eq!(artifact_keys(&server, PREFIX).len(), 1);
-    server
-        .tool("dbverify")
-        .args(["--store", &server.url(PREFIX), "--latest"])
+    assert_eq!(server.artifact_keys(PREFIX).len(), 1);
+    verify_latest(server.tool("dbverify"), &server.url(PREFIX))
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
@@ -846,7 +783,8 @@ fn complete_copies(local: &Path, server: &S3Server) -> (Vec<String>, Vec<String>
         })
         .collect();
     let keys = server.keys(&format!("{PREFIX}/backups"));
-    let remote: Vec<String> = artifact_keys(server, PREFIX)
+    let remote: Vec<String> = server
+        .artifact_keys(PREFIX)
         .into_iter()
         .map(|k| {
             for side in [".sha256", ".meta.json"] {
@@ -860,9 +798,8 @@ fn complete_copies(local: &Path, server: &S3Server) -> (Vec<String>, Vec<String>
 
 #[test]
 fn a_dump_to_two_stores_lands_in_both_and_a_failing_store_is_named_while_the_other_completes() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
-    let db = big_db(&s, "app.db", 1);
+    let (s, server) = dbsafe_tests::s3::scene();
+    let db = sqlite::blobs_in(&s, "app.db", 1);
     let local = s.path("local");
     let remote = server.url(PREFIX);
     let snap = |cmd: Cmd, local: &Path| {
@@ -913,19 +850,12 @@ fn without_keys(cmd: Cmd) -> Cmd {
 
 #[test]
 fn instance_metadata_credentials_sign_a_backup_and_are_fetched_again_once_they_expire() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
+    let (s, server) = dbsafe_tests::s3::scene();
     // Valid one second past the minute before expiry at which they are renewed.
     let imds =
         dbsafe_tests::s3::MetadataEndpoint::start(&s, &server.access_key, &server.secret_key, 61);
-    let proxy = FaultProxy::start(
-        server.port,
-        Fault::Delay {
-            by: Duration::from_millis(40),
-            connections: usize::MAX,
-        },
-    );
-    let db = big_db(&s, "app.db", 12);
+    let proxy = FaultProxy::slow(server.port, Duration::from_millis(40));
+    let db = sqlite::blobs_in(&s, "app.db", 12);
     let endpoint = imds.endpoint();
     let from_metadata = |cmd: Cmd| {
         without_keys(cmd)
@@ -951,40 +881,28 @@ fn instance_metadata_credentials_sign_a_backup_and_are_fetched_again_once_they_e
         imds.fetches()
     );
     assert!(!run.stderr().contains(&server.secret_key));
-    assert_eq!(artifact_keys(&server, PREFIX).len(), 1);
+    assert_eq!(server.artifact_keys(PREFIX).len(), 1);
     // Read back with the same credentials: the backup verifies.
-    from_metadata(server.tool("dbverify"))
-        .args([
-            "--store",
-            &server.url(PREFIX),
-            "--latest",
-            "--level",
-            "full",
-        ])
+    verify_latest(from_metadata(server.tool("dbverify")), &server.url(PREFIX))
+        .args(["--level", "full"])
         .succeeds();
     // Without a metadata service, and nothing else, a clear error.
     drop(imds);
-    let r = snap_uncompressed(
+    snap_uncompressed(
         from_metadata(server.tool("dbsnap")).env("DBSAFE_S3_RETRIES", "1"),
         &db,
         &server.url(PREFIX),
     )
-    .run();
-    assert!(!r.out.status.success());
-    assert!(
-        r.stderr().contains("S3 credentials from instance metadata"),
-        "{}",
-        r.stderr()
-    );
+    .fails()
+    .stderr_has("S3 credentials from instance metadata");
 }
 
 #[test]
 fn container_and_web_identity_credentials_sign_a_backup() {
-    let s = Scene::new();
-    let server = S3Server::start(&s);
+    let (s, server) = dbsafe_tests::s3::scene();
     let endpoint =
         dbsafe_tests::s3::MetadataEndpoint::start(&s, &server.access_key, &server.secret_key, 3600);
-    let db = big_db(&s, "app.db", 1);
+    let db = sqlite::blobs_in(&s, "app.db", 1);
     let token_file = s.write("web-identity-token", "web-identity-token\n");
     // ECS: the full URI and its authorization token.
     snap_uncompressed(
@@ -1011,10 +929,10 @@ fn container_and_web_identity_credentials_sign_a_backup() {
     .succeeds();
     assert_eq!(endpoint.fetches(), 2);
     assert!(!run.stderr().contains(&server.secret_key));
-    assert_eq!(artifact_keys(&server, "ecs").len(), 1);
-    assert_eq!(artifact_keys(&server, "eks").len(), 1);
+    assert_eq!(server.artifact_keys("ecs").len(), 1);
+    assert_eq!(server.artifact_keys("eks").len(), 1);
     // A wrong container token is refused by the endpoint: no backup, a clear error.
-    let r = snap_uncompressed(
+    snap_uncompressed(
         without_keys(server.tool("dbsnap"))
             .env(
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI",
@@ -1025,11 +943,7 @@ fn container_and_web_identity_credentials_sign_a_backup() {
         &db,
         &server.url("ecs-wrong"),
     )
-    .run();
-    assert!(!r.out.status.success());
-    assert!(
-        r.stderr().contains("container credentials") && r.stderr().contains("HTTP 401"),
-        "{}",
-        r.stderr()
-    );
+    .fails()
+    .stderr_has("container credentials")
+    .stderr_has("HTTP 401");
 }

@@ -2,7 +2,10 @@
 //! it is protected as the backup being restored was, never shares a name,
 //! and never makes the store look unhealthy.
 
-use dbsafe_tests::{edit_meta, sqlite, store_artifact, verify_with, Cmd, Scene};
+use dbsafe_tests::{
+    edit_meta, prune_store, restore_from_store, snap_to_file_for, snap_to_store, sqlite,
+    store_artifact, verify_with, Cmd, Scene,
+};
 use std::path::{Path, PathBuf};
 
 fn age_header(p: &Path) -> bool {
@@ -15,8 +18,7 @@ fn age_header(p: &Path) -> bool {
 /// key, in a store as environment production; returns (key, database, store).
 fn encrypted_production_backup(s: &Scene, rows: u64) -> (PathBuf, PathBuf, PathBuf) {
     let (key, public) = s.age_key("key.txt");
-    let db = s.path("app.db");
-    sqlite::sample(&db, rows);
+    let db = sqlite::sample_in(s, "app.db", rows);
     let store = s.path("store");
     Cmd::tool("dbsnap")
         .arg(sqlite::url(&db))
@@ -77,8 +79,7 @@ fn a_safety_backup_in_the_store_is_encrypted_to_the_restored_backups_recipients(
 fn safety_backups_with_a_passphrase_are_encrypted_with_it_and_never_share_a_name() {
     let s = Scene::new();
     let pass = s.write("pass.txt", "correct horse battery staple\n");
-    let db = s.path("app.db");
-    sqlite::sample(&db, 30);
+    let db = sqlite::sample_in(&s, "app.db", 30);
     let artifact = s.path("app.sqlite.zst.age");
     Cmd::tool("dbsnap")
         .arg(sqlite::url(&db))
@@ -87,8 +88,7 @@ fn safety_backups_with_a_passphrase_are_encrypted_with_it_and_never_share_a_name
         .arg("--passphrase-file")
         .arg(&pass)
         .succeeds();
-    let dir = s.path("safety");
-    std::fs::create_dir(&dir).unwrap();
+    let dir = s.mkdir("safety");
     // Names a safety backup taken in the next seconds would have: already taken.
     let now = chrono::Utc::now();
     let taken: Vec<PathBuf> = (0..3)
@@ -145,15 +145,9 @@ fn safety_backups_with_a_passphrase_are_encrypted_with_it_and_never_share_a_name
 /// A SQLite artifact with its sidecars, encrypted to a new key; returns (artifact, key).
 fn encrypted_artifact(s: &Scene) -> (PathBuf, PathBuf) {
     let (key, public) = s.age_key("key.txt");
-    let db = s.path("app.db");
-    sqlite::sample(&db, 10);
+    let db = sqlite::sample_in(s, "app.db", 10);
     let artifact = s.path("app.sqlite.zst.age");
-    Cmd::tool("dbsnap")
-        .arg(sqlite::url(&db))
-        .arg("-o")
-        .arg(&artifact)
-        .args(["-r", &public])
-        .succeeds();
+    snap_to_file_for(sqlite::url(&db), &artifact, &public).succeeds();
     (artifact, key)
 }
 
@@ -236,15 +230,9 @@ fn stamp(days_ago: i64) -> String {
 
 #[test]
 fn engines_never_share_a_series_for_latest_or_retention() {
-    let s = Scene::new();
-    let db = s.path("app.db");
-    sqlite::sample(&db, 10);
+    let (s, db) = sqlite::app_db(10);
     let store = s.path("store");
-    Cmd::tool("dbsnap")
-        .arg("--no-encrypt")
-        .arg(sqlite::url(&db))
-        .arg("--to")
-        .arg(&store)
+    snap_to_store(sqlite::url(&db), &store)
         .args(["--env", "production"])
         .succeeds();
     // A PostgreSQL database of the same name, backed up later.
@@ -273,9 +261,7 @@ fn engines_never_share_a_series_for_latest_or_retention() {
         &store,
         &format!("production_app_full_{}.pgdump.zst", stamp(3)),
     );
-    let plan = Cmd::tool("dbprune")
-        .arg("--store")
-        .arg(&store)
+    let plan = prune_store(&store)
         .args(["--keep-last", "1", "--dry-run", "--json"])
         .succeeds()
         .json();
@@ -315,19 +301,11 @@ fn safety_backups_are_kept_seven_days_and_at_least_the_newest() {
             &format!("{env}_app_full_{}.sqlite.zst", stamp(days)),
         );
     }
-    let plan = Cmd::tool("dbprune")
-        .arg("--store")
-        .arg(&store)
+    let plan = prune_store(&store)
         .args(["--dry-run", "--json"])
         .succeeds()
         .json();
-    let deleted: Vec<String> = plan["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["keep"] == false)
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect();
+    let deleted = dbsafe_tests::pruned_ids(&plan);
     assert_eq!(
         deleted,
         vec![
@@ -342,9 +320,7 @@ fn safety_backups_are_kept_seven_days_and_at_least_the_newest() {
         &lone,
         &format!("production-safety_app_full_{}.sqlite.zst", stamp(30)),
     );
-    let plan = Cmd::tool("dbprune")
-        .arg("--store")
-        .arg(&lone)
+    let plan = prune_store(&lone)
         .args(["--dry-run", "--json"])
         .succeeds()
         .json();
@@ -359,11 +335,8 @@ fn a_timestamp_that_is_not_a_backup_stamp_is_a_usage_error() {
         &store,
         &format!("production_app_full_{}.sqlite.zst", stamp(1)),
     );
-    Cmd::tool("dbrestore")
-        .arg("--store")
-        .arg(&store)
-        .args(["--timestamp", "2025-01-18", "--target"])
-        .arg(sqlite::url(&s.path("x.db")))
+    restore_from_store(&store, sqlite::url(&s.path("x.db")))
+        .args(["--timestamp", "2025-01-18"])
         .fails_with_code(2)
         .stderr_has("YYYYMMDD_HHMMSS");
 }

@@ -1,11 +1,32 @@
 //! The shell scripts under scripts/ run end to end against the built binaries.
 
-use dbsafe_tests::{bin_dir, next_second, require, snap_to_store, Cmd, LockHolder, Scene};
+use dbsafe_tests::{bin_dir, next_second, require, snap_to_store, sqlite, Cmd, LockHolder, Scene};
+use std::ffi::OsStr;
+use std::path::Path;
 
 fn script(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../scripts")
         .join(name)
+}
+
+/// The script `name` of scripts/ as its unit runs it: on the built
+/// binaries, with no config file, on the store `store`.
+fn run_script(name: &str, store: impl AsRef<OsStr>) -> Cmd {
+    Cmd::new(script(name))
+        .env("BIN_DIR", bin_dir())
+        .env("DBSAFE_CONFIG", "/dev/null")
+        .env("DBSAFE_STORE", store)
+}
+
+/// backup.sh of the SQLite database `app` into `store` as environment
+/// production, encrypted to `recipients` and verified with `key`.
+fn backup_sh(app: &Path, store: impl AsRef<OsStr>, recipients: &Path, key: &Path) -> Cmd {
+    run_script("backup.sh", store)
+        .arg(sqlite::url(app))
+        .env("DBSAFE_ENV", "production")
+        .env("DBSAFE_RECIPIENTS_FILE", recipients)
+        .env("DBSAFE_IDENTITY_FILE", key)
 }
 
 #[test]
@@ -62,21 +83,11 @@ fn the_scripts_pass_shellcheck() {
 #[test]
 fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
     require("flock", "the Debian package util-linux");
-    let s = Scene::new();
-    dbsafe_tests::sqlite::sample(&s.path("app.db"), 20);
+    let (s, app) = sqlite::app_db(20);
     let (key, public) = s.age_key("key.txt");
     let recipients = s.write("recipients.txt", &format!("{public}\n"));
-    let run = || {
-        Cmd::new(script("backup.sh"))
-            .arg(format!("sqlite:{}", s.path("app.db").display()))
-            .env("BIN_DIR", bin_dir())
-            .env("DBSAFE_CONFIG", "/dev/null")
-            .env("DBSAFE_STORE", s.path("store"))
-            .env("DBSAFE_ENV", "production")
-            .env("DBSAFE_RECIPIENTS_FILE", &recipients)
-            .env("DBSAFE_IDENTITY_FILE", &key)
-            .env("PRUNE_ARGS", "--keep-last 2")
-    };
+    let run =
+        || backup_sh(&app, s.path("store"), &recipients, &key).env("PRUNE_ARGS", "--keep-last 2");
     for _ in 0..3 {
         run().succeeds().stderr_has("dbverify: PASS");
         // Artifact names are stamped to the second.
@@ -107,38 +118,26 @@ fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
 #[test]
 fn backup_sh_runs_from_a_read_only_working_directory_against_an_s3_store() {
     require("flock", "the Debian package util-linux");
-    let s = Scene::new();
-    let server = dbsafe_tests::s3::S3Server::start(&s);
-    dbsafe_tests::sqlite::sample(&s.path("app.db"), 20);
+    let (s, server) = dbsafe_tests::s3::scene();
+    let app = sqlite::sample_in(&s, "app.db", 20);
     let (key, public) = s.age_key("key.txt");
     let recipients = s.write("recipients.txt", &format!("{public}\n"));
     // A read-only working directory, as the unit's (ProtectSystem=strict, cwd /).
     let ro = s.path("ro");
     let _ro = dbsafe_tests::Tmpfs::mount(&ro, "ro,size=1m");
-    let runtime = s.path("runtime");
-    std::fs::create_dir(&runtime).unwrap();
+    let runtime = s.mkdir("runtime");
     for _ in 0..2 {
+        let backup = backup_sh(&app, server.url("nightly"), &recipients, &key);
         server
-            .apply(Cmd::new(script("backup.sh")), &server.endpoint())
-            .arg(format!("sqlite:{}", s.path("app.db").display()))
+            .apply(backup, &server.endpoint())
             .current_dir(&ro)
-            .env("BIN_DIR", bin_dir())
-            .env("DBSAFE_CONFIG", "/dev/null")
-            .env("DBSAFE_STORE", server.url("nightly"))
-            .env("DBSAFE_ENV", "production")
-            .env("DBSAFE_RECIPIENTS_FILE", &recipients)
-            .env("DBSAFE_IDENTITY_FILE", &key)
             .env("XDG_RUNTIME_DIR", &runtime)
             .env("PRUNE_ARGS", "--keep-last 1")
             .succeeds()
             .stderr_has("dbverify: PASS");
         next_second();
     }
-    let backups: Vec<String> = server
-        .keys("nightly/backups")
-        .into_iter()
-        .filter(|k| k.ends_with(".sqlite.zst.age") && !k.contains("_latest"))
-        .collect();
+    let backups = server.artifact_keys("nightly");
     assert_eq!(backups.len(), 1, "rotated to the newest: {backups:?}");
     // The job's lock is this host's, not a directory named after the URL.
     let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
@@ -207,41 +206,32 @@ fn systemd_units_pass_systemd_analyze_verify() {
 
 #[test]
 fn verify_restore_and_pitr_scripts_run_end_to_end() {
-    let s = Scene::new();
-    dbsafe_tests::sqlite::sample(&s.path("app.db"), 20);
+    let (s, app) = sqlite::app_db(20);
     let store = s.path("store");
-    snap_to_store(format!("sqlite:{}", s.path("app.db").display()), &store).succeeds();
-    let with_env = |c: Cmd| {
-        c.env("BIN_DIR", bin_dir())
-            .env("DBSAFE_CONFIG", "/dev/null")
-            .env("DBSAFE_STORE", &store)
-    };
-    with_env(Cmd::new(script("verify.sh")))
+    snap_to_store(sqlite::url(&app), &store).succeeds();
+    run_script("verify.sh", &store)
         .succeeds()
         .stderr_has("PASS");
     // Unhealthy: a stale store fails the check.
-    with_env(Cmd::new(script("verify.sh")))
+    run_script("verify.sh", &store)
         .env("MAX_AGE", "0s")
         .fails_with_code(1);
     let target = s.path("restored.db");
-    let r = with_env(Cmd::new(script("restore.sh")))
-        .arg(format!("sqlite:{}", target.display()))
+    let r = run_script("restore.sh", &store)
+        .arg(sqlite::url(&target))
         .succeeds();
     assert!(r.stderr().contains("dry run"), "{}", r.stderr());
-    assert_eq!(
-        dbsafe_tests::sqlite::counts(&target),
-        dbsafe_tests::sqlite::counts(&s.path("app.db"))
-    );
+    assert_eq!(sqlite::counts(&target), sqlite::counts(&app));
     // Over a non-empty target without --yes and without a terminal: refused.
-    with_env(Cmd::new(script("restore.sh")))
-        .arg(format!("sqlite:{}", target.display()))
+    run_script("restore.sh", &store)
+        .arg(sqlite::url(&target))
         .fails_with_code(4);
-    with_env(Cmd::new(script("restore.sh")))
-        .arg(format!("sqlite:{}", target.display()))
+    run_script("restore.sh", &store)
+        .arg(sqlite::url(&target))
         .arg("--yes")
         .succeeds();
     // pitr.sh hands its arguments to dbrestore: a store without base backups is exit 3.
-    with_env(Cmd::new(script("pitr.sh")))
+    run_script("pitr.sh", &store)
         .args(["latest"])
         .arg(s.path("pgdata"))
         .fails_with(3, "no base backup");

@@ -1,6 +1,6 @@
 //! walship's contract with PostgreSQL: archive_command and restore_command exit codes.
 
-use dbsafe_tests::{wait_until, Cmd, Scene};
+use dbsafe_tests::{wait_until, wal_status, Cmd, Scene};
 use std::path::Path;
 use std::time::Duration;
 
@@ -188,40 +188,28 @@ fn list_status_and_prune() {
         .succeeds()
         .json();
     assert_eq!(list.as_array().unwrap().len(), 4);
-    let st = Cmd::tool("walship")
-        .args(["status", "--json", "--from"])
-        .arg(&store)
-        .fails_with_code(1)
-        .json();
+    let st = wal_status(&store).arg("--json").fails_with_code(1).json();
     assert_eq!(
         st["wal"]["gaps"][0],
         "000000010000000000000003..000000010000000000000003"
     );
     push(&store, &a, "000000010000000000000003").succeeds();
-    Cmd::tool("walship")
-        .args(["status", "--from"])
-        .arg(&store)
-        .succeeds();
+    wal_status(&store).succeeds();
     // Once the newest segment is older than 500ms, by status's own clock,
     // --max-lag 500ms fails.
     wait_until(
         "the newest WAL to be 500ms old",
         Duration::from_secs(10),
         || {
-            let st = Cmd::tool("walship")
-                .args(["status", "--json", "--from"])
-                .arg(&store)
-                .run()
-                .json();
+            let st = wal_status(&store).arg("--json").run().json();
             st["wal"]["newest_age_seconds"]
                 .as_f64()
                 .unwrap_or_else(|| panic!("no newest_age_seconds: {st}"))
                 > 0.5
         },
     );
-    Cmd::tool("walship")
-        .args(["status", "--max-lag", "500ms", "--from"])
-        .arg(&store)
+    wal_status(&store)
+        .args(["--max-lag", "500ms"])
         .fails_with(1, "--max-lag");
     Cmd::tool("walship")
         .args(["prune", "--before", "000000010000000000000003", "--from"])
@@ -403,8 +391,7 @@ fn async_pushes_killed_at_random_points_lose_no_acknowledged_segment() {
             Some(st) if st.success() => acknowledged.push((name, seg)),
             Some(st) => panic!("push of {name} failed: {st}"),
             None => {
-                let _ = child.kill();
-                let _ = child.wait();
+                dbsafe_tests::kill_and_reap(&mut child);
             }
         }
     }
