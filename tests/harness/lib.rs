@@ -1003,6 +1003,21 @@ pub fn fetch_wal(file: &str, path: impl AsRef<OsStr>, store: impl AsRef<OsStr>) 
         .arg(store)
 }
 
+/// Fetches WAL file `name` from `store` with `walship` (a walship command
+/// configured for the store) into `back`, and checks it holds `expected`'s bytes.
+pub fn assert_wal_fetches_as(walship: Cmd, name: &str, store: &str, back: &Path, expected: &Path) {
+    walship
+        .args(["fetch", name])
+        .arg(back)
+        .args(["--from", store])
+        .succeeds();
+    assert_eq!(
+        std::fs::read(back).expect("fetched"),
+        std::fs::read(expected).expect("pushed"),
+        "{name} fetched from {store}"
+    );
+}
+
 /// `systemd-analyze verify` of `units` (names or paths, from `dir`): passes
 /// only when it says nothing at all.
 pub fn systemd_verify(units: &[String], dir: &Path) {

@@ -6,7 +6,7 @@
 use dbsafe_tests::cloud::{service_account, CloudServer, TokenServer};
 use dbsafe_tests::faultproxy::{Fault, FaultProxy};
 use dbsafe_tests::race::two_hosts_snapshot_one_name;
-use dbsafe_tests::{sqlite, Cmd, Scene};
+use dbsafe_tests::{assert_wal_fetches_as, sqlite, Cmd, Scene};
 use std::path::Path;
 
 const PREFIX: &str = "prod";
@@ -94,13 +94,7 @@ fn round_trip(s: &Scene, server: &CloudServer) {
     push(&seg).succeeds();
     push(&other).fails_with(1, "different contents");
     let back = s.path("back");
-    server
-        .tool("walship")
-        .args(["fetch", name])
-        .arg(&back)
-        .args(["--from", &store])
-        .succeeds();
-    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&seg).unwrap());
+    assert_wal_fetches_as(server.tool("walship"), name, &store, &back, &seg);
 }
 
 /// Runs `scenario` against a GCS emulator, then against Azurite.

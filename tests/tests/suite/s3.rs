@@ -5,7 +5,7 @@
 use dbsafe_tests::faultproxy::{Fault, FaultProxy};
 use dbsafe_tests::race::two_hosts_snapshot_one_name;
 use dbsafe_tests::s3::{S3Server, BUCKET};
-use dbsafe_tests::{next_second, require, sqlite, wait_until, Cmd, Scene};
+use dbsafe_tests::{assert_wal_fetches_as, next_second, require, sqlite, wait_until, Cmd, Scene};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -96,13 +96,7 @@ fn walship_push_and_fetch_hold_on_both_s3_implementations_under_concurrent_pushe
                 assert!(p.wait().unwrap().success(), "moto={moto} round {round}");
             }
             let back = s.path(&format!("back-{round}"));
-            server
-                .tool("walship")
-                .args(["fetch", &name])
-                .arg(&back)
-                .args(["--from", &store])
-                .succeeds();
-            assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&seg).unwrap());
+            assert_wal_fetches_as(server.tool("walship"), &name, &store, &back, &seg);
         }
         // Different bytes under an archived name: exit 1, the archived copy kept.
         let other = s.write("other", "not the same segment");
@@ -529,13 +523,7 @@ fn two_hosts_push_one_name(s: &Scene, server: &S3Server) {
     assert_eq!(codes, [0, 1], "{err}");
     assert!(err.contains("different contents"), "{err}");
     let back = s.path("wal-back");
-    server
-        .tool("walship")
-        .args(["fetch", name])
-        .arg(&back)
-        .args(["--from", &store])
-        .succeeds();
-    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&a).unwrap());
+    assert_wal_fetches_as(server.tool("walship"), name, &store, &back, &a);
     host("a", &a, &server.endpoint()).succeeds();
     host("b", &b, &server.endpoint()).fails_with_code(1);
 }
