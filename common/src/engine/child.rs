@@ -41,6 +41,9 @@ pub fn failure(
     }
 }
 
+/// The buffer asked for the pipes a child streams through.
+const PIPE_SIZE: usize = 1 << 20;
+
 /// A running client tool, stopped on interruption while it lives.
 pub struct Child {
     program: &'static str,
@@ -60,6 +63,15 @@ impl Child {
             _ => Error::io(format!("cannot run {program}"), e),
         })?;
         let guard = ChildGuard::new(child.id());
+        // A dump or restore streams through these pipes: a larger buffer
+        // than the kernel's 64 KiB lets each side run longer before the
+        // other must be woken (best effort: the kernel may refuse).
+        if let Some(out) = &child.stdout {
+            let _ = rustix::pipe::fcntl_setpipe_size(out, PIPE_SIZE);
+        }
+        if let Some(input) = &child.stdin {
+            let _ = rustix::pipe::fcntl_setpipe_size(input, PIPE_SIZE);
+        }
         let stderr = child.stderr.take().map(|mut e| {
             std::thread::spawn(move || {
                 let mut buf = Vec::new();

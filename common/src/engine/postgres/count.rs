@@ -182,7 +182,9 @@ impl<'a> DumpCounter<'a> {
                 State::Chunk(left, is_data) => {
                     let take = (*left).min(data.len());
                     if *is_data {
-                        let lines = data[..take].iter().filter(|&&b| b == b'\n').count() as u64;
+                        // Rows are hundreds of bytes long: a vectorised search from one
+                        // line end to the next beats looking at every byte.
+                        let lines = memchr::memchr_iter(b'\n', &data[..take]).count() as u64;
                         if let Some(id) = self.current {
                             *self.rows.entry(id).or_default() += lines;
                         }
