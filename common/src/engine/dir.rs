@@ -374,10 +374,6 @@ impl Engine for Dir {
         "dir"
     }
 
-    fn payload(&self, _base: bool) -> Payload {
-        Payload::Tar
-    }
-
     fn database(&self) -> String {
         let stem = self
             .path

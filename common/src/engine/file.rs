@@ -97,16 +97,12 @@ pub fn snapshot_dir(opts: &SnapshotOptions, engine: &str) -> Result<TempGuard> {
 }
 
 /// The [`Engine`](super::Engine) methods a database file answers alike
-/// (name, payload, database name, URL, host, existence), for an engine
+/// (name, database name, URL, host, existence), for an engine
 /// type with a `path` field, in its `impl Engine`.
 macro_rules! file_engine {
-    ($name:literal, $payload:expr) => {
+    ($name:literal) => {
         fn engine(&self) -> &'static str {
             $name
-        }
-
-        fn payload(&self, _base: bool) -> $crate::name::Payload {
-            $payload
         }
 
         fn database(&self) -> String {

@@ -167,8 +167,11 @@ pub struct PayloadCheck {
 pub trait Engine: Send {
     /// `sqlite`, `postgres`, ...
     fn engine(&self) -> &'static str;
-    /// The payload this engine's snapshots have.
-    fn payload(&self, base: bool) -> Payload;
+    /// The payload this engine's snapshots have (`base`: a physical base
+    /// backup), as its registry entry lists them.
+    fn payload(&self, base: bool) -> Payload {
+        registry::payload(self.engine(), base)
+    }
     /// Database name or file stem, for artifact names.
     fn database(&self) -> String;
     /// The URL without password, for logs and metadata.

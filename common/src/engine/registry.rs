@@ -138,6 +138,16 @@ fn of_name(name: &str) -> Option<&'static Entry> {
         .find(|e| e.name == name || e.schemes.contains(&name))
 }
 
+/// The payload of the engine `name`'s snapshots: its first, or for a base
+/// backup (`base`) a tar where the engine has one.
+pub(crate) fn payload(name: &str, base: bool) -> Payload {
+    let entry = of_name(name).expect("a registered engine");
+    match entry.payloads {
+        p if base && p.contains(&Payload::Tar) => Payload::Tar,
+        p => p[0],
+    }
+}
+
 /// Whether the engine `name` answers to the scheme of `url`.
 pub(crate) fn answers(name: &str, url: &str) -> bool {
     of_url(url).is_some_and(|e| e.name == name)
@@ -230,6 +240,24 @@ mod tests {
         Payload::Duckdb,
         Payload::Tar,
     ];
+
+    #[test]
+    fn snapshots_have_the_first_payload_and_base_backups_a_tar_where_there_is_one() {
+        let cases = [
+            ("postgres", Payload::Pgdump, Payload::Tar),
+            ("mysql", Payload::Sql, Payload::Sql),
+            ("sqlite", Payload::Sqlite, Payload::Sqlite),
+            ("duckdb", Payload::Duckdb, Payload::Duckdb),
+            ("dir", Payload::Tar, Payload::Tar),
+        ];
+        for (name, logical, base) in cases {
+            assert_eq!(
+                (payload(name, false), payload(name, true)),
+                (logical, base),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn every_payload_kind_has_an_engine_and_a_bare_default() {

@@ -440,7 +440,7 @@ impl Duckdb {
 }
 
 impl Engine for Duckdb {
-    file::file_engine!("duckdb", Payload::Duckdb);
+    file::file_engine!("duckdb");
 
     fn snapshot(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo> {
         file::check_snapshot(opts, "DuckDB", &self.path)?;

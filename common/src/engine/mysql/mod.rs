@@ -297,10 +297,6 @@ impl Engine for Mysql {
         "mysql"
     }
 
-    fn payload(&self, _base: bool) -> Payload {
-        Payload::Sql
-    }
-
     fn database(&self) -> String {
         crate::name::sanitize_database(&self.conn.db)
     }

@@ -756,14 +756,6 @@ impl Engine for Postgres {
         "postgres"
     }
 
-    fn payload(&self, base: bool) -> Payload {
-        if base {
-            Payload::Tar
-        } else {
-            Payload::Pgdump
-        }
-    }
-
     fn database(&self) -> String {
         crate::name::sanitize_database(&self.db())
     }

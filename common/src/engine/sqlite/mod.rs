@@ -186,7 +186,7 @@ pub fn check(input: &mut dyn Read, tmpdir: &Path) -> Result<PayloadCheck> {
 }
 
 impl Engine for Sqlite {
-    file::file_engine!("sqlite", Payload::Sqlite);
+    file::file_engine!("sqlite");
 
     fn snapshot(&self, opts: &SnapshotOptions, out: &mut dyn Write) -> Result<SnapshotInfo> {
         file::check_snapshot(opts, "SQLite", &self.path)?;
