@@ -2,9 +2,9 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, audit_entries, edit_meta, next_second, restore_file, restore_from_store,
-    restore_with, sha256_file, snap_to_file, snap_to_store, snap_to_store_for, store_artifact, Cmd,
-    Scene,
+    artifacts, audit_entries, edit_meta, meta_counts, meta_of, next_second, restore_file,
+    restore_from_store, restore_with, sha256_file, snap_to_file, snap_to_store, snap_to_store_for,
+    store_artifact, Cmd, Scene,
 };
 use std::path::{Path, PathBuf};
 
@@ -79,6 +79,18 @@ fn restores_the_latest_backup_into_a_new_file_with_identical_contents() {
     }
     assert_eq!(audit[0]["action"], "restore");
     assert_eq!(audit[0]["result"], "success");
+    // What the console says ("N tables checked against the metadata's row
+    // counts"), the audit says: the tables compared, and no selection.
+    let tables = meta_counts(&meta_of(&store_artifact(&t.store, "default_app_full_"))).len();
+    assert!(tables >= 2, "the fixture has tables");
+    assert_eq!(audit[0]["details"]["tables_checked"], tables);
+    assert_eq!(
+        audit[0]["details"]["selected_tables"],
+        serde_json::json!([])
+    );
+    r.stderr_has(&format!(
+        "{tables} tables checked against the metadata's row counts"
+    ));
 }
 
 dbsafe_tests::scenarios!(SqliteDb::start() =>

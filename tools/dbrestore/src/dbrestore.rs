@@ -58,6 +58,16 @@ struct Plan {
     steps: Vec<String>,
 }
 
+/// What a restore that ran produced.
+struct Restored {
+    /// Where the safety backup went.
+    safety: Option<String>,
+    /// What was found wrong afterwards.
+    problems: Vec<String>,
+    /// Tables whose row counts were compared with the metadata's.
+    checked: Option<usize>,
+}
+
 #[derive(Debug, Serialize)]
 struct Outcome {
     plan: Plan,
@@ -151,9 +161,9 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     }
     .execute(check, non_empty, safety.as_ref());
     audit.duration_seconds = clock.elapsed().as_secs_f64();
-    let (safety_name, problems, err) = match result {
-        Ok((s, p)) => (s, p, None),
-        Err(e) => (None, vec![e.to_string()], Some(e)),
+    let (safety_name, problems, checked, err) = match result {
+        Ok(r) => (r.safety, r.problems, r.checked, None),
+        Err(e) => (None, vec![e.to_string()], None, Some(e)),
     };
     // A refusal before anything was touched is not an action worth auditing.
     let touched = !matches!(
@@ -167,8 +177,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             "failure"
         }
         .into();
+        // `selected_tables`: the --tables selection (empty: all);
+        // `tables_checked`: how many were compared with the metadata's row counts.
         audit.details = serde_json::json!({
-            "tables": args.tables, "safety_backup": safety_name, "problems": problems,
+            "selected_tables": args.tables, "tables_checked": checked,
+            "safety_backup": safety_name, "problems": problems,
             "verified_first": verify_first,
         });
         if let Err(e) = audit.append(&audit_path) {
@@ -455,7 +468,7 @@ impl Restoring<'_> {
         check: Check,
         non_empty: bool,
         safety: Option<&SafetyDest>,
-    ) -> Result<(Option<String>, Vec<String>)> {
+    ) -> Result<Restored> {
         let Restoring {
             args,
             log,
@@ -530,7 +543,7 @@ impl Restoring<'_> {
         &self,
         flag: &str,
         cmd: Option<&str>,
-        outcome: Option<&Result<(Option<String>, Vec<String>)>>,
+        outcome: Option<&Result<Restored>>,
     ) -> Result<()> {
         let Some(cmd) = cmd else {
             return Ok(());
@@ -544,8 +557,8 @@ impl Restoring<'_> {
         ];
         if let Some(outcome) = outcome {
             let (result, message) = match outcome {
-                Ok((_, problems)) if problems.is_empty() => ("success", String::new()),
-                Ok((_, problems)) => ("failure", problems.join("; ")),
+                Ok(r) if r.problems.is_empty() => ("success", String::new()),
+                Ok(r) => ("failure", r.problems.join("; ")),
                 Err(e) => ("failure", e.to_string()),
             };
             env.push(("DBSAFE_RESULT", result.to_string()));
@@ -565,7 +578,7 @@ impl Restoring<'_> {
         safety: Option<&SafetyDest>,
         spool: Option<&dbsafe::restore::Spool>,
         flow: &Flow<'_>,
-    ) -> Result<(Option<String>, Vec<String>)> {
+    ) -> Result<Restored> {
         let Restoring {
             args,
             log,
@@ -622,7 +635,11 @@ impl Restoring<'_> {
             )),
             None => log.warn("no metadata: row counts after the restore were not compared"),
         }
-        Ok((safety_name, report.problems))
+        Ok(Restored {
+            safety: safety_name,
+            problems: report.problems,
+            checked: report.compared,
+        })
     }
 
     /// The gate before the target is touched: an artifact that failed
