@@ -27,6 +27,8 @@ have systemd-analyze || need_apt+=(systemd)
 have man || need_apt+=(man-db)
 have openssl || need_apt+=(openssl)
 have pkill || need_apt+=(procps)
+# Azurite (the Azure Blob emulator) comes from npm.
+have azurite-blob || have npm || need_apt+=(npm)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"
