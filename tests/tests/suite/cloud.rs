@@ -112,17 +112,25 @@ fn gcs_and_azure_stores_back_up_verify_list_restore_exactly_and_prune() {
     on_both_services(round_trip);
 }
 
-/// An artifact of several parts uploads, and a download cut after 10 MiB
-/// resumes where it stopped: the checksum still matches.
+/// An artifact of several parts uploads through a connection cut in its
+/// second part, and a download cut after 10 MiB resumes where it stopped:
+/// the checksum still matches and the restore holds the source.
 fn parts_and_resume(s: &Scene, server: &CloudServer) {
     let db = s.path("big.db");
     sqlite::blobs(&db, 20);
     let store = server.url(PREFIX);
+    // The upload's connection is cut in its second part: the part is sent again.
+    let upload = FaultProxy::start(server.port, Fault::DropAfter(12 << 20));
     server
-        .tool("dbsnap")
+        .tool_via("dbsnap", proxy_port(&upload))
         .arg(sqlite::url(&db))
         .args(["--to", &store, "--compress", "none", "--no-encrypt"])
-        .succeeds();
+        .succeeds()
+        .stderr_has("retrying");
+    assert_eq!(
+        upload.stats.drops.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     let artifact = &artifact_keys(server)[0];
     let proxy = FaultProxy::start(server.port, Fault::DropReplyAfter(10 << 20));
     server
@@ -157,7 +165,7 @@ fn proxy_port(proxy: &FaultProxy) -> u16 {
 }
 
 #[test]
-fn gcs_and_azure_upload_a_large_artifact_in_parts_and_resume_a_cut_download() {
+fn gcs_and_azure_upload_in_parts_through_a_cut_connection_and_resume_a_cut_download() {
     on_both_services(parts_and_resume);
 }
 

@@ -16,6 +16,7 @@
 use super::auth::{Source, Tokens};
 use super::{encode, found, object_url, plain_error, send, Chunk, Failure, Op, ReadFrom, Service};
 use crate::error::{Error, Result};
+use crate::store::retry::Transient;
 use crate::store::ObjectInfo;
 use chrono::{DateTime, Utc};
 
@@ -29,6 +30,9 @@ pub(super) struct Gcs {
     bucket: String,
     /// `None` against an emulator.
     tokens: Option<Tokens>,
+    /// Resumable sessions whose last chunk got no answer: they may hold
+    /// part of it, so they are asked where they stand before the next try.
+    uncertain: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Gcs {
@@ -57,6 +61,7 @@ impl Gcs {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             bucket: bucket.to_string(),
             tokens,
+            uncertain: Default::default(),
         })
     }
 
@@ -89,14 +94,31 @@ impl Gcs {
     }
 
     /// Sends a chunk of a resumable upload: `bytes a-b/*`, or with the
-    /// total for the last one.
+    /// total for the last one. After a chunk that got no answer the session
+    /// is asked first how many bytes it holds, and only the rest is sent,
+    /// as the resumable protocol requires.
     fn chunk(
         &self,
         part: &Chunk<'_>,
         total: Option<u64>,
     ) -> std::result::Result<ureq::Response, Failure> {
+        let uncertain = self
+            .uncertain
+            .lock()
+            .expect("sessions")
+            .contains(part.upload);
+        let mut skip = 0;
+        if uncertain {
+            match self.held(part.upload, total)? {
+                // The lost answer was the one that completed the upload.
+                Held::Complete(resp) => return Ok(*resp),
+                Held::Bytes(held) => {
+                    skip = held.saturating_sub(part.offset).min(part.data.len() as u64)
+                }
+            }
+        }
+        let (offset, data) = (part.offset + skip, &part.data[skip as usize..]);
         let total = total.map_or("*".to_string(), |t| t.to_string());
-        let (offset, data) = (part.offset, part.data);
         let range = if data.is_empty() {
             format!("bytes */{total}")
         } else {
@@ -105,8 +127,42 @@ impl Gcs {
         let req = self
             .request("PUT", part.upload)?
             .set("Content-Range", &range);
-        send(req, Some(data), error_of)
+        let answer = send(req, Some(data), error_of);
+        let mut sessions = self.uncertain.lock().expect("sessions");
+        match &answer {
+            Err(f) if f.is_transient() => sessions.insert(part.upload.to_string()),
+            _ => sessions.remove(part.upload),
+        };
+        answer
     }
+
+    /// How many bytes a resumable session holds (a status query: `bytes
+    /// */*`, answered 308 with `Range: bytes=0-N`, or no Range for none),
+    /// or its object when the upload is complete.
+    fn held(&self, session: &str, total: Option<u64>) -> std::result::Result<Held, Failure> {
+        let range = format!(
+            "bytes */{}",
+            total.map_or("*".to_string(), |t| t.to_string())
+        );
+        let req = self.request("PUT", session)?.set("Content-Range", &range);
+        let resp = send(req, Some(&[]), error_of)?;
+        if resp.status() != 308 {
+            return Ok(Held::Complete(Box::new(resp)));
+        }
+        let end = resp
+            .header("range")
+            .and_then(|r| r.strip_prefix("bytes=0-"))
+            .and_then(|n| n.parse::<u64>().ok());
+        Ok(Held::Bytes(end.map_or(0, |n| n + 1)))
+    }
+}
+
+/// What a resumable session holds.
+enum Held {
+    /// This many bytes, from the start.
+    Bytes(u64),
+    /// The whole object: the upload is complete (its answer).
+    Complete(Box<ureq::Response>),
 }
 
 /// The token source the environment names.
