@@ -120,9 +120,8 @@ pub(crate) fn retry<T>(
     })
 }
 
-/// Opens the rest of an object from a byte offset, pinned to a version.
-pub(crate) type Reopen =
-    Box<dyn FnMut(u64, Option<&str>) -> Result<Box<dyn Read + Send + Sync>> + Send>;
+/// Asks for the rest of an object from a byte offset, pinned to a version.
+pub(crate) type Reopen = Box<dyn FnMut(u64, Option<&str>) -> Result<ureq::Response> + Send>;
 
 /// A streaming download that survives a dropped connection: when the body
 /// breaks off or stalls, the rest is asked for again (from the byte
@@ -175,8 +174,18 @@ impl ResumingReader {
             "download {} broke off at byte {}: {cause}; resuming",
             self.url, self.pos
         ));
-        self.body =
-            Some((self.reopen)(self.pos, self.version.as_deref()).map_err(io::Error::other)?);
+        let resp = (self.reopen)(self.pos, self.version.as_deref()).map_err(io::Error::other)?;
+        // A server that ignores the range sends the object from its start:
+        // appending that would corrupt the stream.
+        if resp.status() != 206 {
+            return Err(io::Error::other(Error::failed(format!(
+                "download {}: the server ignored the range request (HTTP {}) while resuming at byte {}",
+                self.url,
+                resp.status(),
+                self.pos
+            ))));
+        }
+        self.body = Some(resp.into_reader());
         Ok(())
     }
 }
@@ -271,6 +280,41 @@ impl<T: Clone> Expiring<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A download whose first answer stops after "hello" of 10 bytes, and
+    /// whose resumption answers `status` with "world".
+    fn cut_download(status: u16) -> io::Result<Vec<u8>> {
+        let first: ureq::Response =
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nETag: \"v1\"\r\n\r\nhello"
+                .parse()
+                .expect("an answer");
+        let reopen: Reopen = Box::new(move |pos, version| {
+            assert_eq!(
+                (pos, version),
+                (5, Some("\"v1\"")),
+                "resumed where it broke off, pinned"
+            );
+            Ok(
+                format!("HTTP/1.1 {status} X\r\nContent-Length: 5\r\n\r\nworld")
+                    .parse()
+                    .expect("an answer"),
+            )
+        });
+        let mut r = ResumingReader::new("s3://b/k".into(), 3, first, "etag", reopen);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).map(|_| out)
+    }
+
+    #[test]
+    fn a_cut_download_resumes_from_its_offset_and_refuses_a_server_that_ignores_the_range() {
+        assert_eq!(cut_download(206).unwrap(), b"helloworld");
+        let e = cut_download(200).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("ignored the range request (HTTP 200) while resuming at byte 5"),
+            "{e}"
+        );
+    }
     use std::time::Duration;
 
     fn status(status: u16, code: &str) -> Failure {

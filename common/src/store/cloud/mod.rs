@@ -234,8 +234,7 @@ impl CloudStore {
             ),
             prefix: prefix.to_string(),
         };
-        let (objects, _) = store.page("")?;
-        if !create && objects.is_empty() && !store.prefix.is_empty() {
+        if !create && !store.prefix.is_empty() && store.page("")?.0.is_empty() {
             return Err(Error::not_found(format!(
                 "store {} does not exist (no object under that prefix)",
                 store.location
@@ -327,8 +326,7 @@ impl Store for CloudStore {
                 offset: pos,
                 version,
             };
-            let resp = call(&*service, &op, || service.get(&full, &from))?;
-            Ok(resp.into_reader())
+            call(&*service, &op, || service.get(&full, &from))
         });
         Ok(Box::new(ResumingReader::new(
             url, ATTEMPTS, first, header, reopen,

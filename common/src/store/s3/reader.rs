@@ -8,7 +8,7 @@
 //! without progress is bounded by the store's attempts.
 
 use super::http::{Client, Failure, Op};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::remote::{Reopen, ResumingReader};
 use rusty_s3::S3Action;
 use std::sync::Arc;
@@ -19,17 +19,7 @@ pub(super) fn open(client: Arc<Client>, key: String) -> Result<ResumingReader> {
     let resp = get(&client, &key, None)?;
     let url = client.object_url(Some(&key));
     let attempts = client.settings.attempts;
-    let reopen: Reopen = Box::new(move |pos, etag| {
-        let resp = get(&client, &key, Some((pos, etag)))?;
-        if resp.status() != 206 {
-            return Err(Error::failed(format!(
-                "download {}: the server ignored the range request (HTTP {}) while resuming at byte {pos}",
-                client.object_url(Some(&key)),
-                resp.status(),
-            )));
-        }
-        Ok(resp.into_reader())
-    });
+    let reopen: Reopen = Box::new(move |pos, etag| get(&client, &key, Some((pos, etag))));
     Ok(ResumingReader::new(url, attempts, resp, "etag", reopen))
 }
 
