@@ -412,7 +412,8 @@ impl TokenServer {
     /// tokens live `lifetime` seconds, requests with one go on to `upstream`.
     pub fn start(scene: &Scene, public_key: &str, lifetime: u32, upstream: u16) -> TokenServer {
         require("openssl", "openssl: apt-get install openssl");
-        let log = scene.path("tokens.log");
+        // Its own log: a test may run several.
+        let log = scene.path(&format!("tokens-{:x}.log", crate::rand_u64()));
         let (child, port) = listening(scene, "token-server", |port| {
             let mut c = Command::new("python3");
             c.arg("-c")

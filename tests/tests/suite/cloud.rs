@@ -131,6 +131,14 @@ fn parts_and_resume(s: &Scene, server: &CloudServer) {
         upload.stats.drops.load(std::sync::atomic::Ordering::SeqCst),
         1
     );
+    // Only the cut part goes again (GCS: only what the session lacks), not
+    // the whole upload: the cut came 4 MiB into the second 8 MiB part.
+    let sent = upload
+        .stats
+        .client_bytes
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let size = std::fs::metadata(&db).unwrap().len();
+    assert!(sent < size + (6 << 20), "{sent} bytes sent for {size}");
     let artifact = &artifact_keys(server)[0];
     let proxy = FaultProxy::start(server.port, Fault::DropReplyAfter(10 << 20));
     server
@@ -219,6 +227,21 @@ fn gcs_tokens_from_a_service_account_key_and_the_metadata_server_reach_the_bucke
         .to_string();
     never_in(&run, &[&private, "tok-"]);
     assert_eq!(artifact_keys(&gcs).len(), 1);
+
+    // Tokens that live an hour are fetched once for all of a run's requests.
+    let lasting = TokenServer::start(&s, &public.display().to_string(), 3600, gcs.port);
+    sa["token_uri"] = format!("http://{}/token", lasting.host()).into();
+    let lasting_key = s.write("lasting.json", &sa.to_string());
+    dbsafe_tests::next_second();
+    gcs.bare_tool("dbsnap")
+        .env("DBSAFE_GCS_ENDPOINT", format!("http://{}", lasting.host()))
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &lasting_key)
+        .arg(sqlite::url(&db))
+        .args(["--to", &store, "--no-encrypt"])
+        .succeeds();
+    assert!(lasting.count("forwarded") >= 3);
+    assert_eq!(lasting.count("google"), 1, "a valid token is cached");
+    assert_eq!(artifact_keys(&gcs).len(), 2);
 
     // The metadata server, as on a VM or with GKE workload identity.
     via_gate("dbverify")
@@ -331,4 +354,44 @@ fn two_hosts_writing_one_name_into_azure_never_overwrite_each_other() {
         .tool("dbverify")
         .args(["--store", &store, "--all", "--level", "full"])
         .succeeds();
+}
+
+/// A dbsnap killed (SIGKILL) in the middle of an upload in parts leaves no
+/// object under its name, nor a pointer to one; the next run succeeds.
+fn killed_mid_upload(s: &Scene, server: &CloudServer) {
+    let db = s.path("big.db");
+    sqlite::blobs(&db, 20);
+    let store = server.url(PREFIX);
+    let slow = FaultProxy::slow(server.port, std::time::Duration::from_millis(2));
+    let snap = |cmd: Cmd| {
+        cmd.arg(sqlite::url(&db))
+            .args(["--to", &store, "--compress", "none", "--no-encrypt"])
+    };
+    let mut child = snap(server.tool_via("dbsnap", proxy_port(&slow))).spawn();
+    dbsafe_tests::wait_until(
+        "the second part under way",
+        std::time::Duration::from_secs(60),
+        || {
+            slow.stats
+                .client_bytes
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 10 << 20
+        },
+    );
+    dbsafe_tests::kill_and_reap(&mut child);
+    assert_eq!(
+        server.keys(&format!("{PREFIX}/backups")),
+        Vec::<String>::new()
+    );
+    snap(server.tool("dbsnap")).succeeds();
+    assert_eq!(artifact_keys(server).len(), 1);
+    server
+        .tool("dbverify")
+        .args(["--store", &store, "--latest", "--level", "full"])
+        .succeeds();
+}
+
+#[test]
+fn gcs_and_azure_uploads_killed_midway_leave_no_object_and_the_next_run_succeeds() {
+    on_both_services(killed_mid_upload);
 }
