@@ -129,13 +129,18 @@ impl Spool {
                             if failed.lock().expect("lock").is_some() {
                                 return;
                             }
-                            match push(path, name) {
-                                Ok(()) => {
-                                    let _ = std::fs::remove_file(path);
-                                }
-                                Err(e) => {
-                                    failed.lock().expect("lock").get_or_insert(e);
-                                }
+                            // A file pushed but not removed would be pushed
+                            // again and again: that stops the shipper too.
+                            let done = push(path, name).and_then(|()| {
+                                std::fs::remove_file(path).map_err(|e| {
+                                    Error::io(
+                                        format!("removing {} from the spool", path.display()),
+                                        e,
+                                    )
+                                })
+                            });
+                            if let Err(e) = done {
+                                failed.lock().expect("lock").get_or_insert(e);
                             }
                         });
                     }

@@ -437,3 +437,27 @@ fn async_pushes_killed_at_random_points_lose_no_acknowledged_segment() {
         std::fs::remove_file(&back).unwrap();
     }
 }
+
+/// WAL's own fast zstd level applies to zstd only: gzip keeps its default
+/// (the gzip header's XFL byte is 4 for the fastest level, 0 for the default).
+#[test]
+fn gzip_wal_keeps_gzips_default_level_unless_one_is_given() {
+    let s = Scene::new();
+    let store = s.path("store");
+    let seg = segment(&s, "seg", 7);
+    push(&store, &seg, SEG)
+        .args(["--compress", "gzip"])
+        .succeeds();
+    let gz = std::fs::read(store.join("wal").join(format!("{SEG}.gz"))).unwrap();
+    assert_eq!(
+        (gz[0], gz[1], gz[8]),
+        (0x1f, 0x8b, 0),
+        "gzip at its default level"
+    );
+    let fast = "000000010000000000000004";
+    push(&store, &seg, fast)
+        .args(["--compress", "gzip", "--level", "1"])
+        .succeeds();
+    let gz = std::fs::read(store.join("wal").join(format!("{fast}.gz"))).unwrap();
+    assert_eq!(gz[8], 4, "gzip at the level asked for");
+}

@@ -122,11 +122,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 true => vec![location_of(None, &cfg)?],
                 false => to,
             };
+            let compression = encode.compression(&cfg, &env)?;
             let opts = EncodeOptions {
-                compression: encode.compression(&cfg, &env)?,
-                // WAL is compressed at a fixed level (1 unless given): segments are
-                // small and pushed one at a time, so there is nothing to adapt to.
-                level: encode.level_for(&cfg).or(Some(WAL_LEVEL)),
+                compression,
+                // zstd WAL is compressed at a fixed level (1 unless a level, or
+                // auto, is given): segments are small and pushed one at a time,
+                // so there is nothing to adapt to. gzip keeps its own default.
+                level: match (&encode.level, cfg.defaults.level) {
+                    (None, None) if compression == dbsafe::Compression::Zstd => Some(WAL_LEVEL),
+                    _ => encode.level_for(&cfg),
+                },
                 threads: encode.threads(),
                 encryption: encode.encryption_for(
                     &cfg,
