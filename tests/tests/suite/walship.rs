@@ -461,3 +461,27 @@ fn gzip_wal_keeps_gzips_default_level_unless_one_is_given() {
     let gz = std::fs::read(store.join("wal").join(format!("{fast}.gz"))).unwrap();
     assert_eq!(gz[8], 4, "gzip at the level asked for");
 }
+
+/// An async push updates the WAL metrics when its shipper archives the
+/// file, as a synchronous push does when it returns: the archive-lag alert
+/// reads them.
+#[test]
+fn async_pushes_record_the_wal_metrics_when_they_are_shipped() {
+    let s = Scene::new();
+    let (spool, store, prom) = (s.path("spool"), s.path("store"), s.path("wal.prom"));
+    for n in 1..=2 {
+        let (cmd, _, _) = push_async(&s, &spool, &store, n);
+        cmd.env("DBSAFE_METRICS_FILE", &prom).succeeds();
+    }
+    spool_drains(&spool);
+    wait_until("the shipper's metrics", Duration::from_secs(30), || {
+        std::fs::read_to_string(&prom)
+            .is_ok_and(|t| t.contains("dbsafe_wal_last_archived_timestamp_seconds{"))
+    });
+    let text = std::fs::read_to_string(&prom).unwrap();
+    let failures = text
+        .lines()
+        .find(|l| l.starts_with("dbsafe_wal_push_failures_total{"))
+        .unwrap_or_else(|| panic!("no failure counter in:\n{text}"));
+    assert!(failures.ends_with(" 0"), "{failures}");
+}

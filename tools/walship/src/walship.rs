@@ -150,6 +150,30 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let clock = std::time::Instant::now();
             let sink = cli.common.metrics(&cfg);
             let database = std::env::var("DBSAFE_DATABASE").unwrap_or_else(|_| "cluster".into());
+            // The WAL metrics of one push, by this process or by the shipper
+            // (whose threads record one at a time: counters are read and added to).
+            let recording = std::sync::Mutex::new(());
+            let record_push = |ok: bool| {
+                let _one = recording.lock().expect("metrics");
+                let sample = |n, h, v| dbsafe::metrics::Sample::new(n, h, &env, &database, v);
+                let failures = sample(
+                    "dbsafe_wal_push_failures_total",
+                    "WAL pushes that failed.",
+                    if ok { 0.0 } else { 1.0 },
+                );
+                let samples = match ok {
+                    true => vec![
+                        sample(
+                            "dbsafe_wal_last_archived_timestamp_seconds",
+                            "When walship last archived a WAL file (Unix time).",
+                            chrono::Utc::now().timestamp() as f64,
+                        ),
+                        failures,
+                    ],
+                    false => vec![failures],
+                };
+                sink.record("walship", &samples);
+            };
             if let (true, Some(dir)) = (asynchronous, &spool) {
                 let max = spool_max
                     .as_deref()
@@ -160,7 +184,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 if std::env::var_os(SHIPPER).is_some() {
                     // The background shipper: the queue to every store, four at a time.
                     let stores = open_stores()?;
-                    spool.ship(4, &|p, f| push_everywhere(&stores, p, f, &opts).map(drop))?;
+                    // An async push reports to the metrics when it is shipped.
+                    spool.ship(4, &|p, f| {
+                        let pushed = push_everywhere(&stores, p, f, &opts).map(drop);
+                        record_push(pushed.is_ok());
+                        pushed
+                    })?;
                     return Ok(ExitCode::Success);
                 }
                 // A full spool still gets a shipper: once the stores take
@@ -174,32 +203,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let stores = open_stores()?;
             let described: Vec<String> = stores.iter().map(|s| s.describe()).collect();
             let pushed = push_everywhere(&stores, &path, &file, &opts);
-            let sample = |n, h, v| dbsafe::metrics::Sample::new(n, h, &env, &database, v);
-            match &pushed {
-                Ok(_) => sink.record(
-                    "walship",
-                    &[
-                        sample(
-                            "dbsafe_wal_last_archived_timestamp_seconds",
-                            "When walship last archived a WAL file (Unix time).",
-                            chrono::Utc::now().timestamp() as f64,
-                        ),
-                        sample(
-                            "dbsafe_wal_push_failures_total",
-                            "WAL pushes that failed.",
-                            0.0,
-                        ),
-                    ],
-                ),
-                Err(_) => sink.record(
-                    "walship",
-                    &[sample(
-                        "dbsafe_wal_push_failures_total",
-                        "WAL pushes that failed.",
-                        1.0,
-                    )],
-                ),
-            }
+            record_push(pushed.is_ok());
             for (store, pushed) in described.iter().zip(pushed?) {
                 match pushed {
                     Pushed::Archived { key, size } => log.debug(format!(
