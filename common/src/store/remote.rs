@@ -7,7 +7,7 @@
 //! code, never on message text.
 
 use super::retry::{Policy, Transient, FIRST_BACKOFF};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::io::{self, Read};
 use std::sync::atomic::AtomicBool;
@@ -30,6 +30,9 @@ pub(crate) enum Failure {
     },
     /// No usable answer: connection refused or reset, timeout, garbage.
     Transport(String),
+    /// No credentials to sign the request with: the error of their source
+    /// (a metadata service, a token endpoint), kept whole with its hint.
+    Credentials(Error),
 }
 
 impl Failure {
@@ -37,7 +40,7 @@ impl Failure {
     pub(crate) fn status(&self) -> Option<u16> {
         match self {
             Failure::Status { status, .. } => Some(*status),
-            Failure::Transport(_) => None,
+            Failure::Transport(_) | Failure::Credentials(_) => None,
         }
     }
 
@@ -45,7 +48,7 @@ impl Failure {
     pub(crate) fn code(&self) -> &str {
         match self {
             Failure::Status { code, .. } => code,
-            Failure::Transport(_) => "",
+            Failure::Transport(_) | Failure::Credentials(_) => "",
         }
     }
 
@@ -69,6 +72,16 @@ impl Failure {
                 s
             }
             Failure::Transport(m) => m.clone(),
+            Failure::Credentials(e) => e.message.clone(),
+        }
+    }
+
+    /// The error a request ends in: a credentials failure is its source's
+    /// own error (message, kind and hint); any other is `describe`d by the store.
+    pub(crate) fn into_error(self, otherwise: impl FnOnce(&Failure) -> Error) -> Error {
+        match self {
+            Failure::Credentials(e) => e,
+            f => otherwise(&f),
         }
     }
 }
@@ -79,6 +92,8 @@ impl Transient for Failure {
     fn is_transient(&self) -> bool {
         match self {
             Failure::Transport(_) => true,
+            // A source that answered badly may answer again; a missing one will not.
+            Failure::Credentials(e) => e.kind != Kind::Usage,
             Failure::Status { status, code, .. } => {
                 matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
                     || matches!(
@@ -303,6 +318,19 @@ mod tests {
         let mut r = ResumingReader::new("s3://b/k".into(), 3, first, "etag", reopen);
         let mut out = Vec::new();
         r.read_to_end(&mut out).map(|_| out)
+    }
+
+    #[test]
+    fn a_credentials_failure_ends_in_its_own_error_and_a_missing_source_is_not_retried() {
+        let missing =
+            Failure::Credentials(Error::usage("no S3 credentials").hint("set AWS_ACCESS_KEY_ID"));
+        assert!(!missing.is_transient());
+        let e = missing.into_error(|_| unreachable!("the source's own error"));
+        assert_eq!(
+            (e.message.as_str(), e.hint.as_deref()),
+            ("no S3 credentials", Some("set AWS_ACCESS_KEY_ID"))
+        );
+        assert!(Failure::Credentials(Error::failed("instance metadata: HTTP 500")).is_transient());
     }
 
     #[test]

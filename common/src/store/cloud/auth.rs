@@ -14,6 +14,7 @@
 //! No token, key or assertion ever reaches a message.
 
 use super::Failure;
+use crate::error::Error;
 use crate::store::remote::Expiring;
 use chrono::{DateTime, Duration, Utc};
 /// Google's scope for reading and writing objects.
@@ -308,7 +309,10 @@ impl Tokens {
     pub fn current(&self) -> std::result::Result<String, Failure> {
         self.cached.current(|| {
             let (token, expires) = self.source.fetch(&self.agent).map_err(|e| {
-                Failure::Transport(format!("no token from {}: {e}", self.source.describe()))
+                Failure::Credentials(
+                    Error::failed(format!("no token from {}: {e}", self.source.describe()))
+                        .hint("check the credentials this store is given (the ENVIRONMENT section of the man page lists them)"),
+                )
             })?;
             Ok((token, Some(expires)))
         })

@@ -113,7 +113,8 @@ fn call<T>(
     attempt: impl FnMut() -> std::result::Result<T, Failure>,
 ) -> Result<T> {
     let what = || format!("{} {}", op.verb, service.url(op.key));
-    super::remote::retry(ATTEMPTS, None, &what, attempt).map_err(|(f, n)| service.error(op, &f, n))
+    super::remote::retry(ATTEMPTS, None, &what, attempt)
+        .map_err(|(f, n)| f.into_error(|f| service.error(op, f, n)))
 }
 
 /// Whether a request found its object: an answer, or a 404 that `gone`

@@ -190,10 +190,7 @@ impl Client {
     /// Credentials to sign a request with (fetched again when temporary
     /// ones are about to expire).
     pub fn credentials(&self) -> std::result::Result<rusty_s3::Credentials, Failure> {
-        let c = self
-            .credentials
-            .current()
-            .map_err(|e| Failure::Transport(e.to_string()))?;
+        let c = self.credentials.current().map_err(Failure::Credentials)?;
         Ok(match &c.token {
             Some(t) => rusty_s3::Credentials::new_with_token(&c.key_id, &c.secret, t),
             None => rusty_s3::Credentials::new(&c.key_id, &c.secret),

@@ -31,5 +31,5 @@ pub(super) fn call_until<T>(
 ) -> Result<T> {
     let what = || format!("{} {}", op.verb, client.object_url(op.key));
     crate::store::remote::retry(client.settings.attempts, cancel, &what, attempt)
-        .map_err(|(f, n)| client.error(op, &f, n))
+        .map_err(|(f, n)| f.into_error(|f| client.error(op, f, n)))
 }
