@@ -64,6 +64,19 @@ pub fn basic_auth(user: &str, password: &str) -> String {
     )
 }
 
+/// The body of a successful answer; `HTTP N` or the transport error
+/// (without its URL) otherwise: for the small answers of credential and
+/// token endpoints.
+pub(crate) fn answer_text(
+    answer: std::result::Result<ureq::Response, ureq::Error>,
+) -> std::result::Result<String, String> {
+    match answer {
+        Ok(r) => r.into_string().map_err(|e| e.to_string()),
+        Err(ureq::Error::Status(code, _)) => Err(format!("HTTP {code}")),
+        Err(ureq::Error::Transport(t)) => Err(transport_message(&t)),
+    }
+}
+
 /// A transport error without its URL: a presigned URL or a SAS token holds
 /// a signature.
 pub(crate) fn transport_message(t: &ureq::Transport) -> String {

@@ -221,12 +221,7 @@ impl Source {
                 ])
             }
         };
-        let body = match answer {
-            Ok(r) => r.into_string().map_err(|e| e.to_string())?,
-            Err(ureq::Error::Status(code, _)) => return Err(format!("HTTP {code}")),
-            Err(ureq::Error::Transport(t)) => return Err(crate::http::transport_message(&t)),
-        };
-        token_answer(&body, Utc::now())
+        token_answer(&crate::http::answer_text(answer)?, Utc::now())
     }
 }
 

@@ -117,11 +117,11 @@ impl Provider {
                     .put(&format!("{endpoint}/latest/api/token"))
                     .set("x-aws-ec2-metadata-token-ttl-seconds", "21600")
                     .call();
-                let token =
-                    text(token).map_err(|e| fail(format!("no IMDSv2 session token: {e}")))?;
+                let token = crate::http::answer_text(token)
+                    .map_err(|e| fail(format!("no IMDSv2 session token: {e}")))?;
                 let base = format!("{endpoint}/latest/meta-data/iam/security-credentials/");
                 let get = |url: &str| {
-                    text(
+                    crate::http::answer_text(
                         agent
                             .get(url)
                             .set("x-aws-ec2-metadata-token", token.trim())
@@ -153,7 +153,7 @@ impl Provider {
                 if let Some(t) = &token {
                     req = req.set("authorization", t);
                 }
-                Json::parse(&text(req.call()).map_err(fail)?)
+                Json::parse(&crate::http::answer_text(req.call()).map_err(fail)?)
             }
             Provider::WebIdentity {
                 token_file,
@@ -163,7 +163,7 @@ impl Provider {
             } => {
                 let token = std::fs::read_to_string(token_file)
                     .map_err(|e| fail(format!("{}: {e}", token_file.display())))?;
-                let body = text(agent.post(sts).send_form(&[
+                let body = crate::http::answer_text(agent.post(sts).send_form(&[
                     ("Action", "AssumeRoleWithWebIdentity"),
                     ("Version", "2011-06-15"),
                     ("RoleArn", role_arn),
@@ -192,17 +192,6 @@ impl Provider {
             },
             expires,
         ))
-    }
-}
-
-/// The body of a successful answer; the status or transport error otherwise.
-fn text(
-    r: std::result::Result<ureq::Response, ureq::Error>,
-) -> std::result::Result<String, String> {
-    match r {
-        Ok(r) => r.into_string().map_err(|e| e.to_string()),
-        Err(ureq::Error::Status(code, _)) => Err(format!("HTTP {code}")),
-        Err(e) => Err(e.to_string()),
     }
 }
 
