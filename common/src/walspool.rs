@@ -96,12 +96,15 @@ impl Spool {
     /// Ships the queue with `push` (`parallel` files at once) while it holds
     /// the spool's lock, removing each file once pushed; a file whose push
     /// fails stays queued and ends this round. Returns at once (`Ok(false)`)
-    /// when another process is shipping.
-    pub fn ship(
+    /// when another process is shipping. What `push` needs (the stores) is
+    /// `open`ed only once the lock is held and something is queued.
+    pub fn ship<S: Sync>(
         &self,
         parallel: usize,
-        push: &(dyn Fn(&Path, &str) -> Result<()> + Sync),
+        open: impl FnOnce() -> Result<S>,
+        push: &(dyn Fn(&S, &Path, &str) -> Result<()> + Sync),
     ) -> Result<bool> {
+        let (mut open, mut opened) = (Some(open), None);
         loop {
             let lock = match crate::lock::Lock::acquire(
                 &self.dir.join("ship.lock"),
@@ -117,6 +120,10 @@ impl Spool {
                 if batch.is_empty() {
                     break;
                 }
+                if let Some(open) = open.take() {
+                    opened = Some(open()?);
+                }
+                let target = opened.as_ref().expect("opened with the first batch");
                 let failed = std::sync::Mutex::new(None);
                 let next = std::sync::atomic::AtomicUsize::new(0);
                 std::thread::scope(|scope| {
@@ -131,7 +138,7 @@ impl Spool {
                             }
                             // A file pushed but not removed would be pushed
                             // again and again: that stops the shipper too.
-                            let done = push(path, name).and_then(|()| {
+                            let done = push(target, path, name).and_then(|()| {
                                 std::fs::remove_file(path).map_err(|e| {
                                     Error::io(
                                         format!("removing {} from the spool", path.display()),
@@ -214,7 +221,7 @@ mod tests {
         }
         let shipped = std::sync::Mutex::new(Vec::new());
         let err = spool
-            .ship(2, &|_, name| {
+            .ship(2, || Ok(()), &|_, _, name| {
                 if name.ends_with('6') {
                     return Err(Error::failed("store down"));
                 }
@@ -228,7 +235,12 @@ mod tests {
             left.contains(&"000000010000000000000006".to_string()),
             "{left:?}"
         );
-        assert!(spool.ship(3, &|_, _| Ok(())).unwrap());
+        assert!(spool.ship(3, || Ok(()), &|_, _, _| Ok(())).unwrap());
         assert!(spool.queued().unwrap().is_empty());
+        // Nothing queued: the stores are not even opened.
+        let opened = spool.ship(3, || Err::<(), _>(Error::failed("opened")), &|_, _, _| {
+            Ok(())
+        });
+        assert!(opened.unwrap());
     }
 }

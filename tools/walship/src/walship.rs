@@ -183,10 +183,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 let spool = walspool::Spool::open(dir, max)?;
                 if std::env::var_os(SHIPPER).is_some() {
                     // The background shipper: the queue to every store, four at a time.
-                    let stores = open_stores()?;
-                    // An async push reports to the metrics when it is shipped.
-                    spool.ship(4, &|p, f| {
-                        let pushed = push_everywhere(&stores, p, f, &opts).map(drop);
+                    // An async push reports to the metrics when it is shipped;
+                    // the stores are opened only by the process that ships.
+                    spool.ship(4, open_stores, &|stores, p, f| {
+                        let pushed = push_everywhere(stores, p, f, &opts).map(drop);
                         record_push(pushed.is_ok());
                         pushed
                     })?;
