@@ -77,8 +77,16 @@ fn the_debian_package_installs_runs_verifies_its_units_and_purges_cleanly() {
             .succeeds();
         assert!(r.stderr().trim().is_empty(), "{page}: {}", r.stderr());
     }
+    // Everything the package put on the machine, not only the paths above.
+    let listed = Cmd::new("dpkg").args(["-L", "dbsafe"]).succeeds().stdout();
+    let files: Vec<&str> = listed.lines().filter(|p| Path::new(p).is_file()).collect();
+    assert!(files.len() > INSTALLED.len(), "{listed}");
     purge();
-    for path in INSTALLED {
+    for path in INSTALLED.iter().chain(&files) {
         assert!(!Path::new(path).exists(), "{path} is left after the purge");
     }
+    assert!(
+        !Path::new("/etc/dbsafe").exists(),
+        "/etc/dbsafe is left after the purge"
+    );
 }
