@@ -55,24 +55,37 @@ impl AuditEntry {
 
     /// Appends the entry to the log at `path` durably (O_APPEND, fsync).
     pub fn append(&self, path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                crate::fsutil::create_private_dir(dir)?;
-            }
-        }
         let mut line = serde_json::to_vec(self).expect("audit entries serialize");
         line.push(b'\n');
-        let mut f = crate::fsutil::open_regular(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600),
-            path,
-            "audit log",
-        )?;
+        let mut f = open(path)?;
         f.write_all(&line).context("writing the audit log")?;
         f.sync_data().context("writing the audit log")
     }
+}
+
+/// Opens the audit log at `path` for appending (created 0600 in a private
+/// directory): a regular file, never through a link planted in its place.
+fn open(path: &Path) -> Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            crate::fsutil::create_private_dir(dir)?;
+        }
+    }
+    crate::fsutil::open_regular(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600),
+        path,
+        "audit log",
+    )
+}
+
+/// Checks, before an action that must be audited (a deletion, a restore),
+/// that its entry can be written: an action the log cannot record is refused
+/// before it changes anything, not recorded nowhere afterwards.
+pub fn check_writable(path: &Path) -> Result<()> {
+    open(path).map(drop)
 }
 
 /// Where the audit log of `store` lives.

@@ -43,11 +43,34 @@ fn a_link_planted_as_a_lock_file_is_refused_and_its_target_untouched() {
 fn a_link_planted_as_the_audit_log_is_never_written_through() {
     let (s, store) = scene_with_a_backup();
     let victim = s.write("victim.txt", "precious\n");
+    // A second backup, so that the prune deletes one and has an entry to write.
+    dbsafe_tests::next_second();
+    snap_to(&s, &store).succeeds();
     std::os::unix::fs::symlink(&victim, store.join("audit.log")).unwrap();
-    prune_store(&store).args(["--keep-last", "1"]).run();
-    restore_from_store(&store, sqlite::url(&s.path("app.db")))
+    assert_eq!(
+        dbsafe_tests::artifacts(&store).len(),
+        2,
+        "two backups before"
+    );
+    let refused = "audit.log is not a regular file";
+    // Deleting needs its audit entry: the prune refuses before deleting anything.
+    prune_store(&store)
+        .args(["--keep-last", "1"])
+        .fails_with(4, refused);
+    assert_eq!(dbsafe_tests::artifacts(&store).len(), 2);
+    // So does a restore: nothing is overwritten that the log cannot record.
+    let target = s.path("target.db");
+    sqlite::sample(&target, 3);
+    let before = sqlite::contents(&target);
+    restore_from_store(&store, sqlite::url(&target))
         .args(["--latest", "--yes"])
-        .run();
+        .fails_with(4, refused);
+    assert_eq!(sqlite::contents(&target), before, "the target is untouched");
+    let link = std::fs::symlink_metadata(store.join("audit.log")).unwrap();
+    assert!(
+        link.file_type().is_symlink(),
+        "the planted link is left for its owner to see"
+    );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
 }
 

@@ -127,6 +127,9 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         backups: decisions,
     };
     let by_file: BTreeMap<String, &Entry> = entries.iter().map(|e| (e.file(), e)).collect();
+    if !args.dry_run && report.backups.iter().any(|d| !d.keep) {
+        audit::check_writable(&audit::log_for(store.as_ref()))?;
+    }
     for d in report.backups.iter().filter(|d| !d.keep) {
         let e = by_file[&d.id];
         if args.dry_run {

@@ -149,6 +149,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let clock = Instant::now();
     let mut audit = AuditEntry::new("dbrestore", "restore", &artifact.describe(), &target.url());
     let audit_path = audit_path(&source, &safety);
+    dbsafe::audit::check_writable(&audit_path)?;
     let result = Restoring {
         args: &args,
         cfg: &cfg,

@@ -138,6 +138,7 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
         entry.file(),
         finished.to_rfc3339()
     ));
+    dbsafe::audit::check_writable(&dbsafe::audit::log_for(store.as_ref()))?;
     let clock = Instant::now();
     let pg = PgData::new(dir.clone(), recovery, Origin::of(Some(meta)));
     let artifact = Artifact::entry(store.as_ref(), entry).with_meta(meta.clone());
