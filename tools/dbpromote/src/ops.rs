@@ -328,7 +328,8 @@ impl Drop for SideDb<'_> {
     }
 }
 
-/// Takes the promotion lock of environment `env` on its store, then drops
+/// Takes the promotion lock of environment `env` on its store, checks that
+/// its audit log can be written, then drops
 /// the sides killed runs left next to its database. A dry run, or one
 /// without a store yet, takes no lock and drops nothing (`None`).
 pub(crate) fn lock_target(
@@ -341,6 +342,8 @@ pub(crate) fn lock_target(
         return Ok(None);
     };
     let lock = Lock::on_store(store, &format!("promote-{env}"), ctx.lock_timeout)?;
+    // A promotion the audit log cannot record is refused before it starts.
+    dbsafe::audit::check_writable(&dbsafe::audit::log_for(store))?;
     sweep_sides(home)?;
     Ok(Some(lock))
 }
