@@ -1,6 +1,6 @@
 //! walship's contract with PostgreSQL: archive_command and restore_command exit codes.
 
-use dbsafe_tests::{wait_until, wal_status, Cmd, Scene};
+use dbsafe_tests::{assert_wal_fetches_as, wait_until, wal_status, Cmd, Scene};
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,6 +22,13 @@ fn push(store: &Path, path: &Path, file: &str) -> Cmd {
 /// `walship push PATH FILE --to STORE -r PUBLIC`: a push encrypted to `public`.
 fn push_encrypted(store: &Path, path: &Path, file: &str, public: &str) -> Cmd {
     dbsafe_tests::push_wal_keyed(path, file, store, Some(public))
+}
+
+/// Asserts that `name` fetches from the local `store` as `seg`'s bytes.
+fn fetches_whole(s: &Scene, store: &Path, name: &str, seg: &Path) {
+    let back = s.path(&format!("back-{:x}", dbsafe_tests::rand_u64()));
+    let store = store.display().to_string();
+    assert_wal_fetches_as(Cmd::tool("walship"), name, &store, &back, seg);
 }
 
 fn fetch(store: &Path, file: &str, dest: &Path) -> Cmd {
@@ -318,13 +325,7 @@ fn async_pushes_are_acknowledged_from_the_spool_and_shipped_to_every_store() {
     spool_drains(&spool);
     for store in [&store, &second] {
         for (name, seg) in &pushed {
-            let back = s.path("back");
-            fetch(store, name, &back).succeeds();
-            assert!(
-                std::fs::read(&back).unwrap() == std::fs::read(seg).unwrap(),
-                "{name}"
-            );
-            std::fs::remove_file(&back).unwrap();
+            fetches_whole(&s, store, name, seg);
         }
     }
 }
@@ -374,13 +375,7 @@ fn a_full_spool_makes_an_async_push_fail_and_nothing_is_dropped() {
     // Both reach the store whole: the one queued before, and the refused
     // one once PostgreSQL's retry was taken.
     for (name, seg) in [(&name1, &seg1), (&name2, &seg2)] {
-        let back = s.path("back");
-        fetch(&store, name, &back).succeeds();
-        assert!(
-            std::fs::read(&back).unwrap() == std::fs::read(seg).unwrap(),
-            "{name}"
-        );
-        std::fs::remove_file(&back).unwrap();
+        fetches_whole(&s, &store, name, seg);
     }
 }
 
@@ -428,13 +423,7 @@ fn async_pushes_killed_at_random_points_lose_no_acknowledged_segment() {
         let _ = std::fs::remove_file(&back);
     }
     for (name, seg) in &acknowledged {
-        let back = s.path("back");
-        fetch(&store, name, &back).succeeds();
-        assert!(
-            std::fs::read(&back).unwrap() == std::fs::read(seg).unwrap(),
-            "{name}"
-        );
-        std::fs::remove_file(&back).unwrap();
+        fetches_whole(&s, &store, name, seg);
     }
 }
 
