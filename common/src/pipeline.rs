@@ -356,9 +356,14 @@ impl<W: Write> Compress<W> {
 /// zstd whose level follows the source, as `zstd --adapt` does: a source
 /// that keeps the queue in front of the compressor full (compression is the
 /// bottleneck) lowers the level, a compressor that keeps finding the queue
-/// empty (it waits on the source) raises it. A new level starts a new zstd
-/// frame: the artifact is concatenated frames, which every zstd decoder
-/// (the `zstd` CLI included) reads as one stream.
+/// empty (it waits on the source) raises it. The queue alone cannot see a
+/// machine whose cores are all busy: there a compressor that keeps up does
+/// so by taking CPU from the database and its dump tool, which slows the
+/// source it then waits on. So the level also goes down while the machine
+/// has no idle core to speak of, and rises only while a whole core is idle
+/// ([`IdleGauge`]). A new level starts a new zstd frame: the artifact is
+/// concatenated frames, which every zstd decoder (the `zstd` CLI included)
+/// reads as one stream.
 struct Adaptive<W: Write> {
     encoder: Option<zstd::stream::write::Encoder<'static, W>>,
     level: i32,
@@ -366,30 +371,120 @@ struct Adaptive<W: Write> {
     levels: Levels,
     chunks: usize,
     backlog: usize,
-    ceiling: i32,
+    idle: Box<dyn IdleGauge>,
 }
 
 /// The adaptive range, where it starts and how many buffers (of
-/// [`CHUNK`]) each decision watches.
+/// [`CHUNK`]) each decision watches at the least.
 const AUTO_LEVELS: std::ops::RangeInclusive<i32> = 1..=6;
 const AUTO_START: i32 = 3;
 const AUTO_WINDOW: usize = 8;
+/// Idle cores below which the machine counts as saturated (the level goes
+/// down), and at or above which a higher level has a core of its own.
+const SATURATED: f64 = 0.25;
+const SPARE_CORE: f64 = 1.0;
 
-/// The highest adaptive level on this machine: a compressor waiting on its
-/// source has a core to spare for a better ratio only when the source does
-/// not need it. On 2 cores or fewer the database and its dump tool share
-/// the other core with the encryption stage, and a level above the start
-/// slows the dump itself (measured with make bench: 1.58x the dump alone
-/// against 1.46x at a fixed 3), so the level only goes down from there.
-fn auto_ceiling() -> i32 {
+/// What an [`IdleGauge`] saw since its previous reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Idle {
+    /// The machine does not tell (not Linux, no `/proc`).
+    Unknown,
+    /// Too little time has passed for a reading worth acting on.
+    TooSoon,
+    /// Cores idle on average.
+    Cores(f64),
+}
+
+/// The machine's idle CPU between readings.
+trait IdleGauge: Send {
+    fn read(&mut self) -> Idle;
+}
+
+/// Idle CPU from `/proc/stat`'s first line (idle and iowait against all
+/// time, of every core): the kernel counts in ticks of 10 ms, so a reading
+/// waits for 10 ticks a core.
+struct ProcStat {
+    last: Option<(u64, u64)>,
+    cores: f64,
+}
+
+impl ProcStat {
+    fn new() -> ProcStat {
+        let mut gauge = ProcStat {
+            last: None,
+            cores: 1.0,
+        };
+        gauge.last = gauge.ticks();
+        gauge
+    }
+
+    /// (idle, total) ticks so far, and the number of cores as a side effect.
+    fn ticks(&mut self) -> Option<(u64, u64)> {
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        let mut lines = text.lines();
+        let all: Vec<u64> = lines
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .take(8)
+            .map(|n| n.parse().ok())
+            .collect::<Option<_>>()?;
+        let cores = lines.take_while(|l| l.starts_with("cpu")).count();
+        self.cores = cores.max(1) as f64;
+        let idle = all.get(3)? + all.get(4)?;
+        Some((idle, all.iter().sum()))
+    }
+}
+
+impl IdleGauge for ProcStat {
+    fn read(&mut self) -> Idle {
+        let (Some((idle0, total0)), Some((idle, total))) = (self.last, self.ticks()) else {
+            return Idle::Unknown;
+        };
+        let elapsed = total.saturating_sub(total0);
+        if (elapsed as f64) < 10.0 * self.cores {
+            return Idle::TooSoon;
+        }
+        self.last = Some((idle, total));
+        Idle::Cores(idle.saturating_sub(idle0) as f64 / elapsed as f64 * self.cores)
+    }
+}
+
+/// The highest adaptive level where the machine's idle CPU is unknown: a
+/// compressor waiting on its source has a core to spare for a better ratio
+/// only when the source does not need it, which on 2 cores or fewer it
+/// does, so there the level only goes down from its start.
+fn blind_ceiling() -> i32 {
     match std::thread::available_parallelism().map(|n| n.get()) {
         Ok(n) if n > 2 => *AUTO_LEVELS.end(),
         _ => AUTO_START,
     }
 }
 
+/// The next level from the current one, the average queue length in
+/// quarters of a buffer over the window, and the machine's idle CPU.
+fn next_level(level: i32, backlog_quarters: usize, idle: Idle) -> i32 {
+    let full = (IN_FLIGHT - 1) * 4;
+    let (saturated, spare, ceiling) = match idle {
+        Idle::Cores(c) => (c < SATURATED, c >= SPARE_CORE, *AUTO_LEVELS.end()),
+        Idle::Unknown | Idle::TooSoon => (false, true, blind_ceiling()),
+    };
+    let next = if backlog_quarters >= full || saturated {
+        level - 1
+    } else if backlog_quarters == 0 && spare {
+        level + 1
+    } else {
+        level
+    };
+    next.clamp(*AUTO_LEVELS.start(), ceiling)
+}
+
 impl<W: Write> Adaptive<W> {
     fn new(next: W, threads: u32) -> io::Result<Adaptive<W>> {
+        Adaptive::with_gauge(next, threads, Box::new(ProcStat::new()))
+    }
+
+    fn with_gauge(next: W, threads: u32, idle: Box<dyn IdleGauge>) -> io::Result<Adaptive<W>> {
         Ok(Adaptive {
             encoder: Some(zstd_encoder(next, AUTO_START, threads)?),
             level: AUTO_START,
@@ -397,7 +492,7 @@ impl<W: Write> Adaptive<W> {
             levels: Levels::new(),
             chunks: 0,
             backlog: 0,
-            ceiling: auto_ceiling(),
+            idle,
         })
     }
 
@@ -410,17 +505,11 @@ impl<W: Write> Adaptive<W> {
         if self.chunks < AUTO_WINDOW {
             return Ok(());
         }
-        // Average queue length over the window, in quarters of a buffer.
-        let average = self.backlog * 4 / self.chunks;
-        let full = (IN_FLIGHT - 1) * 4;
-        let next = if average >= full {
-            self.level - 1
-        } else if average == 0 {
-            self.level + 1
-        } else {
-            self.level
+        let idle = self.idle.read();
+        if idle == Idle::TooSoon {
+            return Ok(());
         }
-        .clamp(*AUTO_LEVELS.start(), self.ceiling);
+        let next = next_level(self.level, self.backlog * 4 / self.chunks, idle);
         (self.chunks, self.backlog) = (0, 0);
         if next != self.level {
             let sink = self.encoder.take().expect("an encoder").finish()?;
@@ -727,9 +816,27 @@ mod tests {
         (d.layers, artifact)
     }
 
+    /// A gauge that reads what the test says, in turn.
+    struct Readings(std::collections::VecDeque<Idle>);
+
+    impl IdleGauge for Readings {
+        fn read(&mut self) -> Idle {
+            self.0.pop_front().expect("a reading for each window")
+        }
+    }
+
+    fn adaptive(readings: impl IntoIterator<Item = Idle>) -> Adaptive<Vec<u8>> {
+        Adaptive::with_gauge(
+            Vec::new(),
+            0,
+            Box::new(Readings(readings.into_iter().collect())),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn the_adaptive_level_follows_the_backlog_and_its_frames_decode_as_one_stream() {
-        let mut a = Adaptive::new(Vec::new(), 0).unwrap();
+        let mut a = adaptive([Idle::Cores(1.5); 5]);
         let chunk =
             |i: usize| -> Vec<u8> { (0..CHUNK).map(|j| ((i * 31 + j / 7) % 251) as u8).collect() };
         let mut plain = Vec::new();
@@ -739,7 +846,7 @@ mod tests {
             plain.extend(chunk(i));
         }
         assert_eq!(a.level, 1);
-        // An empty queue raises it again.
+        // An empty queue with a core to spare raises it again.
         for i in 0..AUTO_WINDOW * 2 {
             a.write_chunk(&chunk(i), 0).unwrap();
             plain.extend(chunk(i));
@@ -763,22 +870,75 @@ mod tests {
     }
 
     #[test]
-    fn on_a_small_machine_the_adaptive_level_never_rises_above_its_start() {
-        let mut a = Adaptive::new(Vec::new(), 0).unwrap();
-        a.ceiling = AUTO_START;
-        for _ in 0..AUTO_WINDOW * 3 {
-            a.write_chunk(&[7u8; 4096], 0).unwrap();
-        }
-        assert_eq!(a.level, AUTO_START);
-        a.ceiling = *AUTO_LEVELS.end();
-        for _ in 0..AUTO_WINDOW * 3 {
-            a.write_chunk(&[7u8; 4096], 0).unwrap();
+    fn a_saturated_machine_lowers_the_level_though_the_compressor_keeps_up() {
+        // The queue stays empty throughout: only the idle CPU differs.
+        let mut a = adaptive([
+            Idle::Cores(0.1),
+            Idle::Cores(0.0),
+            Idle::Cores(0.1),
+            Idle::Cores(0.5),
+            Idle::Cores(0.5),
+            Idle::Cores(2.0),
+            Idle::Cores(2.0),
+        ]);
+        let mut levels = Vec::new();
+        for _ in 0..7 {
+            for _ in 0..AUTO_WINDOW {
+                a.write_chunk(&[7u8; 4096], 0).unwrap();
+            }
+            levels.push(a.level);
         }
         assert_eq!(
-            a.level,
-            AUTO_START + 3,
-            "a core to spare buys a better ratio"
+            levels,
+            [2, 1, 1, 1, 1, 2, 3],
+            "down while saturated, held with half a core idle, up with a core to spare"
         );
+    }
+
+    #[test]
+    fn a_window_too_short_to_read_the_cpu_waits_for_the_next_reading() {
+        let mut a = adaptive([Idle::TooSoon, Idle::TooSoon, Idle::Cores(0.0)]);
+        for _ in 0..AUTO_WINDOW + 1 {
+            a.write_chunk(&[7u8; 4096], 0).unwrap();
+        }
+        assert_eq!(a.level, AUTO_START, "no decision without a reading");
+        a.write_chunk(&[7u8; 4096], 0).unwrap();
+        assert_eq!(a.level, AUTO_START - 1);
+        assert_eq!(a.chunks, 0, "the next window starts after the decision");
+    }
+
+    #[test]
+    fn without_a_cpu_reading_a_small_machine_never_rises_above_the_start() {
+        let small = std::thread::available_parallelism().map_or(1, |n| n.get()) <= 2;
+        let mut a = adaptive([Idle::Unknown; 3]);
+        for _ in 0..AUTO_WINDOW * 3 {
+            a.write_chunk(&[7u8; 4096], 0).unwrap();
+        }
+        let expected = if small { AUTO_START } else { AUTO_START + 3 };
+        assert_eq!(a.level, expected);
+    }
+
+    #[test]
+    fn proc_stat_reads_idle_cores_within_the_machine() {
+        let mut g = ProcStat::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let idle = loop {
+            match g.read() {
+                Idle::TooSoon if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => break other,
+            }
+        };
+        let Idle::Cores(c) = idle else {
+            panic!("no reading from /proc/stat: {idle:?}")
+        };
+        assert!(
+            (0.0..=g.cores).contains(&c),
+            "{c} idle of {} cores",
+            g.cores
+        );
+        assert!(g.cores >= 1.0);
     }
 
     #[test]
