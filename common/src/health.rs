@@ -57,17 +57,66 @@ pub struct SeriesHealth {
     pub newest_verified_age_seconds: Option<i64>,
 }
 
+/// The head of a line of WAL (the whole archive's, or one timeline's).
+#[derive(Debug, Clone, Serialize)]
+pub struct WalTip {
+    /// Newest segment name.
+    pub newest: Option<String>,
+    /// Seconds since it was archived.
+    pub newest_age_seconds: Option<i64>,
+    /// Missing ranges (`first..last` segment names).
+    pub gaps: Vec<String>,
+}
+
+impl WalTip {
+    fn new(
+        newest: Option<&(String, DateTime<Utc>)>,
+        now: DateTime<Utc>,
+        gaps: Vec<String>,
+    ) -> WalTip {
+        WalTip {
+            newest: newest.map(|n| n.0.clone()),
+            newest_age_seconds: newest.map(|n| (now - n.1).num_seconds()),
+            gaps,
+        }
+    }
+
+    /// The gaps, if any, as a problem: recovery cannot replay across them.
+    pub fn gap_problem(&self) -> Option<String> {
+        (!self.gaps.is_empty()).then(|| format!("WAL archive has gaps: {}", self.gaps.join(", ")))
+    }
+
+    /// A newest segment older than `max` (the limit `flag` set) as a
+    /// problem: archiving has stopped or fallen behind.
+    pub fn lag_problem(&self, max: std::time::Duration, flag: &str) -> Option<String> {
+        let age = self.newest_age_seconds?;
+        (age as f64 > max.as_secs_f64()).then(|| {
+            format!(
+                "newest archived WAL is {age}s old, more than {flag} {}",
+                crate::units::human_duration(max)
+            )
+        })
+    }
+
+    /// One line for people: `newest NAME (Ss old), G gaps`.
+    pub fn summary(&self) -> String {
+        format!(
+            "newest {} ({}s old), {} gaps",
+            self.newest.as_deref().unwrap_or("-"),
+            self.newest_age_seconds.unwrap_or(0),
+            self.gaps.len()
+        )
+    }
+}
+
 /// The WAL archive's health.
 #[derive(Debug, Clone, Serialize)]
 pub struct WalHealth {
     /// Segments archived.
     pub segments: usize,
-    /// Newest segment name.
-    pub newest: Option<String>,
-    /// Seconds since it was archived.
-    pub newest_age_seconds: Option<i64>,
-    /// Missing ranges per timeline (`first..last` segment names).
-    pub gaps: Vec<String>,
+    /// The live timeline's newest segment, and the gaps of every timeline.
+    #[serde(flatten)]
+    pub tip: WalTip,
     /// Each timeline: where it branched, its newest segment, its gaps.
     pub timelines: Vec<TimelineHealth>,
 }
@@ -75,13 +124,7 @@ pub struct WalHealth {
 impl WalHealth {
     /// One line for people: `N segments, newest NAME (Ss old), G gaps`.
     pub fn summary(&self) -> String {
-        format!(
-            "{} segments, newest {} ({}s old), {} gaps",
-            self.segments,
-            self.newest.as_deref().unwrap_or("-"),
-            self.newest_age_seconds.unwrap_or(0),
-            self.gaps.len()
-        )
+        format!("{} segments, {}", self.segments, self.tip.summary())
     }
 }
 
@@ -98,12 +141,9 @@ pub struct TimelineHealth {
     pub parent: Option<u32>,
     /// The position it branched at.
     pub branched_at: Option<String>,
-    /// Its newest archived segment.
-    pub newest: Option<String>,
-    /// Seconds since that segment was archived.
-    pub newest_age_seconds: Option<i64>,
-    /// Missing ranges (`first..last` segment names).
-    pub gaps: Vec<String>,
+    /// Its newest archived segment and its gaps.
+    #[serde(flatten)]
+    pub tip: WalTip,
 }
 
 impl TimelineHealth {
@@ -115,12 +155,10 @@ impl TimelineHealth {
             _ => String::new(),
         };
         format!(
-            "timeline {} ({}){branch}: newest {} ({}s old), {} gaps",
+            "timeline {} ({}){branch}: {}",
             self.timeline,
             self.role,
-            self.newest.as_deref().unwrap_or("-"),
-            self.newest_age_seconds.unwrap_or(0),
-            self.gaps.len()
+            self.tip.summary()
         )
     }
 }
@@ -213,18 +251,11 @@ pub fn assess(store: &dyn Store, t: &Thresholds, now: DateTime<Utc>) -> Result<H
     }
     let wal = wal_health(store, now)?;
     if let Some(w) = &wal {
-        if !w.gaps.is_empty() {
-            critical.push(format!("WAL archive has gaps: {}", w.gaps.join(", ")));
-        }
-        if let (Some(max), Some(age)) = (t.max_wal_lag, w.newest_age_seconds) {
-            if age as f64 > max.as_secs_f64() {
-                degraded.push(format!(
-                    "newest archived WAL is {}s old (max {})",
-                    age,
-                    crate::units::human_duration(max)
-                ));
-            }
-        }
+        critical.extend(w.tip.gap_problem());
+        degraded.extend(
+            t.max_wal_lag
+                .and_then(|max| w.tip.lag_problem(max, "--max-wal-lag")),
+        );
     }
     let readiness = if !critical.is_empty() {
         "critical"
@@ -298,9 +329,7 @@ pub fn wal_health(store: &dyn Store, now: DateTime<Utc>) -> Result<Option<WalHea
             .into(),
             parent: t.parent().map(|p| p.parent),
             branched_at: t.parent().map(|p| p.switch.to_string()),
-            newest: t.newest.as_ref().map(|n| n.0.clone()),
-            newest_age_seconds: t.newest.as_ref().map(|n| (now - n.1).num_seconds()),
-            gaps: gap_names(t.id),
+            tip: WalTip::new(t.newest.as_ref(), now, gap_names(t.id)),
         })
         .collect();
     let newest = live_line.and_then(|t| t.newest.clone());
@@ -309,9 +338,11 @@ pub fn wal_health(store: &dyn Store, now: DateTime<Utc>) -> Result<Option<WalHea
             .iter()
             .filter(|n| n.kind == wal::WalKind::Segment)
             .count(),
-        newest: newest.as_ref().map(|n| n.0.clone()),
-        newest_age_seconds: newest.as_ref().map(|n| (now - n.1).num_seconds()),
-        gaps: per.iter().flat_map(|t| t.gaps.clone()).collect(),
+        tip: WalTip::new(
+            newest.as_ref(),
+            now,
+            per.iter().flat_map(|t| t.tip.gaps.clone()).collect(),
+        ),
         timelines: per,
     }))
 }
@@ -387,14 +418,14 @@ mod tests {
             .map(|t| (t.timeline, t.role.as_str()))
             .collect();
         assert_eq!(roles, [(1, "live"), (2, "branch")]);
-        assert_eq!(h.newest.as_deref(), Some("000000010000000000000004"));
+        assert_eq!(h.tip.newest.as_deref(), Some("000000010000000000000004"));
         assert_eq!(h.timelines[1].parent, Some(1));
         assert_eq!(h.timelines[1].branched_at.as_deref(), Some("0/2000120"));
         assert_eq!(
-            h.timelines[0].gaps,
+            h.timelines[0].tip.gaps,
             ["000000010000000000000003..000000010000000000000003"]
         );
-        assert!(h.timelines[1].gaps.is_empty());
+        assert!(h.timelines[1].tip.gaps.is_empty());
     }
 
     #[test]

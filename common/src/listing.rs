@@ -116,10 +116,11 @@ pub fn list(
                 role: t.role,
                 from: oldest_base.clone(),
                 to: t
+                    .tip
                     .newest_age_seconds
                     .map(|age| (now - Duration::seconds(age)).to_rfc3339()),
-                newest_segment: t.newest,
-                gaps: t.gaps,
+                newest_segment: t.tip.newest,
+                gaps: t.tip.gaps,
             })
             .collect(),
         None => Vec::new(),

@@ -39,6 +39,18 @@ impl Parts<'_> {
         )
     }
 
+    /// A dry run's step that records the promotion: the manifest in the
+    /// target's store (and in `also`, a second store), the audit log and
+    /// the metrics.
+    pub fn record_step(&self, also: Option<&str>) -> String {
+        let also = also.map(|s| format!(" (and {s})")).unwrap_or_default();
+        format!(
+            "write {} in store {}{also}, the audit log and the metrics",
+            dbsafe::release::manifest_key(&self.target.name, self.version),
+            self.target.store
+        )
+    }
+
     /// The manifest of a promotion of `kind` from the source to the target.
     pub fn manifest(&self, kind: Kind) -> Manifest {
         Manifest::new(

@@ -268,13 +268,7 @@ pub(crate) fn swap_detail(s: &side::Swap, target: &str, kept: &str) -> String {
 }
 
 fn plan(ctx: &Ctx, parts: &Parts<'_>, sessions: usize) -> Plan {
-    let Parts {
-        version,
-        source,
-        target,
-        engine,
-        home,
-    } = *parts;
+    let (source, target, home) = (parts.source, parts.target, parts.home);
     let a = &ctx.args;
     let b = &target.name;
     let mut steps = vec![parts.lock_step()];
@@ -318,15 +312,10 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, sessions: usize) -> Plan {
         "drop previous databases beyond the newest {}",
         a.keep_previous
     ));
-    steps.push(format!(
-        "write {} in store {} (and {}), the audit log and the metrics",
-        rel::manifest_key(b, version),
-        target.store,
-        source.store
-    ));
+    steps.push(parts.record_step(Some(&source.store)));
     steps.push(format!(
         "on failure before the swap: drop {side}; {} is not changed",
-        engine.url()
+        parts.engine.url()
     ));
     parts.plan("refresh", steps)
 }

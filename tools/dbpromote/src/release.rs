@@ -221,13 +221,8 @@ fn rehearse(
 }
 
 fn plan(ctx: &Ctx, parts: &Parts<'_>, gate: Option<&str>) -> Plan {
-    let Parts {
-        version,
-        source,
-        target,
-        engine,
-        home,
-    } = *parts;
+    let (version, source, target, engine) =
+        (parts.version, parts.source, parts.target, parts.engine);
     let b = &target.name;
     let mut steps = vec![match gate {
         Some(g) => format!(
@@ -246,7 +241,7 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, gate: Option<&str>) -> Plan {
         target.store
     ));
     steps.push("verify it (level full)".into());
-    let side = home.side_name("rehearsal_XXXXXXXX");
+    let side = parts.home.side_name("rehearsal_XXXXXXXX");
     steps.push(format!(
         "rehearsal: restore it into the side database {side}"
     ));
@@ -275,10 +270,6 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, gate: Option<&str>) -> Plan {
         Some(d) => format!("on failure: run `{d}`, report {b}'s state and how to restore the pre-release backup"),
         None => format!("on failure: report {b}'s state and how to restore the pre-release backup (no downgrade command)"),
     });
-    steps.push(format!(
-        "write {} in store {}, the audit log and the metrics",
-        rel::manifest_key(b, version),
-        target.store
-    ));
+    steps.push(parts.record_step(None));
     parts.plan("release", steps)
 }

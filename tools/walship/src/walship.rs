@@ -291,15 +291,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             match &health {
                 None => problems.push("the WAL archive is empty".to_string()),
                 Some(h) => {
-                    if !h.gaps.is_empty() {
-                        problems.push(format!("gaps: {}", h.gaps.join(", ")));
-                    }
-                    if let (Some(max), Some(age)) = (max_lag, h.newest_age_seconds) {
-                        if age as f64 > max.as_secs_f64() {
-                            problems
-                                .push(format!("newest segment is {age}s old, more than --max-lag"));
-                        }
-                    }
+                    problems.extend(h.tip.gap_problem());
+                    problems.extend(max_lag.and_then(|max| h.tip.lag_problem(max, "--max-lag")));
                 }
             }
             if cli.common.json {
