@@ -361,9 +361,10 @@ impl<W: Write> Compress<W> {
 /// so by taking CPU from the database and its dump tool, which slows the
 /// source it then waits on. So the level also goes down while the machine
 /// has no idle core to speak of, and rises only while a whole core is idle
-/// ([`IdleGauge`]). A new level starts a new zstd frame: the artifact is
-/// concatenated frames, which every zstd decoder (the `zstd` CLI included)
-/// reads as one stream.
+/// ([`IdleGauge`]). Single-threaded, a new level starts a new zstd frame:
+/// the artifact is concatenated frames, which every zstd decoder (the
+/// `zstd` CLI included) reads as one stream; with workers, the level
+/// changes inside the one frame.
 struct Adaptive<W: Write> {
     encoder: Option<zstd::stream::write::Encoder<'static, W>>,
     level: i32,
@@ -512,10 +513,23 @@ impl<W: Write> Adaptive<W> {
         let next = next_level(self.level, self.backlog * 4 / self.chunks, idle);
         (self.chunks, self.backlog) = (0, 0);
         if next != self.level {
-            let sink = self.encoder.take().expect("an encoder").finish()?;
-            self.encoder = Some(zstd_encoder(sink, next, self.threads)?);
-            self.level = next;
+            self.change_level(next)?;
         }
+        Ok(())
+    }
+
+    /// zstd's workers take a new level at their next job, inside the
+    /// frame; a single-threaded compressor only at a frame's start, so
+    /// there the level change ends the frame and starts another.
+    fn change_level(&mut self, level: i32) -> io::Result<()> {
+        if self.threads > 0 {
+            let encoder = self.encoder.as_mut().expect("an encoder until finish");
+            encoder.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))?;
+        } else {
+            let sink = self.encoder.take().expect("an encoder").finish()?;
+            self.encoder = Some(zstd_encoder(sink, level, self.threads)?);
+        }
+        self.level = level;
         Ok(())
     }
 
@@ -867,6 +881,34 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert!(back == plain, "the concatenated frames decode to the input");
+    }
+
+    #[test]
+    fn with_workers_the_level_changes_inside_one_frame() {
+        let mut a = Adaptive::with_gauge(
+            Vec::new(),
+            2,
+            Box::new(Readings([Idle::Cores(0.0), Idle::Cores(0.0)].into())),
+        )
+        .unwrap();
+        let chunk =
+            |i: usize| -> Vec<u8> { (0..CHUNK).map(|j| ((i * 17 + j / 5) % 241) as u8).collect() };
+        let mut plain = Vec::new();
+        for i in 0..AUTO_WINDOW * 2 {
+            a.write_chunk(&chunk(i), 0).unwrap();
+            plain.extend(chunk(i));
+        }
+        assert_eq!(a.level, AUTO_START - 2);
+        let (out, levels) = a.finish().unwrap();
+        assert_eq!(levels.len(), 2, "{levels:?}");
+        let first = zstd::zstd_safe::find_frame_compressed_size(&out).unwrap();
+        assert_eq!(first, out.len(), "one frame");
+        let mut back = Vec::new();
+        zstd::stream::read::Decoder::new(&out[..])
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == plain);
     }
 
     #[test]
