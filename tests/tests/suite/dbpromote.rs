@@ -510,6 +510,15 @@ fn a_health_check_failing_on_the_target_runs_the_downgrade_and_reports() {
     assert_eq!(step(&m, "migrate")["result"], "ok");
     assert_eq!(step(&m, "health-check")["result"], "failed");
     assert_eq!(step(&m, "downgrade")["result"], "ok");
+    // The flags replace the config file's commands; the one not given stays.
+    assert_eq!(
+        m["commands"],
+        serde_json::json!({
+            "migrate": w.s.path("migrate.sh").display().to_string(),
+            "health_check": health.display().to_string(),
+            "downgrade": down.display().to_string(),
+        })
+    );
     assert!(!w
         .columns("production", "customers")
         .contains(&"tier".to_string()));
@@ -618,6 +627,14 @@ fn a_refresh_brings_masked_production_data_down_and_rolls_back_exactly() {
     let m = w.manifest("staging", &version);
     assert_eq!(m["kind"], "refresh");
     assert_eq!(m["from"], "production");
+    // What the refresh ran on the copy; a refresh has no downgrade.
+    assert_eq!(
+        m["commands"],
+        serde_json::json!({
+            "migrate": w.s.path("migrate.sh").display().to_string(),
+            "health_check": w.s.path("health.sh").display().to_string(),
+        })
+    );
     assert_eq!(m["status"], "success");
     let prev = m["previous_database"]
         .as_str()

@@ -1,6 +1,6 @@
 //! dbpromote's command line.
 
-use clap::{ArgGroup, Parser};
+use clap::{ArgGroup, Args, Parser};
 use dbsafe::cli::{CommonArgs, DecryptArgs, TmpdirArgs};
 use std::path::PathBuf;
 
@@ -88,15 +88,8 @@ pub struct Cli {
     /// List --to's promotions.
     #[arg(long)]
     pub history: bool,
-    /// Migration command (default: the target environment's `migrate`).
-    #[arg(long, value_name = "CMD")]
-    pub migrate: Option<String>,
-    /// Health check command (default: the target environment's `health_check`).
-    #[arg(long, value_name = "CMD")]
-    pub health_check: Option<String>,
-    /// Downgrade command (default: the target environment's `downgrade`).
-    #[arg(long, value_name = "CMD")]
-    pub downgrade: Option<String>,
+    #[command(flatten)]
+    pub commands: Commands,
     /// Refresh: SQL run on the copy before it is swapped in (required from a sensitive source).
     #[arg(long, value_name = "FILE.sql")]
     pub sanitize: Option<PathBuf>,
@@ -168,5 +161,72 @@ impl Cli {
         } else {
             Mode::Release
         }
+    }
+}
+
+/// An environment's shell commands: the config file's, each replaced by
+/// its flag when given.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Commands {
+    /// Migration command (default: the target environment's `migrate`).
+    #[arg(long, value_name = "CMD")]
+    pub migrate: Option<String>,
+    /// Health check command (default: the target environment's `health_check`).
+    #[arg(long, value_name = "CMD")]
+    pub health_check: Option<String>,
+    /// Downgrade command (default: the target environment's `downgrade`).
+    #[arg(long, value_name = "CMD")]
+    pub downgrade: Option<String>,
+}
+
+impl Commands {
+    /// These commands, each replaced by `flags`' where that is set.
+    pub fn overridden_by(self, flags: &Commands) -> Commands {
+        Commands {
+            migrate: flags.migrate.clone().or(self.migrate),
+            health_check: flags.health_check.clone().or(self.health_check),
+            downgrade: flags.downgrade.clone().or(self.downgrade),
+        }
+    }
+
+    /// The commands that are set, by their names in the config file and
+    /// in manifests.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("migrate", &self.migrate),
+            ("health_check", &self.health_check),
+            ("downgrade", &self.downgrade),
+        ]
+        .into_iter()
+        .filter_map(|(name, cmd)| Some((name, cmd.as_deref()?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_replace_only_the_commands_they_give_and_named_lists_the_set_ones() {
+        let config = Commands {
+            migrate: Some("alembic upgrade head".into()),
+            health_check: Some("./health.sh".into()),
+            downgrade: None,
+        };
+        let flags = Commands {
+            health_check: Some("./deep-health.sh".into()),
+            downgrade: Some("alembic downgrade -1".into()),
+            ..Commands::default()
+        };
+        let merged = config.overridden_by(&flags);
+        assert_eq!(
+            merged.named().collect::<Vec<_>>(),
+            [
+                ("migrate", "alembic upgrade head"),
+                ("health_check", "./deep-health.sh"),
+                ("downgrade", "alembic downgrade -1"),
+            ]
+        );
+        assert_eq!(Commands::default().named().count(), 0);
     }
 }

@@ -18,7 +18,7 @@ mod refresh;
 mod release;
 mod rollback;
 
-use cli::Mode;
+use cli::{Commands, Mode};
 use dbsafe::cli::{EncodeArgs, Log};
 use dbsafe::config::Config;
 use dbsafe::{units, Encryption, Error, ExitCode, Keyring, Result};
@@ -32,9 +32,7 @@ pub(crate) struct EnvSpec {
     /// The database URL as configured (it may carry a password: never print it).
     pub url: String,
     pub store: String,
-    pub migrate: Option<String>,
-    pub health_check: Option<String>,
-    pub downgrade: Option<String>,
+    pub commands: Commands,
     pub sensitive: bool,
 }
 
@@ -80,9 +78,11 @@ impl Ctx {
             name: name.into(),
             url,
             store,
-            migrate: e.migrate.clone(),
-            health_check: e.health_check.clone(),
-            downgrade: e.downgrade.clone(),
+            commands: Commands {
+                migrate: e.migrate.clone(),
+                health_check: e.health_check.clone(),
+                downgrade: e.downgrade.clone(),
+            },
             sensitive: e.sensitive,
         })
     }
@@ -97,9 +97,7 @@ impl Ctx {
                 name: self.to.clone(),
                 url: String::new(),
                 store: String::new(),
-                migrate: None,
-                health_check: None,
-                downgrade: None,
+                commands: Commands::default(),
                 sensitive: false,
             },
             (Err(e), _) => return Err(e),
@@ -107,9 +105,7 @@ impl Ctx {
         if let Some(s) = &a.store {
             env.store = s.clone();
         }
-        env.migrate = a.migrate.clone().or(env.migrate);
-        env.health_check = a.health_check.clone().or(env.health_check);
-        env.downgrade = a.downgrade.clone().or(env.downgrade);
+        env.commands = env.commands.overridden_by(&a.commands);
         Ok(env)
     }
 

@@ -1,6 +1,7 @@
 //! The pieces a promotion is made of: backups taken and verified in a
 //! store, restores into side databases, and the operator's shell commands.
 
+use crate::cli::Commands;
 use crate::{Ctx, EnvSpec, Plan};
 use dbsafe::artifact::Artifact;
 use dbsafe::catalog::{self, Selector};
@@ -51,16 +52,30 @@ impl Parts<'_> {
         )
     }
 
-    /// The manifest of a promotion of `kind` from the source to the target.
+    /// The manifest of a promotion of `kind` from the source to the target,
+    /// with the target's commands it runs.
     pub fn manifest(&self, kind: Kind) -> Manifest {
-        Manifest::new(
+        let mut m = Manifest::new(
             kind,
             self.version,
             &self.source.name,
             &self.target.name,
             &self.engine.database(),
             &self.engine.url(),
-        )
+        );
+        let runs = match kind {
+            Kind::Release => self.target.commands.clone(),
+            // A refresh is undone by swapping the previous database back.
+            Kind::Refresh => Commands {
+                downgrade: None,
+                ..self.target.commands.clone()
+            },
+        };
+        m.commands = runs
+            .named()
+            .map(|(name, cmd)| (name.to_string(), cmd.to_string()))
+            .collect();
+        m
     }
 
     /// The dry run's plan of a promotion of `kind` from the source to the target.

@@ -180,7 +180,7 @@ impl<'a> Recorder<'a> {
         self.optional_shell(
             "health-check",
             "health check",
-            target.health_check.as_deref(),
+            target.commands.health_check.as_deref(),
             env,
             "health_check",
         )

@@ -112,14 +112,6 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     if let Some(f) = &a.sanitize {
         m.sanitize = Some(format!("{} (sha256 {})", f.display(), ops::file_sha256(f)?));
     }
-    for (k, v) in [
-        ("migrate", &target.migrate),
-        ("health_check", &target.health_check),
-    ] {
-        if let Some(v) = v {
-            m.commands.insert(k.into(), v.clone());
-        }
-    }
     // The manifest also goes to the source's store, so the backup it names is pinned there.
     let mut stores: Vec<&dyn Store> = vec![store.as_ref()];
     if src_store.describe() != store.describe() {
@@ -189,7 +181,7 @@ fn execute(
         rec.optional_shell(
             "migrate",
             "migrate",
-            target.migrate.as_deref(),
+            target.commands.migrate.as_deref(),
             &env,
             "migrate",
         )?;
@@ -288,8 +280,8 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, sessions: usize) -> Plan {
         None => "no sanitize script".into(),
     });
     for (what, cmd) in [
-        ("migrate", &target.migrate),
-        ("health check", &target.health_check),
+        ("migrate", &target.commands.migrate),
+        ("health check", &target.commands.health_check),
     ] {
         steps.push(match cmd {
             Some(c) => format!("{what}: run `{c}` with DATABASE_URL set to {side}"),

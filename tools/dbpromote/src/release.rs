@@ -18,7 +18,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     let source = ctx.source()?;
     let target = ctx.target()?;
     let gated = rel::release_route(&ctx.chain(), &source.name, &target.name)?;
-    let migrate = target.migrate.clone().ok_or_else(|| {
+    let migrate = target.commands.migrate.clone().ok_or_else(|| {
         Error::usage(format!("no migrate command for {}", target.name)).hint(format!(
             "set migrate in [env.{}] or pass --migrate CMD",
             target.name
@@ -85,13 +85,6 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     let store = store.expect("opened with create outside dry runs");
     let mut m = parts.manifest(Kind::Release);
     m.gate = gate.clone();
-    m.commands.insert("migrate".into(), migrate.clone());
-    if let Some(h) = &target.health_check {
-        m.commands.insert("health_check".into(), h.clone());
-    }
-    if let Some(d) = &target.downgrade {
-        m.commands.insert("downgrade".into(), d.clone());
-    }
     if let Some(prev) = existing {
         m.previous_attempts = prev.previous_attempts.clone();
         m.previous_attempts
@@ -151,7 +144,7 @@ fn execute(
     let Some((step, err)) = failed_at else {
         return Ok(());
     };
-    let downgraded = match &target.downgrade {
+    let downgraded = match &target.commands.downgrade {
         Some(cmd) => {
             let env = ops::command_env(home, &home.target(), b, version, "downgrade");
             Some(rec.shell("downgrade", "downgrade", cmd, &env))
@@ -207,7 +200,7 @@ fn rehearse(
         rec.optional_shell(
             "rehearsal-health-check",
             "rehearsal health check",
-            target.health_check.as_deref(),
+            target.commands.health_check.as_deref(),
             &env,
             "health_check",
         )
@@ -247,9 +240,9 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, gate: Option<&str>) -> Plan {
     ));
     steps.push(format!(
         "rehearsal: run `{}` with DATABASE_URL set to {side}",
-        target.migrate.as_deref().unwrap_or("")
+        target.commands.migrate.as_deref().unwrap_or("")
     ));
-    steps.push(match &target.health_check {
+    steps.push(match &target.commands.health_check {
         Some(h) => format!("rehearsal: run `{h}` against {side}"),
         None => "rehearsal: no health check command".into(),
     });
@@ -259,14 +252,14 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, gate: Option<&str>) -> Plan {
     steps.push(ctx.confirm_step(b));
     steps.push(format!(
         "run `{}` on {}",
-        target.migrate.as_deref().unwrap_or(""),
+        target.commands.migrate.as_deref().unwrap_or(""),
         engine.url()
     ));
-    steps.push(match &target.health_check {
+    steps.push(match &target.commands.health_check {
         Some(h) => format!("run `{h}` against {}", engine.url()),
         None => "no health check command".into(),
     });
-    steps.push(match &target.downgrade {
+    steps.push(match &target.commands.downgrade {
         Some(d) => format!("on failure: run `{d}`, report {b}'s state and how to restore the pre-release backup"),
         None => format!("on failure: report {b}'s state and how to restore the pre-release backup (no downgrade command)"),
     });

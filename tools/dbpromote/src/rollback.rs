@@ -58,10 +58,12 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         .unwrap_or_default();
     let method = match m.kind {
         Kind::Refresh => Method::SwapPrevious,
-        Kind::Release if !a.restore_backup && target.downgrade.is_some() => Method::Downgrade,
+        Kind::Release if !a.restore_backup && target.commands.downgrade.is_some() => {
+            Method::Downgrade
+        }
         Kind::Release => Method::RestoreBackup,
     };
-    if m.kind == Kind::Refresh && (a.restore_backup || a.downgrade.is_some()) {
+    if m.kind == Kind::Refresh && (a.restore_backup || a.commands.downgrade.is_some()) {
         return Err(Error::usage(format!(
             "{} was a refresh: it is rolled back by swapping the previous database back, not by --restore-backup or --downgrade",
             m.version
@@ -196,7 +198,7 @@ fn execute(
     let action = match (method, loss) {
         (Method::Downgrade, _) => format!(
             "roll {b} back from {version} with `{}`",
-            target.downgrade.as_deref().unwrap_or("")
+            target.commands.downgrade.as_deref().unwrap_or("")
         ),
         (_, Some(l)) => {
             format!("roll {b} back from {version}: {l}; the current database is kept as {kept}")
@@ -207,7 +209,7 @@ fn execute(
     match method {
         Method::Downgrade => {
             let env = ops::command_env(home, &home.target(), b, &version, "rollback");
-            let cmd = target.downgrade.clone().unwrap_or_default();
+            let cmd = target.commands.downgrade.clone().unwrap_or_default();
             rec.shell("downgrade", "downgrade", &cmd, &env)?;
             // The health check checks the version the environment is back on.
             let env = ops::command_env(home, &home.target(), b, previous, "rollback");
@@ -288,10 +290,10 @@ fn plan(
         Method::Downgrade => {
             steps.push(format!(
                 "run `{}` on {}",
-                target.downgrade.as_deref().unwrap_or(""),
+                target.commands.downgrade.as_deref().unwrap_or(""),
                 engine.url()
             ));
-            if let Some(h) = &target.health_check {
+            if let Some(h) = &target.commands.health_check {
                 steps.push(format!("run `{h}`"));
             }
         }
