@@ -462,22 +462,32 @@ fn blind_ceiling() -> i32 {
     }
 }
 
+/// An average queue, in quarters of a buffer, at which compression is the
+/// bottleneck.
+const BEHIND: usize = (IN_FLIGHT - 1) * 4;
+
 /// The next level from the current one, the average queue length in
-/// quarters of a buffer over the window, and the machine's idle CPU.
+/// quarters of a buffer over the window, and the machine's idle CPU (not
+/// read when the queue alone decides).
 fn next_level(level: i32, backlog_quarters: usize, idle: Idle) -> i32 {
-    let full = (IN_FLIGHT - 1) * 4;
+    if backlog_quarters >= BEHIND {
+        return (level - 1).max(*AUTO_LEVELS.start());
+    }
     let (saturated, spare, ceiling) = match idle {
         Idle::Cores(c) => (c < SATURATED, c >= SPARE_CORE, *AUTO_LEVELS.end()),
         Idle::Unknown | Idle::TooSoon => (false, true, blind_ceiling()),
     };
-    let next = if backlog_quarters >= full || saturated {
+    let next = if saturated {
         level - 1
     } else if backlog_quarters == 0 && spare {
         level + 1
     } else {
         level
     };
-    next.clamp(*AUTO_LEVELS.start(), ceiling)
+    next.clamp(
+        *AUTO_LEVELS.start(),
+        ceiling.max(level).min(*AUTO_LEVELS.end()),
+    )
 }
 
 impl<W: Write> Adaptive<W> {
@@ -506,11 +516,18 @@ impl<W: Write> Adaptive<W> {
         if self.chunks < AUTO_WINDOW {
             return Ok(());
         }
-        let idle = self.idle.read();
+        let backlog = self.backlog * 4 / self.chunks;
+        // A compressor that falls behind goes down at once; the CPU
+        // decides the rest, once there is a reading of it.
+        let idle = if backlog >= BEHIND {
+            Idle::Unknown
+        } else {
+            self.idle.read()
+        };
         if idle == Idle::TooSoon {
             return Ok(());
         }
-        let next = next_level(self.level, self.backlog * 4 / self.chunks, idle);
+        let next = next_level(self.level, backlog, idle);
         (self.chunks, self.backlog) = (0, 0);
         if next != self.level {
             self.change_level(next)?;
@@ -935,6 +952,16 @@ mod tests {
             [2, 1, 1, 1, 1, 2, 3],
             "down while saturated, held with half a core idle, up with a core to spare"
         );
+    }
+
+    #[test]
+    fn a_compressor_falling_behind_goes_down_without_waiting_for_a_cpu_reading() {
+        // No readings at all: the gauge panics if it is asked.
+        let mut a = adaptive([]);
+        for _ in 0..AUTO_WINDOW * 2 {
+            a.write_chunk(&[7u8; 4096], IN_FLIGHT).unwrap();
+        }
+        assert_eq!(a.level, AUTO_START - 2);
     }
 
     #[test]
