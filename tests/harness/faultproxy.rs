@@ -33,6 +33,42 @@ pub enum Fault {
     /// Answer `503 SlowDown` to every request whose request line contains
     /// this text (every request when empty), forward the others.
     Unavailable(String),
+    /// Hold every request whose request line starts with `method` and
+    /// contains `containing` until `gate` opens; forward the others.
+    Hold {
+        /// `PUT`, `POST`, ...
+        method: String,
+        /// Text of the request line (a query parameter, a key).
+        containing: String,
+        /// Opened by the test.
+        gate: Gate,
+    },
+}
+
+/// A gate a [`Fault::Hold`] waits on, opened once by the test.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Lets every held request through, and every later one.
+    pub fn open(&self) {
+        let (open, changed) = &*self.0;
+        *open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        changed.notify_all();
+    }
+
+    fn wait(&self) {
+        let (open, changed) = &*self.0;
+        let mut g = open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*g {
+            g = changed.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 /// What the proxy did, for assertions.
@@ -50,6 +86,8 @@ pub struct Stats {
     pub corrupted: AtomicUsize,
     /// Requests answered with 503.
     pub refused: AtomicUsize,
+    /// Requests held by [`Fault::Hold`] (counted when held, not when let go).
+    pub held: AtomicUsize,
 }
 
 /// A running proxy.
@@ -123,8 +161,8 @@ fn serve(
     stats: Arc<Stats>,
     fired: Arc<AtomicBool>,
 ) -> io::Result<()> {
-    if let Fault::Unavailable(filter) = fault {
-        return serve_one_request(client, upstream, filter, &stats);
+    if let Fault::Unavailable(_) | Fault::Hold { .. } = fault {
+        return serve_one_request(client, upstream, fault, &stats);
     }
     let server = TcpStream::connect(("127.0.0.1", upstream))?;
     let delay = match fault {
@@ -222,12 +260,13 @@ fn pump(
     }
 }
 
-/// One request per connection: refused with 503, or forwarded with
+/// One request per connection: refused with 503 ([`Fault::Unavailable`]),
+/// held until its gate opens ([`Fault::Hold`]), or forwarded, with
 /// `Connection: close` so that the next request comes on a new connection.
 fn serve_one_request(
     mut client: TcpStream,
     upstream: u16,
-    filter: &str,
+    fault: &Fault,
     stats: &Stats,
 ) -> io::Result<()> {
     let mut head = Vec::new();
@@ -246,7 +285,18 @@ fn serve_one_request(
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.trim().parse().ok())
         .unwrap_or(0);
-    if request_line.contains(filter) {
+    if let Fault::Hold {
+        method,
+        containing,
+        gate,
+    } = fault
+    {
+        if request_line.starts_with(method.as_str()) && request_line.contains(containing.as_str()) {
+            stats.held.fetch_add(1, Ordering::SeqCst);
+            gate.wait();
+        }
+    }
+    if matches!(fault, Fault::Unavailable(filter) if request_line.contains(filter.as_str())) {
         stats.refused.fetch_add(1, Ordering::SeqCst);
         io::copy(&mut (&client).take(content_length), &mut io::sink())?;
         let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";

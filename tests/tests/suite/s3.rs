@@ -2,11 +2,12 @@
 //! same guarantees as local stores, multipart uploads, interrupted writers,
 //! faults on the wire and credentials errors.
 
-use dbsafe_tests::faultproxy::{Fault, FaultProxy};
+use dbsafe_tests::faultproxy::{Fault, FaultProxy, Gate};
 use dbsafe_tests::race::two_hosts_snapshot_one_name;
 use dbsafe_tests::s3::{S3Server, BUCKET};
 use dbsafe_tests::{assert_wal_fetches_as, next_second, require, sqlite, wait_until, Cmd, Scene};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const PREFIX: &str = "prod";
@@ -489,10 +490,10 @@ fn two_hosts_writing_one_name_never_overwrite_each_other() {
 }
 
 /// Two hosts (two lock directories) archive different bytes under one WAL
-/// name; the second reaches the store through a slow link, after the first
-/// has archived it. The second fails (exit 1) and changes nothing: the
-/// segment fetches as the first host's bytes, and pushes of those bytes
-/// keep succeeding.
+/// name at once: the second's link holds its upload until the first has
+/// archived the name, after the second found it free. The second fails
+/// (exit 1) and changes nothing: the segment fetches as the first host's
+/// bytes, and pushes of those bytes keep succeeding.
 fn two_hosts_push_one_name(s: &Scene, server: &S3Server) {
     let store = server.url("shared-wal");
     let name = "000000010000000000000042";
@@ -500,7 +501,15 @@ fn two_hosts_push_one_name(s: &Scene, server: &S3Server) {
     let b = s.path("seg-b");
     write_segment(&a, 253);
     write_segment(&b, 241);
-    let slow = FaultProxy::slow(server.port, Duration::from_millis(10));
+    let gate = Gate::new();
+    let held = FaultProxy::start(
+        server.port,
+        Fault::Hold {
+            method: "PUT".into(),
+            containing: name.into(),
+            gate: gate.clone(),
+        },
+    );
     let host = |n: &str, seg: &std::path::Path, endpoint: &str| {
         let dir = s.path(&format!("wal-host-{n}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -513,14 +522,17 @@ fn two_hosts_push_one_name(s: &Scene, server: &S3Server) {
             .env("XDG_RUNTIME_DIR", &dir)
             .stderr_file(dir.join("stderr"))
     };
-    let first = host("a", &a, &server.endpoint()).spawn();
-    let second = host("b", &b, &slow.endpoint()).spawn();
-    let codes: Vec<i32> = [first, second]
-        .into_iter()
-        .map(|mut c| c.wait().unwrap().code().unwrap_or(-1))
-        .collect();
+    let mut second = host("b", &b, &held.endpoint()).spawn();
+    wait_until(
+        "the second host's upload to be held (or the host to end)",
+        Duration::from_secs(60),
+        || held.stats.held.load(Ordering::SeqCst) > 0 || second.try_wait().ok().flatten().is_some(),
+    );
+    host("a", &a, &server.endpoint()).succeeds();
+    gate.open();
+    let code = second.wait().unwrap().code().unwrap_or(-1);
     let err = std::fs::read_to_string(s.path("wal-host-b/stderr")).unwrap_or_default();
-    assert_eq!(codes, [0, 1], "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("different contents"), "{err}");
     let back = s.path("wal-back");
     assert_wal_fetches_as(server.tool("walship"), name, &store, &back, &a);
