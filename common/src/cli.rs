@@ -110,6 +110,48 @@ impl TmpdirArgs {
     }
 }
 
+/// The flags of a run that changes a database: a dry run, and the typed
+/// confirmation (the database's name) or `--yes` in its place.
+#[derive(Debug, Clone, Args)]
+pub struct ChangeArgs {
+    /// Do not ask for the typed confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Print the plan, step by step, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl ChangeArgs {
+    /// Refuses up front (exit 4) when the confirmation of a change to
+    /// `what` will be needed and cannot be asked: no `--yes`, no dry run,
+    /// no terminal.
+    pub fn require_confirmation_possible(&self, what: &str) -> Result<()> {
+        if self.yes || self.dry_run || crate::term::can_prompt() {
+            return Ok(());
+        }
+        Err(Error::refused(format!(
+            "refusing to change {what} without confirmation: there is no terminal to ask on; nothing was changed"
+        ))
+        .hint("pass --yes to confirm non-interactively"))
+    }
+
+    /// The dry run's step for the confirmation of a change to `name`.
+    pub fn confirm_step(&self, name: &str) -> String {
+        if self.yes {
+            "confirmation skipped (--yes)".into()
+        } else {
+            format!("ask to type {name:?} to confirm")
+        }
+    }
+
+    /// Asks for `name` to be typed before `tool` does `action` ([`crate::term::confirm_typed`]);
+    /// `--yes` answers for the person.
+    pub fn confirm(&self, tool: &str, action: &str, name: &str) -> Result<()> {
+        crate::term::confirm_typed(tool, action, name, self.yes)
+    }
+}
+
 /// Keys to read encrypted artifacts with.
 #[derive(Debug, Clone, Args)]
 pub struct DecryptArgs {
@@ -384,6 +426,28 @@ AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or a manag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dry_run_or_yes_never_needs_a_terminal_and_the_plan_says_how_it_confirms() {
+        let change = |yes, dry_run| ChangeArgs { yes, dry_run };
+        assert!(change(true, false)
+            .require_confirmation_possible("staging")
+            .is_ok());
+        assert!(change(false, true)
+            .require_confirmation_possible("staging")
+            .is_ok());
+        assert_eq!(
+            change(true, false).confirm_step("app"),
+            "confirmation skipped (--yes)"
+        );
+        assert_eq!(
+            change(false, true).confirm_step("app"),
+            "ask to type \"app\" to confirm"
+        );
+        assert!(change(true, false)
+            .confirm("dbrestore", "replace app", "app")
+            .is_ok());
+    }
 
     #[test]
     fn zstd_workers_take_only_the_cores_beyond_two() {

@@ -1,7 +1,7 @@
 //! dbpromote's command line.
 
 use clap::{ArgGroup, Args, Parser};
-use dbsafe::cli::{CommonArgs, DecryptArgs, TmpdirArgs};
+use dbsafe::cli::{ChangeArgs, CommonArgs, DecryptArgs, TmpdirArgs};
 use std::path::PathBuf;
 
 /// Promote a database between environments: releases up, refreshes down, rollbacks.
@@ -117,12 +117,8 @@ pub struct Cli {
     /// How long to wait for another promotion of the same environment (default 0: refuse at once).
     #[arg(long, value_name = "D")]
     pub lock_timeout: Option<String>,
-    /// Do not ask for the typed confirmation.
-    #[arg(short, long)]
-    pub yes: bool,
-    /// Print every step and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub change: ChangeArgs,
     #[command(flatten)]
     pub keys: DecryptArgs,
     #[command(flatten)]

@@ -151,26 +151,6 @@ impl Ctx {
             no_encrypt: false,
         }
     }
-
-    /// Refuses up front when the typed confirmation could not be asked.
-    pub fn require_confirmation_possible(&self, env: &str) -> Result<()> {
-        if self.args.yes || self.args.dry_run || dbsafe::term::can_prompt() {
-            return Ok(());
-        }
-        Err(Error::refused(format!(
-            "refusing to change {env} without confirmation: there is no terminal to ask on; nothing was changed"
-        ))
-        .hint("pass --yes to confirm non-interactively"))
-    }
-
-    /// A dry run's step for the typed confirmation of a change to `env`.
-    pub fn confirm_step(&self, env: &str) -> String {
-        if self.args.yes {
-            "confirmation skipped (--yes)".into()
-        } else {
-            format!("ask to type {env:?} to confirm")
-        }
-    }
 }
 
 /// Whether the run was interrupted: the library's handler stops the

@@ -365,7 +365,7 @@ pub(crate) fn lock_target(
     home: &dyn Home,
     env: &str,
 ) -> Result<Option<Lock>> {
-    let Some(store) = store.filter(|_| !ctx.args.dry_run) else {
+    let Some(store) = store.filter(|_| !ctx.args.change.dry_run) else {
         return Ok(None);
     };
     let lock = Lock::on_store(store, &format!("promote-{env}"), ctx.lock_timeout)?;

@@ -127,9 +127,10 @@ impl<'a> Recorder<'a> {
 
     /// Asks for the target's name to be typed (or `--yes`), as the `confirm` step.
     pub fn confirm(&mut self, action: &str, name: &str) -> Result<()> {
-        let yes = self.ctx.args.yes;
+        let change = &self.ctx.args.change;
+        let yes = change.yes;
         self.step("confirm", |d| {
-            dbsafe::term::confirm_typed("dbpromote", action, name, yes)?;
+            change.confirm("dbpromote", action, name)?;
             *d = if yes {
                 "--yes"
             } else {

@@ -54,13 +54,15 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         ))
         .hint("pass -i/--identity FILE (or DBSAFE_IDENTITY_FILE, or identity_file in [defaults])"));
     }
-    ctx.require_confirmation_possible(&target.name)?;
-    let store = ops::open_store(&target.store, a.dry_run)?;
+    ctx.args
+        .change
+        .require_confirmation_possible(&target.name)?;
+    let store = ops::open_store(&target.store, a.change.dry_run)?;
     let take_snapshot = a.backup.is_none() && !a.latest_verified;
-    let src_store = match dbsafe::store::open(&source.store, take_snapshot && !a.dry_run) {
+    let src_store = match dbsafe::store::open(&source.store, take_snapshot && !a.change.dry_run) {
         Ok(s) => Some(s),
         // A dry run of a refresh whose snapshot would be the store's first.
-        Err(_) if a.dry_run && take_snapshot => None,
+        Err(_) if a.change.dry_run && take_snapshot => None,
         Err(e) => return Err(e.context(format!("{}'s store", source.name))),
     };
     let _lock = ops::lock_target(ctx, store.as_deref(), home.as_ref(), &target.name)?;
@@ -73,7 +75,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     }
     // Sessions now refuse at once, rather than after the copy is made; the swap checks again.
     let sessions = home.sessions(&[&home.target()])?;
-    if !sessions.is_empty() && ctx.grace.is_none() && !a.dry_run {
+    if !sessions.is_empty() && ctx.grace.is_none() && !a.change.dry_run {
         return Err(Error::refused(format!(
             "{} session(s) connected to {}: {}; nothing was changed",
             sessions.len(),
@@ -103,7 +105,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         engine: engine.as_ref(),
         home: home.as_ref(),
     };
-    if a.dry_run {
+    if a.change.dry_run {
         return plan(ctx, &parts, sessions.len()).print(ctx);
     }
     let store = store.expect("opened with create outside dry runs");
@@ -288,7 +290,7 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, sessions: usize) -> Plan {
             None => format!("no {what} command"),
         });
     }
-    steps.push(ctx.confirm_step(b));
+    steps.push(ctx.args.change.confirm_step(b));
     let prev = home.side_name("prev_YYYYMMDD_HHMMSS_XXXX");
     steps.push(match (sessions, ctx.grace) {
         (0, _) => format!("swap: rename {} to {prev} and {side} to {} (no sessions connected now)", home.target(), home.target()),

@@ -33,8 +33,10 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         ))
         .hint("pass -i/--identity FILE (or DBSAFE_IDENTITY_FILE, or identity_file in [defaults])"));
     }
-    ctx.require_confirmation_possible(&target.name)?;
-    let store = ops::open_store(&target.store, ctx.args.dry_run)?;
+    ctx.args
+        .change
+        .require_confirmation_possible(&target.name)?;
+    let store = ops::open_store(&target.store, ctx.args.change.dry_run)?;
     let _lock = ops::lock_target(ctx, store.as_deref(), home.as_ref(), &target.name)?;
     let gate = if gated {
         let s = dbsafe::store::open(&source.store, false)
@@ -79,7 +81,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         engine: engine.as_ref(),
         home: home.as_ref(),
     };
-    if ctx.args.dry_run {
+    if ctx.args.change.dry_run {
         return plan(ctx, &parts, gate.as_deref()).print(ctx);
     }
     let store = store.expect("opened with create outside dry runs");
@@ -249,7 +251,7 @@ fn plan(ctx: &Ctx, parts: &Parts<'_>, gate: Option<&str>) -> Plan {
     steps.push(format!(
         "rehearsal: drop {side} (a failure so far leaves {b} untouched)"
     ));
-    steps.push(ctx.confirm_step(b));
+    steps.push(ctx.args.change.confirm_step(b));
     steps.push(format!(
         "run `{}` on {}",
         target.commands.migrate.as_deref().unwrap_or(""),

@@ -41,7 +41,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     let engine = dbsafe::engine::open(&target.url)?;
     let home = side::home(&target.url)?;
     let store = dbsafe::store::open(&target.store, false)?;
-    ctx.require_confirmation_possible(&b)?;
+    ctx.args.change.require_confirmation_possible(&b)?;
     let _lock = ops::lock_target(ctx, Some(store.as_ref()), home.as_ref(), &b)?;
     let history = rel::history(store.as_ref(), &b)?;
     let m = rel::rollback_candidate(&history, a.version.as_deref(), &b)?.clone();
@@ -116,7 +116,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         ctx.log
             .warn(format!("{l}; the current database will be kept as {kept}"));
     }
-    if a.dry_run {
+    if a.change.dry_run {
         return plan(
             ctx,
             &m,
@@ -285,7 +285,7 @@ fn plan(
     if let Some(l) = loss {
         steps.push(format!("warn: {l}"));
     }
-    steps.push(ctx.confirm_step(b));
+    steps.push(ctx.args.change.confirm_step(b));
     match method {
         Method::Downgrade => {
             steps.push(format!(

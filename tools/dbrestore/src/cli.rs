@@ -1,7 +1,7 @@
 //! dbrestore's command line.
 
 use clap::Parser;
-use dbsafe::cli::{CommonArgs, DecryptArgs, TmpdirArgs};
+use dbsafe::cli::{ChangeArgs, CommonArgs, DecryptArgs, TmpdirArgs};
 use std::path::PathBuf;
 
 /// What `--help` shows after the options.
@@ -166,12 +166,8 @@ pub struct Cli {
     /// Put the safety backup in this directory instead of the store.
     #[arg(long, value_name = "DIR")]
     pub safety_dir: Option<PathBuf>,
-    /// Do not ask for confirmation.
-    #[arg(short, long)]
-    pub yes: bool,
-    /// Print the plan and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub change: ChangeArgs,
     #[command(flatten)]
     pub keys: DecryptArgs,
     #[command(flatten)]

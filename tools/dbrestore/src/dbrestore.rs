@@ -130,11 +130,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         target_tables: target_tables.len(),
         verify_first,
         safety_backup: safety.as_ref().map(|s| s.describe()),
-        confirmation: non_empty && !args.yes,
+        confirmation: non_empty && !args.change.yes,
         tables: args.tables.clone(),
         steps: plan_steps(&args, check, non_empty, &safety, target.as_ref()),
     };
-    if args.dry_run {
+    if args.change.dry_run {
         if args.common.json {
             dbsafe::cli::print_json(&plan)?;
         } else {
@@ -280,11 +280,7 @@ fn plan_steps(
         Check::During | Check::Skipped => {}
     }
     if non_empty {
-        steps.push(if args.yes {
-            "confirmation skipped (--yes)".into()
-        } else {
-            format!("ask to type {:?} to confirm", target.database())
-        });
+        steps.push(args.change.confirm_step(&target.database()));
     }
     if let Some(cmd) = &args.before_cmd {
         steps.push(format!("run --before-cmd `{cmd}`"));
@@ -518,11 +514,10 @@ impl Restoring<'_> {
             Check::During | Check::Skipped => None,
         };
         if non_empty {
-            dbsafe::term::confirm_typed(
+            args.change.confirm(
                 "dbrestore",
                 &format!("replace the contents of {}", target.url()),
                 &target.database(),
-                args.yes,
             )?;
         }
         // The after hook runs whatever happened once the before hook was

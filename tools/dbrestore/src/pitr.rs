@@ -116,7 +116,7 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
         RecoveryTarget::Xid(x) => format!("transaction {x}"),
         RecoveryTarget::Name(n) => format!("restore point {n}"),
     };
-    if args.dry_run {
+    if args.change.dry_run {
         dbsafe::outln!("dbrestore plan (dry run, nothing changed):")?;
         dbsafe::outln!(
             "  1. base backup {} (finished {})",
