@@ -6,7 +6,8 @@
 #   BENCH_SQLITE_MB  size of the SQLite database (default 1024)
 #   BENCH_SEGMENTS   WAL segments pushed (default 16)
 #   BENCH_PGBENCH_SCALE  pgbench scale of the second dataset (default 50)
-#   BENCH_REPEAT runs of each command; the median is reported (default 3)
+#   BENCH_REPEAT rounds: the commands of each group run in turn, round after
+#                round; each median is reported (default 3)
 #   BENCH_DIR    where to work (default a new directory under /var/tmp)
 set -euo pipefail
 
@@ -38,32 +39,55 @@ pub=$(age-keygen -y "$work/key.txt")
 head -c 32 /dev/urandom | base64 > "$work/pass.txt"
 
 results=()
+group=()
 floor=""
-# measure NAME OUTFILE CMD...: wall seconds, peak RSS of the whole pipeline (MiB), artifact size
+# measure NAME OUTFILE CMD: queues CMD in the current group; run_group runs
+# the group and reports, for each, wall seconds, CPU, peak RSS of the whole
+# pipeline (MiB) and the size of OUTFILE (MiB).
 measure() {
-  local name=$1 out=$2; shift 2
-  local runs=() cpus=() peak=0 start end kb user sys
-  for _ in $(seq 1 "$repeat"); do
-    sync
-    start=$(date +%s.%N)
-    # A command that fails stops the bench: a failed run is no figure.
-    /usr/bin/time -f "%M %U %S" -o "$work/time.txt" bash -o pipefail -c "$*"
-    end=$(date +%s.%N)
-    read -r kb user sys < "$work/time.txt"
-    runs+=("$(python3 -c "print(f'{$end - $start:.2f}')")")
-    cpus+=("$(python3 -c "print(f'{$user + $sys:.1f}')")")
-    [ "$kb" -gt "$peak" ] && peak=$kb
+  group+=("$1" "$2" "$3")
+}
+
+# run_group [FLOOR]: runs the group's commands in turn, $repeat rounds, so
+# that a machine whose speed drifts during the bench weighs on each of them
+# alike. Each is reported with the median of its runs, and its ratio: the
+# median over the rounds of its time against the group's first command in
+# the same round (the floor), or against FLOOR seconds when given.
+run_group() {
+  local fixed=${1:-} n=$(( ${#group[@]} / 3 )) r i kb user sys start end
+  local -a secs=() cpus=() peaks=()
+  for ((r = 0; r < repeat; r++)); do
+    for ((i = 0; i < n; i++)); do
+      sync
+      start=$(date +%s.%N)
+      # A command that fails stops the bench: a failed run is no figure.
+      /usr/bin/time -f "%M %U %S" -o "$work/time.txt" bash -o pipefail -c "${group[3*i+2]}"
+      end=$(date +%s.%N)
+      read -r kb user sys < "$work/time.txt"
+      secs[r*n+i]=$(python3 -c "print(f'{$end - $start:.2f}')")
+      cpus[r*n+i]=$(python3 -c "print(f'{$user + $sys:.1f}')")
+      if [ "$kb" -gt "${peaks[i]:-0}" ]; then peaks[i]=$kb; fi
+    done
   done
-  local secs cpu size rss=$(( peak / 1024 ))
-  secs=$(median "${runs[@]}")
-  cpu=$(median "${cpus[@]}")
-  size="-"
-  if [ -n "$out" ] && [ -f "$out" ]; then size=$(( $(stat -c %s "$out") / 1048576 )); fi
-  [ -z "$floor" ] && floor=$secs
-  last_secs=$secs
-  local ratio; ratio=$(python3 -c "print(f'{$secs / $floor:.2f}x')")
-  results+=("$(printf '%-58s %9s %8s %10s %11s %8s   [%s]' "$name" "$secs" "$cpu" "$rss" "$size" "$ratio" "${runs[*]}")")
-  printf '%s\n' "${results[-1]}" >&2
+  for ((i = 0; i < n; i++)); do
+    local name=${group[3*i]} out=${group[3*i+1]} runs=() cpu_runs=() ratios=() base
+    for ((r = 0; r < repeat; r++)); do
+      runs+=("${secs[r*n+i]}")
+      cpu_runs+=("${cpus[r*n+i]}")
+      base=${fixed:-${secs[r*n]}}
+      ratios+=("$(python3 -c "print(${secs[r*n+i]} / $base)")")
+    done
+    local med cpu ratio size="-" rss=$(( peaks[i] / 1024 ))
+    med=$(median "${runs[@]}")
+    cpu=$(median "${cpu_runs[@]}")
+    ratio="$(median "${ratios[@]}")x"
+    if [ -n "$out" ] && [ -f "$out" ]; then size=$(( $(stat -c %s "$out") / 1048576 )); fi
+    if [ "$i" -eq 0 ] && [ -z "$fixed" ]; then floor=$med; fi
+    last_secs=$med
+    results+=("$(printf '%-58s %9s %8s %10s %11s %8s   [%s]' "$name" "$med" "$cpu" "$rss" "$size" "$ratio" "${runs[*]}")")
+    printf '%s\n' "${results[-1]}" >&2
+  done
+  group=()
 }
 
 # median N...: the median of the numbers, two decimals.
@@ -83,17 +107,18 @@ measure "dbsnap --level 1" "$work/snap1.pgdump.zst.age" "dbsnap '$url' -q --leve
 measure "dbsnap --threads 2" "$work/snapt.pgdump.zst.age" "dbsnap '$url' -q --threads 2 -r '$pub' -o '$work/snapt.pgdump.zst.age'"
 measure "pg_dump -Fc -Z0 | zstd -3 | age | tee | sha256sum" "$work/shell.pgdump.zst.age" "pg_dump -Fc -Z0 -d '$url' | zstd -q -3 | age -r '$pub' | tee '$work/shell.pgdump.zst.age' | sha256sum > /dev/null"
 measure "runbook: pg_dump | gzip | openssl enc | tee | sha256sum" "$work/runbook.sql.gz.enc" "pg_dump -d '$url' | gzip | openssl enc -aes-256-cbc -pbkdf2 -pass file:'$work/pass.txt' | tee '$work/runbook.sql.gz.enc' | sha256sum > /dev/null"
+run_group
 artifact_mb=$(( $(stat -c %s "$work/snap.pgdump.zst.age") / 1048576 ))
 measure "dbverify --level full" "" "dbverify -q -i '$work/key.txt' '$work/snap.pgdump.zst.age'"
+run_group "$floor"
 verify_secs=$last_secs
 pg_dump -Fc -Z0 -d "$url" > "$work/plain.pgdump"
 # Where the pipeline's time goes: each stage alone on the same bytes.
-floor_saved=$floor
-floor=$(python3 -c "print($floor_saved)")
 measure "stage alone: zstd -3 of the dump file" "" "zstd -q -3 -c '$work/plain.pgdump' > /dev/null"
 measure "stage alone: age of the compressed dump" "" "age -r '$pub' '$work/shell.pgdump.zst.age' > /dev/null"
 measure "stage alone: sha256sum of the artifact" "" "sha256sum '$work/snap.pgdump.zst.age' > /dev/null"
 measure "stage alone: dbverify --level quick (sha256 in dbsafe)" "" "dbverify -q --level quick '$work/snap.pgdump.zst.age'"
+run_group "$floor"
 
 echo >&2
 scale=${BENCH_PGBENCH_SCALE:-50}
@@ -101,11 +126,11 @@ echo "bench: pgbench scale $scale" >&2
 psql_ -d postgres -c "CREATE DATABASE pgb"
 "$pgbin/pgbench" -q -i -s "$scale" -h "$work" -p "$port" -U postgres pgb >/dev/null 2>&1
 pgb="${url%/bench}/pgb"
-floor=""
 measure "pgbench: pg_dump -Fc -Z0 > /dev/null (the floor)" "" "pg_dump -Fc -Z0 -d '$pgb' > /dev/null"
 measure "pgbench: pg_dump -Fc -Z0 | zstd -1 > /dev/null" "" "pg_dump -Fc -Z0 -d '$pgb' | zstd -q -1 > /dev/null"
 measure "pgbench: dbsnap (defaults: zstd auto, age, sha256)" "$work/pgb.pgdump.zst.age" "dbsnap '$pgb' -q -r '$pub' -o '$work/pgb.pgdump.zst.age'"
 measure "pgbench: runbook pipeline (gzip, openssl, tee, sha256sum)" "$work/pgb.sql.gz.enc" "pg_dump -d '$pgb' | gzip | openssl enc -aes-256-cbc -pbkdf2 -pass file:'$work/pass.txt' | tee '$work/pgb.sql.gz.enc' | sha256sum > /dev/null"
+run_group
 
 echo >&2
 echo "bench: SQLite, ${sqlite_mb} MB" >&2
@@ -120,10 +145,10 @@ for _ in range(rows // 10000):
     c.executemany("INSERT INTO t(name, n, blob) VALUES (?, ?, ?)", batch)
 c.commit()
 PY
-floor=""
 measure "sqlite3 .backup (the floor)" "$work/copy.db" "sqlite3 '$work/app.db' \".backup '$work/copy.db'\""
 measure "dbsnap sqlite (defaults: zstd auto, age)" "$work/app.sqlite.zst.age" "dbsnap sqlite:'$work/app.db' -q -r '$pub' --tmpdir '$work' -o '$work/app.sqlite.zst.age'"
 measure "dbverify --level full (sqlite)" "" "dbverify -q -i '$work/key.txt' --tmpdir '$work' '$work/app.sqlite.zst.age'"
+run_group
 
 echo >&2
 echo "bench: S3 upload to s3s-fs on loopback, ${sqlite_mb} MB" >&2
@@ -134,11 +159,11 @@ s3pid=$!
 trap 'kill "$s3pid" 2>/dev/null || true; wait "$s3pid" 2>/dev/null || true; bench_server_cleanup' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$s3port") 2>/dev/null && break; sleep 0.1; done
 s3env="AWS_ENDPOINT_URL=http://127.0.0.1:$s3port AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=bench-secret-0123456789 AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true DBSAFE_S3_PATH_STYLE=1"
-floor=""
 measure "aws s3 cp of the database file (the floor)" "" "env $s3env aws s3 cp --quiet '$work/app.db' s3://bench/cp/app.db"
 for p in 2 4 8; do
   measure "dbsnap sqlite to S3, uncompressed, $p parts in flight" "" "env $s3env DBSAFE_S3_PARTS_IN_FLIGHT=$p dbsnap sqlite:'$work/app.db' -q --compress none --no-encrypt --to s3://bench/p$p"
 done
+run_group
 kill "$s3pid" 2>/dev/null || true
 wait "$s3pid" 2>/dev/null || true
 
@@ -152,7 +177,6 @@ mkdir -p "$work/segs"
 mapfile -t all_segments < <(find "$data/pg_wal" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' | sort)
 for f in "${all_segments[@]:0:$segments}"; do cp "$f" "$work/segs/"; done
 n=$(find "$work/segs" -type f | wc -l)
-floor=""
 start=$(date +%s.%N)
 for f in "$work/segs"/*; do walship push "$f" "$(basename "$f")" --to "$work/walstore" -r "$pub"; done
 end=$(date +%s.%N)
@@ -202,7 +226,8 @@ cat <<REPORT
 
 dbsafe bench on $(nproc) cores: PostgreSQL database $((dbsize / 1048576)) MiB ($rows rows), SQLite ${sqlite_mb} MB, $n WAL segments
 $(printf '%-58s %9s %8s %10s %11s %8s' "what" "seconds" "CPU s" "peakRSS MB" "artifact MB" "vs floor")
-(CPU s: user + system time of every process of the command, the database server's excluded)
+(CPU s: user + system time of every process of the command, the database server's excluded;
+ vs floor: the median over the rounds of each run against the floor's run of the same round)
 $(printf '%s\n' "${results[@]}")
 dbverify --level full throughput: $(python3 -c "print(f'{$dbsize / 1048576 / $verify_secs:.0f}')") MiB/s of database ($artifact_mb MiB artifact)
 walship push: $walship_ms ms/segment, --async: $async_ms ms/segment; pgbackrest archive-push: $pgbr_ms ms/segment
