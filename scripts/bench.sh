@@ -177,24 +177,8 @@ mkdir -p "$work/segs"
 mapfile -t all_segments < <(find "$data/pg_wal" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' | sort)
 for f in "${all_segments[@]:0:$segments}"; do cp "$f" "$work/segs/"; done
 n=$(find "$work/segs" -type f | wc -l)
-start=$(date +%s.%N)
-for f in "$work/segs"/*; do walship push "$f" "$(basename "$f")" --to "$work/walstore" -r "$pub"; done
-end=$(date +%s.%N)
-walship_ms=$(python3 -c "print(f'{($end - $start) * 1000 / $n:.0f}')")
-echo "walship push (zstd, age, fsync): $walship_ms ms/segment" >&2
-# --async: acknowledged once durable in the spool; the shipper works behind.
-start=$(date +%s.%N)
-for f in "$work/segs"/*; do
-  walship push "$f" "$(basename "$f")" --async --spool "$work/spool" --to "$work/walstore-async" -r "$pub"
-done
-end=$(date +%s.%N)
-async_ms=$(python3 -c "print(f'{($end - $start) * 1000 / $n:.0f}')")
-while [ -n "$(ls -A "$work/spool/queue")" ]; do sleep 0.2; done
-echo "walship push --async (acknowledged from the spool): $async_ms ms/segment" >&2
-pgbr_ms="n/a (pgbackrest not installed)"
-if command -v pgbackrest >/dev/null 2>&1; then
-  mkdir -p "$work/pgbr/repo" "$work/pgbr/log" "$work/pgbr/spool"
-  cat > "$work/pgbr/pgbackrest.conf" <<CONF
+mkdir -p "$work/walstore" "$work/walstore-async" "$work/spool" "$work/run-pg" "$work/pgbr/repo" "$work/pgbr/log" "$work/pgbr/spool"
+cat > "$work/pgbr/pgbackrest.conf" <<CONF
 [global]
 repo1-path=$work/pgbr/repo
 repo1-cipher-type=aes-256-cbc
@@ -211,16 +195,38 @@ pg1-socket-path=$work
 pg1-port=$port
 pg1-user=postgres
 CONF
-  [ "$(id -u)" -eq 0 ] && chown -R postgres: "$work/pgbr" "$work/segs"
-  "${as_pg[@]}" pgbackrest --config="$work/pgbr/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
-  start=$(date +%s.%N)
-  for f in "$work/segs"/*; do
-    "${as_pg[@]}" pgbackrest --config="$work/pgbr/pgbackrest.conf" --stanza=bench archive-push "$f" >/dev/null
-  done
-  end=$(date +%s.%N)
-  pgbr_ms=$(python3 -c "print(f'{($end - $start) * 1000 / $n:.0f}')")
+# Both run as archive_command runs them: as the server's user.
+if [ "$(id -u)" -eq 0 ]; then
+  chown -R postgres: "$work/pgbr" "$work/segs" "$work/walstore" "$work/walstore-async" "$work/spool" "$work/run-pg"
 fi
+"${as_pg[@]}" pgbackrest --config="$work/pgbr/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+# Segment by segment, walship then pgBackRest, so that the disk's state
+# (write-back of what the bench wrote before) weighs on both alike.
+as_server=("${as_pg[@]}" env "PATH=$PATH" "XDG_RUNTIME_DIR=$work/run-pg")
+walship_s=0
+pgbr_s=0
+for f in "$work/segs"/*; do
+  t0=$(date +%s.%N)
+  "${as_server[@]}" walship push "$f" "$(basename "$f")" --to "$work/walstore" -r "$pub"
+  t1=$(date +%s.%N)
+  "${as_server[@]}" pgbackrest --config="$work/pgbr/pgbackrest.conf" --stanza=bench archive-push "$f" >/dev/null
+  t2=$(date +%s.%N)
+  walship_s=$(python3 -c "print($walship_s + $t1 - $t0)")
+  pgbr_s=$(python3 -c "print($pgbr_s + $t2 - $t1)")
+done
+walship_ms=$(python3 -c "print(f'{$walship_s * 1000 / $n:.0f}')")
+pgbr_ms=$(python3 -c "print(f'{$pgbr_s * 1000 / $n:.0f}')")
+echo "walship push (zstd, age, fsync): $walship_ms ms/segment" >&2
 echo "pgbackrest archive-push (zst, aes-256-cbc): $pgbr_ms ms/segment" >&2
+# --async: acknowledged once durable in the spool; the shipper works behind.
+start=$(date +%s.%N)
+for f in "$work/segs"/*; do
+  "${as_server[@]}" walship push "$f" "$(basename "$f")" --async --spool "$work/spool" --to "$work/walstore-async" -r "$pub"
+done
+end=$(date +%s.%N)
+async_ms=$(python3 -c "print(f'{($end - $start) * 1000 / $n:.0f}')")
+while [ -n "$(ls -A "$work/spool/queue")" ]; do sleep 0.2; done
+echo "walship push --async (acknowledged from the spool): $async_ms ms/segment" >&2
 
 cat <<REPORT
 
