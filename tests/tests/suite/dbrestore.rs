@@ -127,6 +127,27 @@ fn a_corrupt_artifact_is_refused_before_the_target_is_touched() {
 }
 
 #[test]
+fn a_confirmation_that_cannot_be_asked_refuses_before_the_verification() {
+    let t = setup();
+    let target = target_with_data(&t.s);
+    let before = sha256_file(&target);
+    // A corrupt artifact: were it verified first, the run would end with
+    // exit 1 "failed verification" instead of the refusal.
+    let art = &artifacts(&t.store)[0];
+    let mut b = std::fs::read(art).unwrap();
+    let n = b.len() / 2;
+    b[n] ^= 0x10;
+    std::fs::write(art, b).unwrap();
+    let run = t
+        .restore_latest_into(&target)
+        .fails_with(4, "no terminal to ask on")
+        .stderr_has("--yes");
+    assert!(!run.stderr().contains("verification"), "{}", run.stderr());
+    assert_eq!(sha256_file(&target), before);
+    assert_eq!(artifacts(&t.store).len(), 1, "no safety backup");
+}
+
+#[test]
 fn dry_run_prints_the_plan_and_changes_nothing() {
     let t = setup();
     let target = target_with_data(&t.s);

@@ -145,6 +145,12 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         }
         return Ok(ExitCode::Success);
     }
+    // A confirmation that cannot be asked refuses now, not after a
+    // verification that may take as long as the restore.
+    if non_empty {
+        args.change
+            .require_confirmation_possible(&target.database())?;
+    }
 
     let clock = Instant::now();
     let mut audit = AuditEntry::new("dbrestore", "restore", &artifact.describe(), &target.url());
