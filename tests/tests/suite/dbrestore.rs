@@ -23,6 +23,15 @@ fn setup() -> Setup {
 }
 
 impl Setup {
+    /// Flips a bit in the middle of the store's one artifact.
+    fn corrupt_the_artifact(&self) {
+        let art = &artifacts(&self.store)[0];
+        let mut b = std::fs::read(art).unwrap();
+        let n = b.len() / 2;
+        b[n] ^= 0x10;
+        std::fs::write(art, b).unwrap();
+    }
+
     /// Asserts that the database at `restored` has the source's contents.
     fn assert_holds_the_source(&self, restored: &Path) {
         assert_eq!(
@@ -110,39 +119,25 @@ fn latest_without_env_means_the_backup_series_not_the_safety_one() {
     t.assert_holds_the_source(&copy);
 }
 
+/// A corrupt artifact over a non-empty target: without a terminal and
+/// without --yes, the confirmation that cannot be asked refuses first (were
+/// the artifact verified first, that run would end in "failed
+/// verification"); with --yes, the verification refuses it. Neither
+/// touches the target or takes a safety backup.
 #[test]
 fn a_corrupt_artifact_is_refused_before_the_target_is_touched() {
     let t = setup();
     let target = target_with_data(&t.s);
     let before = sha256_file(&target);
-    let art = &artifacts(&t.store)[0];
-    let mut b = std::fs::read(art).unwrap();
-    let n = b.len() / 2;
-    b[n] ^= 0x10;
-    std::fs::write(art, b).unwrap();
-    t.restore_latest_into(&target)
-        .arg("--yes")
-        .fails_with(1, "failed verification");
-    assert_eq!(sha256_file(&target), before);
-}
-
-#[test]
-fn a_confirmation_that_cannot_be_asked_refuses_before_the_verification() {
-    let t = setup();
-    let target = target_with_data(&t.s);
-    let before = sha256_file(&target);
-    // A corrupt artifact: were it verified first, the run would end with
-    // exit 1 "failed verification" instead of the refusal.
-    let art = &artifacts(&t.store)[0];
-    let mut b = std::fs::read(art).unwrap();
-    let n = b.len() / 2;
-    b[n] ^= 0x10;
-    std::fs::write(art, b).unwrap();
+    t.corrupt_the_artifact();
     let run = t
         .restore_latest_into(&target)
         .fails_with(4, "no terminal to ask on")
         .stderr_has("--yes");
     assert!(!run.stderr().contains("verification"), "{}", run.stderr());
+    t.restore_latest_into(&target)
+        .arg("--yes")
+        .fails_with(1, "failed verification");
     assert_eq!(sha256_file(&target), before);
     assert_eq!(artifacts(&t.store).len(), 1, "no safety backup");
 }
