@@ -411,35 +411,39 @@ struct ProcStat {
 
 impl ProcStat {
     fn new() -> ProcStat {
-        let mut gauge = ProcStat {
-            last: None,
-            cores: 1.0,
-        };
-        gauge.last = gauge.ticks();
-        gauge
+        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cores = text
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with("cpu"))
+            .count();
+        ProcStat {
+            last: ticks(&text),
+            cores: cores.max(1) as f64,
+        }
     }
+}
 
-    /// (idle, total) ticks so far, and the number of cores as a side effect.
-    fn ticks(&mut self) -> Option<(u64, u64)> {
-        let text = std::fs::read_to_string("/proc/stat").ok()?;
-        let mut lines = text.lines();
-        let all: Vec<u64> = lines
-            .next()?
-            .strip_prefix("cpu ")?
-            .split_whitespace()
-            .take(8)
-            .map(|n| n.parse().ok())
-            .collect::<Option<_>>()?;
-        let cores = lines.take_while(|l| l.starts_with("cpu")).count();
-        self.cores = cores.max(1) as f64;
-        let idle = all.get(3)? + all.get(4)?;
-        Some((idle, all.iter().sum()))
-    }
+/// (idle, total) ticks of every core so far, from `/proc/stat`'s text.
+fn ticks(proc_stat: &str) -> Option<(u64, u64)> {
+    let all: Vec<u64> = proc_stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .take(8)
+        .map(|n| n.parse().ok())
+        .collect::<Option<_>>()?;
+    let idle = all.get(3)? + all.get(4)?;
+    Some((idle, all.iter().sum()))
 }
 
 impl IdleGauge for ProcStat {
     fn read(&mut self) -> Idle {
-        let (Some((idle0, total0)), Some((idle, total))) = (self.last, self.ticks()) else {
+        let now = std::fs::read_to_string("/proc/stat").ok();
+        let (Some((idle0, total0)), Some((idle, total))) =
+            (self.last, now.as_deref().and_then(ticks))
+        else {
             return Idle::Unknown;
         };
         let elapsed = total.saturating_sub(total0);
@@ -466,28 +470,22 @@ fn blind_ceiling() -> i32 {
 /// bottleneck.
 const BEHIND: usize = (IN_FLIGHT - 1) * 4;
 
-/// The next level from the current one, the average queue length in
-/// quarters of a buffer over the window, and the machine's idle CPU (not
-/// read when the queue alone decides).
-fn next_level(level: i32, backlog_quarters: usize, idle: Idle) -> i32 {
-    if backlog_quarters >= BEHIND {
-        return (level - 1).max(*AUTO_LEVELS.start());
-    }
+/// The next level, for a compressor that keeps up with its source, from
+/// the current one, whether it found its queue empty over the window, and
+/// the machine's idle CPU.
+fn next_level(level: i32, queue_empty: bool, idle: Idle) -> i32 {
     let (saturated, spare, ceiling) = match idle {
         Idle::Cores(c) => (c < SATURATED, c >= SPARE_CORE, *AUTO_LEVELS.end()),
         Idle::Unknown | Idle::TooSoon => (false, true, blind_ceiling()),
     };
     let next = if saturated {
         level - 1
-    } else if backlog_quarters == 0 && spare {
+    } else if queue_empty && spare {
         level + 1
     } else {
         level
     };
-    next.clamp(
-        *AUTO_LEVELS.start(),
-        ceiling.max(level).min(*AUTO_LEVELS.end()),
-    )
+    next.clamp(*AUTO_LEVELS.start(), ceiling.max(level))
 }
 
 impl<W: Write> Adaptive<W> {
@@ -516,18 +514,17 @@ impl<W: Write> Adaptive<W> {
         if self.chunks < AUTO_WINDOW {
             return Ok(());
         }
+        // Average queue length over the window, in quarters of a buffer.
         let backlog = self.backlog * 4 / self.chunks;
-        // A compressor that falls behind goes down at once; the CPU
-        // decides the rest, once there is a reading of it.
-        let idle = if backlog >= BEHIND {
-            Idle::Unknown
+        let next = if backlog >= BEHIND {
+            // Falling behind: down at once, whatever the CPU says.
+            (self.level - 1).max(*AUTO_LEVELS.start())
         } else {
-            self.idle.read()
+            match self.idle.read() {
+                Idle::TooSoon => return Ok(()),
+                idle => next_level(self.level, backlog == 0, idle),
+            }
         };
-        if idle == Idle::TooSoon {
-            return Ok(());
-        }
-        let next = next_level(self.level, backlog, idle);
         (self.chunks, self.backlog) = (0, 0);
         if next != self.level {
             self.change_level(next)?;
@@ -985,6 +982,14 @@ mod tests {
         }
         let expected = if small { AUTO_START } else { AUTO_START + 3 };
         assert_eq!(a.level, expected);
+    }
+
+    #[test]
+    fn proc_stat_ticks_are_idle_and_iowait_against_all_time() {
+        let text = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\nintr 1\n";
+        assert_eq!(ticks(text), Some((840, 1000)));
+        assert_eq!(ticks("cpu0 1 2 3\n"), None, "no total line");
+        assert_eq!(ticks("cpu  1 2 x 4 5\n"), None, "not numbers");
     }
 
     #[test]
