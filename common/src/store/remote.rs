@@ -191,8 +191,11 @@ impl ResumingReader {
         ));
         let resp = (self.reopen)(self.pos, self.version.as_deref()).map_err(io::Error::other)?;
         // A server that ignores the range sends the object from its start:
-        // appending that would corrupt the stream.
-        if resp.status() != 206 {
+        // appending that would corrupt the stream. From byte 0 the whole
+        // object is what is wanted, and stores that send no range for it
+        // (GCS, Azure) get 200.
+        let whole = self.pos == 0 && resp.status() == 200;
+        if resp.status() != 206 && !whole {
             return Err(io::Error::other(Error::failed(format!(
                 "download {}: the server ignored the range request (HTTP {}) while resuming at byte {}",
                 self.url,
@@ -296,28 +299,36 @@ impl<T: Clone> Expiring<T> {
 mod tests {
     use super::*;
 
-    /// A download whose first answer stops after "hello" of 10 bytes, and
-    /// whose resumption answers `status` with "world".
-    fn cut_download(status: u16) -> io::Result<Vec<u8>> {
-        let first: ureq::Response =
-            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nETag: \"v1\"\r\n\r\nhello"
+    /// A download of "helloworld" whose first answer stops after `first`
+    /// of its 10 bytes, and whose resumption answers `status` with the rest
+    /// (with the whole object when it resumes at byte 0).
+    fn cut_at(first: &str, status: u16) -> io::Result<Vec<u8>> {
+        let at = first.len();
+        let head: ureq::Response =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 10\r\nETag: \"v1\"\r\n\r\n{first}")
                 .parse()
                 .expect("an answer");
         let reopen: Reopen = Box::new(move |pos, version| {
             assert_eq!(
                 (pos, version),
-                (5, Some("\"v1\"")),
+                (at as u64, Some("\"v1\"")),
                 "resumed where it broke off, pinned"
             );
-            Ok(
-                format!("HTTP/1.1 {status} X\r\nContent-Length: 5\r\n\r\nworld")
-                    .parse()
-                    .expect("an answer"),
+            let rest = &"helloworld"[at..];
+            Ok(format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{rest}",
+                rest.len()
             )
+            .parse()
+            .expect("an answer"))
         });
-        let mut r = ResumingReader::new("s3://b/k".into(), 3, first, "etag", reopen);
+        let mut r = ResumingReader::new("s3://b/k".into(), 3, head, "etag", reopen);
         let mut out = Vec::new();
         r.read_to_end(&mut out).map(|_| out)
+    }
+
+    fn cut_download(status: u16) -> io::Result<Vec<u8>> {
+        cut_at("hello", status)
     }
 
     #[test]
@@ -336,6 +347,9 @@ mod tests {
     #[test]
     fn a_cut_download_resumes_from_its_offset_and_refuses_a_server_that_ignores_the_range() {
         assert_eq!(cut_download(206).unwrap(), b"helloworld");
+        // Cut before its first byte: the whole object again, 200 or 206.
+        assert_eq!(cut_at("", 200).unwrap(), b"helloworld");
+        assert_eq!(cut_at("", 206).unwrap(), b"helloworld");
         let e = cut_download(200).unwrap_err();
         assert!(
             e.to_string()
