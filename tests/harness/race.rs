@@ -55,6 +55,14 @@ pub fn two_hosts_snapshot_one_name(
                     .any(|h| h.try_wait().ok().flatten().is_some())
         },
     );
+    for (n, p) in ["a", "b"].iter().zip(&proxies) {
+        assert_eq!(
+            p.stats.held.load(Ordering::SeqCst),
+            1,
+            "host {n}'s first write was held (else the race is not the test's): {}",
+            std::fs::read_to_string(s.path(&format!("host-{n}/stderr"))).unwrap_or_default()
+        );
+    }
     let codes: Vec<i32> = hosts
         .iter_mut()
         .zip(&gates)

@@ -66,6 +66,11 @@ fn a_link_planted_as_the_audit_log_is_never_written_through() {
         .args(["--latest", "--yes"])
         .fails_with(4, refused);
     assert_eq!(sqlite::contents(&target), before, "the target is untouched");
+    assert_eq!(
+        dbsafe_tests::artifacts(&store).len(),
+        2,
+        "no safety backup was taken"
+    );
     let link = std::fs::symlink_metadata(store.join("audit.log")).unwrap();
     assert!(
         link.file_type().is_symlink(),

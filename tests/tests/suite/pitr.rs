@@ -349,7 +349,7 @@ fn base_backups_verify_at_every_level_and_refusals() {
     std::fs::create_dir_all(d.s.path("busy")).unwrap();
     std::fs::write(d.s.path("busy/precious"), "x").unwrap();
     d.pgdata_restore(&["--target-time", "latest"], &d.s.path("busy"))
-        .fails_with_code(4);
+        .fails_with(4, "busy is not empty");
     assert_eq!(std::fs::read_dir(d.s.path("busy")).unwrap().count(), 1);
     // Without archiving, a base backup is refused: it could never be restored.
     let plain = Cluster::start();

@@ -528,6 +528,11 @@ fn two_hosts_push_one_name(s: &Scene, server: &S3Server) {
         Duration::from_secs(60),
         || held.stats.held.load(Ordering::SeqCst) > 0 || second.try_wait().ok().flatten().is_some(),
     );
+    assert_eq!(
+        held.stats.held.load(Ordering::SeqCst),
+        1,
+        "the second host's upload was held"
+    );
     host("a", &a, &server.endpoint()).succeeds();
     gate.open();
     let code = second.wait().unwrap().code().unwrap_or(-1);
@@ -893,8 +898,7 @@ fn instance_metadata_credentials_sign_a_backup_and_are_fetched_again_once_they_e
         &db,
         &server.url(PREFIX),
     )
-    .fails()
-    .stderr_has("S3 credentials from instance metadata");
+    .fails_with(2, "S3 credentials from instance metadata");
 }
 
 #[test]
@@ -943,7 +947,6 @@ fn container_and_web_identity_credentials_sign_a_backup() {
         &db,
         &server.url("ecs-wrong"),
     )
-    .fails()
-    .stderr_has("container credentials")
+    .fails_with(2, "container credentials")
     .stderr_has("HTTP 401");
 }

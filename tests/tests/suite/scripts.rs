@@ -225,7 +225,7 @@ fn verify_restore_and_pitr_scripts_run_end_to_end() {
     // Over a non-empty target without --yes and without a terminal: refused.
     run_script("restore.sh", &store)
         .arg(sqlite::url(&target))
-        .fails_with_code(4);
+        .fails_with(4, "no terminal to ask on");
     run_script("restore.sh", &store)
         .arg(sqlite::url(&target))
         .arg("--yes")
