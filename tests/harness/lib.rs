@@ -503,15 +503,19 @@ pub fn artifacts(store: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(store.join("backups"))
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
-    v.retain(|p| {
-        let n = p.file_name().unwrap().to_string_lossy().into_owned();
-        !n.starts_with('.')
-            && !n.ends_with(".sha256")
-            && !n.ends_with(".json")
-            && !n.contains("_latest.")
-    });
+    v.retain(|p| is_artifact(&p.file_name().unwrap().to_string_lossy()));
     v.sort();
     v
+}
+
+/// Whether a name (or key) under `backups/` is an artifact: not a
+/// temporary, a sidecar (`.sha256`, `.json`) or a series' `_latest` pointer.
+pub fn is_artifact(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    !base.starts_with('.')
+        && !base.ends_with(".sha256")
+        && !base.ends_with(".json")
+        && !base.contains("_latest.")
 }
 
 /// The file name of the one artifact in a store; fails unless there is

@@ -261,7 +261,7 @@ impl S3Server {
     pub fn artifact_keys(&self, prefix: &str) -> Vec<String> {
         self.keys(&format!("{prefix}/backups"))
             .into_iter()
-            .filter(|k| !k.ends_with(".sha256") && !k.ends_with(".json") && !k.contains("_latest."))
+            .filter(|k| crate::is_artifact(k))
             .collect()
     }
 

@@ -16,7 +16,7 @@ fn artifact_keys(server: &CloudServer) -> Vec<String> {
     server
         .keys(&format!("{PREFIX}/backups"))
         .into_iter()
-        .filter(|k| !k.ends_with(".sha256") && !k.ends_with(".json") && !k.contains("_latest."))
+        .filter(|k| dbsafe_tests::is_artifact(k))
         .collect()
 }
 

@@ -277,10 +277,7 @@ fn a_segment_counts_as_archived_only_once_every_store_has_it() {
     assert_eq!(wal_dir_listing(&first).len(), 3);
     assert_eq!(wal_dir_listing(&second).len(), 3);
     for store in [&first, &second] {
-        let back = s.path("back");
-        fetch(store, SEG, &back).succeeds();
-        assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&a).unwrap());
-        std::fs::remove_file(&back).unwrap();
+        fetches_whole(&s, store, SEG, &a);
     }
 }
 
@@ -449,6 +446,15 @@ fn gzip_wal_keeps_gzips_default_level_unless_one_is_given() {
         .succeeds();
     let gz = std::fs::read(store.join("wal").join(format!("{fast}.gz"))).unwrap();
     assert_eq!(gz[8], 4, "gzip at the level asked for");
+    // The config file's level is asked for too.
+    let config = s.write("dbsafe.toml", "[defaults]\nlevel = 1\n");
+    let configured = "000000010000000000000005";
+    push(&store, &seg, configured)
+        .args(["--compress", "gzip"])
+        .env("DBSAFE_CONFIG", &config)
+        .succeeds();
+    let gz = std::fs::read(store.join("wal").join(format!("{configured}.gz"))).unwrap();
+    assert_eq!(gz[8], 4, "gzip at the config file's level");
 }
 
 /// An async push updates the WAL metrics when its shipper archives the
