@@ -242,5 +242,19 @@ mod tests {
             Ok(())
         });
         assert!(opened.unwrap());
+        // Another shipper at work: this one leaves to it, opening nothing.
+        spool.enqueue(&src, "000000010000000000000009").unwrap();
+        let other = crate::lock::Lock::acquire(
+            &spool.dir.join("ship.lock"),
+            "the WAL spool",
+            Duration::ZERO,
+        )
+        .unwrap();
+        let left = spool.ship(3, || Err::<(), _>(Error::failed("opened")), &|_, _, _| {
+            Ok(())
+        });
+        assert!(!left.unwrap(), "the other shipper ships");
+        assert_eq!(spool.queued().unwrap().len(), 1, "the queue is untouched");
+        drop(other);
     }
 }
