@@ -1110,6 +1110,34 @@ fn a_refresh_killed_at_random_points_leaves_staging_whole_and_the_next_one_succe
     );
 }
 
+/// A link planted as the target store's audit log: the promotion is
+/// refused (exit 4) before any step, and neither staging nor the link's
+/// target is written.
+#[test]
+fn a_link_planted_as_the_target_stores_audit_log_refuses_the_promotion() {
+    let c = FileChain::sqlite_masking_emails(30, 5);
+    let store = c
+        .staging
+        .parent()
+        .expect("dir")
+        .with_file_name("store-staging");
+    std::fs::create_dir_all(&store).expect("store");
+    let victim = store.with_file_name("victim.txt");
+    std::fs::write(&victim, "precious\n").expect("victim");
+    std::os::unix::fs::symlink(&victim, store.join("audit.log")).expect("link");
+    let before = std::fs::read(&c.staging).expect("staging bytes");
+    c.refresh().fails_with(4, "audit.log is not a regular file");
+    assert_eq!(std::fs::read(&c.staging).expect("staging bytes"), before);
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious\n"
+    );
+    assert!(
+        c.beside_staging("app_dbpromote_").is_empty(),
+        "no side database"
+    );
+}
+
 #[test]
 fn sqlite_refreshes_swap_side_files_and_roll_back() {
     let c = FileChain::sqlite_masking_emails(30, 5);
