@@ -64,16 +64,71 @@ pub fn basic_auth(user: &str, password: &str) -> String {
     )
 }
 
+/// Why a credentials or token endpoint gave nothing usable, and whether
+/// asking again may help: no answer, throttling or a server error may pass;
+/// a refusal (a wrong token, a role that cannot be assumed), a token file
+/// that cannot be read or an answer that is not one will not.
+#[derive(Debug)]
+pub(crate) struct SourceFailure {
+    /// What went wrong, without the URL (it may hold a signature).
+    pub message: String,
+    /// Whether it will be the same on the next attempt.
+    pub lasting: bool,
+}
+
+impl SourceFailure {
+    /// A failure that asking again will not mend.
+    pub fn lasting(message: impl Into<String>) -> SourceFailure {
+        SourceFailure {
+            message: message.into(),
+            lasting: true,
+        }
+    }
+
+    /// The same failure, its message following `what`.
+    pub fn within(self, what: &str) -> SourceFailure {
+        SourceFailure {
+            message: format!("{what}: {}", self.message),
+            ..self
+        }
+    }
+
+    /// The error of a source described by `context`: a lasting failure is
+    /// the configuration's (exit 2, never retried); another leaves the
+    /// store out of reach for now (exit 2, retried by the store's layer).
+    pub fn into_error(self, context: &str) -> Error {
+        let message = format!("{context}: {}", self.message);
+        match self.lasting {
+            true => Error::usage(message),
+            false => Error::unavailable(message),
+        }
+    }
+}
+
+impl From<String> for SourceFailure {
+    /// A message of a source's own checks: lasting.
+    fn from(message: String) -> SourceFailure {
+        SourceFailure::lasting(message)
+    }
+}
+
 /// The body of a successful answer; `HTTP N` or the transport error
 /// (without its URL) otherwise: for the small answers of credential and
 /// token endpoints.
 pub(crate) fn answer_text(
     answer: std::result::Result<ureq::Response, ureq::Error>,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<String, SourceFailure> {
+    let passing = |message: String| SourceFailure {
+        message,
+        lasting: false,
+    };
     match answer {
-        Ok(r) => r.into_string().map_err(|e| e.to_string()),
-        Err(ureq::Error::Status(code, _)) => Err(format!("HTTP {code}")),
-        Err(ureq::Error::Transport(t)) => Err(transport_message(&t)),
+        Ok(r) => r.into_string().map_err(|e| passing(e.to_string())),
+        Err(ureq::Error::Status(code, _)) => Err(SourceFailure {
+            message: format!("HTTP {code}"),
+            lasting: !matches!(code, 408 | 429 | 500..=599),
+        }),
+        Err(ureq::Error::Transport(t)) => Err(passing(transport_message(&t))),
     }
 }
 
@@ -113,5 +168,34 @@ mod tests {
         assert!(read_pem_certs(&f)
             .unwrap_err()
             .contains("no PEM certificate"));
+    }
+
+    #[test]
+    fn a_refused_request_lasts_and_throttling_or_a_server_error_may_pass() {
+        let answered = |code: u16| {
+            let response = ureq::Response::new(code, "status", "").expect("a response");
+            answer_text(Err(ureq::Error::Status(code, response))).expect_err("a failure")
+        };
+        for code in [400, 401, 403, 404] {
+            let f = answered(code);
+            assert!(f.lasting, "HTTP {code}");
+            assert_eq!(
+                f.within("token").into_error("source").kind,
+                crate::error::Kind::Usage
+            );
+        }
+        for code in [408, 429, 500, 503] {
+            let f = answered(code);
+            assert!(!f.lasting, "HTTP {code}");
+            let e = f.within("token").into_error("source");
+            assert_eq!(
+                (e.kind, e.message.as_str()),
+                (
+                    crate::error::Kind::Unavailable,
+                    format!("source: token: HTTP {code}").as_str()
+                )
+            );
+        }
+        assert!(SourceFailure::from("no access_token in the answer".to_string()).lasting);
     }
 }

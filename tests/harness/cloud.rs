@@ -302,6 +302,9 @@ const TOKEN_SERVER: &str = r#"
 import base64, datetime, http.client, http.server, json, secrets, subprocess, sys, tempfile, time
 pubkey, lifetime, log, upstream, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 issued = set()
+def refused(kind):
+    with open(log, "a") as f:
+        f.write(kind + "-refused\n")
 def b64d(s):
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 def issue(kind, token=None):
@@ -339,6 +342,7 @@ class H(http.server.BaseHTTPRequestHandler):
             ok = subprocess.run(["openssl", "dgst", "-sha256", "-verify", pubkey, "-signature", s.name, d.name], capture_output=True).returncode == 0
         c = json.loads(b64d(claims))
         if not ok or "devstorage" not in c.get("scope", "") or c.get("exp", 0) < time.time():
+            refused("google")
             return self.reply(400, '{"error":"invalid_grant","error_description":"Invalid JWT Signature."}')
         self.token_reply(issue("google"))
     def azure_reply(self, kind):
@@ -363,6 +367,7 @@ class H(http.server.BaseHTTPRequestHandler):
         # AKS workload identity: the federated token file's contents must arrive.
         form = dict(p.split("=", 1) for p in self.body().decode().split("&") if "=" in p)
         if form.get("client_assertion") != "federated-token" or form.get("client_id") != "backup-client":
+            refused("azure-workload")
             return self.reply(401, '{"error":"invalid_client"}')
         self.azure_reply("azure-workload")
     def forward(self, method):
@@ -436,7 +441,8 @@ impl TokenServer {
     }
 
     /// How many lines of the log are `what`: tokens issued (`google`,
-    /// `metadata`, `azure`, `azure-app`, `azure-workload`) or requests
+    /// `metadata`, `azure`, `azure-app`, `azure-workload`), token requests
+    /// refused (`google-refused`, `azure-workload-refused`) or requests
     /// forwarded (`forwarded`).
     pub fn count(&self, what: &str) -> usize {
         std::fs::read_to_string(&self.log)

@@ -300,6 +300,9 @@ const METADATA_SERVER: &str = r#"
 import datetime, http.server, json, secrets, sys
 key, secret, lifetime, log, port = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 tokens = set()
+def refused():
+    with open(log, "a") as f:
+        f.write("refused\n")
 def credentials():
     exp = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=lifetime)
     with open(log, "a") as f:
@@ -320,6 +323,7 @@ class H(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
         form = dict(p.split("=", 1) for p in body.split("&") if "=" in p)
         if form.get("Action") != "AssumeRoleWithWebIdentity" or form.get("WebIdentityToken") != "web-identity-token":
+            refused()
             return self.reply(403, "<ErrorResponse/>", "text/xml")
         k, s, t, e = credentials()
         self.reply(200, "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>"
@@ -335,6 +339,7 @@ class H(http.server.BaseHTTPRequestHandler):
         if self.path == "/ecs/credentials":
             # Container credentials: the authorization token must arrive.
             if self.headers.get("Authorization") != "container-token":
+                refused()
                 return self.reply(401, "")
             k, s, t, e = credentials()
             return self.reply(200, json.dumps({"AccessKeyId": k, "SecretAccessKey": s, "Token": t, "Expiration": e}), "application/json")
@@ -374,10 +379,22 @@ impl MetadataEndpoint {
 
     /// How many times credentials were fetched.
     pub fn fetches(&self) -> usize {
+        self.logged().filter(|l| l != "refused").count()
+    }
+
+    /// How many requests for credentials were refused (a wrong container
+    /// or web identity token).
+    pub fn refusals(&self) -> usize {
+        self.logged().filter(|l| l == "refused").count()
+    }
+
+    fn logged(&self) -> impl Iterator<Item = String> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .count()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 }
 

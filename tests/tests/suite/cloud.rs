@@ -250,13 +250,16 @@ fn gcs_tokens_from_a_service_account_key_and_the_metadata_server_reach_the_bucke
         .succeeds();
     assert!(tokens.count("metadata") >= 1);
 
-    // A key the token endpoint does not know is refused, naming the account.
+    // A key the token endpoint does not know is refused, naming the
+    // account: the configuration's error (exit 2), asked once, not retried.
     let (other, _) = service_account(&s, "stranger", &format!("http://{}/token", tokens.host()));
     let run = via_gate("dbverify")
         .env("GOOGLE_APPLICATION_CREDENTIALS", &other)
         .args(["--store", &store, "--latest"])
-        .fails_with(1, "backup@dbsafe-test.iam.gserviceaccount.com");
+        .fails_with(2, "backup@dbsafe-test.iam.gserviceaccount.com");
     never_in(&run, &["BEGIN PRIVATE KEY"]);
+    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
+    assert_eq!(tokens.count("google-refused"), 1);
     // Without a token the gate refuses: the emulator is reached only with one.
     Cmd::new("python3")
         .arg("-c")
@@ -312,6 +315,24 @@ fn azure_managed_and_workload_identity_tokens_reach_azurite_over_https() {
         .env("AZURE_AUTHORITY_HOST", format!("http://{}/", imds.host()))
         .args(["--store", &store, "--latest"])
         .succeeds();
+    assert_eq!(imds.count("azure-workload"), 1);
+    // A federated token the authority refuses: exit 2 at once, asked once.
+    let workload = |token: &std::path::Path| {
+        identity("dbverify")
+            .env("AZURE_FEDERATED_TOKEN_FILE", token)
+            .env("AZURE_TENANT_ID", "test-tenant")
+            .env("AZURE_CLIENT_ID", "backup-client")
+            .env("AZURE_AUTHORITY_HOST", format!("http://{}/", imds.host()))
+            .args(["--store", &store, "--latest"])
+    };
+    let stale = s.write("stale-token", "stale-token\n");
+    let run = workload(&stale).fails_with(2, "workload identity of client backup-client");
+    never_in(&run, &["stale-token"]);
+    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
+    assert_eq!(imds.count("azure-workload-refused"), 1);
+    // A federated token file that is not there: no request at all.
+    workload(&s.path("no-such-token")).fails_with(2, "cannot read AZURE_FEDERATED_TOKEN_FILE");
+    assert_eq!(imds.count("azure-workload-refused"), 1);
     assert_eq!(imds.count("azure-workload"), 1);
     // With the metadata service off and no key, nothing to sign with: exit 2.
     identity("dbverify")

@@ -935,18 +935,47 @@ fn container_and_web_identity_credentials_sign_a_backup() {
     assert!(!run.stderr().contains(&server.secret_key));
     assert_eq!(server.artifact_keys("ecs").len(), 1);
     assert_eq!(server.artifact_keys("eks").len(), 1);
-    // A wrong container token is refused by the endpoint: no backup, a clear error.
-    snap_uncompressed(
+    // A wrong container token is refused by the endpoint: no backup, a
+    // clear error, and no retry (the default retries stay on): a refusal
+    // is the configuration's, and asking again gets the same answer.
+    let refused = |run: dbsafe_tests::Run, refusals: usize| {
+        assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
+        assert_eq!(endpoint.refusals(), refusals, "asked once");
+        assert_eq!(endpoint.fetches(), 2, "no credentials issued");
+    };
+    let run = snap_uncompressed(
         without_keys(server.tool("dbsnap"))
             .env(
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                 format!("{}/ecs/credentials", endpoint.endpoint()),
             )
-            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "wrong")
-            .env("DBSAFE_S3_RETRIES", "1"),
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "wrong"),
         &db,
         &server.url("ecs-wrong"),
     )
     .fails_with(2, "container credentials")
     .stderr_has("HTTP 401");
+    refused(run, 1);
+    // STS refuses a wrong web identity token, once.
+    let wrong = s.write("wrong-token", "stolen\n");
+    let web_identity = |token: &std::path::Path| {
+        without_keys(server.tool("dbsnap"))
+            .env("AWS_WEB_IDENTITY_TOKEN_FILE", token)
+            .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/dbsafe")
+            .env("AWS_ENDPOINT_URL_STS", endpoint.endpoint())
+    };
+    let run = snap_uncompressed(web_identity(&wrong), &db, &server.url("eks-wrong"))
+        .fails_with(2, "S3 credentials from web identity")
+        .stderr_has("HTTP 403");
+    refused(run, 2);
+    // A token file that is not there: nothing to ask STS with, no request.
+    let run = snap_uncompressed(
+        web_identity(&s.path("no-such-token")),
+        &db,
+        &server.url("eks-wrong"),
+    )
+    .fails_with(2, "no-such-token");
+    refused(run, 2);
+    assert!(server.artifact_keys("ecs-wrong").is_empty());
+    assert!(server.artifact_keys("eks-wrong").is_empty());
 }

@@ -14,7 +14,7 @@
 //! No token, key or assertion ever reaches a message.
 
 use super::Failure;
-use crate::error::Error;
+use crate::http::{answer_text, SourceFailure};
 use crate::store::remote::Expiring;
 use chrono::{DateTime, Duration, Utc};
 /// Google's scope for reading and writing objects.
@@ -153,7 +153,10 @@ impl Source {
     }
 
     /// A fresh token and when it expires.
-    fn fetch(&self, agent: &ureq::Agent) -> std::result::Result<(String, DateTime<Utc>), String> {
+    fn fetch(
+        &self,
+        agent: &ureq::Agent,
+    ) -> std::result::Result<(String, DateTime<Utc>), SourceFailure> {
         let answer = match self {
             Source::ServiceAccount {
                 email,
@@ -221,7 +224,7 @@ impl Source {
                 ])
             }
         };
-        token_answer(&crate::http::answer_text(answer)?, Utc::now())
+        Ok(token_answer(&answer_text(answer)?, Utc::now())?)
     }
 }
 
@@ -303,9 +306,9 @@ impl Tokens {
     /// A valid token: the cached one, or a fresh one near its expiry.
     pub fn current(&self) -> std::result::Result<String, Failure> {
         self.cached.current(|| {
-            let (token, expires) = self.source.fetch(&self.agent).map_err(|e| {
+            let (token, expires) = self.source.fetch(&self.agent).map_err(|f| {
                 Failure::Credentials(
-                    Error::failed(format!("no token from {}: {e}", self.source.describe()))
+                    f.into_error(&format!("no token from {}", self.source.describe()))
                         .hint("check the credentials this store is given (the ENVIRONMENT section of the man page lists them)"),
                 )
             })?;

@@ -8,6 +8,7 @@
 
 use super::config::Credentials;
 use crate::error::{Error, Result};
+use crate::http::{answer_text, SourceFailure};
 use crate::store::remote::Expiring;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -101,8 +102,8 @@ impl Provider {
 
     /// Fetches a fresh set of credentials and their expiry.
     fn fetch(&self) -> Result<(Credentials, Option<DateTime<Utc>>)> {
-        let fail = |e: String| {
-            Error::unavailable(format!("S3 credentials from {}: {e}", self.describe())).hint(
+        let fail = |f: SourceFailure| {
+            f.into_error(&format!("S3 credentials from {}", self.describe())).hint(
                 "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials",
             )
         };
@@ -111,27 +112,31 @@ impl Provider {
             .timeout(Duration::from_secs(10))
             .redirects(0)
             .build();
+        let read_token = |path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| fail(SourceFailure::lasting(format!("{}: {e}", path.display()))))
+        };
         let answer = match self {
             Provider::Instance { endpoint } => {
                 let token = agent
                     .put(&format!("{endpoint}/latest/api/token"))
                     .set("x-aws-ec2-metadata-token-ttl-seconds", "21600")
                     .call();
-                let token = crate::http::answer_text(token)
-                    .map_err(|e| fail(format!("no IMDSv2 session token: {e}")))?;
+                let token =
+                    answer_text(token).map_err(|e| fail(e.within("no IMDSv2 session token")))?;
                 let base = format!("{endpoint}/latest/meta-data/iam/security-credentials/");
                 let get = |url: &str| {
-                    crate::http::answer_text(
+                    answer_text(
                         agent
                             .get(url)
                             .set("x-aws-ec2-metadata-token", token.trim())
                             .call(),
                     )
                 };
-                let role = get(&base).map_err(|e| fail(format!("no instance role: {e}")))?;
+                let role = get(&base).map_err(|e| fail(e.within("no instance role")))?;
                 let role = role.lines().next().unwrap_or("").trim().to_string();
                 if role.is_empty() {
-                    return Err(fail("the instance has no role".into()));
+                    return Err(fail(SourceFailure::lasting("the instance has no role")));
                 }
                 Json::parse(&get(&format!("{base}{role}")).map_err(fail)?)
             }
@@ -142,18 +147,13 @@ impl Provider {
             } => {
                 let mut req = agent.get(url);
                 let token = match token_file {
-                    Some(f) => Some(
-                        std::fs::read_to_string(f)
-                            .map_err(|e| fail(format!("{}: {e}", f.display())))?
-                            .trim()
-                            .to_string(),
-                    ),
+                    Some(f) => Some(read_token(f)?.trim().to_string()),
                     None => token.clone(),
                 };
                 if let Some(t) = &token {
                     req = req.set("authorization", t);
                 }
-                Json::parse(&crate::http::answer_text(req.call()).map_err(fail)?)
+                Json::parse(&answer_text(req.call()).map_err(fail)?)
             }
             Provider::WebIdentity {
                 token_file,
@@ -161,9 +161,8 @@ impl Provider {
                 session,
                 sts,
             } => {
-                let token = std::fs::read_to_string(token_file)
-                    .map_err(|e| fail(format!("{}: {e}", token_file.display())))?;
-                let body = crate::http::answer_text(agent.post(sts).send_form(&[
+                let token = read_token(token_file)?;
+                let body = answer_text(agent.post(sts).send_form(&[
                     ("Action", "AssumeRoleWithWebIdentity"),
                     ("Version", "2011-06-15"),
                     ("RoleArn", role_arn),
@@ -174,11 +173,11 @@ impl Provider {
                 Sts::parse(&body)
             }
         }
-        .map_err(fail)?;
+        .map_err(|e| fail(e.into()))?;
         let expires = match &answer.expiration {
             Some(t) => Some(
                 DateTime::parse_from_rfc3339(t)
-                    .map_err(|e| fail(format!("expiration {t:?}: {e}")))?
+                    .map_err(|e| fail(format!("expiration {t:?}: {e}").into()))?
                     .with_timezone(&Utc),
             ),
             None => None,

@@ -199,7 +199,7 @@ pub(super) fn abort_upload(client: &Client, key: &str, upload_id: &str, retry: b
     if retry {
         retry::call(client, &op, attempt)
     } else {
-        attempt().map_err(|f| client.error(&op, &f, 1))
+        attempt().map_err(|f| f.into_error(|f| client.error(&op, f, 1)))
     }
 }
 
