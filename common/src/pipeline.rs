@@ -62,6 +62,8 @@ pub struct StreamEncoder<W: Write + Send + 'static> {
     /// Buffers sent and not yet taken by the compressor.
     queued: Arc<AtomicUsize>,
     buf: Vec<u8>,
+    /// Buffers the compressor has emptied, for the next ones.
+    spares: Spares,
     raw: u64,
     compressor: Option<JoinHandle<io::Result<Levels>>>,
     writer: Option<JoinHandle<io::Result<(W, EncodeSummary)>>>,
@@ -74,23 +76,26 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
         let (tx, rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
         let (ctx, crx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
         let back = back_layers(sink, &opts)?;
-        let front = front_layer(ChannelWriter::new(ctx), &opts)?;
+        let (spares, compressed_spares) = (Spares::default(), Spares::default());
+        let front = front_layer(ChannelWriter::new(ctx, compressed_spares.clone()), &opts)?;
         let spawn_err =
             |e: io::Error| Error::failed(format!("cannot start an encoding thread: {e}"));
         let writer = std::thread::Builder::new()
             .name("encrypt-write".into())
-            .spawn(move || write_stage(back, crx))
+            .spawn(move || write_stage(back, crx, compressed_spares))
             .map_err(spawn_err)?;
         let queued = Arc::new(AtomicUsize::new(0));
         let backlog = queued.clone();
+        let emptied = spares.clone();
         let compressor = std::thread::Builder::new()
             .name("compress".into())
-            .spawn(move || compress_stage(front, rx, &backlog))
+            .spawn(move || compress_stage(front, rx, &backlog, &emptied))
             .map_err(spawn_err)?;
         Ok(StreamEncoder {
             tx: Some(tx),
             queued,
             buf: Vec::with_capacity(CHUNK),
+            spares,
             raw: 0,
             compressor: Some(compressor),
             writer: Some(writer),
@@ -129,7 +134,7 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.buf, self.spares.take());
         let tx = self.tx.as_ref().expect("sender lives until finish");
         self.queued.fetch_add(1, Ordering::Relaxed);
         if tx.send(full).is_err() {
@@ -163,24 +168,49 @@ impl<W: Write + Send + 'static> Drop for StreamEncoder<W> {
     }
 }
 
+/// Buffers of [`CHUNK`] bytes that a stage has emptied, handed back to the
+/// stage that fills them: a stream reuses a few buffers instead of
+/// allocating, and faulting in, a new one for every MiB.
+#[derive(Clone, Default)]
+struct Spares(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Spares {
+    /// An empty buffer: a spare one if there is one.
+    fn take(&self) -> Vec<u8> {
+        let spare = self.0.lock().expect("spares lock").pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(CHUNK))
+    }
+
+    /// Keeps an emptied buffer, as many as can be in flight at once.
+    fn give(&self, mut buf: Vec<u8>) {
+        let mut spares = self.0.lock().expect("spares lock");
+        if spares.len() <= IN_FLIGHT {
+            buf.clear();
+            spares.push(buf);
+        }
+    }
+}
+
 /// Hands compressed bytes to the next stage in 1 MiB buffers.
 struct ChannelWriter {
     tx: SyncSender<Vec<u8>>,
     buf: Vec<u8>,
+    spares: Spares,
 }
 
 impl ChannelWriter {
-    fn new(tx: SyncSender<Vec<u8>>) -> ChannelWriter {
+    fn new(tx: SyncSender<Vec<u8>>, spares: Spares) -> ChannelWriter {
         ChannelWriter {
             tx,
             buf: Vec::with_capacity(CHUNK),
+            spares,
         }
     }
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.buf, self.spares.take());
         self.tx
             .send(full)
             .map_err(|_| io::Error::other("the encryption thread stopped"))
@@ -206,10 +236,12 @@ fn compress_stage(
     mut front: Compress<ChannelWriter>,
     rx: Receiver<Vec<u8>>,
     queued: &AtomicUsize,
+    emptied: &Spares,
 ) -> io::Result<Levels> {
     for buf in rx {
         let backlog = queued.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
         front.write_chunk(&buf, backlog)?;
+        emptied.give(buf);
     }
     let (mut channel, levels) = front.finish()?;
     channel.flush()?;
@@ -219,9 +251,11 @@ fn compress_stage(
 fn write_stage<W: Write>(
     mut back: Encrypt<Hashing<W>>,
     rx: Receiver<Vec<u8>>,
+    emptied: Spares,
 ) -> io::Result<(W, EncodeSummary)> {
     for buf in rx {
         back.write_all(&buf)?;
+        emptied.give(buf);
     }
     let hashing = back.finish()?;
     let mut sink = hashing.inner;
