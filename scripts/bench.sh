@@ -201,30 +201,45 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 "${as_pg[@]}" pgbackrest --config="$work/pgbr/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
 # Segment by segment, walship then pgBackRest, so that the disk's state
-# (write-back of what the bench wrote before) weighs on both alike.
+# (write-back of what the bench wrote before) weighs on both alike. Both run
+# as archive_command runs them: from a shell of the server's user (one
+# runuser for the whole loop, not one a push, which would add its own start
+# to each).
 as_server=("${as_pg[@]}" env "PATH=$PATH" "XDG_RUNTIME_DIR=$work/run-pg")
-walship_s=0
-pgbr_s=0
-for f in "$work/segs"/*; do
-  t0=$(date +%s.%N)
-  "${as_server[@]}" walship push "$f" "$(basename "$f")" --to "$work/walstore" -r "$pub"
-  t1=$(date +%s.%N)
-  "${as_server[@]}" pgbackrest --config="$work/pgbr/pgbackrest.conf" --stanza=bench archive-push "$f" >/dev/null
-  t2=$(date +%s.%N)
-  walship_s=$(python3 -c "print($walship_s + $t1 - $t0)")
-  pgbr_s=$(python3 -c "print($pgbr_s + $t2 - $t1)")
-done
+# shellcheck disable=SC2016 # expanded by the server user's shell
+times=$("${as_server[@]}" bash -c '
+  set -euo pipefail
+  store=$1 pub=$2 conf=$3
+  shift 3
+  w=0 p=0
+  for f in "$@"; do
+    t0=$(date +%s%N)
+    walship push "$f" "$(basename "$f")" --to "$store" -r "$pub"
+    t1=$(date +%s%N)
+    pgbackrest --config="$conf" --stanza=bench archive-push "$f" >/dev/null
+    t2=$(date +%s%N)
+    w=$((w + t1 - t0)) p=$((p + t2 - t1))
+  done
+  echo "$((w / 1000))e-6 $((p / 1000))e-6"
+' walship-bench "$work/walstore" "$pub" "$work/pgbr/pgbackrest.conf" "$work/segs"/*)
+read -r walship_s pgbr_s <<< "$times"
 walship_ms=$(python3 -c "print(f'{$walship_s * 1000 / $n:.0f}')")
 pgbr_ms=$(python3 -c "print(f'{$pgbr_s * 1000 / $n:.0f}')")
 echo "walship push (zstd, age, fsync): $walship_ms ms/segment" >&2
 echo "pgbackrest archive-push (zst, aes-256-cbc): $pgbr_ms ms/segment" >&2
 # --async: acknowledged once durable in the spool; the shipper works behind.
-start=$(date +%s.%N)
-for f in "$work/segs"/*; do
-  "${as_server[@]}" walship push "$f" "$(basename "$f")" --async --spool "$work/spool" --to "$work/walstore-async" -r "$pub"
-done
-end=$(date +%s.%N)
-async_ms=$(python3 -c "print(f'{($end - $start) * 1000 / $n:.0f}')")
+# shellcheck disable=SC2016 # expanded by the server user's shell
+async_s=$("${as_server[@]}" bash -c '
+  set -euo pipefail
+  spool=$1 store=$2 pub=$3
+  shift 3
+  t0=$(date +%s%N)
+  for f in "$@"; do
+    walship push "$f" "$(basename "$f")" --async --spool "$spool" --to "$store" -r "$pub"
+  done
+  echo "$((($(date +%s%N) - t0) / 1000))e-6"
+' walship-bench "$work/spool" "$work/walstore-async" "$pub" "$work/segs"/*)
+async_ms=$(python3 -c "print(f'{$async_s * 1000 / $n:.0f}')")
 while [ -n "$(ls -A "$work/spool/queue")" ]; do sleep 0.2; done
 echo "walship push --async (acknowledged from the spool): $async_ms ms/segment" >&2
 
