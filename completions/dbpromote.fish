@@ -31,5 +31,5 @@ complete -c dbpromote -l dry-run -d 'Print the plan, step by step, and change no
 complete -c dbpromote -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c dbpromote -s v -l verbose -d 'Print more on stderr'
 complete -c dbpromote -l json -d 'Print the report as one JSON document on stdout'
-complete -c dbpromote -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c dbpromote -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c dbpromote -s h -l help -d 'Print help'

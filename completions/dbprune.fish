@@ -21,6 +21,6 @@ complete -c dbprune -l dry-run -d 'Print what would be deleted and why; delete n
 complete -c dbprune -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c dbprune -s v -l verbose -d 'Print more on stderr'
 complete -c dbprune -l json -d 'Print the report as one JSON document on stdout'
-complete -c dbprune -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c dbprune -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c dbprune -s h -l help -d 'Print help'
 complete -c dbprune -s V -l version -d 'Print version'

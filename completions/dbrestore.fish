@@ -48,6 +48,6 @@ complete -c dbrestore -l dry-run -d 'Print the plan, step by step, and change no
 complete -c dbrestore -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c dbrestore -s v -l verbose -d 'Print more on stderr'
 complete -c dbrestore -l json -d 'Print the report as one JSON document on stdout'
-complete -c dbrestore -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c dbrestore -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c dbrestore -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dbrestore -s V -l version -d 'Print version'

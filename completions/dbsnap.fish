@@ -27,6 +27,6 @@ complete -c dbsnap -l no-encrypt -d 'Write the artifact unencrypted to a file or
 complete -c dbsnap -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c dbsnap -s v -l verbose -d 'Print more on stderr'
 complete -c dbsnap -l json -d 'Print the report as one JSON document on stdout'
-complete -c dbsnap -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c dbsnap -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c dbsnap -s h -l help -d 'Print help'
 complete -c dbsnap -s V -l version -d 'Print version'

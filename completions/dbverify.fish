@@ -27,6 +27,6 @@ complete -c dbverify -l no-roles -d 'At --level restore (PostgreSQL): do not cre
 complete -c dbverify -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c dbverify -s v -l verbose -d 'Print more on stderr'
 complete -c dbverify -l json -d 'Print the report as one JSON document on stdout'
-complete -c dbverify -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c dbverify -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c dbverify -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dbverify -s V -l version -d 'Print version'

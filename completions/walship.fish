@@ -33,7 +33,7 @@ complete -c walship -n "__fish_walship_needs_command" -l notify -d 'POST the run
 complete -c walship -n "__fish_walship_needs_command" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_needs_command" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_needs_command" -l json -d 'Print the report as one JSON document on stdout'
-complete -c walship -n "__fish_walship_needs_command" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c walship -n "__fish_walship_needs_command" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c walship -n "__fish_walship_needs_command" -s h -l help -d 'Print help'
 complete -c walship -n "__fish_walship_needs_command" -s V -l version -d 'Print version'
 complete -c walship -n "__fish_walship_needs_command" -f -a "push" -d 'Archive a WAL file (archive_command = \'walship push %p %f\')'
@@ -63,7 +63,7 @@ complete -c walship -n "__fish_walship_using_subcommand push" -l no-encrypt -d '
 complete -c walship -n "__fish_walship_using_subcommand push" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand push" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand push" -l json -d 'Print the report as one JSON document on stdout'
-complete -c walship -n "__fish_walship_using_subcommand push" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c walship -n "__fish_walship_using_subcommand push" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c walship -n "__fish_walship_using_subcommand push" -s h -l help -d 'Print help'
 complete -c walship -n "__fish_walship_using_subcommand fetch" -l from -d 'The store' -r
 complete -c walship -n "__fish_walship_using_subcommand fetch" -s i -l identity -d 'age identity file (repeatable)' -r -F
@@ -77,7 +77,7 @@ complete -c walship -n "__fish_walship_using_subcommand fetch" -l notify -d 'POS
 complete -c walship -n "__fish_walship_using_subcommand fetch" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand fetch" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand fetch" -l json -d 'Print the report as one JSON document on stdout'
-complete -c walship -n "__fish_walship_using_subcommand fetch" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c walship -n "__fish_walship_using_subcommand fetch" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c walship -n "__fish_walship_using_subcommand fetch" -s h -l help -d 'Print help'
 complete -c walship -n "__fish_walship_using_subcommand list" -l from -d 'The store' -r
 complete -c walship -n "__fish_walship_using_subcommand list" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
@@ -89,7 +89,7 @@ complete -c walship -n "__fish_walship_using_subcommand list" -l notify -d 'POST
 complete -c walship -n "__fish_walship_using_subcommand list" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand list" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand list" -l json -d 'Print the report as one JSON document on stdout'
-complete -c walship -n "__fish_walship_using_subcommand list" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c walship -n "__fish_walship_using_subcommand list" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c walship -n "__fish_walship_using_subcommand list" -s h -l help -d 'Print help'
 complete -c walship -n "__fish_walship_using_subcommand status" -l from -d 'The store' -r
 complete -c walship -n "__fish_walship_using_subcommand status" -l max-lag -d 'The newest segment must be younger than this' -r
@@ -102,7 +102,7 @@ complete -c walship -n "__fish_walship_using_subcommand status" -l notify -d 'PO
 complete -c walship -n "__fish_walship_using_subcommand status" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand status" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand status" -l json -d 'Print the report as one JSON document on stdout'
-complete -c walship -n "__fish_walship_using_subcommand status" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c walship -n "__fish_walship_using_subcommand status" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c walship -n "__fish_walship_using_subcommand status" -s h -l help -d 'Print help'
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -l to -d 'Record it in this store too, so dbrestore --target-name knows where it is' -r
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
@@ -114,7 +114,7 @@ complete -c walship -n "__fish_walship_using_subcommand restore-point" -l notify
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -l json -d 'Print the report as one JSON document on stdout'
-complete -c walship -n "__fish_walship_using_subcommand restore-point" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c walship -n "__fish_walship_using_subcommand restore-point" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c walship -n "__fish_walship_using_subcommand restore-point" -s h -l help -d 'Print help'
 complete -c walship -n "__fish_walship_using_subcommand prune" -l from -d 'The store' -r
 complete -c walship -n "__fish_walship_using_subcommand prune" -l before -d 'Delete files before this segment' -r
@@ -129,7 +129,7 @@ complete -c walship -n "__fish_walship_using_subcommand prune" -l dry-run -d 'Pr
 complete -c walship -n "__fish_walship_using_subcommand prune" -s q -l quiet -d 'Print nothing but errors on stderr'
 complete -c walship -n "__fish_walship_using_subcommand prune" -s v -l verbose -d 'Print more on stderr'
 complete -c walship -n "__fish_walship_using_subcommand prune" -l json -d 'Print the report as one JSON document on stdout'
-complete -c walship -n "__fish_walship_using_subcommand prune" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE]'
+complete -c walship -n "__fish_walship_using_subcommand prune" -l allow-shared-store -d 'Use a local store directory that group or others can write to (refused otherwise: whoever can write there can replace a backup)'
 complete -c walship -n "__fish_walship_using_subcommand prune" -s h -l help -d 'Print help'
 complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status restore-point prune help" -f -a "push" -d 'Archive a WAL file (archive_command = \'walship push %p %f\')'
 complete -c walship -n "__fish_walship_using_subcommand help; and not __fish_seen_subcommand_from push fetch list status restore-point prune help" -f -a "fetch" -d 'Restore an archived WAL file (restore_command = \'walship fetch %f %p\')'

@@ -25,7 +25,7 @@ pub struct CommonArgs {
     #[arg(long, global = true, value_name = "FILE", env = "DBSAFE_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
     /// Use a local store directory that group or others can write to (refused otherwise:
-    /// whoever can write there can replace a backup) [env: DBSAFE_ALLOW_SHARED_STORE].
+    /// whoever can write there can replace a backup).
     #[arg(long, global = true, env = "DBSAFE_ALLOW_SHARED_STORE")]
     pub allow_shared_store: bool,
     /// Push metrics to this Pushgateway (http://host:port); a failed push only warns.
