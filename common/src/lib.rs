@@ -26,6 +26,7 @@ pub mod error;
 pub mod fsutil;
 pub mod health;
 pub mod http;
+mod idle;
 pub mod keys;
 pub mod listing;
 pub mod lock;

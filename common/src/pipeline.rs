@@ -14,6 +14,7 @@
 //! stays at a few buffers per stage whatever the database size.
 
 use crate::error::{Error, Result};
+use crate::idle::{Idle, IdleGauge, ProcStat};
 use crate::keys::{Encryption, Keyring};
 use crate::name::{Compression, Payload};
 use sha2::{Digest, Sha256};
@@ -418,76 +419,6 @@ const AUTO_WINDOW: usize = 8;
 /// down), and at or above which a higher level has a core of its own.
 const SATURATED: f64 = 0.25;
 const SPARE_CORE: f64 = 1.0;
-
-/// What an [`IdleGauge`] saw since its previous reading.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Idle {
-    /// The machine does not tell (not Linux, no `/proc`).
-    Unknown,
-    /// Too little time has passed for a reading worth acting on.
-    TooSoon,
-    /// Cores idle on average.
-    Cores(f64),
-}
-
-/// The machine's idle CPU between readings.
-trait IdleGauge: Send {
-    fn read(&mut self) -> Idle;
-}
-
-/// Idle CPU from `/proc/stat`'s first line (idle and iowait against all
-/// time, of every core): the kernel counts in ticks of 10 ms, so a reading
-/// waits for 10 ticks a core.
-struct ProcStat {
-    last: Option<(u64, u64)>,
-    cores: f64,
-}
-
-impl ProcStat {
-    fn new() -> ProcStat {
-        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let cores = text
-            .lines()
-            .skip(1)
-            .take_while(|l| l.starts_with("cpu"))
-            .count();
-        ProcStat {
-            last: ticks(&text),
-            cores: cores.max(1) as f64,
-        }
-    }
-}
-
-/// (idle, total) ticks of every core so far, from `/proc/stat`'s text.
-fn ticks(proc_stat: &str) -> Option<(u64, u64)> {
-    let all: Vec<u64> = proc_stat
-        .lines()
-        .next()?
-        .strip_prefix("cpu ")?
-        .split_whitespace()
-        .take(8)
-        .map(|n| n.parse().ok())
-        .collect::<Option<_>>()?;
-    let idle = all.get(3)? + all.get(4)?;
-    Some((idle, all.iter().sum()))
-}
-
-impl IdleGauge for ProcStat {
-    fn read(&mut self) -> Idle {
-        let now = std::fs::read_to_string("/proc/stat").ok();
-        let (Some((idle0, total0)), Some((idle, total))) =
-            (self.last, now.as_deref().and_then(ticks))
-        else {
-            return Idle::Unknown;
-        };
-        let elapsed = total.saturating_sub(total0);
-        if (elapsed as f64) < 10.0 * self.cores {
-            return Idle::TooSoon;
-        }
-        self.last = Some((idle, total));
-        Idle::Cores(idle.saturating_sub(idle0) as f64 / elapsed as f64 * self.cores)
-    }
-}
 
 /// The highest adaptive level where the machine's idle CPU is unknown: a
 /// compressor waiting on its source has a core to spare for a better ratio
@@ -1016,37 +947,6 @@ mod tests {
         }
         let expected = if small { AUTO_START } else { AUTO_START + 3 };
         assert_eq!(a.level, expected);
-    }
-
-    #[test]
-    fn proc_stat_ticks_are_idle_and_iowait_against_all_time() {
-        let text = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\nintr 1\n";
-        assert_eq!(ticks(text), Some((840, 1000)));
-        assert_eq!(ticks("cpu0 1 2 3\n"), None, "no total line");
-        assert_eq!(ticks("cpu  1 2 x 4 5\n"), None, "not numbers");
-    }
-
-    #[test]
-    fn proc_stat_reads_idle_cores_within_the_machine() {
-        let mut g = ProcStat::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let idle = loop {
-            match g.read() {
-                Idle::TooSoon if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                other => break other,
-            }
-        };
-        let Idle::Cores(c) = idle else {
-            panic!("no reading from /proc/stat: {idle:?}")
-        };
-        assert!(
-            (0.0..=g.cores).contains(&c),
-            "{c} idle of {} cores",
-            g.cores
-        );
-        assert!(g.cores >= 1.0);
     }
 
     #[test]
