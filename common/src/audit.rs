@@ -9,7 +9,7 @@ use crate::error::{Context, Result};
 use serde::Serialize;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One audit entry (SPEC §4). Targets are stored without passwords.
 #[derive(Debug, Clone, Serialize)]
@@ -52,40 +52,59 @@ impl AuditEntry {
             details: serde_json::Value::Null,
         }
     }
-
-    /// Appends the entry to the log at `path` durably (O_APPEND, fsync).
-    pub fn append(&self, path: &Path) -> Result<()> {
-        let mut line = serde_json::to_vec(self).expect("audit entries serialize");
-        line.push(b'\n');
-        let mut f = open(path)?;
-        f.write_all(&line).context("writing the audit log")?;
-        f.sync_data().context("writing the audit log")
-    }
 }
 
-/// Opens the audit log at `path` for appending (created 0600 in a private
-/// directory): a regular file, never through a link planted in its place.
-fn open(path: &Path) -> Result<std::fs::File> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            crate::fsutil::create_private_dir(dir)?;
+/// An audit log open for appending. A run opens it before it acts: a run
+/// whose log cannot be written is refused before it changes anything, and
+/// its entries go to the file checked then, never to a link planted in its
+/// place meanwhile.
+pub struct Log {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Log {
+    /// Opens the audit log at `path` (created 0600 in a private directory):
+    /// a regular file, never through a link.
+    pub fn open(path: &Path) -> Result<Log> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                crate::fsutil::create_private_dir(dir)?;
+            }
         }
+        let file = crate::fsutil::open_regular(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600),
+            path,
+            "audit log",
+        )?;
+        Ok(Log {
+            path: path.to_path_buf(),
+            file,
+        })
     }
-    crate::fsutil::open_regular(
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600),
-        path,
-        "audit log",
-    )
-}
 
-/// Checks, before an action that must be audited (a deletion, a restore),
-/// that its entry can be written: an action the log cannot record is refused
-/// before it changes anything, not recorded nowhere afterwards.
-pub fn check_writable(path: &Path) -> Result<()> {
-    open(path).map(drop)
+    /// Opens the audit log of `store` ([`log_for`]).
+    pub fn of(store: &dyn crate::Store) -> Result<Log> {
+        Log::open(&log_for(store))
+    }
+
+    /// Where it is, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `entry` as one line (one write, O_APPEND), durable when this returns.
+    pub fn append(&self, entry: &AuditEntry) -> Result<()> {
+        let mut line = serde_json::to_vec(entry).expect("audit entries serialize");
+        line.push(b'\n');
+        (&self.file)
+            .write_all(&line)
+            .context("writing the audit log")?;
+        self.file.sync_data().context("writing the audit log")
+    }
 }
 
 /// Where the audit log of `store` lives.

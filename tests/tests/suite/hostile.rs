@@ -80,6 +80,49 @@ fn a_link_planted_as_the_audit_log_is_never_written_through() {
 }
 
 #[test]
+fn an_audit_log_swapped_for_a_link_while_a_restore_runs_gets_its_entry_in_the_file_checked_at_the_start(
+) {
+    let (s, store) = scene_with_a_backup();
+    let log = store.join("audit.log");
+    let moved = s.path("audit.log.moved");
+    let victim = s.write("victim.txt", "precious\n");
+    // Once the run has checked its log, its --before-cmd hook moves the
+    // log away and plants a link in its place.
+    let swap = format!(
+        "mv {log} {moved} && ln -s {victim} {log}",
+        log = log.display(),
+        moved = moved.display(),
+        victim = victim.display()
+    );
+    let target = s.path("target.db");
+    for round in 1..=2 {
+        let _ = std::fs::remove_file(&log);
+        let _ = std::fs::remove_file(&target);
+        let run = restore_from_store(&store, sqlite::url(&target))
+            .args(["--latest", "--before-cmd", &swap])
+            .succeeds();
+        assert!(
+            !run.stderr().contains("audit log"),
+            "round {round}: {}",
+            run.stderr()
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        let entries = std::fs::read_to_string(&moved).unwrap();
+        let entry: serde_json::Value =
+            serde_json::from_str(entries.lines().last().expect("an entry")).unwrap();
+        assert_eq!(
+            (entry["action"].as_str(), entry["result"].as_str()),
+            (Some("restore"), Some("success")),
+            "round {round}"
+        );
+        assert!(std::fs::symlink_metadata(&log)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+}
+
+#[test]
 fn links_planted_at_names_a_tool_writes_are_replaced_never_followed() {
     let (s, store) = scene_with_a_backup();
     let artifact = dbsafe_tests::artifacts(&store).pop().unwrap();

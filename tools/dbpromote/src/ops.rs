@@ -355,24 +355,32 @@ impl Drop for SideDb<'_> {
     }
 }
 
-/// Takes the promotion lock of environment `env` on its store, checks that
-/// its audit log can be written, then drops
-/// the sides killed runs left next to its database. A dry run, or one
-/// without a store yet, takes no lock and drops nothing (`None`).
+/// What a promotion holds on its target while it runs: the environment's
+/// promotion lock, and the audit log opened for its entry.
+pub(crate) struct Hold {
+    _lock: Lock,
+    /// The target store's audit log.
+    pub audit: dbsafe::audit::Log,
+}
+
+/// Takes the promotion lock of environment `env` on its store, opens its
+/// audit log (a promotion the log cannot record is refused before it
+/// starts), then drops the sides killed runs left next to its database. A
+/// dry run, or one without a store yet, takes no lock and drops nothing
+/// (`None`).
 pub(crate) fn lock_target(
     ctx: &Ctx,
     store: Option<&dyn Store>,
     home: &dyn Home,
     env: &str,
-) -> Result<Option<Lock>> {
+) -> Result<Option<Hold>> {
     let Some(store) = store.filter(|_| !ctx.args.change.dry_run) else {
         return Ok(None);
     };
     let lock = Lock::on_store(store, &format!("promote-{env}"), ctx.lock_timeout)?;
-    // A promotion the audit log cannot record is refused before it starts.
-    dbsafe::audit::check_writable(&dbsafe::audit::log_for(store))?;
+    let audit = dbsafe::audit::Log::of(store)?;
     sweep_sides(home)?;
-    Ok(Some(lock))
+    Ok(Some(Hold { _lock: lock, audit }))
 }
 
 /// Drops the working sides (refresh, rehearsal, restore) that killed runs

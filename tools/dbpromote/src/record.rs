@@ -33,6 +33,8 @@ pub(crate) struct Recorder<'a> {
     /// Where the manifest goes: the target's store first, then any store
     /// whose backups it names (the source's, for a refresh), to pin them there.
     stores: Vec<&'a dyn Store>,
+    /// The target store's audit log, opened when the run took its lock.
+    audit_log: &'a dbsafe::audit::Log,
     clock: Instant,
     /// `promote`, `refresh` or `rollback`.
     action: &'static str,
@@ -43,12 +45,14 @@ impl<'a> Recorder<'a> {
         ctx: &'a Ctx,
         m: Manifest,
         stores: Vec<&'a dyn Store>,
+        hold: Option<&'a ops::Hold>,
         action: &'static str,
     ) -> Recorder<'a> {
         Recorder {
             ctx,
             m,
             stores,
+            audit_log: &hold.expect("a run that records holds its target").audit,
             clock: Instant::now(),
             action,
         }
@@ -375,9 +379,6 @@ impl<'a> Recorder<'a> {
     }
 
     fn audit(&self, result: &str, err: Option<&Error>) {
-        let Some(store) = self.stores.first() else {
-            return;
-        };
         let mut a = AuditEntry::new("dbpromote", self.action, &self.backup(), &self.m.target);
         a.result = result.into();
         a.duration_seconds = self.clock.elapsed().as_secs_f64();
@@ -400,11 +401,10 @@ impl<'a> Recorder<'a> {
             "steps": steps,
             "error": err.map(|e| e.message.clone()),
         });
-        let path = dbsafe::audit::log_for(*store);
-        if let Err(e) = a.append(&path) {
+        if let Err(e) = self.audit_log.append(&a) {
             self.ctx.log.warn(format!(
                 "cannot write the audit log {}: {e}",
-                path.display()
+                self.audit_log.path().display()
             ));
         }
     }

@@ -65,7 +65,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         Err(_) if a.change.dry_run && take_snapshot => None,
         Err(e) => return Err(e.context(format!("{}'s store", source.name))),
     };
-    let _lock = ops::lock_target(ctx, store.as_deref(), home.as_ref(), &target.name)?;
+    let hold = ops::lock_target(ctx, store.as_deref(), home.as_ref(), &target.name)?;
     if !engine.exists()? {
         return Err(Error::not_found(format!(
             "the target database {} does not exist",
@@ -119,7 +119,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     if src_store.describe() != store.describe() {
         stores.push(src_store.as_ref());
     }
-    let mut rec = Recorder::new(ctx, m, stores, "refresh");
+    let mut rec = Recorder::new(ctx, m, stores, hold.as_ref(), "refresh");
     let outcome = execute(
         ctx,
         &mut rec,

@@ -37,7 +37,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         .change
         .require_confirmation_possible(&target.name)?;
     let store = ops::open_store(&target.store, ctx.args.change.dry_run)?;
-    let _lock = ops::lock_target(ctx, store.as_deref(), home.as_ref(), &target.name)?;
+    let hold = ops::lock_target(ctx, store.as_deref(), home.as_ref(), &target.name)?;
     let gate = if gated {
         let s = dbsafe::store::open(&source.store, false)
             .map_err(|e| e.context(format!("{}'s store, for the release gate", source.name)))?;
@@ -92,7 +92,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         m.previous_attempts
             .push(serde_json::to_value(&prev).map_err(|e| Error::failed(e.to_string()))?);
     }
-    let mut rec = Recorder::new(ctx, m, vec![store.as_ref()], "promote");
+    let mut rec = Recorder::new(ctx, m, vec![store.as_ref()], hold.as_ref(), "promote");
     rec.step("gate", |d| {
         *d = gate.unwrap_or_else(|| {
             format!("{} is the chain's first environment: no gate", source.name)

@@ -42,7 +42,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     let home = side::home(&target.url)?;
     let store = dbsafe::store::open(&target.store, false)?;
     ctx.args.change.require_confirmation_possible(&b)?;
-    let _lock = ops::lock_target(ctx, Some(store.as_ref()), home.as_ref(), &b)?;
+    let hold = ops::lock_target(ctx, Some(store.as_ref()), home.as_ref(), &b)?;
     let history = rel::history(store.as_ref(), &b)?;
     let m = rel::rollback_candidate(&history, a.version.as_deref(), &b)?.clone();
     // After the rollback the environment is back on the release before this one.
@@ -139,7 +139,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         steps: Vec::new(),
         kept_database: None,
     });
-    let mut rec = Recorder::new(ctx, m, vec![store.as_ref()], "rollback");
+    let mut rec = Recorder::new(ctx, m, vec![store.as_ref()], hold.as_ref(), "rollback");
     let outcome = execute(
         ctx,
         &mut rec,

@@ -127,9 +127,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         backups: decisions,
     };
     let by_file: BTreeMap<String, &Entry> = entries.iter().map(|e| (e.file(), e)).collect();
-    if !args.dry_run && report.backups.iter().any(|d| !d.keep) {
-        audit::check_writable(&audit::log_for(store.as_ref()))?;
-    }
+    // Deletions the audit log cannot record are not made.
+    let audit_log = match !args.dry_run && report.backups.iter().any(|d| !d.keep) {
+        true => Some(audit::Log::of(store.as_ref())?),
+        false => None,
+    };
     for d in report.backups.iter().filter(|d| !d.keep) {
         let e = by_file[&d.id];
         if args.dry_run {
@@ -139,7 +141,8 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             }
             continue;
         }
-        delete_backup(store.as_ref(), e, d)?;
+        let audit_log = audit_log.as_ref().expect("opened for a run that deletes");
+        delete_backup(store.as_ref(), e, d, audit_log)?;
         log.info(format!("deleted {} ({})", d.id, d.reasons.join("; ")));
     }
     for d in report.backups.iter().filter(|d| d.keep) {
@@ -222,7 +225,7 @@ fn flag_policy(args: &cli::Cli) -> Result<Option<Policy>> {
 
 /// Deletes the artifact first, then its sidecars: a crash in between leaves
 /// only orphan sidecars, which the next run removes.
-fn delete_backup(store: &dyn Store, e: &Entry, d: &Decision) -> Result<()> {
+fn delete_backup(store: &dyn Store, e: &Entry, d: &Decision, log: &audit::Log) -> Result<()> {
     let clock = std::time::Instant::now();
     let mut audit = AuditEntry::new("dbprune", "prune-delete", &e.file(), &store.describe());
     let result = store.delete(e.key()).and_then(|_| {
@@ -235,7 +238,7 @@ fn delete_backup(store: &dyn Store, e: &Entry, d: &Decision) -> Result<()> {
     audit.result = if result.is_ok() { "success" } else { "failure" }.into();
     audit.details =
         serde_json::json!({ "reasons": d.reasons, "size_bytes": d.size, "series": d.series });
-    audit.append(&audit::log_for(store))?;
+    log.append(&audit)?;
     result
 }
 

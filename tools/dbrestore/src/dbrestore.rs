@@ -154,8 +154,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
 
     let clock = Instant::now();
     let mut audit = AuditEntry::new("dbrestore", "restore", &artifact.describe(), &target.url());
-    let audit_path = audit_path(&source, &safety);
-    dbsafe::audit::check_writable(&audit_path)?;
+    let audit_log = dbsafe::audit::Log::open(&audit_path(&source, &safety))?;
     let result = Restoring {
         args: &args,
         cfg: &cfg,
@@ -191,10 +190,10 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             "safety_backup": safety_name, "problems": problems,
             "verified_first": verify_first,
         });
-        if let Err(e) = audit.append(&audit_path) {
+        if let Err(e) = audit_log.append(&audit) {
             log.warn(format!(
                 "cannot write the audit log {}: {e}",
-                audit_path.display()
+                audit_log.path().display()
             ));
         }
     }

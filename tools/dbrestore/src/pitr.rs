@@ -138,7 +138,7 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
         entry.file(),
         finished.to_rfc3339()
     ));
-    dbsafe::audit::check_writable(&dbsafe::audit::log_for(store.as_ref()))?;
+    let audit_log = dbsafe::audit::Log::of(store.as_ref())?;
     let clock = Instant::now();
     let pg = PgData::new(dir.clone(), recovery, Origin::of(Some(meta)));
     let artifact = Artifact::entry(store.as_ref(), entry).with_meta(meta.clone());
@@ -174,7 +174,7 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
         "reached": result.as_ref().ok().and_then(|r| r.as_ref()).and_then(|r| r.last_transaction.clone()),
         "error": result.as_ref().err().map(|e| e.to_string()),
     });
-    if let Err(e) = audit.append(&dbsafe::audit::log_for(store.as_ref())) {
+    if let Err(e) = audit_log.append(&audit) {
         log.warn(format!("cannot write the audit log: {e}"));
     }
     match result {
