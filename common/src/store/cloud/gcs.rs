@@ -16,7 +16,6 @@
 use super::auth::{Source, Tokens};
 use super::{encode, found, object_url, plain_error, send, Chunk, Failure, Op, ReadFrom, Service};
 use crate::error::{Error, Result};
-use crate::store::retry::Transient;
 use crate::store::ObjectInfo;
 use chrono::{DateTime, Utc};
 
@@ -30,9 +29,6 @@ pub(super) struct Gcs {
     bucket: String,
     /// `None` against an emulator.
     tokens: Option<Tokens>,
-    /// Resumable sessions whose last chunk got no answer: they may hold
-    /// part of it, so they are asked where they stand before the next try.
-    uncertain: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Gcs {
@@ -61,7 +57,6 @@ impl Gcs {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             bucket: bucket.to_string(),
             tokens,
-            uncertain: Default::default(),
         })
     }
 
@@ -94,21 +89,17 @@ impl Gcs {
     }
 
     /// Sends a chunk of a resumable upload: `bytes a-b/*`, or with the
-    /// total for the last one. After a chunk that got no answer the session
-    /// is asked first how many bytes it holds, and only the rest is sent,
-    /// as the resumable protocol requires.
+    /// total for the last one. A chunk sent again (its last attempt got no
+    /// answer, or an error) may be partly held already: the session is
+    /// asked first how many bytes it holds, and only the rest is sent, as
+    /// the resumable protocol requires.
     fn chunk(
         &self,
         part: &Chunk<'_>,
         total: Option<u64>,
     ) -> std::result::Result<ureq::Response, Failure> {
-        let uncertain = self
-            .uncertain
-            .lock()
-            .expect("sessions")
-            .contains(part.upload);
         let mut skip = 0;
-        if uncertain {
+        if part.again {
             match self.held(part.upload, total)? {
                 // The lost answer was the one that completed the upload.
                 Held::Complete(resp) => return Ok(*resp),
@@ -127,13 +118,7 @@ impl Gcs {
         let req = self
             .request("PUT", part.upload)?
             .set("Content-Range", &range);
-        let answer = send(req, Some(data), error_of);
-        let mut sessions = self.uncertain.lock().expect("sessions");
-        match &answer {
-            Err(f) if f.is_transient() => sessions.insert(part.upload.to_string()),
-            _ => sessions.remove(part.upload),
-        };
-        answer
+        send(req, Some(data), error_of)
     }
 
     /// How many bytes a resumable session holds (a status query: `bytes

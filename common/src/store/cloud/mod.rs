@@ -61,6 +61,9 @@ pub(super) struct Chunk<'a> {
     offset: u64,
     /// Its bytes.
     data: &'a [u8],
+    /// Sent again after an attempt that failed: the service may hold some
+    /// of its bytes already.
+    again: bool,
 }
 
 /// Where a read starts: a byte offset, and the version a first read
@@ -431,37 +434,42 @@ impl CloudWriter {
             }
         };
         let verb = format!("upload part {} of", self.parts + 1);
-        let part = self.chunk(&upload);
-        call(s, &self.op(&verb), || s.put_part(&self.key, &part))?;
+        let mut tries = 0;
+        call(s, &self.op(&verb), || {
+            tries += 1;
+            s.put_part(&self.key, &self.chunk(&upload, tries > 1))
+        })?;
         self.parts += 1;
         self.offset += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
     }
 
-    /// The buffered bytes as the next part of `upload`.
-    fn chunk<'a>(&'a self, upload: &'a str) -> Chunk<'a> {
+    /// The buffered bytes as the next part of `upload`, sent `again` or not.
+    fn chunk<'a>(&'a self, upload: &'a str, again: bool) -> Chunk<'a> {
         Chunk {
             upload,
             number: self.parts,
             offset: self.offset,
             data: &self.buf,
+            again,
         }
     }
 
-    /// Runs the request that makes the object appear; a create-only one
-    /// refused on its first attempt means another writer has the name (on
-    /// a later attempt, it is our own earlier attempt that got through).
+    /// Runs the request that makes the object appear (`attempt(again)`); a
+    /// create-only one refused on its first attempt means another writer
+    /// has the name (on a later attempt, it is our own earlier attempt that
+    /// got through).
     fn complete(
         &self,
         verb: &str,
-        mut attempt: impl FnMut() -> std::result::Result<(), Failure>,
+        mut attempt: impl FnMut(bool) -> std::result::Result<(), Failure>,
     ) -> Result<()> {
         let mut tries = 0;
         let mut taken = false;
         call(&*self.service, &self.op(verb), || {
             tries += 1;
-            match attempt() {
+            match attempt(tries > 1) {
                 Err(f) if self.new && name_taken(&f) => {
                     taken = tries == 1;
                     Ok(())
@@ -499,12 +507,11 @@ impl ObjectWriter for CloudWriter {
         match self.upload.clone() {
             None => {
                 let (key, buf, new) = (&self.key, &self.buf, self.new);
-                self.complete("upload", || s.put(key, buf, new))?;
+                self.complete("upload", |_| s.put(key, buf, new))?;
             }
             Some(upload) => {
-                let last = self.chunk(&upload);
-                self.complete("complete the upload of", || {
-                    s.finish(&self.key, &last, self.new)
+                self.complete("complete the upload of", |again| {
+                    s.finish(&self.key, &self.chunk(&upload, again), self.new)
                 })?;
             }
         }
