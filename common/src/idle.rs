@@ -216,87 +216,83 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn files(entries: &[(&str, &str)]) -> impl Fn(&Path) -> Option<String> {
-        let map: HashMap<PathBuf, String> = entries
+    /// The quota `/proc/self/cgroup`'s text `own` finds among `files`.
+    fn quota(own: &str, files: &[(&str, &str)]) -> Option<Quota> {
+        let files: HashMap<PathBuf, String> = files
             .iter()
             .map(|(p, t)| (PathBuf::from(p), t.to_string()))
             .collect();
-        move |p: &Path| map.get(p).cloned()
+        Quota::of(own, &|p: &Path| files.get(p).cloned())
+    }
+
+    fn found(cores: f64, usage: Usage) -> Option<Quota> {
+        Some(Quota { cores, usage })
     }
 
     #[test]
     fn a_v2_quota_is_found_on_the_process_cgroup_or_an_ancestor_the_tightest_first() {
-        let own = "0::/kubepods/pod1/ctr\n";
-        let read = files(&[
-            ("/sys/fs/cgroup/kubepods/pod1/ctr/cpu.max", "max 100000\n"),
-            ("/sys/fs/cgroup/kubepods/pod1/cpu.max", "150000 100000\n"),
-            ("/sys/fs/cgroup/kubepods/cpu.max", "400000 100000\n"),
-        ]);
+        let pod = "/sys/fs/cgroup/kubepods/pod1";
         assert_eq!(
-            Quota::of(own, &read),
-            Some(Quota {
-                cores: 1.5,
-                usage: Usage::V2("/sys/fs/cgroup/kubepods/pod1/cpu.stat".into())
-            })
+            quota(
+                "0::/kubepods/pod1/ctr\n",
+                &[
+                    (&format!("{pod}/ctr/cpu.max"), "max 100000\n"),
+                    (&format!("{pod}/cpu.max"), "150000 100000\n"),
+                    ("/sys/fs/cgroup/kubepods/cpu.max", "400000 100000\n"),
+                ]
+            ),
+            found(1.5, Usage::V2(format!("{pod}/cpu.stat").into()))
         );
         // A container's own namespace: its cgroup is the root.
-        let read = files(&[("/sys/fs/cgroup/cpu.max", "50000 100000\n")]);
-        assert_eq!(Quota::of("0::/\n", &read).map(|q| q.cores), Some(0.5));
+        let root = |max: &str| quota("0::/\n", &[("/sys/fs/cgroup/cpu.max", max)]);
+        assert_eq!(
+            root("50000 100000\n"),
+            found(0.5, Usage::V2("/sys/fs/cgroup/cpu.stat".into()))
+        );
         // No quota anywhere, or no cgroup file at all: none.
-        let read = files(&[("/sys/fs/cgroup/cpu.max", "max 100000\n")]);
-        assert_eq!(Quota::of("0::/\n", &read), None);
-        assert_eq!(Quota::of("0::/\n", &files(&[])), None);
+        assert_eq!(root("max 100000\n"), None);
+        assert_eq!(quota("0::/\n", &[]), None);
     }
 
     #[test]
     fn a_v1_quota_is_read_with_its_period_and_usage_where_cpu_is_mounted() {
         // cpu and cpuacct mounted together; -1 is no quota.
-        let own = "4:memory:/x\n3:cpu,cpuacct:/docker/abc\n";
-        let read = files(&[
-            (
-                "/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us",
-                "200000\n",
-            ),
-            (
-                "/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us",
-                "100000\n",
-            ),
-            (
-                "/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpuacct.usage",
-                "123\n",
-            ),
-            ("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "-1\n"),
-            ("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000\n"),
-        ]);
+        let both = "/sys/fs/cgroup/cpu,cpuacct";
+        let abc = format!("{both}/docker/abc");
         assert_eq!(
-            Quota::of(own, &read),
-            Some(Quota {
-                cores: 2.0,
-                usage: Usage::V1("/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpuacct.usage".into())
-            })
+            quota(
+                "4:memory:/x\n3:cpu,cpuacct:/docker/abc\n",
+                &[
+                    (&format!("{abc}/cpu.cfs_quota_us"), "200000\n"),
+                    (&format!("{abc}/cpu.cfs_period_us"), "100000\n"),
+                    (&format!("{abc}/cpuacct.usage"), "123\n"),
+                    (&format!("{both}/cpu.cfs_quota_us"), "-1\n"),
+                    (&format!("{both}/cpu.cfs_period_us"), "100000\n"),
+                ]
+            ),
+            found(2.0, Usage::V1(format!("{abc}/cpuacct.usage").into()))
         );
         // Mounted apart, the container's cgroup as the mount's root: the
         // host's path is not under it, the mount itself is the cgroup.
-        let own = "2:cpuacct:/docker/abc\n1:cpu:/docker/abc\n";
-        let read = files(&[
-            ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "25000\n"),
-            ("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n"),
-            ("/sys/fs/cgroup/cpuacct/cpuacct.usage", "5\n"),
-        ]);
+        let apart = |quota_us: &str| {
+            quota(
+                "2:cpuacct:/docker/abc\n1:cpu:/docker/abc\n0::/\n",
+                &[
+                    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", quota_us),
+                    ("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n"),
+                    ("/sys/fs/cgroup/cpuacct/cpuacct.usage", "5\n"),
+                ],
+            )
+        };
         assert_eq!(
-            Quota::of(own, &read),
-            Some(Quota {
-                cores: 0.25,
-                usage: Usage::V1("/sys/fs/cgroup/cpuacct/cpuacct.usage".into())
-            })
+            apart("25000\n"),
+            found(
+                0.25,
+                Usage::V1("/sys/fs/cgroup/cpuacct/cpuacct.usage".into())
+            )
         );
-        // This machine's layout without a quota.
-        let own = "2:cpuacct:/\n1:cpu:/\n0::/\n";
-        let read = files(&[
-            ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "-1\n"),
-            ("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n"),
-        ]);
-        assert_eq!(Quota::of(own, &read), None);
+        // A quota of -1 is none.
+        assert_eq!(apart("-1\n"), None);
     }
 
     #[test]
