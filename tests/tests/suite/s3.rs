@@ -908,29 +908,25 @@ fn container_and_web_identity_credentials_sign_a_backup() {
         dbsafe_tests::s3::MetadataEndpoint::start(&s, &server.access_key, &server.secret_key, 3600);
     let db = sqlite::blobs_in(&s, "app.db", 1);
     let token_file = s.write("web-identity-token", "web-identity-token\n");
-    // ECS: the full URI and its authorization token.
-    snap_uncompressed(
+    let container = |token: &str| {
         without_keys(server.tool("dbsnap"))
             .env(
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                 format!("{}/ecs/credentials", endpoint.endpoint()),
             )
-            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-token"),
-        &db,
-        &server.url("ecs"),
-    )
-    .succeeds();
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token)
+    };
+    let web_identity = |token: &std::path::Path| {
+        without_keys(server.tool("dbsnap"))
+            .env("AWS_WEB_IDENTITY_TOKEN_FILE", token)
+            .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/dbsafe")
+            .env("AWS_ENDPOINT_URL_STS", endpoint.endpoint())
+    };
+    // ECS: the full URI and its authorization token.
+    snap_uncompressed(container("container-token"), &db, &server.url("ecs")).succeeds();
     assert_eq!(endpoint.fetches(), 1);
     // EKS: the web identity token exchanged with STS.
-    let run = snap_uncompressed(
-        without_keys(server.tool("dbsnap"))
-            .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
-            .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/dbsafe")
-            .env("AWS_ENDPOINT_URL_STS", endpoint.endpoint()),
-        &db,
-        &server.url("eks"),
-    )
-    .succeeds();
+    let run = snap_uncompressed(web_identity(&token_file), &db, &server.url("eks")).succeeds();
     assert_eq!(endpoint.fetches(), 2);
     assert!(!run.stderr().contains(&server.secret_key));
     assert_eq!(server.artifact_keys("ecs").len(), 1);
@@ -943,27 +939,12 @@ fn container_and_web_identity_credentials_sign_a_backup() {
         assert_eq!(endpoint.refusals(), refusals, "asked once");
         assert_eq!(endpoint.fetches(), 2, "no credentials issued");
     };
-    let run = snap_uncompressed(
-        without_keys(server.tool("dbsnap"))
-            .env(
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                format!("{}/ecs/credentials", endpoint.endpoint()),
-            )
-            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "wrong"),
-        &db,
-        &server.url("ecs-wrong"),
-    )
-    .fails_with(2, "container credentials")
-    .stderr_has("HTTP 401");
+    let run = snap_uncompressed(container("wrong"), &db, &server.url("ecs-wrong"))
+        .fails_with(2, "container credentials")
+        .stderr_has("HTTP 401");
     refused(run, 1);
     // STS refuses a wrong web identity token, once.
     let wrong = s.write("wrong-token", "stolen\n");
-    let web_identity = |token: &std::path::Path| {
-        without_keys(server.tool("dbsnap"))
-            .env("AWS_WEB_IDENTITY_TOKEN_FILE", token)
-            .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/dbsafe")
-            .env("AWS_ENDPOINT_URL_STS", endpoint.endpoint())
-    };
     let run = snap_uncompressed(web_identity(&wrong), &db, &server.url("eks-wrong"))
         .fails_with(2, "S3 credentials from web identity")
         .stderr_has("HTTP 403");
