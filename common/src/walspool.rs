@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The default limit of the queue.
@@ -95,14 +96,17 @@ impl Spool {
 
     /// Ships the queue with `push` (`parallel` files at once) while it holds
     /// the spool's lock, removing each file once pushed; a file whose push
-    /// fails stays queued and ends this round. Returns at once (`Ok(false)`)
-    /// when another process is shipping. What `push` needs (the stores) is
-    /// `open`ed only once the lock is held and something is queued.
+    /// fails stays queued and ends this round. Each round is told to `ended`
+    /// once (for the metrics: one record a round, not one a file). Returns
+    /// at once (`Ok(false)`) when another process is shipping. What `push`
+    /// needs (the stores) is `open`ed only once the lock is held and
+    /// something is queued.
     pub fn ship<S: Sync>(
         &self,
         parallel: usize,
         open: impl FnOnce() -> Result<S>,
         push: &(dyn Fn(&S, &Path, &str) -> Result<()> + Sync),
+        ended: &dyn Fn(Round),
     ) -> Result<bool> {
         let (mut open, mut opened) = (Some(open), None);
         loop {
@@ -125,11 +129,12 @@ impl Spool {
                 }
                 let target = opened.as_ref().expect("opened with the first batch");
                 let failed = std::sync::Mutex::new(None);
-                let next = std::sync::atomic::AtomicUsize::new(0);
+                let next = AtomicUsize::new(0);
+                let (shipped, failures) = (AtomicUsize::new(0), AtomicUsize::new(0));
                 std::thread::scope(|scope| {
                     for _ in 0..parallel.max(1) {
                         scope.spawn(|| loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some((name, path, _)) = batch.get(i) else {
                                 return;
                             };
@@ -138,7 +143,10 @@ impl Spool {
                             }
                             // A file pushed but not removed would be pushed
                             // again and again: that stops the shipper too.
-                            let done = push(target, path, name).and_then(|()| {
+                            let pushed = push(target, path, name);
+                            let count = if pushed.is_ok() { &shipped } else { &failures };
+                            count.fetch_add(1, Ordering::Relaxed);
+                            let done = pushed.and_then(|()| {
                                 std::fs::remove_file(path).map_err(|e| {
                                     Error::io(
                                         format!("removing {} from the spool", path.display()),
@@ -153,6 +161,10 @@ impl Spool {
                     }
                 });
                 let _ = crate::fsutil::fsync_dir(&self.queue());
+                ended(Round {
+                    shipped: shipped.into_inner(),
+                    failed: failures.into_inner(),
+                });
                 if let Some(e) = failed.into_inner().expect("lock") {
                     return Err(e);
                 }
@@ -165,6 +177,15 @@ impl Spool {
             }
         }
     }
+}
+
+/// What one round of shipping did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Files every store now has.
+    pub shipped: usize,
+    /// Pushes that failed (their files stay queued).
+    pub failed: usize,
 }
 
 /// Whether two files hold the same bytes, read side by side.
@@ -220,28 +241,46 @@ mod tests {
                 .unwrap();
         }
         let shipped = std::sync::Mutex::new(Vec::new());
+        let rounds = std::sync::Mutex::new(Vec::new());
+        let ended = |r: Round| rounds.lock().unwrap().push(r);
         let err = spool
-            .ship(2, || Ok(()), &|_, _, name| {
-                if name.ends_with('6') {
-                    return Err(Error::failed("store down"));
-                }
-                shipped.lock().unwrap().push(name.to_string());
-                Ok(())
-            })
+            .ship(
+                2,
+                || Ok(()),
+                &|_, _, name| {
+                    if name.ends_with('6') {
+                        return Err(Error::failed("store down"));
+                    }
+                    shipped.lock().unwrap().push(name.to_string());
+                    Ok(())
+                },
+                &ended,
+            )
             .unwrap_err();
         assert_eq!(err.message, "store down");
+        // One round, told once: what was shipped before the failure, and it.
+        let first = Round {
+            shipped: shipped.lock().unwrap().len(),
+            failed: 1,
+        };
+        assert_eq!(*rounds.lock().unwrap(), [first]);
         let left: Vec<String> = spool.queued().unwrap().into_iter().map(|q| q.0).collect();
         assert!(
             left.contains(&"000000010000000000000006".to_string()),
             "{left:?}"
         );
-        assert!(spool.ship(3, || Ok(()), &|_, _, _| Ok(())).unwrap());
+        let rest = spool.queued().unwrap().len();
+        assert!(spool.ship(3, || Ok(()), &|_, _, _| Ok(()), &ended).unwrap());
         assert!(spool.queued().unwrap().is_empty());
-        // Nothing queued: the stores are not even opened.
-        let opened = spool.ship(3, || Err::<(), _>(Error::failed("opened")), &|_, _, _| {
-            Ok(())
-        });
-        assert!(opened.unwrap());
+        let again = Round {
+            shipped: rest,
+            failed: 0,
+        };
+        assert_eq!(*rounds.lock().unwrap(), [first, again]);
+        // Nothing queued: the stores are not even opened, no round is told.
+        let never = || Err::<(), _>(Error::failed("opened"));
+        assert!(spool.ship(3, never, &|_, _, _| Ok(()), &ended).unwrap());
+        assert_eq!(rounds.lock().unwrap().len(), 2);
         // Another shipper at work: this one leaves to it, opening nothing.
         spool.enqueue(&src, "000000010000000000000009").unwrap();
         let other = crate::lock::Lock::acquire(
@@ -250,9 +289,7 @@ mod tests {
             Duration::ZERO,
         )
         .unwrap();
-        let left = spool.ship(3, || Err::<(), _>(Error::failed("opened")), &|_, _, _| {
-            Ok(())
-        });
+        let left = spool.ship(3, never, &|_, _, _| Ok(()), &ended);
         assert!(!left.unwrap(), "the other shipper ships");
         assert_eq!(spool.queued().unwrap().len(), 1, "the queue is untouched");
         drop(other);

@@ -13,6 +13,7 @@ pub mod faultproxy;
 pub mod mariadb;
 pub mod pg;
 pub mod race;
+pub mod receiver;
 pub mod s3;
 pub mod scenarios;
 pub mod sqlite;

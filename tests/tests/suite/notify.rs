@@ -1,56 +1,29 @@
 //! Notifications: hooks and webhooks tell how a run ended, and never change it.
 
 use dbsafe_tests::{snap_to_store, sqlite, Cmd};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A webhook receiver on loopback: keeps each POSTed body and answers 200,
-/// or (`answer: false`) takes connections and never answers.
+/// A webhook receiver: each POSTed body, as JSON; `answer: false` never answers.
 struct Receiver {
     url: String,
-    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    inner: dbsafe_tests::receiver::Receiver,
 }
 
 impl Receiver {
     fn start(answer: bool) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let kept = Arc::clone(&bodies);
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            for conn in listener.incoming().flatten() {
-                if !answer {
-                    held.push(conn);
-                    continue;
-                }
-                let mut r = BufReader::new(conn.try_clone().unwrap());
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; len];
-                r.read_exact(&mut body).unwrap();
-                kept.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                let mut w = conn;
-                let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-            }
-        });
-        Receiver { url, bodies }
+        let inner = dbsafe_tests::receiver::Receiver::start(answer);
+        Receiver {
+            url: format!("{}/hook", inner.base),
+            inner,
+        }
     }
 
     fn bodies(&self) -> Vec<serde_json::Value> {
-        self.bodies.lock().unwrap().clone()
+        self.inner
+            .requests()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect()
     }
 }
 

@@ -1,6 +1,6 @@
 //! walship's contract with PostgreSQL: archive_command and restore_command exit codes.
 
-use dbsafe_tests::{assert_wal_fetches_as, wait_until, wal_status, Cmd, Scene};
+use dbsafe_tests::{assert_wal_fetches_as, files_under, wait_until, wal_status, Cmd, Scene};
 use std::path::Path;
 use std::time::Duration;
 
@@ -479,4 +479,68 @@ fn async_pushes_record_the_wal_metrics_when_they_are_shipped() {
         .find(|l| l.starts_with("dbsafe_wal_push_failures_total{"))
         .unwrap_or_else(|| panic!("no failure counter in:\n{text}"));
     assert!(failures.ends_with(" 0"), "{failures}");
+}
+
+/// The shipper records the WAL metrics once a round, not once a file: a
+/// Pushgateway that is slow to answer cannot hold a backlog's shipping to
+/// one file a push.
+#[test]
+fn a_shipper_records_the_wal_metrics_once_for_a_round_of_queued_files() {
+    let s = Scene::new();
+    let (spool, store) = (s.path("spool"), s.path("store"));
+    let gateway = dbsafe_tests::receiver::Receiver::start(true);
+    // Another shipper holds the spool: each push queues its file, and its
+    // own shipper leaves the queue to the holder.
+    std::fs::create_dir_all(spool.join("queue")).unwrap();
+    let mut holder = Cmd::new("python3")
+        .arg("-c")
+        .arg("import fcntl, sys, time\nf = open(sys.argv[1], 'a')\nfcntl.flock(f, fcntl.LOCK_EX)\ntime.sleep(600)")
+        .arg(spool.join("ship.lock"))
+        .spawn();
+    wait_until("the holder's lock", Duration::from_secs(10), || {
+        Cmd::new("flock")
+            .args(["-n"])
+            .arg(spool.join("ship.lock"))
+            .arg("true")
+            .run()
+            .out
+            .status
+            .code()
+            == Some(1)
+    });
+    let queued = 6;
+    for n in 1..=queued {
+        let (cmd, _, _) = push_async(&s, &spool, &store, n);
+        cmd.env("DBSAFE_PUSHGATEWAY", &gateway.base).succeeds();
+    }
+    assert_eq!(files_under(&spool.join("queue")).len(), usize::from(queued));
+    dbsafe_tests::kill_and_reap(&mut holder);
+    // The next push's shipper (or a late one of the queued pushes) ships
+    // the backlog in one round; the last push may make a second.
+    let (cmd, _, _) = push_async(&s, &spool, &store, queued + 1);
+    cmd.env("DBSAFE_PUSHGATEWAY", &gateway.base).succeeds();
+    spool_drains(&spool);
+    let archived = files_under(&store.join("wal"))
+        .iter()
+        .filter(|f| f.ends_with(".zst"))
+        .count();
+    assert_eq!(archived, usize::from(queued) + 1);
+    wait_until("the shipper's push", Duration::from_secs(30), || {
+        !gateway.requests().is_empty()
+    });
+    let pushes = gateway.requests();
+    assert!(
+        (1..=2).contains(&pushes.len()),
+        "{} pushes to the gateway for {} files: {:?}",
+        pushes.len(),
+        queued + 1,
+        pushes.iter().map(|r| &r.line).collect::<Vec<_>>()
+    );
+    assert!(
+        pushes[0].line.contains("/metrics/job/walship"),
+        "{}",
+        pushes[0].line
+    );
+    assert!(String::from_utf8_lossy(&pushes[0].body)
+        .contains("dbsafe_wal_last_archived_timestamp_seconds"));
 }

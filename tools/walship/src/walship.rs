@@ -150,29 +150,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let clock = std::time::Instant::now();
             let sink = cli.common.metrics(&cfg);
             let database = std::env::var("DBSAFE_DATABASE").unwrap_or_else(|_| "cluster".into());
-            // The WAL metrics of one push, by this process or by the shipper
-            // (whose threads record one at a time: counters are read and added to).
-            let recording = std::sync::Mutex::new(());
-            let record_push = |ok: bool| {
-                let _one = recording.lock().expect("metrics");
+            // The WAL metrics of a push by this process, or of a round of
+            // the shipper's (counters are read and added to).
+            let record = |round: walspool::Round| {
                 let sample = |n, h, v| dbsafe::metrics::Sample::new(n, h, &env, &database, v);
-                let failures = sample(
+                let mut samples = vec![sample(
                     "dbsafe_wal_push_failures_total",
                     "WAL pushes that failed.",
-                    if ok { 0.0 } else { 1.0 },
-                );
-                let samples = match ok {
-                    true => vec![
-                        sample(
-                            "dbsafe_wal_last_archived_timestamp_seconds",
-                            "When walship last archived a WAL file (Unix time).",
-                            chrono::Utc::now().timestamp() as f64,
-                        ),
-                        failures,
-                    ],
-                    false => vec![failures],
-                };
+                    round.failed as f64,
+                )];
+                if round.shipped > 0 {
+                    samples.push(sample(
+                        "dbsafe_wal_last_archived_timestamp_seconds",
+                        "When walship last archived a WAL file (Unix time).",
+                        chrono::Utc::now().timestamp() as f64,
+                    ));
+                }
                 sink.record("walship", &samples);
+            };
+            let record_push = |ok: bool| {
+                record(walspool::Round {
+                    shipped: usize::from(ok),
+                    failed: usize::from(!ok),
+                })
             };
             if let (true, Some(dir)) = (asynchronous, &spool) {
                 let max = spool_max
@@ -185,11 +185,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     // The background shipper: the queue to every store, four at a time.
                     // An async push reports to the metrics when it is shipped;
                     // the stores are opened only by the process that ships.
-                    spool.ship(4, open_stores, &|stores, p, f| {
-                        let pushed = push_everywhere(stores, p, f, &opts).map(drop);
-                        record_push(pushed.is_ok());
-                        pushed
-                    })?;
+                    spool.ship(
+                        4,
+                        open_stores,
+                        &|stores, p, f| push_everywhere(stores, p, f, &opts).map(drop),
+                        &record,
+                    )?;
                     return Ok(ExitCode::Success);
                 }
                 // A full spool still gets a shipper: once the stores take
