@@ -57,13 +57,14 @@ impl Lock {
                 Ok(()) => {
                     let _ = file.set_len(0);
                     let _ = file.rewind();
+                    // Only a waiter's message reads this, while the lock
+                    // is held: it needs no fsync (a crash frees the lock).
                     let _ = writeln!(
                         file,
                         "{} {}",
                         std::process::id(),
                         crate::fsutil::host_name()
                     );
-                    let _ = file.sync_all();
                     return Ok(Lock { file });
                 }
                 Err(Errno::WOULDBLOCK | Errno::INTR) => {}
