@@ -201,7 +201,8 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 "${as_pg[@]}" pgbackrest --config="$work/pgbr/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
 # Segment by segment, walship then pgBackRest, so that the disk's state
-# (write-back of what the bench wrote before) weighs on both alike. Both run
+# (write-back of what the bench wrote before) weighs on both alike, then the
+# zstd CLI alone at walship's level (what compressing costs at all). All run
 # as archive_command runs them: from a shell of the server's user (one
 # runuser for the whole loop, not one a push, which would add its own start
 # to each).
@@ -211,22 +212,26 @@ times=$("${as_server[@]}" bash -c '
   set -euo pipefail
   store=$1 pub=$2 conf=$3
   shift 3
-  w=0 p=0
+  w=0 p=0 z=0
   for f in "$@"; do
     t0=$(date +%s%N)
     walship push "$f" "$(basename "$f")" --to "$store" -r "$pub"
     t1=$(date +%s%N)
     pgbackrest --config="$conf" --stanza=bench archive-push "$f" >/dev/null
     t2=$(date +%s%N)
-    w=$((w + t1 - t0)) p=$((p + t2 - t1))
+    zstd -q -1 -T1 -c "$f" >/dev/null
+    t3=$(date +%s%N)
+    w=$((w + t1 - t0)) p=$((p + t2 - t1)) z=$((z + t3 - t2))
   done
-  echo "$((w / 1000))e-6 $((p / 1000))e-6"
+  echo "$((w / 1000))e-6 $((p / 1000))e-6 $((z / 1000))e-6"
 ' walship-bench "$work/walstore" "$pub" "$work/pgbr/pgbackrest.conf" "$work/segs"/*)
-read -r walship_s pgbr_s <<< "$times"
+read -r walship_s pgbr_s zstd_s <<< "$times"
 walship_ms=$(python3 -c "print(f'{$walship_s * 1000 / $n:.0f}')")
 pgbr_ms=$(python3 -c "print(f'{$pgbr_s * 1000 / $n:.0f}')")
+zstd_ms=$(python3 -c "print(f'{$zstd_s * 1000 / $n:.0f}')")
 echo "walship push (zstd, age, fsync): $walship_ms ms/segment" >&2
 echo "pgbackrest archive-push (zst, aes-256-cbc): $pgbr_ms ms/segment" >&2
+echo "zstd -1 of the segment alone, to /dev/null: $zstd_ms ms/segment" >&2
 # --async: acknowledged once durable in the spool; the shipper works behind.
 # shellcheck disable=SC2016 # expanded by the server user's shell
 async_s=$("${as_server[@]}" bash -c '
@@ -251,5 +256,5 @@ $(printf '%-58s %9s %8s %10s %11s %8s' "what" "seconds" "CPU s" "peakRSS MB" "ar
  vs floor: the median over the rounds of each run against the floor's run of the same round)
 $(printf '%s\n' "${results[@]}")
 dbverify --level full throughput: $(python3 -c "print(f'{$dbsize / 1048576 / $verify_secs:.0f}')") MiB/s of database ($artifact_mb MiB artifact)
-walship push: $walship_ms ms/segment, --async: $async_ms ms/segment; pgbackrest archive-push: $pgbr_ms ms/segment
+walship push: $walship_ms ms/segment, --async: $async_ms ms/segment; pgbackrest archive-push: $pgbr_ms ms/segment; zstd -1 alone: $zstd_ms ms/segment
 REPORT
