@@ -25,12 +25,14 @@ pub(crate) trait IdleGauge: Send {
 
 /// Idle CPU from `/proc/stat`'s first line (idle and iowait against all
 /// time, of every core): the kernel counts in ticks of 10 ms, so a reading
-/// waits for 10 ticks a core. Under a cgroup CPU quota, the idle cores are
-/// at most the quota's unused part.
+/// waits for 10 ticks a core. Under cgroup CPU quotas, the idle cores are at
+/// most what the quota with the least left leaves unused: not always the
+/// smallest one, since an ancestor's quota is shared with its other children.
 pub(crate) struct ProcStat {
     last: Option<(u64, u64)>,
     pub(crate) cores: f64,
-    quota: Option<(Quota, Option<(u64, Instant)>)>,
+    /// Each quota, with its usage and when it was read.
+    quotas: Vec<(Quota, Option<(u64, Instant)>)>,
 }
 
 impl ProcStat {
@@ -41,28 +43,39 @@ impl ProcStat {
             .skip(1)
             .take_while(|l| l.starts_with("cpu"))
             .count();
-        let quota = std::fs::read_to_string("/proc/self/cgroup")
-            .ok()
-            .and_then(|own| Quota::of(&own, &|p| std::fs::read_to_string(p).ok()))
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let quotas = Quota::all(&own, &|p| std::fs::read_to_string(p).ok())
+            .into_iter()
             .map(|q| {
                 let first = q.used_ns().map(|n| (n, Instant::now()));
                 (q, first)
-            });
+            })
+            .collect();
         ProcStat {
             last: ticks(&text),
             cores: cores.max(1) as f64,
-            quota,
+            quotas,
         }
     }
 
-    /// The quota's unused cores since the previous reading, if under one.
-    fn quota_idle(&mut self) -> Option<f64> {
-        let (quota, last) = self.quota.as_mut()?;
-        let now = (quota.used_ns()?, Instant::now());
-        let (used0, at0) = last.replace(now)?;
-        let wall = now.1.duration_since(at0).as_nanos() as f64;
-        let used = now.0.saturating_sub(used0) as f64;
-        (wall > 0.0).then(|| (quota.cores - used / wall).max(0.0))
+    /// The least of the quotas' unused cores between the previous reading
+    /// and `now`; `None` when no quota binds or none can be read yet.
+    fn quota_idle(&mut self, now: Instant) -> Option<f64> {
+        let mut least: Option<f64> = None;
+        for (quota, last) in &mut self.quotas {
+            let Some(used) = quota.used_ns() else {
+                continue;
+            };
+            let Some((used0, at0)) = last.replace((used, now)) else {
+                continue;
+            };
+            let wall = now.saturating_duration_since(at0).as_nanos() as f64;
+            if wall > 0.0 {
+                let idle = (quota.cores - used.saturating_sub(used0) as f64 / wall).max(0.0);
+                least = Some(least.map_or(idle, |l| l.min(idle)));
+            }
+        }
+        least
     }
 }
 
@@ -94,7 +107,7 @@ impl IdleGauge for ProcStat {
         }
         self.last = Some((idle, total));
         let machine = idle.saturating_sub(idle0) as f64 / elapsed as f64 * self.cores;
-        Idle::Cores(match self.quota_idle() {
+        Idle::Cores(match self.quota_idle(Instant::now()) {
             Some(quota) => machine.min(quota),
             None => machine,
         })
@@ -122,10 +135,10 @@ enum Usage {
 }
 
 impl Quota {
-    /// The tightest CPU quota over the process's cgroups and their
-    /// ancestors (a limit set above the process's own cgroup binds it too),
-    /// from `/proc/self/cgroup`'s text; `read` reads a cgroup file.
-    fn of(own: &str, read: &dyn Fn(&Path) -> Option<String>) -> Option<Quota> {
+    /// Every CPU quota over the process's cgroups and their ancestors (a
+    /// limit set above the process's own cgroup binds it too), from
+    /// `/proc/self/cgroup`'s text; `read` reads a cgroup file.
+    fn all(own: &str, read: &dyn Fn(&Path) -> Option<String>) -> Vec<Quota> {
         let root = Path::new(CGROUP_ROOT);
         let mut found: Vec<Quota> = Vec::new();
         for line in own.lines() {
@@ -172,7 +185,7 @@ impl Quota {
                 }
             }
         }
-        found.into_iter().min_by(|a, b| a.cores.total_cmp(&b.cores))
+        found
     }
 
     /// CPU time the cgroup's processes have used, nanoseconds.
@@ -216,21 +229,21 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    /// The quota `/proc/self/cgroup`'s text `own` finds among `files`.
-    fn quota(own: &str, files: &[(&str, &str)]) -> Option<Quota> {
+    /// The quotas `/proc/self/cgroup`'s text `own` finds among `files`.
+    fn quota(own: &str, files: &[(&str, &str)]) -> Vec<Quota> {
         let files: HashMap<PathBuf, String> = files
             .iter()
             .map(|(p, t)| (PathBuf::from(p), t.to_string()))
             .collect();
-        Quota::of(own, &|p: &Path| files.get(p).cloned())
+        Quota::all(own, &|p: &Path| files.get(p).cloned())
     }
 
-    fn found(cores: f64, usage: Usage) -> Option<Quota> {
-        Some(Quota { cores, usage })
+    fn found(cores: f64, usage: Usage) -> Quota {
+        Quota { cores, usage }
     }
 
     #[test]
-    fn a_v2_quota_is_found_on_the_process_cgroup_or_an_ancestor_the_tightest_first() {
+    fn v2_quotas_are_found_on_the_process_cgroup_and_its_ancestors() {
         let pod = "/sys/fs/cgroup/kubepods/pod1";
         assert_eq!(
             quota(
@@ -241,17 +254,20 @@ mod tests {
                     ("/sys/fs/cgroup/kubepods/cpu.max", "400000 100000\n"),
                 ]
             ),
-            found(1.5, Usage::V2(format!("{pod}/cpu.stat").into()))
+            [
+                found(1.5, Usage::V2(format!("{pod}/cpu.stat").into())),
+                found(4.0, Usage::V2("/sys/fs/cgroup/kubepods/cpu.stat".into()))
+            ]
         );
         // A container's own namespace: its cgroup is the root.
         let root = |max: &str| quota("0::/\n", &[("/sys/fs/cgroup/cpu.max", max)]);
         assert_eq!(
             root("50000 100000\n"),
-            found(0.5, Usage::V2("/sys/fs/cgroup/cpu.stat".into()))
+            [found(0.5, Usage::V2("/sys/fs/cgroup/cpu.stat".into()))]
         );
         // No quota anywhere, or no cgroup file at all: none.
-        assert_eq!(root("max 100000\n"), None);
-        assert_eq!(quota("0::/\n", &[]), None);
+        assert_eq!(root("max 100000\n"), []);
+        assert_eq!(quota("0::/\n", &[]), []);
     }
 
     #[test]
@@ -270,7 +286,7 @@ mod tests {
                     (&format!("{both}/cpu.cfs_period_us"), "100000\n"),
                 ]
             ),
-            found(2.0, Usage::V1(format!("{abc}/cpuacct.usage").into()))
+            [found(2.0, Usage::V1(format!("{abc}/cpuacct.usage").into()))]
         );
         // Mounted apart, the container's cgroup as the mount's root: the
         // host's path is not under it, the mount itself is the cgroup.
@@ -286,39 +302,56 @@ mod tests {
         };
         assert_eq!(
             apart("25000\n"),
-            found(
+            [found(
                 0.25,
                 Usage::V1("/sys/fs/cgroup/cpuacct/cpuacct.usage".into())
-            )
+            )]
         );
         // A quota of -1 is none.
-        assert_eq!(apart("-1\n"), None);
+        assert_eq!(apart("-1\n"), []);
     }
 
     #[test]
-    fn a_spent_quota_leaves_no_idle_core_whatever_the_machine_has() {
+    fn the_quota_with_the_least_left_sets_the_idle_cores_whatever_the_machine_has() {
         let dir = tempfile::tempdir().unwrap();
-        let stat = dir.path().join("cpu.stat");
-        std::fs::write(&stat, "usage_usec 1000\nuser_usec 800\n").unwrap();
-        let quota = Quota {
-            cores: 1.0,
-            usage: Usage::V2(stat.clone()),
+        let counter = |name: &str, usec: u64| {
+            let f = dir.path().join(name);
+            std::fs::write(&f, format!("usage_usec {usec}\nuser_usec 1\n")).unwrap();
+            f
         };
-        assert_eq!(quota.used_ns(), Some(1_000_000));
-        let start = Instant::now() - std::time::Duration::from_millis(100);
+        // The process's own cgroup may use 1.5 cores; its parent 2, shared
+        // with siblings that keep it busy.
+        let (own, parent) = (counter("own", 1000), counter("parent", 1000));
+        let quota = |cores, usage: &PathBuf| Quota {
+            cores,
+            usage: Usage::V2(usage.clone()),
+        };
+        assert_eq!(quota(1.5, &own).used_ns(), Some(1_000_000));
+        let start = Instant::now();
         let mut g = ProcStat {
             last: None,
             cores: 64.0,
-            quota: Some((quota, Some((1_000_000, start)))),
+            quotas: vec![
+                (quota(1.5, &own), Some((1_000_000, start))),
+                (quota(2.0, &parent), Some((1_000_000, start))),
+            ],
         };
-        // 150 ms of CPU time in the 100 ms (and a little more) since: the
-        // one core of the quota is spent, whatever the 64 cores do.
-        std::fs::write(&stat, "usage_usec 151000\n").unwrap();
-        let idle = g.quota_idle().expect("a reading");
-        assert!(idle < 0.5, "{idle} idle cores");
-        // Nothing used since: the whole core is idle.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert_eq!(g.quota_idle(), Some(1.0));
+        let ms = std::time::Duration::from_millis;
+        // In 100 ms: this cgroup used 50 ms of CPU, the parent 180 ms.
+        counter("own", 51_000);
+        counter("parent", 181_000);
+        let idle = g.quota_idle(start + ms(100)).expect("a reading");
+        assert!((idle - 0.2).abs() < 1e-9, "{idle} idle cores, not 1.0");
+        // Spent: more than a quota's cores (the kernel's accounting may
+        // run ahead of the period), none idle.
+        counter("own", 251_000);
+        counter("parent", 381_000);
+        assert_eq!(g.quota_idle(start + ms(200)), Some(0.0));
+        // Nothing used since: the smaller quota is all that is idle.
+        assert_eq!(g.quota_idle(start + ms(300)), Some(1.5));
+        // No quota: none to say.
+        g.quotas.clear();
+        assert_eq!(g.quota_idle(start + ms(400)), None);
     }
 
     #[test]
