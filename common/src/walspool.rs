@@ -120,7 +120,8 @@ impl Spool {
                 Err(e) => return Err(e),
             };
             loop {
-                let batch = self.queued()?;
+                let mut batch = self.queued()?;
+                batch.truncate(ROUND_FILES);
                 if batch.is_empty() {
                     break;
                 }
@@ -178,6 +179,10 @@ impl Spool {
         }
     }
 }
+
+/// The most files a round ships: each round is told (the metrics record it)
+/// while a long queue is still shipping, not only once it is all done.
+const ROUND_FILES: usize = 16;
 
 /// What one round of shipping did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -293,5 +298,23 @@ mod tests {
         assert!(!left.unwrap(), "the other shipper ships");
         assert_eq!(spool.queued().unwrap().len(), 1, "the queue is untouched");
         drop(other);
+    }
+
+    #[test]
+    fn a_long_queue_ships_in_rounds_each_told_as_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool"), DEFAULT_MAX).unwrap();
+        let src = dir.path().join("seg");
+        std::fs::write(&src, b"wal").unwrap();
+        for n in 1..=20 {
+            spool
+                .enqueue(&src, &format!("0000000100000000000000{n:02X}"))
+                .unwrap();
+        }
+        let rounds = std::sync::Mutex::new(Vec::new());
+        let ended = |r: Round| rounds.lock().unwrap().push(r.shipped);
+        assert!(spool.ship(3, || Ok(()), &|_, _, _| Ok(()), &ended).unwrap());
+        assert_eq!(*rounds.lock().unwrap(), [ROUND_FILES, 20 - ROUND_FILES]);
+        assert!(spool.queued().unwrap().is_empty());
     }
 }
