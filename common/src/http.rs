@@ -74,7 +74,17 @@ pub(crate) struct SourceFailure {
     pub message: String,
     /// Whether it will be the same on the next attempt.
     pub lasting: bool,
+    /// The HTTP status that said so, if one did.
+    pub status: Option<u16>,
 }
+
+/// Error codes that AWS STS answers with HTTP 400 and its SDKs retry.
+const STS_PASSING: [&str; 4] = [
+    "Throttling",
+    "IDPCommunicationError",
+    "ServiceUnavailable",
+    "RequestLimitExceeded",
+];
 
 impl SourceFailure {
     /// A failure that asking again will not mend.
@@ -82,6 +92,18 @@ impl SourceFailure {
         SourceFailure {
             message: message.into(),
             lasting: true,
+            status: None,
+        }
+    }
+
+    /// The same failure, passing if its status is one of `statuses`: what a
+    /// source answers while it is busy or being updated (Azure's identity
+    /// endpoint says 404 and 410 then).
+    pub fn passing_on(self, statuses: &[u16]) -> SourceFailure {
+        let passing = self.status.is_some_and(|s| statuses.contains(&s));
+        SourceFailure {
+            lasting: self.lasting && !passing,
+            ..self
         }
     }
 
@@ -114,20 +136,32 @@ impl From<String> for SourceFailure {
 
 /// The body of a successful answer; `HTTP N` or the transport error
 /// (without its URL) otherwise: for the small answers of credential and
-/// token endpoints.
+/// token endpoints. Timeouts, throttling (429, or STS's 400 that names it)
+/// and server errors pass; other refusals last.
 pub(crate) fn answer_text(
     answer: std::result::Result<ureq::Response, ureq::Error>,
 ) -> std::result::Result<String, SourceFailure> {
     let passing = |message: String| SourceFailure {
         message,
         lasting: false,
+        status: None,
     };
     match answer {
         Ok(r) => r.into_string().map_err(|e| passing(e.to_string())),
-        Err(ureq::Error::Status(code, _)) => Err(SourceFailure {
-            message: format!("HTTP {code}"),
-            lasting: !matches!(code, 408 | 429 | 500..=599),
-        }),
+        Err(ureq::Error::Status(code, r)) => {
+            let body = r.into_string().unwrap_or_default();
+            let throttled = STS_PASSING
+                .into_iter()
+                .find(|c| code == 400 && body.contains(&format!("<Code>{c}</Code>")));
+            Err(SourceFailure {
+                message: match throttled {
+                    Some(c) => format!("HTTP {code} ({c})"),
+                    None => format!("HTTP {code}"),
+                },
+                lasting: throttled.is_none() && !matches!(code, 408 | 429 | 500..=599),
+                status: Some(code),
+            })
+        }
         Err(ureq::Error::Transport(t)) => Err(passing(transport_message(&t))),
     }
 }
@@ -197,5 +231,27 @@ mod tests {
             );
         }
         assert!(SourceFailure::from("no access_token in the answer".to_string()).lasting);
+        // STS throttles with a 400 that names it; other 400s are refusals.
+        let sts = |code: &str| {
+            let body = format!("<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>m</Message></Error></ErrorResponse>");
+            let response = ureq::Response::new(400, "Bad Request", &body).expect("a response");
+            answer_text(Err(ureq::Error::Status(400, response))).expect_err("a failure")
+        };
+        let throttled = sts("Throttling");
+        assert!(!throttled.lasting);
+        assert_eq!(throttled.message, "HTTP 400 (Throttling)");
+        assert!(!sts("IDPCommunicationError").lasting);
+        assert!(sts("InvalidIdentityToken").lasting);
+        assert!(sts("AccessDenied").lasting);
+        // A source that says 404 or 410 while it is being updated.
+        assert!(!answered(404).passing_on(&[404, 410]).lasting);
+        assert!(!answered(410).passing_on(&[404, 410]).lasting);
+        assert!(answered(403).passing_on(&[404, 410]).lasting);
+        assert!(
+            SourceFailure::lasting("no token file")
+                .passing_on(&[404])
+                .lasting,
+            "no status: it lasts"
+        );
     }
 }

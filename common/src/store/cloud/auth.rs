@@ -224,7 +224,14 @@ impl Source {
                 ])
             }
         };
-        Ok(token_answer(&answer_text(answer)?, Utc::now())?)
+        // Azure's identity endpoints answer 404 and 410 while an identity
+        // is being assigned or the endpoint updated: Microsoft says retry.
+        let passing: &[u16] = match self {
+            Source::AzureIdentity { .. } => &[404, 410],
+            _ => &[],
+        };
+        let body = answer_text(answer).map_err(|f| f.passing_on(passing))?;
+        Ok(token_answer(&body, Utc::now())?)
     }
 }
 
