@@ -318,3 +318,30 @@ fn a_target_that_is_not_empty_needs_somewhere_for_its_safety_backup() {
         1
     );
 }
+
+/// A restore that fails once it has begun writing into its target is
+/// audited whatever its exit code: a key that does not open the backup is
+/// exit 2, like a refusal before anything was touched, which is not.
+#[test]
+fn a_restore_that_fails_once_begun_is_audited_whatever_its_exit_code() {
+    let (s, app) = sqlite::app_db(5);
+    let store = s.path("store");
+    let (_, public) = s.age_key("backup");
+    let (stranger, _) = s.age_key("stranger");
+    dbsafe_tests::snap_to_store_for(sqlite::url(&app), &store, &public).succeeds();
+    for round in 1..=2 {
+        let target = s.path(&format!("new-{round}.db"));
+        dbsafe_tests::restore_from_store(&store, sqlite::url(&target))
+            .args(["--latest", "-i"])
+            .arg(&stranger)
+            .fails_with_code(2);
+        assert!(!target.exists(), "round {round}: nothing is left behind");
+        let entries = audit_entries(&store);
+        assert_eq!(entries.len(), round, "{entries:?}");
+        let last = &entries[round - 1];
+        assert_eq!(
+            (last["action"].as_str(), last["result"].as_str()),
+            (Some("restore"), Some("failure"))
+        );
+    }
+}

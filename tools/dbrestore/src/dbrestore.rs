@@ -155,7 +155,8 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let clock = Instant::now();
     let mut audit = AuditEntry::new("dbrestore", "restore", &artifact.describe(), &target.url());
     let audit_log = dbsafe::audit::Log::open(&audit_path(&source, &safety))?;
-    let result = Restoring {
+    let restoring = Restoring {
+        touched: Default::default(),
         args: &args,
         cfg: &cfg,
         log: &log,
@@ -164,18 +165,21 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         meta: meta.as_ref(),
         target: target.as_ref(),
         tmpdir: &tmpdir,
-    }
-    .execute(check, non_empty, safety.as_ref());
+    };
+    let result = restoring.execute(check, non_empty, safety.as_ref());
     audit.duration_seconds = clock.elapsed().as_secs_f64();
     let (safety_name, problems, checked, err) = match result {
         Ok(r) => (r.safety, r.problems, r.checked, None),
         Err(e) => (None, vec![e.to_string()], None, Some(e)),
     };
-    // A refusal before anything was touched is not an action worth auditing.
-    let touched = !matches!(
-        err.as_ref().map(|e| e.code()),
-        Some(ExitCode::Refused) | Some(ExitCode::Usage)
-    );
+    // A refusal before anything was touched is not an action worth
+    // auditing; a run that wrote into the target is, however it ended (a
+    // store's credentials that fail mid-restore are exit 2).
+    let touched = restoring.touched.get()
+        || !matches!(
+            err.as_ref().map(|e| e.code()),
+            Some(ExitCode::Refused) | Some(ExitCode::Usage)
+        );
     if touched {
         audit.result = if problems.is_empty() {
             "success"
@@ -452,6 +456,9 @@ fn safety_encryption(
 
 /// One restore: what it restores, into what, with which keys and settings.
 struct Restoring<'a> {
+    /// Set once the restore starts writing into the target: from there the
+    /// run is audited whatever its exit code says.
+    touched: std::cell::Cell<bool>,
     args: &'a cli::Cli,
     cfg: &'a Config,
     log: &'a Log,
@@ -603,6 +610,7 @@ impl Restoring<'_> {
             jobs,
             ..Default::default()
         };
+        self.touched.set(true);
         let report = match spool {
             Some(spool) => {
                 log.info(format!(
@@ -714,6 +722,7 @@ impl Restoring<'_> {
             meta,
             target,
             tmpdir,
+            ..
         } = *self;
         let req = SnapshotRequest {
             env: format!(
