@@ -234,17 +234,25 @@ mod tests {
         assert_eq!(spool.queued().unwrap().len(), 1);
     }
 
-    #[test]
-    fn shipping_removes_what_was_pushed_and_keeps_what_failed() {
+    /// A spool holding the segments numbered `numbers`, and their source file.
+    fn spool_of(
+        numbers: std::ops::RangeInclusive<u8>,
+    ) -> (tempfile::TempDir, Spool, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(&dir.path().join("spool"), DEFAULT_MAX).unwrap();
         let src = dir.path().join("seg");
         std::fs::write(&src, b"wal").unwrap();
-        for n in 3..9 {
+        for n in numbers {
             spool
-                .enqueue(&src, &format!("00000001000000000000000{n}"))
+                .enqueue(&src, &format!("0000000100000000000000{n:02X}"))
                 .unwrap();
         }
+        (dir, spool, src)
+    }
+
+    #[test]
+    fn shipping_removes_what_was_pushed_and_keeps_what_failed() {
+        let (_dir, spool, src) = spool_of(3..=8);
         let shipped = std::sync::Mutex::new(Vec::new());
         let rounds = std::sync::Mutex::new(Vec::new());
         let ended = |r: Round| rounds.lock().unwrap().push(r);
@@ -302,15 +310,7 @@ mod tests {
 
     #[test]
     fn a_long_queue_ships_in_rounds_each_told_as_it_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&dir.path().join("spool"), DEFAULT_MAX).unwrap();
-        let src = dir.path().join("seg");
-        std::fs::write(&src, b"wal").unwrap();
-        for n in 1..=20 {
-            spool
-                .enqueue(&src, &format!("0000000100000000000000{n:02X}"))
-                .unwrap();
-        }
+        let (_dir, spool, _) = spool_of(1..=20);
         let rounds = std::sync::Mutex::new(Vec::new());
         let ended = |r: Round| rounds.lock().unwrap().push(r.shipped);
         assert!(spool.ship(3, || Ok(()), &|_, _, _| Ok(()), &ended).unwrap());
