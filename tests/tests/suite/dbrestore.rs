@@ -345,3 +345,33 @@ fn a_restore_that_fails_once_begun_is_audited_whatever_its_exit_code() {
         );
     }
 }
+
+/// A restore that fails after it took the safety backup names that backup:
+/// in its audit entry and on stderr, where the operator looks next.
+#[test]
+fn a_restore_that_fails_after_its_safety_backup_names_it_in_the_audit_log_and_on_stderr() {
+    let t = setup();
+    let target = target_with_data(&t.s);
+    t.corrupt_the_artifact();
+    let run = t
+        .restore_latest_into(&target)
+        .args(["--yes", "--skip-verify"])
+        .fails_with_code(1);
+    let entries = audit_entries(&t.store);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["result"], "failure");
+    let safety = entries[0]["details"]["safety_backup"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no safety backup named: {}", entries[0]));
+    assert!(
+        run.stderr()
+            .contains(&format!("in the safety backup {safety}")),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(
+        artifacts(&t.store).len(),
+        2,
+        "the backup and its safety backup"
+    );
+}

@@ -60,8 +60,6 @@ struct Plan {
 
 /// What a restore that ran produced.
 struct Restored {
-    /// Where the safety backup went.
-    safety: Option<String>,
     /// What was found wrong afterwards.
     problems: Vec<String>,
     /// Tables whose row counts were compared with the metadata's.
@@ -157,6 +155,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let audit_log = dbsafe::audit::Log::open(&audit_path(&source, &safety))?;
     let restoring = Restoring {
         touched: Default::default(),
+        safety_taken: Default::default(),
         args: &args,
         cfg: &cfg,
         log: &log,
@@ -168,9 +167,10 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     };
     let result = restoring.execute(check, non_empty, safety.as_ref());
     audit.duration_seconds = clock.elapsed().as_secs_f64();
-    let (safety_name, problems, checked, err) = match result {
-        Ok(r) => (r.safety, r.problems, r.checked, None),
-        Err(e) => (None, vec![e.to_string()], None, Some(e)),
+    let safety_name = restoring.safety_taken.take();
+    let (problems, checked, err) = match result {
+        Ok(r) => (r.problems, r.checked, None),
+        Err(e) => (vec![e.to_string()], None, Some(e)),
     };
     // A refusal before anything was touched is not an action worth
     // auditing; a run that wrote into the target is, however it ended (a
@@ -202,6 +202,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         }
     }
     if let Some(e) = err {
+        if let Some(name) = &safety_name {
+            log.warn(format!(
+                "the target's contents from before this restore are in the safety backup {name}"
+            ));
+        }
         return Err(e);
     }
     if args.common.json {
@@ -459,6 +464,9 @@ struct Restoring<'a> {
     /// Set once the restore starts writing into the target: from there the
     /// run is audited whatever its exit code says.
     touched: std::cell::Cell<bool>,
+    /// Where the safety backup went, once taken: a restore that fails after
+    /// it names it too.
+    safety_taken: std::cell::RefCell<Option<String>>,
     args: &'a cli::Cli,
     cfg: &'a Config,
     log: &'a Log,
@@ -596,10 +604,10 @@ impl Restoring<'_> {
             ..
         } = *self;
         let jobs = args.jobs();
-        let safety_name = match safety {
-            Some(dest) if non_empty => Some(self.safety_backup(dest)?),
-            _ => None,
-        };
+        if let Some(dest) = safety.filter(|_| non_empty) {
+            let name = self.safety_backup(dest)?;
+            *self.safety_taken.borrow_mut() = Some(name);
+        }
         let opts = RestoreOptions {
             tables: args.tables.clone(),
             clean: args.clean,
@@ -645,7 +653,6 @@ impl Restoring<'_> {
             None => log.warn("no metadata: row counts after the restore were not compared"),
         }
         Ok(Restored {
-            safety: safety_name,
             problems: report.problems,
             checked: report.compared,
         })
