@@ -30,7 +30,7 @@ pub(crate) trait IdleGauge: Send {
 /// smallest one, since an ancestor's quota is shared with its other children.
 pub(crate) struct ProcStat {
     last: Option<(u64, u64)>,
-    pub(crate) cores: f64,
+    cores: f64,
     /// Each quota, with its usage and when it was read.
     quotas: Vec<(Quota, Option<(u64, Instant)>)>,
 }
