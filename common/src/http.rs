@@ -76,15 +76,15 @@ pub(crate) struct SourceFailure {
     pub lasting: bool,
     /// The HTTP status that said so, if one did.
     pub status: Option<u16>,
+    /// The error answer's body, for a source whose errors it tells apart.
+    body: String,
 }
 
-/// Error codes that AWS STS answers with HTTP 400 and its SDKs retry.
-const STS_PASSING: [&str; 4] = [
-    "Throttling",
-    "IDPCommunicationError",
-    "ServiceUnavailable",
-    "RequestLimitExceeded",
-];
+/// Whether a request answered with `status` may succeed when sent again:
+/// a timeout, throttling or a server that is down for now.
+pub(crate) fn transient_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
 
 impl SourceFailure {
     /// A failure that asking again will not mend.
@@ -93,6 +93,31 @@ impl SourceFailure {
             message: message.into(),
             lasting: true,
             status: None,
+            body: String::new(),
+        }
+    }
+
+    /// A failure that may pass: no answer, or an answer cut short.
+    fn passing(message: impl Into<String>) -> SourceFailure {
+        SourceFailure {
+            lasting: false,
+            ..SourceFailure::lasting(message)
+        }
+    }
+
+    /// The same failure, passing if its answer names one of the error
+    /// `codes` (`<Code>...</Code>`): STS throttles with HTTP 400.
+    pub fn passing_on_codes(self, codes: &[&str]) -> SourceFailure {
+        match codes
+            .iter()
+            .find(|c| self.body.contains(&format!("<Code>{c}</Code>")))
+        {
+            Some(c) => SourceFailure {
+                message: format!("{} ({c})", self.message),
+                lasting: false,
+                ..self
+            },
+            None => self,
         }
     }
 
@@ -136,33 +161,23 @@ impl From<String> for SourceFailure {
 
 /// The body of a successful answer; `HTTP N` or the transport error
 /// (without its URL) otherwise: for the small answers of credential and
-/// token endpoints. Timeouts, throttling (429, or STS's 400 that names it)
-/// and server errors pass; other refusals last.
+/// token endpoints. Timeouts, throttling and servers down for now pass
+/// ([`transient_status`]); other refusals last, unless their source says
+/// otherwise ([`SourceFailure::passing_on`], [`SourceFailure::passing_on_codes`]).
 pub(crate) fn answer_text(
     answer: std::result::Result<ureq::Response, ureq::Error>,
 ) -> std::result::Result<String, SourceFailure> {
-    let passing = |message: String| SourceFailure {
-        message,
-        lasting: false,
-        status: None,
-    };
     match answer {
-        Ok(r) => r.into_string().map_err(|e| passing(e.to_string())),
-        Err(ureq::Error::Status(code, r)) => {
-            let body = r.into_string().unwrap_or_default();
-            let throttled = STS_PASSING
-                .into_iter()
-                .find(|c| code == 400 && body.contains(&format!("<Code>{c}</Code>")));
-            Err(SourceFailure {
-                message: match throttled {
-                    Some(c) => format!("HTTP {code} ({c})"),
-                    None => format!("HTTP {code}"),
-                },
-                lasting: throttled.is_none() && !matches!(code, 408 | 429 | 500..=599),
-                status: Some(code),
-            })
-        }
-        Err(ureq::Error::Transport(t)) => Err(passing(transport_message(&t))),
+        Ok(r) => r
+            .into_string()
+            .map_err(|e| SourceFailure::passing(e.to_string())),
+        Err(ureq::Error::Status(code, r)) => Err(SourceFailure {
+            message: format!("HTTP {code}"),
+            lasting: !transient_status(code),
+            status: Some(code),
+            body: r.into_string().unwrap_or_default(),
+        }),
+        Err(ureq::Error::Transport(t)) => Err(SourceFailure::passing(transport_message(&t))),
     }
 }
 
@@ -235,7 +250,9 @@ mod tests {
         let sts = |code: &str| {
             let body = format!("<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>m</Message></Error></ErrorResponse>");
             let response = ureq::Response::new(400, "Bad Request", &body).expect("a response");
-            answer_text(Err(ureq::Error::Status(400, response))).expect_err("a failure")
+            answer_text(Err(ureq::Error::Status(400, response)))
+                .expect_err("a failure")
+                .passing_on_codes(&["Throttling", "IDPCommunicationError"])
         };
         let throttled = sts("Throttling");
         assert!(!throttled.lasting);

@@ -95,7 +95,7 @@ impl Transient for Failure {
             // A source that answered badly may answer again; a missing one will not.
             Failure::Credentials(e) => e.kind != Kind::Usage,
             Failure::Status { status, code, .. } => {
-                matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+                crate::http::transient_status(*status)
                     || matches!(
                         code.as_str(),
                         "SlowDown"

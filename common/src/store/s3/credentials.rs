@@ -54,6 +54,14 @@ impl std::fmt::Debug for Provider {
     }
 }
 
+/// Error codes that STS answers with HTTP 400 and the AWS SDKs retry.
+const STS_PASSING: [&str; 4] = [
+    "Throttling",
+    "IDPCommunicationError",
+    "ServiceUnavailable",
+    "RequestLimitExceeded",
+];
+
 impl Provider {
     /// The provider as a message names it (never a secret).
     pub fn describe(&self) -> String {
@@ -169,7 +177,7 @@ impl Provider {
                     ("RoleSessionName", session),
                     ("WebIdentityToken", token.trim()),
                 ]))
-                .map_err(fail)?;
+                .map_err(|f| fail(f.passing_on_codes(&STS_PASSING)))?;
                 Sts::parse(&body)
             }
         }
