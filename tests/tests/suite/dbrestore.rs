@@ -344,6 +344,14 @@ fn a_restore_that_fails_once_begun_is_audited_whatever_its_exit_code() {
             (Some("restore"), Some("failure"))
         );
     }
+    // Exit 2 before anything was touched (an identity file that is not
+    // there) is not audited.
+    let target = s.path("new-3.db");
+    dbsafe_tests::restore_from_store(&store, sqlite::url(&target))
+        .args(["--latest", "-i"])
+        .arg(s.path("no-such-identity"))
+        .fails_with_code(2);
+    assert_eq!(audit_entries(&store).len(), 2);
 }
 
 /// A restore that fails after it took the safety backup names that backup:

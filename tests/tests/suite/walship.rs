@@ -491,30 +491,14 @@ fn a_shipper_records_the_wal_metrics_once_for_a_round_of_queued_files() {
     let gateway = dbsafe_tests::receiver::Receiver::start(true);
     // Another shipper holds the spool: each push queues its file, and its
     // own shipper leaves the queue to the holder.
-    std::fs::create_dir_all(spool.join("queue")).unwrap();
-    let mut holder = Cmd::new("python3")
-        .arg("-c")
-        .arg("import fcntl, sys, time\nf = open(sys.argv[1], 'a')\nfcntl.flock(f, fcntl.LOCK_EX)\ntime.sleep(600)")
-        .arg(spool.join("ship.lock"))
-        .spawn();
-    wait_until("the holder's lock", Duration::from_secs(10), || {
-        Cmd::new("flock")
-            .args(["-n"])
-            .arg(spool.join("ship.lock"))
-            .arg("true")
-            .run()
-            .out
-            .status
-            .code()
-            == Some(1)
-    });
+    let holder = dbsafe_tests::LockHolder::take(&spool.join("ship.lock"));
     let queued = 6;
     for n in 1..=queued {
         let (cmd, _, _) = push_async(&s, &spool, &store, n);
         cmd.env("DBSAFE_PUSHGATEWAY", &gateway.base).succeeds();
     }
     assert_eq!(files_under(&spool.join("queue")).len(), usize::from(queued));
-    dbsafe_tests::kill_and_reap(&mut holder);
+    holder.kill();
     // The next push's shipper (or a late one of the queued pushes) ships
     // the backlog in one round; the last push may make a second.
     let (cmd, _, _) = push_async(&s, &spool, &store, queued + 1);
