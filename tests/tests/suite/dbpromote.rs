@@ -1128,6 +1128,10 @@ fn a_link_planted_as_the_target_stores_audit_log_refuses_the_promotion() {
     let before = std::fs::read(&c.staging).expect("staging bytes");
     c.refresh().fails_with(4, "audit.log is not a regular file");
     assert_eq!(std::fs::read(&c.staging).expect("staging bytes"), before);
+    // A rollback takes the same lock and log: refused the same way.
+    c.rollback()
+        .fails_with(4, "audit.log is not a regular file");
+    assert_eq!(std::fs::read(&c.staging).expect("staging bytes"), before);
     assert_eq!(
         std::fs::read_to_string(&victim).expect("victim"),
         "precious\n"

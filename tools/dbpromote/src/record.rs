@@ -45,14 +45,14 @@ impl<'a> Recorder<'a> {
         ctx: &'a Ctx,
         m: Manifest,
         stores: Vec<&'a dyn Store>,
-        hold: Option<&'a ops::Hold>,
+        audit_log: &'a dbsafe::audit::Log,
         action: &'static str,
     ) -> Recorder<'a> {
         Recorder {
             ctx,
             m,
             stores,
-            audit_log: &hold.expect("a run that records holds its target").audit,
+            audit_log,
             clock: Instant::now(),
             action,
         }

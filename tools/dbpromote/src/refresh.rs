@@ -109,6 +109,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         return plan(ctx, &parts, sessions.len()).print(ctx);
     }
     let store = store.expect("opened with create outside dry runs");
+    let audit_log = &hold.as_ref().expect("held outside dry runs").audit;
     let src_store = src_store.expect("opened with create outside dry runs");
     let mut m = parts.manifest(Kind::Refresh);
     if let Some(f) = &a.sanitize {
@@ -119,7 +120,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     if src_store.describe() != store.describe() {
         stores.push(src_store.as_ref());
     }
-    let mut rec = Recorder::new(ctx, m, stores, hold.as_ref(), "refresh");
+    let mut rec = Recorder::new(ctx, m, stores, audit_log, "refresh");
     let outcome = execute(
         ctx,
         &mut rec,

@@ -85,6 +85,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         return plan(ctx, &parts, gate.as_deref()).print(ctx);
     }
     let store = store.expect("opened with create outside dry runs");
+    let audit_log = &hold.as_ref().expect("held outside dry runs").audit;
     let mut m = parts.manifest(Kind::Release);
     m.gate = gate.clone();
     if let Some(prev) = existing {
@@ -92,7 +93,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         m.previous_attempts
             .push(serde_json::to_value(&prev).map_err(|e| Error::failed(e.to_string()))?);
     }
-    let mut rec = Recorder::new(ctx, m, vec![store.as_ref()], hold.as_ref(), "promote");
+    let mut rec = Recorder::new(ctx, m, vec![store.as_ref()], audit_log, "promote");
     rec.step("gate", |d| {
         *d = gate.unwrap_or_else(|| {
             format!("{} is the chain's first environment: no gate", source.name)

@@ -139,7 +139,8 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         steps: Vec::new(),
         kept_database: None,
     });
-    let mut rec = Recorder::new(ctx, m, vec![store.as_ref()], hold.as_ref(), "rollback");
+    let audit_log = &hold.as_ref().expect("held outside dry runs").audit;
+    let mut rec = Recorder::new(ctx, m, vec![store.as_ref()], audit_log, "rollback");
     let outcome = execute(
         ctx,
         &mut rec,

@@ -128,20 +128,18 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     };
     let by_file: BTreeMap<String, &Entry> = entries.iter().map(|e| (e.file(), e)).collect();
     // Deletions the audit log cannot record are not made.
-    let audit_log = match !args.dry_run && report.backups.iter().any(|d| !d.keep) {
-        true => Some(audit::Log::of(store.as_ref())?),
-        false => None,
-    };
+    let audit_log = (!args.dry_run && report.backups.iter().any(|d| !d.keep))
+        .then(|| audit::Log::of(store.as_ref()))
+        .transpose()?;
     for d in report.backups.iter().filter(|d| !d.keep) {
         let e = by_file[&d.id];
-        if args.dry_run {
-            // The plan is the report of a dry run: stdout (unless --json says it whole).
+        let Some(audit_log) = &audit_log else {
+            // A dry run: its plan is the report, on stdout (unless --json says it whole).
             if !args.common.json {
                 dbsafe::outln!("would delete {} ({})", d.id, d.reasons.join("; "))?;
             }
             continue;
-        }
-        let audit_log = audit_log.as_ref().expect("opened for a run that deletes");
+        };
         delete_backup(store.as_ref(), e, d, audit_log)?;
         log.info(format!("deleted {} ({})", d.id, d.reasons.join("; ")));
     }
