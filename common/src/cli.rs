@@ -130,10 +130,9 @@ impl ChangeArgs {
         if self.yes || self.dry_run || crate::term::can_prompt() {
             return Ok(());
         }
-        Err(Error::refused(format!(
-            "refusing to change {what} without confirmation: there is no terminal to ask on; nothing was changed"
-        ))
-        .hint("pass --yes to confirm non-interactively"))
+        let mut refusal = crate::term::no_terminal(&format!("change {what}"));
+        refusal.message.push_str("; nothing was changed");
+        Err(refusal)
     }
 
     /// The dry run's step for the confirmation of a change to `name`.

@@ -95,7 +95,7 @@ impl<W: Write + Send + 'static> StreamEncoder<W> {
         Ok(StreamEncoder {
             tx: Some(tx),
             queued,
-            buf: Vec::with_capacity(CHUNK),
+            buf: spares.take(),
             spares,
             raw: 0,
             compressor: Some(compressor),
@@ -203,7 +203,7 @@ impl ChannelWriter {
     fn new(tx: SyncSender<Vec<u8>>, spares: Spares) -> ChannelWriter {
         ChannelWriter {
             tx,
-            buf: Vec::with_capacity(CHUNK),
+            buf: spares.take(),
             spares,
         }
     }

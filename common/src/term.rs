@@ -24,6 +24,15 @@ pub fn refuse_binary_to_terminal(what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The refusal to `action` (a phrase: "replace the contents of X") without
+/// a confirmation there is no terminal to ask for (exit 4).
+pub fn no_terminal(action: &str) -> Error {
+    Error::refused(format!(
+        "refusing to {action} without confirmation: there is no terminal to ask on"
+    ))
+    .hint("pass --yes to confirm non-interactively")
+}
+
 /// Asks the person at the terminal to type `expected` to go on.
 ///
 /// `yes` skips the question; without a terminal and without `yes` the answer
@@ -33,10 +42,7 @@ pub fn confirm_typed(tool: &str, action: &str, expected: &str, yes: bool) -> Res
         return Ok(());
     }
     if !can_prompt() {
-        return Err(Error::refused(format!(
-            "refusing to {action} without confirmation: there is no terminal to ask on"
-        ))
-        .hint("pass --yes to confirm non-interactively"));
+        return Err(no_terminal(action));
     }
     let mut err = std::io::stderr();
     let _ = write!(
