@@ -120,6 +120,17 @@ fn call<T>(
         .map_err(|(f, n)| f.into_error(|f| service.error(op, f, n)))
 }
 
+/// [`call`] for a request whose `attempt(again)` must know whether an
+/// earlier attempt of it failed (and may have got partly through).
+fn call_again<T>(
+    service: &dyn Service,
+    op: &Op<'_>,
+    mut attempt: impl FnMut(bool) -> std::result::Result<T, Failure>,
+) -> Result<T> {
+    let mut sent = false;
+    call(service, op, || attempt(std::mem::replace(&mut sent, true)))
+}
+
 /// Whether a request found its object: an answer, or a 404 that `gone`
 /// says is about the object (not its bucket).
 fn found(
@@ -434,10 +445,8 @@ impl CloudWriter {
             }
         };
         let verb = format!("upload part {} of", self.parts + 1);
-        let mut tries = 0;
-        call(s, &self.op(&verb), || {
-            tries += 1;
-            s.put_part(&self.key, &self.chunk(&upload, tries > 1))
+        call_again(s, &self.op(&verb), |again| {
+            s.put_part(&self.key, &self.chunk(&upload, again))
         })?;
         self.parts += 1;
         self.offset += self.buf.len() as u64;
@@ -465,13 +474,11 @@ impl CloudWriter {
         verb: &str,
         mut attempt: impl FnMut(bool) -> std::result::Result<(), Failure>,
     ) -> Result<()> {
-        let mut tries = 0;
         let mut taken = false;
-        call(&*self.service, &self.op(verb), || {
-            tries += 1;
-            match attempt(tries > 1) {
+        call_again(&*self.service, &self.op(verb), |again| {
+            match attempt(again) {
                 Err(f) if self.new && name_taken(&f) => {
-                    taken = tries == 1;
+                    taken = !again;
                     Ok(())
                 }
                 other => other,
