@@ -256,6 +256,14 @@ impl CloudServer {
         }
     }
 
+    /// The backup artifacts under `prefix/backups`, sidecars left out.
+    pub fn artifact_keys(&self, prefix: &str) -> Vec<String> {
+        self.keys(&format!("{prefix}/backups"))
+            .into_iter()
+            .filter(|k| crate::is_artifact(k))
+            .collect()
+    }
+
     /// Every object name under `prefix/`, sorted, as the emulator lists it.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let out = match self.kind {

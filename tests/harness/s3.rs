@@ -379,22 +379,21 @@ impl MetadataEndpoint {
 
     /// How many times credentials were fetched.
     pub fn fetches(&self) -> usize {
-        self.logged().filter(|l| l != "refused").count()
+        self.logged().iter().filter(|l| *l != "refused").count()
     }
 
     /// How many requests for credentials were refused (a wrong container
     /// or web identity token).
     pub fn refusals(&self) -> usize {
-        self.logged().filter(|l| l == "refused").count()
+        self.logged().iter().filter(|l| *l == "refused").count()
     }
 
-    fn logged(&self) -> impl Iterator<Item = String> {
+    fn logged(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
-            .collect::<Vec<_>>()
-            .into_iter()
+            .collect()
     }
 }
 

@@ -12,14 +12,6 @@ use std::path::Path;
 const PREFIX: &str = "prod";
 
 /// Artifacts (no sidecars, no pointers) the emulator holds under `prefix/backups`.
-fn artifact_keys(server: &CloudServer) -> Vec<String> {
-    server
-        .keys(&format!("{PREFIX}/backups"))
-        .into_iter()
-        .filter(|k| dbsafe_tests::is_artifact(k))
-        .collect()
-}
-
 /// Two encrypted snapshots, verified, listed, restored exactly, rotated to one.
 fn round_trip(s: &Scene, server: &CloudServer) {
     let (key, public) = s.age_key("key.txt");
@@ -34,7 +26,7 @@ fn round_trip(s: &Scene, server: &CloudServer) {
             .args(["--to", &store, "-r", &public])
             .succeeds();
     }
-    let artifacts = artifact_keys(server);
+    let artifacts = server.artifact_keys(PREFIX);
     assert_eq!(artifacts.len(), 2, "{:?}", server.keys(PREFIX));
     let name = artifacts[1].rsplit('/').next().unwrap().to_string();
     let keys = server.keys(PREFIX);
@@ -77,7 +69,7 @@ fn round_trip(s: &Scene, server: &CloudServer) {
         .tool("dbprune")
         .args(["--store", &store, "--keep-last", "1"])
         .succeeds();
-    assert_eq!(artifact_keys(server), vec![artifacts[1].clone()]);
+    assert_eq!(server.artifact_keys(PREFIX), vec![artifacts[1].clone()]);
     // WAL: archived once, a repeated push answered "already archived",
     // other bytes under that name refused, the segment fetched back whole.
     let seg = s.write("seg", &"wal bytes ".repeat(100_000));
@@ -139,7 +131,7 @@ fn parts_and_resume(s: &Scene, server: &CloudServer) {
         .load(std::sync::atomic::Ordering::SeqCst);
     let size = std::fs::metadata(&db).unwrap().len();
     assert!(sent < size + (6 << 20), "{sent} bytes sent for {size}");
-    let artifact = &artifact_keys(server)[0];
+    let artifact = &server.artifact_keys(PREFIX)[0];
     let proxy = FaultProxy::start(server.port, Fault::DropReplyAfter(10 << 20));
     server
         .tool_via("dbverify", proxy_port(&proxy))
@@ -226,7 +218,7 @@ fn gcs_tokens_from_a_service_account_key_and_the_metadata_server_reach_the_bucke
         .unwrap()
         .to_string();
     never_in(&run, &[&private, "tok-"]);
-    assert_eq!(artifact_keys(&gcs).len(), 1);
+    assert_eq!(gcs.artifact_keys(PREFIX).len(), 1);
 
     // Tokens that live an hour are fetched once for all of a run's requests.
     let lasting = TokenServer::start(&s, &public.display().to_string(), 3600, gcs.port);
@@ -241,7 +233,7 @@ fn gcs_tokens_from_a_service_account_key_and_the_metadata_server_reach_the_bucke
         .succeeds();
     assert!(lasting.count("forwarded") >= 3);
     assert_eq!(lasting.count("google"), 1, "a valid token is cached");
-    assert_eq!(artifact_keys(&gcs).len(), 2);
+    assert_eq!(gcs.artifact_keys(PREFIX).len(), 2);
 
     // The metadata server, as on a VM or with GKE workload identity.
     via_gate("dbverify")
@@ -295,7 +287,7 @@ fn azure_managed_and_workload_identity_tokens_reach_azurite_over_https() {
         .args(["--store", &store, "--latest", "--level", "full"])
         .succeeds();
     assert!(imds.count("azure") >= 2, "one token per run");
-    assert_eq!(artifact_keys(&azure).len(), 1);
+    assert_eq!(azure.artifact_keys(PREFIX).len(), 1);
     // App Service / Container Apps: the identity endpoint and its secret header.
     identity("dbverify")
         .env(
@@ -370,7 +362,7 @@ fn two_hosts_writing_one_name_into_azure_never_overwrite_each_other() {
             .arg(sqlite::url(&db))
             .args(["--to", &store, "--compress", "none", "--no-encrypt"])
     });
-    assert_eq!(artifact_keys(&azure).len(), 1, "{errs:?}");
+    assert_eq!(azure.artifact_keys(PREFIX).len(), 1, "{errs:?}");
     azure
         .tool("dbverify")
         .args(["--store", &store, "--all", "--level", "full"])
@@ -405,7 +397,7 @@ fn killed_mid_upload(s: &Scene, server: &CloudServer) {
         Vec::<String>::new()
     );
     snap(server.tool("dbsnap")).succeeds();
-    assert_eq!(artifact_keys(server).len(), 1);
+    assert_eq!(server.artifact_keys(PREFIX).len(), 1);
     server
         .tool("dbverify")
         .args(["--store", &store, "--latest", "--level", "full"])
