@@ -1116,11 +1116,7 @@ fn a_refresh_killed_at_random_points_leaves_staging_whole_and_the_next_one_succe
 #[test]
 fn a_link_planted_as_the_target_stores_audit_log_refuses_the_promotion() {
     let c = FileChain::sqlite_masking_emails(30, 5);
-    let store = c
-        .staging
-        .parent()
-        .expect("dir")
-        .with_file_name("store-staging");
+    let store = c._scene.path("store-staging");
     std::fs::create_dir_all(&store).expect("store");
     let victim = store.with_file_name("victim.txt");
     std::fs::write(&victim, "precious\n").expect("victim");
