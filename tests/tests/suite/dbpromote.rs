@@ -1065,6 +1065,31 @@ fn a_promotion_that_would_take_a_plain_backup_is_refused_unless_the_config_allow
 }
 
 #[test]
+fn a_refresh_that_must_restore_an_encrypted_backup_without_an_identity_is_refused_before_it_starts()
+{
+    let chain = FileChain::new("sqlite", "db", "UPDATE customers SET email = 'x';");
+    sqlite::sample(&chain.prod, 10);
+    sqlite::sample(&chain.staging, 3);
+    let before = sqlite::contents(&chain.staging);
+    let (_key, public) = chain._scene.age_key("key.txt");
+    for _ in 0..2 {
+        chain
+            .refresh()
+            .env("DBSAFE_RECIPIENTS", &public)
+            .env_remove("DBSAFE_IDENTITY_FILE")
+            .fails_with(
+                2,
+                "the refresh must restore one: no identity to decrypt it with",
+            );
+    }
+    assert!(
+        dbsafe_tests::artifacts(&chain._scene.path("store-prod")).is_empty(),
+        "no backup was taken"
+    );
+    assert_eq!(sqlite::contents(&chain.staging), before);
+}
+
+#[test]
 fn a_refresh_killed_at_random_points_leaves_staging_whole_and_the_next_one_succeeds() {
     let c = FileChain::sqlite_masking_emails(300, 5);
     let (prod, staging) = (&c.prod, &c.staging);

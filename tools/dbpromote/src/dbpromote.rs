@@ -134,6 +134,19 @@ impl Ctx {
             .encryption_for(&self.cfg, env, Some(&format!("store {store}")))
     }
 
+    /// Refuses (exit 2) a run that must restore one of `env`'s backups for
+    /// `purpose` when they are encrypted and no identity was given.
+    pub fn require_identity(&self, env: &EnvSpec, purpose: &str) -> Result<()> {
+        if self.encryption(&env.name, &env.store)?.is_encrypted() && self.keys.is_empty() {
+            return Err(Error::usage(format!(
+                "backups of {} are encrypted, and the {purpose} must restore one: no identity to decrypt it with",
+                env.name
+            ))
+            .hint("pass -i/--identity FILE (or DBSAFE_IDENTITY_FILE, or identity_file in [defaults])"));
+        }
+        Ok(())
+    }
+
     /// How the backups this run takes of `env` are compressed.
     pub fn compression(&self, env: &str) -> Result<dbsafe::Compression> {
         self.encode_args().compression(&self.cfg, env)

@@ -43,16 +43,8 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         )));
     }
     let home = side::home(&target.url)?;
-    if a.backup.is_none()
-        && !a.latest_verified
-        && ctx.encryption(&source.name, &source.store)?.is_encrypted()
-        && ctx.keys.is_empty()
-    {
-        return Err(Error::usage(format!(
-            "backups of {} are encrypted, and the refresh must restore one: no identity to decrypt it with",
-            source.name
-        ))
-        .hint("pass -i/--identity FILE (or DBSAFE_IDENTITY_FILE, or identity_file in [defaults])"));
+    if a.backup.is_none() && !a.latest_verified {
+        ctx.require_identity(&source, "refresh")?;
     }
     ctx.args
         .change

@@ -26,13 +26,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
     })?;
     let engine = dbsafe::engine::open(&target.url)?;
     let home = side::home(&target.url)?;
-    if ctx.encryption(&target.name, &target.store)?.is_encrypted() && ctx.keys.is_empty() {
-        return Err(Error::usage(format!(
-            "backups of {} are encrypted, and the rehearsal must restore one: no identity to decrypt it with",
-            target.name
-        ))
-        .hint("pass -i/--identity FILE (or DBSAFE_IDENTITY_FILE, or identity_file in [defaults])"));
-    }
+    ctx.require_identity(&target, "rehearsal")?;
     ctx.args
         .change
         .require_confirmation_possible(&target.name)?;
