@@ -26,6 +26,7 @@ have prometheus-pushgateway || need_apt+=(prometheus-pushgateway)
 have systemd-analyze || need_apt+=(systemd)
 have man || need_apt+=(man-db)
 have openssl || need_apt+=(openssl)
+have logrotate || need_apt+=(logrotate)
 have pkill || need_apt+=(procps)
 # Azurite (the Azure Blob emulator) comes from npm.
 have azurite-blob || have npm || need_apt+=(npm)

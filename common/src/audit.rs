@@ -56,11 +56,16 @@ impl AuditEntry {
 
 /// An audit log open for appending. A run opens it before it acts: a run
 /// whose log cannot be written is refused before it changes anything, and
-/// its entries go to the file checked then, never to a link planted in its
-/// place meanwhile.
+/// its entries never go through a link planted in its place meanwhile.
+///
+/// A long run can outlive its log's name: logrotate renames the log and
+/// creates a new one (or leaves none), and may compress and remove the old
+/// one. An entry goes to the regular file at the log's name when it is not
+/// the one held (created when none is there), as a reader of the log expects;
+/// to the held file when anything else stands at the name.
 pub struct Log {
     path: PathBuf,
-    file: std::fs::File,
+    file: std::sync::Mutex<std::fs::File>,
 }
 
 impl Log {
@@ -72,17 +77,9 @@ impl Log {
                 crate::fsutil::create_private_dir(dir)?;
             }
         }
-        let file = crate::fsutil::open_regular(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600),
-            path,
-            "audit log",
-        )?;
         Ok(Log {
             path: path.to_path_buf(),
-            file,
+            file: std::sync::Mutex::new(open_file(path)?),
         })
     }
 
@@ -96,15 +93,50 @@ impl Log {
         &self.path
     }
 
-    /// Appends `entry` as one line (one write, O_APPEND), durable when this returns.
+    /// Appends `entry` as one line (one write, O_APPEND), durable when this
+    /// returns: to the log at its name when it was rotated since it was
+    /// opened (see [`Log`]).
     pub fn append(&self, entry: &AuditEntry) -> Result<()> {
         let mut line = serde_json::to_vec(entry).expect("audit entries serialize");
         line.push(b'\n');
-        (&self.file)
-            .write_all(&line)
-            .context("writing the audit log")?;
-        self.file.sync_data().context("writing the audit log")
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if self.rotated(&file) {
+            // A failure to open the new one leaves the entry in the held file.
+            if let Ok(f) = open_file(&self.path) {
+                *file = f;
+            }
+        }
+        file.write_all(&line).context("writing the audit log")?;
+        file.sync_data().context("writing the audit log")
     }
+
+    /// Whether the log's name no longer holds `held`: another regular file
+    /// is there, or nothing. A link or anything else there is never followed.
+    fn rotated(&self, held: &std::fs::File) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(now) => {
+                now.is_file()
+                    && held
+                        .metadata()
+                        .is_ok_and(|h| (h.dev(), h.ino()) != (now.dev(), now.ino()))
+            }
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+}
+
+/// Opens (or creates, 0600) the audit log file at `path` for appending: a
+/// regular file, never through a link.
+fn open_file(path: &Path) -> Result<std::fs::File> {
+    crate::fsutil::open_regular(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600),
+        path,
+        "audit log",
+    )
 }
 
 /// Where the audit log of `store` lives.
@@ -137,6 +169,52 @@ pub fn default_log_path() -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["action"].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn entries_follow_a_rotated_log_to_its_name_but_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = Log::open(&path).unwrap();
+        let entry = |action: &str| log.append(&AuditEntry::new("t", action, "b", "x")).unwrap();
+        entry("first");
+        // logrotate's `create`: the log renamed, a new one in its place.
+        std::fs::rename(&path, dir.path().join("audit.log.1")).unwrap();
+        std::fs::write(&path, "").unwrap();
+        entry("after-create");
+        // `nocreate`, or the log removed: it is made again.
+        std::fs::rename(&path, dir.path().join("audit.log.2")).unwrap();
+        entry("after-remove");
+        // A link planted at the name: the entry stays in the held file.
+        std::fs::rename(&path, dir.path().join("audit.log.3")).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "").unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        entry("after-link");
+        assert_eq!(lines(&dir.path().join("audit.log.1")), [r#""first""#]);
+        assert_eq!(
+            lines(&dir.path().join("audit.log.2")),
+            [r#""after-create""#]
+        );
+        assert_eq!(
+            lines(&dir.path().join("audit.log.3")),
+            [r#""after-remove""#, r#""after-link""#]
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("audit.log.3"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     #[test]
     fn local_stores_keep_their_audit_log_inside_remote_ones_on_this_host() {

@@ -123,6 +123,57 @@ fn an_audit_log_swapped_for_a_link_while_a_restore_runs_gets_its_entry_in_the_fi
 }
 
 #[test]
+fn an_audit_log_rotated_while_a_restore_runs_gets_its_entry_under_its_name() {
+    let logrotate = dbsafe_tests::require("logrotate", "the Debian package logrotate");
+    let (s, store) = scene_with_a_backup();
+    let log = store.join("audit.log");
+    // logrotate as cron runs it: the log renamed and compressed (the old
+    // file removed), a new one created in its place.
+    let conf = s.write(
+        "logrotate.conf",
+        &format!(
+            "{} {{\n  rotate 4\n  compress\n  create\n}}\n",
+            log.display()
+        ),
+    );
+    let rotate = format!(
+        "{} -f -s {} {}",
+        logrotate.display(),
+        s.path("logrotate.state").display(),
+        conf.display()
+    );
+    let target = s.path("target.db");
+    let entries = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .map(|l| {
+                let e: serde_json::Value = serde_json::from_str(l).unwrap();
+                (e["action"].to_string(), e["target"].to_string())
+            })
+            .collect()
+    };
+    let mut previous = None;
+    for round in 1..=2 {
+        let _ = std::fs::remove_file(&target);
+        restore_from_store(&store, sqlite::url(&target))
+            .args(["--latest", "--before-cmd", &rotate])
+            .succeeds();
+        let now = entries(&std::fs::read_to_string(&log).unwrap());
+        assert_eq!(now.len(), 1, "round {round}: {now:?}");
+        assert_eq!(now[0].0, r#""restore""#, "round {round}");
+        // The last round's entry is in the rotated, compressed log.
+        let rotated = Cmd::new("zcat")
+            .arg(store.join("audit.log.1.gz"))
+            .succeeds();
+        assert_eq!(
+            entries(&rotated.stdout()),
+            previous.unwrap_or_default(),
+            "round {round}"
+        );
+        previous = Some(now);
+    }
+}
+
+#[test]
 fn links_planted_at_names_a_tool_writes_are_replaced_never_followed() {
     let (s, store) = scene_with_a_backup();
     let artifact = dbsafe_tests::artifacts(&store).pop().unwrap();
