@@ -538,18 +538,20 @@ pub fn delete(store: &dyn Store, key: &str) -> Result<()> {
     store.delete(&format!("{key}.meta.json"))
 }
 
-/// The oldest WAL segment position any base backup in the store needs
-/// (`keep` narrows to the base backups being kept); `None` without base backups.
+/// The oldest WAL segment position any base backup in the store needs,
+/// but those of `leaving` (the ones a dry run of a prune would delete);
+/// `None` without base backups. Every other base backup counts, whatever
+/// series a run looks at.
 pub fn oldest_needed(
     store: &dyn Store,
-    keep: Option<&std::collections::BTreeSet<String>>,
+    leaving: &std::collections::BTreeSet<String>,
 ) -> Result<Option<u64>> {
     let mut oldest: Option<u64> = None;
     for e in crate::catalog::list(store)?
         .iter()
         .filter(|e| e.name.kind == crate::Kind::Base)
     {
-        if keep.is_some_and(|k| !k.contains(&e.file())) {
+        if leaving.contains(&e.file()) {
             continue;
         }
         let start = crate::catalog::read_meta(store, e)?

@@ -332,6 +332,43 @@ fn min_free_and_max_total_delete_oldest_unprotected_and_say_when_they_cannot() {
     );
 }
 
+impl Fixture {
+    /// Adds a base backup of `env_db` (`production_app`) taken `d` days ago
+    /// whose WAL starts at `start`, described by its metadata (the PITR
+    /// drill covers real ones), and WAL segments 1 to 10 of timeline 1 and
+    /// a history file, once.
+    fn add_base(&self, env_db: &str, d: i64, start: &str) -> String {
+        let dir = self.store.join("backups");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (bytes, mut m) = self.template("app");
+        let name = format!("{env_db}_base_{}.tar.zst", stamp(now() - days(d)));
+        std::fs::write(dir.join(&name), &bytes).unwrap();
+        m["backup_type"] = "base".into();
+        m["wal"] = serde_json::json!({"timeline": 1, "start_lsn": "0/4000028", "stop_lsn": "0/4000100", "start_wal": start, "stop_wal": start});
+        std::fs::write(
+            dir.join(format!("{name}.meta.json")),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+        if !self.store.join("wal").exists() {
+            for seg in 1..=10 {
+                wal_file(&self.store, &format!("0000000100000000000000{seg:02X}.zst"));
+            }
+            wal_file(&self.store, "00000002.history.zst");
+        }
+        name
+    }
+
+    /// The archived WAL files left.
+    fn wal_left(&self) -> BTreeSet<String> {
+        std::fs::read_dir(self.store.join("wal"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
 fn wal_file(store: &Path, name: &str) {
     std::fs::create_dir_all(store.join("wal")).unwrap();
     std::fs::write(store.join("wal").join(name), b"x").unwrap();
@@ -340,39 +377,9 @@ fn wal_file(store: &Path, name: &str) {
 #[test]
 fn wal_older_than_the_oldest_kept_base_backup_goes_history_stays() {
     let f = Fixture::new();
-    // Two base backups described by their metadata (the PITR drill covers real ones).
-    let dir = f.store.join("backups");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (bytes, meta) = f.template("app");
-    let mut bases = vec![];
-    for (d, start) in [
-        (10, "000000010000000000000004"),
-        (2, "000000010000000000000008"),
-    ] {
-        let t = now() - days(d);
-        let name = format!("production_app_base_{}.tar.zst", stamp(t));
-        std::fs::write(dir.join(&name), &bytes).unwrap();
-        let mut m = meta.clone();
-        m["backup_type"] = "base".into();
-        m["wal"] = serde_json::json!({"timeline": 1, "start_lsn": "0/4000028", "stop_lsn": "0/4000100", "start_wal": start, "stop_wal": start});
-        std::fs::write(
-            dir.join(format!("{name}.meta.json")),
-            serde_json::to_vec(&m).unwrap(),
-        )
-        .unwrap();
-        bases.push(name);
-    }
-    for seg in 1..=10 {
-        wal_file(&f.store, &format!("0000000100000000000000{seg:02X}.zst"));
-    }
-    wal_file(&f.store, "00000002.history.zst");
-    let wal_left = || -> BTreeSet<String> {
-        std::fs::read_dir(f.store.join("wal"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect()
-    };
+    f.add_base("production_app", 10, "000000010000000000000004");
+    f.add_base("production_app", 2, "000000010000000000000008");
+    let wal_left = || f.wal_left();
     f.prune().args(["--keep-last", "5", "--wal"]).succeeds();
     let left = wal_left();
     assert!(!left.contains("000000010000000000000003.zst"));
@@ -387,6 +394,45 @@ fn wal_older_than_the_oldest_kept_base_backup_goes_history_stays() {
     assert!(!left.contains("000000010000000000000007.zst"));
     assert!(left.contains("000000010000000000000008.zst"));
     assert!(left.contains("00000002.history.zst"));
+}
+
+#[test]
+fn wal_a_base_backup_of_another_series_needs_stays_when_the_run_looks_at_one_database() {
+    let f = Fixture::new();
+    let billing = f.add_base("production_billing", 12, "000000010000000000000002");
+    let old_app = f.add_base("production_app", 10, "000000010000000000000004");
+    f.add_base("production_app", 2, "000000010000000000000008");
+    let all = f.wal_left();
+    let prune = |extra: &[&str]| {
+        let r = f
+            .prune()
+            .args(["--database", "app", "--keep-last", "1", "--wal", "--json"])
+            .args(extra)
+            .succeeds();
+        let report: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+        report["wal_deleted"].clone()
+    };
+    // The dry run plans what the run does, and changes nothing.
+    let planned = prune(&["--dry-run"]);
+    assert_eq!(f.wal_left(), all);
+    for round in 1..=2 {
+        let deleted = prune(&[]);
+        if round == 1 {
+            assert_eq!(deleted, planned);
+        }
+        let left = f.wal_left();
+        assert!(
+            !left.contains("000000010000000000000001.zst"),
+            "round {round}"
+        );
+        assert!(
+            left.contains("000000010000000000000002.zst"),
+            "round {round}: {billing} needs it: {left:?}"
+        );
+        assert!(left.contains("00000002.history.zst"));
+        assert!(!f.files().contains(&old_app) && f.files().contains(&billing));
+    }
+    assert_eq!(planned, serde_json::json!(["000000010000000000000001"]));
 }
 
 #[test]

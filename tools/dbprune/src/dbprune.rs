@@ -296,18 +296,20 @@ fn catalog_name(key: &str) -> bool {
     dbsafe::ArtifactName::parse(key.rsplit('/').next().unwrap_or(key)).is_ok()
 }
 
-/// Deletes archived WAL older than the oldest kept base backup's start.
+/// Deletes archived WAL older than the start of the oldest base backup the
+/// store keeps: of every series, not only those the run's filters chose.
 fn prune_wal(
     store: &dyn Store,
     decisions: &[Decision],
     dry_run: bool,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let kept: BTreeSet<String> = decisions
+    // A real run has deleted its backups already: the store says what is kept.
+    let leaving: BTreeSet<String> = decisions
         .iter()
-        .filter(|d| d.keep)
+        .filter(|d| dry_run && !d.keep)
         .map(|d| d.id.clone())
         .collect();
-    let Some(oldest) = dbsafe::walarchive::oldest_needed(store, Some(&kept))? else {
+    let Some(oldest) = dbsafe::walarchive::oldest_needed(store, &leaving)? else {
         return Ok((
             Vec::new(),
             vec!["--wal: no kept base backup; no WAL deleted".into()],

@@ -330,13 +330,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         })?
                         .segno
                 }
-                (None, true) => match dbsafe::walarchive::oldest_needed(store.as_ref(), None)? {
-                    Some(s) => s,
-                    None => {
-                        log.warn("no base backup in the store: nothing can be pruned safely");
-                        return Ok(ExitCode::Success);
+                (None, true) => {
+                    match dbsafe::walarchive::oldest_needed(store.as_ref(), &Default::default())? {
+                        Some(s) => s,
+                        None => {
+                            log.warn("no base backup in the store: nothing can be pruned safely");
+                            return Ok(ExitCode::Success);
+                        }
                     }
-                },
+                }
                 (None, false) => {
                     return Err(Error::usage(
                         "walship prune needs --before SEGMENT or --keep-for-backups",
