@@ -9,7 +9,7 @@ complete -c dbprune -l keep-weekly -d '... of each of the last N ISO weeks' -r
 complete -c dbprune -l keep-monthly -d '... of each of the last N months' -r
 complete -c dbprune -l min-free -d 'Delete further unprotected backups, oldest first, until the store\'s filesystem has SIZE free' -r
 complete -c dbprune -l max-total -d 'Delete further unprotected backups, oldest first, until the backups total at most SIZE' -r
-complete -c dbprune -l stale-tmp -d 'Remove temporaries from crashed writers older than this' -r
+complete -c dbprune -l stale-tmp -d 'Remove temporaries, and sidecars without their artifact, of crashed writers older than this' -r
 complete -c dbprune -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c dbprune -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c dbprune -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r

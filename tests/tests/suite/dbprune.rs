@@ -247,22 +247,37 @@ fn stale_temporaries_and_orphan_sidecars_are_removed_young_ones_stay() {
         .args(["-d", "3 hours ago"])
         .arg(&old_tmp)
         .succeeds();
+    // Sidecars with no artifact: one left by a crash, one of a writer
+    // (on another host, holding no lock here) about to commit its artifact.
     let orphan = dir.join("production_app_full_20200101_000000.sqlite.zst.meta.json");
+    let committing = dir.join("production_app_full_20200102_000000.sqlite.zst.sha256");
     std::fs::write(&orphan, b"{}").unwrap();
+    std::fs::write(&committing, b"x").unwrap();
+    Cmd::new("touch")
+        .args(["-d", "3 hours ago"])
+        .arg(&orphan)
+        .succeeds();
     let plan = f
         .prune()
         .args(["--keep-last", "5", "--dry-run", "--json"])
         .succeeds()
         .json();
     assert_eq!(plan["temporaries_removed"].as_array().unwrap().len(), 1);
+    assert_eq!(plan["orphan_sidecars_removed"].as_array().unwrap().len(), 1);
     assert!(old_tmp.exists() && orphan.exists());
-    f.prune().args(["--keep-last", "5"]).succeeds();
-    assert!(!old_tmp.exists());
-    assert!(
-        young_tmp.exists(),
-        "a temporary younger than --stale-tmp may belong to a running writer"
-    );
-    assert!(!orphan.exists());
+    for _ in 0..2 {
+        f.prune().args(["--keep-last", "5"]).succeeds();
+        assert!(!old_tmp.exists());
+        assert!(
+            young_tmp.exists(),
+            "a temporary younger than --stale-tmp may belong to a running writer"
+        );
+        assert!(!orphan.exists());
+        assert!(
+            committing.exists(),
+            "a sidecar younger than --stale-tmp stays"
+        );
+    }
 }
 
 #[test]

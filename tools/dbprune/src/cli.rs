@@ -7,7 +7,8 @@ use dbsafe::cli::{CommonArgs, SeriesArgs};
 const AFTER_HELP: &str = concat!(
     "A backup kept by any rule is kept. Never deleted, whatever the rules say: the newest backup of
 each series, the newest verified backup of each series, backups pinned by a release manifest
-(STORE/releases/), and temporaries younger than --stale-tmp (a writer may still be busy).
+(STORE/releases/), and temporaries and sidecars without their artifact younger than --stale-tmp
+(a writer may still be busy, on this host or another).
 
 Without rule flags, each series gets its environment's `retention` from the config file, else the
 runbook practice: keep 7, and everything younger than 7d (development), 14d (staging) or 30d
@@ -64,7 +65,7 @@ pub struct Cli {
     /// Also delete archived WAL that no kept base backup needs (history files stay).
     #[arg(long)]
     pub wal: bool,
-    /// Remove temporaries from crashed writers older than this.
+    /// Remove temporaries, and sidecars without their artifact, of crashed writers older than this.
     #[arg(long, value_name = "D", default_value = "1h")]
     pub stale_tmp: String,
     /// Print what would be deleted and why; delete nothing.

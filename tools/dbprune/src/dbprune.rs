@@ -147,7 +147,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         log.debug(format!("keep {} ({})", d.id, d.reasons.join("; ")));
     }
     report.temporaries_removed = remove_stale(store.as_ref(), stale, now, args.dry_run)?;
-    report.orphan_sidecars_removed = remove_orphans(store.as_ref(), args.dry_run)?;
+    report.orphan_sidecars_removed = remove_orphans(store.as_ref(), stale, now, args.dry_run)?;
     if args.wal {
         let (deleted, warn) = prune_wal(store.as_ref(), &report.backups, args.dry_run)?;
         report.wal_deleted = deleted;
@@ -262,15 +262,29 @@ fn remove_stale(
     Ok(removed)
 }
 
-fn remove_orphans(store: &dyn Store, dry_run: bool) -> Result<Vec<String>> {
+/// Removes sidecars whose artifact is not there, once they are older than
+/// `older_than`.
+fn remove_orphans(
+    store: &dyn Store,
+    older_than: Duration,
+    now: chrono::DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let cutoff = now - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
     let objects = store.list(store::BACKUPS)?;
     let keys: BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let mut removed = Vec::new();
     for o in &objects {
         if let Some(a) = Sidecar::artifact_of(&o.key) {
-            // Sidecars are committed before their artifact: a writer that
-            // holds its series' lock is about to commit it.
-            if !keys.contains(a) && catalog_name(a) && !being_written(store, a) {
+            // Sidecars are committed before their artifact: a young one may
+            // be a writer's about to commit it (on another host of a shared
+            // bucket, whose lock this one cannot see), as may one whose
+            // series' lock a writer holds.
+            if o.modified < cutoff
+                && !keys.contains(a)
+                && catalog_name(a)
+                && !being_written(store, a)
+            {
                 if !dry_run {
                     store.delete(&o.key)?;
                 }
