@@ -189,6 +189,11 @@ impl<'a> Artifact<'a> {
         matches!(self.place, Place::Stdin { .. })
     }
 
+    /// Whether this is a store's entry, which its writer gave sidecars.
+    pub fn is_stored(&self) -> bool {
+        matches!(self.place, Place::Stored { .. })
+    }
+
     /// The path, file name or `stdin`, for messages.
     pub fn describe(&self) -> String {
         match &self.place {

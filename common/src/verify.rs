@@ -64,9 +64,12 @@ pub fn verify(
 ) -> Result<VerifyRecord> {
     let clock = Instant::now();
     let mut rec = VerifyRecord::start(artifact.file_name(), s.level.as_str(), s.tool);
-    match s.level {
-        Level::Quick => quick(artifact, progress, &mut rec)?,
-        _ => deep(artifact, s, progress, &mut rec)?,
+    sidecars(artifact, &mut rec)?;
+    if rec.problems.is_empty() {
+        match s.level {
+            Level::Quick => quick(artifact, progress, &mut rec)?,
+            _ => deep(artifact, s, progress, &mut rec)?,
+        }
     }
     if !rec.problems.is_empty() {
         rec.result = "fail".into();
@@ -76,6 +79,28 @@ pub fn verify(
     }
     rec.duration_seconds = clock.elapsed().as_secs_f64();
     Ok(rec)
+}
+
+/// What the sidecars say of the artifact. One that is not what it should be
+/// (not a sha256sum line, not metadata) is a finding about the backup, as
+/// is a store's entry with no recorded checksum left (its `.sha256` and
+/// metadata both gone): nothing then proves it is the artifact written.
+fn sidecars(artifact: &Artifact<'_>, rec: &mut VerifyRecord) -> Result<()> {
+    let found = |r: Result<()>, rec: &mut VerifyRecord| match r {
+        Err(e) if e.kind == crate::error::Kind::Failed => {
+            rec.problems.push(e.to_string());
+            Ok(())
+        }
+        other => other,
+    };
+    found(artifact.meta().map(drop), rec)?;
+    match artifact.expected_sha256() {
+        Ok(None) if artifact.is_stored() => rec.problems.push(
+            "no recorded checksum (the .sha256 sidecar and the metadata are missing): nothing proves this is the artifact written".into(),
+        ),
+        other => found(other.map(drop), rec)?,
+    }
+    Ok(())
 }
 
 fn quick(artifact: &Artifact<'_>, progress: Progress, rec: &mut VerifyRecord) -> Result<()> {

@@ -184,7 +184,7 @@ fn a_missing_artifact_is_not_found() {
 }
 
 #[test]
-fn store_verification_records_verify_json_for_each_artifact() {
+fn store_verification_records_verify_json_for_each_artifact_past_damaged_ones_and_sidecars() {
     let (s, _) = sqlite::app_db(30);
     sqlite::sample(&s.path("crm.db"), 30);
     let (key, public) = s.age_key("key.txt");
@@ -215,25 +215,43 @@ fn store_verification_records_verify_json_for_each_artifact() {
         .unwrap();
         assert_eq!(v["result"], "pass");
     }
-    // A corrupted one fails and its record says so.
-    let victim = &dbsafe_tests::artifacts(&s.path("store"))[0];
-    let mut b = std::fs::read(victim).unwrap();
+    // A corrupted one fails and its record says so; so do one whose .sha256
+    // is not a checksum, and one whose checksum went with its sidecars. The
+    // run judges each, past the others.
+    let arts = dbsafe_tests::artifacts(&s.path("store"));
+    let mut b = std::fs::read(&arts[0]).unwrap();
     let n = b.len() - 10;
     b[n] ^= 0xff;
-    std::fs::write(victim, b).unwrap();
-    Cmd::tool("dbverify")
-        .arg("--store")
-        .arg(s.path("store"))
-        .arg("--all")
-        .arg("-i")
-        .arg(&key)
-        .fails_with_code(1);
-    let v: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(format!("{}.verify.json", victim.display())).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(v["result"], "fail");
-    assert!(!v["problems"].as_array().unwrap().is_empty());
+    std::fs::write(&arts[0], b).unwrap();
+    let sidecar = |a: &PathBuf, ext: &str| PathBuf::from(format!("{}.{ext}", a.display()));
+    std::fs::write(sidecar(&arts[1], "sha256"), "garbage\n").unwrap();
+    std::fs::remove_file(sidecar(&arts[2], "sha256")).unwrap();
+    std::fs::remove_file(sidecar(&arts[2], "meta.json")).unwrap();
+    for _ in 0..2 {
+        Cmd::tool("dbverify")
+            .arg("--store")
+            .arg(s.path("store"))
+            .arg("--all")
+            .arg("-i")
+            .arg(&key)
+            .fails_with_code(1);
+        for (art, problem) in arts.iter().zip([
+            "sha256 mismatch",
+            "not a sha256sum line",
+            "no recorded checksum",
+        ]) {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(sidecar(art, "verify.json")).unwrap())
+                    .unwrap();
+            assert_eq!(v["result"], "fail", "{}: {v}", art.display());
+            assert!(v["problems"].to_string().contains(problem), "{v}");
+        }
+        Cmd::tool("dbverify")
+            .arg("--status")
+            .arg("--store")
+            .arg(s.path("store"))
+            .fails_with_code(1);
+    }
 }
 
 #[test]
