@@ -14,6 +14,22 @@ pub fn create_private_dir(path: &Path) -> Result<()> {
         .with_context(|| format!("cannot create directory {}", path.display()))
 }
 
+/// Creates a temporary directory `PREFIX...` in `dir` with mode 0700
+/// (tempfile's default follows the umask: 0755), removed when dropped: it
+/// holds decoded, decrypted payloads.
+pub fn private_tempdir(prefix: &str, dir: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
+        .map_err(|e| {
+            crate::Error::io(
+                format!("cannot create a temporary directory in {}", dir.display()),
+                e,
+            )
+        })
+}
+
 /// Creates a new file with mode 0600, failing if it exists.
 pub fn create_private_file(path: &Path) -> Result<File> {
     OpenOptions::new()

@@ -159,18 +159,7 @@ impl<'a> Flow<'a> {
         tmpdir: &Path,
         progress: Progress,
     ) -> Result<(Report, std::result::Result<Spool, String>)> {
-        let dir = tempfile::Builder::new()
-            .prefix("dbsafe-spool-")
-            .tempdir_in(tmpdir)
-            .map_err(|e| {
-                Error::io(
-                    format!(
-                        "cannot create a temporary directory in {}",
-                        tmpdir.display()
-                    ),
-                    e,
-                )
-            })?;
+        let dir = crate::fsutil::private_tempdir("dbsafe-spool-", tmpdir)?;
         let guard = TempGuard::new(dir.path());
         let path = dir.path().join("payload");
         let needed = artifact.meta()?.map(|m| m.raw_size_bytes).unwrap_or(0);
@@ -410,13 +399,9 @@ enum SpoolWriter {
 
 impl SpoolWriter {
     fn open(path: &Path) -> SpoolWriter {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-        {
+        match crate::fsutil::create_private_file(path) {
             Ok(f) => SpoolWriter::Open(std::io::BufWriter::with_capacity(1 << 20, f)),
-            Err(e) => SpoolWriter::Failed(format!("cannot create {}: {e}", path.display())),
+            Err(e) => SpoolWriter::Failed(e.to_string()),
         }
     }
 

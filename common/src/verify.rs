@@ -140,18 +140,7 @@ fn deep(
     progress: Progress,
     rec: &mut VerifyRecord,
 ) -> Result<()> {
-    let tmp = tempfile::Builder::new()
-        .prefix("dbsafe-verify-")
-        .tempdir_in(&s.tmpdir)
-        .map_err(|e| {
-            Error::io(
-                format!(
-                    "cannot create a temporary directory in {}",
-                    s.tmpdir.display()
-                ),
-                e,
-            )
-        })?;
+    let tmp = crate::fsutil::private_tempdir("dbsafe-verify-", &s.tmpdir)?;
     let _guard = crate::cleanup::TempGuard::new(tmp.path());
     let flow = Flow::new(s.keys);
     let report = if s.level == Level::Restore {

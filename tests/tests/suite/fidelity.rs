@@ -315,16 +315,36 @@ fn an_unreachable_scratch_server_is_could_not_verify_not_a_broken_backup() {
 }
 
 #[test]
-fn parallel_and_single_restores_produce_the_same_database_and_leave_no_decoded_copy() {
+fn parallel_and_single_restores_produce_the_same_database_and_keep_no_decoded_copy_or_show_it() {
     let (s, src, artifact) = rich_source();
     let tmp = s.mkdir("tmp");
+    let modes = s.path("modes.txt");
+    // While the restore runs, what it keeps under --tmpdir is its own.
+    let look = format!(
+        "find {} -mindepth 1 -printf '%m %y\\n' > {}",
+        tmp.display(),
+        modes.display()
+    );
     for (db, jobs) in [("one", "1"), ("three", "3")] {
         let out = restore_file(&artifact, src.url(db))
-            .args(["--create", "--jobs", jobs, "--tmpdir"])
+            .args([
+                "--create",
+                "--jobs",
+                jobs,
+                "--before-cmd",
+                &look,
+                "--tmpdir",
+            ])
             .arg(&tmp)
             .succeeds();
         let parallel = out.stderr().contains("restoring with 3 pg_restore workers");
         assert_eq!(parallel, jobs == "3", "{}", out.stderr());
+        let seen = std::fs::read_to_string(&modes).unwrap();
+        if parallel {
+            assert_eq!(seen, "700 d\n600 f\n", "the decoded copy and its directory");
+        } else {
+            assert_eq!(seen, "", "one worker streams: no copy on disk");
+        }
         assert_eq!(
             dbsafe_tests::files_under(&tmp),
             Vec::<String>::new(),
