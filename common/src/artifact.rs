@@ -10,7 +10,7 @@ use crate::catalog::Entry;
 use crate::error::{Error, Result};
 use crate::meta::{Metadata, VerifyRecord};
 use crate::store::Store;
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -105,6 +105,8 @@ pub fn read_meta_file(path: &Path) -> Result<Option<Metadata>> {
 enum Place<'a> {
     Stdin {
         read: Cell<bool>,
+        /// Its first bytes, when read before it was opened.
+        head: RefCell<Option<Vec<u8>>>,
     },
     File(PathBuf),
     Stored {
@@ -137,6 +139,7 @@ impl<'a> Artifact<'a> {
     pub fn stdin() -> Artifact<'static> {
         Artifact::at(Place::Stdin {
             read: Cell::new(false),
+            head: RefCell::new(None),
         })
     }
 
@@ -218,11 +221,13 @@ impl<'a> Artifact<'a> {
     /// A fresh reader from the first byte; stdin can be opened once.
     pub fn open(&self) -> Result<Box<dyn Read + Send>> {
         match &self.place {
-            Place::Stdin { read } => {
-                if read.replace(true) {
+            Place::Stdin { read, .. } => {
+                if read.get() {
                     return Err(Error::usage("stdin can be read only once"));
                 }
-                Ok(Box::new(std::io::stdin()))
+                let head = self.head()?;
+                read.set(true);
+                Ok(Box::new(std::io::Cursor::new(head).chain(std::io::stdin())))
             }
             Place::File(p) => match std::fs::File::open(p) {
                 Ok(f) => Ok(Box::new(f)),
@@ -232,6 +237,34 @@ impl<'a> Artifact<'a> {
                 Err(e) => Err(Error::io(format!("cannot open {}", p.display()), e)),
             },
             Place::Stored { store, key, .. } => store.open(key),
+        }
+    }
+
+    /// Whether its first bytes are age's header, read before it is opened
+    /// (from stdin, kept for [`Artifact::open`]): what the artifact is,
+    /// whatever its name or metadata say.
+    pub fn encrypted(&self) -> Result<bool> {
+        Ok(crate::pipeline::is_age(&self.head()?))
+    }
+
+    /// Its first bytes: read once from stdin (and kept for the reading to
+    /// come), or from the start of the file or object.
+    fn head(&self) -> Result<Vec<u8>> {
+        let first = |r: &mut dyn Read| {
+            let mut head = Vec::new();
+            r.take(crate::pipeline::AGE_MAGIC.len() as u64)
+                .read_to_end(&mut head)
+                .map_err(|e| Error::io(format!("reading {}", self.describe()), e))?;
+            Ok(head)
+        };
+        match &self.place {
+            Place::Stdin { head, .. } => {
+                if head.borrow().is_none() {
+                    *head.borrow_mut() = Some(first(&mut std::io::stdin())?);
+                }
+                Ok(head.borrow().clone().unwrap_or_default())
+            }
+            _ => first(&mut self.open()?),
         }
     }
 

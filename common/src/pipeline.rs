@@ -654,7 +654,13 @@ fn peek<R: Read + Send + 'static>(
     Ok((head, Box::new(again)))
 }
 
-const AGE_MAGIC: &[u8] = b"age-encryption.org/v1";
+/// The first bytes of an age file.
+pub(crate) const AGE_MAGIC: &[u8] = b"age-encryption.org/v1";
+
+/// Whether `head` opens an age file.
+pub(crate) fn is_age(head: &[u8]) -> bool {
+    head.starts_with(AGE_MAGIC)
+}
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xB5, 0x2F, 0xFD];
 const GZIP_MAGIC: &[u8] = &[0x1F, 0x8B];
 
@@ -692,7 +698,7 @@ pub fn decode<R: Read + Send + 'static>(input: R, keys: &Keyring) -> Result<Deco
     if head.is_empty() {
         return Err(Error::failed("the artifact is empty"));
     }
-    let encrypted = head.starts_with(AGE_MAGIC);
+    let encrypted = is_age(&head);
     if encrypted {
         reader = Box::new(keys.decrypt(reader)?);
     }

@@ -143,6 +143,59 @@ fn safety_backups_with_a_passphrase_are_encrypted_with_it_and_never_share_a_name
 }
 
 /// A SQLite artifact with its sidecars, encrypted to a new key; returns (artifact, key).
+#[test]
+fn a_safety_backup_is_encrypted_when_the_artifact_is_whatever_its_name_or_metadata_say() {
+    let s = Scene::new();
+    let (key, public) = s.age_key("key.txt");
+    let src = sqlite::sample_in(&s, "app.db", 20);
+    let artifact = s.path("app.sqlite.zst.age");
+    snap_to_file_for(sqlite::url(&src), &artifact, &public).succeeds();
+    // The same bytes under a name that says plain, beside metadata that lies.
+    let renamed = s.path("app.sqlite.zst");
+    std::fs::copy(&artifact, &renamed).unwrap();
+    std::fs::copy(
+        format!("{}.meta.json", artifact.display()),
+        format!("{}.meta.json", renamed.display()),
+    )
+    .unwrap();
+    edit_meta(&renamed, |m| m["encryption"] = "none".into());
+    let target = s.path("target.db");
+    let dir = s.mkdir("safety");
+    for (round, from_stdin) in [(1, true), (2, false), (3, true)] {
+        let _ = std::fs::remove_file(&target);
+        sqlite::sample(&target, 3 + round);
+        let restore = Cmd::tool("dbrestore").args(["-i"]).arg(&key);
+        let restore = if from_stdin {
+            restore.arg("-").stdin_file(&artifact)
+        } else {
+            restore.arg(&renamed).arg("--skip-verify")
+        };
+        restore
+            .arg("--target")
+            .arg(sqlite::url(&target))
+            .args(["--yes", "--safety-dir"])
+            .arg(&dir)
+            .succeeds();
+        assert_eq!(
+            sqlite::counts(&target),
+            sqlite::counts(&src),
+            "round {round}"
+        );
+        let taken = dbsafe_tests::files_under(&dir);
+        assert!(
+            taken.iter().all(|f| !f.ends_with(".zst")),
+            "round {round}: a plain safety backup: {taken:?}"
+        );
+        for f in taken.iter().filter(|f| f.ends_with(".age")) {
+            assert!(age_header(&dir.join(f)), "{f}");
+        }
+        assert_eq!(
+            taken.iter().filter(|f| f.ends_with(".age")).count(),
+            round as usize
+        );
+    }
+}
+
 fn encrypted_artifact(s: &Scene) -> (PathBuf, PathBuf) {
     let (key, public) = s.age_key("key.txt");
     let db = sqlite::sample_in(s, "app.db", 10);

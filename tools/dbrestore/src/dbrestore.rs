@@ -432,10 +432,9 @@ fn safety_encryption(
     artifact: &Artifact<'_>,
 ) -> Result<Encryption> {
     // Exactly as the artifact being restored: its recipients, or the same
-    // passphrase; never weaker.
-    let encrypted = meta
-        .map(|m| m.encryption == "age")
-        .unwrap_or_else(|| artifact.file_name().ends_with(".age"));
+    // passphrase; never weaker. Its bytes say whether it is encrypted,
+    // whatever its name (`-` for stdin) or its metadata say.
+    let encrypted = artifact.encrypted()? || meta.is_some_and(|m| m.encryption == "age");
     let like = keys.encryption_like(
         encrypted,
         meta.map(|m| m.recipients.as_slice()).unwrap_or(&[]),
