@@ -30,11 +30,38 @@ impl LocalStore {
         Ok(LocalStore { root })
     }
 
+    /// Where `key` is. A directory on the way that is a link (`backups`
+    /// planted as a link to elsewhere) is refused (exit 4): nothing is read,
+    /// written or deleted through it.
     fn path(&self, key: &str) -> Result<PathBuf> {
+        self.resolve(key, false)
+    }
+
+    /// Where the directory `prefix` is, itself no link either.
+    fn dir_path(&self, prefix: &str) -> Result<PathBuf> {
+        self.resolve(prefix, true)
+    }
+
+    fn resolve(&self, key: &str, dir: bool) -> Result<PathBuf> {
         if key.split('/').any(|c| c == ".." || c.is_empty()) || key.starts_with('/') {
             return Err(Error::usage(format!("invalid store key {key:?}")));
         }
-        Ok(self.root.join(key))
+        let mut p = self.root.clone();
+        let mut parts = key.split('/').peekable();
+        while let Some(part) = parts.next() {
+            p.push(part);
+            if (dir || parts.peek().is_some())
+                && fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink())
+            {
+                return Err(Error::refused(format!(
+                    "{} in store {} is a link; nothing is read or written through it",
+                    p.display(),
+                    self.describe()
+                ))
+                .hint("remove it, and check who can write to the store"));
+            }
+        }
+        Ok(p)
     }
 }
 
@@ -129,12 +156,20 @@ impl Store for LocalStore {
                 key,
                 self.describe()
             ))),
-            Err(e) => Err(Error::failed(format!("cannot open {}: {e}", p.display()))),
+            Err(e) => Err(Error::io(format!("cannot open {}", p.display()), e)),
         }
     }
 
+    /// Absent only when the file system says so: a store it cannot read
+    /// (permissions, an I/O error, a stale NFS handle) is an error, never
+    /// "not there" (which ends a recovery).
     fn exists(&self, key: &str) -> Result<bool> {
-        Ok(self.path(key)?.exists())
+        let p = self.path(key)?;
+        match fs::metadata(&p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(format!("cannot read {}", p.display()), e)),
+        }
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -185,7 +220,7 @@ impl Store for LocalStore {
     }
 
     fn temporaries(&self, prefix: &str) -> Result<Vec<StaleTemporary>> {
-        let dir = self.path(prefix)?;
+        let dir = self.dir_path(prefix)?;
         let mut out = Vec::new();
         let Ok(entries) = fs::read_dir(&dir) else {
             return Ok(out);
@@ -217,11 +252,11 @@ impl Store for LocalStore {
 
 impl LocalStore {
     fn walk(&self, prefix: &str, out: &mut Vec<ObjectInfo>) -> Result<()> {
-        let dir = self.path(prefix)?;
+        let dir = self.dir_path(prefix)?;
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::failed(format!("cannot list {}: {e}", dir.display()))),
+            Err(e) => return Err(Error::io(format!("cannot list {}", dir.display()), e)),
         };
         for entry in entries {
             let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
@@ -229,13 +264,17 @@ impl LocalStore {
             if name.starts_with('.') {
                 continue;
             }
+            let key = format!("{prefix}/{name}");
+            // Never into a directory through a link planted in the store.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                self.walk(&key, out)?;
+                continue;
+            }
+            // A file, or a link to one (a series' _latest pointer).
             let Ok(meta) = fs::metadata(entry.path()) else {
                 continue;
             };
-            let key = format!("{prefix}/{name}");
-            if meta.is_dir() {
-                self.walk(&key, out)?;
-            } else if meta.is_file() {
+            if meta.is_file() {
                 out.push(ObjectInfo {
                     key,
                     size: meta.len(),

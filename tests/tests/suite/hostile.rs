@@ -174,6 +174,57 @@ fn an_audit_log_rotated_while_a_restore_runs_gets_its_entry_under_its_name() {
 }
 
 #[test]
+fn a_store_directory_planted_as_a_link_is_never_read_written_or_pruned_through() {
+    let (s, store) = scene_with_a_backup();
+    let outside = s.mkdir("outside");
+    let victims: Vec<_> = ["20261101_100000", "20261102_100000"]
+        .iter()
+        .map(|t| {
+            s.write(
+                &format!("outside/default_app_full_{t}.sqlite.zst"),
+                "precious\n",
+            )
+        })
+        .collect();
+    let untouched = || {
+        for v in &victims {
+            assert_eq!(std::fs::read_to_string(v).unwrap(), "precious\n");
+        }
+        assert_eq!(dbsafe_tests::files_under(&outside).len(), victims.len());
+    };
+    // A link inside backups/: not listed, so neither pruned nor restored.
+    std::os::unix::fs::symlink(&outside, store.join("backups/archive")).unwrap();
+    for _ in 0..2 {
+        prune_store(&store).args(["--keep-last", "1"]).succeeds();
+        let listed = Cmd::tool("dbverify")
+            .arg("--list")
+            .arg("--store")
+            .arg(&store)
+            .succeeds();
+        assert!(!listed.stdout().contains("20261101"), "{}", listed.stdout());
+        untouched();
+    }
+    // backups/ or locks/ themselves a link: every tool refuses (exit 4).
+    for dir in ["backups", "locks"] {
+        let real = store.join(format!("{dir}.real"));
+        std::fs::rename(store.join(dir), &real).unwrap();
+        std::os::unix::fs::symlink(&outside, store.join(dir)).unwrap();
+        snap_to(&s, &store)
+            .fails_with_code(4)
+            .stderr_has("is a link");
+        if dir == "backups" {
+            prune_store(&store)
+                .args(["--keep-last", "0"])
+                .fails_with_code(4)
+                .stderr_has("is a link");
+        }
+        untouched();
+        std::fs::remove_file(store.join(dir)).unwrap();
+        std::fs::rename(&real, store.join(dir)).unwrap();
+    }
+}
+
+#[test]
 fn links_planted_at_names_a_tool_writes_are_replaced_never_followed() {
     let (s, store) = scene_with_a_backup();
     let artifact = dbsafe_tests::artifacts(&store).pop().unwrap();
@@ -901,8 +952,9 @@ fn sigkill_of_dbverify_and_dbprune_at_random_points_leaves_a_consistent_store() 
         let prune = || prune_store(&store).args(["--keep-last", "1"]);
         kill_after(prune().spawn(), delays.next(150));
         consistent(&store, k);
-        // The next run finishes the rotation and leaves no orphan sidecar.
-        prune().succeeds();
+        // The next run finishes the rotation and leaves no orphan sidecar
+        // (these backups' are seconds old: --stale-tmp says they may go).
+        prune().args(["--stale-tmp", "0s"]).succeeds();
         let artifacts = dbsafe_tests::artifacts(&store);
         assert_eq!(artifacts.len(), 3, "seed {seed}, kill {k}: {artifacts:?}");
         let names: Vec<String> = artifacts

@@ -160,6 +160,16 @@ fn fetch_exits_1_for_missing_and_255_for_every_other_failure() {
         .arg("-i")
         .arg(&key)
         .fails_with_code(255);
+    // A store whose WAL cannot be read (here its wal/ is no directory: the
+    // file system answers ENOTDIR, as it answers EACCES or EIO): 255.
+    let unreadable = s.mkdir("unreadable-store");
+    std::fs::write(unreadable.join("wal"), b"not a directory").unwrap();
+    for _ in 0..2 {
+        fetch(&unreadable, SEG, &s.path("x"))
+            .arg("-i")
+            .arg(&key)
+            .fails_with_code(255);
+    }
     // Corrupted archived copy: 255, and nothing written at %p.
     let obj = store.join("wal").join(format!("{SEG}.zst.age"));
     let mut b = std::fs::read(&obj).unwrap();
