@@ -2,7 +2,7 @@
 
 use dbsafe_tests::pg::{self, Cluster, Restored};
 use dbsafe_tests::testdb::TestDb;
-use dbsafe_tests::{next_second, prune_store, wal_status, Cmd, Scene};
+use dbsafe_tests::{files_under, next_second, prune_store, wal_status, Cmd, Scene};
 use std::path::{Path, PathBuf};
 
 struct Drill {
@@ -662,6 +662,32 @@ fn a_restore_point_is_reached_exactly_and_a_recovered_server_backs_up_clean() {
     rp.switch_and_wait_archived();
     let (latest, _) = d.restore_with(&["--target-time", "latest"], "latest");
     assert_eq!(batches(&latest), "1:10,2:20,6:60,7:70");
+    // The base backup on timeline 2 restores at --level restore even once
+    // timeline 2's history file is gone from the archive (PostgreSQL does
+    // not need one to be archived): "not archived" is no failure there.
+    for f in files_under(&d.store)
+        .iter()
+        .filter(|f| f.starts_with("wal/00000002.history"))
+    {
+        std::fs::remove_file(d.store.join(f)).unwrap();
+    }
+    for _ in 0..2 {
+        let r = Cmd::tool("dbverify")
+            .arg("--store")
+            .arg(&d.store)
+            .args(["--latest", "--level", "restore", "--json"])
+            .succeeds();
+        let records = r.json();
+        assert!(
+            records
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["file"].as_str().is_some_and(|f| f.contains("_base_"))
+                    && v["result"] == "pass"),
+            "{records}"
+        );
+    }
 }
 
 /// Clusters made with `initdb --wal-segsize 64` have 64 segments a log:

@@ -373,6 +373,17 @@ impl PgData {
             .map_err(|e| Error::io("cannot write recovery.signal", e))?;
         std::fs::create_dir_all(self.dir.join("log"))
             .map_err(|e| Error::io("cannot create log dir", e))?;
+        // A base backup of a recovered server carries that recovery's log:
+        // this recovery's lines, read for where it stopped, start a new one.
+        match std::fs::rename(
+            self.log_path(),
+            self.log_path().with_extension("log.from-backup"),
+        ) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("cannot set the recovery log aside", e))
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -403,6 +414,15 @@ impl PgData {
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(format!("chmod {}", self.dir.display()), e))?;
         if let Some(user) = self.owner() {
+            if self.scratch {
+                // A scratch server's directory is in the run's private
+                // temporary directory: the server's user may pass through
+                // it (0711), and reads nothing else there (0600 files).
+                if let Some(parent) = self.dir.parent() {
+                    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))
+                        .map_err(|e| Error::io(format!("chmod {}", parent.display()), e))?;
+                }
+            }
             let st = Command::new("chown")
                 .args(["-R", &format!("{user}:")])
                 .arg(&self.dir)
@@ -446,7 +466,11 @@ impl PgData {
         if !out.status.success() && !stopped_early {
             return Err(Error::child(
                 out.status.code(),
-                format!("the restored server did not start: {}", self.log_tail()),
+                format!(
+                    "the restored server did not start: {} {}",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    self.log_tail()
+                ),
             ));
         }
         let start = Instant::now();
@@ -592,7 +616,8 @@ impl PgData {
 }
 
 /// Runs a `restore_command` for WAL file `file` into `dest`, as the server
-/// would (`%f`, `%p`, `%%`); exit 3 from it (not archived) is not found.
+/// would (`%f`, `%p`, `%%`); exit 1 from it (walship fetch's "not
+/// archived", as PostgreSQL reads it) is not found.
 fn run_restore_command(command: &str, file: &str, dest: &Path) -> Result<()> {
     let line = command
         .replace("%%", "\0")
@@ -613,13 +638,10 @@ fn run_restore_command(command: &str, file: &str, dest: &Path) -> Result<()> {
     if out.status.success() {
         return Ok(());
     }
-    let message = format!(
-        "restore_command for {file}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
     Err(match out.status.code() {
-        Some(3) => Error::not_found(message),
-        code => Error::child(code, message),
+        Some(1) => Error::not_found(format!("{file} is not in the WAL archive {said}")),
+        code => Error::child(code, format!("restore_command for {file}: {said}")),
     })
 }
 
