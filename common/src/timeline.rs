@@ -164,10 +164,23 @@ impl Timelines {
             Target::Latest => reachable
                 .iter()
                 .filter(|t| {
-                    // The newest branch: no reachable timeline descends from it.
-                    !reachable
+                    // An end of the archive's history: no reachable timeline
+                    // descends from it, or it went on writing after the
+                    // newest that does began (a drill promoted beside a
+                    // primary that runs on). A primary that stopped before
+                    // its successor began is no end.
+                    let last_branch = reachable
                         .iter()
-                        .any(|o| o.id != t.id && o.descends_from(t.id))
+                        .filter(|o| o.id != t.id && o.descends_from(t.id))
+                        .map(|o| o.created)
+                        .max();
+                    match last_branch {
+                        None => true,
+                        Some(began) => t
+                            .newest
+                            .as_ref()
+                            .is_some_and(|n| began.is_some_and(|b| n.1 > b)),
+                    }
                 })
                 .map(|t| t.id)
                 .collect(),
@@ -269,8 +282,23 @@ mod tests {
         assert!(t
             .containing(1, start, Target::Time(at("2026-12-01T13:00:00Z")))
             .is_empty());
-        // Latest: the newest branch.
+        // Latest: timeline 1 wrote on after timeline 2 began, so both are
+        // ends of the archive's history, and "latest" does not choose.
+        assert_eq!(t.containing(1, start, Target::Latest), [1, 2]);
+    }
+
+    #[test]
+    fn latest_is_the_successor_of_a_primary_that_stopped_before_it_began() {
+        let mut t = incident();
+        // Timeline 1's last segment was archived before timeline 2 began.
+        t.0.get_mut(&1).unwrap().newest = Some((
+            "000000010000000000000009".into(),
+            at("2026-12-01T10:59:00Z"),
+        ));
+        let start = Lsn::parse("0/2000028").unwrap();
         assert_eq!(t.containing(1, start, Target::Latest), [2]);
+        // From a base backup on timeline 2, timeline 1 is out of reach.
+        assert_eq!(t.containing(2, start, Target::Latest), [2]);
     }
 
     #[test]

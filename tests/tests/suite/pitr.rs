@@ -587,6 +587,11 @@ fn repeated_recoveries_land_exactly_where_asked_on_the_timeline_asked() {
         !d.s.path("ambiguous").join("PG_VERSION").exists(),
         "nothing was restored"
     );
+    // Nor does "latest" choose: timeline 1 wrote on after timeline 2 began.
+    for _ in 0..2 {
+        let (cmd, _) = d.recovery(&["--target-time", "latest"], "ambiguous-latest");
+        cmd.fails_with_code(2).stderr_has("lies on 2 timelines");
+    }
     let (one, _) = d.restore_with(&["--target-time", &tc, "--target-timeline", "1"], "tc1");
     assert_eq!(batches(&one), "4:40,5:50,7:70");
     drop(one);
