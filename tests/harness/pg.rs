@@ -370,8 +370,9 @@ impl Restored {
     }
 }
 
-impl Drop for Restored {
-    fn drop(&mut self) {
+impl Restored {
+    /// `pg_ctl -D DATA` as the server's user.
+    fn pg_ctl(&self) -> Command {
         let pg_ctl = Path::new(PG_BIN).join("pg_ctl");
         let mut cmd = if running_as_root() {
             let mut c = Command::new("runuser");
@@ -380,9 +381,34 @@ impl Drop for Restored {
         } else {
             Command::new(pg_ctl)
         };
-        let _ = cmd
-            .arg("-D")
-            .arg(&self.data)
+        cmd.arg("-D").arg(&self.data);
+        cmd
+    }
+
+    /// Starts the restored data directory with pg_ctl, as a runbook would
+    /// after `dbrestore --pgdata` without `--start`, and waits for it.
+    pub fn start_by_hand(&self) {
+        let log = self.data.join("log/by-hand.log");
+        let out = self
+            .pg_ctl()
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "start"])
+            .output()
+            .expect("pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let _ = self
+            .pg_ctl()
             .args(["-m", "immediate", "-w", "stop"])
             .output();
     }

@@ -2,8 +2,9 @@
 
 use dbsafe_tests::pg::{self, Cluster, Restored};
 use dbsafe_tests::testdb::TestDb;
-use dbsafe_tests::{files_under, next_second, prune_store, wal_status, Cmd, Scene};
+use dbsafe_tests::{files_under, next_second, prune_store, wait_until, wal_status, Cmd, Scene};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 struct Drill {
     s: Scene,
@@ -692,6 +693,49 @@ fn a_restore_point_is_reached_exactly_and_a_recovered_server_backs_up_clean() {
                     && v["result"] == "pass"),
             "{records}"
         );
+    }
+}
+
+/// Recovery settings go when recovery ends, however the server was started:
+/// by hand after `dbrestore --pgdata` without `--start`, or paused at the
+/// target and resumed by hand.
+#[test]
+fn no_recovery_setting_outlives_a_promotion_by_hand() {
+    let d = Drill::after_base_backup(false, 10, 20);
+    let t = target_time(|| d.now());
+    d.insert(3, 30);
+    d.c.switch_and_wait_archived();
+    let promoted = |r: &Restored| {
+        wait_until("the promotion", Duration::from_secs(120), || {
+            r.psql("postgres", "SELECT pg_is_in_recovery();") == "f"
+        });
+        assert_eq!(batches(r), "1:10,2:20");
+        let auto = std::fs::read_to_string(r.data.join("postgresql.auto.conf")).unwrap();
+        for setting in ["restore_command", "recovery_target", "recovery_end_command"] {
+            assert!(
+                !auto.contains(setting),
+                "{setting} outlived recovery:\n{auto}"
+            );
+        }
+    };
+    for round in 0..2 {
+        let by_hand = Restored {
+            data: d.s.path(&format!("by-hand-{round}")),
+            port: dbsafe_tests::free_port(),
+        };
+        d.pgdata_restore(
+            &["--target-time", &t, "--port", &by_hand.port.to_string()],
+            &by_hand.data,
+        )
+        .succeeds();
+        by_hand.start_by_hand();
+        promoted(&by_hand);
+        let (paused, _) = d.restore_with(
+            &["--target-time", &t, "--target-action", "pause"],
+            &format!("paused-{round}"),
+        );
+        paused.psql("postgres", "SELECT pg_wal_replay_resume();");
+        promoted(&paused);
     }
 }
 

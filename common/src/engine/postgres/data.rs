@@ -347,6 +347,15 @@ impl PgData {
             self.recovery.action.as_str(),
             q(&self.recovery.timeline)
         ));
+        if !self.scratch {
+            // However the server is started (--start, or pg_ctl by hand),
+            // the block goes from the file when recovery ends (promotion),
+            // so no recovery setting outlives it into a later start or a
+            // standby made from this one; a failure of it only warns.
+            let strip =
+                format!("sed -i -e '/^{BLOCK_START}$/,/^{BLOCK_END}$/d' postgresql.auto.conf");
+            conf.push_str(&format!("recovery_end_command = {}\n", q(&strip)));
+        }
         conf.push_str(&format!("{BLOCK_END}\n"));
         // Settings of the recovered server itself, which stay.
         conf.push_str(&format!("port = {}\n", self.recovery.port));
