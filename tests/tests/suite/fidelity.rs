@@ -314,6 +314,33 @@ fn an_unreachable_scratch_server_is_could_not_verify_not_a_broken_backup() {
     assert_eq!(rec["result"], "pass", "the earlier pass stays on record");
 }
 
+/// An archive cut short anywhere (a killed `pg_dump -Fc | zstd`, read from
+/// stdin with no checksum to compare) fails full verification: the check
+/// reads every block, not only the table of contents at the start.
+#[test]
+fn a_pg_dump_archive_cut_short_anywhere_fails_full_verification() {
+    let (s, _src, artifact) = rich_source();
+    let payload = Cmd::new("zstd")
+        .arg("-dc")
+        .arg(&artifact)
+        .succeeds()
+        .out
+        .stdout;
+    let whole = s.path("whole.pgdump");
+    std::fs::write(&whole, &payload).unwrap();
+    Cmd::tool("dbverify").arg("-").stdin_file(&whole).succeeds();
+    let n = payload.len();
+    for cut in [n / 4, n / 2, n * 9 / 10, n - 51, n - 1] {
+        let part = s.path(&format!("cut-{cut}.pgdump"));
+        std::fs::write(&part, &payload[..cut]).unwrap();
+        Cmd::tool("dbverify")
+            .arg("-")
+            .stdin_file(&part)
+            .fails_with_code(1)
+            .stderr_has("pg_restore cannot read the archive");
+    }
+}
+
 #[test]
 fn parallel_and_single_restores_produce_the_same_database_and_keep_no_decoded_copy_or_show_it() {
     let (s, src, artifact) = rich_source();

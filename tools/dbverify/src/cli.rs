@@ -10,7 +10,7 @@ const AFTER_HELP: &str = concat!(
     "Levels:
   quick    sha256 against the .sha256 sidecar or --sha256
   full     quick, plus decrypt and decompress to the end, plus a structural check of the payload
-           (SQLite: PRAGMA integrity_check)
+           (SQLite: PRAGMA integrity_check; pg_dump archives: read whole by pg_restore)
   restore  full, plus a restore into a scratch database and a comparison of row counts with the
            metadata; reports an integrity score (matching tables / tables)
 

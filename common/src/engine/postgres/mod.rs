@@ -331,47 +331,66 @@ pub(crate) fn home(url: &str) -> Result<Box<dyn super::side::Home>> {
     side::home(url)
 }
 
-/// `pg_restore --list` of a payload: problems when it cannot read the archive.
+/// The payload read whole by `pg_restore` into a script sent nowhere
+/// (`-f /dev/null`, no server): every block of every entry, so an archive
+/// cut short anywhere is a problem, where `--list` reads only the table of
+/// contents. Its progress (`-v`, in English) counts the entries.
 pub(crate) fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
     let mut cmd = Command::new("pg_restore");
-    cmd.arg("--list")
+    cmd.args(["-v", "-f", "/dev/null"])
+        .env("LC_ALL", "C")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = Child::spawn("pg_restore", CLIENT_PACKAGE_HINT, cmd)?;
     let mut stdin = child.child.stdin.take().expect("piped stdin");
-    let mut stdout = child.child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).map(|_| s)
-    });
     let fed = feed(input, &mut stdin);
     drop(stdin);
     if let Err(e) = fed {
         child.kill();
-        let _ = reader.join();
         return Err(e);
     }
-    let listing = reader.join().ok().and_then(|r| r.ok()).unwrap_or_default();
+    let status = child
+        .child
+        .wait()
+        .map_err(|e| Error::io("waiting for pg_restore", e))?;
+    let stderr = child.stderr_text();
+    let progress = |verb: &str| {
+        stderr
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("pg_restore: ")
+                    .is_some_and(|l| l.starts_with(verb))
+            })
+            .count()
+    };
+    let (data, entries) = (
+        progress("processing data for table "),
+        progress("creating ") + progress("executing ") + progress("processing "),
+    );
     let mut problems = Vec::new();
-    if let Err(e) = child.finish("pg_restore --list cannot read the archive") {
-        problems.push(e.message);
-    }
-    let entries: Vec<&str> = listing
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
-        .collect();
-    let data = entries
-        .iter()
-        .filter(|l| l.contains(" TABLE DATA "))
-        .count();
-    if problems.is_empty() && entries.is_empty() {
-        problems.push("pg_restore --list found no entries in the archive".into());
+    if !status.success() {
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| {
+                !["creating ", "executing ", "processing ", "restoring "]
+                    .iter()
+                    .any(|v| {
+                        l.strip_prefix("pg_restore: ")
+                            .is_some_and(|l| l.starts_with(v))
+                    })
+            })
+            .collect();
+        problems.push(format!(
+            "pg_restore cannot read the archive ({status}): {}",
+            said.join("; ")
+        ));
+    } else if entries == 0 {
+        problems.push("pg_restore found no entries in the archive".into());
     }
     Ok(PayloadCheck {
         checks: vec![format!(
-            "pg_restore --list: {} TOC entries, {data} TABLE DATA",
-            entries.len()
+            "pg_restore read the whole archive: {entries} entries, {data} TABLE DATA"
         )],
         problems,
         tables: None,
