@@ -283,6 +283,14 @@ fn stdout_streaming_with_meta_file() {
         .args(["--level", "restore"])
         .stdin_file(&art)
         .succeeds();
+    // A metadata file that is not there (a typo) is no comparison skipped.
+    Cmd::tool("dbverify")
+        .arg("-")
+        .arg("--meta")
+        .arg(s.path("m.jsno"))
+        .args(["--level", "restore"])
+        .stdin_file(&art)
+        .fails_with(2, "no such metadata file");
 }
 
 #[test]

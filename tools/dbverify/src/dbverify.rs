@@ -145,9 +145,7 @@ fn verify_file(
         a = a.with_sha256(h);
     }
     if let Some(m) = &args.meta {
-        if let Some(meta) = artifact::read_meta_file(m)? {
-            a = a.with_meta(meta);
-        }
+        a = a.with_meta(artifact::read_meta_file(m)?);
     }
     let rec = verify_one(&a, s, log)?;
     keep_record(&a, &rec, log);
