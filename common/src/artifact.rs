@@ -99,9 +99,8 @@ pub fn read_small_file(path: &Path) -> Result<Option<Vec<u8>>> {
 /// A file that is not there is a usage error (exit 2): the comparison it
 /// was given for would silently not happen.
 pub fn read_meta_file(path: &Path) -> Result<Metadata> {
-    let bytes = read_small_file(path)?.ok_or_else(|| {
-        Error::usage(format!("{}: no such metadata file", path.display()))
-    })?;
+    let bytes = read_small_file(path)?
+        .ok_or_else(|| Error::usage(format!("{}: no such metadata file", path.display())))?;
     parse(&path.display().to_string(), "metadata", &bytes)
 }
 

@@ -60,16 +60,29 @@ pub fn open_regular(options: &mut OpenOptions, path: &Path, what: &str) -> Resul
         ))
         .hint("remove it, and check who can write to the store")
     };
+    use rustix::fs::OFlags;
+    use rustix::io::Errno;
+    // Without blocking: a FIFO planted there would hold the open until a
+    // reader came (ENXIO when none, refused below when one is there).
     let f = options
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => refused(),
+            Some(code)
+                if code == Errno::LOOP.raw_os_error() || code == Errno::NXIO.raw_os_error() =>
+            {
+                refused()
+            }
             _ => crate::Error::io(format!("cannot open {what} {}", path.display()), e),
         })?;
     if !f.metadata().context(path.display())?.is_file() {
         return Err(refused());
     }
+    rustix::fs::fcntl_getfl(&f)
+        .and_then(|flags| rustix::fs::fcntl_setfl(&f, flags - OFlags::NONBLOCK))
+        .map_err(|e| {
+            crate::Error::io(format!("cannot open {what} {}", path.display()), e.into())
+        })?;
     Ok(f)
 }
 

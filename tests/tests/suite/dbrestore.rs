@@ -156,6 +156,25 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(sha256_file(&target), before);
     assert_eq!(artifacts(&t.store).len(), 1);
     assert!(audit_entries(&t.store).is_empty());
+    // A file restored with its safety backup planned into a store that does
+    // not exist yet: the plan says it would be created; nothing is.
+    let artifact = artifacts(&t.store).pop().unwrap();
+    let new_store = t.s.path("new-store");
+    for _ in 0..2 {
+        let r = Cmd::tool("dbrestore")
+            .arg(&artifact)
+            .arg("-i")
+            .arg(&t.key)
+            .arg("--target")
+            .arg(sqlite::url(&target))
+            .arg("--store")
+            .arg(&new_store)
+            .arg("--dry-run")
+            .succeeds();
+        assert!(r.stdout().contains("(created)"), "{}", r.stdout());
+        assert!(!new_store.exists(), "a dry run created the store");
+        assert_eq!(sha256_file(&target), before);
+    }
 }
 
 #[test]

@@ -80,6 +80,35 @@ fn a_link_planted_as_the_audit_log_is_never_written_through() {
 }
 
 #[test]
+fn a_fifo_planted_as_the_audit_log_is_refused_at_once_never_waited_on() {
+    let (s, store) = scene_with_a_backup();
+    dbsafe_tests::next_second();
+    snap_to(&s, &store).succeeds();
+    Cmd::new("mkfifo").arg(store.join("audit.log")).succeeds();
+    let target = s.path("target.db");
+    sqlite::sample(&target, 3);
+    let before = sqlite::contents(&target);
+    for _ in 0..2 {
+        for cmd in [
+            prune_store(&store).args(["--keep-last", "1"]),
+            restore_from_store(&store, sqlite::url(&target)).args(["--latest", "--yes"]),
+        ] {
+            let mut child = cmd.spawn();
+            let ended = dbsafe_tests::poll_until(std::time::Duration::from_secs(30), || {
+                child.try_wait().unwrap().is_some()
+            });
+            if !ended {
+                dbsafe_tests::kill_and_reap(&mut child);
+                panic!("the run waited on the FIFO");
+            }
+            assert_eq!(child.wait().unwrap().code(), Some(4));
+        }
+    }
+    assert_eq!(dbsafe_tests::artifacts(&store).len(), 2);
+    assert_eq!(sqlite::contents(&target), before);
+}
+
+#[test]
 fn an_audit_log_swapped_for_a_link_while_a_restore_runs_gets_its_entry_in_the_file_checked_at_the_start(
 ) {
     let (s, store) = scene_with_a_backup();

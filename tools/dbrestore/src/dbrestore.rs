@@ -384,6 +384,8 @@ fn resolve_source(args: &cli::Cli, cfg: &Config) -> Result<Source> {
 enum SafetyDest {
     Store(Box<dyn Store>),
     Dir(PathBuf),
+    /// A dry run's store that does not exist yet (the run would create it).
+    NewStore(String),
 }
 
 impl SafetyDest {
@@ -391,6 +393,7 @@ impl SafetyDest {
         match self {
             SafetyDest::Store(s) => s.describe(),
             SafetyDest::Dir(d) => d.display().to_string(),
+            SafetyDest::NewStore(loc) => format!("{loc} (created)"),
         }
     }
 }
@@ -407,6 +410,12 @@ fn safety_location(args: &cli::Cli, cfg: &Config, source: &Source) -> Result<Saf
     }
     let env = args.env.clone().unwrap_or_else(|| "default".into());
     match args.store.clone().or_else(|| cfg.store_for(&env)) {
+        // A dry run creates nothing, not even the store.
+        Some(loc) if args.change.dry_run => match dbsafe::store::open(&loc, false) {
+            Ok(store) => Ok(SafetyDest::Store(store)),
+            Err(e) if e.code() == dbsafe::ExitCode::NotFound => Ok(SafetyDest::NewStore(loc)),
+            Err(e) => Err(e),
+        },
         Some(loc) => Ok(SafetyDest::Store(dbsafe::store::open(&loc, true)?)),
         None => Err(Error::usage(
             "the target is not empty and there is nowhere to put its safety backup",
@@ -770,6 +779,7 @@ impl Restoring<'_> {
                     lock_timeout: Duration::ZERO,
                 },
             )?,
+            SafetyDest::NewStore(_) => unreachable!("a dry run takes no safety backup"),
             SafetyDest::Dir(dir) => {
                 dbsafe::fsutil::create_private_dir(dir)?;
                 let mut name = ArtifactName {
