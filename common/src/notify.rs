@@ -238,6 +238,7 @@ pub fn run_shell(
     env: &[(&str, String)],
     timeout: Option<Duration>,
 ) -> std::result::Result<(), String> {
+    use std::os::unix::process::CommandExt;
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -245,14 +246,25 @@ pub fn run_shell(
         .stdin(std::process::Stdio::null())
         // A tool's stdout is its data (a stream, a JSON report): hooks speak on stderr.
         .stdout(std::io::stderr())
+        // A group of its own: what the command starts ends with it.
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run sh: {e}"))?;
+    let group = rustix::process::Pid::from_raw(child.id() as i32);
+    let stop = move || {
+        if let Some(g) = group {
+            let _ = rustix::process::kill_process_group(g, rustix::process::Signal::TERM);
+        }
+    };
+    // An interrupted tool stops its hook too.
+    let _stopped_with_the_tool = crate::cleanup::ActionGuard::new(stop);
     let start = Instant::now();
     loop {
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Ok(()),
             Ok(Some(st)) => return Err(format!("`{cmd}` ended with {st}")),
             Ok(None) if timeout.is_some_and(|t| start.elapsed() > t) => {
+                stop();
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(

@@ -80,6 +80,55 @@ fn a_link_planted_as_the_audit_log_is_never_written_through() {
 }
 
 #[test]
+fn a_restore_interrupted_after_it_replaced_the_target_is_audited_and_stops_its_hook() {
+    let (s, store) = scene_with_a_backup();
+    let target = s.path("target.db");
+    for round in 1..=2 {
+        let _ = std::fs::remove_file(&target);
+        sqlite::sample(&target, 3);
+        let (started, pid) = (
+            s.path(&format!("hook-{round}")),
+            s.path(&format!("pid-{round}")),
+        );
+        // The --after-cmd hook starts what it starts, and is still running
+        // when the restore is told to stop.
+        let hook = format!(
+            "sleep 60 & echo $! > {}; touch {}; wait",
+            pid.display(),
+            started.display()
+        );
+        let mut child = restore_from_store(&store, sqlite::url(&target))
+            .args(["--latest", "--yes", "--after-cmd", &hook])
+            .stderr_file(s.path(&format!("stderr-{round}")))
+            .spawn();
+        dbsafe_tests::wait_until("the hook", std::time::Duration::from_secs(60), || {
+            started.exists()
+        });
+        Cmd::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .succeeds();
+        assert_eq!(child.wait().unwrap().code(), Some(130), "round {round}");
+        let log = std::fs::read_to_string(store.join("audit.log")).unwrap();
+        let entry: serde_json::Value =
+            serde_json::from_str(log.lines().last().expect("an entry")).unwrap();
+        assert_eq!(entry["result"], "interrupted", "round {round}: {entry}");
+        let safety = entry["details"]["safety_backup"].as_str().expect("named");
+        assert!(
+            files_under(&store).iter().any(|f| f.ends_with(safety)),
+            "{safety}"
+        );
+        let stderr = std::fs::read_to_string(s.path(&format!("stderr-{round}"))).unwrap();
+        assert!(stderr.contains(safety), "{stderr}");
+        let sleeper = std::fs::read_to_string(&pid).unwrap();
+        dbsafe_tests::wait_until(
+            "the hook's child to end",
+            std::time::Duration::from_secs(10),
+            || !Path::new(&format!("/proc/{}", sleeper.trim())).exists(),
+        );
+    }
+}
+
+#[test]
 fn a_fifo_planted_as_the_audit_log_is_refused_at_once_never_waited_on() {
     let (s, store) = scene_with_a_backup();
     dbsafe_tests::next_second();

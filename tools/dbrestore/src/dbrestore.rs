@@ -152,10 +152,12 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
 
     let clock = Instant::now();
     let mut audit = AuditEntry::new("dbrestore", "restore", &artifact.describe(), &target.url());
-    let audit_log = dbsafe::audit::Log::open(&audit_path(&source, &safety))?;
+    let audit_log = std::sync::Arc::new(dbsafe::audit::Log::open(&audit_path(&source, &safety))?);
     let restoring = Restoring {
         touched: Default::default(),
         safety_taken: Default::default(),
+        on_interrupt: Default::default(),
+        audit: (std::sync::Arc::clone(&audit_log), audit.clone(), clock),
         args: &args,
         cfg: &cfg,
         log: &log,
@@ -166,6 +168,8 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         tmpdir: &tmpdir,
     };
     let result = restoring.execute(check, non_empty, safety.as_ref());
+    // From here the entry below is written: an interrupt no longer writes its own.
+    drop(restoring.on_interrupt.take());
     audit.duration_seconds = clock.elapsed().as_secs_f64();
     let safety_name = restoring.safety_taken.take();
     let (problems, checked, err) = match result {
@@ -475,6 +479,11 @@ struct Restoring<'a> {
     /// Where the safety backup went, once taken: a restore that fails after
     /// it names it too.
     safety_taken: std::cell::RefCell<Option<String>>,
+    /// Once the target is touched: what an interrupt (SIGINT, SIGTERM)
+    /// writes to the audit log before the tool ends.
+    on_interrupt: std::cell::RefCell<Option<dbsafe::cleanup::ActionGuard>>,
+    /// The audit log, the run's entry, and when the run began.
+    audit: (std::sync::Arc<dbsafe::audit::Log>, AuditEntry, Instant),
     args: &'a cli::Cli,
     cfg: &'a Config,
     log: &'a Log,
@@ -560,6 +569,32 @@ impl Restoring<'_> {
         Ok(restored)
     }
 
+    /// The audit entry of a restore interrupted once it touched the target,
+    /// written by the interrupt, naming the safety backup there too.
+    fn audit_on_interrupt(&self) -> dbsafe::cleanup::ActionGuard {
+        let (log, mut entry, started) = self.audit.clone();
+        let safety = self.safety_taken.borrow().clone();
+        let out = *self.log;
+        dbsafe::cleanup::ActionGuard::new(move || {
+            entry.result = "interrupted".into();
+            entry.duration_seconds = started.elapsed().as_secs_f64();
+            entry.details = serde_json::json!({
+                "safety_backup": safety, "problems": ["interrupted (SIGINT or SIGTERM)"],
+            });
+            if let Err(e) = log.append(&entry) {
+                out.warn(format!(
+                    "cannot write the audit log {}: {e}",
+                    log.path().display()
+                ));
+            }
+            if let Some(name) = &safety {
+                out.warn(format!(
+                    "the target's contents from before this restore are in the safety backup {name}"
+                ));
+            }
+        })
+    }
+
     /// Runs a --before-cmd/--after-cmd hook with the target in its
     /// environment (and, after, how the restore went); a hook that fails is
     /// a failed run.
@@ -627,6 +662,7 @@ impl Restoring<'_> {
             ..Default::default()
         };
         self.touched.set(true);
+        *self.on_interrupt.borrow_mut() = Some(self.audit_on_interrupt());
         let report = match spool {
             Some(spool) => {
                 log.info(format!(
