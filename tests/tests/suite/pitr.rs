@@ -633,6 +633,10 @@ fn a_restore_point_is_reached_exactly_and_a_recovered_server_backs_up_clean() {
         .arg(&d.store)
         .succeeds();
     d.insert(3, 30);
+    // A base backup taken after the restore point cannot reach it: the
+    // recovery starts from the one before it.
+    next_second();
+    d.base_backup();
     d.c.switch_and_wait_archived();
     let (rp, _) = d.restore_with(&["--target-name", "before-release", "--archive"], "rp");
     assert_eq!(batches(&rp), "1:10,2:20");

@@ -65,24 +65,40 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
     };
     let stop_lsn =
         |m: &dbsafe::meta::Metadata| m.wal.as_ref().and_then(|w| Lsn::parse(&w.stop_lsn));
-    let chosen = match &target {
-        RecoveryTarget::Time(t) => bases.iter().rev().find(|b| b.0 <= *t).ok_or_else(|| {
+    let before_lsn = |l: Lsn| {
+        bases
+            .iter()
+            .rev()
+            .find(|b| stop_lsn(&b.2).is_some_and(|s| s <= l))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "no base backup ends before position {l}: the store can recover from {} onwards",
+                    bases.first().and_then(|b| stop_lsn(&b.2)).map(|l| l.to_string()).unwrap_or_default()
+                ))
+            })
+    };
+    let chosen = match (&target, recorded_lsn) {
+        (RecoveryTarget::Time(t), _) => bases.iter().rev().find(|b| b.0 <= *t).ok_or_else(|| {
             Error::not_found(format!(
                 "no base backup finished before {}: the store can recover from {} onwards",
                 t.to_rfc3339(),
                 oldest.to_rfc3339()
             ))
         })?,
-        RecoveryTarget::Lsn(l) => bases
-            .iter()
-            .rev()
-            .find(|b| stop_lsn(&b.2).is_some_and(|s| s <= *l))
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "no base backup ends before position {l}: the store can recover from {} onwards",
-                    bases.first().and_then(|b| stop_lsn(&b.2)).map(|l| l.to_string()).unwrap_or_default()
-                ))
-            })?,
+        (RecoveryTarget::Lsn(l), _) => before_lsn(*l)?,
+        // A restore point the store recorded: the newest base backup before it.
+        (RecoveryTarget::Name(_), Some(l)) => before_lsn(l)?,
+        // A transaction or a restore point of unknown position may lie
+        // before any but the oldest base backup: recovery from that one
+        // reaches every point after it.
+        (RecoveryTarget::Xid(_) | RecoveryTarget::Name(_), None) => {
+            let b = bases.first().expect("non-empty");
+            log.info(format!(
+                "the target's position is not known: recovering from the oldest base backup, {}",
+                b.1.file()
+            ));
+            b
+        }
         _ => bases.last().expect("non-empty"),
     };
     let (finished, entry, meta) = chosen;
