@@ -222,6 +222,16 @@ impl Keyring {
         Encryption::from_sources(&publics, &[], None)
     }
 
+    /// The files the keys came from (identities, passphrase), which a
+    /// `restore_command` names for the server to read.
+    pub fn files(&self) -> Vec<&Path> {
+        self.identity_files
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(self.passphrase_file.as_deref())
+            .collect()
+    }
+
     /// Whether nothing to decrypt with was given.
     pub fn is_empty(&self) -> bool {
         self.identities.is_empty() && self.passphrase.is_none()

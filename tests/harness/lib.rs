@@ -167,6 +167,14 @@ pub fn require(tool: &str, package: &str) -> PathBuf {
     })
 }
 
+/// Whether the tests run as root (servers then run as their own users).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
 /// Finds `tool` on PATH.
 pub fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

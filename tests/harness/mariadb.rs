@@ -9,7 +9,6 @@
 
 use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb, STOP_WRITER, WRITER_CONTROL};
 use crate::Cmd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -40,11 +39,7 @@ pub struct Server {
     pub password: String,
 }
 
-fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
+use crate::running_as_root;
 
 /// The path of a server binary; fails naming the package when absent.
 pub fn server_bin(name: &str) -> PathBuf {

@@ -10,7 +10,6 @@
 
 use crate::testdb::{ConcurrentWrites, Engine, Passwords, TestDb, STOP_WRITER, WRITER_CONTROL};
 use crate::Cmd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -32,11 +31,7 @@ pub struct Cluster {
     as_postgres: bool,
 }
 
-fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
+use crate::running_as_root;
 
 /// The path of a PostgreSQL server binary; fails naming the packages when absent.
 pub fn server_bin(name: &str) -> PathBuf {

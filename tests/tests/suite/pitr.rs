@@ -700,6 +700,40 @@ fn a_restore_point_is_reached_exactly_and_a_recovered_server_backs_up_clean() {
     }
 }
 
+/// The restored server runs as postgres (dbrestore runs as root here): a
+/// key only root can read would stop recovery at its first WAL file, so
+/// the recovery is refused before anything is unpacked.
+#[test]
+fn a_key_the_server_cannot_read_is_refused_before_anything_is_restored() {
+    assert!(
+        dbsafe_tests::running_as_root(),
+        "this test runs as root, so that the restored server runs as another user"
+    );
+    let d = Drill::after_base_backup(true, 10, 20);
+    let private = d.s.mkdir("root-only");
+    Cmd::new("chown").arg("root:").arg(&private).succeeds();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let key = private.join("key.txt");
+    std::fs::copy(d.key.as_ref().unwrap(), &key).unwrap();
+    let data = d.s.path("refused");
+    for _ in 0..2 {
+        Cmd::tool("dbrestore")
+            .arg("--store")
+            .arg(&d.store)
+            .args(["--target-time", "latest", "--start", "--pgdata"])
+            .arg(&data)
+            .arg("-i")
+            .arg(&key)
+            .fails_with(2, "its restore_command could not read")
+            .stderr_has("key.txt");
+        assert!(!data.exists(), "nothing was unpacked");
+    }
+}
+
 /// Recovery settings go when recovery ends, however the server was started:
 /// by hand after `dbrestore --pgdata` without `--start`, or paused at the
 /// target and resumed by hand.

@@ -78,13 +78,15 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
             })
     };
     let chosen = match (&target, recorded_lsn) {
-        (RecoveryTarget::Time(t), _) => bases.iter().rev().find(|b| b.0 <= *t).ok_or_else(|| {
-            Error::not_found(format!(
-                "no base backup finished before {}: the store can recover from {} onwards",
-                t.to_rfc3339(),
-                oldest.to_rfc3339()
-            ))
-        })?,
+        (RecoveryTarget::Time(t), _) => {
+            bases.iter().rev().find(|b| b.0 <= *t).ok_or_else(|| {
+                Error::not_found(format!(
+                    "no base backup finished before {}: the store can recover from {} onwards",
+                    t.to_rfc3339(),
+                    oldest.to_rfc3339()
+                ))
+            })?
+        }
         (RecoveryTarget::Lsn(l), _) => before_lsn(*l)?,
         // A restore point the store recorded: the newest base backup before it.
         (RecoveryTarget::Name(_), Some(l)) => before_lsn(l)?,
@@ -157,6 +159,14 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
     let audit_log = dbsafe::audit::Log::of(store.as_ref())?;
     let clock = Instant::now();
     let pg = PgData::new(dir.clone(), recovery, Origin::of(Some(meta)));
+    let local_store = dbsafe::store::local_dir(&loc);
+    pg.check_server_reads(
+        &keys
+            .files()
+            .into_iter()
+            .chain(local_store.as_deref())
+            .collect::<Vec<_>>(),
+    )?;
     let artifact = Artifact::entry(store.as_ref(), entry).with_meta(meta.clone());
     let mut audit = AuditEntry::new(
         "dbrestore",

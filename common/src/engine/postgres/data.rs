@@ -226,6 +226,36 @@ impl PgData {
         crate::fsutil::running_as_root().then_some("postgres")
     }
 
+    /// Refuses (exit 2), before anything is unpacked, a recovery whose
+    /// server could not read what its `restore_command` names: the server
+    /// runs as its own user (postgres, when this runs as root), and a key or
+    /// store only root can read would stop recovery at its first WAL file.
+    pub fn check_server_reads(&self, paths: &[&Path]) -> Result<()> {
+        let Some(user) = self.owner() else {
+            return Ok(());
+        };
+        for p in paths {
+            let test = if p.is_dir() { "-x" } else { "-r" };
+            let readable = self
+                .as_owner(Path::new("test"))
+                .arg(test)
+                .arg(p)
+                .status()
+                .map_err(|e| Error::failed(format!("cannot run runuser: {e}")))?
+                .success();
+            if !readable {
+                return Err(Error::usage(format!(
+                    "the restored server runs as {user}, and its restore_command could not read {}",
+                    p.display()
+                ))
+                .hint(format!(
+                    "let {user} read it (a copy owned by {user}, mode 0600 for a key), or run dbrestore as {user}; nothing was changed"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn as_owner(&self, program: &Path) -> Command {
         match self.owner() {
             Some(user) => {
