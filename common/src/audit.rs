@@ -146,7 +146,7 @@ pub fn log_for(store: &dyn crate::Store) -> std::path::PathBuf {
 
 /// Where the audit log of the store at `location` lives.
 fn log_of(location: &str) -> std::path::PathBuf {
-    match crate::store::local_dir(location) {
+    match crate::store::directory_of(location) {
         Some(dir) => dir.join("audit.log"),
         None => default_log_path(),
     }

@@ -122,7 +122,7 @@ impl Lock {
 
 /// The lock file of lock `name` of the store at `location`.
 fn store_lock_path(location: &str, name: &str, runtime_dir: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(dir) = crate::store::local_dir(location) {
+    if let Some(dir) = crate::store::directory_of(location) {
         let locks = dir.join("locks");
         if std::fs::symlink_metadata(&locks).is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(Error::refused(format!(

@@ -7,7 +7,7 @@
 //!
 //! Policy is not the store's business: locks ([`crate::lock`]) and the
 //! audit log ([`crate::audit`]) are layers built around a store, keyed on
-//! its location ([`Store::describe`], [`local_dir`]); retries are a layer
+//! its location ([`Store::describe`], [`directory_of`]); retries are a layer
 //! around the S3 client's requests.
 
 mod cloud;
@@ -174,7 +174,7 @@ pub fn open(location: &str, create: bool) -> Result<Box<dyn Store>> {
             )));
         }
     }
-    if let Some(dir) = local_dir(location) {
+    if let Some(dir) = directory_of(location) {
         let store = LocalStore::open(dir, create)?;
         crate::fsutil::check_private_dir(dir, SHARED.load(std::sync::atomic::Ordering::Relaxed))?;
         return Ok(Box::new(store));
@@ -202,7 +202,7 @@ pub fn allow_shared_stores(yes: bool) {
 /// for a URL (`scheme://...`). The one rule that tells local stores from
 /// remote ones, for [`open`] and for the layers that keep state beside a
 /// local store but on this host for a remote one.
-pub fn local_dir(location: &str) -> Option<&Path> {
+pub fn directory_of(location: &str) -> Option<&Path> {
     (!location.contains("://")).then(|| Path::new(location))
 }
 

@@ -305,6 +305,8 @@ fn listing_more_than_a_thousand_keys_follows_continuation_tokens() {
         let name = format!("default_db_full_{}.sqlite.zst", t.format("%Y%m%d_%H%M%S"));
         std::fs::write(dir.join(format!("{name}.sha256")), format!("00  {name}\n")).unwrap();
     }
+    // Older than --stale-tmp: orphans of crashed writers, which dbprune removes.
+    Cmd::sh(&format!("touch -d '2 hours ago' {}/*", dir.display())).succeeds();
     let report = server
         .tool("dbprune")
         .args(["--store", &server.url(PREFIX), "--dry-run", "--json"])

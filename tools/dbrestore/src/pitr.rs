@@ -159,7 +159,7 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
     let audit_log = dbsafe::audit::Log::of(store.as_ref())?;
     let clock = Instant::now();
     let pg = PgData::new(dir.clone(), recovery, Origin::of(Some(meta)));
-    let local_store = dbsafe::store::local_dir(&loc);
+    let local_store = dbsafe::store::directory_of(&loc);
     pg.check_server_reads(
         &keys
             .files()
