@@ -164,7 +164,7 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
         &keys
             .files()
             .into_iter()
-            .chain(local_store.as_deref())
+            .chain(local_store)
             .collect::<Vec<_>>(),
     )?;
     let artifact = Artifact::entry(store.as_ref(), entry).with_meta(meta.clone());
