@@ -339,8 +339,10 @@ fn safety_backups_are_kept_seven_days_and_at_least_the_newest() {
     let store = s.path("store");
     // One clock reading names every backup: a second boundary between two
     // readings would name them apart from what the assertions expect.
-    let stamps: std::collections::HashMap<i64, String> =
-        [30, 20, 10, 2].into_iter().map(|d| (d, stamp(d))).collect();
+    let stamps: std::collections::HashMap<i64, String> = [30, 20, 10, 5, 2]
+        .into_iter()
+        .map(|d| (d, stamp(d)))
+        .collect();
     let stamp = |days: i64| stamps[&days].clone();
     for (env, days) in [
         ("production", 20),
@@ -366,6 +368,41 @@ fn safety_backups_are_kept_seven_days_and_at_least_the_newest() {
             format!("production-safety_app_full_{}.sqlite.zst", stamp(10)),
         ],
         "older than seven days, not the newest; production keeps 30 days"
+    );
+    // Rule flags are for the run's series: safety backups keep their own
+    // rule (two within seven days stay) unless the run names their
+    // environment.
+    let recent = s.path("recent");
+    for (env, days) in [
+        ("production", 20),
+        ("production", 10),
+        ("production-safety", 5),
+        ("production-safety", 2),
+    ] {
+        planted(
+            &recent,
+            &format!("{env}_app_full_{}.sqlite.zst", stamp(days)),
+        );
+    }
+    let with_flags = |extra: &[&str]| {
+        dbsafe_tests::pruned_ids(
+            &prune_store(&recent)
+                .args(["--keep-last", "1", "--dry-run", "--json"])
+                .args(extra)
+                .succeeds()
+                .json(),
+        )
+    };
+    assert_eq!(
+        with_flags(&[]),
+        vec![format!("production_app_full_{}.sqlite.zst", stamp(20))]
+    );
+    assert_eq!(
+        with_flags(&["--env", "production-safety"]),
+        vec![format!(
+            "production-safety_app_full_{}.sqlite.zst",
+            stamp(5)
+        )]
     );
     // Only old safety backups: the newest stays.
     let lone = s.path("lone");

@@ -10,6 +10,9 @@ each series, the newest verified backup of each series, backups pinned by a rele
 (STORE/releases/), and temporaries and sidecars without their artifact younger than --stale-tmp
 (a writer may still be busy, on this host or another).
 
+Safety backups (ENV-safety series) keep their own rule: [env.ENV-safety] retention, else 7 days;
+rule flags reach them only with --env ENV-safety.
+
 Without rule flags, each series gets its environment's `retention` from the config file, else the
 runbook practice: keep 7, and everything younger than 7d (development), 14d (staging) or 30d
 (production).

@@ -64,16 +64,19 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             });
     }
     for (env, candidates) in by_env {
+        // Safety backups are kept by their own rule: the config's for that
+        // environment (`[env.production-safety]`), else seven days (and, as
+        // for every series, the newest). Rule flags reach them only in a
+        // run that names their environment (`--env production-safety`).
+        let safety = env.ends_with(catalog::SAFETY_SUFFIX);
+        let named = args.series.env.as_deref() == Some(env.as_str());
         let policy = match &flags {
-            Some(p) => p.clone(),
-            // Safety backups are kept by their own rule: the config's for
-            // that environment (`[env.production-safety]`), else seven days
-            // (and, as for every series, the newest).
-            None if env.ends_with(catalog::SAFETY_SUFFIX) => cfg
+            Some(p) if !safety || named => p.clone(),
+            _ if safety => cfg
                 .env(&env)
                 .and_then(|e| e.retention.clone())
                 .unwrap_or_else(retention::Policy::safety_default),
-            None => cfg.retention_for(&env),
+            _ => cfg.retention_for(&env),
         };
         decisions.extend(retention::decide(&candidates, &policy, now));
     }
