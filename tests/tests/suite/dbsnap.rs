@@ -2,8 +2,8 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, has_open, next_second, require, snap_raw, snap_to_file, snap_to_store, temporaries,
-    wait_until, Cmd, LockHolder, Scene,
+    artifacts, files_under, has_open, next_second, prune_store, require, snap_raw, snap_to_file,
+    snap_to_store, temporaries, wait_until, Cmd, LockHolder, Scene,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -115,6 +115,50 @@ fn metadata_and_sidecars_describe_the_snapshot() {
 dbsafe_tests::scenarios!(SqliteDb::start() =>
     snapshot_under_concurrent_writes_records_the_counts_it_restores,
 );
+
+/// A series whose backups change layers (plain, then encrypted, then gzip)
+/// keeps one `_latest`, on its newest backup, through a prune.
+#[test]
+fn one_latest_pointer_follows_a_series_through_changes_of_layers_and_a_prune() {
+    let (s, app) = sqlite::app_db(10);
+    let store = s.path("store");
+    let (_key, public) = s.age_key("key.txt");
+    let runs: [&[&str]; 4] = [
+        &["--no-encrypt"],
+        &["-r", &public],
+        &["-r", &public],
+        &["--no-encrypt", "--compress", "gzip"],
+    ];
+    let pointers = || -> Vec<String> {
+        files_under(&store)
+            .into_iter()
+            .filter(|f| f.contains("_latest"))
+            .collect()
+    };
+    for (round, args) in runs.iter().enumerate() {
+        if round > 0 {
+            dbsafe_tests::next_second();
+        }
+        Cmd::tool("dbsnap")
+            .arg(sqlite::url(&app))
+            .arg("--to")
+            .arg(&store)
+            .args(*args)
+            .succeeds();
+        let newest = dbsafe_tests::artifacts(&store).into_iter().max().unwrap();
+        let p = pointers();
+        assert_eq!(p.len(), 1, "round {round}: {p:?}");
+        assert_eq!(
+            dbsafe_tests::link_target(&store.join(&p[0])),
+            newest.file_name().unwrap().to_string_lossy(),
+            "round {round}"
+        );
+    }
+    prune_store(&store).args(["--keep-last", "1"]).succeeds();
+    let p = pointers();
+    assert_eq!(p, ["backups/default_app_full_latest.sqlite.gz"]);
+    assert!(store.join(&p[0]).exists(), "the pointer resolves");
+}
 
 fn wait_for_temporary(dir: &std::path::Path) {
     wait_until("dbsnap to start writing", Duration::from_secs(60), || {
