@@ -93,6 +93,7 @@ complete -c walship -n "__fish_walship_using_subcommand list" -l allow-shared-st
 complete -c walship -n "__fish_walship_using_subcommand list" -s h -l help -d 'Print help'
 complete -c walship -n "__fish_walship_using_subcommand status" -l from -d 'The store' -r
 complete -c walship -n "__fish_walship_using_subcommand status" -l max-lag -d 'The newest segment must be younger than this' -r
+complete -c walship -n "__fish_walship_using_subcommand status" -l spool -d 'Also report this --async spool: what is queued, and any file no retry can ship (the store holds other bytes under its name), which fails every push until resolved' -r -F
 complete -c walship -n "__fish_walship_using_subcommand status" -l config -d 'Config file [env: DBSAFE_CONFIG] (default: ./dbsafe.toml, /etc/dbsafe/dbsafe.toml)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand status" -l metrics-file -d 'Merge Prometheus metrics into this textfile (node_exporter textfile collector)' -r -F
 complete -c walship -n "__fish_walship_using_subcommand status" -l pushgateway -d 'Push metrics to this Pushgateway (http://host:port); a failed push only warns' -r

@@ -123,13 +123,17 @@ pub enum Kind {
     /// does not open the artifact, a scratch server that does not answer.
     /// The artifact could not be judged (exit 2): never a finding about it.
     Unavailable,
+    /// What stands under a name already differs from what was to be written
+    /// there, and is kept (a WAL file archived with other bytes): no retry
+    /// changes that (exit 1).
+    Conflict,
 }
 
 impl Kind {
     /// The exit code of this kind.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Kind::Failed | Kind::Child(_) => ExitCode::Failure,
+            Kind::Failed | Kind::Child(_) | Kind::Conflict => ExitCode::Failure,
             Kind::Usage | Kind::Unavailable => ExitCode::Usage,
             Kind::NotFound | Kind::Io(io::ErrorKind::NotFound) => ExitCode::NotFound,
             // A server's "does not exist" in the middle of an operation is

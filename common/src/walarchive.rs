@@ -201,12 +201,12 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
                 ));
                 replaces = Some(existing);
             }
-            Some(m) => return Err(Error::failed(format!(
+            Some(m) => return Err(Error::of(crate::error::Kind::Conflict, format!(
                 "{file} is already archived as {existing} with different contents (sha256 {} there, {raw_sha} here); the archived copy is kept",
                 m.raw_sha256
             ))
             .hint("two clusters may be archiving into one store: give each its own store or prefix")),
-            None => return Err(Error::failed(format!("{file} is already archived as {existing}, without metadata to compare with; the archived copy is kept"))),
+            None => return Err(Error::of(crate::error::Kind::Conflict, format!("{file} is already archived as {existing}, without metadata to compare with; the archived copy is kept"))),
         }
     }
     let compression = opts.compression;
@@ -267,9 +267,12 @@ pub fn push(store: &dyn Store, path: &Path, file: &str, opts: EncodeOptions) -> 
         Ok(()) => {}
         Err(e) if e.kind == crate::error::Kind::Refused => match read_meta(store, &key)? {
             Some(m) if m.raw_sha256 == meta.raw_sha256 => {}
-            _ => return Err(Error::failed(format!(
+            _ => return Err(Error::of(
+                crate::error::Kind::Conflict,
+                format!(
                 "another push recorded {file} with different contents first; nothing was replaced"
-            ))
+            ),
+            )
             .hint(
                 "two clusters may be archiving into one store: give each its own store or prefix",
             )),

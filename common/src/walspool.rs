@@ -9,6 +9,12 @@
 //! leaves its files queued for the next one, and a store that fails keeps
 //! them queued. The queue is bounded: a push that would grow it past its
 //! limit fails (PostgreSQL keeps the WAL and retries), it never drops one.
+//!
+//! A store that is down keeps files queued until it answers again. A file
+//! no retry can ship (the store holds other bytes under its name) is
+//! recorded in `conflicts/`, and every push fails while it is queued: the
+//! archiver's failures show it, as a synchronous push's would, and the WAL
+//! stays with PostgreSQL instead of piling up behind it.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -40,10 +46,60 @@ impl Spool {
         self.dir.join("queue")
     }
 
+    fn conflict_record(&self, file: &str) -> PathBuf {
+        self.dir.join("conflicts").join(file)
+    }
+
+    /// What no retry can ship: each queued file the shipper found in
+    /// conflict with a store, and what it was told. A record whose file is
+    /// no longer queued (its conflict was resolved by hand) is removed.
+    pub fn conflicts(&self) -> Result<Vec<(String, String)>> {
+        let Ok(rd) = std::fs::read_dir(self.dir.join("conflicts")) else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if crate::walarchive::validate(&name).is_err() {
+                continue;
+            }
+            if !self.queue().join(&name).exists() {
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            let said = std::fs::read_to_string(e.path()).unwrap_or_default();
+            found.push((name, said.trim().to_string()));
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Records, or clears, the conflict of a queued file after a push of it.
+    fn record(&self, file: &str, pushed: &Result<()>) {
+        let record = self.conflict_record(file);
+        match pushed {
+            Err(e) if e.kind == crate::error::Kind::Conflict => {
+                let _ = crate::fsutil::create_private_dir(&self.dir.join("conflicts"));
+                let _ = crate::fsutil::write_private(&record, e.to_string().as_bytes());
+            }
+            Err(_) => {}
+            Ok(()) => {
+                let _ = std::fs::remove_file(record);
+            }
+        }
+    }
+
     /// Durably queues the WAL file at `path` as `file`. A file queued
     /// already with the same bytes is success; other bytes are an error.
     pub fn enqueue(&self, path: &Path, file: &str) -> Result<()> {
         crate::walarchive::validate(file)?;
+        if let Some((queued, said)) = self.conflicts()?.into_iter().next() {
+            return Err(Error::of(
+                crate::error::Kind::Conflict,
+                format!("the spool {} cannot ship {queued}: {said}", self.dir.display()),
+            )
+            .hint("resolve it (walship status lists it); until then PostgreSQL keeps its WAL and retries"));
+        }
         let target = self.queue().join(file);
         let open = |p: &Path| {
             std::fs::File::open(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))
@@ -145,6 +201,7 @@ impl Spool {
                             // A file pushed but not removed would be pushed
                             // again and again: that stops the shipper too.
                             let pushed = push(target, path, name);
+                            self.record(name, &pushed);
                             let count = if pushed.is_ok() { &shipped } else { &failures };
                             count.fetch_add(1, Ordering::Relaxed);
                             let done = pushed.and_then(|()| {

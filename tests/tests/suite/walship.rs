@@ -386,6 +386,49 @@ fn a_full_spool_makes_an_async_push_fail_and_nothing_is_dropped() {
     }
 }
 
+/// A segment the store holds with other bytes (two clusters archiving into
+/// one store) cannot be shipped by any retry: once the shipper finds it,
+/// every push fails (exit 1) naming it, and `walship status` reports it,
+/// until it is resolved; then pushes are taken again.
+#[test]
+fn an_async_push_the_store_holds_other_bytes_of_makes_the_next_pushes_fail_until_resolved() {
+    let s = Scene::new();
+    let (spool, store) = (s.path("spool"), s.path("store"));
+    let (_, name1, _) = push_async(&s, &spool, &store, 1);
+    // The store has segment 1 already, from another cluster.
+    push(&store, &segment(&s, "other", 99), &name1).succeeds();
+    let (first, _, _) = push_async(&s, &spool, &store, 1);
+    first.succeeds();
+    wait_until(
+        "the shipper to find the conflict",
+        Duration::from_secs(60),
+        || !dbsafe_tests::files_under(&spool.join("conflicts")).is_empty(),
+    );
+    let status = || {
+        Cmd::tool("walship")
+            .args(["status", "--from"])
+            .arg(&store)
+            .arg("--spool")
+            .arg(&spool)
+    };
+    for n in 2..=3 {
+        let (next, name, _) = push_async(&s, &spool, &store, n);
+        next.fails_with(1, &format!("cannot ship {name1}"));
+        assert!(
+            !spool.join("queue").join(name).exists(),
+            "nothing more queued"
+        );
+        status().fails_with(1, "different contents");
+    }
+    // Resolved: the queued copy is the one to drop (the store's is right).
+    std::fs::remove_file(spool.join("queue").join(&name1)).unwrap();
+    let (next, name2, seg2) = push_async(&s, &spool, &store, 2);
+    next.succeeds();
+    spool_drains(&spool);
+    fetches_whole(&s, &store, &name2, &seg2);
+    status().succeeds();
+}
+
 #[test]
 fn async_pushes_killed_at_random_points_lose_no_acknowledged_segment() {
     let s = Scene::new();

@@ -98,6 +98,10 @@ pub enum Command {
         /// The newest segment must be younger than this.
         #[arg(long, value_name = "DURATION")]
         max_lag: Option<String>,
+        /// Also report this --async spool: what is queued, and any file no retry can ship
+        /// (the store holds other bytes under its name), which fails every push until resolved.
+        #[arg(long, value_name = "DIR", env = "DBSAFE_WAL_SPOOL")]
+        spool: Option<std::path::PathBuf>,
     },
     /// Mark this moment in the WAL with a name `dbrestore --target-name` can
     /// recover to (pg_create_restore_point), and switch segments so the

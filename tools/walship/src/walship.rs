@@ -281,7 +281,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::Success)
         }
-        Command::Status { from, max_lag } => {
+        Command::Status {
+            from,
+            max_lag,
+            spool,
+        } => {
             let store = store_of(from, &cfg, false)?;
             let health = dbsafe::health::wal_health(store.as_ref(), chrono::Utc::now())?;
             let max_lag = max_lag
@@ -296,14 +300,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     problems.extend(max_lag.and_then(|max| h.tip.lag_problem(max, "--max-lag")));
                 }
             }
+            let queued = match spool {
+                Some(dir) => {
+                    let spool = walspool::Spool::open(&dir, walspool::DEFAULT_MAX)?;
+                    for (file, said) in spool.conflicts()? {
+                        problems.push(format!("the spool cannot ship {file}: {said}"));
+                    }
+                    Some(spool.queued()?.len())
+                }
+                None => None,
+            };
             if cli.common.json {
                 dbsafe::cli::print_json(
-                    &serde_json::json!({"wal": health, "problems": problems, "ok": problems.is_empty()}),
+                    &serde_json::json!({"wal": health, "spool_queued": queued, "problems": problems, "ok": problems.is_empty()}),
                 )?;
-            } else if let Some(h) = &health {
-                dbsafe::outln!("{}", h.summary())?;
-                for t in &h.timelines {
-                    dbsafe::outln!("  {}", t.summary())?;
+            } else {
+                if let Some(h) = &health {
+                    dbsafe::outln!("{}", h.summary())?;
+                    for t in &h.timelines {
+                        dbsafe::outln!("  {}", t.summary())?;
+                    }
+                }
+                if let Some(n) = queued {
+                    dbsafe::outln!("spool: {n} files queued")?;
                 }
             }
             for p in &problems {
