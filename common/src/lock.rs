@@ -36,8 +36,45 @@ impl Lock {
         Lock::acquire(&path, name, timeout)
     }
 
+    /// Marks series `series` of `store` as read (one of its backups is
+    /// being verified or restored) while the returned lock lives: readers
+    /// share it, and dbprune deletes nothing of the series meanwhile
+    /// ([`Lock::for_deleting`]). Waits up to a minute for a deletion. A
+    /// reader that may not write the store's `locks/` reads unmarked
+    /// (`None`): reading never needs more than read access.
+    pub fn reading(store: &dyn Store, series: &str) -> Result<Option<Lock>> {
+        let path = Lock::readers_path(store, series)?;
+        match Lock::take(&path, series, Duration::from_secs(60), true) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if matches!(e.kind, crate::error::Kind::Io(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes series `series` of `store` for deleting its backups, unless a
+    /// reader holds it ([`Lock::reading`]): then `None`.
+    pub fn for_deleting(store: &dyn Store, series: &str) -> Result<Option<Lock>> {
+        let path = Lock::readers_path(store, series)?;
+        match Lock::take(&path, series, Duration::ZERO, false) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.kind == crate::error::Kind::Busy => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn readers_path(store: &dyn Store, series: &str) -> Result<PathBuf> {
+        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+        store_lock_path(&store.describe(), &format!("{series}.readers"), runtime_dir)
+    }
+
     /// Takes the lock at `path`, waiting up to `timeout` (zero: fail at once with exit 4).
     pub fn acquire(path: &Path, what: &str, timeout: Duration) -> Result<Lock> {
+        Lock::take(path, what, timeout, false)
+    }
+
+    /// Takes the lock at `path`, exclusive or `shared` with other holders
+    /// that share it, waiting up to `timeout`.
+    fn take(path: &Path, what: &str, timeout: Duration, shared: bool) -> Result<Lock> {
         if let Some(dir) = path.parent() {
             crate::fsutil::create_private_dir(dir)?;
         }
@@ -53,7 +90,14 @@ impl Lock {
         )?;
         let start = Instant::now();
         loop {
-            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            let how = if shared {
+                FlockOperation::NonBlockingLockShared
+            } else {
+                FlockOperation::NonBlockingLockExclusive
+            };
+            match flock(&file, how) {
+                // Readers are many: none of them names itself in the file.
+                Ok(()) if shared => return Ok(Lock { file }),
                 Ok(()) => {
                     let _ = file.set_len(0);
                     let _ = file.rewind();

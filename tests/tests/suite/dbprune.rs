@@ -280,6 +280,50 @@ fn stale_temporaries_and_orphan_sidecars_are_removed_young_ones_stay() {
     }
 }
 
+/// A restore reading an older backup, and the prune that runs meanwhile
+/// (here from the restore's own --before-cmd): the series being read keeps
+/// its backups that run, the next run deletes them.
+#[test]
+fn prune_leaves_the_series_a_restore_is_reading() {
+    let f = Fixture::new();
+    let old = f.add("production", "app", now() - days(40), true);
+    f.add("production", "app", now() - days(1), true);
+    let other = f.add("production", "crm", now() - days(40), true);
+    f.add("production", "crm", now() - days(1), true);
+    let report = f.s.path("prune.json");
+    let prune_meanwhile = format!(
+        "{} --store {} --keep-last 1 --json > {}",
+        dbsafe_tests::bin("dbprune").display(),
+        f.store.display(),
+        report.display()
+    );
+    let target = f.s.path("target.db");
+    Cmd::tool("dbrestore")
+        .arg("--store")
+        .arg(&f.store)
+        .args([
+            "--database",
+            "app",
+            "--name",
+            old.trim_end_matches(".sqlite.zst"),
+        ])
+        .arg("--target")
+        .arg(sqlite::url(&target))
+        .args(["--before-cmd", &prune_meanwhile])
+        .succeeds();
+    let meanwhile: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(dbsafe_tests::pruned_ids(&meanwhile), [other.clone()]);
+    assert!(
+        meanwhile["warnings"].to_string().contains("being read"),
+        "{meanwhile}"
+    );
+    assert!(f.files().contains(&old) && !f.files().contains(&other));
+    // The restore is over: the next run deletes what it kept.
+    f.prune().args(["--keep-last", "1"]).succeeds();
+    assert!(!f.files().contains(&old));
+}
+
 #[test]
 fn prune_never_touches_an_artifact_being_written() {
     let f = Fixture::new();

@@ -116,6 +116,32 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         }
     }
     decisions.sort_by(|a, b| a.series.cmp(&b.series).then(a.time.cmp(&b.time)));
+    // A series one of whose backups is being verified or restored (on this
+    // host) keeps its backups this run; the locks are held until the end.
+    let mut deleting = BTreeMap::new();
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        if !deleting.contains_key(&d.series) {
+            let lock = Lock::for_deleting(store.as_ref(), &d.series)?;
+            deleting.insert(d.series.clone(), lock);
+        }
+        if deleting[&d.series].is_none() {
+            d.keep = true;
+            d.protected = true;
+            d.reasons = vec!["in use: a restore or verification of its series is reading".into()];
+        }
+    }
+    let in_use: Vec<&String> = deleting
+        .iter()
+        .filter(|(_, l)| l.is_none())
+        .map(|(s, _)| s)
+        .collect();
+    if !in_use.is_empty() {
+        let in_use: Vec<&str> = in_use.iter().map(|s| s.as_str()).collect();
+        warnings.push(format!(
+            "kept this run, being read by a restore or verification: the backups of {}",
+            in_use.join(", ")
+        ));
+    }
 
     let stale = units::parse_duration(&args.stale_tmp)?;
     let mut report = Report {
@@ -152,9 +178,32 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     report.temporaries_removed = remove_stale(store.as_ref(), stale, now, args.dry_run)?;
     report.orphan_sidecars_removed = remove_orphans(store.as_ref(), stale, now, args.dry_run)?;
     if args.wal {
-        let (deleted, warn) = prune_wal(store.as_ref(), &report.backups, args.dry_run)?;
-        report.wal_deleted = deleted;
-        report.warnings.extend(warn);
+        // A recovery from a base backup reads the WAL after it, for as long
+        // as it runs: while one reads, the WAL waits for another run.
+        let bases: BTreeSet<String> = catalog::list(store.as_ref())?
+            .iter()
+            .filter(|e| e.name.kind == dbsafe::Kind::Base)
+            .map(|e| e.name.series_id())
+            .collect();
+        let (mut busy, mut held) = (false, Vec::new());
+        for series in bases {
+            match deleting.get(&series) {
+                Some(lock) => busy |= lock.is_none(),
+                None => match Lock::for_deleting(store.as_ref(), &series)? {
+                    Some(lock) => held.push(lock),
+                    None => busy = true,
+                },
+            }
+        }
+        if !busy {
+            let (deleted, warn) = prune_wal(store.as_ref(), &report.backups, args.dry_run)?;
+            report.wal_deleted = deleted;
+            report.warnings.extend(warn);
+        } else {
+            report.warnings.push(
+                "--wal: a base backup is being read by a restore or verification; no WAL deleted this run".into(),
+            );
+        }
     }
     for w in &report.warnings {
         log.warn(w);

@@ -85,6 +85,13 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         return pitr::run(&args, &log, &cfg, &keys);
     }
     let source = resolve_source(&args, &cfg)?;
+    // While its backup is read, dbprune deletes nothing of its series.
+    let _reading = match &source {
+        Source::Store { store, entry } => {
+            dbsafe::lock::Lock::reading(store.as_ref(), &entry.name.series_id())?
+        }
+        Source::Arg(_) => None,
+    };
     let artifact = source.artifact();
     let meta = artifact.meta()?;
     let target = dbsafe::engine::open(

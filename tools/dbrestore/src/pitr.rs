@@ -104,6 +104,8 @@ pub fn run(args: &Cli, log: &Log, cfg: &Config, keys: &Keyring) -> Result<ExitCo
         _ => bases.last().expect("non-empty"),
     };
     let (finished, entry, meta) = chosen;
+    // While it recovers, dbprune deletes neither its series nor WAL.
+    let _reading = dbsafe::lock::Lock::reading(store.as_ref(), &entry.name.series_id())?;
     if dir.exists()
         && std::fs::read_dir(&dir)
             .map(|mut d| d.next().is_some())

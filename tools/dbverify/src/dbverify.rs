@@ -229,6 +229,8 @@ fn verify_store(args: &cli::Cli, s: &Settings<'_>, log: &Log) -> Result<Vec<Veri
     chosen
         .iter()
         .map(|e| {
+            // While it is read, dbprune deletes nothing of its series.
+            let _reading = dbsafe::lock::Lock::reading(store.as_ref(), &e.name.series_id())?;
             let a = Artifact::entry(store.as_ref(), e);
             let rec = verify_one(&a, s, log)?;
             keep_record(&a, &rec, log);
