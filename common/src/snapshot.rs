@@ -319,7 +319,10 @@ pub fn take(
                 let done =
                     commit_to_store(*store, &key, &file, &m, wal.as_ref(), writer).and_then(|()| {
                         match update_latest {
-                            true => point_latest(*store, &name, &key),
+                            true => store.set_pointer(
+                                &store::key(store::BACKUPS, &name.latest_name()),
+                                &key,
+                            ),
                             false => Ok(()),
                         }
                     });
@@ -337,25 +340,6 @@ pub fn take(
             })
         }
     }
-}
-
-/// Points the series' `_latest` at `key`, and removes its pointers of
-/// other layers (`.sqlite.zst` once backups are encrypted: `.sqlite.zst.age`),
-/// which would stay on an older backup, and dangle once it is pruned.
-fn point_latest(store: &dyn Store, name: &ArtifactName, key: &str) -> Result<()> {
-    let pointer = store::key(store::BACKUPS, &name.latest_name());
-    store.set_pointer(&pointer, key)?;
-    let bare = format!("{}_latest.{}", name.series(), name.payload.ext());
-    for o in store.list(store::BACKUPS)? {
-        let f = o.file_name();
-        let layered = f
-            .strip_prefix(&bare)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
-        if layered && o.key != pointer {
-            store.delete(&o.key)?;
-        }
-    }
-    Ok(())
 }
 
 /// Sidecars first, the artifact last: running out of space or inodes on

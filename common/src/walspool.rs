@@ -28,6 +28,8 @@ pub const DEFAULT_MAX: u64 = 1 << 30;
 pub struct Spool {
     dir: PathBuf,
     max: u64,
+    /// How long a shipper waits for another one to finish (see [`Spool::waiting`]).
+    wait: Duration,
 }
 
 impl Spool {
@@ -39,7 +41,18 @@ impl Spool {
         Ok(Spool {
             dir: dir.to_path_buf(),
             max,
+            wait: Duration::ZERO,
         })
+    }
+
+    /// A shipper that finds another at work waits up to `wait` for it
+    /// before leaving the queue to it: one that is ending after a failed
+    /// round (a store that was down, a conflict resolved meanwhile) does not
+    /// look at the queue again, and a file queued meanwhile would wait for
+    /// the next push.
+    pub fn waiting(mut self, wait: Duration) -> Spool {
+        self.wait = wait;
+        self
     }
 
     fn queue(&self) -> PathBuf {
@@ -154,7 +167,8 @@ impl Spool {
     /// the spool's lock, removing each file once pushed; a file whose push
     /// fails stays queued and ends this round. Each round is told to `ended`
     /// once (for the metrics: one record a round, not one a file). Returns
-    /// at once (`Ok(false)`) when another process is shipping. What `push`
+    /// (`Ok(false)`) when another process is shipping still after the wait
+    /// ([`Spool::waiting`]), having shipped nothing. What `push`
     /// needs (the stores) is `open`ed only once the lock is held and
     /// something is queued.
     pub fn ship<S: Sync>(
@@ -169,7 +183,7 @@ impl Spool {
             let lock = match crate::lock::Lock::acquire(
                 &self.dir.join("ship.lock"),
                 "the WAL spool",
-                Duration::ZERO,
+                self.wait,
             ) {
                 Ok(l) => l,
                 Err(e) if e.kind == crate::error::Kind::Busy => return Ok(false),

@@ -286,10 +286,10 @@ fn stale_temporaries_and_orphan_sidecars_are_removed_young_ones_stay() {
 #[test]
 fn prune_leaves_the_series_a_restore_is_reading() {
     let f = Fixture::new();
-    let old = f.add("production", "app", now() - days(40), true);
-    f.add("production", "app", now() - days(1), true);
-    let other = f.add("production", "crm", now() - days(40), true);
-    f.add("production", "crm", now() - days(1), true);
+    let [old, other] = ["app", "crm"].map(|db| {
+        f.add("production", db, now() - days(1), true);
+        f.add("production", db, now() - days(40), true)
+    });
     let report = f.s.path("prune.json");
     let prune_meanwhile = format!(
         "{} --store {} --keep-last 1 --json > {}",

@@ -117,27 +117,23 @@ dbsafe_tests::scenarios!(SqliteDb::start() =>
 );
 
 /// A series whose backups change layers (plain, then encrypted, then gzip)
-/// keeps one `_latest`, on its newest backup, through a prune.
+/// has a `_latest` for each; a prune moves one whose backup it deleted to
+/// the newest kept backup of its layers, or removes it: none dangles, none
+/// moves to other layers (an encrypted series' pointer never to a plain one).
 #[test]
-fn one_latest_pointer_follows_a_series_through_changes_of_layers_and_a_prune() {
+fn latest_pointers_never_dangle_after_a_prune_and_keep_their_layers() {
     let (s, app) = sqlite::app_db(10);
     let store = s.path("store");
-    let (_key, public) = s.age_key("key.txt");
+    let (key, public) = s.age_key("key.txt");
     let runs: [&[&str]; 4] = [
         &["--no-encrypt"],
         &["-r", &public],
         &["-r", &public],
         &["--no-encrypt", "--compress", "gzip"],
     ];
-    let pointers = || -> Vec<String> {
-        files_under(&store)
-            .into_iter()
-            .filter(|f| f.contains("_latest"))
-            .collect()
-    };
     for (round, args) in runs.iter().enumerate() {
         if round > 0 {
-            dbsafe_tests::next_second();
+            next_second();
         }
         Cmd::tool("dbsnap")
             .arg(sqlite::url(&app))
@@ -145,19 +141,40 @@ fn one_latest_pointer_follows_a_series_through_changes_of_layers_and_a_prune() {
             .arg(&store)
             .args(*args)
             .succeeds();
-        let newest = dbsafe_tests::artifacts(&store).into_iter().max().unwrap();
-        let p = pointers();
-        assert_eq!(p.len(), 1, "round {round}: {p:?}");
+    }
+    let names: Vec<String> = artifacts(&store)
+        .iter()
+        .map(|a| a.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let (enc2, enc3, gz) = (&names[1], &names[2], &names[3]);
+    let pointer = |ext: &str| store.join(format!("backups/default_app_full_latest.sqlite.{ext}"));
+    assert_eq!(dbsafe_tests::link_target(&pointer("zst.age")), *enc3);
+    // The second backup verified: the newest verified is kept with the newest.
+    Cmd::tool("dbverify")
+        .arg("--store")
+        .arg(&store)
+        .arg(enc2)
+        .arg("-i")
+        .arg(&key)
+        .succeeds();
+    for _ in 0..2 {
+        prune_store(&store).args(["--keep-last", "1"]).succeeds();
+        let left: Vec<String> = artifacts(&store)
+            .iter()
+            .map(|a| a.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [enc2.clone(), gz.clone()]);
         assert_eq!(
-            dbsafe_tests::link_target(&store.join(&p[0])),
-            newest.file_name().unwrap().to_string_lossy(),
-            "round {round}"
+            dbsafe_tests::link_target(&pointer("zst.age")),
+            *enc2,
+            "moved, still encrypted"
+        );
+        assert_eq!(dbsafe_tests::link_target(&pointer("gz")), *gz);
+        assert!(
+            std::fs::symlink_metadata(pointer("zst")).is_err(),
+            "no plain .zst backup is left: its pointer went"
         );
     }
-    prune_store(&store).args(["--keep-last", "1"]).succeeds();
-    let p = pointers();
-    assert_eq!(p, ["backups/default_app_full_latest.sqlite.gz"]);
-    assert!(store.join(&p[0]).exists(), "the pointer resolves");
 }
 
 fn wait_for_temporary(dir: &std::path::Path) {
@@ -320,21 +337,17 @@ fn stdout_streaming_with_meta_file() {
         meta["checksum"].as_str().unwrap(),
         dbsafe_tests::sha256_file(&art)
     );
-    Cmd::tool("dbverify")
-        .arg("-")
-        .arg("--meta")
-        .arg(s.path("m.json"))
-        .args(["--level", "restore"])
-        .stdin_file(&art)
-        .succeeds();
+    let verify_with_meta = |meta: &str| {
+        Cmd::tool("dbverify")
+            .arg("-")
+            .arg("--meta")
+            .arg(s.path(meta))
+            .args(["--level", "restore"])
+            .stdin_file(&art)
+    };
+    verify_with_meta("m.json").succeeds();
     // A metadata file that is not there (a typo) is no comparison skipped.
-    Cmd::tool("dbverify")
-        .arg("-")
-        .arg("--meta")
-        .arg(s.path("m.jsno"))
-        .args(["--level", "restore"])
-        .stdin_file(&art)
-        .fails_with(2, "no such metadata file");
+    verify_with_meta("m.jsno").fails_with(2, "no such metadata file");
 }
 
 #[test]

@@ -175,8 +175,16 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     for d in report.backups.iter().filter(|d| d.keep) {
         log.debug(format!("keep {} ({})", d.id, d.reasons.join("; ")));
     }
-    report.temporaries_removed = remove_stale(store.as_ref(), stale, now, args.dry_run)?;
-    report.orphan_sidecars_removed = remove_orphans(store.as_ref(), stale, now, args.dry_run)?;
+    if !args.dry_run {
+        repoint_latest(store.as_ref(), &report.backups, &by_file)?;
+    }
+    let leftovers = Leftovers {
+        store: store.as_ref(),
+        cutoff: now - chrono::Duration::from_std(stale).unwrap_or(chrono::Duration::MAX),
+        dry_run: args.dry_run,
+    };
+    report.temporaries_removed = leftovers.temporaries()?;
+    report.orphan_sidecars_removed = leftovers.orphan_sidecars()?;
     if args.wal {
         // A recovery from a base backup reads the WAL after it, for as long
         // as it runs: while one reads, the WAL waits for another run.
@@ -292,59 +300,89 @@ fn delete_backup(store: &dyn Store, e: &Entry, d: &Decision, log: &audit::Log) -
     result
 }
 
-fn remove_stale(
+/// A series' `_latest` pointer (one for each layering: `.sqlite.zst`,
+/// `.sqlite.zst.age`) on a backup this run deleted moves to the newest kept
+/// backup of the same layers, or goes when none is left: never dangling.
+fn repoint_latest(
     store: &dyn Store,
-    older_than: Duration,
-    now: chrono::DateTime<Utc>,
-    dry_run: bool,
-) -> Result<Vec<String>> {
-    let cutoff = now - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
-    let mut removed = Vec::new();
-    for prefix in [store::BACKUPS, store::WAL] {
-        for t in store.temporaries(prefix)? {
-            // A live writer's temporary stays, whatever --stale-tmp says.
-            if t.started < cutoff && !t.writer_alive {
-                if !dry_run {
-                    store.remove_temporary(&t.id)?;
-                }
-                removed.push(t.id);
-            }
+    decisions: &[Decision],
+    by_file: &BTreeMap<String, &Entry>,
+) -> Result<()> {
+    let kept: Vec<&Entry> = decisions
+        .iter()
+        .filter(|d| d.keep)
+        .map(|d| by_file[&d.id])
+        .collect();
+    for d in decisions.iter().filter(|d| !d.keep) {
+        let gone = by_file[&d.id];
+        let pointer = store::key(store::BACKUPS, &gone.name.latest_name());
+        if store.pointer(&pointer)?.as_deref() != Some(gone.key()) {
+            continue;
+        }
+        let next = kept
+            .iter()
+            .filter(|e| e.name.latest_name() == gone.name.latest_name())
+            .max_by_key(|e| e.name.timestamp);
+        match next {
+            Some(e) => store.set_pointer(&pointer, e.key())?,
+            None => store.delete(&pointer)?,
         }
     }
-    Ok(removed)
+    Ok(())
 }
 
-/// Removes sidecars whose artifact is not there, once they are older than
-/// `older_than`.
-fn remove_orphans(
-    store: &dyn Store,
-    older_than: Duration,
-    now: chrono::DateTime<Utc>,
+/// What crashed writers left, older than `--stale-tmp` (`cutoff`).
+struct Leftovers<'a> {
+    store: &'a dyn Store,
+    cutoff: chrono::DateTime<Utc>,
     dry_run: bool,
-) -> Result<Vec<String>> {
-    let cutoff = now - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
-    let objects = store.list(store::BACKUPS)?;
-    let keys: BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
-    let mut removed = Vec::new();
-    for o in &objects {
-        if let Some(a) = Sidecar::artifact_of(&o.key) {
-            // Sidecars are committed before their artifact: a young one may
-            // be a writer's about to commit it (on another host of a shared
-            // bucket, whose lock this one cannot see), as may one whose
-            // series' lock a writer holds.
-            if o.modified < cutoff
-                && !keys.contains(a)
-                && catalog_name(a)
-                && !being_written(store, a)
-            {
-                if !dry_run {
-                    store.delete(&o.key)?;
+}
+
+impl Leftovers<'_> {
+    fn remove(&self, id: &str, how: impl FnOnce() -> Result<()>) -> Result<String> {
+        if !self.dry_run {
+            how()?;
+        }
+        Ok(id.to_string())
+    }
+
+    /// Temporaries of writers that are gone.
+    fn temporaries(&self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for prefix in [store::BACKUPS, store::WAL] {
+            for t in self.store.temporaries(prefix)? {
+                // A live writer's temporary stays, whatever --stale-tmp says.
+                if t.started < self.cutoff && !t.writer_alive {
+                    removed.push(self.remove(&t.id, || self.store.remove_temporary(&t.id))?);
                 }
-                removed.push(o.key.clone());
             }
         }
+        Ok(removed)
     }
-    Ok(removed)
+
+    /// Sidecars whose artifact is not there.
+    fn orphan_sidecars(&self) -> Result<Vec<String>> {
+        let (store, cutoff) = (self.store, self.cutoff);
+        let objects = store.list(store::BACKUPS)?;
+        let keys: BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+        let mut removed = Vec::new();
+        for o in &objects {
+            if let Some(a) = Sidecar::artifact_of(&o.key) {
+                // Sidecars are committed before their artifact: a young one may
+                // be a writer's about to commit it (on another host of a shared
+                // bucket, whose lock this one cannot see), as may one whose
+                // series' lock a writer holds.
+                if o.modified < cutoff
+                    && !keys.contains(a)
+                    && catalog_name(a)
+                    && !being_written(store, a)
+                {
+                    removed.push(self.remove(&o.key, || store.delete(&o.key))?);
+                }
+            }
+        }
+        Ok(removed)
+    }
 }
 
 /// Whether a writer holds the series lock of the artifact `key`.

@@ -12,6 +12,9 @@ use dbsafe::walspool;
 use dbsafe::{Error, ExitCode, Result};
 
 /// Runs walship and turns the outcome into an exit status, with `fetch`'s
+/// How long a background shipper waits for one already at work.
+const SHIPPER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// PostgreSQL-specific codes: 1 only for "not archived", 255 for anything else.
 pub fn main(cli: Cli) -> std::process::ExitCode {
     if let Command::Fetch { .. } = cli.command {
@@ -185,7 +188,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     // The background shipper: the queue to every store, four at a time.
                     // An async push reports to the metrics when it is shipped;
                     // the stores are opened only by the process that ships.
-                    spool.ship(
+                    spool.waiting(SHIPPER_WAIT).ship(
                         4,
                         open_stores,
                         &|stores, p, f| push_everywhere(stores, p, f, &opts).map(drop),
