@@ -138,6 +138,12 @@ impl Screen {
             }
             tar::EntryType::Link => {
                 match link.map(|l| self.admit(l)) {
+                    // A second name of a symbolic link is one too: nothing
+                    // may be written through it either.
+                    Some(Some(target)) if self.links.contains(&target) => {
+                        self.counts.symlinks += 1;
+                        self.links.insert(rel);
+                    }
                     Some(Some(_)) => self.counts.files += 1,
                     Some(None) => {} // the problem is recorded
                     None => self
@@ -266,6 +272,19 @@ pub(crate) fn unpack(input: &mut dyn Read, dest: &Path) -> Result<()> {
             }
             tar::EntryType::Link => {
                 let target = safe_relative(&link.unwrap_or_default()).map_err(Error::failed)?;
+                // What the target's path goes through, as it stands on disk:
+                // directories only, never a link out of the target.
+                for a in ancestors(&target) {
+                    if !fs::symlink_metadata(dest.join(&a)).is_ok_and(|m| m.is_dir()) {
+                        return Err(Error::failed(format!(
+                            "refusing the archive: hard link {} names {} through {}, which is not a directory",
+                            rel.display(),
+                            target.display(),
+                            a.display()
+                        ))
+                        .hint("nothing was written outside the target; the target is unchanged"));
+                    }
+                }
                 clear_spot(&path)?;
                 fs::hard_link(dest.join(&target), &path)
                     .with_context(|| format!("cannot create hard link {}", path.display()))?;
@@ -349,6 +368,44 @@ pub(crate) mod tests {
         fs::create_dir(&dest).expect("dest");
         let err = unpack(&mut t.as_slice(), &dest).expect_err("refused");
         assert!(err.message.contains("symbolic link"), "{err}");
+    }
+
+    /// A hard link to an archived symbolic link is a second name of it: a
+    /// hard link through that name would reach outside (and, as root, take
+    /// the archive's owner there).
+    #[test]
+    fn hard_links_through_a_second_name_of_a_symlink_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).expect("outside");
+        fs::write(outside.join("victim"), b"precious").expect("victim");
+        let dest = dir.path().join("dest");
+        fs::create_dir(&dest).expect("dest");
+        let out = outside.display().to_string();
+        let t = tar_of(&[
+            ("s", tar::EntryType::Symlink, Some(&out)),
+            ("h2", tar::EntryType::Link, Some("s")),
+            ("h3", tar::EntryType::Link, Some("h2/victim")),
+        ]);
+        let mut screen = Screen::new();
+        for (path, kind, link) in [
+            ("s", tar::EntryType::Symlink, Some("x")),
+            ("h2", tar::EntryType::Link, Some("s")),
+            ("h3", tar::EntryType::Link, Some("h2/victim")),
+        ] {
+            screen.entry(kind, path.as_bytes(), link.map(str::as_bytes));
+        }
+        assert_eq!(screen.problems.len(), 1, "{:?}", screen.problems);
+        let err = unpack(&mut t.as_slice(), &dest).expect_err("refused");
+        assert!(err.message.contains("symbolic link"), "{err}");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(outside.join("victim"))
+                .expect("victim")
+                .nlink(),
+            1
+        );
+        assert!(!dest.join("h3").exists());
     }
 
     #[test]
