@@ -116,7 +116,7 @@ impl Child {
         let detail = if stderr.is_empty() {
             format!("{} ended with {status}", self.program)
         } else {
-            stderr.clone()
+            brief(&stderr)
         };
         Err(failure(
             status.code(),
@@ -181,4 +181,25 @@ pub fn feed(input: &mut dyn Read, stdin: &mut dyn Write) -> Result<()> {
             return Ok(());
         }
     }
+}
+
+/// A child's stderr for a message: its first lines, each cut short. A
+/// client may echo the statement that failed, and a dump's statement is its
+/// data: rows must not reach messages, the audit log or hooks whole.
+pub fn brief(stderr: &str) -> String {
+    const LINES: usize = 12;
+    const WIDTH: usize = 240;
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    let mut out: Vec<String> = lines
+        .iter()
+        .take(LINES)
+        .map(|l| match l.char_indices().nth(WIDTH) {
+            Some((cut, _)) => format!("{}...", &l[..cut]),
+            None => l.to_string(),
+        })
+        .collect();
+    if lines.len() > LINES {
+        out.push(format!("({} more lines)", lines.len() - LINES));
+    }
+    out.join("\n")
 }

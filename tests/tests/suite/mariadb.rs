@@ -85,6 +85,46 @@ fn a_truncated_dump_fails_verification_and_is_not_restored() {
     assert!(!m.databases().contains(&"cut".to_string()));
 }
 
+/// A restore the server stops midway (a statement over its packet limit):
+/// the failure says why, and no row of the dump reaches the message, the
+/// audit log or the --on-failure hook, though the client saw them all.
+#[test]
+fn a_failed_restore_names_the_error_and_no_row_of_the_dump() {
+    let s = Scene::new();
+    let m = Server::start();
+    m.sql("", "CREATE DATABASE pii;");
+    m.sql(
+        "pii",
+        "CREATE TABLE cust(id INT PRIMARY KEY, ssn TEXT);\n\
+         INSERT INTO cust SELECT seq, CONCAT('SSN-', seq) FROM seq_1_to_2000;",
+    );
+    let art = s.path("pii.sql.zst");
+    dbsafe_tests::snap_to_file(m.url("pii"), &art).succeeds();
+    m.sql("", "SET GLOBAL max_allowed_packet = 16384;");
+    let hook_saw = s.path("hook.txt");
+    let audit = s.path("audit.log");
+    for _ in 0..2 {
+        let r = restore_file(&art, m.url("copy"))
+            .args(["--create", "--skip-verify", "--on-failure"])
+            .arg(format!(
+                "printf %s \"$DBSAFE_MESSAGE\" > {}",
+                hook_saw.display()
+            ))
+            .env("DBSAFE_AUDIT_LOG", &audit)
+            .fails_with_code(1);
+        assert!(r.stderr().contains("max_allowed_packet"), "{}", r.stderr());
+        for (what, text) in [
+            ("stderr", r.stderr()),
+            ("the hook", std::fs::read_to_string(&hook_saw).unwrap()),
+            ("the audit log", std::fs::read_to_string(&audit).unwrap()),
+        ] {
+            assert!(!text.contains("SSN-"), "a row reached {what}: {text}");
+        }
+        m.sql("", "DROP DATABASE IF EXISTS copy;");
+    }
+    m.sql("", "SET GLOBAL max_allowed_packet = DEFAULT;");
+}
+
 #[test]
 fn a_missing_source_database_fails_and_leaves_nothing() {
     let s = Scene::new();

@@ -453,6 +453,11 @@ impl Engine for Mysql {
         let mut cmd = self.command(client);
         cmd.args(["--batch", "--connect-timeout=15"])
             .arg(format!("--database={}", self.conn.db));
+        if client == "mariadb" {
+            // MariaDB's client prints a failing statement whole: a dump's
+            // rows, which must not reach messages, the audit log or hooks.
+            cmd.arg("--skip-print-query-on-error");
+        }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
