@@ -1064,6 +1064,54 @@ fn a_promotion_that_would_take_a_plain_backup_is_refused_unless_the_config_allow
     chain.refresh().succeeds();
 }
 
+/// A refresh from a non-sensitive environment that names a backup of the
+/// sensitive one (the stores shared) would bring its data down unmasked:
+/// refused, nothing changed.
+#[test]
+fn a_refresh_never_takes_another_environments_backup_in_place_of_its_own() {
+    let chain = FileChain::sqlite_masking_emails(10, 3);
+    let dev = chain._scene.path("dev/app.db");
+    std::fs::create_dir_all(dev.parent().unwrap()).unwrap();
+    sqlite::sample(&dev, 2);
+    let shared = chain._scene.path("store-staging");
+    let text = std::fs::read_to_string(&chain.cfg).unwrap().replace(
+        "chain = [\"staging\", \"production\"]",
+        "chain = [\"development\", \"staging\", \"production\"]",
+    );
+    std::fs::write(
+        &chain.cfg,
+        format!(
+            "{text}\n[env.development]\nurl = \"sqlite:{}\"\nstore = \"{}\"\n",
+            dev.display(),
+            shared.display()
+        ),
+    )
+    .unwrap();
+    // Production's backup, in the store staging shares.
+    Cmd::tool("dbsnap")
+        .arg(sqlite::url(&chain.prod))
+        .args(["--env", "production", "--no-encrypt", "--to"])
+        .arg(&shared)
+        .succeeds();
+    let name = dbsafe_tests::artifacts(&shared)[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let before = sqlite::contents(&dev);
+    for _ in 0..2 {
+        chain
+            .promote()
+            .args(refresh_args("staging", "development"))
+            .args(["--backup", &name])
+            .fails_with(
+                4,
+                "is a backup of production's database app, not of staging's",
+            );
+        assert_eq!(sqlite::contents(&dev), before);
+    }
+}
+
 #[test]
 fn a_refresh_that_must_restore_an_encrypted_backup_without_an_identity_is_refused_before_it_starts()
 {

@@ -175,7 +175,21 @@ pub(crate) fn existing_backup(
                 ..Default::default()
             },
         )
-        .map_err(|e| e.context(format!("store {}", store.describe())))?,
+        .map_err(|e| e.context(format!("store {}", store.describe())))
+        .and_then(|e| {
+            // Another environment's backup would bring its data without its
+            // rules (a sensitive one's masking): never in its place.
+            if e.name.env == env && e.name.database == database {
+                return Ok(e);
+            }
+            Err(Error::refused(format!(
+                "{} is a backup of {}'s database {}, not of {env}'s database {database}; nothing was changed",
+                e.file(),
+                e.name.env,
+                e.name.database
+            ))
+            .hint(format!("name a backup of {env}, or promote from {}", e.name.env)))
+        })?,
         None => {
             let mut found = None;
             for e in entries.iter().rev().filter(|e| {
