@@ -177,7 +177,25 @@ pub struct Manifest {
     pub tool: ToolInfo,
 }
 
+/// The steps of a promotion that change the target itself; the others
+/// rehearse on a copy, check, or record.
+pub const TARGET_STEPS: [&str; 4] = ["migrate", "health-check", "downgrade", "swap"];
+
 impl Manifest {
+    /// Whether a step that changes the target ran ([`TARGET_STEPS`]).
+    pub fn changed_target(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| TARGET_STEPS.contains(&s.name.as_str()) && s.result != "skipped")
+    }
+
+    /// Whether its downgrade command ran and succeeded (after a failed release).
+    pub fn downgraded(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| s.name == "downgrade" && s.result == "ok")
+    }
+
     /// A new running manifest, stamped now, by this user on this host.
     pub fn new(
         kind: Kind,
@@ -449,33 +467,65 @@ pub fn sort_history(list: &mut [Manifest]) {
     });
 }
 
-/// The promotion a rollback undoes: the newest successful one (or `version`).
+/// The promotion a rollback undoes: the newest one that changed `env` and
+/// was not undone yet (`history` oldest first), when it succeeded, or
+/// `version` when that is it. A promotion with a later one after it is
+/// refused: undoing it would undo the later one too, whose manifest would
+/// still say it stands. A newest one that failed or is running is named,
+/// never passed over for the success before it.
 pub fn rollback_candidate<'a>(
     history: &'a [Manifest],
     version: Option<&str>,
     env: &str,
 ) -> Result<&'a Manifest> {
-    if let Some(v) = version {
-        let m = history.iter().find(|m| m.version == v).ok_or_else(|| {
-            Error::not_found(format!("no release manifest for version {v} on {env}"))
-        })?;
-        return match m.status {
-            Status::Success | Status::Failed => Ok(m),
-            other => Err(Error::refused(format!(
-                "{} on {env} is {}; there is nothing to roll back",
-                m.version,
-                other.as_str()
-            ))),
-        };
+    // What stands on the target: a promotion that succeeded, one that failed
+    // after it changed the target, and one that is running (or died).
+    let standing = |m: &&Manifest| match m.status {
+        Status::Success | Status::Running => true,
+        Status::Failed => m.changed_target(),
+        _ => false,
+    };
+    let newest = history.iter().rev().find(standing).ok_or_else(|| {
+        Error::not_found(format!("{env} has no promotion to roll back"))
+            .hint(format!("dbpromote --history --to {env} lists them"))
+    })?;
+    let m = match version {
+        Some(v) => history
+            .iter()
+            .rev()
+            .find(|m| m.version == v)
+            .ok_or_else(|| {
+                Error::not_found(format!("no release manifest for version {v} on {env}"))
+            })?,
+        None => newest,
+    };
+    let refused = |why: String| {
+        Err(Error::refused(why).hint(format!("dbpromote --history --to {env} lists them")))
+    };
+    match m.status {
+        Status::Running => refused(format!(
+            "{} on {env} is still running, or its run died: roll it back by name once no promotion runs (--version {})",
+            m.version, m.version
+        )),
+        Status::Failed if !m.changed_target() => refused(format!(
+            "{} failed before it changed {env}: there is nothing to roll back",
+            m.version
+        )),
+        Status::Failed if version.is_none() => refused(format!(
+            "the newest promotion of {env}, {}, failed: its report says what state {env} is in; roll it back by name (--version {})",
+            m.version, m.version
+        )),
+        Status::Success | Status::Failed if !std::ptr::eq(m, newest) => refused(format!(
+            "{} is not the newest promotion of {env}: {} came after it; roll that back first",
+            m.version, newest.version
+        )),
+        Status::Success | Status::Failed => Ok(m),
+        other => refused(format!(
+            "{} on {env} is {}; there is nothing to roll back",
+            m.version,
+            other.as_str()
+        )),
     }
-    history
-        .iter()
-        .rev()
-        .find(|m| m.status == Status::Success)
-        .ok_or_else(|| {
-            Error::not_found(format!("{env} has no successful promotion to roll back"))
-                .hint(format!("dbpromote --history --to {env} lists them"))
-        })
 }
 
 #[cfg(test)]
@@ -635,7 +685,7 @@ mod tests {
     }
 
     #[test]
-    fn rollback_takes_the_newest_success() {
+    fn rollback_takes_the_newest_promotion_that_stands_on_the_target() {
         let mut h = vec![
             manifest("v2", Status::Failed, "2025-01-18T03:00:00Z"),
             manifest("v1", Status::Success, "2025-01-18T01:00:00Z"),
@@ -646,10 +696,27 @@ mod tests {
             h.iter().map(|m| m.version.as_str()).collect::<Vec<_>>(),
             ["v0", "v1", "v2"]
         );
+        let code = |h: &[Manifest], v: Option<&str>| {
+            rollback_candidate(h, v, "production").unwrap_err().code()
+        };
+        // v2 failed in its rehearsal: the target is on v1.
         assert_eq!(
             rollback_candidate(&h, None, "production").unwrap().version,
             "v1"
         );
+        assert_eq!(code(&h, Some("v2")), crate::ExitCode::Refused);
+        // v0 has v1 after it.
+        assert_eq!(code(&h, Some("v0")), crate::ExitCode::Refused);
+        // v2 failed on the target: it is named, never passed over for v1.
+        h[2].steps.push(Step {
+            name: "migrate".into(),
+            started_at: String::new(),
+            duration_seconds: 0.0,
+            result: "failed".into(),
+            detail: String::new(),
+        });
+        assert_eq!(code(&h, None), crate::ExitCode::Refused);
+        assert_eq!(code(&h, Some("v1")), crate::ExitCode::Refused);
         assert_eq!(
             rollback_candidate(&h, Some("v2"), "production")
                 .unwrap()

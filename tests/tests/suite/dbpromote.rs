@@ -491,7 +491,8 @@ fn a_health_check_failing_on_the_target_runs_the_downgrade_and_reports() {
         .fails_with(1, "the health-check step failed on production")
         .stderr_has("checkout page returns 500")
         .stderr_has("the downgrade ran and succeeded")
-        .stderr_has("dbrestore --store ");
+        .stderr_has("dbrestore --store ")
+        .stderr_has("--version v1 --restore-backup");
     let m = w.manifest("production", "v1");
     let pre = m["pre_release_backup"]["name"]
         .as_str()
@@ -523,6 +524,19 @@ fn a_health_check_failing_on_the_target_runs_the_downgrade_and_reports() {
         .columns("production", "customers")
         .contains(&"tier".to_string()));
     assert_eq!(w.pg.digests("app_production"), before);
+    // A rollback names the failed release, never passes over it; and its
+    // downgrade ran already: running it again is refused.
+    let rollback = |extra: &[&str]| {
+        w.promote()
+            .args(["--rollback", "--to", "production", "--yes", "--downgrade"])
+            .arg(&down)
+            .args(extra)
+    };
+    for _ in 0..2 {
+        rollback(&[]).fails_with(4, "the newest promotion of production, v1, failed");
+        rollback(&["--version", "v1"]).fails_with(4, "its downgrade ran already");
+        assert_eq!(w.pg.digests("app_production"), before);
+    }
 }
 
 #[test]

@@ -174,7 +174,7 @@ fn execute(
         err.message
     ))
     .hint(format!(
-        "to restore the pre-release backup: {restore}   (or: dbpromote --rollback --to {b} --restore-backup, which restores it into a side database and swaps it in)"
+        "to restore the pre-release backup: {restore}   (or: dbpromote --rollback --to {b} --version {version} --restore-backup, which restores it into a side database and swaps it in)"
     )))
 }
 

@@ -63,6 +63,13 @@ pub(crate) fn run(ctx: &Ctx) -> Result<ExitCode> {
         }
         Kind::Release => Method::RestoreBackup,
     };
+    if method == Method::Downgrade && m.downgraded() {
+        return Err(Error::refused(format!(
+            "{} failed, and its downgrade ran already: running it again would undo the release before it too",
+            m.version
+        ))
+        .hint("check the target; to put back the database from before the release: --restore-backup"));
+    }
     if m.kind == Kind::Refresh && (a.restore_backup || a.commands.downgrade.is_some()) {
         return Err(Error::usage(format!(
             "{} was a refresh: it is rolled back by swapping the previous database back, not by --restore-backup or --downgrade",
