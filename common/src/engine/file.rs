@@ -50,6 +50,33 @@ pub fn spool(input: &mut dyn Read, near: &Path) -> Result<TempGuard> {
     Ok(guard)
 }
 
+/// Gives the restored copy at `spool` the owner and mode of the file at
+/// `target` it is about to replace: the application that opens the
+/// database keeps its access (a copy made by root is root's, 0600).
+pub fn take_over_attributes(spool: &Path, target: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(was) = std::fs::metadata(target) else {
+        return Ok(());
+    };
+    if crate::fsutil::running_as_root() {
+        std::os::unix::fs::chown(spool, Some(was.uid()), Some(was.gid())).with_context(|| {
+            format!(
+                "cannot give {} the owner of {}",
+                spool.display(),
+                target.display()
+            )
+        })?;
+    }
+    std::fs::set_permissions(spool, std::fs::Permissions::from_mode(was.mode() & 0o7777))
+        .with_context(|| {
+            format!(
+                "cannot give {} the mode of {}",
+                spool.display(),
+                target.display()
+            )
+        })
+}
+
 /// Refuses to restore a payload other than `want` into the `label` file at
 /// `path` of a `scheme:` target (e.g. "SQLite database", `sqlite`): such a
 /// target takes its own artifacts only.

@@ -183,6 +183,26 @@ fn a_writer_holding_the_database_fails_dbsnap_clearly_and_dbrestore_refuses() {
     assert_eq!(rows_of(&meta_of(&out), "main.customers"), 101);
 }
 
+/// The application's database file keeps its owner and mode through a
+/// restore over it (done as root here): the application can open it after.
+#[test]
+fn a_restore_over_a_database_keeps_its_owner_and_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s = Scene::new();
+    let (_db, art) = snapshot(&s, "app", 20);
+    let live = sample(&s, "live", 3);
+    std::os::unix::fs::chown(&live, Some(1234), Some(1234)).unwrap();
+    std::fs::set_permissions(&live, std::fs::Permissions::from_mode(0o640)).unwrap();
+    for _ in 0..2 {
+        restore_file(&art, url(&live))
+            .args(["--yes", "--no-safety-backup"])
+            .succeeds();
+        let m = std::fs::metadata(&live).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 1234, 0o640));
+        assert_eq!(checksums(&live), checksums(&s.path("app.duckdb")));
+    }
+}
+
 #[test]
 fn table_option_restores_only_that_table() {
     let s = Scene::new();

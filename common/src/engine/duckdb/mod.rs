@@ -421,7 +421,9 @@ impl Duckdb {
                 )))
             }
         };
-        if let Err(e) = fs::rename(file.path(), &self.path) {
+        let renamed = file::take_over_attributes(file.path(), &self.path)
+            .and_then(|()| fs::rename(file.path(), &self.path).map_err(Error::from));
+        if let Err(e) = renamed {
             if moved {
                 let _ = fs::rename(&stale, &wal);
             }
