@@ -113,14 +113,35 @@ pub fn home(url: &str) -> Result<Box<dyn Home>> {
     super::registry::home(url)
 }
 
-/// `<db>_dbpromote_<tag>`, with `db` shortened (never the tag) to fit `max` bytes.
+/// `<db>_dbpromote_<tag>`; when that passes `max` bytes, `db` is shortened
+/// (never the tag) and followed by a hash of it whole, so two databases
+/// whose names begin alike never take each other's sides for their own.
 pub fn side_name(db: &str, tag: &str, max: usize) -> String {
     let suffix = format!("{MARK}{tag}");
-    let mut keep = max.saturating_sub(suffix.len()).min(db.len());
+    if db.len() + suffix.len() <= max {
+        return format!("{db}{suffix}");
+    }
+    let hash = name_hash(db);
+    let mut keep = max.saturating_sub(suffix.len() + hash.len()).min(db.len());
     while !db.is_char_boundary(keep) {
         keep -= 1;
     }
-    format!("{}{suffix}", &db[..keep])
+    format!("{}{hash}{suffix}", &db[..keep])
+}
+
+/// `_` and 8 hex digits of the sha256 of a database's name.
+fn name_hash(db: &str) -> String {
+    use sha2::Digest;
+    format!("_{}", &hex::encode(sha2::Sha256::digest(db))[..8])
+}
+
+/// Whether `stem`, what stands before the mark in a side's name, is the
+/// database `target`'s: its name whole, or shortened with its hash.
+pub fn stem_of(stem: &str, target: &str) -> bool {
+    stem == target
+        || stem
+            .strip_suffix(&name_hash(target))
+            .is_some_and(|short| target.starts_with(short))
 }
 
 /// A random tag part, for sides that must not collide.
@@ -381,5 +402,23 @@ mod tests {
             n.len() <= PG_NAME_MAX && n.ends_with("_dbpromote_prev_20250118_010000"),
             "{n}"
         );
+    }
+
+    #[test]
+    fn shortened_names_of_databases_that_begin_alike_stay_apart() {
+        let tag = "prev_20261202_063043_a29b";
+        let (dev, staging) = (
+            "warehouse_inventory_service_dev01",
+            "warehouse_inventory_service_staging",
+        );
+        let stem = |db: &str| {
+            let n = side_name(db, tag, PG_NAME_MAX);
+            assert!(n.len() <= PG_NAME_MAX, "{n}");
+            n.split_once(MARK).unwrap().0.to_string()
+        };
+        assert!(stem_of(&stem(dev), dev));
+        assert!(!stem_of(&stem(dev), staging));
+        assert!(!stem_of(&stem(staging), dev));
+        assert!(stem_of("app", "app") && !stem_of("app", "app2"));
     }
 }

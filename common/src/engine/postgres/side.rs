@@ -200,13 +200,9 @@ impl Home for PgHome {
         Ok(lines
             .into_iter()
             .map(|l| l.trim().to_string())
-            .filter(|n| match n.find(&mark) {
-                // A name at the identifier limit may carry a shortened target name.
-                Some(i) => {
-                    n[..i] == target
-                        || (n.len() == side::PG_NAME_MAX && i > 0 && target.starts_with(&n[..i]))
-                }
-                None => false,
+            .filter(|n| {
+                n.find(&mark)
+                    .is_some_and(|i| side::stem_of(&n[..i], &target))
             })
             .collect())
     }
