@@ -40,7 +40,9 @@ use std::process::{Command, Stdio};
 const PACKAGE: &str =
     "the Debian package mariadb-client (apt-get install mariadb-client), or a MySQL client";
 const DUMP_TOOLS: [&str; 2] = ["mariadb-dump", "mysqldump"];
-const CLIENT_TOOLS: [&str; 2] = ["mariadb", "mysql"];
+/// MariaDB's own client, which takes options Oracle's `mysql` does not.
+const MARIADB_CLIENT: &str = "mariadb";
+const CLIENT_TOOLS: [&str; 2] = [MARIADB_CLIENT, "mysql"];
 
 /// The server's error number in a client tool's stderr: the client prints
 /// `ERROR 1049 (42000) at line 1: ...`, the dump tools `Got error: 1049: ...`.
@@ -453,7 +455,7 @@ impl Engine for Mysql {
         let mut cmd = self.command(client);
         cmd.args(["--batch", "--connect-timeout=15"])
             .arg(format!("--database={}", self.conn.db));
-        if client == "mariadb" {
+        if client == MARIADB_CLIENT {
             // MariaDB's client prints a failing statement whole: a dump's
             // rows, which must not reach messages, the audit log or hooks.
             cmd.arg("--skip-print-query-on-error");
