@@ -1245,6 +1245,16 @@ fn sqlite_refreshes_swap_side_files_and_roll_back() {
         ),
         0
     );
+    // Nor are the masked values left in the file's free pages or its WAL.
+    let raw: Vec<u8> = ["", "-wal"]
+        .iter()
+        .flat_map(|x| std::fs::read(format!("{}{x}", staging.display())).unwrap_or_default())
+        .collect();
+    assert!(
+        !raw.windows(b"@example.com".len())
+            .any(|w| w == b"@example.com"),
+        "production's emails are still in staging's file"
+    );
     let kept: Vec<String> = c
         .beside_staging("app_dbpromote_prev_")
         .into_iter()

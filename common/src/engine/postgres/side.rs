@@ -233,6 +233,26 @@ impl Home for PgHome {
             "{} failed on {} (rolled back)",
             file.display(),
             db.url()
+        ))?;
+        // The rows it masked live on as dead tuples until the tables are
+        // rewritten: the copy goes down the chain without them.
+        let mut vacuum = db.command("psql");
+        vacuum.stdin(Stdio::null()).stdout(Stdio::null());
+        vacuum
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                "VACUUM (FULL)",
+                "-d",
+            ])
+            .arg(db.conn.uri(name));
+        Child::spawn("psql", super::CLIENT_PACKAGE_HINT, vacuum)?.finish(&format!(
+            "VACUUM FULL of {} after {}",
+            db.url(),
+            file.display()
         ))
     }
 
