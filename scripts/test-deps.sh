@@ -27,6 +27,7 @@ have systemd-analyze || need_apt+=(systemd)
 have man || need_apt+=(man-db)
 have openssl || need_apt+=(openssl)
 have logrotate || need_apt+=(logrotate)
+have strace || need_apt+=(strace)
 have pkill || need_apt+=(procps)
 # Azurite (the Azure Blob emulator) comes from npm.
 have azurite-blob || have npm || need_apt+=(npm)

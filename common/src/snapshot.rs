@@ -246,8 +246,13 @@ pub fn take(
                 .map(|f| f.to_string_lossy().into_owned())
                 .ok_or_else(|| Error::usage(format!("-o {}: not a file name", path.display())))?;
             let writer = store::LocalStore::atomic_file(&path)?;
-            let (info, summary, writer) = run(engine, &req.engine, writer, opts, &req.progress)?;
+            let (info, summary, mut writer) =
+                run(engine, &req.engine, writer, opts, &req.progress)?;
             let m = meta_for(&summary, info, file.clone());
+            // The artifact is durable before its sidecars replace those of
+            // an earlier artifact at the path: a crash while a large file
+            // syncs leaves the earlier one with its own sidecars.
+            writer.sync()?;
             // Sidecars first, the artifact last: running out of space or
             // inodes on the way leaves no artifact under its final name,
             // only sidecars that readers ignore and dbprune removes.

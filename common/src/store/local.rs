@@ -83,6 +83,13 @@ impl Write for LocalWriter {
 }
 
 impl ObjectWriter for LocalWriter {
+    fn sync(&mut self) -> Result<()> {
+        let out = self.out.as_mut().expect("open until commit");
+        out.flush()
+            .and_then(|()| out.get_ref().sync_all())
+            .with_context(|| format!("cannot fsync {}", self.final_path.display()))
+    }
+
     fn commit(mut self: Box<Self>) -> Result<()> {
         let out = self.out.take().expect("committed once");
         let file = out.into_inner().map_err(|e| {

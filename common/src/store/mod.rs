@@ -55,6 +55,12 @@ impl ObjectInfo {
 /// Dropping it without committing abandons the object and removes what was
 /// written so far.
 pub trait ObjectWriter: Write + Send {
+    /// Makes what was written durable before [`ObjectWriter::commit`], which
+    /// then only has to publish it (a local file's fsync; nothing for
+    /// objects a store publishes whole).
+    fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Makes the object durable and visible under its key, atomically.
     fn commit(self: Box<Self>) -> Result<()>;
 }

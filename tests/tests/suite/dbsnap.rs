@@ -320,6 +320,55 @@ fn binary_output_to_a_terminal_is_refused() {
     );
 }
 
+/// `-o FILE` over an earlier artifact: the new artifact is on disk (fsync)
+/// before its sidecars replace the earlier one's, so a crash while a large
+/// file syncs leaves the earlier artifact with its own sidecars. The order
+/// of the system calls, as strace sees them, proves it.
+#[test]
+fn a_new_artifact_is_durable_before_its_sidecars_replace_the_earlier_ones() {
+    let strace = require("strace", "the Debian package strace");
+    let (s, app) = sqlite::app_db(20);
+    let out = s.path("app.sqlite.zst");
+    let trace = s.path("trace");
+    for _ in 0..2 {
+        Cmd::new(&strace)
+            .args([
+                "-f",
+                "-y",
+                "-e",
+                "trace=fsync,rename,renameat,renameat2",
+                "-o",
+            ])
+            .arg(&trace)
+            .arg(dbsafe_tests::bin("dbsnap"))
+            .arg(sqlite::url(&app))
+            .args(["--no-encrypt", "-o"])
+            .arg(&out)
+            .succeeds();
+        let calls = std::fs::read_to_string(&trace).unwrap();
+        let at = |what: &str| {
+            calls
+                .lines()
+                .position(|l| l.contains(what))
+                .unwrap_or_else(|| panic!("no {what} in:\n{calls}"))
+        };
+        assert!(
+            at(".app.sqlite.zst.tmp.") < at("/app.sqlite.zst.sha256\")"),
+            "the artifact's fsync comes first:\n{calls}"
+        );
+        assert!(calls
+            .lines()
+            .nth(at(".app.sqlite.zst.tmp."))
+            .unwrap()
+            .contains("fsync("));
+        Cmd::new("sha256sum")
+            .arg("-c")
+            .arg("app.sqlite.zst.sha256")
+            .current_dir(s.dir.path())
+            .succeeds();
+    }
+}
+
 #[test]
 fn stdout_streaming_with_meta_file() {
     let (s, app) = sqlite::app_db(25);
