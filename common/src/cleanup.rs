@@ -17,6 +17,10 @@ static TEMPS: Mutex<BTreeMap<u64, PathBuf>> = Mutex::new(BTreeMap::new());
 static CHILDREN: Mutex<BTreeMap<u64, u32>> = Mutex::new(BTreeMap::new());
 static ACTIONS: Mutex<BTreeMap<u64, Box<dyn FnOnce() + Send>>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(1);
+/// Records being finished (see [`Finishing`]).
+static FINISHING: AtomicU64 = AtomicU64::new(0);
+/// How long an interrupted tool waits for its records to be finished.
+const FINISHING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Set inside the signal handler itself, so a thread that sees its child
 /// die of our SIGTERM already sees the flag.
 static INTERRUPTED: std::sync::LazyLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
@@ -146,6 +150,20 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Sends SIGTERM to the process group `pgid` (a child started in a group
+/// of its own, and whatever it started).
+pub fn stop_group(pgid: u32) {
+    if let Some(g) = rustix::process::Pid::from_raw(pgid as i32) {
+        let _ = rustix::process::kill_process_group(g, rustix::process::Signal::TERM);
+    }
+}
+
+/// Stops the process group `pgid` when the tool is interrupted, while the
+/// guard lives: a shell command and what it started end with the tool.
+pub fn group_guard(pgid: u32) -> ActionGuard {
+    ActionGuard::new(move || stop_group(pgid))
+}
+
 /// Runs an undo action when the tool is interrupted, while the guard lives:
 /// for temporaries that are not local paths, such as an S3 multipart upload
 /// to abort.
@@ -169,6 +187,28 @@ impl Drop for ActionGuard {
         if let Ok(mut actions) = ACTIONS.lock() {
             actions.remove(&self.0);
         }
+    }
+}
+
+/// A record the run must finish even when interrupted (a promotion's
+/// manifest and audit entry), while the guard lives: an interrupted tool
+/// stops its children, then waits (up to 30 s) for the guard to go before
+/// it ends, so the run records how it ended.
+#[derive(Debug)]
+pub struct Finishing(());
+
+impl Finishing {
+    /// Registers a record to finish.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Finishing {
+        FINISHING.fetch_add(1, Ordering::SeqCst);
+        Finishing(())
+    }
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        FINISHING.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -205,6 +245,10 @@ pub fn install_signal_handlers(tool: &'static str) {
             let actions = ACTIONS.lock().map(|mut a| std::mem::take(&mut *a));
             for action in actions.unwrap_or_default().into_values() {
                 action();
+            }
+            let since = std::time::Instant::now();
+            while FINISHING.load(Ordering::SeqCst) > 0 && since.elapsed() < FINISHING_WAIT {
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
             let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
             crate::output::init(crate::output::Log {

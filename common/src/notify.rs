@@ -239,6 +239,10 @@ pub fn run_shell(
     timeout: Option<Duration>,
 ) -> std::result::Result<(), String> {
     use std::os::unix::process::CommandExt;
+    // An interrupted run starts nothing more: it is recording how it ended.
+    if crate::cleanup::interrupted() {
+        return Err(format!("`{cmd}` was not run: interrupted"));
+    }
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -250,21 +254,15 @@ pub fn run_shell(
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run sh: {e}"))?;
-    let group = rustix::process::Pid::from_raw(child.id() as i32);
-    let stop = move || {
-        if let Some(g) = group {
-            let _ = rustix::process::kill_process_group(g, rustix::process::Signal::TERM);
-        }
-    };
     // An interrupted tool stops its hook too.
-    let _stopped_with_the_tool = crate::cleanup::ActionGuard::new(stop);
+    let _stopped_with_the_tool = crate::cleanup::group_guard(child.id());
     let start = Instant::now();
     loop {
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Ok(()),
             Ok(Some(st)) => return Err(format!("`{cmd}` ended with {st}")),
             Ok(None) if timeout.is_some_and(|t| start.elapsed() > t) => {
-                stop();
+                crate::cleanup::stop_group(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(

@@ -1058,6 +1058,72 @@ impl FileChain {
     }
 }
 
+/// A release told to stop (SIGTERM) while its migration runs on the target:
+/// the migration and what it started are stopped, nothing more is run, and
+/// the manifest and the audit log say how it ended, before exit 130.
+#[test]
+fn a_release_interrupted_on_the_target_records_how_it_ended_and_stops_its_command() {
+    let c = FileChain::sqlite_masking_emails(10, 3);
+    let s = &c._scene;
+    for round in 1..=2 {
+        let (started, pid) = (
+            s.path(&format!("started-{round}")),
+            s.path(&format!("pid-{round}")),
+        );
+        let migrate = format!(
+            "test \"$DBPROMOTE_PHASE\" = rehearsal && exit 0; \
+             sqlite3 \"${{DATABASE_URL#sqlite:}}\" 'CREATE TABLE step{round}(x)'; \
+             sleep 60 & echo $! > {}; touch {}; wait",
+            pid.display(),
+            started.display()
+        );
+        let version = format!("v{round}");
+        let mut run = c
+            .promote()
+            .args([
+                "--from",
+                "staging",
+                "--to",
+                "production",
+                "--version",
+                &version,
+            ])
+            .args(["--yes", "--migrate", &migrate])
+            .spawn();
+        wait_until(
+            "the migration on the target",
+            Duration::from_secs(60),
+            || started.exists(),
+        );
+        Cmd::new("kill")
+            .args(["-TERM", &run.id().to_string()])
+            .succeeds();
+        assert_eq!(run.wait().unwrap().code(), Some(130), "round {round}");
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(s.path(&format!("store-prod/releases/production/{version}.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(m["status"], "failed", "{m:#}");
+        assert!(m["finished_at"].is_string(), "{m:#}");
+        assert_eq!(step(&m, "migrate")["result"], "failed", "{m:#}");
+        let audit = std::fs::read_to_string(s.path("store-prod/audit.log")).unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(audit.lines().last().expect("an entry")).unwrap();
+        assert_eq!(
+            (last["action"].as_str(), last["result"].as_str()),
+            (Some("promote"), Some("failure")),
+            "{last}"
+        );
+        let sleeper = std::fs::read_to_string(&pid).unwrap();
+        wait_until(
+            "the migration's child to end",
+            Duration::from_secs(10),
+            || !Path::new(&format!("/proc/{}", sleeper.trim())).exists(),
+        );
+    }
+}
+
 #[test]
 fn a_promotion_that_would_take_a_plain_backup_is_refused_unless_the_config_allows_it() {
     let chain = FileChain::new("sqlite", "db", "UPDATE customers SET email = 'x';");
@@ -1269,7 +1335,8 @@ fn sqlite_refreshes_swap_side_files_and_roll_back() {
     // A release on SQLite: rehearsed on a side file, then applied.
     let migrate =
         "sqlite3 \"${DATABASE_URL#sqlite:}\" 'ALTER TABLE customers ADD COLUMN tier TEXT'";
-    if dbsafe_tests::which("sqlite3").is_some() {
+    dbsafe_tests::require("sqlite3", "the Debian package sqlite3");
+    {
         c.promote()
             .args([
                 "--from",

@@ -5,7 +5,7 @@ use crate::cli::Commands;
 use crate::{Ctx, EnvSpec, Plan};
 use dbsafe::artifact::Artifact;
 use dbsafe::catalog::{self, Selector};
-use dbsafe::cleanup::{ActionGuard, ChildGuard};
+use dbsafe::cleanup::ActionGuard;
 use dbsafe::engine::side::Home;
 use dbsafe::engine::{Engine, RestoreOptions, SnapshotOptions};
 use dbsafe::lock::Lock;
@@ -430,6 +430,11 @@ const TAIL: usize = 8;
 
 /// Runs `cmd` with `sh -c`; its output goes to stderr, prefixed with `label`.
 pub(crate) fn shell(ctx: &Ctx, label: &str, cmd: &str, env: &[(String, String)]) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    // An interrupted run starts nothing more: it is recording how it ended.
+    if crate::interrupted() {
+        return Err(Error::interrupted().context(format!("{label} `{cmd}` was not run")));
+    }
     ctx.log.info(format!("{label}: running `{cmd}`"));
     let clock = std::time::Instant::now();
     let mut child = Command::new("sh")
@@ -439,9 +444,12 @@ pub(crate) fn shell(ctx: &Ctx, label: &str, cmd: &str, env: &[(String, String)])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // A group of its own: an interrupt ends what the command started
+        // too, whose output would otherwise keep the readers below waiting.
+        .process_group(0)
         .spawn()
         .map_err(|e| Error::failed(format!("cannot run sh for {label}: {e}")))?;
-    let _guard = ChildGuard::new(child.id());
+    let _guard = dbsafe::cleanup::group_guard(child.id());
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let quiet = ctx.args.common.quiet;
     let readers: Vec<_> = [

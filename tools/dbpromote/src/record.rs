@@ -38,6 +38,8 @@ pub(crate) struct Recorder<'a> {
     clock: Instant,
     /// `promote`, `refresh` or `rollback`.
     action: &'static str,
+    /// An interrupt waits for the manifest and the audit entry.
+    _finishing: dbsafe::cleanup::Finishing,
 }
 
 impl<'a> Recorder<'a> {
@@ -55,6 +57,7 @@ impl<'a> Recorder<'a> {
             audit_log,
             clock: Instant::now(),
             action,
+            _finishing: dbsafe::cleanup::Finishing::new(),
         }
     }
 
