@@ -712,11 +712,25 @@ pub fn pruned_ids(plan: &serde_json::Value) -> Vec<String> {
 
 /// The entries of a store's audit log (none when there is no log).
 pub fn audit_entries(store: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(store.join("audit.log"))
+    audit_log_entries(&store.join("audit.log"))
+}
+
+/// The entries of the audit log file at `log` (none when there is none).
+pub fn audit_log_entries(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
         .collect()
+}
+
+/// The last entry of the audit log file at `log`: (action, result), and the entry.
+pub fn last_audit_entry(log: &Path) -> (String, String, serde_json::Value) {
+    let e = audit_log_entries(log)
+        .pop()
+        .unwrap_or_else(|| panic!("no entry in {}", log.display()));
+    let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+    (field("action"), field("result"), e)
 }
 
 /// Every running process's argv (NULs shown as spaces) that contains

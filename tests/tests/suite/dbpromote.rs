@@ -1047,6 +1047,20 @@ impl FileChain {
             .args(["--rollback", "--to", "staging", "--yes"])
     }
 
+    /// A release of `version` from staging to production, running `migrate`.
+    fn release(&self, version: &str, migrate: &str) -> Cmd {
+        self.promote()
+            .args([
+                "--from",
+                "staging",
+                "--to",
+                "production",
+                "--version",
+                version,
+            ])
+            .args(["--yes", "--migrate", migrate])
+    }
+
     /// The names of the files beside staging that contain `part`.
     fn beside_staging(&self, part: &str) -> Vec<String> {
         std::fs::read_dir(self.staging.parent().expect("dir"))
@@ -1078,18 +1092,7 @@ fn a_release_interrupted_on_the_target_records_how_it_ended_and_stops_its_comman
             started.display()
         );
         let version = format!("v{round}");
-        let mut run = c
-            .promote()
-            .args([
-                "--from",
-                "staging",
-                "--to",
-                "production",
-                "--version",
-                &version,
-            ])
-            .args(["--yes", "--migrate", &migrate])
-            .spawn();
+        let mut run = c.release(&version, &migrate).spawn();
         wait_until(
             "the migration on the target",
             Duration::from_secs(60),
@@ -1107,12 +1110,11 @@ fn a_release_interrupted_on_the_target_records_how_it_ended_and_stops_its_comman
         assert_eq!(m["status"], "failed", "{m:#}");
         assert!(m["finished_at"].is_string(), "{m:#}");
         assert_eq!(step(&m, "migrate")["result"], "failed", "{m:#}");
-        let audit = std::fs::read_to_string(s.path("store-prod/audit.log")).unwrap();
-        let last: serde_json::Value =
-            serde_json::from_str(audit.lines().last().expect("an entry")).unwrap();
+        let (action, result, last) =
+            dbsafe_tests::last_audit_entry(&s.path("store-prod/audit.log"));
         assert_eq!(
-            (last["action"].as_str(), last["result"].as_str()),
-            (Some("promote"), Some("failure")),
+            (action.as_str(), result.as_str()),
+            ("promote", "failure"),
             "{last}"
         );
         let sleeper = std::fs::read_to_string(&pid).unwrap();
@@ -1337,19 +1339,7 @@ fn sqlite_refreshes_swap_side_files_and_roll_back() {
         "sqlite3 \"${DATABASE_URL#sqlite:}\" 'ALTER TABLE customers ADD COLUMN tier TEXT'";
     dbsafe_tests::require("sqlite3", "the Debian package sqlite3");
     {
-        c.promote()
-            .args([
-                "--from",
-                "staging",
-                "--to",
-                "production",
-                "--version",
-                "v1",
-                "--yes",
-                "--migrate",
-                migrate,
-            ])
-            .succeeds();
+        c.release("v1", migrate).succeeds();
         assert_eq!(
             count(
                 prod,

@@ -2,8 +2,8 @@
 
 use dbsafe_tests::sqlite::{self, SqliteDb};
 use dbsafe_tests::{
-    artifacts, files_under, has_open, next_second, prune_store, require, snap_raw, snap_to_file,
-    snap_to_store, temporaries, wait_until, Cmd, LockHolder, Scene,
+    artifacts, has_open, next_second, prune_store, require, snap_raw, snap_to_file, snap_to_store,
+    temporaries, wait_until, Cmd, LockHolder, Scene,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

@@ -108,10 +108,8 @@ fn a_restore_interrupted_after_it_replaced_the_target_is_audited_and_stops_its_h
             .args(["-TERM", &child.id().to_string()])
             .succeeds();
         assert_eq!(child.wait().unwrap().code(), Some(130), "round {round}");
-        let log = std::fs::read_to_string(store.join("audit.log")).unwrap();
-        let entry: serde_json::Value =
-            serde_json::from_str(log.lines().last().expect("an entry")).unwrap();
-        assert_eq!(entry["result"], "interrupted", "round {round}: {entry}");
+        let (_, result, entry) = dbsafe_tests::last_audit_entry(&store.join("audit.log"));
+        assert_eq!(result, "interrupted", "round {round}: {entry}");
         let safety = entry["details"]["safety_backup"].as_str().expect("named");
         assert!(
             files_under(&store).iter().any(|f| f.ends_with(safety)),
@@ -185,12 +183,10 @@ fn an_audit_log_swapped_for_a_link_while_a_restore_runs_gets_its_entry_in_the_fi
             run.stderr()
         );
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
-        let entries = std::fs::read_to_string(&moved).unwrap();
-        let entry: serde_json::Value =
-            serde_json::from_str(entries.lines().last().expect("an entry")).unwrap();
+        let (action, result, _) = dbsafe_tests::last_audit_entry(&moved);
         assert_eq!(
-            (entry["action"].as_str(), entry["result"].as_str()),
-            (Some("restore"), Some("success")),
+            (action.as_str(), result.as_str()),
+            ("restore", "success"),
             "round {round}"
         );
         assert!(std::fs::symlink_metadata(&log)
