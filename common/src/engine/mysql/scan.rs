@@ -379,11 +379,14 @@ pub(super) fn filter_tables(
     out: &mut dyn Write,
     wanted: &[String],
 ) -> Result<Vec<String>> {
-    const MARKERS: [&str; 4] = [
+    // A sequence is a section of its own (mariadb-dump puts them first,
+    // before any table): kept only when named, never as the header.
+    const MARKERS: [&str; 5] = [
         "-- Table structure for table ",
         "-- Dumping data for table ",
         "-- Temporary table structure for view ",
         "-- Final view structure for view ",
+        "-- Sequence structure for ",
     ];
     let mut reader = BufReader::with_capacity(1 << 16, input);
     let mut keep = true;
@@ -565,5 +568,29 @@ DELIMITER ;\n\
         assert!(!text.contains("empty``odd"));
         assert!(!text.contains("PROCEDURE"));
         assert!(text.contains("-- Dump completed"));
+    }
+
+    /// mariadb-dump writes sequences first, before any table: a restore of
+    /// one table must not take them for the header and reset them.
+    #[test]
+    fn table_filter_keeps_a_sequence_only_when_it_is_named() {
+        let at = DUMP
+            .find("--\n-- Table structure for table")
+            .expect("a table section");
+        let dump = format!(
+            "{}--\n-- Sequence structure for `sq`\n--\n\nDROP SEQUENCE IF EXISTS `sq`;\n\
+             CREATE SEQUENCE `sq` start with 1;\nDO SETVAL(`sq`, 5000, 0);\n\n{}",
+            &DUMP[..at],
+            &DUMP[at..]
+        );
+        for (wanted, has) in [(vec!["t"], false), (vec!["t", "sq"], true)] {
+            let wanted: Vec<String> = wanted.into_iter().map(String::from).collect();
+            let mut out = Vec::new();
+            let kept = filter_tables(&mut dump.as_bytes(), &mut out, &wanted).expect("filter");
+            let text = String::from_utf8(out).expect("utf8");
+            assert_eq!(text.contains("SETVAL"), has, "{wanted:?}");
+            assert_eq!(kept.contains(&"sq".to_string()), has);
+            assert!(text.contains("SET NAMES utf8mb4") && text.contains("INSERT INTO `t`"));
+        }
     }
 }
