@@ -50,6 +50,38 @@ pub fn spool(input: &mut dyn Read, near: &Path) -> Result<TempGuard> {
     Ok(guard)
 }
 
+/// The other processes of this host that hold `path` open (Linux's /proc):
+/// a database file's users, which hold no lock while they are idle.
+pub fn holders(path: &Path) -> Vec<u32> {
+    let Ok(want) = std::fs::canonicalize(path) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found: Vec<u32> = procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == want))
+            })
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// A process's name (`comm`), for messages.
+pub fn process_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Gives the restored copy at `spool` the owner and mode of the file at
 /// `target` it is about to replace: the application that opens the
 /// database keeps its access (a copy made by root is root's, 0600).

@@ -1075,6 +1075,41 @@ impl FileChain {
 /// A release told to stop (SIGTERM) while its migration runs on the target:
 /// the migration and what it started are stopped, nothing more is run, and
 /// the manifest and the audit log say how it ended, before exit 130.
+/// An application holding the SQLite database open (idle: no lock) would
+/// go on with the old file after the swap, its writes lost to the live
+/// database: the refresh refuses, or waits for it with --grace.
+#[test]
+fn a_sqlite_refresh_waits_for_or_refuses_a_process_that_holds_the_database_open() {
+    let c = FileChain::sqlite_masking_emails(10, 3);
+    let before = sqlite::contents(&c.staging);
+    let hold =
+        |secs: u32| Cmd::sh(&format!("exec 3<'{}'; sleep {secs}", c.staging.display())).spawn();
+    let mut app = hold(60);
+    wait_until(
+        "the application to open it",
+        Duration::from_secs(10),
+        || std::fs::read_dir(format!("/proc/{}/fd", app.id())).is_ok_and(|fds| fds.count() > 3),
+    );
+    for _ in 0..2 {
+        c.refresh().fails_with(4, "session(s) connected to app.db: pid");
+        assert_eq!(sqlite::contents(&c.staging), before, "nothing was changed");
+    }
+    dbsafe_tests::kill_and_reap(&mut app);
+    // An application that lets go within the grace period is waited for.
+    let mut brief = hold(2);
+    wait_until(
+        "the application to open it",
+        Duration::from_secs(10),
+        || std::fs::read_dir(format!("/proc/{}/fd", brief.id())).is_ok_and(|fds| fds.count() > 3),
+    );
+    c.refresh().args(["--grace", "30s"]).succeeds();
+    assert!(
+        brief.try_wait().unwrap().is_some(),
+        "the swap waited for the application to let go"
+    );
+    assert_eq!(sqlite::counts(&c.staging), sqlite::counts(&c.prod));
+}
+
 #[test]
 fn a_release_interrupted_on_the_target_records_how_it_ended_and_stops_its_command() {
     let c = FileChain::sqlite_masking_emails(10, 3);

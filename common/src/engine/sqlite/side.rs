@@ -3,7 +3,7 @@
 
 use super::Sqlite;
 use crate::engine::side::{FilePlace, FileSides, Session, Swap};
-use crate::engine::Engine;
+use crate::engine::{file, Engine};
 use crate::error::{Error, Result};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -55,9 +55,23 @@ impl FileSides for Sqlite {
         }
     }
 
-    fn sessions(_place: &FilePlace, _names: &[&str]) -> Result<Vec<Session>> {
-        // A file has no session list; the swap's lock is what detects users.
-        Ok(Vec::new())
+    /// A file has no session list: its users are the processes that hold
+    /// it open, idle ones too, which hold no lock.
+    fn sessions(place: &FilePlace, names: &[&str]) -> Result<Vec<Session>> {
+        Ok(names
+            .iter()
+            .flat_map(|name| {
+                file::holders(&place.path(name))
+                    .into_iter()
+                    .map(move |pid| Session {
+                        pid: i64::from(pid),
+                        database: name.to_string(),
+                        user: String::new(),
+                        application: file::process_name(pid),
+                        client: String::new(),
+                    })
+            })
+            .collect())
     }
 
     fn swap(place: &FilePlace, side: &str, keep_as: &str, grace: Option<Duration>) -> Result<Swap> {
@@ -66,6 +80,34 @@ impl FileSides for Sqlite {
             place.path(side),
             place.path(keep_as),
         );
+        // A process that holds the file open would go on with the old one
+        // (its writes lost to the live database): waited for up to the
+        // grace period, else the swap is refused.
+        let start = Instant::now();
+        loop {
+            let users = file::holders(&target);
+            if users.is_empty() {
+                break;
+            }
+            if grace.is_none_or(|g| start.elapsed() >= g) {
+                let named: Vec<String> = users
+                    .iter()
+                    .map(|p| format!("{p} ({})", file::process_name(*p)))
+                    .collect();
+                return Err(Error::refused(format!(
+                    "{} is open in process {}{}; nothing was changed",
+                    target.display(),
+                    named.join(", "),
+                    if grace.is_some() {
+                        " past the grace period"
+                    } else {
+                        ""
+                    }
+                ))
+                .hint("stop the application, or pass --grace D to wait for it"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let conn = open(&target)?;
         let wait = grace.unwrap_or(Duration::ZERO);
         conn.busy_timeout(wait)
@@ -86,7 +128,6 @@ impl FileSides for Sqlite {
                 Error::failed(format!("locking {}: {e}", target.display()))
             }
         };
-        let start = Instant::now();
         // Fold the WAL into the file so the file alone is the database, then
         // hold the write lock so no writer is half-way through a transaction.
         let (blocked, _, _): (i64, i64, i64) = conn
