@@ -493,6 +493,9 @@ impl Engine for Dir {
             Ok(_) => true,
             Err(_) => false,
         };
+        if existing && is_mount_point(&self.path) {
+            return self.restore_into_mount_point(input);
+        }
         // Staged next to the target, so the swap is a rename on one filesystem.
         let staging = crate::fsutil::temp_name_for(&self.path);
         let guard = TempGuard::new(&staging);
@@ -538,6 +541,10 @@ impl Engine for Dir {
     }
 
     fn drop_target(&self) -> Result<()> {
+        if is_mount_point(&self.path) {
+            // The mount point stays; what is in it goes.
+            return empty_dir(&self.path);
+        }
         match fs::symlink_metadata(&self.path) {
             Ok(m) if m.is_dir() => {
                 fs::remove_dir_all(&self.path).with_context(|| self.path.display().to_string())
@@ -545,6 +552,75 @@ impl Engine for Dir {
             Ok(_) => fs::remove_file(&self.path).with_context(|| self.path.display().to_string()),
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// Whether `dir` is a mount point: another filesystem than its parent's,
+/// which cannot be renamed (a volume an object store serves, say).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match (fs::symlink_metadata(dir), fs::metadata(parent)) {
+        (Ok(d), Ok(p)) => d.is_dir() && d.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// Removes everything in `dir`, keeping `dir`.
+fn empty_dir(dir: &Path) -> Result<()> {
+    for e in fs::read_dir(dir).with_context(|| dir.display().to_string())? {
+        let p = e.with_context(|| dir.display().to_string())?.path();
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
+            _ => fs::remove_file(&p),
+        }
+        .with_context(|| format!("cannot remove {}", p.display()))?;
+    }
+    Ok(())
+}
+
+impl Dir {
+    /// A mount point cannot be renamed: the tree is staged inside it (one
+    /// filesystem, so each move is a rename), the old entries are moved
+    /// aside into it, the new ones up, then the old ones removed. Not one
+    /// atomic step as elsewhere: a run that dies in between leaves both
+    /// under hidden names in it, and the safety backup holds the old tree.
+    fn restore_into_mount_point(&self, input: &mut dyn Read) -> Result<()> {
+        let inside = |what: &str| crate::fsutil::temp_name_for(&self.path.join(what));
+        let (staging, aside) = (inside("restored"), inside("replaced"));
+        let guard = TempGuard::new(&staging);
+        for d in [&staging, &aside] {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        unpack(input, &staging)?;
+        let move_all = |from: &Path, to: &Path, skip: &[&Path]| -> Result<()> {
+            for e in fs::read_dir(from).with_context(|| from.display().to_string())? {
+                let p = e.with_context(|| from.display().to_string())?.path();
+                if skip.contains(&p.as_path()) {
+                    continue;
+                }
+                let dest = to.join(p.file_name().expect("an entry has a name"));
+                fs::rename(&p, &dest).with_context(|| {
+                    format!("cannot move {} to {}", p.display(), dest.display())
+                })?;
+            }
+            Ok(())
+        };
+        move_all(&self.path, &aside, &[&staging, &aside])?;
+        move_all(&staging, &self.path, &[])?;
+        // The tree's own mode, which the archive gave the staging directory.
+        let mode = fs::metadata(&staging).with_context(|| staging.display().to_string())?;
+        fs::set_permissions(&self.path, mode.permissions())
+            .with_context(|| format!("cannot set the mode of {}", self.path.display()))?;
+        drop(guard);
+        fs::remove_dir_all(&aside).with_context(|| format!("cannot remove {}", aside.display()))?;
+        crate::fsutil::fsync_dir(&self.path)
     }
 }
 

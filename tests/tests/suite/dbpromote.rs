@@ -1091,7 +1091,8 @@ fn a_sqlite_refresh_waits_for_or_refuses_a_process_that_holds_the_database_open(
         || std::fs::read_dir(format!("/proc/{}/fd", app.id())).is_ok_and(|fds| fds.count() > 3),
     );
     for _ in 0..2 {
-        c.refresh().fails_with(4, "session(s) connected to app.db: pid");
+        c.refresh()
+            .fails_with(4, "session(s) connected to app.db: pid");
         assert_eq!(sqlite::contents(&c.staging), before, "nothing was changed");
     }
     dbsafe_tests::kill_and_reap(&mut app);

@@ -19,6 +19,33 @@ fn url(p: &Path) -> String {
 
 dbsafe_tests::engine_scenarios!(Trees::start());
 
+/// A target that is a mount point (a volume an object store serves) cannot
+/// be renamed: it is restored in place, identical, and stays mounted.
+#[test]
+fn a_mount_point_target_is_restored_in_place_and_stays_mounted() {
+    let s = Scene::new();
+    let vol = s.path("vol");
+    let _disk = dbsafe_tests::Tmpfs::mount(&vol, "size=16m,mode=0755");
+    dbsafe_tests::dir::sample_tree(&vol);
+    let expected = describe(&vol);
+    let store = s.path("store");
+    snap_to_store(url(&vol), &store).succeeds();
+    let mount_dev = std::fs::metadata(&vol).unwrap().dev();
+    for round in 1..=2 {
+        std::fs::write(vol.join("written after the backup"), "x").unwrap();
+        std::fs::remove_file(vol.join("secret.key")).unwrap();
+        restore_from_store(&store, url(&vol))
+            .args(["--latest", "--yes", "--no-safety-backup"])
+            .succeeds();
+        assert_eq!(describe(&vol), expected, "round {round}");
+        assert_eq!(
+            std::fs::metadata(&vol).unwrap().dev(),
+            mount_dev,
+            "still the mount"
+        );
+    }
+}
+
 #[test]
 fn backup_verifies_at_every_level_restores_identically_and_rotates() {
     let trees = Trees::start();
