@@ -167,6 +167,10 @@ struct TreeStats {
     manifest: Vec<Vec<u8>>,
     changed: Vec<String>,
     skipped: Vec<String>,
+    /// Files of several names (hard links), by device and inode: the first
+    /// name archived, and its manifest line's size and digest. Later names
+    /// are archived as links to it, as tar does.
+    linked: std::collections::HashMap<(u64, u64), (PathBuf, u64, String)>,
 }
 
 impl Dir {
@@ -178,7 +182,8 @@ impl Dir {
         }
     }
 
-    /// Appends one regular file; returns whether it changed while read.
+    /// Appends one regular file: a second name of a file archived already
+    /// as a hard link to it, otherwise its contents.
     fn append_file(
         &self,
         builder: &mut tar::Builder<&mut dyn Write>,
@@ -186,6 +191,41 @@ impl Dir {
         rel: &Path,
         stats: &mut TreeStats,
     ) -> Result<()> {
+        let m =
+            fs::symlink_metadata(abs).with_context(|| format!("cannot stat {}", abs.display()))?;
+        let key = (m.dev(), m.ino());
+        if m.nlink() > 1 {
+            if let Some((first, size, digest)) = stats.linked.get(&key).cloned() {
+                let mut h = header_for(tar::EntryType::Link, &m, 0);
+                builder
+                    .append_link(&mut h, rel, &first)
+                    .map_err(io_err(format!("archiving {}", abs.display())))?;
+                stats.counts.files += 1;
+                stats.manifest.push(manifest_line(
+                    rel.as_os_str().as_bytes(),
+                    'f',
+                    size,
+                    m.mode(),
+                    digest.as_bytes(),
+                ));
+                return Ok(());
+            }
+        }
+        let (size, digest) = self.append_contents(builder, abs, rel, stats)?;
+        if m.nlink() > 1 {
+            stats.linked.insert(key, (rel.to_path_buf(), size, digest));
+        }
+        Ok(())
+    }
+
+    /// Appends one regular file's contents; returns its size and digest.
+    fn append_contents(
+        &self,
+        builder: &mut tar::Builder<&mut dyn Write>,
+        abs: &Path,
+        rel: &Path,
+        stats: &mut TreeStats,
+    ) -> Result<(u64, String)> {
         // O_NOFOLLOW: a file swapped for a link since the walk saw it is not followed.
         let mut file = fs::OpenOptions::new()
             .read(true)
@@ -201,7 +241,7 @@ impl Dir {
                 "{} is no longer a regular file; left out",
                 abs.display()
             ));
-            return Ok(());
+            return Ok((0, String::new()));
         }
         let size = before.size();
         let mut header = header_for(tar::EntryType::Regular, &before, size);
@@ -226,14 +266,15 @@ impl Dir {
         }
         stats.counts.files += 1;
         stats.bytes += size;
+        let digest = hex::encode(digest);
         stats.manifest.push(manifest_line(
             rel.as_os_str().as_bytes(),
             'f',
             size,
             before.mode(),
-            hex::encode(digest).as_bytes(),
+            digest.as_bytes(),
         ));
-        Ok(())
+        Ok((size, digest))
     }
 
     fn write_tar(&self, out: &mut dyn Write) -> Result<TreeStats> {

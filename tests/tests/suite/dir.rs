@@ -19,6 +19,30 @@ fn url(p: &Path) -> String {
 
 dbsafe_tests::engine_scenarios!(Trees::start());
 
+/// Two names of one file (a hard link) stay one file through a backup and
+/// a restore: the same inode, one copy of the bytes, a write through one
+/// name seen through the other.
+#[test]
+fn hard_links_stay_one_file_through_a_backup_and_a_restore() {
+    let (s, src) = dbsafe_tests::dir::volume();
+    std::fs::hard_link(src.join("sub/nested/blob.bin"), src.join("blob again.bin")).unwrap();
+    let art = s.path("volume.tar.zst");
+    snap_to_file(url(&src), &art).succeeds();
+    verify_full_json(&art).succeeds();
+    let back = s.path("back");
+    for _ in 0..2 {
+        restore_file(&art, url(&back))
+            .args(["--create", "--yes", "--no-safety-backup"])
+            .succeeds();
+        let (a, b) = (
+            std::fs::metadata(back.join("sub/nested/blob.bin")).unwrap(),
+            std::fs::metadata(back.join("blob again.bin")).unwrap(),
+        );
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+        diff_r(&src, &back);
+    }
+}
+
 /// A target that is a mount point (a volume an object store serves) cannot
 /// be renamed: it is restored in place, identical, and stays mounted.
 #[test]
