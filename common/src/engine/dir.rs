@@ -173,6 +173,20 @@ struct TreeStats {
     linked: std::collections::HashMap<(u64, u64), (PathBuf, u64, String)>,
 }
 
+impl TreeStats {
+    /// Counts a file's name and adds its manifest line.
+    fn file(&mut self, rel: &Path, size: u64, mode: u32, digest: &str) {
+        self.counts.files += 1;
+        self.manifest.push(manifest_line(
+            rel.as_os_str().as_bytes(),
+            'f',
+            size,
+            mode,
+            digest.as_bytes(),
+        ));
+    }
+}
+
 impl Dir {
     fn rel_name(&self, p: &Path) -> PathBuf {
         match p.strip_prefix(&self.path) {
@@ -200,14 +214,7 @@ impl Dir {
                 builder
                     .append_link(&mut h, rel, &first)
                     .map_err(io_err(format!("archiving {}", abs.display())))?;
-                stats.counts.files += 1;
-                stats.manifest.push(manifest_line(
-                    rel.as_os_str().as_bytes(),
-                    'f',
-                    size,
-                    m.mode(),
-                    digest.as_bytes(),
-                ));
+                stats.file(rel, size, m.mode(), &digest);
                 return Ok(());
             }
         }
@@ -264,16 +271,9 @@ impl Dir {
             ));
             stats.changed.push(rel.display().to_string());
         }
-        stats.counts.files += 1;
         stats.bytes += size;
         let digest = hex::encode(digest);
-        stats.manifest.push(manifest_line(
-            rel.as_os_str().as_bytes(),
-            'f',
-            size,
-            before.mode(),
-            digest.as_bytes(),
-        ));
+        stats.file(rel, size, before.mode(), &digest);
         Ok((size, digest))
     }
 
