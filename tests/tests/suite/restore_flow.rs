@@ -144,3 +144,27 @@ fn an_identity_only_in_the_config_file_decrypts_for_dbverify_and_dbrestore() {
         sqlite::contents(&s.path("app.db"))
     );
 }
+
+/// A SQLite target in WAL mode whose page size differs from the backup's:
+/// the restore replaces it whole (the backup API could not, in WAL mode).
+#[test]
+fn a_sqlite_target_in_wal_mode_with_another_page_size_is_restored() {
+    let s = Scene::new();
+    let (art, key) = artifact(&s);
+    let target = s.path("target.db");
+    for _ in 0..2 {
+        let _ = std::fs::remove_file(&target);
+        let c = rusqlite::Connection::open(&target).unwrap();
+        c.execute_batch("PRAGMA page_size = 8192; PRAGMA journal_mode = WAL; CREATE TABLE old(x); INSERT INTO old VALUES (1);")
+            .unwrap();
+        drop(c);
+        restore_with(&art, &key, sqlite::url(&target))
+            .arg("--yes")
+            .arg("--no-safety-backup")
+            .succeeds();
+        assert_eq!(
+            sqlite::contents(&target),
+            sqlite::contents(&s.path("app.db"))
+        );
+    }
+}

@@ -286,6 +286,20 @@ impl Engine for Sqlite {
             // The backup API replaces the whole database under SQLite's own
             // locking, so other connections never see a torn file.
             let src = open_payload(file.path())?;
+            // The backup API cannot change the page size of a database in
+            // WAL mode: the target leaves WAL mode first (the recorded mode
+            // is put back after).
+            let page_size = |c: &Connection| -> Result<i64> {
+                c.query_row("PRAGMA page_size", [], |r| r.get(0))
+                    .map_err(sql_err("reading the page size"))
+            };
+            if page_size(&src)? != page_size(&target)? {
+                target
+                    .pragma_update_and_check(None, "journal_mode", "DELETE", |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .map_err(sql_err("leaving WAL mode for a new page size"))?;
+            }
             backup_into(&src, &mut target)?;
             drop(target);
             return self.restore_journal_mode(opts);
