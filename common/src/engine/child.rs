@@ -165,6 +165,24 @@ pub fn run(
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+impl Child {
+    /// Feeds `input` whole into the child's stdin (piped), then closes it.
+    /// A read of the input that fails kills the child before it sees an
+    /// end: a restore commits nothing of an input cut short.
+    pub fn fed(mut self, input: &mut dyn Read) -> Result<Child> {
+        let mut stdin = self.child.stdin.take().expect("piped stdin");
+        let fed = feed(input, &mut stdin);
+        drop(stdin);
+        match fed {
+            Ok(()) => Ok(self),
+            Err(e) => {
+                self.kill();
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Copies `input` into a child's stdin, telling our read errors (the
 /// artifact) from its write errors (the child died: its stderr says why).
 pub fn feed(input: &mut dyn Read, stdin: &mut dyn Write) -> Result<()> {

@@ -20,7 +20,7 @@ pub(super) mod side;
 mod url;
 
 use self::url::ConnUrl;
-use super::child::{feed, Child};
+use super::child::Child;
 use super::{Engine, PayloadCheck, RestoreOptions, SnapshotInfo, SnapshotOptions};
 use crate::error::{Error, Result};
 use crate::meta::TableCount;
@@ -342,14 +342,7 @@ pub(crate) fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = Child::spawn("pg_restore", CLIENT_PACKAGE_HINT, cmd)?;
-    let mut stdin = child.child.stdin.take().expect("piped stdin");
-    let fed = feed(input, &mut stdin);
-    drop(stdin);
-    if let Err(e) = fed {
-        child.kill();
-        return Err(e);
-    }
+    let mut child = Child::spawn("pg_restore", CLIENT_PACKAGE_HINT, cmd)?.fed(input)?;
     let status = child
         .child
         .wait()
@@ -712,16 +705,11 @@ impl Postgres {
             }
             Input::Stream(input) => input,
         };
-        let mut child = Child::spawn("pg_restore", CLIENT_PACKAGE_HINT, cmd)?;
-        let mut stdin = child.child.stdin.take().expect("piped stdin");
-        let fed = feed(input, &mut stdin);
-        drop(stdin);
-        if let Err(e) = fed {
-            // Killed before it saw the end of its input, pg_restore commits nothing.
-            child.kill();
-            return Err(e.context("reading the artifact; nothing was restored"));
-        }
-        child.finish(&failed)
+        // Killed before it saw the end of its input, pg_restore commits nothing.
+        Child::spawn("pg_restore", CLIENT_PACKAGE_HINT, cmd)?
+            .fed(input)
+            .map_err(|e| e.context("reading the artifact; nothing was restored"))?
+            .finish(&failed)
     }
 
     /// pg_restore's arguments; `workers` above 1 (a file restored into a
