@@ -239,24 +239,36 @@ fn stale_temporaries_and_orphan_sidecars_are_removed_young_ones_stay() {
     let f = Fixture::new();
     f.add("production", "app", now(), false);
     let dir = f.store.join("backups");
-    let old_tmp = dir.join(".production_app_full_20200101_000000.sqlite.zst.tmp.1.deadbeef");
-    let young_tmp = dir.join(".production_app_full_20200102_000000.sqlite.zst.tmp.2.cafecafe");
-    std::fs::write(&old_tmp, b"partial").unwrap();
-    std::fs::write(&young_tmp, b"partial").unwrap();
-    Cmd::new("touch")
-        .args(["-d", "3 hours ago"])
-        .arg(&old_tmp)
-        .succeeds();
+    // A file a writer left: three hours old, or written now.
+    let left = |name: &str, old: bool| {
+        let p = dir.join(name);
+        std::fs::write(&p, b"partial").unwrap();
+        if old {
+            Cmd::new("touch")
+                .args(["-d", "3 hours ago"])
+                .arg(&p)
+                .succeeds();
+        }
+        p
+    };
+    let old_tmp = left(
+        ".production_app_full_20200101_000000.sqlite.zst.tmp.1.deadbeef",
+        true,
+    );
+    let young_tmp = left(
+        ".production_app_full_20200102_000000.sqlite.zst.tmp.2.cafecafe",
+        false,
+    );
     // Sidecars with no artifact: one left by a crash, one of a writer
     // (on another host, holding no lock here) about to commit its artifact.
-    let orphan = dir.join("production_app_full_20200101_000000.sqlite.zst.meta.json");
-    let committing = dir.join("production_app_full_20200102_000000.sqlite.zst.sha256");
-    std::fs::write(&orphan, b"{}").unwrap();
-    std::fs::write(&committing, b"x").unwrap();
-    Cmd::new("touch")
-        .args(["-d", "3 hours ago"])
-        .arg(&orphan)
-        .succeeds();
+    let orphan = left(
+        "production_app_full_20200101_000000.sqlite.zst.meta.json",
+        true,
+    );
+    let committing = left(
+        "production_app_full_20200102_000000.sqlite.zst.sha256",
+        false,
+    );
     let plan = f
         .prune()
         .args(["--keep-last", "5", "--dry-run", "--json"])

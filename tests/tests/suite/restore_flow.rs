@@ -5,6 +5,14 @@
 use dbsafe_tests::{restore_file, restore_with, snap_to_file_for, sqlite, verify_with, Cmd, Scene};
 use std::path::PathBuf;
 
+/// A SQLite database at `path` made by `sql`.
+fn sqlite_db(path: &std::path::Path, sql: &str) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
 /// A SQLite artifact encrypted to a fresh key, with its sidecars; returns it and the key.
 fn artifact(s: &Scene) -> (PathBuf, PathBuf) {
     sqlite::sample(&s.path("app.db"), 50);
@@ -89,10 +97,10 @@ fn a_safety_backup_in_a_safety_dir_is_a_named_artifact_that_verifies() {
     let s = Scene::new();
     let (art, key) = artifact(&s);
     let target = s.path("target.db");
-    let c = rusqlite::Connection::open(&target).unwrap();
-    c.execute_batch("CREATE TABLE precious(x); INSERT INTO precious VALUES (1);")
-        .unwrap();
-    drop(c);
+    sqlite_db(
+        &target,
+        "CREATE TABLE precious(x); INSERT INTO precious VALUES (1);",
+    );
     restore_with(&art, &key, sqlite::url(&target))
         .arg("--yes")
         .arg("--safety-dir")
@@ -154,10 +162,10 @@ fn a_sqlite_target_in_wal_mode_with_another_page_size_is_restored() {
     let target = s.path("target.db");
     for _ in 0..2 {
         let _ = std::fs::remove_file(&target);
-        let c = rusqlite::Connection::open(&target).unwrap();
-        c.execute_batch("PRAGMA page_size = 8192; PRAGMA journal_mode = WAL; CREATE TABLE old(x); INSERT INTO old VALUES (1);")
-            .unwrap();
-        drop(c);
+        sqlite_db(
+            &target,
+            "PRAGMA page_size = 8192; PRAGMA journal_mode = WAL; CREATE TABLE old(x); INSERT INTO old VALUES (1);",
+        );
         restore_with(&art, &key, sqlite::url(&target))
             .arg("--yes")
             .arg("--no-safety-backup")
