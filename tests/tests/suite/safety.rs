@@ -75,6 +75,52 @@ fn a_safety_backup_in_the_store_is_encrypted_to_the_restored_backups_recipients(
     );
 }
 
+/// Two restores at once of databases of one name (on two hosts' mounts,
+/// say) into one --safety-dir: each keeps its own safety backup.
+#[test]
+fn two_restores_at_once_into_one_safety_dir_keep_both_safety_backups() {
+    let s = Scene::new();
+    let src = sqlite::sample_in(&s, "app.db", 30);
+    let artifact = s.path("app.sqlite.zst");
+    snap_to_file_for(sqlite::url(&src), &artifact, &s.age_key("key.txt").1).succeeds();
+    let key = s.path("key.txt");
+    let dir = s.mkdir("safety");
+    for round in 1..=2 {
+        let runs: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|host| {
+                let target = s.path(&format!("{host}{round}/app.db"));
+                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                sqlite::sample(&target, 3);
+                Cmd::tool("dbrestore")
+                    .arg(&artifact)
+                    .arg("-i")
+                    .arg(&key)
+                    .arg("--target")
+                    .arg(sqlite::url(&target))
+                    .args(["--yes", "--safety-dir"])
+                    .arg(&dir)
+                    .spawn()
+            })
+            .collect();
+        for mut r in runs {
+            assert!(r.wait().unwrap().success(), "round {round}");
+        }
+        let kept: Vec<String> = dbsafe_tests::files_under(&dir)
+            .into_iter()
+            .filter(|f| f.ends_with(".sqlite.zst.age"))
+            .collect();
+        assert_eq!(kept.len(), 2 * round, "{kept:?}");
+        for f in &kept {
+            Cmd::tool("dbverify")
+                .arg(dir.join(f))
+                .arg("-i")
+                .arg(&key)
+                .succeeds();
+        }
+    }
+}
+
 #[test]
 fn safety_backups_with_a_passphrase_are_encrypted_with_it_and_never_share_a_name() {
     let s = Scene::new();

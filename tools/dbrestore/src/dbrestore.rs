@@ -825,6 +825,13 @@ impl Restoring<'_> {
             SafetyDest::NewStore(_) => unreachable!("a dry run takes no safety backup"),
             SafetyDest::Dir(dir) => {
                 dbsafe::fsutil::create_private_dir(dir)?;
+                // Two restores into one directory take their names in turn:
+                // the second sees the first's, never replaces it.
+                let _naming = dbsafe::lock::Lock::acquire(
+                    &dir.join(".dbsafe-safety.lock"),
+                    "the safety directory",
+                    Duration::from_secs(3600),
+                )?;
                 let mut name = ArtifactName {
                     env: req.env.clone(),
                     database: target.database(),
