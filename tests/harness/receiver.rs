@@ -26,6 +26,17 @@ impl Receiver {
     /// Starts it: answering 200 to each request, or (`answer: false`)
     /// holding every connection without a word.
     pub fn start(answer: bool) -> Receiver {
+        Receiver::serve(answer.then(|| b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()))
+    }
+
+    /// Starts it answering every request with `response` (a whole HTTP
+    /// response): a service that says something dbsafe must not take for
+    /// an answer.
+    pub fn answering(response: &str) -> Receiver {
+        Receiver::serve(Some(response.as_bytes().to_vec()))
+    }
+
+    fn serve(answer: Option<Vec<u8>>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -33,10 +44,10 @@ impl Receiver {
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for conn in listener.incoming().flatten() {
-                if !answer {
+                let Some(answer) = &answer else {
                     held.push(conn);
                     continue;
-                }
+                };
                 let mut r = BufReader::new(conn.try_clone().unwrap());
                 let (mut first, mut len) = (String::new(), 0);
                 let _ = r.read_line(&mut first);
@@ -58,7 +69,7 @@ impl Receiver {
                     .join(" ");
                 kept.lock().unwrap().push(Request { line, body });
                 let mut w = conn;
-                let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                let _ = w.write_all(answer);
             }
         });
         Receiver { base, requests }

@@ -292,6 +292,45 @@ fn a_multipart_artifact_uploads_in_parts_verifies_and_leaves_no_upload_behind() 
     assert!(markers(&server, PREFIX).is_empty());
 }
 
+/// A bucket in another region answers 301 PermanentRedirect: a failure
+/// that names the region, at once, never an answer read as an object, a
+/// listing or "that name is taken" (which kept dbsnap looking for a free
+/// name for ever).
+#[test]
+fn a_bucket_in_another_region_is_named_at_once_never_read_as_an_answer() {
+    let (s, server) = dbsafe_tests::s3::scene();
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PermanentRedirect</Code>\
+                <Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message></Error>";
+    let elsewhere = dbsafe_tests::receiver::Receiver::answering(&format!(
+        "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: eu-west-3\r\n\
+         content-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    let db = sqlite::sample_in(&s, "app.db", 5);
+    let store = server.url(PREFIX);
+    for cmd in [
+        server
+            .tool_via("dbsnap", &elsewhere.base)
+            .arg(sqlite::url(&db))
+            .args(["--no-encrypt", "--to", &store]),
+        server
+            .tool_via("dbverify", &elsewhere.base)
+            .args(["--store", &store, "--latest"]),
+    ] {
+        let mut run = cmd.stderr_file(s.path("stderr")).spawn();
+        let ended = dbsafe_tests::poll_until(std::time::Duration::from_secs(60), || {
+            run.try_wait().unwrap().is_some()
+        });
+        if !ended {
+            dbsafe_tests::kill_and_reap(&mut run);
+            panic!("the run did not end");
+        }
+        assert!(!run.wait().unwrap().success());
+        let said = std::fs::read_to_string(s.path("stderr")).unwrap();
+        assert!(said.contains("AWS_REGION=eu-west-3"), "{said}");
+    }
+}
+
 /// 1,100 keys (s3s-fs serves its directory, so they are written there
 /// directly): listing them takes two pages.
 #[test]

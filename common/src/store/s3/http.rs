@@ -151,6 +151,11 @@ impl Client {
             None => req.call(),
         };
         match result {
+            // Redirects are not followed: a 3xx (PermanentRedirect, a wrong
+            // region) is a failure with its body, never an answer to read.
+            Ok(resp) if !(200..300).contains(&resp.status()) => {
+                Err(status_failure(resp.status(), resp))
+            }
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(status, resp)) => Err(status_failure(status, resp)),
             Err(ureq::Error::Transport(t)) => {
