@@ -181,6 +181,23 @@ pub(crate) fn answer_text(
     }
 }
 
+/// A URL as messages show it: its scheme, host and port only. A webhook's
+/// path (Slack's) or query (a token) is its secret.
+pub(crate) fn origin_of(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "(an invalid URL)".into())
+}
+
+/// A failed request, as messages say it: its status, or the transport
+/// error without its URL.
+pub(crate) fn failure_message(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Status(code, _) => format!("HTTP {code}"),
+        ureq::Error::Transport(t) => transport_message(t),
+    }
+}
+
 /// A transport error without its URL: a presigned URL or a SAS token holds
 /// a signature.
 pub(crate) fn transport_message(t: &ureq::Transport) -> String {

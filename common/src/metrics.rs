@@ -244,7 +244,7 @@ pub fn push(url: &str, job: &str, samples: &[Sample]) -> Result<()> {
         ))),
         Err(e) => Err(Error::failed(format!(
             "pushgateway {shown}: {}",
-            crate::output::redact_urls(&e.to_string())
+            crate::http::failure_message(&e)
         ))),
     }
 }

@@ -208,7 +208,7 @@ pub fn finish(tool: &str, exit_code: i32, message: &str, started: Instant) {
         if let Err(e) = post(url, &n) {
             crate::output::warn(format!(
                 "the webhook {} was not reached: {e}",
-                crate::output::redact_urls(url)
+                crate::http::origin_of(url)
             ));
         }
     }
@@ -293,7 +293,7 @@ fn post(url: &str, n: &Notice) -> std::result::Result<(), String> {
             Ok(_) => return Ok(()),
             // The receiver answered: another attempt would get the same answer.
             Err(ureq::Error::Status(code, _)) => return Err(format!("HTTP {code}")),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = crate::http::failure_message(&e),
         }
         if attempt < WEBHOOK_ATTEMPTS {
             std::thread::sleep(Duration::from_millis(300));

@@ -107,10 +107,17 @@ fn a_dead_webhook_or_failing_hook_changes_neither_the_exit_code_nor_the_backup()
     let store = s.path("store");
     let silent = Receiver::start(false);
     let start = Instant::now();
+    // A webhook's path and query are its secret (Slack's): never shown.
+    let secret = format!("{}/services/T01/B02/PATHSECRET?token=QUERYSECRET", silent.url);
     let r = snap_to_store(sqlite::url(&db), &store)
-        .args(["--on-success", "exit 7", "--notify", &silent.url])
+        .args(["--on-success", "exit 7", "--notify", &secret])
         .succeeds();
     let took = start.elapsed();
+    assert!(
+        !r.stderr().contains("PATHSECRET") && !r.stderr().contains("QUERYSECRET"),
+        "{}",
+        r.stderr()
+    );
     r.stderr_has("the success hook failed")
         .stderr_has("was not reached");
     assert_eq!(dbsafe_tests::artifacts(&store).len(), 1);
