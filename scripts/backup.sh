@@ -9,7 +9,8 @@
 #   DBSAFE_RECIPIENTS_FILE  age recipients to encrypt to
 #   DBSAFE_IDENTITY_FILE    age identity to verify with (needed when encrypting)
 #   VERIFY_LEVEL            quick | full | restore (default: full)
-#   PRUNE_ARGS              retention flags for dbprune (default: the environment's retention)
+#   PRUNE_ARGS              retention flags for dbprune, applied to this environment's
+#                           backups of this database only (default: the environment's retention)
 #   BIN_DIR                 where the dbsafe binaries are (default: PATH)
 #
 # Exit status: 0 when every step succeeded; otherwise the failing step's code
@@ -37,7 +38,7 @@ case $DBSAFE_STORE in
   *://*) lock_dir=${XDG_RUNTIME_DIR:-/tmp}/dbsafe-locks-$(id -u) ;;
   *) lock_dir=$DBSAFE_STORE/locks ;;
 esac
-mkdir -p "$lock_dir"
+(umask 077 && mkdir -p "$lock_dir")
 lock="$lock_dir/backup.sh-$(printf '%s' "$DBSAFE_STORE $source_url" | sha256sum | cut -c1-16).lock"
 exec 9>"$lock"
 if ! flock -n 9; then
@@ -49,12 +50,21 @@ log "snapshot of $source_url"
 meta=$(mktemp)
 trap 'rm -f "$meta"' EXIT
 "${bin}dbsnap" "$source_url" --to "$DBSAFE_STORE" --json > "$meta"
-name=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metadata"]["file"])' "$meta")
+# The report is pretty-printed JSON, a key a line; artifact, environment and
+# database names hold no quotes.
+field() { sed -n "s/^$1\"$2\": \"\\(.*\\)\",\$/\\1/p" "$meta" | head -n 1; }
+name=$(field '    ' file)
+env=$(field '    ' environment)
+database=$(field '    ' database)
+if [ -z "$name" ] || [ -z "$env" ] || [ -z "$database" ]; then
+  log "cannot read the snapshot's report"
+  exit 1
+fi
 
 log "verify $name at level $level"
 "${bin}dbverify" --store "$DBSAFE_STORE" --level "$level" "$name"
 
-log "rotate"
-"${bin}dbprune" --store "$DBSAFE_STORE" "${prune_args[@]}"
+log "rotate $env's backups of $database"
+"${bin}dbprune" --store "$DBSAFE_STORE" --env "$env" --database "$database" "${prune_args[@]}"
 
 log "done: $name"

@@ -113,6 +113,18 @@ fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
     let (other, _) = s.age_key("other.txt");
     // The job fails with the verification: exit 2, the key cannot judge the backup.
     run().env("DBSAFE_IDENTITY_FILE", &other).fails_with_code(2);
+    // Another environment's job in the same store rotates its own backups only.
+    let production = dbsafe_tests::artifacts(&s.path("store"));
+    for _ in 0..2 {
+        next_second();
+        run()
+            .env("DBSAFE_ENV", "staging")
+            .env("PRUNE_ARGS", "--keep-last 1")
+            .succeeds();
+    }
+    let now = dbsafe_tests::artifacts(&s.path("store"));
+    assert!(production.iter().all(|p| now.contains(p)), "{now:?}");
+    assert_eq!(now.len(), production.len() + 1, "{now:?}");
 }
 
 #[test]
