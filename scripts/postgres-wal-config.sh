@@ -18,9 +18,12 @@
 #   DBSAFE_NO_ENCRYPT=1     archive plain WAL instead (walship push --no-encrypt);
 #                           one of the two is required
 #   DBSAFE_COMPRESS         zstd (default), gzip or none
+#   DBSAFE_METRICS_FILE     textfile the pushes record their metrics in (what the
+#                           WAL alerts of monitoring/alerts.yml read); recommended
+#   DBSAFE_ENV              the environment the metrics name (default: default)
 #   WALSHIP                 path of the walship binary (default: walship on PATH)
 # The server runs archive_command as its own user: that user must be able to
-# write STORE and read the recipients file.
+# write STORE and the metrics file, and read the recipients file.
 set -euo pipefail
 
 if [ $# -lt 2 ] || [ $# -gt 3 ]; then
@@ -51,6 +54,14 @@ if [ -z "${DBSAFE_RECIPIENTS_FILE:-}" ]; then
 fi
 if [ -n "${DBSAFE_COMPRESS:-}" ]; then
   env_prefix="$env_prefix DBSAFE_COMPRESS=$DBSAFE_COMPRESS"
+fi
+if [ -n "${DBSAFE_METRICS_FILE:-}" ]; then
+  env_prefix="$env_prefix DBSAFE_METRICS_FILE='$(quote "$DBSAFE_METRICS_FILE")'"
+else
+  echo "$0: no DBSAFE_METRICS_FILE: the pushes record no metrics, and the WAL alerts cannot fire" >&2
+fi
+if [ -n "${DBSAFE_ENV:-}" ]; then
+  env_prefix="$env_prefix DBSAFE_ENV='$(quote "$DBSAFE_ENV")'"
 fi
 command="$env_prefix '$(quote "$walship")' push %p %f --to '$(quote "$store")'$plain"
 # In SQL, single quotes double.

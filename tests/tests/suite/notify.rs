@@ -108,7 +108,10 @@ fn a_dead_webhook_or_failing_hook_changes_neither_the_exit_code_nor_the_backup()
     let silent = Receiver::start(false);
     let start = Instant::now();
     // A webhook's path and query are its secret (Slack's): never shown.
-    let secret = format!("{}/services/T01/B02/PATHSECRET?token=QUERYSECRET", silent.url);
+    let secret = format!(
+        "{}/services/T01/B02/PATHSECRET?token=QUERYSECRET",
+        silent.url
+    );
     let r = snap_to_store(sqlite::url(&db), &store)
         .args(["--on-success", "exit 7", "--notify", &secret])
         .succeeds();

@@ -1,5 +1,6 @@
 //! The shell scripts under scripts/ run end to end against the built binaries.
 
+use dbsafe_tests::testdb::TestDb;
 use dbsafe_tests::{bin_dir, next_second, require, snap_to_store, sqlite, Cmd, LockHolder, Scene};
 use std::ffi::OsStr;
 use std::path::Path;
@@ -174,6 +175,32 @@ fn the_wal_config_script_refuses_plain_archiving_unless_asked_for() {
         .fails_with(2, "WAL would be archived unencrypted");
 }
 
+/// The archive_command the script writes records the pushes' metrics in
+/// the textfile the WAL alerts read.
+#[test]
+fn the_wal_config_script_writes_an_archive_command_that_records_metrics() {
+    let s = Scene::new();
+    let pg = dbsafe_tests::pg::Cluster::start();
+    let metrics = s.path("dbsafe.prom");
+    Cmd::new(script("postgres-wal-config.sh"))
+        .arg(pg.url("postgres"))
+        .arg(s.path("store"))
+        .env("WALSHIP", dbsafe_tests::bin("walship"))
+        .env("DBSAFE_NO_ENCRYPT", "1")
+        .env("DBSAFE_METRICS_FILE", &metrics)
+        .env("DBSAFE_ENV", "production")
+        .succeeds();
+    let command = pg.scalar(
+        "postgres",
+        "SELECT setting FROM pg_file_settings WHERE name = 'archive_command';",
+    );
+    assert!(
+        command.contains(&format!("DBSAFE_METRICS_FILE='{}'", metrics.display()))
+            && command.contains("DBSAFE_ENV='production'"),
+        "{command}"
+    );
+}
+
 #[test]
 fn systemd_units_pass_systemd_analyze_verify() {
     let s = Scene::new();
@@ -194,6 +221,8 @@ fn systemd_units_pass_systemd_analyze_verify() {
             "PrivateTmp=yes",
             "ProtectSystem=strict",
             "User=dbsafe",
+            // A hung job fails, so that OnFailure= reports it.
+            "TimeoutStartSec=",
         ] {
             assert!(
                 name.ends_with(".timer") || text.contains(hardening),
