@@ -408,3 +408,33 @@ fn killed_mid_upload(s: &Scene, server: &CloudServer) {
 fn gcs_and_azure_uploads_killed_midway_leave_no_object_and_the_next_run_succeeds() {
     on_both_services(killed_mid_upload);
 }
+
+/// A store whose bucket is not there is an error (255 for PostgreSQL's
+/// restore_command), never "not archived" (1, which ends a recovery), with
+/// a prefix or without one; a segment missing from a bucket that is there
+/// is 1.
+fn a_missing_bucket_is_never_an_empty_archive(s: &Scene, server: &CloudServer) {
+    let wanted = "000000010000000000000001";
+    let fetch = |store: &str| {
+        server
+            .tool("walship")
+            .args(["fetch", wanted])
+            .arg(s.path("segment"))
+            .args(["--from", store])
+    };
+    let scheme = &server.url("")[..5];
+    for store in [
+        format!("{scheme}no-such-bucket"),
+        format!("{scheme}no-such-bucket/wal"),
+    ] {
+        fetch(&store).fails_with_code(255);
+    }
+    let bucket = server.url("");
+    fetch(bucket.trim_end_matches('/')).fails_with_code(1);
+    assert!(!s.path("segment").exists());
+}
+
+#[test]
+fn gcs_and_azure_buckets_that_are_not_there_are_errors_never_empty_archives() {
+    on_both_services(a_missing_bucket_is_never_an_empty_archive);
+}

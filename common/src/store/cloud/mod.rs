@@ -249,7 +249,10 @@ impl CloudStore {
             ),
             prefix: prefix.to_string(),
         };
-        if !create && !store.prefix.is_empty() && store.page("")?.0.is_empty() {
+        // A listing tells a bucket that is not there (an error) from an
+        // object that is not (a fetch's "not archived"), with a prefix or
+        // without one.
+        if !create && store.page("")?.0.is_empty() && !store.prefix.is_empty() {
             return Err(Error::not_found(format!(
                 "store {} does not exist (no object under that prefix)",
                 store.location
