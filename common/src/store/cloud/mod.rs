@@ -405,6 +405,10 @@ struct CloudWriter {
     service: Arc<dyn Service>,
     key: String,
     new: bool,
+    /// Of a create-only object, the sha256 of what was written: a name found
+    /// taken after a retried attempt is this writer's only when the object
+    /// there hashes the same.
+    written: Option<sha2::Sha256>,
     buf: Vec<u8>,
     /// The upload, once started.
     upload: Option<String>,
@@ -419,6 +423,7 @@ impl CloudWriter {
             service: Arc::clone(&store.service),
             key: store.full(key),
             new,
+            written: new.then(sha2::Digest::new),
             buf: Vec::new(),
             upload: None,
             parts: 0,
@@ -477,20 +482,42 @@ impl CloudWriter {
         verb: &str,
         mut attempt: impl FnMut(bool) -> std::result::Result<(), Failure>,
     ) -> Result<()> {
-        let mut taken = false;
+        let mut taken = None;
         call_again(&*self.service, &self.op(verb), |again| {
             match attempt(again) {
                 Err(f) if self.new && name_taken(&f) => {
-                    taken = !again;
+                    taken = Some(again);
                     Ok(())
                 }
                 other => other,
             }
         })?;
-        if taken {
-            return Err(super::taken(&self.service.url(&self.key)));
+        match taken {
+            None => Ok(()),
+            // On a retry, the name may have been taken by our own attempt
+            // that got through unanswered, or by another writer meanwhile:
+            // the bytes there tell.
+            Some(true) if self.holds_what_was_written()? => Ok(()),
+            Some(_) => Err(super::taken(&self.service.url(&self.key))),
         }
-        Ok(())
+    }
+
+    /// Whether the object under the key hashes as what this writer wrote.
+    fn holds_what_was_written(&self) -> Result<bool> {
+        use sha2::Digest;
+        let Some(written) = self.written.clone() else {
+            return Ok(false);
+        };
+        let from = ReadFrom {
+            offset: 0,
+            version: None,
+        };
+        let s = &*self.service;
+        let answer = call(s, &self.op("read back"), || s.get(&self.key, &from))?;
+        let mut there = sha2::Sha256::new();
+        std::io::copy(&mut answer.into_reader(), &mut there)
+            .map_err(|e| Error::io(format!("reading back {}", s.url(&self.key)), e))?;
+        Ok(there.finalize() == written.finalize())
     }
 }
 
@@ -503,6 +530,9 @@ impl Write for CloudWriter {
         }
         let n = data.len().min(PART_SIZE - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
+        if let Some(h) = &mut self.written {
+            sha2::Digest::update(h, &data[..n]);
+        }
         Ok(n)
     }
 
@@ -579,6 +609,85 @@ mod tests {
         assert!(name_taken(&status(412, "conditionNotMet")));
         assert!(name_taken(&status(409, "BlobAlreadyExists")));
         assert!(!name_taken(&status(409, "ContainerBeingDeleted")));
+    }
+
+    /// A service whose first upload gets no answer and whose next one finds
+    /// the name taken, holding `there`.
+    struct TakenOnRetry {
+        there: &'static str,
+        puts: std::sync::Mutex<u32>,
+    }
+
+    impl Service for TakenOnRetry {
+        fn url(&self, key: &str) -> String {
+            format!("gs://b/{key}")
+        }
+        fn put(&self, _: &str, _: &[u8], _: bool) -> std::result::Result<(), Failure> {
+            let mut n = self.puts.lock().unwrap();
+            *n += 1;
+            match *n {
+                1 => Err(Failure::Transport("connection reset".into())),
+                _ => Err(Failure::Status {
+                    status: 412,
+                    code: "conditionNotMet".into(),
+                    message: String::new(),
+                    bucket_region: None,
+                }),
+            }
+        }
+        fn start(&self, _: &str, _: bool) -> std::result::Result<String, Failure> {
+            unreachable!("one part")
+        }
+        fn put_part(&self, _: &str, _: &Chunk<'_>) -> std::result::Result<(), Failure> {
+            unreachable!("one part")
+        }
+        fn finish(&self, _: &str, _: &Chunk<'_>, _: bool) -> std::result::Result<(), Failure> {
+            unreachable!("one part")
+        }
+        fn abort(&self, _: &str, _: &str) {}
+        fn version_header(&self) -> &'static str {
+            "x-goog-generation"
+        }
+        fn get(&self, _: &str, _: &ReadFrom<'_>) -> std::result::Result<ureq::Response, Failure> {
+            Ok(ureq::Response::new(200, "OK", self.there).expect("a response"))
+        }
+        fn exists(&self, _: &str) -> std::result::Result<bool, Failure> {
+            Ok(true)
+        }
+        fn list_page(
+            &self,
+            _: &str,
+            _: Option<&str>,
+        ) -> std::result::Result<(Vec<ObjectInfo>, Option<String>), Failure> {
+            Ok((Vec::new(), None))
+        }
+        fn delete(&self, _: &str) -> std::result::Result<(), Failure> {
+            Ok(())
+        }
+        fn error(&self, _: &Op<'_>, f: &Failure, _: u32) -> Error {
+            Error::failed(format!("{f:?}"))
+        }
+    }
+
+    #[test]
+    fn a_name_taken_after_a_retry_is_ours_only_when_it_holds_our_bytes() {
+        for (there, ours) in [("mine", true), ("theirs", false)] {
+            let store = CloudStore {
+                service: Arc::new(TakenOnRetry {
+                    there,
+                    puts: std::sync::Mutex::new(0),
+                }),
+                location: "gs://b".into(),
+                prefix: String::new(),
+            };
+            let mut w = Box::new(CloudWriter::new(&store, "backups/x", true));
+            w.write_all(b"mine").unwrap();
+            let done = w.commit();
+            assert_eq!(done.is_ok(), ours, "{there}: {done:?}");
+            if let Err(e) = done {
+                assert_eq!(e.code(), crate::ExitCode::Refused, "{e}");
+            }
+        }
     }
 
     #[test]
