@@ -150,6 +150,7 @@ pub(crate) struct ResumingReader {
     pos: u64,
     len: Option<u64>,
     version: Option<String>,
+    version_header: String,
     failures: u32,
 }
 
@@ -170,6 +171,7 @@ impl ResumingReader {
                 .header("content-length")
                 .and_then(|l| l.parse::<u64>().ok()),
             version: resp.header(version_header).map(str::to_string),
+            version_header: version_header.to_string(),
             body: Some(resp.into_reader()),
             reopen,
             pos: 0,
@@ -201,6 +203,22 @@ impl ResumingReader {
                 self.url,
                 resp.status(),
                 self.pos
+            ))));
+        }
+        // The rest of the same object from where it stopped, whatever the
+        // server made of the conditions: another version (the object
+        // replaced meanwhile), or another range, would splice two objects.
+        let version = resp.header(&self.version_header);
+        let range_start = resp
+            .header("content-range")
+            .and_then(|r| r.strip_prefix("bytes "))
+            .and_then(|r| r.split('-').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        let other_version = self.version.is_some() && version != self.version.as_deref();
+        if other_version || (resp.status() == 206 && range_start != Some(self.pos)) {
+            return Err(io::Error::other(Error::failed(format!(
+                "download {}: the object changed while it was read (resuming at byte {}); read it again",
+                self.url, self.pos
             ))));
         }
         self.body = Some(resp.into_reader());
@@ -304,6 +322,17 @@ mod tests {
     /// (with the whole object when it resumes at byte 0).
     fn cut_at(first: &str, status: u16) -> io::Result<Vec<u8>> {
         let at = first.len();
+        cut_answered(
+            first,
+            status,
+            &format!("ETag: \"v1\"\r\nContent-Range: bytes {at}-9/10\r\n"),
+        )
+    }
+
+    /// [`cut_at`], the resumption answering with `headers`.
+    fn cut_answered(first: &str, status: u16, headers: &str) -> io::Result<Vec<u8>> {
+        let at = first.len();
+        let headers = headers.to_string();
         let head: ureq::Response =
             format!("HTTP/1.1 200 OK\r\nContent-Length: 10\r\nETag: \"v1\"\r\n\r\n{first}")
                 .parse()
@@ -316,7 +345,7 @@ mod tests {
             );
             let rest = &"helloworld"[at..];
             Ok(format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{rest}",
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{headers}\r\n{rest}",
                 rest.len()
             )
             .parse()
@@ -356,6 +385,18 @@ mod tests {
                 .contains("ignored the range request (HTTP 200) while resuming at byte 5"),
             "{e}"
         );
+        // Another version of the object, or another range, is never spliced on.
+        for headers in [
+            "ETag: \"v2\"\r\nContent-Range: bytes 5-9/10\r\n",
+            "Content-Range: bytes 5-9/10\r\n",
+            "ETag: \"v1\"\r\nContent-Range: bytes 0-4/10\r\n",
+        ] {
+            let e = cut_answered("hello", 206, headers).unwrap_err();
+            assert!(
+                e.to_string().contains("changed while it was read"),
+                "{headers}: {e}"
+            );
+        }
     }
     use std::time::Duration;
 
