@@ -141,12 +141,14 @@ fn every_alert_fires_from_the_series_the_tools_write() {
     let (size, bytes) = one(&all, "dbsafe_backup_size_bytes");
     let (failures, failed) = one(&all, "dbsafe_backup_failures_total");
     assert_eq!(failed, 1.0, "one failed run counted");
+    let (failure, _) = one(&all, "dbsafe_backup_last_failure_timestamp_seconds");
     let (score, drill) = one_with(&all, "dbsafe_verify_integrity_score", "level=\"restore\"");
     assert!(drill < 1.0, "the drill's score is below 1: {drill}");
     let (verified, _) = one(&all, "dbsafe_verify_last_success_timestamp_seconds");
     let (wal, _) = one(&all, "dbsafe_wal_last_archived_timestamp_seconds");
     let (wal_failures, wal_failed) = one(&all, "dbsafe_wal_push_failures_total");
     assert_eq!(wal_failed, 1.0, "one failed push counted");
+    let (wal_failure, _) = one(&all, "dbsafe_wal_last_failure_timestamp_seconds");
 
     // promtool evaluates from time 0: timestamps are replayed as "at the
     // start", counters and gauges with the values the tools wrote.
@@ -174,6 +176,17 @@ fn every_alert_fires_from_the_series_the_tools_write() {
             success.replace("production", "staging"),
             success_missing.clone(),
         ),
+        // A failure 30 minutes in, after the successes replayed at the start;
+        // and a first-ever failure of a series that never succeeded.
+        (failure.clone(), format!("'_x30 1800x{}'", hours * 60 - 30)),
+        (
+            wal_failure.clone(),
+            format!("'_x30 1800x{}'", hours * 60 - 30),
+        ),
+        (
+            failure.replace("production", "lab"),
+            format!("'_x30 1800x{}'", hours * 60 - 30),
+        ),
     ];
     let mut test = String::from("rule_files:\n  - ");
     test.push_str(&alerts().display().to_string());
@@ -200,13 +213,35 @@ fn every_alert_fires_from_the_series_the_tools_write() {
             annotations(alert, &pairs)
         ));
     };
-    fires(
-        &mut test,
-        "45m",
-        "DbsafeBackupFailed",
-        failures,
-        "severity=critical",
-    );
+    let failed_test = |test: &mut String| {
+        // Both series fail at once: the one that succeeded before, and the
+        // one that never did.
+        let (a, b) = (
+            labels(failure),
+            labels(&failure.replace("production", "lab")),
+        );
+        test.push_str(
+            "      - eval_time: 45m\n        alertname: DbsafeBackupFailed\n        exp_alerts:\n",
+        );
+        for l in [a, b] {
+            let mut exp = String::new();
+            let mut pairs = Vec::new();
+            for pair in l
+                .split(',')
+                .chain(["severity=critical"])
+                .filter(|p| !p.is_empty())
+            {
+                let (k, v) = pair.split_once('=').expect("label");
+                exp.push_str(&format!("              {k}: {v}\n"));
+                pairs.push((k.to_string(), v.trim_matches('"').to_string()));
+            }
+            test.push_str(&format!(
+                "          - exp_labels:\n{exp}            exp_annotations:\n{}",
+                annotations("DbsafeBackupFailed", &pairs)
+            ));
+        }
+    };
+    failed_test(&mut test);
     fires(
         &mut test,
         "27h",
@@ -253,7 +288,7 @@ fn every_alert_fires_from_the_series_the_tools_write() {
         &mut test,
         "45m",
         "DbsafeWalPushFailing",
-        wal_failures,
+        wal_failure,
         "severity=critical",
     );
     fires(

@@ -57,11 +57,16 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         ),
         Err(_) => sink.record(
             "dbsnap",
-            &[sample(
-                "dbsafe_backup_failures_total",
-                "Backups that failed.",
-                1.0,
-            )],
+            &[
+                sample("dbsafe_backup_failures_total", "Backups that failed.", 1.0),
+                // What the failure alert reads: a failure newer than the last
+                // success, the first one included, pushed or in a textfile.
+                sample(
+                    "dbsafe_backup_last_failure_timestamp_seconds",
+                    "When the last backup failed (Unix time).",
+                    chrono::Utc::now().timestamp() as f64,
+                ),
+            ],
         ),
     }
     result.map(|_| ExitCode::Success)

@@ -169,6 +169,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         chrono::Utc::now().timestamp() as f64,
                     ));
                 }
+                if round.failed > 0 {
+                    samples.push(sample(
+                        "dbsafe_wal_last_failure_timestamp_seconds",
+                        "When a WAL push last failed (Unix time).",
+                        chrono::Utc::now().timestamp() as f64,
+                    ));
+                }
                 sink.record("walship", &samples);
             };
             let record_push = |ok: bool| {
