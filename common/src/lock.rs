@@ -67,6 +67,16 @@ impl Lock {
         store_lock_path(&store.describe(), &format!("{series}.readers"), runtime_dir)
     }
 
+    /// Takes the lock `name` of the directory `dir` among this user's
+    /// processes on this host, in their private lock directory: for a
+    /// directory of the user's own (a --safety-dir), which keeps no lock file.
+    pub fn on_host_for(dir: &Path, name: &str, timeout: Duration) -> Result<Lock> {
+        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+        let place = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let path = host_lock_path(&place.display().to_string(), name, runtime_dir)?;
+        Lock::acquire(&path, name, timeout)
+    }
+
     /// Takes the lock at `path`, waiting up to `timeout` (zero: fail at once with exit 4).
     pub fn acquire(path: &Path, what: &str, timeout: Duration) -> Result<Lock> {
         Lock::take(path, what, timeout, false)

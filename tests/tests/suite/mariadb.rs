@@ -112,7 +112,13 @@ fn a_failed_restore_names_the_error_and_no_row_of_the_dump() {
             ))
             .env("DBSAFE_AUDIT_LOG", &audit)
             .fails_with_code(1);
-        assert!(r.stderr().contains("max_allowed_packet"), "{}", r.stderr());
+        // The server says it one way or the other, as its timing goes.
+        assert!(
+            r.stderr().contains("max_allowed_packet")
+                || r.stderr().contains("Server has gone away"),
+            "{}",
+            r.stderr()
+        );
         for (what, text) in [
             ("stderr", r.stderr()),
             ("the hook", std::fs::read_to_string(&hook_saw).unwrap()),

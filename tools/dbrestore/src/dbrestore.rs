@@ -827,9 +827,9 @@ impl Restoring<'_> {
                 dbsafe::fsutil::create_private_dir(dir)?;
                 // Two restores into one directory take their names in turn:
                 // the second sees the first's, never replaces it.
-                let _naming = dbsafe::lock::Lock::acquire(
-                    &dir.join(".dbsafe-safety.lock"),
-                    "the safety directory",
+                let _naming = dbsafe::lock::Lock::on_host_for(
+                    dir,
+                    "safety-names",
                     Duration::from_secs(3600),
                 )?;
                 let mut name = ArtifactName {
