@@ -242,10 +242,17 @@ impl<'a> Artifact<'a> {
         }
     }
 
-    /// Whether its first bytes are age's header, read before it is opened
-    /// (from stdin, kept for [`Artifact::open`]): what the artifact is,
-    /// whatever its name or metadata say.
+    /// Whether it is age-encrypted. A store's entry was named by its writer
+    /// (`.age`), and opening it to look would start its download; a file or
+    /// stdin is told by its first bytes (from stdin, kept for
+    /// [`Artifact::open`]), whatever its name or metadata say.
     pub fn encrypted(&self) -> Result<bool> {
+        if let Place::Stored { key, .. } = &self.place {
+            return Ok(
+                crate::ArtifactName::parse(key.rsplit('/').next().unwrap_or(key))
+                    .is_ok_and(|n| n.encrypted),
+            );
+        }
         Ok(crate::pipeline::is_age(&self.head()?))
     }
 

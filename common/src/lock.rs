@@ -31,9 +31,11 @@ impl Lock {
     /// Takes the lock `name` of `store` (one per series or environment),
     /// waiting up to `timeout` (zero: fail at once with exit 4).
     pub fn on_store(store: &dyn Store, name: &str, timeout: Duration) -> Result<Lock> {
-        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-        let path = store_lock_path(&store.describe(), name, runtime_dir)?;
-        Lock::acquire(&path, name, timeout)
+        Lock::acquire(
+            &store_lock_path(&store.describe(), name, runtime_dir())?,
+            name,
+            timeout,
+        )
     }
 
     /// Marks series `series` of `store` as read (one of its backups is
@@ -63,17 +65,19 @@ impl Lock {
     }
 
     fn readers_path(store: &dyn Store, series: &str) -> Result<PathBuf> {
-        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-        store_lock_path(&store.describe(), &format!("{series}.readers"), runtime_dir)
+        store_lock_path(
+            &store.describe(),
+            &format!("{series}.readers"),
+            runtime_dir(),
+        )
     }
 
     /// Takes the lock `name` of the directory `dir` among this user's
     /// processes on this host, in their private lock directory: for a
     /// directory of the user's own (a --safety-dir), which keeps no lock file.
     pub fn on_host_for(dir: &Path, name: &str, timeout: Duration) -> Result<Lock> {
-        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
         let place = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        let path = host_lock_path(&place.display().to_string(), name, runtime_dir)?;
+        let path = host_lock_path(&place.display().to_string(), name, runtime_dir())?;
         Lock::acquire(&path, name, timeout)
     }
 
@@ -168,10 +172,14 @@ impl Lock {
     /// another user than the store's other writers (PostgreSQL's
     /// archive_command), which may not write in the store's `locks/`.
     pub fn on_host(store: &dyn Store, name: &str, timeout: Duration) -> Result<Lock> {
-        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-        let path = host_lock_path(&store.describe(), name, runtime_dir)?;
+        let path = host_lock_path(&store.describe(), name, runtime_dir())?;
         Lock::acquire(&path, name, timeout)
     }
+}
+
+/// `$XDG_RUNTIME_DIR`, where this user's host locks go when it is set.
+fn runtime_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
 }
 
 /// The lock file of lock `name` of the store at `location`.

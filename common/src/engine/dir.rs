@@ -218,21 +218,24 @@ impl Dir {
                 return Ok(());
             }
         }
-        let (size, digest) = self.append_contents(builder, abs, rel, stats)?;
-        if m.nlink() > 1 {
-            stats.linked.insert(key, (rel.to_path_buf(), size, digest));
+        // A file left out is no name later links can point to.
+        if let Some((size, digest)) = self.append_contents(builder, abs, rel, stats)? {
+            if m.nlink() > 1 {
+                stats.linked.insert(key, (rel.to_path_buf(), size, digest));
+            }
         }
         Ok(())
     }
 
-    /// Appends one regular file's contents; returns its size and digest.
+    /// Appends one regular file's contents; returns its size and digest
+    /// (`None`: it was left out, no longer a regular file).
     fn append_contents(
         &self,
         builder: &mut tar::Builder<&mut dyn Write>,
         abs: &Path,
         rel: &Path,
         stats: &mut TreeStats,
-    ) -> Result<(u64, String)> {
+    ) -> Result<Option<(u64, String)>> {
         // O_NOFOLLOW: a file swapped for a link since the walk saw it is not followed.
         let mut file = fs::OpenOptions::new()
             .read(true)
@@ -248,7 +251,7 @@ impl Dir {
                 "{} is no longer a regular file; left out",
                 abs.display()
             ));
-            return Ok((0, String::new()));
+            return Ok(None);
         }
         let size = before.size();
         let mut header = header_for(tar::EntryType::Regular, &before, size);
@@ -274,7 +277,7 @@ impl Dir {
         stats.bytes += size;
         let digest = hex::encode(digest);
         stats.file(rel, size, before.mode(), &digest);
-        Ok((size, digest))
+        Ok(Some((size, digest)))
     }
 
     fn write_tar(&self, out: &mut dyn Write) -> Result<TreeStats> {
@@ -600,11 +603,10 @@ impl Engine for Dir {
 /// which cannot be renamed (a volume an object store serves, say).
 fn is_mount_point(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    match (fs::symlink_metadata(dir), fs::metadata(parent)) {
+    match (
+        fs::symlink_metadata(dir),
+        fs::metadata(crate::fsutil::parent_dir(dir)),
+    ) {
         (Ok(d), Ok(p)) => d.is_dir() && d.dev() != p.dev(),
         _ => false,
     }

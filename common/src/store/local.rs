@@ -181,7 +181,7 @@ impl Store for LocalStore {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
-        self.walk(prefix, &mut out)?;
+        walk(&self.dir_path(prefix)?, prefix, &mut out)?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -258,40 +258,6 @@ impl Store for LocalStore {
 }
 
 impl LocalStore {
-    fn walk(&self, prefix: &str, out: &mut Vec<ObjectInfo>) -> Result<()> {
-        let dir = self.dir_path(prefix)?;
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(format!("cannot list {}", dir.display()), e)),
-        };
-        for entry in entries {
-            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            let key = format!("{prefix}/{name}");
-            // Never into a directory through a link planted in the store.
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                self.walk(&key, out)?;
-                continue;
-            }
-            // A file, or a link to one (a series' _latest pointer).
-            let Ok(meta) = fs::metadata(entry.path()) else {
-                continue;
-            };
-            if meta.is_file() {
-                out.push(ObjectInfo {
-                    key,
-                    size: meta.len(),
-                    modified: modified(&meta),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// A file written atomically at `path`, outside any store (`dbsnap -o FILE`).
     pub fn atomic_file(path: &Path) -> Result<Box<dyn ObjectWriter>> {
         let tmp = fsutil::temp_name_for(path);
@@ -304,6 +270,41 @@ impl LocalStore {
             new: false,
         }))
     }
+}
+
+/// The objects below `dir` (the store's directory of key `prefix`, no link
+/// on its way there): never into a directory through a link planted in it.
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("cannot list {}", dir.display()), e)),
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let key = format!("{prefix}/{name}");
+        // file_type() does not follow a link: a real directory only.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk(&entry.path(), &key, out)?;
+            continue;
+        }
+        // A file, or a link to one (a series' _latest pointer).
+        let Ok(meta) = fs::metadata(entry.path()) else {
+            continue;
+        };
+        if meta.is_file() {
+            out.push(ObjectInfo {
+                key,
+                size: meta.len(),
+                modified: modified(&meta),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

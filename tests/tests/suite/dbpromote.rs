@@ -1072,9 +1072,6 @@ impl FileChain {
     }
 }
 
-/// A release told to stop (SIGTERM) while its migration runs on the target:
-/// the migration and what it started are stopped, nothing more is run, and
-/// the manifest and the audit log say how it ended, before exit 130.
 /// An application holding the SQLite database open (idle: no lock) would
 /// go on with the old file after the swap, its writes lost to the live
 /// database: the refresh refuses, or waits for it with --grace.
@@ -1111,6 +1108,9 @@ fn a_sqlite_refresh_waits_for_or_refuses_a_process_that_holds_the_database_open(
     assert_eq!(sqlite::counts(&c.staging), sqlite::counts(&c.prod));
 }
 
+/// A release told to stop (SIGTERM) while its migration runs on the target:
+/// the migration and what it started are stopped, nothing more is run, and
+/// the manifest and the audit log say how it ended, before exit 130.
 #[test]
 fn a_release_interrupted_on_the_target_records_how_it_ended_and_stops_its_command() {
     let c = FileChain::sqlite_masking_emails(10, 3);

@@ -188,7 +188,6 @@ fn safety_backups_with_a_passphrase_are_encrypted_with_it_and_never_share_a_name
     }
 }
 
-/// A SQLite artifact with its sidecars, encrypted to a new key; returns (artifact, key).
 #[test]
 fn a_safety_backup_is_encrypted_when_the_artifact_is_whatever_its_name_or_metadata_say() {
     let s = Scene::new();
@@ -242,6 +241,7 @@ fn a_safety_backup_is_encrypted_when_the_artifact_is_whatever_its_name_or_metada
     }
 }
 
+/// A SQLite artifact with its sidecars, encrypted to a new key; returns (artifact, key).
 fn encrypted_artifact(s: &Scene) -> (PathBuf, PathBuf) {
     let (key, public) = s.age_key("key.txt");
     let db = sqlite::sample_in(s, "app.db", 10);

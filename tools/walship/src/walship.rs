@@ -11,10 +11,10 @@ use dbsafe::walarchive::{self, Fetched, Pushed};
 use dbsafe::walspool;
 use dbsafe::{Error, ExitCode, Result};
 
-/// Runs walship and turns the outcome into an exit status, with `fetch`'s
 /// How long a background shipper waits for one already at work.
 const SHIPPER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Runs walship and turns the outcome into an exit status, with `fetch`'s
 /// PostgreSQL-specific codes: 1 only for "not archived", 255 for anything else.
 pub fn main(cli: Cli) -> std::process::ExitCode {
     if let Command::Fetch { .. } = cli.command {

@@ -348,35 +348,25 @@ pub(crate) fn check(input: &mut dyn Read) -> Result<PayloadCheck> {
         .wait()
         .map_err(|e| Error::io("waiting for pg_restore", e))?;
     let stderr = child.stderr_text();
-    let progress = |verb: &str| {
-        stderr
-            .lines()
-            .filter(|l| {
-                l.strip_prefix("pg_restore: ")
-                    .is_some_and(|l| l.starts_with(verb))
-            })
-            .count()
+    // A progress line: `pg_restore: VERB ...`.
+    let is = |line: &str, verbs: &[&str]| {
+        line.strip_prefix("pg_restore: ")
+            .is_some_and(|l| verbs.iter().any(|v| l.starts_with(v)))
     };
+    let count = |verbs: &[&str]| stderr.lines().filter(|l| is(l, verbs)).count();
     let (data, entries) = (
-        progress("processing data for table "),
-        progress("creating ") + progress("executing ") + progress("processing "),
+        count(&["processing data for table "]),
+        count(&["creating ", "executing ", "processing "]),
     );
     let mut problems = Vec::new();
     if !status.success() {
         let said: Vec<&str> = stderr
             .lines()
-            .filter(|l| {
-                !["creating ", "executing ", "processing ", "restoring "]
-                    .iter()
-                    .any(|v| {
-                        l.strip_prefix("pg_restore: ")
-                            .is_some_and(|l| l.starts_with(v))
-                    })
-            })
+            .filter(|l| !is(l, &["creating ", "executing ", "processing ", "restoring "]))
             .collect();
         problems.push(format!(
             "pg_restore cannot read the archive ({status}): {}",
-            said.join("; ")
+            super::child::brief(&said.join("\n")).replace('\n', "; ")
         ));
     } else if entries == 0 {
         problems.push("pg_restore found no entries in the archive".into());

@@ -109,7 +109,8 @@ impl FileSides for Sqlite {
             std::thread::sleep(Duration::from_millis(100));
         }
         let conn = open(&target)?;
-        let wait = grace.unwrap_or(Duration::ZERO);
+        // What is left of the grace period, not all of it again.
+        let wait = grace.map_or(Duration::ZERO, |g| g.saturating_sub(start.elapsed()));
         conn.busy_timeout(wait)
             .map_err(sqlite_err("busy timeout"))?;
         let busy = |e: rusqlite::Error| {
