@@ -160,6 +160,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let audit_log = (!args.dry_run && report.backups.iter().any(|d| !d.keep))
         .then(|| audit::Log::of(store.as_ref()))
         .transpose()?;
+    // Pointers move off the backups first: a deletion that fails or is
+    // killed midway never leaves one pointing at nothing.
+    if !args.dry_run {
+        repoint_latest(store.as_ref(), &report.backups, &by_file)?;
+    }
     for d in report.backups.iter().filter(|d| !d.keep) {
         let e = by_file[&d.id];
         let Some(audit_log) = &audit_log else {
@@ -174,9 +179,6 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     }
     for d in report.backups.iter().filter(|d| d.keep) {
         log.debug(format!("keep {} ({})", d.id, d.reasons.join("; ")));
-    }
-    if !args.dry_run {
-        repoint_latest(store.as_ref(), &report.backups, &by_file)?;
     }
     let leftovers = Leftovers {
         store: store.as_ref(),
@@ -301,7 +303,7 @@ fn delete_backup(store: &dyn Store, e: &Entry, d: &Decision, log: &audit::Log) -
 }
 
 /// A series' `_latest` pointer (one for each layering: `.sqlite.zst`,
-/// `.sqlite.zst.age`) on a backup this run deleted moves to the newest kept
+/// `.sqlite.zst.age`) on a backup this run deletes moves to the newest kept
 /// backup of the same layers, or goes when none is left: never dangling.
 fn repoint_latest(
     store: &dyn Store,
