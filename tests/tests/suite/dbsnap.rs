@@ -353,7 +353,8 @@ fn a_new_artifact_is_durable_before_its_sidecars_replace_the_earlier_ones() {
                 .unwrap_or_else(|| panic!("no {what} in:\n{calls}"))
         };
         assert!(
-            at(".app.sqlite.zst.tmp.") < at("/app.sqlite.zst.sha256\")"),
+            at(".app.sqlite.zst.tmp.") < at("/app.sqlite.zst.sha256\")")
+                && at(".app.sqlite.zst.tmp.") < at("/app.sqlite.zst.meta.json\")"),
             "the artifact's fsync comes first:\n{calls}"
         );
         assert!(calls

@@ -112,7 +112,8 @@ fn a_restore_interrupted_after_it_replaced_the_target_is_audited_and_stops_its_h
         assert_eq!(result, "interrupted", "round {round}: {entry}");
         let safety = entry["details"]["safety_backup"].as_str().expect("named");
         assert!(
-            files_under(&store).iter().any(|f| f.ends_with(safety)),
+            safety.starts_with("backups/default-safety_")
+                && files_under(&store).contains(&safety.to_string()),
             "{safety}"
         );
         let stderr = std::fs::read_to_string(s.path(&format!("stderr-{round}"))).unwrap();
@@ -140,7 +141,8 @@ fn a_fifo_planted_as_the_audit_log_is_refused_at_once_never_waited_on() {
             prune_store(&store).args(["--keep-last", "1"]),
             restore_from_store(&store, sqlite::url(&target)).args(["--latest", "--yes"]),
         ] {
-            let mut child = cmd.spawn();
+            let said = s.path("stderr");
+            let mut child = cmd.stderr_file(&said).spawn();
             let ended = dbsafe_tests::poll_until(std::time::Duration::from_secs(30), || {
                 child.try_wait().unwrap().is_some()
             });
@@ -149,6 +151,8 @@ fn a_fifo_planted_as_the_audit_log_is_refused_at_once_never_waited_on() {
                 panic!("the run waited on the FIFO");
             }
             assert_eq!(child.wait().unwrap().code(), Some(4));
+            let said = std::fs::read_to_string(&said).unwrap();
+            assert!(said.contains("audit.log is not a regular file"), "{said}");
         }
     }
     assert_eq!(dbsafe_tests::artifacts(&store).len(), 2);

@@ -104,6 +104,7 @@ fn a_failed_restore_names_the_error_and_no_row_of_the_dump() {
     let hook_saw = s.path("hook.txt");
     let audit = s.path("audit.log");
     for _ in 0..2 {
+        let _ = std::fs::remove_file(&hook_saw);
         let r = restore_file(&art, m.url("copy"))
             .args(["--create", "--skip-verify", "--on-failure"])
             .arg(format!(
@@ -124,6 +125,11 @@ fn a_failed_restore_names_the_error_and_no_row_of_the_dump() {
             ("the hook", std::fs::read_to_string(&hook_saw).unwrap()),
             ("the audit log", std::fs::read_to_string(&audit).unwrap()),
         ] {
+            // Each saw the failure, and none of the rows.
+            assert!(
+                text.contains("mariadb restoring into"),
+                "{what} did not see it: {text}"
+            );
             assert!(!text.contains("SSN-"), "a row reached {what}: {text}");
         }
         m.sql("", "DROP DATABASE IF EXISTS copy;");

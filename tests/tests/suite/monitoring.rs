@@ -187,6 +187,11 @@ fn every_alert_fires_from_the_series_the_tools_write() {
             failure.replace("production", "lab"),
             format!("'_x30 1800x{}'", hours * 60 - 30),
         ),
+        // The lab series succeeds two hours in: its failure alert clears.
+        (
+            success.replace("production", "lab"),
+            format!("'_x120 7200x{}'", hours * 60 - 120),
+        ),
     ];
     let mut test = String::from("rule_files:\n  - ");
     test.push_str(&alerts().display().to_string());
@@ -213,17 +218,14 @@ fn every_alert_fires_from_the_series_the_tools_write() {
             annotations(alert, &pairs)
         ));
     };
-    let failed_test = |test: &mut String| {
-        // Both series fail at once: the one that succeeded before, and the
-        // one that never did.
-        let (a, b) = (
-            labels(failure),
-            labels(&failure.replace("production", "lab")),
-        );
-        test.push_str(
-            "      - eval_time: 45m\n        alertname: DbsafeBackupFailed\n        exp_alerts:\n",
-        );
-        for l in [a, b] {
+    let failed_test = |test: &mut String, at: &str, envs: &[&str]| {
+        test.push_str(&format!(
+            "      - eval_time: {at}\n        alertname: DbsafeBackupFailed\n        exp_alerts:\n"
+        ));
+        for l in envs
+            .iter()
+            .map(|e| labels(&failure.replace("production", e)))
+        {
             let mut exp = String::new();
             let mut pairs = Vec::new();
             for pair in l
@@ -241,7 +243,10 @@ fn every_alert_fires_from_the_series_the_tools_write() {
             ));
         }
     };
-    failed_test(&mut test);
+    // At 45m both series have failed: the one that succeeded before, and
+    // the one that never did; at 3h only the one with no success since.
+    failed_test(&mut test, "45m", &["production", "lab"]);
+    failed_test(&mut test, "3h", &["production"]);
     fires(
         &mut test,
         "27h",
