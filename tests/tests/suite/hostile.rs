@@ -291,10 +291,18 @@ fn a_store_directory_planted_as_a_link_is_never_read_written_or_pruned_through()
             .fails_with_code(4)
             .stderr_has("is a link");
         if dir == "backups" {
-            prune_store(&store)
-                .args(["--keep-last", "0"])
-                .fails_with_code(4)
-                .stderr_has("is a link");
+            let target = s.path("target.db");
+            for cmd in [
+                prune_store(&store).args(["--keep-last", "0"]),
+                Cmd::tool("dbverify")
+                    .arg("--store")
+                    .arg(&store)
+                    .arg("--latest"),
+                restore_from_store(&store, sqlite::url(&target)).args(["--latest", "--yes"]),
+            ] {
+                cmd.fails_with_code(4).stderr_has("is a link");
+            }
+            assert!(!target.exists());
         }
         untouched();
         std::fs::remove_file(store.join(dir)).unwrap();

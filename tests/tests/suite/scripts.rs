@@ -126,6 +126,17 @@ fn backup_sh_snapshots_verifies_and_rotates_under_one_lock() {
     let now = dbsafe_tests::artifacts(&s.path("store"));
     assert!(production.iter().all(|p| now.contains(p)), "{now:?}");
     assert_eq!(now.len(), production.len() + 1, "{now:?}");
+    // So does another database's job in the same environment.
+    let crm = sqlite::sample_in(&s, "crm.db", 5);
+    for _ in 0..2 {
+        next_second();
+        backup_sh(&crm, s.path("store"), &recipients, &key)
+            .env("PRUNE_ARGS", "--keep-last 1")
+            .succeeds();
+    }
+    let after = dbsafe_tests::artifacts(&s.path("store"));
+    assert!(now.iter().all(|p| after.contains(p)), "{after:?}");
+    assert_eq!(after.len(), now.len() + 1, "{after:?}");
 }
 
 #[test]
