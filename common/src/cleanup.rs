@@ -158,10 +158,21 @@ pub fn stop_group(pgid: u32) {
     }
 }
 
-/// Stops the process group `pgid` when the tool is interrupted, while the
-/// guard lives: a shell command and what it started end with the tool.
-pub fn group_guard(pgid: u32) -> ActionGuard {
-    ActionGuard::new(move || stop_group(pgid))
+/// Starts `cmd` (a shell command a run hands its work to: a hook, a
+/// migration) in a process group of its own, stopped whole with the tool
+/// when it is interrupted, while the returned guard lives. An interrupted
+/// tool starts nothing more (`ErrorKind::Interrupted`): it is recording how
+/// it ended.
+pub fn spawn_in_group(
+    cmd: &mut std::process::Command,
+) -> std::io::Result<(std::process::Child, ActionGuard)> {
+    use std::os::unix::process::CommandExt;
+    if interrupted() {
+        return Err(std::io::ErrorKind::Interrupted.into());
+    }
+    let child = cmd.process_group(0).spawn()?;
+    let pgid = child.id();
+    Ok((child, ActionGuard::new(move || stop_group(pgid))))
 }
 
 /// Runs an undo action when the tool is interrupted, while the guard lives:

@@ -238,24 +238,19 @@ pub fn run_shell(
     env: &[(&str, String)],
     timeout: Option<Duration>,
 ) -> std::result::Result<(), String> {
-    use std::os::unix::process::CommandExt;
-    // An interrupted run starts nothing more: it is recording how it ended.
-    if crate::cleanup::interrupted() {
-        return Err(format!("`{cmd}` was not run: interrupted"));
-    }
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(std::process::Stdio::null())
-        // A tool's stdout is its data (a stream, a JSON report): hooks speak on stderr.
-        .stdout(std::io::stderr())
-        // A group of its own: what the command starts ends with it.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run sh: {e}"))?;
-    // An interrupted tool stops its hook too.
-    let _stopped_with_the_tool = crate::cleanup::group_guard(child.id());
+    let (mut child, _stopped_with_the_tool) = crate::cleanup::spawn_in_group(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(std::process::Stdio::null())
+            // A tool's stdout is its data (a stream, a JSON report): hooks speak on stderr.
+            .stdout(std::io::stderr()),
+    )
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::Interrupted => format!("`{cmd}` was not run: interrupted"),
+        _ => format!("cannot run sh: {e}"),
+    })?;
     let start = Instant::now();
     loop {
         match child.try_wait() {

@@ -430,26 +430,25 @@ const TAIL: usize = 8;
 
 /// Runs `cmd` with `sh -c`; its output goes to stderr, prefixed with `label`.
 pub(crate) fn shell(ctx: &Ctx, label: &str, cmd: &str, env: &[(String, String)]) -> Result<String> {
-    use std::os::unix::process::CommandExt;
-    // An interrupted run starts nothing more: it is recording how it ended.
-    if crate::interrupted() {
-        return Err(Error::interrupted().context(format!("{label} `{cmd}` was not run")));
-    }
-    ctx.log.info(format!("{label}: running `{cmd}`"));
     let clock = std::time::Instant::now();
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A group of its own: an interrupt ends what the command started
-        // too, whose output would otherwise keep the readers below waiting.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Error::failed(format!("cannot run sh for {label}: {e}")))?;
-    let _guard = dbsafe::cleanup::group_guard(child.id());
+    // A group of its own: an interrupt ends what the command started too,
+    // whose output would otherwise keep the readers below waiting.
+    let (mut child, _guard) = dbsafe::cleanup::spawn_in_group(
+        Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::Interrupted => {
+            Error::interrupted().context(format!("{label} `{cmd}` was not run"))
+        }
+        _ => Error::failed(format!("cannot run sh for {label}: {e}")),
+    })?;
+    ctx.log.info(format!("{label}: running `{cmd}`"));
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let quiet = ctx.args.common.quiet;
     let readers: Vec<_> = [

@@ -611,10 +611,11 @@ mod tests {
         assert!(!name_taken(&status(409, "ContainerBeingDeleted")));
     }
 
-    /// A service whose first upload gets no answer and whose next one finds
-    /// the name taken, holding `there`.
+    /// A service whose first `lost` uploads get no answer and whose next
+    /// one finds the name taken, holding `there`.
     struct TakenOnRetry {
         there: &'static str,
+        lost: u32,
         puts: std::sync::Mutex<u32>,
     }
 
@@ -626,7 +627,7 @@ mod tests {
             let mut n = self.puts.lock().unwrap();
             *n += 1;
             match *n {
-                1 => Err(Failure::Transport("connection reset".into())),
+                n if n <= self.lost => Err(Failure::Transport("connection reset".into())),
                 _ => Err(Failure::Status {
                     status: 412,
                     code: "conditionNotMet".into(),
@@ -671,10 +672,12 @@ mod tests {
 
     #[test]
     fn a_name_taken_after_a_retry_is_ours_only_when_it_holds_our_bytes() {
-        for (there, ours) in [("mine", true), ("theirs", false)] {
+        // Taken on the first attempt: another writer's, even with our bytes.
+        for (lost, there, ours) in [(1, "mine", true), (1, "theirs", false), (0, "mine", false)] {
             let store = CloudStore {
                 service: Arc::new(TakenOnRetry {
                     there,
+                    lost,
                     puts: std::sync::Mutex::new(0),
                 }),
                 location: "gs://b".into(),
