@@ -1079,28 +1079,34 @@ impl FileChain {
 fn a_sqlite_refresh_waits_for_or_refuses_a_process_that_holds_the_database_open() {
     let c = FileChain::sqlite_masking_emails(10, 3);
     let before = sqlite::contents(&c.staging);
-    let hold =
-        |secs: u32| Cmd::sh(&format!("exec 3<'{}'; sleep {secs}", c.staging.display())).spawn();
+    let staging = std::fs::canonicalize(&c.staging).unwrap();
+    // An application that holds the file open for `secs` seconds.
+    let hold = |secs: u32| {
+        let child = Cmd::sh(&format!("exec 3<'{}'; sleep {secs}", c.staging.display())).spawn();
+        wait_until(
+            "the application to open it",
+            Duration::from_secs(10),
+            || dbsafe_tests::has_open(child.id(), &staging),
+        );
+        child
+    };
     let mut app = hold(60);
-    wait_until(
-        "the application to open it",
-        Duration::from_secs(10),
-        || std::fs::read_dir(format!("/proc/{}/fd", app.id())).is_ok_and(|fds| fds.count() > 3),
-    );
     for _ in 0..2 {
         c.refresh()
             .fails_with(4, "session(s) connected to app.db: pid");
         assert_eq!(sqlite::contents(&c.staging), before, "nothing was changed");
     }
+    // With a grace period it runs out of, the swap itself refuses.
+    c.refresh()
+        .args(["--grace", "1s"])
+        .fails_with(4, "past the grace period");
+    assert_eq!(sqlite::contents(&c.staging), before, "nothing was changed");
     dbsafe_tests::kill_and_reap(&mut app);
-    // An application that lets go within the grace period is waited for.
-    let mut brief = hold(2);
-    wait_until(
-        "the application to open it",
-        Duration::from_secs(10),
-        || std::fs::read_dir(format!("/proc/{}/fd", brief.id())).is_ok_and(|fds| fds.count() > 3),
-    );
-    c.refresh().args(["--grace", "30s"]).succeeds();
+    // An application that lets go within the grace period is waited for:
+    // it is still there when the refresh reaches its swap (a few seconds
+    // after it began), gone once the refresh is done.
+    let mut brief = hold(8);
+    c.refresh().args(["--grace", "60s"]).succeeds();
     assert!(
         brief.try_wait().unwrap().is_some(),
         "the swap waited for the application to let go"
