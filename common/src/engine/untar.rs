@@ -408,6 +408,29 @@ pub(crate) mod tests {
         assert!(!dest.join("h3").exists());
     }
 
+    /// A link already in the directory unpacked into (not in the archive,
+    /// so the screen never saw it): a hard link through it is refused too.
+    #[test]
+    fn hard_links_through_a_link_on_disk_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).expect("outside");
+        fs::write(outside.join("victim"), b"precious").expect("victim");
+        let dest = dir.path().join("dest");
+        fs::create_dir(&dest).expect("dest");
+        std::os::unix::fs::symlink(&outside, dest.join("s")).expect("link");
+        let t = tar_of(&[("h", tar::EntryType::Link, Some("s/victim"))]);
+        let err = unpack(&mut t.as_slice(), &dest).expect_err("refused");
+        assert!(err.message.contains("not a directory"), "{err}");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(outside.join("victim"))
+                .expect("victim")
+                .nlink(),
+            1
+        );
+    }
+
     #[test]
     fn unpacking_a_traversal_writes_nothing_outside() {
         let dir = tempfile::tempdir().expect("tmp");
