@@ -161,7 +161,6 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     let mut audit = AuditEntry::new("dbrestore", "restore", &artifact.describe(), &target.url());
     let audit_log = std::sync::Arc::new(dbsafe::audit::Log::open(&audit_path(&source, &safety))?);
     let restoring = Restoring {
-        touched: Default::default(),
         safety_taken: Default::default(),
         on_interrupt: Default::default(),
         audit: (std::sync::Arc::clone(&audit_log), audit.clone(), clock),
@@ -175,8 +174,9 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
         tmpdir: &tmpdir,
     };
     let result = restoring.execute(check, non_empty, safety.as_ref());
-    // From here the entry below is written: an interrupt no longer writes its own.
-    drop(restoring.on_interrupt.take());
+    // From here the entry below is written: an interrupt no longer writes
+    // its own. Its guard was set when the restore began writing.
+    let began = restoring.on_interrupt.take().is_some();
     audit.duration_seconds = clock.elapsed().as_secs_f64();
     let safety_name = restoring.safety_taken.take();
     let (problems, checked, err) = match result {
@@ -186,7 +186,7 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     // A refusal before anything was touched is not an action worth
     // auditing; a run that wrote into the target is, however it ended (a
     // store's credentials that fail mid-restore are exit 2).
-    let touched = restoring.touched.get()
+    let touched = began
         || !matches!(
             err.as_ref().map(|e| e.code()),
             Some(ExitCode::Refused) | Some(ExitCode::Usage)
@@ -205,18 +205,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
             "safety_backup": safety_name, "problems": problems,
             "verified_first": verify_first,
         });
-        if let Err(e) = audit_log.append(&audit) {
-            log.warn(format!(
-                "cannot write the audit log {}: {e}",
-                audit_log.path().display()
-            ));
-        }
+        record(&audit_log, &audit, &log);
     }
     if let Some(e) = err {
         if let Some(name) = &safety_name {
-            log.warn(format!(
-                "the target's contents from before this restore are in the safety backup {name}"
-            ));
+            log.warn(safety_note(name));
         }
         return Err(e);
     }
@@ -478,16 +471,30 @@ fn safety_encryption(
     Encryption::from_sources(&inline, &files, None)
 }
 
+/// Appends a restore's audit entry; a log that cannot take it only warns,
+/// once the restore is done.
+fn record(audit_log: &dbsafe::audit::Log, entry: &AuditEntry, log: &Log) {
+    if let Err(e) = audit_log.append(entry) {
+        log.warn(format!(
+            "cannot write the audit log {}: {e}",
+            audit_log.path().display()
+        ));
+    }
+}
+
+/// Where the target's contents went, for a restore that did not finish.
+fn safety_note(name: &str) -> String {
+    format!("the target's contents from before this restore are in the safety backup {name}")
+}
+
 /// One restore: what it restores, into what, with which keys and settings.
 struct Restoring<'a> {
-    /// Set once the restore starts writing into the target: from there the
-    /// run is audited whatever its exit code says.
-    touched: std::cell::Cell<bool>,
     /// Where the safety backup went, once taken: a restore that fails after
     /// it names it too.
     safety_taken: std::cell::RefCell<Option<String>>,
-    /// Once the target is touched: what an interrupt (SIGINT, SIGTERM)
-    /// writes to the audit log before the tool ends.
+    /// Once the restore writes into the target (from there the run is
+    /// audited whatever its exit code says): what an interrupt (SIGINT,
+    /// SIGTERM) writes to the audit log before the tool ends.
     on_interrupt: std::cell::RefCell<Option<dbsafe::cleanup::ActionGuard>>,
     /// The audit log, the run's entry, and when the run began.
     audit: (std::sync::Arc<dbsafe::audit::Log>, AuditEntry, Instant),
@@ -588,16 +595,9 @@ impl Restoring<'_> {
             entry.details = serde_json::json!({
                 "safety_backup": safety, "problems": ["interrupted (SIGINT or SIGTERM)"],
             });
-            if let Err(e) = log.append(&entry) {
-                out.warn(format!(
-                    "cannot write the audit log {}: {e}",
-                    log.path().display()
-                ));
-            }
+            record(&log, &entry, &out);
             if let Some(name) = &safety {
-                out.warn(format!(
-                    "the target's contents from before this restore are in the safety backup {name}"
-                ));
+                out.warn(safety_note(name));
             }
         })
     }
@@ -668,7 +668,6 @@ impl Restoring<'_> {
             jobs,
             ..Default::default()
         };
-        self.touched.set(true);
         *self.on_interrupt.borrow_mut() = Some(self.audit_on_interrupt());
         let report = match spool {
             Some(spool) => {
