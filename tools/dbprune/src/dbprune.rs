@@ -188,32 +188,11 @@ pub fn run(args: cli::Cli) -> Result<ExitCode> {
     report.temporaries_removed = leftovers.temporaries()?;
     report.orphan_sidecars_removed = leftovers.orphan_sidecars()?;
     if args.wal {
-        // A recovery from a base backup reads the WAL after it, for as long
-        // as it runs: while one reads, the WAL waits for another run.
-        let bases: BTreeSet<String> = catalog::list(store.as_ref())?
-            .iter()
-            .filter(|e| e.name.kind == dbsafe::Kind::Base)
-            .map(|e| e.name.series_id())
-            .collect();
-        let (mut busy, mut held) = (false, Vec::new());
-        for series in bases {
-            match deleting.get(&series) {
-                Some(lock) => busy |= lock.is_none(),
-                None => match Lock::for_deleting(store.as_ref(), &series)? {
-                    Some(lock) => held.push(lock),
-                    None => busy = true,
-                },
-            }
-        }
-        if !busy {
-            let (deleted, warn) = prune_wal(store.as_ref(), &report.backups, args.dry_run)?;
-            report.wal_deleted = deleted;
-            report.warnings.extend(warn);
-        } else {
-            report.warnings.push(
-                "--wal: a base backup is being read by a restore or verification; no WAL deleted this run".into(),
-            );
-        }
+        // A base series being read keeps its backups this run (above), and
+        // with them the WAL after their start, which a recovery reads.
+        let (deleted, warn) = prune_wal(store.as_ref(), &report.backups, args.dry_run)?;
+        report.wal_deleted = deleted;
+        report.warnings.extend(warn);
     }
     for w in &report.warnings {
         log.warn(w);
