@@ -48,6 +48,22 @@ pub fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Refuses (exit 4) a directory of a store that is a link: whoever planted
+/// it would have the store read, written or locked elsewhere.
+pub fn refuse_link(dir: &Path) -> Result<()> {
+    if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(crate::Error::refused(format!(
+            "{} is a link; nothing is read, written or locked through it",
+            dir.display()
+        ))
+        .hint(PLANTED_HINT));
+    }
+    Ok(())
+}
+
+/// What to do about something planted in a store.
+const PLANTED_HINT: &str = "remove it, and check who can write to the store";
+
 /// Opens `path` with `options` without following a symbolic link at its
 /// end, and only if it is a regular file: a link or a device planted where
 /// a store keeps a lock or its audit log is refused (exit 4), never written
@@ -58,7 +74,7 @@ pub fn open_regular(options: &mut OpenOptions, path: &Path, what: &str) -> Resul
             "{what} {} is not a regular file (a link or something else is in its place); nothing was written",
             path.display()
         ))
-        .hint("remove it, and check who can write to the store")
+        .hint(PLANTED_HINT)
     };
     use rustix::fs::OFlags;
     use rustix::io::Errno;

@@ -186,13 +186,7 @@ fn runtime_dir() -> Option<PathBuf> {
 fn store_lock_path(location: &str, name: &str, runtime_dir: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(dir) = crate::store::directory_of(location) {
         let locks = dir.join("locks");
-        if std::fs::symlink_metadata(&locks).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(Error::refused(format!(
-                "{} is a link; no lock is taken through it",
-                locks.display()
-            ))
-            .hint("remove it, and check who can write to the store"));
-        }
+        crate::fsutil::refuse_link(&locks)?;
         return Ok(locks.join(format!("{name}.lock")));
     }
     host_lock_path(location, name, runtime_dir)

@@ -50,15 +50,8 @@ impl LocalStore {
         let mut parts = key.split('/').peekable();
         while let Some(part) = parts.next() {
             p.push(part);
-            if (dir || parts.peek().is_some())
-                && fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink())
-            {
-                return Err(Error::refused(format!(
-                    "{} in store {} is a link; nothing is read or written through it",
-                    p.display(),
-                    self.describe()
-                ))
-                .hint("remove it, and check who can write to the store"));
+            if dir || parts.peek().is_some() {
+                fsutil::refuse_link(&p)?;
             }
         }
         Ok(p)
