@@ -627,6 +627,20 @@ pub fn kill_after(mut child: std::process::Child, d: Duration) {
     kill_and_reap(&mut child);
 }
 
+/// How `child` ended, within `timeout`; one still running then is killed
+/// and fails the test, saying `what` it was.
+pub fn ends_within(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    if !poll_until(timeout, || child.try_wait().unwrap().is_some()) {
+        kill_and_reap(child);
+        panic!("{what} did not end within {timeout:?}");
+    }
+    child.wait().unwrap()
+}
+
 /// SIGKILLs `child` and reaps it; one that has ended already is only reaped.
 pub fn kill_and_reap(child: &mut std::process::Child) {
     let _ = child.kill();

@@ -143,14 +143,12 @@ fn a_fifo_planted_as_the_audit_log_is_refused_at_once_never_waited_on() {
         ] {
             let said = s.path("stderr");
             let mut child = cmd.stderr_file(&said).spawn();
-            let ended = dbsafe_tests::poll_until(std::time::Duration::from_secs(30), || {
-                child.try_wait().unwrap().is_some()
-            });
-            if !ended {
-                dbsafe_tests::kill_and_reap(&mut child);
-                panic!("the run waited on the FIFO");
-            }
-            assert_eq!(child.wait().unwrap().code(), Some(4));
+            let ended = dbsafe_tests::ends_within(
+                &mut child,
+                std::time::Duration::from_secs(30),
+                "a run facing the FIFO",
+            );
+            assert_eq!(ended.code(), Some(4));
             let said = std::fs::read_to_string(&said).unwrap();
             assert!(said.contains("audit.log is not a regular file"), "{said}");
         }

@@ -318,14 +318,8 @@ fn a_bucket_in_another_region_is_named_at_once_never_read_as_an_answer() {
             .args(["--store", &store, "--latest"]),
     ] {
         let mut run = cmd.stderr_file(s.path("stderr")).spawn();
-        let ended = dbsafe_tests::poll_until(std::time::Duration::from_secs(60), || {
-            run.try_wait().unwrap().is_some()
-        });
-        if !ended {
-            dbsafe_tests::kill_and_reap(&mut run);
-            panic!("the run did not end");
-        }
-        assert!(!run.wait().unwrap().success());
+        let ended = dbsafe_tests::ends_within(&mut run, Duration::from_secs(60), "the run");
+        assert!(!ended.success());
         let said = std::fs::read_to_string(s.path("stderr")).unwrap();
         assert!(said.contains("AWS_REGION=eu-west-3"), "{said}");
     }
