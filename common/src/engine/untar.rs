@@ -370,17 +370,29 @@ pub(crate) mod tests {
         assert!(err.message.contains("symbolic link"), "{err}");
     }
 
+    /// A directory `outside` holding `victim`, and an empty `dest` beside it.
+    fn victim_outside() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (outside, dest) = (dir.path().join("outside"), dir.path().join("dest"));
+        fs::create_dir(&outside).expect("outside");
+        fs::write(outside.join("victim"), b"precious").expect("victim");
+        fs::create_dir(&dest).expect("dest");
+        (dir, outside, dest)
+    }
+
+    /// `outside/victim` has its one name still.
+    fn untouched(outside: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(outside.join("victim")).expect("victim");
+        assert_eq!(m.nlink(), 1);
+    }
+
     /// A hard link to an archived symbolic link is a second name of it: a
     /// hard link through that name would reach outside (and, as root, take
     /// the archive's owner there).
     #[test]
     fn hard_links_through_a_second_name_of_a_symlink_are_refused() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let outside = dir.path().join("outside");
-        fs::create_dir(&outside).expect("outside");
-        fs::write(outside.join("victim"), b"precious").expect("victim");
-        let dest = dir.path().join("dest");
-        fs::create_dir(&dest).expect("dest");
+        let (_dir, outside, dest) = victim_outside();
         let out = outside.display().to_string();
         let t = tar_of(&[
             ("s", tar::EntryType::Symlink, Some(&out)),
@@ -398,13 +410,7 @@ pub(crate) mod tests {
         assert_eq!(screen.problems.len(), 1, "{:?}", screen.problems);
         let err = unpack(&mut t.as_slice(), &dest).expect_err("refused");
         assert!(err.message.contains("symbolic link"), "{err}");
-        use std::os::unix::fs::MetadataExt;
-        assert_eq!(
-            fs::metadata(outside.join("victim"))
-                .expect("victim")
-                .nlink(),
-            1
-        );
+        untouched(&outside);
         assert!(!dest.join("h3").exists());
     }
 
@@ -412,23 +418,12 @@ pub(crate) mod tests {
     /// so the screen never saw it): a hard link through it is refused too.
     #[test]
     fn hard_links_through_a_link_on_disk_are_refused() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let outside = dir.path().join("outside");
-        fs::create_dir(&outside).expect("outside");
-        fs::write(outside.join("victim"), b"precious").expect("victim");
-        let dest = dir.path().join("dest");
-        fs::create_dir(&dest).expect("dest");
+        let (_dir, outside, dest) = victim_outside();
         std::os::unix::fs::symlink(&outside, dest.join("s")).expect("link");
         let t = tar_of(&[("h", tar::EntryType::Link, Some("s/victim"))]);
         let err = unpack(&mut t.as_slice(), &dest).expect_err("refused");
         assert!(err.message.contains("not a directory"), "{err}");
-        use std::os::unix::fs::MetadataExt;
-        assert_eq!(
-            fs::metadata(outside.join("victim"))
-                .expect("victim")
-                .nlink(),
-            1
-        );
+        untouched(&outside);
     }
 
     #[test]
